@@ -1,0 +1,48 @@
+import type * as nodeFs from 'node:fs';
+import { dirname } from 'node:path';
+
+/** node:fs or a memfs volume: the store and the compiler take either. */
+export type Fs = typeof nodeFs;
+
+/**
+ * Write a file so that a reader sees the old or the new content, never a torn one, and the
+ * new content survives a crash once this resolves: temp name in the same directory, fsync,
+ * rename over the target, fsync the directory. The temp name starts with "." and ends in
+ * ".tmp" so that neither the watcher nor Prometheus's `*.json` glob ever picks it up.
+ */
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array): Promise<void> {
+  const dir = dirname(path);
+  const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.${tmpCounter++}.tmp`;
+  const handle = await fs.promises.open(tmp, 'w', 0o644);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(tmp, path);
+  await syncDir(fs, dir);
+}
+let tmpCounter = 0;
+
+/** Make a rename or unlink in `dir` durable. Some file systems (and memfs) cannot open a directory: nothing to do there. */
+export async function syncDir(fs: Fs, dir: string): Promise<void> {
+  let handle: nodeFs.promises.FileHandle | undefined;
+  try {
+    handle = await fs.promises.open(dir, 'r');
+    await handle.sync();
+  } catch {
+    // not supported on this file system
+  } finally {
+    await handle?.close();
+  }
+}
+
+export async function exists(fs: Fs, path: string): Promise<boolean> {
+  try {
+    await fs.promises.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
