@@ -89,7 +89,7 @@ export class ObjectWriter {
     }
     await this.fs.promises.mkdir(dir, { recursive: true });
     const tmp = `${dir}/tmp_obj_${process.pid}_${tmpCounter++}`;
-    const handle = await this.fs.promises.open(tmp, 'w', 0o444);
+    const handle = await this.fs.promises.open(tmp, 'w');
     try {
       await handle.writeFile(deflateSync(raw, { level: 1 }));
       await handle.sync();

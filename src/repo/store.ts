@@ -312,7 +312,8 @@ export class GitStore {
     const entries: Dir = new Map();
     if (oid) {
       const { tree } = await git.readTree({ fs: this.fs, gitdir: this.gitdir, oid });
-      for (const e of tree) entries.set(e.path, { mode: e.mode, oid: e.oid, type: e.type });
+      // isomorphic-git reports sub-trees as "040000"; Git writes (and fsck wants) "40000".
+      for (const e of tree) entries.set(e.path, { mode: e.type === 'tree' ? TREE_MODE : e.mode, oid: e.oid, type: e.type });
     }
     this.trees.set(path, entries);
     return entries;

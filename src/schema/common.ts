@@ -19,6 +19,9 @@ export const ipAddress = z.string().refine((value) => isIP(value) !== 0, 'must b
 
 export const port = z.number().int('must be a whole number').min(1, 'must be 1-65535').max(65535, 'must be 1-65535');
 
+/** Labels aami adds to every target (its groups); users cannot set them. */
+export const SYSTEM_LABEL_PREFIX = 'aami_';
+
 /**
  * Label names valid for every Prometheus version (2.x rejects UTF-8 names). Names starting
  * with "__" are Prometheus's own; the few we set (__metrics_path__, __scheme__, ...) come
@@ -28,7 +31,8 @@ export const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 export const labelName = z
   .string()
   .regex(LABEL_NAME, 'must match [a-zA-Z_][a-zA-Z0-9_]*')
-  .refine((name) => !name.startsWith('__'), 'names starting with "__" are reserved for Prometheus');
+  .refine((name) => !name.startsWith('__'), 'names starting with "__" are reserved for Prometheus')
+  .refine((name) => !name.startsWith(SYSTEM_LABEL_PREFIX), 'names starting with "aami_" are set by aami itself');
 
 /** YAML authors write `gpu_count: 8`; Prometheus label values are strings. */
 export const labelValue = z

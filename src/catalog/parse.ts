@@ -1,0 +1,111 @@
+import jsYaml from 'js-yaml';
+import type { z } from 'zod';
+import {
+  describeZodError,
+  groupFile,
+  hostname,
+  settingsFile,
+  slug,
+  targetFile,
+  tokenFile,
+  type Group,
+  type Settings,
+  type Target,
+  type Token,
+} from '../schema/index.js';
+import type { Problem } from './problem.js';
+
+export type Entity =
+  | { kind: 'settings'; value: Settings }
+  | { kind: 'group'; id: string; value: Group }
+  | { kind: 'target'; id: string; value: Target }
+  | { kind: 'token'; id: string; value: Token };
+
+export const SETTINGS_PATH = 'aami.yaml';
+export const groupPath = (id: string) => `groups/${id}.yaml`;
+export const targetPath = (target: Pick<Target, 'primary_group' | 'hostname'>) =>
+  `targets/${target.primary_group}/${target.hostname}.yaml`;
+export const tokenPath = (id: string) => `tokens/${id}.yaml`;
+
+const ENTITY_DIRS = ['groups/', 'targets/', 'tokens/'];
+
+/** Whether the path is a config file the catalog reads (others, like README.md, are left alone). */
+export function isConfigPath(path: string): boolean {
+  return path === SETTINGS_PATH || (ENTITY_DIRS.some((dir) => path.startsWith(dir)) && /\.ya?ml$/.test(path));
+}
+
+type Shape =
+  | { kind: 'settings' }
+  | { kind: 'group' | 'token'; id: string }
+  | { kind: 'target'; id: string; group: string };
+
+const LAYOUT = 'expected aami.yaml, groups/<id>.yaml, targets/<primary_group>/<hostname>.yaml or tokens/<id>.yaml';
+
+function shapeOf(path: string): Shape | string {
+  if (path === SETTINGS_PATH) return { kind: 'settings' };
+  if (path.endsWith('.yml')) return 'use the .yaml extension';
+  const parts = path.slice(0, -'.yaml'.length).split('/');
+  const [dir, a, b] = parts;
+  if (dir === 'groups' && parts.length === 2 && slug.safeParse(a).success) return { kind: 'group', id: a! };
+  if (dir === 'tokens' && parts.length === 2 && slug.safeParse(a).success) return { kind: 'token', id: a! };
+  if (dir === 'targets' && parts.length === 3 && slug.safeParse(a).success && hostname.safeParse(b).success) {
+    return { kind: 'target', id: b!, group: a! };
+  }
+  if (dir === 'targets' && parts.length === 2) return 'a target lives at targets/<primary_group>/<hostname>.yaml';
+  return `the file name is not a valid id (${LAYOUT})`;
+}
+
+export type ParseResult = { entity: Entity; problems: [] } | { entity?: undefined; problems: Problem[] };
+
+/** Parse and validate one file on its own; references to other files are checked by buildCatalog. */
+export function parseFile(path: string, text: string): ParseResult {
+  const fail = (field: string, message: string): ParseResult => ({ problems: [{ file: path, field, message }] });
+  const shape = shapeOf(path);
+  if (typeof shape === 'string') return fail('', shape);
+
+  let data: unknown;
+  try {
+    // The core schema is YAML 1.2's: `expires_at: 2026-12-31T00:00:00Z` stays a string, `no` stays a string.
+    data = jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA, filename: path });
+  } catch (error) {
+    const reason = error instanceof jsYaml.YAMLException ? error.message.split('\n')[0]! : String(error);
+    return fail('', `not valid YAML: ${reason}`);
+  }
+  if (data === null || data === undefined) return fail('', 'the file is empty');
+
+  const check = <T>(schema: z.ZodType<T>): T | Problem[] => {
+    const result = schema.safeParse(data);
+    if (result.success) return result.data;
+    return describeZodError(result.error).map((e) => ({ file: path, ...e }));
+  };
+  const mustMatch = (field: string, actual: string, expected: string): Problem[] =>
+    actual === expected ? [] : [{ file: path, field, message: `is "${actual}" but the file's path says "${expected}"` }];
+
+  switch (shape.kind) {
+    case 'settings': {
+      const value = check(settingsFile);
+      return Array.isArray(value) ? { problems: value } : { entity: { kind: 'settings', value }, problems: [] };
+    }
+    case 'group': {
+      const value = check(groupFile);
+      if (Array.isArray(value)) return { problems: value };
+      const problems = mustMatch('id', value.id, shape.id);
+      return problems.length ? { problems } : { entity: { kind: 'group', id: value.id, value }, problems: [] };
+    }
+    case 'token': {
+      const value = check(tokenFile);
+      if (Array.isArray(value)) return { problems: value };
+      const problems = mustMatch('id', value.id, shape.id);
+      return problems.length ? { problems } : { entity: { kind: 'token', id: value.id, value }, problems: [] };
+    }
+    case 'target': {
+      const value = check(targetFile);
+      if (Array.isArray(value)) return { problems: value };
+      const problems = [
+        ...mustMatch('hostname', value.hostname, shape.id),
+        ...mustMatch('primary_group', value.primary_group, shape.group),
+      ];
+      return problems.length ? { problems } : { entity: { kind: 'target', id: value.hostname, value }, problems: [] };
+    }
+  }
+}

@@ -1,0 +1,44 @@
+import { type Fs, syncDir, writeFileDurably } from '../repo/fs.js';
+
+export interface OutputResult {
+  written: string[];
+  removed: string[];
+}
+
+/**
+ * Puts the compiler's files in the SD directory. Prometheus re-reads a file_sd file on every
+ * change event, so a file is only rewritten when its bytes differ, each write is atomic
+ * (temp name outside `*.json`, fsync, rename), and `*.json` files we no longer produce are
+ * deleted so a removed job does not keep scraping stale targets.
+ */
+export class SdOutput {
+  /** What we last wrote, so an unchanged file is not even read back. */
+  private readonly written = new Map<string, string>();
+
+  constructor(
+    private readonly fs: Fs,
+    readonly dir: string,
+  ) {}
+
+  async write(files: Map<string, string>): Promise<OutputResult> {
+    await this.fs.promises.mkdir(this.dir, { recursive: true });
+    const result: OutputResult = { written: [], removed: [] };
+    for (const [name, text] of files) {
+      if (this.written.get(name) === text) continue;
+      const onDisk = await this.fs.promises.readFile(`${this.dir}/${name}`, 'utf8').catch(() => undefined);
+      if (onDisk !== text) {
+        await writeFileDurably(this.fs, `${this.dir}/${name}`, text);
+        result.written.push(name);
+      }
+      this.written.set(name, text);
+    }
+    for (const name of await this.fs.promises.readdir(this.dir)) {
+      if (typeof name !== 'string' || !name.endsWith('.json') || files.has(name)) continue;
+      await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
+      this.written.delete(name);
+      result.removed.push(name);
+    }
+    if (result.removed.length) await syncDir(this.fs, this.dir);
+    return result;
+  }
+}

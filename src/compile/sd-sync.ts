@@ -1,0 +1,131 @@
+import { readConfigFiles } from '../catalog/load.js';
+import { formatProblem, type Problem } from '../catalog/problem.js';
+import { CatalogState, type Snapshot } from '../catalog/state.js';
+import type { Logger } from '../log.js';
+import type { Fs } from '../repo/fs.js';
+import { compile } from './compiler.js';
+import { SdOutput } from './output.js';
+
+export interface CompileStatus {
+  /** When the SD files last matched the catalog; undefined before the first success. */
+  lastSuccessAt?: Date;
+  lastDurationMs?: number;
+  lastError?: string;
+  compiles: number;
+}
+
+export interface SdSyncOptions {
+  fs: Fs;
+  repoDir: string;
+  sdDir: string;
+  logger: Logger;
+  /** Coalesces a burst of changes into one compile. */
+  debounceMs?: number;
+}
+
+/**
+ * Keeps the SD directory in step with the catalog: files change (from the writer or the
+ * watcher), the catalog is rebuilt from what is already parsed, and a compile is scheduled.
+ */
+export class SdSync {
+  readonly state = new CatalogState();
+  readonly status: CompileStatus = { compiles: 0 };
+  private readonly output: SdOutput;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> = Promise.resolve();
+  private waiters: Array<() => void> = [];
+  private reported = new Set<string>();
+
+  constructor(private readonly options: SdSyncOptions) {
+    this.output = new SdOutput(options.fs, options.sdDir);
+  }
+
+  /** Read the whole working tree and compile once. */
+  async loadAll(): Promise<void> {
+    const files = await readConfigFiles(this.options.fs, this.options.repoDir);
+    for (const [path, text] of files) this.state.set(path, text);
+    for (const path of [...this.state.paths()]) if (!files.has(path)) this.state.set(path, null);
+    await this.compileNow();
+  }
+
+  /**
+   * Re-read these paths from the working tree (a watcher event); missing files count as
+   * deleted, and "dir/" stands for every known file below dir.
+   */
+  async reload(paths: Iterable<string>): Promise<void> {
+    const known = [...this.state.paths()];
+    const expanded = new Set([...paths].flatMap((path) => (path.endsWith('/') ? known.filter((k) => k.startsWith(path)) : [path])));
+    let changed = false;
+    for (const path of expanded) {
+      const text = await this.options.fs.promises.readFile(`${this.options.repoDir}/${path}`, 'utf8').catch(() => null);
+      changed = this.state.set(path, text) || changed;
+    }
+    if (changed) this.schedule();
+  }
+
+  /** Apply file contents the writer just committed; visible to snapshot() at once. */
+  apply(changes: Array<{ path: string; content: string | null }>): void {
+    let changed = false;
+    for (const { path, content } of changes) changed = this.state.set(path, content) || changed;
+    if (changed) this.schedule();
+  }
+
+  snapshot(): Snapshot {
+    return this.state.snapshot();
+  }
+
+  /** Resolves after the next compile has finished (tests await this instead of sleeping). */
+  nextCompile(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  schedule(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.compileNow();
+    }, this.options.debounceMs ?? 20);
+  }
+
+  async compileNow(): Promise<void> {
+    this.running = this.running.then(() => this.runCompile());
+    await this.running;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      await this.compileNow();
+    }
+    await this.running;
+  }
+
+  private async runCompile(): Promise<void> {
+    const started = performance.now();
+    const { catalog, problems } = this.state.snapshot();
+    this.reportProblems(problems);
+    try {
+      const result = await this.output.write(compile(catalog));
+      this.status.lastSuccessAt = new Date();
+      this.status.lastError = undefined;
+      if (result.written.length || result.removed.length) {
+        this.options.logger.info('sd files updated', { written: result.written.join(',') || undefined, removed: result.removed.join(',') || undefined });
+      }
+    } catch (error) {
+      this.status.lastError = error instanceof Error ? error.message : String(error);
+      this.options.logger.error('writing sd files failed', { error: this.status.lastError });
+    } finally {
+      this.status.lastDurationMs = performance.now() - started;
+      this.status.compiles++;
+      for (const resolve of this.waiters.splice(0)) resolve();
+    }
+  }
+
+  /** Log each problem once, when it appears, not on every compile. */
+  private reportProblems(problems: Problem[]): void {
+    const now = new Set(problems.map(formatProblem));
+    for (const line of now) if (!this.reported.has(line)) this.options.logger.warn('invalid config file, keeping its last good version', { problem: line });
+    this.reported = now;
+  }
+}

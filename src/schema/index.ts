@@ -1,0 +1,6 @@
+export * from './common.js';
+export * from './describe.js';
+export * from './group.js';
+export * from './settings.js';
+export * from './target.js';
+export * from './token.js';

@@ -1,0 +1,74 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { Volume, createFsFromVolume } from 'memfs';
+import { describe, expect, it } from 'vitest';
+import { CatalogState } from '../src/catalog/state.js';
+import { compile } from '../src/compile/compiler.js';
+import { SdOutput } from '../src/compile/output.js';
+import type { Fs } from '../src/repo/fs.js';
+import { loadDirectory } from '../src/cli/validate.js';
+import { fixture } from './helpers.js';
+
+describe('compile', () => {
+  it('produces the expected file_sd JSON for the basic fixture, byte for byte', async () => {
+    const { catalog, problems } = (await loadDirectory(fixture('basic'))).snapshot();
+    expect(problems).toEqual([]);
+    const files = compile(catalog);
+    const expectedDir = fixture('basic.expected');
+    expect([...files.keys()].sort()).toEqual(fs.readdirSync(expectedDir).sort());
+    for (const [name, text] of files) expect(text, name).toBe(fs.readFileSync(join(expectedDir, name), 'utf8'));
+  });
+
+  it('gives the same bytes whatever order the files were read in', async () => {
+    const state = await loadDirectory(fixture('basic'));
+    const reversed = new CatalogState();
+    for (const path of [...state.paths()].reverse()) reversed.set(path, state.text(path)!);
+    expect(compile(reversed.snapshot().catalog)).toEqual(compile(state.snapshot().catalog));
+  });
+
+  it('lets the target win over its groups and the nearest group win over its parents', async () => {
+    const { catalog } = (await loadDirectory(fixture('basic'))).snapshot();
+    const node = JSON.parse(compile(catalog).get('node.json')!) as Array<{ targets: string[]; labels: Record<string, string> }>;
+    const gpu01 = node.find((e) => e.labels.hostname === 'gpu-01')!;
+    expect(gpu01.labels).toMatchObject({ owner: 'alice', tier: 'critical', environment: 'production', role: 'ml-training' });
+    expect(gpu01.labels.aami_groups).toBe(',ml-training,production,production-critical,');
+  });
+
+  it('writes an empty list for a job without targets', () => {
+    const state = new CatalogState();
+    expect(compile(state.snapshot().catalog)).toEqual(new Map([['node.json', '[]\n'], ['dcgm.json', '[]\n']]));
+  });
+});
+
+describe('SdOutput', () => {
+  const memfs = () => createFsFromVolume(new Volume()) as unknown as Fs;
+
+  it('writes files atomically and leaves no temp files behind', async () => {
+    const mfs = memfs();
+    const output = new SdOutput(mfs, '/sd');
+    await output.write(new Map([['node.json', '[]\n']]));
+    expect(mfs.readdirSync('/sd')).toEqual(['node.json']);
+    expect(mfs.readFileSync('/sd/node.json', 'utf8')).toBe('[]\n');
+  });
+
+  it('does not rewrite a file whose content did not change', async () => {
+    const mfs = memfs();
+    const output = new SdOutput(mfs, '/sd');
+    expect((await output.write(new Map([['node.json', '[1]\n']]))).written).toEqual(['node.json']);
+    const before = mfs.statSync('/sd/node.json');
+    expect((await output.write(new Map([['node.json', '[1]\n']]))).written).toEqual([]);
+    // a fresh writer (a restart) compares with what is on disk
+    expect((await new SdOutput(mfs, '/sd').write(new Map([['node.json', '[1]\n']]))).written).toEqual([]);
+    expect(mfs.statSync('/sd/node.json').ino).toBe(before.ino);
+  });
+
+  it('removes json files it no longer produces and leaves other files alone', async () => {
+    const mfs = memfs();
+    mfs.mkdirSync('/sd');
+    mfs.writeFileSync('/sd/old-job.json', '[]');
+    mfs.writeFileSync('/sd/README', 'operator notes');
+    const result = await new SdOutput(mfs, '/sd').write(new Map([['node.json', '[]\n']]));
+    expect(result.removed).toEqual(['old-job.json']);
+    expect(mfs.readdirSync('/sd').sort()).toEqual(['README', 'node.json']);
+  });
+});

@@ -1,0 +1,93 @@
+import { describe, expect, it } from 'vitest';
+import { parseFile } from '../src/catalog/parse.js';
+
+const problemsOf = (path: string, text: string) => parseFile(path, text).problems.map((p) => `${p.field}: ${p.message}`);
+
+describe('parseFile', () => {
+  it('accepts a complete target and fills in defaults', () => {
+    const result = parseFile(
+      'targets/ml-training/gpu-01.yaml',
+      'hostname: gpu-01\nip_address: 10.0.0.1\nprimary_group: ml-training\nlabels: {gpu_count: 8, spot: true}\n',
+    );
+    expect(result.problems).toEqual([]);
+    expect(result.entity).toMatchObject({
+      kind: 'target',
+      id: 'gpu-01',
+      value: { groups: [], exporters: [{ type: 'node_exporter', enabled: true }], labels: { gpu_count: '8', spot: 'true' } },
+    });
+  });
+
+  it('accepts a group, a token and the settings file', () => {
+    expect(parseFile('groups/prod.yaml', 'id: prod\nname: Production\nnamespace: environment\n').problems).toEqual([]);
+    expect(
+      parseFile(
+        'tokens/k3j9x2ab.yaml',
+        `id: k3j9x2ab\nname: t\nsecret_hash: sha256:${'a'.repeat(64)}\ndefault_group: prod\nmax_uses: 10\nexpires_at: 2026-12-31T23:59:59Z\n`,
+      ).entity,
+    ).toMatchObject({ kind: 'token', value: { uses: 0, revoked: false, expires_at: '2026-12-31T23:59:59Z' } });
+    expect(parseFile('aami.yaml', 'exporters:\n  node_exporter: {job: node, port: 9100}\n').problems).toEqual([]);
+  });
+
+  it('names the field and the reason for each schema error', () => {
+    expect(
+      problemsOf(
+        'targets/g/h1.yaml',
+        'hostname: h1\nip_address: 10.0.0.300\nprimary_group: g\nexporters: [{type: node_exporter, port: 70000}]\nlabels: {"bad-name": x, __secret: y, aami_group: z}\ncolour: blue\n',
+      ),
+    ).toEqual([
+      'ip_address: must be an IPv4 or IPv6 address',
+      'exporters[0].port: must be 1-65535',
+      'labels.bad-name: invalid label name: must match [a-zA-Z_][a-zA-Z0-9_]*',
+      'labels.__secret: invalid label name: names starting with "__" are reserved for Prometheus',
+      'labels.aami_group: invalid label name: names starting with "aami_" are set by aami itself',
+      'colour: is not a known field',
+    ]);
+  });
+
+  it('reports a missing required field as required', () => {
+    expect(problemsOf('groups/prod.yaml', 'id: prod\nnamespace: environment\n')).toEqual(['name: is required']);
+  });
+
+  it('refuses a file whose name disagrees with the id inside it', () => {
+    expect(problemsOf('groups/prod.yaml', 'id: production\nname: p\nnamespace: e\n')).toEqual([
+      'id: is "production" but the file\'s path says "prod"',
+    ]);
+    expect(problemsOf('targets/g/h1.yaml', 'hostname: h2\nip_address: 10.0.0.1\nprimary_group: other\n')).toEqual([
+      'hostname: is "h2" but the file\'s path says "h1"',
+      'primary_group: is "other" but the file\'s path says "g"',
+    ]);
+  });
+
+  it('refuses paths that are not safe ids or not where an entity lives', () => {
+    expect(problemsOf('targets/h1.yaml', 'x: 1')).toEqual([': a target lives at targets/<primary_group>/<hostname>.yaml']);
+    expect(problemsOf('groups/Prod.yaml', 'x: 1')[0]).toMatch(/file name is not a valid id/);
+    expect(problemsOf('groups/prod.yml', 'x: 1')).toEqual([': use the .yaml extension']);
+    expect(problemsOf('targets/g/..bad.yaml', 'x: 1')[0]).toMatch(/not a valid id/);
+  });
+
+  it('refuses hostnames with path characters or upper case', () => {
+    for (const bad of ['../etc', 'a/b', 'GPU-01', '-lead', 'a..b']) {
+      expect(problemsOf('targets/g/h1.yaml', `hostname: "${bad}"\nip_address: 10.0.0.1\nprimary_group: g\n`)[0]).toMatch(
+        /^hostname: must be a lowercase host name/,
+      );
+    }
+  });
+
+  it('reports broken YAML and empty files with a reason', () => {
+    expect(problemsOf('groups/prod.yaml', 'id: prod\n  name: [unclosed\n')[0]).toMatch(/^: not valid YAML: /);
+    expect(problemsOf('groups/prod.yaml', 'id: a\nid: b\n')[0]).toMatch(/duplicated mapping key/);
+    expect(problemsOf('groups/prod.yaml', '# nothing\n')).toEqual([': the file is empty']);
+  });
+
+  it('requires a token to have an RFC 3339 expiry, at least one use and uses within max_uses', () => {
+    const token = (extra: string) =>
+      `id: t1\nname: t\nsecret_hash: sha256:${'b'.repeat(64)}\ndefault_group: g\n${extra}`;
+    expect(problemsOf('tokens/t1.yaml', token('max_uses: 0\nexpires_at: tomorrow\n'))).toEqual([
+      'max_uses: must be at least 1',
+      'expires_at: must be an RFC 3339 time such as 2026-12-31T23:59:59Z',
+    ]);
+    expect(problemsOf('tokens/t1.yaml', token('max_uses: 2\nuses: 3\nexpires_at: 2026-12-31T00:00:00Z\n'))).toEqual([
+      'uses: must not exceed max_uses',
+    ]);
+  });
+});
