@@ -1,0 +1,81 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { cpSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { main } from '../src/cli/main.js';
+import { fixture, ROOT, STARTER, tempDir } from './helpers.js';
+
+async function run(...argv: string[]) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main(argv, { out: (l) => out.push(l), err: (l) => err.push(l), env: {} });
+  return { code, out: out.join('\n'), err: err.join('\n') };
+}
+
+function brokenCopy(): string {
+  const dir = join(tempDir(), 'repo');
+  cpSync(fixture('basic'), dir, { recursive: true });
+  writeFileSync(join(dir, 'targets/ml-training/gpu-02.yaml'), 'hostname: gpu-02\nip_address: 999.1.1.1\nprimary_group: ml-training\n');
+  writeFileSync(join(dir, 'groups/loop.yaml'), 'id: loop\nname: loop\nnamespace: logical\nparent: loop\n');
+  return dir;
+}
+
+describe('aami validate', () => {
+  it('exits 0 and summarises a valid repo', async () => {
+    expect(await run('validate', STARTER)).toMatchObject({ code: 0, out: 'valid: 13 groups, 0 targets, 0 tokens' });
+  });
+
+  it('exits 1 and lists every problem with file and field', async () => {
+    const result = await run('validate', brokenCopy());
+    expect(result.code).toBe(1);
+    expect(result.err.split('\n')).toEqual([
+      'groups/loop.yaml: parent: groups form a cycle: loop → loop',
+      'targets/ml-training/gpu-02.yaml: ip_address: must be an IPv4 or IPv6 address',
+      '2 problems found',
+    ]);
+  });
+
+  it('exits 2 on a usage error', async () => {
+    expect((await run('validate', '--frobnicate')).code).toBe(2);
+    expect((await run('validate', 'a', 'b')).code).toBe(2);
+    expect(await run('validate', '/nonexistent/dir')).toMatchObject({ code: 2, err: expect.stringContaining('no such directory') });
+    expect((await run('bogus')).code).toBe(2);
+    expect((await run()).code).toBe(2);
+  });
+
+  it('prints help for aami and for each command', async () => {
+    expect(await run('--help')).toMatchObject({ code: 0, out: expect.stringContaining('validate') });
+    expect(await run('validate', '--help')).toMatchObject({ code: 0, out: expect.stringContaining('Exit status') });
+    expect(await run('compile', '-h')).toMatchObject({ code: 0, out: expect.stringContaining('--out') });
+  });
+
+  it('exits with the same codes as a process', () => {
+    const tsx = join(ROOT, 'node_modules/.bin/tsx');
+    const bin = join(ROOT, 'src/cli/bin.ts');
+    expect(spawnSync(tsx, [bin, 'validate', STARTER]).status).toBe(0);
+    expect(spawnSync(tsx, [bin, 'validate', brokenCopy()]).status).toBe(1);
+    expect(spawnSync(tsx, [bin, 'validate', '--nope']).status).toBe(2);
+    expect(execFileSync(tsx, [bin, '--help'], { encoding: 'utf8' })).toContain('Usage: aami');
+  });
+});
+
+describe('aami compile', () => {
+  it('writes one file per job', async () => {
+    const out = join(tempDir(), 'sd');
+    expect((await run('compile', fixture('basic'), '--out', out)).code).toBe(0);
+    expect(readdirSync(out).sort()).toEqual(['dcgm.json', 'ipmi.json', 'node.json']);
+  });
+
+  it('refuses an invalid repo and writes nothing unless told to compile the valid part', async () => {
+    const out = join(tempDir(), 'sd');
+    const dir = brokenCopy();
+    expect((await run('compile', dir, '--out', out)).code).toBe(1);
+    expect(() => readdirSync(out)).toThrow();
+    expect((await run('compile', dir, '--out', out, '--allow-invalid')).code).toBe(0);
+    expect(readdirSync(out).sort()).toEqual(['dcgm.json', 'ipmi.json', 'node.json']);
+  });
+
+  it('needs --out', async () => {
+    expect(await run('compile', fixture('basic'))).toMatchObject({ code: 2, err: expect.stringContaining('--out') });
+  });
+});
