@@ -16,7 +16,7 @@ describe('compile', () => {
     const files = compile(catalog);
     const expectedDir = fixture('basic.expected');
     expect([...files.keys()].sort()).toEqual(fs.readdirSync(expectedDir).sort());
-    for (const [name, text] of files) expect(text, name).toBe(fs.readFileSync(join(expectedDir, name), 'utf8'));
+    for (const [name, bytes] of files) expect(bytes.toString(), name).toBe(fs.readFileSync(join(expectedDir, name), 'utf8'));
   });
 
   it('gives the same bytes whatever order the files were read in', async () => {
@@ -28,7 +28,7 @@ describe('compile', () => {
 
   it('lets the target win over its groups and the nearest group win over its parents', async () => {
     const { catalog } = (await loadDirectory(fixture('basic'))).snapshot();
-    const node = JSON.parse(compile(catalog).get('node.json')!) as Array<{ targets: string[]; labels: Record<string, string> }>;
+    const node = JSON.parse(compile(catalog).get('node.json')!.toString()) as Array<{ targets: string[]; labels: Record<string, string> }>;
     const gpu01 = node.find((e) => e.labels.hostname === 'gpu-01')!;
     expect(gpu01.labels).toMatchObject({ owner: 'alice', tier: 'critical', environment: 'production', role: 'ml-training' });
     expect(gpu01.labels.aami_groups).toBe(',ml-training,production,production-critical,');
@@ -36,9 +36,11 @@ describe('compile', () => {
 
   it('writes an empty list for a job without targets', () => {
     const state = new CatalogState();
-    expect(compile(state.snapshot().catalog)).toEqual(new Map([['node.json', '[]\n'], ['dcgm.json', '[]\n']]));
+    expect(compile(state.snapshot().catalog)).toEqual(new Map([['node.json', Buffer.from('[]\n')], ['dcgm.json', Buffer.from('[]\n')]]));
   });
 });
+
+const files = (name: string, text: string) => new Map([[name, Buffer.from(text)]]);
 
 describe('SdOutput', () => {
   const memfs = () => createFsFromVolume(new Volume()) as unknown as Fs;
@@ -46,7 +48,7 @@ describe('SdOutput', () => {
   it('writes files atomically and leaves no temp files behind', async () => {
     const mfs = memfs();
     const output = new SdOutput(mfs, '/sd');
-    await output.write(new Map([['node.json', '[]\n']]));
+    await output.write(files('node.json', '[]\n'));
     expect(mfs.readdirSync('/sd')).toEqual(['node.json']);
     expect(mfs.readFileSync('/sd/node.json', 'utf8')).toBe('[]\n');
   });
@@ -54,11 +56,11 @@ describe('SdOutput', () => {
   it('does not rewrite a file whose content did not change', async () => {
     const mfs = memfs();
     const output = new SdOutput(mfs, '/sd');
-    expect((await output.write(new Map([['node.json', '[1]\n']]))).written).toEqual(['node.json']);
+    expect((await output.write(files('node.json', '[1]\n'))).written).toEqual(['node.json']);
     const before = mfs.statSync('/sd/node.json');
-    expect((await output.write(new Map([['node.json', '[1]\n']]))).written).toEqual([]);
+    expect((await output.write(files('node.json', '[1]\n'))).written).toEqual([]);
     // a fresh writer (a restart) compares with what is on disk
-    expect((await new SdOutput(mfs, '/sd').write(new Map([['node.json', '[1]\n']]))).written).toEqual([]);
+    expect((await new SdOutput(mfs, '/sd').write(files('node.json', '[1]\n'))).written).toEqual([]);
     expect(mfs.statSync('/sd/node.json').ino).toBe(before.ino);
   });
 
@@ -67,7 +69,7 @@ describe('SdOutput', () => {
     mfs.mkdirSync('/sd');
     mfs.writeFileSync('/sd/old-job.json', '[]');
     mfs.writeFileSync('/sd/README', 'operator notes');
-    const result = await new SdOutput(mfs, '/sd').write(new Map([['node.json', '[]\n']]));
+    const result = await new SdOutput(mfs, '/sd').write(files('node.json', '[]\n'));
     expect(result.removed).toEqual(['old-job.json']);
     expect(mfs.readdirSync('/sd').sort()).toEqual(['README', 'node.json']);
   });

@@ -46,8 +46,8 @@ export function gitCli(dir: string, ...args: string[]): string {
   });
 }
 
-export async function filesOf(dir: string): Promise<Change[]> {
-  return [...(await readConfigFiles(fs, dir))].map(([path, content]) => ({ path, content }));
+export function filesOf(dir: string): Change[] {
+  return [...(readConfigFiles(fs, dir))].map(([path, content]) => ({ path, content }));
 }
 
 export const ADMIN = { name: 'admin', email: 'admin@aami.local' };
@@ -65,7 +65,7 @@ export async function tmpConfigRepo(options: { from?: string; now?: () => number
   const base = tempDir();
   const dir = join(base, 'repo');
   const sdDir = join(base, 'sd');
-  const store = await GitStore.init({ fs, dir, files: await filesOf(options.from ?? STARTER), author: ADMIN, now: options.now });
+  const store = await GitStore.init({ fs, dir, files: filesOf(options.from ?? STARTER), author: ADMIN, now: options.now });
   const sync = new SdSync({ fs, repoDir: dir, sdDir, logger: silentLogger, debounceMs: 5 });
   await sync.loadAll();
   const writer = new Writer(store, sync);

@@ -1,29 +1,24 @@
 import type { Fs } from '../repo/fs.js';
 import { isConfigPath } from './parse.js';
 
-const PARALLEL_READS = 64;
-
-/** Read every config file of a working tree, by repo-relative path. Never enters `.git`. */
-export async function readConfigFiles(fs: Fs, dir: string): Promise<Map<string, string>> {
-  const paths: string[] = [];
-  const walk = async (relative: string): Promise<void> => {
-    const entries = await fs.promises.readdir(relative ? `${dir}/${relative}` : dir, { withFileTypes: true });
+/**
+ * Read every config file of a working tree, by repo-relative path. Never enters `.git`.
+ * Synchronous on purpose: it runs at start-up and for the CLI, and 10k small files read in
+ * ~0.1 s with readFileSync against ~0.8 s through fs.promises (a thread-pool round trip
+ * for each open, stat, read and close).
+ */
+export function readConfigFiles(fs: Fs, dir: string): Map<string, string> {
+  const files = new Map<string, string>();
+  const walk = (relative: string): void => {
+    const entries = fs.readdirSync(relative ? `${dir}/${relative}` : dir, { withFileTypes: true });
     for (const entry of entries) {
       const name = String(entry.name);
       if (name.startsWith('.')) continue; // .git, editor swap files, our own temp files
       const path = relative ? `${relative}/${name}` : name;
-      if (entry.isDirectory()) await walk(path);
-      else if (entry.isFile() && isConfigPath(path)) paths.push(path);
+      if (entry.isDirectory()) walk(path);
+      else if (entry.isFile() && isConfigPath(path)) files.set(path, fs.readFileSync(`${dir}/${path}`, 'utf8'));
     }
   };
-  await walk('');
-
-  const files = new Map<string, string>();
-  // Bounded so a 100k-file repo does not open 100k descriptors at once.
-  for (let i = 0; i < paths.length; i += PARALLEL_READS) {
-    const batch = paths.slice(i, i + PARALLEL_READS);
-    const texts = await Promise.all(batch.map((path) => fs.promises.readFile(`${dir}/${path}`, 'utf8')));
-    batch.forEach((path, j) => files.set(path, texts[j]!));
-  }
+  walk('');
   return files;
 }

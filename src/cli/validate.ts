@@ -8,7 +8,7 @@ import { EXIT, parseFlags, UsageError, type Command } from './command.js';
 export async function loadDirectory(dir: string): Promise<CatalogState> {
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new UsageError(`${dir}: no such directory`);
   const state = new CatalogState();
-  for (const [path, text] of await readConfigFiles(fs, dir)) state.set(path, text);
+  for (const [path, text] of readConfigFiles(fs, dir)) state.set(path, text);
   return state;
 }
 

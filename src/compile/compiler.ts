@@ -1,45 +1,92 @@
 import { formatAddress, type Catalog } from '../catalog/build.js';
-import { targetLabels } from '../catalog/labels.js';
-
-export interface SdEntry {
-  targets: string[];
-  labels: Record<string, string>;
-}
+import { groupChain, targetLabels } from '../catalog/labels.js';
+import type { Group, Settings, Target } from '../schema/index.js';
 
 /** File name of a job's file_sd output. */
 export const sdFileName = (job: string) => `${job}.json`;
 
-/**
- * Catalog → file_sd JSON text per file name: one file per job, including jobs with no
- * targets (an empty list, so Prometheus's file_sd has a file to watch). Pure; the same
- * catalog always gives the same bytes: targets by hostname, labels by name.
- */
-export function compile(catalog: Catalog): Map<string, string> {
-  return new Map([...compileEntries(catalog)].map(([job, entries]) => [sdFileName(job), `${JSON.stringify(entries, null, 2)}\n`]));
+/** A target's entries, and what they were computed from (all immutable objects). */
+interface Compiled {
+  settings: Settings;
+  groups: Group[];
+  entries: Array<[job: string, json: Buffer]>;
 }
 
-/** The entries of each job, by job name (for http_sd and the API). */
-export function compileEntries(catalog: Catalog): Map<string, SdEntry[]> {
-  const jobs = new Map<string, SdEntry[]>();
-  for (const type of Object.values(catalog.settings.exporters)) jobs.set(type.job, []);
-  const hostnames = [...catalog.targets.keys()].sort();
-  for (const hostname of hostnames) {
-    const target = catalog.targets.get(hostname)!;
-    const base = targetLabels(catalog, target);
-    for (const exporter of target.exporters) {
-      const type = catalog.settings.exporters[exporter.type];
-      if (!exporter.enabled || !type) continue;
-      const labels: Record<string, string> = { ...base };
-      const metricsPath = exporter.metrics_path ?? type.metrics_path;
-      const scheme = exporter.scheme ?? type.scheme;
-      const interval = exporter.interval ?? type.interval;
-      if (metricsPath) labels.__metrics_path__ = metricsPath;
-      if (scheme) labels.__scheme__ = scheme;
-      if (interval) labels.__scrape_interval__ = interval;
-      jobs.get(type.job)!.push({ targets: [formatAddress(target.ip_address, exporter.port ?? type.port)], labels: sortKeys(labels) });
+/**
+ * Catalog → file_sd JSON text per file name: one file per job, including jobs with no
+ * targets (an empty list, so Prometheus's file_sd has a file to watch). The same catalog
+ * always gives the same bytes: targets by file path, labels by name.
+ *
+ * Parsed entities are immutable and keep their identity while their file is unchanged, so
+ * a target's entries are reused until the target, one of its groups or aami.yaml changes:
+ * one edited file at 10k targets re-renders one target, not ten thousand.
+ */
+export class Compiler {
+  private readonly memo = new WeakMap<Target, Compiled>();
+
+  compile(catalog: Catalog): Map<string, Buffer> {
+    const parts = new Map<string, Buffer[]>();
+    for (const type of Object.values(catalog.settings.exporters)) parts.set(type.job, [OPEN]);
+    for (const { entries } of this.targets(catalog)) {
+      for (const [job, json] of entries) {
+        const list = parts.get(job)!;
+        if (list.length > 1) list.push(COMMA);
+        list.push(json);
+      }
+    }
+    // Bytes, not strings: at 10k targets a job's file is ~4 MB, and joining and re-encoding
+    // that as a string costs several times more than copying the cached buffers.
+    return new Map([...parts].map(([job, list]) => [sdFileName(job), list.length > 1 ? Buffer.concat([...list, CLOSE]) : EMPTY]));
+  }
+
+  /** Targets in catalog order, which is by file path: by primary group, then host name. */
+  private *targets(catalog: Catalog): Generator<Compiled> {
+    const chains = new Map<string, Group[]>();
+    const chainOf = (id: string) => chains.get(id) ?? chains.set(id, groupChain(catalog.groups, id)).get(id)!;
+    for (const target of catalog.targets.values()) {
+      const groups = target.groups.length ? [target.primary_group, ...target.groups].flatMap(chainOf) : chainOf(target.primary_group);
+      let compiled = this.memo.get(target);
+      if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {
+        compiled = { settings: catalog.settings, groups, entries: renderTarget(catalog, target) };
+        this.memo.set(target, compiled);
+      }
+      yield compiled;
     }
   }
-  return jobs;
+}
+
+const OPEN = Buffer.from('[\n');
+const COMMA = Buffer.from(',\n');
+const CLOSE = Buffer.from('\n]\n');
+const EMPTY = Buffer.from('[]\n');
+
+/** One-shot compile (the CLI); the server keeps a Compiler to reuse its memo. */
+export function compile(catalog: Catalog): Map<string, Buffer> {
+  return new Compiler().compile(catalog);
+}
+
+function renderTarget(catalog: Catalog, target: Target): Compiled['entries'] {
+  const base = targetLabels(catalog, target);
+  const entries: Compiled['entries'] = [];
+  for (const exporter of target.exporters) {
+    const type = catalog.settings.exporters[exporter.type];
+    if (!exporter.enabled || !type) continue;
+    const labels: Record<string, string> = { ...base };
+    const metricsPath = exporter.metrics_path ?? type.metrics_path;
+    const scheme = exporter.scheme ?? type.scheme;
+    const interval = exporter.interval ?? type.interval;
+    if (metricsPath) labels.__metrics_path__ = metricsPath;
+    if (scheme) labels.__scheme__ = scheme;
+    if (interval) labels.__scrape_interval__ = interval;
+    const entry = { targets: [formatAddress(target.ip_address, exporter.port ?? type.port)], labels: sortKeys(labels) };
+    // The same bytes JSON.stringify(list, null, 2) gives for this element of the list.
+    entries.push([type.job, Buffer.from(`  ${JSON.stringify(entry, null, 2).replaceAll('\n', '\n  ')}`)]);
+  }
+  return entries;
+}
+
+function sameItems<T>(a: T[], b: T[]): boolean {
+  return a.length === b.length && a.every((item, i) => item === b[i]);
 }
 
 function sortKeys(labels: Record<string, string>): Record<string, string> {

@@ -13,24 +13,24 @@ export interface OutputResult {
  */
 export class SdOutput {
   /** What we last wrote, so an unchanged file is not even read back. */
-  private readonly written = new Map<string, string>();
+  private readonly written = new Map<string, Buffer>();
 
   constructor(
     private readonly fs: Fs,
     readonly dir: string,
   ) {}
 
-  async write(files: Map<string, string>): Promise<OutputResult> {
+  async write(files: Map<string, Buffer>): Promise<OutputResult> {
     await this.fs.promises.mkdir(this.dir, { recursive: true });
     const result: OutputResult = { written: [], removed: [] };
-    for (const [name, text] of files) {
-      if (this.written.get(name) === text) continue;
-      const onDisk = await this.fs.promises.readFile(`${this.dir}/${name}`, 'utf8').catch(() => undefined);
-      if (onDisk !== text) {
-        await writeFileDurably(this.fs, `${this.dir}/${name}`, text);
+    for (const [name, bytes] of files) {
+      if (this.written.get(name)?.equals(bytes)) continue;
+      const onDisk = await this.fs.promises.readFile(`${this.dir}/${name}`).catch(() => undefined);
+      if (!onDisk || !bytes.equals(onDisk)) {
+        await writeFileDurably(this.fs, `${this.dir}/${name}`, bytes);
         result.written.push(name);
       }
-      this.written.set(name, text);
+      this.written.set(name, bytes);
     }
     for (const name of await this.fs.promises.readdir(this.dir)) {
       if (typeof name !== 'string' || !name.endsWith('.json') || files.has(name)) continue;

@@ -3,7 +3,7 @@ import { formatProblem, type Problem } from '../catalog/problem.js';
 import { CatalogState, type Snapshot } from '../catalog/state.js';
 import type { Logger } from '../log.js';
 import type { Fs } from '../repo/fs.js';
-import { compile } from './compiler.js';
+import { Compiler } from './compiler.js';
 import { SdOutput } from './output.js';
 
 export interface CompileStatus {
@@ -31,6 +31,7 @@ export class SdSync {
   readonly state = new CatalogState();
   readonly status: CompileStatus = { compiles: 0 };
   private readonly output: SdOutput;
+  readonly compiler = new Compiler();
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private waiters: Array<() => void> = [];
@@ -42,7 +43,7 @@ export class SdSync {
 
   /** Read the whole working tree and compile once. */
   async loadAll(): Promise<void> {
-    const files = await readConfigFiles(this.options.fs, this.options.repoDir);
+    const files = readConfigFiles(this.options.fs, this.options.repoDir);
     for (const [path, text] of files) this.state.set(path, text);
     for (const path of [...this.state.paths()]) if (!files.has(path)) this.state.set(path, null);
     await this.compileNow();
@@ -60,7 +61,8 @@ export class SdSync {
       const text = await this.options.fs.promises.readFile(`${this.options.repoDir}/${path}`, 'utf8').catch(() => null);
       changed = this.state.set(path, text) || changed;
     }
-    if (changed) this.schedule();
+    // The watcher already waited for the burst to end: compile now.
+    if (changed) await this.compileNow();
   }
 
   /** Apply file contents the writer just committed; visible to snapshot() at once. */
@@ -106,7 +108,7 @@ export class SdSync {
     const { catalog, problems } = this.state.snapshot();
     this.reportProblems(problems);
     try {
-      const result = await this.output.write(compile(catalog));
+      const result = await this.output.write(this.compiler.compile(catalog));
       this.status.lastSuccessAt = new Date();
       this.status.lastError = undefined;
       if (result.written.length || result.removed.length) {

@@ -13,7 +13,7 @@ export interface RepoWatcher {
  * Dot-entries are ignored: `.git` churns on every commit (objects, refs, index) and is not
  * config, and our own temp files start with a dot too.
  */
-export function watchRepo(dir: string, onChange: (paths: string[]) => void | Promise<void>, debounceMs = 50): RepoWatcher {
+export function watchRepo(dir: string, onChange: (paths: string[]) => void | Promise<void>, debounceMs = 10): RepoWatcher {
   const pending = new Set<string>();
   let timer: NodeJS.Timeout | undefined;
   const watcher = watch(dir, {
