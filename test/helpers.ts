@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach } from 'vitest';
-import { readConfigFiles } from '../src/catalog/load.js';
+import { filesOf } from '../src/catalog/load.js';
 import { SdSync } from '../src/compile/sd-sync.js';
 import { silentLogger } from '../src/log.js';
-import { GitStore, type Change } from '../src/repo/store.js';
+import { GitStore } from '../src/repo/store.js';
 import { Writer } from '../src/repo/writer.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
@@ -44,10 +44,6 @@ export function gitCli(dir: string, ...args: string[]): string {
       GIT_COMMITTER_EMAIL: 'pr@example.com',
     },
   });
-}
-
-export function filesOf(dir: string): Change[] {
-  return [...(readConfigFiles(fs, dir))].map(([path, content]) => ({ path, content }));
 }
 
 export const ADMIN = { name: 'admin', email: 'admin@aami.local' };

@@ -9,6 +9,8 @@ export interface Catalog {
   /** By hostname, in the order of their file paths. */
   targets: Map<string, Target>;
   tokens: Map<string, Token>;
+  /** "job ip:port" → hostname of the target scraped there. */
+  addresses: Map<string, string>;
 }
 
 export interface BuildResult {
@@ -61,7 +63,7 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
   const groups = resolveGroups(groupFiles, reject);
 
   const targets = new Map<string, Target>();
-  const addresses = new Map<string, string>(); // job + address → path that holds it
+  const addresses = new Map<string, string>(); // job + address → hostname that holds it
   const targetPaths = new Map<string, string>();
   for (const { path, target } of targetFiles) {
     const before = problems.length;
@@ -83,15 +85,15 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
       if (seenTypes.has(exporter.type)) reject(path, `exporters[${i}].type`, `"${exporter.type}" is listed twice`);
       seenTypes.add(exporter.type);
       if (!exporter.enabled) return;
-      const key = `${type.job} ${formatAddress(target.ip_address, exporter.port ?? type.port)}`;
+      const key = addressKey(type.job, target.ip_address, exporter.port ?? type.port);
       const holder = addresses.get(key);
-      if (holder) reject(path, `exporters[${i}].port`, `address ${key.split(' ')[1]} of job "${type.job}" is already used by ${holder}`);
+      if (holder) reject(path, `exporters[${i}].port`, `address ${key.split(' ')[1]} of job "${type.job}" is already used by ${targetPaths.get(holder)}`);
       ownAddresses.push(key);
     });
     if (problems.length !== before) continue;
     targets.set(target.hostname, target);
     targetPaths.set(target.hostname, path);
-    for (const key of ownAddresses) addresses.set(key, path);
+    for (const key of ownAddresses) addresses.set(key, target.hostname);
   }
 
   const tokens = new Map<string, Token>();
@@ -101,7 +103,7 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
   }
 
   for (const { path, group } of groupFiles.values()) if (!groups.has(group.id)) rejected.add(path);
-  return { catalog: { settings, groups, targets, tokens }, problems, rejected };
+  return { catalog: { settings, groups, targets, tokens, addresses }, problems, rejected };
 }
 
 type Reject = (file: string, field: string, message: string) => void;
@@ -149,6 +151,10 @@ function resolveGroups(files: Map<string, { path: string; group: Group }>, rejec
   const groups = new Map<string, Group>();
   for (const [id, { group }] of files) if (visit(id, [id])) groups.set(id, group);
   return groups;
+}
+
+export function addressKey(job: string, ip: string, port: number): string {
+  return `${job} ${formatAddress(ip, port)}`;
 }
 
 export function formatAddress(ip: string, port: number): string {

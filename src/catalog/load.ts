@@ -1,3 +1,4 @@
+import * as nodeFs from 'node:fs';
 import type { Fs } from '../repo/fs.js';
 import { isConfigPath } from './parse.js';
 
@@ -17,6 +18,22 @@ export function readConfigFiles(fs: Fs, dir: string): Map<string, string> {
       const path = relative ? `${relative}/${name}` : name;
       if (entry.isDirectory()) walk(path);
       else if (entry.isFile() && isConfigPath(path)) files.set(path, fs.readFileSync(`${dir}/${path}`, 'utf8'));
+    }
+  };
+  walk('');
+  return files;
+}
+
+/** Every file below dir (but .git) as a change set: how a new repo is seeded from the starter. */
+export function filesOf(dir: string, fs: Fs = nodeFs): Array<{ path: string; content: string }> {
+  const files: Array<{ path: string; content: string }> = [];
+  const walk = (relative: string): void => {
+    for (const entry of fs.readdirSync(relative ? `${dir}/${relative}` : dir, { withFileTypes: true })) {
+      const name = String(entry.name);
+      const path = relative ? `${relative}/${name}` : name;
+      if (name === '.git') continue;
+      if (entry.isDirectory()) walk(path);
+      else if (entry.isFile()) files.push({ path, content: fs.readFileSync(`${dir}/${path}`, 'utf8') });
     }
   };
   walk('');

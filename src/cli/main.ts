@@ -1,8 +1,9 @@
 import { compile } from './compile.js';
 import { EXIT, type Command, type Io, UsageError } from './command.js';
+import { serve } from './serve.js';
 import { validate } from './validate.js';
 
-const COMMANDS: Command[] = [validate, compile];
+const COMMANDS: Command[] = [serve, validate, compile];
 
 const HELP = `Usage: aami <command> [options]
 

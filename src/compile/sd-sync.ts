@@ -21,6 +21,7 @@ export interface SdSyncOptions {
   logger: Logger;
   /** Coalesces a burst of changes into one compile. */
   debounceMs?: number;
+  observeCompile?: (seconds: number) => void;
 }
 
 /**
@@ -32,6 +33,8 @@ export class SdSync {
   readonly status: CompileStatus = { compiles: 0 };
   private readonly output: SdOutput;
   readonly compiler = new Compiler();
+  /** The SD files as last written: what Prometheus sees, served again by http_sd. */
+  lastOutput: Map<string, Buffer> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> = Promise.resolve();
   private waiters: Array<() => void> = [];
@@ -108,7 +111,9 @@ export class SdSync {
     const { catalog, problems } = this.state.snapshot();
     this.reportProblems(problems);
     try {
-      const result = await this.output.write(this.compiler.compile(catalog));
+      const files = this.compiler.compile(catalog);
+      const result = await this.output.write(files);
+      this.lastOutput = files;
       this.status.lastSuccessAt = new Date();
       this.status.lastError = undefined;
       if (result.written.length || result.removed.length) {
@@ -119,6 +124,7 @@ export class SdSync {
       this.options.logger.error('writing sd files failed', { error: this.status.lastError });
     } finally {
       this.status.lastDurationMs = performance.now() - started;
+      this.options.observeCompile?.(this.status.lastDurationMs / 1000);
       this.status.compiles++;
       for (const resolve of this.waiters.splice(0)) resolve();
     }

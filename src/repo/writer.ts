@@ -1,6 +1,6 @@
 import PQueue from 'p-queue';
 import { formatProblem } from '../catalog/problem.js';
-import type { Snapshot } from '../catalog/state.js';
+import type { CatalogState, Snapshot } from '../catalog/state.js';
 import { problemsOfChange } from '../catalog/trial.js';
 import type { SdSync } from '../compile/sd-sync.js';
 import { AamiError } from '../errors.js';
@@ -16,6 +16,8 @@ export interface WriteMeta {
 export interface Plan<T> {
   changes: Change[];
   result: T;
+  /** Replaces the commit's message and author given to update(), when only the plan knows who and what. */
+  meta?: WriteMeta;
 }
 
 /**
@@ -31,22 +33,25 @@ export class Writer {
   constructor(
     private readonly store: GitStore,
     private readonly sync: SdSync,
+    private readonly observeCommit: (seconds: number) => void = () => {},
   ) {}
 
   get pending(): number {
     return this.queue.size + this.queue.pending;
   }
 
-  update<T>(meta: WriteMeta, plan: (snapshot: Snapshot) => Plan<T>): Promise<T & { commit: string | null }> {
+  update<T>(meta: WriteMeta, plan: (snapshot: Snapshot, files: CatalogState) => Plan<T>): Promise<T & { commit: string | null }> {
     return this.queue.add(async () => {
-      const { changes, result } = plan(this.sync.snapshot());
+      const { changes, result, meta: planMeta } = plan(this.sync.snapshot(), this.sync.state);
       const problems = problemsOfChange(this.sync.state, changes);
       if (problems.length) {
         throw new AamiError('invalid_config', `the change would make the config repo invalid: ${problems.map(formatProblem).join('; ')}`, {
           problems,
         });
       }
-      const committed: CommitResult = changes.length ? await this.store.commit({ ...meta, changes }) : { commit: null, head: this.store.head() ?? '' };
+      const started = performance.now();
+      const committed: CommitResult = changes.length ? await this.store.commit({ ...(planMeta ?? meta), changes }) : { commit: null, head: this.store.head() ?? '' };
+      if (committed.commit) this.observeCommit((performance.now() - started) / 1000);
       if (committed.commit) this.sync.apply(changes);
       return { ...result, commit: committed.commit };
     }) as Promise<T & { commit: string | null }>;

@@ -4,3 +4,4 @@ export * from './group.js';
 export * from './settings.js';
 export * from './target.js';
 export * from './token.js';
+export * from './api.js';

@@ -1,0 +1,30 @@
+import { Hono } from 'hono';
+import { bodyLimit } from 'hono/body-limit';
+import { AamiError } from '../errors.js';
+import type { AppDeps } from './deps.js';
+import { onError, sendError } from './errors.js';
+import { groupRoutes } from './routes/groups.js';
+import { registerRoutes } from './routes/register.js';
+import { systemRoutes } from './routes/system.js';
+import { targetRoutes } from './routes/targets.js';
+import { tokenRoutes } from './routes/tokens.js';
+
+export function createApp(deps: AppDeps) {
+  const maxBodyBytes = deps.maxBodyBytes ?? 64 * 1024;
+  const app = new Hono();
+  app.onError(onError(deps.logger));
+  app.notFound((c) => sendError(c, new AamiError('not_found', `no route for ${c.req.method} ${c.req.path}`)));
+  app.use(
+    '/api/*',
+    bodyLimit({
+      maxSize: maxBodyBytes,
+      onError: (c) => sendError(c, new AamiError('payload_too_large', `the request body is larger than ${maxBodyBytes} bytes`)),
+    }),
+  );
+  app.route('/', systemRoutes(deps));
+  app.route('/api/v1/groups', groupRoutes(deps));
+  app.route('/api/v1/bootstrap-tokens', tokenRoutes(deps));
+  app.route('/api/v1/targets', targetRoutes(deps));
+  app.route('/api/v1/bootstrap', registerRoutes(deps));
+  return app;
+}

@@ -1,0 +1,23 @@
+import type { SdSync } from '../compile/sd-sync.js';
+import type { Logger } from '../log.js';
+import type { Counter, Registry } from '../metrics.js';
+import type { HistoryEntry } from '../repo/history.js';
+import type { GitStore } from '../repo/store.js';
+import type { Writer } from '../repo/writer.js';
+import type { AuthOptions } from './auth.js';
+
+/** Everything the HTTP layer needs, injected: no module singletons. */
+export interface AppDeps {
+  sync: SdSync;
+  writer: Writer;
+  store: Pick<GitStore, 'head' | 'branch'>;
+  auth: AuthOptions;
+  clock: () => Date;
+  logger: Logger;
+  metrics: { registry: Registry; registrations: Counter };
+  history: (pathspecs: string[]) => Promise<HistoryEntry[]>;
+  /** False while starting or shutting down: health answers 503. */
+  serving: () => boolean;
+  /** Largest request body, in bytes. */
+  maxBodyBytes?: number;
+}

@@ -1,0 +1,60 @@
+import { Hono } from 'hono';
+import { AamiError } from '../../errors.js';
+import { requireReader } from '../auth.js';
+import type { AppDeps } from '../deps.js';
+
+const OPEN = Buffer.from('[\n');
+const CLOSE = Buffer.from('\n]\n');
+const COMMA = Buffer.from(',\n');
+
+/** Health, the server's own metrics, and http_sd. */
+export function systemRoutes(deps: AppDeps) {
+  const app = new Hono();
+
+  const health = () => {
+    const { problems } = deps.sync.snapshot();
+    const { status } = deps.sync;
+    const serving = deps.serving() && status.lastSuccessAt !== undefined;
+    return {
+      code: serving ? 200 : 503,
+      body: {
+        status: !serving ? 'unavailable' : problems.length || status.lastError ? 'degraded' : 'healthy',
+        repo: { head: deps.store.head(), branch: deps.store.branch },
+        compiler: {
+          last_success_at: status.lastSuccessAt?.toISOString() ?? null,
+          last_duration_ms: status.lastDurationMs === undefined ? null : Math.round(status.lastDurationMs * 10) / 10,
+          last_error: status.lastError ?? null,
+          invalid_files: problems,
+        },
+        writer: { queue_depth: deps.writer.pending },
+      },
+    };
+  };
+  app.get('/api/v1/health', (c) => {
+    const { code, body } = health();
+    return c.json(body, code as 200 | 503);
+  });
+  app.on('HEAD', '/api/v1/health', (c) => c.body(null, health().code as 200 | 503));
+
+  app.get('/metrics', (c) => c.text(deps.metrics.registry.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }));
+
+  // http_sd: the same bytes as the file_sd files. Never "200 []" before the first compile:
+  // Prometheus would take that as "no targets" and drop everything it scrapes.
+  app.get('/api/v1/sd/prometheus', requireReader(deps.auth), (c) => {
+    const output = deps.sync.lastOutput;
+    if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
+    const job = c.req.query('job');
+    let bytes: Buffer;
+    if (job) {
+      const file = output.get(`${job}.json`);
+      if (!file) throw new AamiError('not_found', `no job "${job}"; jobs: ${[...output.keys()].map((n) => n.replace(/\.json$/, '')).join(', ')}`);
+      bytes = file;
+    } else {
+      const inner = [...output.values()].filter((b) => b.length > OPEN.length + CLOSE.length - 1 && !b.equals(Buffer.from('[]\n')));
+      const parts = inner.flatMap((b, i) => [...(i ? [COMMA] : []), b.subarray(OPEN.length, b.length - CLOSE.length)]);
+      bytes = parts.length ? Buffer.concat([OPEN, ...parts, CLOSE]) : Buffer.from('[]\n');
+    }
+    return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/json' });
+  });
+  return app;
+}

@@ -1,0 +1,102 @@
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { describeZodError } from '../schema/describe.js';
+import { createLogger } from '../log.js';
+import { startServer } from '../server.js';
+import { EXIT, parseFlags, UsageError, type Command } from './command.js';
+
+const STARTER = fileURLToPath(new URL('../../config-repo', import.meta.url));
+
+const boolean = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v))]);
+
+/** Flags win over environment variables, which win over defaults; parsed once, here. */
+const serveOptions = z.object({
+  repo: z.string().min(1).default('./data/config-repo'),
+  sd_dir: z.string().min(1).default('./data/sd'),
+  state_dir: z.string().min(1).default('./data/state'),
+  host: z.string().min(1).default('0.0.0.0'),
+  port: z.coerce.number().int().min(0).max(65535, 'must be 0-65535').default(8080),
+  admin_token: z.string().min(16, 'must be at least 16 characters').optional(),
+  open_reads: boolean.default(false),
+  starter: z.string().min(1).default(STARTER),
+});
+
+export const serve: Command = {
+  name: 'serve',
+  summary: 'run the registration server (API, file_sd output, watcher)',
+  help: `Usage: aami serve [options]
+
+Serves the registration API, keeps Prometheus file_sd JSON in SD_DIR in step with the
+config repo, and watches the repo for commits made outside the API. A missing repo is
+created from the starter config with one initial commit.
+
+Options (environment variable in brackets):
+      --repo DIR        config repo [AAMI_REPO] (default ./data/config-repo)
+      --sd-dir DIR      file_sd output [AAMI_SD_DIR] (default ./data/sd)
+      --state-dir DIR   server-local state, never committed [AAMI_STATE_DIR] (default ./data/state)
+      --host ADDR       listen address [AAMI_HOST] (default 0.0.0.0)
+      --port N          listen port [AAMI_PORT] (default 8080; 0 picks a free one)
+      --open-reads      let anyone read targets, groups and SD [AAMI_OPEN_READS=true]
+      --starter DIR     starter config for a new repo (default: the bundled config-repo/)
+  -h, --help            show this help
+
+The admin credential comes from AAMI_ADMIN_TOKEN (environment only, so it stays out of
+ps). Without it, the server generates one on first start, prints it once, and keeps only
+its hash in the state directory. SIGTERM or SIGINT stops the server after the writes in
+flight are committed.`,
+  async run(argv, io) {
+    const { values, positionals } = parseFlags(
+      argv,
+      {
+        repo: { type: 'string' },
+        'sd-dir': { type: 'string' },
+        'state-dir': { type: 'string' },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        'open-reads': { type: 'boolean' },
+        starter: { type: 'string' },
+      },
+      false,
+    );
+    if (values.help) return io.out(this.help), EXIT.ok;
+    void positionals;
+    const env = io.env;
+    const parsed = serveOptions.safeParse({
+      repo: values.repo ?? env.AAMI_REPO,
+      sd_dir: values['sd-dir'] ?? env.AAMI_SD_DIR,
+      state_dir: values['state-dir'] ?? env.AAMI_STATE_DIR,
+      host: values.host ?? env.AAMI_HOST,
+      port: values.port ?? env.AAMI_PORT,
+      admin_token: env.AAMI_ADMIN_TOKEN || undefined,
+      open_reads: values['open-reads'] ?? env.AAMI_OPEN_READS,
+      starter: values.starter,
+    });
+    if (!parsed.success) {
+      throw new UsageError(describeZodError(parsed.error).map((e) => `${e.field}: ${e.message}`).join('; '));
+    }
+    const options = parsed.data;
+    const server = await startServer({
+      repo: resolve(options.repo),
+      sdDir: resolve(options.sd_dir),
+      stateDir: resolve(options.state_dir),
+      host: options.host,
+      port: options.port,
+      adminToken: options.admin_token,
+      openReads: options.open_reads,
+      starterDir: resolve(options.starter),
+      logger: createLogger((line) => io.err(line)),
+      announce: (line) => io.out(line),
+    });
+    await new Promise<void>((resolveStop) => {
+      const stop = () => {
+        process.off('SIGTERM', stop);
+        process.off('SIGINT', stop);
+        server.close().then(resolveStop, resolveStop);
+      };
+      process.on('SIGTERM', stop);
+      process.on('SIGINT', stop);
+    });
+    return EXIT.ok;
+  },
+};

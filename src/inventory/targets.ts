@@ -1,0 +1,133 @@
+import { addressKey, type Catalog } from '../catalog/build.js';
+import { groupChain } from '../catalog/labels.js';
+import { targetPath } from '../catalog/parse.js';
+import type { CatalogState } from '../catalog/state.js';
+import { AamiError } from '../errors.js';
+import type { Change } from '../repo/store.js';
+import type { Writer } from '../repo/writer.js';
+import type { Target, TargetCreate, TargetPatch } from '../schema/index.js';
+import { commitMeta, type Actor } from './actor.js';
+import { requireGroup } from './groups.js';
+import { targetView } from './views.js';
+import { renderYaml } from './yaml-file.js';
+
+export interface TargetFilter {
+  hostname?: string;
+  /** Member of this group, directly or through a child group. */
+  group?: string;
+}
+
+export function listTargets(catalog: Catalog, filter: TargetFilter = {}) {
+  const hostname = filter.hostname?.toLowerCase();
+  const result = [];
+  for (const target of catalog.targets.values()) {
+    if (hostname && target.hostname !== hostname) continue;
+    if (filter.group && !memberOf(catalog, target, filter.group)) continue;
+    result.push(targetView(catalog, target));
+  }
+  return result.sort((a, b) => (a.hostname < b.hostname ? -1 : 1));
+}
+
+function memberOf(catalog: Catalog, target: Target, group: string): boolean {
+  return [target.primary_group, ...target.groups].some((id) => groupChain(catalog.groups, id).some((g) => g.id === group));
+}
+
+export function requireTarget(catalog: Catalog, id: string): Target {
+  const target = catalog.targets.get(id.toLowerCase());
+  if (!target) throw new AamiError('target_not_found', `target "${id}" does not exist`, { target_id: id });
+  return target;
+}
+
+/** Refuse a target whose groups are missing or whose addresses another target already has. */
+export function checkTarget(catalog: Catalog, target: Target): void {
+  requireGroup(catalog, target.primary_group);
+  for (const id of target.groups) requireGroup(catalog, id);
+  for (const exporter of target.exporters) {
+    const type = catalog.settings.exporters[exporter.type];
+    if (!type) {
+      throw new AamiError('validation_failed', `unknown exporter type "${exporter.type}"`, [
+        { field: 'exporters', message: `type must be one of ${Object.keys(catalog.settings.exporters).join(', ')}` },
+      ]);
+    }
+    if (!exporter.enabled) continue;
+    const holder = catalog.addresses.get(addressKey(type.job, target.ip_address, exporter.port ?? type.port));
+    if (holder && holder !== target.hostname) {
+      throw new AamiError('conflict', `${target.ip_address}:${exporter.port ?? type.port} is already scraped for target "${holder}"`, { target_id: holder });
+    }
+  }
+}
+
+function targetFileData(target: Target) {
+  return {
+    hostname: target.hostname,
+    ip_address: target.ip_address,
+    primary_group: target.primary_group,
+    groups: target.groups.length ? target.groups : undefined,
+    exporters: target.exporters,
+    labels: Object.keys(target.labels).length ? target.labels : undefined,
+    facts: target.facts && Object.keys(target.facts).length ? target.facts : undefined,
+    registered_by_token: target.registered_by_token,
+    registered_at: target.registered_at,
+    node_credential_hash: target.node_credential_hash,
+  };
+}
+
+/** The file changes that store `target`, moving the file when its primary group changed. */
+export function targetChanges(files: CatalogState, target: Target, previous?: Target): Change[] {
+  const path = targetPath(target);
+  const oldPath = previous && targetPath(previous);
+  const changes: Change[] = [{ path, content: renderYaml(targetFileData(target), files.text(oldPath ?? path)) }];
+  if (oldPath && oldPath !== path) changes.push({ path: oldPath, content: null });
+  return changes;
+}
+
+const DEFAULT_EXPORTERS: Target['exporters'] = [{ type: 'node_exporter', enabled: true }];
+
+export function createTarget(writer: Writer, actor: Actor, input: TargetCreate) {
+  return writer.update(commitMeta(actor, `Add target ${input.hostname}`), ({ catalog }, files) => {
+    if (catalog.targets.has(input.hostname)) throw new AamiError('conflict', `target "${input.hostname}" already exists`, { target_id: input.hostname });
+    const target: Target = {
+      hostname: input.hostname,
+      ip_address: input.ip_address,
+      primary_group: input.primary_group_id,
+      groups: input.group_ids ?? [],
+      exporters: input.exporters ?? DEFAULT_EXPORTERS,
+      labels: input.labels ?? {},
+    };
+    checkTarget(catalog, target);
+    return { changes: targetChanges(files, target), result: { target } };
+  });
+}
+
+export function updateTarget(writer: Writer, actor: Actor, id: string, input: TargetPatch & { hostname?: string }, mode: 'replace' | 'patch') {
+  return writer.update(commitMeta(actor, `Update target ${id.toLowerCase()}`), ({ catalog }, files) => {
+    const current = requireTarget(catalog, id);
+    if (input.hostname && input.hostname !== current.hostname) {
+      throw new AamiError('validation_failed', 'the hostname is the target id and cannot change', [{ field: 'hostname', message: `must be "${current.hostname}"` }]);
+    }
+    if (mode === 'replace' && (!input.ip_address || !input.primary_group_id)) {
+      throw new AamiError('validation_failed', 'PUT replaces the whole target', [
+        ...(input.ip_address ? [] : [{ field: 'ip_address', message: 'is required' }]),
+        ...(input.primary_group_id ? [] : [{ field: 'primary_group_id', message: 'is required' }]),
+      ]);
+    }
+    const has = (key: keyof TargetPatch) => mode === 'replace' || key in input;
+    const target: Target = {
+      ...current,
+      ip_address: input.ip_address ?? current.ip_address,
+      primary_group: input.primary_group_id ?? current.primary_group,
+      groups: has('group_ids') ? (input.group_ids ?? []) : current.groups,
+      exporters: has('exporters') ? (input.exporters ?? DEFAULT_EXPORTERS) : current.exporters,
+      labels: has('labels') ? (input.labels ?? {}) : current.labels,
+    };
+    checkTarget(catalog, target);
+    return { changes: targetChanges(files, target, current), result: { target } };
+  });
+}
+
+export function deleteTarget(writer: Writer, actor: Actor, id: string) {
+  return writer.update(commitMeta(actor, `Remove target ${id.toLowerCase()}`), ({ catalog }) => {
+    const target = requireTarget(catalog, id);
+    return { changes: [{ path: targetPath(target), content: null }], result: { deleted: target.hostname } };
+  });
+}

@@ -1,0 +1,27 @@
+import { simpleGit } from 'simple-git';
+
+export interface HistoryEntry {
+  commit: string;
+  author: string;
+  email: string;
+  date: string;
+  message: string;
+  source_address: string | null;
+}
+
+const FIELD = '\x1f';
+const RECORD = '\x1e';
+
+/** The commits that touched any of the pathspecs, newest first, read with the git CLI (fast on long histories). */
+export async function fileHistory(dir: string, pathspecs: string[], limit = 100): Promise<HistoryEntry[]> {
+  const format = ['%H', '%an', '%ae', '%aI', '%s', '%(trailers:key=Source-Address,valueonly,separator=%x2C)'].join('%x1f') + '%x1e';
+  const out = await simpleGit(dir).raw(['log', `--format=${format}`, '-n', String(limit), '--', ...pathspecs]);
+  return out
+    .split(RECORD)
+    .map((record) => record.trim())
+    .filter(Boolean)
+    .map((record) => {
+      const [commit, author, email, date, message, source] = record.split(FIELD) as [string, string, string, string, string, string | undefined];
+      return { commit, author, email, date, message, source_address: source?.trim() || null };
+    });
+}

@@ -1,0 +1,127 @@
+import * as fs from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { dirname, join } from 'node:path';
+import { serve, type ServerType } from '@hono/node-server';
+import { createApp } from './api/app.js';
+import { FailureLimiter } from './api/auth.js';
+import { filesOf } from './catalog/load.js';
+import { SdSync } from './compile/sd-sync.js';
+import { watchRepo } from './compile/watcher.js';
+import type { Logger } from './log.js';
+import { Counter, Gauge, Histogram, Registry } from './metrics.js';
+import { writeFileDurably } from './repo/fs.js';
+import { fileHistory } from './repo/history.js';
+import { GitStore } from './repo/store.js';
+import { Writer } from './repo/writer.js';
+import { ADMIN_PREFIX, hashSecret, newSecretCredential } from './tokens/secret.js';
+
+export interface ServerConfig {
+  repo: string;
+  sdDir: string;
+  stateDir: string;
+  host: string;
+  port: number;
+  /** The admin credential from the environment, if the operator set one. */
+  adminToken?: string;
+  openReads: boolean;
+  starterDir: string;
+  logger: Logger;
+  /** Where the generated admin credential is shown, once. */
+  announce: (line: string) => void;
+  clock?: () => Date;
+}
+
+export interface RunningServer {
+  url: string;
+  adminTokenHash: string;
+  close(): Promise<void>;
+}
+
+/** Open the config repo (creating it from the starter on first start) and serve the API. */
+export async function startServer(config: ServerConfig): Promise<RunningServer> {
+  const { logger } = config;
+  const clock = config.clock ?? (() => new Date());
+  const store = await openOrCreateRepo(config);
+  const adminTokenHash = await adminCredential(config);
+
+  const registry = new Registry();
+  const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably.'));
+  const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
+  const registrations = registry.add(new Counter('aami_registrations_total', 'Self-registrations by outcome (created, updated, unchanged, or an error code).'));
+  const sync = new SdSync({ fs, repoDir: store.dir, sdDir: config.sdDir, logger, observeCompile: (s) => compileSeconds.observe(s) });
+  const writer = new Writer(store, sync, (s) => commitSeconds.observe(s));
+  registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served).', () => new Set(sync.snapshot().problems.map((p) => p.file)).size));
+  registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
+  registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => sync.snapshot().catalog.targets.size));
+
+  await sync.loadAll();
+  const watcher = watchRepo(store.dir, (paths) => sync.reload(paths));
+  await watcher.ready;
+
+  let serving = true;
+  const app = createApp({
+    sync,
+    writer,
+    store,
+    clock,
+    logger,
+    auth: { adminTokenHash, openReads: config.openReads, limiter: new FailureLimiter() },
+    metrics: { registry, registrations },
+    history: (pathspecs) => fileHistory(store.dir, pathspecs),
+    serving: () => serving,
+  });
+  const server = await listen(app.fetch, config.host, config.port);
+  const { port } = server.address() as AddressInfo;
+  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+  logger.info('serving', { url, repo: store.dir, sd_dir: config.sdDir, head: store.head() ?? undefined });
+
+  return {
+    url,
+    adminTokenHash,
+    async close() {
+      serving = false;
+      // Stop taking requests, let the ones in flight finish, then flush every queued write.
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await writer.drain();
+      await watcher.close();
+      await sync.close();
+      await store.close();
+      logger.info('stopped', { head: store.head() ?? undefined });
+    },
+  };
+}
+
+async function openOrCreateRepo(config: ServerConfig): Promise<GitStore> {
+  if (fs.existsSync(join(config.repo, '.git'))) return GitStore.open({ fs, dir: config.repo });
+  if (fs.existsSync(config.repo) && fs.readdirSync(config.repo).length > 0) {
+    throw new Error(`${config.repo} exists, is not empty and is not a Git repository: refusing to use it`);
+  }
+  config.logger.info('creating config repo from the starter', { repo: config.repo, starter: config.starterDir });
+  return GitStore.init({ fs, dir: config.repo, files: filesOf(config.starterDir), author: { name: 'aami', email: 'aami@localhost' } });
+}
+
+/**
+ * The admin credential's hash. From AAMI_ADMIN_TOKEN when set; otherwise the hash kept in
+ * the state directory (outside the repo: it never reaches Git), created with a new
+ * credential on first start, which is shown once and never again.
+ */
+async function adminCredential(config: ServerConfig): Promise<string> {
+  if (config.adminToken) return hashSecret(config.adminToken);
+  const file = join(config.stateDir, 'admin-token.sha256');
+  if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
+  const { credential, hash } = newSecretCredential(ADMIN_PREFIX);
+  fs.mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  await writeFileDurably(fs, file, `${hash}\n`);
+  fs.chmodSync(file, 0o600);
+  config.announce(
+    `\nGenerated an admin credential (shown once; only its hash is kept in ${file}):\n\n    ${credential}\n\nUse it as: Authorization: Bearer <credential>. Set AAMI_ADMIN_TOKEN to choose your own.\n`,
+  );
+  return hash;
+}
+
+function listen(fetch: (request: Request) => Response | Promise<Response>, hostname: string, port: number): Promise<ServerType & { address(): AddressInfo | string | null }> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, hostname, port }, () => resolve(server as never));
+    server.once('error', reject);
+  });
+}

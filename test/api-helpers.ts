@@ -1,0 +1,70 @@
+import { createApp } from '../src/api/app.js';
+import { FailureLimiter } from '../src/api/auth.js';
+import { Counter, Registry } from '../src/metrics.js';
+import { fileHistory } from '../src/repo/history.js';
+import { silentLogger } from '../src/log.js';
+import { hashSecret } from '../src/tokens/secret.js';
+import { tmpConfigRepo } from './helpers.js';
+
+export const ADMIN_TOKEN = 'test-admin-credential-0123456789';
+
+/** The API over a real temp config repo, called through app.request() with a clock the test moves. */
+export async function apiHarness(options: { openReads?: boolean; maxFailures?: number } = {}) {
+  let now = Date.parse('2026-11-26T00:00:00Z');
+  const repo = await tmpConfigRepo({ now: () => now });
+  const registry = new Registry();
+  const registrations = registry.add(new Counter('aami_registrations_total', 'test'));
+  const app = createApp({
+    sync: repo.sync,
+    writer: repo.writer,
+    store: repo.store,
+    clock: () => new Date(now),
+    logger: silentLogger,
+    auth: {
+      adminTokenHash: hashSecret(ADMIN_TOKEN),
+      openReads: options.openReads ?? false,
+      limiter: new FailureLimiter({ maxFailures: options.maxFailures ?? 1000, windowMs: 60_000, now: () => now }),
+    },
+    metrics: { registry, registrations },
+    history: (pathspecs) => fileHistory(repo.dir, pathspecs),
+    serving: () => true,
+  });
+
+  type Init = { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> };
+  const call = async (method: string, path: string, init: Init = {}) => {
+    const headers: Record<string, string> = { ...init.headers };
+    const token = init.token === undefined ? ADMIN_TOKEN : init.token;
+    if (token) headers.authorization = `Bearer ${token}`;
+    const body = init.raw ?? (init.body === undefined ? undefined : JSON.stringify(init.body));
+    const response = await app.request(path, { method, headers, body });
+    const text = await response.text();
+    let json: any;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      json = undefined;
+    }
+    return { status: response.status, json, text, headers: response.headers };
+  };
+
+  const api = {
+    ...repo,
+    app,
+    registry,
+    advance: (ms: number) => (now += ms),
+    call,
+    get: (path: string, init?: Init) => call('GET', path, init),
+    post: (path: string, body?: unknown, init?: Init) => call('POST', path, { ...init, body }),
+    commits: () => Number(repo.git('rev-list', '--count', 'HEAD').trim()),
+    /** Create a bootstrap token and return its secret. */
+    async token(body: Record<string, unknown> = {}) {
+      const response = await call('POST', '/api/v1/bootstrap-tokens', {
+        body: { name: 'test', default_group_id: 'ml-training', max_uses: 10, expires_at: '2027-01-01T00:00:00Z', ...body },
+      });
+      if (response.status !== 201) throw new Error(`token: ${response.text}`);
+      return response.json as { token: string; id: string };
+    },
+    register: (token: string, body: Record<string, unknown>) => call('POST', '/api/v1/bootstrap/register', { token, body }),
+  };
+  return api;
+}
