@@ -1,0 +1,195 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { apiHarness } from './api-helpers.js';
+
+describe('bootstrap tokens', () => {
+  it('requires an expiry in the future and at least one use', async () => {
+    const api = await apiHarness();
+    const base = { name: 't', default_group_id: 'ml-training' };
+    expect((await api.post('/api/v1/bootstrap-tokens', { ...base, max_uses: 1 })).json.error.details).toContainEqual({ field: 'expires_at', message: 'is required' });
+    expect((await api.post('/api/v1/bootstrap-tokens', { ...base, max_uses: 1, expires_at: '2020-01-01T00:00:00Z' })).json.error.details).toContainEqual({ field: 'expires_at', message: 'must be in the future' });
+    expect((await api.post('/api/v1/bootstrap-tokens', { ...base, max_uses: 0, expires_at: '2027-01-01T00:00:00Z' })).json.error.details).toContainEqual({ field: 'max_uses', message: 'must be at least 1' });
+    expect((await api.post('/api/v1/bootstrap-tokens', { ...base, default_group_id: 'nope', max_uses: 1, expires_at: '2027-01-01T00:00:00Z' })).status).toBe(422);
+  });
+
+  it('shows the secret once: never in reads, never in the repo', async () => {
+    const api = await apiHarness();
+    const { token, id } = await api.token();
+    const secret = token.split('_').at(-1)!;
+    expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).text).not.toContain(secret);
+    expect((await api.get('/api/v1/bootstrap-tokens')).text).not.toContain(secret);
+    const file = readFileSync(join(api.dir, `tokens/${id}.yaml`), 'utf8');
+    expect(file).toMatch(/^secret_hash: sha256:[0-9a-f]{64}$/m);
+    expect(file).not.toContain(secret);
+  });
+
+  it('refuses expired, revoked and used-up tokens with distinct codes', async () => {
+    const api = await apiHarness();
+    const expiring = await api.token({ expires_at: '2026-11-26T01:00:00Z' });
+    const revoked = await api.token();
+    const single = await api.token({ max_uses: 1 });
+    expect((await api.post(`/api/v1/bootstrap-tokens/${revoked.id}/revoke`)).json).toMatchObject({ revoked: true, active: false });
+    expect((await api.register(single.token, { hostname: 'a', ip_address: '10.0.0.1' })).status).toBe(201);
+    api.advance(2 * 3600_000);
+    const attempt = (token: string) => api.register(token, { hostname: 'b', ip_address: '10.0.0.2' });
+    expect(await attempt(expiring.token)).toMatchObject({ status: 403, json: { error: { code: 'token_expired' } } });
+    expect(await attempt(revoked.token)).toMatchObject({ status: 403, json: { error: { code: 'token_revoked' } } });
+    expect(await attempt(single.token)).toMatchObject({ status: 403, json: { error: { code: 'token_exhausted' } } });
+    expect((await api.get(`/api/v1/bootstrap-tokens/${expiring.id}`)).json).toMatchObject({ expired: true, active: false });
+    expect((await api.get(`/api/v1/bootstrap-tokens/${single.id}`)).json).toMatchObject({ uses: 1, remaining: 0, active: false });
+  });
+
+  it('revokes with DELETE too', async () => {
+    const api = await apiHarness();
+    const { id } = await api.token();
+    expect((await api.call('DELETE', `/api/v1/bootstrap-tokens/${id}`)).json.revoked).toBe(true);
+    expect((await api.get('/api/v1/bootstrap-tokens/nope')).status).toBe(404);
+  });
+});
+
+describe('self-registration', () => {
+  it('updates on a re-run: 200, no duplicate, no token use; unchanged makes no commit', async () => {
+    const api = await apiHarness();
+    const { token, id } = await api.token();
+    const first = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
+    expect(first.status).toBe(201);
+    const commits = api.commits();
+    const again = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
+    expect(again.status).toBe(200);
+    expect(again.json.outcome).toBe('unchanged');
+    expect(again.json.node_credential).toBeUndefined();
+    expect(api.commits()).toBe(commits);
+    const moved = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.9' });
+    expect(moved).toMatchObject({ status: 200, json: { outcome: 'updated', target: { ip_address: '10.0.0.9' } } });
+    expect(api.commits()).toBe(commits + 1);
+    expect((await api.get('/api/v1/targets')).json).toHaveLength(1);
+    expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
+  });
+
+  it('issues a new node credential on request and keeps only its hash', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    const first = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
+    const rotated = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', rotate_credential: true });
+    expect(rotated.json.node_credential).toMatch(/^aami_node_/);
+    expect(rotated.json.node_credential).not.toBe(first.json.node_credential);
+    const file = readFileSync(join(api.dir, 'targets/ml-training/n1.yaml'), 'utf8');
+    expect(file).toMatch(/^node_credential_hash: sha256:/m);
+    expect(file).not.toContain(rotated.json.node_credential);
+  });
+
+  it('keeps a node inside its token\'s group tree', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token({ default_group_id: 'production' });
+    expect((await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', group_id: 'production-critical' })).json.target.primary_group_id).toBe('production-critical');
+    expect(await api.register(token, { hostname: 'n2', ip_address: '10.0.0.2', group_id: 'ml-training' })).toMatchObject({ status: 403, json: { error: { code: 'forbidden' } } });
+  });
+
+  it('does not let a token take over a host registered in another group', async () => {
+    const api = await apiHarness();
+    await api.post('/api/v1/targets', { hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' });
+    const { token } = await api.token();
+    expect(await api.register(token, { hostname: 'db-01', ip_address: '10.9.9.9' })).toMatchObject({ status: 409, json: { error: { code: 'conflict' } } });
+  });
+
+  it('refuses a second host on an address already scraped', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
+    expect(await api.register(token, { hostname: 'n2', ip_address: '10.0.0.1' })).toMatchObject({ status: 409, json: { error: { code: 'conflict' } } });
+  });
+
+  it('admits exactly max_uses new hosts under 200 concurrent registrations, with a consistent history', async () => {
+    const api = await apiHarness();
+    const { token, id } = await api.token({ max_uses: 50 });
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => api.register(token, { hostname: `node-${i}`, ip_address: `10.1.${i >> 8}.${i & 255}` })),
+    );
+    const statuses = results.map((r) => r.status);
+    expect(statuses.filter((s) => s === 201)).toHaveLength(50);
+    expect(results.filter((r) => r.status !== 201).every((r) => r.json.error.code === 'token_exhausted')).toBe(true);
+    expect((await api.get('/api/v1/targets')).json).toHaveLength(50);
+    expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).json).toMatchObject({ uses: 50, remaining: 0 });
+    expect(api.git('log', `--author=token ${id}`, '--format=%s').trim().split('\n')).toHaveLength(50);
+    expect(api.git('show', `HEAD:tokens/${id}.yaml`)).toMatch(/^uses: 50$/m);
+    await api.store.flushIndex();
+    api.git('fsck', '--strict', '--no-progress');
+    expect(api.git('status', '--porcelain')).toBe('');
+  });
+});
+
+describe('groups and targets', () => {
+  it('refuses to delete a group that still holds targets, children or tokens, saying what holds it', async () => {
+    const api = await apiHarness();
+    await api.post('/api/v1/targets', { hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' });
+    const held = await api.call('DELETE', '/api/v1/groups/databases');
+    expect(held).toMatchObject({ status: 409, json: { error: { code: 'group_in_use', details: { targets: ['db-01'], children: [], tokens: [] } } } });
+    expect((await api.call('DELETE', '/api/v1/groups/production')).json.error.details.children).toEqual(['production-critical', 'production-standard']);
+    await api.call('DELETE', '/api/v1/targets/db-01');
+    expect((await api.call('DELETE', '/api/v1/groups/databases')).json).toEqual({ deleted: 'databases' });
+    expect((await api.get('/api/v1/groups/databases')).status).toBe(404);
+  });
+
+  it('creates nested groups, refuses duplicates, and edits with PUT and PATCH', async () => {
+    const api = await apiHarness();
+    const created = await api.post('/api/v1/groups', { name: 'Zone C', namespace: 'infrastructure', parent_id: 'datacenter-seoul', labels: { zone: 'c' } });
+    expect(created.json).toMatchObject({ id: 'zone-c', parent_id: 'datacenter-seoul' });
+    expect((await api.post('/api/v1/groups', { name: 'zone-c', namespace: 'infrastructure' })).status).toBe(409);
+    expect((await api.post('/api/v1/groups', { name: 'x', namespace: 'logical', parent_id: 'datacenter-seoul' })).json.error.details).toContainEqual(expect.objectContaining({ field: 'parent_id' }));
+    const patched = await api.call('PATCH', '/api/v1/groups/zone-c', { body: { description: 'third zone' } });
+    expect(patched.json).toMatchObject({ description: 'third zone', labels: { zone: 'c' } });
+    const replaced = await api.call('PUT', '/api/v1/groups/zone-c', { body: { name: 'zone-c', namespace: 'infrastructure' } });
+    expect(replaced.json).toMatchObject({ parent_id: null, labels: {}, description: '' });
+    expect((await api.get('/api/v1/groups?namespace=logical')).json.map((g: any) => g.id)).toEqual(['api-servers', 'databases', 'ml-inference', 'ml-training']);
+  });
+
+  it('keeps comments a pull-request author wrote when the API edits the file', async () => {
+    const api = await apiHarness();
+    api.writeFile('groups/databases.yaml', '# owned by the DBA team\nid: databases\nname: databases  # display name\nnamespace: logical\n');
+    api.commitAll('Comment on databases');
+    await api.sync.reload(['groups/databases.yaml']);
+    await api.call('PATCH', '/api/v1/groups/databases', { body: { labels: { role: 'database' } } });
+    const text = readFileSync(join(api.dir, 'groups/databases.yaml'), 'utf8');
+    expect(text).toContain('# owned by the DBA team');
+    expect(text).toContain('# display name');
+    expect(text).toContain('role: database');
+  });
+
+  it('creates, filters, moves between groups, edits and deletes targets', async () => {
+    const api = await apiHarness();
+    const created = await api.post('/api/v1/targets', {
+      hostname: 'onsite-gpu-01',
+      ip_address: '192.168.1.100',
+      primary_group_id: 'ml-training',
+      group_ids: ['seoul-zone-a'],
+      exporters: [{ type: 'node_exporter', port: 9100, enabled: true }, { type: 'dcgm_exporter', port: 9400, enabled: true }],
+      labels: { datacenter: 'seoul', rack: 'r1', gpu_model: 'A100', gpu_count: '8' },
+    });
+    expect(created.status).toBe(201);
+    expect(created.json.effective_labels).toMatchObject({ zone: 'zone-a', role: 'ml-training', aami_groups: ',datacenter-seoul,ml-training,seoul-zone-a,' });
+    expect((await api.post('/api/v1/targets', { hostname: 'onsite-gpu-01', ip_address: '192.168.1.101', primary_group_id: 'ml-training' })).status).toBe(409);
+    expect((await api.get('/api/v1/targets?group=datacenter-seoul')).json).toHaveLength(1);
+    expect((await api.get('/api/v1/targets?group=datacenter-tokyo')).json).toHaveLength(0);
+    const moved = await api.call('PATCH', '/api/v1/targets/onsite-gpu-01', { body: { primary_group_id: 'ml-inference' } });
+    expect(moved.json).toMatchObject({ primary_group_id: 'ml-inference', labels: { rack: 'r1' } });
+    expect(api.git('show', '--name-status', '--format=', 'HEAD').trim()).toMatch(
+      /^R\d+\ttargets\/ml-training\/onsite-gpu-01.yaml\ttargets\/ml-inference\/onsite-gpu-01.yaml$/,
+    );
+    expect((await api.call('PUT', '/api/v1/targets/onsite-gpu-01', { body: { ip_address: '192.168.1.100' } })).json.error.details).toContainEqual({ field: 'primary_group_id', message: 'is required' });
+    expect((await api.get('/api/v1/targets/onsite-gpu-01/history')).json).toHaveLength(2);
+    expect((await api.call('DELETE', '/api/v1/targets/onsite-gpu-01')).json).toEqual({ deleted: 'onsite-gpu-01' });
+    expect((await api.get('/api/v1/targets/onsite-gpu-01')).status).toBe(404);
+  });
+
+  it('exposes its own metrics in the Prometheus text format', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
+    await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
+    const metrics = await api.get('/metrics', { token: null });
+    expect(metrics.headers.get('content-type')).toContain('text/plain');
+    expect(metrics.text).toContain('aami_registrations_total{outcome="created"} 1');
+    expect(metrics.text).toContain('aami_registrations_total{outcome="unchanged"} 1');
+  });
+});
