@@ -1,0 +1,121 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createApp } from '../src/api/app.js';
+import { FailureLimiter } from '../src/api/auth.js';
+import { SdSync } from '../src/compile/sd-sync.js';
+import { createLogger, silentLogger } from '../src/log.js';
+import { Counter, Registry } from '../src/metrics.js';
+import { startServer } from '../src/server.js';
+import { hashSecret } from '../src/tokens/secret.js';
+import { gitCli, onCleanup, ROOT, STARTER, tempDir, tmpConfigRepo } from './helpers.js';
+
+const ADMIN = 'server-test-admin-credential-42';
+
+async function json(response: Response) {
+  return { status: response.status, body: (await response.json()) as any };
+}
+
+describe('aami serve', () => {
+  it('creates the repo from the starter, serves on loopback and keeps secrets out of Git and logs', async () => {
+    const base = tempDir();
+    const logLines: string[] = [];
+    const announced: string[] = [];
+    const server = await startServer({
+      repo: join(base, 'repo'),
+      sdDir: join(base, 'sd'),
+      stateDir: join(base, 'state'),
+      host: '127.0.0.1',
+      port: 0,
+      openReads: false,
+      starterDir: STARTER,
+      logger: createLogger((line) => logLines.push(line)),
+      announce: (line) => announced.push(line),
+    });
+    onCleanup(() => server.close());
+    const admin = /aami_admin_[A-Za-z0-9]{40}/.exec(announced.join('\n'))![0];
+    const auth = { authorization: `Bearer ${admin}` };
+    expect(readFileSync(join(base, 'state/admin-token.sha256'), 'utf8').trim()).toBe(hashSecret(admin));
+
+    const token = await json(await fetch(`${server.url}/api/v1/bootstrap-tokens`, {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ name: 'bulk', default_group_id: 'ml-training', max_uses: 5, expires_at: '2099-01-01T00:00:00Z' }),
+    }));
+    expect(token.status).toBe(201);
+    const registered = await json(await fetch(`${server.url}/api/v1/bootstrap/register`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token.body.token}` },
+      body: JSON.stringify({ hostname: 'gpu-01', ip_address: '127.0.0.1' }),
+    }));
+    expect(registered.status).toBe(201);
+    const targets = await json(await fetch(`${server.url}/api/v1/targets`, { headers: auth }));
+    expect(targets.body.map((t: any) => t.hostname)).toEqual(['gpu-01']);
+    const history = await json(await fetch(`${server.url}/api/v1/targets/gpu-01/history`, { headers: auth }));
+    expect(history.body[0].source_address).toBe('127.0.0.1');
+    expect(readFileSync(join(base, 'repo/README.md'), 'utf8')).toContain('AAMI config repo');
+
+    const everything = gitCli(join(base, 'repo'), 'log', '-p', '--all', '--format=%an %ae %s %b') + logLines.join('\n');
+    for (const secret of [admin, token.body.token, token.body.token.split('_').at(-1), registered.body.node_credential]) {
+      expect(everything).not.toContain(secret);
+    }
+  });
+
+  it('stops on SIGTERM after committing every write it acknowledged', async () => {
+    const base = tempDir();
+    const child = spawn(join(ROOT, 'node_modules/.bin/tsx'), [join(ROOT, 'src/cli/bin.ts'), 'serve', '--host', '127.0.0.1', '--port', '0', '--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')], {
+      env: { ...process.env, AAMI_ADMIN_TOKEN: ADMIN },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    onCleanup(() => {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    });
+    let stderr = '';
+    const url = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no "serving" line: ${stderr}`)), 15_000);
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        const match = /msg=serving url=(\S+)/.exec(stderr);
+        if (match) clearTimeout(timer), resolve(match[1]!);
+      });
+    });
+    const auth = { authorization: `Bearer ${ADMIN}` };
+    const writes = Array.from({ length: 20 }, (_, i) =>
+      fetch(`${url}/api/v1/targets`, { method: 'POST', headers: auth, body: JSON.stringify({ hostname: `n${i}`, ip_address: `10.0.0.${i + 1}`, primary_group_id: 'ml-training' }) }),
+    );
+    await Promise.race(writes);
+    child.kill('SIGTERM'); // while most writes are still queued
+    const settled = await Promise.allSettled(writes);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(0);
+    const acknowledged = settled.flatMap((r, i) => (r.status === 'fulfilled' && r.value.status === 201 ? [`targets/ml-training/n${i}.yaml`] : []));
+    expect(acknowledged.length).toBeGreaterThan(0);
+    const files = gitCli(join(base, 'repo'), 'ls-tree', '-r', '--name-only', 'HEAD', 'targets').trim().split('\n');
+    // No acknowledged write is lost (a write whose answer was cut off may be there too).
+    expect(files).toEqual(expect.arrayContaining(acknowledged));
+    expect(gitCli(join(base, 'repo'), 'status', '--porcelain')).toBe('');
+    expect(stderr).toContain('msg=stopped');
+  });
+
+  it('answers http_sd with 503, never 200 [], before the first compile', async () => {
+    const repo = await tmpConfigRepo();
+    const fresh = new SdSync({ fs: await import('node:fs'), repoDir: repo.dir, sdDir: join(repo.dir, '..', 'sd2'), logger: silentLogger });
+    const registry = new Registry();
+    const app = createApp({
+      sync: fresh,
+      writer: repo.writer,
+      store: repo.store,
+      clock: () => new Date(),
+      logger: silentLogger,
+      auth: { adminTokenHash: hashSecret(ADMIN), openReads: true, limiter: new FailureLimiter() },
+      metrics: { registry, registrations: new Counter('x', 'x') },
+      history: async () => [],
+      serving: () => true,
+    });
+    const sd = await app.request('/api/v1/sd/prometheus');
+    expect(sd.status).toBe(503);
+    expect(((await sd.json()) as any).error.code).toBe('not_ready');
+    expect((await app.request('/api/v1/health')).status).toBe(503);
+  });
+});
