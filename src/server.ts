@@ -49,7 +49,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
   const registrations = registry.add(new Counter('aami_registrations_total', 'Self-registrations by outcome (created, updated, unchanged, or an error code).'));
   const sync = new SdSync({ fs, repoDir: store.dir, sdDir: config.sdDir, logger, observeCompile: (s) => compileSeconds.observe(s) });
-  const writer = new Writer(store, sync, (s) => commitSeconds.observe(s));
+  const writer = new Writer(store, sync, { observeCommit: (s) => commitSeconds.observe(s) });
   registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served).', () => new Set(sync.snapshot().problems.map((p) => p.file)).size));
   registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
   registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => sync.snapshot().catalog.targets.size));

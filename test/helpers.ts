@@ -62,7 +62,7 @@ export async function tmpConfigRepo(options: { from?: string; now?: () => number
   const dir = join(base, 'repo');
   const sdDir = join(base, 'sd');
   const store = await GitStore.init({ fs, dir, files: filesOf(options.from ?? STARTER), author: ADMIN, now: options.now });
-  const sync = new SdSync({ fs, repoDir: dir, sdDir, logger: silentLogger, debounceMs: 5 });
+  const sync = new SdSync({ fs, repoDir: dir, sdDir, logger: silentLogger, debounceMs: 5, minIntervalMs: 0 });
   await sync.loadAll();
   const writer = new Writer(store, sync);
   onCleanup(async () => {

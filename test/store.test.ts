@@ -27,7 +27,7 @@ describe('GitStore', () => {
     const result = await store.commit({
       message: 'Register gpu-01',
       author: { name: 'token k3j9x2ab', email: 'k3j9x2ab@tokens.aami' },
-      trailers: { 'Source-Address': '10.0.0.7' },
+      trailers: [['Source-Address', '10.0.0.7']],
       changes: [
         { path: 'targets/ml/gpu-01.yaml', content: 'hostname: gpu-01\n' },
         { path: 'tokens/k3j9x2ab.yaml', content: 'uses: 1\n' },
@@ -40,7 +40,7 @@ describe('GitStore', () => {
     );
     expect(git('show', '--name-only', '--format=', 'HEAD').trim().split('\n')).toEqual(['targets/ml/gpu-01.yaml', 'tokens/k3j9x2ab.yaml']);
     expect(git('show', 'HEAD:targets/ml/gpu-01.yaml')).toBe('hostname: gpu-01\n');
-    await store.flushIndex();
+    await store.checkpoint();
     git('fsck', '--strict', '--no-progress');
     expect(git('status', '--porcelain')).toBe('');
   });
@@ -52,7 +52,7 @@ describe('GitStore', () => {
     await store.commit({ message: 'remove', author: ADMIN, changes: [{ path: 'targets/ml/a.yaml', content: null }] });
     expect(fs.existsSync(join(dir, 'targets'))).toBe(false);
     expect(git('ls-tree', '-r', '--name-only', 'HEAD').trim().split('\n')).toEqual(['aami.yaml', 'groups/ml.yaml']);
-    await store.flushIndex();
+    await store.checkpoint();
     expect(git('status', '--porcelain')).toBe('');
   });
 
@@ -73,7 +73,7 @@ describe('GitStore', () => {
 
   it('builds on commits made by the git CLI in the same repo', async () => {
     const { dir, store, git } = await newStore();
-    await store.flushIndex();
+    await store.checkpoint();
     fs.mkdirSync(join(dir, 'targets/ml'), { recursive: true });
     fs.writeFileSync(join(dir, 'targets/ml/by-pr.yaml'), 'pr\n');
     git('add', '-A');
@@ -81,20 +81,28 @@ describe('GitStore', () => {
     await store.commit({ message: 'api', author: ADMIN, changes: [{ path: 'targets/ml/by-api.yaml', content: 'api\n' }] });
     expect(git('ls-tree', '-r', '--name-only', 'HEAD', 'targets').trim().split('\n')).toEqual(['targets/ml/by-api.yaml', 'targets/ml/by-pr.yaml']);
     expect(git('log', '--format=%s').trim().split('\n')).toEqual(['api', 'Merge pull request', 'Initialize config repo']);
-    await store.flushIndex();
+    await store.checkpoint();
     expect(git('status', '--porcelain')).toBe('');
     git('fsck', '--strict', '--no-progress');
   });
 
-  it('finishes the working tree of a commit interrupted after its ref moved', async () => {
+  it('rewrites from HEAD the working-tree files a crash may have left stale', async () => {
     const { dir, store } = await newStore();
     await store.commit({ message: 'add', author: ADMIN, changes: [{ path: 'targets/ml/a.yaml', content: 'a\n' }] });
-    // Simulate a crash between the ref update and the working tree write.
-    fs.rmSync(join(dir, 'targets'), { recursive: true });
-    fs.writeFileSync(join(dir, '.git/aami-pending.json'), JSON.stringify({ commit: store.head(), paths: ['targets/ml/a.yaml'] }));
+    // A crash before the checkpoint: the files listed as unsynced may be torn or missing.
+    expect(JSON.parse(fs.readFileSync(join(dir, '.git/aami-unsynced.json'), 'utf8'))).toEqual(['targets/ml/a.yaml']);
+    fs.writeFileSync(join(dir, 'targets/ml/a.yaml'), '');
     await GitStore.open({ fs, dir });
     expect(fs.readFileSync(join(dir, 'targets/ml/a.yaml'), 'utf8')).toBe('a\n');
-    expect(fs.existsSync(join(dir, '.git/aami-pending.json'))).toBe(false);
+    expect(fs.existsSync(join(dir, '.git/aami-unsynced.json'))).toBe(false);
+  });
+
+  it('flushes the working tree and forgets the unsynced list at a checkpoint', async () => {
+    const { dir, store, git } = await newStore();
+    await store.commit({ message: 'add', author: ADMIN, changes: [{ path: 'targets/ml/a.yaml', content: 'a\n' }] });
+    await store.checkpoint();
+    expect(fs.existsSync(join(dir, '.git/aami-unsynced.json'))).toBe(false);
+    expect(git('status', '--porcelain')).toBe('');
   });
 
   it('refuses to open a directory that is not a repository', async () => {

@@ -31,20 +31,58 @@ describe('writer', () => {
     expect(repo.sd('node').map((e) => e.targets[0])).toEqual(['10.0.0.1:9100']);
   });
 
-  it('runs concurrent updates one at a time, each seeing the one before', async () => {
+  it('runs concurrent updates in order, each seeing the ones before, sharing commits per author', async () => {
     const repo = await tmpConfigRepo();
     const updates = Array.from({ length: 20 }, (_, i) =>
-      repo.writer.update({ message: `Add n${i}`, author: ADMIN }, ({ catalog }) => ({
+      repo.writer.update({ message: `Add n${i}`, author: i < 10 ? ADMIN : { name: 'token abc', email: 'abc@tokens.aami' } }, ({ catalog }) => ({
         changes: [{ path: `targets/ml-training/n${i}.yaml`, content: targetYaml(`n${i}`, `10.0.1.${i}`) }],
         result: { before: catalog.targets.size },
       })),
     );
     const results = await Promise.all(updates);
-    expect(results.map((r) => r.before).sort((a, b) => a - b)).toEqual(Array.from({ length: 20 }, (_, i) => i));
-    expect(repo.git('rev-list', '--count', 'HEAD').trim()).toBe('21');
-    await repo.store.flushIndex();
+    expect(results.map((r) => r.before)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    // Each commit has one author, and names every change it holds.
+    const log = repo.git('log', '--format=%an|%B%x00').split('\0').map((c) => c.trim()).filter(Boolean).slice(0, -1);
+    const named = log.flatMap((entry) => [...entry.matchAll(/Add (n\d+)/g)].map((m) => `${entry.split('|')[0]}:${m[1]}`));
+    expect(new Set(named)).toEqual(new Set(Array.from({ length: 20 }, (_, i) => `${i < 10 ? 'admin' : 'token abc'}:n${i}`)));
+    expect(log.length).toBeLessThan(20);
+    await repo.store.checkpoint();
     repo.git('fsck', '--strict', '--no-progress');
     expect(repo.git('status', '--porcelain')).toBe('');
+  });
+
+  it('fails only the write whose plan fails, not the others in its commit', async () => {
+    const repo = await tmpConfigRepo();
+    const add = (i: number, ip: string) =>
+      repo.writer.update({ message: `Add n${i}`, author: ADMIN }, () => ({
+        changes: [{ path: `targets/ml-training/n${i}.yaml`, content: targetYaml(`n${i}`, ip) }],
+        result: {},
+      }));
+    const results = await Promise.allSettled([add(1, '10.0.0.1'), add(2, '10.0.0.1'), add(3, '10.0.0.3')]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(repo.git('ls-tree', '--name-only', 'HEAD', 'targets/ml-training/').trim().split('\n')).toEqual(['targets/ml-training/n1.yaml', 'targets/ml-training/n3.yaml']);
+  });
+
+  it('undoes a batch in the catalog when its commit fails, and answers every write in it with the error', async () => {
+    const repo = await tmpConfigRepo();
+    const commit = repo.store.commit.bind(repo.store);
+    let fail = true;
+    repo.store.commit = async (request) => {
+      if (fail) {
+        fail = false;
+        throw new Error('disk full');
+      }
+      return commit(request);
+    };
+    const add = (i: number) =>
+      repo.writer.update({ message: `Add n${i}`, author: ADMIN }, () => ({
+        changes: [{ path: `targets/ml-training/n${i}.yaml`, content: targetYaml(`n${i}`, `10.0.0.${i}`) }],
+        result: {},
+      }));
+    await expect(add(1)).rejects.toThrow('disk full');
+    expect(repo.sync.snapshot().catalog.targets.has('n1')).toBe(false);
+    await add(2);
+    expect([...repo.sync.snapshot().catalog.targets.keys()]).toEqual(['n2']);
   });
 
   it('makes no commit when the plan throws a coded error', async () => {

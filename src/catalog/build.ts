@@ -6,11 +6,13 @@ import type { Problem } from './problem.js';
 export interface Catalog {
   settings: Settings;
   groups: Map<string, Group>;
-  /** By hostname, in the order of their file paths. */
+  /** By hostname. */
   targets: Map<string, Target>;
   tokens: Map<string, Token>;
   /** "job ip:port" → hostname of the target scraped there. */
   addresses: Map<string, string>;
+  /** Hostname → the file it came from. */
+  targetPaths: Map<string, string>;
 }
 
 export interface BuildResult {
@@ -62,48 +64,81 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
 
   const groups = resolveGroups(groupFiles, reject);
 
-  const targets = new Map<string, Target>();
-  const addresses = new Map<string, string>(); // job + address → hostname that holds it
-  const targetPaths = new Map<string, string>();
+  const catalog: Catalog = { settings, groups, targets: new Map(), tokens: new Map(), addresses: new Map(), targetPaths: new Map() };
   for (const { path, target } of targetFiles) {
-    const before = problems.length;
-    const claimed = targetPaths.get(target.hostname);
-    if (claimed) reject(path, 'hostname', `"${target.hostname}" is already registered by ${claimed}`);
-    if (!groups.has(target.primary_group)) reject(path, 'primary_group', `group "${target.primary_group}" does not exist`);
-    target.groups.forEach((id, i) => {
-      if (!groups.has(id)) reject(path, `groups[${i}]`, `group "${id}" does not exist`);
-      else if (id === target.primary_group || target.groups.indexOf(id) !== i) reject(path, `groups[${i}]`, `group "${id}" is listed twice`);
-    });
-    const seenTypes = new Set<string>();
-    const ownAddresses: string[] = [];
-    target.exporters.forEach((exporter, i) => {
-      const type = settings.exporters[exporter.type];
-      if (!type) {
-        reject(path, `exporters[${i}].type`, `unknown exporter type "${exporter.type}" (aami.yaml defines ${Object.keys(settings.exporters).join(', ')})`);
-        return;
-      }
-      if (seenTypes.has(exporter.type)) reject(path, `exporters[${i}].type`, `"${exporter.type}" is listed twice`);
-      seenTypes.add(exporter.type);
-      if (!exporter.enabled) return;
-      const key = addressKey(type.job, target.ip_address, exporter.port ?? type.port);
-      const holder = addresses.get(key);
-      if (holder) reject(path, `exporters[${i}].port`, `address ${key.split(' ')[1]} of job "${type.job}" is already used by ${targetPaths.get(holder)}`);
-      ownAddresses.push(key);
-    });
-    if (problems.length !== before) continue;
-    targets.set(target.hostname, target);
-    targetPaths.set(target.hostname, path);
-    for (const key of ownAddresses) addresses.set(key, target.hostname);
+    const found = targetProblems(catalog, path, target);
+    if (found.length) for (const p of found) reject(p.file, p.field, p.message);
+    else addTarget(catalog, path, target);
   }
-
-  const tokens = new Map<string, Token>();
   for (const { path, token } of tokenFiles) {
-    if (!groups.has(token.default_group)) reject(path, 'default_group', `group "${token.default_group}" does not exist`);
-    else tokens.set(token.id, token);
+    const found = tokenProblems(catalog, path, token);
+    if (found.length) for (const p of found) reject(p.file, p.field, p.message);
+    else catalog.tokens.set(token.id, token);
   }
 
   for (const { path, group } of groupFiles.values()) if (!groups.has(group.id)) rejected.add(path);
-  return { catalog: { settings, groups, targets, tokens, addresses }, problems, rejected };
+  return { catalog, problems, rejected };
+}
+
+/**
+ * What is wrong with a target in a catalog that does not hold this file's version of it:
+ * its groups and exporter types must exist, and its host name and addresses must be free.
+ * `ignore` names hostnames whose claims do not count (their files are being rewritten).
+ */
+export function targetProblems(catalog: Catalog, path: string, target: Target, ignore: ReadonlySet<string> = new Set()): Problem[] {
+  const problems: Problem[] = [];
+  const add = (field: string, message: string) => problems.push({ file: path, field, message });
+  const claimed = catalog.targetPaths.get(target.hostname);
+  if (claimed && claimed !== path && !ignore.has(target.hostname)) add('hostname', `"${target.hostname}" is already registered by ${claimed}`);
+  if (!catalog.groups.has(target.primary_group)) add('primary_group', `group "${target.primary_group}" does not exist`);
+  target.groups.forEach((id, i) => {
+    if (!catalog.groups.has(id)) add(`groups[${i}]`, `group "${id}" does not exist`);
+    else if (id === target.primary_group || target.groups.indexOf(id) !== i) add(`groups[${i}]`, `group "${id}" is listed twice`);
+  });
+  const seenTypes = new Set<string>();
+  target.exporters.forEach((exporter, i) => {
+    const type = catalog.settings.exporters[exporter.type];
+    if (!type) {
+      add(`exporters[${i}].type`, `unknown exporter type "${exporter.type}" (aami.yaml defines ${Object.keys(catalog.settings.exporters).join(', ')})`);
+      return;
+    }
+    if (seenTypes.has(exporter.type)) add(`exporters[${i}].type`, `"${exporter.type}" is listed twice`);
+    seenTypes.add(exporter.type);
+    if (!exporter.enabled) return;
+    const key = addressKey(type.job, target.ip_address, exporter.port ?? type.port);
+    const holder = catalog.addresses.get(key);
+    if (holder && holder !== target.hostname && !ignore.has(holder)) {
+      add(`exporters[${i}].port`, `address ${key.split(' ')[1]} of job "${type.job}" is already used by ${catalog.targetPaths.get(holder)}`);
+    }
+  });
+  return problems;
+}
+
+export function tokenProblems(catalog: Catalog, path: string, token: Token): Problem[] {
+  return catalog.groups.has(token.default_group) ? [] : [{ file: path, field: 'default_group', message: `group "${token.default_group}" does not exist` }];
+}
+
+/** The "job address" keys a target is scraped at. */
+export function targetAddresses(settings: Settings, target: Target): string[] {
+  return target.exporters.flatMap((e) => {
+    const type = settings.exporters[e.type];
+    return type && e.enabled ? [addressKey(type.job, target.ip_address, e.port ?? type.port)] : [];
+  });
+}
+
+/** Put a checked target into the catalog with its indexes. */
+export function addTarget(catalog: Catalog, path: string, target: Target): void {
+  catalog.targets.set(target.hostname, target);
+  catalog.targetPaths.set(target.hostname, path);
+  for (const key of targetAddresses(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
+}
+
+export function removeTarget(catalog: Catalog, hostname: string): void {
+  const target = catalog.targets.get(hostname);
+  if (!target) return;
+  for (const key of targetAddresses(catalog.settings, target)) if (catalog.addresses.get(key) === hostname) catalog.addresses.delete(key);
+  catalog.targets.delete(hostname);
+  catalog.targetPaths.delete(hostname);
 }
 
 type Reject = (file: string, field: string, message: string) => void;

@@ -1,4 +1,4 @@
-import { buildCatalog, type Catalog } from './build.js';
+import { addTarget, buildCatalog, removeTarget, targetProblems, tokenProblems, type Catalog } from './build.js';
 import { parseFile, type Entity } from './parse.js';
 import type { Problem } from './problem.js';
 
@@ -24,6 +24,10 @@ export interface Snapshot {
  * reported, and its last good version stays in the catalog — the way Prometheus's file SD
  * keeps the last successful read — so one bad pull request never empties the targets.
  * A deleted file is gone for good: deleting is not breaking.
+ *
+ * A change to a target or token file patches the current snapshot in place (a registration
+ * at 10k targets costs one file's checks, not a rebuild); any other change, or one that
+ * could let a rejected target back in, rebuilds the snapshot from every file.
  */
 export class CatalogState {
   private readonly files = new Map<string, FileState>();
@@ -40,7 +44,8 @@ export class CatalogState {
       const { entity, problems } = parseFile(path, text);
       this.files.set(path, { text, current: entity, parseProblems: problems, lastGood: previous?.lastGood });
     }
-    this.cached = undefined;
+    if (this.cached && this.canPatch(path)) this.patch(this.cached, path, previous?.lastGood);
+    else this.cached = undefined;
     return true;
   }
 
@@ -61,6 +66,41 @@ export class CatalogState {
   snapshot(): Snapshot {
     this.cached ??= this.build();
     return this.cached;
+  }
+
+  private canPatch(path: string): boolean {
+    const kind = path.startsWith('targets/') ? 'target' : path.startsWith('tokens/') ? 'token' : undefined;
+    if (!kind) return false;
+    // A target that was refused for a clash might fit once this file changes: rebuild then.
+    for (const rejected of this.cached!.rejected) if (rejected !== path && rejected.startsWith('targets/')) return false;
+    return true;
+  }
+
+  private patch(snapshot: Snapshot, path: string, old: Entity | undefined): void {
+    const { catalog } = snapshot;
+    if (old?.kind === 'target' && catalog.targetPaths.get(old.id) === path) removeTarget(catalog, old.id);
+    if (old?.kind === 'token' && catalog.tokens.get(old.id) === old.value) catalog.tokens.delete(old.id);
+    snapshot.problems = snapshot.problems.filter((p) => p.file !== path);
+    snapshot.rejected.delete(path);
+
+    const file = this.files.get(path);
+    if (!file) return;
+    snapshot.problems.push(...file.parseProblems);
+    const problemsOf = (entity: Entity): Problem[] =>
+      entity.kind === 'target' ? targetProblems(catalog, path, entity.value) : entity.kind === 'token' ? tokenProblems(catalog, path, entity.value) : [];
+    const candidate = file.current ?? file.lastGood;
+    const found = candidate ? problemsOf(candidate) : [];
+    let accepted = candidate && !found.length ? candidate : undefined;
+    if (!accepted && file.lastGood && file.lastGood !== candidate && !problemsOf(file.lastGood).length) accepted = file.lastGood;
+    snapshot.problems.push(...found);
+    snapshot.problems.sort(byFile);
+    if (!accepted) {
+      snapshot.rejected.add(path);
+      return;
+    }
+    if (accepted.kind === 'target') addTarget(catalog, path, accepted.value);
+    if (accepted.kind === 'token') catalog.tokens.set(accepted.id, accepted.value);
+    file.lastGood = accepted;
   }
 
   private build(): Snapshot {

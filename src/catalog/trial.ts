@@ -1,5 +1,6 @@
+import { basename } from 'node:path';
 import type { Change } from '../repo/store.js';
-import { buildCatalog } from './build.js';
+import { buildCatalog, targetAddresses, targetProblems, tokenProblems } from './build.js';
 import { parseFile, type Entity } from './parse.js';
 import type { Problem } from './problem.js';
 import type { CatalogState } from './state.js';
@@ -10,6 +11,34 @@ import type { CatalogState } from './state.js';
  * rejected request makes no commit and an API write can never break the repo.
  */
 export function problemsOfChange(state: CatalogState, changes: Change[]): Problem[] {
+  const local = changes.every((c) => c.path.startsWith('targets/') || c.path.startsWith('tokens/'));
+  return local ? localProblems(state, changes) : rebuiltProblems(state, changes);
+}
+
+/** Target and token files only depend on groups and settings, and on each other's names and addresses. */
+function localProblems(state: CatalogState, changes: Change[]): Problem[] {
+  const { catalog } = state.snapshot();
+  const problems: Problem[] = [];
+  // Hostnames whose current file this change set rewrites or deletes: their old claims do not count.
+  const replaced = new Set(changes.map((c) => basename(c.path, '.yaml')).filter((host, i) => catalog.targetPaths.get(host) === changes[i]!.path));
+  const claimedHere = new Map<string, string>();
+  for (const { path, content } of changes) {
+    if (content === null) continue;
+    const { entity, problems: parseProblems } = parseFile(path, content);
+    problems.push(...parseProblems);
+    if (entity?.kind === 'token') problems.push(...tokenProblems(catalog, path, entity.value));
+    if (entity?.kind !== 'target') continue;
+    problems.push(...targetProblems(catalog, path, entity.value, replaced));
+    for (const key of [entity.value.hostname, ...targetAddresses(catalog.settings, entity.value)]) {
+      const other = claimedHere.get(key);
+      if (other) problems.push({ file: path, field: '', message: `"${key}" is also claimed by ${other} in the same change` });
+      claimedHere.set(key, path);
+    }
+  }
+  return problems;
+}
+
+function rebuiltProblems(state: CatalogState, changes: Change[]): Problem[] {
   const touched = new Set(changes.map((c) => c.path));
   const problems: Problem[] = [];
   const entities = new Map<string, Entity>(state.entities());

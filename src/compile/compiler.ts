@@ -15,7 +15,7 @@ interface Compiled {
 /**
  * Catalog → file_sd JSON text per file name: one file per job, including jobs with no
  * targets (an empty list, so Prometheus's file_sd has a file to watch). The same catalog
- * always gives the same bytes: targets by file path, labels by name.
+ * always gives the same bytes: targets by host name, labels by name.
  *
  * Parsed entities are immutable and keep their identity while their file is unchanged, so
  * a target's entries are reused until the target, one of its groups or aami.yaml changes:
@@ -39,11 +39,12 @@ export class Compiler {
     return new Map([...parts].map(([job, list]) => [sdFileName(job), list.length > 1 ? Buffer.concat([...list, CLOSE]) : EMPTY]));
   }
 
-  /** Targets in catalog order, which is by file path: by primary group, then host name. */
+  /** Targets by host name. */
   private *targets(catalog: Catalog): Generator<Compiled> {
     const chains = new Map<string, Group[]>();
     const chainOf = (id: string) => chains.get(id) ?? chains.set(id, groupChain(catalog.groups, id)).get(id)!;
-    for (const target of catalog.targets.values()) {
+    for (const hostname of [...catalog.targets.keys()].sort()) {
+      const target = catalog.targets.get(hostname)!;
       const groups = target.groups.length ? [target.primary_group, ...target.groups].flatMap(chainOf) : chainOf(target.primary_group);
       let compiled = this.memo.get(target);
       if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {

@@ -21,6 +21,11 @@ export interface SdSyncOptions {
   logger: Logger;
   /** Coalesces a burst of changes into one compile. */
   debounceMs?: number;
+  /**
+   * Least time between two compiles started by writes: under a registration burst a
+   * compile at 10k targets (tens of ms) would otherwise run after every commit.
+   */
+  minIntervalMs?: number;
   observeCompile?: (seconds: number) => void;
 }
 
@@ -36,6 +41,7 @@ export class SdSync {
   /** The SD files as last written: what Prometheus sees, served again by http_sd. */
   lastOutput: Map<string, Buffer> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private lastStart = 0;
   private running: Promise<void> = Promise.resolve();
   private waiters: Array<() => void> = [];
   private reported = new Set<string>();
@@ -86,10 +92,12 @@ export class SdSync {
 
   schedule(): void {
     clearTimeout(this.timer);
+    const debounce = this.options.debounceMs ?? 20;
+    const throttle = this.lastStart + (this.options.minIntervalMs ?? 500) - performance.now();
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.compileNow();
-    }, this.options.debounceMs ?? 20);
+    }, Math.max(debounce, throttle));
   }
 
   async compileNow(): Promise<void> {
@@ -108,6 +116,7 @@ export class SdSync {
 
   private async runCompile(): Promise<void> {
     const started = performance.now();
+    this.lastStart = started;
     const { catalog, problems } = this.state.snapshot();
     this.reportProblems(problems);
     try {

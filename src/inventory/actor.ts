@@ -6,5 +6,5 @@ export type Actor = { kind: 'admin'; address: string } | { kind: 'token'; tokenI
 export function commitMeta(actor: Actor, message: string): WriteMeta {
   const author =
     actor.kind === 'admin' ? { name: 'admin', email: 'admin@aami' } : { name: `token ${actor.tokenId}`, email: `${actor.tokenId}@tokens.aami` };
-  return { message, author, trailers: { 'Source-Address': actor.address } };
+  return { message, author, trailers: [['Source-Address', actor.address]] };
 }

@@ -6,7 +6,7 @@ import { AamiError } from '../errors.js';
 import type { Change } from '../repo/store.js';
 import type { Writer } from '../repo/writer.js';
 import type { Facts, Registration, Target, Token } from '../schema/index.js';
-import { NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
+import { NODE_PREFIX, newSecretCredential, parseBootstrapToken } from '../tokens/secret.js';
 import { commitMeta } from './actor.js';
 import { requireGroup } from './groups.js';
 import { checkTarget, targetChanges } from './targets.js';
@@ -47,7 +47,9 @@ function inScope(catalog: Catalog, token: Token, groupId: string): boolean {
  * makes no commit.
  */
 export function registerNode(writer: Writer, input: Registration, presentedToken: string, address: string, now: Date): Promise<RegistrationResult & { commit: string | null }> {
-  return writer.update<RegistrationResult>(commitMeta({ kind: 'token', tokenId: 'unknown', address }, 'Register node'), ({ catalog }, files) => {
+  // The commit's author is the token the caller names; a wrong secret fails inside, before any commit.
+  const tokenId = parseBootstrapToken(presentedToken)?.id ?? 'unknown';
+  return writer.update<RegistrationResult>(commitMeta({ kind: 'token', tokenId, address }, `Register ${input.hostname}`), ({ catalog }, files) => {
     const token = authenticateToken(catalog, presentedToken, now);
     const group = input.group_id ?? token.default_group;
     requireGroup(catalog, group);
@@ -89,7 +91,7 @@ export function registerNode(writer: Writer, input: Registration, presentedToken
     const outcome: RegistrationOutcome = existing ? 'updated' : 'created';
     return {
       changes,
-      meta: commitMeta({ kind: 'token', tokenId: token.id, address }, `${existing ? 'Update' : 'Register'} ${target.hostname} with bootstrap token ${token.id}`),
+      message: `${existing ? 'Update' : 'Register'} ${target.hostname} with bootstrap token ${token.id}`,
       result: { outcome, target, nodeCredential: credential?.credential, tokenId: token.id },
     };
   });

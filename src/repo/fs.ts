@@ -5,23 +5,36 @@ import { dirname } from 'node:path';
 export type Fs = typeof nodeFs;
 
 /**
- * Write a file so that a reader sees the old or the new content, never a torn one, and the
- * new content survives a crash once this resolves: temp name in the same directory, fsync,
+ * Write a file so that a reader sees the old or the new content, never a torn one, and (when
+ * durable) the new content survives a crash once this resolves: temp name in the same directory, fsync,
  * rename over the target, fsync the directory. The temp name starts with "." and ends in
  * ".tmp" so that neither the watcher nor Prometheus's `*.json` glob ever picks it up.
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array): Promise<void> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array, durable = true): Promise<void> {
   const dir = dirname(path);
   const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.${tmpCounter++}.tmp`;
   const handle = await fs.promises.open(tmp, 'w', 0o644);
   try {
     await handle.writeFile(data);
-    await handle.sync();
+    if (durable) await handle.sync();
   } finally {
     await handle.close();
   }
   await fs.promises.rename(tmp, path);
-  await syncDir(fs, dir);
+  if (durable) await syncDir(fs, dir);
+}
+
+/** Flush a file written earlier without fsync (a missing file has nothing to flush). */
+export async function syncFile(fs: Fs, path: string): Promise<void> {
+  let handle: nodeFs.promises.FileHandle | undefined;
+  try {
+    handle = await fs.promises.open(path, 'r');
+    await handle.sync();
+  } catch {
+    // gone since: nothing to flush
+  } finally {
+    await handle?.close();
+  }
 }
 let tmpCounter = 0;
 

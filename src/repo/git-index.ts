@@ -17,7 +17,8 @@ const u32 = (value: bigint | number) => Number(BigInt(value) & 0xffffffffn);
  * Entries without stat data make Git re-hash that file once, then report it clean.
  */
 export function serializeIndex(entries: IndexEntry[]): Buffer {
-  const sorted = [...entries].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path)));
+  // Git orders entries by the bytes of their paths.
+  const sorted = entries.map((entry) => ({ ...entry, name: Buffer.from(entry.path) })).sort((a, b) => Buffer.compare(a.name, b.name));
   const parts: Buffer[] = [];
   const header = Buffer.alloc(12);
   header.write('DIRC', 0, 'ascii');
@@ -25,7 +26,7 @@ export function serializeIndex(entries: IndexEntry[]): Buffer {
   header.writeUInt32BE(sorted.length, 8);
   parts.push(header);
   for (const entry of sorted) {
-    const name = Buffer.from(entry.path);
+    const { name } = entry;
     const fixed = 62;
     const length = Math.ceil((fixed + name.length + 1) / 8) * 8;
     const buf = Buffer.alloc(length);

@@ -81,12 +81,7 @@ export class ObjectWriter {
   private async writeRaw(oid: string, raw: Buffer): Promise<void> {
     const dir = `${this.gitdir}/objects/${oid.slice(0, 2)}`;
     const path = `${dir}/${oid.slice(2)}`;
-    try {
-      await this.fs.promises.stat(path);
-      return; // objects are immutable: already there means already durable
-    } catch {
-      // not there yet
-    }
+    // No existence check: renaming over an object with the same id replaces it with the same bytes.
     await this.fs.promises.mkdir(dir, { recursive: true });
     const tmp = `${dir}/tmp_obj_${process.pid}_${tmpCounter++}`;
     const handle = await this.fs.promises.open(tmp, 'w');

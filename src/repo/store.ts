@@ -1,7 +1,7 @@
 import type { BigIntStats } from 'node:fs';
 import { dirname } from 'node:path';
 import git from 'isomorphic-git';
-import { type Fs, exists, syncDir, writeFileDurably } from './fs.js';
+import { type Fs, exists, syncDir, syncFile, writeFileDurably } from './fs.js';
 import { serializeIndex, type IndexEntry } from './git-index.js';
 import { ObjectWriter, type Person, serializeCommit, serializeTree, type TreeEntry } from './objects.js';
 
@@ -19,8 +19,8 @@ export interface Author {
 export interface CommitRequest {
   message: string;
   author: Author;
-  /** Appended to the message as Git trailers ("Key: value"), e.g. the client's address. */
-  trailers?: Record<string, string>;
+  /** Appended to the message as Git trailers ("Key: value"), e.g. the client's address; keys may repeat. */
+  trailers?: Array<[string, string]>;
   changes: Change[];
 }
 
@@ -34,7 +34,8 @@ type Dir = Map<string, TreeEntry>;
 
 const BLOB_MODE = '100644';
 const TREE_MODE = '40000';
-const PENDING = 'aami-pending.json';
+/** Working-tree paths written since the last checkpoint, restored from HEAD after a crash. */
+const UNSYNCED = 'aami-unsynced.json';
 const COMMITTER: Author = { name: 'aami', email: 'aami@localhost' };
 
 export interface StoreOptions {
@@ -42,8 +43,8 @@ export interface StoreOptions {
   dir: string;
   branch?: string;
   now?: () => number;
-  /** How long the index may lag behind HEAD after a commit, so a burst rewrites it once. */
-  indexDelayMs?: number;
+  /** How long after the last commit the index is rewritten and the working tree flushed, so a burst does it once. */
+  idleDelayMs?: number;
 }
 
 /**
@@ -59,15 +60,16 @@ export class GitStore {
   readonly branch: string;
   private readonly now: () => number;
   private readonly objects: ObjectWriter;
-  private readonly indexDelayMs: number;
+  private readonly idleDelayMs: number;
 
   private headOid: string | null = null;
   /** Trees of HEAD by directory path ('' is the root), filled on demand. */
   private trees = new Map<string, Dir>();
   private rootOid: string | null = null;
   private stats = new Map<string, BigIntStats>();
-  private indexTimer: NodeJS.Timeout | undefined;
-  private indexWrite: Promise<void> = Promise.resolve();
+  private unsynced = new Set<string>();
+  private idleTimer: NodeJS.Timeout | undefined;
+  private checkpointing: Promise<void> = Promise.resolve();
 
   private constructor(options: StoreOptions) {
     this.fs = options.fs;
@@ -75,7 +77,7 @@ export class GitStore {
     this.gitdir = `${options.dir}/.git`;
     this.branch = options.branch ?? 'main';
     this.now = options.now ?? Date.now;
-    this.indexDelayMs = options.indexDelayMs ?? 100;
+    this.idleDelayMs = options.idleDelayMs ?? 1000;
     this.objects = new ObjectWriter(this.fs, this.gitdir);
   }
 
@@ -85,7 +87,7 @@ export class GitStore {
       throw new Error(`${options.dir} is not a Git repository (no .git/HEAD)`);
     }
     await store.reloadHead();
-    await store.finishInterruptedCommit();
+    await store.recoverWorkingTree();
     return store;
   }
 
@@ -95,7 +97,7 @@ export class GitStore {
     await git.init({ fs: options.fs, dir: options.dir, defaultBranch: options.branch ?? 'main' });
     const store = await GitStore.open(options);
     await store.commit({ message: options.message ?? 'Initialize config repo', author: options.author, changes: options.files });
-    await store.flushIndex();
+    await store.checkpoint();
     return store;
   }
 
@@ -103,7 +105,12 @@ export class GitStore {
     return this.headOid;
   }
 
-  /** Apply the changes as one commit on the branch. Resolves once the commit, the ref and the working tree are on disk. */
+  /**
+   * Apply the changes as one commit on the branch. Resolves once the objects and the ref are
+   * durable and the working tree shows the commit. Working-tree files are not fsync'd one
+   * by one: their paths go into a durable list first, so after a crash they are rewritten
+   * from HEAD, and they are flushed together when the writer goes idle (checkpoint).
+   */
   async commit(request: CommitRequest): Promise<CommitResult> {
     await this.reloadHeadIfMoved();
     const staged = new Map<string, Dir>();
@@ -163,10 +170,13 @@ export class GitStore {
     );
     prepared.push(commit);
 
-    await Promise.all(prepared.map((object) => object.write()));
+    // The unsynced list may name paths of a commit that never lands: rewriting them from HEAD is harmless.
+    for (const { path } of request.changes) this.unsynced.add(path);
+    await Promise.all([
+      ...prepared.map((object) => object.write()),
+      writeFileDurably(this.fs, `${this.gitdir}/${UNSYNCED}`, JSON.stringify([...this.unsynced])),
+    ]);
     await this.syncObjectDirs(prepared.map((object) => object.oid));
-    const changedPaths = request.changes.map((c) => c.path);
-    await writeFileDurably(this.fs, `${this.gitdir}/${PENDING}`, JSON.stringify({ commit: commit.oid, paths: changedPaths }));
     await writeFileDurably(this.fs, `${this.gitdir}/refs/heads/${this.branch}`, `${commit.oid}\n`);
 
     // The commit is durable; adopt its trees, then make the working tree match.
@@ -175,8 +185,7 @@ export class GitStore {
     this.headOid = commit.oid;
     this.rootOid = root.oid;
     await this.writeWorkingTree(request.changes);
-    await this.fs.promises.unlink(`${this.gitdir}/${PENDING}`);
-    this.scheduleIndexWrite();
+    this.scheduleCheckpoint();
     return { commit: commit.oid, head: commit.oid };
   }
 
@@ -199,25 +208,36 @@ export class GitStore {
     return Buffer.from(blob).toString('utf8');
   }
 
-  /** Write the index for HEAD now, instead of after the post-commit delay. */
-  async flushIndex(): Promise<void> {
-    clearTimeout(this.indexTimer);
-    this.indexTimer = undefined;
-    this.indexWrite = this.indexWrite.then(() => this.writeIndex());
-    await this.indexWrite;
+  /** Flush the working tree and write the index for HEAD now, instead of when the writer goes idle. */
+  async checkpoint(): Promise<void> {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+    this.checkpointing = this.checkpointing.then(async () => {
+      await this.syncWorkingTree();
+      await this.writeIndex();
+    });
+    await this.checkpointing;
   }
 
   async close(): Promise<void> {
-    await this.flushIndex();
+    await this.checkpoint();
   }
 
-  private scheduleIndexWrite(): void {
-    clearTimeout(this.indexTimer);
-    this.indexTimer = setTimeout(() => {
-      this.indexTimer = undefined;
-      this.indexWrite = this.indexWrite.then(() => this.writeIndex()).catch(() => undefined);
-    }, this.indexDelayMs);
-    this.indexTimer.unref?.();
+  private scheduleCheckpoint(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => void this.checkpoint().catch(() => this.scheduleCheckpoint()), this.idleDelayMs);
+    this.idleTimer.unref?.();
+  }
+
+  private async syncWorkingTree(): Promise<void> {
+    if (!this.unsynced.size) return;
+    const paths = [...this.unsynced];
+    await Promise.all(paths.map((path) => syncFile(this.fs, `${this.dir}/${path}`)));
+    await Promise.all([...new Set(paths.map((path) => dirname(`${this.dir}/${path}`)))].map((dir) => syncDir(this.fs, dir)));
+    // Paths written while we flushed stay listed for the next checkpoint.
+    for (const path of paths) this.unsynced.delete(path);
+    if (this.unsynced.size) await writeFileDurably(this.fs, `${this.gitdir}/${UNSYNCED}`, JSON.stringify([...this.unsynced]));
+    else await this.fs.promises.rm(`${this.gitdir}/${UNSYNCED}`, { force: true });
   }
 
   private async writeIndex(): Promise<void> {
@@ -236,7 +256,7 @@ export class GitStore {
     try {
       handle = await this.fs.promises.open(lock, 'wx');
     } catch {
-      this.scheduleIndexWrite(); // someone else holds it: try again later
+      this.scheduleCheckpoint(); // a git command holds it: try again later
       return;
     }
     try {
@@ -259,8 +279,7 @@ export class GitStore {
           return;
         }
         await this.fs.promises.mkdir(dirname(full), { recursive: true });
-        await writeFileDurably(this.fs, full, content);
-        this.stats.set(path, await this.fs.promises.lstat(full, { bigint: true }));
+        await writeFileDurably(this.fs, full, content, false);
       }),
     );
   }
@@ -275,22 +294,20 @@ export class GitStore {
     }
   }
 
-  /** A crash between moving the ref and writing the working tree leaves a marker: finish the job. */
-  private async finishInterruptedCommit(): Promise<void> {
-    const marker = `${this.gitdir}/${PENDING}`;
+  /** After a crash, the files written since the last checkpoint may be stale or torn: rewrite them from HEAD. */
+  private async recoverWorkingTree(): Promise<void> {
+    const marker = `${this.gitdir}/${UNSYNCED}`;
     if (!(await exists(this.fs, marker))) return;
-    const pending = JSON.parse(await this.fs.promises.readFile(marker, 'utf8')) as { commit: string; paths: string[] };
-    if (pending.commit === this.headOid) {
-      const files = await this.listFiles();
-      const changes: Change[] = [];
-      for (const path of pending.paths) {
-        const oid = files.get(path);
-        changes.push({ path, content: oid ? await this.readBlob(oid) : null });
-      }
-      await this.writeWorkingTree(changes);
+    const paths = JSON.parse(await this.fs.promises.readFile(marker, 'utf8')) as string[];
+    const files = await this.listFiles();
+    const changes: Change[] = [];
+    for (const path of paths) {
+      const oid = files.get(path);
+      changes.push({ path, content: oid ? await this.readBlob(oid) : null });
     }
-    await this.fs.promises.unlink(marker);
-    await this.flushIndex();
+    await this.writeWorkingTree(changes);
+    for (const path of paths) this.unsynced.add(path);
+    await this.checkpoint();
   }
 
   private isLive(path: string): boolean {
@@ -348,7 +365,7 @@ function parentOf(path: string): string {
   return slash === -1 ? '' : path.slice(0, slash);
 }
 
-function withTrailers(message: string, trailers: Record<string, string> | undefined): string {
-  const lines = Object.entries(trailers ?? {}).map(([key, value]) => `${key}: ${value.replace(/\n/g, ' ')}`);
+function withTrailers(message: string, trailers: Array<[string, string]> | undefined): string {
+  const lines = (trailers ?? []).map(([key, value]) => `${key}: ${value.replace(/\n/g, ' ')}`);
   return lines.length ? `${message.trimEnd()}\n\n${lines.join('\n')}\n` : message;
 }
