@@ -1,5 +1,5 @@
 import { addTarget, buildCatalog, removeTarget, targetProblems, tokenProblems, type Catalog } from './build.js';
-import { parseFile, type Entity } from './parse.js';
+import { parseFile, type Entity, type ParseResult } from './parse.js';
 import type { Problem } from './problem.js';
 
 interface FileState {
@@ -33,15 +33,15 @@ export class CatalogState {
   private readonly files = new Map<string, FileState>();
   private cached: Snapshot | undefined;
 
-  /** Set a file's text (null: deleted). Returns false when nothing changed. */
-  set(path: string, text: string | null): boolean {
+  /** Set a file's text (null: deleted), with its parse when the caller has it already. Returns false when nothing changed. */
+  set(path: string, text: string | null, parsed?: ParseResult): boolean {
     const previous = this.files.get(path);
     if (text === null) {
       if (!previous) return false;
       this.files.delete(path);
     } else {
       if (previous?.text === text) return false;
-      const { entity, problems } = parseFile(path, text);
+      const { entity, problems } = parsed ?? parseFile(path, text);
       this.files.set(path, { text, current: entity, parseProblems: problems, lastGood: previous?.lastGood });
     }
     if (this.cached && this.canPatch(path)) this.patch(this.cached, path, previous?.lastGood);

@@ -1,7 +1,7 @@
 import { basename } from 'node:path';
 import type { Change } from '../repo/store.js';
 import { buildCatalog, targetAddresses, targetProblems, tokenProblems } from './build.js';
-import { parseFile, type Entity } from './parse.js';
+import { parseFile, type Entity, type ParseResult } from './parse.js';
 import type { Problem } from './problem.js';
 import type { CatalogState } from './state.js';
 
@@ -10,13 +10,18 @@ import type { CatalogState } from './state.js';
  * catalog as it stands. The writer refuses to commit a change set that has any, so a
  * rejected request makes no commit and an API write can never break the repo.
  */
-export function problemsOfChange(state: CatalogState, changes: Change[]): Problem[] {
+export function problemsOfChange(state: CatalogState, changes: Change[], parsed = parseChanges(changes)): Problem[] {
   const local = changes.every((c) => c.path.startsWith('targets/') || c.path.startsWith('tokens/'));
-  return local ? localProblems(state, changes) : rebuiltProblems(state, changes);
+  return local ? localProblems(state, changes, parsed) : rebuiltProblems(state, changes, parsed);
+}
+
+/** Each written file parsed once, for the check here and then for CatalogState.set. */
+export function parseChanges(changes: Change[]): Map<string, ParseResult> {
+  return new Map(changes.flatMap(({ path, content }) => (content === null ? [] : [[path, parseFile(path, content)] as const])));
 }
 
 /** Target and token files only depend on groups and settings, and on each other's names and addresses. */
-function localProblems(state: CatalogState, changes: Change[]): Problem[] {
+function localProblems(state: CatalogState, changes: Change[], parsed: Map<string, ParseResult>): Problem[] {
   const { catalog } = state.snapshot();
   const problems: Problem[] = [];
   // Hostnames whose current file this change set rewrites or deletes: their old claims do not count.
@@ -24,7 +29,7 @@ function localProblems(state: CatalogState, changes: Change[]): Problem[] {
   const claimedHere = new Map<string, string>();
   for (const { path, content } of changes) {
     if (content === null) continue;
-    const { entity, problems: parseProblems } = parseFile(path, content);
+    const { entity, problems: parseProblems } = parsed.get(path)!;
     problems.push(...parseProblems);
     if (entity?.kind === 'token') problems.push(...tokenProblems(catalog, path, entity.value));
     if (entity?.kind !== 'target') continue;
@@ -38,7 +43,7 @@ function localProblems(state: CatalogState, changes: Change[]): Problem[] {
   return problems;
 }
 
-function rebuiltProblems(state: CatalogState, changes: Change[]): Problem[] {
+function rebuiltProblems(state: CatalogState, changes: Change[], parsed: Map<string, ParseResult>): Problem[] {
   const touched = new Set(changes.map((c) => c.path));
   const problems: Problem[] = [];
   const entities = new Map<string, Entity>(state.entities());
@@ -47,9 +52,9 @@ function rebuiltProblems(state: CatalogState, changes: Change[]): Problem[] {
       entities.delete(path);
       continue;
     }
-    const parsed = parseFile(path, content);
-    if (parsed.entity) entities.set(path, parsed.entity);
-    else problems.push(...parsed.problems);
+    const { entity, problems: parseProblems } = parsed.get(path)!;
+    if (entity) entities.set(path, entity);
+    else problems.push(...parseProblems);
   }
   problems.push(...buildCatalog(entities).problems.filter((p) => touched.has(p.file)));
   return problems;

@@ -24,7 +24,12 @@ interface Compiled {
 export class Compiler {
   private readonly memo = new WeakMap<Target, Compiled>();
 
-  compile(catalog: Catalog): Map<string, Buffer> {
+  /**
+   * Each file as the list of buffers that make it up. A target's buffers are cached, so two
+   * compiles of an unchanged job give the same buffers, comparable without reading them; and
+   * a ~5 MB job file is written with writev instead of being copied into one buffer first.
+   */
+  compile(catalog: Catalog): Map<string, Buffer[]> {
     const parts = new Map<string, Buffer[]>();
     for (const type of Object.values(catalog.settings.exporters)) parts.set(type.job, [OPEN]);
     for (const { entries } of this.targets(catalog)) {
@@ -34,9 +39,7 @@ export class Compiler {
         list.push(json);
       }
     }
-    // Bytes, not strings: at 10k targets a job's file is ~4 MB, and joining and re-encoding
-    // that as a string costs several times more than copying the cached buffers.
-    return new Map([...parts].map(([job, list]) => [sdFileName(job), list.length > 1 ? Buffer.concat([...list, CLOSE]) : EMPTY]));
+    return new Map([...parts].map(([job, list]) => [sdFileName(job), list.length > 1 ? [...list, CLOSE] : [EMPTY]]));
   }
 
   /** Targets by host name. */
@@ -56,14 +59,22 @@ export class Compiler {
   }
 }
 
-const OPEN = Buffer.from('[\n');
-const COMMA = Buffer.from(',\n');
-const CLOSE = Buffer.from('\n]\n');
-const EMPTY = Buffer.from('[]\n');
+/** The bytes around and between a job file's entries: a file is [OPEN, entry, COMMA, entry, ..., CLOSE] or [EMPTY]. */
+export const OPEN = Buffer.from('[\n');
+export const COMMA = Buffer.from(',\n');
+export const CLOSE = Buffer.from('\n]\n');
+export const EMPTY = Buffer.from('[]\n');
 
-/** One-shot compile (the CLI); the server keeps a Compiler to reuse its memo. */
+/** One-shot compile to whole files (the CLI, tests); the server keeps a Compiler to reuse its memo. */
 export function compile(catalog: Catalog): Map<string, Buffer> {
-  return new Compiler().compile(catalog);
+  return new Map([...new Compiler().compile(catalog)].map(([name, parts]) => [name, Buffer.concat(parts)]));
+}
+
+/** Whether two lists of buffers hold the same bytes; cached parts make this an identity check. */
+export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
+  if (!a) return false;
+  if (a.length === b.length) return a.every((part, i) => part === b[i] || part.equals(b[i]!));
+  return Buffer.concat(a).equals(Buffer.concat(b));
 }
 
 function renderTarget(catalog: Catalog, target: Target): Compiled['entries'] {

@@ -1,4 +1,5 @@
 import { type Fs, syncDir, writeFileDurably } from '../repo/fs.js';
+import { sameParts } from './compiler.js';
 
 export interface OutputResult {
   written: string[];
@@ -13,24 +14,28 @@ export interface OutputResult {
  */
 export class SdOutput {
   /** What we last wrote, so an unchanged file is not even read back. */
-  private readonly written = new Map<string, Buffer>();
+  private readonly written = new Map<string, Buffer[]>();
 
   constructor(
     private readonly fs: Fs,
     readonly dir: string,
   ) {}
 
-  async write(files: Map<string, Buffer>): Promise<OutputResult> {
+  /** Each file is given whole or as the buffers that make it up (see Compiler.compile). */
+  async write(files: Map<string, Buffer | Buffer[]>): Promise<OutputResult> {
     await this.fs.promises.mkdir(this.dir, { recursive: true });
     const result: OutputResult = { written: [], removed: [] };
-    for (const [name, bytes] of files) {
-      if (this.written.get(name)?.equals(bytes)) continue;
-      const onDisk = await this.fs.promises.readFile(`${this.dir}/${name}`).catch(() => undefined);
-      if (!onDisk || !bytes.equals(onDisk)) {
-        await writeFileDurably(this.fs, `${this.dir}/${name}`, bytes);
+    for (const [name, content] of files) {
+      const parts = Array.isArray(content) ? content : [content];
+      const previous = this.written.get(name);
+      if (sameParts(previous, parts)) continue;
+      // Only when we have not written this file yet (a restart) is it worth reading it back.
+      const onDisk = previous ? undefined : await this.fs.promises.readFile(`${this.dir}/${name}`).catch(() => undefined);
+      if (!onDisk || !Buffer.concat(parts).equals(onDisk)) {
+        await writeFileDurably(this.fs, `${this.dir}/${name}`, parts);
         result.written.push(name);
       }
-      this.written.set(name, bytes);
+      this.written.set(name, parts);
     }
     for (const name of await this.fs.promises.readdir(this.dir)) {
       if (typeof name !== 'string' || !name.endsWith('.json') || files.has(name)) continue;

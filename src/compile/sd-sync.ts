@@ -39,7 +39,7 @@ export class SdSync {
   private readonly output: SdOutput;
   readonly compiler = new Compiler();
   /** The SD files as last written: what Prometheus sees, served again by http_sd. */
-  lastOutput: Map<string, Buffer> | undefined;
+  lastOutput: Map<string, Buffer[]> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastStart = 0;
   private running: Promise<void> = Promise.resolve();

@@ -10,12 +10,13 @@ export type Fs = typeof nodeFs;
  * rename over the target, fsync the directory. The temp name starts with "." and ends in
  * ".tmp" so that neither the watcher nor Prometheus's `*.json` glob ever picks it up.
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array, durable = true): Promise<void> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable = true): Promise<void> {
   const dir = dirname(path);
   const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.${tmpCounter++}.tmp`;
   const handle = await fs.promises.open(tmp, 'w', 0o644);
   try {
-    await handle.writeFile(data);
+    if (Array.isArray(data)) await handle.writev(data);
+    else await handle.writeFile(data);
     if (durable) await handle.sync();
   } finally {
     await handle.close();

@@ -1,7 +1,7 @@
 import PQueue from 'p-queue';
 import { formatProblem } from '../catalog/problem.js';
 import type { CatalogState, Snapshot } from '../catalog/state.js';
-import { problemsOfChange } from '../catalog/trial.js';
+import { parseChanges, problemsOfChange } from '../catalog/trial.js';
 import type { SdSync } from '../compile/sd-sync.js';
 import { AamiError } from '../errors.js';
 import type { Author, Change, GitStore } from './store.js';
@@ -101,14 +101,15 @@ export class Writer {
     for (const task of batch) {
       try {
         const plan = task.plan(state.snapshot(), state);
-        const problems = problemsOfChange(state, plan.changes);
+        const parsed = parseChanges(plan.changes);
+        const problems = problemsOfChange(state, plan.changes, parsed);
         if (problems.length) {
           throw new AamiError('invalid_config', `the change would make the config repo invalid: ${problems.map(formatProblem).join('; ')}`, { problems });
         }
         // Applied at once so the next closure in the batch sees it; undone if the commit fails.
         for (const change of plan.changes) {
           if (!before.has(change.path)) before.set(change.path, state.text(change.path) ?? null);
-          state.set(change.path, change.content);
+          state.set(change.path, change.content, parsed.get(change.path));
           changes.set(change.path, change);
         }
         done.push({ task, result: plan.result, message: plan.message ?? task.meta.message });

@@ -1,11 +1,9 @@
 import { Hono } from 'hono';
+import { CLOSE, COMMA, EMPTY, OPEN } from '../../compile/compiler.js';
 import { AamiError } from '../../errors.js';
 import { requireReader } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 
-const OPEN = Buffer.from('[\n');
-const CLOSE = Buffer.from('\n]\n');
-const COMMA = Buffer.from(',\n');
 
 /** Health, the server's own metrics, and http_sd. */
 export function systemRoutes(deps: AppDeps) {
@@ -44,16 +42,17 @@ export function systemRoutes(deps: AppDeps) {
     const output = deps.sync.lastOutput;
     if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
     const job = c.req.query('job');
-    let bytes: Buffer;
+    let parts: Buffer[];
     if (job) {
       const file = output.get(`${job}.json`);
       if (!file) throw new AamiError('not_found', `no job "${job}"; jobs: ${[...output.keys()].map((n) => n.replace(/\.json$/, '')).join(', ')}`);
-      bytes = file;
+      parts = file;
     } else {
-      const inner = [...output.values()].filter((b) => b.length > OPEN.length + CLOSE.length - 1 && !b.equals(Buffer.from('[]\n')));
-      const parts = inner.flatMap((b, i) => [...(i ? [COMMA] : []), b.subarray(OPEN.length, b.length - CLOSE.length)]);
-      bytes = parts.length ? Buffer.concat([OPEN, ...parts, CLOSE]) : Buffer.from('[]\n');
+      // Every job's entries in one list.
+      const entries = [...output.values()].flatMap((file) => file.slice(1, -1)).filter((part) => part !== COMMA);
+      parts = entries.length ? [OPEN, ...entries.flatMap((e, i) => (i ? [COMMA, e] : [e])), CLOSE] : [EMPTY];
     }
+    const bytes = Buffer.concat(parts);
     return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/json' });
   });
   return app;
