@@ -70,11 +70,13 @@ export function compile(catalog: Catalog): Map<string, Buffer> {
   return new Map([...new Compiler().compile(catalog)].map(([name, parts]) => [name, Buffer.concat(parts)]));
 }
 
-/** Whether two lists of buffers hold the same bytes; cached parts make this an identity check. */
+/**
+ * Whether two lists of buffers hold the same bytes, part by part; cached parts make this
+ * mostly an identity check. Lists cut differently count as different: a needless rewrite
+ * is harmless, copying 5 MB to compare is not.
+ */
 export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
-  if (!a) return false;
-  if (a.length === b.length) return a.every((part, i) => part === b[i] || part.equals(b[i]!));
-  return Buffer.concat(a).equals(Buffer.concat(b));
+  return a !== undefined && a.length === b.length && a.every((part, i) => part === b[i] || part.equals(b[i]!));
 }
 
 function renderTarget(catalog: Catalog, target: Target): Compiled['entries'] {

@@ -31,7 +31,7 @@ export class SdOutput {
       if (sameParts(previous, parts)) continue;
       // Only when we have not written this file yet (a restart) is it worth reading it back.
       const onDisk = previous ? undefined : await this.fs.promises.readFile(`${this.dir}/${name}`).catch(() => undefined);
-      if (!onDisk || !Buffer.concat(parts).equals(onDisk)) {
+      if (!onDisk || !sameParts([onDisk], [Buffer.concat(parts)])) {
         await writeFileDurably(this.fs, `${this.dir}/${name}`, parts);
         result.written.push(name);
       }
