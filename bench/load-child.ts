@@ -2,7 +2,7 @@
 import * as fs from 'node:fs';
 import { readConfigFiles } from '../src/catalog/load.js';
 import { CatalogState } from '../src/catalog/state.js';
-import { compile } from '../src/compile/compiler.js';
+import { Compiler } from '../src/compile/compiler.js';
 import { SdOutput } from '../src/compile/output.js';
 
 const [repo, sd] = process.argv.slice(2) as [string, string];
@@ -14,7 +14,7 @@ for (const [path, text] of files) state.set(path, text);
 const t2 = performance.now();
 const { catalog, problems } = state.snapshot();
 const t3 = performance.now();
-const output = compile(catalog);
+const output = new Compiler().compile(catalog);
 const t4 = performance.now();
 await new SdOutput(fs, sd).write(output);
 const t5 = performance.now();

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
 import { formatProblem } from '../catalog/problem.js';
-import { compile as compileCatalog } from '../compile/compiler.js';
+import { Compiler } from '../compile/compiler.js';
 import { SdOutput } from '../compile/output.js';
 import { EXIT, parseFlags, UsageError, type Command } from './command.js';
 import { loadDirectory } from './validate.js';
@@ -36,7 +36,7 @@ Options:
       io.err(`${problems.length} problem(s): nothing written (use --allow-invalid to compile the valid part)`);
       return EXIT.invalid;
     }
-    const { written, removed } = await new SdOutput(fs, resolve(values.out)).write(compileCatalog(catalog));
+    const { written, removed } = await new SdOutput(fs, resolve(values.out)).write(new Compiler().compile(catalog));
     io.out(`${catalog.targets.size} targets; wrote ${written.length} file(s), removed ${removed.length}, ${resolve(values.out)}`);
     return EXIT.ok;
   },

@@ -8,6 +8,8 @@ export const sdFileName = (job: string) => `${job}.json`;
 /** A target's entries, and what they were computed from (all immutable objects). */
 interface Compiled {
   settings: Settings;
+  /** The catalog's group map when this was checked: the same map means the same groups. */
+  groupMap: Map<string, Group>;
   groups: Group[];
   entries: Array<[job: string, json: Buffer]>;
 }
@@ -48,12 +50,17 @@ export class Compiler {
     const chainOf = (id: string) => chains.get(id) ?? chains.set(id, groupChain(catalog.groups, id)).get(id)!;
     for (const hostname of [...catalog.targets.keys()].sort()) {
       const target = catalog.targets.get(hostname)!;
-      const groups = target.groups.length ? [target.primary_group, ...target.groups].flatMap(chainOf) : chainOf(target.primary_group);
       let compiled = this.memo.get(target);
+      if (compiled?.settings === catalog.settings && compiled.groupMap === catalog.groups) {
+        yield compiled;
+        continue;
+      }
+      const groups = target.groups.length ? [target.primary_group, ...target.groups].flatMap(chainOf) : chainOf(target.primary_group);
       if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {
-        compiled = { settings: catalog.settings, groups, entries: renderTarget(catalog, target) };
+        compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, entries: renderTarget(catalog, target) };
         this.memo.set(target, compiled);
       }
+      compiled.groupMap = catalog.groups;
       yield compiled;
     }
   }
@@ -65,7 +72,7 @@ export const COMMA = Buffer.from(',\n');
 export const CLOSE = Buffer.from('\n]\n');
 export const EMPTY = Buffer.from('[]\n');
 
-/** One-shot compile to whole files (the CLI, tests); the server keeps a Compiler to reuse its memo. */
+/** One-shot compile to whole files (tests); the server keeps a Compiler to reuse its memo. */
 export function compile(catalog: Catalog): Map<string, Buffer> {
   return new Map([...new Compiler().compile(catalog)].map(([name, parts]) => [name, Buffer.concat(parts)]));
 }
