@@ -1,4 +1,4 @@
-import { type Fs, syncDir, writeFileDurably } from '../repo/fs.js';
+import { type Fs, syncPath, writeFileDurably } from '../repo/fs.js';
 import { sameParts } from './compiler.js';
 
 export interface OutputResult {
@@ -43,7 +43,7 @@ export class SdOutput {
       this.written.delete(name);
       result.removed.push(name);
     }
-    if (result.removed.length) await syncDir(this.fs, this.dir);
+    if (result.removed.length) await syncPath(this.fs, this.dir);
     return result;
   }
 }

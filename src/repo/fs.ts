@@ -22,31 +22,23 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
     await handle.close();
   }
   await fs.promises.rename(tmp, path);
-  if (durable) await syncDir(fs, dir);
+  if (durable) await syncPath(fs, dir);
 }
 
-/** Flush a file written earlier without fsync (a missing file has nothing to flush). */
-export async function syncFile(fs: Fs, path: string): Promise<void> {
+let tmpCounter = 0;
+
+/**
+ * fsync a path: a file written earlier without it, or a directory to make a rename or
+ * unlink in it durable. A path that is gone has nothing to flush, and some file systems
+ * (memfs among them) cannot open a directory: both are no-ops.
+ */
+export async function syncPath(fs: Fs, path: string): Promise<void> {
   let handle: nodeFs.promises.FileHandle | undefined;
   try {
     handle = await fs.promises.open(path, 'r');
     await handle.sync();
   } catch {
-    // gone since: nothing to flush
-  } finally {
-    await handle?.close();
-  }
-}
-let tmpCounter = 0;
-
-/** Make a rename or unlink in `dir` durable. Some file systems (and memfs) cannot open a directory: nothing to do there. */
-export async function syncDir(fs: Fs, dir: string): Promise<void> {
-  let handle: nodeFs.promises.FileHandle | undefined;
-  try {
-    handle = await fs.promises.open(dir, 'r');
-    await handle.sync();
-  } catch {
-    // not supported on this file system
+    // gone, or not supported here
   } finally {
     await handle?.close();
   }

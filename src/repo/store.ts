@@ -1,7 +1,7 @@
 import type { BigIntStats } from 'node:fs';
 import { dirname } from 'node:path';
 import git from 'isomorphic-git';
-import { type Fs, exists, syncDir, syncFile, writeFileDurably } from './fs.js';
+import { type Fs, exists, syncPath, writeFileDurably } from './fs.js';
 import { serializeIndex, type IndexEntry } from './git-index.js';
 import { ObjectWriter, type Person, serializeCommit, serializeTree, type TreeEntry } from './objects.js';
 
@@ -232,8 +232,8 @@ export class GitStore {
   private async syncWorkingTree(): Promise<void> {
     if (!this.unsynced.size) return;
     const paths = [...this.unsynced];
-    await Promise.all(paths.map((path) => syncFile(this.fs, `${this.dir}/${path}`)));
-    await Promise.all([...new Set(paths.map((path) => dirname(`${this.dir}/${path}`)))].map((dir) => syncDir(this.fs, dir)));
+    await Promise.all(paths.map((path) => syncPath(this.fs, `${this.dir}/${path}`)));
+    await Promise.all([...new Set(paths.map((path) => dirname(`${this.dir}/${path}`)))].map((dir) => syncPath(this.fs, dir)));
     // Paths written while we flushed stay listed for the next checkpoint.
     for (const path of paths) this.unsynced.delete(path);
     if (this.unsynced.size) await writeFileDurably(this.fs, `${this.gitdir}/${UNSYNCED}`, JSON.stringify([...this.unsynced]));
@@ -352,7 +352,7 @@ export class GitStore {
 
   private async syncObjectDirs(oids: string[]): Promise<void> {
     const dirs = new Set(oids.map((oid) => `${this.gitdir}/objects/${oid.slice(0, 2)}`));
-    await Promise.all([...dirs].map((dir) => syncDir(this.fs, dir)));
+    await Promise.all([...dirs].map((dir) => syncPath(this.fs, dir)));
   }
 }
 
