@@ -38,6 +38,20 @@ export class Gauge implements Metric {
   }
 }
 
+/** One gauge series per label set, read when scraped (e.g. each node's last heartbeat). */
+export class GaugeFamily implements Metric {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly read: () => Iterable<[Labels, number]>,
+  ) {}
+  render(): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
+    for (const [labels, value] of this.read()) lines.push(`${this.name}{${key(labels)}} ${value}`);
+    return lines.join('\n');
+  }
+}
+
 export class Histogram implements Metric {
   private readonly counts: number[];
   private sum = 0;

@@ -8,7 +8,8 @@ import { filesOf } from './catalog/load.js';
 import { SdSync } from './compile/sd-sync.js';
 import { watchRepo } from './compile/watcher.js';
 import type { Logger } from './log.js';
-import { Counter, Gauge, Histogram, Registry } from './metrics.js';
+import { Counter, Gauge, GaugeFamily, Histogram, Registry } from './metrics.js';
+import { Heartbeats } from './nodes/heartbeats.js';
 import { writeFileDurably } from './repo/fs.js';
 import { fileHistory } from './repo/history.js';
 import { GitStore } from './repo/store.js';
@@ -25,6 +26,8 @@ export interface ServerConfig {
   adminToken?: string;
   openReads: boolean;
   starterDir: string;
+  scriptsDir: string;
+  downloadsDir?: string;
   logger: Logger;
   /** Where the generated admin credential is shown, once. */
   announce: (line: string) => void;
@@ -54,6 +57,14 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
   registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => sync.snapshot().catalog.targets.size));
 
+  const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'));
+  await heartbeats.load();
+  registry.add(
+    new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', function* () {
+      for (const [hostname, at] of heartbeats.entries()) yield [{ hostname }, at / 1000];
+    }),
+  );
+
   await sync.loadAll();
   const watcher = watchRepo(store.dir, (paths) => sync.reload(paths));
   await watcher.ready;
@@ -69,6 +80,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     metrics: { registry, registrations },
     history: (pathspecs) => fileHistory(store.dir, pathspecs),
     serving: () => serving,
+    heartbeats,
+    scriptsDir: config.scriptsDir,
+    downloadsDir: config.downloadsDir,
   });
   const server = await listen(app.fetch, config.host, config.port);
   const { port } = server.address() as AddressInfo;
@@ -86,6 +100,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
       await watcher.close();
       await sync.close();
       await store.close();
+      await heartbeats.save();
       logger.info('stopped', { head: store.head() ?? undefined });
     },
   };

@@ -1,10 +1,12 @@
+import * as fs from 'node:fs';
 import { createApp } from '../src/api/app.js';
+import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { FailureLimiter } from '../src/api/auth.js';
 import { Counter, Registry } from '../src/metrics.js';
 import { fileHistory } from '../src/repo/history.js';
 import { silentLogger } from '../src/log.js';
 import { hashSecret } from '../src/tokens/secret.js';
-import { tmpConfigRepo } from './helpers.js';
+import { ROOT, tmpConfigRepo } from './helpers.js';
 
 export const ADMIN_TOKEN = 'test-admin-credential-0123456789';
 
@@ -28,6 +30,8 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
     metrics: { registry, registrations },
     history: (pathspecs) => fileHistory(repo.dir, pathspecs),
     serving: () => true,
+    heartbeats: new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`, () => now),
+    scriptsDir: `${ROOT}/scripts`,
   });
 
   type Init = { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> };

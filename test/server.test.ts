@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
 import { FailureLimiter } from '../src/api/auth.js';
 import { SdSync } from '../src/compile/sd-sync.js';
+import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { createLogger, silentLogger } from '../src/log.js';
 import { Counter, Registry } from '../src/metrics.js';
 import { startServer } from '../src/server.js';
@@ -30,6 +32,7 @@ describe('aami serve', () => {
       port: 0,
       openReads: false,
       starterDir: STARTER,
+      scriptsDir: join(ROOT, 'scripts'),
       logger: createLogger((line) => logLines.push(line)),
       announce: (line) => announced.push(line),
     });
@@ -100,7 +103,7 @@ describe('aami serve', () => {
 
   it('answers http_sd with 503, never 200 [], before the first compile', async () => {
     const repo = await tmpConfigRepo();
-    const fresh = new SdSync({ fs: await import('node:fs'), repoDir: repo.dir, sdDir: join(repo.dir, '..', 'sd2'), logger: silentLogger });
+    const fresh = new SdSync({ fs, repoDir: repo.dir, sdDir: join(repo.dir, '..', 'sd2'), logger: silentLogger });
     const registry = new Registry();
     const app = createApp({
       sync: fresh,
@@ -112,6 +115,8 @@ describe('aami serve', () => {
       metrics: { registry, registrations: new Counter('x', 'x') },
       history: async () => [],
       serving: () => true,
+      heartbeats: new Heartbeats(fs, join(repo.dir, '..', 'heartbeats.json')),
+      scriptsDir: join(ROOT, 'scripts'),
     });
     const sd = await app.request('/api/v1/sd/prometheus');
     expect(sd.status).toBe(503);

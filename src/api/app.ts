@@ -4,7 +4,9 @@ import { AamiError } from '../errors.js';
 import type { AppDeps } from './deps.js';
 import { onError, sendError } from './errors.js';
 import { groupRoutes } from './routes/groups.js';
+import { nodeRoutes } from './routes/nodes.js';
 import { registerRoutes } from './routes/register.js';
+import { scriptRoutes } from './routes/scripts.js';
 import { systemRoutes } from './routes/system.js';
 import { targetRoutes } from './routes/targets.js';
 import { tokenRoutes } from './routes/tokens.js';
@@ -26,5 +28,7 @@ export function createApp(deps: AppDeps) {
   app.route('/api/v1/bootstrap-tokens', tokenRoutes(deps));
   app.route('/api/v1/targets', targetRoutes(deps));
   app.route('/api/v1/bootstrap', registerRoutes(deps));
+  app.route('/', nodeRoutes(deps));
+  app.route('/', scriptRoutes(deps));
   return app;
 }

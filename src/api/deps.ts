@@ -1,5 +1,6 @@
 import type { SdSync } from '../compile/sd-sync.js';
 import type { Logger } from '../log.js';
+import type { Heartbeats } from '../nodes/heartbeats.js';
 import type { Counter, Registry } from '../metrics.js';
 import type { HistoryEntry } from '../repo/history.js';
 import type { GitStore } from '../repo/store.js';
@@ -20,4 +21,9 @@ export interface AppDeps {
   serving: () => boolean;
   /** Largest request body, in bytes. */
   maxBodyBytes?: number;
+  heartbeats: Heartbeats;
+  /** Where bootstrap.sh and the other node scripts are served from. */
+  scriptsDir: string;
+  /** Optional files for nodes without internet access (a node_exporter tarball). */
+  downloadsDir?: string;
 }

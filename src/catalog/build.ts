@@ -1,4 +1,4 @@
-import { DEFAULT_SETTINGS, type Group, type Settings, type Target, type Token } from '../schema/index.js';
+import { DEFAULT_SETTINGS, type CheckPolicy, type CheckScript, type Group, type Settings, type Target, type Token } from '../schema/index.js';
 import type { Entity } from './parse.js';
 import type { Problem } from './problem.js';
 
@@ -13,6 +13,15 @@ export interface Catalog {
   addresses: Map<string, string>;
   /** Hostname → the file it came from. */
   targetPaths: Map<string, string>;
+  /** sha256 hash of a node credential → hostname. */
+  credentials: Map<string, string>;
+  checks: Map<string, Check>;
+}
+
+export interface Check {
+  name: string;
+  policy: CheckPolicy;
+  script: CheckScript;
 }
 
 export interface BuildResult {
@@ -42,6 +51,8 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
   const groupFiles = new Map<string, { path: string; group: Group }>();
   const targetFiles: Array<{ path: string; target: Target }> = [];
   const tokenFiles: Array<{ path: string; token: Token }> = [];
+  const checkFiles: Array<{ path: string; name: string; policy: CheckPolicy }> = [];
+  const scripts = new Map<string, CheckScript>();
   for (const path of paths) {
     const entity = byPath.get(path)!;
     switch (entity.kind) {
@@ -57,6 +68,12 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
       case 'token':
         tokenFiles.push({ path, token: entity.value });
         break;
+      case 'check':
+        checkFiles.push({ path, name: entity.id, policy: entity.value });
+        break;
+      case 'script':
+        scripts.set(entity.id, entity.value);
+        break;
       default:
         assertNever(entity);
     }
@@ -64,7 +81,7 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
 
   const groups = resolveGroups(groupFiles, reject);
 
-  const catalog: Catalog = { settings, groups, targets: new Map(), tokens: new Map(), addresses: new Map(), targetPaths: new Map() };
+  const catalog: Catalog = { settings, groups, targets: new Map(), tokens: new Map(), addresses: new Map(), targetPaths: new Map(), credentials: new Map(), checks: new Map() };
   for (const { path, target } of targetFiles) {
     const found = targetProblems(catalog, path, target);
     if (found.length) for (const p of found) reject(p.file, p.field, p.message);
@@ -74,6 +91,14 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
     const found = tokenProblems(catalog, path, token);
     if (found.length) for (const p of found) reject(p.file, p.field, p.message);
     else catalog.tokens.set(token.id, token);
+  }
+  for (const { path, name, policy } of checkFiles) {
+    const script = scripts.get(`${name}/${policy.script}`);
+    const found: Problem[] = [];
+    if (!script) found.push({ file: path, field: 'script', message: `checks/${name}/${policy.script} does not exist` });
+    for (const id of Object.keys(policy.groups)) if (!groups.has(id)) found.push({ file: path, field: `groups.${id}`, message: `group "${id}" does not exist` });
+    if (found.length) for (const p of found) reject(p.file, p.field, p.message);
+    else catalog.checks.set(name, { name, policy, script: script! });
   }
 
   for (const { path, group } of groupFiles.values()) if (!groups.has(group.id)) rejected.add(path);
@@ -130,6 +155,7 @@ export function targetAddresses(settings: Settings, target: Target): string[] {
 export function addTarget(catalog: Catalog, path: string, target: Target): void {
   catalog.targets.set(target.hostname, target);
   catalog.targetPaths.set(target.hostname, path);
+  if (target.node_credential_hash) catalog.credentials.set(target.node_credential_hash, target.hostname);
   for (const key of targetAddresses(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
 }
 
@@ -139,6 +165,7 @@ export function removeTarget(catalog: Catalog, hostname: string): void {
   for (const key of targetAddresses(catalog.settings, target)) if (catalog.addresses.get(key) === hostname) catalog.addresses.delete(key);
   catalog.targets.delete(hostname);
   catalog.targetPaths.delete(hostname);
+  if (target.node_credential_hash) catalog.credentials.delete(target.node_credential_hash);
 }
 
 type Reject = (file: string, field: string, message: string) => void;

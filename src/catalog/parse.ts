@@ -1,6 +1,8 @@
 import jsYaml from 'js-yaml';
 import type { z } from 'zod';
+import { createHash } from 'node:crypto';
 import {
+  checkFile,
   describeZodError,
   groupFile,
   hostname,
@@ -12,6 +14,8 @@ import {
   type Settings,
   type Target,
   type Token,
+  type CheckPolicy,
+  type CheckScript,
 } from '../schema/index.js';
 import type { Problem } from './problem.js';
 
@@ -19,19 +23,24 @@ export type Entity =
   | { kind: 'settings'; value: Settings }
   | { kind: 'group'; id: string; value: Group }
   | { kind: 'target'; id: string; value: Target }
-  | { kind: 'token'; id: string; value: Token };
+  | { kind: 'token'; id: string; value: Token }
+  | { kind: 'check'; id: string; value: CheckPolicy }
+  | { kind: 'script'; id: string; value: CheckScript };
 
 export const SETTINGS_PATH = 'aami.yaml';
 export const groupPath = (id: string) => `groups/${id}.yaml`;
 export const targetPath = (target: Pick<Target, 'primary_group' | 'hostname'>) =>
   `targets/${target.primary_group}/${target.hostname}.yaml`;
 export const tokenPath = (id: string) => `tokens/${id}.yaml`;
+export const CHECK_FILE = 'check.yaml';
 
 const ENTITY_DIRS = ['groups/', 'targets/', 'tokens/'];
+const CHECK_PATH = /^checks\/([^/]+)\/([^/]+)$/;
 
 /** Whether the path is a config file the catalog reads (others, like README.md, are left alone). */
 export function isConfigPath(path: string): boolean {
-  return path === SETTINGS_PATH || (ENTITY_DIRS.some((dir) => path.startsWith(dir)) && /\.ya?ml$/.test(path));
+  if (path === SETTINGS_PATH || CHECK_PATH.test(path)) return true;
+  return ENTITY_DIRS.some((dir) => path.startsWith(dir)) && /\.ya?ml$/.test(path);
 }
 
 type Shape =
@@ -60,9 +69,27 @@ export type ParseResult = { entity: Entity; problems: [] } | { entity?: undefine
 /** Parse and validate one file on its own; references to other files are checked by buildCatalog. */
 export function parseFile(path: string, text: string): ParseResult {
   const fail = (field: string, message: string): ParseResult => ({ problems: [{ file: path, field, message }] });
+  const check = CHECK_PATH.exec(path);
+  if (check) {
+    const [, name, file] = check as unknown as [string, string, string];
+    if (!slug.safeParse(name).success) return fail('', `the check directory is not a valid id (checks/<name>/${CHECK_FILE})`);
+    if (file !== CHECK_FILE) {
+      const sha256 = createHash('sha256').update(text).digest('hex');
+      return { entity: { kind: 'script', id: `${name}/${file}`, value: { check: name, file, text, sha256 } }, problems: [] };
+    }
+    return parseYaml(path, text, fail, (data) => {
+      const result = checkFile.safeParse(data);
+      if (!result.success) return { problems: describeZodError(result.error).map((e) => ({ file: path, ...e })) };
+      return { entity: { kind: 'check', id: name, value: result.data }, problems: [] };
+    });
+  }
   const shape = shapeOf(path);
   if (typeof shape === 'string') return fail('', shape);
 
+  return parseYaml(path, text, fail, (data) => parseEntity(path, shape, data));
+}
+
+function parseYaml(path: string, text: string, fail: (field: string, message: string) => ParseResult, then: (data: unknown) => ParseResult): ParseResult {
   let data: unknown;
   try {
     // The core schema is YAML 1.2's: `expires_at: 2026-12-31T00:00:00Z` stays a string, `no` stays a string.
@@ -72,7 +99,10 @@ export function parseFile(path: string, text: string): ParseResult {
     return fail('', `not valid YAML: ${reason}`);
   }
   if (data === null || data === undefined) return fail('', 'the file is empty');
+  return then(data);
+}
 
+function parseEntity(path: string, shape: Shape, data: unknown): ParseResult {
   const check = <T>(schema: z.ZodType<T>): T | Problem[] => {
     const result = schema.safeParse(data);
     if (result.success) return result.data;

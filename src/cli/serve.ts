@@ -7,6 +7,7 @@ import { startServer } from '../server.js';
 import { EXIT, parseFlags, UsageError, type Command } from './command.js';
 
 const STARTER = fileURLToPath(new URL('../../config-repo', import.meta.url));
+const SCRIPTS = fileURLToPath(new URL('../../scripts', import.meta.url));
 
 const boolean = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v))]);
 
@@ -20,6 +21,7 @@ const serveOptions = z.object({
   admin_token: z.string().min(16, 'must be at least 16 characters').optional(),
   open_reads: boolean.default(false),
   starter: z.string().min(1).default(STARTER),
+  downloads_dir: z.string().min(1).optional(),
 });
 
 export const serve: Command = {
@@ -39,6 +41,8 @@ Options (environment variable in brackets):
       --port N          listen port [AAMI_PORT] (default 8080; 0 picks a free one)
       --open-reads      let anyone read targets, groups and SD [AAMI_OPEN_READS=true]
       --starter DIR     starter config for a new repo (default: the bundled config-repo/)
+      --downloads-dir DIR  files served under /downloads/ (e.g. a node_exporter tarball
+                        for nodes without internet access) [AAMI_DOWNLOADS_DIR]
   -h, --help            show this help
 
 The admin credential comes from AAMI_ADMIN_TOKEN (environment only, so it stays out of
@@ -56,6 +60,7 @@ flight are committed.`,
         port: { type: 'string' },
         'open-reads': { type: 'boolean' },
         starter: { type: 'string' },
+        'downloads-dir': { type: 'string' },
       },
       false,
     );
@@ -71,6 +76,7 @@ flight are committed.`,
       admin_token: env.AAMI_ADMIN_TOKEN || undefined,
       open_reads: values['open-reads'] ?? env.AAMI_OPEN_READS,
       starter: values.starter,
+      downloads_dir: values['downloads-dir'] ?? env.AAMI_DOWNLOADS_DIR,
     });
     if (!parsed.success) {
       throw new UsageError(describeZodError(parsed.error).map((e) => `${e.field}: ${e.message}`).join('; '));
@@ -85,6 +91,8 @@ flight are committed.`,
       adminToken: options.admin_token,
       openReads: options.open_reads,
       starterDir: resolve(options.starter),
+      scriptsDir: SCRIPTS,
+      downloadsDir: options.downloads_dir && resolve(options.downloads_dir),
       logger: createLogger((line) => io.err(line)),
       announce: (line) => io.out(line),
     });

@@ -17,13 +17,13 @@ export interface TargetFilter {
   group?: string;
 }
 
-export function listTargets(catalog: Catalog, filter: TargetFilter = {}) {
+export function listTargets(catalog: Catalog, filter: TargetFilter = {}, lastSeen: (hostname: string) => Date | undefined = () => undefined) {
   const hostname = filter.hostname?.toLowerCase();
   const result = [];
   for (const target of catalog.targets.values()) {
     if (hostname && target.hostname !== hostname) continue;
     if (filter.group && !memberOf(catalog, target, filter.group)) continue;
-    result.push(targetView(catalog, target));
+    result.push(targetView(catalog, target, lastSeen(target.hostname)));
   }
   return result.sort((a, b) => (a.hostname < b.hostname ? -1 : 1));
 }

@@ -13,7 +13,7 @@ export function groupView(group: Group) {
   };
 }
 
-export function targetView(catalog: Catalog, target: Target) {
+export function targetView(catalog: Catalog, target: Target, lastSeen?: Date) {
   return {
     id: target.hostname,
     hostname: target.hostname,
@@ -27,6 +27,8 @@ export function targetView(catalog: Catalog, target: Target) {
     facts: target.facts ?? {},
     registered_by_token: target.registered_by_token ?? null,
     registered_at: target.registered_at ?? null,
+    /** The node's last heartbeat (dynamic-check.sh sends one a minute). */
+    last_seen: lastSeen?.toISOString() ?? null,
   };
 }
 

@@ -5,3 +5,4 @@ export * from './settings.js';
 export * from './target.js';
 export * from './token.js';
 export * from './api.js';
+export * from './check.js';

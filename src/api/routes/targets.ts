@@ -12,9 +12,11 @@ export function targetRoutes(deps: AppDeps) {
   const admin = requireAdmin(deps.auth);
   const reader = requireReader(deps.auth);
   const catalog = () => deps.sync.snapshot().catalog;
-  const view = (target: Parameters<typeof targetView>[1]) => targetView(catalog(), target);
+  const view = (target: Parameters<typeof targetView>[1]) => targetView(catalog(), target, deps.heartbeats.lastSeen(target.hostname));
 
-  app.get('/', reader, (c) => c.json(listTargets(catalog(), { hostname: c.req.query('hostname'), group: c.req.query('group') })));
+  app.get('/', reader, (c) =>
+    c.json(listTargets(catalog(), { hostname: c.req.query('hostname'), group: c.req.query('group') }, (hostname) => deps.heartbeats.lastSeen(hostname))),
+  );
   app.get('/:id', reader, (c) => c.json(view(requireTarget(catalog(), c.req.param('id')))));
   app.get('/:id/history', reader, async (c) => {
     const target = requireTarget(catalog(), c.req.param('id'));

@@ -1,0 +1,53 @@
+import type { CheckOverride, Target } from '../schema/index.js';
+import type { Catalog, Check } from './build.js';
+import { groupChain } from './labels.js';
+
+export interface EffectiveCheck {
+  name: string;
+  description: string;
+  script: string;
+  sha256: string;
+  interval_seconds: number;
+  timeout_seconds: number;
+  args: string[];
+}
+
+const UNIT_SECONDS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 604800, y: 31536000 };
+
+/** "1h30m" → 5400. The schema has already checked the form. */
+export function durationSeconds(duration: string): number {
+  let total = 0;
+  for (const [, value, unit] of duration.matchAll(/(\d+)(ms|s|m|h|d|w|y)/g)) total += Number(value) * UNIT_SECONDS[unit!]!;
+  return total;
+}
+
+/**
+ * The checks that apply to a target, with their settings. Lowest precedence first: the
+ * check's own settings, the overrides of the target's further groups, those of its primary
+ * group's chain from the root down (the nearest group wins), the target's own override.
+ */
+export function effectiveChecks(catalog: Catalog, target: Target): EffectiveCheck[] {
+  const groupOrder = [...target.groups].reverse().concat(target.primary_group).flatMap((id) => groupChain(catalog.groups, id).reverse().map((g) => g.id));
+  const result: EffectiveCheck[] = [];
+  for (const check of [...catalog.checks.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    const { policy } = check;
+    const settings: Required<CheckOverride> = { enabled: policy.enabled, interval: policy.interval, timeout: policy.timeout, args: policy.args };
+    for (const override of [...groupOrder.map((id) => policy.groups[id]), policy.targets[target.hostname]]) {
+      if (override) Object.assign(settings, Object.fromEntries(Object.entries(override).filter(([, v]) => v !== undefined)));
+    }
+    if (settings.enabled) result.push(view(check, settings));
+  }
+  return result;
+}
+
+function view(check: Check, settings: Required<CheckOverride>): EffectiveCheck {
+  return {
+    name: check.name,
+    description: check.policy.description ?? '',
+    script: check.policy.script,
+    sha256: check.script.sha256,
+    interval_seconds: durationSeconds(settings.interval),
+    timeout_seconds: Math.max(1, Math.ceil(durationSeconds(settings.timeout))),
+    args: settings.args,
+  };
+}

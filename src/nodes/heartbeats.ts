@@ -1,0 +1,56 @@
+import type { Fs } from '../repo/fs.js';
+import { writeFileDurably } from '../repo/fs.js';
+
+/**
+ * When each node last reported in. A runtime observation, not config: it never becomes a
+ * commit. Kept in memory and saved to the state directory now and then, so a restart
+ * does not make every node look silent.
+ */
+export class Heartbeats {
+  private readonly seen = new Map<string, number>();
+  private dirty = false;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly fs: Fs,
+    private readonly file: string,
+    private readonly now: () => number = Date.now,
+    private readonly saveEveryMs = 10_000,
+  ) {}
+
+  async load(): Promise<void> {
+    try {
+      const saved = JSON.parse(await this.fs.promises.readFile(this.file, 'utf8')) as Record<string, number>;
+      for (const [hostname, at] of Object.entries(saved)) if (typeof at === 'number') this.seen.set(hostname, at);
+    } catch {
+      // first start, or an unreadable file: start empty
+    }
+  }
+
+  record(hostname: string): Date {
+    const at = this.now();
+    this.seen.set(hostname, at);
+    this.dirty = true;
+    this.timer ??= setTimeout(() => void this.save(), this.saveEveryMs);
+    this.timer.unref?.();
+    return new Date(at);
+  }
+
+  lastSeen(hostname: string): Date | undefined {
+    const at = this.seen.get(hostname);
+    return at === undefined ? undefined : new Date(at);
+  }
+
+  entries(): IterableIterator<[string, number]> {
+    return this.seen.entries();
+  }
+
+  async save(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (!this.dirty) return;
+    this.dirty = false;
+    await this.fs.promises.mkdir(this.file.slice(0, this.file.lastIndexOf('/')), { recursive: true });
+    await writeFileDurably(this.fs, this.file, JSON.stringify(Object.fromEntries(this.seen)));
+  }
+}
