@@ -22,7 +22,7 @@ function brokenCopy(): string {
 
 describe('aami validate', () => {
   it('exits 0 and summarises a valid repo', async () => {
-    expect(await run('validate', STARTER)).toMatchObject({ code: 0, out: 'valid: 13 groups, 0 targets, 0 tokens' });
+    expect(await run('validate', STARTER)).toMatchObject({ code: 0, out: 'valid: 13 groups, 0 targets, 0 tokens, 4 checks' });
   });
 
   it('exits 1 and lists every problem with file and field', async () => {

@@ -1,6 +1,6 @@
 import type { CheckOverride, Target } from '../schema/index.js';
 import type { Catalog, Check } from './build.js';
-import { groupChain } from './labels.js';
+import { groupChain, targetLabels } from './labels.js';
 
 export interface EffectiveCheck {
   name: string;
@@ -28,6 +28,7 @@ export function durationSeconds(duration: string): number {
  */
 export function effectiveChecks(catalog: Catalog, target: Target): EffectiveCheck[] {
   const groupOrder = [...target.groups].reverse().concat(target.primary_group).flatMap((id) => groupChain(catalog.groups, id).reverse().map((g) => g.id));
+  const labels = targetLabels(catalog, target);
   const result: EffectiveCheck[] = [];
   for (const check of [...catalog.checks.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const { policy } = check;
@@ -35,6 +36,8 @@ export function effectiveChecks(catalog: Catalog, target: Target): EffectiveChec
     for (const override of [...groupOrder.map((id) => policy.groups[id]), policy.targets[target.hostname]]) {
       if (override) Object.assign(settings, Object.fromEntries(Object.entries(override).filter(([, v]) => v !== undefined)));
     }
+    // "{{gpu_count}}" in an argument is the target's label of that name (empty when it has none).
+    settings.args = settings.args.map((arg) => arg.replace(/\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}/g, (_, name: string) => labels[name] ?? ''));
     if (settings.enabled) result.push(view(check, settings));
   }
   return result;

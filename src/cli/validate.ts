@@ -37,7 +37,7 @@ Options:
       io.err(`${problems.length} problem${problems.length === 1 ? '' : 's'} found`);
       return EXIT.invalid;
     }
-    if (!values.quiet) io.out(`valid: ${catalog.groups.size} groups, ${catalog.targets.size} targets, ${catalog.tokens.size} tokens`);
+    if (!values.quiet) io.out(`valid: ${catalog.groups.size} groups, ${catalog.targets.size} targets, ${catalog.tokens.size} tokens, ${catalog.checks.size} checks`);
     return EXIT.ok;
   },
 };
