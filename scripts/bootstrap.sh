@@ -102,7 +102,9 @@ setup_env() {
 # --- helpers ----------------------------------------------------------------------------
 verify_system() {
     command -v curl >/dev/null || fatal "curl is required"
-    if command -v jq >/dev/null; then
+    if [ -n "${AAMI_JSON_TOOL:-}" ]; then
+        JSON=$AAMI_JSON_TOOL # jq or python3, to choose one where both exist
+    elif command -v jq >/dev/null; then
         JSON=jq
     elif command -v python3 >/dev/null; then
         JSON=python3
@@ -165,6 +167,7 @@ collect_facts() {
     [ -n "$IP_ADDRESS" ] || fatal "cannot tell this host's IP address"
     CPU_CORES=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)
     MEMORY_BYTES=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) * 1024))
+    # shellcheck source=/dev/null
     OS_NAME=$( (. /etc/os-release 2>/dev/null && printf '%s' "${PRETTY_NAME:-}") || true)
     KERNEL=$(uname -r)
     INTERFACES=$(find /sys/class/net -mindepth 1 -maxdepth 1 ! -name lo -printf '%f\n' 2>/dev/null | sort | paste -sd, - || true)
@@ -172,10 +175,11 @@ collect_facts() {
     GPU_VENDOR="" GPU_MODEL="" GPU_COUNT=0
     if command -v nvidia-smi >/dev/null; then
         local gpus
-        if gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
+        # One line per GPU: "count, name" (e.g. "1, NVIDIA H100 80GB HBM3").
+        if gpus=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
             GPU_VENDOR=nvidia
-            GPU_COUNT=$(printf '%s\n' "$gpus" | grep -c .)
-            GPU_MODEL=$(printf '%s\n' "$gpus" | head -n1 | sed 's/^ *//; s/ *$//')
+            GPU_COUNT=$(printf '%s\n' "$gpus" | head -n1 | cut -d, -f1 | tr -d ' ')
+            GPU_MODEL=$(printf '%s\n' "$gpus" | head -n1 | cut -d, -f2- | sed 's/^ *//; s/ *$//')
         else
             warn "nvidia-smi is installed but lists no GPU (driver not loaded?)"
         fi

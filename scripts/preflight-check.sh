@@ -83,8 +83,8 @@ port_check node_exporter "$NODE_PORT" '^node_'
 port_check dcgm_exporter "$DCGM_PORT" '^DCGM_'
 
 # --- GPUs
-if command -v nvidia-smi >/dev/null && gpus=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
-    result PASS gpu "NVIDIA: $(printf '%s\n' "$gpus" | grep -c .) x $(printf '%s\n' "$gpus" | head -n1)"
+if command -v nvidia-smi >/dev/null && gpus=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
+    result PASS gpu "NVIDIA: $(printf '%s\n' "$gpus" | head -n1 | sed 's/, / x /')"
 elif command -v rocm-smi >/dev/null && rocm-smi >/dev/null 2>&1; then
     result PASS gpu "AMD (rocm-smi)"
 elif command -v nvidia-smi >/dev/null; then

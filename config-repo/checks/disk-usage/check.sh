@@ -5,10 +5,12 @@ set -euo pipefail
 echo '# HELP aami_disk_used_ratio Used fraction of the file system space.'
 echo '# TYPE aami_disk_used_ratio gauge'
 for mount in "$@"; do
-    df -P "$mount" 2>/dev/null | awk -v m="$mount" 'NR == 2 && $2 > 0 { printf "aami_disk_used_ratio{mountpoint=\"%s\"} %.4f\n", m, $3 / $2 }'
+    [ -e "$mount" ] || { echo "disk-usage: $mount does not exist" >&2; continue; }
+    df -P "$mount" | awk -v m="$mount" 'NR == 2 && $2 > 0 { printf "aami_disk_used_ratio{mountpoint=\"%s\"} %.4f\n", m, $3 / $2 }'
 done
 echo '# HELP aami_disk_inodes_used_ratio Used fraction of the file system inodes.'
 echo '# TYPE aami_disk_inodes_used_ratio gauge'
 for mount in "$@"; do
-    df -Pi "$mount" 2>/dev/null | awk -v m="$mount" 'NR == 2 && $2 > 0 { printf "aami_disk_inodes_used_ratio{mountpoint=\"%s\"} %.4f\n", m, $3 / $2 }'
+    [ -e "$mount" ] || continue
+    df -Pi "$mount" | awk -v m="$mount" 'NR == 2 && $2 > 0 { printf "aami_disk_inodes_used_ratio{mountpoint=\"%s\"} %.4f\n", m, $3 / $2 }'
 done

@@ -3,7 +3,9 @@
 set -euo pipefail
 expected=${1:-}
 command -v nvidia-smi >/dev/null || { echo 'nvidia-smi not found' >&2; exit 1; }
-visible=$(nvidia-smi --query-gpu=name --format=csv,noheader | grep -c . || true)
+# One line per GPU, "count, name": the count is the first field.
+visible=$(nvidia-smi --query-gpu=count,name --format=csv,noheader | head -n1 | cut -d, -f1 | tr -d ' ')
+visible=${visible:-0}
 echo '# HELP aami_gpu_count_visible GPUs the NVIDIA driver lists.'
 echo '# TYPE aami_gpu_count_visible gauge'
 echo "aami_gpu_count_visible $visible"
