@@ -375,7 +375,8 @@ install_checks() {
     chmod 0755 "$SCRIPTS_DIR/dynamic-check.sh"
     local run="$SCRIPTS_DIR/dynamic-check.sh"
     [ -z "$ROOT" ] || run="AAMI_ROOT=$ROOT $run"
-    if [ -d "$ROOT/etc/cron.d" ] || command -v cron >/dev/null || command -v crond >/dev/null; then
+    # A cron daemon that reads /etc/cron.d (cron, cronie) has created that directory.
+    if [ -d "$ROOT/etc/cron.d" ]; then
         mkdir -p "$(dirname "$CRON_FILE")"
         printf '# Installed by AAMI bootstrap.sh: dynamic checks every minute.\n* * * * * root %s >/dev/null 2>&1\n' "$run" >"$CRON_FILE"
         chmod 0644 "$CRON_FILE"

@@ -197,3 +197,22 @@ describe('groups and targets', () => {
     expect(metrics.text).toContain('aami_registrations_total{outcome="unchanged"} 1');
   });
 });
+
+describe('node calls', () => {
+  it('answer only to the credential issued at registration, with the checks that apply', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    const { node_credential: credential } = (await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', facts: { gpu_count: 8, gpu_model: 'H100' } })).json;
+    const checks = await api.get('/api/v1/checks/node', { token: credential });
+    expect(checks.json.hostname).toBe('n1');
+    expect(checks.json.checks.find((c: any) => c.name === 'gpu-count')).toMatchObject({ args: ['8'], timeout_seconds: 20, interval_seconds: 60, sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    const script = await api.get('/api/v1/checks/node/gpu-count/script', { token: credential });
+    expect(script.text).toContain('nvidia-smi');
+    expect((await api.get('/api/v1/checks/node/not-a-check/script', { token: credential })).status).toBe(404);
+    expect((await api.get('/api/v1/checks/node', { token: 'aami_node_wrong' })).json.error.code).toBe('unauthorized');
+    expect((await api.get('/api/v1/checks/node', { token: token })).status).toBe(401);
+    expect((await api.post('/api/v1/nodes/heartbeat', undefined, { token: credential })).json).toEqual({ hostname: 'n1', last_seen: '2026-11-26T00:00:00.000Z' });
+    expect((await api.get('/api/v1/targets/n1')).json.last_seen).toBe('2026-11-26T00:00:00.000Z');
+    expect((await api.get('/api/v1/checks')).json.map((c: any) => c.name)).toEqual(['disk-usage', 'gpu-count', 'mount-points', 'nvme-health']);
+  });
+});

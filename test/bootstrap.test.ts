@@ -68,6 +68,19 @@ describe('bootstrap.sh', () => {
     expect(existsSync(node.path('opt/aami/scripts/dynamic-check.sh'))).toBe(false);
   });
 
+  it('uses a systemd timer for the checks on a host with systemd and no cron', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    const calls = node.path('../systemctl.log');
+    node.addStub('systemctl', `#!/usr/bin/env bash\necho "$*" >> ${calls}\n`);
+    const { token } = await server.token();
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--node-exporter-port ${port}`), { AAMI_ASSUME_SYSTEMD: '1' });
+    expect(run.code, run.stderr).toBe(0);
+    expect(readFileSync(node.path('etc/systemd/system/aami-dynamic-check.timer'), 'utf8')).toContain('OnCalendar=minutely');
+    expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['daemon-reload', 'enable --now aami-dynamic-check.timer']);
+  });
+
   it('changes nothing with --dry-run and prints the request it would send', async () => {
     const server = await configServer();
     const node = fakeNode({ gpu: true });

@@ -113,6 +113,10 @@ export function fakeNode(options: { gpu: boolean; cron?: boolean }) {
         });
       });
     },
+    /** Put a stub command first on the node's PATH. */
+    addStub(name: string, script: string) {
+      writeFileSync(join(bin, name), script, { mode: 0o755 });
+    },
     /** Kill what bootstrap.sh started in the background (its pid file). */
     stopExporter() {
       try {
