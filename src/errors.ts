@@ -22,6 +22,9 @@ export const ERROR_CODES = [
   'token_exhausted',
   'invalid_config',
   'not_ready',
+  'read_only',
+  'remote_unavailable',
+  'remote_conflict',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -12,6 +12,7 @@ import { Counter, Gauge, GaugeFamily, Histogram, Registry } from './metrics.js';
 import { Heartbeats } from './nodes/heartbeats.js';
 import { writeFileDurably } from './repo/fs.js';
 import { fileHistory } from './repo/history.js';
+import { Remote, Upstream } from './repo/remote.js';
 import { GitStore } from './repo/store.js';
 import { Writer } from './repo/writer.js';
 import { ADMIN_PREFIX, hashSecret, newSecretCredential } from './tokens/secret.js';
@@ -32,6 +33,10 @@ export interface ServerConfig {
   /** Where the generated admin credential is shown, once. */
   announce: (line: string) => void;
   clock?: () => Date;
+  /** Follow this Git remote (clone it, or seed it from the starter when it is empty). */
+  remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string };
+  /** A follower: serve SD from the remote, refuse writes. */
+  readOnly?: boolean;
 }
 
 export interface RunningServer {
@@ -44,7 +49,18 @@ export interface RunningServer {
 export async function startServer(config: ServerConfig): Promise<RunningServer> {
   const { logger } = config;
   const clock = config.clock ?? (() => new Date());
-  const store = await openOrCreateRepo(config);
+  const branch = config.remote?.branch ?? 'main';
+  const remote = config.remote
+    ? await Remote.prepare({
+        dir: config.repo,
+        url: config.remote.url,
+        branch,
+        starterDir: config.starterDir,
+        logger,
+        init: async (files) => (await GitStore.init({ fs, dir: config.repo, branch, files, author: STARTER_AUTHOR })).close(),
+      })
+    : undefined;
+  const store = await openOrCreateRepo(config, branch);
   const adminTokenHash = await adminCredential(config);
 
   const registry = new Registry();
@@ -52,7 +68,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
   const registrations = registry.add(new Counter('aami_registrations_total', 'Self-registrations by outcome (created, updated, unchanged, or an error code).'));
   const sync = new SdSync({ fs, repoDir: store.dir, sdDir: config.sdDir, logger, observeCompile: (s) => compileSeconds.observe(s) });
-  const writer = new Writer(store, sync, { observeCommit: (s) => commitSeconds.observe(s) });
+  const upstream = remote && new Upstream(remote, store, (changes) => sync.apply(changes, true), logger, { publish: !config.readOnly });
+  const writer = new Writer(store, sync, { observeCommit: (s) => commitSeconds.observe(s), upstream: config.readOnly ? undefined : upstream, readOnly: config.readOnly });
   registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served).', () => new Set(sync.snapshot().problems.map((p) => p.file)).size));
   registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
   registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => sync.snapshot().catalog.targets.size));
@@ -66,6 +83,13 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   );
 
   await sync.loadAll();
+  let pullTimer: NodeJS.Timeout | undefined;
+  const pull = () => writer.exclusive(() => upstream!.pull());
+  if (upstream) {
+    await pull().catch(() => undefined); // unreachable at start: keep serving what we have; health says so
+    pullTimer = setInterval(() => void pull().catch(() => undefined), config.remote!.syncIntervalMs);
+    pullTimer.unref();
+  }
   const watcher = watchRepo(store.dir, (paths) => sync.reload(paths));
   await watcher.ready;
 
@@ -83,6 +107,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     heartbeats,
     scriptsDir: config.scriptsDir,
     downloadsDir: config.downloadsDir,
+    remote: upstream && { status: upstream.status, pull, webhookSecret: config.remote!.webhookSecret },
   });
   const server = await listen(app.fetch, config.host, config.port);
   const { port } = server.address() as AddressInfo;
@@ -94,6 +119,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     adminTokenHash,
     async close() {
       serving = false;
+      clearInterval(pullTimer);
       // Stop taking requests, let the ones in flight finish, then flush every queued write.
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await writer.drain();
@@ -106,13 +132,15 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   };
 }
 
-async function openOrCreateRepo(config: ServerConfig): Promise<GitStore> {
-  if (fs.existsSync(join(config.repo, '.git'))) return GitStore.open({ fs, dir: config.repo });
+const STARTER_AUTHOR = { name: 'aami', email: 'aami@localhost' };
+
+async function openOrCreateRepo(config: ServerConfig, branch: string): Promise<GitStore> {
+  if (fs.existsSync(join(config.repo, '.git'))) return GitStore.open({ fs, dir: config.repo, branch });
   if (fs.existsSync(config.repo) && fs.readdirSync(config.repo).length > 0) {
     throw new Error(`${config.repo} exists, is not empty and is not a Git repository: refusing to use it`);
   }
   config.logger.info('creating config repo from the starter', { repo: config.repo, starter: config.starterDir });
-  return GitStore.init({ fs, dir: config.repo, files: filesOf(config.starterDir), author: { name: 'aami', email: 'aami@localhost' } });
+  return GitStore.init({ fs, dir: config.repo, branch, files: filesOf(config.starterDir), author: STARTER_AUTHOR });
 }
 
 /**

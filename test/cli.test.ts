@@ -1,9 +1,9 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, readdirSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
-import { fixture, ROOT, STARTER, tempDir } from './helpers.js';
+import { fixture, gitCli, ROOT, STARTER, tempDir } from './helpers.js';
 
 async function run(...argv: string[]) {
   const out: string[] = [];
@@ -77,5 +77,32 @@ describe('aami compile', () => {
 
   it('needs --out', async () => {
     expect(await run('compile', fixture('basic'))).toMatchObject({ code: 2, err: expect.stringContaining('--out') });
+  });
+});
+
+describe('aami diff', () => {
+  it('prints the targets a change adds, removes and relabels, per job', async () => {
+    const dir = join(tempDir(), 'repo');
+    cpSync(fixture('basic'), dir, { recursive: true });
+    gitCli(dir, 'init', '-q', '--initial-branch=main');
+    gitCli(dir, 'add', '-A');
+    gitCli(dir, 'commit', '-q', '-m', 'base');
+    writeFileSync(join(dir, 'targets/api-servers/api-02.yaml'), 'hostname: api-02\nip_address: 10.0.2.6\nprimary_group: api-servers\n');
+    rmSync(join(dir, 'targets/ml-training/gpu-02.yaml'));
+    writeFileSync(join(dir, 'groups/api-servers.yaml'), 'id: api-servers\nname: api-servers\nnamespace: logical\nlabels: {role: api, tier: edge}\n');
+    const result = await run('diff', dir);
+    expect(result.code).toBe(0);
+    expect(result.out.split('\n')).toEqual([
+      'job ipmi:',
+      '  ~ api-01 10.0.2.5:9290: tier standard → edge',
+      'job node:',
+      '  ~ api-01 10.0.2.5:9100: tier standard → edge',
+      '  + api-02 10.0.2.6:9100',
+      '  - gpu-02 [fd00::22]:9100',
+    ]);
+    gitCli(dir, 'add', '-A');
+    gitCli(dir, 'commit', '-q', '-m', 'change');
+    expect((await run('diff', dir)).out).toBe("no change to Prometheus's targets against HEAD");
+    expect((await run('diff', dir, '--base', 'no-such-rev')).code).toBe(2);
   });
 });

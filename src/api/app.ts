@@ -7,6 +7,7 @@ import { groupRoutes } from './routes/groups.js';
 import { nodeRoutes } from './routes/nodes.js';
 import { registerRoutes } from './routes/register.js';
 import { scriptRoutes } from './routes/scripts.js';
+import { syncRoutes } from './routes/sync.js';
 import { systemRoutes } from './routes/system.js';
 import { targetRoutes } from './routes/targets.js';
 import { tokenRoutes } from './routes/tokens.js';
@@ -30,5 +31,6 @@ export function createApp(deps: AppDeps) {
   app.route('/api/v1/bootstrap', registerRoutes(deps));
   app.route('/', nodeRoutes(deps));
   app.route('/', scriptRoutes(deps));
+  app.route('/', syncRoutes(deps));
   return app;
 }

@@ -3,6 +3,7 @@ import type { Logger } from '../log.js';
 import type { Heartbeats } from '../nodes/heartbeats.js';
 import type { Counter, Registry } from '../metrics.js';
 import type { HistoryEntry } from '../repo/history.js';
+import type { RemoteStatus } from '../repo/remote.js';
 import type { GitStore } from '../repo/store.js';
 import type { Writer } from '../repo/writer.js';
 import type { AuthOptions } from './auth.js';
@@ -26,4 +27,6 @@ export interface AppDeps {
   scriptsDir: string;
   /** Optional files for nodes without internet access (a node_exporter tarball). */
   downloadsDir?: string;
+  /** The Git remote this server follows, when it has one. */
+  remote?: { status: RemoteStatus; pull: () => Promise<void>; webhookSecret?: string };
 }

@@ -22,6 +22,9 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   invalid_config: 422,
   rate_limited: 429,
   not_ready: 503,
+  read_only: 403,
+  remote_unavailable: 503,
+  remote_conflict: 409,
 };
 
 export function errorBody(error: AamiError) {

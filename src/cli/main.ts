@@ -1,9 +1,10 @@
 import { compile } from './compile.js';
+import { diff } from './diff.js';
 import { EXIT, type Command, type Io, UsageError } from './command.js';
 import { serve } from './serve.js';
 import { validate } from './validate.js';
 
-const COMMANDS: Command[] = [serve, validate, compile];
+const COMMANDS: Command[] = [serve, validate, diff, compile];
 
 const HELP = `Usage: aami <command> [options]
 

@@ -22,6 +22,11 @@ const serveOptions = z.object({
   open_reads: boolean.default(false),
   starter: z.string().min(1).default(STARTER),
   downloads_dir: z.string().min(1).optional(),
+  remote: z.string().min(1).optional(),
+  branch: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'must be a branch name').default('main'),
+  read_only: boolean.default(false),
+  sync_interval: z.coerce.number().positive('must be a number of seconds').default(30),
+  webhook_secret: z.string().min(16, 'must be at least 16 characters').optional(),
 });
 
 export const serve: Command = {
@@ -43,6 +48,13 @@ Options (environment variable in brackets):
       --starter DIR     starter config for a new repo (default: the bundled config-repo/)
       --downloads-dir DIR  files served under /downloads/ (e.g. a node_exporter tarball
                         for nodes without internet access) [AAMI_DOWNLOADS_DIR]
+      --remote URL      follow this Git remote: clone it (or seed an empty one from the
+                        starter), pull merged pull requests, push every change [AAMI_GIT_REMOTE]
+      --branch NAME     the remote branch (default main) [AAMI_GIT_BRANCH]
+      --sync-interval S seconds between pulls (default 30) [AAMI_GIT_SYNC_INTERVAL];
+                        POST /api/v1/sync pulls at once (admin, or a push webhook signed
+                        with AAMI_WEBHOOK_SECRET)
+      --read-only       a follower: serve SD from the remote, refuse writes [AAMI_READ_ONLY]
   -h, --help            show this help
 
 The admin credential comes from AAMI_ADMIN_TOKEN (environment only, so it stays out of
@@ -61,6 +73,10 @@ flight are committed.`,
         'open-reads': { type: 'boolean' },
         starter: { type: 'string' },
         'downloads-dir': { type: 'string' },
+        remote: { type: 'string' },
+        branch: { type: 'string' },
+        'read-only': { type: 'boolean' },
+        'sync-interval': { type: 'string' },
       },
       false,
     );
@@ -77,11 +93,17 @@ flight are committed.`,
       open_reads: values['open-reads'] ?? env.AAMI_OPEN_READS,
       starter: values.starter,
       downloads_dir: values['downloads-dir'] ?? env.AAMI_DOWNLOADS_DIR,
+      remote: values.remote ?? env.AAMI_GIT_REMOTE,
+      branch: values.branch ?? env.AAMI_GIT_BRANCH,
+      read_only: values['read-only'] ?? env.AAMI_READ_ONLY,
+      sync_interval: values['sync-interval'] ?? env.AAMI_GIT_SYNC_INTERVAL,
+      webhook_secret: env.AAMI_WEBHOOK_SECRET || undefined,
     });
     if (!parsed.success) {
       throw new UsageError(describeZodError(parsed.error).map((e) => `${e.field}: ${e.message}`).join('; '));
     }
     const options = parsed.data;
+    if (options.read_only && !options.remote) throw new UsageError('--read-only follows a Git remote: give --remote URL too');
     const server = await startServer({
       repo: resolve(options.repo),
       sdDir: resolve(options.sd_dir),
@@ -93,6 +115,8 @@ flight are committed.`,
       starterDir: resolve(options.starter),
       scriptsDir: SCRIPTS,
       downloadsDir: options.downloads_dir && resolve(options.downloads_dir),
+      remote: options.remote ? { url: options.remote, branch: options.branch, syncIntervalMs: options.sync_interval * 1000, webhookSecret: options.webhook_secret } : undefined,
+      readOnly: options.read_only,
       logger: createLogger((line) => io.err(line)),
       announce: (line) => io.out(line),
     });

@@ -74,11 +74,18 @@ export class SdSync {
     if (changed) await this.compileNow();
   }
 
-  /** Apply file contents the writer just committed; visible to snapshot() at once. */
-  apply(changes: Array<{ path: string; content: string | null }>): void {
+  /**
+   * Apply file contents just committed (or pulled); visible to snapshot() at once. Writes
+   * come in bursts and compile on the throttled schedule; a pull (`now`) compiles at once.
+   */
+  apply(changes: Array<{ path: string; content: string | null }>, now = false): void {
     let changed = false;
     for (const { path, content } of changes) changed = this.state.set(path, content) || changed;
-    if (changed) this.schedule();
+    if (!changed) return;
+    if (!now) return this.schedule();
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    void this.compileNow();
   }
 
   snapshot(): Snapshot {

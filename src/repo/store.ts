@@ -294,18 +294,33 @@ export class GitStore {
     }
   }
 
+  /**
+   * Move the branch to another commit whose objects are already here (a fetched remote tip,
+   * or the commit before one the remote refused) and bring these paths of the working tree
+   * to it. Returns the paths' new contents (null: deleted).
+   */
+  async moveTo(commit: string, paths: string[]): Promise<Change[]> {
+    for (const path of paths) this.unsynced.add(path);
+    await writeFileDurably(this.fs, `${this.gitdir}/${UNSYNCED}`, JSON.stringify([...this.unsynced]));
+    await writeFileDurably(this.fs, `${this.gitdir}/refs/heads/${this.branch}`, `${commit}\n`);
+    await this.reloadHead();
+    const changes = await this.contentsAtHead(paths);
+    await this.writeWorkingTree(changes);
+    this.scheduleCheckpoint();
+    return changes;
+  }
+
+  private async contentsAtHead(paths: string[]): Promise<Change[]> {
+    const files = await this.listFiles();
+    return Promise.all(paths.map(async (path) => ({ path, content: files.has(path) ? await this.readBlob(files.get(path)!) : null })));
+  }
+
   /** After a crash, the files written since the last checkpoint may be stale or torn: rewrite them from HEAD. */
   private async recoverWorkingTree(): Promise<void> {
     const marker = `${this.gitdir}/${UNSYNCED}`;
     if (!(await exists(this.fs, marker))) return;
     const paths = JSON.parse(await this.fs.promises.readFile(marker, 'utf8')) as string[];
-    const files = await this.listFiles();
-    const changes: Change[] = [];
-    for (const path of paths) {
-      const oid = files.get(path);
-      changes.push({ path, content: oid ? await this.readBlob(oid) : null });
-    }
-    await this.writeWorkingTree(changes);
+    await this.writeWorkingTree(await this.contentsAtHead(paths));
     for (const path of paths) this.unsynced.add(path);
     await this.checkpoint();
   }

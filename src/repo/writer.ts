@@ -37,7 +37,18 @@ export interface WriterOptions {
    * to arrive after a commit goes alone and the rest of the burst waits a whole commit.
    */
   lingerMs?: number;
+  /**
+   * A Git remote to publish every commit to before it is acknowledged. When the remote
+   * refuses a push because another server pushed first, the batch's commit is undone, the
+   * remote's commits are pulled, and the batch's closures run again on top of them (the
+   * logical change is replayed, no merge): a token's max_uses holds across servers.
+   */
+  upstream?: { publish(): Promise<'pushed' | 'rejected'>; pull(): Promise<void> };
+  /** A follower: refuse every write. */
+  readOnly?: boolean;
 }
+
+const MAX_PUSH_ATTEMPTS = 8;
 
 /**
  * The one way config changes: API writes, token-use counters and (later) remote pulls all
@@ -67,10 +78,16 @@ export class Writer {
   }
 
   update<T>(meta: WriteMeta, plan: (snapshot: Snapshot, files: CatalogState) => Plan<T>): Promise<T & { commit: string | null }> {
+    if (this.options.readOnly) return Promise.reject(new AamiError('read_only', 'this server follows its Git remote read-only: change the config on the primary or by pull request'));
     return new Promise((resolve, reject) => {
       this.waiting.push({ meta, plan, resolve: resolve as (value: unknown) => void, reject });
       void this.queue.add(() => this.runBatch());
     });
+  }
+
+  /** Run fn alone in the queue, between batches (a pull from the remote). */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.queue.add(fn) as Promise<T>;
   }
 
   /** Wait until every queued write is committed. */
@@ -91,8 +108,29 @@ export class Writer {
     if (!this.waiting.length) return;
     const linger = this.options.lingerMs ?? 2;
     if (linger > 0 && this.waiting.length < (this.options.maxBatch ?? 100)) await new Promise((resolve) => setTimeout(resolve, linger));
-    const batch = this.takeBatch();
-    if (!batch.length) return;
+    let batch = this.takeBatch();
+    for (let attempt = 1; batch.length; attempt++) {
+      const outcome = await this.commitBatch(batch);
+      if (outcome.kind !== 'rejected') return;
+      if (attempt >= MAX_PUSH_ATTEMPTS) {
+        const error = new AamiError('remote_conflict', `the Git remote kept moving: gave up after ${attempt} attempts; try again`);
+        for (const task of outcome.tasks) task.reject(error);
+        return;
+      }
+      // Someone pushed first: take their commits, then replay these writes on top.
+      try {
+        await this.options.upstream!.pull();
+      } catch (error) {
+        for (const task of outcome.tasks) task.reject(error);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 20 * 2 ** Math.min(attempt, 5)));
+      batch = outcome.tasks;
+    }
+  }
+
+  /** Plan, commit and publish one batch; 'rejected' hands back the tasks to replay. */
+  private async commitBatch(batch: Task[]): Promise<{ kind: 'done' } | { kind: 'rejected'; tasks: Task[] }> {
     const state = this.sync.state;
     const before = new Map<string, string | null>(); // to undo the batch if its commit fails
     const changes = new Map<string, Change>();
@@ -117,22 +155,33 @@ export class Writer {
         task.reject(error);
       }
     }
-    if (!done.length) return;
+    if (!done.length) return { kind: 'done' };
+    const undo = () => {
+      for (const [path, text] of before) state.set(path, text);
+    };
 
     let commit: string | null = null;
+    const previous = this.store.head();
     try {
       if (changes.size) {
         const started = performance.now();
         commit = (await this.store.commit({ ...batchMeta(done.map((d) => ({ ...d.task.meta, message: d.message }))), changes: [...changes.values()] })).commit;
         this.options.observeCommit?.((performance.now() - started) / 1000, done.length);
       }
+      if (commit && this.options.upstream && (await this.options.upstream.publish()) === 'rejected') {
+        await this.store.moveTo(previous!, [...changes.keys()]);
+        undo();
+        return { kind: 'rejected', tasks: done.map((d) => d.task) };
+      }
     } catch (error) {
-      for (const [path, text] of before) state.set(path, text);
+      if (commit && this.store.head() === commit) await this.store.moveTo(previous!, [...changes.keys()]).catch(() => undefined);
+      undo();
       for (const { task } of done) task.reject(error);
-      return;
+      return { kind: 'done' };
     }
     if (commit) this.sync.schedule();
     for (const { task, result } of done) task.resolve({ ...(result as object), commit: changes.size ? commit : null });
+    return { kind: 'done' };
   }
 }
 

@@ -16,8 +16,8 @@ export function systemRoutes(deps: AppDeps) {
     return {
       code: serving ? 200 : 503,
       body: {
-        status: !serving ? 'unavailable' : problems.length || status.lastError ? 'degraded' : 'healthy',
-        repo: { head: deps.store.head(), branch: deps.store.branch },
+        status: !serving ? 'unavailable' : problems.length || status.lastError || deps.remote?.status.error ? 'degraded' : 'healthy',
+        repo: { head: deps.store.head(), branch: deps.store.branch, remote: deps.remote?.status ?? null },
         compiler: {
           last_success_at: status.lastSuccessAt?.toISOString() ?? null,
           last_duration_ms: status.lastDurationMs === undefined ? null : Math.round(status.lastDurationMs * 10) / 10,

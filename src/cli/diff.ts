@@ -1,0 +1,89 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { formatProblem } from '../catalog/problem.js';
+import { compile } from '../compile/compiler.js';
+import { EXIT, parseFlags, UsageError, type Command } from './command.js';
+import { loadDirectory } from './validate.js';
+
+type Entries = Map<string, Map<string, Record<string, string>>>; // job → address → labels
+
+async function sdEntries(dir: string): Promise<{ entries: Entries; problems: string[] }> {
+  const { catalog, problems } = (await loadDirectory(dir)).snapshot();
+  const entries: Entries = new Map();
+  for (const [file, bytes] of compile(catalog)) {
+    const job = file.replace(/\.json$/, '');
+    const list = JSON.parse(bytes.toString()) as Array<{ targets: string[]; labels: Record<string, string> }>;
+    entries.set(job, new Map(list.map((entry) => [entry.targets[0]!, entry.labels])));
+  }
+  return { entries, problems: problems.map(formatProblem) };
+}
+
+function labelChanges(before: Record<string, string>, after: Record<string, string>): string[] {
+  const changes: string[] = [];
+  for (const key of [...new Set([...Object.keys(before), ...Object.keys(after)])].sort()) {
+    if (before[key] === after[key]) continue;
+    if (before[key] === undefined) changes.push(`+${key}=${after[key]}`);
+    else if (after[key] === undefined) changes.push(`-${key}=${before[key]}`);
+    else changes.push(`${key} ${before[key]} → ${after[key]}`);
+  }
+  return changes;
+}
+
+export const diff: Command = {
+  name: 'diff',
+  summary: 'show what a change does to Prometheus (targets added, removed, relabelled per job)',
+  help: `Usage: aami diff [DIR] [--base REV]
+
+Compiles the config repo checkout in DIR (default: the current directory) and the same
+repo at REV (default: HEAD), and prints, per Prometheus job, the targets the change adds
+(+), removes (-) and relabels (~, with each label change). In pull-request CI:
+
+  aami validate . && aami diff . --base origin/main
+
+Exit status: 0 (the change is valid), 1 (the checkout has invalid files, listed), 2 usage error.
+
+Options:
+  -b, --base REV   the revision to compare with (default HEAD)
+  -h, --help       show this help`,
+  async run(argv, io) {
+    const { values, positionals } = parseFlags(argv, { base: { type: 'string', short: 'b' } });
+    if (values.help) return io.out(this.help), EXIT.ok;
+    if (positionals.length > 1) throw new UsageError('diff takes at most one directory');
+    const dir = resolve(positionals[0] ?? '.');
+    const base = values.base ?? 'HEAD';
+    const baseDir = mkdtempSync(join(tmpdir(), 'aami-diff-'));
+    try {
+      try {
+        const tar = execFileSync('git', ['archive', '--format=tar', base], { cwd: dir, maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'pipe'] });
+        execFileSync('tar', ['-x', '-C', baseDir], { input: tar });
+      } catch (error) {
+        throw new UsageError(`cannot read revision "${base}" of ${dir}: ${String((error as { stderr?: Buffer }).stderr ?? error).trim()}`);
+      }
+      const before = await sdEntries(baseDir);
+      const after = await sdEntries(dir);
+      for (const problem of after.problems) io.err(problem);
+      let changed = 0;
+      for (const job of [...new Set([...before.entries.keys(), ...after.entries.keys()])].sort()) {
+        const old = before.entries.get(job) ?? new Map();
+        const now = after.entries.get(job) ?? new Map();
+        const lines: string[] = [];
+        for (const [address, labels] of now) {
+          const previous = old.get(address);
+          if (!previous) lines.push(`  + ${labels.hostname} ${address}`);
+          else if (labelChanges(previous, labels).length) lines.push(`  ~ ${labels.hostname} ${address}: ${labelChanges(previous, labels).join(', ')}`);
+        }
+        for (const [address, labels] of old) if (!now.has(address)) lines.push(`  - ${labels.hostname} ${address}`);
+        if (!lines.length) continue;
+        changed += lines.length;
+        io.out(`job ${job}:`);
+        for (const line of lines.sort((a, b) => a.slice(4).localeCompare(b.slice(4)))) io.out(line);
+      }
+      if (!changed) io.out(`no change to Prometheus's targets against ${base}`);
+      return after.problems.length ? EXIT.invalid : EXIT.ok;
+    } finally {
+      rmSync(baseDir, { recursive: true, force: true });
+    }
+  },
+};

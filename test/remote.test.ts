@@ -1,0 +1,150 @@
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { silentLogger } from '../src/log.js';
+import { startServer } from '../src/server.js';
+import { gitCli, onCleanup, ROOT, STARTER, tempDir, targetYaml } from './helpers.js';
+import { ADMIN, waitFor } from './node-helpers.js';
+
+function bareRemote(): string {
+  const dir = join(tempDir('aami-remote-'), 'config.git');
+  gitCli(tempDir(), 'init', '-q', '--bare', '--initial-branch=main', dir);
+  return dir;
+}
+
+async function remoteServer(remote: string, options: { readOnly?: boolean; syncIntervalMs?: number } = {}) {
+  const base = tempDir();
+  const server = await startServer({
+    repo: join(base, 'repo'),
+    sdDir: join(base, 'sd'),
+    stateDir: join(base, 'state'),
+    host: '127.0.0.1',
+    port: 0,
+    adminToken: ADMIN,
+    openReads: false,
+    starterDir: STARTER,
+    scriptsDir: join(ROOT, 'scripts'),
+    logger: silentLogger,
+    announce: () => {},
+    remote: { url: remote, branch: 'main', syncIntervalMs: options.syncIntervalMs ?? 60_000, webhookSecret: 'webhook-secret-0123456789' },
+    readOnly: options.readOnly,
+  });
+  onCleanup(() => server.close());
+  const call = async (method: string, path: string, body?: unknown, token: string = ADMIN) => {
+    const response = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${token}` }, body: body === undefined ? undefined : JSON.stringify(body) });
+    return { status: response.status, json: (await response.json()) as any };
+  };
+  return { ...server, repo: join(base, 'repo'), sd: (job: string) => readFileSync(join(base, 'sd', `${job}.json`), 'utf8'), call, sync: () => call('POST', '/api/v1/sync') };
+}
+
+/** A clone of the remote, as a person merging a pull request would have it. */
+function personClone(remote: string) {
+  const dir = join(tempDir(), 'clone');
+  gitCli(tempDir(), 'clone', '-q', remote, dir);
+  return {
+    dir,
+    commitFile(path: string, text: string, message: string) {
+      gitCli(dir, 'pull', '-q', '--ff-only');
+      mkdirSync(dirname(join(dir, path)), { recursive: true });
+      writeFileSync(join(dir, path), text);
+      gitCli(dir, 'add', '-A');
+      gitCli(dir, 'commit', '-q', '-m', message);
+      gitCli(dir, 'push', '-q', 'origin', 'HEAD:main');
+    },
+  };
+}
+
+describe('Git remote', () => {
+  it('seeds an empty remote from the starter and pushes every API change before answering', async () => {
+    const remote = bareRemote();
+    const server = await remoteServer(remote);
+    expect(gitCli(remote, 'log', '--format=%s', 'main').trim()).toBe('Initialize config repo');
+    const created = await server.call('POST', '/api/v1/targets', { hostname: 'web-01', ip_address: '10.0.0.5', primary_group_id: 'api-servers' });
+    expect(created.status).toBe(201);
+    expect(gitCli(remote, 'log', '-1', '--format=%an|%s', 'main').trim()).toBe('admin|Add target web-01');
+    expect((await server.call('GET', '/api/v1/health')).json.repo.remote).toMatchObject({ branch: 'main', error: null });
+  });
+
+  it('brings a pull request merged on the remote into the SD files, by webhook and by polling', async () => {
+    const remote = bareRemote();
+    const server = await remoteServer(remote, { syncIntervalMs: 300 });
+    const person = personClone(remote);
+    person.commitFile('targets/ml-training/pr-01.yaml', targetYaml('pr-01', '10.0.7.1'), 'Add pr-01');
+    const t0 = Date.now();
+    await waitFor('the polled commit in the SD file', async () => server.sd('node').includes('10.0.7.1:9100'));
+    const polled = Date.now() - t0;
+
+    const fast = await remoteServer(remote, { syncIntervalMs: 600_000 });
+    person.commitFile('targets/ml-training/pr-02.yaml', targetYaml('pr-02', '10.0.7.2'), 'Add pr-02');
+    const body = JSON.stringify({ ref: 'refs/heads/main' });
+    const signature = (await import('node:crypto')).createHmac('sha256', 'webhook-secret-0123456789').update(body).digest('hex');
+    const t1 = Date.now();
+    const hook = await fetch(`${fast.url}/api/v1/sync`, { method: 'POST', headers: { 'x-hub-signature-256': `sha256=${signature}` }, body });
+    expect(hook.status).toBe(200);
+    await waitFor('the webhook commit in the SD file', async () => fast.sd('node').includes('10.0.7.2:9100'));
+    const hooked = Date.now() - t1;
+    console.log(`remote: push on the remote → SD file changed: ${hooked} ms with the webhook, ${polled} ms polling every 300 ms`);
+    expect((await fetch(`${fast.url}/api/v1/sync`, { method: 'POST', headers: { 'x-hub-signature-256': 'sha256=00' }, body })).status).toBe(401);
+  });
+
+  it('keeps max_uses across two servers: 100 registrations each, 150 admitted, both converge', async () => {
+    const remote = bareRemote();
+    const a = await remoteServer(remote);
+    const b = await remoteServer(remote);
+    const { json: token } = await a.call('POST', '/api/v1/bootstrap-tokens', { name: 'shared', default_group_id: 'ml-training', max_uses: 150, expires_at: '2099-01-01T00:00:00Z' });
+    await b.sync();
+    const register = (server: typeof a, i: number) =>
+      server.call('POST', '/api/v1/bootstrap/register', { hostname: `node-${i}`, ip_address: `10.3.${i >> 8}.${i & 255}` }, token.token);
+    const results = await Promise.all([...Array.from({ length: 100 }, (_, i) => register(a, i)), ...Array.from({ length: 100 }, (_, i) => register(b, 100 + i))]);
+    const created = results.filter((r) => r.status === 201).length;
+    const codes = results.filter((r) => r.status !== 201).map((r) => r.json.error.code);
+    expect(new Set(codes), JSON.stringify(results.find((r) => r.status !== 201 && r.json.error.code !== 'token_exhausted')?.json)).toEqual(new Set(['token_exhausted']));
+    expect(created).toBe(150);
+    await a.sync();
+    await b.sync();
+    const heads = [gitCli(a.repo, 'rev-parse', 'HEAD').trim(), gitCli(b.repo, 'rev-parse', 'HEAD').trim(), gitCli(remote, 'rev-parse', 'main').trim()];
+    expect(new Set(heads).size).toBe(1);
+    expect(gitCli(remote, 'ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toHaveLength(150);
+    expect(gitCli(remote, 'show', `main:tokens/${token.id}.yaml`)).toMatch(/^uses: 150$/m);
+    await waitFor('both SD files to agree', async () => a.sd('node') === b.sd('node') && JSON.parse(a.sd('node')).length === 150);
+    gitCli(remote, 'fsck', '--strict', '--no-progress');
+  });
+
+  it('refuses writes while the remote is away, loses nothing, and works again when it is back', async () => {
+    const remote = bareRemote();
+    const server = await remoteServer(remote);
+    await server.call('POST', '/api/v1/targets', { hostname: 'before', ip_address: '10.0.0.1', primary_group_id: 'ml-training' });
+    renameSync(remote, `${remote}.away`);
+    const refused = await server.call('POST', '/api/v1/targets', { hostname: 'during', ip_address: '10.0.0.2', primary_group_id: 'ml-training' });
+    expect(refused).toMatchObject({ status: 503, json: { error: { code: 'remote_unavailable' } } });
+    expect((await server.call('GET', '/api/v1/targets')).json.map((t: any) => t.hostname)).toEqual(['before']);
+    renameSync(`${remote}.away`, remote);
+    expect((await server.call('POST', '/api/v1/targets', { hostname: 'after', ip_address: '10.0.0.3', primary_group_id: 'ml-training' })).status).toBe(201);
+    expect(gitCli(remote, 'ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toEqual(['targets/ml-training/after.yaml', 'targets/ml-training/before.yaml']);
+  });
+
+  it('detects a force-push on the remote and does not follow it', async () => {
+    const remote = bareRemote();
+    const server = await remoteServer(remote);
+    await server.call('POST', '/api/v1/targets', { hostname: 'kept', ip_address: '10.0.0.1', primary_group_id: 'ml-training' });
+    const head = gitCli(server.repo, 'rev-parse', 'HEAD').trim();
+    const person = personClone(remote);
+    gitCli(person.dir, 'reset', '-q', '--hard', 'HEAD~1');
+    gitCli(person.dir, 'commit', '-q', '--allow-empty', '-m', 'rewritten history');
+    gitCli(person.dir, 'push', '-q', '--force', 'origin', 'HEAD:main');
+    const synced = await server.sync();
+    expect(synced.json.error, JSON.stringify(synced.json)).toMatch(/rewritten/);
+    expect(gitCli(server.repo, 'rev-parse', 'HEAD').trim()).toBe(head);
+    expect((await server.call('GET', '/api/v1/health')).json.status).toBe('degraded');
+    expect((await server.call('GET', '/api/v1/targets/kept')).status).toBe(200);
+  });
+
+  it('serves a follower read-only', async () => {
+    const remote = bareRemote();
+    const primary = await remoteServer(remote);
+    await primary.call('POST', '/api/v1/targets', { hostname: 'web-01', ip_address: '10.0.0.5', primary_group_id: 'api-servers' });
+    const follower = await remoteServer(remote, { readOnly: true });
+    expect(follower.sd('node')).toContain('10.0.0.5:9100');
+    expect(await follower.call('POST', '/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.6', primary_group_id: 'api-servers' })).toMatchObject({ status: 403, json: { error: { code: 'read_only' } } });
+  });
+});
