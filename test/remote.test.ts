@@ -1,10 +1,12 @@
+import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { silentLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
 import { gitCli, onCleanup, ROOT, STARTER, tempDir, targetYaml } from './helpers.js';
-import { ADMIN, waitFor } from './node-helpers.js';
+import { ADMIN, freePort, waitFor } from './node-helpers.js';
 
 function bareRemote(): string {
   const dir = join(tempDir('aami-remote-'), 'config.git');
@@ -121,6 +123,35 @@ describe('Git remote', () => {
     renameSync(`${remote}.away`, remote);
     expect((await server.call('POST', '/api/v1/targets', { hostname: 'after', ip_address: '10.0.0.3', primary_group_id: 'ml-training' })).status).toBe(201);
     expect(gitCli(remote, 'ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toEqual(['targets/ml-training/after.yaml', 'targets/ml-training/before.yaml']);
+  });
+
+  it('over git daemon: a remote that goes down and comes back loses no acknowledged write', async () => {
+    const remote = bareRemote();
+    writeFileSync(join(remote, 'git-daemon-export-ok'), '');
+    const base = dirname(remote);
+    const port = await freePort();
+    const startDaemon = async () => {
+      const daemon = spawn('git', ['daemon', `--base-path=${base}`, '--export-all', '--enable=receive-pack', '--reuseaddr', '--listen=127.0.0.1', `--port=${port}`, base], { stdio: 'ignore' });
+      onCleanup(() => {
+        daemon.kill();
+      });
+      await waitFor('git daemon', () => new Promise<boolean>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => (socket.end(), resolve(true))).once('error', () => resolve(false));
+      }));
+      return daemon;
+    };
+    let daemon = await startDaemon();
+    const server = await remoteServer(`git://127.0.0.1:${port}/config.git`);
+    const add = (hostname: string, ip: string) => server.call('POST', '/api/v1/targets', { hostname, ip_address: ip, primary_group_id: 'ml-training' });
+    expect((await add('first', '10.0.0.1')).status).toBe(201);
+    daemon.kill();
+    await new Promise((resolve) => daemon.once('exit', resolve));
+    expect(await add('refused', '10.0.0.2')).toMatchObject({ status: 503, json: { error: { code: 'remote_unavailable' } } });
+    expect((await server.call('GET', '/api/v1/health')).json.status).toBe('healthy');
+    daemon = await startDaemon();
+    expect((await add('second', '10.0.0.3')).status).toBe(201);
+    expect(gitCli(remote, 'ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toEqual(['targets/ml-training/first.yaml', 'targets/ml-training/second.yaml']);
+    expect(gitCli(server.repo, 'rev-parse', 'HEAD').trim()).toBe(gitCli(remote, 'rev-parse', 'main').trim());
   });
 
   it('detects a force-push on the remote and does not follow it', async () => {
