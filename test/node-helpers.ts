@@ -3,7 +3,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { silentLogger } from '../src/log.js';
-import { startServer } from '../src/server.js';
+import { startServer, type ServerConfig } from '../src/server.js';
 import { onCleanup, ROOT, STARTER, tempDir } from './helpers.js';
 
 /** Real output of nvidia-smi and friends on an H100 host (a copy of shared/fixtures/gpu-host). */
@@ -36,12 +36,11 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
   throw new Error(`timed out waiting for ${what}`);
 }
 
-/** A real `aami serve` on loopback with a fresh repo, and helpers to drive it as an admin. */
-export async function configServer() {
+/** `aami serve` on 127.0.0.1, a free port and a fresh temp directory, with the test admin credential. */
+export function serverConfig(overrides: Partial<ServerConfig> = {}): ServerConfig {
   const base = tempDir();
-  const repo = join(base, 'repo');
-  const server = await startServer({
-    repo,
+  return {
+    repo: join(base, 'repo'),
     sdDir: join(base, 'sd'),
     stateDir: join(base, 'state'),
     host: '127.0.0.1',
@@ -52,7 +51,15 @@ export async function configServer() {
     scriptsDir: join(ROOT, 'scripts'),
     logger: silentLogger,
     announce: () => {},
-  });
+    ...overrides,
+  };
+}
+
+/** A real `aami serve` on loopback with a fresh repo, and helpers to drive it as an admin. */
+export async function configServer() {
+  const config = serverConfig();
+  const { repo } = config;
+  const server = await startServer(config);
   let running = true;
   const stop = async () => {
     if (running) await server.close();

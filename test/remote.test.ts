@@ -3,10 +3,9 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { silentLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
-import { gitCli, onCleanup, ROOT, STARTER, tempDir, targetYaml } from './helpers.js';
-import { ADMIN, freePort, waitFor } from './node-helpers.js';
+import { gitCli, onCleanup, tempDir, targetYaml } from './helpers.js';
+import { ADMIN, freePort, serverConfig, waitFor } from './node-helpers.js';
 
 function bareRemote(): string {
   const dir = join(tempDir('aami-remote-'), 'config.git');
@@ -15,28 +14,17 @@ function bareRemote(): string {
 }
 
 async function remoteServer(remote: string, options: { readOnly?: boolean; syncIntervalMs?: number } = {}) {
-  const base = tempDir();
-  const server = await startServer({
-    repo: join(base, 'repo'),
-    sdDir: join(base, 'sd'),
-    stateDir: join(base, 'state'),
-    host: '127.0.0.1',
-    port: 0,
-    adminToken: ADMIN,
-    openReads: false,
-    starterDir: STARTER,
-    scriptsDir: join(ROOT, 'scripts'),
-    logger: silentLogger,
-    announce: () => {},
+  const config = serverConfig({
     remote: { url: remote, branch: 'main', syncIntervalMs: options.syncIntervalMs ?? 60_000, webhookSecret: 'webhook-secret-0123456789' },
     readOnly: options.readOnly,
   });
+  const server = await startServer(config);
   onCleanup(() => server.close());
   const call = async (method: string, path: string, body?: unknown, token: string = ADMIN) => {
     const response = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${token}` }, body: body === undefined ? undefined : JSON.stringify(body) });
     return { status: response.status, json: (await response.json()) as any };
   };
-  return { ...server, repo: join(base, 'repo'), sd: (job: string) => readFileSync(join(base, 'sd', `${job}.json`), 'utf8'), call, sync: () => call('POST', '/api/v1/sync') };
+  return { ...server, repo: config.repo, sd: (job: string) => readFileSync(join(config.sdDir, `${job}.json`), 'utf8'), call, sync: () => call('POST', '/api/v1/sync') };
 }
 
 /** A clone of the remote, as a person merging a pull request would have it. */

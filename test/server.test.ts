@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
 import { FailureLimiter } from '../src/api/auth.js';
@@ -11,7 +11,8 @@ import { createLogger, silentLogger } from '../src/log.js';
 import { Counter, Registry } from '../src/metrics.js';
 import { startServer } from '../src/server.js';
 import { hashSecret } from '../src/tokens/secret.js';
-import { gitCli, onCleanup, ROOT, STARTER, tempDir, tmpConfigRepo } from './helpers.js';
+import { gitCli, onCleanup, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
+import { serverConfig } from './node-helpers.js';
 
 const ADMIN = 'server-test-admin-credential-42';
 
@@ -21,21 +22,11 @@ async function json(response: Response) {
 
 describe('aami serve', () => {
   it('creates the repo from the starter, serves on loopback and keeps secrets out of Git and logs', async () => {
-    const base = tempDir();
     const logLines: string[] = [];
     const announced: string[] = [];
-    const server = await startServer({
-      repo: join(base, 'repo'),
-      sdDir: join(base, 'sd'),
-      stateDir: join(base, 'state'),
-      host: '127.0.0.1',
-      port: 0,
-      openReads: false,
-      starterDir: STARTER,
-      scriptsDir: join(ROOT, 'scripts'),
-      logger: createLogger((line) => logLines.push(line)),
-      announce: (line) => announced.push(line),
-    });
+    const config = serverConfig({ adminToken: undefined, logger: createLogger((line) => logLines.push(line)), announce: (line) => announced.push(line) });
+    const base = dirname(config.repo);
+    const server = await startServer(config);
     onCleanup(() => server.close());
     const admin = /aami_admin_[A-Za-z0-9]{40}/.exec(announced.join('\n'))![0];
     const auth = { authorization: `Bearer ${admin}` };

@@ -51,7 +51,7 @@ export interface WriterOptions {
 const MAX_PUSH_ATTEMPTS = 8;
 
 /**
- * The one way config changes: API writes, token-use counters and (later) remote pulls all
+ * The one way config changes: API writes, token-use counters and remote pulls all
  * queue here and run one at a time, because isomorphic-git has no cross-process locks and
  * no compare-and-swap on refs. A closure sees the catalog as of every earlier write and
  * either returns a plan or throws a coded error; nothing is committed for it in the second
