@@ -90,7 +90,10 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     pullTimer = setInterval(() => void pull().catch(() => undefined), config.remote!.syncIntervalMs);
     pullTimer.unref();
   }
-  const watcher = watchRepo(store.dir, (paths) => sync.reload(paths));
+  // Edits seen on disk are read between writes, in the writer's queue: read while a batch is
+  // being committed, a file would still hold the previous commit's text and roll the catalog
+  // back (a token's use count among others) under the writes planned next.
+  const watcher = watchRepo(store.dir, (paths) => writer.exclusive(() => sync.reload(paths)));
   await watcher.ready;
 
   let serving = true;

@@ -14,7 +14,7 @@ import { hashSecret } from '../src/tokens/secret.js';
 import { gitCli, onCleanup, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
 import { serverConfig } from './node-helpers.js';
 
-const ADMIN = 'server-test-admin-credential-42';
+const ADMIN = 'node-test-admin-credential-0123'; // serverConfig()'s
 
 async function json(response: Response) {
   return { status: response.status, body: (await response.json()) as any };
@@ -90,6 +90,28 @@ describe('aami serve', () => {
     expect(files).toEqual(expect.arrayContaining(acknowledged));
     expect(gitCli(join(base, 'repo'), 'status', '--porcelain')).toBe('');
     expect(stderr).toContain('msg=stopped');
+  });
+
+  it('admits exactly max_uses hosts over HTTP while its watcher sees every commit land', async () => {
+    const server = await startServer(serverConfig());
+    onCleanup(() => server.close());
+    const auth = { authorization: `Bearer ${ADMIN}` };
+    const token = await json(await fetch(`${server.url}/api/v1/bootstrap-tokens`, {
+      method: 'POST',
+      headers: auth,
+      body: JSON.stringify({ name: 'bulk', default_group_id: 'ml-training', max_uses: 50, expires_at: '2099-01-01T00:00:00Z' }),
+    }));
+    const results = await Promise.all(
+      Array.from({ length: 200 }, (_, i) =>
+        fetch(`${server.url}/api/v1/bootstrap/register`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token.body.token}` },
+          body: JSON.stringify({ hostname: `n-${i}`, ip_address: `10.4.${i >> 8}.${i & 255}` }),
+        }).then(json),
+      ),
+    );
+    expect(results.filter((r) => r.status === 201)).toHaveLength(50);
+    expect((await json(await fetch(`${server.url}/api/v1/targets`, { headers: auth }))).body).toHaveLength(50);
   });
 
   it('answers http_sd with 503, never 200 [], before the first compile', async () => {
