@@ -11,7 +11,7 @@ import type { Logger } from './log.js';
 import { Counter, Gauge, GaugeFamily, Histogram, Registry } from './metrics.js';
 import { Heartbeats } from './nodes/heartbeats.js';
 import { writeFileDurably } from './repo/fs.js';
-import { fileHistory } from './repo/history.js';
+import { fileHistory, fileVersions } from './repo/history.js';
 import { Remote, Upstream } from './repo/remote.js';
 import { GitStore } from './repo/store.js';
 import { Writer } from './repo/writer.js';
@@ -82,7 +82,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     }),
   );
 
-  await sync.loadAll();
+  await sync.loadAll((path) => fileVersions(store.dir, path));
   let pullTimer: NodeJS.Timeout | undefined;
   const pull = () => writer.exclusive(() => upstream!.pull());
   if (upstream) {

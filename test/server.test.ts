@@ -114,6 +114,25 @@ describe('aami serve', () => {
     expect((await json(await fetch(`${server.url}/api/v1/targets`, { headers: auth }))).body).toHaveLength(50);
   });
 
+  it('serves a file that is broken at start at its last good version from Git history', async () => {
+    const config = serverConfig();
+    const first = await startServer(config);
+    const auth = { authorization: `Bearer ${ADMIN}` };
+    await fetch(`${first.url}/api/v1/targets`, { method: 'POST', headers: auth, body: JSON.stringify({ hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' }) });
+    await first.close();
+    // Broken by a commit made while the server was down.
+    fs.writeFileSync(join(config.repo, 'targets/databases/db-01.yaml'), 'hostname: db-01\nip_address: [broken\n');
+    gitCli(config.repo, 'commit', '-q', '-a', '-m', 'Break db-01');
+
+    const second = await startServer(config);
+    onCleanup(() => second.close());
+    const node = JSON.parse(fs.readFileSync(join(config.sdDir, 'node.json'), 'utf8')) as Array<{ targets: string[] }>;
+    expect(node.map((e) => e.targets[0])).toEqual(['10.0.3.1:9100']);
+    const health = await json(await fetch(`${second.url}/api/v1/health`));
+    expect(health.body.status).toBe('degraded');
+    expect(health.body.compiler.invalid_files).toEqual([expect.objectContaining({ file: 'targets/databases/db-01.yaml' })]);
+  });
+
   it('answers http_sd with 503, never 200 [], before the first compile', async () => {
     const repo = await tmpConfigRepo();
     const fresh = new SdSync({ fs, repoDir: repo.dir, sdDir: join(repo.dir, '..', 'sd2'), logger: silentLogger });

@@ -49,6 +49,20 @@ export class CatalogState {
     return true;
   }
 
+  /**
+   * Give a broken file the last good version it had before this process started (an older
+   * revision from Git), so a restart does not drop what it described. Returns whether that
+   * version parses; whether it also fits the catalog is decided by the next snapshot.
+   */
+  recallLastGood(path: string, olderText: string): boolean {
+    const file = this.files.get(path);
+    const { entity } = parseFile(path, olderText);
+    if (!file || file.lastGood || !entity) return false;
+    file.lastGood = entity;
+    this.cached = undefined;
+    return true;
+  }
+
   text(path: string): string | undefined {
     return this.files.get(path)?.text;
   }

@@ -50,11 +50,21 @@ export class SdSync {
     this.output = new SdOutput(options.fs, options.sdDir);
   }
 
-  /** Read the whole working tree and compile once. */
-  async loadAll(): Promise<void> {
+  /**
+   * Read the whole working tree and compile once. `history` gives older versions of a file;
+   * a file that is broken at start is served at the newest of them that passes its own checks, as it
+   * would have been had the server been running when it broke.
+   */
+  async loadAll(history?: (path: string) => Promise<string[]>): Promise<void> {
     const files = readConfigFiles(this.options.fs, this.options.repoDir);
     for (const [path, text] of files) this.state.set(path, text);
     for (const path of [...this.state.paths()]) if (!files.has(path)) this.state.set(path, null);
+    if (history) {
+      const broken = new Set(this.state.snapshot().problems.map((p) => p.file));
+      for (const path of broken) {
+        for (const text of await history(path)) if (text !== this.state.text(path) && this.state.recallLastGood(path, text)) break;
+      }
+    }
     await this.compileNow();
   }
 

@@ -25,3 +25,15 @@ export async function fileHistory(dir: string, pathspecs: string[], limit = 100)
       return { commit, author, email, date, message, source_address: source?.trim() || null };
     });
 }
+
+/** The file's text in each of the last commits that changed it, newest first (deletions skipped). */
+export async function fileVersions(dir: string, path: string, limit = 20): Promise<string[]> {
+  const git = simpleGit(dir);
+  const commits = (await git.raw(['log', '--format=%H', '-n', String(limit), '--', path])).split('\n').filter(Boolean);
+  const versions: string[] = [];
+  for (const commit of commits) {
+    const text = await git.show([`${commit}:${path}`]).catch(() => undefined);
+    if (text !== undefined) versions.push(text);
+  }
+  return versions;
+}
