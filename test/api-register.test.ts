@@ -216,3 +216,18 @@ describe('node calls', () => {
     expect((await api.get('/api/v1/checks')).json.map((c: any) => c.name)).toEqual(['disk-usage', 'gpu-count', 'mount-points', 'nvme-health']);
   });
 });
+
+describe('ids', () => {
+  it('refuses to change a group id or a target hostname through PUT', async () => {
+    const api = await apiHarness();
+    expect((await api.call('PUT', '/api/v1/groups/databases', { body: { id: 'dbs', name: 'databases', namespace: 'logical' } })).json.error).toMatchObject({
+      code: 'validation_failed',
+      details: [{ field: 'id', message: 'must be "databases"' }],
+    });
+    await api.post('/api/v1/targets', { hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' });
+    expect((await api.call('PUT', '/api/v1/targets/db-01', { body: { hostname: 'db-02', ip_address: '10.0.3.1', primary_group_id: 'databases' } })).json.error).toMatchObject({
+      code: 'validation_failed',
+      details: [{ field: 'hostname', message: 'must be "db-01"' }],
+    });
+  });
+});

@@ -1,4 +1,5 @@
 import { Hono } from 'hono';
+import { AamiError } from '../../errors.js';
 import { groupPath } from '../../catalog/parse.js';
 import { createGroup, deleteGroup, getGroup, listGroups, requireGroup, updateGroup } from '../../inventory/groups.js';
 import { groupCreate, groupPatch, groupReplace } from '../../schema/index.js';
@@ -29,7 +30,7 @@ export function groupRoutes(deps: AppDeps) {
       const id = c.req.param('id');
       const body = await parseBody(c, schema);
       if ('id' in body && body.id && body.id !== id) {
-        return c.json({ error: { code: 'validation_failed', message: 'the id cannot change', details: [{ field: 'id', message: `must be "${id}"` }] } }, 400);
+        throw new AamiError('validation_failed', 'the id cannot change', [{ field: 'id', message: `must be "${id}"` }]);
       }
       const { group } = await updateGroup(deps.writer, adminActor(c), id, body, mode);
       return c.json(group);
