@@ -23,7 +23,7 @@ export function registerRoutes(deps: AppDeps) {
     deps.metrics.registrations.inc({ outcome: result.outcome });
     const body = {
       outcome: result.outcome,
-      target: targetView(deps.sync.snapshot().catalog, result.target),
+      target: targetView(deps.sync.snapshot().catalog, result.target, deps.heartbeats.lastSeen(result.target.hostname)),
       // Shown once; only its hash is kept. Absent when the node's existing credential stays valid.
       ...(result.nodeCredential ? { node_credential: result.nodeCredential } : {}),
     };
