@@ -114,19 +114,24 @@ export class Upstream {
     this.status = { url: redact(remote.url), branch: remote.branch, last_sync_at: null, remote_head: null, error: null };
   }
 
-  /** Fetch, and fast-forward to the remote tip when it moved. Publishes local commits the remote lacks. */
+  /**
+   * Fetch, and fast-forward to the remote tip when it moved. Publishes local commits the
+   * remote lacks. The status's error is worked out afresh on every pull: a rewritten or
+   * diverged branch stays reported for as long as it lasts.
+   */
   async pull(): Promise<void> {
     try {
       const tip = await this.remote.fetch();
       this.status.remote_head = tip;
       const head = this.store.head();
+      let problem: string | null = null;
       if (!tip) {
         if (head && this.options.publish) await this.publish();
       } else if (tip !== head) {
-        await this.follow(tip, head);
+        problem = await this.follow(tip, head);
       }
       this.status.last_sync_at = (this.options.now ?? (() => new Date()))().toISOString();
-      if (!this.status.error?.startsWith('refusing')) this.status.error = null;
+      this.status.error = problem;
     } catch (error) {
       this.status.error = error instanceof Error ? error.message : String(error);
       this.logger.warn('git sync failed', { error: this.status.error });
@@ -134,25 +139,26 @@ export class Upstream {
     }
   }
 
-  private async follow(tip: string, head: string | null): Promise<void> {
+  /** Move to the remote tip if that is a fast-forward; otherwise say why not. */
+  private async follow(tip: string, head: string | null): Promise<string | null> {
     if (this.followed && this.followed !== tip && !(await this.remote.isAncestor(this.followed, tip))) {
-      this.status.error = `refusing to follow the remote: its branch was rewritten (${this.followed.slice(0, 12)} is no longer an ancestor of ${tip.slice(0, 12)}); local head kept`;
       this.logger.error('remote history rewritten', { followed: this.followed, remote_head: tip });
-      return;
+      return `refusing to follow the remote: its branch was rewritten (${this.followed.slice(0, 12)} is no longer an ancestor of ${tip.slice(0, 12)}); local head kept`;
     }
     if (!head || (await this.remote.isAncestor(head, tip))) {
       const paths = head ? await this.remote.changedPaths(head, tip) : [];
       const changes = await this.store.moveTo(tip, paths);
       this.applied(changes);
       this.followed = tip;
-      this.status.error = null;
       this.logger.info('pulled', { head: tip, files: paths.length });
-    } else if (await this.remote.isAncestor(tip, head)) {
-      if (this.options.publish) await this.publish();
-    } else {
-      this.status.error = `local branch and remote have diverged (local ${head.slice(0, 12)}, remote ${tip.slice(0, 12)})`;
-      this.logger.error('diverged from the remote', { head, remote_head: tip });
+      return null;
     }
+    if (await this.remote.isAncestor(tip, head)) {
+      if (this.options.publish) await this.publish();
+      return null;
+    }
+    this.logger.error('diverged from the remote', { head, remote_head: tip });
+    return `local branch and remote have diverged (local ${head.slice(0, 12)}, remote ${tip.slice(0, 12)})`;
   }
 
   /** Push HEAD. 'rejected' means the remote moved: pull, then try again. */
