@@ -150,8 +150,14 @@ download_verified() { # URL DEST: fetch URL and URL.sha256 and install DEST only
     mv "$tmp" "$dest"
 }
 
-metrics_answer() { # PORT PATTERN: whether localhost:PORT/metrics serves lines matching PATTERN
-    curl -fsS --max-time 3 "http://127.0.0.1:$1/metrics" 2>/dev/null | grep -q "$2"
+# metrics_answer PORT PATTERN: whether localhost:PORT/metrics serves lines matching PATTERN.
+# The whole response goes to a file first: piped into `grep -q`, curl dies of SIGPIPE at the
+# first match once the page passes the pipe buffer (every real 8-GPU host), and under
+# pipefail the probe then says "no" at random.
+metrics_answer() {
+    local page="$WORK/metrics.$1"
+    curl -fsS --max-time 5 -o "$page" "http://127.0.0.1:$1/metrics" 2>/dev/null || return 1
+    grep -q "$2" "$page"
 }
 
 # --- 1. facts ---------------------------------------------------------------------------
@@ -178,8 +184,9 @@ collect_facts() {
         # One line per GPU: "count, name" (e.g. "1, NVIDIA H100 80GB HBM3").
         if gpus=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
             GPU_VENDOR=nvidia
-            GPU_COUNT=$(printf '%s\n' "$gpus" | head -n1 | cut -d, -f1 | tr -d ' ')
-            GPU_MODEL=$(printf '%s\n' "$gpus" | head -n1 | cut -d, -f2- | sed 's/^ *//; s/ *$//')
+            local first=${gpus%%$'\n'*}
+            GPU_COUNT=$(printf '%s\n' "$first" | cut -d, -f1 | tr -d ' ')
+            GPU_MODEL=$(printf '%s\n' "$first" | cut -d, -f2- | sed 's/^ *//; s/ *$//')
         else
             warn "nvidia-smi is installed but lists no GPU (driver not loaded?)"
         fi
@@ -188,7 +195,7 @@ collect_facts() {
         if products=$(rocm-smi --showproductname --csv 2>/dev/null | tail -n +2 | grep .); then
             GPU_VENDOR=amd
             GPU_COUNT=$(printf '%s\n' "$products" | grep -c .)
-            GPU_MODEL=$(printf '%s\n' "$products" | head -n1 | cut -d, -f2)
+            GPU_MODEL=$(printf '%s\n' "${products%%$'\n'*}" | cut -d, -f2)
         fi
     fi
     info "facts: $HOSTNAME_FQDN $IP_ADDRESS, $CPU_CORES cores, $((MEMORY_BYTES / 1024 / 1024 / 1024)) GiB, ${GPU_COUNT} GPU${GPU_MODEL:+ ($GPU_MODEL)}, interfaces ${INTERFACES:-none}"

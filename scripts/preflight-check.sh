@@ -70,8 +70,12 @@ else
 fi
 
 # --- ports: free, or held by the exporter that belongs there
+# The page is read whole before it is searched: piping curl into `grep -q` fails at random
+# under pipefail once /metrics passes the pipe buffer (curl dies of SIGPIPE).
+PAGE=$(mktemp)
+trap 'rm -f "$PAGE"' EXIT
 port_check() { # NAME PORT PATTERN
-    if curl -fsS --max-time 3 "http://127.0.0.1:$2/metrics" 2>/dev/null | grep -q "$3"; then
+    if curl -fsS --max-time 5 -o "$PAGE" "http://127.0.0.1:$2/metrics" 2>/dev/null && grep -q "$3" "$PAGE"; then
         result PASS "port_$2" "held by a running $1 (it will be reused)"
     elif (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
         result FAIL "port_$2" "in use by something that is not $1"
@@ -84,7 +88,7 @@ port_check dcgm_exporter "$DCGM_PORT" '^DCGM_'
 
 # --- GPUs
 if command -v nvidia-smi >/dev/null && gpus=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
-    result PASS gpu "NVIDIA: $(printf '%s\n' "$gpus" | head -n1 | sed 's/, / x /')"
+    result PASS gpu "NVIDIA: $(printf '%s\n' "${gpus%%$'\n'*}" | sed 's/, / x /')"
 elif command -v rocm-smi >/dev/null && rocm-smi >/dev/null 2>&1; then
     result PASS gpu "AMD (rocm-smi)"
 elif command -v nvidia-smi >/dev/null; then

@@ -14,11 +14,13 @@ describe('bootstrap.sh', () => {
     const server = await configServer();
     const node = fakeNode({ gpu: true, cron: true });
     const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    const dcgmPort = await freePort();
     const { token, id } = await server.token();
-    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--node-exporter-port ${port} --label rack=r7 --label environment=staging`));
+    const flags = `--node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --label rack=r7 --label environment=staging`;
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), flags));
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(`node exporter: already running on :${port}, reusing it`);
-    expect(run.stderr).toContain('dcgm exporter: none answers on :9400');
+    expect(run.stderr).toContain(`dcgm exporter: none answers on :${dcgmPort}`);
     expect(run.stdout).toMatch(/registered: target \S+ \(created\) in group ml-training/);
 
     const { json: targets } = await server.admin('GET', '/api/v1/targets');
@@ -43,7 +45,7 @@ describe('bootstrap.sh', () => {
     expect((await server.admin('GET', `/api/v1/targets/${targets[0].id}`)).json.last_seen).not.toBeNull();
 
     // Re-running it changes nothing: no duplicate, no token use.
-    const again = await node.sh(oneLiner(server.url, node.tokenFile(token), `--node-exporter-port ${port} --label rack=r7 --label environment=staging`));
+    const again = await node.sh(oneLiner(server.url, node.tokenFile(token), flags));
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('(unchanged)');
     expect((await server.admin('GET', '/api/v1/targets')).json).toHaveLength(1);

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { gitCli, ROOT } from './helpers.js';
-import { configServer, fakeNode, waitFor } from './node-helpers.js';
+import { configServer, fakeNode, freePort, waitFor } from './node-helpers.js';
 
 const DYNAMIC_CHECK = join(ROOT, 'scripts/dynamic-check.sh');
 const PREFLIGHT = join(ROOT, 'scripts/preflight-check.sh');
@@ -123,10 +123,11 @@ describe('preflight-check.sh', () => {
   it('passes on a host that can be registered, in text and JSON', async () => {
     const server = await configServer();
     const node = fakeNode({ gpu: true });
-    const text = await node.sh(`bash ${PREFLIGHT} --mode node --server ${server.url}`);
+    const [nodePort, dcgmPort] = [await freePort(), await freePort()];
+    const text = await node.sh(`bash ${PREFLIGHT} --mode node --server ${server.url} --node-exporter-port ${nodePort} --dcgm-exporter-port ${dcgmPort}`);
     expect(text.stdout).toMatch(/^PASS +server +/m);
     expect(text.stdout).toMatch(/^PASS +gpu +NVIDIA: 1 x NVIDIA H100 80GB HBM3$/m);
-    expect(text.stdout).toMatch(/^PASS +port_9100 +free$/m);
+    expect(text.stdout).toMatch(new RegExp(`^PASS +port_${nodePort} +free$`, 'm'));
     expect(text.code, text.stdout).toBe(0);
     const json = await node.sh(`bash ${PREFLIGHT} --mode node --server ${server.url} --json`);
     expect(JSON.parse(json.stdout)).toContainEqual({ status: 'PASS', check: 'curl', detail: expect.any(String) });
