@@ -213,7 +213,7 @@ describe('node calls', () => {
     expect((await api.get('/api/v1/checks/node', { token: token })).status).toBe(401);
     expect((await api.post('/api/v1/nodes/heartbeat', undefined, { token: credential })).json).toEqual({ hostname: 'n1', last_seen: '2026-11-26T00:00:00.000Z' });
     expect((await api.get('/api/v1/targets/n1')).json.last_seen).toBe('2026-11-26T00:00:00.000Z');
-    expect((await api.get('/api/v1/checks')).json.map((c: any) => c.name)).toEqual(['disk-usage', 'gpu-count', 'mount-points', 'nvme-health']);
+    expect((await api.get('/api/v1/checks')).json.map((c: any) => c.name)).toEqual(['disk-usage', 'gpu-count', 'mount', 'nvme-health']);
   });
 });
 

@@ -25,6 +25,7 @@ export function durationSeconds(duration: string): number {
  * The checks that apply to a target, with their settings. Lowest precedence first: the
  * check's own settings, the overrides of the target's further groups, those of its primary
  * group's chain from the root down (the nearest group wins), the target's own override.
+ * A check whose `requires_labels` the target lacks does not apply, whatever it enables.
  */
 export function effectiveChecks(catalog: Catalog, target: Target): EffectiveCheck[] {
   const groupOrder = [...target.groups].reverse().concat(target.primary_group).flatMap((id) => groupChain(catalog.groups, id).reverse().map((g) => g.id));
@@ -38,7 +39,8 @@ export function effectiveChecks(catalog: Catalog, target: Target): EffectiveChec
     }
     // "{{gpu_count}}" in an argument is the target's label of that name (empty when it has none).
     settings.args = settings.args.map((arg) => arg.replace(/\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}/g, (_, name: string) => labels[name] ?? ''));
-    if (settings.enabled) result.push(view(check, settings));
+    const labelled = policy.requires_labels.every((name) => (labels[name] ?? '') !== '');
+    if (settings.enabled && labelled) result.push(view(check, settings));
   }
   return result;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, hostname, slug } from './common.js';
+import { duration, hostname, LABEL_NAME, slug } from './common.js';
 
 /** Settings a group or a target can override for one check. */
 export const checkOverride = z.strictObject({
@@ -22,6 +22,11 @@ export const checkFile = z.strictObject({
   interval: duration.default('1m'),
   timeout: duration.default('30s'),
   args: z.array(z.string().max(1000)).max(50).default([]),
+  /**
+   * Label names the target must have, each with a non-empty value, for the check to apply
+   * at all (e.g. [gpu_count]: GPU checks skip CPU-only nodes of a group that enables them).
+   */
+  requires_labels: z.array(z.string().regex(LABEL_NAME, 'must be a label name ([a-zA-Z_][a-zA-Z0-9_]*)')).max(20).default([]),
   groups: z.record(slug, checkOverride).default({}),
   targets: z.record(hostname, checkOverride).default({}),
 });

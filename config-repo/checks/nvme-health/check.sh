@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # NVMe SMART health per controller. Without nvme-cli or NVMe devices it reports that, and succeeds.
 set -euo pipefail
+[ $# -eq 0 ] || { echo "nvme-health: takes no arguments, got $#" >&2; exit 1; }
 echo '# HELP aami_nvme_cli_present Whether nvme-cli is installed.'
 echo '# TYPE aami_nvme_cli_present gauge'
 if ! command -v nvme >/dev/null; then
