@@ -3,12 +3,15 @@
 # their results where Node Exporter's textfile collector reads them
 # (/var/lib/node_exporter/textfile/check_<name>.prom). Runs every minute from cron.
 #
+# - prints one line per check on stdout: "NAME: ran", "NAME: not due", "NAME: failed: WHY"
+#   or "NAME: refused: WHY" (cron sends stdout to /dev/null; run it by hand to see them);
 # - fetches the node's checks with its node credential (from bootstrap.sh's state file);
 #   when the server is unreachable it runs the last list it fetched;
 # - runs a check's script only if its sha256 matches the list: a changed copy on disk is
 #   fetched again, and refused when the server cannot confirm it;
-# - gives each check its timeout, keeps only its stdout, writes the .prom file atomically,
-#   and reports aami_check_success 0 when it fails or times out;
+# - gives each check its timeout and its arguments as argv (data, never evaluated), keeps
+#   only its stdout, writes the .prom file atomically, and reports aami_check_success 0
+#   when it fails or times out;
 # - deletes the .prom files of checks that no longer apply;
 # - never runs twice at once (lock), logs to syslog with the tag "aami", and sends the
 #   node's heartbeat.
@@ -27,15 +30,19 @@ log() {
     printf '[aami] %s\n' "$*" >&2
     if command -v logger >/dev/null; then logger -t aami -- "$*" 2>/dev/null || true; fi
 }
+# say NAME OUTCOME: the one line per check a person running this by hand reads.
+say() { printf '%s: %s\n' "$1" "$2"; }
 
 case "${1:-}" in
     -h | --help)
-        sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
 esac
 
-if command -v jq >/dev/null; then
+if [ -n "${AAMI_JSON_TOOL:-}" ]; then
+    JSON=$AAMI_JSON_TOOL # jq or python3, to choose one where both exist
+elif command -v jq >/dev/null; then
     JSON=jq
 elif command -v python3 >/dev/null; then
     JSON=python3
@@ -52,15 +59,36 @@ json_get() { # FILE KEY
     fi
 }
 
-# One line per check: name, sha256, interval and timeout in seconds, then its arguments, tab-separated.
-checks_table() {
+# check_records FILE: per check, NUL-terminated fields: name, sha256, interval and timeout
+# in seconds, a problem ("" when none), the number of arguments, then the arguments. NUL is
+# the one byte an argument cannot hold, so a label value with newlines, tabs or quotes
+# arrives as exactly one argv entry; one holding a NUL byte is reported, not split.
+check_records() {
     if [ "$JSON" = jq ]; then
-        jq -r '.checks[] | [.name, .sha256, .interval_seconds, .timeout_seconds] + .args | @tsv' "$1"
+        jq -j 'def bad: type != "string" or (explode | any(. == 0));
+            .checks[]
+            | [.name, .sha256, (.interval_seconds | tostring), (.timeout_seconds | tostring)] as $head
+            | (.args // []) as $args
+            | if ($head | any(bad)) then ["", "", "", "", "malformed entry", "0"]
+              elif ($args | type != "array") or ($args | any(bad)) then $head + ["an argument is not text or holds a NUL byte", "0"]
+              else $head + ["", ($args | length | tostring)] + $args end
+            | map(. + "\u0000") | add' "$1"
     else
         python3 -c '
 import json, sys
+def bad(v):
+    return not isinstance(v, str) or "\0" in v
+out = sys.stdout.buffer
 for c in json.load(open(sys.argv[1]))["checks"]:
-    print("\t".join([c["name"], c["sha256"], str(c["interval_seconds"]), str(c["timeout_seconds"])] + c["args"]))' "$1"
+    head = [c.get("name"), c.get("sha256"), str(c.get("interval_seconds")), str(c.get("timeout_seconds"))]
+    args = c.get("args") or []
+    if any(bad(v) for v in head):
+        record = ["", "", "", "", "malformed entry", "0"]
+    elif not isinstance(args, list) or any(bad(a) for a in args):
+        record = head + ["an argument is not text or holds a NUL byte", "0"]
+    else:
+        record = head + ["", str(len(args))] + args
+    out.write(b"".join(v.encode("utf-8", "surrogateescape") + b"\0" for v in record))' "$1"
     fi
 }
 
@@ -98,8 +126,28 @@ write_prom() {
     mv "$TEXTFILE_DIR/.check_$1.prom.tmp" "$TEXTFILE_DIR/check_$1.prom"
 }
 
+# refuse NAME WHY: the check is not run; its result says so.
+refuse() {
+    local now
+    now=$(date +%s)
+    log "dynamic-check: refusing to run check $1: $2"
+    printf '# Check %s was not run: %s.\naami_check_success{check="%s"} 0\naami_check_refused{check="%s"} 1\naami_check_last_run_timestamp_seconds{check="%s"} %s\n' \
+        "$1" "$2" "$1" "$1" "$1" "$now" >"$TEXTFILE_DIR/.check_$1.prom.tmp"
+    write_prom "$1"
+    say "$1" "refused: $2"
+}
+
 script_ok() { # NAME SHA256: the cached script exists and has the expected hash
     [ -f "$CACHE_DIR/$1.sh" ] && [ "$(sha256sum "$CACHE_DIR/$1.sh" | cut -d' ' -f1)" = "$2" ]
+}
+
+# The first line of a failed check's stderr, printable characters only and short: it is
+# shown on a terminal and in syslog, and it may echo hostile arguments back.
+failure_reason() {
+    local line
+    IFS= read -r line <"$1" || true
+    line=$(LC_ALL=C tr -cd '[:print:]' <<<"$line")
+    printf '%s' "${line:0:200}"
 }
 
 run_check() { # NAME SHA256 INTERVAL TIMEOUT ARGS...
@@ -108,31 +156,38 @@ run_check() { # NAME SHA256 INTERVAL TIMEOUT ARGS...
     local now last=0 started status out="$TEXTFILE_DIR/.check_$name.prom.tmp"
     now=$(date +%s)
     [ -r "$CACHE_DIR/$name.last" ] && last=$(cat "$CACHE_DIR/$name.last")
+    [[ "$last" =~ ^[0-9]{1,12}$ ]] || last=0
     if [ $((now - last)) -lt "$interval" ] && [ -f "$TEXTFILE_DIR/check_$name.prom" ]; then
-        return 0 # not due yet: its last result stands
+        say "$name" "not due (runs every ${interval}s)"
+        return 0 # its last result stands
     fi
     if ! script_ok "$name" "$sha" && $ONLINE; then
         curl -fsS --max-time 10 -H "@$HEADER" "$SERVER/api/v1/checks/node/$name/script" -o "$CACHE_DIR/.$name.sh.tmp" &&
             mv "$CACHE_DIR/.$name.sh.tmp" "$CACHE_DIR/$name.sh"
     fi
     if ! script_ok "$name" "$sha"; then
-        log "dynamic-check: refusing to run check $name: its script does not match sha256 $sha"
-        printf '# Check %s was not run: script hash mismatch.\naami_check_success{check="%s"} 0\naami_check_refused{check="%s"} 1\naami_check_last_run_timestamp_seconds{check="%s"} %s\n' \
-            "$name" "$name" "$name" "$name" "$now" >"$out"
-        write_prom "$name"
+        refuse "$name" "hash mismatch (the script does not match sha256 $sha)"
         return 1
     fi
     started=$(date +%s.%N)
     timeout --kill-after=5 "$timeout" bash "$CACHE_DIR/$name.sh" "$@" >"$out" 2>"$CACHE_DIR/$name.stderr"
     status=$?
-    local duration timed_out=0
+    local duration timed_out=0 why
     duration=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
     echo "$now" >"$CACHE_DIR/$name.last"
     if [ "$status" -ne 0 ]; then
         # A failed check's own output is not trusted: only the failure is reported.
-        if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then timed_out=1; fi
-        log "dynamic-check: check $name failed (exit $status$([ $timed_out = 1 ] && echo ", timed out after ${timeout}s")): $(head -c 200 "$CACHE_DIR/$name.stderr" | tr '\n' ' ')"
+        if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+            timed_out=1
+            why="timed out after ${timeout}s"
+        else
+            why="exit $status: $(failure_reason "$CACHE_DIR/$name.stderr")"
+        fi
+        log "dynamic-check: check $name failed: $why"
         printf '# Check %s failed.\n' "$name" >"$out"
+        say "$name" "failed: $why"
+    else
+        say "$name" "ran"
     fi
     printf 'aami_check_success{check="%s"} %d\naami_check_exit_code{check="%s"} %d\naami_check_timed_out{check="%s"} %d\naami_check_duration_seconds{check="%s"} %s\naami_check_last_run_timestamp_seconds{check="%s"} %s\n' \
         "$name" "$((status == 0))" "$name" "$status" "$name" "$timed_out" "$name" "$duration" "$name" "$now" >>"$out"
@@ -140,13 +195,31 @@ run_check() { # NAME SHA256 INTERVAL TIMEOUT ARGS...
     return "$status"
 }
 
+field() { IFS= read -r -d '' "$1"; }
+name='' sha='' interval='' timeout='' problem='' argc='' arg=''
+
 failures=0
 declare -A assigned=()
-while IFS=$'\t' read -r -a fields; do
-    [ "${#fields[@]}" -ge 4 ] || continue
-    assigned[${fields[0]}]=1
-    run_check "${fields[@]}" || failures=$((failures + 1))
-done < <(checks_table "$CACHE_DIR/checks.json")
+while field name && field sha && field interval && field timeout && field problem && field argc; do
+    [[ "$argc" =~ ^[0-9]{1,5}$ ]] || break # the stream is not ours: stop reading it
+    args=()
+    for ((i = 0; i < argc; i++)); do
+        field arg || break 2
+        args+=("$arg")
+    done
+    # Names become file names, numbers reach `[ -lt ]` and timeout(1): only well-formed entries run.
+    if [[ ! "$name" =~ ^[a-z0-9][a-z0-9-]{0,62}$ || ! "$sha" =~ ^[0-9a-f]{64}$ || ! "$interval" =~ ^[0-9]{1,9}$ || ! "$timeout" =~ ^[0-9]{1,9}$ ]]; then
+        log "dynamic-check: ignoring a malformed entry in the list of checks"
+        continue
+    fi
+    assigned[$name]=1
+    if [ -n "$problem" ]; then
+        refuse "$name" "$problem"
+        failures=$((failures + 1))
+        continue
+    fi
+    run_check "$name" "$sha" "$interval" "$timeout" "${args[@]+"${args[@]}"}" || failures=$((failures + 1))
+done < <(check_records "$CACHE_DIR/checks.json")
 
 # Checks that no longer apply: their results and scripts go.
 for file in "$TEXTFILE_DIR"/check_*.prom; do
