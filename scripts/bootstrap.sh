@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # AAMI node bootstrap: registers this host with an AAMI config server as a Prometheus target.
 #
-#   curl -fsSL $SERVER/bootstrap.sh | bash -s -- --token $TOKEN --server $SERVER
+#   curl -fsSL $SERVER/bootstrap.sh | bash -s -- --token-file /root/aami-token --server $SERVER
 #
-# Steps: collect facts, make sure Node Exporter runs (port 9100, textfile collector),
-# look for a DCGM Exporter on GPU nodes (port 9400), register with the bootstrap token,
-# install dynamic-check.sh with a cron entry (or a systemd timer) and run the first check.
+# Steps: collect facts (and this machine's identity), make sure Node Exporter runs (port
+# 9100, textfile collector) and, on NVIDIA nodes, a DCGM Exporter (port 9400): reuse one that
+# answers, else install one; install /opt/aami/uninstall.sh; register (enrol with the
+# bootstrap token, or update with the node credential of an earlier run); install
+# dynamic-check.sh with a cron entry (or a systemd timer) and run the first check.
 # Re-running it on the same host updates the registration; it never duplicates it.
 #
 # Every path it touches on the node lives under $AAMI_ROOT (default: /), so it can be
-# tried in a scratch directory.
+# tried in a scratch directory. What it installs is listed in /etc/aami/installed, which
+# uninstall.sh reads.
 set -euo pipefail
 
 # --- output -----------------------------------------------------------------------------
@@ -24,23 +27,29 @@ usage() {
     cat <<'EOF'
 Usage: bootstrap.sh --server URL (--token TOKEN | --token-file FILE) [options]
 
-Registers this host with an AAMI config server.
+Registers this host with an AAMI config server. On a host registered before, it updates
+the registration with the node credential kept in /etc/aami/node.json (no token needed).
 
 Options:
   --server URL               config server, e.g. http://config-server:8080 [AAMI_SERVER]
   --token TOKEN              bootstrap token (visible in `ps`; prefer the two below)
   --token-file FILE          read the bootstrap token from FILE
                              (or set AAMI_BOOTSTRAP_TOKEN in the environment)
-  --label KEY=VALUE          extra target label; repeatable (the token's labels win)
-  --group GROUP_ID           register into this group (the token's group or one below it)
+  --hostname NAME            register under NAME instead of `hostname -f` [AAMI_HOSTNAME]
+  --label KEY=VALUE          this node's own label; repeatable (the token's labels win)
+  --group GROUP_ID           enrol into this group (the token's group or one below it)
   --node-exporter-port PORT  Node Exporter port (default 9100) [AAMI_NODE_EXPORTER_PORT]
   --dcgm-exporter-port PORT  DCGM Exporter port (default 9400) [AAMI_DCGM_EXPORTER_PORT]
   --dry-run                  print what would be done and the JSON that would be sent
-  --skip-install             do not install or start Node Exporter
+  --skip-install             do not install or start exporters (reuse running ones only)
   --no-checks                do not install dynamic checks
   -h, --help                 show this help
 
-Environment: AAMI_ROOT installs under another root (default /), for tests and images.
+Environment:
+  AAMI_ROOT            install under another root (default /), for tests and images
+  AAMI_RETRY_SECONDS   how long to retry while the server answers 503, 429 or 409
+                       remote_conflict (default 300)
+  AAMI_LISTEN_ADDRESS  address the exporters it starts listen on (default: all)
 EOF
 }
 
@@ -49,10 +58,13 @@ setup_env() {
     SERVER=${AAMI_SERVER:-}
     TOKEN=${AAMI_BOOTSTRAP_TOKEN:-}
     TOKEN_FILE=""
+    HOSTNAME_OVERRIDE=${AAMI_HOSTNAME:-}
     GROUP=""
     LABELS=()
     NODE_EXPORTER_PORT=${AAMI_NODE_EXPORTER_PORT:-9100}
     DCGM_EXPORTER_PORT=${AAMI_DCGM_EXPORTER_PORT:-9400}
+    RETRY_SECONDS=${AAMI_RETRY_SECONDS:-300}
+    LISTEN=${AAMI_LISTEN_ADDRESS:-}
     DRY_RUN=false
     SKIP_INSTALL=false
     NO_CHECKS=false
@@ -62,6 +74,7 @@ setup_env() {
             --server) SERVER=${2:?--server needs a URL}; shift 2 ;;
             --token) TOKEN=${2:?--token needs a value}; shift 2 ;;
             --token-file) TOKEN_FILE=${2:?--token-file needs a path}; shift 2 ;;
+            --hostname) HOSTNAME_OVERRIDE=${2:?--hostname needs a name}; shift 2 ;;
             --label) LABELS+=("${2:?--label needs KEY=VALUE}"); shift 2 ;;
             --group) GROUP=${2:?--group needs a group id}; shift 2 ;;
             --node-exporter-port) NODE_EXPORTER_PORT=${2:?--node-exporter-port needs a port}; shift 2 ;;
@@ -80,21 +93,36 @@ setup_env() {
         [ -r "$TOKEN_FILE" ] || fatal "cannot read the token file $TOKEN_FILE"
         TOKEN=$(tr -d '[:space:]' <"$TOKEN_FILE")
     fi
-    [ -n "$TOKEN" ] || fatal "a bootstrap token is required: --token-file FILE, AAMI_BOOTSTRAP_TOKEN or --token"
-    case "$NODE_EXPORTER_PORT$DCGM_EXPORTER_PORT" in *[!0-9]*) fatal "ports must be numbers" ;; esac
-    for label in "${LABELS[@]+"${LABELS[@]}"}"; do
-        [[ "$label" =~ ^[a-zA-Z_][a-zA-Z0-9_]*=.*$ ]] || fatal "--label must be KEY=VALUE with a Prometheus label name: $label"
+    local port
+    for port in "$NODE_EXPORTER_PORT" "$DCGM_EXPORTER_PORT"; do
+        if [[ ! "$port" =~ ^[0-9]{1,5}$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then fatal "ports must be numbers from 1 to 65535: $port"; fi
     done
+    [[ "$RETRY_SECONDS" =~ ^[0-9]{1,6}$ ]] || fatal "AAMI_RETRY_SECONDS must be a number of seconds"
+    local address='^[][0-9A-Za-z.:-]*$'
+    [[ "$LISTEN" =~ $address ]] || fatal "AAMI_LISTEN_ADDRESS must be a host address"
+    for label in "${LABELS[@]+"${LABELS[@]}"}"; do
+        [[ "$label" =~ ^[a-zA-Z_][a-zA-Z0-9_]*= ]] || fatal "--label must be KEY=VALUE with a Prometheus label name: $label"
+    done
+    if [ -n "$HOSTNAME_OVERRIDE" ]; then
+        HOSTNAME_OVERRIDE=$(printf '%s' "$HOSTNAME_OVERRIDE" | tr '[:upper:]' '[:lower:]')
+        valid_hostname "$HOSTNAME_OVERRIDE" || fatal "--hostname must be an RFC 1123 host name (letters, digits, \"-\" and \".\", at most 253 characters): $HOSTNAME_OVERRIDE"
+    fi
 
     ROOT=${AAMI_ROOT:-}
     ROOT=${ROOT%/}
+    # Paths end up in unit files and a cron line, which split on spaces.
+    [[ "$ROOT" =~ ^[A-Za-z0-9._/+-]*$ ]] || fatal "AAMI_ROOT must be a path of letters, digits and ._/+-"
     STATE_DIR="$ROOT/etc/aami"
     STATE_FILE="$STATE_DIR/node.json"
-    SCRIPTS_DIR="$ROOT/opt/aami/scripts"
+    MANIFEST="$STATE_DIR/installed"
+    OPT_DIR="$ROOT/opt/aami"
+    SCRIPTS_DIR="$OPT_DIR/scripts"
     TEXTFILE_DIR="$ROOT/var/lib/node_exporter/textfile"
     CRON_FILE="$ROOT/etc/cron.d/aami-dynamic-check"
     SYSTEMD_DIR="$ROOT/etc/systemd/system"
     BIN_DIR="$ROOT/usr/local/bin"
+    ARCH=$(uname -m)
+    case "$ARCH" in x86_64) ARCH=amd64 ;; aarch64) ARCH=arm64 ;; esac
     WORK=$(mktemp -d)
     trap 'rm -rf "$WORK"' EXIT
 }
@@ -118,10 +146,15 @@ verify_system() {
     fi
 }
 
-# The token goes to curl in a header file, never on its command line (visible in `ps`).
-auth_header() {
-    local file="$WORK/auth"
-    (umask 077 && printf 'Authorization: Bearer %s\n' "$1" >"$file")
+# RFC 1123, as the server checks it: dot-separated labels of letters, digits and inner "-".
+valid_hostname() {
+    [ "${#1}" -le 253 ] && [[ "$1" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$ ]]
+}
+
+# Secrets go to curl in a header file, never on its command line (visible in `ps`).
+auth_header() { # NAME SECRET
+    local file="$WORK/auth.$1"
+    (umask 077 && printf 'Authorization: Bearer %s\n' "$2" >"$file")
     printf '%s' "$file"
 }
 
@@ -140,13 +173,16 @@ PY
     fi
 }
 
+# Text from the server shown to a person: printable characters only, and not too much.
+printable() { LC_ALL=C tr -cd '[:print:]' <<<"$1" | cut -c1-300; }
+
 download_verified() { # URL DEST: fetch URL and URL.sha256 and install DEST only if they agree
     local url=$1 dest=$2 tmp="$WORK/download" expected actual
     curl -fsS "$url" -o "$tmp" || fatal "cannot download $url"
     expected=$(curl -fsS "$url.sha256" | cut -d' ' -f1) || fatal "cannot download $url.sha256"
     actual=$(sha256sum "$tmp" | cut -d' ' -f1)
     if [ -z "$expected" ] || [ "$expected" != "$actual" ]; then fatal "checksum mismatch for $url: refusing to install it"; fi
-    mkdir -p "$(dirname "$dest")"
+    make_dir "$(dirname "$dest")"
     mv "$tmp" "$dest"
 }
 
@@ -160,10 +196,85 @@ metrics_answer() {
     grep -q "$2" "$page"
 }
 
+# --- what bootstrap installed, for uninstall.sh -------------------------------------------
+# One line per thing, paths relative to AAMI_ROOT: "dir PATH" (created here: removed when
+# empty), "file PATH", "unit NAME", "pid PIDFILE BINARY" (a process started in the
+# background), "package NAME" (left in place, named), "reused WHAT" (not ours: left running).
+manifest_add() {
+    [ -d "$STATE_DIR" ] || make_dir "$STATE_DIR"
+    grep -qxF -- "$*" "$MANIFEST" 2>/dev/null || printf '%s\n' "$*" >>"$MANIFEST"
+}
+manifest_has() { grep -q -- "$1" "$MANIFEST" 2>/dev/null; }
+
+make_dir() { # DIR: mkdir -p, remembering each directory it creates
+    local dir=$1 created=()
+    while [ ! -d "$dir" ]; do
+        created=("$dir" "${created[@]+"${created[@]}"}")
+        dir=$(dirname "$dir")
+    done
+    mkdir -p "$1"
+    for dir in "${created[@]+"${created[@]}"}"; do manifest_add dir "${dir#"$ROOT"}"; done
+}
+
+prepare_state_dir() {
+    make_dir "$STATE_DIR"
+    chmod 700 "$STATE_DIR"
+}
+
 # --- 1. facts ---------------------------------------------------------------------------
+# Which machine this is, whatever its name: cloned images share a host name, not this.
+# Only a hash leaves the host; the raw id is never sent.
+machine_identity() {
+    local source raw
+    for source in "$ROOT/etc/machine-id" "$ROOT/sys/class/dmi/id/product_uuid"; do
+        [ -r "$source" ] || continue
+        raw=$(<"$source")
+        raw=${raw#"${raw%%[![:space:]]*}"}
+        raw=${raw%"${raw##*[![:space:]]}"}
+        # An image not booted yet holds an empty machine-id, or "uninitialized" early in boot.
+        if [ -z "$raw" ] || [ "$raw" = uninitialized ]; then continue; fi
+        MACHINE_ID=$(printf 'aami-machine-id:%s' "$raw" | sha256sum | cut -d' ' -f1)
+        return
+    done
+    fatal "cannot identify this machine: $ROOT/etc/machine-id and $ROOT/sys/class/dmi/id/product_uuid are missing or empty (systemd-machine-id-setup writes the first)"
+}
+
+gpu_facts() {
+    GPU_VENDOR="" GPU_MODEL="" GPU_COUNT=0
+    local listing
+    if command -v nvidia-smi >/dev/null; then
+        # One line per GPU: "count, name" (e.g. "1, NVIDIA H100 80GB HBM3").
+        if listing=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$listing" ]; then
+            GPU_VENDOR=nvidia
+            listing=${listing%%$'\n'*}
+            GPU_COUNT=${listing%%,*}
+            GPU_COUNT=${GPU_COUNT//[[:space:]]/}
+            GPU_MODEL=$(sed 's/^[^,]*, *//; s/ *$//' <<<"$listing")
+        else
+            warn "nvidia-smi is installed but lists no GPU (driver not loaded?)"
+        fi
+    elif command -v rocm-smi >/dev/null; then
+        # A "device,Card Series,..." header ("Card series" before ROCm 6), then one
+        # "cardN,..." line per GPU; rocm-smi drops the commas inside values.
+        if listing=$(rocm-smi --showproductname --csv 2>/dev/null); then
+            IFS=$'\t' read -r GPU_COUNT GPU_MODEL < <(awk -F, '
+                tolower($1) == "device" { for (i = 2; i <= NF; i++) if (tolower($i) == "card series") column = i; next }
+                /^card[0-9]+,/ { count++; if (model == "" && column) model = $column }
+                END { printf "%d\t%s\n", count, model }' <<<"$listing")
+            [ "$GPU_COUNT" = 0 ] || GPU_VENDOR=amd
+        fi
+    fi
+    if [[ ! "$GPU_COUNT" =~ ^[0-9]{1,4}$ ]]; then
+        warn "cannot read the GPU count from the driver's listing; registering as a CPU-only node"
+        GPU_VENDOR="" GPU_MODEL="" GPU_COUNT=0
+    fi
+}
+
 collect_facts() {
-    HOSTNAME_FQDN=$(hostname -f 2>/dev/null || hostname)
+    HOSTNAME_FQDN=${HOSTNAME_OVERRIDE:-$(hostname -f 2>/dev/null || hostname)}
     HOSTNAME_FQDN=$(printf '%s' "$HOSTNAME_FQDN" | tr '[:upper:]' '[:lower:]')
+    valid_hostname "$HOSTNAME_FQDN" || fatal "this host's name \"$HOSTNAME_FQDN\" is not an RFC 1123 host name: choose one with --hostname NAME"
+    machine_identity
     # The address this host uses to reach the server is the one Prometheus should scrape.
     IP_ADDRESS=$(curl -fsS -o /dev/null --max-time 10 -w '%{local_ip}' "$SERVER/api/v1/health" 2>/dev/null || true)
     if [ -z "$IP_ADDRESS" ]; then
@@ -177,202 +288,372 @@ collect_facts() {
     OS_NAME=$( (. /etc/os-release 2>/dev/null && printf '%s' "${PRETTY_NAME:-}") || true)
     KERNEL=$(uname -r)
     INTERFACES=$(find /sys/class/net -mindepth 1 -maxdepth 1 ! -name lo -printf '%f\n' 2>/dev/null | sort | paste -sd, - || true)
+    gpu_facts
+    info "facts: $HOSTNAME_FQDN $IP_ADDRESS, $CPU_CORES cores, $((MEMORY_BYTES / 1024 / 1024 / 1024)) GiB, ${GPU_COUNT} GPU${GPU_MODEL:+ ($GPU_MODEL)}, interfaces ${INTERFACES:-none}"
+    [ "$GPU_VENDOR" != amd ] || info "AMD GPUs: AAMI installs no AMD exporter; GPU metrics need AMD's device-metrics-exporter"
+}
 
-    GPU_VENDOR="" GPU_MODEL="" GPU_COUNT=0
-    if command -v nvidia-smi >/dev/null; then
-        local gpus
-        # One line per GPU: "count, name" (e.g. "1, NVIDIA H100 80GB HBM3").
-        if gpus=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
-            GPU_VENDOR=nvidia
-            local first=${gpus%%$'\n'*}
-            GPU_COUNT=$(printf '%s\n' "$first" | cut -d, -f1 | tr -d ' ')
-            GPU_MODEL=$(printf '%s\n' "$first" | cut -d, -f2- | sed 's/^ *//; s/ *$//')
+# The node credential of an earlier run against this server, if any.
+load_state() {
+    CREDENTIAL="" REGISTERED_AS=""
+    if [ -s "$STATE_FILE" ]; then
+        if [ "$(json_get "$STATE_FILE" server)" = "$SERVER" ]; then
+            CREDENTIAL=$(json_get "$STATE_FILE" node_credential)
+            REGISTERED_AS=$(json_get "$STATE_FILE" target_id)
         else
-            warn "nvidia-smi is installed but lists no GPU (driver not loaded?)"
-        fi
-    elif command -v rocm-smi >/dev/null; then
-        local products
-        if products=$(rocm-smi --showproductname --csv 2>/dev/null | tail -n +2 | grep .); then
-            GPU_VENDOR=amd
-            GPU_COUNT=$(printf '%s\n' "$products" | grep -c .)
-            GPU_MODEL=$(printf '%s\n' "${products%%$'\n'*}" | cut -d, -f2)
+            warn "this node was registered with $(json_get "$STATE_FILE" server); enrolling with $SERVER (the other registration stays until removed there)"
         fi
     fi
-    info "facts: $HOSTNAME_FQDN $IP_ADDRESS, $CPU_CORES cores, $((MEMORY_BYTES / 1024 / 1024 / 1024)) GiB, ${GPU_COUNT} GPU${GPU_MODEL:+ ($GPU_MODEL)}, interfaces ${INTERFACES:-none}"
+    [ -n "$TOKEN" ] || [ -n "$CREDENTIAL" ] || fatal "a bootstrap token is required: --token-file FILE, AAMI_BOOTSTRAP_TOKEN or --token"
 }
 
 # --- 2. exporters -----------------------------------------------------------------------
-find_node_exporter() {
-    local candidate
-    for candidate in "$BIN_DIR/node_exporter" node_exporter prometheus-node-exporter /usr/bin/prometheus-node-exporter; do
-        if command -v "$candidate" >/dev/null 2>&1; then
-            command -v "$candidate"
-            return 0
-        fi
+# An exporter that answers is ours when this script started it, else someone else's (reused).
+note_running() { # WHAT PORT UNIT PIDNAME
+    if manifest_has "^unit $3.service$" || manifest_has "^pid ${STATE_DIR#"$ROOT"}/$4.pid "; then
+        info "$1: running on :$2 (installed by AAMI)"
+    else
+        info "$1: already running on :$2, reusing it"
+        manifest_add reused "$1 on :$2"
+    fi
+}
+
+apt_knows() { # PACKAGE: apt can install it here (its repository is configured)
+    command -v apt-get >/dev/null && command -v apt-cache >/dev/null &&
+        [ -n "$(apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }')" ]
+}
+
+# obtain_exporter BINARY TARBALL PACKAGE NAMES...: sets EXPORTER_BIN to an installed binary
+# (one of NAMES on PATH, or BINARY in /usr/local/bin), else one unpacked from the server's
+# downloads (checksum verified), else from the distribution's PACKAGE. Status 1 when none.
+obtain_exporter() {
+    local binary=$1 tarball=$2 package=$3 name found
+    shift 3
+    for name in "$BIN_DIR/$binary" "$@"; do
+        if EXPORTER_BIN=$(command -v "$name" 2>/dev/null); then return 0; fi
+    done
+    if curl -fsS -o /dev/null "$SERVER/downloads/$tarball.sha256" 2>/dev/null; then
+        info "$binary: installing $tarball from $SERVER/downloads"
+        download_verified "$SERVER/downloads/$tarball" "$WORK/$tarball"
+        mkdir -p "$WORK/unpack.$binary"
+        tar -xzf "$WORK/$tarball" -C "$WORK/unpack.$binary"
+        found=$(find "$WORK/unpack.$binary" -type f -name "$binary" -print -quit)
+        [ -n "$found" ] || fatal "$tarball from the server has no $binary in it"
+        make_dir "$BIN_DIR"
+        install -m 0755 "$found" "$BIN_DIR/$binary"
+        manifest_add file "${BIN_DIR#"$ROOT"}/$binary"
+        EXPORTER_BIN="$BIN_DIR/$binary"
+        return 0
+    fi
+    if apt_knows "$package"; then
+        info "$binary: installing the package $package"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null || fatal "apt-get install $package failed"
+        manifest_add package "$package"
+        for name in "$@"; do
+            if EXPORTER_BIN=$(command -v "$name" 2>/dev/null); then return 0; fi
+        done
+        fatal "the package $package is installed but has no $*"
+    fi
+    return 1
+}
+
+wait_for_exporter() { # PORT PATTERN: bounded wait for the exporter to serve its metrics
+    local _
+    for _ in $(seq 1 30); do
+        metrics_answer "$1" "$2" && return 0
+        sleep 0.5
     done
     return 1
 }
 
+# run_exporter UNIT NAME BINARY PORT PATTERN DYNAMIC_USER ARGS...: run BINARY as the systemd
+# unit UNIT, or in the background where there is no systemd; wait until it answers.
+run_exporter() {
+    local unit=$1 name=$2 bin=$3 port=$4 pattern=$5 dynamic_user=$6
+    shift 6
+    if $HAS_SYSTEMD; then
+        make_dir "$SYSTEMD_DIR"
+        cat >"$SYSTEMD_DIR/$unit.service" <<EOF
+[Unit]
+Description=$name (installed by AAMI)
+After=network-online.target
+
+[Service]
+ExecStart=$bin $*
+Restart=always
+DynamicUser=$dynamic_user
+
+[Install]
+WantedBy=multi-user.target
+EOF
+        manifest_add unit "$unit.service"
+        systemctl daemon-reload
+        systemctl enable --now "$unit.service" >/dev/null
+        info "$name: $bin as systemd unit $unit on :$port"
+    else
+        # stdin from /dev/null: under `curl | bash` it is the script itself.
+        nohup "$bin" "$@" </dev/null >"$STATE_DIR/$name.log" 2>&1 &
+        echo $! >"$STATE_DIR/$name.pid"
+        manifest_add pid "${STATE_DIR#"$ROOT"}/$name.pid" "$bin"
+        warn "no systemd: started $bin in the background (pid $!); it will not start again after a reboot"
+    fi
+    wait_for_exporter "$port" "$pattern"
+}
+
 install_node_exporter() {
     if metrics_answer "$NODE_EXPORTER_PORT" '^node_'; then
-        info "node exporter: already running on :$NODE_EXPORTER_PORT, reusing it"
+        note_running "node exporter" "$NODE_EXPORTER_PORT" aami-node-exporter node_exporter
         return
     fi
     if $SKIP_INSTALL; then
         warn "node exporter: not running on :$NODE_EXPORTER_PORT and --skip-install given; Prometheus will find this target down"
         return
     fi
-    local bin arch
-    if ! bin=$(find_node_exporter); then
-        arch=$(uname -m)
-        case "$arch" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; esac
-        info "node exporter: not installed; fetching node_exporter-linux-$arch.tar.gz from $SERVER/downloads"
-        if curl -fsS -o /dev/null "$SERVER/downloads/node_exporter-linux-$arch.tar.gz.sha256" 2>/dev/null; then
-            download_verified "$SERVER/downloads/node_exporter-linux-$arch.tar.gz" "$WORK/node_exporter.tar.gz"
-            mkdir -p "$WORK/ne" "$BIN_DIR"
-            tar -xzf "$WORK/node_exporter.tar.gz" -C "$WORK/ne"
-            find "$WORK/ne" -type f -name node_exporter -exec install -m 0755 {} "$BIN_DIR/node_exporter" \;
-            bin="$BIN_DIR/node_exporter"
-            [ -x "$bin" ] || fatal "the node_exporter tarball from the server has no node_exporter binary"
-        elif command -v apt-get >/dev/null; then
-            info "node exporter: installing the distribution package prometheus-node-exporter"
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-node-exporter >/dev/null || fatal "apt-get install prometheus-node-exporter failed"
-            # The package starts its own service with another textfile directory: ours replaces it.
-            if $HAS_SYSTEMD; then systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true; fi
-            bin=$(find_node_exporter) || fatal "prometheus-node-exporter installed but not found"
-        else
-            fatal "node exporter: none installed, none offered by the server (put node_exporter-linux-$arch.tar.gz in its --downloads-dir) and no apt-get"
-        fi
+    if ! obtain_exporter node_exporter "node_exporter-linux-$ARCH.tar.gz" prometheus-node-exporter node_exporter prometheus-node-exporter; then
+        fatal "node exporter: none installed, none offered by the server (put node_exporter-linux-$ARCH.tar.gz and its .sha256 in its --downloads-dir) and apt has no prometheus-node-exporter"
     fi
-    mkdir -p "$TEXTFILE_DIR"
-    local args=("--web.listen-address=:$NODE_EXPORTER_PORT" "--collector.textfile.directory=$TEXTFILE_DIR")
-    if $HAS_SYSTEMD; then
-        mkdir -p "$SYSTEMD_DIR"
-        cat >"$SYSTEMD_DIR/aami-node-exporter.service" <<EOF
-[Unit]
-Description=Prometheus Node Exporter (installed by AAMI)
-After=network-online.target
-
-[Service]
-ExecStart=$bin ${args[*]}
-Restart=always
-DynamicUser=yes
-
-[Install]
-WantedBy=multi-user.target
-EOF
-        systemctl daemon-reload
-        systemctl enable --now aami-node-exporter.service >/dev/null
-        info "node exporter: $bin as systemd unit aami-node-exporter on :$NODE_EXPORTER_PORT"
-    else
-        mkdir -p "$STATE_DIR"
-        nohup "$bin" "${args[@]}" >"$STATE_DIR/node_exporter.log" 2>&1 &
-        echo $! >"$STATE_DIR/node_exporter.pid"
-        warn "no systemd: started $bin in the background (pid $!); it will not start again after a reboot"
-    fi
-    local _
-    for _ in $(seq 1 20); do
-        metrics_answer "$NODE_EXPORTER_PORT" '^node_' && return
-        sleep 0.5
-    done
-    fatal "node exporter did not answer on :$NODE_EXPORTER_PORT (see $STATE_DIR/node_exporter.log or journalctl -u aami-node-exporter)"
+    # The distribution's package starts its own service with another textfile directory: ours replaces it.
+    if manifest_has '^package prometheus-node-exporter$' && $HAS_SYSTEMD; then systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true; fi
+    make_dir "$TEXTFILE_DIR"
+    run_exporter aami-node-exporter node_exporter "$EXPORTER_BIN" "$NODE_EXPORTER_PORT" '^node_' yes \
+        "--web.listen-address=$LISTEN:$NODE_EXPORTER_PORT" "--collector.textfile.directory=$TEXTFILE_DIR" ||
+        fatal "node exporter did not answer on :$NODE_EXPORTER_PORT (see $STATE_DIR/node_exporter.log or journalctl -u aami-node-exporter)"
 }
 
-detect_dcgm_exporter() {
+# NVIDIA's DCGM Exporter serves the DCGM_* GPU metrics; it needs the driver and DCGM, so a
+# failure here is reported and the node is registered without it.
+setup_dcgm_exporter() {
     DCGM=false
     [ "$GPU_VENDOR" = nvidia ] || return 0
+    local how="install NVIDIA's dcgm-exporter (apt-get install datacenter-gpu-manager-exporter from NVIDIA's CUDA repository, or put dcgm-exporter-linux-$ARCH.tar.gz and its .sha256 in the config server's --downloads-dir), then re-run this script"
     if metrics_answer "$DCGM_EXPORTER_PORT" '^DCGM_'; then
+        note_running "dcgm exporter" "$DCGM_EXPORTER_PORT" aami-dcgm-exporter dcgm-exporter
         DCGM=true
-        info "dcgm exporter: running on :$DCGM_EXPORTER_PORT, registering it"
+        return
+    fi
+    if $SKIP_INSTALL; then
+        warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT and --skip-install given: no GPU metrics (DCGM_*) until one runs there"
+        return
+    fi
+    if ! obtain_exporter dcgm-exporter "dcgm-exporter-linux-$ARCH.tar.gz" datacenter-gpu-manager-exporter dcgm-exporter; then
+        warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT and none can be installed here; for GPU metrics (DCGM_*), $how"
+        return
+    fi
+    # A package may start its own service on the port.
+    if metrics_answer "$DCGM_EXPORTER_PORT" '^DCGM_'; then
+        info "dcgm exporter: the package's service answers on :$DCGM_EXPORTER_PORT"
+        DCGM=true
+        return
+    fi
+    if run_exporter aami-dcgm-exporter dcgm-exporter "$EXPORTER_BIN" "$DCGM_EXPORTER_PORT" '^DCGM_' no --address "$LISTEN:$DCGM_EXPORTER_PORT"; then
+        DCGM=true
     else
-        warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT; GPU metrics (DCGM_*) need NVIDIA's dcgm-exporter there. Re-run this script once it runs."
+        warn "dcgm exporter: $EXPORTER_BIN started but does not answer on :$DCGM_EXPORTER_PORT (see $STATE_DIR/dcgm-exporter.log or journalctl -u aami-dcgm-exporter: DCGM and the NVIDIA driver must be installed); registering without it"
     fi
 }
 
 # --- 3. registration --------------------------------------------------------------------
-build_request() {
-    local rotate=false labels_json exporters='[{"type":"node_exporter","port":'"$NODE_EXPORTER_PORT"'}]'
-    [ -s "$STATE_FILE" ] && [ -n "$(json_get "$STATE_FILE" node_credential)" ] || rotate=true
+# build_body enrol|update: the request. Enrolment names the host and proves which machine it
+# is; an update (with the node credential) carries what may change. GPU facts and --label
+# flags are the node's own labels; the server keeps the admin's and the token's.
+build_body() {
+    local exporters='[{"type":"node_exporter","port":'"$NODE_EXPORTER_PORT"'}]'
     if $DCGM; then exporters='[{"type":"node_exporter","port":'"$NODE_EXPORTER_PORT"'},{"type":"dcgm_exporter","port":'"$DCGM_EXPORTER_PORT"'}]'; fi
     if [ "$JSON" = jq ]; then
-        labels_json=$(printf '%s\n' "${LABELS[@]+"${LABELS[@]}"}" | jq -Rn '[inputs | select(length > 0) | capture("^(?<k>[^=]+)=(?<v>.*)$") | {(.k): .v}] | add // {}')
-        jq -n --arg hostname "$HOSTNAME_FQDN" --arg ip "$IP_ADDRESS" --arg group "$GROUP" --argjson labels "$labels_json" \
-            --argjson exporters "$exporters" --argjson rotate "$rotate" \
-            --argjson cores "$CPU_CORES" --argjson memory "$MEMORY_BYTES" --arg os "$OS_NAME" --arg kernel "$KERNEL" \
+        jq -n --arg mode "$1" --arg hostname "$HOSTNAME_FQDN" --arg machine "$MACHINE_ID" --arg ip "$IP_ADDRESS" --arg group "$GROUP" \
+            --argjson exporters "$exporters" --argjson cores "$CPU_CORES" --argjson memory "$MEMORY_BYTES" --arg os "$OS_NAME" --arg kernel "$KERNEL" \
             --arg vendor "$GPU_VENDOR" --arg model "$GPU_MODEL" --argjson count "$GPU_COUNT" --arg interfaces "$INTERFACES" \
-            '{hostname: $hostname, ip_address: $ip, exporters: $exporters, labels: $labels,
-              facts: ({cpu_cores: $cores, memory_bytes: $memory, os: $os, kernel: $kernel, gpu_count: $count,
-                       interfaces: ($interfaces | split(",") | map(select(length > 0)))}
-                      + (if $vendor != "" then {gpu_vendor: $vendor, gpu_model: $model} else {} end))}
-             + (if $group != "" then {group_id: $group} else {} end)
-             + (if $rotate then {rotate_credential: true} else {} end)'
+            '($ARGS.positional | map(index("=") as $i | {(.[:$i]): .[$i + 1:]}) | add // {}) as $flags
+             | (if $vendor != "" then {gpu_vendor: $vendor, gpu_count: ($count | tostring)} + (if $model != "" then {gpu_model: $model} else {} end) else {} end) as $gpu
+             | {ip_address: $ip, exporters: $exporters, labels: ($gpu + $flags),
+                facts: ({cpu_cores: $cores, memory_bytes: $memory, os: $os, kernel: $kernel, gpu_count: $count,
+                         interfaces: ($interfaces | split(",") | map(select(length > 0)))}
+                        + (if $vendor != "" then {gpu_vendor: $vendor, gpu_model: $model} else {} end))}
+             + (if $mode == "enrol" then {hostname: $hostname, machine_id: $machine} + (if $group != "" then {group_id: $group} else {} end) else {} end)' \
+            --args "${LABELS[@]+"${LABELS[@]}"}"
     else
-        python3 - "$HOSTNAME_FQDN" "$IP_ADDRESS" "$GROUP" "$exporters" "$rotate" "$CPU_CORES" "$MEMORY_BYTES" "$OS_NAME" "$KERNEL" \
+        python3 - "$1" "$HOSTNAME_FQDN" "$MACHINE_ID" "$IP_ADDRESS" "$GROUP" "$exporters" "$CPU_CORES" "$MEMORY_BYTES" "$OS_NAME" "$KERNEL" \
             "$GPU_VENDOR" "$GPU_MODEL" "$GPU_COUNT" "$INTERFACES" "${LABELS[@]+"${LABELS[@]}"}" <<'PY'
 import json, sys
-(hostname, ip, group, exporters, rotate, cores, memory, os_name, kernel, vendor, model, count, interfaces), labels = sys.argv[1:14], sys.argv[14:]
+(mode, hostname, machine, ip, group, exporters, cores, memory, os_name, kernel, vendor, model, count, interfaces), flags = sys.argv[1:15], sys.argv[15:]
 facts = {"cpu_cores": int(cores), "memory_bytes": int(memory), "os": os_name, "kernel": kernel, "gpu_count": int(count),
          "interfaces": [i for i in interfaces.split(",") if i]}
+labels = {}
 if vendor:
     facts.update(gpu_vendor=vendor, gpu_model=model)
-body = {"hostname": hostname, "ip_address": ip, "exporters": json.loads(exporters),
-        "labels": dict(label.split("=", 1) for label in labels), "facts": facts}
-if group:
-    body["group_id"] = group
-if rotate == "true":
-    body["rotate_credential"] = True
+    labels.update(gpu_vendor=vendor, gpu_count=count)
+    if model:
+        labels["gpu_model"] = model
+labels.update(flag.split("=", 1) for flag in flags)
+body = {"ip_address": ip, "exporters": json.loads(exporters), "labels": labels, "facts": facts}
+if mode == "enrol":
+    body.update(hostname=hostname, machine_id=machine)
+    if group:
+        body["group_id"] = group
 print(json.dumps(body))
 PY
     fi
 }
 
-register() {
-    local request="$WORK/request.json" response="$WORK/response.json" status code message
-    build_request >"$request"
-    status=$(curl -sS -o "$response" -w '%{http_code}' --max-time 30 -X POST -H "@$(auth_header "$TOKEN")" \
-        -H 'Content-Type: application/json' --data-binary "@$request" "$SERVER/api/v1/bootstrap/register") ||
-        fatal "cannot reach the config server at $SERVER"
-    case "$status" in
-        200 | 201) ;;
-        *)
-            code=$(json_get "$response" error.code 2>/dev/null || true)
-            message=$(json_get "$response" error.message 2>/dev/null || true)
-            case "$code" in
-                token_expired) fatal "registration refused: the bootstrap token has expired ($message)" ;;
-                token_revoked) fatal "registration refused: the bootstrap token has been revoked ($message)" ;;
-                token_exhausted) fatal "registration refused: the bootstrap token is used up ($message)" ;;
-                unauthorized) fatal "registration refused: the bootstrap token is not valid" ;;
-                *) fatal "registration failed (HTTP $status${code:+, $code}): ${message:-$(head -c 300 "$response")}" ;;
-            esac
-            ;;
+# http_call METHOD PATH AUTH_FILE [BODY_FILE]: one request; STATUS and $RESPONSE hold the answer.
+http_call() {
+    local args=(-sS -o "$RESPONSE" -w '%{http_code}' --max-time 30 -X "$1" -H "@$3")
+    [ -z "${4:-}" ] || args+=(-H 'Content-Type: application/json' --data-binary "@$4")
+    STATUS=$(curl "${args[@]}" "$SERVER$2") || fatal "cannot reach the config server at $SERVER"
+}
+
+error_code() { json_get "$RESPONSE" error.code 2>/dev/null || true; }
+
+seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); } # MILLISECONDS
+
+# api_call METHOD PATH AUTH_FILE [BODY_FILE]: http_call, retrying transient refusals (503,
+# 429, 409 remote_conflict) with jittered exponential backoff for AAMI_RETRY_SECONDS: a
+# fleet booting at once must not hit a busy server in lockstep. GAVE_UP says how long it tried.
+api_call() {
+    local started=$SECONDS attempt=1 delay_ms=1000 wait_ms code retry_after
+    GAVE_UP=""
+    while :; do
+        http_call "$@"
+        code=$(error_code)
+        case "$STATUS:$code" in
+            503:* | 429:* | 409:remote_conflict) ;;
+            *) return 0 ;;
+        esac
+        wait_ms=$((delay_ms / 2 + RANDOM % (delay_ms / 2 + 1)))
+        retry_after=$(json_get "$RESPONSE" error.details.retry_after_seconds 2>/dev/null || true)
+        if [ "$STATUS" = 429 ] && [[ "$retry_after" =~ ^[0-9]{1,5}$ ]] && [ $((retry_after * 1000)) -gt "$wait_ms" ]; then
+            wait_ms=$((retry_after * 1000))
+        fi
+        if [ $(((SECONDS - started) * 1000 + wait_ms)) -gt $((RETRY_SECONDS * 1000)) ]; then
+            GAVE_UP=" after $attempt attempts in $((SECONDS - started))s"
+            return 0
+        fi
+        warn "the server refused for now (HTTP $STATUS${code:+ $code}); retrying in $(seconds "$wait_ms")s (attempt $((attempt + 1)))"
+        sleep "$(seconds "$wait_ms")"
+        attempt=$((attempt + 1))
+        delay_ms=$((delay_ms * 2 > 60000 ? 60000 : delay_ms * 2))
+    done
+}
+
+refused() { # WHAT: exit with one line saying why the server refused
+    local code message
+    code=$(error_code)
+    message=$(printable "$(json_get "$RESPONSE" error.message 2>/dev/null || head -c 300 "$RESPONSE")")
+    case "$code" in
+        token_expired) fatal "$1 refused: the bootstrap token has expired ($message)" ;;
+        token_revoked) fatal "$1 refused: the bootstrap token has been revoked ($message)" ;;
+        token_exhausted) fatal "$1 refused: the bootstrap token is used up ($message)" ;;
+        unauthorized) fatal "$1 refused: the bootstrap token is not valid" ;;
+        hostname_taken) fatal "hostname $HOSTNAME_FQDN is held by another machine: $message; choose another with --hostname" ;;
+        *) fatal "$1 failed (HTTP $STATUS${code:+, $code})$GAVE_UP: $message" ;;
     esac
-    TARGET_ID=$(json_get "$response" target.id)
-    local outcome credential
-    outcome=$(json_get "$response" outcome)
-    credential=$(json_get "$response" node_credential)
-    [ -n "$credential" ] || credential=$(json_get "$STATE_FILE" node_credential)
-    save_state "$TARGET_ID" "$credential"
-    info "registered: target $TARGET_ID ($outcome) in group $(json_get "$response" target.primary_group_id)"
+}
+
+enrol() {
+    [ -n "$TOKEN" ] || fatal "the server does not accept this node's credential and no bootstrap token was given: --token-file FILE, AAMI_BOOTSTRAP_TOKEN or --token"
+    build_body enrol >"$WORK/request.json"
+    api_call POST /api/v1/bootstrap/register "$(auth_header token "$TOKEN")" "$WORK/request.json"
+    case "$STATUS" in 200 | 201) accept_registration ;; *) refused registration ;; esac
+}
+
+update() { # status 1 when the server no longer accepts the node credential
+    [ -z "$GROUP" ] || warn "--group applies at enrolment only; this node stays in its group"
+    if [ -n "$REGISTERED_AS" ] && [ "$REGISTERED_AS" != "$HOSTNAME_FQDN" ]; then
+        warn "this node is registered as $REGISTERED_AS and stays so; to register it as $HOSTNAME_FQDN, run $OPT_DIR/uninstall.sh --deregister-only, then this script again"
+    fi
+    build_body update >"$WORK/request.json"
+    api_call PUT /api/v1/nodes/self "$(auth_header node "$CREDENTIAL")" "$WORK/request.json"
+    case "$STATUS" in
+        200) accept_registration ;;
+        401) return 1 ;;
+        *) refused update ;;
+    esac
+}
+
+register() {
+    RESPONSE="$WORK/response.json"
+    if [ -n "$CREDENTIAL" ]; then
+        update && return
+        info "the server does not accept this node's credential any more (its target was deleted, or the credential replaced): enrolling again with the bootstrap token"
+    fi
+    enrol
+}
+
+accept_registration() {
+    local credential
+    TARGET_ID=$(json_get "$RESPONSE" target.id)
+    credential=$(json_get "$RESPONSE" node_credential)
+    EPHEMERAL=false
+    [ "$(json_get "$RESPONSE" ephemeral)" != true ] || EPHEMERAL=true
+    save_state "$TARGET_ID" "${credential:-$CREDENTIAL}"
+    info "registered: target $TARGET_ID ($(json_get "$RESPONSE" outcome)) in group $(json_get "$RESPONSE" target.primary_group_id)"
 }
 
 save_state() { # TARGET_ID CREDENTIAL: root-only file, written whole
-    mkdir -p "$STATE_DIR"
-    chmod 700 "$STATE_DIR"
     local tmp="$STATE_DIR/.node.json.tmp"
     (
         umask 077
         if [ "$JSON" = jq ]; then
-            jq -n --arg server "$SERVER" --arg target "$1" --arg credential "$2" \
-                '{server: $server, target_id: $target, node_credential: $credential}' >"$tmp"
+            jq -n --arg server "$SERVER" --arg target "$1" --arg credential "$2" --argjson ephemeral "$EPHEMERAL" \
+                '{server: $server, target_id: $target, node_credential: $credential, ephemeral: $ephemeral}' >"$tmp"
         else
-            python3 -c 'import json,sys; print(json.dumps({"server": sys.argv[1], "target_id": sys.argv[2], "node_credential": sys.argv[3]}))' \
-                "$SERVER" "$1" "$2" >"$tmp"
+            python3 -c 'import json,sys; print(json.dumps({"server": sys.argv[1], "target_id": sys.argv[2], "node_credential": sys.argv[3], "ephemeral": sys.argv[4] == "true"}))' \
+                "$SERVER" "$1" "$2" "$EPHEMERAL" >"$tmp"
         fi
     )
     mv "$tmp" "$STATE_FILE"
 }
 
-# --- 4. dynamic checks ------------------------------------------------------------------
+# --- 4. leaving the fleet ---------------------------------------------------------------
+# Like k3s, the uninstaller is put in place at install time (and before registering, so a
+# half-done install can be removed too).
+install_uninstaller() {
+    download_verified "$SERVER/scripts/uninstall.sh" "$OPT_DIR/uninstall.sh"
+    chmod 0755 "$OPT_DIR/uninstall.sh"
+}
+
+environment_line() { [ -z "$ROOT" ] || printf 'Environment=AAMI_ROOT=%s\n' "$ROOT"; }
+
+# An ephemeral node (a spot VM, an autoscaled instance) deregisters itself when it shuts
+# down cleanly: the unit is started now and does its work when it is stopped.
+setup_ephemeral() {
+    local unit="$SYSTEMD_DIR/aami-deregister.service"
+    if ! $EPHEMERAL; then
+        if [ -f "$unit" ]; then
+            systemctl disable aami-deregister.service >/dev/null 2>&1 || true
+            rm -f "$unit"
+            info "not ephemeral any more: removed aami-deregister.service"
+        fi
+        return
+    fi
+    if ! $HAS_SYSTEMD; then
+        warn "ephemeral node without systemd: nothing deregisters it at shutdown; run $OPT_DIR/uninstall.sh --deregister-only from your shutdown hook"
+        return
+    fi
+    make_dir "$SYSTEMD_DIR"
+    cat >"$unit" <<EOF
+[Unit]
+Description=AAMI: deregister this ephemeral node when it shuts down
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=$OPT_DIR/uninstall.sh --deregister-only
+$(environment_line)
+
+[Install]
+WantedBy=multi-user.target
+EOF
+    manifest_add unit aami-deregister.service
+    systemctl daemon-reload
+    systemctl enable --now aami-deregister.service >/dev/null
+    info "ephemeral: aami-deregister.service deregisters this node when it shuts down"
+}
+
+# --- 5. dynamic checks ------------------------------------------------------------------
 install_checks() {
     if $NO_CHECKS; then
         info "checks: skipped (--no-checks)"
@@ -380,26 +661,31 @@ install_checks() {
     fi
     download_verified "$SERVER/scripts/dynamic-check.sh" "$SCRIPTS_DIR/dynamic-check.sh"
     chmod 0755 "$SCRIPTS_DIR/dynamic-check.sh"
+    make_dir "$ROOT/var/lib/aami"
+    make_dir "$TEXTFILE_DIR"
     local run="$SCRIPTS_DIR/dynamic-check.sh"
     [ -z "$ROOT" ] || run="AAMI_ROOT=$ROOT $run"
     # A cron daemon that reads /etc/cron.d (cron, cronie) has created that directory.
     if [ -d "$ROOT/etc/cron.d" ]; then
-        mkdir -p "$(dirname "$CRON_FILE")"
         printf '# Installed by AAMI bootstrap.sh: dynamic checks every minute.\n* * * * * root %s >/dev/null 2>&1\n' "$run" >"$CRON_FILE"
         chmod 0644 "$CRON_FILE"
+        manifest_add file "${CRON_FILE#"$ROOT"}"
         info "checks: $CRON_FILE runs dynamic-check.sh every minute"
     elif $HAS_SYSTEMD; then
-        mkdir -p "$SYSTEMD_DIR"
-        printf '[Unit]\nDescription=AAMI dynamic checks\n\n[Service]\nType=oneshot\nExecStart=%s\n' "$SCRIPTS_DIR/dynamic-check.sh" >"$SYSTEMD_DIR/aami-dynamic-check.service"
+        make_dir "$SYSTEMD_DIR"
+        printf '[Unit]\nDescription=AAMI dynamic checks\n\n[Service]\nType=oneshot\nExecStart=%s\n%s\n' "$SCRIPTS_DIR/dynamic-check.sh" "$(environment_line)" >"$SYSTEMD_DIR/aami-dynamic-check.service"
         printf '[Unit]\nDescription=AAMI dynamic checks every minute\n\n[Timer]\nOnCalendar=minutely\n\n[Install]\nWantedBy=timers.target\n' >"$SYSTEMD_DIR/aami-dynamic-check.timer"
+        manifest_add unit aami-dynamic-check.timer
+        manifest_add unit aami-dynamic-check.service
         systemctl daemon-reload
         systemctl enable --now aami-dynamic-check.timer >/dev/null
         info "checks: no cron; systemd timer aami-dynamic-check.timer runs dynamic-check.sh every minute"
     else
         warn "checks: neither cron nor systemd here; run $SCRIPTS_DIR/dynamic-check.sh from your own scheduler"
     fi
+    info "checks: first run:"
     AAMI_ROOT="$ROOT" "$SCRIPTS_DIR/dynamic-check.sh" || warn "checks: the first run of dynamic-check.sh failed (see: grep aami /var/log/syslog)"
-    info "checks: first run done, results in $TEXTFILE_DIR"
+    info "checks: results in $TEXTFILE_DIR"
 }
 
 dry_run() {
@@ -409,25 +695,45 @@ dry_run() {
     if metrics_answer "$NODE_EXPORTER_PORT" '^node_'; then info "would reuse the node exporter on :$NODE_EXPORTER_PORT"
     elif $SKIP_INSTALL; then info "would leave the node exporter alone (--skip-install)"
     else info "would install or start a node exporter on :$NODE_EXPORTER_PORT with textfiles in $TEXTFILE_DIR"; fi
-    info "would POST $SERVER/api/v1/bootstrap/register with:"
-    build_request
-    info "would keep the node credential in $STATE_FILE (mode 600)"
+    if [ "$GPU_VENDOR" = nvidia ]; then
+        if $DCGM; then info "would reuse the dcgm exporter on :$DCGM_EXPORTER_PORT"; else info "would install or start a dcgm exporter on :$DCGM_EXPORTER_PORT"; fi
+    fi
+    if [ -n "$CREDENTIAL" ]; then
+        info "would PUT $SERVER/api/v1/nodes/self (with this node's credential) with:"
+        build_body update
+    else
+        info "would POST $SERVER/api/v1/bootstrap/register with:"
+        build_body enrol
+    fi
+    info "would keep the node credential in $STATE_FILE (mode 600) and install $OPT_DIR/uninstall.sh"
     $NO_CHECKS || info "would install $SCRIPTS_DIR/dynamic-check.sh and run it every minute"
+}
+
+verify_command() {
+    local credential="jq -r .node_credential $STATE_FILE"
+    [ "$JSON" = jq ] || credential="python3 -c 'import json; print(json.load(open(\"$STATE_FILE\"))[\"node_credential\"])'"
+    # shellcheck disable=SC2016 # the $( ) is for the person who runs the command
+    printf 'curl -s -H "Authorization: Bearer $(%s)" "%s/api/v1/targets?hostname=%s"' "$credential" "$SERVER" "$TARGET_ID"
 }
 
 main() {
     setup_env "$@"
     verify_system
+    load_state
     collect_facts
     if $DRY_RUN; then
         dry_run
         return
     fi
+    prepare_state_dir
+    install_uninstaller
     install_node_exporter
-    detect_dcgm_exporter
+    setup_dcgm_exporter
     register
+    setup_ephemeral
     install_checks
-    info "done: $HOSTNAME_FQDN is registered; check it with: curl $SERVER/api/v1/targets/$TARGET_ID"
+    info "done: $TARGET_ID is registered; verify it from this node with:"
+    info "  $(verify_command)"
 }
 
 main "$@"

@@ -89,8 +89,8 @@ port_check dcgm_exporter "$DCGM_PORT" '^DCGM_'
 # --- GPUs
 if command -v nvidia-smi >/dev/null && gpus=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
     result PASS gpu "NVIDIA: $(printf '%s\n' "${gpus%%$'\n'*}" | sed 's/, / x /')"
-elif command -v rocm-smi >/dev/null && rocm-smi >/dev/null 2>&1; then
-    result PASS gpu "AMD (rocm-smi)"
+elif command -v rocm-smi >/dev/null && gpus=$(rocm-smi --showproductname --csv 2>/dev/null) && grep -q '^card[0-9]' <<<"$gpus"; then
+    result PASS gpu "AMD: $(grep -c '^card[0-9]' <<<"$gpus") GPUs (rocm-smi)"
 elif command -v nvidia-smi >/dev/null; then
     result WARN gpu "nvidia-smi is installed but lists no GPU (driver not loaded?)"
 else

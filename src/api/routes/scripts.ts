@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Hono, type Context } from 'hono';
 import { AamiError } from '../../errors.js';
 
-export const NODE_SCRIPTS = ['bootstrap.sh', 'preflight-check.sh', 'dynamic-check.sh'];
+export const NODE_SCRIPTS = ['bootstrap.sh', 'preflight-check.sh', 'dynamic-check.sh', 'uninstall.sh'];
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /** `GET name` gives the file, `GET name.sha256` its hash in the form `sha256sum -c` reads. */
@@ -28,7 +28,9 @@ export function scriptRoutes(options: { scriptsDir: string; downloadsDir?: strin
     const path = options.downloadsDir && join(options.downloadsDir, name);
     return path && existsSync(path) ? readFileSync(path) : undefined;
   };
+  // The guide's one-liner fetches /bootstrap.sh; its checksum sits beside it, as for /scripts/.
   app.get('/bootstrap.sh', (c) => serve(c, 'bootstrap.sh', (name) => scripts.get(name), shell));
+  app.get('/bootstrap.sh.sha256', (c) => serve(c, 'bootstrap.sh.sha256', (name) => scripts.get(name), shell));
   app.get('/scripts/:file', (c) => serve(c, c.req.param('file'), (name) => scripts.get(name), shell));
   app.get('/downloads/:file', (c) => serve(c, c.req.param('file'), download, 'application/octet-stream'));
   return app;
