@@ -1,13 +1,17 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT } from './helpers.js';
-import { configServer, fakeNode, freePort, requireBinary, runningNodeExporter } from './node-helpers.js';
+import { ROOT, tempDir } from './helpers.js';
+import { configServer, DCGM_STAND_IN, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter } from './node-helpers.js';
 
 /** The guide's one-liner, with the token in a file so it stays out of `ps`. */
 const oneLiner = (server: string, tokenFile: string, flags = '') =>
   `curl -fsSL ${server}/bootstrap.sh | bash -s -- --token-file ${tokenFile} --server ${server} ${flags}`;
+const BOOTSTRAP = join(ROOT, 'scripts/bootstrap.sh');
+const machineHash = (id: string) => createHash('sha256').update(`aami-machine-id:${id}`).digest('hex');
+/** The JSON document a --dry-run prints. */
+const dryRunBody = (stdout: string) => JSON.parse(stdout.slice(stdout.indexOf('{'), stdout.lastIndexOf('}') + 1));
 
 describe('bootstrap.sh', () => {
   it('registers a GPU node, reuses its running exporter, keeps the credential root-only and runs the first check', async () => {
@@ -16,41 +20,192 @@ describe('bootstrap.sh', () => {
     const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
     const dcgmPort = await freePort();
     const { token, id } = await server.token();
-    const flags = `--node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --label rack=r7 --label environment=staging`;
+    const flags = `--hostname GPU-Node-01 --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --label rack=r7 --label environment=staging`;
     const run = await node.sh(oneLiner(server.url, node.tokenFile(token), flags));
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(`node exporter: already running on :${port}, reusing it`);
-    expect(run.stderr).toContain(`dcgm exporter: none answers on :${dcgmPort}`);
-    expect(run.stdout).toMatch(/registered: target \S+ \(created\) in group ml-training/);
+    expect(run.stderr).toContain(`dcgm exporter: none answers on :${dcgmPort} and none can be installed here`);
+    expect(run.stdout).toMatch(/registered: target gpu-node-01 \(created\) in group ml-training/);
 
     const { json: targets } = await server.admin('GET', '/api/v1/targets');
     expect(targets).toHaveLength(1);
     expect(targets[0]).toMatchObject({
+      id: 'gpu-node-01',
       ip_address: '127.0.0.1',
       exporters: [{ type: 'node_exporter', port }],
-      // the token's environment label wins over the node's --label
-      labels: { rack: 'r7', environment: 'production', gpu_model: 'NVIDIA H100 80GB HBM3', gpu_count: '1', gpu_vendor: 'nvidia' },
+      // the node's own labels, and the token's environment label winning over its --label
+      node_labels: { rack: 'r7', gpu_model: 'NVIDIA H100 80GB HBM3', gpu_count: '1', gpu_vendor: 'nvidia' },
+      effective_labels: { rack: 'r7', environment: 'production', gpu_model: 'NVIDIA H100 80GB HBM3', gpu_count: '1', gpu_vendor: 'nvidia' },
       facts: { gpu_count: 1, gpu_model: 'NVIDIA H100 80GB HBM3' },
     });
 
     const state = node.path('etc/aami/node.json');
     expect(statSync(state).mode & 0o777).toBe(0o600);
-    expect(JSON.parse(readFileSync(state, 'utf8'))).toMatchObject({ server: server.url, target_id: targets[0].id, node_credential: expect.stringMatching(/^aami_node_/) });
-    expect(readFileSync(node.path('etc/cron.d/aami-dynamic-check'), 'utf8')).toContain(`* * * * * root AAMI_ROOT=${node.root} ${node.path('opt/aami/scripts/dynamic-check.sh')}`);
-    // The first check ran and its results reach Prometheus through the node exporter.
+    expect(statSync(node.path('etc/aami')).mode & 0o777).toBe(0o700);
+    const credential = JSON.parse(readFileSync(state, 'utf8')).node_credential;
+    expect(JSON.parse(readFileSync(state, 'utf8'))).toMatchObject({ server: server.url, target_id: 'gpu-node-01', node_credential: expect.stringMatching(/^aami_node_/) });
+    expect(readFileSync(node.path('etc/cron.d/aami-dynamic-check'), 'utf8')).toContain(`* * * * * root AAMI_ROOT=${node.root} ${node.path('opt/aami/scripts/dynamic-check.sh')} >/dev/null 2>&1`);
+    expect(statSync(node.path('opt/aami/uninstall.sh')).mode & 0o777).toBe(0o755);
+    // The first check ran, said so, and its results reach Prometheus through the node exporter.
+    expect(run.stdout).toMatch(/^gpu-count: ran$/m);
+    expect(run.stdout).toMatch(/^mount: ran$/m);
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toContain('aami_check_success{check="gpu-count"} 1');
     expect(metrics).toContain('aami_gpu_count_match 1');
+    expect(metrics).toContain('aami_mount_present{mountpoint="/"} 1');
     expect(metrics).toMatch(/aami_disk_used_ratio\{mountpoint="\/"\} 0\.\d+/);
-    expect((await server.admin('GET', `/api/v1/targets/${targets[0].id}`)).json.last_seen).not.toBeNull();
+    expect((await server.admin('GET', '/api/v1/targets/gpu-node-01')).json.last_seen).not.toBeNull();
 
-    // Re-running it changes nothing: no duplicate, no token use.
-    const again = await node.sh(oneLiner(server.url, node.tokenFile(token), flags));
+    // Its last line is a command the node can run to see itself, and it works as printed.
+    const verify = run.stdout.trim().split('\n').at(-1)!.replace(/^\[aami\] +/, '');
+    expect(verify).toBe(`curl -s -H "Authorization: Bearer $(jq -r .node_credential ${state})" "${server.url}/api/v1/targets?hostname=gpu-node-01"`);
+    const self = await node.sh(verify);
+    expect(JSON.parse(self.stdout)).toMatchObject([{ id: 'gpu-node-01' }]);
+    expect(run.stdout + run.stderr).not.toContain(credential);
+
+    // Re-running it updates through the node credential: no token use, no new credential, no duplicate.
+    const again = await node.sh(`bash ${BOOTSTRAP} --server ${server.url} ${flags}`);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain('(unchanged)');
     expect((await server.admin('GET', '/api/v1/targets')).json).toHaveLength(1);
     expect((await server.admin('GET', `/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
-    expect(JSON.parse(readFileSync(state, 'utf8')).node_credential).toMatch(/^aami_node_/);
+    expect(JSON.parse(readFileSync(state, 'utf8')).node_credential).toBe(credential);
+  });
+
+  it('names the machine by a hash of its machine-id (or product_uuid), and the host by --hostname or AAMI_HOSTNAME', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false, machineId: '6f1e0a4c2b8d4e0f9a7b3c5d1e2f4a6b' });
+    const { token } = await server.token();
+    const dryRun = (flags: string, env: Record<string, string> = {}) => node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --dry-run ${flags}`, env);
+
+    const named = await dryRun('--hostname Rack7-Node.Example.COM');
+    expect(named.code, named.stderr).toBe(0);
+    expect(dryRunBody(named.stdout)).toMatchObject({ hostname: 'rack7-node.example.com', machine_id: machineHash('6f1e0a4c2b8d4e0f9a7b3c5d1e2f4a6b') });
+    expect(named.stdout).not.toContain('6f1e0a4c2b8d4e0f9a7b3c5d1e2f4a6b');
+    expect(dryRunBody((await dryRun('', { AAMI_HOSTNAME: 'from-env' })).stdout).hostname).toBe('from-env');
+
+    // A cloned image that has not booted yet has an empty machine-id: the DMI product uuid stands in.
+    writeFileSync(node.path('etc/machine-id'), '\n');
+    mkdirSync(node.path('sys/class/dmi/id'), { recursive: true });
+    writeFileSync(node.path('sys/class/dmi/id/product_uuid'), ' ec2a1b2c-3d4e-5f60-7182-93a4b5c6d7e8 \n');
+    expect(dryRunBody((await dryRun('--hostname n1')).stdout).machine_id).toBe(machineHash('ec2a1b2c-3d4e-5f60-7182-93a4b5c6d7e8'));
+    rmSync(node.path('sys'), { recursive: true });
+    const unknown = await dryRun('--hostname n1');
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toContain('cannot identify this machine');
+
+    // A name that is not RFC 1123 never reaches the server.
+    for (const bad of ['under_score', '-leading', 'a..b', `${'x'.repeat(64)}.example`]) {
+      const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname ${bad}`);
+      expect(run.code, bad).toBe(1);
+      expect(run.stderr).toContain('--hostname must be an RFC 1123 host name');
+    }
+    expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
+  });
+
+  it('refuses to take over a host name another machine holds, and re-enrols its own machine', async () => {
+    const server = await configServer();
+    const { token, id } = await server.token();
+    const flags = '--hostname ubuntu --skip-install --no-checks';
+    const first = fakeNode({ gpu: false });
+    expect((await first.sh(`bash ${BOOTSTRAP} --token-file ${first.tokenFile(token)} --server ${server.url} ${flags}`)).code).toBe(0);
+
+    // A clone of the same image, same host name, another machine.
+    const clone = fakeNode({ gpu: false });
+    const taken = await clone.sh(`bash ${BOOTSTRAP} --token-file ${clone.tokenFile(token)} --server ${server.url} ${flags}`);
+    expect(taken.code).toBe(1);
+    const errors = taken.stderr.split('\n').filter((line) => line.includes('ERROR'));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/^\[aami\] ERROR: hostname ubuntu is held by another machine: .+; choose another with --hostname$/);
+    expect((await clone.sh(`bash ${BOOTSTRAP} --token-file ${clone.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname ubuntu-2`)).code).toBe(0);
+
+    // The first machine lost its state (reinstalled): the same machine gets its name back.
+    rmSync(first.path('etc/aami'), { recursive: true });
+    const back = await first.sh(`bash ${BOOTSTRAP} --token-file ${first.tokenFile(token)} --server ${server.url} ${flags}`);
+    expect(back.code, back.stderr).toBe(0);
+    expect(back.stdout).toContain('registered: target ubuntu (reenrolled)');
+    expect((await server.admin('GET', '/api/v1/targets')).json.map((t: { id: string }) => t.id).sort()).toEqual(['ubuntu', 'ubuntu-2']);
+    expect((await server.admin('GET', `/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(2);
+  });
+
+  it('enrols again with the token when the server no longer accepts the node credential', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const { token } = await server.token();
+    const run = () => node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname n1 --skip-install --no-checks`);
+    expect((await run()).code).toBe(0);
+    const before = JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8')).node_credential;
+    expect((await server.admin('DELETE', '/api/v1/targets/n1')).status).toBe(200);
+    const again = await run();
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain("the server does not accept this node's credential any more");
+    expect(again.stdout).toContain('registered: target n1 (created)');
+    expect(JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8')).node_credential).not.toBe(before);
+
+    // Without a token it says what it needs.
+    await server.admin('DELETE', '/api/v1/targets/n1');
+    const tokenless = await node.sh(`bash ${BOOTSTRAP} --server ${server.url} --hostname n1 --skip-install --no-checks`);
+    expect(tokenless.code).toBe(1);
+    expect(tokenless.stderr).toContain("does not accept this node's credential and no bootstrap token was given");
+  });
+
+  it.each([
+    ['an installed binary on PATH', 'path'],
+    ['a tarball in the server downloads', 'tarball'],
+  ])('installs and starts a DCGM exporter from %s and registers it', async (_, source) => {
+    const downloads = tempDir('aami-downloads-');
+    if (source === 'tarball') dcgmTarball(downloads);
+    const server = await configServer({ downloadsDir: downloads });
+    const node = fakeNode({ gpu: true });
+    if (source === 'path') node.addStub('dcgm-exporter', readFileSync(DCGM_STAND_IN, 'utf8'));
+    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    const dcgmPort = await freePort();
+    const { token } = await server.token();
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname g1 --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`));
+    expect(run.code, run.stderr).toBe(0);
+    const binary = source === 'path' ? join(node.bin, 'dcgm-exporter') : node.path('usr/local/bin/dcgm-exporter');
+    if (source === 'tarball') expect(run.stdout).toContain(`dcgm-exporter: installing dcgm-exporter-linux-`);
+    expect(run.stderr).toContain(`no systemd: started ${binary} in the background`);
+    const metrics = await (await fetch(`http://127.0.0.1:${dcgmPort}/metrics`)).text();
+    expect(metrics).toMatch(/^DCGM_FI_DEV_GPU_TEMP\{gpu="7",.*\} 35$/m);
+    const target = (await server.admin('GET', '/api/v1/targets/g1')).json;
+    expect(target.exporters).toEqual([
+      expect.objectContaining({ type: 'node_exporter', port }),
+      expect.objectContaining({ type: 'dcgm_exporter', port: dcgmPort }),
+    ]);
+    // uninstall.sh will stop it: bootstrap wrote down that it started it.
+    expect(readFileSync(node.path('etc/aami/installed'), 'utf8')).toContain(`pid /etc/aami/dcgm-exporter.pid ${binary}`);
+
+    // A re-run finds it running and knows it is its own.
+    const again = await node.sh(`bash ${BOOTSTRAP} --server ${server.url} --hostname g1 --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`dcgm exporter: running on :${dcgmPort} (installed by AAMI)`);
+  });
+
+  it('says exactly what to install when no DCGM exporter can be had', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: true });
+    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    const { token } = await server.token();
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname g2 --node-exporter-port ${port} --dcgm-exporter-port ${await freePort()} --no-checks`));
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/install NVIDIA's dcgm-exporter \(apt-get install datacenter-gpu-manager-exporter from NVIDIA's CUDA repository, or put dcgm-exporter-linux-\w+\.tar\.gz and its \.sha256 in the config server's --downloads-dir\), then re-run this script/);
+    expect((await server.admin('GET', '/api/v1/targets/g2')).json.exporters).toEqual([expect.objectContaining({ type: 'node_exporter' })]);
+  });
+
+  it('reads the GPUs of an AMD host from rocm-smi', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: 'amd' });
+    const { token } = await server.token();
+    const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname mi300x-01 --dry-run`);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain('8 GPU (AMD Instinct MI300X)');
+    expect(run.stdout).toContain("AAMI installs no AMD exporter; GPU metrics need AMD's device-metrics-exporter");
+    expect(dryRunBody(run.stdout)).toMatchObject({
+      labels: { gpu_vendor: 'amd', gpu_count: '8', gpu_model: 'AMD Instinct MI300X' },
+      facts: { gpu_vendor: 'amd', gpu_count: 8, gpu_model: 'AMD Instinct MI300X' },
+      exporters: [{ type: 'node_exporter', port: 9100 }],
+    });
   });
 
   it('registers a CPU-only node and starts the node exporter itself where there is no systemd', async () => {
@@ -59,60 +214,78 @@ describe('bootstrap.sh', () => {
     const node = fakeNode({ gpu: false });
     const port = await freePort();
     const { token } = await server.token();
-    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--node-exporter-port ${port} --no-checks`), { AAMI_ASSUME_SYSTEMD: '' });
-    node.stopExporter();
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname cpu-01 --node-exporter-port ${port} --no-checks`));
     expect(run.code, run.stderr).toBe(0);
     expect(run.stderr).toContain('no systemd: started');
     expect(run.stderr).not.toContain('dcgm');
-    const [target] = (await server.admin('GET', '/api/v1/targets')).json;
-    expect(target.labels).not.toHaveProperty('gpu_model');
+    const target = (await server.admin('GET', '/api/v1/targets/cpu-01')).json;
+    expect(target.effective_labels).not.toHaveProperty('gpu_model');
     expect(target.facts.gpu_count).toBe(0);
+    expect((await fetch(`http://127.0.0.1:${port}/metrics`)).ok).toBe(true);
     expect(existsSync(node.path('opt/aami/scripts/dynamic-check.sh'))).toBe(false);
   });
 
-  it('uses a systemd timer for the checks on a host with systemd and no cron', async () => {
+  it('uses systemd units that systemd accepts: node exporter, checks timer', async () => {
+    const analyze = requireBinary('systemd-analyze', 'systemd');
+    requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
     const server = await configServer();
     const node = fakeNode({ gpu: false });
-    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
     const calls = node.path('../systemctl.log');
-    node.addStub('systemctl', `#!/usr/bin/env bash\necho "$*" >> ${calls}\n`);
+    // systemd is not PID 1 here: systemctl is a stub that records its calls, and starts the
+    // node exporter unit's ExecStart itself so the script sees it answer.
+    node.addStub(
+      'systemctl',
+      `#!/usr/bin/env bash\necho "$*" >> ${calls}\nif [ "$*" = "enable --now aami-node-exporter.service" ]; then\n` +
+        `  start=$(sed -n 's/^ExecStart=//p' ${node.path('etc/systemd/system/aami-node-exporter.service')})\n` +
+        `  $start </dev/null >/dev/null 2>&1 &\n  echo $! > ${node.path('../unit.pid')}\nfi\n`,
+    );
+    const port = await freePort();
     const { token } = await server.token();
-    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--node-exporter-port ${port}`), { AAMI_ASSUME_SYSTEMD: '1' });
-    expect(run.code, run.stderr).toBe(0);
-    expect(readFileSync(node.path('etc/systemd/system/aami-dynamic-check.timer'), 'utf8')).toContain('OnCalendar=minutely');
-    expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['daemon-reload', 'enable --now aami-dynamic-check.timer']);
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname sd-01 --node-exporter-port ${port}`), { AAMI_ASSUME_SYSTEMD: '1' });
+    try {
+      expect(run.code, run.stderr).toBe(0);
+    } finally {
+      process.kill(Number(readFileSync(node.path('../unit.pid'), 'utf8')));
+    }
+    expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['daemon-reload', 'enable --now aami-node-exporter.service', 'daemon-reload', 'enable --now aami-dynamic-check.timer']);
+    const units = node.path('etc/systemd/system');
+    expect(readFileSync(join(units, 'aami-dynamic-check.timer'), 'utf8')).toContain('OnCalendar=minutely');
+    expect(readFileSync(join(units, 'aami-dynamic-check.service'), 'utf8')).toContain(`Environment=AAMI_ROOT=${node.root}`);
+    const verify = await node.sh(`${analyze} verify ${readdirSync(units).map((unit) => join(units, unit)).join(' ')}`);
+    expect(verify.stdout + verify.stderr).toBe('');
+    expect(verify.code).toBe(0);
   });
 
   it('changes nothing with --dry-run and prints the request it would send', async () => {
     const server = await configServer();
     const node = fakeNode({ gpu: true });
     const { token } = await server.token();
-    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), '--dry-run --label rack=r1'));
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), '--dry-run --hostname d1 --label rack=r1'));
     expect(run.code, run.stderr).toBe(0);
-    const request = JSON.parse(run.stdout.slice(run.stdout.indexOf('{'), run.stdout.lastIndexOf('}') + 1));
-    expect(request).toMatchObject({ labels: { rack: 'r1' }, facts: { gpu_model: 'NVIDIA H100 80GB HBM3', gpu_count: 1 } });
+    const request = dryRunBody(run.stdout);
+    expect(request).toMatchObject({ hostname: 'd1', machine_id: machineHash(node.machineId), labels: { rack: 'r1', gpu_count: '1' }, facts: { gpu_model: 'NVIDIA H100 80GB HBM3', gpu_count: 1 } });
+    expect(run.stdout).toContain(`would POST ${server.url}/api/v1/bootstrap/register`);
     expect(run.stdout).not.toContain(token);
-    expect(readdirSync(node.root)).toEqual([]);
+    expect(node.tree()).toEqual(['etc', 'etc/machine-id']);
     expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
 
-    // Without jq the request is encoded by python3: the same document.
-    const python = await node.sh(oneLiner(server.url, node.tokenFile(token), '--dry-run --label rack=r1'), { AAMI_JSON_TOOL: 'python3' });
-    expect(JSON.parse(python.stdout.slice(python.stdout.indexOf('{'), python.stdout.lastIndexOf('}') + 1))).toEqual(request);
+    // Without jq the request is encoded by python3: the same document, label values kept as data.
+    const label = `--label 'note=a "quoted" value; $(touch x)'`;
+    const jq = await node.sh(oneLiner(server.url, node.tokenFile(token), `--dry-run --hostname d1 --label rack=r1 ${label}`));
+    const python = await node.sh(oneLiner(server.url, node.tokenFile(token), `--dry-run --hostname d1 --label rack=r1 ${label}`), { AAMI_JSON_TOOL: 'python3' });
+    expect(dryRunBody(jq.stdout).labels.note).toBe('a "quoted" value; $(touch x)');
+    expect(dryRunBody(python.stdout)).toEqual(dryRunBody(jq.stdout));
   });
 
   it('says why when the token is expired, used up, revoked or wrong, or the server is down', async () => {
     const server = await configServer();
     const node = fakeNode({ gpu: false });
-    const flags = '--skip-install --no-checks';
+    const flags = '--skip-install --no-checks --hostname n1';
     const attempt = (token: string) => node.sh(oneLiner(server.url, node.tokenFile(token), flags));
 
     const used = await server.token({ max_uses: 1 });
-    const first = await fetch(`${server.url}/api/v1/bootstrap/register`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${used.token}` },
-      body: JSON.stringify({ hostname: 'another-node', ip_address: '10.1.1.1' }),
-    });
-    expect(first.status).toBe(201);
+    const other = fakeNode({ gpu: false });
+    expect((await other.sh(`bash ${BOOTSTRAP} --token-file ${other.tokenFile(used.token)} --server ${server.url} --skip-install --no-checks --hostname another-node`)).code).toBe(0);
     const revoked = await server.token();
     await server.admin('POST', `/api/v1/bootstrap-tokens/${revoked.id}/revoke`);
     const expiring = await server.token({ expires_at: new Date(Date.now() + 1500).toISOString() });
@@ -132,25 +305,30 @@ describe('bootstrap.sh', () => {
     expect((await server.admin('GET', '/api/v1/targets')).json).toHaveLength(1);
 
     await server.stop();
-    const down = await node.sh(`bash ${join(ROOT, 'scripts/bootstrap.sh')} --token-file ${node.tokenFile(used.token)} --server ${server.url} ${flags}`);
+    const down = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(used.token)} --server ${server.url} ${flags}`);
     expect(down.code).toBe(1);
     expect(down.stderr).toContain(`cannot reach the config server at ${server.url}`);
   });
 
   it('is served by the server with a checksum, and every script passes shellcheck', async () => {
     const server = await configServer();
-    for (const name of ['bootstrap.sh', 'preflight-check.sh', 'dynamic-check.sh']) {
+    for (const name of ['bootstrap.sh', 'preflight-check.sh', 'dynamic-check.sh', 'uninstall.sh']) {
       const body = await (await fetch(`${server.url}/scripts/${name}`)).text();
       expect(body).toBe(readFileSync(join(ROOT, 'scripts', name), 'utf8'));
       const sum = await (await fetch(`${server.url}/scripts/${name}.sha256`)).text();
       expect(sum).toBe(`${createHash('sha256').update(body).digest('hex')}  ${name}\n`);
     }
-    expect(await (await fetch(`${server.url}/bootstrap.sh`)).text()).toBe(readFileSync(join(ROOT, 'scripts/bootstrap.sh'), 'utf8'));
+    const bootstrap = await (await fetch(`${server.url}/bootstrap.sh`)).text();
+    expect(bootstrap).toBe(readFileSync(BOOTSTRAP, 'utf8'));
+    // The guide's checksum URL, in the form `sha256sum -c` reads.
+    expect(await (await fetch(`${server.url}/bootstrap.sh.sha256`)).text()).toBe(`${createHash('sha256').update(bootstrap).digest('hex')}  bootstrap.sh\n`);
     expect((await fetch(`${server.url}/scripts/..%2Fpackage.json`)).status).toBe(404);
 
     const shellcheck = requireBinary('shellcheck', 'shellcheck');
     const checks = readdirSync(join(ROOT, 'config-repo/checks')).filter((name) => existsSync(join(ROOT, 'config-repo/checks', name, 'check.sh')));
-    const files = [...['bootstrap.sh', 'preflight-check.sh', 'dynamic-check.sh'].map((n) => join(ROOT, 'scripts', n)), ...checks.map((c) => join(ROOT, 'config-repo/checks', c, 'check.sh')), join(ROOT, 'test/stubs/nvidia-smi')];
+    const scripts = readdirSync(join(ROOT, 'scripts')).filter((name) => name.endsWith('.sh'));
+    expect(scripts.sort()).toEqual(['bootstrap.sh', 'dynamic-check.sh', 'preflight-check.sh', 'uninstall.sh']);
+    const files = [...scripts.map((n) => join(ROOT, 'scripts', n)), ...checks.map((c) => join(ROOT, 'config-repo/checks', c, 'check.sh')), join(ROOT, 'test/stubs/captured')];
     const node = fakeNode({ gpu: false });
     const result = await node.sh(`${shellcheck} ${files.join(' ')}`);
     expect(result.stdout + result.stderr).toBe('');

@@ -1,59 +1,112 @@
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { gitCli, ROOT } from './helpers.js';
+import { gitCli, ROOT, tempDir } from './helpers.js';
 import { configServer, fakeNode, freePort, waitFor } from './node-helpers.js';
 
 const DYNAMIC_CHECK = join(ROOT, 'scripts/dynamic-check.sh');
 const PREFLIGHT = join(ROOT, 'scripts/preflight-check.sh');
+const STARTER_CHECKS = ['disk-usage', 'gpu-count', 'mount', 'nvme-health'];
+const starterScript = (name: string) => join(ROOT, 'config-repo/checks', name, 'check.sh');
+
+/** Commit a change to the server's repo as a merged pull request would (the server's watcher picks it up). */
+function commitToRepo(server: Awaited<ReturnType<typeof configServer>>, files: Record<string, string | null>) {
+  for (const [path, text] of Object.entries(files)) {
+    const file = join(server.repo, path);
+    if (text === null) {
+      rmSync(file, { recursive: true });
+    } else {
+      mkdirSync(join(file, '..'), { recursive: true });
+      writeFileSync(file, text);
+    }
+  }
+  gitCli(server.repo, 'add', '-A');
+  gitCli(server.repo, 'commit', '-q', '-m', `Change ${Object.keys(files).join(', ')}`);
+}
 
 /** A server and a node registered with it (no exporter: the checks write textfiles all the same). */
-async function registeredNode() {
+async function registeredNode(options: { gpu: boolean | 'amd' } = { gpu: true }) {
   const server = await configServer();
-  const node = fakeNode({ gpu: true });
+  const node = fakeNode(options);
   const { token } = await server.token();
-  const run = await node.sh(`bash ${join(ROOT, 'scripts/bootstrap.sh')} --token-file ${node.tokenFile(token)} --server ${server.url} --skip-install --no-checks`);
+  const run = await node.sh(`bash ${join(ROOT, 'scripts/bootstrap.sh')} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname node-1 --skip-install --no-checks`);
   expect(run.code, run.stderr).toBe(0);
   const prom = (name: string) => {
     const file = node.path(`var/lib/node_exporter/textfile/check_${name}.prom`);
     return existsSync(file) ? readFileSync(file, 'utf8') : undefined;
   };
-  /** Commit a change to the server's repo as a merged pull request would, and wait until the server has it. */
+  /** Add (or with null, remove) a check as a merged pull request would. */
   const commitCheck = async (name: string, files: Record<string, string> | null) => {
-    const dir = join(server.repo, 'checks', name);
-    if (files) {
-      mkdirSync(dir, { recursive: true });
-      for (const [file, text] of Object.entries(files)) writeFileSync(join(dir, file), text);
-    } else {
-      rmSync(dir, { recursive: true });
-    }
-    gitCli(server.repo, 'add', '-A');
-    gitCli(server.repo, 'commit', '-q', '-m', `${files ? 'Add' : 'Remove'} check ${name}`);
+    commitToRepo(server, files ? Object.fromEntries(Object.entries(files).map(([file, text]) => [`checks/${name}/${file}`, text])) : { [`checks/${name}`]: null });
     await waitFor(`check ${name} to be ${files ? 'served' : 'gone'}`, async () => {
       const names = (await server.admin('GET', '/api/v1/checks')).json.map((c: { name: string }) => c.name);
       return names.includes(name) === Boolean(files);
     });
   };
-  return { server, node, prom, commitCheck, dynamicCheck: () => node.sh(`bash ${DYNAMIC_CHECK}`) };
+  return { server, node, prom, commitCheck, dynamicCheck: (env: Record<string, string> = {}) => node.sh(`bash ${DYNAMIC_CHECK}`, env) };
 }
 
+/** Values a label or a check.yaml can carry that must stay data. CANARY is replaced by a path. */
+const HOSTILE = [
+  '$(touch CANARY)',
+  '`touch CANARY`',
+  'a[$(touch CANARY)]',
+  'visible[$(touch CANARY)]',
+  '; touch CANARY',
+  '/tmp; touch CANARY',
+  '/x\ntouch CANARY',
+  '\'"; touch CANARY; echo "\'',
+  '/x"} 1\ninjected_metric{a="',
+  '-P --output=source /',
+];
+
 describe('dynamic-check.sh', () => {
-  it('runs the checks that apply to the node and leaves their results in the textfile directory', async () => {
+  it('runs the checks that apply to the node, says so line by line, and leaves their results in the textfile directory', async () => {
     const { node, prom, dynamicCheck, server } = await registeredNode();
     const run = await dynamicCheck();
     expect(run.code, run.stderr).toBe(0);
-    // ml-training enables gpu-count and mount-points; every node gets disk-usage and nvme-health.
+    // One line per check on stdout, in the order the server lists them.
+    expect(run.stdout).toBe('disk-usage: ran\ngpu-count: ran\nmount: ran\nnvme-health: ran\n');
+    // ml-training adds /data to disk-usage and mount; gpu-count applies because the node has GPUs.
     expect(prom('gpu-count')).toContain('aami_gpu_count_match 1');
     expect(prom('disk-usage')).toMatch(/aami_check_success\{check="disk-usage"\} 1/);
-    expect(prom('mount-points')).toContain('aami_mount_present{mountpoint="/data"}');
+    expect(prom('mount')).toContain('aami_mount_present{mountpoint="/"} 1');
+    expect(prom('mount')).toContain('aami_mount_present{mountpoint="/data"}');
     expect(prom('nvme-health')).toContain('aami_check_success{check="nvme-health"} 1');
     // Results are staged under a name the collector ignores and renamed: nothing else is left there.
-    expect(readdirSync(node.path('var/lib/node_exporter/textfile')).sort()).toEqual(['check_disk-usage.prom', 'check_gpu-count.prom', 'check_mount-points.prom', 'check_nvme-health.prom']);
-    const [target] = (await server.admin('GET', '/api/v1/targets')).json;
+    expect(readdirSync(node.path('var/lib/node_exporter/textfile')).sort()).toEqual(STARTER_CHECKS.map((name) => `check_${name}.prom`));
+    const target = (await server.admin('GET', '/api/v1/targets/node-1')).json;
     expect(target.last_seen).not.toBeNull();
-    const effective = (await server.admin('GET', `/api/v1/targets/${target.id}/checks`)).json;
-    expect(effective.map((c: { name: string }) => c.name)).toEqual(['disk-usage', 'gpu-count', 'mount-points', 'nvme-health']);
+    const effective = (await server.admin('GET', '/api/v1/targets/node-1/checks')).json;
+    expect(effective.map((c: { name: string }) => c.name)).toEqual(STARTER_CHECKS);
     expect(effective.find((c: { name: string }) => c.name === 'gpu-count').args).toEqual(['1']);
+
+    // Run again at once: nothing is due.
+    const again = await dynamicCheck();
+    expect(again.stdout).toBe('disk-usage: not due (runs every 60s)\ngpu-count: not due (runs every 60s)\nmount: not due (runs every 60s)\nnvme-health: not due (runs every 300s)\n');
+  });
+
+  it('skips gpu-count on CPU-only nodes of a group that enables it (requires_labels)', async () => {
+    const server = await configServer();
+    const target = (hostname: string, ip: string, labels: Record<string, string>) =>
+      server.admin('POST', '/api/v1/targets', { hostname, ip_address: ip, primary_group_id: 'ml-training', labels });
+    expect((await target('gpu-box', '10.0.0.1', { gpu_count: '8' })).status).toBe(201);
+    expect((await target('cpu-box', '10.0.0.2', {})).status).toBe(201);
+    expect((await target('empty-label', '10.0.0.3', { gpu_count: '' })).status).toBe(201);
+    const names = async (hostname: string) => (await server.admin('GET', `/api/v1/targets/${hostname}/checks`)).json.map((c: { name: string }) => c.name);
+    expect(await names('gpu-box')).toEqual(STARTER_CHECKS);
+    expect(await names('cpu-box')).toEqual(['disk-usage', 'mount', 'nvme-health']);
+    expect(await names('empty-label')).toEqual(['disk-usage', 'mount', 'nvme-health']);
+
+    // A bad requires_labels entry is a broken file: it keeps its last good version and is reported.
+    commitToRepo(server, { 'checks/gpu-count/check.yaml': 'requires_labels: ["gpu-count"]\n' });
+    const problems = await waitFor('the broken file to be reported', async () => {
+      const invalid = JSON.stringify((await server.admin('GET', '/api/v1/health')).json.compiler.invalid_files);
+      return invalid.includes('checks/gpu-count/check.yaml') && invalid;
+    });
+    expect(problems).toContain('requires_labels');
+    expect(await names('cpu-box')).toEqual(['disk-usage', 'mount', 'nvme-health']);
   });
 
   it('kills a check that hangs at its timeout and reports it failed', async () => {
@@ -66,7 +119,8 @@ describe('dynamic-check.sh', () => {
     expect(prom('hangs')).toContain('aami_check_success{check="hangs"} 0');
     expect(prom('hangs')).toContain('aami_check_timed_out{check="hangs"} 1');
     expect(prom('hangs')).not.toContain('partial_output');
-    expect(run.stderr).toContain('check hangs failed (exit 124, timed out after 1s)');
+    expect(run.stdout).toContain('hangs: failed: timed out after 1s\n');
+    expect(run.stderr).toContain('check hangs failed: timed out after 1s');
   });
 
   it('refuses a script whose hash does not match, when the server cannot confirm it', async () => {
@@ -79,7 +133,7 @@ describe('dynamic-check.sh', () => {
     await server.stop();
     const run = await dynamicCheck();
     expect(run.stderr).toContain('running the last list fetched');
-    expect(run.stderr).toContain('refusing to run check disk-usage');
+    expect(run.stdout).toMatch(/^disk-usage: refused: hash mismatch/m);
     expect(prom('disk-usage')).toContain('aami_check_refused{check="disk-usage"} 1');
     expect(prom('gpu-count')).toContain('aami_check_success{check="gpu-count"} 1');
   });
@@ -110,12 +164,119 @@ describe('dynamic-check.sh', () => {
     const { node, dynamicCheck } = await registeredNode();
     const lock = node.path('var/lib/aami/dynamic-check.lock');
     mkdirSync(node.path('var/lib/aami'), { recursive: true });
-    const holder = node.sh(`exec 9>${lock}; flock 9; sleep 3`);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    const ready = node.path('../locked');
+    const holder = node.sh(`exec 9>${lock}; flock 9; touch ${ready}; sleep 3`);
+    await waitFor('the lock to be held', async () => existsSync(ready));
     const run = await dynamicCheck();
     expect(run.code).toBe(0);
     expect(run.stderr).toContain('the previous run is still going');
     await holder;
+  });
+
+  it('keeps hostile label values and check arguments as data, from the server', async () => {
+    const { server, node, prom, commitCheck, dynamicCheck } = await registeredNode({ gpu: false });
+    const canary = join(tempDir('aami-canary-'), 'CANARY');
+    const values = HOSTILE.map((value) => value.replaceAll('CANARY', canary));
+    // Every starter check gets every hostile value as its arguments (this node's override), and
+    // gpu_count comes from a group label: the way a bad pull request or API call would send them.
+    const checkYaml = (name: string) => readFileSync(join(ROOT, 'config-repo/checks', name, 'check.yaml'), 'utf8');
+    const override = (name: string) => `${checkYaml(name)}targets:\n  node-1: {args: ${JSON.stringify(values)}}\n`;
+    const paths = ['disk-usage', 'mount', 'nvme-health'];
+    commitToRepo(server, Object.fromEntries(paths.map((name) => [`checks/${name}/check.yaml`, override(name)])));
+    await waitFor('the hostile arguments to be served', async () => {
+      const checks = (await server.admin('GET', '/api/v1/targets/node-1/checks')).json as Array<{ name: string; args: string[] }>;
+      return paths.every((name) => JSON.stringify(checks.find((c) => c.name === name)?.args) === JSON.stringify(values));
+    });
+    for (const value of values) {
+      expect((await server.admin('PATCH', '/api/v1/groups/ml-training', { labels: { gpu_count: value } })).status).toBe(200);
+      const args = await waitFor('the label to reach the check', async () => {
+        const checks = (await server.admin('GET', '/api/v1/targets/node-1/checks')).json;
+        const gpu = checks.find((c: { name: string }) => c.name === 'gpu-count');
+        return gpu?.args[0] === value && gpu.args;
+      });
+      expect(args).toEqual([value]);
+      for (const tool of ['jq', 'python3']) {
+        rmSync(node.path('var/lib/aami/checks'), { recursive: true, force: true });
+        const run = await dynamicCheck({ AAMI_JSON_TOOL: tool });
+        expect(run.code, run.stderr).toBe(0);
+        expect(existsSync(canary), `${tool}: ${value}`).toBe(false);
+        for (const name of STARTER_CHECKS) {
+          expect(prom(name), `${name} with ${tool}: ${value}`).toContain(`aami_check_success{check="${name}"} 0`);
+          expect(run.stdout).toMatch(new RegExp(`^${name}: failed: exit 1: ${name}: `, 'm'));
+        }
+      }
+    }
+  });
+
+  it('keeps any argument as data when it runs the last list fetched: 100 KB, NUL bytes, forged names', async () => {
+    // The server is unreachable (nothing listens on that port): the node runs its cached list.
+    const node = fakeNode({ gpu: false });
+    mkdirSync(node.path('etc/aami'), { recursive: true });
+    writeFileSync(node.path('etc/aami/node.json'), JSON.stringify({ server: `http://127.0.0.1:${await freePort()}`, target_id: 'node-1', node_credential: 'aami_node_test' }));
+    const prom = (name: string) => readFileSync(node.path(`var/lib/node_exporter/textfile/check_${name}.prom`), 'utf8');
+    const canary = join(tempDir('aami-canary-'), 'CANARY');
+    const values = [...HOSTILE.map((value) => value.replaceAll('CANARY', canary)), `/${'a'.repeat(100_000)}`, 'x'.repeat(100_000)];
+    const cache = node.path('var/lib/aami/checks');
+    mkdirSync(cache, { recursive: true });
+    const checks = STARTER_CHECKS.map((name) => {
+      const script = readFileSync(starterScript(name));
+      writeFileSync(join(cache, `${name}.sh`), script);
+      return { name, sha256: createHash('sha256').update(script).digest('hex'), interval_seconds: 60, timeout_seconds: 10, args: values };
+    });
+    const forged = [
+      { name: 'nul-arg', sha256: checks[0]!.sha256, interval_seconds: 60, timeout_seconds: 10, args: ['/', 'a\u0000b'] },
+      { name: '../../../../tmp/escape', sha256: checks[0]!.sha256, interval_seconds: 60, timeout_seconds: 10, args: [] },
+      { name: 'bad-interval', sha256: checks[0]!.sha256, interval_seconds: 'a[$(touch CANARY)]'.replace('CANARY', canary), timeout_seconds: 10, args: [] },
+    ];
+    writeFileSync(join(cache, 'nul-arg.sh'), readFileSync(starterScript(STARTER_CHECKS[0]!)));
+    writeFileSync(join(cache, 'checks.json'), JSON.stringify({ hostname: 'node-1', checks: [...checks, ...forged] }));
+    for (const tool of ['jq', 'python3']) {
+      for (const name of ['disk-usage', 'gpu-count', 'mount', 'nvme-health', 'nul-arg']) rmSync(join(cache, `${name}.last`), { force: true });
+      const run = await node.sh(`bash ${DYNAMIC_CHECK}`, { AAMI_JSON_TOOL: tool });
+      expect(run.code, run.stderr).toBe(0);
+      expect(existsSync(canary), tool).toBe(false);
+      for (const name of STARTER_CHECKS) expect(prom(name), `${name} with ${tool}`).toContain(`aami_check_success{check="${name}"} 0`);
+      expect(run.stdout).toContain('nul-arg: refused: an argument is not text or holds a NUL byte\n');
+      expect(prom('nul-arg')).toContain('aami_check_refused{check="nul-arg"} 1');
+      expect(run.stderr.match(/ignoring a malformed entry/g)).toHaveLength(2);
+      expect(readdirSync(node.path('var/lib/node_exporter/textfile')).sort()).toEqual([...STARTER_CHECKS, 'nul-arg'].map((name) => `check_${name}.prom`).sort());
+      expect(existsSync('/tmp/escape.prom')).toBe(false);
+    }
+  });
+});
+
+describe('starter checks', () => {
+  it('run nothing on a hostile argument, and report it: a failure with a message, or their own metric at 0', async () => {
+    const node = fakeNode({ gpu: true });
+    const canary = join(tempDir('aami-canary-'), 'CANARY');
+    for (const value of [...HOSTILE.map((v) => v.replaceAll('CANARY', canary)), 'x'.repeat(100_000), `/${'x'.repeat(100_000)}`]) {
+      for (const name of STARTER_CHECKS) {
+        // Arguments reach the script as argv, as dynamic-check.sh passes them.
+        const run = await node.sh(`bash ${starterScript(name)} "$HOSTILE"`, { HOSTILE: value });
+        const what = `${name}: ${JSON.stringify(value.slice(0, 40))}`;
+        expect(existsSync(canary), what).toBe(false);
+        if (run.code === 0) {
+          // "/tmp; touch …" is a well-formed path that does not exist: the path checks say so.
+          expect(['disk-usage', 'mount'], what).toContain(name);
+          expect(run.stdout, what).toContain(`_present{mountpoint="${value}"} 0\n`);
+        } else {
+          expect(run.code, what).toBe(1);
+          expect(run.stderr, what).toMatch(new RegExp(`^${name}: `));
+        }
+      }
+    }
+  });
+
+  it('count the GPUs of an NVIDIA host and of an AMD host', async () => {
+    for (const [gpu, count] of [[true, '1'], ['amd', '8']] as const) {
+      const node = fakeNode({ gpu });
+      const match = await node.sh(`bash ${starterScript('gpu-count')} ${count}`);
+      expect(match.code, match.stderr).toBe(0);
+      expect(match.stdout).toContain(`aami_gpu_count_visible ${count}\n`);
+      expect(match.stdout).toContain('aami_gpu_count_match 1\n');
+      expect((await node.sh(`bash ${starterScript('gpu-count')} 0${count}`)).stdout).toContain('aami_gpu_count_match 1\n');
+      expect((await node.sh(`bash ${starterScript('gpu-count')} 4`)).stdout).toContain('aami_gpu_count_match 0\n');
+    }
   });
 });
 
@@ -131,6 +292,8 @@ describe('preflight-check.sh', () => {
     expect(text.code, text.stdout).toBe(0);
     const json = await node.sh(`bash ${PREFLIGHT} --mode node --server ${server.url} --json`);
     expect(JSON.parse(json.stdout)).toContainEqual({ status: 'PASS', check: 'curl', detail: expect.any(String) });
+    const amd = await fakeNode({ gpu: 'amd' }).sh(`bash ${PREFLIGHT} --mode node --server ${server.url}`);
+    expect(amd.stdout).toMatch(/^PASS +gpu +AMD: 8 GPUs \(rocm-smi\)$/m);
   });
 
   it('fails when the server cannot be reached, and on a usage error', async () => {

@@ -1,0 +1,108 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { gitCli, ROOT, tempDir } from './helpers.js';
+import { configServer, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
+
+const BOOTSTRAP = join(ROOT, 'scripts/bootstrap.sh');
+
+/** Whether something still listens on 127.0.0.1:PORT. */
+const answers = (port: number) =>
+  fetch(`http://127.0.0.1:${port}/metrics`).then(
+    (response) => response.ok,
+    () => false,
+  );
+
+describe('uninstall.sh', () => {
+  it('deregisters the node and leaves nothing of AAMI under its root: exporters it started, units, cron, checks', async () => {
+    requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
+    const downloads = tempDir('aami-downloads-');
+    dcgmTarball(downloads);
+    const server = await configServer({ downloadsDir: downloads });
+    const node = fakeNode({ gpu: true, cron: true });
+    const before = node.tree();
+    const [nodePort, dcgmPort] = [await freePort(), await freePort()];
+    const { token } = await server.token();
+    const flags = `--hostname leaving-01 --node-exporter-port ${nodePort} --dcgm-exporter-port ${dcgmPort}`;
+    const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} ${flags}`);
+    expect(run.code, run.stderr).toBe(0);
+    expect(await answers(nodePort)).toBe(true);
+    expect(await answers(dcgmPort)).toBe(true);
+    expect(existsSync(node.path('var/lib/node_exporter/textfile/check_mount.prom'))).toBe(true);
+
+    const uninstall = await node.sh(`${node.path('opt/aami/uninstall.sh')}`);
+    expect(uninstall.code, uninstall.stderr).toBe(0);
+    expect(uninstall.stdout).toContain(`deregistered: target leaving-01 is gone from ${server.url}`);
+    expect(uninstall.stdout).toContain('done: nothing of AAMI is left on this node');
+    expect(node.tree()).toEqual(before);
+    expect(await answers(nodePort)).toBe(false);
+    expect(await answers(dcgmPort)).toBe(false);
+    expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
+    // The deletion is a commit the node made, not an admin's.
+    expect(gitCli(server.repo, 'log', '-1', '--format=%an%n%s')).toContain('leaving-01');
+  });
+
+  it('leaves an exporter it found running, and says so', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    const before = node.tree();
+    const { token } = await server.token();
+    expect((await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname keeper --node-exporter-port ${port}`)).code).toBe(0);
+    const uninstall = await node.sh(node.path('opt/aami/uninstall.sh'));
+    expect(uninstall.code, uninstall.stderr).toBe(0);
+    expect(uninstall.stdout).toContain(`[aami]   node exporter on :${port}: it ran before AAMI, so it stays`);
+    expect(await answers(port)).toBe(true);
+    expect(node.tree()).toEqual(before);
+  });
+
+  it('removes nothing when it cannot deregister, unless told to keep the registration', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const { token } = await server.token();
+    expect((await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname stuck --skip-install --no-checks`)).code).toBe(0);
+    const installed = node.tree();
+    await server.stop();
+    const refused = await node.sh(node.path('opt/aami/uninstall.sh'));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('nothing was removed; run this again when the server answers, or with --keep-registration');
+    expect(refused.stderr).toContain(`an admin can delete it: curl -X DELETE ${server.url}/api/v1/targets/stuck`);
+    expect(node.tree()).toEqual(installed);
+
+    const kept = await node.sh(`${node.path('opt/aami/uninstall.sh')} --keep-registration`);
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stdout).toContain(`[aami]   target stuck on ${server.url} (--keep-registration)`);
+    expect(node.tree()).toEqual(['etc', 'etc/machine-id']);
+  });
+
+  it('gives an ephemeral node a unit that deregisters it when it shuts down', async () => {
+    const analyze = requireBinary('systemd-analyze', 'systemd');
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    const calls = node.path('../systemctl.log');
+    node.addStub('systemctl', `#!/usr/bin/env bash\necho "$*" >> ${calls}\n`);
+    const { token } = await server.token({ ephemeral: true });
+    const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname spot-01 --node-exporter-port ${port} --no-checks`, { AAMI_ASSUME_SYSTEMD: '1' });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain('ephemeral: aami-deregister.service deregisters this node when it shuts down');
+    const unitFile = node.path('etc/systemd/system/aami-deregister.service');
+    const unit = readFileSync(unitFile, 'utf8');
+    expect(unit).toContain(`ExecStop=${node.path('opt/aami/uninstall.sh')} --deregister-only\n`);
+    expect(unit).toMatch(/^RemainAfterExit=yes$/m);
+    expect(unit).toMatch(/^WantedBy=multi-user.target$/m);
+    expect(readFileSync(calls, 'utf8')).toContain('enable --now aami-deregister.service');
+    const verify = await node.sh(`${analyze} verify ${unitFile}`);
+    expect(verify.stdout + verify.stderr).toBe('');
+
+    // Shutdown: systemd stops the unit and runs its ExecStop with its Environment (not PID 1
+    // here, so the test runs that command line as systemd would).
+    const environment = Object.fromEntries([...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map(([, key, value]) => [key!, value!]));
+    const stop = await node.sh(unit.match(/^ExecStop=(.*)$/m)![1]!, environment);
+    expect(stop.code, stop.stderr).toBe(0);
+    expect(stop.stdout).toContain('deregistered: target spot-01');
+    await waitFor('the target to be gone', async () => (await server.admin('GET', '/api/v1/targets')).json.length === 0);
+    // Only deregistered: the node's files stay until it is gone.
+    expect(existsSync(node.path('etc/aami/node.json'))).toBe(true);
+  });
+});
