@@ -18,6 +18,8 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
   const registrations = registry.add(new Counter('aami_registrations_total', 'test'));
   const app = createApp({
     sync: repo.sync,
+    catalog: () => repo.sync.snapshot().catalog,
+    staleAfterMs: 600_000,
     writer: repo.writer,
     store: repo.store,
     clock: () => new Date(now),
