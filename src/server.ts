@@ -80,7 +80,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const catalog = () => sync.snapshot().catalog;
   registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => catalog().targets.size));
 
-  const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'));
+  const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'), () => clock().getTime());
   await heartbeats.load();
   registry.add(
     new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', function* () {
