@@ -161,7 +161,7 @@ auth_header() { # NAME SECRET
 # json_get FILE KEY: a top-level or dotted field of a JSON document, empty when absent.
 json_get() {
     if [ "$JSON" = jq ]; then
-        jq -r --arg path "$2" 'getpath($path | split(".")) // empty | tostring' "$1"
+        jq -r --arg path "$2" 'getpath($path | split(".")) | if . == null then empty else tostring end' "$1"
     else
         python3 - "$1" "$2" <<'PY'
 import json, sys
@@ -189,11 +189,20 @@ download_verified() { # URL DEST: fetch URL and URL.sha256 and install DEST only
 # metrics_answer PORT PATTERN: whether localhost:PORT/metrics serves lines matching PATTERN.
 # The whole response goes to a file first: piped into `grep -q`, curl dies of SIGPIPE at the
 # first match once the page passes the pipe buffer (every real 8-GPU host), and under
-# pipefail the probe then says "no" at random.
+# pipefail the probe then says "no" at random. A busy exporter is not a missing one either:
+# it may take seconds, and node_exporter answers 503 past --web.max-requests (40) parallel
+# scrapes, so a 503 is asked again.
 metrics_answer() {
-    local page="$WORK/metrics.$1"
-    curl -fsS --max-time 5 -o "$page" "http://127.0.0.1:$1/metrics" 2>/dev/null || return 1
-    grep -q "$2" "$page"
+    local page="$WORK/metrics.$1" status _
+    for _ in 1 2 3 4 5; do
+        status=$(curl -sS --max-time 20 -o "$page" -w '%{http_code}' "http://127.0.0.1:$1/metrics" 2>/dev/null) || return 1
+        case "$status" in
+            200) grep -q "$2" "$page"; return ;;
+            503) sleep 1 ;;
+            *) return 1 ;;
+        esac
+    done
+    return 1
 }
 
 # --- what bootstrap installed, for uninstall.sh -------------------------------------------
@@ -357,9 +366,9 @@ obtain_exporter() {
     return 1
 }
 
-wait_for_exporter() { # PORT PATTERN: bounded wait for the exporter to serve its metrics
-    local _
-    for _ in $(seq 1 30); do
+wait_for_exporter() { # PORT PATTERN: wait up to 30 s for the exporter to serve its metrics
+    local deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
         metrics_answer "$1" "$2" && return 0
         sleep 0.5
     done
@@ -410,7 +419,7 @@ install_node_exporter() {
         return
     fi
     if ! obtain_exporter node_exporter "node_exporter-linux-$ARCH.tar.gz" prometheus-node-exporter node_exporter prometheus-node-exporter; then
-        fatal "node exporter: none installed, none offered by the server (put node_exporter-linux-$ARCH.tar.gz and its .sha256 in its --downloads-dir) and apt has no prometheus-node-exporter"
+        fatal "node exporter: none installed, none offered by the server (put node_exporter-linux-$ARCH.tar.gz in its --downloads-dir) and apt has no prometheus-node-exporter (after apt-get update?)"
     fi
     # The distribution's package starts its own service with another textfile directory: ours replaces it.
     if manifest_has '^package prometheus-node-exporter$' && $HAS_SYSTEMD; then systemctl disable --now prometheus-node-exporter >/dev/null 2>&1 || true; fi
@@ -453,8 +462,8 @@ setup_dcgm_exporter() {
 }
 
 # --- 3. registration --------------------------------------------------------------------
-# build_body enrol|update: the request. Enrolment names the host and proves which machine it
-# is; an update (with the node credential) carries what may change. GPU facts and --label
+# build_body enrol|update: the request. Enrolment names the host; both say which machine
+# this is (the server refuses a credential or a name another machine holds). GPU facts and --label
 # flags are the node's own labels; the server keeps the admin's and the token's.
 build_body() {
     local exporters='[{"type":"node_exporter","port":'"$NODE_EXPORTER_PORT"'}]'
@@ -469,7 +478,8 @@ build_body() {
                 facts: ({cpu_cores: $cores, memory_bytes: $memory, os: $os, kernel: $kernel, gpu_count: $count,
                          interfaces: ($interfaces | split(",") | map(select(length > 0)))}
                         + (if $vendor != "" then {gpu_vendor: $vendor, gpu_model: $model} else {} end))}
-             + (if $mode == "enrol" then {hostname: $hostname, machine_id: $machine} + (if $group != "" then {group_id: $group} else {} end) else {} end)' \
+             + {machine_id: $machine}
+             + (if $mode == "enrol" then {hostname: $hostname} + (if $group != "" then {group_id: $group} else {} end) else {} end)' \
             --args "${LABELS[@]+"${LABELS[@]}"}"
     else
         python3 - "$1" "$HOSTNAME_FQDN" "$MACHINE_ID" "$IP_ADDRESS" "$GROUP" "$exporters" "$CPU_CORES" "$MEMORY_BYTES" "$OS_NAME" "$KERNEL" \
@@ -485,9 +495,9 @@ if vendor:
     if model:
         labels["gpu_model"] = model
 labels.update(flag.split("=", 1) for flag in flags)
-body = {"ip_address": ip, "exporters": json.loads(exporters), "labels": labels, "facts": facts}
+body = {"ip_address": ip, "exporters": json.loads(exporters), "labels": labels, "facts": facts, "machine_id": machine}
 if mode == "enrol":
-    body.update(hostname=hostname, machine_id=machine)
+    body["hostname"] = hostname
     if group:
         body["group_id"] = group
 print(json.dumps(body))
@@ -544,7 +554,11 @@ refused() { # WHAT: exit with one line saying why the server refused
         token_revoked) fatal "$1 refused: the bootstrap token has been revoked ($message)" ;;
         token_exhausted) fatal "$1 refused: the bootstrap token is used up ($message)" ;;
         unauthorized) fatal "$1 refused: the bootstrap token is not valid" ;;
-        hostname_taken) fatal "hostname $HOSTNAME_FQDN is held by another machine: $message; choose another with --hostname" ;;
+        hostname_taken)
+            # The server's message says the same in its own words: keep only its reason.
+            message=${message#"hostname $HOSTNAME_FQDN is held by another machine: "}
+            fatal "hostname $HOSTNAME_FQDN is held by another machine: ${message%%; choose another*}; choose another with --hostname"
+            ;;
         *) fatal "$1 failed (HTTP $STATUS${code:+, $code})$GAVE_UP: $message" ;;
     esac
 }
@@ -556,16 +570,20 @@ enrol() {
     case "$STATUS" in 200 | 201) accept_registration ;; *) refused registration ;; esac
 }
 
-update() { # status 1 when the server no longer accepts the node credential
+update() { # status 1 when the node must enrol again: its credential is gone, or another machine's
     [ -z "$GROUP" ] || warn "--group applies at enrolment only; this node stays in its group"
     if [ -n "$REGISTERED_AS" ] && [ "$REGISTERED_AS" != "$HOSTNAME_FQDN" ]; then
         warn "this node is registered as $REGISTERED_AS and stays so; to register it as $HOSTNAME_FQDN, run $OPT_DIR/uninstall.sh --deregister-only, then this script again"
     fi
     build_body update >"$WORK/request.json"
     api_call PUT /api/v1/nodes/self "$(auth_header node "$CREDENTIAL")" "$WORK/request.json"
-    case "$STATUS" in
-        200) accept_registration ;;
-        401) return 1 ;;
+    case "$STATUS:$(error_code)" in
+        200:*) accept_registration ;;
+        401:*) return 1 ;;
+        409:hostname_taken)
+            info "the node credential in $STATE_FILE was issued to another machine (a cloned disk image?)"
+            return 1
+            ;;
         *) refused update ;;
     esac
 }
@@ -574,7 +592,7 @@ register() {
     RESPONSE="$WORK/response.json"
     if [ -n "$CREDENTIAL" ]; then
         update && return
-        info "the server does not accept this node's credential any more (its target was deleted, or the credential replaced): enrolling again with the bootstrap token"
+        info "the server does not accept this node's credential (its target was deleted, or the credential replaced or another machine's): enrolling again with the bootstrap token"
     fi
     enrol
 }
@@ -620,6 +638,8 @@ setup_ephemeral() {
     local unit="$SYSTEMD_DIR/aami-deregister.service"
     if ! $EPHEMERAL; then
         if [ -f "$unit" ]; then
+            # Not stopped: stopping it would deregister now. Its ExecStop reads node.json,
+            # which says the node is not ephemeral, and leaves the registration alone.
             systemctl disable aami-deregister.service >/dev/null 2>&1 || true
             rm -f "$unit"
             info "not ephemeral any more: removed aami-deregister.service"

@@ -75,8 +75,13 @@ fi
 PAGE=$(mktemp)
 trap 'rm -f "$PAGE"' EXIT
 port_check() { # NAME PORT PATTERN
-    if curl -fsS --max-time 5 -o "$PAGE" "http://127.0.0.1:$2/metrics" 2>/dev/null && grep -q "$3" "$PAGE"; then
+    local status
+    status=$(curl -sS --max-time 20 -o "$PAGE" -w '%{http_code}' "http://127.0.0.1:$2/metrics" 2>/dev/null) || status=none
+    if [ "$status" = 200 ] && grep -q "$3" "$PAGE"; then
         result PASS "port_$2" "held by a running $1 (it will be reused)"
+    elif [ "$status" = 503 ]; then
+        # node_exporter answers 503 past --web.max-requests parallel scrapes: busy, not absent.
+        result WARN "port_$2" "answers HTTP 503 (an exporter at its limit of parallel scrapes?); run this again"
     elif (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then
         result FAIL "port_$2" "in use by something that is not $1"
     else

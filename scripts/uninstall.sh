@@ -32,9 +32,9 @@ LEFT=()
 
 json_get() { # FILE KEY
     if command -v jq >/dev/null; then
-        jq -r --arg key "$2" '.[$key] // empty | tostring' "$1"
+        jq -r --arg key "$2" '.[$key] | if . == null then empty else tostring end' "$1"
     else
-        python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"
+        python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else json.dumps(v) if isinstance(v, bool) else v)' "$1" "$2"
     fi
 }
 
@@ -143,6 +143,12 @@ main() {
     local keep=false
     case "${1:-}" in
         --deregister-only)
+            # aami-deregister.service may outlive the node's ephemeral status (a later
+            # registration said otherwise): then shutting down leaves the target alone.
+            if [ -s "$STATE_FILE" ] && [ "$(json_get "$STATE_FILE" ephemeral)" = false ]; then
+                info "this node is not ephemeral: it stays registered"
+                exit 0
+            fi
             deregister
             exit
             ;;

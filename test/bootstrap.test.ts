@@ -13,7 +13,7 @@ const machineHash = (id: string) => createHash('sha256').update(`aami-machine-id
 /** The JSON document a --dry-run prints. */
 const dryRunBody = (stdout: string) => JSON.parse(stdout.slice(stdout.indexOf('{'), stdout.lastIndexOf('}') + 1));
 
-describe('bootstrap.sh', () => {
+describe('bootstrap.sh', { timeout: 60_000 }, () => {
   it('registers a GPU node, reuses its running exporter, keeps the credential root-only and runs the first check', async () => {
     const server = await configServer();
     const node = fakeNode({ gpu: true, cron: true });
@@ -117,7 +117,9 @@ describe('bootstrap.sh', () => {
     const errors = taken.stderr.split('\n').filter((line) => line.includes('ERROR'));
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatch(/^\[aami\] ERROR: hostname ubuntu is held by another machine: .+; choose another with --hostname$/);
-    expect((await clone.sh(`bash ${BOOTSTRAP} --token-file ${clone.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname ubuntu-2`)).code).toBe(0);
+    // Under another name it enrols (on its own exporter port: both are 127.0.0.1 here).
+    const renamed = await clone.sh(`bash ${BOOTSTRAP} --token-file ${clone.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname ubuntu-2 --node-exporter-port 9101`);
+    expect(renamed.code, renamed.stderr).toBe(0);
 
     // The first machine lost its state (reinstalled): the same machine gets its name back.
     rmSync(first.path('etc/aami'), { recursive: true });
@@ -126,6 +128,17 @@ describe('bootstrap.sh', () => {
     expect(back.stdout).toContain('registered: target ubuntu (reenrolled)');
     expect((await server.admin('GET', '/api/v1/targets')).json.map((t: { id: string }) => t.id).sort()).toEqual(['ubuntu', 'ubuntu-2']);
     expect((await server.admin('GET', `/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(2);
+
+    // A disk cloned after bootstrap carries the first machine's credential: refused for this
+    // machine, so it enrols under its own name instead of updating the first one's target.
+    const disk = fakeNode({ gpu: false });
+    mkdirSync(disk.path('etc/aami'), { recursive: true, mode: 0o700 });
+    writeFileSync(disk.path('etc/aami/node.json'), readFileSync(first.path('etc/aami/node.json')), { mode: 0o600 });
+    const cloned = await disk.sh(`bash ${BOOTSTRAP} --token-file ${disk.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname ubuntu-3 --node-exporter-port 9102`);
+    expect(cloned.code, cloned.stderr).toBe(0);
+    expect(cloned.stdout).toContain('was issued to another machine (a cloned disk image?)');
+    expect(cloned.stdout).toContain('registered: target ubuntu-3 (created)');
+    expect((await server.admin('GET', '/api/v1/targets/ubuntu')).json.ip_address).toBe('127.0.0.1');
   });
 
   it('enrols again with the token when the server no longer accepts the node credential', async () => {
@@ -138,7 +151,7 @@ describe('bootstrap.sh', () => {
     expect((await server.admin('DELETE', '/api/v1/targets/n1')).status).toBe(200);
     const again = await run();
     expect(again.code, again.stderr).toBe(0);
-    expect(again.stdout).toContain("the server does not accept this node's credential any more");
+    expect(again.stdout).toContain("the server does not accept this node's credential (its target was deleted");
     expect(again.stdout).toContain('registered: target n1 (created)');
     expect(JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8')).node_credential).not.toBe(before);
 
@@ -152,19 +165,32 @@ describe('bootstrap.sh', () => {
   it.each([
     ['an installed binary on PATH', 'path'],
     ['a tarball in the server downloads', 'tarball'],
+    ["NVIDIA's package where apt has its repository (apt stubbed: no such repository here)", 'package'],
   ])('installs and starts a DCGM exporter from %s and registers it', async (_, source) => {
     const downloads = tempDir('aami-downloads-');
     if (source === 'tarball') dcgmTarball(downloads);
     const server = await configServer({ downloadsDir: downloads });
     const node = fakeNode({ gpu: true });
     if (source === 'path') node.addStub('dcgm-exporter', readFileSync(DCGM_STAND_IN, 'utf8'));
+    if (source === 'package') {
+      // apt-cache knows the package (as `apt-cache policy` prints it); apt-get "installs" the stand-in on PATH.
+      node.addStub('apt-cache', `#!/usr/bin/env bash
+[ "$*" = "policy datacenter-gpu-manager-exporter" ] && printf 'datacenter-gpu-manager-exporter:\n  Installed: (none)\n  Candidate: 1:4.2.3-1\n  Version table:\n'
+exit 0
+`);
+      node.addStub('apt-get', `#!/usr/bin/env bash
+[ "$*" = "install -y -qq datacenter-gpu-manager-exporter" ] || exit 100
+install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
+`);
+    }
     const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
     const dcgmPort = await freePort();
     const { token } = await server.token();
     const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname g1 --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`));
     expect(run.code, run.stderr).toBe(0);
-    const binary = source === 'path' ? join(node.bin, 'dcgm-exporter') : node.path('usr/local/bin/dcgm-exporter');
+    const binary = source === 'tarball' ? node.path('usr/local/bin/dcgm-exporter') : join(node.bin, 'dcgm-exporter');
     if (source === 'tarball') expect(run.stdout).toContain(`dcgm-exporter: installing dcgm-exporter-linux-`);
+    if (source === 'package') expect(readFileSync(node.path('etc/aami/installed'), 'utf8')).toContain('package datacenter-gpu-manager-exporter\n');
     expect(run.stderr).toContain(`no systemd: started ${binary} in the background`);
     const metrics = await (await fetch(`http://127.0.0.1:${dcgmPort}/metrics`)).text();
     expect(metrics).toMatch(/^DCGM_FI_DEV_GPU_TEMP\{gpu="7",.*\} 35$/m);
@@ -180,6 +206,13 @@ describe('bootstrap.sh', () => {
     const again = await node.sh(`bash ${BOOTSTRAP} --server ${server.url} --hostname g1 --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain(`dcgm exporter: running on :${dcgmPort} (installed by AAMI)`);
+
+    // Leaving: the exporter it started stops; a package it installed stays, named.
+    const uninstall = await node.sh(node.path('opt/aami/uninstall.sh'));
+    expect(uninstall.code, uninstall.stderr).toBe(0);
+    expect(uninstall.stdout).toContain(`stopped ${binary}`);
+    if (source === 'package') expect(uninstall.stdout).toContain('package datacenter-gpu-manager-exporter, installed by AAMI (apt-get remove datacenter-gpu-manager-exporter to remove it)');
+    await expect(fetch(`http://127.0.0.1:${dcgmPort}/metrics`)).rejects.toThrow();
   });
 
   it('says exactly what to install when no DCGM exporter can be had', async () => {

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage } from 'node:http';
+import { connect, createServer as createTcpServer } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { onCleanup, ROOT, tempDir } from './helpers.js';
@@ -17,6 +18,27 @@ async function bigNodeExporter(bytes: number) {
   // The probes look for node_* lines: they come after the padding, far past a pipe buffer.
   expect(page.indexOf('\nnode_')).toBeGreaterThan(bytes - 1024);
   return port;
+}
+
+/**
+ * A TCP port that forwards to PORT: fifty nodes on one machine share 127.0.0.1, and the
+ * server refuses two targets with the same address and port, so each node gets its own
+ * port onto the one real exporter.
+ */
+async function forwardedPort(port: number) {
+  const server = createTcpServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    client.pipe(upstream).pipe(client);
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', close).on('close', close);
+    upstream.on('error', close).on('close', close);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  onCleanup(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return (server.address() as { port: number }).port;
 }
 
 type Canned = { status: number; body: unknown } | undefined;
@@ -52,7 +74,7 @@ async function flakyServer(upstream: string, answer: (attempt: number) => Canned
 
 const refusal = (status: number, code: string, details: Record<string, unknown> = {}) => ({ status, body: { error: { code, message: `test stand-in says ${code}`, details } } });
 
-describe('node scripts on a real fleet', () => {
+describe('node scripts on a real fleet', { timeout: 60_000 }, () => {
   it('see a node exporter whose /metrics passes 256 KB on every one of ten runs, in bootstrap and preflight', async () => {
     const port = await bigNodeExporter(300 * 1024);
     const server = await configServer();
@@ -73,16 +95,16 @@ describe('node scripts on a real fleet', () => {
     const port = await bigNodeExporter(300 * 1024);
     const server = await configServer();
     const { token, id } = await server.token({ max_uses: 100 });
-    const nodes = Array.from({ length: 50 }, () => fakeNode({ gpu: true }));
+    const nodes = await Promise.all(Array.from({ length: 50 }, async () => ({ node: fakeNode({ gpu: true }), port: await forwardedPort(port) })));
     const dcgmPort = await freePort();
     const runs = await Promise.all(
-      nodes.map((node, i) =>
+      nodes.map(({ node, port }, i) =>
         node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname gpu-node-${String(i).padStart(2, '0')} --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --skip-install --no-checks`, {}, 240_000),
       ),
     );
     for (const [i, run] of runs.entries()) {
       expect(run.code, `node ${i}: ${run.stderr}`).toBe(0);
-      expect(run.stdout, `node ${i}`).toContain(`node exporter: already running on :${port}, reusing it`);
+      expect(run.stdout, `node ${i}: ${run.stderr}`).toContain(`node exporter: already running on :${nodes[i]!.port}, reusing it`);
       expect(run.stdout, `node ${i}`).toMatch(/registered: target gpu-node-\d\d \(created\)/);
     }
     const targets = (await server.admin('GET', '/api/v1/targets')).json as Array<{ id: string }>;

@@ -13,7 +13,7 @@ const answers = (port: number) =>
     () => false,
   );
 
-describe('uninstall.sh', () => {
+describe('uninstall.sh', { timeout: 60_000 }, () => {
   it('deregisters the node and leaves nothing of AAMI under its root: exporters it started, units, cron, checks', async () => {
     requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
     const downloads = tempDir('aami-downloads-');
@@ -62,6 +62,18 @@ describe('uninstall.sh', () => {
     const { token } = await server.token();
     expect((await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname stuck --skip-install --no-checks`)).code).toBe(0);
     const installed = node.tree();
+
+    // A token that does not let its nodes leave by themselves.
+    const pinned = fakeNode({ gpu: false });
+    const strict = await server.token({ allow_deregister: false });
+    expect((await pinned.sh(`bash ${BOOTSTRAP} --token-file ${pinned.tokenFile(strict.token)} --server ${server.url} --hostname pinned --node-exporter-port 9101 --skip-install --no-checks`)).code).toBe(0);
+    const forbidden = await pinned.sh(pinned.path('opt/aami/uninstall.sh'));
+    expect(forbidden.code).toBe(1);
+    expect(forbidden.stderr).toContain(`${server.url} does not let this node deregister itself: `);
+    expect(forbidden.stderr).toContain('nothing was removed');
+    expect((await server.admin('GET', '/api/v1/targets/pinned')).status).toBe(200);
+    expect(existsSync(pinned.path('opt/aami/uninstall.sh'))).toBe(true);
+
     await server.stop();
     const refused = await node.sh(node.path('opt/aami/uninstall.sh'));
     expect(refused.code).toBe(1);
@@ -82,7 +94,7 @@ describe('uninstall.sh', () => {
     const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
     const calls = node.path('../systemctl.log');
     node.addStub('systemctl', `#!/usr/bin/env bash\necho "$*" >> ${calls}\n`);
-    const { token } = await server.token({ ephemeral: true });
+    const { token } = await server.token({ ephemeral: true, ttl_after_last_seen: '10m' });
     const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname spot-01 --node-exporter-port ${port} --no-checks`, { AAMI_ASSUME_SYSTEMD: '1' });
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain('ephemeral: aami-deregister.service deregisters this node when it shuts down');
@@ -104,5 +116,14 @@ describe('uninstall.sh', () => {
     await waitFor('the target to be gone', async () => (await server.admin('GET', '/api/v1/targets')).json.length === 0);
     // Only deregistered: the node's files stay until it is gone.
     expect(existsSync(node.path('etc/aami/node.json'))).toBe(true);
+
+    // On a node that is not ephemeral (any more), a lingering unit leaves the target alone.
+    const steady = fakeNode({ gpu: false });
+    const { token: plain } = await server.token();
+    expect((await steady.sh(`bash ${BOOTSTRAP} --token-file ${steady.tokenFile(plain)} --server ${server.url} --hostname steady-01 --skip-install --no-checks`)).code).toBe(0);
+    const kept = await steady.sh(`${steady.path('opt/aami/uninstall.sh')} --deregister-only`);
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stdout).toContain('this node is not ephemeral: it stays registered');
+    expect((await server.admin('GET', '/api/v1/targets/steady-01')).status).toBe(200);
   });
 });
