@@ -548,7 +548,8 @@ api_call() {
 refused() { # WHAT: exit with one line saying why the server refused
     local code message
     code=$(error_code)
-    message=$(printable "$(json_get "$RESPONSE" error.message 2>/dev/null || head -c 300 "$RESPONSE")")
+    message=$(json_get "$RESPONSE" error.message 2>/dev/null) || message=$(head -c 300 "$RESPONSE")
+    message=$(printable "$message")
     case "$code" in
         token_expired) fatal "$1 refused: the bootstrap token has expired ($message)" ;;
         token_revoked) fatal "$1 refused: the bootstrap token has been revoked ($message)" ;;
