@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { gitCli, ROOT } from './helpers.js';
+import { pushFiles, ROOT } from './helpers.js';
 import { configServer, fakeNode, freePort, waitFor } from './node-helpers.js';
 
 const DYNAMIC_CHECK = join(ROOT, 'scripts/dynamic-check.sh');
@@ -20,15 +20,8 @@ async function registeredNode() {
   };
   /** Commit a change to the server's repo as a merged pull request would, and wait until the server has it. */
   const commitCheck = async (name: string, files: Record<string, string> | null) => {
-    const dir = join(server.repo, 'checks', name);
-    if (files) {
-      mkdirSync(dir, { recursive: true });
-      for (const [file, text] of Object.entries(files)) writeFileSync(join(dir, file), text);
-    } else {
-      rmSync(dir, { recursive: true });
-    }
-    gitCli(server.repo, 'add', '-A');
-    gitCli(server.repo, 'commit', '-q', '-m', `${files ? 'Add' : 'Remove'} check ${name}`);
+    const changes = Object.fromEntries(Object.entries(files ?? { 'check.yaml': '', 'check.sh': '' }).map(([file, text]) => [`checks/${name}/${file}`, files ? text : null]));
+    pushFiles(server.repo, changes, `${files ? 'Add' : 'Remove'} check ${name}`);
     await waitFor(`check ${name} to be ${files ? 'served' : 'gone'}`, async () => {
       const names = (await server.admin('GET', '/api/v1/checks')).json.map((c: { name: string }) => c.name);
       return names.includes(name) === Boolean(files);
