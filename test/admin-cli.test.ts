@@ -1,5 +1,6 @@
 import { execFile, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
@@ -298,6 +299,24 @@ describe('connection and credential', () => {
     const wrong = 'wrong-credential-b7c41e0d';
     const refused = await aami(cleanEnv({ AAMI_CREDENTIAL: wrong }), 'tokens', 'list', '--server', server.url);
     expect(refused).toMatchObject({ code: 1, stdout: '', stderr: 'error: unauthorized: the admin credential is not valid (HTTP 401)\n' });
+  });
+
+  it('follows no redirect, so the credential goes nowhere else, and says when an answer is not the API', async () => {
+    const elsewhere = await standInServer('standin-admin-credential');
+    const front = createServer((req, res) => {
+      if (req.url?.startsWith('/api/v1/groups')) res.writeHead(301, { location: `${elsewhere.url}${req.url}` }).end();
+      else res.writeHead(502, { 'content-type': 'text/html' }).end('<html>Bad Gateway</html>');
+    });
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => front.close(() => resolve())));
+    const env = cleanEnv({ AAMI_SERVER: `http://127.0.0.1:${(front.address() as { port: number }).port}`, AAMI_CREDENTIAL: ADMIN });
+
+    const redirected = await aami(env, 'groups', 'list');
+    expect(redirected).toMatchObject({ code: 1, stdout: '', stderr: `error: redirected: the server redirects to ${elsewhere.url}/api/v1/groups; use that address as --server (HTTP 301)\n` });
+    expect(elsewhere.requests).toHaveLength(0);
+
+    const proxy = await aami(env, 'targets', 'list');
+    expect(proxy).toMatchObject({ code: 1, stderr: 'error: http_502: the server answered HTTP 502 without an aami error: is this the aami API? (HTTP 502)\n' });
   });
 
   it('saves server and credential with aami login, at mode 0600, only once the server accepts it', async () => {
