@@ -9,7 +9,7 @@ import { LiveCatalog } from './catalog/live.js';
 import { filesOf } from './catalog/load.js';
 import { SdPublisher } from './compile/publisher.js';
 import { writeFileDurably } from './git/fs.js';
-import { fileHistory, fileVersions } from './git/history.js';
+import { fileHistory, fileVersions, firstAdded } from './git/history.js';
 import { parseRemoteUrl, Remote } from './git/remote.js';
 import { GitRepository } from './git/repository.js';
 import { reapEphemeralTargets, silentEphemeralTargets, staleTargets } from './inventory/nodes.js';
@@ -110,7 +110,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   await cache.load();
   const stateFile = new CatalogStateFile(join(config.stateDir, 'catalog-state.json'));
   const files = new RepoFiles(repo, cache);
-  const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: stateFile.load(), history: (path) => fileVersions(repo.gitdir, path) }));
+  const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: stateFile.load(), history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
   await cache.settle([...live.snapshot().files].map(([path, record]) => [path, record.oid]));
   // Parses and the last good versions outlive a restart; both are small writes, off the request path.
   live.subscribe((snapshot) => {
@@ -128,7 +128,10 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const follow = async () => {
     try {
       const moved = await followHead(repo, live, files);
-      if (repoHealth.error) logger.info('the config repository is readable again', { repo: config.repo });
+      if (repoHealth.error) {
+        logger.info('the config repository is readable again', { repo: config.repo });
+        writer.repositoryBack();
+      }
       repoHealth.error = null;
       return moved;
     } catch (error) {

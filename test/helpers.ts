@@ -38,6 +38,7 @@ export function gitCli(dir: string, ...args: string[]): string {
   return execFileSync('git', args, {
     cwd: dir,
     encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
     env: {
       ...process.env,
       GIT_CONFIG_NOSYSTEM: '1',
@@ -75,7 +76,17 @@ export function pushFiles(repo: string, files: Record<string, string | null>, me
     }
     gitCli(work, 'add', '-A');
     gitCli(work, 'commit', '--quiet', '--allow-empty', '-m', message);
-    gitCli(work, 'push', '--quiet', 'origin', `HEAD:${branch}`);
+    // The server may commit between the clone and the push: git refuses the push (not a
+    // fast-forward) and the person rebases and pushes again, as anyone would.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        gitCli(work, 'push', '--quiet', 'origin', `HEAD:${branch}`);
+        break;
+      } catch (error) {
+        if (attempt >= 20) throw error;
+        gitCli(work, 'pull', '--quiet', '--rebase', 'origin', branch);
+      }
+    }
     return gitCli(work, 'rev-parse', 'HEAD').trim();
   } finally {
     rmSync(work, { recursive: true, force: true });

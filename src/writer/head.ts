@@ -1,5 +1,6 @@
 import type { FileRecord } from '../catalog/build.js';
-import { Snapshot, type LiveCatalog } from '../catalog/live.js';
+import { establishedIn, Snapshot, type LiveCatalog } from '../catalog/live.js';
+import { claimKeys } from '../catalog/place.js';
 import { parseFile } from '../catalog/parse.js';
 import { hashObject } from '../git/objects.js';
 import type { GitRepository } from '../git/repository.js';
@@ -37,6 +38,8 @@ export async function loadSnapshot(options: {
   saved: SavedCatalogState | undefined;
   /** Older texts of a file, newest first. */
   history: (path: string) => Promise<string[]>;
+  /** When each of these paths was first added to the repository (seconds). */
+  firstAdded?: (paths: string[]) => Promise<Map<string, number>>;
 }): Promise<Snapshot> {
   const { repo, files, saved } = options;
   const head = await repo.head();
@@ -50,8 +53,16 @@ export async function loadSnapshot(options: {
     // A deleted file comes back only as long as something still uses it (the build decides).
     records.set(path, record ? { ...record, lastGood, lastGoodOid: oid } : { oid: null, parsed: { problems: [] }, lastGood, lastGoodOid: oid });
   }
-  const established = (key: string) => saved?.established[key];
+  let established = (key: string): string | undefined => saved?.established[key];
   let snapshot = Snapshot.build(records, head, established);
+  // Without the state directory, a clash is settled for the file that was in the repository first.
+  if (!saved && options.firstAdded) {
+    const byAge = await establishedByAge(snapshot, options.firstAdded);
+    if (byAge.size) {
+      established = (key) => byAge.get(key);
+      snapshot = Snapshot.build(records, head, established);
+    }
+  }
 
   let recalled = false;
   for (const path of snapshot.problemsByFile.keys()) {
@@ -68,4 +79,25 @@ export async function loadSnapshot(options: {
   }
   if (recalled) snapshot = Snapshot.build(records, head, established);
   return snapshot;
+}
+
+/** For each claim two target files make, the one added to the repository first. */
+async function establishedByAge(snapshot: Snapshot, firstAdded: (paths: string[]) => Promise<Map<string, number>>): Promise<Map<string, string>> {
+  const claimants = new Map<string, string[]>();
+  for (const path of snapshot.problemsByFile.keys()) {
+    const entity = snapshot.files.get(path)?.parsed.entity;
+    if (entity?.kind !== 'target') continue;
+    for (const key of claimKeys(snapshot.catalog.settings, entity.value)) {
+      const holder = establishedIn(snapshot.catalog)(key);
+      if (holder && holder !== path) claimants.set(key, [holder, path, ...(claimants.get(key) ?? [])]);
+    }
+  }
+  const result = new Map<string, string>();
+  if (!claimants.size) return result;
+  const ages = await firstAdded([...new Set([...claimants.values()].flat())]);
+  for (const [key, paths] of claimants) {
+    const oldest = [...new Set(paths)].sort((a, b) => (ages.get(a) ?? Infinity) - (ages.get(b) ?? Infinity) || (a < b ? -1 : 1))[0]!;
+    result.set(key, oldest);
+  }
+  return result;
 }

@@ -84,7 +84,7 @@ export class Writer {
   private readonly queue = new PQueue({ concurrency: 1 });
   private readonly waiting: Task[] = [];
   /** The last write failure for a reason of the store (a full disk, a repository gone): health shows it. */
-  lastFailure: { at: Date; message: string } | undefined;
+  lastFailure: { at: Date; code: string; message: string } | undefined;
 
   constructor(
     private readonly repo: GitRepository,
@@ -104,6 +104,11 @@ export class Writer {
       this.waiting.push({ meta, plan: plan as Task['plan'], resolve: resolve as (value: unknown) => void, reject });
       void this.queue.add(() => this.runBatch());
     });
+  }
+
+  /** The repository can be read again: a failure that came from its absence is over. */
+  repositoryBack(): void {
+    if (this.lastFailure?.code === 'repo_unavailable') this.lastFailure = undefined;
   }
 
   /** Run fn alone in the queue, between batches (following a head, a pull). */
@@ -138,7 +143,7 @@ export class Writer {
         outcome = await this.commitBatch(batch);
       } catch (error) {
         const failure = storeFailure(error);
-        this.lastFailure = { at: new Date(), message: failure.message };
+        this.lastFailure = { at: new Date(), code: failure.code, message: failure.message };
         this.options.logger?.error('write failed', { code: failure.code, error: failure.message });
         for (const task of batch) task.reject(failure);
         return;
