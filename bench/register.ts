@@ -7,8 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { GitStore } from '../src/repo/store.js';
-import { ms, percentile, syntheticRepo, targetFile } from './synthetic.js';
+import { bareRepoWith, ms, percentile, syntheticRepo, targetFile } from './synthetic.js';
 
 const { values } = parseArgs({
   options: {
@@ -26,9 +25,7 @@ const ADMIN = 'bench-admin-credential-0123456789';
 try {
   console.log(`# registrations — ${existing} targets already in the repo, ${clients} concurrent clients, ${requests} registrations`);
   const repo = join(root, 'repo');
-  const files = syntheticRepo(existing);
-  const store = await GitStore.init({ fs, dir: repo, files, author: { name: 'bench', email: 'bench@aami' } });
-  await store.close();
+  bareRepoWith(repo, syntheticRepo(existing));
 
   // The server runs in its own process, as in production; this one only plays the 64 clients.
   const child = spawn(process.execPath, [...(process.env.AAMI_PROFILE ? ['--cpu-prof', '--cpu-prof-dir=/tmp/cpuprof-server'] : []), '--import', 'tsx', 'src/cli/bin.ts', 'serve', '--host', '127.0.0.1', '--port', '0', '--repo', repo, '--sd-dir', join(root, 'sd'), '--state-dir', join(root, 'state')], {

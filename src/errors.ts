@@ -25,6 +25,9 @@ export const ERROR_CODES = [
   'not_ready',
   'read_only',
   'remote_unavailable',
+  'repo_unavailable',
+  'storage_unavailable',
+  'repo_locked',
   'remote_conflict',
 ] as const;
 

@@ -4,19 +4,26 @@ import { dirname, join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { createApp } from './api/app.js';
 import { FailureLimiter } from './api/auth.js';
+import type { RepoHealth } from './api/deps.js';
+import { LiveCatalog } from './catalog/live.js';
 import { filesOf } from './catalog/load.js';
-import { SdSync } from './compile/sd-sync.js';
-import { watchRepo } from './compile/watcher.js';
+import { SdPublisher } from './compile/publisher.js';
+import { writeFileDurably } from './git/fs.js';
+import { fileHistory, fileVersions, firstAdded } from './git/history.js';
+import { parseRemoteUrl, Remote } from './git/remote.js';
+import { GitRepository } from './git/repository.js';
+import { reapEphemeralTargets, silentEphemeralTargets, staleTargets } from './inventory/nodes.js';
 import type { Logger } from './log.js';
 import { Counter, Gauge, GaugeFamily, Histogram, Registry } from './metrics.js';
-import { reapEphemeralTargets, silentEphemeralTargets, staleTargets } from './inventory/nodes.js';
 import { Heartbeats } from './nodes/heartbeats.js';
-import { writeFileDurably } from './repo/fs.js';
-import { fileHistory, fileVersions } from './repo/history.js';
-import { Remote, Upstream } from './repo/remote.js';
-import { GitStore } from './repo/store.js';
-import { Writer } from './repo/writer.js';
 import { ADMIN_PREFIX, hashSecret, newSecretCredential } from './tokens/secret.js';
+import { CatalogStateFile, savedStateOf } from './writer/catalog-state.js';
+import { RepoFiles } from './writer/files.js';
+import { followHead, loadSnapshot } from './writer/head.js';
+import { ParseCache } from './writer/parse-cache.js';
+import { Upstream } from './writer/upstream.js';
+import { watchRef } from './writer/watch.js';
+import { Writer } from './writer/writer.js';
 
 export interface ServerConfig {
   repo: string;
@@ -35,13 +42,15 @@ export interface ServerConfig {
   announce: (line: string) => void;
   clock?: () => Date;
   /** Follow this Git remote (clone it, or seed it from the starter when it is empty). */
-  remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string };
+  remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string; password?: string };
   /** A follower: serve SD from the remote, refuse writes. */
   readOnly?: boolean;
   /** A node silent this long is listed as stale by health and /metrics (default 10 minutes). */
   staleAfterMs?: number;
   /** How often silent ephemeral nodes are looked for and removed (default 15 s). */
   reapIntervalMs?: number;
+  /** How often the branch ref is read besides file events (default 1 s). */
+  refPollMs?: number;
 }
 
 export interface RunningServer {
@@ -50,34 +59,98 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-/** Open the config repo (creating it from the starter on first start) and serve the API. */
+const STARTER_AUTHOR = { name: 'aami', email: 'aami@localhost' };
+
+/**
+ * Bind the port, open the config repo (creating it from the starter on first start), load
+ * the catalog from the branch head and serve. The port is bound first: a server that
+ * cannot listen exits at once, before it generates (and prints) any credential.
+ */
 export async function startServer(config: ServerConfig): Promise<RunningServer> {
   const { logger } = config;
   const clock = config.clock ?? (() => new Date());
+  // The node-server's bindings (the socket, for the client's address) ride along in `env`.
+  let handler: Fetch | undefined;
+  const starting = () => new Response(JSON.stringify({ error: { code: 'not_ready', message: 'the server is starting', details: [] } }), { status: 503, headers: { 'content-type': 'application/json' } });
+  const server = await listen((request, env) => (handler ? handler(request, env) : starting()), config.host, config.port);
+  try {
+    const running = await open(config, clock, (fetch) => (handler = fetch));
+    const { port } = server.address() as AddressInfo;
+    const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+    logger.info('serving', { url, repo: config.repo, sd_dir: config.sdDir, head: running.head() ?? undefined });
+    return {
+      url,
+      adminTokenHash: running.adminTokenHash,
+      async close() {
+        running.stopServing();
+        // Stop taking requests, let the ones in flight finish, then answer every queued write.
+        await new Promise<void>((resolve) => server.close(() => resolve()));
+        await running.close();
+      },
+    };
+  } catch (error) {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    throw error;
+  }
+}
+
+type Fetch = (request: Request, env?: unknown) => Response | Promise<Response>;
+
+async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: Fetch) => void) {
+  const { logger } = config;
   const branch = config.remote?.branch ?? 'main';
-  const remote = config.remote
-    ? await Remote.prepare({
-        dir: config.repo,
-        url: config.remote.url,
-        branch,
-        starterDir: config.starterDir,
-        logger,
-        init: async (files) => (await GitStore.init({ fs, dir: config.repo, branch, files, author: STARTER_AUTHOR })).close(),
-      })
-    : undefined;
-  const store = await openOrCreateRepo(config, branch);
+  const address = config.remote && parseRemoteUrl(config.remote.url, config.remote.password);
+  const repo = await openOrCreateRepo(config, branch, address && ((dir) => new Remote(dir, address, branch)));
   const adminTokenHash = await adminCredential(config);
+  const repoHealth: RepoHealth = { branch, layout: repo.layout, error: null, warning: legacyWarning(config.repo, repo) };
+  if (repoHealth.warning) logger.warn('old repository layout', { repo: config.repo, hint: repoHealth.warning });
+
+  fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  const cache = new ParseCache(join(config.stateDir, 'parse-cache.log'));
+  await cache.load();
+  const stateFile = new CatalogStateFile(join(config.stateDir, 'catalog-state.json'));
+  const files = new RepoFiles(repo, cache);
+  const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: stateFile.load(), history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
+  await cache.settle([...live.snapshot().files].map(([path, record]) => [path, record.oid]));
+  // Parses and the last good versions outlive a restart; both are small writes, off the request path.
+  live.subscribe((snapshot) => {
+    cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
+    stateFile.save(savedStateOf(snapshot)).catch((error: unknown) => logger.warn('writing the catalog state failed', { error: String(error) }));
+  });
 
   const registry = new Registry();
-  const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably.'));
+  const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
-  const registrations = registry.add(new Counter('aami_registrations_total', 'Self-registrations by outcome (created, updated, unchanged, or an error code).'));
-  const sync = new SdSync({ fs, repoDir: store.dir, sdDir: config.sdDir, logger, observeCompile: (s) => compileSeconds.observe(s) });
-  const upstream = remote && new Upstream(remote, store, (changes) => sync.apply(changes, true), logger, { publish: !config.readOnly });
-  const writer = new Writer(store, sync, { observeCommit: (s) => commitSeconds.observe(s), upstream: config.readOnly ? undefined : upstream, readOnly: config.readOnly });
-  registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served).', () => new Set(sync.snapshot().problems.map((p) => p.file)).size));
+  const registrations = registry.add(new Counter('aami_registrations_total', 'Self-registrations and node updates by outcome (created, reenrolled, updated, unchanged, or an error code).'));
+  const sd = new SdPublisher(live, { fs, sdDir: config.sdDir, logger, observeCompile: (s) => compileSeconds.observe(s) });
+  await sd.compileNow();
+
+  const follow = async () => {
+    try {
+      const moved = await followHead(repo, live, files);
+      if (repoHealth.error) {
+        logger.info('the config repository is readable again', { repo: config.repo });
+        writer.repositoryBack();
+      }
+      repoHealth.error = null;
+      return moved;
+    } catch (error) {
+      const message = `cannot read the branch ${branch} of ${config.repo}: ${error instanceof Error ? error.message : String(error)}`;
+      if (repoHealth.error !== message) logger.error('the config repository cannot be read; serving the last good state', { error: message });
+      repoHealth.error = message;
+      throw error;
+    }
+  };
+  const upstream = address && new Upstream(new Remote(repo.gitdir, address, branch), repo, follow, logger, { publish: !config.readOnly });
+  const writer = new Writer(repo, live, follow, {
+    observeCommit: (s) => commitSeconds.observe(s),
+    publisher: config.readOnly ? undefined : upstream,
+    readOnly: config.readOnly,
+    logger,
+  });
+  const catalog = () => live.snapshot().catalog;
+  registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served).', () => live.snapshot().problemsByFile.size));
   registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
-  const catalog = () => sync.snapshot().catalog;
   registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => catalog().targets.size));
 
   const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'), () => clock().getTime());
@@ -89,9 +162,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   );
   const staleAfterMs = config.staleAfterMs ?? 10 * 60_000;
   registry.add(new Gauge('aami_stale_targets', 'Targets whose node sent heartbeats but none for the stale threshold (never removed automatically).', () => staleTargets(catalog(), (h) => heartbeats.lastSeen(h), clock(), staleAfterMs).length));
-  const reaped = registry.add(new Counter('aami_ephemeral_targets_removed_total', 'Ephemeral targets removed because their node was silent past its token\'s TTL.'));
+  const reaped = registry.add(new Counter('aami_ephemeral_targets_removed_total', "Ephemeral targets removed because their node was silent past its token's TTL."));
 
-  await sync.loadAll((path) => fileVersions(store.dir, path));
   let pullTimer: NodeJS.Timeout | undefined;
   const pull = () => writer.exclusive(() => upstream!.pull());
   if (upstream) {
@@ -99,11 +171,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     pullTimer = setInterval(() => void pull().catch(() => undefined), config.remote!.syncIntervalMs);
     pullTimer.unref();
   }
-  // Edits seen on disk are read between writes, in the writer's queue: read while a batch is
-  // being committed, a file would still hold the previous commit's text and roll the catalog
-  // back (a token's use count among others) under the writes planned next.
-  const watcher = watchRepo(store.dir, (paths) => writer.exclusive(() => sync.reload(paths)));
-  await watcher.ready;
+  // A push into this repository moves the branch: follow it between writes, in the writer's queue.
+  const watcher = watchRef(repo.gitdir, repo.ref, () => void writer.exclusive(follow).catch(() => undefined), config.refPollMs);
 
   // Ephemeral nodes that went silent are removed; heartbeats of targets that are gone are forgotten.
   let reaping = false;
@@ -128,61 +197,96 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
 
   let serving = true;
   const app = createApp({
-    sync,
+    live,
     catalog,
-    staleAfterMs,
+    sd,
     writer,
-    store,
+    repo: () => repoHealth,
+    staleAfterMs,
     clock,
     logger,
     auth: { adminTokenHash, openReads: config.openReads, limiter: new FailureLimiter() },
     metrics: { registry, registrations },
-    history: (pathspecs) => fileHistory(store.dir, pathspecs),
+    history: (pathspecs) => fileHistory(repo.gitdir, pathspecs),
     serving: () => serving,
     heartbeats,
     scriptsDir: config.scriptsDir,
     downloadsDir: config.downloadsDir,
     remote: upstream && { status: upstream.status, pull, webhookSecret: config.remote!.webhookSecret },
   });
-  const server = await listen(app.fetch, config.host, config.port);
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
-  logger.info('serving', { url, repo: store.dir, sd_dir: config.sdDir, head: store.head() ?? undefined });
+  serveWith(app.fetch);
 
   return {
-    url,
     adminTokenHash,
+    head: () => live.snapshot().head,
+    stopServing: () => (serving = false),
     async close() {
-      serving = false;
       clearInterval(pullTimer);
       clearInterval(reapTimer);
-      // Stop taking requests, let the ones in flight finish, then flush every queued write.
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      watcher.close();
       await writer.drain();
-      await watcher.close();
-      await sync.close();
-      await store.close();
+      await sd.close();
+      await cache.flush().catch(() => undefined);
       await heartbeats.save();
-      logger.info('stopped', { head: store.head() ?? undefined });
+      await repo.close();
+      logger.info('stopped', { head: live.snapshot().head ?? undefined });
     },
   };
 }
 
-const STARTER_AUTHOR = { name: 'aami', email: 'aami@localhost' };
-
-async function openOrCreateRepo(config: ServerConfig, branch: string): Promise<GitStore> {
-  if (fs.existsSync(join(config.repo, '.git'))) return GitStore.open({ fs, dir: config.repo, branch });
-  if (fs.existsSync(config.repo) && fs.readdirSync(config.repo).length > 0) {
-    throw new Error(`${config.repo} exists, is not empty and is not a Git repository: refusing to use it`);
+/**
+ * The server's repository: bare by default, created from the starter (or cloned from the
+ * remote, or seeded and pushed when the remote has no branch yet). A repository of the old
+ * layout (DIR/.git) keeps working; its working tree is neither read nor written.
+ */
+async function openOrCreateRepo(config: ServerConfig, branch: string, remoteFor?: (gitdir: string) => Remote): Promise<GitRepository> {
+  const dir = config.repo;
+  const known = await GitRepository.open(dir, { branch }).catch(() => undefined);
+  if (known) {
+    if (known.layout === 'working-tree') protectLegacyWorkingTree(dir);
+    return known;
   }
-  config.logger.info('creating config repo from the starter', { repo: config.repo, starter: config.starterDir });
-  return GitStore.init({ fs, dir: config.repo, branch, files: filesOf(config.starterDir), author: STARTER_AUTHOR });
+  if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
+    throw new Error(`${dir} exists, is not empty and is not a Git repository: refusing to use it`);
+  }
+  const remote = remoteFor?.(dir);
+  if (remote && (await remote.lsRemote())) {
+    config.logger.info('cloning the config repo', { url: remote.url, branch });
+    await remote.cloneInto(dir);
+    return GitRepository.open(dir, { branch });
+  }
+  config.logger.info('creating config repo from the starter', { repo: dir, starter: config.starterDir });
+  return GitRepository.init(dir, { branch, files: filesOf(config.starterDir), author: STARTER_AUTHOR });
 }
 
 /**
- * The admin credential's hash. From AAMI_ADMIN_TOKEN when set; otherwise the hash kept in
- * the state directory (outside the repo: it never reaches Git), created with a new
- * credential on first start, which is shown once and never again.
+ * A person's `git commit -a` in the old layout's working tree would start from an index the
+ * server never updates and undo acknowledged writes: a pre-commit hook says so and stops it.
+ * Pushes into it are let through (the server follows the ref), without touching the tree.
+ */
+function protectLegacyWorkingTree(dir: string): void {
+  const hook = join(dir, '.git/hooks/pre-commit');
+  if (!fs.existsSync(hook)) {
+    fs.mkdirSync(dirname(hook), { recursive: true });
+    fs.writeFileSync(
+      hook,
+      `#!/bin/sh\necho "This repository is served by aami: its working tree is not read, and a commit here would start from a stale index." >&2\necho "Clone it and push instead:  git clone ${dir} work && cd work && ... && git push" >&2\nexit 1\n`,
+      { mode: 0o755 },
+    );
+  }
+  const config = fs.readFileSync(join(dir, '.git/config'), 'utf8');
+  if (!/denyCurrentBranch/.test(config)) fs.appendFileSync(join(dir, '.git/config'), '[receive]\n\tdenyCurrentBranch = ignore\n\tdenyNonFastForwards = true\n');
+}
+
+function legacyWarning(dir: string, repo: GitRepository): string | null {
+  if (repo.layout !== 'working-tree') return null;
+  return `${dir} has a working tree, which the server neither reads nor updates; change config by pushing to it. To migrate: stop the server, git clone --bare ${dir} ${dir}.git, start with --repo ${dir}.git`;
+}
+
+/**
+ * The break-glass admin credential's hash. From AAMI_ADMIN_TOKEN when set; otherwise the
+ * hash kept in the state directory (outside the repo: it never reaches Git), created with a
+ * new credential on first start, which is shown once and never again.
  */
 async function adminCredential(config: ServerConfig): Promise<string> {
   if (config.adminToken) return hashSecret(config.adminToken);
@@ -198,7 +302,7 @@ async function adminCredential(config: ServerConfig): Promise<string> {
   return hash;
 }
 
-function listen(fetch: (request: Request) => Response | Promise<Response>, hostname: string, port: number): Promise<ServerType & { address(): AddressInfo | string | null }> {
+function listen(fetch: Fetch, hostname: string, port: number): Promise<ServerType & { address(): AddressInfo | string | null }> {
   return new Promise((resolve, reject) => {
     const server = serve({ fetch, hostname, port }, () => resolve(server as never));
     server.once('error', reject);

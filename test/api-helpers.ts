@@ -3,16 +3,16 @@ import { createApp } from '../src/api/app.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { FailureLimiter } from '../src/api/auth.js';
 import { Counter, Registry } from '../src/metrics.js';
-import { fileHistory } from '../src/repo/history.js';
+import { fileHistory } from '../src/git/history.js';
 import { silentLogger } from '../src/log.js';
 import { hashSecret } from '../src/tokens/secret.js';
 import { ROOT, tmpConfigRepo } from './helpers.js';
 
 export const ADMIN_TOKEN = 'test-admin-credential-0123456789';
 
-/** The API over a real temp config repo, called through app.request() with a clock the test moves. */
 /**
- * `remote` wires only the webhook secret, with a pull that does nothing: for tests of who may
+ * The API over a real temp config repo, called through app.request() with a clock the test
+ * moves. `remote` wires only the webhook secret, with a pull that does nothing: for tests of who may
  * call sync. The real pull over a real Git remote is tested in remote.test.ts.
  */
 export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string } } = {}) {
@@ -22,11 +22,12 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
   const registrations = registry.add(new Counter('aami_registrations_total', 'test'));
   const heartbeats = new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`, () => now);
   const app = createApp({
-    sync: repo.sync,
-    catalog: () => repo.sync.snapshot().catalog,
+    live: repo.live,
+    catalog: () => repo.live.snapshot().catalog,
+    sd: repo.sd,
     staleAfterMs: 600_000,
     writer: repo.writer,
-    store: repo.store,
+    repo: () => ({ branch: 'main', layout: 'bare', error: null, warning: null }),
     clock: () => new Date(now),
     logger: silentLogger,
     auth: {
@@ -40,7 +41,7 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
     heartbeats,
     scriptsDir: `${ROOT}/scripts`,
     remote: options.remote && {
-      status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null },
+      status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null, last_push: null, pushes_rejected: 0 },
       pull: async () => {},
       webhookSecret: options.remote.webhookSecret,
     },

@@ -56,7 +56,7 @@ describe('the guide\'s commands', () => {
     expect(sd.headers.get('content-type')).toBe('application/json');
     expect(sd.json).toEqual([expect.objectContaining({ targets: ['10.0.1.21:9400'] })]);
     expect((await api.get('/api/v1/sd/prometheus')).json.map((e: any) => e.targets[0]).sort()).toEqual(['10.0.1.21:9100', '10.0.1.21:9400']);
-    expect(api.sd('node')).toEqual((await api.get('/api/v1/sd/prometheus?job=node')).json);
+    expect(api.sdFile('node')).toEqual((await api.get('/api/v1/sd/prometheus?job=node')).json);
 
     const health = await api.call('HEAD', '/api/v1/health', { token: null });
     expect(health.status).toBe(200);

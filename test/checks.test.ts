@@ -2,28 +2,13 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { gitCli, ROOT, tempDir } from './helpers.js';
+import { pushFiles, ROOT, tempDir } from './helpers.js';
 import { configServer, fakeNode, freePort, waitFor } from './node-helpers.js';
 
 const DYNAMIC_CHECK = join(ROOT, 'scripts/dynamic-check.sh');
 const PREFLIGHT = join(ROOT, 'scripts/preflight-check.sh');
 const STARTER_CHECKS = ['disk-usage', 'gpu-count', 'mount', 'nvme-health'];
 const starterScript = (name: string) => join(ROOT, 'config-repo/checks', name, 'check.sh');
-
-/** Commit a change to the server's repo as a merged pull request would (the server's watcher picks it up). */
-function commitToRepo(server: Awaited<ReturnType<typeof configServer>>, files: Record<string, string | null>) {
-  for (const [path, text] of Object.entries(files)) {
-    const file = join(server.repo, path);
-    if (text === null) {
-      rmSync(file, { recursive: true });
-    } else {
-      mkdirSync(join(file, '..'), { recursive: true });
-      writeFileSync(file, text);
-    }
-  }
-  gitCli(server.repo, 'add', '-A');
-  gitCli(server.repo, 'commit', '-q', '-m', `Change ${Object.keys(files).join(', ')}`);
-}
 
 /** A server and a node registered with it (no exporter: the checks write textfiles all the same). */
 async function registeredNode(options: { gpu: boolean | 'amd' } = { gpu: true }) {
@@ -38,7 +23,8 @@ async function registeredNode(options: { gpu: boolean | 'amd' } = { gpu: true })
   };
   /** Add (or with null, remove) a check as a merged pull request would. */
   const commitCheck = async (name: string, files: Record<string, string> | null) => {
-    commitToRepo(server, files ? Object.fromEntries(Object.entries(files).map(([file, text]) => [`checks/${name}/${file}`, text])) : { [`checks/${name}`]: null });
+    const changes = Object.fromEntries(Object.entries(files ?? { 'check.yaml': '', 'check.sh': '' }).map(([file, text]) => [`checks/${name}/${file}`, files ? text : null]));
+    pushFiles(server.repo, changes, `${files ? 'Add' : 'Remove'} check ${name}`);
     await waitFor(`check ${name} to be ${files ? 'served' : 'gone'}`, async () => {
       const names = (await server.admin('GET', '/api/v1/checks')).json.map((c: { name: string }) => c.name);
       return names.includes(name) === Boolean(files);
@@ -100,7 +86,7 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     expect(await names('empty-label')).toEqual(['disk-usage', 'mount', 'nvme-health']);
 
     // A bad requires_labels entry is a broken file: it keeps its last good version and is reported.
-    commitToRepo(server, { 'checks/gpu-count/check.yaml': 'requires_labels: ["gpu-count"]\n' });
+    pushFiles(server.repo, { 'checks/gpu-count/check.yaml': 'requires_labels: ["gpu-count"]\n' }, 'A bad requires_labels');
     const problems = await waitFor('the broken file to be reported', async () => {
       const invalid = JSON.stringify((await server.admin('GET', '/api/v1/health')).json.compiler.invalid_files);
       return invalid.includes('checks/gpu-count/check.yaml') && invalid;
@@ -183,7 +169,7 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     const checkYaml = (name: string) => readFileSync(join(ROOT, 'config-repo/checks', name, 'check.yaml'), 'utf8');
     const override = (name: string) => `${checkYaml(name)}targets:\n  node-1: {args: ${JSON.stringify(values)}}\n`;
     const paths = ['disk-usage', 'mount', 'nvme-health'];
-    commitToRepo(server, Object.fromEntries(paths.map((name) => [`checks/${name}/check.yaml`, override(name)])));
+    pushFiles(server.repo, Object.fromEntries(paths.map((name) => [`checks/${name}/check.yaml`, override(name)])), 'Hostile arguments');
     await waitFor('the hostile arguments to be served', async () => {
       const checks = (await server.admin('GET', '/api/v1/targets/node-1/checks')).json as Array<{ name: string; args: string[] }>;
       return paths.every((name) => JSON.stringify(checks.find((c) => c.name === name)?.args) === JSON.stringify(values));

@@ -22,16 +22,16 @@ function brokenCopy(): string {
 
 describe('aami validate', () => {
   it('exits 0 and summarises a valid repo', async () => {
-    expect(await run('validate', STARTER)).toMatchObject({ code: 0, out: 'valid: 13 groups, 0 targets, 0 tokens, 4 checks' });
+    expect(await run('validate', STARTER)).toMatchObject({ code: 0, out: 'valid: 13 groups, 0 targets, 0 tokens, 0 credentials, 4 checks' });
   });
 
   it('exits 1 and lists every problem with file and field', async () => {
     const result = await run('validate', brokenCopy());
     expect(result.code).toBe(1);
     expect(result.err.split('\n')).toEqual([
-      'groups/loop.yaml: parent: groups form a cycle: loop → loop',
+      'groups/loop.yaml: parent: groups form a cycle through "loop"',
       'targets/ml-training/gpu-02.yaml: ip_address: must be an IPv4 or IPv6 address',
-      '2 problems found',
+      '2 problems found in 2 files',
     ]);
   });
 

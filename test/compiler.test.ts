@@ -2,16 +2,17 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { Volume, createFsFromVolume } from 'memfs';
 import { describe, expect, it } from 'vitest';
-import { CatalogState } from '../src/catalog/state.js';
+import { Snapshot } from '../src/catalog/live.js';
+import { readCheckout } from '../src/catalog/load.js';
 import { compile } from '../src/compile/compiler.js';
 import { SdOutput } from '../src/compile/output.js';
-import type { Fs } from '../src/repo/fs.js';
+import type { Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
 import { fixture } from './helpers.js';
 
 describe('compile', () => {
   it('produces the expected file_sd JSON for the basic fixture, byte for byte', async () => {
-    const { catalog, problems } = (await loadDirectory(fixture('basic'))).snapshot();
+    const { catalog, problems } = loadDirectory(fixture('basic'));
     expect(problems).toEqual([]);
     const files = compile(catalog);
     const expectedDir = fixture('basic.expected');
@@ -20,14 +21,13 @@ describe('compile', () => {
   });
 
   it('gives the same bytes whatever order the files were read in', async () => {
-    const state = await loadDirectory(fixture('basic'));
-    const reversed = new CatalogState();
-    for (const path of [...state.paths()].reverse()) reversed.set(path, state.text(path)!);
-    expect(compile(reversed.snapshot().catalog)).toEqual(compile(state.snapshot().catalog));
+    const records = readCheckout(fs, fixture('basic'));
+    const reversed = new Map([...records].reverse());
+    expect(compile(Snapshot.build(reversed, null).catalog)).toEqual(compile(Snapshot.build(records, null).catalog));
   });
 
   it('lets the target win over its groups and the nearest group win over its parents', async () => {
-    const { catalog } = (await loadDirectory(fixture('basic'))).snapshot();
+    const { catalog } = loadDirectory(fixture('basic'));
     const node = JSON.parse(compile(catalog).get('node.json')!.toString()) as Array<{ targets: string[]; labels: Record<string, string> }>;
     const gpu01 = node.find((e) => e.labels.hostname === 'gpu-01')!;
     expect(gpu01.labels).toMatchObject({ owner: 'alice', tier: 'critical', environment: 'production', role: 'ml-training' });
@@ -35,8 +35,7 @@ describe('compile', () => {
   });
 
   it('writes an empty list for a job without targets', () => {
-    const state = new CatalogState();
-    expect(compile(state.snapshot().catalog)).toEqual(new Map([['node.json', Buffer.from('[]\n')], ['dcgm.json', Buffer.from('[]\n')]]));
+    expect(compile(Snapshot.build(new Map(), null).catalog)).toEqual(new Map([['node.json', Buffer.from('[]\n')], ['dcgm.json', Buffer.from('[]\n')]]));
   });
 });
 

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { gitCli, onCleanup, ROOT, tempDir } from './helpers.js';
+import { onCleanup, pushFiles, ROOT, tempDir } from './helpers.js';
 import { ADMIN, configServer, fakeNode, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
 
 interface ActiveTarget {
@@ -103,21 +103,15 @@ describe('end to end, with a real Prometheus', () => {
 
     // A target added by a plain git commit (a merged pull request) appears...
     const prPort = await runningNodeExporter(join(tempDir(), 'textfile'));
-    const prFile = join(server.repo, 'targets/ml-training/pr-node.yaml');
-    mkdirSync(join(server.repo, 'targets/ml-training'), { recursive: true });
-    writeFileSync(prFile, `hostname: pr-node\nip_address: 127.0.0.1\nprimary_group: ml-training\nexporters:\n  - {type: node_exporter, port: ${prPort}}\n`);
-    gitCli(server.repo, 'add', '-A');
-    gitCli(server.repo, 'commit', '-q', '-m', 'Add pr-node');
+    const prFile = 'targets/ml-training/pr-node.yaml';
+    pushFiles(server.repo, { [prFile]: `hostname: pr-node\nip_address: 127.0.0.1\nprimary_group: ml-training\nexporters:\n  - {type: node_exporter, port: ${prPort}}\n` }, 'Add pr-node');
     expect((await upIn('node', 'pr-node')).labels).toMatchObject({ role: 'ml-training', instance: `pr-node:${prPort}` });
     // ...and a deleted one disappears.
-    rmSync(prFile);
-    gitCli(server.repo, 'commit', '-q', '-a', '-m', 'Remove pr-node');
+    pushFiles(server.repo, { [prFile]: null }, 'Remove pr-node');
     await waitFor('pr-node to leave Prometheus', async () => !(await prometheus.targets()).some((t) => t.labels.hostname === 'pr-node'), 300);
 
     // A broken file: health names it, and Prometheus keeps the target it described.
-    const registeredFile = join(server.repo, `targets/gpu-fleet/${target.hostname}.yaml`);
-    writeFileSync(registeredFile, 'hostname: [this is not yaml\n');
-    gitCli(server.repo, 'commit', '-q', '-a', '-m', 'Break a file');
+    pushFiles(server.repo, { [`targets/gpu-fleet/${target.hostname}.yaml`]: 'hostname: [this is not yaml\n' }, 'Break a file');
     const health = await waitFor('health to report the broken file', async () => {
       const body = (await (await fetch(`${server.url}/api/v1/health`)).json()) as { status: string; compiler: { invalid_files: Array<{ file: string }> } };
       return body.status === 'degraded' && body;

@@ -4,11 +4,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach } from 'vitest';
+import { LiveCatalog } from '../src/catalog/live.js';
 import { filesOf } from '../src/catalog/load.js';
-import { SdSync } from '../src/compile/sd-sync.js';
+import { SdPublisher } from '../src/compile/publisher.js';
+import { GitRepository } from '../src/git/repository.js';
 import { silentLogger } from '../src/log.js';
-import { GitStore } from '../src/repo/store.js';
-import { Writer } from '../src/repo/writer.js';
+import { RepoFiles } from '../src/writer/files.js';
+import { followHead, loadSnapshot } from '../src/writer/head.js';
+import { ParseCache } from '../src/writer/parse-cache.js';
+import { Writer } from '../src/writer/writer.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
 export const STARTER = join(ROOT, 'config-repo');
@@ -34,6 +38,7 @@ export function gitCli(dir: string, ...args: string[]): string {
   return execFileSync('git', args, {
     cwd: dir,
     encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
     env: {
       ...process.env,
       GIT_CONFIG_NOSYSTEM: '1',
@@ -54,39 +59,79 @@ export function fixedClock(start = Date.parse('2026-11-26T00:00:00Z')) {
 }
 
 /**
- * A config repo in a temp dir, committed by the store, with its SD directory kept in step:
- * the harness tests speak to instead of wiring store, writer and compiler by hand.
+ * Change files of a repository as a person does: clone it, edit, commit, push (a pull
+ * request merged on the remote looks the same to the server). `null` deletes a file. Returns
+ * the pushed commit.
+ */
+export function pushFiles(repo: string, files: Record<string, string | null>, message: string, branch = 'main'): string {
+  const work = mkdtempSync(join(tmpdir(), 'aami-push-'));
+  try {
+    gitCli(work, 'clone', '--quiet', '--branch', branch, repo, '.');
+    for (const [path, content] of Object.entries(files)) {
+      if (content === null) fs.rmSync(join(work, path), { force: true });
+      else {
+        fs.mkdirSync(join(work, path, '..'), { recursive: true });
+        fs.writeFileSync(join(work, path), content);
+      }
+    }
+    gitCli(work, 'add', '-A');
+    gitCli(work, 'commit', '--quiet', '--allow-empty', '-m', message);
+    // The server may commit between the clone and the push: git refuses the push (not a
+    // fast-forward) and the person rebases and pushes again, as anyone would.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        gitCli(work, 'push', '--quiet', 'origin', `HEAD:${branch}`);
+        break;
+      } catch (error) {
+        if (attempt >= 20) throw error;
+        gitCli(work, 'pull', '--quiet', '--rebase', 'origin', branch);
+      }
+    }
+    return gitCli(work, 'rev-parse', 'HEAD').trim();
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A config repo (bare, as the server keeps it) in a temp dir, with the live catalog, the
+ * writer and the SD directory wired as the server wires them: the harness tests speak to
+ * instead of wiring store, writer and compiler by hand.
  */
 export async function tmpConfigRepo(options: { from?: string; now?: () => number } = {}) {
   const base = tempDir();
-  const dir = join(base, 'repo');
+  const dir = join(base, 'repo.git');
   const sdDir = join(base, 'sd');
-  const store = await GitStore.init({ fs, dir, files: filesOf(options.from ?? STARTER), author: ADMIN, now: options.now });
-  const sync = new SdSync({ fs, repoDir: dir, sdDir, logger: silentLogger, debounceMs: 5, minIntervalMs: 0 });
-  await sync.loadAll();
-  const writer = new Writer(store, sync);
+  const repo = await GitRepository.init(dir, { files: filesOf(options.from ?? STARTER), author: ADMIN, now: options.now });
+  const files = new RepoFiles(repo, new ParseCache(undefined));
+  const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: undefined, history: async () => [] }));
+  const sd = new SdPublisher(live, { fs, sdDir, logger: silentLogger, debounceMs: 5, minIntervalMs: 0 });
+  await sd.compileNow();
+  const follow = () => followHead(repo, live, files);
+  const writer = new Writer(repo, live, follow);
   onCleanup(async () => {
     await writer.drain();
-    await sync.close();
-    await store.close();
+    await sd.close();
+    await repo.close();
   });
   return {
     dir,
     sdDir,
-    store,
-    sync,
+    repo,
+    live,
+    sd,
     writer,
     git: (...args: string[]) => gitCli(dir, ...args),
-    sd: (job: string) => JSON.parse(fs.readFileSync(join(sdDir, `${job}.json`), 'utf8')) as Array<{ targets: string[]; labels: Record<string, string> }>,
-    writeFile: (path: string, text: string) => {
-      fs.mkdirSync(join(dir, path, '..'), { recursive: true });
-      fs.writeFileSync(join(dir, path), text);
+    sdFile: (job: string) => JSON.parse(fs.readFileSync(join(sdDir, `${job}.json`), 'utf8')) as Array<{ targets: string[]; labels: Record<string, string> }>,
+    /** A person's push into the repository, followed by the server (as its ref watcher would). */
+    async push(changed: Record<string, string | null>, message = 'A change pushed by a person') {
+      const commit = pushFiles(dir, changed, message);
+      await writer.exclusive(follow);
+      return commit;
     },
-    commitAll: (message: string) => {
-      gitCli(dir, 'add', '-A');
-      gitCli(dir, 'commit', '-q', '-m', message);
-    },
-    nextCompile: () => sync.nextCompile(),
+    /** The text of a file at the branch head, from Git. */
+    show: (path: string) => gitCli(dir, 'show', `HEAD:${path}`),
+    nextCompile: () => sd.nextCompile(),
   };
 }
 

@@ -135,9 +135,13 @@ describe('Git remote', () => {
     daemon.kill();
     await new Promise((resolve) => daemon.once('exit', resolve));
     expect(await add('refused', '10.0.0.2')).toMatchObject({ status: 503, json: { error: { code: 'remote_unavailable' } } });
-    expect((await server.call('GET', '/api/v1/health')).json.status).toBe('healthy');
+    // Health says so at once, not at the next pull.
+    const down = (await server.call('GET', '/api/v1/health')).json;
+    expect(down.status).toBe('degraded');
+    expect(down.repo.remote.last_push).toMatchObject({ outcome: 'failed', reason: expect.stringContaining('not reachable') });
     daemon = await startDaemon();
     expect((await add('second', '10.0.0.3')).status).toBe(201);
+    expect((await server.call('GET', '/api/v1/health')).json.status).toBe('healthy');
     expect(gitCli(remote, 'ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toEqual(['targets/ml-training/first.yaml', 'targets/ml-training/second.yaml']);
     expect(gitCli(server.repo, 'rev-parse', 'HEAD').trim()).toBe(gitCli(remote, 'rev-parse', 'main').trim());
   });

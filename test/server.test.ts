@@ -5,13 +5,13 @@ import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
 import { FailureLimiter } from '../src/api/auth.js';
-import { SdSync } from '../src/compile/sd-sync.js';
+import { SdPublisher } from '../src/compile/publisher.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { createLogger, silentLogger } from '../src/log.js';
 import { Counter, Registry } from '../src/metrics.js';
 import { startServer } from '../src/server.js';
 import { hashSecret } from '../src/tokens/secret.js';
-import { gitCli, onCleanup, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
+import { gitCli, onCleanup, pushFiles, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
 import { serverConfig } from './node-helpers.js';
 
 const ADMIN = 'node-test-admin-credential-0123'; // serverConfig()'s
@@ -48,7 +48,8 @@ describe('aami serve', () => {
     expect(targets.body.map((t: any) => t.hostname)).toEqual(['gpu-01']);
     const history = await json(await fetch(`${server.url}/api/v1/targets/gpu-01/history`, { headers: auth }));
     expect(history.body[0].source_address).toBe('127.0.0.1');
-    expect(readFileSync(join(base, 'repo/README.md'), 'utf8')).toContain('AAMI config repo');
+    expect(gitCli(join(base, 'repo'), 'show', 'HEAD:README.md')).toContain('AAMI config repo');
+    expect(gitCli(join(base, 'repo'), 'rev-parse', '--is-bare-repository').trim()).toBe('true');
 
     const everything = gitCli(join(base, 'repo'), 'log', '-p', '--all', '--format=%an %ae %s %b') + logLines.join('\n');
     for (const secret of [admin, token.body.token, token.body.token.split('_').at(-1), registered.body.node_credential]) {
@@ -88,7 +89,7 @@ describe('aami serve', () => {
     const files = gitCli(join(base, 'repo'), 'ls-tree', '-r', '--name-only', 'HEAD', 'targets').trim().split('\n');
     // No acknowledged write is lost (a write whose answer was cut off may be there too).
     expect(files).toEqual(expect.arrayContaining(acknowledged));
-    expect(gitCli(join(base, 'repo'), 'status', '--porcelain')).toBe('');
+    gitCli(join(base, 'repo'), 'fsck', '--strict', '--no-progress');
     expect(stderr).toContain('msg=stopped');
   });
 
@@ -114,35 +115,39 @@ describe('aami serve', () => {
     expect((await json(await fetch(`${server.url}/api/v1/targets`, { headers: auth }))).body).toHaveLength(50);
   });
 
-  it('serves a file that is broken at start at its last good version from Git history', async () => {
-    const config = serverConfig();
-    const first = await startServer(config);
-    const auth = { authorization: `Bearer ${ADMIN}` };
-    await fetch(`${first.url}/api/v1/targets`, { method: 'POST', headers: auth, body: JSON.stringify({ hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' }) });
-    await first.close();
-    // Broken by a commit made while the server was down.
-    fs.writeFileSync(join(config.repo, 'targets/databases/db-01.yaml'), 'hostname: db-01\nip_address: [broken\n');
-    gitCli(config.repo, 'commit', '-q', '-a', '-m', 'Break db-01');
+  for (const state of ['kept', 'lost'] as const) {
+    it(`serves a file broken while it was down at its last good version (state directory ${state})`, async () => {
+      const config = serverConfig();
+      const first = await startServer(config);
+      const auth = { authorization: `Bearer ${ADMIN}` };
+      await fetch(`${first.url}/api/v1/targets`, { method: 'POST', headers: auth, body: JSON.stringify({ hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' }) });
+      await first.close();
+      // Broken by a push made while the server was down.
+      pushFiles(config.repo, { 'targets/databases/db-01.yaml': 'hostname: db-01\nip_address: [broken\n' }, 'Break db-01');
+      // Without its state directory, the last good version comes from Git history.
+      if (state === 'lost') fs.rmSync(config.stateDir, { recursive: true, force: true });
 
-    const second = await startServer(config);
-    onCleanup(() => second.close());
-    const node = JSON.parse(fs.readFileSync(join(config.sdDir, 'node.json'), 'utf8')) as Array<{ targets: string[] }>;
-    expect(node.map((e) => e.targets[0])).toEqual(['10.0.3.1:9100']);
-    const health = await json(await fetch(`${second.url}/api/v1/health`));
-    expect(health.body.status).toBe('degraded');
-    expect(health.body.compiler.invalid_files).toEqual([expect.objectContaining({ file: 'targets/databases/db-01.yaml' })]);
-  });
+      const second = await startServer(config);
+      onCleanup(() => second.close());
+      const node = JSON.parse(fs.readFileSync(join(config.sdDir, 'node.json'), 'utf8')) as Array<{ targets: string[] }>;
+      expect(node.map((e) => e.targets[0])).toEqual(['10.0.3.1:9100']);
+      const health = await json(await fetch(`${second.url}/api/v1/health`));
+      expect(health.body.status).toBe('degraded');
+      expect(health.body.compiler.invalid_files).toEqual([expect.objectContaining({ file: 'targets/databases/db-01.yaml' })]);
+    });
+  }
 
   it('answers http_sd with 503, never 200 [], before the first compile', async () => {
     const repo = await tmpConfigRepo();
-    const fresh = new SdSync({ fs, repoDir: repo.dir, sdDir: join(repo.dir, '..', 'sd2'), logger: silentLogger });
+    const fresh = new SdPublisher(repo.live, { fs, sdDir: join(repo.dir, '..', 'sd2'), logger: silentLogger });
     const registry = new Registry();
     const app = createApp({
-      sync: fresh,
-      catalog: () => fresh.snapshot().catalog,
+      live: repo.live,
+      catalog: () => repo.live.snapshot().catalog,
+      sd: fresh,
       staleAfterMs: 600_000,
       writer: repo.writer,
-      store: repo.store,
+      repo: () => ({ branch: 'main', layout: 'bare', error: null, warning: null }),
       clock: () => new Date(),
       logger: silentLogger,
       auth: { adminTokenHash: hashSecret(ADMIN), openReads: true, limiter: new FailureLimiter() },

@@ -105,13 +105,13 @@ describe('labels are data', () => {
     const api = await apiHarness();
     await api.post('/api/v1/targets', { hostname: 'web-1', ip_address: '10.0.0.1', primary_group_id: 'api-servers' });
     await api.nextCompile();
-    api.writeFile('groups/api-servers.yaml', 'id: api-servers\nname: api-servers\nnamespace: logical\nlabels: {job: fake}\n');
-    api.writeFile('targets/api-servers/web-1.yaml', 'hostname: web-1\nip_address: 10.0.0.1\nprimary_group: api-servers\nlabels: {instance: other-node:9100}\n');
-    api.commitAll('impersonate');
-    await api.sync.reload(['groups/api-servers.yaml', 'targets/api-servers/web-1.yaml']);
+    await api.push({
+      'groups/api-servers.yaml': 'id: api-servers\nname: api-servers\nnamespace: logical\nlabels: {job: fake}\n',
+      'targets/api-servers/web-1.yaml': 'hostname: web-1\nip_address: 10.0.0.1\nprimary_group: api-servers\nlabels: {instance: other-node:9100}\n',
+    });
     const problems = (await api.get('/api/v1/health')).json.compiler.invalid_files.map((p: any) => `${p.file}: ${p.field}`);
     expect(problems).toEqual(['groups/api-servers.yaml: labels.job', 'targets/api-servers/web-1.yaml: labels.instance']);
-    const [entry] = api.sd('node');
+    const [entry] = api.sdFile('node');
     expect(entry!.labels).not.toHaveProperty('job');
     expect(entry!.labels).not.toHaveProperty('instance');
   });
@@ -129,7 +129,7 @@ describe('labels are data', () => {
     const created = await api.post('/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.9', primary_group_id: 'ml-training', labels: { gpu_count: hostile } });
     expect(created.status).toBe(201);
     await api.nextCompile();
-    expect(api.sd('node')[0]!.labels.gpu_count).toBe(hostile);
+    expect(api.sdFile('node')[0]!.labels.gpu_count).toBe(hostile);
     api.git('fsck', '--strict', '--no-progress');
   });
 });
@@ -139,21 +139,20 @@ describe('repository content is untrusted input', () => {
     const api = await apiHarness();
     const response = await api.post('/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.9', primary_group_id: 'ml-training', exporters: [{ type: 'constructor' }] });
     expect(response).toMatchObject({ status: 400, json: { error: { code: 'validation_failed' } } });
-    api.writeFile('targets/ml-training/y.yaml', 'hostname: y\nip_address: 10.0.0.8\nprimary_group: ml-training\nexporters: [{type: constructor}, {type: node_exporter}]\n');
-    api.writeFile('targets/ml-training/z.yaml', 'hostname: z\nip_address: 10.0.0.7\nprimary_group: ml-training\n');
-    api.commitAll('prototype keys');
-    await api.sync.reload(['targets/ml-training/y.yaml', 'targets/ml-training/z.yaml']);
+    await api.push({
+      'targets/ml-training/y.yaml': 'hostname: y\nip_address: 10.0.0.8\nprimary_group: ml-training\nexporters: [{type: constructor}, {type: node_exporter}]\n',
+      'targets/ml-training/z.yaml': 'hostname: z\nip_address: 10.0.0.7\nprimary_group: ml-training\n',
+    });
+    await api.nextCompile();
     const health = (await api.get('/api/v1/health')).json;
     expect(health.compiler.last_error).toBeNull();
     expect(health.compiler.invalid_files).toEqual([expect.objectContaining({ file: 'targets/ml-training/y.yaml', field: 'exporters[0].type' })]);
-    expect(api.sd('node').map((e) => e.targets[0])).toEqual(['10.0.0.7:9100']);
+    expect(api.sdFile('node').map((e) => e.targets[0])).toEqual(['10.0.0.7:9100']);
   });
 
   it('survives a file with 130,000 problems and answers health with counts and the first few', async () => {
     const api = await apiHarness();
-    api.writeFile('targets/ml-training/many.yaml', `hostname: many\nip_address: 10.0.0.1\nprimary_group: ml-training\ngroups: [${Array(130_000).fill('BAD').join(', ')}]\n`);
-    api.commitAll('many problems');
-    await api.sync.reload(['targets/ml-training/many.yaml']);
+    await api.push({ 'targets/ml-training/many.yaml': `hostname: many\nip_address: 10.0.0.1\nprimary_group: ml-training\ngroups: [${Array(130_000).fill('BAD').join(', ')}]\n` });
     const health = await api.get('/api/v1/health');
     expect(health.status).toBe(200);
     expect(health.json.compiler).toMatchObject({ problem_count: 130_000, invalid_file_count: 1 });

@@ -1,21 +1,32 @@
 import type { Catalog } from '../catalog/build.js';
-import type { SdSync } from '../compile/sd-sync.js';
+import type { LiveCatalog } from '../catalog/live.js';
+import type { SdPublisher } from '../compile/publisher.js';
+import type { HistoryEntry } from '../git/history.js';
 import type { Logger } from '../log.js';
-import type { Heartbeats } from '../nodes/heartbeats.js';
 import type { Counter, Registry } from '../metrics.js';
-import type { HistoryEntry } from '../repo/history.js';
-import type { RemoteStatus } from '../repo/remote.js';
-import type { GitStore } from '../repo/store.js';
-import type { Writer } from '../repo/writer.js';
+import type { Heartbeats } from '../nodes/heartbeats.js';
+import type { RemoteStatus } from '../writer/upstream.js';
+import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
+
+/** What health says about the repository the server serves from. */
+export interface RepoHealth {
+  branch: string;
+  layout: string;
+  /** Set while the repository cannot be read (moved away, unreadable): the last good state keeps serving. */
+  error: string | null;
+  /** Something an operator should change (an old layout, say). */
+  warning: string | null;
+}
 
 /** Everything the HTTP layer needs, injected: no module singletons. */
 export interface AppDeps {
-  sync: SdSync;
+  live: LiveCatalog;
   /** The published catalog: what every read and every credential check sees. */
   catalog: () => Catalog;
+  sd: SdPublisher;
   writer: Writer;
-  store: Pick<GitStore, 'head' | 'branch'>;
+  repo: () => RepoHealth;
   auth: AuthOptions;
   clock: () => Date;
   logger: Logger;

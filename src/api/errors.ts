@@ -25,6 +25,9 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   not_ready: 503,
   read_only: 403,
   remote_unavailable: 503,
+  repo_unavailable: 503,
+  storage_unavailable: 503,
+  repo_locked: 503,
   remote_conflict: 409,
 };
 

@@ -1,25 +1,28 @@
 import { DEFAULT_SETTINGS, own, type CheckPolicy, type CheckScript, type Credential, type Group, type Settings, type Target, type Token } from '../schema/index.js';
-import type { Entity } from './parse.js';
+import { targetAddresses } from './address.js';
+import type { Entity, ParseResult } from './parse.js';
+import { PMap } from './pmap.js';
+import { placeTargets, type Established } from './place.js';
 import type { Problem } from './problem.js';
 
 /** The validated view of the config repo: only entities whose references all resolve. */
 export interface Catalog {
-  settings: Settings;
-  groups: Map<string, Group>;
+  readonly settings: Settings;
+  readonly groups: ReadonlyMap<string, Group>;
   /** By hostname. */
-  targets: Map<string, Target>;
-  tokens: Map<string, Token>;
+  readonly targets: ReadonlyMap<string, Target>;
+  readonly tokens: ReadonlyMap<string, Token>;
   /** "job ip:port" → hostname of the target scraped there. */
-  addresses: Map<string, string>;
+  readonly addresses: ReadonlyMap<string, string>;
   /** Hostname → the file it came from. */
-  targetPaths: Map<string, string>;
+  readonly targetPaths: ReadonlyMap<string, string>;
   /** sha256 hash of a node credential → hostname. */
-  nodeCredentials: Map<string, string>;
+  readonly nodeCredentials: ReadonlyMap<string, string>;
   /** Named API credentials by id. */
-  apiCredentials: Map<string, Credential>;
+  readonly apiCredentials: ReadonlyMap<string, Credential>;
   /** Token id → how many targets it enrolled are in the catalog (an ephemeral token's limit counts these). */
-  tokenHosts: Map<string, number>;
-  checks: Map<string, Check>;
+  readonly tokenHosts: ReadonlyMap<string, number>;
+  readonly checks: ReadonlyMap<string, Check>;
 }
 
 export interface Check {
@@ -28,102 +31,329 @@ export interface Check {
   script: CheckScript;
 }
 
+/**
+ * A file of the repo as the catalog keeps it: its blob at the head (null: deleted, kept only
+ * while something still uses its last good version), its parse, and the last version of it
+ * that made it into a catalog.
+ */
+export interface FileRecord {
+  readonly oid: string | null;
+  readonly parsed: ParseResult;
+  readonly lastGood?: Entity;
+  readonly lastGoodOid?: string;
+  /** The text, kept only when it has comments: an API edit keeps what a pull-request author wrote. */
+  readonly text?: string;
+}
+
 export interface BuildResult {
   catalog: Catalog;
-  problems: Problem[];
-  /** Paths whose entity was left out of the catalog. */
-  rejected: Set<string>;
+  /** Every file with a problem: its current version is not what it contributes. */
+  problems: Map<string, Problem[]>;
+  /** The version each file contributes. */
+  accepted: Map<string, Entity>;
+  /** Deleted files nothing uses any more: their records can go. */
+  dropped: Set<string>;
+  /** Claims two files made, and the file that holds each: a restart decides them the same way. */
+  contested: Map<string, string>;
+}
+
+/** A catalog's maps while it is being built or changed: Maps, or drafts of the previous snapshot's maps. */
+export interface WritableMap<K, V> extends ReadonlyMap<K, V> {
+  set(key: K, value: V): unknown;
+  delete(key: K): boolean;
+}
+
+export interface WritableCatalog {
+  settings: Settings;
+  groups: WritableMap<string, Group>;
+  targets: WritableMap<string, Target>;
+  tokens: WritableMap<string, Token>;
+  addresses: WritableMap<string, string>;
+  targetPaths: WritableMap<string, string>;
+  nodeCredentials: WritableMap<string, string>;
+  apiCredentials: WritableMap<string, Credential>;
+  tokenHosts: WritableMap<string, number>;
+  checks: WritableMap<string, Check>;
+}
+
+/** The versions of a file worth trying, best first: the current one, then the last good one. */
+export function versionsOf(record: FileRecord): Entity[] {
+  const versions: Entity[] = [];
+  if (record.parsed.entity) versions.push(record.parsed.entity);
+  if (record.lastGood && record.lastGood !== record.parsed.entity) versions.push(record.lastGood);
+  return versions;
+}
+
+/** What kind of entity a file holds (from any version of it). */
+export function kindOf(record: FileRecord): Entity['kind'] | undefined {
+  return (record.parsed.entity ?? record.lastGood)?.kind;
+}
+
+const KEEPS_WHEN_DELETED = new Set<Entity['kind']>(['settings', 'group', 'script']);
+
+/** Whether a deleted file's record stays (its last good version may still be needed) or goes at once. */
+export function keptWhenDeleted(record: FileRecord): boolean {
+  return record.lastGood !== undefined && KEEPS_WHEN_DELETED.has(record.lastGood.kind);
 }
 
 /**
- * Build the catalog from parsed files: pure, so the watcher, `aami validate` on a pull
- * request's tree and the tests all go through the same checks. An entity that fails a
- * cross-file check is left out and reported against its own file.
+ * Build the catalog from every file: pure, so the server, `aami validate` on a pull
+ * request's tree and the tests all go through the same checks. Each file contributes its
+ * current version if that passes every check, else its last good version, else nothing,
+ * and is reported against its own path. Where two files claim the same host name or
+ * address, the file that held the claim before (`established`) keeps it; the newcomer is
+ * the invalid one, before and after a restart alike. A file deleted while others still use
+ * it (a group with targets, a script a check runs) keeps its last good version.
  */
-export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>): BuildResult {
-  const problems: Problem[] = [];
-  const rejected = new Set<string>();
-  const reject = (file: string, field: string, message: string) => {
-    problems.push({ file, field, message });
-    rejected.add(file);
+export function buildCatalog(records: ReadonlyMap<string, FileRecord>, established?: Established): BuildResult {
+  const problems = new Map<string, Problem[]>();
+  const report = (problem: Problem) => {
+    const list = problems.get(problem.file);
+    if (list) list.push(problem);
+    else problems.set(problem.file, [problem]);
   };
+  const accepted = new Map<string, Entity>();
+  const dropped = new Set<string>();
+  const byKind = new Map<Entity['kind'], Array<[string, FileRecord]>>();
+  for (const path of [...records.keys()].sort()) {
+    const record = records.get(path)!;
+    for (const problem of record.parsed.problems) report(problem);
+    const kind = kindOf(record);
+    if (!kind) continue;
+    const list = byKind.get(kind);
+    if (list) list.push([path, record]);
+    else byKind.set(kind, [[path, record]]);
+  }
+  const ofKind = (kind: Entity['kind']) => byKind.get(kind) ?? [];
+  const deletedStays = (path: string, why: string) => report({ file: path, field: '', message: `was deleted, but ${why}: its last good version stays until that changes` });
 
-  const byPath = new Map(entities);
-  // Path order decides which of two clashing files wins; the native sort is ~10x faster at 10k paths than a comparator.
-  const paths = [...byPath.keys()].sort();
+  // Settings: aami.yaml is always in use; deleting it keeps its last good version.
   let settings = DEFAULT_SETTINGS;
-  const groupFiles = new Map<string, { path: string; group: Group }>();
-  const targetFiles: Array<{ path: string; target: Target }> = [];
-  const tokenFiles: Array<{ path: string; token: Token }> = [];
-  const credentialFiles: Credential[] = [];
-  const checkFiles: Array<{ path: string; name: string; policy: CheckPolicy }> = [];
-  const scripts = new Map<string, CheckScript>();
-  for (const path of paths) {
-    const entity = byPath.get(path)!;
-    switch (entity.kind) {
-      case 'settings':
-        settings = checkSettings(path, entity.value, reject) ? entity.value : settings;
-        break;
-      case 'group':
-        groupFiles.set(entity.id, { path, group: entity.value });
-        break;
-      case 'target':
-        targetFiles.push({ path, target: entity.value });
-        break;
-      case 'token':
-        tokenFiles.push({ path, token: entity.value });
-        break;
-      case 'credential':
-        credentialFiles.push(entity.value);
-        break;
-      case 'check':
-        checkFiles.push({ path, name: entity.id, policy: entity.value });
-        break;
-      case 'script':
-        scripts.set(entity.id, entity.value);
-        break;
-      default:
-        assertNever(entity);
+  for (const [path, record] of ofKind('settings')) {
+    if (record.oid === null) deletedStays(path, 'every target depends on it (restore it; `exporters: {}` declares no exporter types)');
+    const found = settleOne(record, (entity) => (entity.kind === 'settings' ? settingsProblems(path, entity.value) : []));
+    if (found.problems) for (const problem of found.problems) report(problem);
+    if (found.entity?.kind === 'settings') {
+      settings = found.entity.value;
+      accepted.set(path, found.entity);
     }
   }
 
-  const groups = resolveGroups(groupFiles, reject);
+  // Groups, with the deleted ones something still refers to.
+  const wanted = groupsInUse(records);
+  const groupRecords = new Map<string, [string, FileRecord]>();
+  for (const [path, record] of ofKind('group')) {
+    const id = (record.parsed.entity ?? record.lastGood)!.id as string;
+    if (record.oid === null) {
+      const users = wanted.get(id);
+      if (!users) {
+        dropped.add(path);
+        continue;
+      }
+      deletedStays(path, `it is still used by ${users}`);
+    }
+    groupRecords.set(id, [path, record]);
+  }
+  const groups = resolveGroups(groupRecords, report, accepted);
 
-  const catalog: Catalog = { settings, groups, targets: new Map(), tokens: new Map(), addresses: new Map(), targetPaths: new Map(), nodeCredentials: new Map(), apiCredentials: new Map(), tokenHosts: new Map(), checks: new Map() };
-  for (const { path, target } of targetFiles) {
-    const found = targetProblems(catalog, path, target);
-    if (found.length) for (const p of found) reject(p.file, p.field, p.message);
-    else addTarget(catalog, path, target);
-  }
-  for (const { path, token } of tokenFiles) {
-    const found = tokenProblems(catalog, path, token);
-    if (found.length) for (const p of found) reject(p.file, p.field, p.message);
-    else catalog.tokens.set(token.id, token);
-  }
-  for (const credential of credentialFiles) catalog.apiCredentials.set(credential.id, credential);
-  for (const { path, name, policy } of checkFiles) {
-    const script = scripts.get(`${name}/${policy.script}`);
-    const found: Problem[] = [];
-    if (!script) found.push({ file: path, field: 'script', message: `checks/${name}/${policy.script} does not exist` });
-    for (const id of Object.keys(policy.groups)) if (!groups.has(id)) found.push({ file: path, field: `groups.${id}`, message: `group "${id}" does not exist` });
-    if (found.length) for (const p of found) reject(p.file, p.field, p.message);
-    else catalog.checks.set(name, { name, policy, script: script! });
+  const catalog: WritableCatalog = {
+    settings,
+    groups,
+    targets: new Map(),
+    tokens: new Map(),
+    addresses: new Map(),
+    targetPaths: new Map(),
+    nodeCredentials: new Map(),
+    apiCredentials: new Map(),
+    tokenHosts: new Map(),
+    checks: new Map(),
+  };
+
+  // Targets: each version must fit the groups and aami.yaml, then claims are placed.
+  const candidates = ofKind('target').map(([path, record]) => targetCandidate(catalog, path, record, report));
+  const placed = placeTargets(candidates, catalog, { established: established ?? (() => undefined), settings });
+  for (const [path, problemList] of placed.problems) for (const problem of problemList) report({ ...problem, file: path });
+  for (const [path, target] of placed.accepted) {
+    addTarget(catalog, path, target);
+    accepted.set(path, { kind: 'target', id: target.hostname, value: target });
   }
 
-  for (const { path, group } of groupFiles.values()) if (!groups.has(group.id)) rejected.add(path);
-  return { catalog, problems, rejected };
+  for (const [path, record] of ofKind('token')) {
+    const found = settleOne(record, (entity) => (entity.kind === 'token' ? tokenProblems(catalog, path, entity.value) : []));
+    if (found.problems) for (const problem of found.problems) report(problem);
+    if (found.entity?.kind === 'token') {
+      catalog.tokens.set(found.entity.id, found.entity.value);
+      accepted.set(path, found.entity);
+    }
+  }
+  for (const [path, record] of ofKind('credential')) {
+    const [entity] = versionsOf(record);
+    if (entity?.kind !== 'credential') continue;
+    catalog.apiCredentials.set(entity.id, entity.value);
+    accepted.set(path, entity);
+  }
+
+  // Checks and their scripts: a deleted script a check still runs keeps its last good version.
+  const scripts = new Map<string, [string, FileRecord]>();
+  for (const [path, record] of ofKind('script')) scripts.set((record.parsed.entity ?? record.lastGood)!.id, [path, record]);
+  const usedScripts = new Set<string>();
+  for (const [path, record] of ofKind('check')) {
+    const found = settleOne(record, (entity) => {
+      if (entity.kind !== 'check') return [];
+      const found: Problem[] = [];
+      const script = scripts.get(`${entity.id}/${entity.value.script}`);
+      const text = script && versionsOf(script[1])[0];
+      if (!text) found.push({ file: path, field: 'script', message: `checks/${entity.id}/${entity.value.script} does not exist` });
+      for (const id of Object.keys(entity.value.groups)) if (!groups.has(id)) found.push({ file: path, field: `groups.${id}`, message: `group "${id}" does not exist` });
+      return found;
+    });
+    if (found.problems) for (const problem of found.problems) report(problem);
+    if (found.entity?.kind !== 'check') continue;
+    const { id, value: policy } = found.entity;
+    const [scriptPath, scriptRecord] = scripts.get(`${id}/${policy.script}`)!;
+    const script = versionsOf(scriptRecord)[0]!;
+    if (script.kind !== 'script') continue;
+    usedScripts.add(scriptPath);
+    catalog.checks.set(id, { name: id, policy, script: script.value });
+    accepted.set(path, found.entity);
+  }
+  for (const [path, record] of scripts.values()) {
+    if (record.oid === null) {
+      if (usedScripts.has(path)) deletedStays(path, 'its check still runs it');
+      else dropped.add(path);
+    }
+    const [version] = versionsOf(record);
+    if (version && (record.oid !== null || usedScripts.has(path))) accepted.set(path, version);
+  }
+
+  return { catalog: freezeCatalog(catalog), problems, accepted, dropped, contested: placed.contested };
+}
+
+/** A target file's versions that fit the groups and aami.yaml, best first; what is wrong with its current one, reported. */
+export function targetCandidate(catalog: Pick<Catalog, 'groups' | 'settings'>, path: string, record: FileRecord, report: (problem: Problem) => void): { path: string; versions: Target[] } {
+  const versions: Target[] = [];
+  versionsOf(record).forEach((entity, i) => {
+    if (entity.kind !== 'target') return;
+    const found = targetFieldProblems(catalog, path, entity.value);
+    if (!found.length) versions.push(entity.value);
+    else if (i === 0) for (const problem of found) report(problem);
+  });
+  return { path, versions };
+}
+
+/** The first version of a file that passes `check`; the problems of its current version when that one did not. */
+function settleOne(record: FileRecord, check: (entity: Entity) => Problem[]): { entity?: Entity; problems?: Problem[] } {
+  let problems: Problem[] | undefined;
+  for (const [i, entity] of versionsOf(record).entries()) {
+    const found = check(entity);
+    if (!found.length) return { entity, problems };
+    if (i === 0) problems = found;
+  }
+  return { problems };
+}
+
+/** Group id → who uses it ("3 targets, 1 token"), from every version of every file that is not deleted. */
+function groupsInUse(records: ReadonlyMap<string, FileRecord>): Map<string, string> {
+  const users = new Map<string, Map<string, Set<string>>>();
+  const use = (group: string | null | undefined, kind: string, who: string) => {
+    if (!group) return;
+    let byKind = users.get(group);
+    if (!byKind) users.set(group, (byKind = new Map()));
+    let set = byKind.get(kind);
+    if (!set) byKind.set(kind, (set = new Set()));
+    set.add(who);
+  };
+  const deleted = new Map<string, Group>();
+  for (const record of records.values()) {
+    for (const entity of versionsOf(record)) {
+      if (record.oid === null) {
+        if (entity.kind === 'group') deleted.set(entity.id, entity.value);
+        continue;
+      }
+      if (entity.kind === 'target') for (const id of [entity.value.primary_group, ...entity.value.groups]) use(id, 'target', entity.id);
+      if (entity.kind === 'token') use(entity.value.default_group, 'token', entity.id);
+      if (entity.kind === 'group') use(entity.value.parent, 'child group', entity.id);
+      if (entity.kind === 'check') for (const id of Object.keys(entity.value.groups)) use(id, 'check', entity.id);
+    }
+  }
+  // A deleted group kept for its users keeps its deleted parent too.
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [id, group] of deleted) {
+      if (users.has(id) && group.parent && !users.get(group.parent)?.get('child group')?.has(id)) {
+        use(group.parent, 'child group', id);
+        grew = true;
+      }
+    }
+  }
+  const described = new Map<string, string>();
+  for (const [group, byKind] of users) {
+    const parts = [...byKind].sort(([a], [b]) => (a < b ? -1 : 1)).map(([kind, who]) => {
+      const names = [...who].sort();
+      const shown = names.slice(0, 3).join(', ') + (names.length > 3 ? `, … (${names.length} in all)` : '');
+      return `${kind}${names.length === 1 ? '' : 's'} ${shown}`;
+    });
+    described.set(group, parts.join('; '));
+  }
+  return described;
 }
 
 /**
- * What is wrong with a target in a catalog that does not hold this file's version of it:
- * its groups and exporter types must exist, and its host name and addresses must be free.
- * `ignore` names hostnames whose claims do not count (their files are being rewritten).
+ * Keep the groups whose parent chain reaches a root through valid groups of the same
+ * namespace. Each group is settled after its parent (depth first, in id order), trying its
+ * current version and then its last good one, so a child never falls back because of a
+ * parent that itself falls back to a good version.
  */
-export function targetProblems(catalog: Catalog, path: string, target: Target, ignore: ReadonlySet<string> = new Set()): Problem[] {
+function resolveGroups(files: Map<string, [string, FileRecord]>, report: (problem: Problem) => void, accepted: Map<string, Entity>): Map<string, Group> {
+  const settled = new Map<string, Group | null>();
+  const visiting = new Set<string>();
+  const visit = (id: string): Group | null => {
+    const known = settled.get(id);
+    if (known !== undefined) return known;
+    const file = files.get(id);
+    if (!file) return null;
+    const [path, record] = file;
+    visiting.add(id);
+    let chosen: Group | null = null;
+    for (const [i, entity] of versionsOf(record).entries()) {
+      if (entity.kind !== 'group') continue;
+      const problem = parentProblem(entity.value, files, visiting, visit);
+      if (!problem) {
+        chosen = entity.value;
+        accepted.set(path, entity);
+        break;
+      }
+      if (i === 0) report({ file: path, field: 'parent', message: problem });
+    }
+    visiting.delete(id);
+    settled.set(id, chosen);
+    return chosen;
+  };
+  const groups = new Map<string, Group>();
+  for (const id of [...files.keys()].sort()) {
+    const group = visit(id);
+    if (group) groups.set(id, group);
+  }
+  return groups;
+}
+
+function parentProblem(group: Group, files: Map<string, [string, FileRecord]>, visiting: Set<string>, visit: (id: string) => Group | null): string | undefined {
+  if (!group.parent) return undefined;
+  if (!files.has(group.parent)) return `group "${group.parent}" does not exist`;
+  if (visiting.has(group.parent)) return `groups form a cycle through "${group.parent}"`;
+  const parent = visit(group.parent);
+  if (!parent) return `parent group "${group.parent}" is invalid`;
+  if (parent.namespace !== group.namespace) return `group "${group.parent}" is in namespace "${parent.namespace}", not "${group.namespace}"`;
+  return undefined;
+}
+
+/**
+ * What is wrong with a target apart from its claims (host name and addresses, which
+ * placeTargets decides): its groups and exporter types must exist, none listed twice.
+ */
+export function targetFieldProblems(catalog: Pick<Catalog, 'groups' | 'settings'>, path: string, target: Target): Problem[] {
   const problems: Problem[] = [];
   const add = (field: string, message: string) => problems.push({ file: path, field, message });
-  const claimed = catalog.targetPaths.get(target.hostname);
-  if (claimed && claimed !== path && !ignore.has(target.hostname)) add('hostname', `"${target.hostname}" is already registered by ${claimed}`);
   if (!catalog.groups.has(target.primary_group)) add('primary_group', `group "${target.primary_group}" does not exist`);
   target.groups.forEach((id, i) => {
     if (!catalog.groups.has(id)) add(`groups[${i}]`, `group "${id}" does not exist`);
@@ -131,51 +361,36 @@ export function targetProblems(catalog: Catalog, path: string, target: Target, i
   });
   const seenTypes = new Set<string>();
   target.exporters.forEach((exporter, i) => {
-    const type = own(catalog.settings.exporters, exporter.type);
-    if (!type) {
+    if (!own(catalog.settings.exporters, exporter.type)) {
       add(`exporters[${i}].type`, `unknown exporter type "${exporter.type}" (aami.yaml defines ${Object.keys(catalog.settings.exporters).join(', ')})`);
       return;
     }
     if (seenTypes.has(exporter.type)) add(`exporters[${i}].type`, `"${exporter.type}" is listed twice`);
     seenTypes.add(exporter.type);
-    if (!exporter.enabled) return;
-    const key = addressKey(type.job, target.ip_address, exporter.port ?? type.port);
-    const holder = catalog.addresses.get(key);
-    if (holder && holder !== target.hostname && !ignore.has(holder)) {
-      add(`exporters[${i}].port`, `address ${key.split(' ')[1]} of job "${type.job}" is already used by ${catalog.targetPaths.get(holder)}`);
-    }
   });
   return problems;
 }
 
-export function tokenProblems(catalog: Catalog, path: string, token: Token): Problem[] {
+export function tokenProblems(catalog: Pick<Catalog, 'groups'>, path: string, token: Token): Problem[] {
   return catalog.groups.has(token.default_group) ? [] : [{ file: path, field: 'default_group', message: `group "${token.default_group}" does not exist` }];
 }
 
-/** The "job address" keys a target is scraped at. */
-export function targetAddresses(settings: Settings, target: Target): string[] {
-  return target.exporters.flatMap((e) => {
-    const type = own(settings.exporters, e.type);
-    return type && e.enabled ? [addressKey(type.job, target.ip_address, e.port ?? type.port)] : [];
-  });
-}
-
-/** Put a checked target into the catalog with its indexes. */
-export function addTarget(catalog: Catalog, path: string, target: Target): void {
+/** Put a placed target into the catalog with its indexes. */
+export function addTarget(catalog: WritableCatalog, path: string, target: Target): void {
   catalog.targets.set(target.hostname, target);
   catalog.targetPaths.set(target.hostname, path);
   if (target.node_credential_hash) catalog.nodeCredentials.set(target.node_credential_hash, target.hostname);
   if (target.registered_by_token) catalog.tokenHosts.set(target.registered_by_token, (catalog.tokenHosts.get(target.registered_by_token) ?? 0) + 1);
-  for (const key of targetAddresses(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
+  for (const { key } of targetAddresses(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
 }
 
-export function removeTarget(catalog: Catalog, hostname: string): void {
+export function removeTarget(catalog: WritableCatalog, hostname: string): void {
   const target = catalog.targets.get(hostname);
   if (!target) return;
-  for (const key of targetAddresses(catalog.settings, target)) if (catalog.addresses.get(key) === hostname) catalog.addresses.delete(key);
+  for (const { key } of targetAddresses(catalog.settings, target)) if (catalog.addresses.get(key) === hostname) catalog.addresses.delete(key);
   catalog.targets.delete(hostname);
   catalog.targetPaths.delete(hostname);
-  if (target.node_credential_hash) catalog.nodeCredentials.delete(target.node_credential_hash);
+  if (target.node_credential_hash && catalog.nodeCredentials.get(target.node_credential_hash) === hostname) catalog.nodeCredentials.delete(target.node_credential_hash);
   const token = target.registered_by_token;
   if (token) {
     const left = (catalog.tokenHosts.get(token) ?? 1) - 1;
@@ -184,59 +399,30 @@ export function removeTarget(catalog: Catalog, hostname: string): void {
   }
 }
 
-type Reject = (file: string, field: string, message: string) => void;
-
-function checkSettings(path: string, settings: Settings, reject: Reject): boolean {
+function settingsProblems(path: string, settings: Settings): Problem[] {
   const jobs = new Map<string, string>();
   for (const [type, { job }] of Object.entries(settings.exporters)) {
     const other = jobs.get(job);
-    if (other) {
-      reject(path, `exporters.${type}.job`, `job "${job}" is already used by exporter type "${other}"`);
-      return false;
-    }
+    if (other) return [{ file: path, field: `exporters.${type}.job`, message: `job "${job}" is already used by exporter type "${other}"` }];
     jobs.set(job, type);
   }
-  return true;
+  return [];
 }
 
-/** Keep the groups whose parent chain reaches a root through valid groups of the same namespace. */
-function resolveGroups(files: Map<string, { path: string; group: Group }>, reject: Reject): Map<string, Group> {
-  const verdict = new Map<string, boolean>();
-  const visit = (id: string, trail: string[]): boolean => {
-    const known = verdict.get(id);
-    if (known !== undefined) return known;
-    const { path, group } = files.get(id)!;
-    let ok = true;
-    if (group.parent) {
-      const parent = files.get(group.parent);
-      if (!parent) {
-        reject(path, 'parent', `group "${group.parent}" does not exist`);
-        ok = false;
-      } else if (trail.includes(group.parent)) {
-        reject(path, 'parent', `groups form a cycle: ${[...trail.slice(trail.indexOf(group.parent)), group.parent].join(' → ')}`);
-        ok = false;
-      } else if (parent.group.namespace !== group.namespace) {
-        reject(path, 'parent', `group "${group.parent}" is in namespace "${parent.group.namespace}", not "${group.namespace}"`);
-        ok = false;
-      } else if (!visit(group.parent, [...trail, group.parent])) {
-        reject(path, 'parent', `parent group "${group.parent}" is invalid`);
-        ok = false;
-      }
-    }
-    verdict.set(id, ok);
-    return ok;
+function freezeCatalog(catalog: WritableCatalog): Catalog {
+  const freeze = <K, V>(map: WritableMap<K, V>) => (map instanceof Map ? PMap.from(map) : map);
+  return {
+    settings: catalog.settings,
+    groups: freeze(catalog.groups),
+    targets: freeze(catalog.targets),
+    tokens: freeze(catalog.tokens),
+    addresses: freeze(catalog.addresses),
+    targetPaths: freeze(catalog.targetPaths),
+    nodeCredentials: freeze(catalog.nodeCredentials),
+    apiCredentials: freeze(catalog.apiCredentials),
+    tokenHosts: freeze(catalog.tokenHosts),
+    checks: freeze(catalog.checks),
   };
-  const groups = new Map<string, Group>();
-  for (const [id, { group }] of files) if (visit(id, [id])) groups.set(id, group);
-  return groups;
-}
-
-export function addressKey(job: string, ip: string, port: number): string {
-  return `${job} ${formatAddress(ip, port)}`;
-}
-
-export function formatAddress(ip: string, port: number): string {
-  return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
 export function assertNever(value: never): never {

@@ -1,36 +1,60 @@
 import * as nodeFs from 'node:fs';
-import type { Fs } from '../repo/fs.js';
-import { isConfigPath } from './parse.js';
+import { hashObject } from '../git/objects.js';
+import type { Fs } from '../git/fs.js';
+import type { FileRecord } from './build.js';
+import { isConfigPath, MAX_FILE_BYTES, parseFile, refusedFile } from './parse.js';
 
-/** Repo-relative paths of the regular files below dir, skipping entries `skip` names (never .git). */
-function filePaths(fs: Fs, dir: string, skip: (name: string) => boolean): string[] {
-  const paths: string[] = [];
-  const walk = (relative: string): void => {
+/**
+ * Every file below dir (never .git), by repo-relative path, lstat'd: a symlink or anything
+ * but a regular file is listed as what it is, never followed.
+ */
+function walk(fs: Fs, dir: string, skip: (name: string) => boolean): Array<{ path: string; kind: 'file' | 'symlink' | 'other'; size: number }> {
+  const found: Array<{ path: string; kind: 'file' | 'symlink' | 'other'; size: number }> = [];
+  const visit = (relative: string): void => {
     for (const entry of fs.readdirSync(relative ? `${dir}/${relative}` : dir, { withFileTypes: true })) {
       const name = String(entry.name);
       if (name === '.git' || skip(name)) continue;
       const path = relative ? `${relative}/${name}` : name;
-      if (entry.isDirectory()) walk(path);
-      else if (entry.isFile()) paths.push(path);
+      if (entry.isDirectory()) visit(path);
+      else if (entry.isSymbolicLink()) found.push({ path, kind: 'symlink', size: 0 });
+      else if (entry.isFile()) found.push({ path, kind: 'file', size: fs.lstatSync(`${dir}/${path}`).size });
+      else found.push({ path, kind: 'other', size: 0 });
     }
   };
-  walk('');
-  return paths;
+  visit('');
+  return found;
 }
 
 /**
- * Read every config file of a working tree, by repo-relative path. Never enters `.git`.
- * Synchronous on purpose: it runs at start-up and for the CLI, and 10k small files read in
- * ~0.1 s with readFileSync against ~0.8 s through fs.promises (a thread-pool round trip
- * for each open, stat, read and close).
+ * The config files of a checkout (a pull request's tree in CI) as the catalog's records.
+ * Repository content is untrusted input: a symlink (checks/x/check.sh -> /proc/self/environ),
+ * a device or a file over 1 MiB is refused unread and reported against its path.
+ * Synchronous on purpose: 10k small files read in ~0.1 s with readFileSync against ~0.8 s
+ * through fs.promises (a thread-pool round trip for each open, stat, read and close).
  */
-export function readConfigFiles(fs: Fs, dir: string): Map<string, string> {
-  // Dot-entries are editor swap files and our own temp files, never config.
-  const paths = filePaths(fs, dir, (name) => name.startsWith('.')).filter(isConfigPath);
-  return new Map(paths.map((path) => [path, fs.readFileSync(`${dir}/${path}`, 'utf8')]));
+export function readCheckout(fs: Fs, dir: string): Map<string, FileRecord> {
+  const records = new Map<string, FileRecord>();
+  // Dot-entries are editor swap files, never config.
+  for (const { path, kind, size } of walk(fs, dir, (name) => name.startsWith('.'))) {
+    if (!isConfigPath(path)) continue;
+    if (kind !== 'file') {
+      records.set(path, { oid: `refused:${kind}`, parsed: refusedFile(path, kind === 'symlink' ? 'is a symbolic link: refused (config files and check scripts must be regular files in the repo)' : 'is not a regular file: refused') });
+      continue;
+    }
+    if (size > MAX_FILE_BYTES) {
+      records.set(path, { oid: `refused:size`, parsed: refusedFile(path, `the file is larger than ${MAX_FILE_BYTES >> 20} MiB: refused unread`) });
+      continue;
+    }
+    const bytes = fs.readFileSync(`${dir}/${path}`);
+    const text = bytes.toString('utf8');
+    records.set(path, { oid: hashObject('blob', bytes).oid, parsed: parseFile(path, text), ...(text.includes('#') ? { text } : {}) });
+  }
+  return records;
 }
 
-/** Every file below dir (but .git) as a change set: how a new repo is seeded from the starter. */
+/** Every regular file below dir (but .git) as a change set: how a new repo is seeded from the starter. */
 export function filesOf(dir: string, fs: Fs = nodeFs): Array<{ path: string; content: string }> {
-  return filePaths(fs, dir, () => false).map((path) => ({ path, content: fs.readFileSync(`${dir}/${path}`, 'utf8') }));
+  return walk(fs, dir, () => false)
+    .filter((f) => f.kind === 'file')
+    .map(({ path }) => ({ path, content: fs.readFileSync(`${dir}/${path}`, 'utf8') }));
 }

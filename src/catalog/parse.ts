@@ -22,7 +22,7 @@ import {
 import type { Problem } from './problem.js';
 
 export type Entity =
-  | { kind: 'settings'; value: Settings }
+  | { kind: 'settings'; id: 'aami'; value: Settings }
   | { kind: 'group'; id: string; value: Group }
   | { kind: 'target'; id: string; value: Target }
   | { kind: 'token'; id: string; value: Token }
@@ -71,9 +71,18 @@ function shapeOf(path: string): Shape | string {
 
 export type ParseResult = { entity: Entity; problems: [] } | { entity?: undefined; problems: Problem[] };
 
+/** Largest config file or check script read: anything bigger is refused unread (a pull request is untrusted input). */
+export const MAX_FILE_BYTES = 1 << 20;
+
+/** A file the server refuses to read at all: a symlink, a submodule, a file too big. */
+export function refusedFile(path: string, reason: string): ParseResult {
+  return { problems: [{ file: path, field: '', message: reason }] };
+}
+
 /** Parse and validate one file on its own; references to other files are checked by buildCatalog. */
 export function parseFile(path: string, text: string): ParseResult {
   const fail = (field: string, message: string): ParseResult => ({ problems: [{ file: path, field, message }] });
+  if (text.length > MAX_FILE_BYTES || Buffer.byteLength(text) > MAX_FILE_BYTES) return fail('', `the file is larger than ${MAX_FILE_BYTES >> 20} MiB: refused unread`);
   const check = CHECK_PATH.exec(path);
   if (check) {
     const [, name, file] = check as unknown as [string, string, string];
@@ -119,7 +128,7 @@ function parseEntity(path: string, shape: Shape, data: unknown): ParseResult {
   switch (shape.kind) {
     case 'settings': {
       const value = check(settingsFile);
-      return Array.isArray(value) ? { problems: value } : { entity: { kind: 'settings', value }, problems: [] };
+      return Array.isArray(value) ? { problems: value } : { entity: { kind: 'settings', id: 'aami', value }, problems: [] };
     }
     case 'group': {
       const value = check(groupFile);

@@ -1,10 +1,9 @@
 import * as fs from 'node:fs';
 import { resolve } from 'node:path';
-import { formatProblem } from '../catalog/problem.js';
 import { Compiler } from '../compile/compiler.js';
 import { SdOutput } from '../compile/output.js';
 import { EXIT, parseFlags, UsageError, type Command } from './command.js';
-import { loadDirectory } from './validate.js';
+import { loadDirectory, printProblems } from './validate.js';
 
 export const compile: Command = {
   name: 'compile',
@@ -30,10 +29,11 @@ Options:
     if (values.help) return io.out(this.help), EXIT.ok;
     if (!values.out) throw new UsageError('compile needs --out SD_DIR');
     if (positionals.length > 1) throw new UsageError('compile takes at most one directory');
-    const { catalog, problems } = (await loadDirectory(resolve(positionals[0] ?? '.'))).snapshot();
-    for (const problem of problems) io.err(formatProblem(problem));
+    const snapshot = loadDirectory(resolve(positionals[0] ?? '.'));
+    const { catalog, problems } = snapshot;
+    printProblems(snapshot, io, 200);
     if (problems.length && !values['allow-invalid']) {
-      io.err(`${problems.length} problem(s): nothing written (use --allow-invalid to compile the valid part)`);
+      io.err('nothing written (use --allow-invalid to compile the valid part)');
       return EXIT.invalid;
     }
     const { written, removed } = await new SdOutput(fs, resolve(values.out)).write(new Compiler().compile(catalog));

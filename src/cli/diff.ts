@@ -9,15 +9,31 @@ import { loadDirectory } from './validate.js';
 
 type Entries = Map<string, Map<string, Record<string, string>>>; // job → address → labels
 
-async function sdEntries(dir: string): Promise<{ entries: Entries; problems: string[] }> {
-  const { catalog, problems } = (await loadDirectory(dir)).snapshot();
+async function sdEntries(dir: string): Promise<{ entries: Entries; problems: string[]; credentials: Map<string, string> }> {
+  const { catalog, problems } = loadDirectory(dir);
   const entries: Entries = new Map();
   for (const [file, bytes] of compile(catalog)) {
     const job = file.replace(/\.json$/, '');
     const list = JSON.parse(bytes.toString()) as Array<{ targets: string[]; labels: Record<string, string> }>;
     entries.set(job, new Map(list.map((entry) => [entry.targets[0]!, entry.labels])));
   }
-  return { entries, problems: problems.map(formatProblem) };
+  const credentials = new Map([...catalog.apiCredentials.values()].filter((c) => !c.revoked).map((c) => [c.id, `${c.name} (${c.role}${c.expires_at ? `, until ${c.expires_at}` : ''})`]));
+  return { entries, problems: problems.map(formatProblem), credentials };
+}
+
+/**
+ * Who may call the API, before and after: a pull request that grants a role (adds a
+ * credential, raises one's role) is called out, so a reviewer sees who gets in.
+ */
+function credentialLines(before: Map<string, string>, after: Map<string, string>): string[] {
+  const lines: string[] = [];
+  for (const [id, what] of after) {
+    const was = before.get(id);
+    if (was === undefined) lines.push(`  + ${id}: ${what}`);
+    else if (was !== what) lines.push(`  ~ ${id}: ${was} → ${what}`);
+  }
+  for (const [id, what] of before) if (!after.has(id)) lines.push(`  - ${id}: ${what}`);
+  return lines;
 }
 
 function labelChanges(before: Record<string, string>, after: Record<string, string>): string[] {
@@ -81,6 +97,11 @@ Options:
         for (const line of lines.sort((a, b) => a.slice(4).localeCompare(b.slice(4)))) io.out(line);
       }
       if (!changed) io.out(`no change to Prometheus's targets against ${base}`);
+      const access = credentialLines(before.credentials, after.credentials);
+      if (access.length) {
+        io.out('API credentials (who may call the server; review these closely):');
+        for (const line of access) io.out(line);
+      }
       return after.problems.length ? EXIT.invalid : EXIT.ok;
     } finally {
       rmSync(baseDir, { recursive: true, force: true });

@@ -1,4 +1,5 @@
-import { formatAddress, type Catalog } from '../catalog/build.js';
+import { formatAddress } from '../catalog/address.js';
+import type { Catalog } from '../catalog/build.js';
 import { groupChain, targetLabels } from '../catalog/labels.js';
 import { own, type Group, type Settings, type Target } from '../schema/index.js';
 
@@ -9,7 +10,7 @@ export const sdFileName = (job: string) => `${job}.json`;
 interface Compiled {
   settings: Settings;
   /** The catalog's group map when this was checked: the same map means the same groups. */
-  groupMap: Map<string, Group>;
+  groupMap: ReadonlyMap<string, Group>;
   groups: Group[];
   entries: Array<[job: string, json: Buffer]>;
 }

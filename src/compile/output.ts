@@ -1,4 +1,4 @@
-import { type Fs, syncPath, writeFileDurably } from '../repo/fs.js';
+import { type Fs, syncPath, writeFileDurably } from '../git/fs.js';
 import { sameParts } from './compiler.js';
 
 export interface OutputResult {

@@ -1,5 +1,5 @@
 import type { Principal } from '../access/principal.js';
-import type { WriteMeta } from '../repo/writer.js';
+import type { WriteMeta } from '../writer/writer.js';
 
 /**
  * Who asks for a change, as the commit will say it: a named credential's commits are

@@ -1,7 +1,7 @@
 import type { Catalog } from '../catalog/build.js';
 import { credentialPath } from '../catalog/parse.js';
 import { AamiError } from '../errors.js';
-import type { Writer } from '../repo/writer.js';
+import type { Writer } from '../writer/writer.js';
 import type { Credential, CredentialCreate } from '../schema/index.js';
 import { newApiCredential } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';

@@ -1,7 +1,7 @@
 import type { Catalog } from '../catalog/build.js';
 import { groupPath } from '../catalog/parse.js';
 import { AamiError } from '../errors.js';
-import type { Writer } from '../repo/writer.js';
+import type { Writer } from '../writer/writer.js';
 import { slug, type Group, type GroupCreate, type GroupPatch } from '../schema/index.js';
 import { commitMeta, type Actor } from './actor.js';
 import { groupView } from './views.js';

@@ -2,7 +2,7 @@ import type { Catalog } from '../catalog/build.js';
 import { durationSeconds } from '../catalog/checks.js';
 import { targetPath } from '../catalog/parse.js';
 import { AamiError } from '../errors.js';
-import type { Writer } from '../repo/writer.js';
+import type { Writer } from '../writer/writer.js';
 import type { Target } from '../schema/index.js';
 import { commitMeta } from './actor.js';
 import { requireTarget } from './targets.js';

@@ -2,10 +2,10 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Catalog } from '../catalog/build.js';
 import { groupChain } from '../catalog/labels.js';
 import { tokenPath } from '../catalog/parse.js';
-import type { CatalogState } from '../catalog/state.js';
+import type { PlanFiles } from '../writer/writer.js';
 import { AamiError } from '../errors.js';
-import type { Change } from '../repo/store.js';
-import type { Writer } from '../repo/writer.js';
+import type { Change } from '../git/repository.js';
+import type { Writer } from '../writer/writer.js';
 import type { Facts, NodeUpdate, Registration, Target, Token } from '../schema/index.js';
 import { NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';
@@ -99,7 +99,7 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
 }
 
 /** The token's use counter, one up, in the same commit as the host it admits. */
-function tokenUse(files: CatalogState, token: Token): Change {
+function tokenUse(files: PlanFiles, token: Token): Change {
   const path = tokenPath(token.id);
   return { path, content: renderYaml(tokenFileData({ ...token, uses: token.uses + 1 }), files.text(path)) };
 }

@@ -1,10 +1,11 @@
-import { addressKey, type Catalog } from '../catalog/build.js';
+import { addressKey } from '../catalog/address.js';
+import type { Catalog } from '../catalog/build.js';
 import { groupChain } from '../catalog/labels.js';
 import { targetPath } from '../catalog/parse.js';
-import type { CatalogState } from '../catalog/state.js';
+import type { PlanFiles } from '../writer/writer.js';
 import { AamiError } from '../errors.js';
-import type { Change } from '../repo/store.js';
-import type { Writer } from '../repo/writer.js';
+import type { Change } from '../git/repository.js';
+import type { Writer } from '../writer/writer.js';
 import { own, type Target, type TargetCreate, type TargetPatch, type TargetReplace } from '../schema/index.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
@@ -78,7 +79,7 @@ function targetFileData(target: Target) {
 const nonEmpty = (labels: Record<string, string>) => (Object.keys(labels).length ? labels : undefined);
 
 /** The file changes that store `target`, moving the file when its primary group changed. */
-export function targetChanges(files: CatalogState, target: Target, previous?: Target): Change[] {
+export function targetChanges(files: PlanFiles, target: Target, previous?: Target): Change[] {
   const path = targetPath(target);
   const oldPath = previous && targetPath(previous);
   const changes: Change[] = [{ path, content: renderYaml(targetFileData(target), files.text(oldPath ?? path)) }];

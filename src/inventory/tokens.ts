@@ -2,7 +2,7 @@ import type { Catalog } from '../catalog/build.js';
 import { durationSeconds } from '../catalog/checks.js';
 import { tokenPath } from '../catalog/parse.js';
 import { AamiError } from '../errors.js';
-import type { Writer } from '../repo/writer.js';
+import type { Writer } from '../writer/writer.js';
 import type { Token, TokenCreate } from '../schema/index.js';
 import { newBootstrapToken } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';

@@ -1,5 +1,5 @@
-import type { Fs } from '../repo/fs.js';
-import { writeFileDurably } from '../repo/fs.js';
+import type { Fs } from '../git/fs.js';
+import { writeFileDurably } from '../git/fs.js';
 
 /**
  * When each node last reported in. A runtime observation, not config: it never becomes a

@@ -14,15 +14,17 @@ export function systemRoutes(deps: AppDeps) {
   const app = new Hono();
 
   const health = () => {
-    const { problems } = deps.sync.snapshot();
-    const { status } = deps.sync;
+    const snapshot = deps.live.snapshot();
+    const { problems } = snapshot;
+    const { status } = deps.sd;
+    const repo = deps.repo();
     const serving = deps.serving() && status.lastSuccessAt !== undefined;
     const stale = staleTargets(deps.catalog(), (hostname) => deps.heartbeats.lastSeen(hostname), deps.clock(), deps.staleAfterMs);
     return {
       code: serving ? 200 : 503,
       body: {
-        status: !serving ? 'unavailable' : problems.length || status.lastError || deps.remote?.status.error ? 'degraded' : 'healthy',
-        repo: { head: deps.store.head(), branch: deps.store.branch, remote: deps.remote?.status ?? null },
+        status: !serving ? 'unavailable' : problems.length || status.lastError || repo.error || deps.writer.lastFailure || deps.remote?.status.error ? 'degraded' : 'healthy',
+        repo: { head: snapshot.head, ...repo, remote: deps.remote?.status ?? null },
         compiler: {
           last_success_at: status.lastSuccessAt?.toISOString() ?? null,
           last_duration_ms: status.lastDurationMs === undefined ? null : Math.round(status.lastDurationMs * 10) / 10,
@@ -37,7 +39,10 @@ export function systemRoutes(deps: AppDeps) {
           stale_count: stale.length,
           stale: stale.slice(0, HEALTH_LIST_LIMIT),
         },
-        writer: { queue_depth: deps.writer.pending },
+        writer: {
+          queue_depth: deps.writer.pending,
+          last_failure: deps.writer.lastFailure ? { at: deps.writer.lastFailure.at.toISOString(), message: deps.writer.lastFailure.message } : null,
+        },
       },
     };
   };
@@ -52,7 +57,7 @@ export function systemRoutes(deps: AppDeps) {
   // http_sd: the same bytes as the file_sd files. Never "200 []" before the first compile:
   // Prometheus would take that as "no targets" and drop everything it scrapes.
   app.get('/api/v1/sd/prometheus', requireRole(deps, 'reader'), (c) => {
-    const output = deps.sync.lastOutput;
+    const output = deps.sd.lastOutput;
     if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
     const job = c.req.query('job');
     let parts: Buffer[];

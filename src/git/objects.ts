@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { deflateSync } from 'node:zlib';
-import type { Fs } from './fs.js';
+import { syncPath, type Fs } from './fs.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit';
 
@@ -84,26 +84,39 @@ export class ObjectWriter {
     private readonly gitdir: string,
   ) {}
 
-  /** Hash the object and return a thunk that makes it durable; callers run the thunks together. */
-  prepare(type: ObjectType, content: Uint8Array): { oid: string; write: () => Promise<void> } {
-    const { oid, raw } = hashObject(type, content);
-    return { oid, write: () => this.writeRaw(oid, raw) };
+  /**
+   * Write the objects and make them durable: each file fsync'd, then every object directory
+   * they went into, then `objects/` itself when one of those directories is new — a ref
+   * must never point at an object a crash can take back. A failed write leaves no temp file.
+   */
+  async writeAll(prepared: Array<{ oid: string; raw: Buffer }>): Promise<void> {
+    const created = await Promise.all(prepared.map(({ oid, raw }) => this.writeRaw(oid, raw)));
+    const dirs = new Set(prepared.map(({ oid }) => `${this.gitdir}/objects/${oid.slice(0, 2)}`));
+    await Promise.all([...dirs].map((dir) => syncPath(this.fs, dir)));
+    if (created.some(Boolean)) await syncPath(this.fs, `${this.gitdir}/objects`);
   }
 
-  private async writeRaw(oid: string, raw: Buffer): Promise<void> {
+  /** Resolves to whether the object's directory had to be created. */
+  private async writeRaw(oid: string, raw: Buffer): Promise<boolean> {
     const dir = `${this.gitdir}/objects/${oid.slice(0, 2)}`;
     const path = `${dir}/${oid.slice(2)}`;
     // No existence check: renaming over an object with the same id replaces it with the same bytes.
-    await this.fs.promises.mkdir(dir, { recursive: true });
+    const created = (await this.fs.promises.mkdir(dir, { recursive: true })) !== undefined;
     const tmp = `${dir}/tmp_obj_${process.pid}_${tmpCounter++}`;
-    const handle = await this.fs.promises.open(tmp, 'w');
     try {
-      await handle.writeFile(deflateSync(raw, { level: 1 }));
-      await handle.sync();
-    } finally {
-      await handle.close();
+      const handle = await this.fs.promises.open(tmp, 'w', 0o444);
+      try {
+        await handle.writeFile(deflateSync(raw, { level: 1 }));
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await this.fs.promises.rename(tmp, path);
+    } catch (error) {
+      await this.fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+      throw error;
     }
-    await this.fs.promises.rename(tmp, path);
+    return created;
   }
 }
 let tmpCounter = 0;

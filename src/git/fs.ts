@@ -13,15 +13,21 @@ export type Fs = typeof nodeFs;
 export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable = true): Promise<void> {
   const dir = dirname(path);
   const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.${tmpCounter++}.tmp`;
-  const handle = await fs.promises.open(tmp, 'w', 0o644);
   try {
-    if (Array.isArray(data)) await handle.writev(data);
-    else await handle.writeFile(data);
-    if (durable) await handle.sync();
-  } finally {
-    await handle.close();
+    const handle = await fs.promises.open(tmp, 'w', 0o644);
+    try {
+      if (Array.isArray(data)) await handle.writev(data);
+      else await handle.writeFile(data);
+      if (durable) await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.promises.rename(tmp, path);
+  } catch (error) {
+    // A full disk or a read-only moment must not leave temp files behind.
+    await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+    throw error;
   }
-  await fs.promises.rename(tmp, path);
   if (durable) await syncPath(fs, dir);
 }
 

@@ -37,3 +37,16 @@ export async function fileVersions(dir: string, path: string, limit = 20): Promi
   }
   return versions;
 }
+
+/** When each path was first added (commit time, seconds), from one `git log` over them all. */
+export async function firstAdded(dir: string, paths: string[]): Promise<Map<string, number>> {
+  const added = new Map<string, number>();
+  if (!paths.length) return added;
+  const out = await simpleGit(dir).raw(['log', '--diff-filter=A', '--format=%x00%ct', '--name-only', '--no-renames', '--', ...paths]);
+  // Newest first: a path's last mention is its first addition.
+  for (const block of out.split('\0').filter((b) => b.trim())) {
+    const [time, ...names] = block.split('\n').filter(Boolean);
+    for (const name of names) added.set(name, Number(time));
+  }
+  return added;
+}

@@ -1,0 +1,133 @@
+import { formatProblem } from '../catalog/problem.js';
+import type { LiveCatalog, Snapshot } from '../catalog/live.js';
+import type { Fs } from '../git/fs.js';
+import type { Logger } from '../log.js';
+import { Compiler } from './compiler.js';
+import { SdOutput } from './output.js';
+
+export interface CompileStatus {
+  /** When the SD files last matched the catalog; undefined before the first success. */
+  lastSuccessAt?: Date;
+  lastDurationMs?: number;
+  lastError?: string;
+  compiles: number;
+}
+
+export interface SdPublisherOptions {
+  fs: Fs;
+  sdDir: string;
+  logger: Logger;
+  /** Coalesces a burst of changes into one compile. */
+  debounceMs?: number;
+  /**
+   * Least time between two compiles (default 750 ms): under a registration burst a compile
+   * at 10k targets (~50 ms) would otherwise run after every commit. At 500 ms compiling took
+   * a fifth of the server's one busy core; 750 ms still gets a registration into the SD
+   * files within a second.
+   */
+  minIntervalMs?: number;
+  observeCompile?: (seconds: number) => void;
+  /** How soon a failed write of the SD files is tried again. */
+  retryMs?: number;
+}
+
+/**
+ * Keeps the SD directory in step with the live catalog: it subscribes to published
+ * snapshots (only committed, acknowledged state ever reaches Prometheus) and compiles the
+ * newest one on a throttled schedule. A failed write keeps the files as they were.
+ */
+export class SdPublisher {
+  readonly status: CompileStatus = { compiles: 0 };
+  private readonly output: SdOutput;
+  private readonly compiler = new Compiler();
+  /** The SD files as last written: what Prometheus sees, served again by http_sd. */
+  lastOutput: Map<string, Buffer[]> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastStart = 0;
+  private running: Promise<void> = Promise.resolve();
+  private waiters: Array<() => void> = [];
+  private reported = new Set<string>();
+
+  constructor(
+    private readonly live: LiveCatalog,
+    private readonly options: SdPublisherOptions,
+  ) {
+    this.output = new SdOutput(options.fs, options.sdDir);
+    live.subscribe(() => this.schedule());
+  }
+
+  /** Resolves after the next compile has finished (tests await this instead of sleeping). */
+  nextCompile(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  schedule(): void {
+    clearTimeout(this.timer);
+    const debounce = this.options.debounceMs ?? 20;
+    const throttle = this.lastStart + (this.options.minIntervalMs ?? 750) - performance.now();
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.compileNow();
+    }, Math.max(debounce, throttle));
+  }
+
+  async compileNow(): Promise<void> {
+    this.running = this.running.then(() => this.runCompile(this.live.snapshot()));
+    await this.running;
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      await this.compileNow();
+    }
+    await this.running;
+  }
+
+  private async runCompile(snapshot: Snapshot): Promise<void> {
+    const started = performance.now();
+    this.lastStart = started;
+    this.reportProblems(snapshot);
+    try {
+      const files = this.compiler.compile(snapshot.catalog);
+      const result = await this.output.write(files);
+      this.lastOutput = files;
+      this.status.lastSuccessAt = new Date();
+      this.status.lastError = undefined;
+      if (result.written.length || result.removed.length) {
+        this.options.logger.info('sd files updated', { written: result.written.join(',') || undefined, removed: result.removed.join(',') || undefined });
+      }
+    } catch (error) {
+      this.status.lastError = error instanceof Error ? error.message : String(error);
+      this.options.logger.error('writing sd files failed; they keep their last content, and the write is tried again', { error: this.status.lastError });
+      // A full disk or a read-only moment clears by itself: try again without waiting for the next change.
+      if (!this.timer) {
+        this.timer = setTimeout(() => {
+          this.timer = undefined;
+          void this.compileNow();
+        }, this.options.retryMs ?? 2000);
+        this.timer.unref();
+      }
+    } finally {
+      this.status.lastDurationMs = performance.now() - started;
+      this.options.observeCompile?.(this.status.lastDurationMs / 1000);
+      this.status.compiles++;
+      for (const resolve of this.waiters.splice(0)) resolve();
+    }
+  }
+
+  /** Log each problem once, when it appears, not on every compile (and at most 20 a time). */
+  private reportProblems(snapshot: Snapshot): void {
+    const now = new Set<string>();
+    let logged = 0;
+    for (const problems of snapshot.problemsByFile.values()) {
+      for (const problem of problems.slice(0, 5)) {
+        const line = formatProblem(problem);
+        now.add(line);
+        if (!this.reported.has(line) && logged++ < 20) this.options.logger.warn('invalid config file, keeping its last good version', { problem: line });
+      }
+    }
+    this.reported = now;
+  }
+}

@@ -1,0 +1,167 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import type { TreeEntry } from './objects.js';
+
+export interface GitObject {
+  type: 'blob' | 'tree' | 'commit' | 'tag';
+  size: number;
+  /** Null when the object was larger than the reader's limit: its bytes were skipped, never held. */
+  data: Buffer | null;
+}
+
+interface Pending {
+  oid: string;
+  resolve: (object: GitObject | undefined) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * Reads objects through one long-lived `git cat-file --batch`: loose and packed objects
+ * alike, at C speed. (isomorphic-git re-read and re-verified a 9 MB pack per object without
+ * a shared cache: 77 ms per tree at 100k targets; see MEASUREMENTS.md.) Requests are
+ * pipelined; answers come back in order. The process is started again after any failure,
+ * so a repository that went away and came back is read again without a restart.
+ */
+export class ObjectReader {
+  private child: ChildProcessWithoutNullStreams | undefined;
+  private pending: Pending[] = [];
+  private buffer: Buffer = Buffer.alloc(0);
+  private closed = false;
+  /** Bytes of an oversized object still to be skipped, and the header it answers with. */
+  private skipping: { remaining: number; object: GitObject; request: Pending } | undefined;
+
+  constructor(
+    private readonly gitdir: string,
+    /** Objects larger than this are reported by size, never held in memory (a pull request may hold a huge file). */
+    private readonly maxObjectBytes = 256 << 20,
+  ) {}
+
+  /** The object, or undefined when the repository does not have it. */
+  read(oid: string): Promise<GitObject | undefined> {
+    if (this.closed) return Promise.reject(new Error('the object reader is closed'));
+    if (!/^[0-9a-f]{40}$/.test(oid)) return Promise.reject(new Error(`not an object id: ${oid}`));
+    const child = this.process();
+    return new Promise((resolve, reject) => {
+      this.pending.push({ oid, resolve, reject });
+      child.stdin.write(`${oid}\n`);
+    });
+  }
+
+  /** A blob's bytes; null when it is larger than the reader's limit. */
+  async readBlob(oid: string): Promise<Buffer | null> {
+    return (await this.readTyped(oid, 'blob')).data;
+  }
+
+  async readTree(oid: string): Promise<Map<string, TreeEntry>> {
+    return parseTree(await this.readWhole(oid, 'tree'));
+  }
+
+  /** The root tree of a commit. */
+  async commitTree(commit: string): Promise<string> {
+    return /^tree ([0-9a-f]{40})/.exec((await this.readWhole(commit, 'commit')).toString('latin1'))![1]!;
+  }
+
+  private async readTyped(oid: string, type: GitObject['type']): Promise<GitObject> {
+    const object = await this.read(oid);
+    if (object?.type !== type) throw new Error(`${type} ${oid} is ${object ? `a ${object.type}` : 'missing'}`);
+    return object;
+  }
+
+  private async readWhole(oid: string, type: GitObject['type']): Promise<Buffer> {
+    const { data, size } = await this.readTyped(oid, type);
+    if (!data) throw new Error(`${type} ${oid} is too large to read (${size} bytes)`);
+    return data;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const child = this.child;
+    this.child = undefined;
+    if (!child) return;
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.stdin.end();
+      setTimeout(() => child.kill(), 2000).unref();
+    });
+  }
+
+  private process(): ChildProcessWithoutNullStreams {
+    if (this.child) return this.child;
+    const child = spawn('git', [`--git-dir=${this.gitdir}`, 'cat-file', '--batch'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    this.buffer = Buffer.alloc(0);
+    this.skipping = undefined;
+    child.stdout.on('data', (chunk: Buffer) => this.receive(chunk));
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const fail = (error: Error) => {
+      if (this.child !== child) return;
+      this.child = undefined;
+      if (this.skipping) this.skipping.request.reject(error);
+      this.skipping = undefined;
+      for (const request of this.pending.splice(0)) request.reject(error);
+    };
+    child.on('error', fail);
+    child.stdin.on('error', fail);
+    child.on('exit', (code) => fail(new Error(`git cat-file exited (${code}): ${stderr.trim() || 'no message'}`)));
+    return child;
+  }
+
+  private receive(chunk: Buffer): void {
+    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    for (;;) {
+      if (this.skipping) {
+        // The object's bytes and its trailing newline go by unkept.
+        const take = Math.min(this.skipping.remaining, this.buffer.length);
+        this.buffer = this.buffer.subarray(take);
+        this.skipping.remaining -= take;
+        if (this.skipping.remaining > 0) return;
+        const { request, object } = this.skipping;
+        this.skipping = undefined;
+        request.resolve(object);
+        continue;
+      }
+      const newline = this.buffer.indexOf(10);
+      if (newline === -1) return;
+      const header = this.buffer.subarray(0, newline).toString('latin1');
+      const request = this.pending[0];
+      if (!request) return;
+      if (header.endsWith(' missing')) {
+        this.buffer = this.buffer.subarray(newline + 1);
+        this.pending.shift();
+        request.resolve(undefined);
+        continue;
+      }
+      const [, type, size] = header.split(' ') as [string, GitObject['type'], string];
+      const length = Number(size);
+      if (length > this.maxObjectBytes) {
+        this.pending.shift();
+        this.buffer = this.buffer.subarray(newline + 1);
+        this.skipping = { remaining: length + 1, object: { type, size: length, data: null }, request };
+        continue;
+      }
+      if (this.buffer.length < newline + 1 + length + 1) return; // the rest is on its way
+      const data = Buffer.from(this.buffer.subarray(newline + 1, newline + 1 + length));
+      this.buffer = this.buffer.subarray(newline + 1 + length + 1);
+      this.pending.shift();
+      request.resolve({ type, size: length, data });
+    }
+  }
+}
+
+const MODES: Record<string, TreeEntry['type']> = { '40000': 'tree', '160000': 'commit' };
+
+/** A tree object's entries by name: "<mode> <name>\0<20-byte id>" each. */
+export function parseTree(data: Buffer): Map<string, TreeEntry> {
+  const entries = new Map<string, TreeEntry>();
+  let at = 0;
+  while (at < data.length) {
+    const space = data.indexOf(32, at);
+    const nul = data.indexOf(0, space);
+    const mode = data.subarray(at, space).toString('latin1');
+    const name = data.subarray(space + 1, nul).toString('utf8');
+    const oid = data.subarray(nul + 1, nul + 21).toString('hex');
+    entries.set(name, { mode, oid, type: MODES[mode] ?? 'blob' });
+    at = nul + 21;
+  }
+  return entries;
+}

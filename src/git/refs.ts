@@ -1,0 +1,79 @@
+import * as fs from 'node:fs';
+import { dirname } from 'node:path';
+import { syncPath } from './fs.js';
+
+/**
+ * The value of a branch ref: its loose file, else its line in packed-refs; null when the
+ * branch does not exist. Throws when the repository itself cannot be read (moved away,
+ * unreadable): that is a fault to report, not an empty branch.
+ */
+export async function readRef(gitdir: string, ref: string): Promise<string | null> {
+  try {
+    const text = await fs.promises.readFile(`${gitdir}/${ref}`, 'utf8');
+    const oid = text.trim();
+    if (/^[0-9a-f]{40}$/.test(oid)) return oid;
+    throw new Error(`${gitdir}/${ref} does not hold an object id`);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+  await fs.promises.access(`${gitdir}/HEAD`); // the repository is there at all
+  const packed = await fs.promises.readFile(`${gitdir}/packed-refs`, 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return '';
+    throw error;
+  });
+  for (const line of packed.split('\n')) {
+    if (line.endsWith(` ${ref}`) && /^[0-9a-f]{40} /.test(line)) return line.slice(0, 40);
+  }
+  return null;
+}
+
+export type SwapResult = { kind: 'swapped' } | { kind: 'moved'; current: string | null } | { kind: 'locked'; since: Date };
+
+/** A lock older than this is left over by a process that died holding it, not one at work. */
+export const STALE_LOCK_MS = 120_000;
+
+/**
+ * Move a ref from `expected` to `next` by git's own lock-file protocol: create `<ref>.lock`
+ * exclusively, check the current value under the lock, write the new one into the lock,
+ * fsync, rename over the ref, fsync the directory. `git push` into this repository and
+ * `git update-ref` take the same lock, so neither side can overwrite the other's commit:
+ * whoever comes second sees the ref moved and replays on top of it.
+ *
+ * A lock held by someone else answers 'locked'; one older than STALE_LOCK_MS is removed
+ * (its holder is gone) and the swap is tried again.
+ */
+export async function swapRef(gitdir: string, ref: string, expected: string | null, next: string): Promise<SwapResult> {
+  const path = `${gitdir}/${ref}`;
+  const lock = `${path}.lock`;
+  await fs.promises.mkdir(dirname(path), { recursive: true });
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(lock, 'wx', 0o644);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    const stat = await fs.promises.stat(lock).catch(() => undefined);
+    if (!stat) return swapRef(gitdir, ref, expected, next); // released meanwhile
+    if (Date.now() - stat.mtimeMs > STALE_LOCK_MS) {
+      await fs.promises.rm(lock, { force: true });
+      return swapRef(gitdir, ref, expected, next);
+    }
+    return { kind: 'locked', since: stat.mtime };
+  }
+  let renamed = false;
+  try {
+    const current = await readRef(gitdir, ref);
+    if (current !== expected) return { kind: 'moved', current };
+    await handle.writeFile(`${next}\n`);
+    await handle.sync();
+    await handle.close();
+    await fs.promises.rename(lock, path);
+    renamed = true;
+  } finally {
+    if (!renamed) {
+      await handle.close().catch(() => undefined);
+      await fs.promises.rm(lock, { force: true }).catch(() => undefined);
+    }
+  }
+  await syncPath(fs, dirname(path));
+  return { kind: 'swapped' };
+}

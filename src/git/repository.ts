@@ -1,0 +1,269 @@
+import { execFile } from 'node:child_process';
+import * as fs from 'node:fs';
+import { promisify } from 'node:util';
+import { exists, syncPath } from './fs.js';
+import { hashObject, ObjectWriter, type Person, serializeCommit, serializeTree, type TreeEntry } from './objects.js';
+import { ObjectReader } from './reader.js';
+import { readRef, swapRef, type SwapResult } from './refs.js';
+
+const run = promisify(execFile);
+
+/** One file to write (text) or delete (null), by its path relative to the repo root. */
+export interface Change {
+  path: string;
+  content: string | null;
+}
+
+export interface Author {
+  name: string;
+  email: string;
+}
+
+export interface CommitRequest {
+  message: string;
+  author: Author;
+  /** Appended to the message as Git trailers ("Key: value"), e.g. the client's address; keys may repeat. */
+  trailers?: Array<[string, string]>;
+  changes: Change[];
+}
+
+/** A file of a commit's tree: its blob id and mode ('100644', '100755', '120000' for a symlink, '160000' for a submodule). */
+export interface TreeFile {
+  oid: string;
+  mode: string;
+}
+
+/** A path whose file a new head changed: its old and new version (null: absent). */
+export interface TreeChange {
+  path: string;
+  before: TreeFile | null;
+  after: TreeFile | null;
+}
+
+/**
+ * 'bare': the server's own repository, no working tree (the default).
+ * 'working-tree': a repository of the old layout (DIR/.git): still served, its working tree
+ * neither read nor written — people change config by pushing, never by editing there.
+ */
+export type Layout = 'bare' | 'working-tree';
+
+/** Blobs past this size are never read into memory (config files are refused past 1 MiB anyway). */
+const MAX_BLOB_READ = 64 << 20;
+const COMMITTER: Author = { name: 'aami', email: 'aami@localhost' };
+const TREE_MODE = '40000';
+const BLOB_MODE = '100644';
+
+/**
+ * The Git repository as the store of committed config. Reads go through `git cat-file
+ * --batch` and `git diff-tree`; commits are written as loose objects (never through an
+ * index) and the branch moves only by compare-and-swap (refs.ts). Nothing here knows what a
+ * target or a token is.
+ */
+export class GitRepository {
+  readonly objects: ObjectReader;
+  private readonly writer: ObjectWriter;
+  readonly ref: string;
+  /** Trees by object id: immutable, so a cache never goes stale; cleared when it grows. */
+  private readonly trees = new Map<string, Map<string, TreeEntry>>();
+
+  private constructor(
+    readonly gitdir: string,
+    readonly layout: Layout,
+    readonly branch: string,
+    private readonly now: () => number,
+  ) {
+    this.objects = new ObjectReader(gitdir, MAX_BLOB_READ);
+    this.writer = new ObjectWriter(fs, gitdir);
+    this.ref = `refs/heads/${branch}`;
+  }
+
+  /** Open DIR as a bare repository, or DIR/.git (old layout). */
+  static async open(dir: string, options: { branch?: string; now?: () => number } = {}): Promise<GitRepository> {
+    const branch = options.branch ?? 'main';
+    if (await exists(fs, `${dir}/.git/HEAD`)) return new GitRepository(`${dir}/.git`, 'working-tree', branch, options.now ?? Date.now);
+    if (await exists(fs, `${dir}/HEAD`) && (await exists(fs, `${dir}/objects`))) return new GitRepository(dir, 'bare', branch, options.now ?? Date.now);
+    throw new Error(`${dir} is not a Git repository`);
+  }
+
+  /**
+   * Create a bare repository in DIR whose first commit holds `files`. Pushes into it may not
+   * rewrite or delete the branch: the server's acknowledged writes live there.
+   */
+  static async init(dir: string, options: { branch?: string; now?: () => number; files: Change[]; author: Author; message?: string }): Promise<GitRepository> {
+    const branch = options.branch ?? 'main';
+    await fs.promises.mkdir(dir, { recursive: true });
+    await run('git', ['init', '--quiet', '--bare', `--initial-branch=${branch}`, dir]);
+    for (const [key, value] of [['receive.denyNonFastForwards', 'true'], ['receive.denyDeletes', 'true'], ['core.logAllRefUpdates', 'false']]) {
+      await run('git', [`--git-dir=${dir}`, 'config', key!, value!]);
+    }
+    await syncPath(fs, dir);
+    const repo = await GitRepository.open(dir, options);
+    const commit = await repo.writeCommit(null, { message: options.message ?? 'Initialize config repo', author: options.author, changes: options.files });
+    const swapped = await repo.swap(null, commit!);
+    if (swapped.kind !== 'swapped') throw new Error(`cannot create branch ${branch} in ${dir}: ${swapped.kind}`);
+    return repo;
+  }
+
+  /** The branch's commit now (null: no commit yet). */
+  head(): Promise<string | null> {
+    return readRef(this.gitdir, this.ref);
+  }
+
+  swap(expected: string | null, next: string): Promise<SwapResult> {
+    return swapRef(this.gitdir, this.ref, expected, next);
+  }
+
+  /** Every file of a commit, by path (symlinks and submodules included, with their modes). */
+  async listFiles(commit: string): Promise<Map<string, TreeFile>> {
+    const { stdout } = await run('git', [`--git-dir=${this.gitdir}`, 'ls-tree', '-r', '-z', '--full-tree', commit], { maxBuffer: 1 << 30, encoding: 'buffer' });
+    const files = new Map<string, TreeFile>();
+    for (const record of splitNul(stdout)) {
+      // "<mode> <type> <oid>\t<path>"
+      const tab = record.indexOf('\t');
+      const [mode, , oid] = record.slice(0, tab).split(' ') as [string, string, string];
+      files.set(record.slice(tab + 1), { oid, mode });
+    }
+    return files;
+  }
+
+  /** What changed between two commits, path by path (no rename detection: a move is a delete and an add). */
+  async diff(from: string, to: string): Promise<TreeChange[]> {
+    const { stdout } = await run('git', [`--git-dir=${this.gitdir}`, 'diff-tree', '-r', '-z', '--no-renames', '--no-commit-id', from, to], { maxBuffer: 1 << 30, encoding: 'buffer' });
+    const records = splitNul(stdout);
+    const changes: TreeChange[] = [];
+    for (let i = 0; i + 1 < records.length; i += 2) {
+      // ":<old mode> <new mode> <old oid> <new oid> <status>" then the path
+      const [oldMode, newMode, oldOid, newOid] = records[i]!.slice(1).split(' ') as [string, string, string, string];
+      const absent = (mode: string) => /^0+$/.test(mode);
+      changes.push({
+        path: records[i + 1]!,
+        before: absent(oldMode) ? null : { oid: oldOid, mode: oldMode },
+        after: absent(newMode) ? null : { oid: newOid, mode: newMode },
+      });
+    }
+    return changes;
+  }
+
+  /** Whether `ancestor` is `descendant` or one of its ancestors. */
+  async isAncestor(ancestor: string, descendant: string): Promise<boolean> {
+    try {
+      await run('git', [`--git-dir=${this.gitdir}`, 'merge-base', '--is-ancestor', ancestor, descendant]);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Write a commit on top of `parent` holding `changes`: blobs, the trees on the way to the
+   * root, the commit, all durable. The branch does not move (swap() does that). Only the
+   * directories on the changed paths are read and rewritten: one group's directory, not the
+   * whole repo. Null when the changes leave the tree as it was.
+   */
+  async writeCommit(parent: string | null, request: CommitRequest): Promise<string | null> {
+    const rootOid = parent ? await this.objects.commitTree(parent) : null;
+    const staged = new Map<string, Map<string, TreeEntry>>();
+    const objects: Array<{ oid: string; raw: Buffer }> = [];
+    const add = (type: 'blob' | 'tree' | 'commit', content: Buffer): string => {
+      const object = hashObject(type, content);
+      objects.push(object);
+      return object.oid;
+    };
+    const dirOf = async (path: string): Promise<Map<string, TreeEntry>> => {
+      let entries = staged.get(path);
+      if (!entries) {
+        entries = new Map(await this.treeAt(rootOid, path));
+        staged.set(path, entries);
+      }
+      return entries;
+    };
+    for (const change of request.changes) {
+      const parts = change.path.split('/');
+      const name = parts.pop()!;
+      for (let depth = 0; depth <= parts.length; depth++) await dirOf(parts.slice(0, depth).join('/'));
+      const parentDir = staged.get(parts.join('/'))!;
+      if (change.content === null) {
+        parentDir.delete(name);
+      } else {
+        parentDir.set(name, { mode: BLOB_MODE, oid: add('blob', Buffer.from(change.content)), type: 'blob' });
+      }
+    }
+    // Deepest directories first, so each parent gets its children's new ids.
+    for (const path of [...staged.keys()].sort((a, b) => depthOf(b) - depthOf(a))) {
+      if (path === '') continue;
+      const entries = staged.get(path)!;
+      const parentDir = staged.get(parentOf(path))!;
+      const name = path.slice(path.lastIndexOf('/') + 1);
+      if (entries.size === 0) {
+        parentDir.delete(name); // Git has no empty directories
+        continue;
+      }
+      parentDir.set(name, { mode: TREE_MODE, oid: add('tree', serializeTree(entries)), type: 'tree' });
+    }
+    const root = hashObject('tree', serializeTree(staged.get('') ?? (await dirOf(''))));
+    if (root.oid === rootOid) return null;
+    objects.push(root);
+    const when = Math.floor(this.now() / 1000);
+    const commit = serializeCommit({
+      tree: root.oid,
+      parents: parent ? [parent] : [],
+      author: { ...request.author, timestamp: when } satisfies Person,
+      committer: { ...COMMITTER, timestamp: when },
+      message: withTrailers(request.message, request.trailers),
+    });
+    const oid = add('commit', commit);
+    await this.writer.writeAll(objects);
+    return oid;
+  }
+
+  /** The text of a blob (null: too large to read). */
+  async readText(oid: string): Promise<string | null> {
+    return (await this.objects.readBlob(oid))?.toString('utf8') ?? null;
+  }
+
+  async close(): Promise<void> {
+    await this.objects.close();
+  }
+
+  /** The entries of the directory at `path` in the tree `root` (empty when it does not exist). */
+  private async treeAt(root: string | null, path: string): Promise<Map<string, TreeEntry>> {
+    let oid = root;
+    for (const part of path ? path.split('/') : []) {
+      if (!oid) break;
+      const entry = (await this.tree(oid)).get(part);
+      oid = entry?.type === 'tree' ? entry.oid : null;
+    }
+    return oid ? this.tree(oid) : new Map();
+  }
+
+  private async tree(oid: string): Promise<Map<string, TreeEntry>> {
+    let entries = this.trees.get(oid);
+    if (!entries) {
+      entries = await this.objects.readTree(oid);
+      if (this.trees.size > 4096) this.trees.clear();
+      this.trees.set(oid, entries);
+    }
+    return entries;
+  }
+}
+
+function splitNul(buffer: Buffer): string[] {
+  const text = buffer.toString('utf8');
+  const parts = text.split('\0');
+  if (parts.at(-1) === '') parts.pop();
+  return parts;
+}
+
+function depthOf(path: string): number {
+  return path === '' ? 0 : path.split('/').length;
+}
+
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash === -1 ? '' : path.slice(0, slash);
+}
+
+function withTrailers(message: string, trailers: Array<[string, string]> | undefined): string {
+  const lines = (trailers ?? []).map(([key, value]) => `${key}: ${value.replace(/\n/g, ' ')}`);
+  return lines.length ? `${message.trimEnd()}\n\n${lines.join('\n')}\n` : message;
+}

@@ -1,0 +1,61 @@
+import * as fs from 'node:fs';
+import { writeFileDurably } from '../git/fs.js';
+import type { Snapshot } from '../catalog/live.js';
+import { establishedIn } from '../catalog/live.js';
+import { claimKeys } from '../catalog/place.js';
+
+/**
+ * What a restart cannot read from Git alone, kept in the state directory: the last good
+ * version of each invalid file (by blob id), and who held each claim an invalid file
+ * wants — so a restart serves the same versions and decides the same clashes as the
+ * server that stopped. Small (invalid files only) and written only when it changes.
+ */
+export interface SavedCatalogState {
+  head: string | null;
+  last_good: Record<string, string>;
+  established: Record<string, string>;
+}
+
+export function savedStateOf(snapshot: Snapshot): SavedCatalogState {
+  const lastGood: Record<string, string> = {};
+  const established: Record<string, string> = {};
+  const holder = establishedIn(snapshot.catalog);
+  for (const path of [...snapshot.problemsByFile.keys(), ...snapshot.rejected.keys()].sort()) {
+    const record = snapshot.files.get(path);
+    if (!record) continue;
+    if (record.lastGoodOid && record.lastGoodOid !== record.oid) lastGood[path] = record.lastGoodOid;
+    const current = record.parsed.entity;
+    if (current?.kind !== 'target') continue;
+    for (const key of claimKeys(snapshot.catalog.settings, current.value)) {
+      const held = holder(key);
+      if (held && held !== path) established[key] = held;
+    }
+  }
+  return { head: snapshot.head, last_good: lastGood, established };
+}
+
+export class CatalogStateFile {
+  private saved = '';
+
+  constructor(private readonly file: string | undefined) {}
+
+  load(): SavedCatalogState | undefined {
+    if (!this.file) return undefined;
+    try {
+      const state = JSON.parse(fs.readFileSync(this.file, 'utf8')) as SavedCatalogState;
+      this.saved = JSON.stringify({ ...state, head: null });
+      return state;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Save unless nothing changed but the head. */
+  async save(state: SavedCatalogState): Promise<void> {
+    if (!this.file) return;
+    const text = JSON.stringify({ ...state, head: null });
+    if (text === this.saved) return;
+    this.saved = text;
+    await writeFileDurably(fs, this.file, JSON.stringify(state));
+  }
+}

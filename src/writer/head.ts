@@ -1,0 +1,103 @@
+import type { FileRecord } from '../catalog/build.js';
+import { establishedIn, Snapshot, type LiveCatalog } from '../catalog/live.js';
+import { claimKeys } from '../catalog/place.js';
+import { parseFile } from '../catalog/parse.js';
+import { hashObject } from '../git/objects.js';
+import type { GitRepository } from '../git/repository.js';
+import type { SavedCatalogState } from './catalog-state.js';
+import type { RepoFiles } from './files.js';
+
+/**
+ * Brings the live catalog to the branch head: the tree of the new head is compared with
+ * the last one, and only the files that changed are read (and parsed, unless the cache knows
+ * their blob). Called in the writer's queue: before every batch, when the ref watcher sees
+ * the branch move (a `git push` into this repository), and after a pull.
+ */
+export async function followHead(repo: GitRepository, live: LiveCatalog, files: RepoFiles): Promise<boolean> {
+  const head = await repo.head();
+  const base = live.snapshot();
+  if (head === base.head) return false;
+  // A branch that disappeared is a fault to report, never an empty config to serve.
+  if (head === null) throw new Error(`the branch ${repo.branch} no longer exists in ${repo.gitdir}`);
+  const updates = base.head ? await files.updates(base.head, head) : [...(await files.records(head))].map(([path, record]) => ({ path, oid: record.oid, parsed: record.parsed, text: record.text }));
+  const draft = live.draft();
+  draft.apply(updates);
+  live.publish(draft.freeze(head));
+  return true;
+}
+
+/**
+ * The first snapshot: every config file of the head, with the last good versions and the
+ * clashes the previous run knew (state directory), so a restart serves what the server
+ * served before it stopped. A file broken at start that the state does not cover is served
+ * at its newest version in Git history that passes its own checks.
+ */
+export async function loadSnapshot(options: {
+  repo: GitRepository;
+  files: RepoFiles;
+  saved: SavedCatalogState | undefined;
+  /** Older texts of a file, newest first. */
+  history: (path: string) => Promise<string[]>;
+  /** When each of these paths was first added to the repository (seconds). */
+  firstAdded?: (paths: string[]) => Promise<Map<string, number>>;
+}): Promise<Snapshot> {
+  const { repo, files, saved } = options;
+  const head = await repo.head();
+  const records = head ? await files.records(head) : new Map<string, FileRecord>();
+  for (const [path, oid] of Object.entries(saved?.last_good ?? {})) {
+    const record = records.get(path);
+    if (record && record.oid === oid) continue;
+    const text = await repo.readText(oid).catch(() => null);
+    const lastGood = text === null ? undefined : parseFile(path, text).entity;
+    if (!lastGood) continue;
+    // A deleted file comes back only as long as something still uses it (the build decides).
+    records.set(path, record ? { ...record, lastGood, lastGoodOid: oid } : { oid: null, parsed: { problems: [] }, lastGood, lastGoodOid: oid });
+  }
+  let established = (key: string): string | undefined => saved?.established[key];
+  let snapshot = Snapshot.build(records, head, established);
+  // Without the state directory, a clash is settled for the file that was in the repository first.
+  if (!saved && options.firstAdded) {
+    const byAge = await establishedByAge(snapshot, options.firstAdded);
+    if (byAge.size) {
+      established = (key) => byAge.get(key);
+      snapshot = Snapshot.build(records, head, established);
+    }
+  }
+
+  let recalled = false;
+  for (const path of snapshot.problemsByFile.keys()) {
+    const record = snapshot.files.get(path);
+    if (!record || record.lastGood || record.oid === null) continue;
+    for (const text of await options.history(path)) {
+      if (hashObject('blob', Buffer.from(text)).oid === record.oid) continue; // the current, broken version
+      const { entity } = parseFile(path, text);
+      if (!entity) continue;
+      records.set(path, { ...record, lastGood: entity });
+      recalled = true;
+      break;
+    }
+  }
+  if (recalled) snapshot = Snapshot.build(records, head, established);
+  return snapshot;
+}
+
+/** For each claim two target files make, the one added to the repository first. */
+async function establishedByAge(snapshot: Snapshot, firstAdded: (paths: string[]) => Promise<Map<string, number>>): Promise<Map<string, string>> {
+  const claimants = new Map<string, string[]>();
+  for (const path of snapshot.problemsByFile.keys()) {
+    const entity = snapshot.files.get(path)?.parsed.entity;
+    if (entity?.kind !== 'target') continue;
+    for (const key of claimKeys(snapshot.catalog.settings, entity.value)) {
+      const holder = establishedIn(snapshot.catalog)(key);
+      if (holder && holder !== path) claimants.set(key, [holder, path, ...(claimants.get(key) ?? [])]);
+    }
+  }
+  const result = new Map<string, string>();
+  if (!claimants.size) return result;
+  const ages = await firstAdded([...new Set([...claimants.values()].flat())]);
+  for (const [key, paths] of claimants) {
+    const oldest = [...new Set(paths)].sort((a, b) => (ages.get(a) ?? Infinity) - (ages.get(b) ?? Infinity) || (a < b ? -1 : 1))[0]!;
+    result.set(key, oldest);
+  }
+  return result;
+}

@@ -1,0 +1,98 @@
+import * as fs from 'node:fs';
+import type { ParseResult } from '../catalog/parse.js';
+
+/** A parse, and whether the file has comments (its text is then read again when needed). */
+export interface CachedParse {
+  parsed: ParseResult;
+  commented?: true;
+}
+
+/** Bumped whenever parsing or the schemas change what a blob parses to: an old cache is then ignored. */
+const FORMAT = 'aami-parse-cache 3';
+
+/**
+ * Parses by (path, blob id), kept in the state directory so a restart does not parse again
+ * what it parsed before: Git already names every version of every file by its hash. An
+ * append-only log of `path<TAB>oid<TAB>json` lines, written without fsync: it is an
+ * optimization, and a torn or missing line only means that blob is parsed again. The log is
+ * rewritten with only the live entries when dead ones outnumber them.
+ */
+export class ParseCache {
+  private entries = new Map<string, CachedParse>();
+  private pending: string[] = [];
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(private readonly file: string | undefined) {}
+
+  /** Read the log (a missing, old-format or unreadable one is an empty cache). */
+  async load(): Promise<void> {
+    if (!this.file) return;
+    let text: string;
+    try {
+      text = await fs.promises.readFile(this.file, 'utf8');
+    } catch {
+      return;
+    }
+    const lines = text.split('\n');
+    if (lines[0] !== FORMAT) return;
+    for (let i = 1; i < lines.length; i++) {
+      const line = lines[i]!;
+      const first = line.indexOf('\t');
+      const second = line.indexOf('\t', first + 1);
+      if (first === -1 || second === -1) continue;
+      try {
+        this.entries.set(line.slice(0, second), JSON.parse(line.slice(second + 1)) as CachedParse);
+      } catch {
+        // a torn last line
+      }
+    }
+  }
+
+  get(path: string, oid: string): CachedParse | undefined {
+    return this.entries.get(`${path}\t${oid}`);
+  }
+
+  /** Remember a parse; written to the log by the next flush(). */
+  add(path: string, oid: string, result: CachedParse): void {
+    if (!this.file) return;
+    this.pending.push(`${path}\t${oid}\t${JSON.stringify(result)}\n`);
+  }
+
+  /**
+   * After start-up: keep only what `live` still names in memory (nothing, usually: every
+   * later blob is new), and compact the log when most of it is dead.
+   */
+  async settle(live: Iterable<[string, string | null]>): Promise<void> {
+    const keep: string[] = [];
+    for (const [path, oid] of live) {
+      const key = `${path}\t${oid}`;
+      const entry = oid && this.entries.get(key);
+      if (entry) keep.push(`${key}\t${JSON.stringify(entry)}\n`);
+    }
+    const dead = this.entries.size - keep.length;
+    this.entries = new Map();
+    if (!this.file || (dead <= keep.length && dead < 10_000)) return;
+    // The new parses of this start-up go into the compacted log too.
+    const lines = keep.join('') + this.pending.join('');
+    this.pending = [];
+    const tmp = `${this.file}.tmp`;
+    this.writing = this.writing.then(async () => {
+      await fs.promises.writeFile(tmp, `${FORMAT}\n${lines}`);
+      await fs.promises.rename(tmp, this.file!);
+    });
+    await this.writing;
+  }
+
+  /** Append what was added since the last flush. Failures are logged by the caller and cost only a re-parse. */
+  flush(): Promise<void> {
+    if (!this.file || !this.pending.length) return this.writing;
+    const lines = this.pending.join('');
+    this.pending = [];
+    const file = this.file;
+    this.writing = this.writing.then(async () => {
+      const fresh = !(await fs.promises.stat(file).catch(() => undefined));
+      await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines);
+    });
+    return this.writing;
+  }
+}

@@ -1,0 +1,122 @@
+import { existsSync, mkdirSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { GitRepository } from '../src/git/repository.js';
+import { ADMIN, fixedClock, gitCli, onCleanup, pushFiles, tempDir } from './helpers.js';
+
+async function repository(now?: () => number) {
+  const dir = join(tempDir(), 'repo.git');
+  const repo = await GitRepository.init(dir, {
+    now,
+    author: ADMIN,
+    files: [
+      { path: 'aami.yaml', content: 'exporters: {node_exporter: {job: node, port: 9100}}\n' },
+      { path: 'groups/ml.yaml', content: 'id: ml\nname: ml\nnamespace: logical\n' },
+    ],
+  });
+  onCleanup(() => repo.close());
+  return { repo, dir, git: (...args: string[]) => gitCli(dir, ...args) };
+}
+
+describe('GitRepository', () => {
+  it('is a bare repository whose commits the git CLI reads: author, message, trailers, fsck --strict', async () => {
+    const { repo, dir, git } = await repository();
+    expect(git('rev-parse', '--is-bare-repository').trim()).toBe('true');
+    expect(existsSync(join(dir, 'index'))).toBe(false);
+    const head = await repo.head();
+    const commit = await repo.writeCommit(head, {
+      message: 'Register gpu-01',
+      author: { name: 'token k3j9x2ab', email: 'k3j9x2ab@tokens.aami' },
+      trailers: [['Source-Address', '10.0.0.7']],
+      changes: [
+        { path: 'targets/ml/gpu-01.yaml', content: 'hostname: gpu-01\n' },
+        { path: 'tokens/k3j9x2ab.yaml', content: 'uses: 1\n' },
+      ],
+    });
+    // Written, durable, but the branch has not moved: that is swap()'s job.
+    expect(await repo.head()).toBe(head);
+    expect(await repo.swap(head, commit!)).toEqual({ kind: 'swapped' });
+    expect(git('rev-parse', 'main').trim()).toBe(commit);
+    expect(git('log', '--format=%an <%ae>|%s|%(trailers:key=Source-Address,valueonly)', '-1').trim()).toBe('token k3j9x2ab <k3j9x2ab@tokens.aami>|Register gpu-01|10.0.0.7');
+    expect(git('show', '--name-only', '--format=', 'HEAD').trim().split('\n')).toEqual(['targets/ml/gpu-01.yaml', 'tokens/k3j9x2ab.yaml']);
+    expect(git('show', 'HEAD:targets/ml/gpu-01.yaml')).toBe('hostname: gpu-01\n');
+    git('fsck', '--strict', '--no-progress');
+  });
+
+  it('removes directories a delete leaves empty, and makes no commit when the tree stays as it is', async () => {
+    const { repo, git } = await repository();
+    let head = (await repo.head())!;
+    const add = await repo.writeCommit(head, { message: 'add', author: ADMIN, changes: [{ path: 'targets/ml/a.yaml', content: 'a\n' }] });
+    await repo.swap(head, add!);
+    head = add!;
+    const remove = await repo.writeCommit(head, { message: 'remove', author: ADMIN, changes: [{ path: 'targets/ml/a.yaml', content: null }] });
+    await repo.swap(head, remove!);
+    expect(git('ls-tree', '-r', '--name-only', 'HEAD').trim().split('\n')).toEqual(['aami.yaml', 'groups/ml.yaml']);
+    expect(await repo.writeCommit(remove!, { message: 'same', author: ADMIN, changes: [{ path: 'groups/ml.yaml', content: 'id: ml\nname: ml\nnamespace: logical\n' }] })).toBeNull();
+    git('fsck', '--strict', '--no-progress');
+  });
+
+  it('gives the same commit ids for the same changes at the same pinned time', async () => {
+    const clock = fixedClock();
+    const [a, b] = [await repository(clock.now), await repository(clock.now)];
+    const change = { message: 'm', author: ADMIN, changes: [{ path: 'targets/ml/x.yaml', content: 'x\n' }] };
+    expect(await a.repo.writeCommit(await a.repo.head(), change)).toBe(await b.repo.writeCommit(await b.repo.head(), change));
+  });
+
+  it('moves the branch only from the commit it expects: a push that came first wins and is kept', async () => {
+    const { repo, dir, git } = await repository();
+    const base = (await repo.head())!;
+    const ours = await repo.writeCommit(base, { message: 'ours', author: ADMIN, changes: [{ path: 'targets/ml/ours.yaml', content: 'o\n' }] });
+    const theirs = pushFiles(dir, { 'targets/ml/theirs.yaml': 't\n' }, 'theirs');
+    expect(await repo.swap(base, ours!)).toEqual({ kind: 'moved', current: theirs });
+    expect(git('rev-parse', 'main').trim()).toBe(theirs);
+    // On the tip it finds, the swap goes through: the writer replays its writes there.
+    expect(await repo.swap(theirs, ours!)).toEqual({ kind: 'swapped' });
+  });
+
+  it('waits out a lock another git process holds, and removes one left by a dead process', async () => {
+    const { repo, dir } = await repository();
+    const head = (await repo.head())!;
+    const next = await repo.writeCommit(head, { message: 'n', author: ADMIN, changes: [{ path: 'x.yaml', content: 'x\n' }] });
+    const lock = join(dir, 'refs/heads/main.lock');
+    writeFileSync(lock, 'held\n');
+    expect((await repo.swap(head, next!)).kind).toBe('locked');
+    const old = new Date(Date.now() - 10 * 60_000);
+    utimesSync(lock, old, old);
+    expect(await repo.swap(head, next!)).toEqual({ kind: 'swapped' });
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it('lists every file of a commit with its mode, and diffs two commits path by path', async () => {
+    const { repo, dir } = await repository();
+    const before = (await repo.head())!;
+    const work = join(tempDir(), 'work');
+    mkdirSync(work);
+    gitCli(work, 'clone', '--quiet', dir, '.');
+    mkdirSync(join(work, 'checks/evil'), { recursive: true });
+    gitCli(work, 'rm', '--quiet', 'groups/ml.yaml');
+    writeFileSync(join(work, 'checks/evil/check.yaml'), 'description: x\n');
+    gitCli(work, 'add', '-A');
+    gitCli(work, 'commit', '--quiet', '-m', 'evil');
+    // A symlink committed as a check script: the tree says so (mode 120000), whatever its name.
+    symlinkSync('/proc/self/environ', join(work, 'checks/evil/check.sh'));
+    gitCli(work, 'add', '-A');
+    gitCli(work, 'commit', '--quiet', '-m', 'link');
+    gitCli(work, 'push', '--quiet', 'origin', 'HEAD:main');
+    const after = (await repo.head())!;
+    const files = await repo.listFiles(after);
+    expect(files.get('checks/evil/check.sh')?.mode).toBe('120000');
+    expect(files.get('aami.yaml')?.mode).toBe('100644');
+    const changes = await repo.diff(before, after);
+    expect(changes.map((c) => [c.path, c.before?.mode ?? null, c.after?.mode ?? null])).toEqual([
+      ['checks/evil/check.sh', null, '120000'],
+      ['checks/evil/check.yaml', null, '100644'],
+      ['groups/ml.yaml', '100644', null],
+    ]);
+    expect(readdirSync(dir)).not.toContain('checks');
+  });
+
+  it('refuses to open a directory that is not a repository', async () => {
+    await expect(GitRepository.open(tempDir())).rejects.toThrow(/not a Git repository/);
+  });
+});
