@@ -4,33 +4,104 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ROOT, tempDir } from './helpers.js';
-import { requireBinary } from './node-helpers.js';
+import { ADMIN, configServer, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
+import { renderPrometheusConfig, startPrometheus } from './prometheus-helpers.js';
 
 const deploy = (path: string) => join(ROOT, 'deploy', path);
 const read = (path: string) => readFileSync(deploy(path), 'utf8');
 
+/** dcgm-exporter's etc/default-counters.csv (NVIDIA/dcgm-exporter): the DCGM fields it exports unless told otherwise. */
+const DCGM_DEFAULT_FIELDS = new Set(
+  `SM_CLOCK MEM_CLOCK MEMORY_TEMP GPU_TEMP POWER_USAGE TOTAL_ENERGY_CONSUMPTION PCIE_TX_THROUGHPUT PCIE_RX_THROUGHPUT
+   PCIE_REPLAY_COUNTER GPU_UTIL MEM_COPY_UTIL ENC_UTIL DEC_UTIL XID_ERRORS FB_FREE FB_USED NVLINK_BANDWIDTH_TOTAL
+   VGPU_LICENSE_STATUS UNCORRECTABLE_REMAPPED_ROWS CORRECTABLE_REMAPPED_ROWS ROW_REMAP_FAILURE`
+    .split(/\s+/)
+    .map((field) => `DCGM_FI_DEV_${field}`),
+);
+
 describe('deploy/prometheus', () => {
-  it('is a configuration promtool accepts', () => {
+  const CONFIGS = ['prometheus.yml', 'prometheus-http-sd.yml'];
+  const rules = () => parse(read('prometheus/rules/aami.yml')).groups.flatMap((g: { rules: Array<{ alert: string; expr: string }> }) => g.rules);
+
+  it('ships configurations promtool accepts, with every alert rule', () => {
     const promtool = requireBinary('promtool', 'prometheus');
     const dir = tempDir();
     mkdirSync(join(dir, 'sd'));
     for (const job of ['node', 'dcgm']) writeFileSync(join(dir, 'sd', `${job}.json`), '[]\n');
-    writeFileSync(join(dir, 'token'), 'x');
-    const config = read('prometheus/prometheus.yml')
-      .replaceAll('/etc/prometheus/aami-sd/', `${dir}/sd/`)
-      .replaceAll('/etc/prometheus/secrets/aami-read-token', join(dir, 'token'))
-      .replaceAll('/etc/prometheus/rules/*.yml', deploy('prometheus/rules/*.yml'));
-    writeFileSync(join(dir, 'prometheus.yml'), config);
-    const out = execFileSync(promtool, ['check', 'config', join(dir, 'prometheus.yml')], { encoding: 'utf8' });
-    expect(out).toContain('SUCCESS');
-    expect(out).toContain('11 rules found');
+    writeFileSync(join(dir, 'credential'), 'x');
+    for (const file of CONFIGS) {
+      writeFileSync(join(dir, file), renderPrometheusConfig(file, { sdDir: join(dir, 'sd'), serverUrl: 'http://127.0.0.1:8080', credentialFile: join(dir, 'credential') }));
+      const out = execFileSync(promtool, ['check', 'config', join(dir, file)], { encoding: 'utf8' });
+      expect(out, file).toContain('SUCCESS');
+      expect(out, file).toContain(`${rules().length} rules found`);
+    }
   });
 
-  it('has alert rules whose unit tests pass', () => {
+  it('discovers each job one way only, the same jobs in both files, http_sd with a reader credential from a file', () => {
+    const jobsOf = (file: string) => parse(read(`prometheus/${file}`)).scrape_configs as Array<Record<string, any>>;
+    for (const file of CONFIGS) {
+      const jobs = jobsOf(file);
+      expect(new Set(jobs.map((j) => j.job_name)).size, file).toBe(jobs.length);
+      for (const job of jobs) {
+        const mechanisms = Object.keys(job).filter((key) => key.endsWith('_configs') && key !== 'relabel_configs');
+        expect(mechanisms, `${file}: ${job.job_name}`).toHaveLength(1);
+      }
+    }
+    const names = (file: string) => jobsOf(file).map((j) => j.job_name);
+    expect(names('prometheus-http-sd.yml')).toEqual(names('prometheus.yml'));
+    for (const job of jobsOf('prometheus.yml')) expect(job.http_sd_configs, job.job_name).toBeUndefined();
+    const httpSd = jobsOf('prometheus-http-sd.yml').flatMap((j) => j.http_sd_configs ?? []);
+    expect(httpSd.map((c: { url: string }) => new URL(c.url).searchParams.get('job'))).toEqual(['node', 'dcgm']);
+    for (const config of httpSd) {
+      // An explicit type: http_sd does not default it to Bearer (prometheus/docs#2377).
+      expect(config.authorization).toEqual({ type: 'Bearer', credentials_file: '/etc/prometheus/secrets/aami-reader-credential' });
+    }
+  });
+
+  it('scrapes a registered target once through http_sd, with its aami labels', { timeout: 60_000 }, async () => {
+    const server = await configServer();
+    const port = await runningNodeExporter(join(tempDir(), 'textfile'));
+    const created = await server.admin('POST', '/api/v1/targets', {
+      hostname: 'http-sd-node',
+      ip_address: '127.0.0.1',
+      primary_group_id: 'ml-training',
+      exporters: [{ type: 'node_exporter', port }],
+      labels: { rack: 'r1' },
+    });
+    expect(created.status).toBe(201);
+    // Until named reader credentials land (POST /api/v1/credentials, role reader), the admin
+    // credential is the only one that can read SD: it stands in for the reader here.
+    const credentialFile = join(tempDir(), 'credential');
+    writeFileSync(credentialFile, ADMIN, { mode: 0o600 });
+    const prometheus = await startPrometheus(renderPrometheusConfig('prometheus-http-sd.yml', { sdDir: '/nonexistent', serverUrl: server.url, credentialFile }));
+    const instance = `http-sd-node:${port}`;
+    const up = await waitFor(
+      'http-sd-node up in job node',
+      async () => (await prometheus.targets()).find((t) => t.scrapePool === 'node' && t.labels.instance === instance && t.health === 'up'),
+      300,
+    );
+    expect(up.labels).toMatchObject({ job: 'node', hostname: 'http-sd-node', aami_group: 'ml-training', rack: 'r1' });
+    const series = await waitFor('up series', async () => {
+      const result = await prometheus.query(`up{instance="${instance}"}`);
+      return result.length > 0 && result;
+    });
+    expect(series.map((s) => s.metric.job)).toEqual(['node']);
+  });
+
+  it('has a passing promtool unit test for every alert, on metrics stock exporters emit', () => {
     const promtool = requireBinary('promtool', 'prometheus');
     const result = spawnSync(promtool, ['test', 'rules', 'aami-rules.test.yml'], { cwd: deploy('prometheus/tests'), encoding: 'utf8' });
     expect(result.stdout + result.stderr).toContain('SUCCESS');
     expect(result.status).toBe(0);
+    const tested = new Set(
+      parse(read('prometheus/tests/aami-rules.test.yml')).tests.flatMap((t: { alert_rule_test: Array<{ alertname: string; exp_alerts: unknown[] }> }) =>
+        t.alert_rule_test.filter((a) => a.exp_alerts.length > 0).map((a) => a.alertname),
+      ),
+    );
+    expect(rules().map((r: { alert: string }) => r.alert).filter((name: string) => !tested.has(name))).toEqual([]);
+    const dashboards = readdirSync(deploy('grafana/dashboards')).map((file) => read(`grafana/dashboards/${file}`));
+    const used = new Set([...rules().map((r: { expr: string }) => r.expr), ...dashboards].flatMap((text) => text.match(/DCGM_FI_\w+/g) ?? []));
+    expect([...used].filter((name) => !DCGM_DEFAULT_FIELDS.has(name))).toEqual([]);
   });
 });
 
