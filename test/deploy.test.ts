@@ -1,11 +1,12 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { ROOT, tempDir } from './helpers.js';
 import { ADMIN, configServer, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
 import { renderPrometheusConfig, startPrometheus } from './prometheus-helpers.js';
+import { allowedSyscalls, serveUnderFilter, syscallSet, unitSettings } from './systemd-helpers.js';
 
 const deploy = (path: string) => join(ROOT, 'deploy', path);
 const read = (path: string) => readFileSync(deploy(path), 'utf8');
@@ -140,13 +141,89 @@ describe('deploy/docker-compose.yml', () => {
 });
 
 describe('deploy/systemd', () => {
+  const unit = () => read('systemd/aami.service');
+  const umask = () => unitSettings(unit(), 'UMask')[0]!;
+  const isRoot = process.getuid?.() === 0;
+
   it('runs aami serve as its own unprivileged user, hardened', () => {
-    const unit = read('systemd/aami.service');
-    for (const line of ['User=aami', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'StateDirectory=aami', 'KillSignal=SIGTERM', 'CapabilityBoundingSet=']) {
-      expect(unit).toContain(`\n${line}\n`);
+    for (const line of ['User=aami', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'StateDirectory=aami', 'KillSignal=SIGTERM', 'CapabilityBoundingSet=', 'UMask=0027']) {
+      expect(unit()).toContain(`\n${line}\n`);
     }
-    expect(unit).toMatch(/^ExecStart=.* serve$/m);
+    expect(unit()).toMatch(/^ExecStart=.* serve$/m);
     expect(read('systemd/aami.sysusers.conf')).toMatch(/^u aami /m);
+  });
+
+  it('is a unit systemd-analyze verify accepts', () => {
+    const dir = tempDir();
+    // verify checks that ExecStart's program exists: point it at this machine's node.
+    writeFileSync(join(dir, 'aami.service'), unit().replace(/^ExecStart=\S+/m, `ExecStart=${process.execPath}`));
+    const result = spawnSync(requireBinary('systemd-analyze', 'systemd'), ['verify', join(dir, 'aami.service')], { encoding: 'utf8' });
+    expect(result.stderr.split('\n').filter((line) => line.includes('aami'))).toEqual([]);
+    expect(result.status).toBe(0);
+  });
+
+  it("admits the built server under the unit's syscall filter: health, commits, git history, pushes, a clean stop", { timeout: 60_000 }, async () => {
+    const remote = join(tempDir(), 'remote.git');
+    execFileSync('git', ['init', '-q', '--bare', remote]);
+    const server = await serveUnderFilter(allowedSyscalls(unit()), { umask: umask(), extraArgs: ['--remote', remote] });
+    expect(server.url, server.log()).toBeDefined();
+    const auth = { authorization: `Bearer ${ADMIN}` };
+    const health = await fetch(`${server.url}/api/v1/health`);
+    expect(health.status).toBe(200);
+    const created = await fetch(`${server.url}/api/v1/groups`, { method: 'POST', headers: auth, body: JSON.stringify({ name: 'filtered', namespace: 'logical' }) });
+    expect(created.status).toBe(201);
+    const history = (await (await fetch(`${server.url}/api/v1/groups/filtered/history`, { headers: auth })).json()) as Array<{ message: string }>;
+    expect(history.map((h) => h.message)).toEqual(['Create group filtered']);
+    expect(execFileSync('git', ['--git-dir', remote, 'log', '-1', '--format=%s', 'main'], { encoding: 'utf8' }).trim()).toBe('Create group filtered');
+    server.stop();
+    expect(await server.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it('needs its fix: without @pkey the kernel kills node with SIGSYS before it serves', { timeout: 60_000 }, async () => {
+    expect(unitSettings(unit(), 'SystemCallFilter').join(' ')).toContain('@pkey');
+    const allowed = allowedSyscalls(unit());
+    for (const call of syscallSet('@pkey')) allowed.delete(call);
+    const server = await serveUnderFilter(allowed, { umask: umask() });
+    expect(server.url).toBeUndefined();
+    expect((await server.exited).signal).toBe('SIGSYS');
+  });
+
+  it.skipIf(!isRoot)("writes SD files Prometheus's group reads and other users cannot (tmpfiles directory, the unit's umask; needs root to switch users)", { timeout: 60_000 }, async () => {
+    const prometheusGid = Number(execFileSync('getent', ['group', 'prometheus'], { encoding: 'utf8' }).split(':')[2]);
+    // A root directory for systemd's own tools: sysusers creates the aami user in it, the
+    // prometheus group is this machine's, and tmpfiles creates the SD directory from our line.
+    const root = tempDir();
+    chmodSync(root, 0o755);
+    mkdirSync(join(root, 'etc'));
+    execFileSync(requireBinary('systemd-sysusers', 'systemd'), [`--root=${root}`, deploy('systemd/aami.sysusers.conf')], { stdio: 'pipe' });
+    appendFileSync(join(root, 'etc/group'), `prometheus:x:${prometheusGid}:\n`);
+    execFileSync(requireBinary('systemd-tmpfiles', 'systemd'), ['--create', `--root=${root}`, deploy('systemd/aami.tmpfiles.conf')]);
+    const sdDir = join(root, 'var/lib/aami-sd');
+    expect(unit()).toContain(`AAMI_SD_DIR=/var/lib/aami-sd`);
+    expect(unitSettings(unit(), 'ReadWritePaths')).toEqual(['/var/lib/aami-sd']);
+    expect(statSync(sdDir)).toMatchObject({ mode: 0o42750, gid: prometheusGid });
+
+    const server = await serveUnderFilter(allowedSyscalls(unit()), { umask: umask(), sdDir });
+    expect(server.url, server.log()).toBeDefined();
+    const registered = await fetch(`${server.url}/api/v1/targets`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ADMIN}` },
+      body: JSON.stringify({ hostname: 'sd-reader-node', ip_address: '10.0.0.7', primary_group_id: 'ml-training' }),
+    });
+    expect(registered.status).toBe(201);
+    await waitFor('node.json with the target', async () => readFileSync(join(sdDir, 'node.json'), 'utf8').includes('sd-reader-node'));
+    expect(statSync(join(sdDir, 'node.json'))).toMatchObject({ mode: 0o100640, gid: prometheusGid });
+
+    // Prometheus's own file_sd code, run as the prometheus user and as another one.
+    const config = join(root, 'prometheus.yml');
+    writeFileSync(config, renderPrometheusConfig('prometheus.yml', { sdDir, serverUrl: server.url! }), { mode: 0o644 });
+    const discover = (...user: string[]) =>
+      spawnSync('setpriv', [...user, requireBinary('promtool', 'prometheus'), 'check', 'service-discovery', '--timeout=5s', config, 'node'], { encoding: 'utf8' });
+    const asPrometheus = discover('--reuid=prometheus', '--regid=prometheus', '--init-groups');
+    expect(JSON.parse(asPrometheus.stdout).map((t: { labels: { instance: string } }) => t.labels.instance)).toEqual(['sd-reader-node:9100']);
+    const asNobody = discover('--reuid=nobody', '--regid=nogroup', '--clear-groups');
+    expect(JSON.parse(asNobody.stdout)).toEqual([]);
+    expect(asNobody.stderr).toContain('permission denied');
   });
 });
 

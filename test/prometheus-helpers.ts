@@ -16,19 +16,22 @@ export interface ActiveTarget {
  * Every deployment path must be replaced: one left over would point at this machine's /etc.
  */
 export function renderPrometheusConfig(file: string, options: { sdDir: string; serverUrl: string; credentialFile?: string }): string {
-  const server = new URL(options.serverUrl);
+  const replacements: Array<[string, string | undefined]> = [
+    ['/var/lib/aami-sd/', `${options.sdDir}/`],
+    ['http://aami:8080', options.serverUrl],
+    ["'aami:8080'", `'${new URL(options.serverUrl).host}'`],
+    ['/etc/prometheus/secrets/aami-reader-credential', options.credentialFile],
+    ['/etc/prometheus/rules/*.yml', join(ROOT, 'deploy/prometheus/rules/aami.yml')],
+    ["'alertmanager:9093'", "'127.0.0.1:9'"],
+  ];
   let config = readFileSync(join(ROOT, 'deploy/prometheus', file), 'utf8');
-  if (options.credentialFile) config = config.replaceAll('/etc/prometheus/secrets/aami-reader-credential', options.credentialFile);
-  config = config
-    .replaceAll('/var/lib/aami-sd/', `${options.sdDir}/`)
-    .replaceAll('http://aami:8080', options.serverUrl)
-    .replaceAll("'aami:8080'", `'${server.host}'`)
-    .replaceAll('/etc/prometheus/rules/*.yml', join(ROOT, 'deploy/prometheus/rules/aami.yml'))
-    .replaceAll("'alertmanager:9093'", "'127.0.0.1:9'")
-    .replace(/(scrape|evaluation|refresh)_interval: \d+s/g, '$1_interval: 1s');
+  // Markers first, so that the check below sees only what is left of the deployment's paths.
+  replacements.forEach(([from, to], i) => {
+    if (to !== undefined) config = config.replaceAll(from, `\0${i}\0`);
+  });
   const leftOver = config.split('\n').filter((line) => !/^\s*#/.test(line) && /\/etc\/prometheus|\/var\/lib\/aami|aami:8080|alertmanager:/.test(line));
   if (leftOver.length) throw new Error(`${file}: deployment paths the test does not replace:\n${leftOver.join('\n')}`);
-  return config;
+  return config.replace(/\0(\d+)\0/g, (_, i: string) => replacements[Number(i)]![1]!).replace(/(scrape|evaluation|refresh)_interval: \d+s/g, '$1_interval: 1s');
 }
 
 /** The real Prometheus on 127.0.0.1 and a free port, stopped at the end of the test. */
