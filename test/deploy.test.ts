@@ -1,5 +1,6 @@
 import type { Ignore } from '@balena/dockerignore';
 import { Ajv2019 } from 'ajv/dist/2019.js';
+import { parse as parseHcl } from '@cdktf/hcl2json';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -327,58 +328,104 @@ describe('deploy/systemd', () => {
 });
 
 describe('deploy/terraform', () => {
-  const TOKEN = 'aami_bootstrap_abcdefgh_TESTTOKENthatIsNotRealAtAllXXXXXXXXXXXXX';
-  /** What Terraform's templatefile() does with these templates: ${name} is a variable, $${ a literal ${. */
+  const CLOUDS = {
+    aws: { instance: ['aws_instance', 'gpu_node', 'user_data'], secret: 'aws_ssm_parameter', sizeVar: 'instance_type' },
+    gcp: { instance: ['google_compute_instance', 'gpu_node', 'metadata_startup_script'], secret: 'google_secret_manager_secret_version', sizeVar: 'machine_type' },
+    azure: { instance: ['azurerm_linux_virtual_machine', 'gpu_node', 'custom_data'], secret: 'azurerm_key_vault_secret', sizeVar: 'vm_size' },
+  } as const;
+  type Cloud = keyof typeof CLOUDS;
+  const clouds = Object.keys(CLOUDS) as Cloud[];
+  /** main.tf as HashiCorp's own HCL parser reads it (hcl2json: the parser compiled to wasm), blocks as lists. */
+  const hcl = async (cloud: Cloud) => (await parseHcl(`${cloud}/main.tf`, read(`terraform/${cloud}/main.tf`))) as Record<string, any>;
+  /** Every string in a parsed main.tf with the path to it. */
+  function strings(value: unknown, path = ''): Array<[string, string]> {
+    if (typeof value === 'string') return [[path, value]];
+    if (value && typeof value === 'object') return Object.entries(value).flatMap(([key, v]) => strings(v, `${path}/${key}`));
+    return [];
+  }
+  /** The instance's start-up script expression: templatefile(bootstrap.sh.tpl, {..., fetch_token = templatefile(fetch-token.sh.tpl, {...})}). */
+  async function startupScript(cloud: Cloud) {
+    const [type, name, field] = CLOUDS[cloud].instance;
+    const expression: string = (await hcl(cloud)).resource[type][name][0][field];
+    const inner = /templatefile\("\$\{path\.module\}\/fetch-token\.sh\.tpl",\s*\{([^}]*)\}\)/.exec(expression);
+    expect(expression, cloud).toContain('templatefile("${path.module}/../bootstrap.sh.tpl"');
+    expect(inner, cloud).not.toBeNull();
+    const keys = (block: string) => [...block.matchAll(/^\s*(\w+)\s*=/gm)].map((m) => m[1]!);
+    return { expression, outer: keys(expression.replace(inner![0], '')), inner: keys(inner![1]!) };
+  }
+  /** What Terraform's templatefile() does: ${name} is a variable, $${ a literal ${; %{ directives are not used. */
   function render(template: string, vars: Record<string, string>): string {
+    expect(template).not.toContain('%{');
     return template.replace(/(\$?)\$\{(\w+)\}/g, (whole, escaped: string, name: string) => {
       if (escaped) return whole.slice(1);
       if (!(name in vars)) throw new Error(`template uses \${${name}}, which main.tf does not pass`);
       return vars[name]!;
     });
   }
-  /** The variables main.tf passes to templatefile(). */
-  function passed(cloud: string): string[] {
-    const main = read(`terraform/${cloud}/main.tf`);
-    const block = /templatefile\("[^"]*",\s*\{([^}]*)\}/.exec(main)![1]!;
-    return [...block.matchAll(/^\s*(\w+)\s*=/gm)].map((m) => m[1]!);
+  async function rendered(cloud: Cloud): Promise<string> {
+    const { outer, inner } = await startupScript(cloud);
+    const fetchToken = render(read(`terraform/${cloud}/fetch-token.sh.tpl`), Object.fromEntries(inner.map((name) => [name, `test-${name}`])));
+    const vars = Object.fromEntries(outer.map((name) => [name, name === 'fetch_token' ? fetchToken : `test-${name}`]));
+    return render(read('terraform/bootstrap.sh.tpl'), vars);
   }
-  function check(script: string) {
-    const dir = tempDir();
-    const file = join(dir, 'script.sh');
-    writeFileSync(file, script);
-    expect(spawnSync('bash', ['-n', file], { encoding: 'utf8' }).stderr).toBe('');
-    const shellcheck = spawnSync(requireBinary('shellcheck', 'shellcheck'), [file], { encoding: 'utf8' });
-    expect(shellcheck.stdout).toBe('');
-    // The token is written to a file, never passed on a command line.
-    const onCommandLine = script.split('\n').filter((line) => line.includes(TOKEN) && !/^\s*aami_bootstrap_/.test(line));
-    expect(onCommandLine).toEqual([]);
-    expect(script).toContain('--token-file');
-  }
-  const values = (cloud: string) => Object.fromEntries(passed(cloud).map((name) => [name, name === 'bootstrap_token' ? TOKEN : `test-${name}`]));
 
-  it('renders AWS user data and GCP startup scripts that pass bash -n and shellcheck', () => {
-    for (const [cloud, template] of [['aws', 'userdata.sh.tpl'], ['gcp', 'startup.sh.tpl']] as const) {
-      expect(passed(cloud)).toEqual(expect.arrayContaining(['config_server_url', 'bootstrap_token']));
-      check(render(read(`terraform/${cloud}/${template}`), values(cloud)));
+  it('parses with the HCL parser, every block of its kind where Terraform expects it', async () => {
+    for (const cloud of clouds) {
+      const tf = await hcl(cloud);
+      expect(Object.keys(tf).sort(), cloud).toEqual(expect.arrayContaining(['resource', 'terraform', 'variable']));
+      expect(tf.variable.bootstrap_token[0].sensitive, cloud).toBe(true);
+      // Every var.X used is declared.
+      const used = new Set(strings(tf).flatMap(([, text]) => [...text.matchAll(/\bvar\.(\w+)/g)].map((m) => m[1]!)));
+      expect([...used].filter((name) => !(name in tf.variable)), cloud).toEqual([]);
+    }
+    await expect(parseHcl('broken.tf', 'resource "x" "y" {\n  a =\n}\n')).rejects.toThrow(/Invalid expression/);
+  });
+
+  it('keeps the token out of every VM: only the secret store holds it, so a new token replaces no VM', async () => {
+    for (const cloud of clouds) {
+      const tf = await hcl(cloud);
+      const holders = strings(tf.resource).filter(([, text]) => text.includes('var.bootstrap_token')).map(([path]) => path.split('/')[1]);
+      expect(holders, cloud).toEqual([CLOUDS[cloud].secret]);
+      const { expression } = await startupScript(cloud);
+      expect(expression, cloud).not.toMatch(/bootstrap_token\b(?!\.(name|id|versionless_id)\b)/);
+      // What the script is given names the secret; it never holds it.
+      expect(await rendered(cloud), cloud).not.toContain('test-bootstrap_token');
     }
   });
 
-  it('renders Azure cloud-init whose script passes bash -n and shellcheck and keeps the token in a root-only file', () => {
-    const rendered = render(read('terraform/azure/cloud-init.yaml.tpl'), values('azure'));
-    expect(rendered.startsWith('#cloud-config\n')).toBe(true);
-    const config = parse(rendered);
-    const token = config.write_files.find((f: { path: string }) => f.path === '/root/.aami-token');
-    expect(token).toMatchObject({ permissions: '0600', content: `${TOKEN}\n` });
-    const script = config.write_files.find((f: { path: string }) => f.path === '/root/aami-bootstrap-run.sh');
-    check(script.content);
-    expect(config.runcmd).toEqual([['bash', '/root/aami-bootstrap-run.sh']]);
+  it('validates every value that main.tf writes into the start-up script', async () => {
+    for (const cloud of clouds) {
+      const tf = await hcl(cloud);
+      for (const name of ['config_server_url', CLOUDS[cloud].sizeVar]) {
+        expect(tf.variable[name][0].validation?.[0]?.condition, `${cloud}: ${name}`).toMatch(/^\$\{can\(regex\("\^/);
+      }
+    }
+  });
+
+  it('lets AWS nodes reach packages over HTTP and HTTPS, and gives GCP nodes their public IP', async () => {
+    const egress = (await hcl('aws')).resource.aws_security_group.gpu_nodes[0].egress as Array<{ from_port: number; cidr_blocks: string[] }>;
+    for (const port of [80, 443]) expect(egress.find((rule) => rule.from_port === port)?.cidr_blocks, `egress ${port}`).toEqual(['0.0.0.0/0']);
+    expect((await hcl('gcp')).resource.google_compute_instance.gpu_node[0].network_interface[0].access_config).toEqual([{}]);
+  });
+
+  it('renders start-up scripts that pass bash -n and shellcheck and hand bootstrap.sh a token file', async () => {
+    for (const cloud of clouds) {
+      const script = await rendered(cloud);
+      const dir = tempDir();
+      const file = join(dir, 'startup.sh');
+      writeFileSync(file, script);
+      expect(spawnSync('bash', ['-n', file], { encoding: 'utf8' }).stderr, cloud).toBe('');
+      const shellcheck = spawnSync(requireBinary('shellcheck', 'shellcheck'), [file], { encoding: 'utf8' });
+      expect(shellcheck.stdout, cloud).toBe('');
+      expect(script, cloud).toMatch(/^#!\/bin\/bash\n/);
+      expect(script, cloud).toContain('fetch_token() {');
+      expect(script, cloud).toContain('--token-file "$TOKEN_FILE"');
+    }
   });
 
   it('calls bootstrap.sh only with flags it has', () => {
     const help = execFileSync('bash', [join(ROOT, 'scripts/bootstrap.sh'), '--help'], { encoding: 'utf8' });
-    for (const file of ['aws/userdata.sh.tpl', 'gcp/startup.sh.tpl', 'azure/cloud-init.yaml.tpl']) {
-      const line = read(`terraform/${file}`).split('\n').find((l) => l.includes('aami-bootstrap.sh --'))!;
-      for (const flag of line.match(/--[a-z-]+/g)!) expect(help, `${file}: ${flag}`).toContain(flag);
-    }
+    const line = read('terraform/bootstrap.sh.tpl').split('\n').find((l) => l.includes('/bootstrap.sh" --'))!;
+    for (const flag of line.match(/--[a-z-]+/g)!) expect(help, flag).toContain(flag);
   });
 });

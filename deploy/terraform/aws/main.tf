@@ -7,10 +7,15 @@ terraform {
 variable "config_server_url" {
   description = "AAMI config server, reachable from the nodes (port 8080)"
   type        = string
+  # It is written into the start-up script: a URL and nothing that a shell would read as code.
+  validation {
+    condition     = can(regex("^https?://[A-Za-z0-9.:/_-]+$", var.config_server_url))
+    error_message = "config_server_url must be a plain http(s) URL such as http://config-server.internal:8080."
+  }
 }
 
 variable "bootstrap_token" {
-  description = "AAMI bootstrap token (max_uses >= node_count, with an expiry)"
+  description = "AAMI bootstrap token (max_uses >= node_count, with an expiry); stored in SSM Parameter Store, never in user data"
   type        = string
   sensitive   = true
 }
@@ -23,6 +28,10 @@ variable "node_count" {
 variable "instance_type" {
   type    = string
   default = "p4d.24xlarge"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+$", var.instance_type))
+    error_message = "instance_type is an EC2 instance type such as p4d.24xlarge."
+  }
 }
 
 variable "ami_id" {
@@ -76,13 +85,58 @@ resource "aws_security_group" "gpu_nodes" {
     cidr_blocks = [var.config_server_cidr]
   }
 
+  # The user data installs packages (Ubuntu's mirrors answer on 80) and reads the token from
+  # SSM's API (443).
   egress {
-    description = "Packages"
+    description = "Packages (HTTP)"
+    from_port   = 80
+    to_port     = 80
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "Packages and AWS APIs (HTTPS)"
     from_port   = 443
     to_port     = 443
     protocol    = "tcp"
     cidr_blocks = ["0.0.0.0/0"]
   }
+}
+
+data "aws_region" "current" {}
+
+# The token lives here, not in the user data: a new token is an in-place update of this
+# parameter, and no instance is replaced. Trade-off: it is in the Terraform state (keep the
+# state backend encrypted and private), and every node of this module can read the current
+# token, so give each token a short expiry and revoke it once its batch has registered.
+resource "aws_ssm_parameter" "bootstrap_token" {
+  name  = "/aami/bootstrap-token"
+  type  = "SecureString"
+  value = var.bootstrap_token
+}
+
+resource "aws_iam_role" "gpu_node" {
+  name = "aami-gpu-node"
+  assume_role_policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = "sts:AssumeRole", Principal = { Service = "ec2.amazonaws.com" } }]
+  })
+}
+
+# Read this one parameter, nothing else. The default aws/ssm key decrypts it for SSM.
+resource "aws_iam_role_policy" "read_bootstrap_token" {
+  name = "read-aami-bootstrap-token"
+  role = aws_iam_role.gpu_node.id
+  policy = jsonencode({
+    Version   = "2012-10-17"
+    Statement = [{ Effect = "Allow", Action = "ssm:GetParameter", Resource = aws_ssm_parameter.bootstrap_token.arn }]
+  })
+}
+
+resource "aws_iam_instance_profile" "gpu_node" {
+  name = "aami-gpu-node"
+  role = aws_iam_role.gpu_node.name
 }
 
 resource "aws_instance" "gpu_node" {
@@ -91,14 +145,20 @@ resource "aws_instance" "gpu_node" {
   instance_type          = var.instance_type
   subnet_id              = var.subnet_id
   vpc_security_group_ids = [aws_security_group.gpu_nodes.id]
+  iam_instance_profile   = aws_iam_instance_profile.gpu_node.name
 
-  user_data = templatefile("${path.module}/userdata.sh.tpl", {
+  # Names where the token is, never the token: rotating it leaves this unchanged.
+  user_data = templatefile("${path.module}/../bootstrap.sh.tpl", {
+    cloud             = "aws"
     config_server_url = var.config_server_url
-    bootstrap_token   = var.bootstrap_token
     instance_type     = var.instance_type
+    fetch_token = templatefile("${path.module}/fetch-token.sh.tpl", {
+      region          = data.aws_region.current.name
+      token_parameter = aws_ssm_parameter.bootstrap_token.name
+    })
   })
 
-  # IMDSv2 only: the user data (and its token) is not readable by a plain GET from the VM.
+  # IMDSv2 only: the role's credentials are not readable by a plain GET from the VM.
   metadata_options {
     http_tokens = "required"
   }
