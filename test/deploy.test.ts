@@ -1,13 +1,14 @@
+import { validateWorkflow } from '@action-validator/core';
 import type { Ignore } from '@balena/dockerignore';
-import { Ajv2019 } from 'ajv/dist/2019.js';
 import { parse as parseHcl } from '@cdktf/hcl2json';
+import { Ajv2019 } from 'ajv/dist/2019.js';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, cpSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { ROOT, tempDir } from './helpers.js';
+import { gitCli, ROOT, STARTER, tempDir } from './helpers.js';
 import { ADMIN, configServer, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
 import { renderPrometheusConfig, startPrometheus } from './prometheus-helpers.js';
 import { allowedSyscalls, serveUnderFilter, syscallSet, unitSettings } from './systemd-helpers.js';
@@ -427,5 +428,83 @@ describe('deploy/terraform', () => {
     const help = execFileSync('bash', [join(ROOT, 'scripts/bootstrap.sh'), '--help'], { encoding: 'utf8' });
     const line = read('terraform/bootstrap.sh.tpl').split('\n').find((l) => l.includes('/bootstrap.sh" --'))!;
     for (const flag of line.match(/--[a-z-]+/g)!) expect(help, flag).toContain(flag);
+  });
+});
+
+describe('config-repo CI', () => {
+  const githubText = () => readFileSync(join(STARTER, '.github/workflows/aami.yml'), 'utf8');
+  const gitlab = () => parse(readFileSync(join(STARTER, '.gitlab-ci.yml'), 'utf8')).aami;
+  interface Step {
+    uses?: string;
+    run?: string;
+    'working-directory'?: string;
+    env?: Record<string, string>;
+  }
+
+  /** A config repo on a remote, and a pull request on top of it that adds a target. */
+  function pullRequest() {
+    const dir = tempDir();
+    gitCli(dir, 'init', '-q', '-b', 'main', 'source');
+    cpSync(STARTER, join(dir, 'source'), { recursive: true });
+    gitCli(join(dir, 'source'), 'add', '-A');
+    gitCli(join(dir, 'source'), 'commit', '-q', '-m', 'Starter');
+    gitCli(dir, 'clone', '-q', '--bare', 'source', 'origin.git');
+    gitCli(dir, 'clone', '-q', 'origin.git', 'config');
+    const config = join(dir, 'config');
+    gitCli(config, 'checkout', '-q', '-b', 'pr');
+    mkdirSync(join(config, 'targets/ml-training'), { recursive: true });
+    writeFileSync(join(config, 'targets/ml-training/pr-node.yaml'), 'hostname: pr-node\nip_address: 10.0.0.9\nprimary_group: ml-training\n');
+    gitCli(config, 'add', '-A');
+    gitCli(config, 'commit', '-q', '-m', 'Add pr-node');
+    return { dir, config };
+  }
+  const bash = (script: string, cwd: string, env: Record<string, string> = {}) =>
+    spawnSync('bash', ['-euo', 'pipefail', '-c', script], { cwd, encoding: 'utf8', env: { ...process.env, ...env } });
+
+  it('is a GitHub workflow the workflow schema accepts, on GitHub runners with no job container', () => {
+    // action-validator: SchemaStore's github-workflow schema, offline.
+    expect(validateWorkflow(githubText()).errors).toEqual([]);
+    const { jobs, permissions } = parse(githubText());
+    expect(permissions).toEqual({ contents: 'read' });
+    for (const [name, job] of Object.entries(jobs as Record<string, { container?: unknown; 'runs-on': string; steps: Step[] }>)) {
+      expect(job.container, name).toBeUndefined();
+      expect(job['runs-on'], name).toMatch(/^ubuntu-/);
+      expect(job.steps[0]!.uses, name).toMatch(/^actions\/checkout@v\d+$/);
+      // Expressions go through env:, never into a script (script injection).
+      for (const step of job.steps) expect(step.run ?? '', name).not.toContain('${{');
+    }
+  });
+
+  it("runs the GitHub job's commands on a pull request: valid, then the diff Prometheus will see; a broken file fails it", () => {
+    const { dir, config } = pullRequest();
+    symlinkSync(ROOT, join(dir, 'aami'));
+    const steps = (Object.values(parse(githubText()).jobs)[0] as { steps: Step[] }).steps.filter((s) => s.run && !s.run.startsWith('npm ci'));
+    const expressions: Record<string, string> = { '${{ github.base_ref }}': 'main' };
+    const runAll = () =>
+      steps.map((step) => {
+        const env = Object.fromEntries(Object.entries(step.env ?? {}).map(([key, value]) => [key, expressions[value] ?? value]));
+        return bash(step.run!, join(dir, step['working-directory']!), env);
+      });
+    const [validate, diff] = runAll();
+    expect(validate!.status, validate!.stderr).toBe(0);
+    expect(diff!.stdout).toContain('+ pr-node 10.0.0.9:9100');
+    writeFileSync(join(config, 'targets/ml-training/pr-node.yaml'), 'hostname: pr-node\nprimary_group: no-such-group\n');
+    const [broken] = runAll();
+    expect(broken!.status).toBe(1);
+    expect(broken!.stdout + broken!.stderr).toContain('targets/ml-training/pr-node.yaml');
+  });
+
+  it("runs the GitLab job's commands on a merge request, with the full history", () => {
+    const job = gitlab();
+    expect(job.rules).toEqual([{ if: '$CI_PIPELINE_SOURCE == "merge_request_event"' }]);
+    expect(job.variables.GIT_DEPTH).toBe(0);
+    expect(job.image).toBe('node:20-bookworm');
+    const { dir, config } = pullRequest();
+    symlinkSync(ROOT, join(dir, 'aami'));
+    // Cloning and building AAMI need the network: the built tree of this checkout stands in.
+    const commands = (job.script as string[]).filter((line) => !/git clone|npm ci/.test(line)).map((line) => line.replaceAll('/tmp/aami', join(dir, 'aami')));
+    const output = commands.map((command) => bash(command, config, { CI_MERGE_REQUEST_TARGET_BRANCH_NAME: 'main' }));
+    for (const result of output) expect(result.status, result.stderr).toBe(0);
+    expect(output.at(-1)!.stdout).toContain('+ pr-node 10.0.0.9:9100');
   });
 });
