@@ -336,23 +336,21 @@ describe('deploy/terraform', () => {
   } as const;
   type Cloud = keyof typeof CLOUDS;
   const clouds = Object.keys(CLOUDS) as Cloud[];
-  /** main.tf as HashiCorp's own HCL parser reads it (hcl2json: the parser compiled to wasm), blocks as lists. */
-  const hcl = async (cloud: Cloud) => (await parseHcl(`${cloud}/main.tf`, read(`terraform/${cloud}/main.tf`))) as Record<string, any>;
-  /** Every string in a parsed main.tf with the path to it. */
+  /** A .tf file as HashiCorp's own HCL parser reads it (hcl2json: the parser compiled to wasm), blocks as lists. */
+  const hcl = async (file: string) => (await parseHcl(file, read(`terraform/${file}`))) as Record<string, any>;
+  /** Every string in a parsed file with the path to it. */
   function strings(value: unknown, path = ''): Array<[string, string]> {
     if (typeof value === 'string') return [[path, value]];
     if (value && typeof value === 'object') return Object.entries(value).flatMap(([key, v]) => strings(v, `${path}/${key}`));
     return [];
   }
-  /** The instance's start-up script expression: templatefile(bootstrap.sh.tpl, {..., fetch_token = templatefile(fetch-token.sh.tpl, {...})}). */
-  async function startupScript(cloud: Cloud) {
-    const [type, name, field] = CLOUDS[cloud].instance;
-    const expression: string = (await hcl(cloud)).resource[type][name][0][field];
-    const inner = /templatefile\("\$\{path\.module\}\/fetch-token\.sh\.tpl",\s*\{([^}]*)\}\)/.exec(expression);
-    expect(expression, cloud).toContain('templatefile("${path.module}/../bootstrap.sh.tpl"');
-    expect(inner, cloud).not.toBeNull();
-    const keys = (block: string) => [...block.matchAll(/^\s*(\w+)\s*=/gm)].map((m) => m[1]!);
-    return { expression, outer: keys(expression.replace(inner![0], '')), inner: keys(inner![1]!) };
+  const keysOf = (block: string) => [...block.matchAll(/^\s*(\w+)\s*=/gm)].map((m) => m[1]!);
+  /** A cloud's call of the startup module, and the variables it passes to its fetch-token.sh.tpl. */
+  async function startup(cloud: Cloud) {
+    const call = (await hcl(`${cloud}/main.tf`)).module.startup[0];
+    const fetch = /^\$\{templatefile\("\$\{path\.module\}\/fetch-token\.sh\.tpl",\s*\{([^}]*)\}\)\}$/.exec(call.fetch_token);
+    expect(fetch, `${cloud}: fetch_token`).not.toBeNull();
+    return { call, fetchVars: keysOf(fetch![1]!) };
   }
   /** What Terraform's templatefile() does: ${name} is a variable, $${ a literal ${; %{ directives are not used. */
   function render(template: string, vars: Record<string, string>): string {
@@ -363,57 +361,60 @@ describe('deploy/terraform', () => {
       return vars[name]!;
     });
   }
+  /** A cloud's start-up script as Terraform renders it: the module's template, with the cloud's fetch_token. */
   async function rendered(cloud: Cloud): Promise<string> {
-    const { outer, inner } = await startupScript(cloud);
-    const fetchToken = render(read(`terraform/${cloud}/fetch-token.sh.tpl`), Object.fromEntries(inner.map((name) => [name, `test-${name}`])));
-    const vars = Object.fromEntries(outer.map((name) => [name, name === 'fetch_token' ? fetchToken : `test-${name}`]));
-    return render(read('terraform/bootstrap.sh.tpl'), vars);
+    const { fetchVars } = await startup(cloud);
+    const fetchToken = render(read(`terraform/${cloud}/fetch-token.sh.tpl`), Object.fromEntries(fetchVars.map((name) => [name, `test-${name}`])));
+    const script = (await hcl('startup/main.tf')).output.script[0].value as string;
+    expect(script).toContain('templatefile("${path.module}/bootstrap.sh.tpl"');
+    const vars = Object.fromEntries(keysOf(script).map((name) => [name, name === 'fetch_token' ? fetchToken : `test-${name}`]));
+    return render(read('terraform/startup/bootstrap.sh.tpl'), vars);
   }
 
-  it('parses with the HCL parser, every block of its kind where Terraform expects it', async () => {
+  it('parses with the HCL parser: variables declared, the start-up script from the shared module', async () => {
     for (const cloud of clouds) {
-      const tf = await hcl(cloud);
-      expect(Object.keys(tf).sort(), cloud).toEqual(expect.arrayContaining(['resource', 'terraform', 'variable']));
+      const tf = await hcl(`${cloud}/main.tf`);
+      expect(Object.keys(tf).sort(), cloud).toEqual(expect.arrayContaining(['module', 'resource', 'terraform', 'variable']));
       expect(tf.variable.bootstrap_token[0].sensitive, cloud).toBe(true);
-      // Every var.X used is declared.
       const used = new Set(strings(tf).flatMap(([, text]) => [...text.matchAll(/\bvar\.(\w+)/g)].map((m) => m[1]!)));
       expect([...used].filter((name) => !(name in tf.variable)), cloud).toEqual([]);
+      const [type, name, field] = CLOUDS[cloud].instance;
+      expect(tf.resource[type][name][0][field], cloud).toMatch(/^\$\{(base64encode\()?module\.startup\.script\)?\}$/);
+      const { call } = await startup(cloud);
+      expect(call, cloud).toMatchObject({ source: '../startup', cloud, config_server_url: '${var.config_server_url}', instance_type: `\${var.${CLOUDS[cloud].sizeVar}}` });
     }
     await expect(parseHcl('broken.tf', 'resource "x" "y" {\n  a =\n}\n')).rejects.toThrow(/Invalid expression/);
   });
 
   it('keeps the token out of every VM: only the secret store holds it, so a new token replaces no VM', async () => {
     for (const cloud of clouds) {
-      const tf = await hcl(cloud);
+      const tf = await hcl(`${cloud}/main.tf`);
       const holders = strings(tf.resource).filter(([, text]) => text.includes('var.bootstrap_token')).map(([path]) => path.split('/')[1]);
       expect(holders, cloud).toEqual([CLOUDS[cloud].secret]);
-      const { expression } = await startupScript(cloud);
-      expect(expression, cloud).not.toMatch(/bootstrap_token\b(?!\.(name|id|versionless_id)\b)/);
-      // What the script is given names the secret; it never holds it.
-      expect(await rendered(cloud), cloud).not.toContain('test-bootstrap_token');
+      // What the start-up script is given names the secret; it never holds it.
+      for (const [path, text] of strings(tf.module)) expect(text, `${cloud}: module${path}`).not.toMatch(/var\.bootstrap_token|\.(value|secret_data)\b/);
+      expect(await rendered(cloud), cloud).not.toContain('bootstrap_token');
     }
   });
 
-  it('validates every value that main.tf writes into the start-up script', async () => {
-    for (const cloud of clouds) {
-      const tf = await hcl(cloud);
-      for (const name of ['config_server_url', CLOUDS[cloud].sizeVar]) {
-        expect(tf.variable[name][0].validation?.[0]?.condition, `${cloud}: ${name}`).toMatch(/^\$\{can\(regex\("\^/);
-      }
+  it('validates every value written into the start-up script', async () => {
+    const variables = (await hcl('startup/main.tf')).variable;
+    for (const name of ['cloud', 'config_server_url', 'instance_type']) {
+      expect(variables[name][0].validation?.[0]?.condition, name).toMatch(/^\$\{(can\(regex\("\^|contains\()/);
     }
+    expect(Object.keys(variables).sort()).toEqual(['cloud', 'config_server_url', 'fetch_token', 'instance_type']);
   });
 
   it('lets AWS nodes reach packages over HTTP and HTTPS, and gives GCP nodes their public IP', async () => {
-    const egress = (await hcl('aws')).resource.aws_security_group.gpu_nodes[0].egress as Array<{ from_port: number; cidr_blocks: string[] }>;
+    const egress = (await hcl('aws/main.tf')).resource.aws_security_group.gpu_nodes[0].egress as Array<{ from_port: number; cidr_blocks: string[] }>;
     for (const port of [80, 443]) expect(egress.find((rule) => rule.from_port === port)?.cidr_blocks, `egress ${port}`).toEqual(['0.0.0.0/0']);
-    expect((await hcl('gcp')).resource.google_compute_instance.gpu_node[0].network_interface[0].access_config).toEqual([{}]);
+    expect((await hcl('gcp/main.tf')).resource.google_compute_instance.gpu_node[0].network_interface[0].access_config).toEqual([{}]);
   });
 
   it('renders start-up scripts that pass bash -n and shellcheck and hand bootstrap.sh a token file', async () => {
     for (const cloud of clouds) {
       const script = await rendered(cloud);
-      const dir = tempDir();
-      const file = join(dir, 'startup.sh');
+      const file = join(tempDir(), 'startup.sh');
       writeFileSync(file, script);
       expect(spawnSync('bash', ['-n', file], { encoding: 'utf8' }).stderr, cloud).toBe('');
       const shellcheck = spawnSync(requireBinary('shellcheck', 'shellcheck'), [file], { encoding: 'utf8' });
@@ -426,7 +427,7 @@ describe('deploy/terraform', () => {
 
   it('calls bootstrap.sh only with flags it has', () => {
     const help = execFileSync('bash', [join(ROOT, 'scripts/bootstrap.sh'), '--help'], { encoding: 'utf8' });
-    const line = read('terraform/bootstrap.sh.tpl').split('\n').find((l) => l.includes('/bootstrap.sh" --'))!;
+    const line = read('terraform/startup/bootstrap.sh.tpl').split('\n').find((l) => l.includes('/bootstrap.sh" --'))!;
     for (const flag of line.match(/--[a-z-]+/g)!) expect(help, flag).toContain(flag);
   });
 });

@@ -7,11 +7,6 @@ terraform {
 variable "config_server_url" {
   description = "AAMI config server, reachable from the nodes (port 8080)"
   type        = string
-  # It is written into the start-up script: a URL and nothing that a shell would read as code.
-  validation {
-    condition     = can(regex("^https?://[A-Za-z0-9.:/_-]+$", var.config_server_url))
-    error_message = "config_server_url must be a plain http(s) URL such as http://config-server.internal:8080."
-  }
 }
 
 variable "bootstrap_token" {
@@ -28,10 +23,6 @@ variable "node_count" {
 variable "instance_type" {
   type    = string
   default = "p4d.24xlarge"
-  validation {
-    condition     = can(regex("^[A-Za-z0-9._-]+$", var.instance_type))
-    error_message = "instance_type is an EC2 instance type such as p4d.24xlarge."
-  }
 }
 
 variable "ami_id" {
@@ -139,6 +130,18 @@ resource "aws_iam_instance_profile" "gpu_node" {
   role = aws_iam_role.gpu_node.name
 }
 
+# The start-up script: it names where the token is, never the token.
+module "startup" {
+  source            = "../startup"
+  cloud             = "aws"
+  config_server_url = var.config_server_url
+  instance_type     = var.instance_type
+  fetch_token = templatefile("${path.module}/fetch-token.sh.tpl", {
+    region          = data.aws_region.current.name
+    token_parameter = aws_ssm_parameter.bootstrap_token.name
+  })
+}
+
 resource "aws_instance" "gpu_node" {
   count                  = var.node_count
   ami                    = var.ami_id
@@ -148,15 +151,7 @@ resource "aws_instance" "gpu_node" {
   iam_instance_profile   = aws_iam_instance_profile.gpu_node.name
 
   # Names where the token is, never the token: rotating it leaves this unchanged.
-  user_data = templatefile("${path.module}/../bootstrap.sh.tpl", {
-    cloud             = "aws"
-    config_server_url = var.config_server_url
-    instance_type     = var.instance_type
-    fetch_token = templatefile("${path.module}/fetch-token.sh.tpl", {
-      region          = data.aws_region.current.name
-      token_parameter = aws_ssm_parameter.bootstrap_token.name
-    })
-  })
+  user_data = module.startup.script
 
   # IMDSv2 only: the role's credentials are not readable by a plain GET from the VM.
   metadata_options {

@@ -11,11 +11,6 @@ provider "azurerm" {
 variable "config_server_url" {
   description = "AAMI config server, reachable from the nodes (port 8080)"
   type        = string
-  # It is written into the start-up script: a URL and nothing that a shell would read as code.
-  validation {
-    condition     = can(regex("^https?://[A-Za-z0-9.:/_-]+$", var.config_server_url))
-    error_message = "config_server_url must be a plain http(s) URL such as http://config-server.internal:8080."
-  }
 }
 
 variable "bootstrap_token" {
@@ -37,10 +32,6 @@ variable "node_count" {
 variable "vm_size" {
   type    = string
   default = "Standard_NC24ads_A100_v4"
-  validation {
-    condition     = can(regex("^[A-Za-z0-9._-]+$", var.vm_size))
-    error_message = "vm_size is an Azure VM size such as Standard_NC24ads_A100_v4."
-  }
 }
 
 variable "location" {
@@ -142,6 +133,17 @@ resource "azurerm_network_interface_security_group_association" "gpu_node" {
   network_security_group_id = azurerm_network_security_group.gpu_nodes.id
 }
 
+# The start-up script: it names where the token is, never the token.
+module "startup" {
+  source            = "../startup"
+  cloud             = "azure"
+  config_server_url = var.config_server_url
+  instance_type     = var.vm_size
+  fetch_token = templatefile("${path.module}/fetch-token.sh.tpl", {
+    token_secret_url = azurerm_key_vault_secret.bootstrap_token.versionless_id
+  })
+}
+
 resource "azurerm_linux_virtual_machine" "gpu_node" {
   count                 = var.node_count
   name                  = "ml-training-node-${count.index + 1}"
@@ -174,12 +176,5 @@ resource "azurerm_linux_virtual_machine" "gpu_node" {
 
   # A shell script, which cloud-init runs at first boot. It names where the token is, never
   # the token: rotating it leaves this unchanged.
-  custom_data = base64encode(templatefile("${path.module}/../bootstrap.sh.tpl", {
-    cloud             = "azure"
-    config_server_url = var.config_server_url
-    instance_type     = var.vm_size
-    fetch_token = templatefile("${path.module}/fetch-token.sh.tpl", {
-      token_secret_url = azurerm_key_vault_secret.bootstrap_token.versionless_id
-    })
-  }))
+  custom_data = base64encode(module.startup.script)
 }

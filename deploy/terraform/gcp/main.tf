@@ -15,11 +15,6 @@ variable "project" {
 variable "config_server_url" {
   description = "AAMI config server, reachable from the nodes (port 8080)"
   type        = string
-  # It is written into the start-up script: a URL and nothing that a shell would read as code.
-  validation {
-    condition     = can(regex("^https?://[A-Za-z0-9.:/_-]+$", var.config_server_url))
-    error_message = "config_server_url must be a plain http(s) URL such as http://config-server.internal:8080."
-  }
 }
 
 variable "bootstrap_token" {
@@ -36,10 +31,6 @@ variable "node_count" {
 variable "machine_type" {
   type    = string
   default = "a2-highgpu-8g"
-  validation {
-    condition     = can(regex("^[A-Za-z0-9._-]+$", var.machine_type))
-    error_message = "machine_type is a GCE machine type such as a2-highgpu-8g."
-  }
 }
 
 variable "zone" {
@@ -96,6 +87,17 @@ resource "google_secret_manager_secret_iam_member" "gpu_node" {
   member    = "serviceAccount:${google_service_account.gpu_node.email}"
 }
 
+# The start-up script: it names where the token is, never the token.
+module "startup" {
+  source            = "../startup"
+  cloud             = "gcp"
+  config_server_url = var.config_server_url
+  instance_type     = var.machine_type
+  fetch_token = templatefile("${path.module}/fetch-token.sh.tpl", {
+    token_secret = google_secret_manager_secret.bootstrap_token.id
+  })
+}
+
 resource "google_compute_instance" "gpu_node" {
   count        = var.node_count
   name         = "ml-training-node-${count.index + 1}"
@@ -122,14 +124,7 @@ resource "google_compute_instance" "gpu_node" {
   }
 
   # Names where the token is, never the token: rotating it leaves this unchanged.
-  metadata_startup_script = templatefile("${path.module}/../bootstrap.sh.tpl", {
-    cloud             = "gcp"
-    config_server_url = var.config_server_url
-    instance_type     = var.machine_type
-    fetch_token = templatefile("${path.module}/fetch-token.sh.tpl", {
-      token_secret = google_secret_manager_secret.bootstrap_token.id
-    })
-  })
+  metadata_startup_script = module.startup.script
 
   # Access is decided by IAM (the secret's binding above); the cloud-platform scope lets
   # the VM's token reach Secret Manager at all.

@@ -1,6 +1,6 @@
 #!/bin/bash
 # AAMI bootstrap at a VM's first boot (${cloud}), rendered by Terraform's templatefile() in
-# <cloud>/main.tf. The bootstrap token is not in this script: the VM reads it from the
+# startup/main.tf. The bootstrap token is not in this script: the VM reads it from the
 # cloud's secret store when it boots, so a new token changes the secret, never this script,
 # and no running VM is replaced or restarted (deploy/terraform/README.md).
 set -euo pipefail
