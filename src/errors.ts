@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   'target_not_found',
   'token_not_found',
   'conflict',
+  'hostname_taken',
   'group_in_use',
   'token_expired',
   'token_revoked',

@@ -9,6 +9,7 @@ import { SdSync } from './compile/sd-sync.js';
 import { watchRepo } from './compile/watcher.js';
 import type { Logger } from './log.js';
 import { Counter, Gauge, GaugeFamily, Histogram, Registry } from './metrics.js';
+import { reapEphemeralTargets, silentEphemeralTargets, staleTargets } from './inventory/nodes.js';
 import { Heartbeats } from './nodes/heartbeats.js';
 import { writeFileDurably } from './repo/fs.js';
 import { fileHistory, fileVersions } from './repo/history.js';
@@ -37,6 +38,10 @@ export interface ServerConfig {
   remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string };
   /** A follower: serve SD from the remote, refuse writes. */
   readOnly?: boolean;
+  /** A node silent this long is listed as stale by health and /metrics (default 10 minutes). */
+  staleAfterMs?: number;
+  /** How often silent ephemeral nodes are looked for and removed (default 15 s). */
+  reapIntervalMs?: number;
 }
 
 export interface RunningServer {
@@ -72,15 +77,19 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const writer = new Writer(store, sync, { observeCommit: (s) => commitSeconds.observe(s), upstream: config.readOnly ? undefined : upstream, readOnly: config.readOnly });
   registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served).', () => new Set(sync.snapshot().problems.map((p) => p.file)).size));
   registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
-  registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => sync.snapshot().catalog.targets.size));
+  const catalog = () => sync.snapshot().catalog;
+  registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => catalog().targets.size));
 
-  const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'));
+  const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'), () => clock().getTime());
   await heartbeats.load();
   registry.add(
     new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', function* () {
       for (const [hostname, at] of heartbeats.entries()) yield [{ hostname }, at / 1000];
     }),
   );
+  const staleAfterMs = config.staleAfterMs ?? 10 * 60_000;
+  registry.add(new Gauge('aami_stale_targets', 'Targets whose node sent heartbeats but none for the stale threshold (never removed automatically).', () => staleTargets(catalog(), (h) => heartbeats.lastSeen(h), clock(), staleAfterMs).length));
+  const reaped = registry.add(new Counter('aami_ephemeral_targets_removed_total', 'Ephemeral targets removed because their node was silent past its token\'s TTL.'));
 
   await sync.loadAll((path) => fileVersions(store.dir, path));
   let pullTimer: NodeJS.Timeout | undefined;
@@ -96,9 +105,32 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const watcher = watchRepo(store.dir, (paths) => writer.exclusive(() => sync.reload(paths)));
   await watcher.ready;
 
+  // Ephemeral nodes that went silent are removed; heartbeats of targets that are gone are forgotten.
+  let reaping = false;
+  const reapTimer = setInterval(() => {
+    if (reaping || config.readOnly) return;
+    reaping = true;
+    heartbeats.retain((hostname) => catalog().targets.has(hostname));
+    const lastSeen = (hostname: string) => heartbeats.lastSeen(hostname);
+    const run = silentEphemeralTargets(catalog(), lastSeen, clock()).length ? reapEphemeralTargets(writer, lastSeen, clock) : Promise.resolve([]);
+    run
+      .then((removed) => {
+        for (const hostname of removed) heartbeats.forget(hostname);
+        if (removed.length) {
+          reaped.inc({}, removed.length);
+          logger.info('removed silent ephemeral nodes', { count: removed.length, hosts: removed.slice(0, 20).join(',') });
+        }
+      })
+      .catch((error: unknown) => logger.warn('removing silent ephemeral nodes failed', { error: error instanceof Error ? error.message : String(error) }))
+      .finally(() => (reaping = false));
+  }, config.reapIntervalMs ?? 15_000);
+  reapTimer.unref();
+
   let serving = true;
   const app = createApp({
     sync,
+    catalog,
+    staleAfterMs,
     writer,
     store,
     clock,
@@ -123,6 +155,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
     async close() {
       serving = false;
       clearInterval(pullTimer);
+      clearInterval(reapTimer);
       // Stop taking requests, let the ones in flight finish, then flush every queued write.
       await new Promise<void>((resolve) => server.close(() => resolve()));
       await writer.drain();

@@ -11,13 +11,20 @@ import { ROOT, tmpConfigRepo } from './helpers.js';
 export const ADMIN_TOKEN = 'test-admin-credential-0123456789';
 
 /** The API over a real temp config repo, called through app.request() with a clock the test moves. */
-export async function apiHarness(options: { openReads?: boolean; maxFailures?: number } = {}) {
+/**
+ * `remote` wires only the webhook secret, with a pull that does nothing: for tests of who may
+ * call sync. The real pull over a real Git remote is tested in remote.test.ts.
+ */
+export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string } } = {}) {
   let now = Date.parse('2026-11-26T00:00:00Z');
   const repo = await tmpConfigRepo({ now: () => now });
   const registry = new Registry();
   const registrations = registry.add(new Counter('aami_registrations_total', 'test'));
+  const heartbeats = new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`, () => now);
   const app = createApp({
     sync: repo.sync,
+    catalog: () => repo.sync.snapshot().catalog,
+    staleAfterMs: 600_000,
     writer: repo.writer,
     store: repo.store,
     clock: () => new Date(now),
@@ -30,8 +37,13 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
     metrics: { registry, registrations },
     history: (pathspecs) => fileHistory(repo.dir, pathspecs),
     serving: () => true,
-    heartbeats: new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`, () => now),
+    heartbeats,
     scriptsDir: `${ROOT}/scripts`,
+    remote: options.remote && {
+      status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null },
+      pull: async () => {},
+      webhookSecret: options.remote.webhookSecret,
+    },
   });
 
   type Init = { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> };
@@ -55,6 +67,7 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
     ...repo,
     app,
     registry,
+    heartbeats,
     advance: (ms: number) => (now += ms),
     call,
     get: (path: string, init?: Init) => call('GET', path, init),

@@ -70,14 +70,16 @@ describe('authentication', () => {
     expect((await api.post('/api/v1/groups', { name: 'x', namespace: 'logical' }, { token: null })).status).toBe(401);
   });
 
-  it('rate-limits an address after repeated failures, even with the right credential', async () => {
+  it('rate-limits wrong credentials from an address, never the right one', async () => {
     const api = await apiHarness({ maxFailures: 5 });
     for (let i = 0; i < 5; i++) expect((await api.get('/api/v1/targets', { token: 'bad-credential-xxxxxxxxxxx' })).status).toBe(401);
-    const limited = await api.get('/api/v1/targets');
+    const limited = await api.get('/api/v1/targets', { token: 'bad-credential-xxxxxxxxxxx' });
     expect(limited.status).toBe(429);
-    expect(limited.json.error.code).toBe('rate_limited');
-    api.advance(61_000);
+    expect(limited.json.error).toMatchObject({ code: 'rate_limited', details: { retry_after_seconds: 60 } });
+    // Someone else's failures behind the same address lock nobody with a valid credential out.
     expect((await api.get('/api/v1/targets')).status).toBe(200);
+    api.advance(61_000);
+    expect((await api.get('/api/v1/targets', { token: 'bad-credential-xxxxxxxxxxx' })).status).toBe(401);
   });
 
   it('counts wrong bootstrap tokens as failures too', async () => {

@@ -3,6 +3,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { apiHarness } from './api-helpers.js';
 
+const MACHINE_A = 'a'.repeat(64);
+const MACHINE_B = 'b'.repeat(64);
+
 describe('bootstrap tokens', () => {
   it('requires an expiry in the future and at least one use', async () => {
     const api = await apiHarness();
@@ -49,20 +52,24 @@ describe('bootstrap tokens', () => {
 });
 
 describe('self-registration', () => {
-  it('updates on a re-run: 200, no duplicate, no token use; unchanged makes no commit', async () => {
+  it('enrols once with the token; later updates take the node credential, and unchanged makes no commit', async () => {
     const api = await apiHarness();
     const { token, id } = await api.token();
-    const first = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
+    const first = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', machine_id: MACHINE_A });
     expect(first.status).toBe(201);
+    const credential = first.json.node_credential as string;
     const commits = api.commits();
-    const again = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
-    expect(again.status).toBe(200);
-    expect(again.json.outcome).toBe('unchanged');
+    // The token cannot touch the host it enrolled: another machine is refused, and so is a request without identity.
+    expect(await api.register(token, { hostname: 'n1', ip_address: '10.6.6.6', machine_id: MACHINE_B })).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+    expect(await api.register(token, { hostname: 'n1', ip_address: '10.6.6.6' })).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+    const self = (body: unknown) => api.call('PUT', '/api/v1/nodes/self', { token: credential, body });
+    const again = await self({ ip_address: '10.0.0.1' });
+    expect(again).toMatchObject({ status: 200, json: { outcome: 'unchanged' } });
     expect(again.json.node_credential).toBeUndefined();
     expect(api.commits()).toBe(commits);
-    const moved = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.9' });
-    expect(moved).toMatchObject({ status: 200, json: { outcome: 'updated', target: { ip_address: '10.0.0.9' } } });
+    expect(await self({ ip_address: '10.0.0.9' })).toMatchObject({ status: 200, json: { outcome: 'updated', target: { ip_address: '10.0.0.9' } } });
     expect(api.commits()).toBe(commits + 1);
+    expect(api.git('log', '-1', '--format=%an <%ae>').trim()).toBe('node n1 <n1@nodes.aami>');
     expect((await api.get('/api/v1/targets')).json).toHaveLength(1);
     expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
   });
@@ -71,10 +78,12 @@ describe('self-registration', () => {
     const api = await apiHarness();
     const { token } = await api.token();
     const first = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
-    const rotated = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', rotate_credential: true });
+    const rotated = await api.call('PUT', '/api/v1/nodes/self', { token: first.json.node_credential, body: { rotate_credential: true } });
     expect(rotated.json.node_credential).toMatch(/^aami_node_/);
     expect(rotated.json.node_credential).not.toBe(first.json.node_credential);
-    const file = readFileSync(join(api.dir, 'targets/ml-training/n1.yaml'), 'utf8');
+    expect((await api.get('/api/v1/nodes/self', { token: first.json.node_credential })).status).toBe(401);
+    expect((await api.get('/api/v1/nodes/self', { token: rotated.json.node_credential })).json.hostname).toBe('n1');
+    const file = api.git('show', 'HEAD:targets/ml-training/n1.yaml');
     expect(file).toMatch(/^node_credential_hash: sha256:/m);
     expect(file).not.toContain(rotated.json.node_credential);
   });
@@ -90,7 +99,8 @@ describe('self-registration', () => {
     const api = await apiHarness();
     await api.post('/api/v1/targets', { hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' });
     const { token } = await api.token();
-    expect(await api.register(token, { hostname: 'db-01', ip_address: '10.9.9.9' })).toMatchObject({ status: 409, json: { error: { code: 'conflict' } } });
+    expect(await api.register(token, { hostname: 'db-01', ip_address: '10.9.9.9' })).toMatchObject({ status: 403, json: { error: { code: 'forbidden' } } });
+    expect((await api.get('/api/v1/targets/db-01')).json.ip_address).toBe('10.0.3.1');
   });
 
   it('refuses a second host on an address already scraped', async () => {
@@ -189,8 +199,8 @@ describe('groups and targets', () => {
   it('exposes its own metrics in the Prometheus text format', async () => {
     const api = await apiHarness();
     const { token } = await api.token();
-    await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
-    await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
+    const { node_credential: credential } = (await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' })).json;
+    await api.call('PUT', '/api/v1/nodes/self', { token: credential, body: { ip_address: '10.0.0.1' } });
     const metrics = await api.get('/metrics', { token: null });
     expect(metrics.headers.get('content-type')).toContain('text/plain');
     expect(metrics.text).toContain('aami_registrations_total{outcome="created"} 1');
@@ -210,7 +220,7 @@ describe('node calls', () => {
     expect(script.text).toContain('nvidia-smi');
     expect((await api.get('/api/v1/checks/node/not-a-check/script', { token: credential })).status).toBe(404);
     expect((await api.get('/api/v1/checks/node', { token: 'aami_node_wrong' })).json.error.code).toBe('unauthorized');
-    expect((await api.get('/api/v1/checks/node', { token: token })).status).toBe(401);
+    expect((await api.get('/api/v1/checks/node', { token: token })).status).toBe(403);
     expect((await api.post('/api/v1/nodes/heartbeat', undefined, { token: credential })).json).toEqual({ hostname: 'n1', last_seen: '2026-11-26T00:00:00.000Z' });
     expect((await api.get('/api/v1/targets/n1')).json.last_seen).toBe('2026-11-26T00:00:00.000Z');
     expect((await api.get('/api/v1/checks')).json.map((c: any) => c.name)).toEqual(['disk-usage', 'gpu-count', 'mount-points', 'nvme-health']);

@@ -36,9 +36,13 @@ describe('the guide\'s commands', () => {
     expect(registered.json.target).toMatchObject({
       id: 'gpu-node-01',
       primary_group_id: 'gpu-fleet',
-      // the token's labels win over the node's; GPU facts become labels
-      labels: { environment: 'production', cluster: 'ml-training', rack: 'r1', gpu_model: 'NVIDIA H100 80GB HBM3', gpu_count: '1', gpu_vendor: 'nvidia' },
+      // GPU facts and --label flags are the node's labels; the token's are fixed and win over them
+      labels: {},
+      node_labels: { rack: 'r1', environment: 'staging', gpu_model: 'NVIDIA H100 80GB HBM3', gpu_count: '1', gpu_vendor: 'nvidia' },
+      token_labels: { environment: 'production', cluster: 'ml-training' },
+      effective_labels: { environment: 'production', cluster: 'ml-training', rack: 'r1', gpu_model: 'NVIDIA H100 80GB HBM3', gpu_count: '1', gpu_vendor: 'nvidia' },
     });
+    expect(registered.json.target.label_sources).toMatchObject({ environment: `token:${token.json.id}`, rack: 'node', hostname: 'aami' });
 
     const list = await api.get('/api/v1/targets');
     expect(list.json).toHaveLength(1);

@@ -139,6 +139,8 @@ describe('aami serve', () => {
     const registry = new Registry();
     const app = createApp({
       sync: fresh,
+      catalog: () => fresh.snapshot().catalog,
+      staleAfterMs: 600_000,
       writer: repo.writer,
       store: repo.store,
       clock: () => new Date(),

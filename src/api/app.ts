@@ -3,6 +3,7 @@ import { bodyLimit } from 'hono/body-limit';
 import { AamiError } from '../errors.js';
 import type { AppDeps } from './deps.js';
 import { onError, sendError } from './errors.js';
+import { credentialRoutes } from './routes/credentials.js';
 import { groupRoutes } from './routes/groups.js';
 import { nodeRoutes } from './routes/nodes.js';
 import { registerRoutes } from './routes/register.js';
@@ -27,6 +28,7 @@ export function createApp(deps: AppDeps) {
   app.route('/', systemRoutes(deps));
   app.route('/api/v1/groups', groupRoutes(deps));
   app.route('/api/v1/bootstrap-tokens', tokenRoutes(deps));
+  app.route('/api/v1/credentials', credentialRoutes(deps));
   app.route('/api/v1/targets', targetRoutes(deps));
   app.route('/api/v1/bootstrap', registerRoutes(deps));
   app.route('/', nodeRoutes(deps));

@@ -1,3 +1,4 @@
+import type { Catalog } from '../catalog/build.js';
 import type { SdSync } from '../compile/sd-sync.js';
 import type { Logger } from '../log.js';
 import type { Heartbeats } from '../nodes/heartbeats.js';
@@ -11,6 +12,8 @@ import type { AuthOptions } from './auth.js';
 /** Everything the HTTP layer needs, injected: no module singletons. */
 export interface AppDeps {
   sync: SdSync;
+  /** The published catalog: what every read and every credential check sees. */
+  catalog: () => Catalog;
   writer: Writer;
   store: Pick<GitStore, 'head' | 'branch'>;
   auth: AuthOptions;
@@ -23,6 +26,8 @@ export interface AppDeps {
   /** Largest request body, in bytes. */
   maxBodyBytes?: number;
   heartbeats: Heartbeats;
+  /** A node whose last heartbeat is older than this is listed as stale by health and /metrics. */
+  staleAfterMs: number;
   /** Where bootstrap.sh and the other node scripts are served from. */
   scriptsDir: string;
   /** Optional files for nodes without internet access (a node_exporter tarball). */

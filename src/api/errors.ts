@@ -16,6 +16,7 @@ const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   target_not_found: 404,
   token_not_found: 404,
   conflict: 409,
+  hostname_taken: 409,
   group_in_use: 409,
   payload_too_large: 413,
   group_not_found: 422,

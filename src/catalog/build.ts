@@ -1,4 +1,4 @@
-import { DEFAULT_SETTINGS, type CheckPolicy, type CheckScript, type Group, type Settings, type Target, type Token } from '../schema/index.js';
+import { DEFAULT_SETTINGS, own, type CheckPolicy, type CheckScript, type Credential, type Group, type Settings, type Target, type Token } from '../schema/index.js';
 import type { Entity } from './parse.js';
 import type { Problem } from './problem.js';
 
@@ -14,7 +14,11 @@ export interface Catalog {
   /** Hostname → the file it came from. */
   targetPaths: Map<string, string>;
   /** sha256 hash of a node credential → hostname. */
-  credentials: Map<string, string>;
+  nodeCredentials: Map<string, string>;
+  /** Named API credentials by id. */
+  apiCredentials: Map<string, Credential>;
+  /** Token id → how many targets it enrolled are in the catalog (an ephemeral token's limit counts these). */
+  tokenHosts: Map<string, number>;
   checks: Map<string, Check>;
 }
 
@@ -51,6 +55,7 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
   const groupFiles = new Map<string, { path: string; group: Group }>();
   const targetFiles: Array<{ path: string; target: Target }> = [];
   const tokenFiles: Array<{ path: string; token: Token }> = [];
+  const credentialFiles: Credential[] = [];
   const checkFiles: Array<{ path: string; name: string; policy: CheckPolicy }> = [];
   const scripts = new Map<string, CheckScript>();
   for (const path of paths) {
@@ -68,6 +73,9 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
       case 'token':
         tokenFiles.push({ path, token: entity.value });
         break;
+      case 'credential':
+        credentialFiles.push(entity.value);
+        break;
       case 'check':
         checkFiles.push({ path, name: entity.id, policy: entity.value });
         break;
@@ -81,7 +89,7 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
 
   const groups = resolveGroups(groupFiles, reject);
 
-  const catalog: Catalog = { settings, groups, targets: new Map(), tokens: new Map(), addresses: new Map(), targetPaths: new Map(), credentials: new Map(), checks: new Map() };
+  const catalog: Catalog = { settings, groups, targets: new Map(), tokens: new Map(), addresses: new Map(), targetPaths: new Map(), nodeCredentials: new Map(), apiCredentials: new Map(), tokenHosts: new Map(), checks: new Map() };
   for (const { path, target } of targetFiles) {
     const found = targetProblems(catalog, path, target);
     if (found.length) for (const p of found) reject(p.file, p.field, p.message);
@@ -92,6 +100,7 @@ export function buildCatalog(entities: Iterable<[path: string, entity: Entity]>)
     if (found.length) for (const p of found) reject(p.file, p.field, p.message);
     else catalog.tokens.set(token.id, token);
   }
+  for (const credential of credentialFiles) catalog.apiCredentials.set(credential.id, credential);
   for (const { path, name, policy } of checkFiles) {
     const script = scripts.get(`${name}/${policy.script}`);
     const found: Problem[] = [];
@@ -122,7 +131,7 @@ export function targetProblems(catalog: Catalog, path: string, target: Target, i
   });
   const seenTypes = new Set<string>();
   target.exporters.forEach((exporter, i) => {
-    const type = catalog.settings.exporters[exporter.type];
+    const type = own(catalog.settings.exporters, exporter.type);
     if (!type) {
       add(`exporters[${i}].type`, `unknown exporter type "${exporter.type}" (aami.yaml defines ${Object.keys(catalog.settings.exporters).join(', ')})`);
       return;
@@ -146,7 +155,7 @@ export function tokenProblems(catalog: Catalog, path: string, token: Token): Pro
 /** The "job address" keys a target is scraped at. */
 export function targetAddresses(settings: Settings, target: Target): string[] {
   return target.exporters.flatMap((e) => {
-    const type = settings.exporters[e.type];
+    const type = own(settings.exporters, e.type);
     return type && e.enabled ? [addressKey(type.job, target.ip_address, e.port ?? type.port)] : [];
   });
 }
@@ -155,7 +164,8 @@ export function targetAddresses(settings: Settings, target: Target): string[] {
 export function addTarget(catalog: Catalog, path: string, target: Target): void {
   catalog.targets.set(target.hostname, target);
   catalog.targetPaths.set(target.hostname, path);
-  if (target.node_credential_hash) catalog.credentials.set(target.node_credential_hash, target.hostname);
+  if (target.node_credential_hash) catalog.nodeCredentials.set(target.node_credential_hash, target.hostname);
+  if (target.registered_by_token) catalog.tokenHosts.set(target.registered_by_token, (catalog.tokenHosts.get(target.registered_by_token) ?? 0) + 1);
   for (const key of targetAddresses(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
 }
 
@@ -165,7 +175,13 @@ export function removeTarget(catalog: Catalog, hostname: string): void {
   for (const key of targetAddresses(catalog.settings, target)) if (catalog.addresses.get(key) === hostname) catalog.addresses.delete(key);
   catalog.targets.delete(hostname);
   catalog.targetPaths.delete(hostname);
-  if (target.node_credential_hash) catalog.credentials.delete(target.node_credential_hash);
+  if (target.node_credential_hash) catalog.nodeCredentials.delete(target.node_credential_hash);
+  const token = target.registered_by_token;
+  if (token) {
+    const left = (catalog.tokenHosts.get(token) ?? 1) - 1;
+    if (left > 0) catalog.tokenHosts.set(token, left);
+    else catalog.tokenHosts.delete(token);
+  }
 }
 
 type Reject = (file: string, field: string, message: string) => void;

@@ -1,4 +1,4 @@
-import type { CheckOverride, Target } from '../schema/index.js';
+import { own, type CheckOverride, type Target } from '../schema/index.js';
 import type { Catalog, Check } from './build.js';
 import { groupChain, targetLabels } from './labels.js';
 
@@ -33,11 +33,11 @@ export function effectiveChecks(catalog: Catalog, target: Target): EffectiveChec
   for (const check of [...catalog.checks.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
     const { policy } = check;
     const settings: Required<CheckOverride> = { enabled: policy.enabled, interval: policy.interval, timeout: policy.timeout, args: policy.args };
-    for (const override of [...groupOrder.map((id) => policy.groups[id]), policy.targets[target.hostname]]) {
+    for (const override of [...groupOrder.map((id) => own(policy.groups, id)), own(policy.targets, target.hostname)]) {
       if (override) Object.assign(settings, Object.fromEntries(Object.entries(override).filter(([, v]) => v !== undefined)));
     }
     // "{{gpu_count}}" in an argument is the target's label of that name (empty when it has none).
-    settings.args = settings.args.map((arg) => arg.replace(/\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}/g, (_, name: string) => labels[name] ?? ''));
+    settings.args = settings.args.map((arg) => arg.replace(/\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}/g, (_, name: string) => own(labels, name) ?? ''));
     if (settings.enabled) result.push(view(check, settings));
   }
   return result;

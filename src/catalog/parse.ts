@@ -3,6 +3,7 @@ import type { z } from 'zod';
 import { createHash } from 'node:crypto';
 import {
   checkFile,
+  credentialFile,
   describeZodError,
   groupFile,
   hostname,
@@ -16,6 +17,7 @@ import {
   type Token,
   type CheckPolicy,
   type CheckScript,
+  type Credential,
 } from '../schema/index.js';
 import type { Problem } from './problem.js';
 
@@ -24,6 +26,7 @@ export type Entity =
   | { kind: 'group'; id: string; value: Group }
   | { kind: 'target'; id: string; value: Target }
   | { kind: 'token'; id: string; value: Token }
+  | { kind: 'credential'; id: string; value: Credential }
   | { kind: 'check'; id: string; value: CheckPolicy }
   | { kind: 'script'; id: string; value: CheckScript };
 
@@ -32,9 +35,10 @@ export const groupPath = (id: string) => `groups/${id}.yaml`;
 export const targetPath = (target: Pick<Target, 'primary_group' | 'hostname'>) =>
   `targets/${target.primary_group}/${target.hostname}.yaml`;
 export const tokenPath = (id: string) => `tokens/${id}.yaml`;
+export const credentialPath = (id: string) => `credentials/${id}.yaml`;
 export const CHECK_FILE = 'check.yaml';
 
-const ENTITY_DIRS = ['groups/', 'targets/', 'tokens/'];
+const ENTITY_DIRS = ['groups/', 'targets/', 'tokens/', 'credentials/'];
 const CHECK_PATH = /^checks\/([^/]+)\/([^/]+)$/;
 
 /** Whether the path is a config file the catalog reads (others, like README.md, are left alone). */
@@ -45,10 +49,10 @@ export function isConfigPath(path: string): boolean {
 
 type Shape =
   | { kind: 'settings' }
-  | { kind: 'group' | 'token'; id: string }
+  | { kind: 'group' | 'token' | 'credential'; id: string }
   | { kind: 'target'; id: string; group: string };
 
-const LAYOUT = 'expected aami.yaml, groups/<id>.yaml, targets/<primary_group>/<hostname>.yaml or tokens/<id>.yaml';
+const LAYOUT = 'expected aami.yaml, groups/<id>.yaml, targets/<primary_group>/<hostname>.yaml, tokens/<id>.yaml or credentials/<id>.yaml';
 
 function shapeOf(path: string): Shape | string {
   if (path === SETTINGS_PATH) return { kind: 'settings' };
@@ -57,6 +61,7 @@ function shapeOf(path: string): Shape | string {
   const [dir, a, b] = parts;
   if (dir === 'groups' && parts.length === 2 && slug.safeParse(a).success) return { kind: 'group', id: a! };
   if (dir === 'tokens' && parts.length === 2 && slug.safeParse(a).success) return { kind: 'token', id: a! };
+  if (dir === 'credentials' && parts.length === 2 && slug.safeParse(a).success) return { kind: 'credential', id: a! };
   if (dir === 'targets' && parts.length === 3 && slug.safeParse(a).success && hostname.safeParse(b).success) {
     return { kind: 'target', id: b!, group: a! };
   }
@@ -127,6 +132,12 @@ function parseEntity(path: string, shape: Shape, data: unknown): ParseResult {
       if (Array.isArray(value)) return { problems: value };
       const problems = mustMatch('id', value.id, shape.id);
       return problems.length ? { problems } : { entity: { kind: 'token', id: value.id, value }, problems: [] };
+    }
+    case 'credential': {
+      const value = check(credentialFile);
+      if (Array.isArray(value)) return { problems: value };
+      const problems = mustMatch('id', value.id, shape.id);
+      return problems.length ? { problems } : { entity: { kind: 'credential', id: value.id, value }, problems: [] };
     }
     case 'target': {
       const value = check(targetFile);

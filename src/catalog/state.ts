@@ -1,6 +1,6 @@
 import { addTarget, buildCatalog, removeTarget, targetProblems, tokenProblems, type Catalog } from './build.js';
 import { parseFile, type Entity, type ParseResult } from './parse.js';
-import type { Problem } from './problem.js';
+import { appendAll, type Problem } from './problem.js';
 
 interface FileState {
   text: string;
@@ -99,14 +99,14 @@ export class CatalogState {
 
     const file = this.files.get(path);
     if (!file) return;
-    snapshot.problems.push(...file.parseProblems);
+    appendAll(snapshot.problems, file.parseProblems);
     const problemsOf = (entity: Entity): Problem[] =>
       entity.kind === 'target' ? targetProblems(catalog, path, entity.value) : entity.kind === 'token' ? tokenProblems(catalog, path, entity.value) : [];
     const candidate = file.current ?? file.lastGood;
     const found = candidate ? problemsOf(candidate) : [];
     let accepted = candidate && !found.length ? candidate : undefined;
     if (!accepted && file.lastGood && file.lastGood !== candidate && !problemsOf(file.lastGood).length) accepted = file.lastGood;
-    snapshot.problems.push(...found);
+    appendAll(snapshot.problems, found);
     snapshot.problems.sort(byFile);
     if (!accepted) {
       snapshot.rejected.add(path);
@@ -121,12 +121,12 @@ export class CatalogState {
     const chosen = new Map<string, Entity>();
     const problems: Problem[] = [];
     for (const [path, file] of this.files) {
-      problems.push(...file.parseProblems);
+      appendAll(problems, file.parseProblems);
       const entity = file.current ?? file.lastGood;
       if (entity) chosen.set(path, entity);
     }
     let result = buildCatalog(chosen);
-    problems.push(...result.problems);
+    appendAll(problems, result.problems);
 
     // Files whose new version failed a cross-file check fall back to their last good version.
     let fallback = false;

@@ -2,7 +2,7 @@ import { basename } from 'node:path';
 import type { Change } from '../repo/store.js';
 import { buildCatalog, targetAddresses, targetProblems, tokenProblems } from './build.js';
 import { parseFile, type Entity, type ParseResult } from './parse.js';
-import type { Problem } from './problem.js';
+import { appendAll, type Problem } from './problem.js';
 import type { CatalogState } from './state.js';
 
 /**
@@ -30,10 +30,10 @@ function localProblems(state: CatalogState, changes: Change[], parsed: Map<strin
   for (const { path, content } of changes) {
     if (content === null) continue;
     const { entity, problems: parseProblems } = parsed.get(path)!;
-    problems.push(...parseProblems);
-    if (entity?.kind === 'token') problems.push(...tokenProblems(catalog, path, entity.value));
+    appendAll(problems, parseProblems);
+    if (entity?.kind === 'token') appendAll(problems, tokenProblems(catalog, path, entity.value));
     if (entity?.kind !== 'target') continue;
-    problems.push(...targetProblems(catalog, path, entity.value, replaced));
+    appendAll(problems, targetProblems(catalog, path, entity.value, replaced));
     for (const key of [entity.value.hostname, ...targetAddresses(catalog.settings, entity.value)]) {
       const other = claimedHere.get(key);
       if (other) problems.push({ file: path, field: '', message: `"${key}" is also claimed by ${other} in the same change` });
@@ -54,8 +54,8 @@ function rebuiltProblems(state: CatalogState, changes: Change[], parsed: Map<str
     }
     const { entity, problems: parseProblems } = parsed.get(path)!;
     if (entity) entities.set(path, entity);
-    else problems.push(...parseProblems);
+    else appendAll(problems, parseProblems);
   }
-  problems.push(...buildCatalog(entities).problems.filter((p) => touched.has(p.file)));
+  appendAll(problems, buildCatalog(entities).problems.filter((p) => touched.has(p.file)));
   return problems;
 }

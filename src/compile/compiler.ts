@@ -1,6 +1,6 @@
 import { formatAddress, type Catalog } from '../catalog/build.js';
 import { groupChain, targetLabels } from '../catalog/labels.js';
-import type { Group, Settings, Target } from '../schema/index.js';
+import { own, type Group, type Settings, type Target } from '../schema/index.js';
 
 /** File name of a job's file_sd output. */
 export const sdFileName = (job: string) => `${job}.json`;
@@ -90,7 +90,7 @@ function renderTarget(catalog: Catalog, target: Target): Compiled['entries'] {
   const base = targetLabels(catalog, target);
   const entries: Compiled['entries'] = [];
   for (const exporter of target.exporters) {
-    const type = catalog.settings.exporters[exporter.type];
+    const type = own(catalog.settings.exporters, exporter.type);
     if (!exporter.enabled || !type) continue;
     const labels: Record<string, string> = { ...base };
     const metricsPath = exporter.metrics_path ?? type.metrics_path;

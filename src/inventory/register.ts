@@ -2,28 +2,28 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Catalog } from '../catalog/build.js';
 import { groupChain } from '../catalog/labels.js';
 import { tokenPath } from '../catalog/parse.js';
+import type { CatalogState } from '../catalog/state.js';
 import { AamiError } from '../errors.js';
 import type { Change } from '../repo/store.js';
 import type { Writer } from '../repo/writer.js';
-import type { Facts, Registration, Target, Token } from '../schema/index.js';
-import { NODE_PREFIX, newSecretCredential, parseBootstrapToken } from '../tokens/secret.js';
-import { commitMeta } from './actor.js';
+import type { Facts, NodeUpdate, Registration, Target, Token } from '../schema/index.js';
+import { NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
+import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
-import { checkTarget, targetChanges } from './targets.js';
-import { authenticateToken, tokenFileData } from './tokens.js';
+import { checkTarget, requireTarget, targetChanges } from './targets.js';
+import { requireActiveToken, tokenFileData } from './tokens.js';
 import { renderYaml } from './yaml-file.js';
 
-export type RegistrationOutcome = 'created' | 'updated' | 'unchanged';
+export type RegistrationOutcome = 'created' | 'reenrolled' | 'updated' | 'unchanged';
 
 export interface RegistrationResult {
   outcome: RegistrationOutcome;
   target: Target;
   /** Only when a new credential was issued: the node keeps it, we keep its hash. */
   nodeCredential?: string;
-  tokenId: string;
 }
 
-/** GPU facts become labels, so dashboards can group by them; the node's own labels win. */
+/** GPU facts become the node's labels, so dashboards can group by them. */
 function factLabels(facts: Facts | undefined): Record<string, string> {
   const labels: Record<string, string> = {};
   if (facts?.gpu_count) {
@@ -39,61 +39,98 @@ function inScope(catalog: Catalog, token: Token, groupId: string): boolean {
   return groupChain(catalog.groups, groupId).some((g) => g.id === token.default_group);
 }
 
+function hostnameTaken(hostname: string, why: string): AamiError {
+  return new AamiError('hostname_taken', `hostname ${hostname} is held by another machine: ${why}; choose another name (bootstrap.sh --hostname) or have an admin delete the old target`, { target_id: hostname });
+}
+
 /**
- * Self-registration with a bootstrap token. Runs inside the writer queue, so the token's
- * use count read here is the committed one and its increment lands in the same commit as
- * the target: under any concurrency `max_uses: N` admits exactly N new hosts. Re-running on
- * the same host updates it and uses no token use; a registration that changes nothing
- * makes no commit.
+ * Enrolment with a bootstrap token. A token creates new targets while it is active and does
+ * nothing else: updating an enrolled host takes that host's node credential. The one
+ * exception is a host that lost its credential (a reinstalled OS): the same machine (same
+ * machine_id) may enrol again with an active token whose groups hold it; a different
+ * machine claiming a taken host name is refused with `hostname_taken`.
+ *
+ * Runs inside the writer queue, so the token's use count read here is the committed one and
+ * its increment lands in the same commit as the target: under any concurrency `max_uses: N`
+ * admits exactly N hosts.
  */
-export function registerNode(writer: Writer, input: Registration, presentedToken: string, address: string, now: Date): Promise<RegistrationResult & { commit: string | null }> {
-  // The commit's author is the token the caller names; a wrong secret fails inside, before any commit.
-  const tokenId = parseBootstrapToken(presentedToken)?.id ?? 'unknown';
-  return writer.update<RegistrationResult>(commitMeta({ kind: 'token', tokenId, address }, `Register ${input.hostname}`), ({ catalog }, files) => {
-    const token = authenticateToken(catalog, presentedToken, now);
-    const group = input.group_id ?? token.default_group;
+export function enrolNode(writer: Writer, input: Registration, tokenId: string, address: string, now: Date): Promise<RegistrationResult & { commit: string | null }> {
+  const actor: Actor = { kind: 'token', tokenId, address };
+  return writer.update<RegistrationResult>(commitMeta(actor, `Register ${input.hostname}`), ({ catalog }, files) => {
+    const existing = catalog.targets.get(input.hostname);
+    // A machine is new to the token when it gets a target it did not hold: a new host, or an admin's target never enrolled.
+    const claimsUnenrolled = existing !== undefined && !existing.node_credential_hash && !existing.machine_id;
+    const token = requireActiveToken(catalog, tokenId, now, !existing || claimsUnenrolled);
+    if (existing && !claimsUnenrolled) {
+      if (!existing.machine_id) throw hostnameTaken(input.hostname, 'it was enrolled without a machine identity, so only its node credential can update it');
+      if (input.machine_id !== existing.machine_id) throw hostnameTaken(input.hostname, input.machine_id ? 'the machine identity differs' : 'this request sends no machine identity (machine_id)');
+    }
+    const group = existing?.primary_group ?? input.group_id ?? token.default_group;
     requireGroup(catalog, group);
     if (!inScope(catalog, token, group)) {
-      throw new AamiError('forbidden', `bootstrap token ${token.id} may only register into group "${token.default_group}" and its children`, { group_id: group });
-    }
-    const existing = catalog.targets.get(input.hostname);
-    if (existing && existing.registered_by_token !== token.id && !inScope(catalog, token, existing.primary_group)) {
-      throw new AamiError('conflict', `host "${input.hostname}" is already registered outside this token's groups`, { target_id: input.hostname });
-    }
-    if (!existing && token.uses >= token.max_uses) {
-      throw new AamiError('token_exhausted', `bootstrap token ${token.id} has been used ${token.uses} of ${token.max_uses} times`, { token_id: token.id });
+      const what = existing ? `host "${input.hostname}" is in group "${group}", outside` : `it may only register into group "${token.default_group}" and its children, not`;
+      throw new AamiError('forbidden', `bootstrap token ${token.id}: ${what} ${existing ? `the token's group "${token.default_group}"` : `"${group}"`}`, { group_id: group });
     }
 
-    const credential = !existing?.node_credential_hash || input.rotate_credential ? newSecretCredential(NODE_PREFIX) : undefined;
+    const credential = newSecretCredential(NODE_PREFIX);
     const target: Target = {
       hostname: input.hostname,
       ip_address: input.ip_address,
       primary_group: group,
       groups: existing?.groups ?? [],
       exporters: input.exporters ?? existing?.exporters ?? [{ type: 'node_exporter', enabled: true }],
-      // The token's labels are fixed: nothing the node sends can override them.
-      labels: { ...factLabels(input.facts), ...input.labels, ...token.labels },
+      labels: existing?.labels ?? {},
+      node_labels: { ...factLabels(input.facts), ...input.labels },
+      token_labels: token.labels,
       facts: input.facts,
       registered_by_token: token.id,
       registered_at: existing?.registered_at ?? now.toISOString(),
-      node_credential_hash: credential?.hash ?? existing?.node_credential_hash,
+      machine_id: input.machine_id,
+      node_credential_hash: credential.hash,
     };
-    if (existing && isDeepStrictEqual(stripUndefined(target), stripUndefined(existing))) {
-      return { changes: [], result: { outcome: 'unchanged', target: existing, tokenId: token.id } };
-    }
     checkTarget(catalog, target);
-
     const changes: Change[] = targetChanges(files, target, existing);
-    if (!existing) {
-      const used = { ...token, uses: token.uses + 1 };
-      changes.push({ path: tokenPath(token.id), content: renderYaml(tokenFileData(used), files.text(tokenPath(token.id))) });
+    const isNewMachine = !existing || claimsUnenrolled;
+    if (isNewMachine) changes.push(tokenUse(files, token));
+    const outcome: RegistrationOutcome = isNewMachine ? 'created' : 'reenrolled';
+    const verb = outcome === 'created' ? 'Register' : 'Re-enrol';
+    return { changes, message: `${verb} ${target.hostname} with bootstrap token ${token.id}`, result: { outcome, target, nodeCredential: credential.credential } };
+  });
+}
+
+/** The token's use counter, one up, in the same commit as the host it admits. */
+function tokenUse(files: CatalogState, token: Token): Change {
+  const path = tokenPath(token.id);
+  return { path, content: renderYaml(tokenFileData({ ...token, uses: token.uses + 1 }), files.text(path)) };
+}
+
+/**
+ * A node updates what it owns of its own target with its node credential: its address,
+ * exporters, facts and its own labels. The admin's labels, the token's labels and the
+ * groups stay as they are. Nothing changed: no commit.
+ */
+export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpdate, address: string): Promise<RegistrationResult & { commit: string | null }> {
+  const actor: Actor = { kind: 'node', hostname, address };
+  return writer.update<RegistrationResult>(commitMeta(actor, `Update ${hostname}`), ({ catalog }, files) => {
+    const current = requireTarget(catalog, hostname);
+    if (input.machine_id && current.machine_id && input.machine_id !== current.machine_id) {
+      throw hostnameTaken(hostname, 'this node credential was issued to another machine');
     }
-    const outcome: RegistrationOutcome = existing ? 'updated' : 'created';
-    return {
-      changes,
-      message: `${existing ? 'Update' : 'Register'} ${target.hostname} with bootstrap token ${token.id}`,
-      result: { outcome, target, nodeCredential: credential?.credential, tokenId: token.id },
+    const facts = input.facts ?? current.facts;
+    const nodeLabels = input.labels === undefined && input.facts === undefined ? current.node_labels : { ...factLabels(facts), ...(input.labels ?? current.node_labels) };
+    const credential = input.rotate_credential ? newSecretCredential(NODE_PREFIX) : undefined;
+    const target: Target = {
+      ...current,
+      ip_address: input.ip_address ?? current.ip_address,
+      exporters: input.exporters ?? current.exporters,
+      node_labels: nodeLabels,
+      facts,
+      machine_id: current.machine_id ?? input.machine_id,
+      node_credential_hash: credential?.hash ?? current.node_credential_hash,
     };
+    if (isDeepStrictEqual(stripUndefined(target), stripUndefined(current))) return { changes: [], result: { outcome: 'unchanged', target: current } };
+    checkTarget(catalog, target);
+    return { changes: targetChanges(files, target, current), result: { outcome: 'updated', target, nodeCredential: credential?.credential } };
   });
 }
 

@@ -5,7 +5,7 @@ import type { CatalogState } from '../catalog/state.js';
 import { AamiError } from '../errors.js';
 import type { Change } from '../repo/store.js';
 import type { Writer } from '../repo/writer.js';
-import type { Target, TargetCreate, TargetPatch } from '../schema/index.js';
+import { own, type Target, type TargetCreate, type TargetPatch, type TargetReplace } from '../schema/index.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
 import { targetView } from './views.js';
@@ -43,7 +43,7 @@ export function checkTarget(catalog: Catalog, target: Target): void {
   requireGroup(catalog, target.primary_group);
   for (const id of target.groups) requireGroup(catalog, id);
   for (const exporter of target.exporters) {
-    const type = catalog.settings.exporters[exporter.type];
+    const type = own(catalog.settings.exporters, exporter.type);
     if (!type) {
       throw new AamiError('validation_failed', `unknown exporter type "${exporter.type}"`, [
         { field: 'exporters', message: `type must be one of ${Object.keys(catalog.settings.exporters).join(', ')}` },
@@ -64,13 +64,18 @@ function targetFileData(target: Target) {
     primary_group: target.primary_group,
     groups: target.groups.length ? target.groups : undefined,
     exporters: target.exporters,
-    labels: Object.keys(target.labels).length ? target.labels : undefined,
+    labels: nonEmpty(target.labels),
+    node_labels: nonEmpty(target.node_labels),
+    token_labels: nonEmpty(target.token_labels),
     facts: target.facts && Object.keys(target.facts).length ? target.facts : undefined,
     registered_by_token: target.registered_by_token,
     registered_at: target.registered_at,
+    machine_id: target.machine_id,
     node_credential_hash: target.node_credential_hash,
   };
 }
+
+const nonEmpty = (labels: Record<string, string>) => (Object.keys(labels).length ? labels : undefined);
 
 /** The file changes that store `target`, moving the file when its primary group changed. */
 export function targetChanges(files: CatalogState, target: Target, previous?: Target): Change[] {
@@ -93,36 +98,56 @@ export function createTarget(writer: Writer, actor: Actor, input: TargetCreate) 
       groups: input.group_ids ?? [],
       exporters: input.exporters ?? DEFAULT_EXPORTERS,
       labels: input.labels ?? {},
+      node_labels: {},
+      token_labels: {},
     };
     checkTarget(catalog, target);
     return { changes: targetChanges(files, target), result: { target } };
   });
 }
 
-export function updateTarget(writer: Writer, actor: Actor, id: string, input: TargetPatch & { hostname?: string }, mode: 'replace' | 'patch') {
+/** PUT replaces what an admin owns of the target (what the node and its token set is kept). */
+export function replaceTarget(writer: Writer, actor: Actor, id: string, input: TargetReplace) {
   return writer.update(commitMeta(actor, `Update target ${id.toLowerCase()}`), ({ catalog }, files) => {
     const current = requireTarget(catalog, id);
-    if (input.hostname && input.hostname !== current.hostname) {
-      throw new AamiError('validation_failed', 'the hostname is the target id and cannot change', [{ field: 'hostname', message: `must be "${current.hostname}"` }]);
-    }
-    if (mode === 'replace' && (!input.ip_address || !input.primary_group_id)) {
-      throw new AamiError('validation_failed', 'PUT replaces the whole target', [
-        ...(input.ip_address ? [] : [{ field: 'ip_address', message: 'is required' }]),
-        ...(input.primary_group_id ? [] : [{ field: 'primary_group_id', message: 'is required' }]),
-      ]);
-    }
-    const has = (key: keyof TargetPatch) => mode === 'replace' || key in input;
+    if (input.hostname && input.hostname !== current.hostname) throw hostnameFixed(current.hostname);
     const target: Target = {
       ...current,
-      ip_address: input.ip_address ?? current.ip_address,
-      primary_group: input.primary_group_id ?? current.primary_group,
-      groups: has('group_ids') ? (input.group_ids ?? []) : current.groups,
-      exporters: has('exporters') ? (input.exporters ?? DEFAULT_EXPORTERS) : current.exporters,
-      labels: has('labels') ? (input.labels ?? {}) : current.labels,
+      ip_address: input.ip_address,
+      primary_group: input.primary_group_id,
+      groups: input.group_ids ?? [],
+      exporters: input.exporters ?? DEFAULT_EXPORTERS,
+      labels: input.labels ?? {},
     };
     checkTarget(catalog, target);
     return { changes: targetChanges(files, target, current), result: { target } };
   });
+}
+
+/** PATCH is a JSON merge patch (RFC 7396): a label set to null is removed, labels not named are kept. */
+export function patchTarget(writer: Writer, actor: Actor, id: string, input: TargetPatch) {
+  return writer.update(commitMeta(actor, `Update target ${id.toLowerCase()}`), ({ catalog }, files) => {
+    const current = requireTarget(catalog, id);
+    const labels = input.labels === null ? {} : { ...current.labels };
+    for (const [name, value] of Object.entries(input.labels ?? {})) {
+      if (value === null) delete labels[name];
+      else labels[name] = value;
+    }
+    const target: Target = {
+      ...current,
+      ip_address: input.ip_address ?? current.ip_address,
+      primary_group: input.primary_group_id ?? current.primary_group,
+      groups: input.group_ids === undefined ? current.groups : (input.group_ids ?? []),
+      exporters: input.exporters === undefined ? current.exporters : (input.exporters ?? DEFAULT_EXPORTERS),
+      labels,
+    };
+    checkTarget(catalog, target);
+    return { changes: targetChanges(files, target, current), result: { target } };
+  });
+}
+
+function hostnameFixed(hostname: string): AamiError {
+  return new AamiError('validation_failed', 'the hostname is the target id and cannot change', [{ field: 'hostname', message: `must be "${hostname}"` }]);
 }
 
 export function deleteTarget(writer: Writer, actor: Actor, id: string) {

@@ -1,11 +1,13 @@
 import type { Catalog } from '../catalog/build.js';
+import { durationSeconds } from '../catalog/checks.js';
 import { tokenPath } from '../catalog/parse.js';
 import { AamiError } from '../errors.js';
 import type { Writer } from '../repo/writer.js';
 import type { Token, TokenCreate } from '../schema/index.js';
-import { newBootstrapToken, parseBootstrapToken, secretMatches } from '../tokens/secret.js';
+import { newBootstrapToken } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
+import { tokenState } from './token-state.js';
 import { tokenView } from './views.js';
 import { renderYaml } from './yaml-file.js';
 
@@ -21,6 +23,9 @@ export function tokenFileData(token: Token) {
     labels: Object.keys(token.labels).length ? token.labels : undefined,
     revoked: token.revoked || undefined,
     created_at: token.created_at,
+    ephemeral: token.ephemeral || undefined,
+    ttl_after_last_seen: token.ttl_after_last_seen,
+    allow_deregister: token.allow_deregister ? undefined : false,
   };
 }
 
@@ -31,7 +36,7 @@ export function requireToken(catalog: Catalog, id: string): Token {
 }
 
 export function listTokens(catalog: Catalog, now: Date) {
-  return [...catalog.tokens.values()].sort((a, b) => (a.id < b.id ? -1 : 1)).map((t) => tokenView(t, now));
+  return [...catalog.tokens.values()].sort((a, b) => (a.id < b.id ? -1 : 1)).map((t) => tokenView(catalog, t, now));
 }
 
 /** Create a token; the secret is in the result once and nowhere else (only its hash is committed). */
@@ -39,8 +44,11 @@ export async function createToken(writer: Writer, actor: Actor, input: TokenCrea
   if (Date.parse(input.expires_at) <= now.getTime()) {
     throw new AamiError('validation_failed', 'expires_at must be in the future', [{ field: 'expires_at', message: 'must be in the future' }]);
   }
+  if (input.ttl_after_last_seen !== undefined && durationSeconds(input.ttl_after_last_seen) < 1) {
+    throw new AamiError('validation_failed', 'ttl_after_last_seen must be at least 1s', [{ field: 'ttl_after_last_seen', message: 'must be at least 1s' }]);
+  }
   const { id, token: secretToken, secretHash } = newBootstrapToken();
-  const { token } = await writer.update(commitMeta(actor, `Create bootstrap token ${id} (${input.name})`), ({ catalog }) => {
+  const { view } = await writer.update(commitMeta(actor, `Create bootstrap token ${id} (${input.name})`), ({ catalog }) => {
     requireGroup(catalog, input.default_group_id);
     const token: Token = {
       id,
@@ -53,33 +61,38 @@ export async function createToken(writer: Writer, actor: Actor, input: TokenCrea
       labels: input.labels ?? {},
       revoked: false,
       created_at: now.toISOString(),
+      ephemeral: input.ephemeral ?? false,
+      ttl_after_last_seen: input.ttl_after_last_seen,
+      allow_deregister: input.allow_deregister ?? true,
     };
-    return { changes: [{ path: tokenPath(id), content: renderYaml(tokenFileData(token)) }], result: { token } };
+    return { changes: [{ path: tokenPath(id), content: renderYaml(tokenFileData(token)) }], result: { token, view: tokenView(catalog, token, now) } };
   });
-  return { token: secretToken, ...tokenView(token, now) };
+  return { token: secretToken, ...view };
 }
 
 export function revokeToken(writer: Writer, actor: Actor, id: string, now: Date) {
   return writer.update(commitMeta(actor, `Revoke bootstrap token ${id}`), ({ catalog }, files) => {
     const token = { ...requireToken(catalog, id), revoked: true };
     const path = tokenPath(id);
-    return { changes: [{ path, content: renderYaml(tokenFileData(token), files.text(path)) }], result: { token: tokenView(token, now) } };
+    return { changes: [{ path, content: renderYaml(tokenFileData(token), files.text(path)) }], result: { token: tokenView(catalog, token, now) } };
   });
 }
 
 /**
- * The token a bootstrap secret names, if the secret is right and the token may still be
- * used; a wrong or unknown token gets the same answer so ids cannot be probed.
+ * A bootstrap token enrols hosts while it is active, and has no power at all otherwise:
+ * expired, revoked and used-up tokens are refused with their own codes. Run again inside
+ * the writer queue, against the catalog the change is planned on.
  */
-export function authenticateToken(catalog: Catalog, presented: string, now: Date): Token {
-  const parsed = parseBootstrapToken(presented);
-  const token = parsed && catalog.tokens.get(parsed.id);
-  if (!parsed || !token || !secretMatches(parsed.secret, token.secret_hash)) {
-    throw new AamiError('unauthorized', 'the bootstrap token is not valid');
-  }
+export function requireActiveToken(catalog: Catalog, id: string, now: Date, enrolsNewHost: boolean): Token {
+  const token = catalog.tokens.get(id);
+  if (!token) throw new AamiError('unauthorized', 'the bootstrap token is not valid');
+  const state = tokenState(catalog, token, now);
   if (token.revoked) throw new AamiError('token_revoked', `bootstrap token ${token.id} has been revoked`, { token_id: token.id });
-  if (Date.parse(token.expires_at) <= now.getTime()) {
-    throw new AamiError('token_expired', `bootstrap token ${token.id} expired at ${token.expires_at}`, { token_id: token.id, expires_at: token.expires_at });
+  if (state.expired) throw new AamiError('token_expired', `bootstrap token ${token.id} expired at ${token.expires_at}`, { token_id: token.id, expires_at: token.expires_at });
+  // An ephemeral token at its limit still re-enrols a node it counts already; an ordinary used-up token does nothing.
+  if (state.exhausted && (enrolsNewHost || !token.ephemeral)) {
+    const what = token.ephemeral ? `has ${state.registered} of ${token.max_uses} nodes registered` : `has been used ${token.uses} of ${token.max_uses} times`;
+    throw new AamiError('token_exhausted', `bootstrap token ${token.id} ${what}`, { token_id: token.id });
   }
   return token;
 }

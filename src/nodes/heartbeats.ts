@@ -30,10 +30,24 @@ export class Heartbeats {
   record(hostname: string): Date {
     const at = this.now();
     this.seen.set(hostname, at);
+    this.markDirty();
+    return new Date(at);
+  }
+
+  private markDirty(): void {
     this.dirty = true;
     this.timer ??= setTimeout(() => void this.save(), this.saveEveryMs);
     this.timer.unref?.();
-    return new Date(at);
+  }
+
+  /** A target that is gone takes its heartbeat with it: no series and no staleness for it any more. */
+  forget(hostname: string): void {
+    if (this.seen.delete(hostname)) this.markDirty();
+  }
+
+  /** Forget every node that is no longer a target (deleted by pull request, say). */
+  retain(isTarget: (hostname: string) => boolean): void {
+    for (const hostname of this.seen.keys()) if (!isTarget(hostname)) this.forget(hostname);
   }
 
   lastSeen(hostname: string): Date | undefined {

@@ -45,7 +45,18 @@ function formatPerson({ name, email, timestamp, timezoneOffset = 0 }: Person): s
   const sign = timezoneOffset > 0 ? '-' : '+';
   const abs = Math.abs(timezoneOffset);
   const tz = `${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}${String(abs % 60).padStart(2, '0')}`;
-  return `${name.replace(/[<>\n]/g, '')} <${email.replace(/[<>\n]/g, '')}> ${timestamp} ${tz}`;
+  return `${personText(name)} <${personText(email)}> ${timestamp} ${tz}`;
+}
+
+/** Git's person fields cannot hold "<", ">" or control characters (`git fsck --strict` rejects them). */
+const personText = (text: string) => text.replace(/[<>\p{Cc}]/gu, '');
+
+/**
+ * A commit message carries names that came from requests: no control characters but the
+ * newlines and tabs that shape it, so `git fsck --strict` and every log reader stay happy.
+ */
+export function cleanMessage(message: string): string {
+  return message.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]/g, '');
 }
 
 export function serializeCommit(commit: {
@@ -57,7 +68,8 @@ export function serializeCommit(commit: {
 }): Buffer {
   const lines = [`tree ${commit.tree}`, ...commit.parents.map((p) => `parent ${p}`)];
   lines.push(`author ${formatPerson(commit.author)}`, `committer ${formatPerson(commit.committer)}`);
-  const message = commit.message.endsWith('\n') ? commit.message : `${commit.message}\n`;
+  const cleaned = cleanMessage(commit.message);
+  const message = cleaned.endsWith('\n') ? cleaned : `${cleaned}\n`;
   return Buffer.from(`${lines.join('\n')}\n\n${message}`);
 }
 

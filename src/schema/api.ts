@@ -1,14 +1,15 @@
 import { z } from 'zod';
-import { hostname, ipAddress, labels, slug, timestamp } from './common.js';
-import { exporter, facts } from './target.js';
+import { duration, hostname, ipAddress, labelName, labels, labelValue, printable, slug, text, timestamp } from './common.js';
+import { credentialName, role } from './credential.js';
+import { exporter, facts, machineId } from './target.js';
 
 /** Host names arrive as `hostname` prints them; ids are lowercase. */
 const hostnameInput = z.string().transform((value) => value.toLowerCase()).pipe(hostname);
 
 const groupFields = {
-  name: z.string().min(1, 'must not be empty').max(200),
+  name: printable(200).min(1, 'must not be empty'),
   namespace: slug,
-  description: z.string().max(2000).optional(),
+  description: text(2000).optional(),
   parent_id: slug.nullish(),
   labels: labels.optional(),
 };
@@ -21,13 +22,20 @@ export const groupCreate = z.strictObject({
 export const groupReplace = z.strictObject({ id: slug.optional(), ...groupFields });
 export const groupPatch = z.strictObject(groupFields).partial();
 
-export const tokenCreate = z.strictObject({
-  name: z.string().min(1, 'must not be empty').max(200),
-  default_group_id: slug,
-  max_uses: z.number().int('must be a whole number').min(1, 'must be at least 1').max(1_000_000),
-  expires_at: timestamp,
-  labels: labels.optional(),
-});
+export const tokenCreate = z
+  .strictObject({
+    name: printable(200).min(1, 'must not be empty'),
+    default_group_id: slug,
+    max_uses: z.number().int('must be a whole number').min(1, 'must be at least 1').max(1_000_000),
+    expires_at: timestamp,
+    labels: labels.optional(),
+    /** Autoscaling: max_uses counts nodes registered at the same time; silent nodes are removed after the TTL. */
+    ephemeral: z.boolean().optional(),
+    ttl_after_last_seen: duration.optional(),
+    allow_deregister: z.boolean().optional(),
+  })
+  .refine((t) => !t.ephemeral || t.ttl_after_last_seen !== undefined, { path: ['ttl_after_last_seen'], message: 'is required for an ephemeral token (e.g. "10m")' })
+  .refine((t) => t.ephemeral || t.ttl_after_last_seen === undefined, { path: ['ttl_after_last_seen'], message: 'applies to ephemeral tokens only' });
 
 const targetFields = {
   ip_address: ipAddress,
@@ -39,7 +47,17 @@ const targetFields = {
 
 export const targetCreate = z.strictObject({ hostname: hostnameInput, ...targetFields });
 export const targetReplace = z.strictObject({ hostname: hostnameInput.optional(), ...targetFields });
-export const targetPatch = z.strictObject(targetFields).partial();
+/**
+ * PATCH is a JSON merge patch (RFC 7396): fields given replace, a label set to null is
+ * removed, labels not named are kept; null for a list restores its default.
+ */
+export const targetPatch = z.strictObject({
+  ip_address: ipAddress.optional(),
+  primary_group_id: slug.optional(),
+  group_ids: z.array(slug).max(100).nullable().optional(),
+  exporters: z.array(exporter).min(1, 'must list at least one exporter').max(32).nullable().optional(),
+  labels: z.record(labelName, labelValue.nullable()).nullable().optional(),
+});
 
 export const registration = z.strictObject({
   hostname: hostnameInput,
@@ -49,8 +67,29 @@ export const registration = z.strictObject({
   exporters: z.array(exporter).min(1, 'must list at least one exporter').max(32).optional(),
   labels: labels.optional(),
   facts: facts.optional(),
-  /** Issue a new node credential even if nothing else changed (the node lost its own). */
+  /** Identifies the machine: the same host name from another machine is refused. */
+  machine_id: machineId.optional(),
+  /** Accepted for older bootstrap scripts; enrolment always issues a new node credential. */
   rotate_credential: z.boolean().optional(),
+});
+
+/** PUT /api/v1/nodes/self: what a node owns of its target, sent with its node credential. */
+export const nodeUpdate = z.strictObject({
+  ip_address: ipAddress.optional(),
+  exporters: z.array(exporter).min(1, 'must list at least one exporter').max(32).optional(),
+  /** The node's own labels, replaced whole (admin and token labels are kept). */
+  labels: labels.optional(),
+  facts: facts.optional(),
+  /** Recorded when the target has none yet (enrolled before machine ids); never changed. */
+  machine_id: machineId.optional(),
+  /** Issue a new node credential; the old one stops working. */
+  rotate_credential: z.boolean().optional(),
+});
+
+export const credentialCreate = z.strictObject({
+  name: credentialName,
+  role,
+  expires_at: timestamp.optional(),
 });
 
 export type GroupCreate = z.infer<typeof groupCreate>;
@@ -58,4 +97,7 @@ export type GroupPatch = z.infer<typeof groupPatch>;
 export type TokenCreate = z.infer<typeof tokenCreate>;
 export type TargetCreate = z.infer<typeof targetCreate>;
 export type TargetPatch = z.infer<typeof targetPatch>;
+export type TargetReplace = z.infer<typeof targetReplace>;
 export type Registration = z.infer<typeof registration>;
+export type NodeUpdate = z.infer<typeof nodeUpdate>;
+export type CredentialCreate = z.infer<typeof credentialCreate>;

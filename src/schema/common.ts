@@ -6,10 +6,16 @@ export const slug = z
   .string()
   .regex(/^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/, 'must be 1-63 lowercase letters, digits or "-", not starting or ending with "-"');
 
-/** RFC 1123 host name, lowercase. Every dot-separated label starts with a letter or digit, so no "/" and no "..". */
+/**
+ * RFC 1123 host name, lowercase. Every dot-separated label starts with a letter or digit, so
+ * no "/" and no "..". At most 250 characters, not DNS's 253: the target's file is
+ * `<hostname>.yaml`, and a name past NAME_MAX (255) makes `git clone` of the repo fail for
+ * everyone.
+ */
+export const MAX_HOSTNAME = 250;
 export const hostname = z
   .string()
-  .max(253, 'must be at most 253 characters')
+  .max(MAX_HOSTNAME, `must be at most ${MAX_HOSTNAME} characters (its file, <hostname>.yaml, must fit a file name)`)
   .regex(
     /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/,
     'must be a lowercase host name (letters, digits, "-" and "." only)',
@@ -23,24 +29,55 @@ export const port = z.number().int('must be a whole number').min(1, 'must be 1-6
 export const SYSTEM_LABEL_PREFIX = 'aami_';
 
 /**
- * Label names valid for every Prometheus version (2.x rejects UTF-8 names). Names starting
- * with "__" are Prometheus's own; the few we set (__metrics_path__, __scheme__, ...) come
- * from exporter fields, never from label maps.
+ * Label names nobody may set in a label map (API, token, node, group or target file):
+ * `job` and `instance` are Prometheus's identity of a series (a node setting them could pass
+ * for another node), `hostname` is aami's own; `__*` and `aami_*` are prefixes reserved for
+ * Prometheus and aami. The scrape parameters (__metrics_path__, __scheme__, ...) come only
+ * from exporter fields.
  */
+export const RESERVED_LABELS = new Set(['job', 'instance', 'hostname']);
+
+/** Label names valid for every Prometheus version (2.x rejects UTF-8 names). */
 export const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/;
 export const labelName = z
   .string()
+  .max(128, 'must be at most 128 characters')
   .regex(LABEL_NAME, 'must match [a-zA-Z_][a-zA-Z0-9_]*')
   .refine((name) => !name.startsWith('__'), 'names starting with "__" are reserved for Prometheus')
-  .refine((name) => !name.startsWith(SYSTEM_LABEL_PREFIX), 'names starting with "aami_" are set by aami itself');
+  .refine((name) => !name.startsWith(SYSTEM_LABEL_PREFIX), 'names starting with "aami_" are set by aami itself')
+  .refine((name) => !RESERVED_LABELS.has(name), 'is reserved: "job", "instance" and "hostname" are set by Prometheus or aami');
 
-/** YAML authors write `gpu_count: 8`; Prometheus label values are strings. */
+/** No control characters (C0, DEL, C1) and no line or paragraph separators: text that may reach a log line, a commit or a shell. */
+const CONTROL = /[\p{Cc}\u2028\u2029]/u;
+export const printable = (max: number) =>
+  z
+    .string()
+    .max(max, `must be at most ${max} characters`)
+    .refine((value) => !CONTROL.test(value), 'must not contain control characters (newlines, tabs, NUL, ...)');
+
+/** Free text that may span lines (a description): printable but for newlines and tabs. */
+const CONTROL_BUT_LINES = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]/;
+export const text = (max: number) =>
+  z
+    .string()
+    .max(max, `must be at most ${max} characters`)
+    .refine((value) => !CONTROL_BUT_LINES.test(value), 'must not contain control characters');
+
+/**
+ * A label value is data: printable and bounded. YAML authors write `gpu_count: 8`;
+ * Prometheus label values are strings.
+ */
 export const labelValue = z
   .union([z.string(), z.number(), z.boolean()])
   .transform(String)
-  .refine((value) => value.length <= 1024, 'must be at most 1024 characters');
+  .pipe(printable(1024));
 
-export const labels = z.record(labelName, labelValue);
+export const labels = z.record(labelName, labelValue).refine((map) => Object.keys(map).length <= 64, 'must have at most 64 labels');
+
+/** The value of an own property, never one inherited from Object.prototype ("constructor", "toString"). */
+export function own<T>(record: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(record, key) ? record[key] : undefined;
+}
 
 /** Prometheus duration such as 30s, 1m, 1h30m. */
 export const duration = z

@@ -1,13 +1,13 @@
 import { z } from 'zod';
-import { labels, slug } from './common.js';
+import { labels, printable, slug, text } from './common.js';
 
 /** groups/<id>.yaml */
 export const groupFile = z.strictObject({
   id: slug,
-  name: z.string().min(1, 'must not be empty').max(200),
+  name: printable(200).min(1, 'must not be empty'),
   namespace: slug,
   parent: slug.nullish(),
-  description: z.string().max(2000).optional(),
+  description: text(2000).optional(),
   labels: labels.default({}),
 });
 

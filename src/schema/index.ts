@@ -6,3 +6,4 @@ export * from './target.js';
 export * from './token.js';
 export * from './api.js';
 export * from './check.js';
+export * from './credential.js';

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, hostname, ipAddress, labels, port, sha256Hash, slug, timestamp } from './common.js';
+import { duration, hostname, ipAddress, labels, port, printable, sha256Hash, slug, timestamp } from './common.js';
 import { exporterType } from './settings.js';
 
 export const exporter = z.strictObject({
@@ -16,13 +16,16 @@ export const exporter = z.strictObject({
 export const facts = z.strictObject({
   cpu_cores: z.number().int().min(0).optional(),
   memory_bytes: z.number().int().min(0).optional(),
-  gpu_vendor: z.string().max(100).optional(),
-  gpu_model: z.string().max(200).optional(),
-  gpu_count: z.number().int().min(0).optional(),
-  os: z.string().max(200).optional(),
-  kernel: z.string().max(200).optional(),
-  interfaces: z.array(z.string().max(100)).max(64).optional(),
+  gpu_vendor: printable(100).optional(),
+  gpu_model: printable(200).optional(),
+  gpu_count: z.number().int().min(0).max(1024).optional(),
+  os: printable(200).optional(),
+  kernel: printable(200).optional(),
+  interfaces: z.array(printable(100)).max(64).optional(),
 });
+
+/** sha256 hex of "aami-machine-id:" + /etc/machine-id (or the DMI product UUID), as bootstrap.sh sends it. */
+export const machineId = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (a sha256 of the machine id)');
 
 /** targets/<primary_group>/<hostname>.yaml */
 export const targetFile = z.strictObject({
@@ -32,11 +35,18 @@ export const targetFile = z.strictObject({
   /** Further groups the target belongs to, besides the primary one. */
   groups: z.array(slug).default([]),
   exporters: z.array(exporter).default([{ type: 'node_exporter', enabled: true }]),
+  /** The admin's labels (API, pull requests): they win over everything below and survive any re-run of bootstrap. */
   labels: labels.default({}),
+  /** The node's own labels: its GPU facts and bootstrap's --label flags, replaced whole when the node re-registers. */
+  node_labels: labels.default({}),
+  /** The enrolling token's labels, fixed at enrolment: the node cannot override them. */
+  token_labels: labels.default({}),
   facts: facts.optional(),
   /** Set by self-registration: the token that enrolled the node, and the hash of the node's own credential. */
   registered_by_token: slug.optional(),
   node_credential_hash: sha256Hash.optional(),
+  /** A hash of the node's machine id: a different machine claiming this host name is refused. Never the id itself. */
+  machine_id: machineId.optional(),
   registered_at: timestamp.optional(),
 });
 

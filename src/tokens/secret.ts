@@ -30,18 +30,48 @@ export function secretMatches(secret: string, storedHash: string): boolean {
 export const BOOTSTRAP_PREFIX = 'aami_bootstrap_';
 /** Node credential, issued at registration: `aami_node_<secret>`. */
 export const NODE_PREFIX = 'aami_node_';
-/** Admin credential generated on first start: `aami_admin_<secret>`. */
+/** Break-glass admin credential generated on first start: `aami_admin_<secret>`. */
 export const ADMIN_PREFIX = 'aami_admin_';
+/** Named API credential: `aami_cred_<id>_<secret>`; the id is public (file name, commits). */
+export const CREDENTIAL_PREFIX = 'aami_cred_';
 
-export function newBootstrapToken(): { id: string; token: string; secretHash: string } {
+/** A secret with a public id in front, so the server finds its hash without trying every one. */
+function newIdentifiedSecret(prefix: string): { id: string; secret: string; full: string; secretHash: string } {
   const id = randomString(8, 'abcdefghijklmnopqrstuvwxyz0123456789');
   const secret = randomString(40);
-  return { id, token: `${BOOTSTRAP_PREFIX}${id}_${secret}`, secretHash: hashSecret(secret) };
+  return { id, secret, full: `${prefix}${id}_${secret}`, secretHash: hashSecret(secret) };
+}
+
+function parseIdentifiedSecret(prefix: string, presented: string): { id: string; secret: string } | undefined {
+  if (!presented.startsWith(prefix)) return undefined;
+  const match = /^([a-z0-9]{8})_([A-Za-z0-9]{40})$/.exec(presented.slice(prefix.length));
+  return match ? { id: match[1]!, secret: match[2]! } : undefined;
+}
+
+export function newBootstrapToken(): { id: string; token: string; secretHash: string } {
+  const { id, full, secretHash } = newIdentifiedSecret(BOOTSTRAP_PREFIX);
+  return { id, token: full, secretHash };
 }
 
 export function parseBootstrapToken(token: string): { id: string; secret: string } | undefined {
-  const match = /^aami_bootstrap_([a-z0-9]{8})_([A-Za-z0-9]{40})$/.exec(token);
-  return match ? { id: match[1]!, secret: match[2]! } : undefined;
+  return parseIdentifiedSecret(BOOTSTRAP_PREFIX, token);
+}
+
+export function newApiCredential(): { id: string; credential: string; secretHash: string } {
+  const { id, full, secretHash } = newIdentifiedSecret(CREDENTIAL_PREFIX);
+  return { id, credential: full, secretHash };
+}
+
+export function parseApiCredential(presented: string): { id: string; secret: string } | undefined {
+  return parseIdentifiedSecret(CREDENTIAL_PREFIX, presented);
+}
+
+/**
+ * Compare two secrets of any length and byte content in constant time: both are hashed
+ * first, so unequal lengths neither throw (timingSafeEqual would) nor answer early.
+ */
+export function sameSecret(a: string, b: string): boolean {
+  return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
 }
 
 export function newSecretCredential(prefix: string): { credential: string; hash: string } {

@@ -1,43 +1,53 @@
-import { Hono, type Context } from 'hono';
+import { Hono } from 'hono';
 import { effectiveChecks } from '../../catalog/checks.js';
 import { AamiError } from '../../errors.js';
+import { deregisterNode } from '../../inventory/nodes.js';
+import { updateOwnTarget } from '../../inventory/register.js';
 import { requireTarget } from '../../inventory/targets.js';
-import { hashSecret, NODE_PREFIX } from '../../tokens/secret.js';
-import { bearerToken, guarded, requireReader } from '../auth.js';
+import { targetView } from '../../inventory/views.js';
+import { nodeUpdate } from '../../schema/index.js';
+import { authenticateNode, clientAddress, requireRole } from '../auth.js';
+import { parseBody } from '../body.js';
 import type { AppDeps } from '../deps.js';
+import { registrationBody } from './register.js';
 
-/** The target a node credential belongs to (only its hash is stored, in the target's file). */
-async function authenticateNode(c: Context, deps: AppDeps): Promise<string> {
-  return guarded(c, deps.auth.limiter, () => {
-    const credential = bearerToken(c);
-    if (!credential?.startsWith(NODE_PREFIX)) throw new AamiError('unauthorized', 'this call needs the node credential issued at registration');
-    const hostname = deps.sync.snapshot().catalog.credentials.get(hashSecret(credential));
-    if (!hostname) throw new AamiError('unauthorized', 'the node credential is not valid');
-    return hostname;
-  });
-}
-
-/** Calls a registered node makes with its own credential, and the admin's view of checks. */
+/** Calls a registered node makes with its own credential, on its own target only; and the readers' view of checks. */
 export function nodeRoutes(deps: AppDeps) {
   const app = new Hono();
-  const catalog = () => deps.sync.snapshot().catalog;
-  const reader = requireReader(deps.auth);
+  const catalog = deps.catalog;
+  const reader = requireRole(deps, 'reader');
 
-  app.get('/api/v1/checks/node', async (c) => {
-    const hostname = await authenticateNode(c, deps);
+  app.get('/api/v1/nodes/self', (c) => {
+    const hostname = authenticateNode(c, deps);
+    return c.json(targetView(catalog(), requireTarget(catalog(), hostname), deps.heartbeats.lastSeen(hostname)));
+  });
+  app.put('/api/v1/nodes/self', async (c) => {
+    const hostname = authenticateNode(c, deps);
+    const result = await updateOwnTarget(deps.writer, hostname, await parseBody(c, nodeUpdate), clientAddress(c));
+    deps.metrics.registrations.inc({ outcome: result.outcome });
+    return c.json(registrationBody(deps, result));
+  });
+  app.delete('/api/v1/nodes/self', async (c) => {
+    const hostname = authenticateNode(c, deps);
+    const { deleted } = await deregisterNode(deps.writer, hostname, clientAddress(c));
+    deps.heartbeats.forget(deleted);
+    return c.json({ deleted });
+  });
+  app.post('/api/v1/nodes/heartbeat', (c) => {
+    const hostname = authenticateNode(c, deps);
+    return c.json({ hostname, last_seen: deps.heartbeats.record(hostname).toISOString() });
+  });
+  app.get('/api/v1/checks/node', (c) => {
+    const hostname = authenticateNode(c, deps);
     return c.json({ hostname, checks: effectiveChecks(catalog(), requireTarget(catalog(), hostname)) });
   });
-  app.get('/api/v1/checks/node/:name/script', async (c) => {
-    const hostname = await authenticateNode(c, deps);
+  app.get('/api/v1/checks/node/:name/script', (c) => {
+    const hostname = authenticateNode(c, deps);
     const name = c.req.param('name');
     const applies = effectiveChecks(catalog(), requireTarget(catalog(), hostname)).some((check) => check.name === name);
     const check = catalog().checks.get(name);
     if (!applies || !check) throw new AamiError('not_found', `check "${name}" does not apply to ${hostname}`);
     return c.text(check.script.text, 200, { 'Content-Type': 'text/x-shellscript; charset=utf-8' });
-  });
-  app.post('/api/v1/nodes/heartbeat', async (c) => {
-    const hostname = await authenticateNode(c, deps);
-    return c.json({ hostname, last_seen: deps.heartbeats.record(hostname).toISOString() });
   });
 
   app.get('/api/v1/checks', reader, (c) =>

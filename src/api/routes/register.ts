@@ -1,33 +1,44 @@
 import { Hono } from 'hono';
 import { AamiError } from '../../errors.js';
-import { registerNode } from '../../inventory/register.js';
+import { enrolNode, type RegistrationResult } from '../../inventory/register.js';
 import { targetView } from '../../inventory/views.js';
 import { registration } from '../../schema/index.js';
-import { bearerToken, clientAddress, guarded } from '../auth.js';
+import { authenticate, clientAddress } from '../auth.js';
 import { parseBody } from '../body.js';
 import type { AppDeps } from '../deps.js';
+
+/** The answer to an enrolment or a node's update: the target, and the node credential when one was issued. */
+export function registrationBody(deps: AppDeps, result: RegistrationResult) {
+  const catalog = deps.catalog();
+  const view = targetView(catalog, result.target, deps.heartbeats.lastSeen(result.target.hostname));
+  return {
+    outcome: result.outcome,
+    target: view,
+    ephemeral: view.ephemeral,
+    // Shown once; only its hash is kept. Absent when the node's existing credential stays valid.
+    ...(result.nodeCredential ? { node_credential: result.nodeCredential } : {}),
+  };
+}
 
 /** POST /api/v1/bootstrap/register — a node enrols itself with a bootstrap token. */
 export function registerRoutes(deps: AppDeps) {
   const app = new Hono();
   app.post('/register', async (c) => {
-    const result = await guarded(c, deps.auth.limiter, async () => {
-      const token = bearerToken(c);
-      if (!token) throw new AamiError('unauthorized', 'registration needs a bootstrap token: Authorization: Bearer aami_bootstrap_...');
+    const result = await (async () => {
+      const principal = authenticate(c, deps);
+      if (principal.kind === 'anonymous') throw new AamiError('unauthorized', 'registration needs a bootstrap token: Authorization: Bearer aami_bootstrap_...');
+      if (principal.kind !== 'token') {
+        const hint = principal.kind === 'node' ? ': a registered node updates itself with PUT /api/v1/nodes/self' : '';
+        throw new AamiError('forbidden', `registration needs a bootstrap token${hint}`);
+      }
       const input = await parseBody(c, registration);
-      return registerNode(deps.writer, input, token, clientAddress(c), deps.clock());
-    }).catch((error: unknown) => {
+      return enrolNode(deps.writer, input, principal.token.id, clientAddress(c), deps.clock());
+    })().catch((error: unknown) => {
       deps.metrics.registrations.inc({ outcome: error instanceof AamiError ? error.code : 'error' });
       throw error;
     });
     deps.metrics.registrations.inc({ outcome: result.outcome });
-    const body = {
-      outcome: result.outcome,
-      target: targetView(deps.sync.snapshot().catalog, result.target, deps.heartbeats.lastSeen(result.target.hostname)),
-      // Shown once; only its hash is kept. Absent when the node's existing credential stays valid.
-      ...(result.nodeCredential ? { node_credential: result.nodeCredential } : {}),
-    };
-    return c.json(body, result.outcome === 'created' ? 201 : 200);
+    return c.json(registrationBody(deps, result), result.outcome === 'created' ? 201 : 200);
   });
   return app;
 }

@@ -1,9 +1,13 @@
 import { Hono } from 'hono';
 import { CLOSE, COMMA, EMPTY, OPEN } from '../../compile/compiler.js';
 import { AamiError } from '../../errors.js';
-import { requireReader } from '../auth.js';
+import { staleTargets } from '../../inventory/nodes.js';
+import { requireRole } from '../auth.js';
 import type { AppDeps } from '../deps.js';
 
+
+/** Most entries health lists of invalid files and stale nodes; the counts are always whole. */
+const HEALTH_LIST_LIMIT = 50;
 
 /** Health, the server's own metrics, and http_sd. */
 export function systemRoutes(deps: AppDeps) {
@@ -13,6 +17,7 @@ export function systemRoutes(deps: AppDeps) {
     const { problems } = deps.sync.snapshot();
     const { status } = deps.sync;
     const serving = deps.serving() && status.lastSuccessAt !== undefined;
+    const stale = staleTargets(deps.catalog(), (hostname) => deps.heartbeats.lastSeen(hostname), deps.clock(), deps.staleAfterMs);
     return {
       code: serving ? 200 : 503,
       body: {
@@ -22,7 +27,15 @@ export function systemRoutes(deps: AppDeps) {
           last_success_at: status.lastSuccessAt?.toISOString() ?? null,
           last_duration_ms: status.lastDurationMs === undefined ? null : Math.round(status.lastDurationMs * 10) / 10,
           last_error: status.lastError ?? null,
-          invalid_files: problems,
+          // Bounded: a pull request with 100k problems must not make health a 14 MB answer.
+          invalid_files: problems.slice(0, HEALTH_LIST_LIMIT),
+          invalid_file_count: new Set(problems.map((p) => p.file)).size,
+          problem_count: problems.length,
+        },
+        nodes: {
+          stale_after_seconds: deps.staleAfterMs / 1000,
+          stale_count: stale.length,
+          stale: stale.slice(0, HEALTH_LIST_LIMIT),
         },
         writer: { queue_depth: deps.writer.pending },
       },
@@ -38,7 +51,7 @@ export function systemRoutes(deps: AppDeps) {
 
   // http_sd: the same bytes as the file_sd files. Never "200 []" before the first compile:
   // Prometheus would take that as "no targets" and drop everything it scrapes.
-  app.get('/api/v1/sd/prometheus', requireReader(deps.auth), (c) => {
+  app.get('/api/v1/sd/prometheus', requireRole(deps, 'reader'), (c) => {
     const output = deps.sync.lastOutput;
     if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
     const job = c.req.query('job');

@@ -1,40 +1,61 @@
-import { Hono } from 'hono';
-import { createTarget, deleteTarget, listTargets, requireTarget, updateTarget } from '../../inventory/targets.js';
+import { Hono, type Context } from 'hono';
+import { AamiError } from '../../errors.js';
+import { createTarget, deleteTarget, listTargets, patchTarget, replaceTarget, requireTarget } from '../../inventory/targets.js';
 import { targetView } from '../../inventory/views.js';
-import { targetCreate, targetPatch, targetReplace } from '../../schema/index.js';
-import { requireAdmin, requireReader } from '../auth.js';
+import { targetCreate, targetPatch, targetReplace, type Target } from '../../schema/index.js';
+import { authenticate, authorize } from '../auth.js';
 import { parseBody } from '../body.js';
 import type { AppDeps } from '../deps.js';
-import { adminActor } from './actor.js';
+import { writerActor } from './actor.js';
 
 export function targetRoutes(deps: AppDeps) {
   const app = new Hono();
-  const admin = requireAdmin(deps.auth);
-  const reader = requireReader(deps.auth);
-  const catalog = () => deps.sync.snapshot().catalog;
-  const view = (target: Parameters<typeof targetView>[1]) => targetView(catalog(), target, deps.heartbeats.lastSeen(target.hostname));
+  const catalog = deps.catalog;
+  const view = (target: Target) => targetView(catalog(), target, deps.heartbeats.lastSeen(target.hostname));
 
-  app.get('/', reader, (c) =>
-    c.json(listTargets(catalog(), { hostname: c.req.query('hostname'), group: c.req.query('group') }, (hostname) => deps.heartbeats.lastSeen(hostname))),
-  );
-  app.get('/:id', reader, (c) => c.json(view(requireTarget(catalog(), c.req.param('id')))));
-  app.get('/:id/history', reader, async (c) => {
+  /** Readers see every target; a node credential sees its own target only (a node checks its registration). */
+  const visibleTo = (c: Context): ((hostname: string) => boolean) => {
+    const principal = authenticate(c, deps);
+    if (principal.kind === 'node') return (hostname) => hostname === principal.hostname;
+    authorize(c, deps, 'reader');
+    return () => true;
+  };
+
+  app.get('/', (c) => {
+    const visible = visibleTo(c);
+    const targets = listTargets(catalog(), { hostname: c.req.query('hostname'), group: c.req.query('group') }, (hostname) => deps.heartbeats.lastSeen(hostname));
+    return c.json(targets.filter((t) => visible(t.hostname)));
+  });
+  app.get('/:id', (c) => {
+    const visible = visibleTo(c);
+    const target = requireTarget(catalog(), c.req.param('id'));
+    if (!visible(target.hostname)) throw new AamiError('forbidden', `a node credential reads its own target only, not ${target.hostname}`);
+    return c.json(view(target));
+  });
+  app.get('/:id/history', async (c) => {
+    authorize(c, deps, 'reader');
     const target = requireTarget(catalog(), c.req.param('id'));
     // Any group directory: the file moves when its primary group changes.
     return c.json(await deps.history([`:(glob)targets/*/${target.hostname}.yaml`]));
   });
-  app.post('/', admin, async (c) => {
-    const { target } = await createTarget(deps.writer, adminActor(c), await parseBody(c, targetCreate));
+  app.post('/', async (c) => {
+    const actor = writerActor(c, deps);
+    const { target } = await createTarget(deps.writer, actor, await parseBody(c, targetCreate));
     return c.json(view(target), 201);
   });
-  for (const [method, schema, mode] of [['put', targetReplace, 'replace'], ['patch', targetPatch, 'patch']] as const) {
-    app[method]('/:id', admin, async (c) => {
-      const { target } = await updateTarget(deps.writer, adminActor(c), c.req.param('id'), await parseBody(c, schema), mode);
-      return c.json(view(target));
-    });
-  }
-  app.delete('/:id', admin, async (c) => {
-    const { deleted } = await deleteTarget(deps.writer, adminActor(c), c.req.param('id'));
+  app.put('/:id', async (c) => {
+    const actor = writerActor(c, deps);
+    const { target } = await replaceTarget(deps.writer, actor, c.req.param('id'), await parseBody(c, targetReplace));
+    return c.json(view(target));
+  });
+  app.patch('/:id', async (c) => {
+    const actor = writerActor(c, deps);
+    const { target } = await patchTarget(deps.writer, actor, c.req.param('id'), await parseBody(c, targetPatch));
+    return c.json(view(target));
+  });
+  app.delete('/:id', async (c) => {
+    const { deleted } = await deleteTarget(deps.writer, writerActor(c, deps), c.req.param('id'));
+    deps.heartbeats.forget(deleted);
     return c.json({ deleted });
   });
   return app;

@@ -1,0 +1,66 @@
+import type { Catalog } from '../catalog/build.js';
+import { durationSeconds } from '../catalog/checks.js';
+import { targetPath } from '../catalog/parse.js';
+import { AamiError } from '../errors.js';
+import type { Writer } from '../repo/writer.js';
+import type { Target } from '../schema/index.js';
+import { commitMeta } from './actor.js';
+import { requireTarget } from './targets.js';
+
+/**
+ * A node leaves the fleet (uninstall.sh, or an ephemeral node shutting down): its target is
+ * deleted in a commit authored by the node. A token created with allow_deregister: false
+ * keeps its nodes until an admin removes them.
+ */
+export function deregisterNode(writer: Writer, hostname: string, address: string) {
+  return writer.update(commitMeta({ kind: 'node', hostname, address }, `Deregister ${hostname}`), ({ catalog }) => {
+    const target = requireTarget(catalog, hostname);
+    const token = target.registered_by_token ? catalog.tokens.get(target.registered_by_token) : undefined;
+    if (token && !token.allow_deregister) {
+      throw new AamiError('forbidden', `bootstrap token ${token.id} does not let its nodes deregister themselves; ask an admin to delete ${hostname}`, { token_id: token.id });
+    }
+    return { changes: [{ path: targetPath(target), content: null }], result: { deleted: hostname } };
+  });
+}
+
+/**
+ * The targets of ephemeral tokens whose node has been silent longer than the token's TTL
+ * (its last heartbeat, or its enrolment when it never sent one). Only ephemeral targets are
+ * ever removed by the server; other stale targets are reported, never deleted.
+ */
+export function silentEphemeralTargets(catalog: Catalog, lastSeen: (hostname: string) => Date | undefined, now: Date): Target[] {
+  const silent: Target[] = [];
+  for (const target of catalog.targets.values()) {
+    const token = target.registered_by_token ? catalog.tokens.get(target.registered_by_token) : undefined;
+    if (!token?.ephemeral || !token.ttl_after_last_seen) continue;
+    const seen = lastSeen(target.hostname)?.getTime() ?? (target.registered_at ? Date.parse(target.registered_at) : now.getTime());
+    if (now.getTime() - seen > durationSeconds(token.ttl_after_last_seen) * 1000) silent.push(target);
+  }
+  return silent;
+}
+
+/** Remove silent ephemeral nodes in one commit of their own, authored by the server. Resolves to the host names removed. */
+export async function reapEphemeralTargets(writer: Writer, lastSeen: (hostname: string) => Date | undefined, now: () => Date): Promise<string[]> {
+  const { removed } = await writer.update(commitMeta({ kind: 'server', task: 'ephemeral-reaper' }, 'Remove silent ephemeral nodes'), ({ catalog }) => {
+    const silent = silentEphemeralTargets(catalog, lastSeen, now());
+    const names = silent.map((t) => t.hostname).sort();
+    const shown = names.slice(0, 20).join(', ') + (names.length > 20 ? `, … (${names.length} in all)` : '');
+    return {
+      changes: silent.map((t) => ({ path: targetPath(t), content: null })),
+      message: `Remove ${names.length} ephemeral node${names.length === 1 ? '' : 's'} silent past their token's TTL: ${shown}`,
+      result: { removed: names },
+    };
+  });
+  return removed;
+}
+
+/** Targets whose node sent a heartbeat once but not for `staleAfterMs`: listed by health and /metrics, never removed. */
+export function staleTargets(catalog: Catalog, lastSeen: (hostname: string) => Date | undefined, now: Date, staleAfterMs: number): string[] {
+  const stale: string[] = [];
+  for (const hostname of catalog.targets.keys()) {
+    const seen = lastSeen(hostname);
+    if (seen && now.getTime() - seen.getTime() > staleAfterMs) stale.push(hostname);
+  }
+  return stale.sort();
+}
+

@@ -1,0 +1,65 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { startServer } from '../src/server.js';
+import { gitCli, onCleanup } from './helpers.js';
+import { ADMIN, serverConfig, waitFor } from './node-helpers.js';
+
+describe('ephemeral tokens', () => {
+  it('count nodes registered at the same time, and the server removes silent ones in a commit of their own', async () => {
+    let now = Date.parse('2026-11-26T00:00:00Z');
+    const config = serverConfig({ clock: () => new Date(now), reapIntervalMs: 50 });
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    const call = async (method: string, path: string, token: string, body?: unknown) => {
+      const response = await fetch(`${server.url}${path}`, { method, headers: { authorization: `Bearer ${token}` }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: response.status, json: (await response.json()) as any };
+    };
+    const created = await call('POST', '/api/v1/bootstrap-tokens', ADMIN, { name: 'asg', default_group_id: 'ml-training', max_uses: 2, expires_at: '2027-01-01T00:00:00Z', ephemeral: true, ttl_after_last_seen: '30s' });
+    expect(created.json).toMatchObject({ ephemeral: true, ttl_after_last_seen: '30s', registered: 0 });
+    const enrol = (host: string, ip: string) => call('POST', '/api/v1/bootstrap/register', created.json.token, { hostname: host, ip_address: ip });
+    const a = await enrol('asg-a', '10.0.0.1');
+    const b = await enrol('asg-b', '10.0.0.2');
+    expect([a.status, b.status]).toEqual([201, 201]);
+    expect(a.json.ephemeral).toBe(true);
+    expect((await enrol('asg-c', '10.0.0.3')).json.error.code).toBe('token_exhausted');
+
+    // One leaves cleanly: its place is free again.
+    expect((await call('DELETE', '/api/v1/nodes/self', b.json.node_credential)).status).toBe(200);
+    expect((await enrol('asg-c', '10.0.0.3')).status).toBe(201);
+
+    const sd = () => JSON.parse(readFileSync(join(config.sdDir, 'node.json'), 'utf8')) as Array<{ labels: Record<string, string> }>;
+    const hosts = () => sd().map((e) => e.labels.hostname).join(',');
+    await waitFor('both nodes in the SD file', async () => hosts() === 'asg-a,asg-c');
+    // asg-a keeps sending heartbeats; asg-c goes silent past the TTL.
+    now += 20_000;
+    await call('POST', '/api/v1/nodes/heartbeat', a.json.node_credential);
+    now += 20_000;
+    await waitFor('the silent node to leave the SD file', async () => hosts() === 'asg-a');
+    const log = await call('GET', '/api/v1/targets', ADMIN);
+    expect(log.json.map((t: any) => t.hostname)).toEqual(['asg-a']);
+    expect((await call('GET', `/api/v1/bootstrap-tokens/${created.json.id}`, ADMIN)).json).toMatchObject({ registered: 1, remaining: 1, uses: 3 });
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toContain('aami_ephemeral_targets_removed_total 1');
+    expect(gitCli(config.repo, 'log', '-1', '--format=%an|%s').trim()).toBe("aami ephemeral-reaper|Remove 1 ephemeral node silent past their token's TTL: asg-c");
+  });
+
+  it('never removes a target of an ordinary token, but lists it as stale', async () => {
+    let now = Date.parse('2026-11-26T00:00:00Z');
+    const config = serverConfig({ clock: () => new Date(now), reapIntervalMs: 50, staleAfterMs: 60_000 });
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    const headers = { authorization: `Bearer ${ADMIN}` };
+    const token = (await (await fetch(`${server.url}/api/v1/bootstrap-tokens`, { method: 'POST', headers, body: JSON.stringify({ name: 't', default_group_id: 'ml-training', max_uses: 5, expires_at: '2027-01-01T00:00:00Z' }) })).json()) as any;
+    const node = (await (await fetch(`${server.url}/api/v1/bootstrap/register`, { method: 'POST', headers: { authorization: `Bearer ${token.token}` }, body: JSON.stringify({ hostname: 'pet', ip_address: '10.0.0.1' }) })).json()) as any;
+    await fetch(`${server.url}/api/v1/nodes/heartbeat`, { method: 'POST', headers: { authorization: `Bearer ${node.node_credential}` } });
+    now += 3600_000;
+    const health = await waitFor('health to list the stale node', async () => {
+      const body = (await (await fetch(`${server.url}/api/v1/health`)).json()) as any;
+      return body.nodes.stale_count === 1 && body;
+    });
+    expect(health.nodes.stale).toEqual(['pet']);
+    expect(await (await fetch(`${server.url}/metrics`)).text()).toContain('aami_stale_targets 1');
+    expect(((await (await fetch(`${server.url}/api/v1/targets`, { headers })).json()) as any[]).map((t) => t.hostname)).toEqual(['pet']);
+  });
+});

@@ -1,0 +1,240 @@
+import { createHmac } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { FailureLimiter } from '../src/api/auth.js';
+import { apiHarness } from './api-helpers.js';
+
+const MACHINE = 'c'.repeat(64);
+
+describe('bootstrap tokens enrol; node credentials maintain', () => {
+  it('gives a used-up token no power over the host it enrolled: no relabel, no new address, no credential rotation', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token({ max_uses: 1 });
+    const enrolled = await api.register(token, { hostname: 'gpu-1', ip_address: '10.0.0.1', machine_id: MACHINE, facts: { gpu_count: 8 } });
+    expect(enrolled.status).toBe(201);
+    await api.call('PATCH', '/api/v1/targets/gpu-1', { body: { labels: { rack: 'r1', owner: 'ml-infra' } } });
+    const before = api.commits();
+    // Even with the right machine identity, a used-up token is refused before anything else is looked at.
+    for (const body of [
+      { hostname: 'gpu-1', ip_address: '10.6.6.6', machine_id: MACHINE, labels: { gpu_count: 'visible[$(id>pwned)]' } },
+      { hostname: 'gpu-1', ip_address: '10.0.0.1', machine_id: MACHINE, rotate_credential: true },
+    ]) {
+      expect(await api.register(token, body)).toMatchObject({ status: 403, json: { error: { code: 'token_exhausted' } } });
+    }
+    expect(api.commits()).toBe(before);
+    const target = (await api.get('/api/v1/targets/gpu-1')).json;
+    expect(target).toMatchObject({ ip_address: '10.0.0.1', labels: { rack: 'r1', owner: 'ml-infra' }, node_labels: { gpu_count: '8' } });
+    // The node's own credential still works.
+    expect((await api.get('/api/v1/nodes/self', { token: enrolled.json.node_credential })).status).toBe(200);
+  });
+
+  it('re-enrols the same machine with an active token (its credential was lost) and refuses another machine with hostname_taken', async () => {
+    const api = await apiHarness();
+    const { token, id } = await api.token({ max_uses: 5 });
+    const first = await api.register(token, { hostname: 'ubuntu', ip_address: '10.0.0.1', machine_id: MACHINE, labels: { rack: 'r1' } });
+    await api.call('PATCH', '/api/v1/targets/ubuntu', { body: { labels: { owner: 'ml-infra' } } });
+    const clone = await api.register(token, { hostname: 'ubuntu', ip_address: '10.0.0.2', machine_id: 'd'.repeat(64) });
+    expect(clone).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken', message: expect.stringContaining('hostname ubuntu is held by another machine') } } });
+    expect((await api.get('/api/v1/nodes/self', { token: first.json.node_credential })).status).toBe(200);
+
+    const again = await api.register(token, { hostname: 'ubuntu', ip_address: '10.0.0.3', machine_id: MACHINE });
+    expect(again).toMatchObject({ status: 200, json: { outcome: 'reenrolled', target: { ip_address: '10.0.0.3', labels: { owner: 'ml-infra' } } } });
+    expect(again.json.node_credential).not.toBe(first.json.node_credential);
+    expect((await api.get('/api/v1/nodes/self', { token: first.json.node_credential })).status).toBe(401);
+    expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
+  });
+
+  it('lets a node update what it owns and keeps the admin\'s labels across any re-run', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token({ labels: { environment: 'production' } });
+    const { node_credential: credential } = (await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', facts: { gpu_count: 8, gpu_model: 'H100' }, labels: { environment: 'dev', team: 'a' } })).json;
+    await api.call('PATCH', '/api/v1/targets/n1', { body: { labels: { rack: 'r7', gpu_model: 'H100-SXM' } } });
+    const updated = await api.call('PUT', '/api/v1/nodes/self', { token: credential, body: { ip_address: '10.0.0.2', facts: { gpu_count: 4, gpu_model: 'H100' }, labels: { team: 'b' } } });
+    expect(updated.status).toBe(200);
+    expect(updated.json.target).toMatchObject({
+      labels: { rack: 'r7', gpu_model: 'H100-SXM' },
+      node_labels: { team: 'b', gpu_count: '4', gpu_model: 'H100' },
+      token_labels: { environment: 'production' },
+      effective_labels: { rack: 'r7', gpu_model: 'H100-SXM', gpu_count: '4', team: 'b', environment: 'production' },
+    });
+    expect(updated.json.target.label_sources).toMatchObject({ rack: 'admin', gpu_model: 'admin', gpu_count: 'node', environment: expect.stringMatching(/^token:/), aami_group: 'aami' });
+    // A merge patch: null removes one label and keeps the rest.
+    const patched = await api.call('PATCH', '/api/v1/targets/n1', { body: { labels: { gpu_model: null } } });
+    expect(patched.json.labels).toEqual({ rack: 'r7' });
+    expect(patched.json.effective_labels.gpu_model).toBe('H100');
+  });
+
+  it('deregisters a node with its own credential in a commit authored by the node, and forgets its heartbeat', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    const { node_credential: credential } = (await api.register(token, { hostname: 'leaving', ip_address: '10.0.0.1' })).json;
+    await api.post('/api/v1/nodes/heartbeat', undefined, { token: credential });
+    expect(api.heartbeats.lastSeen('leaving')).toBeDefined();
+    expect(await api.call('DELETE', '/api/v1/nodes/self', { token: credential })).toMatchObject({ status: 200, json: { deleted: 'leaving' } });
+    expect(api.git('log', '-1', '--format=%an|%s').trim()).toBe('node leaving|Deregister leaving');
+    expect((await api.get('/api/v1/targets/leaving')).status).toBe(404);
+    expect(api.heartbeats.lastSeen('leaving')).toBeUndefined();
+    expect((await api.get('/api/v1/nodes/self', { token: credential })).status).toBe(401);
+
+    const { token: kept } = await api.token({ allow_deregister: false });
+    const { node_credential: stays } = (await api.register(kept, { hostname: 'stays', ip_address: '10.0.0.2' })).json;
+    expect(await api.call('DELETE', '/api/v1/nodes/self', { token: stays })).toMatchObject({ status: 403, json: { error: { code: 'forbidden' } } });
+  });
+});
+
+describe('labels are data', () => {
+  const reserved = ['job', 'instance', 'hostname', '__address__', '__meta_x', 'aami_group'];
+
+  it('refuses reserved label names in every API body that takes labels', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    const before = api.commits();
+    for (const name of reserved) {
+      const labels = { [name]: 'fake' };
+      const calls = [
+        await api.post('/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.9', primary_group_id: 'ml-training', labels }),
+        await api.post('/api/v1/groups', { name: 'x', namespace: 'logical', labels }),
+        await api.post('/api/v1/bootstrap-tokens', { name: 'x', default_group_id: 'ml-training', max_uses: 1, expires_at: '2027-01-01T00:00:00Z', labels }),
+        await api.register(token, { hostname: 'x', ip_address: '10.0.0.9', labels }),
+      ];
+      for (const call of calls) expect(call, name).toMatchObject({ status: 400, json: { error: { code: 'validation_failed', details: [expect.objectContaining({ field: `labels.${name}` })] } } });
+    }
+    expect(api.commits()).toBe(before);
+  });
+
+  it('reports job and instance set in group and target files as invalid, keeping their last good version', async () => {
+    const api = await apiHarness();
+    await api.post('/api/v1/targets', { hostname: 'web-1', ip_address: '10.0.0.1', primary_group_id: 'api-servers' });
+    await api.nextCompile();
+    api.writeFile('groups/api-servers.yaml', 'id: api-servers\nname: api-servers\nnamespace: logical\nlabels: {job: fake}\n');
+    api.writeFile('targets/api-servers/web-1.yaml', 'hostname: web-1\nip_address: 10.0.0.1\nprimary_group: api-servers\nlabels: {instance: other-node:9100}\n');
+    api.commitAll('impersonate');
+    await api.sync.reload(['groups/api-servers.yaml', 'targets/api-servers/web-1.yaml']);
+    const problems = (await api.get('/api/v1/health')).json.compiler.invalid_files.map((p: any) => `${p.file}: ${p.field}`);
+    expect(problems).toEqual(['groups/api-servers.yaml: labels.job', 'targets/api-servers/web-1.yaml: labels.instance']);
+    const [entry] = api.sd('node');
+    expect(entry!.labels).not.toHaveProperty('job');
+    expect(entry!.labels).not.toHaveProperty('instance');
+  });
+
+  it('refuses control characters in label values and names, and keeps hostile printable values as data', async () => {
+    const api = await apiHarness();
+    for (const value of ['a\nb', 'nul\u0000', 'tab\there', 'bell\u0007']) {
+      const response = await api.post('/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.9', primary_group_id: 'ml-training', labels: { rack: value } });
+      expect(response.json.error.details).toContainEqual({ field: 'labels.rack', message: expect.stringContaining('control characters') });
+    }
+    for (const name of ['bad\nname', 'evil\u0000']) {
+      expect((await api.post('/api/v1/bootstrap-tokens', { name, default_group_id: 'ml-training', max_uses: 1, expires_at: '2027-01-01T00:00:00Z' })).status).toBe(400);
+    }
+    const hostile = '$(id>pwned) `id` visible[$(touch x)] ; rm -rf / "\' || true';
+    const created = await api.post('/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.9', primary_group_id: 'ml-training', labels: { gpu_count: hostile } });
+    expect(created.status).toBe(201);
+    await api.nextCompile();
+    expect(api.sd('node')[0]!.labels.gpu_count).toBe(hostile);
+    api.git('fsck', '--strict', '--no-progress');
+  });
+});
+
+describe('repository content is untrusted input', () => {
+  it('refuses exporter type "constructor" (a key every JS object has) and keeps compiling', async () => {
+    const api = await apiHarness();
+    const response = await api.post('/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.9', primary_group_id: 'ml-training', exporters: [{ type: 'constructor' }] });
+    expect(response).toMatchObject({ status: 400, json: { error: { code: 'validation_failed' } } });
+    api.writeFile('targets/ml-training/y.yaml', 'hostname: y\nip_address: 10.0.0.8\nprimary_group: ml-training\nexporters: [{type: constructor}, {type: node_exporter}]\n');
+    api.writeFile('targets/ml-training/z.yaml', 'hostname: z\nip_address: 10.0.0.7\nprimary_group: ml-training\n');
+    api.commitAll('prototype keys');
+    await api.sync.reload(['targets/ml-training/y.yaml', 'targets/ml-training/z.yaml']);
+    const health = (await api.get('/api/v1/health')).json;
+    expect(health.compiler.last_error).toBeNull();
+    expect(health.compiler.invalid_files).toEqual([expect.objectContaining({ file: 'targets/ml-training/y.yaml', field: 'exporters[0].type' })]);
+    expect(api.sd('node').map((e) => e.targets[0])).toEqual(['10.0.0.7:9100']);
+  });
+
+  it('survives a file with 130,000 problems and answers health with counts and the first few', async () => {
+    const api = await apiHarness();
+    api.writeFile('targets/ml-training/many.yaml', `hostname: many\nip_address: 10.0.0.1\nprimary_group: ml-training\ngroups: [${Array(130_000).fill('BAD').join(', ')}]\n`);
+    api.commitAll('many problems');
+    await api.sync.reload(['targets/ml-training/many.yaml']);
+    const health = await api.get('/api/v1/health');
+    expect(health.status).toBe(200);
+    expect(health.json.compiler).toMatchObject({ problem_count: 130_000, invalid_file_count: 1 });
+    expect(health.json.compiler.invalid_files).toHaveLength(50);
+    expect(health.text.length).toBeLessThan(20_000);
+  });
+});
+
+describe('secrets compared safely', () => {
+  it('answers a webhook signature or token of any length or bytes with 401, never 500', async () => {
+    const api = await apiHarness({ remote: { webhookSecret: 'a-webhook-secret-of-length-32-xx' } });
+    const attempts: Array<Record<string, string>> = [
+      { 'x-hub-signature-256': 'sha256=\u00e9\u00e9' },
+      { 'x-hub-signature-256': 'short' },
+      { 'x-gitea-signature': 'x'.repeat(5000) },
+      { 'x-gitlab-token': 'a-webhook-secret-of-length-32-x' },
+      { 'x-gitlab-token': '\u00ff' },
+    ];
+    for (const headers of attempts) {
+      const response = await api.call('POST', '/api/v1/sync', { token: null, raw: '{}', headers });
+      expect(response.status, JSON.stringify(headers)).toBe(401);
+    }
+    const body = '{"ref":"refs/heads/main"}';
+    const signature = `sha256=${createHmac('sha256', 'a-webhook-secret-of-length-32-xx').update(body).digest('hex')}`;
+    expect((await api.call('POST', '/api/v1/sync', { token: null, raw: body, headers: { 'x-hub-signature-256': signature } })).status).toBe(200);
+    expect((await api.call('POST', '/api/v1/sync', { token: null, raw: body, headers: { 'x-gitlab-token': 'a-webhook-secret-of-length-32-xx' } })).status).toBe(200);
+  });
+});
+
+describe('the failure limiter', () => {
+  it('answers 300 concurrent wrong credentials with exactly 20 401s and serves the admin and nodes behind the same address meanwhile', async () => {
+    const api = await apiHarness({ maxFailures: 20 });
+    const { token } = await api.token();
+    const { node_credential: credential } = (await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' })).json;
+    const wrong = Array.from({ length: 300 }, (_, i) => api.register(`aami_bootstrap_${'abcdefgh'}_${String(i).padStart(40, 'x')}`, { hostname: `h${i}`, ip_address: '10.0.0.2' }));
+    const valid = [api.get('/api/v1/targets'), api.post('/api/v1/nodes/heartbeat', undefined, { token: credential }), api.get('/api/v1/sd/prometheus')];
+    const statuses = (await Promise.all(wrong)).map((r) => r.status);
+    expect(statuses.filter((s) => s === 401)).toHaveLength(20);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(280);
+    for (const response of await Promise.all(valid)) expect(response.status).toBe(200);
+    expect((await api.register(token, { hostname: 'n2', ip_address: '10.0.0.3' })).status).toBe(201);
+  });
+
+  it('keeps its memory bounded at 100k addresses and forgets windows in the order they opened', () => {
+    let now = 0;
+    const limiter = new FailureLimiter({ maxFailures: 2, windowMs: 60_000, now: () => now, maxAddresses: 50_000 });
+    for (let i = 0; i < 100_000; i++) limiter.fail(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+    expect(limiter.size).toBe(50_000);
+    limiter.fail('192.0.2.1');
+    limiter.fail('192.0.2.1');
+    expect(limiter.limited('192.0.2.1')).toBe(60);
+    now += 61_000;
+    limiter.fail('192.0.2.2');
+    expect(limiter.size).toBe(1);
+    expect(limiter.limited('192.0.2.1')).toBeUndefined();
+  });
+});
+
+describe('named credentials', () => {
+  it('authors commits by the credential\'s name, limits each role, and stops working when revoked or expired', async () => {
+    const api = await apiHarness();
+    const alice = await api.post('/api/v1/credentials', { name: 'alice', role: 'editor' });
+    expect(alice).toMatchObject({ status: 201, json: { name: 'alice', role: 'editor', credential: expect.stringMatching(/^aami_cred_[a-z0-9]{8}_[A-Za-z0-9]{40}$/) } });
+    const prometheus = (await api.post('/api/v1/credentials', { name: 'prometheus-dc1', role: 'reader', expires_at: '2026-12-01T00:00:00Z' })).json;
+    expect((await api.post('/api/v1/credentials', { name: 'alice', role: 'reader' })).json.error.code).toBe('conflict');
+
+    expect((await api.post('/api/v1/groups', { name: 'alices-group', namespace: 'logical' }, { token: alice.json.credential })).status).toBe(201);
+    expect(api.git('log', '-1', '--format=%an <%ae>').trim()).toBe(`alice <${alice.json.id}@credentials.aami>`);
+    expect((await api.post('/api/v1/credentials', { name: 'mallory', role: 'admin' }, { token: alice.json.credential })).status).toBe(403);
+    expect((await api.get('/api/v1/sd/prometheus', { token: prometheus.credential })).status).toBe(200);
+    expect((await api.post('/api/v1/groups', { name: 'nope', namespace: 'logical' }, { token: prometheus.credential })).status).toBe(403);
+
+    // Only hashes in Git; the list never shows a secret.
+    const file = api.git('show', `HEAD:credentials/${alice.json.id}.yaml`);
+    expect(file).toMatch(/^secret_hash: sha256:[0-9a-f]{64}$/m);
+    expect(api.git('log', '-p', '--all').includes(alice.json.credential.split('_').at(-1))).toBe(false);
+    expect((await api.get('/api/v1/credentials')).text).not.toContain(alice.json.credential);
+
+    await api.post(`/api/v1/credentials/${alice.json.id}/revoke`);
+    expect((await api.get('/api/v1/groups', { token: alice.json.credential })).status).toBe(401);
+    api.advance(6 * 86400_000);
+    expect((await api.get('/api/v1/sd/prometheus', { token: prometheus.credential })).json.error.message).toContain('expired');
+  });
+});
