@@ -64,7 +64,7 @@ describe('deploy/prometheus', () => {
     }
   });
 
-  it('scrapes a registered target once through http_sd, with its aami labels', { timeout: 60_000 }, async () => {
+  it('scrapes a registered target once through http_sd with a reader credential, with its aami labels', { timeout: 60_000 }, async () => {
     const server = await configServer();
     const port = await runningNodeExporter(join(tempDir(), 'textfile'));
     const created = await server.admin('POST', '/api/v1/targets', {
@@ -75,10 +75,14 @@ describe('deploy/prometheus', () => {
       labels: { rack: 'r1' },
     });
     expect(created.status).toBe(201);
-    // Until named reader credentials land (POST /api/v1/credentials, role reader), the admin
-    // credential is the only one that can read SD: it stands in for the reader here.
+    // The documented flow: a named reader credential for this Prometheus, never the admin one.
+    const reader = await server.admin('POST', '/api/v1/credentials', { name: 'prometheus-dc1', role: 'reader' });
+    expect(reader.status).toBe(201);
+    expect(reader.json).toMatchObject({ name: 'prometheus-dc1', role: 'reader', credential: expect.stringMatching(/^aami_cred_/) });
+    const asReader = { authorization: `Bearer ${reader.json.credential}` };
+    expect((await fetch(`${server.url}/api/v1/groups`, { method: 'POST', headers: asReader, body: JSON.stringify({ name: 'x', namespace: 'logical' }) })).status).toBe(403);
     const credentialFile = join(tempDir(), 'credential');
-    writeFileSync(credentialFile, ADMIN, { mode: 0o600 });
+    writeFileSync(credentialFile, reader.json.credential, { mode: 0o600 });
     const prometheus = await startPrometheus(renderPrometheusConfig('prometheus-http-sd.yml', { sdDir: '/nonexistent', serverUrl: server.url, credentialFile }));
     const instance = `http-sd-node:${port}`;
     const up = await waitFor(
