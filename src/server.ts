@@ -45,6 +45,10 @@ export interface ServerConfig {
   remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string; password?: string };
   /** A follower: serve SD from the remote, refuse writes. */
   readOnly?: boolean;
+  /** A follower that forwards writes to this primary (and reads it cannot answer yet). */
+  primary?: { url: string; timeoutMs?: number };
+  /** Shared by a primary and its followers (the primary believes the client address a follower passes on). */
+  clusterSecret?: string;
   /** A node silent this long is listed as stale by health and /metrics (default 10 minutes). */
   staleAfterMs?: number;
   /** How often silent ephemeral nodes are looked for and removed (default 15 s). */
@@ -130,7 +134,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       const moved = await followHead(repo, live, files);
       if (repoHealth.error) {
         logger.info('the config repository is readable again', { repo: config.repo });
-        writer.repositoryBack();
+        writer.faultCleared(['repo_unavailable']);
       }
       repoHealth.error = null;
       return moved;
@@ -141,11 +145,21 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       throw error;
     }
   };
-  const upstream = address && new Upstream(new Remote(repo.gitdir, address, branch), repo, follow, logger, { publish: !config.readOnly });
+  const pushes = registry.add(new Counter('aami_git_pushes_total', 'Pushes to the Git remote by outcome (pushed, rejected: the remote moved on and the writes were replayed, locked, refused, failed).'));
+  const pulls = registry.add(new Counter('aami_git_pulls_total', 'Pulls from the Git remote by outcome (current, pulled, refused, failed).'));
+  // A follower writes nothing itself: its primary does, and pushes.
+  const follower = Boolean(config.readOnly || config.primary);
+  const upstream =
+    address &&
+    new Upstream(new Remote(repo.gitdir, address, branch), repo, follow, logger, {
+      publish: !follower,
+      stateFile: join(config.stateDir, 'remote-state.json'),
+      metrics: { push: (outcome) => pushes.inc({ outcome }), pull: (outcome) => pulls.inc({ outcome }) },
+    });
   const writer = new Writer(repo, live, follow, {
     observeCommit: (s) => commitSeconds.observe(s),
-    publisher: config.readOnly ? undefined : upstream,
-    readOnly: config.readOnly,
+    publisher: follower ? undefined : upstream,
+    readOnly: follower,
     logger,
   });
   const catalog = () => live.snapshot().catalog;
@@ -165,7 +179,12 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const reaped = registry.add(new Counter('aami_ephemeral_targets_removed_total', "Ephemeral targets removed because their node was silent past its token's TTL."));
 
   let pullTimer: NodeJS.Timeout | undefined;
-  const pull = () => writer.exclusive(() => upstream!.pull());
+  // A pull that finds the remote well ends the write failures it was the cause of.
+  const pull = () =>
+    writer.exclusive(async () => {
+      await upstream!.pull();
+      if (!upstream!.status.error) writer.faultCleared(['remote_unavailable', 'remote_diverged', 'remote_locked', 'remote_refused', 'remote_conflict']);
+    });
   if (upstream) {
     await pull().catch(() => undefined); // unreachable at start: keep serving what we have; health says so
     pullTimer = setInterval(() => void pull().catch(() => undefined), config.remote!.syncIntervalMs);
@@ -177,7 +196,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   // Ephemeral nodes that went silent are removed; heartbeats of targets that are gone are forgotten.
   let reaping = false;
   const reapTimer = setInterval(() => {
-    if (reaping || config.readOnly) return;
+    if (reaping || follower) return;
     reaping = true;
     heartbeats.retain((hostname) => catalog().targets.has(hostname));
     const lastSeen = (hostname: string) => heartbeats.lastSeen(hostname);
@@ -212,7 +231,12 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     heartbeats,
     scriptsDir: config.scriptsDir,
     downloadsDir: config.downloadsDir,
-    remote: upstream && { status: upstream.status, pull, webhookSecret: config.remote!.webhookSecret },
+    remote: upstream && { status: upstream.status, pull, acceptRemoteHistory: async () => {
+        await writer.exclusive(() => upstream.acceptRemoteHistory());
+        writer.faultCleared(['remote_diverged']);
+      }, webhookSecret: config.remote!.webhookSecret },
+    primary: config.primary,
+    clusterSecret: config.clusterSecret,
   });
   serveWith(app.fetch);
 
