@@ -38,8 +38,11 @@ export interface ServerConfig {
   scriptsDir: string;
   downloadsDir?: string;
   logger: Logger;
-  /** Where the generated admin credential is shown, once. */
-  announce: (line: string) => void;
+  /**
+   * Where the generated admin credential is shown, once: a terminal. Without one (systemd,
+   * Docker, whose logs keep what a service prints) it goes to a file only root can read.
+   */
+  announce?: (line: string) => void;
   clock?: () => Date;
   /** Follow this Git remote (clone it, or seed it from the starter when it is empty). */
   remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string; password?: string };
@@ -320,9 +323,15 @@ async function adminCredential(config: ServerConfig): Promise<string> {
   fs.mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   await writeFileDurably(fs, file, `${hash}\n`);
   fs.chmodSync(file, 0o600);
-  config.announce(
-    `\nGenerated an admin credential (shown once; only its hash is kept in ${file}):\n\n    ${credential}\n\nUse it as: Authorization: Bearer <credential>. Set AAMI_ADMIN_TOKEN to choose your own.\n`,
-  );
+  if (config.announce) {
+    config.announce(
+      `\nGenerated an admin credential (shown once; only its hash is kept in ${file}):\n\n    ${credential}\n\nUse it as: Authorization: Bearer <credential>. Set AAMI_ADMIN_TOKEN to choose your own.\n`,
+    );
+  } else {
+    const shown = join(config.stateDir, 'admin-credential.txt');
+    await writeFileDurably(fs, shown, `${credential}\n`, true, 0o600);
+    config.logger.warn('generated an admin credential: read it from the file (mode 600), keep it somewhere safe, then delete the file', { file: shown });
+  }
   return hash;
 }
 

@@ -137,7 +137,8 @@ flight are committed.`,
       primary: options.primary ? { url: options.primary } : undefined,
       clusterSecret: options.cluster_secret,
       logger: createLogger((line) => io.err(line)),
-      announce: (line) => io.out(line),
+      // Printed only to a terminal: a service manager's log would keep it.
+      announce: process.stdout.isTTY ? (line) => io.out(line) : undefined,
     });
     await new Promise<void>((resolveStop) => {
       const stop = () => {
