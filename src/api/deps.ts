@@ -8,6 +8,7 @@ import type { Heartbeats } from '../nodes/heartbeats.js';
 import type { RemoteStatus } from '../writer/upstream.js';
 import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
+import type { PrimaryOptions } from './forward.js';
 
 /** What health says about the repository the server serves from. */
 export interface RepoHealth {
@@ -44,5 +45,9 @@ export interface AppDeps {
   /** Optional files for nodes without internet access (a node_exporter tarball). */
   downloadsDir?: string;
   /** The Git remote this server follows, when it has one. */
-  remote?: { status: RemoteStatus; pull: () => Promise<void>; webhookSecret?: string };
+  remote?: { status: RemoteStatus; pull: () => Promise<void>; acceptRemoteHistory: () => Promise<void>; webhookSecret?: string };
+  /** A follower forwards what writes to its primary. */
+  primary?: PrimaryOptions;
+  /** Shared by a primary and its followers: the primary believes the client address a follower passes on. */
+  clusterSecret?: string;
 }
