@@ -191,18 +191,18 @@ download_verified() { # URL DEST: fetch URL and URL.sha256 and install DEST only
 # first match once the page passes the pipe buffer (every real 8-GPU host), and under
 # pipefail the probe then says "no" at random. A busy exporter is not a missing one either:
 # it may take seconds, and node_exporter answers 503 past --web.max-requests (40) parallel
-# scrapes, so a 503 is asked again.
+# scrapes, so a 503 is asked again, for 30 s at most.
 metrics_answer() {
-    local page="$WORK/metrics.$1" status _
-    for _ in 1 2 3 4 5; do
+    local page="$WORK/metrics.$1" status deadline=$((SECONDS + 30))
+    while :; do
         status=$(curl -sS --max-time 20 -o "$page" -w '%{http_code}' "http://127.0.0.1:$1/metrics" 2>/dev/null) || return 1
         case "$status" in
             200) grep -q "$2" "$page"; return ;;
-            503) sleep 1 ;;
+            503) [ "$SECONDS" -lt "$deadline" ] || return 1 ;;
             *) return 1 ;;
         esac
+        sleep "1.$((RANDOM % 10))"
     done
-    return 1
 }
 
 # --- what bootstrap installed, for uninstall.sh -------------------------------------------
