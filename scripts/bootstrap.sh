@@ -191,13 +191,21 @@ download_verified() { # URL DEST: fetch URL and URL.sha256 and install DEST only
 # first match once the page passes the pipe buffer (every real 8-GPU host), and under
 # pipefail the probe then says "no" at random. A busy exporter is not a missing one either:
 # it may take seconds, and node_exporter answers 503 past --web.max-requests (40) parallel
-# scrapes, so a 503 is asked again, for 30 s at most.
+# scrapes, so a 503 is asked again, for 30 s at most. PROBED says what the port answered.
 metrics_answer() {
     local page="$WORK/metrics.$1" status deadline=$((SECONDS + 30))
     while :; do
-        status=$(curl -sS --max-time 20 -o "$page" -w '%{http_code}' "http://127.0.0.1:$1/metrics" 2>/dev/null) || return 1
+        if ! status=$(curl -sS --max-time 20 -o "$page" -w '%{http_code}' "http://127.0.0.1:$1/metrics" 2>"$WORK/probe.error"); then
+            PROBED=$(printable "$(<"$WORK/probe.error")")
+            return 1
+        fi
+        PROBED="HTTP $status"
         case "$status" in
-            200) grep -q "$2" "$page"; return ;;
+            200)
+                grep -q "$2" "$page" && return
+                PROBED="a /metrics page without $2 lines"
+                return 1
+                ;;
             503) [ "$SECONDS" -lt "$deadline" ] || return 1 ;;
             *) return 1 ;;
         esac
@@ -415,7 +423,7 @@ install_node_exporter() {
         return
     fi
     if $SKIP_INSTALL; then
-        warn "node exporter: not running on :$NODE_EXPORTER_PORT and --skip-install given; Prometheus will find this target down"
+        warn "node exporter: not running on :$NODE_EXPORTER_PORT ($PROBED) and --skip-install given; Prometheus will find this target down"
         return
     fi
     if ! obtain_exporter node_exporter "node_exporter-linux-$ARCH.tar.gz" prometheus-node-exporter node_exporter prometheus-node-exporter; then
@@ -441,7 +449,7 @@ setup_dcgm_exporter() {
         return
     fi
     if $SKIP_INSTALL; then
-        warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT and --skip-install given: no GPU metrics (DCGM_*) until one runs there"
+        warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT ($PROBED) and --skip-install given: no GPU metrics (DCGM_*) until one runs there"
         return
     fi
     if ! obtain_exporter dcgm-exporter "dcgm-exporter-linux-$ARCH.tar.gz" datacenter-gpu-manager-exporter dcgm-exporter; then
