@@ -123,6 +123,8 @@ export async function tmpConfigRepo(options: { from?: string; now?: () => number
     writer,
     git: (...args: string[]) => gitCli(dir, ...args),
     sdFile: (job: string) => JSON.parse(fs.readFileSync(join(sdDir, `${job}.json`), 'utf8')) as Array<{ targets: string[]; labels: Record<string, string> }>,
+    /** Follow the branch now, as the server's ref watcher would after a push. */
+    follow: () => writer.exclusive(follow),
     /** A person's push into the repository, followed by the server (as its ref watcher would). */
     async push(changed: Record<string, string | null>, message = 'A change pushed by a person') {
       const commit = pushFiles(dir, changed, message);
