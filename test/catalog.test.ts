@@ -221,7 +221,7 @@ function view(snapshot: Snapshot) {
 }
 
 describe('the live catalog', () => {
-  it('equals a full build after every step of random change sequences (300 sequences of 40 steps)', () => {
+  it('equals a full build after every step of random change sequences (300 sequences of 40 steps)', { timeout: 120_000 }, () => {
     const groups = ['ml', 'db', 'web'];
     const hosts = ['a', 'b', 'c', 'stg-1'];
     const ips = ['10.0.0.1', '10.0.0.2', '10.0.0.3'];
