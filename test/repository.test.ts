@@ -116,6 +116,24 @@ describe('GitRepository', () => {
     expect(readdirSync(dir)).not.toContain('checks');
   });
 
+  it('keeps file names it does not understand byte for byte: non-ASCII and invalid UTF-8 names survive its commits', async () => {
+    const { repo, dir, git } = await repository();
+    // A person's commit with names in UTF-8, in Latin-1 (invalid UTF-8) and with sort traps.
+    const work = join(tempDir(), 'work');
+    git('clone', '--quiet', dir, work);
+    const names = [Buffer.from('café.md'), Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x2e, 0x6d, 0x64]), Buffer.from([0x63, 0x61, 0x66, 0xe8, 0x2e, 0x6d, 0x64]), Buffer.from('a-b'), Buffer.from('a.b'), Buffer.from('ä')];
+    for (const name of names) writeFileSync(Buffer.concat([Buffer.from(`${work}/`), name]), 'x\n');
+    gitCli(work, 'add', '-A');
+    gitCli(work, 'commit', '--quiet', '-m', 'odd names');
+    gitCli(work, 'push', '--quiet', 'origin', 'HEAD:main');
+    const before = git('ls-tree', '--name-only', '-z', 'main');
+    const head = (await repo.head())!;
+    const commit = await repo.writeCommit(head, { message: 'api', author: ADMIN, changes: [{ path: 'groups/db.yaml', content: 'id: db\n' }] });
+    await repo.swap(head, commit!);
+    git('fsck', '--strict', '--no-progress');
+    expect(git('ls-tree', '--name-only', '-z', 'main')).toBe(before);
+  });
+
   it('refuses to open a directory that is not a repository', async () => {
     await expect(GitRepository.open(tempDir())).rejects.toThrow(/not a Git repository/);
   });

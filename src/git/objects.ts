@@ -27,8 +27,10 @@ export function serializeTree(entries: Map<string, TreeEntry>): Buffer {
     return ka < kb ? -1 : ka > kb ? 1 : 0;
   });
   const parts: Buffer[] = [];
+  // Names are latin1 strings, one character a byte (parseTree reads them so): they go back
+  // byte for byte, and comparing them as strings is Git's byte order.
   for (const [name, entry] of sorted) {
-    parts.push(Buffer.from(`${entry.mode} ${name}\0`), Buffer.from(entry.oid, 'hex'));
+    parts.push(Buffer.from(`${entry.mode} ${name}\0`, 'latin1'), Buffer.from(entry.oid, 'hex'));
   }
   return Buffer.concat(parts);
 }
