@@ -27,6 +27,7 @@ const serveOptions = z.object({
   read_only: boolean.default(false),
   sync_interval: z.coerce.number().positive('must be a number of seconds').default(30),
   webhook_secret: z.string().min(16, 'must be at least 16 characters').optional(),
+  prometheus_url: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
 });
 
 export const serve: Command = {
@@ -55,6 +56,8 @@ Options (environment variable in brackets):
                         POST /api/v1/sync pulls at once (admin, or a push webhook signed
                         with AAMI_WEBHOOK_SECRET)
       --read-only       a follower: serve SD from the remote, refuse writes [AAMI_READ_ONLY]
+      --prometheus-url URL  Prometheus, asked by the server for the console's "up" column
+                        (e.g. http://prometheus:9090) [AAMI_PROMETHEUS_URL]
   -h, --help            show this help
 
 The admin credential comes from AAMI_ADMIN_TOKEN (environment only, so it stays out of
@@ -77,6 +80,7 @@ flight are committed.`,
         branch: { type: 'string' },
         'read-only': { type: 'boolean' },
         'sync-interval': { type: 'string' },
+        'prometheus-url': { type: 'string' },
       },
       false,
     );
@@ -98,6 +102,7 @@ flight are committed.`,
       read_only: values['read-only'] ?? env.AAMI_READ_ONLY,
       sync_interval: values['sync-interval'] ?? env.AAMI_GIT_SYNC_INTERVAL,
       webhook_secret: env.AAMI_WEBHOOK_SECRET || undefined,
+      prometheus_url: values['prometheus-url'] ?? (env.AAMI_PROMETHEUS_URL || undefined),
     });
     if (!parsed.success) {
       throw new UsageError(describeZodError(parsed.error).map((e) => `${e.field}: ${e.message}`).join('; '));
@@ -117,6 +122,7 @@ flight are committed.`,
       downloadsDir: options.downloads_dir && resolve(options.downloads_dir),
       remote: options.remote ? { url: options.remote, branch: options.branch, syncIntervalMs: options.sync_interval * 1000, webhookSecret: options.webhook_secret } : undefined,
       readOnly: options.read_only,
+      prometheusUrl: options.prometheus_url,
       logger: createLogger((line) => io.err(line)),
       announce: (line) => io.out(line),
     });
