@@ -51,7 +51,10 @@ function viaHttps(c: Context): boolean {
   return new URL(c.req.url).protocol === 'https:' || c.req.header('origin')?.startsWith('https://') === true;
 }
 
-export function startSession(c: Context, id: string): void {
+/** A new session for the principal, replacing any the browser had: a session id is never reused across sign-ins. */
+export function startSession(c: Context, sessions: SessionStore, principal: Principal & { kind: 'credential' }, secretHash: string): void {
+  sessions.end(getCookie(c, COOKIE));
+  const { id } = sessions.create(principal, secretHash);
   setCookie(c, COOKIE, id, { path: '/console', httpOnly: true, sameSite: 'Strict', secure: viaHttps(c) });
 }
 

@@ -73,8 +73,7 @@ export function consoleRoutes(deps: AppDeps) {
       const { principal } = resolved as Exclude<typeof resolved, { failure: string }>;
       if (principal.kind !== 'credential') throw new AamiError('forbidden', 'only a named credential or the admin credential signs in to the console (not a bootstrap token or a node credential)');
       const secretHash = principal === BREAK_GLASS ? deps.auth.adminTokenHash : catalog.apiCredentials.get(principal.id)!.secret_hash;
-      const { id } = sessions.create(principal, secretHash);
-      startSession(c, id);
+      startSession(c, sessions, principal, secretHash);
       deps.logger.info('console sign-in', { credential: principal.name, role: principal.role, address: clientAddress(c) });
       return c.redirect('/console/fleet', 303);
     } catch (error) {
