@@ -1,6 +1,6 @@
 import type { FleetPage, GroupNode } from '../fleet.js';
 import type { ScrapeState, UpStates } from '../prometheus.js';
-import { Ago, ErrorBox, Pager } from './layout.js';
+import { Ago, ErrorBox, Pager, TableHead } from './layout.js';
 
 export interface FleetProps {
   /** The filter as typed, to refill the form and the page links. */
@@ -58,16 +58,7 @@ export function FleetView(props: FleetProps) {
         </p>
         {up && 'error' in up && <ErrorBox message={up.error} />}
         <table class="targets">
-          <thead>
-            <tr>
-              <th>Host</th>
-              <th>Address</th>
-              <th>Group</th>
-              <th>Labels</th>
-              <th>Last heartbeat</th>
-              {up && <th>Prometheus</th>}
-            </tr>
-          </thead>
+          <TableHead columns={['Host', 'Address', 'Group', 'Labels', 'Last heartbeat', up && 'Prometheus']} />
           <tbody>
             {result.targets.map(({ target, labels }) => {
               const shown = Object.entries(labels).filter(([name]) => !SHOWN_ELSEWHERE.has(name));

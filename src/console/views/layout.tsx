@@ -79,6 +79,19 @@ export function Csrf({ viewer }: { viewer: Viewer }) {
   return <input type="hidden" name="_csrf" value={viewer.csrf} />;
 }
 
+/** A table's header row; a column given as false is left out. */
+export function TableHead({ columns }: { columns: Array<string | false | undefined> }) {
+  return (
+    <thead>
+      <tr>
+        {columns.filter((c) => c !== false && c !== undefined).map((c) => (
+          <th>{c}</th>
+        ))}
+      </tr>
+    </thead>
+  );
+}
+
 export function ErrorBox({ message }: { message?: string }) {
   return message ? (
     <p class="error" role="alert">

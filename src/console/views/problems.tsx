@@ -1,7 +1,7 @@
 import type { RepoHealth } from '../../api/deps.js';
 import type { Problem } from '../../catalog/problem.js';
 import type { RemoteStatus } from '../../writer/upstream.js';
-import { Ago, ErrorBox, Pager } from './layout.js';
+import { Ago, ErrorBox, Pager, TableHead } from './layout.js';
 
 export interface ProblemsProps {
   /** One page of problems, by file. */
@@ -35,13 +35,7 @@ export function ProblemsView(props: ProblemsProps) {
       {props.problemCount ? (
         <>
           <table class="problems">
-            <thead>
-              <tr>
-                <th>File</th>
-                <th>Field</th>
-                <th>Reason</th>
-              </tr>
-            </thead>
+            <TableHead columns={['File', 'Field', 'Reason']} />
             <tbody>
               {props.problems.map((p) => (
                 <tr>

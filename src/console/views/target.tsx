@@ -3,7 +3,7 @@ import type { HistoryEntry } from '../../git/history.js';
 import type { targetView } from '../../inventory/views.js';
 import type { ScrapeState, UpStates } from '../prometheus.js';
 import { Scrape } from './fleet.js';
-import { Ago, ErrorBox } from './layout.js';
+import { Ago, ErrorBox, TableHead } from './layout.js';
 
 export interface TargetProps {
   target: ReturnType<typeof targetView>;
@@ -64,13 +64,7 @@ export function TargetView({ target, checks, history, stale, up, now }: TargetPr
 
       <h2>Labels</h2>
       <table>
-        <thead>
-          <tr>
-            <th>Label</th>
-            <th>Value</th>
-            <th>From</th>
-          </tr>
-        </thead>
+        <TableHead columns={['Label', 'Value', 'From']} />
         <tbody>
           {Object.entries(target.effective_labels).map(([name, value]) => (
             <tr>
@@ -86,15 +80,7 @@ export function TargetView({ target, checks, history, stale, up, now }: TargetPr
 
       <h2>Exporters</h2>
       <table>
-        <thead>
-          <tr>
-            <th>Type</th>
-            <th>Port</th>
-            <th>Enabled</th>
-            <th>Path</th>
-            <th>Scheme</th>
-          </tr>
-        </thead>
+        <TableHead columns={['Type', 'Port', 'Enabled', 'Path', 'Scheme']} />
         <tbody>
           {target.exporters.map((e) => (
             <tr>
@@ -111,14 +97,7 @@ export function TargetView({ target, checks, history, stale, up, now }: TargetPr
       <h2>Checks</h2>
       {checks.length ? (
         <table>
-          <thead>
-            <tr>
-              <th>Check</th>
-              <th>Every</th>
-              <th>Timeout</th>
-              <th>Arguments</th>
-            </tr>
-          </thead>
+          <TableHead columns={['Check', 'Every', 'Timeout', 'Arguments']} />
           <tbody>
             {checks.map((check) => (
               <tr>
@@ -136,14 +115,7 @@ export function TargetView({ target, checks, history, stale, up, now }: TargetPr
 
       <h2>History</h2>
       <table>
-        <thead>
-          <tr>
-            <th>When</th>
-            <th>Who</th>
-            <th>What</th>
-            <th>Commit</th>
-          </tr>
-        </thead>
+        <TableHead columns={['When', 'Who', 'What', 'Commit']} />
         <tbody>
           {history.map((entry) => (
             <tr>

@@ -1,5 +1,5 @@
 import type { tokenView } from '../../inventory/views.js';
-import { Ago, Csrf, ErrorBox, Pager, type Viewer } from './layout.js';
+import { Ago, Csrf, ErrorBox, Pager, TableHead, type Viewer } from './layout.js';
 
 export type TokenView = ReturnType<typeof tokenView>;
 
@@ -41,17 +41,7 @@ export function TokensView(props: TokensProps) {
       <h1>Bootstrap tokens</h1>
       {props.notice && <p class="notice">{props.notice}</p>}
       <table class="tokens" data-progress={`/console/tokens/progress?page=${props.page}`}>
-        <thead>
-          <tr>
-            <th>Name</th>
-            <th>Group</th>
-            <th>Enrolled</th>
-            <th>State</th>
-            <th>Expires</th>
-            <th>Labels</th>
-            {canWrite && <th></th>}
-          </tr>
-        </thead>
+        <TableHead columns={['Name', 'Group', 'Enrolled', 'State', 'Expires', 'Labels', canWrite && '']} />
         <tbody>
           {props.tokens.map((token) => {
             const progress = tokenProgress(token);
