@@ -118,6 +118,7 @@ describe('the console over HTTP', () => {
     expect(await get('/console/fleet?page=abc')).toBe(400);
     expect(await get('/console/fleet?page=0')).toBe(400);
     expect(await get('/console/fleet?label=1bad')).toBe(400);
+    expect(await get('/console/fleet?group=ml-training,production')).toBe(400);
     expect(await get(`/console/fleet?q=${'x'.repeat(201)}`)).toBe(400);
     expect(await get('/console/fleet?page=999999&q=%00%3Cscript%3E')).toBe(200);
     expect(await get('/console/targets/no-such-host')).toBe(404);

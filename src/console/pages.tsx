@@ -6,6 +6,7 @@ import { effectiveChecks } from '../catalog/checks.js';
 import { targetHistoryPathspec } from '../catalog/parse.js';
 import { staleTargets } from '../inventory/nodes.js';
 import { requireTarget } from '../inventory/targets.js';
+import { slug } from '../schema/index.js';
 import { targetView } from '../inventory/views.js';
 import { fleetPage, groupTree, type FleetFilter } from './fleet.js';
 import type { ConsoleEnv } from './guard.js';
@@ -28,7 +29,7 @@ const fleetQuery = z.object({
       .regex(/^[a-zA-Z_][a-zA-Z0-9_]*(=[\s\S]*)?$/, 'must be a label name, or name=value')
       .optional(),
   ),
-  group: blankIsAbsent(z.string().max(200).optional()),
+  group: blankIsAbsent(slug.optional()),
   page: pageNumber,
 });
 
