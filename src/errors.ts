@@ -29,6 +29,10 @@ export const ERROR_CODES = [
   'storage_unavailable',
   'repo_locked',
   'remote_conflict',
+  'remote_diverged',
+  'remote_locked',
+  'remote_refused',
+  'primary_unavailable',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

@@ -38,13 +38,20 @@ export interface ServerConfig {
   scriptsDir: string;
   downloadsDir?: string;
   logger: Logger;
-  /** Where the generated admin credential is shown, once. */
-  announce: (line: string) => void;
+  /**
+   * Where the generated admin credential is shown, once: a terminal. Without one (systemd,
+   * Docker, whose logs keep what a service prints) it goes to a file only root can read.
+   */
+  announce?: (line: string) => void;
   clock?: () => Date;
   /** Follow this Git remote (clone it, or seed it from the starter when it is empty). */
   remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string; password?: string };
   /** A follower: serve SD from the remote, refuse writes. */
   readOnly?: boolean;
+  /** A follower that forwards writes to this primary (and reads it cannot answer yet). */
+  primary?: { url: string; timeoutMs?: number };
+  /** Shared by a primary and its followers (the primary believes the client address a follower passes on). */
+  clusterSecret?: string;
   /** A node silent this long is listed as stale by health and /metrics (default 10 minutes). */
   staleAfterMs?: number;
   /** How often silent ephemeral nodes are looked for and removed (default 15 s). */
@@ -132,7 +139,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       const moved = await followHead(repo, live, files);
       if (repoHealth.error) {
         logger.info('the config repository is readable again', { repo: config.repo });
-        writer.repositoryBack();
+        writer.faultCleared(['repo_unavailable']);
       }
       repoHealth.error = null;
       return moved;
@@ -143,11 +150,21 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       throw error;
     }
   };
-  const upstream = address && new Upstream(new Remote(repo.gitdir, address, branch), repo, follow, logger, { publish: !config.readOnly });
+  const pushes = registry.add(new Counter('aami_git_pushes_total', 'Pushes to the Git remote by outcome (pushed, rejected: the remote moved on and the writes were replayed, locked, refused, failed).'));
+  const pulls = registry.add(new Counter('aami_git_pulls_total', 'Pulls from the Git remote by outcome (current, pulled, refused, failed).'));
+  // A follower writes nothing itself: its primary does, and pushes.
+  const follower = Boolean(config.readOnly || config.primary);
+  const upstream =
+    address &&
+    new Upstream(new Remote(repo.gitdir, address, branch), repo, follow, logger, {
+      publish: !follower,
+      stateFile: join(config.stateDir, 'remote-state.json'),
+      metrics: { push: (outcome) => pushes.inc({ outcome }), pull: (outcome) => pulls.inc({ outcome }) },
+    });
   const writer = new Writer(repo, live, follow, {
     observeCommit: (s) => commitSeconds.observe(s),
-    publisher: config.readOnly ? undefined : upstream,
-    readOnly: config.readOnly,
+    publisher: follower ? undefined : upstream,
+    readOnly: follower,
     logger,
   });
   const catalog = () => live.snapshot().catalog;
@@ -167,7 +184,12 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const reaped = registry.add(new Counter('aami_ephemeral_targets_removed_total', "Ephemeral targets removed because their node was silent past its token's TTL."));
 
   let pullTimer: NodeJS.Timeout | undefined;
-  const pull = () => writer.exclusive(() => upstream!.pull());
+  // A pull that finds the remote well ends the write failures it was the cause of.
+  const pull = () =>
+    writer.exclusive(async () => {
+      await upstream!.pull();
+      if (!upstream!.status.error) writer.faultCleared(['remote_unavailable', 'remote_diverged', 'remote_locked', 'remote_refused', 'remote_conflict']);
+    });
   if (upstream) {
     await pull().catch(() => undefined); // unreachable at start: keep serving what we have; health says so
     pullTimer = setInterval(() => void pull().catch(() => undefined), config.remote!.syncIntervalMs);
@@ -179,7 +201,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   // Ephemeral nodes that went silent are removed; heartbeats of targets that are gone are forgotten.
   let reaping = false;
   const reapTimer = setInterval(() => {
-    if (reaping || config.readOnly) return;
+    if (reaping || follower) return;
     reaping = true;
     heartbeats.retain((hostname) => catalog().targets.has(hostname));
     const lastSeen = (hostname: string) => heartbeats.lastSeen(hostname);
@@ -215,7 +237,12 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     scriptsDir: config.scriptsDir,
     downloadsDir: config.downloadsDir,
     prometheusUrl: config.prometheusUrl,
-    remote: upstream && { status: upstream.status, pull, webhookSecret: config.remote!.webhookSecret },
+    remote: upstream && { status: upstream.status, pull, acceptRemoteHistory: async () => {
+        await writer.exclusive(() => upstream.acceptRemoteHistory());
+        writer.faultCleared(['remote_diverged']);
+      }, webhookSecret: config.remote!.webhookSecret },
+    primary: config.primary,
+    clusterSecret: config.clusterSecret,
   });
   serveWith(app.fetch);
 
@@ -299,9 +326,15 @@ async function adminCredential(config: ServerConfig): Promise<string> {
   fs.mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   await writeFileDurably(fs, file, `${hash}\n`);
   fs.chmodSync(file, 0o600);
-  config.announce(
-    `\nGenerated an admin credential (shown once; only its hash is kept in ${file}):\n\n    ${credential}\n\nUse it as: Authorization: Bearer <credential>. Set AAMI_ADMIN_TOKEN to choose your own.\n`,
-  );
+  if (config.announce) {
+    config.announce(
+      `\nGenerated an admin credential (shown once; only its hash is kept in ${file}):\n\n    ${credential}\n\nUse it as: Authorization: Bearer <credential>. Set AAMI_ADMIN_TOKEN to choose your own.\n`,
+    );
+  } else {
+    const shown = join(config.stateDir, 'admin-credential.txt');
+    await writeFileDurably(fs, shown, `${credential}\n`, true, 0o600);
+    config.logger.warn('generated an admin credential: read it from the file (mode 600), keep it somewhere safe, then delete the file', { file: shown });
+  }
   return hash;
 }
 

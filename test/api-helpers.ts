@@ -41,8 +41,9 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
     heartbeats,
     scriptsDir: `${ROOT}/scripts`,
     remote: options.remote && {
-      status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null, last_push: null, pushes_rejected: 0 },
+      status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null, fix: null, last_pull: null, last_push: null, pushes_rejected: 0 },
       pull: async () => {},
+      acceptRemoteHistory: async () => {},
       webhookSecret: options.remote.webhookSecret,
     },
   });

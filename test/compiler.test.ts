@@ -4,6 +4,7 @@ import { Volume, createFsFromVolume } from 'memfs';
 import { describe, expect, it } from 'vitest';
 import { Snapshot } from '../src/catalog/live.js';
 import { readCheckout } from '../src/catalog/load.js';
+import { parseFile } from '../src/catalog/parse.js';
 import { compile } from '../src/compile/compiler.js';
 import { SdOutput } from '../src/compile/output.js';
 import type { Fs } from '../src/git/fs.js';
@@ -32,6 +33,16 @@ describe('compile', () => {
     const gpu01 = node.find((e) => e.labels.hostname === 'gpu-01')!;
     expect(gpu01.labels).toMatchObject({ owner: 'alice', tier: 'critical', environment: 'production', role: 'ml-training' });
     expect(gpu01.labels.aami_groups).toBe(',ml-training,production,production-critical,');
+  });
+
+  it('writes entries byte for byte as JSON.stringify(list, null, 2) would, whatever the label values hold', () => {
+    const records = readCheckout(fs, fixture('basic'));
+    const weird = 'quote " backslash \\ unicode ünï 日本 emoji 🚀 </script> $(x)';
+    const text = `hostname: odd-1\nip_address: "fd00::9"\nprimary_group: ml-training\nlabels: {Rack: '${weird.replaceAll("'", "''")}', zzz: ''}\n`;
+    records.set('targets/ml-training/odd-1.yaml', { oid: 'x', parsed: parseFile('targets/ml-training/odd-1.yaml', text) });
+    const files = compile(Snapshot.build(records, null).catalog);
+    for (const bytes of files.values()) expect(bytes.toString()).toBe(`${JSON.stringify(JSON.parse(bytes.toString()), null, 2)}\n`);
+    expect(JSON.parse(files.get('node.json')!.toString()).find((e: any) => e.labels.hostname === 'odd-1').labels.Rack).toBe(weird);
   });
 
   it('writes an empty list for a job without targets', () => {

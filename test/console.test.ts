@@ -1,12 +1,11 @@
-import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { consoleServer, launchChromium, screenshot, signIn } from './console-helpers.js';
 import { gitCli, onCleanup, pushFiles, targetYaml, tempDir } from './helpers.js';
-import { ADMIN, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
+import { ADMIN, freePort, runningNodeExporter, waitFor } from './node-helpers.js';
+import { startPrometheus } from './prometheus-helpers.js';
 
 /** A label value written to run script if it were ever put into a page as HTML. */
 const HOSTILE = `<script>window.__xss=1</script><img src=x onerror="window.__xss=2">"'&`;
@@ -191,13 +190,13 @@ describe('the operator console in Chromium', () => {
     const exporterPort = await runningNodeExporter(join(tempDir(), 'textfile'));
     const closedPort = await freePort();
     const sdDir = join(tempDir(), 'sd');
-    const prometheus = await startPrometheus(sdDir);
+    const prometheus = await startPrometheus(`global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: node\n    file_sd_configs: [{files: ['${sdDir}/node.json'], refresh_interval: 1s}]\n`);
     const server = await consoleServer({ sdDir, prometheusUrl: prometheus.url });
     for (const [hostname, port] of [['scraped-node', exporterPort], ['silent-node', closedPort]] as const) {
       const { status } = await server.api('POST', '/api/v1/targets', { hostname, ip_address: '127.0.0.1', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter', port }] });
       expect(status).toBe(201);
     }
-    await waitFor('Prometheus to scrape both targets', async () => (await prometheus.up()).length === 2, 300);
+    await waitFor('Prometheus to scrape both targets', async () => (await prometheus.query('up{aami_group!=""}')).length === 2, 300);
 
     const page = await newPage();
     await signIn(page, server.url, ADMIN);
@@ -235,23 +234,3 @@ describe('the operator console in Chromium', () => {
     expect(await page.textContent('.summary')).toContain('10 of 10000 targets match');
   });
 });
-
-/** A real Prometheus reading the server's file_sd output, scraping every second. */
-async function startPrometheus(sdDir: string) {
-  const dir = tempDir('aami-prometheus-');
-  writeFileSync(join(dir, 'prometheus.yml'), `global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: node\n    file_sd_configs: [{files: ['${sdDir}/node.json'], refresh_interval: 1s}]\n`);
-  const port = await freePort();
-  const child = spawn(requireBinary('prometheus', 'prometheus'), [`--config.file=${dir}/prometheus.yml`, `--storage.tsdb.path=${dir}/data`, `--web.listen-address=127.0.0.1:${port}`], { stdio: 'ignore' });
-  onCleanup(() => {
-    child.kill();
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor('prometheus to be ready', async () => (await fetch(`${url}/-/ready`)).ok, 150);
-  return {
-    url,
-    async up(): Promise<unknown[]> {
-      const body = (await (await fetch(`${url}/api/v1/query?query=${encodeURIComponent('up{aami_group!=""}')}`)).json()) as { data: { result: unknown[] } };
-      return body.data.result;
-    },
-  };
-}

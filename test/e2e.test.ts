@@ -1,63 +1,16 @@
-import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { onCleanup, pushFiles, ROOT, tempDir } from './helpers.js';
-import { ADMIN, configServer, fakeNode, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
-
-interface ActiveTarget {
-  labels: Record<string, string>;
-  scrapePool: string;
-  health: string;
-}
-
-/** deploy/prometheus/prometheus.yml, pointed at this test's server, SD directory and ports. */
-function renderPrometheusConfig(options: { sdDir: string; serverUrl: string; tokenFile: string }): string {
-  const server = new URL(options.serverUrl);
-  return readFileSync(join(ROOT, 'deploy/prometheus/prometheus.yml'), 'utf8')
-    .replaceAll('/etc/prometheus/aami-sd/', `${options.sdDir}/`)
-    .replaceAll('http://aami:8080', options.serverUrl)
-    .replaceAll("'aami:8080'", `'${server.host}'`)
-    .replaceAll('/etc/prometheus/secrets/aami-read-token', options.tokenFile)
-    .replaceAll('/etc/prometheus/rules/*.yml', join(ROOT, 'deploy/prometheus/rules/aami.yml'))
-    .replaceAll("'alertmanager:9093'", "'127.0.0.1:9'")
-    .replace(/(scrape|evaluation|refresh)_interval: \d+s/g, '$1_interval: 1s');
-}
-
-async function startPrometheus(config: string) {
-  const binary = requireBinary('prometheus', 'prometheus');
-  const dir = tempDir('aami-prometheus-');
-  writeFileSync(join(dir, 'prometheus.yml'), config);
-  const port = await freePort();
-  const child = spawn(binary, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let log = '';
-  child.stderr.on('data', (chunk: Buffer) => (log = (log + chunk.toString()).slice(-20_000)));
-  onCleanup(() => {
-    child.kill();
-  });
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(`prometheus to be ready (${log})`, async () => (await fetch(`${url}/-/ready`)).ok, 150);
-  return {
-    url,
-    log: () => log,
-    async targets(): Promise<ActiveTarget[]> {
-      return ((await (await fetch(`${url}/api/v1/targets`)).json()) as { data: { activeTargets: ActiveTarget[] } }).data.activeTargets;
-    },
-    async query(promql: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
-      return ((await (await fetch(`${url}/api/v1/query?query=${encodeURIComponent(promql)}`)).json()) as { data: { result: [] } }).data.result;
-    },
-  };
-}
+import { pushFiles, tempDir } from './helpers.js';
+import { ADMIN, configServer, fakeNode, runningNodeExporter, waitFor } from './node-helpers.js';
+import { renderPrometheusConfig, startPrometheus } from './prometheus-helpers.js';
 
 describe('end to end, with a real Prometheus', () => {
   it('scrapes a node that registered itself, follows the config repo, and survives a broken file', { timeout: 120_000 }, async () => {
     const server = await configServer();
     const sdDir = join(server.repo, '..', 'sd');
-    const tokenFile = join(tempDir(), 'admin-token');
-    writeFileSync(tokenFile, ADMIN);
-    const prometheus = await startPrometheus(renderPrometheusConfig({ sdDir, serverUrl: server.url, tokenFile }));
+    // deploy/prometheus/prometheus.yml: file_sd, no credential (prometheus-http-sd.yml: deploy.test.ts).
+    const prometheus = await startPrometheus(renderPrometheusConfig('prometheus.yml', { sdDir, serverUrl: server.url }));
 
     // The admin's part, with the guide's curl commands (JSON without a Content-Type).
     const node = fakeNode({ gpu: true, cron: true });
@@ -78,22 +31,16 @@ describe('end to end, with a real Prometheus', () => {
     const upIn = async (job: string, hostname: string) =>
       waitFor(`${hostname} up in job ${job}`, async () => (await prometheus.targets()).find((t) => t.scrapePool === job && t.labels.hostname === hostname && t.health === 'up'), 300);
     const fileSd = await upIn('node', target.hostname);
-    const upAfterMs = Date.now() - registeredAt;
-    const httpSd = await upIn('node-http-sd', target.hostname).catch((error: Error) => {
-      throw new Error(`${error.message}\n${prometheus.log().split('\n').filter((l) => /http|discovery|sd/i.test(l)).slice(-10).join('\n')}`);
+    console.log(`e2e: registration → target up in Prometheus (file_sd): ${((Date.now() - registeredAt) / 1000).toFixed(1)} s`);
+    expect(fileSd.labels).toMatchObject({
+      instance: `${target.hostname}:${port}`,
+      aami_group: 'gpu-fleet',
+      aami_namespace: 'logical',
+      environment: 'production',
+      cluster: 'ml-training',
+      gpu_model: 'NVIDIA H100 80GB HBM3',
+      gpu_count: '1',
     });
-    console.log(`e2e: registration → target up in Prometheus (file_sd): ${(upAfterMs / 1000).toFixed(1)} s; http_sd too after ${((Date.now() - registeredAt) / 1000).toFixed(1)} s`);
-    for (const active of [fileSd, httpSd]) {
-      expect(active.labels).toMatchObject({
-        instance: `${target.hostname}:${port}`,
-        aami_group: 'gpu-fleet',
-        aami_namespace: 'logical',
-        environment: 'production',
-        cluster: 'ml-training',
-        gpu_model: 'NVIDIA H100 80GB HBM3',
-        gpu_count: '1',
-      });
-    }
 
     // The node's metrics, and a dynamic check's series from the textfile directory.
     const load = await waitFor('node_load1', async () => (await prometheus.query(`node_load1{hostname="${target.hostname}", job="node"}`))[0]);
@@ -120,6 +67,6 @@ describe('end to end, with a real Prometheus', () => {
     // Prometheus re-reads file_sd within a few seconds; give it longer than that, then look.
     await new Promise((resolve) => setTimeout(resolve, 7000));
     const after = (await prometheus.targets()).filter((t) => t.labels.hostname === target.hostname);
-    expect(after.map((t) => `${t.scrapePool}:${t.health}`).sort()).toEqual(['node-http-sd:up', 'node:up']);
+    expect(after.map((t) => `${t.scrapePool}:${t.health}`).sort()).toEqual(['node:up']);
   });
 });

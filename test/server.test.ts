@@ -57,9 +57,24 @@ describe('aami serve', () => {
     }
   });
 
+  it('without a terminal, leaves a generated admin credential in a file only its owner can read, never in the log', async () => {
+    const logLines: string[] = [];
+    const config = serverConfig({ adminToken: undefined, announce: undefined, logger: createLogger((line) => logLines.push(line)) });
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    const file = join(config.stateDir, 'admin-credential.txt');
+    expect(fs.statSync(file).mode & 0o777).toBe(0o600);
+    const credential = fs.readFileSync(file, 'utf8').trim();
+    expect(credential).toMatch(/^aami_admin_[A-Za-z0-9]{40}$/);
+    expect(logLines.join('\n')).toContain(`file=${file}`);
+    expect(logLines.join('\n')).not.toContain(credential);
+    expect((await fetch(`${server.url}/api/v1/credentials`, { headers: { authorization: `Bearer ${credential}` } })).status).toBe(200);
+  });
+
   it('stops on SIGTERM after committing every write it acknowledged', async () => {
     const base = tempDir();
-    const child = spawn(join(ROOT, 'node_modules/.bin/tsx'), [join(ROOT, 'src/cli/bin.ts'), 'serve', '--host', '127.0.0.1', '--port', '0', '--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')], {
+    // node with the tsx loader, not the tsx wrapper: a signal must reach the server itself.
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), 'serve', '--host', '127.0.0.1', '--port', '0', '--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')], {
       env: { ...process.env, AAMI_ADMIN_TOKEN: ADMIN },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -4,6 +4,7 @@ import { consoleRoutes } from '../console/routes.js';
 import { AamiError } from '../errors.js';
 import type { AppDeps } from './deps.js';
 import { onError, sendError } from './errors.js';
+import { forwardToPrimary, trustForwarded } from './forward.js';
 import { credentialRoutes } from './routes/credentials.js';
 import { groupRoutes } from './routes/groups.js';
 import { nodeRoutes } from './routes/nodes.js';
@@ -26,6 +27,8 @@ export function createApp(deps: AppDeps) {
       onError: (c) => sendError(c, new AamiError('payload_too_large', `the request body is larger than ${maxBodyBytes} bytes`)),
     }),
   );
+  app.use('*', trustForwarded(deps.clusterSecret));
+  if (deps.primary) app.use('*', forwardToPrimary(deps, deps.primary));
   app.route('/', systemRoutes(deps));
   app.route('/api/v1/groups', groupRoutes(deps));
   app.route('/api/v1/bootstrap-tokens', tokenRoutes(deps));

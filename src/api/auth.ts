@@ -6,8 +6,16 @@ import { AamiError } from '../errors.js';
 import type { Role } from '../schema/index.js';
 import { BOOTSTRAP_PREFIX, CREDENTIAL_PREFIX, hashSecret, NODE_PREFIX, parseApiCredential, parseBootstrapToken, secretMatches } from '../tokens/secret.js';
 
-/** The peer's address (no proxy headers are trusted: anyone can send them). */
+/** Where trustForwarded() (forward.ts) leaves the client address a follower passed on. */
+export const FORWARDED_ADDRESS = 'aami.forwardedFor';
+
+/**
+ * The peer's address. Proxy headers are not trusted (anyone can send them); the one
+ * exception is a follower's forward, checked by trustForwarded() against the cluster secret.
+ */
 export function clientAddress(c: Context): string {
+  const forwarded = c.get(FORWARDED_ADDRESS as never) as string | undefined;
+  if (forwarded) return forwarded;
   try {
     return getConnInfo(c).remote.address ?? 'unknown';
   } catch {

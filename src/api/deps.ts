@@ -8,6 +8,7 @@ import type { Heartbeats } from '../nodes/heartbeats.js';
 import type { RemoteStatus } from '../writer/upstream.js';
 import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
+import type { PrimaryOptions } from './forward.js';
 
 /** What health says about the repository the server serves from. */
 export interface RepoHealth {
@@ -46,5 +47,9 @@ export interface AppDeps {
   /** Prometheus's base URL: the console shows whether it scrapes each target up. */
   prometheusUrl?: string;
   /** The Git remote this server follows, when it has one. */
-  remote?: { status: RemoteStatus; pull: () => Promise<void>; webhookSecret?: string };
+  remote?: { status: RemoteStatus; pull: () => Promise<void>; acceptRemoteHistory: () => Promise<void>; webhookSecret?: string };
+  /** A follower forwards what writes to its primary. */
+  primary?: PrimaryOptions;
+  /** Shared by a primary and its followers: the primary believes the client address a follower passes on. */
+  clusterSecret?: string;
 }

@@ -29,6 +29,10 @@ export const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   storage_unavailable: 503,
   repo_locked: 503,
   remote_conflict: 409,
+  remote_diverged: 503,
+  remote_locked: 503,
+  remote_refused: 503,
+  primary_unavailable: 503,
 };
 
 export function errorBody(error: AamiError) {

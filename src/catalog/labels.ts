@@ -40,11 +40,34 @@ function systemLabels(catalog: Catalog, target: Target): Record<string, string> 
   };
 }
 
+/**
+ * Labels shared by every target of the same groups: the group layers and aami's own group
+ * labels. A compile of 100k targets in 1,000 groups works them out 1,000 times, not 100k.
+ */
+export class GroupLabels {
+  private readonly cache = new Map<string, { groups: Record<string, string>; system: Record<string, string> }>();
+
+  constructor(private readonly catalog: Catalog) {}
+
+  of(target: Target): { groups: Record<string, string>; system: Record<string, string> } {
+    const key = target.groups.length ? `${target.primary_group}|${target.groups.join(',')}` : target.primary_group;
+    let found = this.cache.get(key);
+    if (!found) {
+      const groups: Record<string, string> = {};
+      for (const [source, labels] of layers(this.catalog, target)) if (source.startsWith('group:')) Object.assign(groups, labels);
+      const { hostname: _, ...system } = systemLabels(this.catalog, target);
+      found = { groups, system };
+      this.cache.set(key, found);
+    }
+    return found;
+  }
+}
+
 /** A target's labels as Prometheus will see them (exporter fields add the __ ones). */
-export function targetLabels(catalog: Catalog, target: Target): Record<string, string> {
-  const merged: Record<string, string> = {};
-  for (const [, labels] of layers(catalog, target)) Object.assign(merged, labels);
-  return Object.assign(merged, systemLabels(catalog, target));
+export function targetLabels(catalog: Catalog, target: Target, shared = new GroupLabels(catalog)): Record<string, string> {
+  const { groups, system } = shared.of(target);
+  // The same precedence as layers(): groups, node, token, admin; then aami's own.
+  return { ...groups, ...target.node_labels, ...target.token_labels, ...target.labels, hostname: target.hostname, ...system };
 }
 
 /** For each effective label, where its value comes from (the target view shows it). */

@@ -23,6 +23,9 @@ export interface Placement {
 
 interface Claim {
   key: string;
+  /** The host name claimed, or the "job address" key of the address claimed. */
+  hostname?: string;
+  address?: string;
   field: string;
   message: (holder: string) => string;
 }
@@ -37,9 +40,9 @@ export function claimKeys(settings: Settings, target: Target): string[] {
 
 /** The host name and the addresses a target claims: no two targets may share one. */
 function claimsOf(settings: Settings, target: Target): Claim[] {
-  const claims: Claim[] = [{ key: hostKey(target.hostname), field: 'hostname', message: (holder) => `"${target.hostname}" is already registered by ${holder}` }];
+  const claims: Claim[] = [{ key: hostKey(target.hostname), hostname: target.hostname, field: 'hostname', message: (holder) => `"${target.hostname}" is already registered by ${holder}` }];
   for (const { key, job, address, field } of targetAddresses(settings, target)) {
-    claims.push({ key: addressClaimKey(key), field, message: (holder) => `address ${address} of job "${job}" is already used by ${holder}` });
+    claims.push({ key: addressClaimKey(key), address: key, field, message: (holder) => `address ${address} of job "${job}" is already used by ${holder}` });
   }
   return claims;
 }
@@ -53,9 +56,8 @@ function claimsOf(settings: Settings, target: Target): Claim[] {
  * decide every clash the same way.
  */
 export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targetPaths' | 'addresses'>, options: { established: Established; settings: Settings }): Placement {
-  const fixedHolder = (key: string): string | undefined => {
-    const [kind, value] = key.split('\u0000') as [string, string];
-    const hostname = kind === 'host' ? value : fixed.addresses.get(value);
+  const fixedHolder = (claim: Claim): string | undefined => {
+    const hostname = claim.hostname ?? fixed.addresses.get(claim.address!);
     return hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
   };
   const sorted = [...candidates].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -67,19 +69,23 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
   const claimsFor = (target: Target) => claimCache.get(target) ?? claimCache.set(target, claimsOf(options.settings, target)).get(target)!;
 
   for (let round = 0; round <= sorted.length * 2 + 1; round++) {
-    const claimants = new Map<string, Array<{ path: string; claim: Claim }>>();
+    // Most keys have one claimant: only a second one makes a list.
+    const first = new Map<string, { path: string; claim: Claim }>();
+    const shared = new Map<string, Array<{ path: string; claim: Claim }>>();
     for (const candidate of sorted) {
       const version = candidate.versions[index.get(candidate.path)!];
       if (!version) continue;
       for (const claim of claimsFor(version)) {
-        const list = claimants.get(claim.key);
-        if (list) list.push({ path: candidate.path, claim });
-        else claimants.set(claim.key, [{ path: candidate.path, claim }]);
+        const entry = { path: candidate.path, claim };
+        const earlier = first.get(claim.key);
+        if (!earlier) first.set(claim.key, entry);
+        else shared.get(claim.key)?.push(entry) ?? shared.set(claim.key, [earlier, entry]);
       }
     }
     const losers = new Map<string, Problem[]>();
-    for (const [key, list] of claimants) {
-      const holder = fixedHolder(key);
+    for (const [key, one] of first) {
+      const holder = fixedHolder(one.claim);
+      const list = shared.get(key) ?? [one];
       if (!holder && list.length === 1) continue;
       const before = options.established(key);
       const winner = holder ?? (before !== undefined && list.some((c) => c.path === before) ? before : list[0]!.path);

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
@@ -25,6 +26,9 @@ const serveOptions = z.object({
   remote: z.string().min(1).optional(),
   branch: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'must be a branch name').default('main'),
   read_only: boolean.default(false),
+  primary: z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' }).optional(),
+  cluster_secret: z.string().min(16, 'must be at least 16 characters').optional(),
+  git_password: z.string().min(1).optional(),
   sync_interval: z.coerce.number().positive('must be a number of seconds').default(30),
   webhook_secret: z.string().min(16, 'must be at least 16 characters').optional(),
   prometheus_url: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
@@ -56,12 +60,17 @@ Options (environment variable in brackets):
                         POST /api/v1/sync pulls at once (admin, or a push webhook signed
                         with AAMI_WEBHOOK_SECRET)
       --read-only       a follower: serve SD from the remote, refuse writes [AAMI_READ_ONLY]
+      --primary URL     a follower that forwards every write to this primary (one writer,
+                        many followers; give --remote too) [AAMI_PRIMARY]
       --prometheus-url URL  Prometheus, asked by the server for the console's "up" column
                         (e.g. http://prometheus:9090) [AAMI_PROMETHEUS_URL]
   -h, --help            show this help
 
-The admin credential comes from AAMI_ADMIN_TOKEN (environment only, so it stays out of
-ps). Without it, the server generates one on first start, prints it once, and keeps only
+The admin credential comes from AAMI_ADMIN_TOKEN or the file AAMI_ADMIN_TOKEN_FILE
+(environment only, so it stays out of ps). A password or token for an HTTPS remote comes
+from AAMI_GIT_PASSWORD or AAMI_GIT_PASSWORD_FILE (never put it in --remote: ps shows it),
+or from git's own credential helpers and SSH keys. AAMI_CLUSTER_SECRET, shared by a primary
+and its followers, lets the primary log and rate-limit the clients a follower forwards. Without it, the server generates one on first start, prints it once, and keeps only
 its hash in the state directory. SIGTERM or SIGINT stops the server after the writes in
 flight are committed.`,
   async run(argv, io) {
@@ -79,6 +88,7 @@ flight are committed.`,
         remote: { type: 'string' },
         branch: { type: 'string' },
         'read-only': { type: 'boolean' },
+        primary: { type: 'string' },
         'sync-interval': { type: 'string' },
         'prometheus-url': { type: 'string' },
       },
@@ -93,7 +103,7 @@ flight are committed.`,
       state_dir: values['state-dir'] ?? env.AAMI_STATE_DIR,
       host: values.host ?? env.AAMI_HOST,
       port: values.port ?? env.AAMI_PORT,
-      admin_token: env.AAMI_ADMIN_TOKEN || undefined,
+      admin_token: env.AAMI_ADMIN_TOKEN || secretFile(env.AAMI_ADMIN_TOKEN_FILE, 'AAMI_ADMIN_TOKEN_FILE'),
       open_reads: values['open-reads'] ?? env.AAMI_OPEN_READS,
       starter: values.starter,
       downloads_dir: values['downloads-dir'] ?? env.AAMI_DOWNLOADS_DIR,
@@ -102,6 +112,9 @@ flight are committed.`,
       read_only: values['read-only'] ?? env.AAMI_READ_ONLY,
       sync_interval: values['sync-interval'] ?? env.AAMI_GIT_SYNC_INTERVAL,
       webhook_secret: env.AAMI_WEBHOOK_SECRET || undefined,
+      primary: values.primary ?? env.AAMI_PRIMARY,
+      cluster_secret: env.AAMI_CLUSTER_SECRET || undefined,
+      git_password: env.AAMI_GIT_PASSWORD || secretFile(env.AAMI_GIT_PASSWORD_FILE, 'AAMI_GIT_PASSWORD_FILE'),
       prometheus_url: values['prometheus-url'] ?? (env.AAMI_PROMETHEUS_URL || undefined),
     });
     if (!parsed.success) {
@@ -109,6 +122,10 @@ flight are committed.`,
     }
     const options = parsed.data;
     if (options.read_only && !options.remote) throw new UsageError('--read-only follows a Git remote: give --remote URL too');
+    if (options.primary && !options.remote) throw new UsageError('--primary makes a follower of the Git remote the primary pushes to: give --remote URL too');
+    if (options.remote && /^https?:\/\/[^/@]*:[^/@]*@/i.test(options.remote)) {
+      io.err('aami serve: warning: --remote holds a password, which `ps` shows to every user of this host; pass it in AAMI_GIT_PASSWORD_FILE instead');
+    }
     const server = await startServer({
       repo: resolve(options.repo),
       sdDir: resolve(options.sd_dir),
@@ -120,11 +137,14 @@ flight are committed.`,
       starterDir: resolve(options.starter),
       scriptsDir: SCRIPTS,
       downloadsDir: options.downloads_dir && resolve(options.downloads_dir),
-      remote: options.remote ? { url: options.remote, branch: options.branch, syncIntervalMs: options.sync_interval * 1000, webhookSecret: options.webhook_secret } : undefined,
+      remote: options.remote ? { url: options.remote, branch: options.branch, syncIntervalMs: options.sync_interval * 1000, webhookSecret: options.webhook_secret, password: options.git_password } : undefined,
       readOnly: options.read_only,
+      primary: options.primary ? { url: options.primary } : undefined,
+      clusterSecret: options.cluster_secret,
       prometheusUrl: options.prometheus_url,
       logger: createLogger((line) => io.err(line)),
-      announce: (line) => io.out(line),
+      // Printed only to a terminal: a service manager's log would keep it.
+      announce: process.stdout.isTTY ? (line) => io.out(line) : undefined,
     });
     await new Promise<void>((resolveStop) => {
       const stop = () => {
@@ -138,3 +158,13 @@ flight are committed.`,
     return EXIT.ok;
   },
 };
+
+/** A secret read once from a file named by an environment variable (Docker and systemd pass secrets as files). */
+function secretFile(path: string | undefined, variable: string): string | undefined {
+  if (!path) return undefined;
+  try {
+    return readFileSync(path, 'utf8').trim() || undefined;
+  } catch (error) {
+    throw new UsageError(`${variable}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}

@@ -1,6 +1,6 @@
 import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
-import { groupChain, targetLabels } from '../catalog/labels.js';
+import { GroupLabels, groupChain, targetLabels } from '../catalog/labels.js';
 import { own, type Group, type Settings, type Target } from '../schema/index.js';
 
 /** File name of a job's file_sd output. */
@@ -47,6 +47,7 @@ export class Compiler {
 
   /** Targets by host name. */
   private *targets(catalog: Catalog): Generator<Compiled> {
+    const shared = new GroupLabels(catalog);
     const chains = new Map<string, Group[]>();
     const chainOf = (id: string) => chains.get(id) ?? chains.set(id, groupChain(catalog.groups, id)).get(id)!;
     for (const hostname of [...catalog.targets.keys()].sort()) {
@@ -58,7 +59,7 @@ export class Compiler {
       }
       const groups = target.groups.length ? [target.primary_group, ...target.groups].flatMap(chainOf) : chainOf(target.primary_group);
       if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {
-        compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, entries: renderTarget(catalog, target) };
+        compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, entries: renderTarget(catalog, target, shared) };
         this.memo.set(target, compiled);
       }
       compiled.groupMap = catalog.groups;
@@ -87,30 +88,38 @@ export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
   return a !== undefined && a.length === b.length && a.every((part, i) => part === b[i] || part.equals(b[i]!));
 }
 
-function renderTarget(catalog: Catalog, target: Target): Compiled['entries'] {
-  const base = targetLabels(catalog, target);
+function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Compiled['entries'] {
+  const base = Object.entries(targetLabels(catalog, target, shared));
   const entries: Compiled['entries'] = [];
   for (const exporter of target.exporters) {
     const type = own(catalog.settings.exporters, exporter.type);
     if (!exporter.enabled || !type) continue;
-    const labels: Record<string, string> = { ...base };
+    const labels = [...base];
     const metricsPath = exporter.metrics_path ?? type.metrics_path;
     const scheme = exporter.scheme ?? type.scheme;
     const interval = exporter.interval ?? type.interval;
-    if (metricsPath) labels.__metrics_path__ = metricsPath;
-    if (scheme) labels.__scheme__ = scheme;
-    if (interval) labels.__scrape_interval__ = interval;
-    const entry = { targets: [formatAddress(target.ip_address, exporter.port ?? type.port)], labels: sortKeys(labels) };
-    // The same bytes JSON.stringify(list, null, 2) gives for this element of the list.
-    entries.push([type.job, Buffer.from(`  ${JSON.stringify(entry, null, 2).replaceAll('\n', '\n  ')}`)]);
+    if (metricsPath) labels.push(['__metrics_path__', metricsPath]);
+    if (scheme) labels.push(['__scheme__', scheme]);
+    if (interval) labels.push(['__scrape_interval__', interval]);
+    labels.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    entries.push([type.job, Buffer.from(renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels))]);
   }
   return entries;
 }
 
-function sameItems<T>(a: T[], b: T[]): boolean {
-  return a.length === b.length && a.every((item, i) => item === b[i]);
+/**
+ * One element of a job file: the same bytes JSON.stringify(list, null, 2) gives for it
+ * (tests hold the two equal), written out directly: ~5x cheaper than stringify with an
+ * indent and re-indenting the result.
+ */
+function renderEntry(address: string, labels: Array<[string, string]>): string {
+  let text = `  {\n    "targets": [\n      ${JSON.stringify(address)}\n    ],\n    "labels": {`;
+  labels.forEach(([name, value], i) => {
+    text += `${i ? ',' : ''}\n      ${JSON.stringify(name)}: ${JSON.stringify(value)}`;
+  });
+  return `${text}${labels.length ? '\n    }' : '}'}\n  }`;
 }
 
-function sortKeys(labels: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+function sameItems<T>(a: T[], b: T[]): boolean {
+  return a.length === b.length && a.every((item, i) => item === b[i]);
 }

@@ -10,11 +10,11 @@ export type Fs = typeof nodeFs;
  * rename over the target, fsync the directory. The temp name starts with "." and ends in
  * ".tmp" so that neither the watcher nor Prometheus's `*.json` glob ever picks it up.
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable = true): Promise<void> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable = true, mode = 0o644): Promise<void> {
   const dir = dirname(path);
   const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.${tmpCounter++}.tmp`;
   try {
-    const handle = await fs.promises.open(tmp, 'w', 0o644);
+    const handle = await fs.promises.open(tmp, 'w', mode);
     try {
       if (Array.isArray(data)) await handle.writev(data);
       else await handle.writeFile(data);

@@ -23,7 +23,9 @@ interface Pending {
  */
 export class ObjectReader {
   private child: ChildProcessWithoutNullStreams | undefined;
+  /** Requests in the order their answers will come; `head` is the next one to answer (no O(n) shift). */
   private pending: Pending[] = [];
+  private head = 0;
   private buffer: Buffer = Buffer.alloc(0);
   private closed = false;
   /** Bytes of an oversized object still to be skipped, and the header it answers with. */
@@ -44,6 +46,17 @@ export class ObjectReader {
       this.pending.push({ oid, resolve, reject });
       child.stdin.write(`${oid}\n`);
     });
+  }
+
+  private next(): Pending | undefined {
+    const request = this.pending[this.head];
+    if (!request) return undefined;
+    this.head++;
+    if (this.head > 1024 && this.head * 2 > this.pending.length) {
+      this.pending = this.pending.slice(this.head);
+      this.head = 0;
+    }
+    return request;
   }
 
   /** A blob's bytes; null when it is larger than the reader's limit. */
@@ -98,7 +111,10 @@ export class ObjectReader {
       this.child = undefined;
       if (this.skipping) this.skipping.request.reject(error);
       this.skipping = undefined;
-      for (const request of this.pending.splice(0)) request.reject(error);
+      const waiting = this.pending.slice(this.head);
+      this.pending = [];
+      this.head = 0;
+      for (const request of waiting) request.reject(error);
     };
     child.on('error', fail);
     child.stdin.on('error', fail);
@@ -123,27 +139,23 @@ export class ObjectReader {
       const newline = this.buffer.indexOf(10);
       if (newline === -1) return;
       const header = this.buffer.subarray(0, newline).toString('latin1');
-      const request = this.pending[0];
-      if (!request) return;
+      if (!this.pending[this.head]) return;
       if (header.endsWith(' missing')) {
         this.buffer = this.buffer.subarray(newline + 1);
-        this.pending.shift();
-        request.resolve(undefined);
+        this.next()!.resolve(undefined);
         continue;
       }
       const [, type, size] = header.split(' ') as [string, GitObject['type'], string];
       const length = Number(size);
       if (length > this.maxObjectBytes) {
-        this.pending.shift();
         this.buffer = this.buffer.subarray(newline + 1);
-        this.skipping = { remaining: length + 1, object: { type, size: length, data: null }, request };
+        this.skipping = { remaining: length + 1, object: { type, size: length, data: null }, request: this.next()! };
         continue;
       }
       if (this.buffer.length < newline + 1 + length + 1) return; // the rest is on its way
       const data = Buffer.from(this.buffer.subarray(newline + 1, newline + 1 + length));
       this.buffer = this.buffer.subarray(newline + 1 + length + 1);
-      this.pending.shift();
-      request.resolve({ type, size: length, data });
+      this.next()!.resolve({ type, size: length, data });
     }
   }
 }

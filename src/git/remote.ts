@@ -90,13 +90,13 @@ export class Remote {
    * Push a commit (already durable here) as the branch's new tip. 'rejected' when the remote
    * moved on (another server pushed first) or refused it; the caller fetches and replays.
    */
-  async push(commit: string): Promise<{ kind: 'pushed' } | { kind: 'rejected'; reason: string }> {
+  async push(commit: string): Promise<{ kind: 'pushed' } | { kind: 'rejected'; reason: string; output: string }> {
     const result = await this.git(['push', '--quiet', '--porcelain', this.url, `${commit}:refs/heads/${this.branch}`]);
     if (result.code === 0) return { kind: 'pushed' };
     const text = `${result.stdout}\n${result.stderr}`;
     // "cannot lock ref": another push won the race for the ref while ours was on its way.
     if (/\[rejected\]|non-fast-forward|fetch first|stale info|cannot lock ref|failed to update ref|\[remote rejected\]/i.test(text)) {
-      return { kind: 'rejected', reason: firstLine(text) };
+      return { kind: 'rejected', reason: firstLine(text), output: redact(text).slice(0, 4000) };
     }
     throw unavailable(text);
   }

@@ -106,9 +106,9 @@ export class Writer {
     });
   }
 
-  /** The repository can be read again: a failure that came from its absence is over. */
-  repositoryBack(): void {
-    if (this.lastFailure?.code === 'repo_unavailable') this.lastFailure = undefined;
+  /** A fault cleared (the repository is readable, the remote answers): failures it caused are over. */
+  faultCleared(codes: string[]): void {
+    if (this.lastFailure && codes.includes(this.lastFailure.code)) this.lastFailure = undefined;
   }
 
   /** Run fn alone in the queue, between batches (following a head, a pull). */

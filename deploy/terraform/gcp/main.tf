@@ -4,13 +4,23 @@ terraform {
   }
 }
 
-variable "config_server_url" {
+provider "google" {
+  project = var.project
+}
+
+variable "project" {
   type = string
 }
 
+variable "config_server_url" {
+  description = "AAMI config server, reachable from the nodes (port 8080)"
+  type        = string
+}
+
 variable "bootstrap_token" {
-  type      = string
-  sensitive = true
+  description = "AAMI bootstrap token (max_uses >= node_count, with an expiry); stored in Secret Manager, never in instance metadata"
+  type        = string
+  sensitive   = true
 }
 
 variable "node_count" {
@@ -49,6 +59,45 @@ resource "google_compute_firewall" "aami_exporters" {
   }
 }
 
+# The token lives here, not in the start-up script: a new token is a new secret version,
+# and no instance is replaced. Trade-off: it is in the Terraform state (keep the state
+# bucket private), and every node of this module can read the current token, so give each
+# token a short expiry and revoke it once its batch has registered.
+resource "google_secret_manager_secret" "bootstrap_token" {
+  secret_id = "aami-bootstrap-token"
+  replication {
+    auto {}
+  }
+}
+
+resource "google_secret_manager_secret_version" "bootstrap_token" {
+  secret      = google_secret_manager_secret.bootstrap_token.id
+  secret_data = var.bootstrap_token
+}
+
+# The nodes' own identity, allowed to read this one secret and nothing else.
+resource "google_service_account" "gpu_node" {
+  account_id   = "aami-gpu-node"
+  display_name = "AAMI GPU nodes"
+}
+
+resource "google_secret_manager_secret_iam_member" "gpu_node" {
+  secret_id = google_secret_manager_secret.bootstrap_token.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = "serviceAccount:${google_service_account.gpu_node.email}"
+}
+
+# The start-up script: it names where the token is, never the token.
+module "startup" {
+  source            = "../startup"
+  cloud             = "gcp"
+  config_server_url = var.config_server_url
+  instance_type     = var.machine_type
+  fetch_token = templatefile("${path.module}/fetch-token.sh.tpl", {
+    token_secret = google_secret_manager_secret.bootstrap_token.id
+  })
+}
+
 resource "google_compute_instance" "gpu_node" {
   count        = var.node_count
   name         = "ml-training-node-${count.index + 1}"
@@ -65,19 +114,22 @@ resource "google_compute_instance" "gpu_node" {
 
   network_interface {
     network = var.network
+    # An ephemeral public IP, as in the registration guide: without one (or Cloud NAT) the
+    # start-up script reaches neither the package mirrors nor Secret Manager.
+    access_config {}
   }
 
   scheduling {
     on_host_maintenance = "TERMINATE" # required for GPUs
   }
 
-  metadata_startup_script = templatefile("${path.module}/startup.sh.tpl", {
-    config_server_url = var.config_server_url
-    bootstrap_token   = var.bootstrap_token
-    machine_type      = var.machine_type
-  })
+  # Names where the token is, never the token: rotating it leaves this unchanged.
+  metadata_startup_script = module.startup.script
 
+  # Access is decided by IAM (the secret's binding above); the cloud-platform scope lets
+  # the VM's token reach Secret Manager at all.
   service_account {
-    scopes = ["compute-ro", "storage-ro"]
+    email  = google_service_account.gpu_node.email
+    scopes = ["cloud-platform"]
   }
 }

@@ -22,7 +22,11 @@ function webhookVerified(c: Context, secret: string | undefined, body: string): 
   return false;
 }
 
-/** POST /api/v1/sync — pull from the Git remote now (an editor, or a push webhook with the shared secret). */
+/**
+ * POST /api/v1/sync — pull from the Git remote now (an editor, or a push webhook with the
+ * shared secret). An admin's `{"accept_remote_history": true}` takes a rewritten remote
+ * branch as the truth (health says when that is needed).
+ */
 export function syncRoutes(deps: AppDeps) {
   const app = new Hono();
   app.post('/api/v1/sync', async (c) => {
@@ -31,11 +35,20 @@ export function syncRoutes(deps: AppDeps) {
     if (!bearerToken(c)) {
       if (!webhookVerified(c, remote?.webhookSecret, body)) refuse(c, deps.auth.limiter, 'sync needs an editor credential or a push webhook signed with AAMI_WEBHOOK_SECRET');
     } else {
-      authorize(c, deps, 'editor');
+      authorize(c, deps, acceptsRewrite(body) ? 'admin' : 'editor');
     }
     if (!remote) throw new AamiError('not_found', 'this server follows no Git remote (start it with --remote URL)');
-    await remote.pull();
+    if (acceptsRewrite(body)) await remote.acceptRemoteHistory();
+    else await remote.pull();
     return c.json(remote.status);
   });
   return app;
+}
+
+function acceptsRewrite(body: string): boolean {
+  try {
+    return (JSON.parse(body) as { accept_remote_history?: unknown })?.accept_remote_history === true;
+  } catch {
+    return false;
+  }
 }

@@ -1,0 +1,195 @@
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../src/log.js';
+import { startServer, type ServerConfig } from '../src/server.js';
+import { smartHttpRemote } from './git-http.js';
+import { gitCli, onCleanup, tempDir } from './helpers.js';
+import { ADMIN, freePort, serverConfig, waitFor } from './node-helpers.js';
+import { serverProcess } from './process-helpers.js';
+
+const CLUSTER_SECRET = 'cluster-secret-0123456789abcdef';
+
+/** One server of a fleet, in this process, with its log kept. */
+async function member(overrides: Partial<ServerConfig>) {
+  const lines: string[] = [];
+  const config = serverConfig({ logger: createLogger((line) => lines.push(line)), clusterSecret: CLUSTER_SECRET, ...overrides });
+  const server = await startServer(config);
+  let running = true;
+  onCleanup(async () => {
+    if (running) await server.close();
+  });
+  const call = async (method: string, path: string, body?: unknown, token: string | null = ADMIN) => {
+    const response = await fetch(`${server.url}${path}`, { method, headers: token ? { authorization: `Bearer ${token}` } : {}, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await response.text();
+    return { status: response.status, json: text ? JSON.parse(text) : undefined };
+  };
+  return {
+    config,
+    url: server.url,
+    log: () => lines.join('\n'),
+    call,
+    sd: (job = 'node') => fs.readFileSync(join(config.sdDir, `${job}.json`), 'utf8'),
+    health: async () => (await call('GET', '/api/v1/health')).json,
+    async stop() {
+      running = false;
+      await server.close();
+    },
+  };
+}
+
+function bareRemote(): string {
+  const dir = join(tempDir('aami-remote-'), 'config.git');
+  gitCli(tempDir(), 'init', '-q', '--bare', '--initial-branch=main', dir);
+  return dir;
+}
+
+describe('one writer, many followers', () => {
+  it('admits exactly max_uses over three servers on smart HTTP, no 409 reaching a client, the same SD bytes everywhere, no password anywhere', { timeout: 180_000 }, async () => {
+    const remote = await smartHttpRemote();
+    const git = { url: remote.url, branch: 'main', syncIntervalMs: 60_000, password: undefined as string | undefined };
+    // The password reaches the server as a secret of its own, never in the URL it logs and shows.
+    const withUser = new URL(remote.url);
+    withUser.username = remote.user;
+    const primary = await member({ remote: { ...git, url: withUser.toString(), password: remote.password } });
+    const followers = [
+      await member({ remote: { ...git, url: withUser.toString(), password: remote.password }, primary: { url: primary.url } }),
+      await member({ remote: { ...git, url: withUser.toString(), password: remote.password }, primary: { url: primary.url } }),
+    ];
+    const servers = [primary, ...followers];
+
+    // A token made on the primary works on the followers at once: they forward enrolments.
+    const token = (await primary.call('POST', '/api/v1/bootstrap-tokens', { name: 'fleet', default_group_id: 'ml-training', max_uses: 150, expires_at: '2099-01-01T00:00:00Z' })).json;
+    const results = await Promise.all(
+      Array.from({ length: 300 }, (_, i) => servers[i % 3]!.call('POST', '/api/v1/bootstrap/register', { hostname: `n-${i}`, ip_address: `10.8.${i >> 8}.${i & 255}` }, token.token)),
+    );
+    const statuses = results.map((r) => r.status);
+    expect(statuses.filter((s) => s === 201)).toHaveLength(150);
+    expect(results.filter((r) => r.status !== 201).map((r) => r.json.error.code)).toEqual(Array(150).fill('token_exhausted'));
+
+    // A credential created on the primary reads on a follower before that follower pulled.
+    const reader = (await primary.call('POST', '/api/v1/credentials', { name: 'grafana', role: 'reader' })).json.credential;
+    expect((await followers[0]!.call('GET', '/api/v1/groups', undefined, reader)).status).toBe(200);
+
+    for (const follower of followers) expect((await follower.call('POST', '/api/v1/sync')).status).toBe(200);
+    await waitFor('every server to compile the same SD', async () => {
+      const files = servers.map((s) => s.sd());
+      return files.every((f) => f === files[0]) && (JSON.parse(files[0]!) as unknown[]).length === 150;
+    });
+    const heads = servers.map((s) => gitCli(s.config.repo, 'rev-parse', 'main').trim());
+    expect(new Set([...heads, gitCli(remote.dir, 'rev-parse', 'main').trim()]).size).toBe(1);
+
+    // Who did what is still known: the followers passed the client's address on.
+    expect(gitCli(remote.dir, 'log', '--format=%(trailers:key=Source-Address,valueonly)', '-3').trim()).toContain('127.0.0.1');
+    // No password in logs, health, the repositories' config, or git's command lines.
+    const healths = JSON.stringify(await Promise.all(servers.map((s) => s.health())));
+    for (const place of [healths, ...servers.map((s) => s.log()), ...servers.map((s) => fs.readFileSync(join(s.config.repo, 'config'), 'utf8'))]) {
+      expect(place).not.toContain(remote.password);
+    }
+    expect(healths).toContain(`"url":"${remote.url}"`);
+  });
+
+  it('keeps a follower serving reads while its primary restarts, answering writes with 503 primary_unavailable until it is back', { timeout: 60_000 }, async () => {
+    const remote = bareRemote();
+    const port = await freePort();
+    const dirs = serverConfig();
+    const primaryConfig = { ...dirs, port, remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } };
+    let primary = await member(primaryConfig);
+    const follower = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 }, primary: { url: primary.url } });
+    expect((await follower.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' })).status).toBe(201);
+    await primary.stop();
+    expect(await follower.call('POST', '/api/v1/targets', { hostname: 'b', ip_address: '10.0.0.2', primary_group_id: 'ml-training' })).toMatchObject({ status: 503, json: { error: { code: 'primary_unavailable' } } });
+    await follower.call('POST', '/api/v1/sync');
+    expect((await follower.call('GET', '/api/v1/targets')).json.map((t: any) => t.hostname)).toEqual(['a']);
+    primary = await member(primaryConfig);
+    expect((await follower.call('POST', '/api/v1/targets', { hostname: 'b', ip_address: '10.0.0.2', primary_group_id: 'ml-training' })).status).toBe(201);
+    await follower.call('POST', '/api/v1/sync');
+    expect((await follower.call('GET', '/api/v1/targets')).json.map((t: any) => t.hostname)).toEqual(['a', 'b']);
+  });
+});
+
+describe('no wedges', () => {
+  it('recovers from a crash in the middle of a push: the same branch as the remote, nothing acknowledged lost', { timeout: 120_000 }, async () => {
+    const remote = bareRemote();
+    const gate = join(tempDir(), 'hold-pushes');
+    // The remote holds every push in its pre-receive hook while the gate file exists.
+    fs.writeFileSync(join(remote, 'hooks/pre-receive'), `#!/bin/sh\nwhile [ -e ${gate} ]; do sleep 0.05; done\n`, { mode: 0o755 });
+    const base = tempDir();
+    const args = ['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state'), '--remote', remote, '--sync-interval', '3600'];
+    let first = await serverProcess(args);
+    expect((await first.call('POST', '/api/v1/targets', { hostname: 'acked', ip_address: '10.0.0.1', primary_group_id: 'ml-training' })).status).toBe(201);
+    fs.writeFileSync(gate, '');
+    const stuck = first.call('POST', '/api/v1/targets', { hostname: 'never-acked', ip_address: '10.0.0.2', primary_group_id: 'ml-training' }).catch(() => undefined);
+    await waitFor('the push to wait in the hook', async () => fs.readdirSync(join(remote, 'objects')).includes('incoming') || Boolean(execFileSync('ps', ['-e', '-o', 'args='], { encoding: 'utf8' }).includes('pre-receive')));
+    first.child.kill('SIGKILL');
+    await first.exited;
+    await stuck;
+    fs.rmSync(gate);
+    // Another server writes meanwhile.
+    const other = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    expect((await other.call('POST', '/api/v1/targets', { hostname: 'other', ip_address: '10.0.0.3', primary_group_id: 'ml-training' })).status).toBe(201);
+
+    first = await serverProcess(args);
+    const health = (await first.call('GET', '/api/v1/health')).json;
+    expect(health.status).toBe('healthy');
+    expect(gitCli(join(base, 'repo'), 'rev-parse', 'main').trim()).toBe(gitCli(remote, 'rev-parse', 'main').trim());
+    // The push that was cut off may have landed after all (git went on without the server): then it is
+    // everywhere. What the server serves is exactly the remote's branch.
+    const hosts = (await first.call('GET', '/api/v1/targets')).json.map((t: any) => t.hostname);
+    const onRemote = gitCli(remote, 'ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n').map((p) => p.split('/').at(-1)!.replace('.yaml', ''));
+    expect(hosts).toEqual(onRemote);
+    expect(hosts).toEqual(expect.arrayContaining(['acked', 'other']));
+    expect((await first.call('POST', '/api/v1/targets', { hostname: 'after', ip_address: '10.0.0.4', primary_group_id: 'ml-training' })).status).toBe(201);
+  });
+
+  it('neither follows nor undoes a force push, before or after a restart, says which command settles it, and settles when an admin runs it', { timeout: 60_000 }, async () => {
+    const remote = bareRemote();
+    const config = serverConfig({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    let server = await member(config);
+    await server.call('POST', '/api/v1/targets', { hostname: 'dropped', ip_address: '10.0.0.1', primary_group_id: 'ml-training' });
+    const before = gitCli(remote, 'rev-parse', 'main').trim();
+    // Someone rewrites the branch on the remote: the commit that added "dropped" is gone.
+    gitCli(remote, 'update-ref', 'refs/heads/main', `${before}~1`);
+    for (let round = 0; round < 2; round++) {
+      await server.call('POST', '/api/v1/sync');
+      const write = await server.call('POST', '/api/v1/targets', { hostname: `w${round}`, ip_address: `10.0.1.${round}`, primary_group_id: 'ml-training' });
+      expect(write).toMatchObject({ status: 503, json: { error: { code: 'remote_diverged' } } });
+      const health = await server.health();
+      expect(health.status).toBe('degraded');
+      expect(health.repo.remote.fix).toContain('accept_remote_history');
+      // The dropped commit is not pushed back.
+      expect(gitCli(remote, 'rev-parse', 'main').trim()).toBe(gitCli(remote, 'rev-parse', `${before}~1`).trim());
+      if (round === 0) {
+        await server.stop();
+        server = await member(config);
+      }
+    }
+    expect((await server.call('POST', '/api/v1/sync', { accept_remote_history: true }, null)).status).toBe(401);
+    expect((await server.call('POST', '/api/v1/sync', { accept_remote_history: true })).status).toBe(200);
+    expect((await server.health()).status).toBe('healthy');
+    expect((await server.call('GET', '/api/v1/targets')).json).toEqual([]);
+    expect((await server.call('POST', '/api/v1/targets', { hostname: 'fresh', ip_address: '10.0.2.1', primary_group_id: 'ml-training' })).status).toBe(201);
+  });
+
+  it('names a stale lock on the remote and a protected branch in health and in the error, instead of retrying them as races', { timeout: 60_000 }, async () => {
+    const remote = bareRemote();
+    const server = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    const lock = join(remote, 'refs/heads/main.lock');
+    fs.writeFileSync(lock, '');
+    const locked = await server.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' });
+    expect(locked, JSON.stringify(locked)).toMatchObject({ status: 503, json: { error: { code: 'remote_locked', message: expect.stringContaining('main.lock') } } });
+    expect((await server.health()).status).toBe('degraded');
+    fs.rmSync(lock);
+    fs.writeFileSync(join(remote, 'hooks/pre-receive'), '#!/bin/sh\necho "main is protected" >&2\nexit 1\n', { mode: 0o755 });
+    const refused = await server.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' });
+    expect(refused).toMatchObject({ status: 503, json: { error: { code: 'remote_refused' } } });
+    expect((await server.health()).repo.remote.last_push).toMatchObject({ outcome: 'failed', reason: expect.stringContaining('protected') });
+    fs.rmSync(join(remote, 'hooks/pre-receive'));
+    expect((await server.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' })).status).toBe(201);
+    expect((await server.health()).status).toBe('healthy');
+    const metrics = await (await fetch(`${server.url}/metrics`)).text();
+    expect(metrics).toMatch(/aami_git_pushes_total\{outcome="locked"\} 1/);
+    expect(metrics).toMatch(/aami_git_pushes_total\{outcome="refused"\} 1/);
+  });
+});
