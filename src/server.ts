@@ -58,6 +58,8 @@ export interface ServerConfig {
   reapIntervalMs?: number;
   /** How often the branch ref is read besides file events (default 1 s). */
   refPollMs?: number;
+  /** Prometheus's base URL: the console shows whether it scrapes each target up. */
+  prometheusUrl?: string;
 }
 
 export interface RunningServer {
@@ -234,6 +236,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     heartbeats,
     scriptsDir: config.scriptsDir,
     downloadsDir: config.downloadsDir,
+    prometheusUrl: config.prometheusUrl,
     remote: upstream && { status: upstream.status, pull, acceptRemoteHistory: async () => {
         await writer.exclusive(() => upstream.acceptRemoteHistory());
         writer.faultCleared(['remote_diverged']);
