@@ -134,6 +134,24 @@ describe('GitRepository', () => {
     expect(git('ls-tree', '--name-only', '-z', 'main')).toBe(before);
   });
 
+  it('writes each commit as one pack, and folds the packs together now and then', async () => {
+    const dir = join(tempDir(), 'repo.git');
+    const repo = await GitRepository.init(dir, { author: ADMIN, files: [{ path: 'aami.yaml', content: 'exporters: {}\n' }] });
+    let head = (await repo.head())!;
+    for (let i = 0; i < 60; i++) {
+      const commit = await repo.writeCommit(head, { message: `c${i}`, author: ADMIN, changes: [{ path: `targets/g${i % 3}/h${i}.yaml`, content: `n: ${i}\n` }] });
+      expect((await repo.swap(head, commit!)).kind).toBe('swapped');
+      head = commit!;
+    }
+    await repo.close(); // waits for the repack
+    const packs = readdirSync(join(dir, 'objects/pack')).filter((f) => f.endsWith('.pack'));
+    expect(packs.length).toBeLessThan(15);
+    expect(readdirSync(join(dir, 'objects')).filter((d) => /^[0-9a-f]{2}$/.test(d))).toEqual([]);
+    gitCli(dir, 'fsck', '--strict', '--no-progress');
+    expect(gitCli(dir, 'rev-list', '--count', 'main').trim()).toBe('61');
+    expect(gitCli(dir, 'show', 'main:targets/g2/h59.yaml')).toBe('n: 59\n');
+  });
+
   it('refuses to open a directory that is not a repository', async () => {
     await expect(GitRepository.open(tempDir())).rejects.toThrow(/not a Git repository/);
   });
