@@ -58,6 +58,8 @@ export interface ServerConfig {
   reapIntervalMs?: number;
   /** How often the branch ref is read besides file events (default 1 s). */
   refPollMs?: number;
+  /** Prometheus's base URL: the console shows whether it scrapes each target up. */
+  prometheusUrl?: string;
 }
 
 export interface RunningServer {
@@ -108,6 +110,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const branch = config.remote?.branch ?? 'main';
   const address = config.remote && parseRemoteUrl(config.remote.url, config.remote.password);
   const repo = await openOrCreateRepo(config, branch, address && ((dir) => new Remote(dir, address, branch)));
+  guardLocalPushes(repo.gitdir, address?.url);
   const adminTokenHash = await adminCredential(config);
   const repoHealth: RepoHealth = { branch, layout: repo.layout, error: null, warning: legacyWarning(config.repo, repo) };
   if (repoHealth.warning) logger.warn('old repository layout', { repo: config.repo, hint: repoHealth.warning });
@@ -182,12 +185,21 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const reaped = registry.add(new Counter('aami_ephemeral_targets_removed_total', "Ephemeral targets removed because their node was silent past its token's TTL."));
 
   let pullTimer: NodeJS.Timeout | undefined;
-  // A pull that finds the remote well ends the write failures it was the cause of.
-  const pull = () =>
-    writer.exclusive(async () => {
+  // One pull queued at most, however many timer ticks, webhooks and sync calls ask for one: a
+  // remote that hangs must not pile pulls up in front of the writes. A pull that finds the
+  // remote well ends the write failures it was the cause of.
+  let queuedPull: { started: boolean; done: Promise<void> } | undefined;
+  const pull = (): Promise<void> => {
+    if (queuedPull && !queuedPull.started) return queuedPull.done;
+    const next = { started: false, done: Promise.resolve() };
+    next.done = writer.exclusive(async () => {
+      next.started = true;
       await upstream!.pull();
       if (!upstream!.status.error) writer.faultCleared(['remote_unavailable', 'remote_diverged', 'remote_locked', 'remote_refused', 'remote_conflict']);
     });
+    queuedPull = next;
+    return next.done;
+  };
   if (upstream) {
     await pull().catch(() => undefined); // unreachable at start: keep serving what we have; health says so
     pullTimer = setInterval(() => void pull().catch(() => undefined), config.remote!.syncIntervalMs);
@@ -234,6 +246,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     heartbeats,
     scriptsDir: config.scriptsDir,
     downloadsDir: config.downloadsDir,
+    prometheusUrl: config.prometheusUrl,
     remote: upstream && { status: upstream.status, pull, acceptRemoteHistory: async () => {
         await writer.exclusive(() => upstream.acceptRemoteHistory());
         writer.faultCleared(['remote_diverged']);
@@ -303,6 +316,25 @@ function protectLegacyWorkingTree(dir: string): void {
   }
   const config = fs.readFileSync(join(dir, '.git/config'), 'utf8');
   if (!/denyCurrentBranch/.test(config)) fs.appendFileSync(join(dir, '.git/config'), '[receive]\n\tdenyCurrentBranch = ignore\n\tdenyNonFastForwards = true\n');
+}
+
+const LOCAL_PUSH_HOOK = '# aami: with a remote, config changes go to the remote';
+
+/**
+ * With a remote, the remote is the truth and this repository a copy the server keeps: a
+ * push into it would fork the two. A pre-receive hook refuses it and says where to push.
+ * Without a remote, pushing here is how people change config: the hook goes (if it is ours).
+ */
+function guardLocalPushes(gitdir: string, remoteUrl: string | undefined): void {
+  const hook = join(gitdir, 'hooks/pre-receive');
+  const ours = fs.existsSync(hook) && fs.readFileSync(hook, 'utf8').includes(LOCAL_PUSH_HOOK);
+  if (remoteUrl) {
+    if (fs.existsSync(hook) && !ours) return;
+    fs.mkdirSync(dirname(hook), { recursive: true });
+    fs.writeFileSync(hook, `#!/bin/sh\n${LOCAL_PUSH_HOOK}\necho "This server follows ${remoteUrl.replace(/["$`\\]/g, '')}: push your change there (or open a pull request)." >&2\nexit 1\n`, { mode: 0o755 });
+  } else if (ours) {
+    fs.rmSync(hook);
+  }
 }
 
 function legacyWarning(dir: string, repo: GitRepository): string | null {

@@ -44,6 +44,17 @@ describe('bad input gets a 4xx JSON error naming the field, and makes no commit'
     expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(0);
   });
 
+  it('takes one spelling of an IP address only: two spellings of one endpoint clash, a zone id is refused', async () => {
+    const api = await apiHarness();
+    const add = (hostname: string, ip_address: string) => api.post('/api/v1/targets', { hostname, ip_address, primary_group_id: 'api-servers' });
+    expect((await add('v4', '10.0.0.1')).json.ip_address).toBe('10.0.0.1');
+    expect(await add('mapped', '::ffff:10.0.0.1')).toMatchObject({ status: 409, json: { error: { code: 'conflict' } } });
+    expect((await add('v6', '0:0:0:0:0:0:0:1')).json.ip_address).toBe('::1');
+    expect((await add('v6-again', '::0001')).status).toBe(409);
+    expect((await add('upper', 'FD00::0001')).json.ip_address).toBe('fd00::1');
+    expect((await add('zoned', 'fe80::1%eth0')).json.error.details).toContainEqual(expect.objectContaining({ field: 'ip_address' }));
+  });
+
   it('answers an unknown route with a JSON 404', async () => {
     const api = await apiHarness();
     expect(await api.get('/api/v1/nothing')).toMatchObject({ status: 404, json: { error: { code: 'not_found' } } });

@@ -212,7 +212,9 @@ function view(snapshot: Snapshot) {
     addresses: sorted(catalog.addresses),
     targetPaths: sorted(catalog.targetPaths),
     nodeCredentials: sorted(catalog.nodeCredentials),
+    apiCredentials: sorted(catalog.apiCredentials),
     tokenHosts: sorted(catalog.tokenHosts),
+    wants: Object.fromEntries([...snapshot.wants].map(([key, paths]): [string, string[]] => [key, [...paths].sort()]).sort(([a], [b]) => (a < b ? -1 : 1))),
     checks: Object.keys(sorted(catalog.checks)),
     problems: problems(snapshot),
     rejected: [...snapshot.rejected.keys()].sort(),
@@ -221,11 +223,14 @@ function view(snapshot: Snapshot) {
 }
 
 describe('the live catalog', () => {
-  it('equals a full build after every step of random change sequences (300 sequences of 40 steps)', () => {
+  it('equals a full build after every step of random change sequences (300 sequences of 40 steps)', { timeout: 120_000 }, () => {
     const groups = ['ml', 'db', 'web'];
     const hosts = ['a', 'b', 'c', 'stg-1'];
     const ips = ['10.0.0.1', '10.0.0.2', '10.0.0.3'];
     const tokenFile = (id: string, groupId: string) => `id: ${id}\nname: t\nsecret_hash: sha256:${'c'.repeat(64)}\ndefault_group: ${groupId}\nmax_uses: 3\nexpires_at: 2030-01-01T00:00:00Z\n`;
+    const credentialFile = (id: string, role: string) => `id: ${id}\nname: n-${id}\nrole: ${role}\nsecret_hash: sha256:${'d'.repeat(64)}\n`;
+    // Two node credential hashes, so two target files can claim the same one.
+    const credentialHashes = [`sha256:${'1'.repeat(64)}`, `sha256:${'2'.repeat(64)}`];
     let checked = 0;
     for (let seed = 1; seed <= 300; seed++) {
       const rng = random(seed * 7919);
@@ -237,12 +242,19 @@ describe('the live catalog', () => {
           const host = rng.pick(hosts);
           const path = `targets/${rng.pick(groups)}/${host}.yaml`;
           const roll = rng.next();
+          const extra = (rng.next() < 0.3 ? 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n' : '') + (rng.next() < 0.3 ? `node_credential_hash: ${rng.pick(credentialHashes)}\n` : '');
           const text =
-            roll < 0.1 ? null : roll < 0.17 ? 'hostname: [broken\n' : roll < 0.24 ? target(host, rng.pick(ips), 'ml', 'groups: [nope]\n') : target(host, rng.pick(ips), path.split('/')[1]!, rng.next() < 0.3 ? 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n' : '');
+            roll < 0.1 ? null : roll < 0.17 ? 'hostname: [broken\n' : roll < 0.24 ? target(host, rng.pick(ips), 'ml', 'groups: [nope]\n') : target(host, rng.pick(ips), path.split('/')[1]!, extra);
           changes = [update(path, text)];
-        } else if (kind < 0.7) {
+        } else if (kind < 0.65) {
           const id = rng.pick(['t1', 't2']);
-          changes = [update(`tokens/${id}.yaml`, rng.next() < 0.2 ? null : tokenFile(id, rng.pick(groups)))];
+          // Stray files whose last path component looks like an id: they must not touch the real token.
+          const path = rng.pick([`tokens/${id}.yaml`, `tokens/${id}.yaml`, `tokens/old/${id}.yaml`, `tokens/${id}x.yml`]);
+          changes = [update(path, rng.next() < 0.2 ? null : tokenFile(id, rng.pick(groups)))];
+        } else if (kind < 0.72) {
+          const id = rng.pick(['aaaaaaaa', 'bbbbbbbb']);
+          const path = rng.pick([`credentials/${id}.yaml`, `credentials/${id}.yaml`, `credentials/archive/${id}.yaml`]);
+          changes = [update(path, rng.next() < 0.2 ? null : rng.next() < 0.1 ? 'role: [\n' : credentialFile(id, rng.pick(['reader', 'admin'])))];
         } else if (kind < 0.9) {
           const id = rng.pick(groups);
           const roll = rng.next();

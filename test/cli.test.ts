@@ -1,5 +1,5 @@
-import { execFileSync, spawnSync } from 'node:child_process';
-import { cpSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
@@ -49,13 +49,13 @@ describe('aami validate', () => {
     expect(await run('compile', '-h')).toMatchObject({ code: 0, out: expect.stringContaining('--out') });
   });
 
-  it('exits with the same codes as a process', () => {
-    const tsx = join(ROOT, 'node_modules/.bin/tsx');
-    const bin = join(ROOT, 'src/cli/bin.ts');
-    expect(spawnSync(tsx, [bin, 'validate', STARTER]).status).toBe(0);
-    expect(spawnSync(tsx, [bin, 'validate', brokenCopy()]).status).toBe(1);
-    expect(spawnSync(tsx, [bin, 'validate', '--nope']).status).toBe(2);
-    expect(execFileSync(tsx, [bin, '--help'], { encoding: 'utf8' })).toContain('Usage: aami');
+  it('exits with the same codes as a process', { timeout: 60_000 }, () => {
+    // node with the tsx loader: one process per run, not the tsx wrapper's two.
+    const aami = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), ...args], { cwd: ROOT, encoding: 'utf8' });
+    expect(aami('validate', STARTER).status).toBe(0);
+    expect(aami('validate', brokenCopy()).status).toBe(1);
+    expect(aami('validate', '--nope').status).toBe(2);
+    expect(aami('--help').stdout).toContain('Usage: aami');
   });
 });
 
@@ -104,5 +104,52 @@ describe('aami diff', () => {
     gitCli(dir, 'commit', '-q', '-m', 'change');
     expect((await run('diff', dir)).out).toBe("no change to Prometheus's targets against HEAD");
     expect((await run('diff', dir, '--base', 'no-such-rev')).code).toBe(2);
+  });
+});
+
+describe('repository content is untrusted', () => {
+  it('refuses a symlinked check script and a file over 1 MiB, and bounds what it prints', async () => {
+    const dir = join(tempDir(), 'repo');
+    cpSync(STARTER, dir, { recursive: true });
+    mkdirSync(join(dir, 'checks/evil'));
+    writeFileSync(join(dir, 'checks/evil/check.yaml'), 'description: reads the server\'s environment\n');
+    symlinkSync('/proc/self/environ', join(dir, 'checks/evil/check.sh'));
+    writeFileSync(join(dir, 'groups/huge.yaml'), `id: huge\nname: huge\nnamespace: logical\ndescription: ${'x'.repeat(1_100_000)}\n`);
+    const result = await run('validate', dir);
+    expect(result.code).toBe(1);
+    expect(result.err).toContain('checks/evil/check.sh: is a symbolic link: refused');
+    expect(result.err).toContain('groups/huge.yaml: the file is larger than 1 MiB: refused unread');
+    expect(result.err).toContain('checks/evil/check.yaml: script: checks/evil/check.sh does not exist');
+
+    writeFileSync(join(dir, 'targets.yaml'), '');
+    mkdirSync(join(dir, 'targets/ml-training'), { recursive: true });
+    for (let i = 0; i < 300; i++) writeFileSync(join(dir, `targets/ml-training/bad-${i}.yaml`), 'hostname: [\n');
+    const many = await run('validate', dir, '--max-problems', '10');
+    expect(many.err.split('\n')).toHaveLength(12);
+    expect(many.err).toMatch(/… and \d+ more \(--max-problems N shows more\)\n\d+ problems found in \d+ files$/);
+  });
+
+  it('calls out in aami diff every credential a change grants, removes or changes', async () => {
+    const dir = join(tempDir(), 'repo');
+    cpSync(STARTER, dir, { recursive: true });
+    const credential = (id: string, name: string, role: string) => `id: ${id}\nname: ${name}\nrole: ${role}\nsecret_hash: sha256:${'a'.repeat(64)}\n`;
+    mkdirSync(join(dir, 'credentials'));
+    writeFileSync(join(dir, 'credentials/aaaaaaaa.yaml'), credential('aaaaaaaa', 'alice', 'reader'));
+    writeFileSync(join(dir, 'credentials/bbbbbbbb.yaml'), credential('bbbbbbbb', 'bob', 'editor'));
+    gitCli(dir, 'init', '-q', '--initial-branch=main');
+    gitCli(dir, 'add', '-A');
+    gitCli(dir, 'commit', '-q', '-m', 'base');
+    writeFileSync(join(dir, 'credentials/aaaaaaaa.yaml'), credential('aaaaaaaa', 'alice', 'admin'));
+    rmSync(join(dir, 'credentials/bbbbbbbb.yaml'));
+    writeFileSync(join(dir, 'credentials/cccccccc.yaml'), credential('cccccccc', 'mallory', 'admin'));
+    const result = await run('diff', dir);
+    expect(result.code).toBe(0);
+    expect(result.out.split('\n')).toEqual([
+      "no change to Prometheus's targets against HEAD",
+      'API credentials (who may call the server; review these closely):',
+      '  ~ aaaaaaaa: alice (reader) → alice (admin)',
+      '  + cccccccc: mallory (admin)',
+      '  - bbbbbbbb: bob (editor)',
+    ]);
   });
 });

@@ -37,7 +37,7 @@ async function runningServer(overrides: Parameters<typeof serverConfig>[0] = {})
 
 /** Files a failed write could leave behind: git's and ours. */
 function tempFiles(...dirs: string[]): string[] {
-  return dirs.flatMap((dir) => (fs.existsSync(dir) ? (fs.readdirSync(dir, { recursive: true }) as string[]).filter((name) => /tmp_obj_|\.tmp$|\.lock$/.test(name)) : []));
+  return dirs.flatMap((dir) => (fs.existsSync(dir) ? (fs.readdirSync(dir, { recursive: true }) as string[]).filter((name) => /tmp_obj_|tmp_pack_|\.tmp$|\.lock$/.test(name)) : []));
 }
 
 /** A tmpfs of `size` at a new directory, when this machine lets the test mount one (root in a sandbox that allows it). */

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/log.js';
 import { startServer, type ServerConfig } from '../src/server.js';
 import { smartHttpRemote } from './git-http.js';
-import { gitCli, onCleanup, tempDir } from './helpers.js';
+import { gitCli, onCleanup, pushFiles, tempDir } from './helpers.js';
 import { ADMIN, freePort, serverConfig, waitFor } from './node-helpers.js';
 import { serverProcess } from './process-helpers.js';
 
@@ -170,6 +170,26 @@ describe('no wedges', () => {
     expect((await server.health()).status).toBe('healthy');
     expect((await server.call('GET', '/api/v1/targets')).json).toEqual([]);
     expect((await server.call('POST', '/api/v1/targets', { hostname: 'fresh', ip_address: '10.0.2.1', primary_group_id: 'ml-training' })).status).toBe(201);
+  });
+
+  it('answers a pushed write as done even when its own branch is locked for a while, and serves it once the lock goes', { timeout: 60_000 }, async () => {
+    const remote = bareRemote();
+    const server = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    // A lock held by another git process (git gc packing refs, say) on the server's own branch.
+    const lock = join(server.config.repo, 'refs/heads/main.lock');
+    fs.writeFileSync(lock, '');
+    const write = server.call('POST', '/api/v1/targets', { hostname: 'locked-out', ip_address: '10.0.0.1', primary_group_id: 'ml-training' });
+    await waitFor('the push to reach the remote', async () => gitCli(remote, 'ls-tree', '-r', '--name-only', 'main', 'targets').includes('locked-out'));
+    fs.rmSync(lock);
+    expect((await write).status).toBe(201);
+    await waitFor('the write to be served here too', async () => (await server.call('GET', '/api/v1/targets/locked-out')).status === 200);
+    expect(gitCli(server.config.repo, 'rev-parse', 'main').trim()).toBe(gitCli(remote, 'rev-parse', 'main').trim());
+  });
+
+  it('refuses pushes into its own repository while it follows a remote, saying where to push', async () => {
+    const remote = bareRemote();
+    const server = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    expect(() => pushFiles(server.config.repo, { 'targets/ml-training/x.yaml': 'hostname: x\n' }, 'local push')).toThrow(/push your change there/);
   });
 
   it('names a stale lock on the remote and a protected branch in health and in the error, instead of retrying them as races', { timeout: 60_000 }, async () => {

@@ -75,7 +75,8 @@ export function pushFiles(repo: string, files: Record<string, string | null>, me
       }
     }
     gitCli(work, 'add', '-A');
-    gitCli(work, 'commit', '--quiet', '--allow-empty', '-m', message);
+    // No background `git gc --auto` (thousands of files trigger it): it would still be writing when the clone is removed.
+    gitCli(work, '-c', 'gc.auto=0', 'commit', '--quiet', '--allow-empty', '-m', message);
     // The server may commit between the clone and the push: git refuses the push (not a
     // fast-forward) and the person rebases and pushes again, as anyone would.
     for (let attempt = 1; ; attempt++) {
@@ -84,7 +85,7 @@ export function pushFiles(repo: string, files: Record<string, string | null>, me
         break;
       } catch (error) {
         if (attempt >= 20) throw error;
-        gitCli(work, 'pull', '--quiet', '--rebase', 'origin', branch);
+        gitCli(work, '-c', 'gc.auto=0', 'pull', '--quiet', '--rebase', 'origin', branch);
       }
     }
     return gitCli(work, 'rev-parse', 'HEAD').trim();
@@ -123,6 +124,8 @@ export async function tmpConfigRepo(options: { from?: string; now?: () => number
     writer,
     git: (...args: string[]) => gitCli(dir, ...args),
     sdFile: (job: string) => JSON.parse(fs.readFileSync(join(sdDir, `${job}.json`), 'utf8')) as Array<{ targets: string[]; labels: Record<string, string> }>,
+    /** Follow the branch now, as the server's ref watcher would after a push. */
+    follow: () => writer.exclusive(follow),
     /** A person's push into the repository, followed by the server (as its ref watcher would). */
     async push(changed: Record<string, string | null>, message = 'A change pushed by a person') {
       const commit = pushFiles(dir, changed, message);

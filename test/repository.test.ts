@@ -116,6 +116,42 @@ describe('GitRepository', () => {
     expect(readdirSync(dir)).not.toContain('checks');
   });
 
+  it('keeps file names it does not understand byte for byte: non-ASCII and invalid UTF-8 names survive its commits', async () => {
+    const { repo, dir, git } = await repository();
+    // A person's commit with names in UTF-8, in Latin-1 (invalid UTF-8) and with sort traps.
+    const work = join(tempDir(), 'work');
+    git('clone', '--quiet', dir, work);
+    const names = [Buffer.from('café.md'), Buffer.from([0x63, 0x61, 0x66, 0xe9, 0x2e, 0x6d, 0x64]), Buffer.from([0x63, 0x61, 0x66, 0xe8, 0x2e, 0x6d, 0x64]), Buffer.from('a-b'), Buffer.from('a.b'), Buffer.from('ä')];
+    for (const name of names) writeFileSync(Buffer.concat([Buffer.from(`${work}/`), name]), 'x\n');
+    gitCli(work, 'add', '-A');
+    gitCli(work, 'commit', '--quiet', '-m', 'odd names');
+    gitCli(work, 'push', '--quiet', 'origin', 'HEAD:main');
+    const before = git('ls-tree', '--name-only', '-z', 'main');
+    const head = (await repo.head())!;
+    const commit = await repo.writeCommit(head, { message: 'api', author: ADMIN, changes: [{ path: 'groups/db.yaml', content: 'id: db\n' }] });
+    await repo.swap(head, commit!);
+    git('fsck', '--strict', '--no-progress');
+    expect(git('ls-tree', '--name-only', '-z', 'main')).toBe(before);
+  });
+
+  it('writes each commit as one pack, and folds the packs together now and then', async () => {
+    const dir = join(tempDir(), 'repo.git');
+    const repo = await GitRepository.init(dir, { author: ADMIN, files: [{ path: 'aami.yaml', content: 'exporters: {}\n' }] });
+    let head = (await repo.head())!;
+    for (let i = 0; i < 60; i++) {
+      const commit = await repo.writeCommit(head, { message: `c${i}`, author: ADMIN, changes: [{ path: `targets/g${i % 3}/h${i}.yaml`, content: `n: ${i}\n` }] });
+      expect((await repo.swap(head, commit!)).kind).toBe('swapped');
+      head = commit!;
+    }
+    await repo.close(); // waits for the repack
+    const packs = readdirSync(join(dir, 'objects/pack')).filter((f) => f.endsWith('.pack'));
+    expect(packs.length).toBeLessThan(15);
+    expect(readdirSync(join(dir, 'objects')).filter((d) => /^[0-9a-f]{2}$/.test(d))).toEqual([]);
+    gitCli(dir, 'fsck', '--strict', '--no-progress');
+    expect(gitCli(dir, 'rev-list', '--count', 'main').trim()).toBe('61');
+    expect(gitCli(dir, 'show', 'main:targets/g2/h59.yaml')).toBe('n: 59\n');
+  });
+
   it('refuses to open a directory that is not a repository', async () => {
     await expect(GitRepository.open(tempDir())).rejects.toThrow(/not a Git repository/);
   });

@@ -1,6 +1,9 @@
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { FailureLimiter } from '../src/api/auth.js';
+import { gitCli, tempDir } from './helpers.js';
 import { apiHarness } from './api-helpers.js';
 
 const MACHINE = 'c'.repeat(64);
@@ -148,6 +151,25 @@ describe('repository content is untrusted input', () => {
     expect(health.compiler.last_error).toBeNull();
     expect(health.compiler.invalid_files).toEqual([expect.objectContaining({ file: 'targets/ml-training/y.yaml', field: 'exporters[0].type' })]);
     expect(api.sdFile('node').map((e) => e.targets[0])).toEqual(['10.0.0.7:9100']);
+  });
+
+  it('refuses a check script committed as a symlink: it is never served, and health says why', async () => {
+    const api = await apiHarness();
+    const work = join(tempDir(), 'work');
+    gitCli(tempDir(), 'clone', '--quiet', api.dir, work);
+    mkdirSync(join(work, 'checks/evil'));
+    writeFileSync(join(work, 'checks/evil/check.yaml'), 'description: reads the server environment\n');
+    symlinkSync('/proc/self/environ', join(work, 'checks/evil/check.sh'));
+    gitCli(work, 'add', '-A');
+    gitCli(work, 'commit', '--quiet', '-m', 'evil check');
+    gitCli(work, 'push', '--quiet', 'origin', 'HEAD:main');
+    await api.follow();
+    const problems = (await api.get('/api/v1/health')).json.compiler.invalid_files.map((p: any) => `${p.file}: ${p.message}`);
+    expect(problems).toContain('checks/evil/check.sh: is a symbolic link: refused (config files and check scripts must be regular files)');
+    expect((await api.get('/api/v1/checks')).json.map((c: any) => c.name)).not.toContain('evil');
+    const { token } = await api.token();
+    const { node_credential: credential } = (await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' })).json;
+    expect((await api.get('/api/v1/checks/node/evil/script', { token: credential })).status).toBe(404);
   });
 
   it('survives a file with 130,000 problems and answers health with counts and the first few', async () => {

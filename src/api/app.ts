@@ -1,5 +1,6 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
+import { consoleRoutes } from '../console/routes.js';
 import { AamiError } from '../errors.js';
 import type { AppDeps } from './deps.js';
 import { onError, sendError } from './errors.js';
@@ -37,5 +38,6 @@ export function createApp(deps: AppDeps) {
   app.route('/', nodeRoutes(deps));
   app.route('/', scriptRoutes(deps));
   app.route('/', syncRoutes(deps));
+  app.route('/console', consoleRoutes(deps));
   return app;
 }

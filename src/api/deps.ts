@@ -44,6 +44,8 @@ export interface AppDeps {
   scriptsDir: string;
   /** Optional files for nodes without internet access (a node_exporter tarball). */
   downloadsDir?: string;
+  /** Prometheus's base URL: the console shows whether it scrapes each target up. */
+  prometheusUrl?: string;
   /** The Git remote this server follows, when it has one. */
   remote?: { status: RemoteStatus; pull: () => Promise<void>; acceptRemoteHistory: () => Promise<void>; webhookSecret?: string };
   /** A follower forwards what writes to its primary. */

@@ -4,7 +4,7 @@ import { AamiError, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 
 /** The one place an error code becomes an HTTP status. */
-const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
+export const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   validation_failed: 400,
   invalid_json: 400,
   unauthorized: 401,

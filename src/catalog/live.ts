@@ -1,9 +1,9 @@
 import { addTarget, buildCatalog, keptWhenDeleted, kindOf, removeTarget, targetCandidate, tokenProblems, versionsOf, type Catalog, type FileRecord, type WritableCatalog } from './build.js';
 import type { Entity, ParseResult } from './parse.js';
-import { addressClaimKey, hostKey, placeTargets, type Established } from './place.js';
+import { claimKeys, placeTargets, type Established } from './place.js';
 import { PMap, type PMapDraft } from './pmap.js';
 import type { Problem } from './problem.js';
-import { targetAddresses } from './address.js';
+import type { Target } from '../schema/index.js';
 
 /** A file a commit changed: its new blob and parse, or null when it was deleted. */
 export interface FileUpdate {
@@ -32,6 +32,11 @@ export class Snapshot {
     readonly problemsByFile: PMap<string, readonly Problem[]>,
     /** Files that contribute nothing at all. */
     readonly rejected: PMap<string, true>,
+    /**
+     * Claim key → the target files not contributing their current version that claim it in
+     * some version: the files a change to that claim must look at again (and only those).
+     */
+    readonly wants: PMap<string, readonly string[]>,
   ) {}
 
   /** Every problem, by file. */
@@ -53,7 +58,11 @@ export class Snapshot {
     for (const [path, record] of records) files.set(path, withLastGood(record, result.accepted.get(path)));
     const rejected = new Map<string, true>();
     for (const path of files.keys()) if (!result.accepted.has(path)) rejected.set(path, true);
-    return new Snapshot(version, head, PMap.from(files), result.catalog, PMap.from(new Map([...result.problems].map(([p, l]) => [p, Object.freeze(l)]))), PMap.from(rejected));
+    const wants = new Map<string, readonly string[]>();
+    for (const path of new Set([...result.problems.keys(), ...rejected.keys()])) {
+      for (const key of wantedKeys(result.catalog, files.get(path))) wants.set(key, [...(wants.get(key) ?? []), path]);
+    }
+    return new Snapshot(version, head, PMap.from(files), result.catalog, PMap.from(new Map([...result.problems].map(([p, l]) => [p, Object.freeze(l)]))), PMap.from(rejected), PMap.from(wants));
   }
 }
 
@@ -69,6 +78,7 @@ interface Work {
   catalog: WritableCatalog & { [K in DraftKeys]: PMapDraft<any, any> };
   problems: PMapDraft<string, readonly Problem[]>;
   rejected: PMapDraft<string, true>;
+  wants: PMapDraft<string, readonly string[]>;
 }
 type DraftKeys = 'groups' | 'targets' | 'tokens' | 'addresses' | 'targetPaths' | 'nodeCredentials' | 'apiCredentials' | 'tokenHosts' | 'checks';
 
@@ -109,7 +119,7 @@ export class Draft {
   /** The snapshot this draft has become, for the given head. */
   freeze(head: string | null): Snapshot {
     const work = this.work;
-    if (!work) return new Snapshot(this.base.version + 1, head, this.frozen.files, this.frozen.catalog, this.frozen.problemsByFile, this.frozen.rejected);
+    if (!work) return new Snapshot(this.base.version + 1, head, this.frozen.files, this.frozen.catalog, this.frozen.problemsByFile, this.frozen.rejected, this.frozen.wants);
     const c = work.catalog;
     const catalog: Catalog = {
       settings: c.settings,
@@ -123,18 +133,22 @@ export class Draft {
       tokenHosts: c.tokenHosts.freeze(),
       checks: c.checks.freeze(),
     };
-    return new Snapshot(this.base.version + 1, head, work.files.freeze(), catalog, work.problems.freeze(), work.rejected.freeze());
+    return new Snapshot(this.base.version + 1, head, work.files.freeze(), catalog, work.problems.freeze(), work.rejected.freeze(), work.wants.freeze());
   }
 
   /**
    * Target, token and credential files depend on groups and aami.yaml, never the other way
    * round — except a deleted group kept for its users, whose fate (and report) a target edit
-   * can change: while one exists, changes rebuild.
+   * can change: while one exists, changes rebuild. (A deleted script or aami.yaml kept for
+   * its users cannot be touched by these files.)
    */
   private isLocal(updates: FileUpdate[]): boolean {
     const files = this.work?.files ?? this.frozen.files;
     const problems = this.work?.problems ?? this.frozen.problemsByFile;
-    for (const path of problems.keys()) if (files.get(path)?.oid === null) return false;
+    for (const path of problems.keys()) {
+      const record = files.get(path);
+      if (record?.oid === null && record.lastGood?.kind === 'group') return false;
+    }
     return updates.every((u) => {
       const kind = u.parsed?.entity?.kind ?? (files.get(u.path) ? kindOf(files.get(u.path)!) : undefined) ?? kindFromPath(u.path);
       return kind === 'target' || kind === 'token' || kind === 'credential';
@@ -161,19 +175,25 @@ export class Draft {
       },
       problems: f.problemsByFile.edit(),
       rejected: f.rejected.edit(),
+      wants: f.wants.edit(),
     };
     return this.work;
   }
 
   private applyInPlace(updates: FileUpdate[]): Applied {
     const work = this.begin();
-    const drafts: Array<PMapDraft<any, any>> = [work.files, work.problems, work.rejected, ...Object.values(work.catalog).filter((v): v is PMapDraft<any, any> => typeof v === 'object' && 'rollback' in v)];
+    const drafts: Array<PMapDraft<any, any>> = [work.files, work.problems, work.rejected, work.wants, ...Object.values(work.catalog).filter((v): v is PMapDraft<any, any> => typeof v === 'object' && 'rollback' in v)];
     const marks = drafts.map((d) => d.mark());
     const { catalog, files } = work;
     const touched = new Set<string>();
     const changed = { target: new Set<string>(), token: new Set<string>(), credential: new Set<string>() };
+    // What each changed file contributed before: only that entry may leave the catalog.
+    const accepted = new Map<string, Entity>();
+    const before = new Map<string, FileRecord | undefined>();
     for (const update of updates) {
       const previous = files.get(update.path);
+      before.set(update.path, previous);
+      if (previous?.lastGood && !work.rejected.has(update.path)) accepted.set(update.path, previous.lastGood);
       const kind = (update.parsed?.entity?.kind ?? (previous && kindOf(previous)) ?? kindFromPath(update.path)) as keyof typeof changed;
       touched.add(update.path);
       changed[kind].add(update.path);
@@ -181,42 +201,65 @@ export class Draft {
       else files.set(update.path, { oid: update.oid, parsed: update.parsed!, lastGood: previous?.lastGood, lastGoodOid: previous?.lastGoodOid, text: update.text });
     }
 
-    if (changed.target.size) this.placeAffected(work, changed.target);
+    if (changed.target.size) this.placeAffected(work, changed.target, before);
     for (const path of changed.token) {
-      const id = idFromPath(path);
-      const record = files.get(path);
-      if (catalog.tokens.has(id)) catalog.tokens.delete(id);
-      this.settle(work, path, record, (entity) => (entity.kind === 'token' ? tokenProblems(catalog, path, entity.value) : []), (entity) => entity.kind === 'token' && catalog.tokens.set(entity.id, entity.value));
+      const before = accepted.get(path);
+      if (before?.kind === 'token') catalog.tokens.delete(before.id);
+      this.settle(work, path, files.get(path), (entity) => (entity.kind === 'token' ? tokenProblems(catalog, path, entity.value) : []), (entity) => entity.kind === 'token' && catalog.tokens.set(entity.id, entity.value));
     }
     for (const path of changed.credential) {
-      const id = idFromPath(path);
-      const record = files.get(path);
-      if (catalog.apiCredentials.has(id)) catalog.apiCredentials.delete(id);
-      this.settle(work, path, record, () => [], (entity) => entity.kind === 'credential' && catalog.apiCredentials.set(entity.id, entity.value));
+      const before = accepted.get(path);
+      if (before?.kind === 'credential') catalog.apiCredentials.delete(before.id);
+      this.settle(work, path, files.get(path), () => [], (entity) => entity.kind === 'credential' && catalog.apiCredentials.set(entity.id, entity.value));
     }
     const problems = [...touched].flatMap((path) => work.problems.get(path) ?? []);
     return { problems, undo: () => drafts.forEach((d, i) => d.rollback(marks[i]!)) };
   }
 
   /**
-   * Re-place the changed target files and every target file that is not contributing its
-   * current version (a change may free the claim it wanted), against all the others, which
-   * keep their claims. The full build gives the same answer: the others hold their claims
-   * uncontested, so they would win them there too.
+   * Re-place the changed target files, and every target file not contributing its current
+   * version that wants a claim one of them holds, held or claims (and so on: a file that
+   * moves can free a claim a third one wants), against all the others, which keep their
+   * claims. The full build gives the same answer: the others hold their claims uncontested,
+   * so they would win them there too; and a file that wants none of these claims meets the
+   * same holders as before.
    */
-  private placeAffected(work: Work, changed: Set<string>): void {
+  private placeAffected(work: Work, changed: Set<string>, before: Map<string, FileRecord | undefined>): void {
     const { catalog, files } = work;
-    const affected = new Set(changed);
-    for (const path of work.problems.keys()) if (path.startsWith('targets/')) affected.add(path);
-    for (const path of work.rejected.keys()) if (path.startsWith('targets/')) affected.add(path);
+    const affected = new Set<string>();
+    const keys: string[] = [];
+    const seen = new Set<string>();
+    const touch = (key: string) => {
+      if (!seen.has(key)) seen.add(key), keys.push(key);
+    };
+    const add = (path: string, record: FileRecord | undefined) => {
+      if (affected.has(path)) return;
+      affected.add(path);
+      const held = heldTarget(catalog, path);
+      if (held) for (const key of claimKeys(catalog.settings, held)) touch(key);
+      for (const key of wantedKeys(catalog, record)) touch(key);
+    };
+    for (const path of changed) {
+      add(path, before.get(path));
+      for (const key of wantedKeys(catalog, files.get(path))) touch(key);
+    }
+    for (let i = 0; i < keys.length; i++) for (const path of work.wants.get(keys[i]!) ?? []) add(path, files.get(path));
+
     const established = new Map<string, string>();
     for (const path of affected) {
-      const hostname = idFromPath(path);
-      const target = catalog.targets.get(hostname);
-      if (!target || catalog.targetPaths.get(hostname) !== path) continue;
-      established.set(hostKey(hostname), path);
-      for (const { key } of targetAddresses(catalog.settings, target)) established.set(addressClaimKey(key), path);
-      removeTarget(catalog, hostname);
+      const held = heldTarget(catalog, path);
+      if (!held) continue;
+      for (const key of claimKeys(catalog.settings, held)) established.set(key, path);
+      removeTarget(catalog, held.hostname);
+    }
+    // Out of the index with what each affected file wanted; back in below if it still is not placed.
+    for (const path of affected) {
+      const wasRecord = changed.has(path) ? before.get(path) : files.get(path);
+      for (const key of wantedKeys(catalog, wasRecord)) {
+        const list = work.wants.get(key)?.filter((p) => p !== path);
+        if (list?.length) work.wants.set(key, list);
+        else if (work.wants.has(key)) work.wants.delete(key);
+      }
     }
     const found = new Map<string, Problem[]>();
     const candidates = [...affected].flatMap((path) => {
@@ -235,9 +278,11 @@ export class Draft {
         const entity = versionsOf(record!).find((e) => e.kind === 'target' && e.value === target)!;
         files.set(path, withLastGood(record!, entity));
       }
-      setProblems(work, path, found.get(path) ?? []);
+      const problems = found.get(path) ?? [];
+      setProblems(work, path, problems);
       if (record && !target) work.rejected.set(path, true);
       else if (work.rejected.has(path)) work.rejected.delete(path);
+      if (record && (!target || problems.length)) for (const key of wantedKeys(catalog, record)) work.wants.set(key, [...(work.wants.get(key) ?? []), path]);
     }
   }
 
@@ -311,7 +356,7 @@ export function rebuildWith(before: Snapshot, updates: FileUpdate[]): Snapshot {
 export function establishedIn(catalog: Catalog): Established {
   return (key) => {
     const [kind, value] = key.split('\u0000') as [string, string];
-    const hostname = kind === 'host' ? value : catalog.addresses.get(value);
+    const hostname = kind === 'host' ? value : kind === 'addr' ? catalog.addresses.get(value) : catalog.nodeCredentials.get(value);
     return hostname === undefined ? undefined : catalog.targetPaths.get(hostname);
   };
 }
@@ -321,9 +366,18 @@ function setProblems(work: Work, path: string, problems: Problem[]): void {
   else if (work.problems.has(path)) work.problems.delete(path);
 }
 
-/** "targets/g/host.yaml" → "host"; "tokens/abc.yaml" → "abc". */
-function idFromPath(path: string): string {
-  return path.slice(path.lastIndexOf('/') + 1, -'.yaml'.length);
+/** The target a file contributes to the catalog now, if any. */
+function heldTarget(catalog: Catalog, path: string): Target | undefined {
+  const hostname = path.slice(path.lastIndexOf('/') + 1, -'.yaml'.length);
+  return catalog.targetPaths.get(hostname) === path ? catalog.targets.get(hostname) : undefined;
+}
+
+/** The claims a target file's versions make (what it wants, whether it got it or not). */
+function wantedKeys(catalog: Pick<Catalog, 'settings'>, record: FileRecord | undefined): string[] {
+  if (!record) return [];
+  const keys = new Set<string>();
+  for (const entity of versionsOf(record)) if (entity.kind === 'target') for (const key of claimKeys(catalog.settings, entity.value)) keys.add(key);
+  return [...keys];
 }
 
 function kindFromPath(path: string): Entity['kind'] | undefined {

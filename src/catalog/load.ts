@@ -34,8 +34,8 @@ function walk(fs: Fs, dir: string, skip: (name: string) => boolean): Array<{ pat
  */
 export function readCheckout(fs: Fs, dir: string): Map<string, FileRecord> {
   const records = new Map<string, FileRecord>();
-  // Dot-entries are editor swap files, never config.
-  for (const { path, kind, size } of walk(fs, dir, (name) => name.startsWith('.'))) {
+  // Every path the server would read, dot-files included: what CI checks must be what the server serves.
+  for (const { path, kind, size } of walk(fs, dir, () => false)) {
     if (!isConfigPath(path)) continue;
     if (kind !== 'file') {
       records.set(path, { oid: `refused:${kind}`, parsed: refusedFile(path, kind === 'symlink' ? 'is a symbolic link: refused (config files and check scripts must be regular files in the repo)' : 'is not a regular file: refused') });

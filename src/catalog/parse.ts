@@ -34,6 +34,8 @@ export const SETTINGS_PATH = 'aami.yaml';
 export const groupPath = (id: string) => `groups/${id}.yaml`;
 export const targetPath = (target: Pick<Target, 'primary_group' | 'hostname'>) =>
   `targets/${target.primary_group}/${target.hostname}.yaml`;
+/** Every path the target's file had: it moves when its primary group changes (a git pathspec). */
+export const targetHistoryPathspec = (hostname: string) => `:(glob)targets/*/${hostname}.yaml`;
 export const tokenPath = (id: string) => `tokens/${id}.yaml`;
 export const credentialPath = (id: string) => `credentials/${id}.yaml`;
 export const CHECK_FILE = 'check.yaml';

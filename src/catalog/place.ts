@@ -23,15 +23,17 @@ export interface Placement {
 
 interface Claim {
   key: string;
-  /** The host name claimed, or the "job address" key of the address claimed. */
+  /** The host name claimed, the "job address" key of the address claimed, or the node credential's hash. */
   hostname?: string;
   address?: string;
+  credential?: string;
   field: string;
   message: (holder: string) => string;
 }
 
 export const hostKey = (hostname: string) => `host\u0000${hostname}`;
 export const addressClaimKey = (address: string) => `addr\u0000${address}`;
+export const credentialKey = (hash: string) => `cred\u0000${hash}`;
 
 /** The keys of what a target claims. */
 export function claimKeys(settings: Settings, target: Target): string[] {
@@ -44,6 +46,9 @@ function claimsOf(settings: Settings, target: Target): Claim[] {
   for (const { key, job, address, field } of targetAddresses(settings, target)) {
     claims.push({ key: addressClaimKey(key), address: key, field, message: (holder) => `address ${address} of job "${job}" is already used by ${holder}` });
   }
+  // Two targets with one node credential: whoever holds it could act as either node.
+  const hash = target.node_credential_hash;
+  if (hash) claims.push({ key: credentialKey(hash), credential: hash, field: 'node_credential_hash', message: (holder) => `is the node credential of ${holder} too` });
   return claims;
 }
 
@@ -55,9 +60,9 @@ function claimsOf(settings: Settings, target: Target): Claim[] {
  * The full build and a registration's incremental change both place targets here, so they
  * decide every clash the same way.
  */
-export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targetPaths' | 'addresses'>, options: { established: Established; settings: Settings }): Placement {
+export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targetPaths' | 'addresses' | 'nodeCredentials'>, options: { established: Established; settings: Settings }): Placement {
   const fixedHolder = (claim: Claim): string | undefined => {
-    const hostname = claim.hostname ?? fixed.addresses.get(claim.address!);
+    const hostname = claim.hostname ?? (claim.address !== undefined ? fixed.addresses.get(claim.address) : fixed.nodeCredentials.get(claim.credential!));
     return hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
   };
   const sorted = [...candidates].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));

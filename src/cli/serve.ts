@@ -31,6 +31,7 @@ const serveOptions = z.object({
   git_password: z.string().min(1).optional(),
   sync_interval: z.coerce.number().positive('must be a number of seconds').default(30),
   webhook_secret: z.string().min(16, 'must be at least 16 characters').optional(),
+  prometheus_url: z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' }).optional(),
 });
 
 export const serve: Command = {
@@ -61,6 +62,8 @@ Options (environment variable in brackets):
       --read-only       a follower: serve SD from the remote, refuse writes [AAMI_READ_ONLY]
       --primary URL     a follower that forwards every write to this primary (one writer,
                         many followers; give --remote too) [AAMI_PRIMARY]
+      --prometheus-url URL  Prometheus, asked by the server for the console's "up" column
+                        (e.g. http://prometheus:9090) [AAMI_PROMETHEUS_URL]
   -h, --help            show this help
 
 The admin credential comes from AAMI_ADMIN_TOKEN or the file AAMI_ADMIN_TOKEN_FILE
@@ -87,6 +90,7 @@ flight are committed.`,
         'read-only': { type: 'boolean' },
         primary: { type: 'string' },
         'sync-interval': { type: 'string' },
+        'prometheus-url': { type: 'string' },
       },
       false,
     );
@@ -111,6 +115,7 @@ flight are committed.`,
       primary: values.primary ?? env.AAMI_PRIMARY,
       cluster_secret: env.AAMI_CLUSTER_SECRET || undefined,
       git_password: env.AAMI_GIT_PASSWORD || secretFile(env.AAMI_GIT_PASSWORD_FILE, 'AAMI_GIT_PASSWORD_FILE'),
+      prometheus_url: values['prometheus-url'] ?? (env.AAMI_PROMETHEUS_URL || undefined),
     });
     if (!parsed.success) {
       throw new UsageError(describeZodError(parsed.error).map((e) => `${e.field}: ${e.message}`).join('; '));
@@ -136,6 +141,7 @@ flight are committed.`,
       readOnly: options.read_only,
       primary: options.primary ? { url: options.primary } : undefined,
       clusterSecret: options.cluster_secret,
+      prometheusUrl: options.prometheus_url,
       logger: createLogger((line) => io.err(line)),
       // Printed only to a terminal: a service manager's log would keep it.
       announce: process.stdout.isTTY ? (line) => io.out(line) : undefined,

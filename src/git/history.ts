@@ -26,14 +26,19 @@ export async function fileHistory(dir: string, pathspecs: string[], limit = 100)
     });
 }
 
-/** The file's text in each of the last commits that changed it, newest first (deletions skipped). */
-export async function fileVersions(dir: string, path: string, limit = 20): Promise<string[]> {
+/**
+ * The blob of a file in each of the last commits that changed it, newest first (deletions
+ * skipped), with its mode: read through the size-limited object reader, never `git show`
+ * (an old 300 MB version must not be loaded whole).
+ */
+export async function fileVersions(dir: string, path: string, limit = 20): Promise<Array<{ oid: string; mode: string }>> {
   const git = simpleGit(dir);
   const commits = (await git.raw(['log', '--format=%H', '-n', String(limit), '--', path])).split('\n').filter(Boolean);
-  const versions: string[] = [];
+  const versions: Array<{ oid: string; mode: string }> = [];
   for (const commit of commits) {
-    const text = await git.show([`${commit}:${path}`]).catch(() => undefined);
-    if (text !== undefined) versions.push(text);
+    // "<mode> blob <oid>\t<path>", or nothing when the commit deleted it
+    const [mode, type, oid] = (await git.raw(['ls-tree', commit, '--', path])).split(/\s+/);
+    if (type === 'blob' && mode && oid) versions.push({ oid, mode });
   }
   return versions;
 }

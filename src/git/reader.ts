@@ -10,6 +10,8 @@ export interface GitObject {
 
 interface Pending {
   oid: string;
+  /** Larger objects are skipped, their bytes never held. */
+  limit: number;
   resolve: (object: GitObject | undefined) => void;
   reject: (error: Error) => void;
 }
@@ -26,7 +28,9 @@ export class ObjectReader {
   /** Requests in the order their answers will come; `head` is the next one to answer (no O(n) shift). */
   private pending: Pending[] = [];
   private head = 0;
-  private buffer: Buffer = Buffer.alloc(0);
+  /** Bytes received and not yet parsed, as chunks: joined only as far as the next object needs (linear, whatever its size). */
+  private chunks: Buffer[] = [];
+  private buffered = 0;
   private closed = false;
   /** Bytes of an oversized object still to be skipped, and the header it answers with. */
   private skipping: { remaining: number; object: GitObject; request: Pending } | undefined;
@@ -37,13 +41,13 @@ export class ObjectReader {
     private readonly maxObjectBytes = 256 << 20,
   ) {}
 
-  /** The object, or undefined when the repository does not have it. */
-  read(oid: string): Promise<GitObject | undefined> {
+  /** The object, or undefined when the repository does not have it; data is null past `limit` bytes. */
+  read(oid: string, limit = this.maxObjectBytes): Promise<GitObject | undefined> {
     if (this.closed) return Promise.reject(new Error('the object reader is closed'));
     if (!/^[0-9a-f]{40}$/.test(oid)) return Promise.reject(new Error(`not an object id: ${oid}`));
     const child = this.process();
     return new Promise((resolve, reject) => {
-      this.pending.push({ oid, resolve, reject });
+      this.pending.push({ oid, limit, resolve, reject });
       child.stdin.write(`${oid}\n`);
     });
   }
@@ -59,9 +63,9 @@ export class ObjectReader {
     return request;
   }
 
-  /** A blob's bytes; null when it is larger than the reader's limit. */
-  async readBlob(oid: string): Promise<Buffer | null> {
-    return (await this.readTyped(oid, 'blob')).data;
+  /** A blob's bytes; null when it is larger than `limit` (its bytes are skipped, never held). */
+  async readBlob(oid: string, limit?: number): Promise<Buffer | null> {
+    return (await this.readTyped(oid, 'blob', limit)).data;
   }
 
   async readTree(oid: string): Promise<Map<string, TreeEntry>> {
@@ -73,8 +77,8 @@ export class ObjectReader {
     return /^tree ([0-9a-f]{40})/.exec((await this.readWhole(commit, 'commit')).toString('latin1'))![1]!;
   }
 
-  private async readTyped(oid: string, type: GitObject['type']): Promise<GitObject> {
-    const object = await this.read(oid);
+  private async readTyped(oid: string, type: GitObject['type'], limit?: number): Promise<GitObject> {
+    const object = await this.read(oid, limit);
     if (object?.type !== type) throw new Error(`${type} ${oid} is ${object ? `a ${object.type}` : 'missing'}`);
     return object;
   }
@@ -101,7 +105,8 @@ export class ObjectReader {
     if (this.child) return this.child;
     const child = spawn('git', [`--git-dir=${this.gitdir}`, 'cat-file', '--batch'], { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
-    this.buffer = Buffer.alloc(0);
+    this.chunks = [];
+    this.buffered = 0;
     this.skipping = undefined;
     child.stdout.on('data', (chunk: Buffer) => this.receive(chunk));
     let stderr = '';
@@ -123,12 +128,13 @@ export class ObjectReader {
   }
 
   private receive(chunk: Buffer): void {
-    this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
     for (;;) {
       if (this.skipping) {
         // The object's bytes and its trailing newline go by unkept.
-        const take = Math.min(this.skipping.remaining, this.buffer.length);
-        this.buffer = this.buffer.subarray(take);
+        const take = Math.min(this.skipping.remaining, this.buffered);
+        this.consume(take);
         this.skipping.remaining -= take;
         if (this.skipping.remaining > 0) return;
         const { request, object } = this.skipping;
@@ -136,27 +142,61 @@ export class ObjectReader {
         request.resolve(object);
         continue;
       }
-      const newline = this.buffer.indexOf(10);
+      const request = this.pending[this.head];
+      if (!request || !this.buffered) return;
+      const newline = this.indexOfNewline();
       if (newline === -1) return;
-      const header = this.buffer.subarray(0, newline).toString('latin1');
-      if (!this.pending[this.head]) return;
+      const header = this.peek(newline).toString('latin1');
       if (header.endsWith(' missing')) {
-        this.buffer = this.buffer.subarray(newline + 1);
+        this.consume(newline + 1);
         this.next()!.resolve(undefined);
         continue;
       }
       const [, type, size] = header.split(' ') as [string, GitObject['type'], string];
       const length = Number(size);
-      if (length > this.maxObjectBytes) {
-        this.buffer = this.buffer.subarray(newline + 1);
+      if (length > request.limit) {
+        this.consume(newline + 1);
         this.skipping = { remaining: length + 1, object: { type, size: length, data: null }, request: this.next()! };
         continue;
       }
-      if (this.buffer.length < newline + 1 + length + 1) return; // the rest is on its way
-      const data = Buffer.from(this.buffer.subarray(newline + 1, newline + 1 + length));
-      this.buffer = this.buffer.subarray(newline + 1 + length + 1);
+      if (this.buffered < newline + 1 + length + 1) return; // the rest is on its way
+      const data = Buffer.from(this.peek(newline + 1 + length).subarray(newline + 1));
+      this.consume(newline + 1 + length + 1);
       this.next()!.resolve({ type, size: length, data });
     }
+  }
+
+  /** The first `length` buffered bytes as one buffer (joining chunks only when it must). */
+  private peek(length: number): Buffer {
+    if (this.chunks[0]!.length < length) {
+      const joined = Buffer.concat(this.chunks);
+      this.chunks = [joined];
+    }
+    return this.chunks[0]!.subarray(0, length);
+  }
+
+  private consume(length: number): void {
+    this.buffered -= length;
+    while (length > 0) {
+      const first = this.chunks[0]!;
+      if (first.length <= length) {
+        this.chunks.shift();
+        length -= first.length;
+      } else {
+        this.chunks[0] = first.subarray(length);
+        length = 0;
+      }
+    }
+  }
+
+  private indexOfNewline(): number {
+    let offset = 0;
+    for (const chunk of this.chunks) {
+      const at = chunk.indexOf(10);
+      if (at !== -1) return offset + at;
+      offset += chunk.length;
+    }
+    return -1;
   }
 }
 
@@ -170,7 +210,8 @@ export function parseTree(data: Buffer): Map<string, TreeEntry> {
     const space = data.indexOf(32, at);
     const nul = data.indexOf(0, space);
     const mode = data.subarray(at, space).toString('latin1');
-    const name = data.subarray(space + 1, nul).toString('utf8');
+    // latin1 keeps every byte of the name: Git names are bytes, not always valid UTF-8.
+    const name = data.subarray(space + 1, nul).toString('latin1');
     const oid = data.subarray(nul + 1, nul + 21).toString('hex');
     entries.set(name, { mode, oid, type: MODES[mode] ?? 'blob' });
     at = nul + 21;

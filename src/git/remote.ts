@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { AamiError } from '../errors.js';
 
 /**
@@ -106,11 +106,31 @@ export class Remote {
     if (this.address.authHeader) {
       Object.assign(env, { GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'http.extraHeader', GIT_CONFIG_VALUE_0: this.address.authHeader });
     }
+    // A remote that stops answering must not hold the writer: give up on a stalled transfer.
+    env.GIT_SSH_COMMAND ??= 'ssh -o BatchMode=yes -o ConnectTimeout=15 -o ServerAliveInterval=10 -o ServerAliveCountMax=3';
+    const stall = ['-c', 'http.lowSpeedLimit=1000', '-c', 'http.lowSpeedTime=30'];
     return new Promise((resolve) => {
-      execFile('git', inRepo ? [`--git-dir=${this.gitdir}`, ...args] : args, { env, timeout: this.timeoutMs, maxBuffer: 16 << 20 }, (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-        resolve({ code, stdout: String(stdout), stderr: redact(String(stderr) || (error && !stdout ? String(error.message) : '')) });
-      });
+      // Its own process group: on a timeout the helpers git started (git-remote-http, ssh) go too.
+      const child = spawn('git', [...stall, ...(inRepo ? [`--git-dir=${this.gitdir}`] : []), ...args], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (chunk: Buffer) => (stdout = (stdout + chunk.toString()).slice(-(16 << 20))));
+      child.stderr.on('data', (chunk: Buffer) => (stderr = (stderr + chunk.toString()).slice(-(1 << 20))));
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }, this.timeoutMs);
+      const done = (code: number, extra = '') => {
+        clearTimeout(timer);
+        resolve({ code, stdout, stderr: redact(timedOut ? `timed out after ${this.timeoutMs / 1000} s: the remote did not answer (a push may or may not have landed; the next pull tells)\n${stderr}` : stderr + extra) });
+      };
+      child.once('error', (error) => done(1, error.message));
+      child.once('close', (code) => done(code ?? 1));
     });
   }
 }

@@ -49,6 +49,8 @@ export type Layout = 'bare' | 'working-tree';
 
 /** Blobs past this size are never read into memory (config files are refused past 1 MiB anyway). */
 const MAX_BLOB_READ = 64 << 20;
+/** Commits (one pack each) between two repacks. */
+const REPACK_EVERY = 50;
 const COMMITTER: Author = { name: 'aami', email: 'aami@localhost' };
 const TREE_MODE = '40000';
 const BLOB_MODE = '100644';
@@ -65,6 +67,9 @@ export class GitRepository {
   readonly ref: string;
   /** Trees by object id: immutable, so a cache never goes stale; cleared when it grows. */
   private readonly trees = new Map<string, Map<string, TreeEntry>>();
+  /** Packs written since the last repack, and the repack running now. */
+  private packs = 0;
+  private repacking: Promise<void> | undefined;
 
   private constructor(
     readonly gitdir: string,
@@ -163,11 +168,11 @@ export class GitRepository {
   async writeCommit(parent: string | null, request: CommitRequest): Promise<string | null> {
     const rootOid = parent ? await this.objects.commitTree(parent) : null;
     const staged = new Map<string, Map<string, TreeEntry>>();
-    const objects: Array<{ oid: string; raw: Buffer }> = [];
+    const objects: Array<{ oid: string; type: 'blob' | 'tree' | 'commit'; content: Buffer }> = [];
     const add = (type: 'blob' | 'tree' | 'commit', content: Buffer): string => {
-      const object = hashObject(type, content);
-      objects.push(object);
-      return object.oid;
+      const { oid } = hashObject(type, content);
+      objects.push({ oid, type, content });
+      return oid;
     };
     const dirOf = async (path: string): Promise<Map<string, TreeEntry>> => {
       let entries = staged.get(path);
@@ -200,9 +205,10 @@ export class GitRepository {
       }
       parentDir.set(name, { mode: TREE_MODE, oid: add('tree', serializeTree(entries)), type: 'tree' });
     }
-    const root = hashObject('tree', serializeTree(staged.get('') ?? (await dirOf(''))));
+    const rootContent = serializeTree(staged.get('') ?? (await dirOf('')));
+    const root = hashObject('tree', rootContent);
     if (root.oid === rootOid) return null;
-    objects.push(root);
+    objects.push({ oid: root.oid, type: 'tree', content: rootContent });
     const when = Math.floor(this.now() / 1000);
     const commit = serializeCommit({
       tree: root.oid,
@@ -213,7 +219,22 @@ export class GitRepository {
     });
     const oid = add('commit', commit);
     await this.writer.writeAll(objects);
+    if (++this.packs >= REPACK_EVERY) this.repack();
     return oid;
+  }
+
+  /**
+   * Fold the small packs of the last commits (and any loose objects) together, in the
+   * background: every object lookup looks at every pack. `--geometric=2` rewrites only the
+   * smallest packs, so the cost follows the commits since the last time, not the size of
+   * the repository; `-d` deletes only packs it has copied, so a commit written meanwhile is safe.
+   */
+  private repack(): void {
+    if (this.repacking) return;
+    this.packs = 0;
+    this.repacking = run('git', [`--git-dir=${this.gitdir}`, 'repack', '-d', '-q', '--geometric=2'])
+      .then(() => undefined, () => undefined)
+      .finally(() => (this.repacking = undefined));
   }
 
   /** The text of a blob (null: too large to read). */
@@ -222,6 +243,7 @@ export class GitRepository {
   }
 
   async close(): Promise<void> {
+    await this.repacking;
     await this.objects.close();
   }
 

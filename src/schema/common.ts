@@ -21,7 +21,24 @@ export const hostname = z
     'must be a lowercase host name (letters, digits, "-" and "." only)',
   );
 
-export const ipAddress = z.string().refine((value) => isIP(value) !== 0, 'must be an IPv4 or IPv6 address');
+/**
+ * An IP address in one spelling only: "::0001", "0:0:0:0:0:0:0:1" and "::1" are one address,
+ * and so are "::ffff:10.0.0.1" and "10.0.0.1" — two spellings must not let two targets
+ * scrape the same endpoint. Zone ids (fe80::1%eth0) name an interface of one host: refused.
+ */
+export const ipAddress = z
+  .string()
+  .refine((value) => isIP(value) !== 0 && !value.includes('%'), 'must be an IPv4 or IPv6 address (without a zone id)')
+  .transform(canonicalIp);
+
+export function canonicalIp(value: string): string {
+  if (isIP(value) === 4) return value;
+  const compressed = new URL(`http://[${value}]/`).hostname.slice(1, -1);
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(compressed);
+  if (!mapped) return compressed;
+  const [high, low] = [parseInt(mapped[1]!, 16), parseInt(mapped[2]!, 16)];
+  return [high >> 8, high & 255, low >> 8, low & 255].join('.');
+}
 
 export const port = z.number().int('must be a whole number').min(1, 'must be 1-65535').max(65535, 'must be 1-65535');
 

@@ -36,6 +36,7 @@ export function savedStateOf(snapshot: Snapshot): SavedCatalogState {
 
 export class CatalogStateFile {
   private saved = '';
+  private writing: Promise<void> = Promise.resolve();
 
   constructor(private readonly file: string | undefined) {}
 
@@ -50,12 +51,20 @@ export class CatalogStateFile {
     }
   }
 
-  /** Save unless nothing changed but the head. */
-  async save(state: SavedCatalogState): Promise<void> {
-    if (!this.file) return;
-    const text = JSON.stringify({ ...state, head: null });
-    if (text === this.saved) return;
-    this.saved = text;
-    await writeFileDurably(fs, this.file, JSON.stringify(state));
+  /**
+   * Save unless nothing changed but the head. Saves run one after another (the newest
+   * state lands last), and one that fails is tried again with the next state.
+   */
+  save(state: SavedCatalogState): Promise<void> {
+    if (!this.file) return Promise.resolve();
+    const file = this.file;
+    const write = this.writing.then(async () => {
+      const text = JSON.stringify({ ...state, head: null });
+      if (text === this.saved) return;
+      await writeFileDurably(fs, file, JSON.stringify(state));
+      this.saved = text;
+    });
+    this.writing = write.catch(() => undefined);
+    return write;
   }
 }

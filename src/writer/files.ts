@@ -25,8 +25,13 @@ export class RepoFiles {
     }
     const cached = this.cache.get(path, file.oid);
     if (cached && !cached.commented) return { parsed: cached.parsed };
-    const bytes = await this.repo.objects.readBlob(file.oid);
-    if (!bytes || bytes.length > MAX_FILE_BYTES) return { parsed: refusedFile(path, `the file is larger than ${MAX_FILE_BYTES >> 20} MiB: refused unread`) };
+    // Past the limit the reader skips the blob's bytes: a 1 GB file in a pull request costs nothing.
+    const bytes = await this.repo.objects.readBlob(file.oid, MAX_FILE_BYTES);
+    if (!bytes) {
+      const parsed = refusedFile(path, `the file is larger than ${MAX_FILE_BYTES >> 20} MiB: refused unread`);
+      this.cache.add(path, file.oid, { parsed });
+      return { parsed };
+    }
     const text = bytes.toString('utf8');
     const commented = text.includes('#');
     const parsed = cached?.parsed ?? parseFile(path, text);

@@ -1,8 +1,6 @@
 import type { FileRecord } from '../catalog/build.js';
 import { establishedIn, Snapshot, type LiveCatalog } from '../catalog/live.js';
 import { claimKeys } from '../catalog/place.js';
-import { parseFile } from '../catalog/parse.js';
-import { hashObject } from '../git/objects.js';
 import type { GitRepository } from '../git/repository.js';
 import type { SavedCatalogState } from './catalog-state.js';
 import type { RepoFiles } from './files.js';
@@ -36,8 +34,8 @@ export async function loadSnapshot(options: {
   repo: GitRepository;
   files: RepoFiles;
   saved: SavedCatalogState | undefined;
-  /** Older texts of a file, newest first. */
-  history: (path: string) => Promise<string[]>;
+  /** Older versions of a file (blob id and mode), newest first. */
+  history: (path: string) => Promise<Array<{ oid: string; mode: string }>>;
   /** When each of these paths was first added to the repository (seconds). */
   firstAdded?: (paths: string[]) => Promise<Map<string, number>>;
 }): Promise<Snapshot> {
@@ -47,8 +45,7 @@ export async function loadSnapshot(options: {
   for (const [path, oid] of Object.entries(saved?.last_good ?? {})) {
     const record = records.get(path);
     if (record && record.oid === oid) continue;
-    const text = await repo.readText(oid).catch(() => null);
-    const lastGood = text === null ? undefined : parseFile(path, text).entity;
+    const lastGood = (await files.parse(path, { oid, mode: '100644' }).catch(() => undefined))?.parsed.entity;
     if (!lastGood) continue;
     // A deleted file comes back only as long as something still uses it (the build decides).
     records.set(path, record ? { ...record, lastGood, lastGoodOid: oid } : { oid: null, parsed: { problems: [] }, lastGood, lastGoodOid: oid });
@@ -68,9 +65,9 @@ export async function loadSnapshot(options: {
   for (const path of snapshot.problemsByFile.keys()) {
     const record = snapshot.files.get(path);
     if (!record || record.lastGood || record.oid === null) continue;
-    for (const text of await options.history(path)) {
-      if (hashObject('blob', Buffer.from(text)).oid === record.oid) continue; // the current, broken version
-      const { entity } = parseFile(path, text);
+    for (const version of await options.history(path)) {
+      if (version.oid === record.oid) continue; // the current, broken version
+      const { entity } = (await files.parse(path, version)).parsed;
       if (!entity) continue;
       records.set(path, { ...record, lastGood: entity });
       recalled = true;

@@ -8,14 +8,16 @@ export interface CachedParse {
 }
 
 /** Bumped whenever parsing or the schemas change what a blob parses to: an old cache is then ignored. */
-const FORMAT = 'aami-parse-cache 3';
+const FORMAT = 'aami-parse-cache 4';
 
 /**
  * Parses by (path, blob id), kept in the state directory so a restart does not parse again
  * what it parsed before: Git already names every version of every file by its hash. An
- * append-only log of `path<TAB>oid<TAB>json` lines, written without fsync: it is an
- * optimization, and a torn or missing line only means that blob is parsed again. The log is
- * rewritten with only the live entries when dead ones outnumber them.
+ * append-only log of one JSON array `[path, oid, entry]` a line — JSON, because a Git path
+ * may hold a newline or a tab, and a path that could write a line of its own could forge
+ * another file's parse. Written without fsync: it is an optimization, and a torn or missing
+ * line only means that blob is parsed again. The log is rewritten with only the live
+ * entries when dead ones outnumber them.
  */
 export class ParseCache {
   private entries = new Map<string, CachedParse>();
@@ -36,12 +38,9 @@ export class ParseCache {
     const lines = text.split('\n');
     if (lines[0] !== FORMAT) return;
     for (let i = 1; i < lines.length; i++) {
-      const line = lines[i]!;
-      const first = line.indexOf('\t');
-      const second = line.indexOf('\t', first + 1);
-      if (first === -1 || second === -1) continue;
       try {
-        this.entries.set(line.slice(0, second), JSON.parse(line.slice(second + 1)) as CachedParse);
+        const [path, oid, entry] = JSON.parse(lines[i]!) as [unknown, unknown, CachedParse];
+        if (typeof path === 'string' && typeof oid === 'string') this.entries.set(key(path, oid), entry);
       } catch {
         // a torn last line
       }
@@ -49,13 +48,13 @@ export class ParseCache {
   }
 
   get(path: string, oid: string): CachedParse | undefined {
-    return this.entries.get(`${path}\t${oid}`);
+    return this.entries.get(key(path, oid));
   }
 
   /** Remember a parse; written to the log by the next flush(). */
   add(path: string, oid: string, result: CachedParse): void {
     if (!this.file) return;
-    this.pending.push(`${path}\t${oid}\t${JSON.stringify(result)}\n`);
+    this.pending.push(`${JSON.stringify([path, oid, result])}\n`);
   }
 
   /**
@@ -65,9 +64,8 @@ export class ParseCache {
   async settle(live: Iterable<[string, string | null]>): Promise<void> {
     const keep: string[] = [];
     for (const [path, oid] of live) {
-      const key = `${path}\t${oid}`;
-      const entry = oid && this.entries.get(key);
-      if (entry) keep.push(`${key}\t${JSON.stringify(entry)}\n`);
+      const entry = oid && this.entries.get(key(path, oid));
+      if (entry) keep.push(`${JSON.stringify([path, oid, entry])}\n`);
     }
     const dead = this.entries.size - keep.length;
     this.entries = new Map();
@@ -76,11 +74,12 @@ export class ParseCache {
     const lines = keep.join('') + this.pending.join('');
     this.pending = [];
     const tmp = `${this.file}.tmp`;
-    this.writing = this.writing.then(async () => {
+    const write = this.writing.then(async () => {
       await fs.promises.writeFile(tmp, `${FORMAT}\n${lines}`);
       await fs.promises.rename(tmp, this.file!);
     });
-    await this.writing;
+    this.writing = write.catch(() => undefined);
+    await write;
   }
 
   /** Append what was added since the last flush. Failures are logged by the caller and cost only a re-parse. */
@@ -89,10 +88,17 @@ export class ParseCache {
     const lines = this.pending.join('');
     this.pending = [];
     const file = this.file;
-    this.writing = this.writing.then(async () => {
+    const write = this.writing.catch(() => undefined).then(async () => {
       const fresh = !(await fs.promises.stat(file).catch(() => undefined));
       await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines);
     });
-    return this.writing;
+    // A failed append costs a re-parse; the next flush starts afresh.
+    this.writing = write.catch(() => undefined);
+    return write;
   }
+}
+
+/** JSON keeps any path apart from its blob id, whatever bytes the path holds. */
+function key(path: string, oid: string): string {
+  return JSON.stringify([path, oid]);
 }

@@ -94,8 +94,9 @@ export class Writer {
     private readonly options: WriterOptions & { publisher?: Publisher } = {},
   ) {}
 
+  /** Writes waiting and work queued (pulls, follows), and what runs now. */
   get pending(): number {
-    return this.waiting.length + this.queue.pending;
+    return Math.max(this.waiting.length, this.queue.size) + this.queue.pending;
   }
 
   update<T>(meta: WriteMeta, plan: (view: PlanView, files: PlanFiles) => Plan<T>): Promise<T & { commit: string | null }> {
@@ -194,23 +195,40 @@ export class Writer {
       return { kind: 'done' };
     }
     const tasks = done.map((d) => d.task);
-    if (this.options.publisher && (await this.options.publisher.push(commit)) === 'rejected') return { kind: 'rejected', tasks };
-    const swapped = await this.repo.swap(base.head, commit);
-    if (swapped.kind === 'moved') {
-      if (!this.options.publisher) return { kind: 'moved', tasks };
-      // The remote has the commit already: it is the truth. Bring the local branch to it.
-      this.options.logger?.error('the local branch moved while this server pushed to its remote; following the remote', { local: swapped.current ?? undefined, pushed: commit });
-      await this.options.publisher.pull();
-      answer(commit);
-      return { kind: 'done' };
-    }
-    if (swapped.kind === 'locked') {
-      throw new AamiError('repo_locked', `the branch is locked by another Git process since ${swapped.since.toISOString()} (${this.repo.gitdir}/${this.repo.ref}.lock); a lock older than two minutes is removed by itself`);
+    const publisher = this.options.publisher;
+    if (!publisher) {
+      const swapped = await this.repo.swap(base.head, commit);
+      if (swapped.kind === 'moved') return { kind: 'moved', tasks };
+      if (swapped.kind === 'locked') {
+        throw new AamiError('repo_locked', `the branch is locked by another Git process since ${swapped.since.toISOString()} (${this.repo.gitdir}/${this.repo.ref}.lock); a lock older than two minutes is removed by itself`);
+      }
+    } else {
+      if ((await publisher.push(commit)) === 'rejected') return { kind: 'rejected', tasks };
+      // Pushed: the commit is on the remote, the source of truth, whatever happens to the
+      // local branch now. If it cannot move (a lock held by `git gc`, a full disk), the writes
+      // are still answered as done, and the next pull fast-forwards to them.
+      if (!(await this.swapAfterPush(base.head, commit))) {
+        this.options.logger?.warn('pushed, but the local branch could not move yet: pulling it from the remote next', { commit });
+        void this.exclusive(() => publisher.pull()).catch(() => undefined);
+        answer(commit);
+        return { kind: 'done' };
+      }
     }
     this.options.observeCommit?.((performance.now() - started) / 1000, done.length);
     this.live.publish(draft.freeze(commit));
     answer(commit);
     return { kind: 'done' };
+  }
+
+  /** Move the local branch to a pushed commit, waiting a little for a lock (as git's core.filesRefLockTimeout does). */
+  private async swapAfterPush(parent: string | null, commit: string): Promise<boolean> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const swapped = await this.repo.swap(parent, commit).catch(() => undefined);
+      if (swapped?.kind === 'swapped') return true;
+      if (swapped?.kind === 'moved') return false;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    return false;
   }
 }
 

@@ -1,4 +1,5 @@
 import { Hono, type Context } from 'hono';
+import { targetHistoryPathspec } from '../../catalog/parse.js';
 import { AamiError } from '../../errors.js';
 import { createTarget, deleteTarget, listTargets, patchTarget, replaceTarget, requireTarget } from '../../inventory/targets.js';
 import { targetView } from '../../inventory/views.js';
@@ -35,8 +36,7 @@ export function targetRoutes(deps: AppDeps) {
   app.get('/:id/history', async (c) => {
     authorize(c, deps, 'reader');
     const target = requireTarget(catalog(), c.req.param('id'));
-    // Any group directory: the file moves when its primary group changes.
-    return c.json(await deps.history([`:(glob)targets/*/${target.hostname}.yaml`]));
+    return c.json(await deps.history([targetHistoryPathspec(target.hostname)]));
   });
   app.post('/', async (c) => {
     const actor = writerActor(c, deps);

@@ -1,0 +1,147 @@
+import type { EffectiveCheck } from '../../catalog/checks.js';
+import type { HistoryEntry } from '../../git/history.js';
+import type { targetView } from '../../inventory/views.js';
+import type { ScrapeState, UpStates } from '../prometheus.js';
+import { Scrape } from './fleet.js';
+import { Ago, ErrorBox, TableHead } from './layout.js';
+
+export interface TargetProps {
+  target: ReturnType<typeof targetView>;
+  checks: EffectiveCheck[];
+  history: HistoryEntry[];
+  stale: boolean;
+  up?: UpStates;
+  now: Date;
+}
+
+export function TargetView({ target, checks, history, stale, up, now }: TargetProps) {
+  const scrape: ScrapeState | undefined = up && 'byHost' in up ? up.byHost.get(target.hostname) : undefined;
+  return (
+    <section>
+      <p>
+        <a href="/console/fleet">← Fleet</a>
+      </p>
+      <h1>{target.hostname}</h1>
+      <dl class="facts">
+        <dt>Address</dt>
+        <dd>{target.ip_address}</dd>
+        <dt>Primary group</dt>
+        <dd>
+          <a href={`/console/fleet?group=${encodeURIComponent(target.primary_group_id)}`}>{target.primary_group_id}</a>
+        </dd>
+        {target.group_ids.length > 0 && (
+          <>
+            <dt>Also in</dt>
+            <dd>{target.group_ids.join(', ')}</dd>
+          </>
+        )}
+        <dt>Last heartbeat</dt>
+        <dd>
+          <Ago at={target.last_seen} now={now} />
+          {stale && <span class="badge bad">stale</span>}
+        </dd>
+        {up && (
+          <>
+            <dt>Prometheus</dt>
+            <dd>
+              <Scrape state={scrape} known={'byHost' in up} />
+            </dd>
+          </>
+        )}
+        <dt>Registered</dt>
+        <dd>
+          {target.registered_by_token ? (
+            <>
+              by token <a href={`/console/tokens#token-${target.registered_by_token}`}>{target.registered_by_token}</a>, <Ago at={target.registered_at} now={now} />
+            </>
+          ) : (
+            'by an admin or a pull request'
+          )}
+          {target.ephemeral && <span class="badge">ephemeral</span>}
+        </dd>
+      </dl>
+      {up && 'error' in up && <ErrorBox message={up.error} />}
+
+      <h2>Labels</h2>
+      <table>
+        <TableHead columns={['Label', 'Value', 'From']} />
+        <tbody>
+          {Object.entries(target.effective_labels).map(([name, value]) => (
+            <tr>
+              <td>{name}</td>
+              <td class="value">{value}</td>
+              <td>
+                <Source source={target.label_sources[name] ?? ''} />
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+
+      <h2>Exporters</h2>
+      <table>
+        <TableHead columns={['Type', 'Port', 'Enabled', 'Path', 'Scheme']} />
+        <tbody>
+          {target.exporters.map((e) => (
+            <tr>
+              <td>{e.type}</td>
+              <td>{e.port ?? ''}</td>
+              <td>{e.enabled ? 'yes' : 'no'}</td>
+              <td>{e.metrics_path ?? ''}</td>
+              <td>{e.scheme ?? ''}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+
+      <h2>Checks</h2>
+      {checks.length ? (
+        <table>
+          <TableHead columns={['Check', 'Every', 'Timeout', 'Arguments']} />
+          <tbody>
+            {checks.map((check) => (
+              <tr>
+                <td title={check.description}>{check.name}</td>
+                <td>{check.interval_seconds} s</td>
+                <td>{check.timeout_seconds} s</td>
+                <td class="value">{check.args.join(' ')}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      ) : (
+        <p class="muted">No check applies.</p>
+      )}
+
+      <h2>History</h2>
+      <table>
+        <TableHead columns={['When', 'Who', 'What', 'Commit']} />
+        <tbody>
+          {history.map((entry) => (
+            <tr>
+              <td>
+                <Ago at={entry.date} now={now} />
+              </td>
+              <td>
+                {entry.author}
+                {entry.source_address && <span class="muted"> from {entry.source_address}</span>}
+              </td>
+              <td>{entry.message}</td>
+              <td>
+                <code>{entry.commit.slice(0, 12)}</code>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
+/** group:<id> and token:<id> link to what set the label. */
+function Source({ source }: { source: string }) {
+  const [kind, id] = source.split(':', 2);
+  if (kind === 'group' && id) return <a href={`/console/fleet?group=${encodeURIComponent(id)}`}>group {id}</a>;
+  if (kind === 'token' && id) return <a href={`/console/tokens#token-${encodeURIComponent(id)}`}>token {id}</a>;
+  return <span>{source}</span>;
+}

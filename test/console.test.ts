@@ -1,0 +1,236 @@
+import { createServer } from 'node:http';
+import { join } from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { consoleServer, launchChromium, screenshot, signIn } from './console-helpers.js';
+import { gitCli, onCleanup, pushFiles, targetYaml, tempDir } from './helpers.js';
+import { ADMIN, freePort, runningNodeExporter, waitFor } from './node-helpers.js';
+import { startPrometheus } from './prometheus-helpers.js';
+
+/** A label value written to run script if it were ever put into a page as HTML. */
+const HOSTILE = `<script>window.__xss=1</script><img src=x onerror="window.__xss=2">"'&`;
+
+let browser: Browser;
+beforeAll(async () => {
+  browser = await launchChromium();
+}, 60_000);
+afterAll(async () => {
+  await browser?.close();
+});
+
+/** A page in a browser context of its own: cookies of one test never reach another. */
+async function newPage(): Promise<Page> {
+  const context = await browser.newContext();
+  onCleanup(() => context.close());
+  return context.newPage();
+}
+
+const rowOf = (page: Page, host: string) => page.locator(`tr[data-host="${host}"]`);
+
+describe('the operator console in Chromium', () => {
+  it('signs in, creates a token whose secret is shown once, and follows a 20-node rollout to 20/20 without reloading', { timeout: 90_000 }, async () => {
+    const server = await consoleServer();
+    const page = await newPage();
+
+    await page.goto(`${server.url}/console/fleet`);
+    expect(page.url()).toBe(`${server.url}/console/sign-in`);
+    await screenshot(page, '1-sign-in');
+    await signIn(page, server.url, ADMIN);
+
+    await page.click('header nav >> text=Tokens');
+    await page.fill('form.create input[name=name]', 'batch-01');
+    await page.selectOption('form.create select[name=default_group_id]', 'ml-training');
+    await page.fill('form.create input[name=max_uses]', '20');
+    await page.fill('form.create input[name=expires]', '30d');
+    await page.fill('form.create textarea[name=labels]', 'environment=production\ncluster=batch-01');
+    await page.click('form.create button[type=submit]');
+    await page.waitForSelector('#secret');
+    const secret = await page.inputValue('#secret');
+    expect(secret).toMatch(/^aami_bootstrap_/);
+    await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url });
+    await page.click('button[data-copy]');
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(secret);
+    await screenshot(page, '2-token-created');
+
+    // Shown once: the tokens page, the API and the repository never show it again.
+    await page.goto(`${server.url}/console/tokens`);
+    expect(await page.content()).not.toContain(secret);
+    const row = page.locator('tr[data-token]', { hasText: 'batch-01' });
+    expect(await row.locator('.taken').textContent()).toBe('0');
+    await page.evaluate(() => ((window as unknown as { notReloaded: boolean }).notReloaded = true));
+
+    const enrol = async (from: number, to: number) => {
+      const responses = await Promise.all(
+        Array.from({ length: to - from + 1 }, (_, i) => from + i).map((n) => server.register(secret, `gpu-node-${String(n).padStart(2, '0')}`, `10.0.1.${n}`, { rack: `r${n % 4}` })),
+      );
+      expect(responses.map((r) => r.status)).toEqual(responses.map(() => 201));
+    };
+    const taken = (n: number) => page.waitForFunction((expected) => document.querySelector('tr[data-token] .taken')?.textContent === String(expected), n, { timeout: 20_000 });
+    await enrol(1, 10);
+    await taken(10);
+    await enrol(11, 20);
+    await taken(20);
+    expect(await row.locator('progress').evaluate((bar: HTMLProgressElement) => [bar.value, bar.max])).toEqual([20, 20]);
+    expect(await row.locator('.state').textContent()).toBe('used up');
+    expect(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
+    await screenshot(page, '3-tokens-rollout-done');
+
+    const secretPart = secret.slice(secret.lastIndexOf('_') + 1);
+    expect(server.log.join('\n')).not.toContain(secretPart);
+    expect(gitCli(server.config.repo, 'log', '-p', '--all')).not.toContain(secretPart);
+    expect(gitCli(server.config.repo, 'log', '-1', '--format=%an', '--', 'tokens')).toBe(`token ${secret.split('_')[2]}\n`);
+  });
+
+  it('finds targets by label, shows where each label comes from, and renders a hostile value as text', { timeout: 60_000 }, async () => {
+    const server = await consoleServer();
+    const { json: token } = await server.api('POST', '/api/v1/bootstrap-tokens', { name: 'lab', default_group_id: 'ml-training', max_uses: 10, expires_at: '2099-01-01T00:00:00Z', labels: { environment: 'production' } });
+    for (let n = 1; n <= 6; n++) expect((await server.register(token.token, `node-${n}`, `10.0.2.${n}`, { rack: n <= 2 ? 'r9' : 'r1' })).status).toBe(201);
+    expect((await server.register(token.token, 'evil-node', '10.0.2.66', { note: HOSTILE })).status).toBe(201);
+
+    const page = await newPage();
+    await signIn(page, server.url, ADMIN);
+    await page.fill('form.filter input[name=label]', 'rack=r9');
+    await Promise.all([page.waitForURL(/label=rack%3Dr9/), page.click('form.filter button')]);
+    expect(await page.locator('tr[data-host]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-host')))).toEqual(['node-1', 'node-2']);
+    expect(await page.textContent('.summary')).toContain('2 of 7 targets match');
+    await screenshot(page, '4-fleet-by-label');
+
+    await page.click('a >> text=node-1');
+    await page.waitForURL(`${server.url}/console/targets/node-1`);
+    const source = async (label: string) => page.locator('table tr', { has: page.locator(`td:text-is("${label}")`) }).locator('td').allTextContents();
+    expect(await source('rack')).toEqual(['rack', 'r9', 'node']);
+    expect(await source('environment')).toEqual(['environment', 'production', `token ${token.id}`]);
+    expect(await source('role')).toEqual(['role', 'ml-training', 'group ml-training']);
+    expect(await source('aami_group')).toEqual(['aami_group', 'ml-training', 'aami']);
+    expect(await page.locator('td:text-is("disk-usage") + td + td + td').textContent()).toBe('/ /data');
+    expect(await page.locator('h2:text-is("History") + table tbody tr').first().textContent()).toContain(`token ${token.id}`);
+    await screenshot(page, '5-target');
+
+    await page.goto(`${server.url}/console/fleet?q=evil`);
+    expect(await rowOf(page, 'evil-node').locator('.label', { hasText: 'note=' }).textContent()).toBe(`note=${HOSTILE}`);
+    await page.goto(`${server.url}/console/targets/evil-node`);
+    expect(await page.locator('td:text-is("note") + td').textContent()).toBe(HOSTILE);
+    expect(await page.evaluate(() => (window as unknown as { __xss?: number }).__xss)).toBeUndefined();
+    expect(await page.locator('main script, main img').count()).toBe(0);
+    await screenshot(page, '6-target-hostile-label');
+  });
+
+  it('reports a broken file pushed into the repository, with its reason', { timeout: 60_000 }, async () => {
+    const server = await consoleServer();
+    pushFiles(server.config.repo, { 'groups/broken.yaml': 'id: broken\nname: [not yaml\n' }, 'Break a group file');
+    await waitFor('health to list the broken file', async () => (await server.api('GET', '/api/v1/health')).json.compiler.invalid_file_count === 1);
+
+    const page = await newPage();
+    await signIn(page, server.url, ADMIN);
+    expect(await page.textContent('header nav a[href="/console/problems"] .badge')).toBe('1');
+    await page.click('header nav >> text=Problems');
+    const row = page.locator('table.problems tbody tr');
+    expect(await row.count()).toBe(1);
+    const [file, , reason] = await row.locator('td').allTextContents();
+    expect(file).toBe('groups/broken.yaml');
+    expect(reason).toMatch(/yaml|flow|sequence/i);
+    expect(await page.textContent('.summary')).toContain('1 invalid file');
+    await screenshot(page, '7-problems');
+  });
+
+  it('shows a reader no create or revoke button, and answers a forged POST from a reader with 403', { timeout: 60_000 }, async () => {
+    const server = await consoleServer();
+    const { json: token } = await server.api('POST', '/api/v1/bootstrap-tokens', { name: 'prod', default_group_id: 'ml-training', max_uses: 5, expires_at: '2099-01-01T00:00:00Z' });
+    const reader = await server.credential('night-shift', 'reader');
+
+    const page = await newPage();
+    await signIn(page, server.url, reader);
+    await page.goto(`${server.url}/console/tokens`);
+    expect(await page.locator('tr[data-token]').count()).toBe(1);
+    expect(await page.locator('form.create').count()).toBe(0);
+    expect(await page.locator('button:text-is("Revoke")').count()).toBe(0);
+    expect(await page.textContent('header .who')).toContain('night-shift reader');
+    await screenshot(page, '8-tokens-as-reader');
+
+    // The page's own session and CSRF token, used as a reader who crafted the requests by hand.
+    const statuses = await page.evaluate(async (tokenId) => {
+      const csrf = (document.querySelector('input[name=_csrf]') as HTMLInputElement).value;
+      const post = async (path: string, fields: Record<string, string>) => (await fetch(path, { method: 'POST', body: new URLSearchParams({ _csrf: csrf, ...fields }) })).status;
+      return [await post('/console/tokens', { name: 'forged', default_group_id: 'ml-training', max_uses: '5', expires: '30d', labels: '' }), await post(`/console/tokens/${tokenId}/revoke`, {})];
+    }, token.id);
+    expect(statuses).toEqual([403, 403]);
+    const { json: tokens } = await server.api('GET', '/api/v1/bootstrap-tokens');
+    expect(tokens.map((t: { name: string; revoked: boolean }) => [t.name, t.revoked])).toEqual([['prod', false]]);
+  });
+
+  it('refuses a form that a page on another origin posts to the console, even with the session CSRF token', { timeout: 60_000 }, async () => {
+    const server = await consoleServer();
+    const page = await newPage();
+    await signIn(page, server.url, ADMIN);
+    await page.goto(`${server.url}/console/tokens`);
+    const csrf = await page.inputValue('input[name=_csrf] >> nth=0');
+
+    // Another port of the same host: the same site, so the SameSite=Strict cookie goes along.
+    const attacker = createServer((_, response) => {
+      response.setHeader('content-type', 'text/html');
+      response.end(`<!DOCTYPE html><form method="post" action="${server.url}/console/tokens">
+        <input name="_csrf" value="${csrf}"><input name="name" value="stolen"><input name="default_group_id" value="ml-training">
+        <input name="max_uses" value="1000"><input name="expires" value="30d"><input name="labels" value=""></form>
+        <script>document.forms[0].submit()</script>`);
+    });
+    await new Promise<void>((resolve) => attacker.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => attacker.close(() => resolve())));
+    const attackerUrl = `http://127.0.0.1:${(attacker.address() as { port: number }).port}/`;
+
+    const answer = page.waitForResponse((r) => r.url() === `${server.url}/console/tokens` && r.request().method() === 'POST');
+    await page.goto(attackerUrl);
+    expect((await answer).status()).toBe(403);
+    await page.waitForURL(`${server.url}/console/tokens`);
+    expect(await page.textContent('main')).toContain('another site');
+    await screenshot(page, '9-cross-site-refused');
+    expect((await server.api('GET', '/api/v1/bootstrap-tokens')).json).toEqual([]);
+  });
+
+  it('shows whether Prometheus scrapes each target up, asking Prometheus from the server', { timeout: 90_000 }, async () => {
+    const exporterPort = await runningNodeExporter(join(tempDir(), 'textfile'));
+    const closedPort = await freePort();
+    const sdDir = join(tempDir(), 'sd');
+    const prometheus = await startPrometheus(`global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: node\n    file_sd_configs: [{files: ['${sdDir}/node.json'], refresh_interval: 1s}]\n`);
+    const server = await consoleServer({ sdDir, prometheusUrl: prometheus.url });
+    for (const [hostname, port] of [['scraped-node', exporterPort], ['silent-node', closedPort]] as const) {
+      const { status } = await server.api('POST', '/api/v1/targets', { hostname, ip_address: '127.0.0.1', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter', port }] });
+      expect(status).toBe(201);
+    }
+    await waitFor('Prometheus to scrape both targets', async () => (await prometheus.query('up{aami_group!=""}')).length === 2, 300);
+
+    const page = await newPage();
+    await signIn(page, server.url, ADMIN);
+    expect(await rowOf(page, 'scraped-node').locator('.scrape').textContent()).toBe('up');
+    expect(await rowOf(page, 'silent-node').locator('.scrape').textContent()).toBe('down (node)');
+    await screenshot(page, '10-fleet-with-prometheus');
+    await page.click('a >> text=silent-node');
+    expect(await page.locator('dt:text-is("Prometheus") + dd').textContent()).toBe('down (node)');
+  });
+
+  it('pages a fleet of 10,000 targets: each page renders 100 rows', { timeout: 120_000 }, async () => {
+    const server = await consoleServer();
+    const files: Record<string, string> = {};
+    const host = (n: number) => `host-${String(n).padStart(5, '0')}`;
+    for (let n = 0; n < 10_000; n++) files[`targets/ml-training/${host(n)}.yaml`] = targetYaml(host(n), `10.1.${Math.floor(n / 250)}.${(n % 250) + 1}`);
+    pushFiles(server.config.repo, files, 'Add 10,000 targets');
+    await waitFor('10,000 targets', async () => (await server.api('GET', `/api/v1/targets?hostname=${host(9999)}`)).json.length === 1, 600);
+
+    const page = await newPage();
+    await signIn(page, server.url, ADMIN);
+    const started = performance.now();
+    const response = await page.goto(`${server.url}/console/fleet?page=2`);
+    const html = await response!.text();
+    console.log(`console: fleet page 2 of 10,000 targets: ${Math.round(performance.now() - started)} ms, ${Math.round(html.length / 1024)} KiB`);
+    expect(await page.locator('tr[data-host]').count()).toBe(100);
+    expect(await page.locator('tr[data-host]').first().getAttribute('data-host')).toBe(host(100));
+    expect(await page.textContent('.pager')).toContain('page 2 of 100');
+    expect(await page.textContent('aside')).toContain('ml-training 10000');
+    expect(html.length).toBeLessThan(200_000);
+    await screenshot(page, '11-fleet-10k');
+
+    await page.fill('form.filter input[name=q]', 'host-0999');
+    await Promise.all([page.waitForURL(/q=host-0999/), page.click('form.filter button')]);
+    expect(await page.locator('tr[data-host]').count()).toBe(10);
+    expect(await page.textContent('.summary')).toContain('10 of 10000 targets match');
+  });
+});
