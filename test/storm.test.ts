@@ -15,17 +15,25 @@ function storm(server: ServerProcess, token: string, prefix: string, total: numb
     Array.from({ length: clients }, async () => {
       for (let i = next++; i < total && !stopped; i = next++) {
         const hostname = `${prefix}-${i}`;
-        try {
-          const response = await fetch(`${server.url}/api/v1/bootstrap/register`, {
-            method: 'POST',
-            headers: { authorization: `Bearer ${token}` },
-            body: JSON.stringify({ hostname, ip_address: `10.${prefix.length}.${i >> 8}.${i & 255}` }),
-          });
-          await response.arrayBuffer();
-          statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
-          if (response.status === 201) acknowledged.push(hostname);
-        } catch {
-          // the server died mid-request: not acknowledged
+        // A refusal that says "try again" (503, or 409 remote_conflict when the branch kept
+        // moving) is tried again, as bootstrap.sh does; anything else is final.
+        for (let attempt = 0; attempt < 10 && !stopped; attempt++) {
+          let status: number;
+          try {
+            const response = await fetch(`${server.url}/api/v1/bootstrap/register`, {
+              method: 'POST',
+              headers: { authorization: `Bearer ${token}` },
+              body: JSON.stringify({ hostname, ip_address: `10.${prefix.length}.${i >> 8}.${i & 255}` }),
+            });
+            await response.arrayBuffer();
+            status = response.status;
+          } catch {
+            break; // the server died mid-request: not acknowledged
+          }
+          statuses.set(status, (statuses.get(status) ?? 0) + 1);
+          if (status === 201) acknowledged.push(hostname);
+          if (status !== 503 && status !== 409) break;
+          await new Promise((resolve) => setTimeout(resolve, 50 * (attempt + 1)));
         }
       }
     }),
@@ -65,7 +73,7 @@ describe('under load', () => {
       pushed.push(`pr-${i}`);
     }
     await load.done;
-    expect(load.acknowledged).toHaveLength(600);
+    expect(load.acknowledged, JSON.stringify([...load.statuses])).toHaveLength(600);
     await expectAllPresent(server, repo, sdDir, [...load.acknowledged, ...pushed]);
     // The token's use count moved with every enrolment, in the same commits.
     expect((await server.call('GET', `/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(600);
