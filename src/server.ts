@@ -7,6 +7,7 @@ import { FailureLimiter } from './api/auth.js';
 import type { RepoHealth } from './api/deps.js';
 import { LiveCatalog } from './catalog/live.js';
 import { filesOf } from './catalog/load.js';
+import type { SdLayout } from './compile/compiler.js';
 import { SdPublisher } from './compile/publisher.js';
 import { writeFileDurably } from './git/fs.js';
 import { fileHistory, fileVersions, firstAdded } from './git/history.js';
@@ -58,6 +59,8 @@ export interface ServerConfig {
   reapIntervalMs?: number;
   /** How often the branch ref is read besides file events (default 1 s). */
   refPollMs?: number;
+  /** SD files: one per job (default), or one per job and primary group. */
+  sdLayout?: SdLayout;
   /** Prometheus's base URL: the console shows whether it scrapes each target up. */
   prometheusUrl?: string;
 }
@@ -132,7 +135,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
   const registrations = registry.add(new Counter('aami_registrations_total', 'Self-registrations and node updates by outcome (created, reenrolled, updated, unchanged, or an error code).'));
-  const sd = new SdPublisher(live, { fs, sdDir: config.sdDir, logger, observeCompile: (s) => compileSeconds.observe(s) });
+  const sd = new SdPublisher(live, { fs, sdDir: config.sdDir, logger, layout: config.sdLayout, observeCompile: (s) => compileSeconds.observe(s) });
   await sd.compileNow();
 
   const follow = async () => {

@@ -214,6 +214,7 @@ function view(snapshot: Snapshot) {
     nodeCredentials: sorted(catalog.nodeCredentials),
     apiCredentials: sorted(catalog.apiCredentials),
     tokenHosts: sorted(catalog.tokenHosts),
+    groupTargets: Object.fromEntries([...catalog.groupTargets].map(([group, targets]): [string, string[]] => [group, [...targets.keys()].sort()]).sort(([a], [b]) => (a < b ? -1 : 1))),
     wants: Object.fromEntries([...snapshot.wants].map(([key, paths]): [string, string[]] => [key, [...paths].sort()]).sort(([a], [b]) => (a < b ? -1 : 1))),
     checks: Object.keys(sorted(catalog.checks)),
     problems: problems(snapshot),

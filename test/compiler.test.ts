@@ -2,10 +2,10 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { Volume, createFsFromVolume } from 'memfs';
 import { describe, expect, it } from 'vitest';
-import { Snapshot } from '../src/catalog/live.js';
+import { LiveCatalog, Snapshot } from '../src/catalog/live.js';
 import { readCheckout } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
-import { compile } from '../src/compile/compiler.js';
+import { Compiler, compile, jobOfFile } from '../src/compile/compiler.js';
 import { SdOutput } from '../src/compile/output.js';
 import type { Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
@@ -43,6 +43,32 @@ describe('compile', () => {
     const files = compile(Snapshot.build(records, null).catalog);
     for (const bytes of files.values()) expect(bytes.toString()).toBe(`${JSON.stringify(JSON.parse(bytes.toString()), null, 2)}\n`);
     expect(JSON.parse(files.get('node.json')!.toString()).find((e: any) => e.labels.hostname === 'odd-1').labels.Rack).toBe(weird);
+  });
+
+  it('shards by primary group with the same entries as one file per job, and re-renders only the group a change touched', () => {
+    const records = readCheckout(fs, fixture('basic'));
+    const live = new LiveCatalog(Snapshot.build(records, null));
+    const whole = compile(live.snapshot().catalog);
+    const compiler = new Compiler('group');
+    const shards = compiler.compile(live.snapshot().catalog);
+    for (const [file, bytes] of whole) {
+      const job = file.replace(/\.json$/, '');
+      const entries = [...shards].filter(([name]) => jobOfFile(name) === job).flatMap(([, parts]) => JSON.parse(Buffer.concat(parts).toString()) as Array<{ labels: Record<string, string> }>);
+      entries.sort((a, b) => (a.labels.hostname! < b.labels.hostname! ? -1 : 1));
+      expect(entries, job).toEqual(JSON.parse(bytes.toString()));
+    }
+    expect([...shards.keys()]).toContain('node/ml-training.json');
+    // One target changes: its group's shard is new, every other shard is the same object.
+    const draft = live.draft();
+    const path = 'targets/api-servers/api-01.yaml';
+    const text = 'hostname: api-01\nip_address: 10.0.2.99\nprimary_group: api-servers\n';
+    draft.apply([{ path, oid: 'changed', parsed: parseFile(path, text) }]);
+    live.publish(draft.freeze(null));
+    const next = compiler.compile(live.snapshot().catalog);
+    for (const [name, parts] of next) {
+      if (name.endsWith('/api-servers.json')) expect(parts, name).not.toBe(shards.get(name));
+      else expect(parts, name).toBe(shards.get(name));
+    }
   });
 
   it('writes an empty list for a job without targets', () => {

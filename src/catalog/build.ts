@@ -23,6 +23,11 @@ export interface Catalog {
   /** Token id → how many targets it enrolled are in the catalog (an ephemeral token's limit counts these). */
   readonly tokenHosts: ReadonlyMap<string, number>;
   readonly checks: ReadonlyMap<string, Check>;
+  /**
+   * Primary group → its targets by hostname. A group's map is a new object only when one of
+   * its targets changed, so the compiler re-renders one group's SD shard, not the fleet.
+   */
+  readonly groupTargets: ReadonlyMap<string, ReadonlyMap<string, Target>>;
 }
 
 export interface Check {
@@ -74,6 +79,8 @@ export interface WritableCatalog {
   apiCredentials: WritableMap<string, Credential>;
   tokenHosts: WritableMap<string, number>;
   checks: WritableMap<string, Check>;
+  /** A full build fills plain Maps; a draft replaces a group's PMap with a new one on each change. */
+  groupTargets: WritableMap<string, Map<string, Target> | PMap<string, Target>>;
 }
 
 /** The versions of a file worth trying, best first: the current one, then the last good one. */
@@ -167,6 +174,7 @@ export function buildCatalog(records: ReadonlyMap<string, FileRecord>, establish
     apiCredentials: new Map(),
     tokenHosts: new Map(),
     checks: new Map(),
+    groupTargets: new Map(),
   };
 
   // Targets: each version must fit the groups and aami.yaml, then claims are placed.
@@ -381,6 +389,7 @@ export function addTarget(catalog: WritableCatalog, path: string, target: Target
   catalog.targetPaths.set(target.hostname, path);
   if (target.node_credential_hash) catalog.nodeCredentials.set(target.node_credential_hash, target.hostname);
   if (target.registered_by_token) catalog.tokenHosts.set(target.registered_by_token, (catalog.tokenHosts.get(target.registered_by_token) ?? 0) + 1);
+  setGroupTarget(catalog, target.primary_group, target.hostname, target);
   for (const { key } of targetAddresses(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
 }
 
@@ -391,12 +400,35 @@ export function removeTarget(catalog: WritableCatalog, hostname: string): void {
   catalog.targets.delete(hostname);
   catalog.targetPaths.delete(hostname);
   if (target.node_credential_hash && catalog.nodeCredentials.get(target.node_credential_hash) === hostname) catalog.nodeCredentials.delete(target.node_credential_hash);
+  setGroupTarget(catalog, target.primary_group, hostname, undefined);
   const token = target.registered_by_token;
   if (token) {
     const left = (catalog.tokenHosts.get(token) ?? 1) - 1;
     if (left > 0) catalog.tokenHosts.set(token, left);
     else catalog.tokenHosts.delete(token);
   }
+}
+
+function setGroupTarget(catalog: WritableCatalog, group: string, hostname: string, target: Target | undefined): void {
+  const inner = catalog.groupTargets.get(group);
+  if (inner instanceof Map) {
+    if (target) inner.set(hostname, target);
+    else inner.delete(hostname);
+    if (!inner.size) catalog.groupTargets.delete(group);
+    return;
+  }
+  if (!inner) {
+    // A full build collects plain Maps (frozen at its end); a draft holds immutable PMaps.
+    if (!target) return;
+    catalog.groupTargets.set(group, catalog.groupTargets instanceof Map ? new Map([[hostname, target]]) : PMap.from(new Map([[hostname, target]])));
+    return;
+  }
+  const draft = inner.edit();
+  if (target) draft.set(hostname, target);
+  else draft.delete(hostname);
+  const next = draft.freeze();
+  if (next.size) catalog.groupTargets.set(group, next);
+  else catalog.groupTargets.delete(group);
 }
 
 function settingsProblems(path: string, settings: Settings): Problem[] {
@@ -422,6 +454,7 @@ function freezeCatalog(catalog: WritableCatalog): Catalog {
     apiCredentials: freeze(catalog.apiCredentials),
     tokenHosts: freeze(catalog.tokenHosts),
     checks: freeze(catalog.checks),
+    groupTargets: PMap.from(new Map([...catalog.groupTargets].map(([group, targets]) => [group, targets instanceof Map ? PMap.from(targets) : targets]))),
   };
 }
 

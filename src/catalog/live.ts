@@ -80,7 +80,7 @@ interface Work {
   rejected: PMapDraft<string, true>;
   wants: PMapDraft<string, readonly string[]>;
 }
-type DraftKeys = 'groups' | 'targets' | 'tokens' | 'addresses' | 'targetPaths' | 'nodeCredentials' | 'apiCredentials' | 'tokenHosts' | 'checks';
+type DraftKeys = 'groups' | 'targets' | 'tokens' | 'addresses' | 'targetPaths' | 'nodeCredentials' | 'apiCredentials' | 'tokenHosts' | 'checks' | 'groupTargets';
 
 export interface Applied {
   /** Problems the change brings: on the files it touches, or on files it newly breaks. */
@@ -132,6 +132,7 @@ export class Draft {
       apiCredentials: c.apiCredentials.freeze(),
       tokenHosts: c.tokenHosts.freeze(),
       checks: c.checks.freeze(),
+      groupTargets: c.groupTargets.freeze(),
     };
     return new Snapshot(this.base.version + 1, head, work.files.freeze(), catalog, work.problems.freeze(), work.rejected.freeze(), work.wants.freeze());
   }
@@ -172,6 +173,7 @@ export class Draft {
         apiCredentials: c.apiCredentials.edit(),
         tokenHosts: c.tokenHosts.edit(),
         checks: c.checks.edit(),
+        groupTargets: c.groupTargets.edit(),
       },
       problems: f.problemsByFile.edit(),
       rejected: f.rejected.edit(),

@@ -26,6 +26,7 @@ const serveOptions = z.object({
   remote: z.string().min(1).optional(),
   branch: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'must be a branch name').default('main'),
   read_only: boolean.default(false),
+  sd_layout: z.enum(['file', 'group']).default('file'),
   primary: z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' }).optional(),
   cluster_secret: z.string().min(16, 'must be at least 16 characters').optional(),
   git_password: z.string().min(1).optional(),
@@ -46,6 +47,9 @@ created from the starter config with one initial commit.
 Options (environment variable in brackets):
       --repo DIR        config repo [AAMI_REPO] (default ./data/config-repo)
       --sd-dir DIR      file_sd output [AAMI_SD_DIR] (default ./data/sd)
+      --sd-layout L     file: one file per job, <job>.json (default); group: one per job and
+                        primary group, <job>/<group>.json, for large fleets: a change then
+                        rewrites one group's file [AAMI_SD_LAYOUT]
       --state-dir DIR   server-local state, never committed [AAMI_STATE_DIR] (default ./data/state)
       --host ADDR       listen address [AAMI_HOST] (default 0.0.0.0)
       --port N          listen port [AAMI_PORT] (default 8080; 0 picks a free one)
@@ -79,6 +83,7 @@ flight are committed.`,
       {
         repo: { type: 'string' },
         'sd-dir': { type: 'string' },
+        'sd-layout': { type: 'string' },
         'state-dir': { type: 'string' },
         host: { type: 'string' },
         port: { type: 'string' },
@@ -100,6 +105,7 @@ flight are committed.`,
     const parsed = serveOptions.safeParse({
       repo: values.repo ?? env.AAMI_REPO,
       sd_dir: values['sd-dir'] ?? env.AAMI_SD_DIR,
+      sd_layout: values['sd-layout'] ?? env.AAMI_SD_LAYOUT,
       state_dir: values['state-dir'] ?? env.AAMI_STATE_DIR,
       host: values.host ?? env.AAMI_HOST,
       port: values.port ?? env.AAMI_PORT,
@@ -129,6 +135,7 @@ flight are committed.`,
     const server = await startServer({
       repo: resolve(options.repo),
       sdDir: resolve(options.sd_dir),
+      sdLayout: options.sd_layout,
       stateDir: resolve(options.state_dir),
       host: options.host,
       port: options.port,

@@ -6,6 +6,16 @@ import { own, type Group, type Settings, type Target } from '../schema/index.js'
 /** File name of a job's file_sd output. */
 export const sdFileName = (job: string) => `${job}.json`;
 
+/**
+ * 'file': one file per job (`node.json`). 'group': one file per job and primary group
+ * (`node/<group>.json`, read by Prometheus through `files: [.../node/*.json]`): a change
+ * rewrites one group's shard, so its cost follows the group, not the fleet.
+ */
+export type SdLayout = 'file' | 'group';
+
+/** The job a file of either layout belongs to: `node.json` and `node/gpu.json` are job node's. */
+export const jobOfFile = (name: string) => (name.includes('/') ? name.slice(0, name.indexOf('/')) : name.replace(/\.json$/, ''));
+
 /** A target's entries, and what they were computed from (all immutable objects). */
 interface Compiled {
   settings: Settings;
@@ -26,6 +36,10 @@ interface Compiled {
  */
 export class Compiler {
   private readonly memo = new WeakMap<Target, Compiled>();
+  /** Per primary group, the shards last made and what they were made from. */
+  private readonly shards = new Map<string, { targets: ReadonlyMap<string, Target>; settings: Settings; groupMap: ReadonlyMap<string, Group>; files: Array<[string, Buffer[]]> }>();
+
+  constructor(private readonly layout: SdLayout = 'file') {}
 
   /**
    * Each file as the list of buffers that make it up. A target's buffers are cached, so two
@@ -33,6 +47,38 @@ export class Compiler {
    * a ~5 MB job file is written with writev instead of being copied into one buffer first.
    */
   compile(catalog: Catalog): Map<string, Buffer[]> {
+    return this.layout === 'group' ? this.compileShards(catalog) : this.compileFiles(catalog);
+  }
+
+  /**
+   * One shard per job and primary group. A group whose map of targets, whose groups and
+   * whose aami.yaml are the objects of the last compile gives its last shards back as they
+   * were: the work of a change is one group's.
+   */
+  private compileShards(catalog: Catalog): Map<string, Buffer[]> {
+    const files = new Map<string, Buffer[]>();
+    const shared = new GroupLabels(catalog);
+    for (const [group, targets] of catalog.groupTargets) {
+      let shard = this.shards.get(group);
+      if (!shard || shard.targets !== targets || shard.settings !== catalog.settings || shard.groupMap !== catalog.groups) {
+        const parts = new Map<string, Buffer[]>();
+        for (const hostname of [...targets.keys()].sort()) {
+          for (const [job, json] of this.compiled(catalog, targets.get(hostname)!, shared).entries) {
+            const list = parts.get(job) ?? parts.set(job, [OPEN]).get(job)!;
+            if (list.length > 1) list.push(COMMA);
+            list.push(json);
+          }
+        }
+        shard = { targets, settings: catalog.settings, groupMap: catalog.groups, files: [...parts].map(([job, list]) => [`${job}/${group}.json`, [...list, CLOSE]]) };
+        this.shards.set(group, shard);
+      }
+      for (const [name, parts] of shard.files) files.set(name, parts);
+    }
+    for (const group of this.shards.keys()) if (!catalog.groupTargets.has(group)) this.shards.delete(group);
+    return files;
+  }
+
+  private compileFiles(catalog: Catalog): Map<string, Buffer[]> {
     const parts = new Map<string, Buffer[]>();
     for (const type of Object.values(catalog.settings.exporters)) parts.set(type.job, [OPEN]);
     for (const { entries } of this.targets(catalog)) {
@@ -48,23 +94,20 @@ export class Compiler {
   /** Targets by host name. */
   private *targets(catalog: Catalog): Generator<Compiled> {
     const shared = new GroupLabels(catalog);
-    const chains = new Map<string, Group[]>();
-    const chainOf = (id: string) => chains.get(id) ?? chains.set(id, groupChain(catalog.groups, id)).get(id)!;
-    for (const hostname of [...catalog.targets.keys()].sort()) {
-      const target = catalog.targets.get(hostname)!;
-      let compiled = this.memo.get(target);
-      if (compiled?.settings === catalog.settings && compiled.groupMap === catalog.groups) {
-        yield compiled;
-        continue;
-      }
-      const groups = target.groups.length ? [target.primary_group, ...target.groups].flatMap(chainOf) : chainOf(target.primary_group);
-      if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {
-        compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, entries: renderTarget(catalog, target, shared) };
-        this.memo.set(target, compiled);
-      }
-      compiled.groupMap = catalog.groups;
-      yield compiled;
+    for (const hostname of [...catalog.targets.keys()].sort()) yield this.compiled(catalog, catalog.targets.get(hostname)!, shared);
+  }
+
+  /** A target's entries: from the memo while the target, its groups and aami.yaml are unchanged. */
+  private compiled(catalog: Catalog, target: Target, shared: GroupLabels): Compiled {
+    let compiled = this.memo.get(target);
+    if (compiled?.settings === catalog.settings && compiled.groupMap === catalog.groups) return compiled;
+    const groups = [target.primary_group, ...target.groups].flatMap((id) => groupChain(catalog.groups, id));
+    if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {
+      compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, entries: renderTarget(catalog, target, shared) };
+      this.memo.set(target, compiled);
     }
+    compiled.groupMap = catalog.groups;
+    return compiled;
   }
 }
 

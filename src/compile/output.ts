@@ -21,14 +21,23 @@ export class SdOutput {
     readonly dir: string,
   ) {}
 
-  /** Each file is given whole or as the buffers that make it up (see Compiler.compile). */
+  /**
+   * Each file is given whole or as the buffers that make it up (see Compiler.compile); a
+   * name may sit one directory down (`node/gpu.json`, the group layout).
+   */
   async write(files: Map<string, Buffer | Buffer[]>): Promise<OutputResult> {
     await this.fs.promises.mkdir(this.dir, { recursive: true });
     const result: OutputResult = { written: [], removed: [] };
+    const dirs = new Set<string>();
     for (const [name, content] of files) {
       const parts = Array.isArray(content) ? content : [content];
       const previous = this.written.get(name);
       if (sameParts(previous, parts)) continue;
+      const sub = name.includes('/') ? name.slice(0, name.lastIndexOf('/')) : undefined;
+      if (sub && !dirs.has(sub)) {
+        await this.fs.promises.mkdir(`${this.dir}/${sub}`, { recursive: true });
+        dirs.add(sub);
+      }
       // Only when we have not written this file yet (a restart) is it worth reading it back.
       const onDisk = previous ? undefined : await this.fs.promises.readFile(`${this.dir}/${name}`).catch(() => undefined);
       if (!onDisk || !sameParts([onDisk], [Buffer.concat(parts)])) {
@@ -37,13 +46,22 @@ export class SdOutput {
       }
       this.written.set(name, parts);
     }
-    for (const name of await this.fs.promises.readdir(this.dir)) {
-      if (typeof name !== 'string' || !name.endsWith('.json') || files.has(name)) continue;
-      await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
-      this.written.delete(name);
-      result.removed.push(name);
-    }
-    if (result.removed.length) await syncPath(this.fs, this.dir);
+    // Files we no longer produce go, one directory down too: a removed job or group must not keep scraping.
+    const removeStale = async (sub: string) => {
+      const dir = sub ? `${this.dir}/${sub}` : this.dir;
+      let removed = false;
+      for (const entry of await this.fs.promises.readdir(dir, { withFileTypes: true })) {
+        const name = sub ? `${sub}/${String(entry.name)}` : String(entry.name);
+        if (!sub && entry.isDirectory()) await removeStale(name);
+        if (!entry.isFile() || !name.endsWith('.json') || files.has(name)) continue;
+        await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
+        this.written.delete(name);
+        result.removed.push(name);
+        removed = true;
+      }
+      if (removed) await syncPath(this.fs, dir);
+    };
+    await removeStale('');
     return result;
   }
 }

@@ -2,7 +2,7 @@ import { formatProblem } from '../catalog/problem.js';
 import type { LiveCatalog, Snapshot } from '../catalog/live.js';
 import type { Fs } from '../git/fs.js';
 import type { Logger } from '../log.js';
-import { Compiler } from './compiler.js';
+import { Compiler, type SdLayout } from './compiler.js';
 import { SdOutput } from './output.js';
 
 export interface CompileStatus {
@@ -29,6 +29,8 @@ export interface SdPublisherOptions {
   observeCompile?: (seconds: number) => void;
   /** How soon a failed write of the SD files is tried again. */
   retryMs?: number;
+  /** One file per job (default), or one per job and primary group. */
+  layout?: SdLayout;
 }
 
 /**
@@ -39,7 +41,7 @@ export interface SdPublisherOptions {
 export class SdPublisher {
   readonly status: CompileStatus = { compiles: 0 };
   private readonly output: SdOutput;
-  private readonly compiler = new Compiler();
+  private readonly compiler: Compiler;
   /** The SD files as last written: what Prometheus sees, served again by http_sd. */
   lastOutput: Map<string, Buffer[]> | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -53,6 +55,7 @@ export class SdPublisher {
     private readonly options: SdPublisherOptions,
   ) {
     this.output = new SdOutput(options.fs, options.sdDir);
+    this.compiler = new Compiler(options.layout);
     live.subscribe(() => this.schedule());
   }
 
