@@ -135,8 +135,15 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
   const registrations = registry.add(new Counter('aami_registrations_total', 'Self-registrations and node updates by outcome (created, reenrolled, updated, unchanged, or an error code).'));
-  const sd = new SdPublisher(live, { fs, sdDir: config.sdDir, logger, layout: config.sdLayout, observeCompile: (s) => compileSeconds.observe(s) });
-  await sd.compileNow();
+  const sd = new SdPublisher(live, {
+    fs,
+    sdDir: config.sdDir,
+    logger,
+    layout: config.sdLayout,
+    observeCompile: (s) => compileSeconds.observe(s),
+    identity: (snapshot) => hashSecret(JSON.stringify([snapshot.head, config.sdLayout ?? 'file', savedStateOf(snapshot)])),
+  });
+  await sd.start();
 
   const follow = async () => {
     try {

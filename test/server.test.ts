@@ -152,6 +152,28 @@ describe('aami serve', () => {
     });
   }
 
+  it('takes the SD files on disk as they are after a restart with nothing changed, and compiles again when something did', async () => {
+    const lines: string[] = [];
+    const config = serverConfig({ logger: createLogger((line) => lines.push(line)) });
+    let server = await startServer(config);
+    await fetch(`${server.url}/api/v1/targets`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ hostname: 'kept', ip_address: '10.0.0.1', primary_group_id: 'ml-training' }) });
+    await server.close();
+    const before = fs.readFileSync(join(config.sdDir, 'node.json'), 'utf8');
+    server = await startServer(config);
+    expect(lines.join('\n')).toContain("sd files on disk are this snapshot's");
+    expect((await fetch(`${server.url}/api/v1/health`)).status).toBe(200);
+    const served = await (await fetch(`${server.url}/api/v1/sd/prometheus?job=node`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
+    expect(JSON.parse(served)).toEqual(JSON.parse(before));
+    await server.close();
+    // A push while it was down: the stamp no longer fits, and the SD files are compiled anew.
+    pushFiles(config.repo, { 'targets/ml-training/added.yaml': 'hostname: added\nip_address: 10.0.0.2\nprimary_group: ml-training\n' }, 'added');
+    lines.length = 0;
+    server = await startServer(config);
+    onCleanup(() => server.close());
+    expect(lines.join('\n')).not.toContain("sd files on disk are this snapshot's");
+    expect(fs.readFileSync(join(config.sdDir, 'node.json'), 'utf8')).toContain('10.0.0.2:9100');
+  });
+
   it('answers http_sd with 503, never 200 [], before the first compile', async () => {
     const repo = await tmpConfigRepo();
     const fresh = new SdPublisher(repo.live, { fs, sdDir: join(repo.dir, '..', 'sd2'), logger: silentLogger });

@@ -40,7 +40,7 @@ export class ParseCache {
     for (let i = 1; i < lines.length; i++) {
       try {
         const [path, oid, entry] = JSON.parse(lines[i]!) as [unknown, unknown, CachedParse];
-        if (typeof path === 'string' && typeof oid === 'string') this.entries.set(key(path, oid), entry);
+        if (typeof path === 'string' && typeof oid === 'string' && /^[0-9a-f]{40}$/.test(oid)) this.entries.set(key(path, oid), entry);
       } catch {
         // a torn last line
       }
@@ -62,16 +62,16 @@ export class ParseCache {
    * later blob is new), and compact the log when most of it is dead.
    */
   async settle(live: Iterable<[string, string | null]>): Promise<void> {
-    const keep: string[] = [];
+    const alive: Array<[string, string, CachedParse]> = [];
     for (const [path, oid] of live) {
-      const entry = oid && this.entries.get(key(path, oid));
-      if (entry) keep.push(`${JSON.stringify([path, oid, entry])}\n`);
+      const entry = oid === null ? undefined : this.entries.get(key(path, oid));
+      if (entry) alive.push([path, oid!, entry]);
     }
-    const dead = this.entries.size - keep.length;
+    const dead = this.entries.size - alive.length;
     this.entries = new Map();
-    if (!this.file || (dead <= keep.length && dead < 10_000)) return;
+    if (!this.file || (dead <= alive.length && dead < 10_000)) return;
     // The new parses of this start-up go into the compacted log too.
-    const lines = keep.join('') + this.pending.join('');
+    const lines = alive.map((entry) => `${JSON.stringify(entry)}\n`).join('') + this.pending.join('');
     this.pending = [];
     const tmp = `${this.file}.tmp`;
     const write = this.writing.then(async () => {
@@ -98,7 +98,7 @@ export class ParseCache {
   }
 }
 
-/** JSON keeps any path apart from its blob id, whatever bytes the path holds. */
+/** A blob id has a fixed length: put first, it keeps any path apart from it, whatever bytes the path holds. */
 function key(path: string, oid: string): string {
-  return JSON.stringify([path, oid]);
+  return `${oid}${path}`;
 }
