@@ -30,7 +30,7 @@ describe('aami validate', () => {
     expect(result.code).toBe(1);
     expect(result.err.split('\n')).toEqual([
       'groups/loop.yaml: parent: groups form a cycle through "loop"',
-      'targets/ml-training/gpu-02.yaml: ip_address: must be an IPv4 or IPv6 address',
+      'targets/ml-training/gpu-02.yaml: ip_address: must be an IPv4 or IPv6 address (without a zone id)',
       '2 problems found in 2 files',
     ]);
   });

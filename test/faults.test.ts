@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -49,6 +49,17 @@ function tmpfs(size: string): string | undefined {
     spawnSync('umount', ['-l', dir]);
   });
   return dir;
+}
+
+/** Remounts a test tmpfs. The kernel refuses `ro` (EBUSY) while a file there is open for
+ * writing — the server may be finishing an SD file or its stamp — so it tries again a while. */
+async function remount(dir: string, mode: 'ro' | 'rw'): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const result = spawnSync('mount', ['-o', `remount,${mode}`, dir], { encoding: 'utf8' });
+    if (result.status === 0) return;
+    if (attempt >= 100 || !/busy/i.test(result.stderr)) throw new Error(`mount -o remount,${mode} ${dir}: ${result.stderr.trim()}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 }
 
 describe('faults degrade, never destroy', () => {
@@ -132,7 +143,7 @@ describe('faults degrade, never destroy', () => {
     const s = await runningServer({ sdDir: join(disk, 'sd') });
     expect((await s.addTarget('first', '10.0.0.1')).status).toBe(201);
     await waitFor('first in the SD file', async () => s.sdHosts().includes('first'));
-    execFileSync('mount', ['-o', 'remount,ro', disk]);
+    await remount(disk, 'ro');
     try {
       expect((await s.addTarget('second', '10.0.0.2')).status).toBe(201);
       const health = await waitFor('health to report the SD write failing', async () => {
@@ -143,7 +154,7 @@ describe('faults degrade, never destroy', () => {
       expect(health.compiler.last_error).toMatch(/EROFS/);
       expect(s.sdHosts()).toEqual(['first']);
     } finally {
-      execFileSync('mount', ['-o', 'remount,rw', disk]);
+      await remount(disk, 'rw');
     }
     await waitFor('the SD file to catch up without another write', async () => s.sdHosts().join() === 'first,second', 100);
     expect((await s.health()).body.status).toBe('healthy');

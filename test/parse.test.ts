@@ -35,7 +35,7 @@ describe('parseFile', () => {
         'hostname: h1\nip_address: 10.0.0.300\nprimary_group: g\nexporters: [{type: node_exporter, port: 70000}]\nlabels: {"bad-name": x, __secret: y, aami_group: z}\ncolour: blue\n',
       ),
     ).toEqual([
-      'ip_address: must be an IPv4 or IPv6 address',
+      'ip_address: must be an IPv4 or IPv6 address (without a zone id)',
       'exporters[0].port: must be 1-65535',
       'labels.bad-name: invalid label name: must match [a-zA-Z_][a-zA-Z0-9_]*',
       'labels.__secret: invalid label name: names starting with "__" are reserved for Prometheus',
