@@ -8,7 +8,7 @@ import { FailureLimiter } from '../src/api/auth.js';
 import { SdPublisher } from '../src/compile/publisher.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { createLogger, silentLogger } from '../src/log.js';
-import { Counter, Registry } from '../src/metrics.js';
+import { Registry } from '../src/metrics.js';
 import { startServer } from '../src/server.js';
 import { hashSecret } from '../src/tokens/secret.js';
 import { gitCli, onCleanup, pushFiles, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
@@ -151,7 +151,7 @@ describe('aami serve', () => {
       clock: () => new Date(),
       logger: silentLogger,
       auth: { adminTokenHash: hashSecret(ADMIN), openReads: true, limiter: new FailureLimiter() },
-      metrics: { registry, registrations: new Counter('x', 'x') },
+      metrics: { registry },
       history: async () => [],
       serving: () => true,
       heartbeats: new Heartbeats(fs, join(repo.dir, '..', 'heartbeats.json')),

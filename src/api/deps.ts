@@ -30,7 +30,8 @@ export interface AppDeps {
   auth: AuthOptions;
   clock: () => Date;
   logger: Logger;
-  metrics: { registry: Registry; registrations: Counter };
+  /** The server's metrics registry; the API adds its own metrics to it. */
+  metrics: { registry: Registry };
   history: (pathspecs: string[]) => Promise<HistoryEntry[]>;
   /** False while starting or shutting down: health answers 503. */
   serving: () => boolean;
@@ -45,4 +46,9 @@ export interface AppDeps {
   downloadsDir?: string;
   /** The Git remote this server follows, when it has one. */
   remote?: { status: RemoteStatus; pull: () => Promise<void>; webhookSecret?: string };
+}
+
+/** What the routes get: the injected dependencies and the API's own counters. */
+export interface RouteDeps extends AppDeps {
+  registrations: Counter<'outcome'>;
 }

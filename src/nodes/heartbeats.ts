@@ -8,6 +8,8 @@ import { writeFileDurably } from '../git/fs.js';
  */
 export class Heartbeats {
   private readonly seen = new Map<string, number>();
+  /** Goes up with every change, so a reader can tell that nothing changed since it last looked. */
+  private changes = 0;
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -30,6 +32,7 @@ export class Heartbeats {
   record(hostname: string): Date {
     const at = this.now();
     this.seen.set(hostname, at);
+    this.changes++;
     this.markDirty();
     return new Date(at);
   }
@@ -42,7 +45,10 @@ export class Heartbeats {
 
   /** A target that is gone takes its heartbeat with it: no series and no staleness for it any more. */
   forget(hostname: string): void {
-    if (this.seen.delete(hostname)) this.markDirty();
+    if (this.seen.delete(hostname)) {
+      this.changes++;
+      this.markDirty();
+    }
   }
 
   /** Forget every node that is no longer a target (deleted by pull request, say). */
@@ -53,6 +59,15 @@ export class Heartbeats {
   lastSeen(hostname: string): Date | undefined {
     const at = this.seen.get(hostname);
     return at === undefined ? undefined : new Date(at);
+  }
+
+  /** The last heartbeat in ms since the epoch, without a Date per call (lists of 100k targets). */
+  lastSeenMs(hostname: string): number | undefined {
+    return this.seen.get(hostname);
+  }
+
+  get version(): number {
+    return this.changes;
   }
 
   entries(): IterableIterator<[string, number]> {

@@ -1,0 +1,241 @@
+import { randomBytes } from 'node:crypto';
+import type { Snapshot } from '../catalog/live.js';
+import type { Catalog } from '../catalog/build.js';
+import { targetView } from '../inventory/views.js';
+import type { Heartbeats } from '../nodes/heartbeats.js';
+import type { Group, Settings, Target } from '../schema/index.js';
+
+/** One target as the list serves it: its JSON, and its effective labels for selectors. */
+interface Entry {
+  hostname: string;
+  target: Target;
+  ephemeral: boolean;
+  seen: number | undefined;
+  labels: Readonly<Record<string, string>>;
+  json: Buffer;
+  chunk: Chunk;
+}
+
+type Rendered = Omit<Entry, 'chunk'>;
+
+/** A run of entries in host name order, with their JSON joined (undefined once an entry changed). */
+interface Chunk {
+  entries: Entry[];
+  json: Buffer | undefined;
+}
+
+/** Tells this process's ETags from another's, and from its own before a restart. */
+const BOOT = randomBytes(6).toString('base64url');
+/** A chunk past twice this size is split; sized so a changed target re-joins ~100 KB, not the fleet. */
+const CHUNK = 128;
+const COMMA = Buffer.from(',');
+const OPEN = Buffer.from('[');
+const CLOSE = Buffer.from(']');
+
+export interface Selector {
+  name: string;
+  op: '=' | '!=' | 'exists' | 'absent';
+  value?: string;
+}
+
+export interface ListQuery {
+  hostname?: string;
+  /** Member of this group, directly or through a child group. */
+  group?: string;
+  selectors: Selector[];
+  /** Only host names after this one (paging). */
+  after?: string;
+  limit?: number;
+}
+
+export interface Page {
+  json: Buffer;
+  /** The last host name of the page, when more targets match after it. */
+  next?: string;
+}
+
+/**
+ * GET /api/v1/targets without rendering the inventory on every call. Each target's JSON is
+ * rendered once per version of the target (and of what its view depends on: the groups,
+ * aami.yaml, its token's ephemeral flag, its last heartbeat) and kept in host-name order in
+ * chunks of joined JSON. A call after a registration re-renders the changed target and
+ * re-joins its chunk; the whole list is joined from the chunks once per catalog snapshot and
+ * heartbeat change, and served as the same bytes (with the same ETag) until the next one.
+ */
+export class TargetList {
+  private readonly byHost = new Map<string, Entry>();
+  private chunks: Chunk[] = [];
+  private snapshot: Snapshot | undefined;
+  private heartbeatVersion = -1;
+  private groups: ReadonlyMap<string, Group> | undefined;
+  private settings: Settings | undefined;
+  private whole: { json: Buffer; etag: string } | undefined;
+  /** Counts the versions of the whole list this process served. */
+  private generation = 0;
+
+  constructor(private readonly heartbeats: Heartbeats) {}
+
+  /**
+   * Every target, as one JSON array: the same bytes and ETag until a target changes (by the
+   * catalog or by a heartbeat). The ETag names this process and the list's generation.
+   */
+  all(snapshot: Snapshot): { json: Buffer; etag: string } {
+    this.sync(snapshot);
+    this.whole ??= {
+      json: join(this.chunks.map((chunk) => (chunk.json ??= join(chunk.entries.map((e) => e.json), COMMA))), COMMA, OPEN, CLOSE),
+      etag: `"${BOOT}.${++this.generation}"`,
+    };
+    return this.whole;
+  }
+
+  /** The targets matching `query`, in host name order, at most `query.limit` of them. */
+  select(snapshot: Snapshot, query: ListQuery, visible: (hostname: string) => boolean = () => true): Page {
+    this.sync(snapshot);
+    const matches = (e: Entry) =>
+      (!query.hostname || e.hostname === query.hostname) &&
+      (!query.group || e.labels.aami_groups?.includes(`,${query.group},`)) &&
+      query.selectors.every((s) => selects(s, e.labels)) &&
+      visible(e.hostname);
+    const found: Entry[] = [];
+    for (const entry of this.entriesAfter(query.after)) {
+      if (!matches(entry)) continue;
+      if (found.length === query.limit) return { json: joinEntries(found), next: found.at(-1)!.hostname };
+      found.push(entry);
+    }
+    return { json: joinEntries(found) };
+  }
+
+  /** Entries in host name order, from just after `after` (or from the first). */
+  private *entriesAfter(after: string | undefined): Generator<Entry> {
+    for (let c = after === undefined ? 0 : Math.max(0, this.chunkFor(after)); c < this.chunks.length; c++) {
+      for (const entry of this.chunks[c]!.entries) if (after === undefined || entry.hostname > after) yield entry;
+    }
+  }
+
+  /** Bring the entries in step with the snapshot and the heartbeats, touching only what changed. */
+  private sync(snapshot: Snapshot): void {
+    const heartbeatVersion = this.heartbeats.version;
+    if (snapshot === this.snapshot && heartbeatVersion === this.heartbeatVersion) return;
+    const catalog = snapshot.catalog;
+    if (catalog.groups !== this.groups || catalog.settings !== this.settings) this.rebuild(catalog);
+    else {
+      for (const [hostname, target] of catalog.targets) {
+        const entry = this.byHost.get(hostname);
+        if (!entry) this.insert(this.render(catalog, target));
+        else if (entry.target !== target || entry.ephemeral !== ephemeralOf(catalog, target) || entry.seen !== this.heartbeats.lastSeenMs(hostname)) this.update(entry, catalog, target);
+      }
+      if (this.byHost.size > catalog.targets.size) for (const entry of [...this.byHost.values()]) if (!catalog.targets.has(entry.hostname)) this.remove(entry);
+    }
+    this.snapshot = snapshot;
+    this.heartbeatVersion = heartbeatVersion;
+  }
+
+  private rebuild(catalog: Catalog): void {
+    this.byHost.clear();
+    this.groups = catalog.groups;
+    this.settings = catalog.settings;
+    const entries = [...catalog.targets.values()].map((target) => this.render(catalog, target) as Entry).sort((a, b) => (a.hostname < b.hostname ? -1 : 1));
+    this.chunks = [];
+    for (let i = 0; i < entries.length; i += CHUNK) {
+      const chunk: Chunk = { entries: entries.slice(i, i + CHUNK), json: undefined };
+      for (const entry of chunk.entries) entry.chunk = chunk;
+      this.chunks.push(chunk);
+    }
+    for (const entry of entries) this.byHost.set(entry.hostname, entry);
+    this.whole = undefined;
+  }
+
+  private render(catalog: Catalog, target: Target): Rendered {
+    const seen = this.heartbeats.lastSeenMs(target.hostname);
+    const view = targetView(catalog, target, seen === undefined ? undefined : new Date(seen));
+    return { hostname: target.hostname, target, ephemeral: view.ephemeral, seen, labels: view.effective_labels, json: Buffer.from(JSON.stringify(view)) };
+  }
+
+  private update(entry: Entry, catalog: Catalog, target: Target): void {
+    Object.assign(entry, this.render(catalog, target));
+    this.changed(entry.chunk);
+  }
+
+  private insert(rendered: Rendered): void {
+    const entry = rendered as Entry;
+    this.byHost.set(entry.hostname, entry);
+    if (!this.chunks.length) this.chunks.push({ entries: [], json: undefined });
+    const index = Math.max(0, this.chunkFor(entry.hostname));
+    const chunk = this.chunks[index]!;
+    chunk.entries.splice(sortedIndex(chunk.entries, entry.hostname), 0, entry);
+    entry.chunk = chunk;
+    this.changed(chunk);
+    if (chunk.entries.length > 2 * CHUNK) {
+      const tail: Chunk = { entries: chunk.entries.splice(CHUNK), json: undefined };
+      for (const moved of tail.entries) moved.chunk = tail;
+      this.chunks.splice(index + 1, 0, tail);
+    }
+  }
+
+  private remove(entry: Entry): void {
+    this.byHost.delete(entry.hostname);
+    const chunk = entry.chunk;
+    chunk.entries.splice(chunk.entries.indexOf(entry), 1);
+    this.changed(chunk);
+    if (!chunk.entries.length) this.chunks.splice(this.chunks.indexOf(chunk), 1);
+  }
+
+  private changed(chunk: Chunk): void {
+    chunk.json = undefined;
+    this.whole = undefined;
+  }
+
+  /** The index of the last chunk whose first host name is at or before `hostname` (-1: before them all). */
+  private chunkFor(hostname: string): number {
+    let low = 0;
+    let high = this.chunks.length - 1;
+    let found = -1;
+    while (low <= high) {
+      const mid = (low + high) >> 1;
+      const first = this.chunks[mid]!.entries[0];
+      if (!first || first.hostname <= hostname) {
+        found = mid;
+        low = mid + 1;
+      } else high = mid - 1;
+    }
+    return found;
+  }
+}
+
+function ephemeralOf(catalog: Catalog, target: Target): boolean {
+  return (target.registered_by_token && catalog.tokens.get(target.registered_by_token)?.ephemeral) || false;
+}
+
+function selects(selector: Selector, labels: Readonly<Record<string, string>>): boolean {
+  const value = Object.hasOwn(labels, selector.name) ? labels[selector.name] : undefined;
+  switch (selector.op) {
+    case '=':
+      return value === selector.value;
+    case '!=':
+      return value !== selector.value;
+    case 'exists':
+      return value !== undefined;
+    case 'absent':
+      return value === undefined;
+  }
+}
+
+function sortedIndex(entries: Entry[], hostname: string): number {
+  let low = 0;
+  let high = entries.length;
+  while (low < high) {
+    const mid = (low + high) >> 1;
+    if (entries[mid]!.hostname < hostname) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+const joinEntries = (entries: Entry[]) => join(entries.map((e) => e.json), COMMA, OPEN, CLOSE);
+
+function join(parts: Buffer[], separator: Buffer, open?: Buffer, close?: Buffer): Buffer {
+  const list: Buffer[] = open ? [open] : [];
+  parts.forEach((part, i) => (i ? list.push(separator, part) : list.push(part)));
+  if (close) list.push(close);
+  return Buffer.concat(list);
+}
