@@ -55,7 +55,7 @@ export function observe(metrics: ApiMetrics, logger: Logger): MiddlewareHandler 
       id: id && LOGGABLE_ID.test(id) ? id : undefined,
       status,
       code: errorCodeOf(c),
-      by: who(principalOf(c), bearerToken(c) !== undefined),
+      by: who(principalOf(c), bearerToken(c) !== undefined, status),
       address: clientAddress(c),
       location: c.res.headers.get('location') ?? undefined,
       ...(c.get(EXTRA as never) as Fields | undefined),
@@ -74,7 +74,7 @@ function lineFor(method: string, status: number): string | undefined {
   return status < 400 ? 'write' : status < 500 ? 'write refused' : 'write failed';
 }
 
-function who(principal: Principal | undefined, sentSecret: boolean): string {
+function who(principal: Principal | undefined, sentSecret: boolean, status: number): string {
   switch (principal?.kind) {
     case 'credential':
       return principal.id === principal.name ? `credential:${principal.name}` : `credential:${principal.name}/${principal.id}`;
@@ -83,6 +83,8 @@ function who(principal: Principal | undefined, sentSecret: boolean): string {
     case 'node':
       return `node:${principal.hostname}`;
     default:
-      return sentSecret ? 'a secret that is not valid' : 'nobody';
+      if (!sentSecret) return 'nobody';
+      // Refused before the secret was looked at (a bad query string, say): say nothing about it.
+      return status === 401 || status === 429 ? 'a secret that is not valid' : 'unauthenticated';
   }
 }

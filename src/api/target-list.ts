@@ -73,7 +73,10 @@ export class TargetList {
   /** Counts the versions of the whole list this process served. */
   private generation = 0;
 
-  constructor(private readonly heartbeats: Heartbeats) {}
+  constructor(
+    private readonly heartbeats: Heartbeats,
+    private readonly chunkSize = CHUNK,
+  ) {}
 
   /**
    * Every target, as one JSON array: the same bytes and ETag until a target changes (by the
@@ -136,8 +139,8 @@ export class TargetList {
     this.settings = catalog.settings;
     const entries = [...catalog.targets.values()].map((target) => this.render(catalog, target) as Entry).sort((a, b) => (a.hostname < b.hostname ? -1 : 1));
     this.chunks = [];
-    for (let i = 0; i < entries.length; i += CHUNK) {
-      const chunk: Chunk = { entries: entries.slice(i, i + CHUNK), json: undefined };
+    for (let i = 0; i < entries.length; i += this.chunkSize) {
+      const chunk: Chunk = { entries: entries.slice(i, i + this.chunkSize), json: undefined };
       for (const entry of chunk.entries) entry.chunk = chunk;
       this.chunks.push(chunk);
     }
@@ -165,8 +168,8 @@ export class TargetList {
     chunk.entries.splice(sortedIndex(chunk.entries, entry.hostname), 0, entry);
     entry.chunk = chunk;
     this.changed(chunk);
-    if (chunk.entries.length > 2 * CHUNK) {
-      const tail: Chunk = { entries: chunk.entries.splice(CHUNK), json: undefined };
+    if (chunk.entries.length > 2 * this.chunkSize) {
+      const tail: Chunk = { entries: chunk.entries.splice(this.chunkSize), json: undefined };
       for (const moved of tail.entries) moved.chunk = tail;
       this.chunks.splice(index + 1, 0, tail);
     }
