@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { BulkReads } from '../src/api/bulk.js';
 import { TargetList } from '../src/api/target-list.js';
 import { targetView } from '../src/inventory/views.js';
 import { apiHarness, ADMIN_TOKEN } from './api-helpers.js';
@@ -255,12 +256,13 @@ describe('cached reads', () => {
     const check = async (step: string) => {
       const expected = expectedList(api);
       expect((await api.get('/api/v1/targets')).text, step).toBe(expected);
-      expect(small.all(api.live.snapshot()).json.toString(), step).toBe(expected);
+      small.sync(api.live.snapshot());
+      expect(Buffer.concat(small.all().parts).toString(), step).toBe(expected);
       const limit = 20 + random(150);
       expect(JSON.stringify((await walk(api, `/api/v1/targets?limit=${limit}`)).targets), `${step}, pages of ${limit}`).toBe(expected);
       const rack = (v: ReturnType<typeof targetView>) => v.effective_labels.rack === 'r1';
       expect((await api.get('/api/v1/targets?label=rack%3Dr1')).text, step).toBe(expectedList(api, rack));
-      expect(small.select(api.live.snapshot(), { selectors: [{ name: 'rack', op: '=', value: 'r1' }] }).json.toString(), step).toBe(expectedList(api, rack));
+      expect(small.select({ selectors: [{ name: 'rack', op: '=', value: 'r1' }] }).json.toString(), step).toBe(expectedList(api, rack));
     };
     await check('start');
     // Bulk pushes fill chunks past their split size, in random order.
@@ -300,5 +302,28 @@ describe('cached reads', () => {
       await check(`step ${step} (${what})`);
     }
     expect(live.size).toBeGreaterThan(0);
+  });
+});
+
+describe('big answers while writes wait', () => {
+  it('go out one after the other at the shared rate while the writer is busy, at once when it is idle', async () => {
+    let now = 0;
+    let busy = true;
+    const slept: number[] = [];
+    const bulk = new BulkReads(() => busy, { bytesPerSecond: 10e6, now: () => now, sleep: async (ms) => slept.push(ms) });
+    await bulk.turn(10e6); // the first goes at once and books 1 s
+    await bulk.turn(5e6); // the next waits for it, and books 0.5 s after it
+    await bulk.turn(5e6);
+    expect(slept).toEqual([1000, 1500]);
+    now = 1200; // time passed: the wait is what is left of the booked time
+    await bulk.turn(1e6);
+    expect(slept.at(-1)).toBe(800);
+    busy = false; // an idle writer: no waiting, whatever was booked
+    await bulk.turn(100e6);
+    expect(slept).toHaveLength(3);
+    busy = true; // and what an idle time booked does not hold up the next storm for long
+    now = 20_000;
+    await bulk.turn(1e6);
+    expect(slept).toHaveLength(3);
   });
 });

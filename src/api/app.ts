@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { AamiError } from '../errors.js';
+import { BulkReads } from './bulk.js';
 import { checkQuery, notFound } from './conventions.js';
 import type { AppDeps } from './deps.js';
 import { onError, sendError } from './errors.js';
@@ -18,7 +19,7 @@ import { tokenRoutes } from './routes/tokens.js';
 export function createApp(appDeps: AppDeps) {
   const maxBodyBytes = appDeps.maxBodyBytes ?? 64 * 1024;
   const metrics = apiMetrics(appDeps.metrics.registry);
-  const deps = { ...appDeps, registrations: metrics.registrations };
+  const deps = { ...appDeps, registrations: metrics.registrations, bulk: new BulkReads(() => appDeps.writer.pending > 0) };
   const app = new Hono();
   app.onError(onError(deps.logger));
   app.notFound(notFound(app));

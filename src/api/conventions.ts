@@ -3,6 +3,7 @@ import { matchedRoutes } from 'hono/route';
 import type { z } from 'zod';
 import { AamiError } from '../errors.js';
 import { describeZodError } from '../schema/describe.js';
+import type { BulkReads } from './bulk.js';
 import { sendError } from './errors.js';
 import { routeDoc } from './spec/routes.js';
 
@@ -103,15 +104,40 @@ export function created(c: Context, location: string, body: unknown): Response {
  * Bytes that stay the same while `etag` does: 304 when the client has them (If-None-Match),
  * else the bytes. `no-cache` makes caches ask every time, so nobody is served a stale list.
  */
-export function cachedBody(c: Context, bytes: Buffer, etag: string, type = 'application/json'): Response {
+export function cachedBody(c: Context, bytes: Buffer | Buffer[], etag: string): Response {
   const headers = { ETag: etag, 'Cache-Control': 'no-cache' };
   if (etagMatches(c.req.header('if-none-match'), etag)) return c.body(null, 304, headers);
-  return jsonBytes(c, bytes, { ...headers, 'Content-Type': type });
+  return jsonBytes(c, bytes, headers);
 }
 
-/** Bytes as the body, without copying them (an inventory is megabytes). */
-export function jsonBytes(c: Context, bytes: Buffer, headers: Record<string, string> = {}): Response {
-  return c.body(new Uint8Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength), 200, { 'Content-Type': 'application/json', ...headers });
+/**
+ * A big cached answer (the target list, http_sd): 304 at once when the client has it;
+ * otherwise it waits for its turn (BulkReads) and sends the bytes current by then.
+ */
+export async function bulkBody(c: Context, bulk: BulkReads, current: () => { parts: Buffer | Buffer[]; etag: string }): Promise<Response> {
+  const { parts, etag } = current();
+  if (!etagMatches(c.req.header('if-none-match'), etag)) await bulk.turn([parts].flat().reduce((sum, part) => sum + part.length, 0));
+  const now = current();
+  return cachedBody(c, now.parts, now.etag);
+}
+
+const view = (bytes: Buffer) => new Uint8Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
+
+/**
+ * JSON bytes as the body, never copied (an inventory is megabytes): one buffer as it is, a
+ * list of parts written out one after the other.
+ */
+export function jsonBytes(c: Context, bytes: Buffer | Buffer[], headers: Record<string, string> = {}): Response {
+  const type = { 'Content-Type': 'application/json', ...headers };
+  if (!Array.isArray(bytes)) return c.body(view(bytes), 200, type);
+  let next = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (next < bytes.length) controller.enqueue(view(bytes[next++]!));
+      else controller.close();
+    },
+  });
+  return c.body(stream, 200, { ...type, 'Content-Length': String(bytes.reduce((sum, part) => sum + part.length, 0)) });
 }
 
 function etagMatches(header: string | undefined, etag: string): boolean {

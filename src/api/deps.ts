@@ -8,6 +8,7 @@ import type { Heartbeats } from '../nodes/heartbeats.js';
 import type { RemoteStatus } from '../writer/upstream.js';
 import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
+import type { BulkReads } from './bulk.js';
 
 /** What health says about the repository the server serves from. */
 export interface RepoHealth {
@@ -48,7 +49,8 @@ export interface AppDeps {
   remote?: { status: RemoteStatus; pull: () => Promise<void>; webhookSecret?: string };
 }
 
-/** What the routes get: the injected dependencies and the API's own counters. */
+/** What the routes get: the injected dependencies, the API's own counters and its pacer of big answers. */
 export interface RouteDeps extends AppDeps {
   registrations: Counter<'outcome'>;
+  bulk: BulkReads;
 }

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { Snapshot } from '../catalog/live.js';
 import type { Catalog } from '../catalog/build.js';
+import { PMap } from '../catalog/pmap.js';
 import { targetView } from '../inventory/views.js';
 import type { Heartbeats } from '../nodes/heartbeats.js';
-import type { Group, Settings, Target } from '../schema/index.js';
+import type { Group, Settings, Target, Token } from '../schema/index.js';
 
 /** One target as the list serves it: its JSON, and its effective labels for selectors. */
 interface Entry {
@@ -12,6 +13,7 @@ interface Entry {
   ephemeral: boolean;
   seen: number | undefined;
   labels: Readonly<Record<string, string>>;
+  /** Its JSON: a view into its chunk's joined bytes once joined, so the list is kept once. */
   json: Buffer;
   chunk: Chunk;
 }
@@ -26,8 +28,8 @@ interface Chunk {
 
 /** Tells this process's ETags from another's, and from its own before a restart. */
 const BOOT = randomBytes(6).toString('base64url');
-/** A chunk past twice this size is split; sized so a changed target re-joins ~100 KB, not the fleet. */
-const CHUNK = 128;
+/** A chunk past twice this size is split: a changed target re-joins ~1 MB, not the fleet, and the list is sent in ~1 MB pieces. */
+const CHUNK = 1024;
 const COMMA = Buffer.from(',');
 const OPEN = Buffer.from('[');
 const CLOSE = Buffer.from(']');
@@ -58,9 +60,10 @@ export interface Page {
  * GET /api/v1/targets without rendering the inventory on every call. Each target's JSON is
  * rendered once per version of the target (and of what its view depends on: the groups,
  * aami.yaml, its token's ephemeral flag, its last heartbeat) and kept in host-name order in
- * chunks of joined JSON. A call after a registration re-renders the changed target and
- * re-joins its chunk; the whole list is joined from the chunks once per catalog snapshot and
- * heartbeat change, and served as the same bytes (with the same ETag) until the next one.
+ * chunks of joined JSON. A call after a registration finds the changed targets from the
+ * catalog's and the heartbeats' own change records (not by walking the fleet), re-renders
+ * them and re-joins their chunks; the whole list is served as the chunks in order, the same
+ * bytes (with the same ETag) until a target changes.
  */
 export class TargetList {
   private readonly byHost = new Map<string, Entry>();
@@ -69,7 +72,9 @@ export class TargetList {
   private heartbeatVersion = -1;
   private groups: ReadonlyMap<string, Group> | undefined;
   private settings: Settings | undefined;
-  private whole: { json: Buffer; etag: string } | undefined;
+  private targets: ReadonlyMap<string, Target> | undefined;
+  private tokens: ReadonlyMap<string, unknown> | undefined;
+  private whole: { parts: Buffer[]; etag: string } | undefined;
   /** Counts the versions of the whole list this process served. */
   private generation = 0;
 
@@ -79,21 +84,22 @@ export class TargetList {
   ) {}
 
   /**
-   * Every target, as one JSON array: the same bytes and ETag until a target changes (by the
-   * catalog or by a heartbeat). The ETag names this process and the list's generation.
+   * Every target, as the parts of one JSON array (written out in turn, never copied into
+   * one buffer): the same parts and ETag until a target changes (by the catalog or by a
+   * heartbeat). The ETag names this process and the list's generation.
    */
-  all(snapshot: Snapshot): { json: Buffer; etag: string } {
-    this.sync(snapshot);
-    this.whole ??= {
-      json: join(this.chunks.map((chunk) => (chunk.json ??= join(chunk.entries.map((e) => e.json), COMMA))), COMMA, OPEN, CLOSE),
-      etag: `"${BOOT}.${++this.generation}"`,
-    };
+  all(): { parts: Buffer[]; etag: string } {
+    if (!this.whole) {
+      const parts: Buffer[] = [OPEN];
+      this.chunks.forEach((chunk, i) => parts.push(...(i ? [COMMA] : []), joined(chunk)));
+      parts.push(CLOSE);
+      this.whole = { parts, etag: `"${BOOT}.${++this.generation}"` };
+    }
     return this.whole;
   }
 
   /** The targets matching `query`, in host name order, at most `query.limit` of them. */
-  select(snapshot: Snapshot, query: ListQuery, visible: (hostname: string) => boolean = () => true): Page {
-    this.sync(snapshot);
+  select(query: ListQuery, visible: (hostname: string) => boolean = () => true): Page {
     const matches = (e: Entry) =>
       (!query.hostname || e.hostname === query.hostname) &&
       (!query.group || e.labels.aami_groups?.includes(`,${query.group},`)) &&
@@ -115,22 +121,57 @@ export class TargetList {
     }
   }
 
+  private inStep(snapshot: Snapshot): boolean {
+    return snapshot === this.snapshot && this.heartbeats.version === this.heartbeatVersion;
+  }
+
   /** Bring the entries in step with the snapshot and the heartbeats, touching only what changed. */
-  private sync(snapshot: Snapshot): void {
+  sync(snapshot: Snapshot): void {
+    if (this.inStep(snapshot)) return;
     const heartbeatVersion = this.heartbeats.version;
-    if (snapshot === this.snapshot && heartbeatVersion === this.heartbeatVersion) return;
     const catalog = snapshot.catalog;
     if (catalog.groups !== this.groups || catalog.settings !== this.settings) this.rebuild(catalog);
     else {
-      for (const [hostname, target] of catalog.targets) {
-        const entry = this.byHost.get(hostname);
-        if (!entry) this.insert(this.render(catalog, target));
-        else if (entry.target !== target || entry.ephemeral !== ephemeralOf(catalog, target) || entry.seen !== this.heartbeats.lastSeenMs(hostname)) this.update(entry, catalog, target);
+      const changed = this.changedHosts(catalog);
+      if (changed) for (const hostname of changed) this.reconcile(catalog, hostname);
+      else {
+        for (const hostname of catalog.targets.keys()) this.reconcile(catalog, hostname);
+        if (this.byHost.size > catalog.targets.size) for (const hostname of [...this.byHost.keys()]) if (!catalog.targets.has(hostname)) this.reconcile(catalog, hostname);
       }
-      if (this.byHost.size > catalog.targets.size) for (const entry of [...this.byHost.values()]) if (!catalog.targets.has(entry.hostname)) this.remove(entry);
     }
     this.snapshot = snapshot;
+    this.targets = catalog.targets;
+    this.tokens = catalog.tokens;
     this.heartbeatVersion = heartbeatVersion;
+  }
+
+  /**
+   * The hosts that may have changed since the last sync: the target map's changed keys and
+   * the heartbeats' journal. Undefined when only a walk over every target can tell (the map
+   * was flattened, the journal moved on, or a token file changed, which may flip `ephemeral`).
+   */
+  private changedHosts(catalog: Catalog): Set<string> | undefined {
+    const { targets, tokens } = catalog;
+    if (!(targets instanceof PMap) || !(this.targets instanceof PMap) || !(tokens instanceof PMap) || !(this.tokens instanceof PMap)) return undefined;
+    const before = this.tokens as PMap<string, Token>;
+    for (const id of tokens.changedSince(before) ?? [undefined]) {
+      if (id === undefined || tokens.get(id)?.ephemeral !== before.get(id)?.ephemeral) return undefined;
+    }
+    const hosts = (targets as PMap<string, Target>).changedSince(this.targets as PMap<string, Target>);
+    const seen = this.heartbeats.changedSince(this.heartbeatVersion);
+    if (!hosts || !seen) return undefined;
+    for (const hostname of seen) hosts.add(hostname);
+    return hosts;
+  }
+
+  /** Insert, re-render or remove one host's entry, as the catalog and its heartbeat say. */
+  private reconcile(catalog: Catalog, hostname: string): void {
+    const target = catalog.targets.get(hostname);
+    const entry = this.byHost.get(hostname);
+    if (!target) {
+      if (entry) this.remove(entry);
+    } else if (!entry) this.insert(this.render(catalog, target));
+    else if (entry.target !== target || entry.seen !== this.heartbeats.lastSeenMs(hostname) || entry.ephemeral !== ephemeralOf(catalog, target)) this.update(entry, catalog, target);
   }
 
   private rebuild(catalog: Catalog): void {
@@ -235,6 +276,20 @@ function sortedIndex(entries: Entry[], hostname: string): number {
 }
 
 const joinEntries = (entries: Entry[]) => join(entries.map((e) => e.json), COMMA, OPEN, CLOSE);
+
+/** A chunk's entries joined by commas; each entry's JSON becomes a view into it, so the old bytes can go. */
+function joined(chunk: Chunk): Buffer {
+  if (chunk.json) return chunk.json;
+  const json = join(chunk.entries.map((e) => e.json), COMMA);
+  let offset = 0;
+  for (const entry of chunk.entries) {
+    const length = entry.json.length;
+    entry.json = json.subarray(offset, offset + length);
+    offset += length + COMMA.length;
+  }
+  chunk.json = json;
+  return json;
+}
 
 function join(parts: Buffer[], separator: Buffer, open?: Buffer, close?: Buffer): Buffer {
   const list: Buffer[] = open ? [open] : [];

@@ -1,6 +1,8 @@
 import type { Fs } from '../git/fs.js';
 import { writeFileDurably } from '../git/fs.js';
 
+const JOURNAL = 100_000;
+
 /**
  * When each node last reported in. A runtime observation, not config: it never becomes a
  * commit. Kept in memory and saved to the state directory now and then, so a restart
@@ -10,6 +12,9 @@ export class Heartbeats {
   private readonly seen = new Map<string, number>();
   /** Goes up with every change, so a reader can tell that nothing changed since it last looked. */
   private changes = 0;
+  /** The host names of the latest changes, oldest first: journal[i] is change number journalStart + i + 1. */
+  private journal: string[] = [];
+  private journalStart = 0;
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -32,7 +37,7 @@ export class Heartbeats {
   record(hostname: string): Date {
     const at = this.now();
     this.seen.set(hostname, at);
-    this.changes++;
+    this.changed(hostname);
     this.markDirty();
     return new Date(at);
   }
@@ -46,7 +51,7 @@ export class Heartbeats {
   /** A target that is gone takes its heartbeat with it: no series and no staleness for it any more. */
   forget(hostname: string): void {
     if (this.seen.delete(hostname)) {
-      this.changes++;
+      this.changed(hostname);
       this.markDirty();
     }
   }
@@ -68,6 +73,25 @@ export class Heartbeats {
 
   get version(): number {
     return this.changes;
+  }
+
+  /**
+   * The hosts whose heartbeat changed after change number `version`, or undefined when the
+   * journal no longer reaches back that far (then any may have).
+   */
+  changedSince(version: number): string[] | undefined {
+    if (version < this.journalStart) return undefined;
+    return this.journal.slice(version - this.journalStart);
+  }
+
+  private changed(hostname: string): void {
+    this.changes++;
+    this.journal.push(hostname);
+    // Bounded: a reader that falls this far behind compares everything instead.
+    if (this.journal.length > JOURNAL) {
+      this.journal = this.journal.slice(JOURNAL / 2);
+      this.journalStart = this.changes - this.journal.length;
+    }
   }
 
   entries(): IterableIterator<[string, number]> {

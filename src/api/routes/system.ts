@@ -4,8 +4,8 @@ import { CLOSE, COMMA, EMPTY, OPEN } from '../../compile/compiler.js';
 import { AamiError } from '../../errors.js';
 import { staleTargets } from '../../inventory/nodes.js';
 import { requireRole } from '../auth.js';
-import { cachedBody, query } from '../conventions.js';
-import type { AppDeps } from '../deps.js';
+import { bulkBody, cachedBody, query } from '../conventions.js';
+import type { RouteDeps } from '../deps.js';
 import { openApiDocument } from '../spec/document.js';
 import { sdQuery } from '../spec/query.js';
 
@@ -18,10 +18,10 @@ const OPENAPI_ETAG = etagOf(openApiDocument());
  */
 class SdBodies {
   private output: Map<string, Buffer[]> | undefined;
-  private bodies = new Map<string, { json: Buffer; etag: string }>();
+  private bodies = new Map<string, { parts: Buffer; etag: string }>();
 
   /** The entries of `job`, or of every job; undefined for a job with no file. */
-  of(output: Map<string, Buffer[]>, job: string | undefined): { json: Buffer; etag: string } | undefined {
+  of(output: Map<string, Buffer[]>, job: string | undefined): { parts: Buffer; etag: string } | undefined {
     if (output !== this.output) {
       this.output = output;
       this.bodies = new Map();
@@ -32,7 +32,7 @@ class SdBodies {
       const parts = job === undefined ? everyJob(output) : output.get(`${job}.json`);
       if (!parts) return undefined;
       const json = Buffer.concat(parts);
-      body = { json, etag: etagOf(json) };
+      body = { parts: json, etag: etagOf(json) };
       this.bodies.set(key, body);
     }
     return body;
@@ -50,7 +50,7 @@ function everyJob(output: Map<string, Buffer[]>): Buffer[] {
 const HEALTH_LIST_LIMIT = 50;
 
 /** Health, the server's own metrics, and http_sd. */
-export function systemRoutes(deps: AppDeps) {
+export function systemRoutes(deps: RouteDeps) {
   const app = new Hono();
 
   const health = () => {
@@ -98,12 +98,15 @@ export function systemRoutes(deps: AppDeps) {
   // Prometheus would take that as "no targets" and drop everything it scrapes.
   const sd = new SdBodies();
   app.get('/api/v1/sd/prometheus', requireRole(deps, 'reader'), (c) => {
-    const output = deps.sd.lastOutput;
-    if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
     const { job } = query(c, sdQuery);
-    const body = sd.of(output, job);
-    if (!body) throw new AamiError('not_found', `no job "${job}"; jobs: ${[...output.keys()].map((n) => n.replace(/\.json$/, '')).join(', ')}`);
-    return cachedBody(c, body.json, body.etag);
+    const current = () => {
+      const output = deps.sd.lastOutput;
+      if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
+      const body = sd.of(output, job);
+      if (!body) throw new AamiError('not_found', `no job "${job}"; jobs: ${[...output.keys()].map((n) => n.replace(/\.json$/, '')).join(', ')}`);
+      return body;
+    };
+    return bulkBody(c, deps.bulk, current);
   });
   return app;
 }

@@ -5,13 +5,13 @@ import { targetView } from '../../inventory/views.js';
 import { targetCreate, targetPatch, targetReplace, type Target } from '../../schema/index.js';
 import { authenticate, authorize } from '../auth.js';
 import { parseBody } from '../body.js';
-import { cachedBody, created, jsonBytes, query } from '../conventions.js';
-import type { AppDeps } from '../deps.js';
+import { bulkBody, created, jsonBytes, query } from '../conventions.js';
+import type { RouteDeps } from '../deps.js';
 import { encodeCursor, targetsQuery } from '../spec/query.js';
 import { TargetList } from '../target-list.js';
 import { writerActor } from './actor.js';
 
-export function targetRoutes(deps: AppDeps) {
+export function targetRoutes(deps: RouteDeps) {
   const app = new Hono();
   const catalog = deps.catalog;
   const view = (target: Target) => targetView(catalog(), target, deps.heartbeats.lastSeen(target.hostname));
@@ -25,16 +25,19 @@ export function targetRoutes(deps: AppDeps) {
     return undefined;
   };
 
-  app.get('/', (c) => {
+  app.get('/', async (c) => {
     const visible = visibleTo(c);
     const { label = [], limit, cursor, ...filter } = query(c, targetsQuery);
-    const snapshot = deps.live.snapshot();
     if (!visible && !filter.hostname && !filter.group && !label.length && limit === undefined && cursor === undefined) {
       // The whole inventory: the same bytes until a target changes (last_seen included).
-      const { json, etag } = list.all(snapshot);
-      return cachedBody(c, json, etag);
+      return bulkBody(c, deps.bulk, () => {
+        list.sync(deps.live.snapshot());
+        return list.all();
+      });
     }
-    const page = list.select(snapshot, { ...filter, selectors: label, after: cursor, limit }, visible);
+    list.sync(deps.live.snapshot());
+    const page = list.select({ ...filter, selectors: label, after: cursor, limit }, visible);
+    await deps.bulk.turn(page.json.length);
     if (page.next !== undefined) {
       const next = new URL(c.req.url).searchParams;
       next.set('cursor', encodeCursor(page.next));
