@@ -1,9 +1,12 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BulkReads } from '../src/api/bulk.js';
 import { TargetList } from '../src/api/target-list.js';
 import { targetView } from '../src/inventory/views.js';
-import { apiHarness, ADMIN_TOKEN } from './api-helpers.js';
-import { targetYaml } from './helpers.js';
+import { Heartbeats } from '../src/nodes/heartbeats.js';
+import { apiHarness } from './api-helpers.js';
+import { targetYaml, tempDir } from './helpers.js';
 
 type Api = Awaited<ReturnType<typeof apiHarness>>;
 
@@ -325,5 +328,27 @@ describe('big answers while writes wait', () => {
     now = 20_000;
     await bulk.turn(1e6);
     expect(slept).toHaveLength(3);
+  });
+});
+
+describe('the heartbeats journal the list reads', () => {
+  it('names the hosts changed since a version, and says when it no longer reaches back that far', async () => {
+    let now = 0;
+    const heartbeats = new Heartbeats(fs, join(tempDir(), 'heartbeats.json'), () => now++);
+    const start = heartbeats.version;
+    heartbeats.record('a');
+    heartbeats.record('b');
+    const middle = heartbeats.version;
+    heartbeats.forget('a');
+    expect(heartbeats.changedSince(start)).toEqual(['a', 'b', 'a']);
+    expect(heartbeats.changedSince(middle)).toEqual(['a']);
+    expect(heartbeats.changedSince(heartbeats.version)).toEqual([]);
+    for (let i = 0; i < 150_000; i++) heartbeats.record(`n${i % 3}`);
+    expect(heartbeats.changedSince(middle)).toBeUndefined();
+    const recent = heartbeats.version;
+    heartbeats.record('z');
+    expect(heartbeats.changedSince(recent)).toEqual(['z']);
+    expect(heartbeats.changedSince(recent - 2)).toEqual(['n1', 'n2', 'z']);
+    await heartbeats.save(); // and no save timer left behind
   });
 });

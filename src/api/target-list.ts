@@ -73,7 +73,7 @@ export class TargetList {
   private groups: ReadonlyMap<string, Group> | undefined;
   private settings: Settings | undefined;
   private targets: ReadonlyMap<string, Target> | undefined;
-  private tokens: ReadonlyMap<string, unknown> | undefined;
+  private tokens: ReadonlyMap<string, Token> | undefined;
   private whole: { parts: Buffer[]; etag: string } | undefined;
   /** Counts the versions of the whole list this process served. */
   private generation = 0;
@@ -151,13 +151,13 @@ export class TargetList {
    * was flattened, the journal moved on, or a token file changed, which may flip `ephemeral`).
    */
   private changedHosts(catalog: Catalog): Set<string> | undefined {
-    const { targets, tokens } = catalog;
-    if (!(targets instanceof PMap) || !(this.targets instanceof PMap) || !(tokens instanceof PMap) || !(this.tokens instanceof PMap)) return undefined;
-    const before = this.tokens as PMap<string, Token>;
-    for (const id of tokens.changedSince(before) ?? [undefined]) {
-      if (id === undefined || tokens.get(id)?.ephemeral !== before.get(id)?.ephemeral) return undefined;
-    }
-    const hosts = (targets as PMap<string, Target>).changedSince(this.targets as PMap<string, Target>);
+    const [targets, before] = [catalog.targets, this.targets];
+    const [tokens, tokensBefore] = [catalog.tokens, this.tokens];
+    if (!(targets instanceof PMap && before instanceof PMap && tokens instanceof PMap && tokensBefore instanceof PMap)) return undefined;
+    const changedTokens = tokens.changedSince(tokensBefore);
+    if (!changedTokens) return undefined;
+    for (const id of changedTokens) if (!!tokens.get(id)?.ephemeral !== !!tokensBefore.get(id)?.ephemeral) return undefined;
+    const hosts = targets.changedSince(before);
     const seen = this.heartbeats.changedSince(this.heartbeatVersion);
     if (!hosts || !seen) return undefined;
     for (const hostname of seen) hosts.add(hostname);
