@@ -79,9 +79,11 @@ async function cpuFigures(targets: number) {
     const node = (await server.call('POST', '/api/v1/bootstrap/register', { hostname: 'bench-node', ip_address: '10.250.0.1' }, token)).json.node_credential as string;
     const heartbeat = () => server.call('POST', '/api/v1/nodes/heartbeat', undefined, node);
 
+    const rss0 = await server.rssMb();
     const cpu0 = await server.cpuSeconds();
     const first = await getAll(server, '/api/v1/targets');
     const firstMs = ((await server.cpuSeconds()) - cpu0) * 1000;
+    const rss1 = await server.rssMb();
     const unchanged = await cpuPerCall(server, calls, () => getAll(server, '/api/v1/targets'));
     const afterHeartbeat = await cpuPerCall(server, calls, () => getAll(server, '/api/v1/targets'), heartbeat);
     const { etag } = await getAll(server, '/api/v1/targets');
@@ -93,7 +95,7 @@ async function cpuFigures(targets: number) {
     const sdFirst = await getAll(server, '/api/v1/sd/prometheus');
     const sd = await cpuPerCall(server, calls, () => getAll(server, '/api/v1/sd/prometheus'));
     console.log(`GET /api/v1/targets (${(first.bytes / 1e6).toFixed(1)} MB):`);
-    console.log(`  first call, every target rendered : ${ms(firstMs)} CPU`);
+    console.log(`  first call, every target rendered : ${ms(firstMs)} CPU; resident memory ${rss0.toFixed(0)} → ${rss1.toFixed(0)} MB`);
     console.log(`  unchanged, cached bytes            : ${ms(unchanged)} CPU per call`);
     console.log(`  after a heartbeat (one re-rendered): ${ms(afterHeartbeat)} CPU per call (the heartbeat's own CPU taken off)`);
     console.log(`  If-None-Match, 304                 : ${ms(notModified)} CPU per call`);

@@ -36,11 +36,15 @@ export async function startServe(repo: string, root: string) {
     call,
     close: () => new Promise<void>((resolve) => (child.kill('SIGTERM'), child.once('exit', () => resolve()))),
     /** The server process's CPU time so far, from its own /metrics. */
-    async cpuSeconds(): Promise<number> {
-      const text = await (await fetch(`${url}/metrics`)).text();
-      return Number(/^process_cpu_seconds_total (\S+)$/m.exec(text)![1]);
-    },
+    cpuSeconds: () => metric(url, 'process_cpu_seconds_total'),
+    /** Its resident memory, in MB. */
+    rssMb: async () => (await metric(url, 'process_resident_memory_bytes')) / 1e6,
   };
+}
+
+async function metric(url: string, name: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)![1]);
 }
 
 export interface Storm {
