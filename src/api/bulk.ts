@@ -22,7 +22,7 @@ export class BulkReads {
     private readonly writesWaiting: () => boolean,
     options: Partial<BulkOptions> = {},
   ) {
-    this.options = { bytesPerSecond: 20e6, now: () => performance.now(), sleep, ...options };
+    this.options = { bytesPerSecond: 10e6, now: () => performance.now(), sleep, ...options };
   }
 
   /** Waits for the turn of an answer of `bytes` and books its share of the rate. */

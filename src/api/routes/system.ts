@@ -39,10 +39,17 @@ class SdBodies {
   }
 }
 
-/** Every job's entries in one list. */
+/** Every job's entries in one list (a file is [OPEN, entry, COMMA, entry, ..., CLOSE] or [EMPTY]). */
 function everyJob(output: Map<string, Buffer[]>): Buffer[] {
-  const entries = [...output.values()].flatMap((file) => file.slice(1, -1)).filter((part) => part !== COMMA);
-  return entries.length ? [OPEN, ...entries.flatMap((e, i) => (i ? [COMMA, e] : [e])), CLOSE] : [EMPTY];
+  const parts: Buffer[] = [OPEN];
+  for (const file of output.values()) {
+    for (let i = 1; i < file.length - 1; i++) {
+      if (file[i] === COMMA) continue;
+      if (parts.length > 1) parts.push(COMMA);
+      parts.push(file[i]!);
+    }
+  }
+  return parts.length > 1 ? [...parts, CLOSE] : [EMPTY];
 }
 
 

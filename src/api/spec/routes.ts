@@ -149,7 +149,7 @@ export const ROUTES: RouteDoc[] = [
     description:
       'Without parameters: every target, served from bytes rendered once per catalog change and heartbeat, with an ETag (If-None-Match answers 304). ' +
       'With limit (and cursor from the Link header) the array holds one page; Link: <…>; rel="next" points to the next page while there is one. ' +
-      'A node credential sees its own target only. While writes are queued, big answers go out one after the other at 20 MB/s in all.',
+      'A node credential sees its own target only. While writes are queued, big answers go out one after the other at 10 MB/s in all.',
     access: 'reader_or_node',
     query: targetsQuery,
     replies: { 200: { description: 'Targets (one page with limit)', json: answer.target, list: true, headers: ['ETag', 'Link'] }, 304: { description: 'Unchanged since the ETag in If-None-Match' } },
