@@ -12,6 +12,7 @@ export const ERROR_CODES = [
   'forbidden',
   'rate_limited',
   'not_found',
+  'method_not_allowed',
   'group_not_found',
   'target_not_found',
   'token_not_found',

@@ -1,90 +1,101 @@
-/** Just enough of the Prometheus text format for the server's own metrics. */
+import client from 'prom-client';
+import { VERSION } from './version.js';
+
+/**
+ * The server's own metrics, by prom-client: Node's process and runtime metrics
+ * (`process_*`, `nodejs_*`), `aami_build_info`, and the aami metrics the server and the API
+ * add. The classes below keep the server's wiring short: each wraps one prom-client metric,
+ * registered on a `Registry` with `add`.
+ */
 type Labels = Record<string, string>;
 
-const key = (labels: Labels) =>
-  Object.entries(labels)
-    .map(([k, v]) => `${k}="${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n')}"`)
-    .join(',');
-
-interface Metric {
-  render(): string;
+interface Wrapped {
+  readonly metric: client.Metric;
 }
 
-export class Counter implements Metric {
-  private readonly values = new Map<string, number>();
-  constructor(
-    readonly name: string,
-    readonly help: string,
-  ) {}
-  inc(labels: Labels = {}, by = 1): void {
-    const k = key(labels);
-    this.values.set(k, (this.values.get(k) ?? 0) + by);
+export class Registry {
+  readonly prom = new client.Registry();
+
+  /** `runtime: false` leaves out the process and Node.js metrics (and aami_build_info). */
+  constructor(options: { runtime?: boolean } = {}) {
+    if (options.runtime === false) return;
+    client.collectDefaultMetrics({ register: this.prom });
+    // Gauges named *_total, which promtool's lint refuses; nodejs_active_{handles,requests,resources} by type remain.
+    for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) this.prom.removeSingleMetric(name);
+    const build = new client.Gauge({
+      name: 'aami_build_info',
+      help: 'Always 1; the labels say which aami runs, on which Node.js.',
+      labelNames: ['version', 'nodejs_version'],
+      registers: [this.prom],
+    });
+    build.set({ version: VERSION, nodejs_version: process.versions.node }, 1);
   }
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`];
-    for (const [k, v] of this.values) lines.push(`${this.name}${k ? `{${k}}` : ''} ${v}`);
-    return lines.join('\n');
+
+  add<M extends Wrapped>(metric: M): M {
+    this.prom.registerMetric(metric.metric);
+    return metric;
+  }
+
+  /** The text exposition format, as Prometheus scrapes it. */
+  render(): Promise<string> {
+    return this.prom.metrics();
+  }
+
+  get contentType(): string {
+    return this.prom.contentType;
   }
 }
 
-export class Gauge implements Metric {
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    private readonly read: () => number,
-  ) {}
-  render(): string {
-    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, `${this.name} ${this.read()}`].join('\n');
+export class Counter<L extends string = never> implements Wrapped {
+  readonly metric: client.Counter<L>;
+  constructor(name: string, help: string, labelNames: readonly L[] = []) {
+    this.metric = new client.Counter({ name, help, labelNames, registers: [] });
+  }
+  inc(labels: Partial<Record<L, string>> = {}, by = 1): void {
+    this.metric.inc(labels, by);
+  }
+}
+
+/** A gauge read when scraped. */
+export class Gauge implements Wrapped {
+  readonly metric: client.Gauge;
+  constructor(name: string, help: string, read: () => number) {
+    this.metric = new client.Gauge({
+      name,
+      help,
+      registers: [],
+      collect() {
+        this.set(read());
+      },
+    });
   }
 }
 
 /** One gauge series per label set, read when scraped (e.g. each node's last heartbeat). */
-export class GaugeFamily implements Metric {
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    private readonly read: () => Iterable<[Labels, number]>,
-  ) {}
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`];
-    for (const [labels, value] of this.read()) lines.push(`${this.name}{${key(labels)}} ${value}`);
-    return lines.join('\n');
-  }
-}
-
-export class Histogram implements Metric {
-  private readonly counts: number[];
-  private sum = 0;
-  private count = 0;
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    private readonly buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
-  ) {
-    this.counts = buckets.map(() => 0);
-  }
-  observe(seconds: number): void {
-    this.buckets.forEach((le, i) => {
-      if (seconds <= le) this.counts[i]!++;
+export class GaugeFamily implements Wrapped {
+  readonly metric: client.Gauge;
+  constructor(name: string, help: string, labelNames: readonly string[], read: () => Iterable<[Labels, number]>) {
+    this.metric = new client.Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [],
+      collect() {
+        this.reset();
+        for (const [labels, value] of read()) this.set(labels, value);
+      },
     });
-    this.sum += seconds;
-    this.count++;
-  }
-  render(): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`];
-    this.buckets.forEach((le, i) => lines.push(`${this.name}_bucket{le="${le}"} ${this.counts[i]}`));
-    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`);
-    return lines.join('\n');
   }
 }
 
-export class Registry {
-  private readonly metrics: Metric[] = [];
-  add<M extends Metric>(metric: M): M {
-    this.metrics.push(metric);
-    return metric;
+export const SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+export class Histogram<L extends string = never> implements Wrapped {
+  readonly metric: client.Histogram<L>;
+  constructor(name: string, help: string, labelNames: readonly L[] = [], buckets = SECONDS_BUCKETS) {
+    this.metric = new client.Histogram({ name, help, labelNames, buckets, registers: [] });
   }
-  render(): string {
-    return `${this.metrics.map((m) => m.render()).join('\n')}\n`;
+  observe(seconds: number, labels: Partial<Record<L, string>> = {}): void {
+    this.metric.observe(labels, seconds);
   }
 }

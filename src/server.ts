@@ -134,7 +134,6 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const registry = new Registry();
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
-  const registrations = registry.add(new Counter('aami_registrations_total', 'Self-registrations and node updates by outcome (created, reenrolled, updated, unchanged, or an error code).'));
   const sd = new SdPublisher(live, {
     fs,
     sdDir: config.sdDir,
@@ -161,8 +160,8 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       throw error;
     }
   };
-  const pushes = registry.add(new Counter('aami_git_pushes_total', 'Pushes to the Git remote by outcome (pushed, rejected: the remote moved on and the writes were replayed, locked, refused, failed).'));
-  const pulls = registry.add(new Counter('aami_git_pulls_total', 'Pulls from the Git remote by outcome (current, pulled, refused, failed).'));
+  const pushes = registry.add(new Counter('aami_git_pushes_total', 'Pushes to the Git remote by outcome (pushed, rejected: the remote moved on and the writes were replayed, locked, refused, failed).', ['outcome']));
+  const pulls = registry.add(new Counter('aami_git_pulls_total', 'Pulls from the Git remote by outcome (current, pulled, refused, failed).', ['outcome']));
   // A follower writes nothing itself: its primary does, and pushes.
   const follower = Boolean(config.readOnly || config.primary);
   const upstream =
@@ -186,7 +185,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'), () => clock().getTime());
   await heartbeats.load();
   registry.add(
-    new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', function* () {
+    new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', ['hostname'], function* () {
       for (const [hostname, at] of heartbeats.entries()) yield [{ hostname }, at / 1000];
     }),
   );
@@ -250,7 +249,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     clock,
     logger,
     auth: { adminTokenHash, openReads: config.openReads, limiter: new FailureLimiter() },
-    metrics: { registry, registrations },
+    metrics: { registry },
     history: (pathspecs) => fileHistory(repo.gitdir, pathspecs),
     serving: () => serving,
     heartbeats,

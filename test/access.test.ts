@@ -31,6 +31,7 @@ const ROWS: Row[] = [
   row('GET', '/api/v1/health', anyone(200)),
   row('HEAD', '/api/v1/health', anyone(200)),
   row('GET', '/metrics', anyone(200)),
+  row('GET', '/api/v1/openapi.json', anyone(200)),
   row('GET', '/bootstrap.sh', anyone(200)),
   row('GET', '/scripts/dynamic-check.sh.sha256', anyone(200)),
   row('GET', '/api/v1/groups', readers(200)),

@@ -2,24 +2,25 @@ import * as fs from 'node:fs';
 import { createApp } from '../src/api/app.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { FailureLimiter } from '../src/api/auth.js';
-import { Counter, Registry } from '../src/metrics.js';
+import { Registry } from '../src/metrics.js';
 import { fileHistory } from '../src/git/history.js';
-import { silentLogger } from '../src/log.js';
+import { createLogger, silentLogger } from '../src/log.js';
 import { hashSecret } from '../src/tokens/secret.js';
 import { ROOT, tmpConfigRepo } from './helpers.js';
+import { checkAnswer } from './openapi-contract.js';
 
 export const ADMIN_TOKEN = 'test-admin-credential-0123456789';
 
 /**
  * The API over a real temp config repo, called through app.request() with a clock the test
- * moves. `remote` wires only the webhook secret, with a pull that does nothing: for tests of who may
- * call sync. The real pull over a real Git remote is tested in remote.test.ts.
+ * moves. Every answer is checked against the OpenAPI document (openapi-contract.ts). `remote` wires only the webhook secret, with a pull that does nothing: for tests of who may
+ * call sync. The real pull over a real Git remote is tested in remote.test.ts. `log` collects
+ * the server's log lines.
  */
-export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string } } = {}) {
+export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string }; log?: string[] } = {}) {
   let now = Date.parse('2026-11-26T00:00:00Z');
   const repo = await tmpConfigRepo({ now: () => now });
   const registry = new Registry();
-  const registrations = registry.add(new Counter('aami_registrations_total', 'test'));
   const heartbeats = new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`, () => now);
   const app = createApp({
     live: repo.live,
@@ -29,13 +30,13 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
     writer: repo.writer,
     repo: () => ({ branch: 'main', layout: 'bare', error: null, warning: null }),
     clock: () => new Date(now),
-    logger: silentLogger,
+    logger: options.log ? createLogger((line) => options.log!.push(line)) : silentLogger,
     auth: {
       adminTokenHash: hashSecret(ADMIN_TOKEN),
       openReads: options.openReads ?? false,
       limiter: new FailureLimiter({ maxFailures: options.maxFailures ?? 1000, windowMs: 60_000, now: () => now }),
     },
-    metrics: { registry, registrations },
+    metrics: { registry },
     history: (pathspecs) => fileHistory(repo.dir, pathspecs),
     serving: () => true,
     heartbeats,
@@ -56,6 +57,7 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
     const body = init.raw ?? (init.body === undefined ? undefined : JSON.stringify(init.body));
     const response = await app.request(path, { method, headers, body });
     const text = await response.text();
+    checkAnswer(method, path, { status: response.status, text, headers: response.headers });
     let json: any;
     try {
       json = JSON.parse(text);

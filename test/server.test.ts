@@ -8,11 +8,11 @@ import { FailureLimiter } from '../src/api/auth.js';
 import { SdPublisher } from '../src/compile/publisher.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { createLogger, silentLogger } from '../src/log.js';
-import { Counter, Registry } from '../src/metrics.js';
+import { Registry } from '../src/metrics.js';
 import { startServer } from '../src/server.js';
 import { hashSecret } from '../src/tokens/secret.js';
 import { gitCli, onCleanup, pushFiles, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
-import { serverConfig } from './node-helpers.js';
+import { serverConfig, waitFor } from './node-helpers.js';
 
 const ADMIN = 'node-test-admin-credential-0123'; // serverConfig()'s
 
@@ -152,6 +152,25 @@ describe('aami serve', () => {
     });
   }
 
+  it('shards SD files by primary group with --sd-layout group, and http_sd joins a job\'s shards', async () => {
+    const config = serverConfig({ sdLayout: 'group' });
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    const auth = { authorization: `Bearer ${ADMIN}` };
+    for (const [hostname, ip_address, primary_group_id] of [['gpu-a', '10.0.0.1', 'ml-training'], ['db-a', '10.0.0.2', 'databases']]) {
+      const created = await fetch(`${server.url}/api/v1/targets`, { method: 'POST', headers: auth, body: JSON.stringify({ hostname, ip_address, primary_group_id }) });
+      expect(created.status).toBe(201);
+    }
+    const shard = (name: string) => JSON.parse(fs.readFileSync(join(config.sdDir, name), 'utf8')) as Array<{ targets: string[] }>;
+    await waitFor('both shards written', async () => fs.existsSync(join(config.sdDir, 'node/databases.json')) && shard('node/databases.json').length === 1);
+    expect(shard('node/ml-training.json').map((e) => e.targets[0])).toEqual(['10.0.0.1:9100']);
+    expect(fs.existsSync(join(config.sdDir, 'node.json'))).toBe(false);
+    const job = await fetch(`${server.url}/api/v1/sd/prometheus?job=node`, { headers: auth });
+    expect(job.status).toBe(200);
+    expect(((await job.json()) as Array<{ targets: string[] }>).map((e) => e.targets[0]).sort()).toEqual(['10.0.0.1:9100', '10.0.0.2:9100']);
+    expect((await fetch(`${server.url}/api/v1/sd/prometheus?job=nope`, { headers: auth })).status).toBe(404);
+  });
+
   it('takes the SD files on disk as they are after a restart with nothing changed, and compiles again when something did', async () => {
     const lines: string[] = [];
     const config = serverConfig({ logger: createLogger((line) => lines.push(line)) });
@@ -188,7 +207,7 @@ describe('aami serve', () => {
       clock: () => new Date(),
       logger: silentLogger,
       auth: { adminTokenHash: hashSecret(ADMIN), openReads: true, limiter: new FailureLimiter() },
-      metrics: { registry, registrations: new Counter('x', 'x') },
+      metrics: { registry },
       history: async () => [],
       serving: () => true,
       heartbeats: new Heartbeats(fs, join(repo.dir, '..', 'heartbeats.json')),

@@ -2,9 +2,12 @@ import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { consoleRoutes } from '../console/routes.js';
 import { AamiError } from '../errors.js';
+import { BulkReads } from './bulk.js';
+import { checkQuery, notFound } from './conventions.js';
 import type { AppDeps } from './deps.js';
 import { onError, sendError } from './errors.js';
 import { forwardToPrimary, trustForwarded } from './forward.js';
+import { apiMetrics, observe } from './observe.js';
 import { credentialRoutes } from './routes/credentials.js';
 import { groupRoutes } from './routes/groups.js';
 import { nodeRoutes } from './routes/nodes.js';
@@ -15,11 +18,15 @@ import { systemRoutes } from './routes/system.js';
 import { targetRoutes } from './routes/targets.js';
 import { tokenRoutes } from './routes/tokens.js';
 
-export function createApp(deps: AppDeps) {
-  const maxBodyBytes = deps.maxBodyBytes ?? 64 * 1024;
+export function createApp(appDeps: AppDeps) {
+  const maxBodyBytes = appDeps.maxBodyBytes ?? 64 * 1024;
+  const metrics = apiMetrics(appDeps.metrics.registry);
+  const deps = { ...appDeps, registrations: metrics.registrations, bulk: new BulkReads(() => appDeps.writer.pending > 0) };
   const app = new Hono();
   app.onError(onError(deps.logger));
-  app.notFound((c) => sendError(c, new AamiError('not_found', `no route for ${c.req.method} ${c.req.path}`)));
+  app.notFound(notFound(app));
+  app.use('*', observe(metrics, deps.logger));
+  app.use('*', checkQuery());
   app.use(
     '/api/*',
     bodyLimit({

@@ -142,6 +142,9 @@ export interface AuthDeps {
 
 const PRINCIPAL = 'aami.principal';
 
+/** The principal a request was authenticated as, if it got that far. */
+export const principalOf = (c: Context): Principal | undefined => c.get(PRINCIPAL as never);
+
 /** Answer a wrong secret: 401, counted against the address; 429 once the address is over its limit. */
 export function refuse(c: Context, limiter: FailureLimiter, message: string): never {
   const address = clientAddress(c);

@@ -9,6 +9,7 @@ import type { RemoteStatus } from '../writer/upstream.js';
 import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
 import type { PrimaryOptions } from './forward.js';
+import type { BulkReads } from './bulk.js';
 
 /** What health says about the repository the server serves from. */
 export interface RepoHealth {
@@ -31,7 +32,8 @@ export interface AppDeps {
   auth: AuthOptions;
   clock: () => Date;
   logger: Logger;
-  metrics: { registry: Registry; registrations: Counter };
+  /** The server's metrics registry; the API adds its own metrics to it. */
+  metrics: { registry: Registry };
   history: (pathspecs: string[]) => Promise<HistoryEntry[]>;
   /** False while starting or shutting down: health answers 503. */
   serving: () => boolean;
@@ -52,4 +54,10 @@ export interface AppDeps {
   primary?: PrimaryOptions;
   /** Shared by a primary and its followers: the primary believes the client address a follower passes on. */
   clusterSecret?: string;
+}
+
+/** What the routes get: the injected dependencies, the API's own counters and its pacer of big answers. */
+export interface RouteDeps extends AppDeps {
+  registrations: Counter<'outcome'>;
+  bulk: BulkReads;
 }

@@ -13,6 +13,7 @@ export const STATUS: Record<ErrorCode, ContentfulStatusCode> = {
   token_revoked: 403,
   token_exhausted: 403,
   not_found: 404,
+  method_not_allowed: 405,
   target_not_found: 404,
   token_not_found: 404,
   conflict: 409,
@@ -39,7 +40,13 @@ export function errorBody(error: AamiError) {
   return { error: { code: error.code, message: error.message, details: error.details } };
 }
 
+const ERROR_CODE = 'aami.error';
+
+/** The error code the request was answered with, for the request log. */
+export const errorCodeOf = (c: Context): string | undefined => c.get(ERROR_CODE as never);
+
 export function sendError(c: Context, error: AamiError): Response {
+  c.set(ERROR_CODE as never, error.code as never);
   if (error.code === 'unauthorized') c.header('WWW-Authenticate', 'Bearer');
   return c.json(errorBody(error), STATUS[error.code]);
 }
@@ -49,6 +56,7 @@ export function onError(logger: Logger) {
   return (error: Error, c: Context): Response => {
     if (error instanceof AamiError) return sendError(c, error);
     logger.error('request failed', { method: c.req.method, path: c.req.path, error: error.message });
+    c.set(ERROR_CODE as never, 'internal' as never);
     return c.json({ error: { code: 'internal', message: 'internal error; see the server log', details: [] } }, 500);
   };
 }

@@ -64,6 +64,16 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
     for (const [key, value] of this.entries()) fn(value, key, this);
   }
 
+  /**
+   * The keys whose entries may differ between `older` and this map: every key either map
+   * changed on top of the base they share. Undefined when they share no base (one of them
+   * was flattened since): then only a full comparison tells.
+   */
+  changedSince(older: PMap<K, V>): Set<K> | undefined {
+    if (older.base !== this.base) return undefined;
+    return new Set([...older.delta.keys(), ...this.delta.keys()]);
+  }
+
   /** A draft to change: reads see its own changes; freeze() makes the next PMap. */
   edit(): PMapDraft<K, V> {
     return new PMapDraft(this);

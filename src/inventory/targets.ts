@@ -1,6 +1,5 @@
 import { addressKey } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
-import { groupChain } from '../catalog/labels.js';
 import { targetPath } from '../catalog/parse.js';
 import type { PlanFiles } from '../writer/writer.js';
 import { AamiError } from '../errors.js';
@@ -9,29 +8,7 @@ import type { Writer } from '../writer/writer.js';
 import { own, type Target, type TargetCreate, type TargetPatch, type TargetReplace } from '../schema/index.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
-import { targetView } from './views.js';
 import { renderYaml } from './yaml-file.js';
-
-export interface TargetFilter {
-  hostname?: string;
-  /** Member of this group, directly or through a child group. */
-  group?: string;
-}
-
-export function listTargets(catalog: Catalog, filter: TargetFilter = {}, lastSeen: (hostname: string) => Date | undefined = () => undefined) {
-  const hostname = filter.hostname?.toLowerCase();
-  const result = [];
-  for (const target of catalog.targets.values()) {
-    if (hostname && target.hostname !== hostname) continue;
-    if (filter.group && !memberOf(catalog, target, filter.group)) continue;
-    result.push(targetView(catalog, target, lastSeen(target.hostname)));
-  }
-  return result.sort((a, b) => (a.hostname < b.hostname ? -1 : 1));
-}
-
-function memberOf(catalog: Catalog, target: Target, group: string): boolean {
-  return [target.primary_group, ...target.groups].some((id) => groupChain(catalog.groups, id).some((g) => g.id === group));
-}
 
 export function requireTarget(catalog: Catalog, id: string): Target {
   const target = catalog.targets.get(id.toLowerCase());

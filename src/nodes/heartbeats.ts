@@ -1,6 +1,8 @@
 import type { Fs } from '../git/fs.js';
 import { writeFileDurably } from '../git/fs.js';
 
+const JOURNAL = 100_000;
+
 /**
  * When each node last reported in. A runtime observation, not config: it never becomes a
  * commit. Kept in memory and saved to the state directory now and then, so a restart
@@ -8,6 +10,11 @@ import { writeFileDurably } from '../git/fs.js';
  */
 export class Heartbeats {
   private readonly seen = new Map<string, number>();
+  /** Goes up with every change, so a reader can tell that nothing changed since it last looked. */
+  private changes = 0;
+  /** The host names of the latest changes, oldest first: journal[i] is change number journalStart + i + 1. */
+  private journal: string[] = [];
+  private journalStart = 0;
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
 
@@ -30,6 +37,7 @@ export class Heartbeats {
   record(hostname: string): Date {
     const at = this.now();
     this.seen.set(hostname, at);
+    this.changed(hostname);
     this.markDirty();
     return new Date(at);
   }
@@ -42,7 +50,10 @@ export class Heartbeats {
 
   /** A target that is gone takes its heartbeat with it: no series and no staleness for it any more. */
   forget(hostname: string): void {
-    if (this.seen.delete(hostname)) this.markDirty();
+    if (this.seen.delete(hostname)) {
+      this.changed(hostname);
+      this.markDirty();
+    }
   }
 
   /** Forget every node that is no longer a target (deleted by pull request, say). */
@@ -53,6 +64,34 @@ export class Heartbeats {
   lastSeen(hostname: string): Date | undefined {
     const at = this.seen.get(hostname);
     return at === undefined ? undefined : new Date(at);
+  }
+
+  /** The last heartbeat in ms since the epoch, without a Date per call (lists of 100k targets). */
+  lastSeenMs(hostname: string): number | undefined {
+    return this.seen.get(hostname);
+  }
+
+  get version(): number {
+    return this.changes;
+  }
+
+  /**
+   * The hosts whose heartbeat changed after change number `version`, or undefined when the
+   * journal no longer reaches back that far (then any may have).
+   */
+  changedSince(version: number): string[] | undefined {
+    if (version < this.journalStart) return undefined;
+    return this.journal.slice(version - this.journalStart);
+  }
+
+  private changed(hostname: string): void {
+    this.changes++;
+    this.journal.push(hostname);
+    // Bounded: a reader that falls this far behind compares everything instead.
+    if (this.journal.length > JOURNAL) {
+      this.journal = this.journal.slice(JOURNAL / 2);
+      this.journalStart = this.changes - this.journal.length;
+    }
   }
 
   entries(): IterableIterator<[string, number]> {

@@ -5,7 +5,7 @@ export const exporterType = z
   .string()
   .regex(/^[a-z][a-z0-9_]{0,62}$/, 'must be lowercase letters, digits and "_", starting with a letter');
 
-const jobName = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be lowercase letters, digits, "_" or "-"');
+export const jobName = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be lowercase letters, digits, "_" or "-"');
 
 export const exporterSettings = z.strictObject({
   job: jobName,

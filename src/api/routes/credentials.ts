@@ -5,6 +5,7 @@ import { credentialView } from '../../inventory/views.js';
 import { credentialCreate } from '../../schema/index.js';
 import { requireRole } from '../auth.js';
 import { parseBody } from '../body.js';
+import { created } from '../conventions.js';
 import type { AppDeps } from '../deps.js';
 import { writerActor } from './actor.js';
 
@@ -23,7 +24,8 @@ export function credentialRoutes(deps: AppDeps) {
   });
   app.post('/', async (c) => {
     const actor = writerActor(c, deps, 'admin');
-    return c.json(await createCredential(deps.writer, actor, await parseBody(c, credentialCreate), deps.clock()), 201);
+    const credential = await createCredential(deps.writer, actor, await parseBody(c, credentialCreate), deps.clock());
+    return created(c, `/api/v1/credentials/${credential.id}`, credential);
   });
   app.post('/:id/revoke', async (c) => {
     const { credential } = await revokeCredential(deps.writer, writerActor(c, deps, 'admin'), c.req.param('id'), deps.clock());

@@ -5,7 +5,9 @@ import { createGroup, deleteGroup, getGroup, listGroups, requireGroup, updateGro
 import { groupCreate, groupPatch, groupReplace } from '../../schema/index.js';
 import { requireRole } from '../auth.js';
 import { parseBody } from '../body.js';
+import { created, query } from '../conventions.js';
 import type { AppDeps } from '../deps.js';
+import { groupsQuery } from '../spec/query.js';
 import { writerActor } from './actor.js';
 
 export function groupRoutes(deps: AppDeps) {
@@ -13,7 +15,7 @@ export function groupRoutes(deps: AppDeps) {
   const reader = requireRole(deps, 'reader');
   const catalog = deps.catalog;
 
-  app.get('/', reader, (c) => c.json(listGroups(catalog(), { namespace: c.req.query('namespace') })));
+  app.get('/', reader, (c) => c.json(listGroups(catalog(), query(c, groupsQuery))));
   app.get('/:id', reader, (c) => c.json(getGroup(catalog(), c.req.param('id'))));
   app.get('/:id/history', reader, async (c) => {
     const id = c.req.param('id');
@@ -23,7 +25,7 @@ export function groupRoutes(deps: AppDeps) {
   app.post('/', async (c) => {
     const actor = writerActor(c, deps);
     const { group } = await createGroup(deps.writer, actor, await parseBody(c, groupCreate));
-    return c.json(group, 201);
+    return created(c, `/api/v1/groups/${group.id}`, group);
   });
   for (const [method, schema, mode] of [['put', groupReplace, 'replace'], ['patch', groupPatch, 'patch']] as const) {
     app[method]('/:id', async (c) => {

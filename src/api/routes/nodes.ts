@@ -8,11 +8,12 @@ import { targetView } from '../../inventory/views.js';
 import { nodeUpdate } from '../../schema/index.js';
 import { authenticateNode, clientAddress, requireRole } from '../auth.js';
 import { parseBody } from '../body.js';
-import type { AppDeps } from '../deps.js';
+import type { RouteDeps } from '../deps.js';
+import { logFields } from '../observe.js';
 import { registrationBody } from './register.js';
 
 /** Calls a registered node makes with its own credential, on its own target only; and the readers' view of checks. */
-export function nodeRoutes(deps: AppDeps) {
+export function nodeRoutes(deps: RouteDeps) {
   const app = new Hono();
   const catalog = deps.catalog;
   const reader = requireRole(deps, 'reader');
@@ -24,7 +25,8 @@ export function nodeRoutes(deps: AppDeps) {
   app.put('/api/v1/nodes/self', async (c) => {
     const hostname = authenticateNode(c, deps);
     const result = await updateOwnTarget(deps.writer, hostname, await parseBody(c, nodeUpdate), clientAddress(c));
-    deps.metrics.registrations.inc({ outcome: result.outcome });
+    deps.registrations.inc({ outcome: result.outcome });
+    logFields(c, { outcome: result.outcome });
     return c.json(registrationBody(deps, result));
   });
   app.delete('/api/v1/nodes/self', async (c) => {

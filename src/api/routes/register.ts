@@ -5,10 +5,12 @@ import { targetView } from '../../inventory/views.js';
 import { registration } from '../../schema/index.js';
 import { authenticate, clientAddress } from '../auth.js';
 import { parseBody } from '../body.js';
-import type { AppDeps } from '../deps.js';
+import { created } from '../conventions.js';
+import type { RouteDeps } from '../deps.js';
+import { logFields } from '../observe.js';
 
 /** The answer to an enrolment or a node's update: the target, and the node credential when one was issued. */
-export function registrationBody(deps: AppDeps, result: RegistrationResult) {
+export function registrationBody(deps: RouteDeps, result: RegistrationResult) {
   const catalog = deps.catalog();
   const view = targetView(catalog, result.target, deps.heartbeats.lastSeen(result.target.hostname));
   return {
@@ -21,7 +23,7 @@ export function registrationBody(deps: AppDeps, result: RegistrationResult) {
 }
 
 /** POST /api/v1/bootstrap/register — a node enrols itself with a bootstrap token. */
-export function registerRoutes(deps: AppDeps) {
+export function registerRoutes(deps: RouteDeps) {
   const app = new Hono();
   app.post('/register', async (c) => {
     const result = await (async () => {
@@ -34,11 +36,13 @@ export function registerRoutes(deps: AppDeps) {
       const input = await parseBody(c, registration);
       return enrolNode(deps.writer, input, principal.token.id, clientAddress(c), deps.clock());
     })().catch((error: unknown) => {
-      deps.metrics.registrations.inc({ outcome: error instanceof AamiError ? error.code : 'error' });
+      deps.registrations.inc({ outcome: error instanceof AamiError ? error.code : 'error' });
       throw error;
     });
-    deps.metrics.registrations.inc({ outcome: result.outcome });
-    return c.json(registrationBody(deps, result), result.outcome === 'created' ? 201 : 200);
+    deps.registrations.inc({ outcome: result.outcome });
+    logFields(c, { hostname: result.target.hostname, outcome: result.outcome });
+    const body = registrationBody(deps, result);
+    return result.outcome === 'created' ? created(c, `/api/v1/targets/${result.target.hostname}`, body) : c.json(body);
   });
   return app;
 }

@@ -1,16 +1,67 @@
+import { createHash } from 'node:crypto';
 import { Hono } from 'hono';
-import { CLOSE, COMMA, EMPTY, OPEN } from '../../compile/compiler.js';
+import { CLOSE, COMMA, EMPTY, jobOfFile, OPEN } from '../../compile/compiler.js';
 import { AamiError } from '../../errors.js';
 import { staleTargets } from '../../inventory/nodes.js';
 import { requireRole } from '../auth.js';
-import type { AppDeps } from '../deps.js';
+import { bulkBody, cachedBody, query } from '../conventions.js';
+import type { RouteDeps } from '../deps.js';
+import { openApiDocument } from '../spec/document.js';
+import { sdQuery } from '../spec/query.js';
+
+const etagOf = (bytes: Buffer) => `"${createHash('sha256').update(bytes).digest('base64url').slice(0, 27)}"`;
+const OPENAPI_ETAG = etagOf(openApiDocument());
+
+/**
+ * http_sd answers joined once per SD compile, not per request, each with an ETag of its
+ * bytes (the same on every server that compiled the same catalog, and after a restart).
+ */
+class SdBodies {
+  private output: Map<string, Buffer[]> | undefined;
+  private bodies = new Map<string, { parts: Buffer; etag: string }>();
+
+  /** The entries of `job`, or of every job; undefined for a job with no file. */
+  of(output: Map<string, Buffer[]>, job: string | undefined): { parts: Buffer; etag: string } | undefined {
+    if (output !== this.output) {
+      this.output = output;
+      this.bodies = new Map();
+    }
+    const key = job ?? '';
+    let body = this.bodies.get(key);
+    if (!body) {
+      const files = [...output].filter(([name]) => job === undefined || jobOfFile(name) === job).map(([, file]) => file);
+      if (job !== undefined && !files.length) return undefined;
+      const parts = files.length === 1 ? files[0]! : joined(files);
+      const json = Buffer.concat(parts);
+      body = { parts: json, etag: etagOf(json) };
+      this.bodies.set(key, body);
+    }
+    return body;
+  }
+}
+
+/**
+ * The entries of several SD files in one list: every job's, or one job's group shards with
+ * --sd-layout group (a file is [OPEN, entry, COMMA, entry, ..., CLOSE] or [EMPTY]).
+ */
+function joined(files: Buffer[][]): Buffer[] {
+  const parts: Buffer[] = [OPEN];
+  for (const file of files) {
+    for (let i = 1; i < file.length - 1; i++) {
+      if (file[i] === COMMA) continue;
+      if (parts.length > 1) parts.push(COMMA);
+      parts.push(file[i]!);
+    }
+  }
+  return parts.length > 1 ? [...parts, CLOSE] : [EMPTY];
+}
 
 
 /** Most entries health lists of invalid files and stale nodes; the counts are always whole. */
 const HEALTH_LIST_LIMIT = 50;
 
 /** Health, the server's own metrics, and http_sd. */
-export function systemRoutes(deps: AppDeps) {
+export function systemRoutes(deps: RouteDeps) {
   const app = new Hono();
 
   const health = () => {
@@ -50,28 +101,23 @@ export function systemRoutes(deps: AppDeps) {
     const { code, body } = health();
     return c.json(body, code as 200 | 503);
   });
-  app.on('HEAD', '/api/v1/health', (c) => c.body(null, health().code as 200 | 503));
 
-  app.get('/metrics', (c) => c.text(deps.metrics.registry.render(), 200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' }));
+  app.get('/metrics', async (c) => c.text(await deps.metrics.registry.render(), 200, { 'Content-Type': deps.metrics.registry.contentType }));
+  app.get('/api/v1/openapi.json', (c) => cachedBody(c, openApiDocument(), OPENAPI_ETAG));
 
   // http_sd: the same bytes as the file_sd files. Never "200 []" before the first compile:
   // Prometheus would take that as "no targets" and drop everything it scrapes.
+  const sd = new SdBodies();
   app.get('/api/v1/sd/prometheus', requireRole(deps, 'reader'), (c) => {
-    const output = deps.sd.lastOutput;
-    if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
-    const job = c.req.query('job');
-    let parts: Buffer[];
-    if (job) {
-      const file = output.get(`${job}.json`);
-      if (!file) throw new AamiError('not_found', `no job "${job}"; jobs: ${[...output.keys()].map((n) => n.replace(/\.json$/, '')).join(', ')}`);
-      parts = file;
-    } else {
-      // Every job's entries in one list.
-      const entries = [...output.values()].flatMap((file) => file.slice(1, -1)).filter((part) => part !== COMMA);
-      parts = entries.length ? [OPEN, ...entries.flatMap((e, i) => (i ? [COMMA, e] : [e])), CLOSE] : [EMPTY];
-    }
-    const bytes = Buffer.concat(parts);
-    return c.body(new Uint8Array(bytes), 200, { 'Content-Type': 'application/json' });
+    const { job } = query(c, sdQuery);
+    const current = () => {
+      const output = deps.sd.lastOutput;
+      if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
+      const body = sd.of(output, job);
+      if (!body) throw new AamiError('not_found', `no job "${job}"; jobs: ${[...new Set([...output.keys()].map(jobOfFile))].join(', ')}`);
+      return body;
+    };
+    return bulkBody(c, deps.bulk, current);
   });
   return app;
 }

@@ -1,36 +1,55 @@
 import { Hono, type Context } from 'hono';
 import { targetHistoryPathspec } from '../../catalog/parse.js';
 import { AamiError } from '../../errors.js';
-import { createTarget, deleteTarget, listTargets, patchTarget, replaceTarget, requireTarget } from '../../inventory/targets.js';
+import { createTarget, deleteTarget, patchTarget, replaceTarget, requireTarget } from '../../inventory/targets.js';
 import { targetView } from '../../inventory/views.js';
 import { targetCreate, targetPatch, targetReplace, type Target } from '../../schema/index.js';
 import { authenticate, authorize } from '../auth.js';
 import { parseBody } from '../body.js';
-import type { AppDeps } from '../deps.js';
+import { bulkBody, created, jsonBytes, query } from '../conventions.js';
+import type { RouteDeps } from '../deps.js';
+import { encodeCursor, targetsQuery } from '../spec/query.js';
+import { TargetList } from '../target-list.js';
 import { writerActor } from './actor.js';
 
-export function targetRoutes(deps: AppDeps) {
+export function targetRoutes(deps: RouteDeps) {
   const app = new Hono();
   const catalog = deps.catalog;
   const view = (target: Target) => targetView(catalog(), target, deps.heartbeats.lastSeen(target.hostname));
+  const list = new TargetList(deps.heartbeats);
 
   /** Readers see every target; a node credential sees its own target only (a node checks its registration). */
-  const visibleTo = (c: Context): ((hostname: string) => boolean) => {
+  const visibleTo = (c: Context): ((hostname: string) => boolean) | undefined => {
     const principal = authenticate(c, deps);
     if (principal.kind === 'node') return (hostname) => hostname === principal.hostname;
     authorize(c, deps, 'reader');
-    return () => true;
+    return undefined;
   };
 
-  app.get('/', (c) => {
+  app.get('/', async (c) => {
     const visible = visibleTo(c);
-    const targets = listTargets(catalog(), { hostname: c.req.query('hostname'), group: c.req.query('group') }, (hostname) => deps.heartbeats.lastSeen(hostname));
-    return c.json(targets.filter((t) => visible(t.hostname)));
+    const { label = [], limit, cursor, ...filter } = query(c, targetsQuery);
+    if (!visible && !filter.hostname && !filter.group && !label.length && limit === undefined && cursor === undefined) {
+      // The whole inventory: the same bytes until a target changes (last_seen included).
+      return bulkBody(c, deps.bulk, () => {
+        list.sync(deps.live.snapshot());
+        return list.all();
+      });
+    }
+    list.sync(deps.live.snapshot());
+    const page = list.select({ ...filter, selectors: label, after: cursor, limit }, visible);
+    await deps.bulk.turn(page.json.length);
+    if (page.next !== undefined) {
+      const next = new URL(c.req.url).searchParams;
+      next.set('cursor', encodeCursor(page.next));
+      c.header('Link', `<${c.req.path}?${next}>; rel="next"`);
+    }
+    return jsonBytes(c, page.json);
   });
   app.get('/:id', (c) => {
     const visible = visibleTo(c);
     const target = requireTarget(catalog(), c.req.param('id'));
-    if (!visible(target.hostname)) throw new AamiError('forbidden', `a node credential reads its own target only, not ${target.hostname}`);
+    if (visible && !visible(target.hostname)) throw new AamiError('forbidden', `a node credential reads its own target only, not ${target.hostname}`);
     return c.json(view(target));
   });
   app.get('/:id/history', async (c) => {
@@ -41,7 +60,7 @@ export function targetRoutes(deps: AppDeps) {
   app.post('/', async (c) => {
     const actor = writerActor(c, deps);
     const { target } = await createTarget(deps.writer, actor, await parseBody(c, targetCreate));
-    return c.json(view(target), 201);
+    return created(c, `/api/v1/targets/${target.hostname}`, view(target));
   });
   app.put('/:id', async (c) => {
     const actor = writerActor(c, deps);

@@ -5,6 +5,7 @@ import { tokenView } from '../../inventory/views.js';
 import { tokenCreate } from '../../schema/index.js';
 import { requireRole } from '../auth.js';
 import { parseBody } from '../body.js';
+import { created } from '../conventions.js';
 import type { AppDeps } from '../deps.js';
 import { writerActor } from './actor.js';
 
@@ -23,7 +24,8 @@ export function tokenRoutes(deps: AppDeps) {
   });
   app.post('/', async (c) => {
     const actor = writerActor(c, deps);
-    return c.json(await createToken(deps.writer, actor, await parseBody(c, tokenCreate), deps.clock()), 201);
+    const token = await createToken(deps.writer, actor, await parseBody(c, tokenCreate), deps.clock());
+    return created(c, `/api/v1/bootstrap-tokens/${token.id}`, token);
   });
   const revoke = async (c: Context) => {
     const { token } = await revokeToken(deps.writer, writerActor(c, deps), c.req.param('id')!, deps.clock());

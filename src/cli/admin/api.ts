@@ -1,11 +1,12 @@
 import { UsageError } from '../command.js';
 import { configPath, readConfig } from './config.js';
 
-/** A 2xx answer: its exact text (what --json prints) and the parsed JSON. */
+/** A 2xx answer: its exact text (what --json prints), the parsed JSON and the headers (Link, Location). */
 export interface Answer {
   status: number;
   text: string;
   json: unknown;
+  headers: Headers;
 }
 
 export interface FieldDetail {
@@ -40,8 +41,9 @@ export class Api {
     private readonly credential: string | undefined,
   ) {}
 
-  get(path: string, query: Record<string, string | undefined> = {}): Promise<Answer> {
-    const params = new URLSearchParams(Object.entries(query).filter((entry): entry is [string, string] => entry[1] !== undefined));
+  /** A repeated query parameter (`label=a&label=b`) is given as a list. */
+  get(path: string, query: Record<string, string | string[] | undefined> = {}): Promise<Answer> {
+    const params = new URLSearchParams(Object.entries(query).flatMap(([name, value]) => (value === undefined ? [] : [value].flat().map((v): [string, string] => [name, v]))));
     return this.request('GET', params.size ? `${path}?${params}` : path);
   }
 
@@ -83,7 +85,7 @@ export class Api {
     const json = parseJson(text);
     if (!response.ok) throw refusal(response.status, json);
     if (json === undefined) throw new Refused(response.status, 'not_json', `the answer to ${method} ${path} is not JSON: is ${this.server.href} the aami API?`);
-    return { status: response.status, text, json };
+    return { status: response.status, text, json, headers: response.headers };
   }
 }
 

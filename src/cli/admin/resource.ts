@@ -19,6 +19,8 @@ type Values<O extends Options> = ReturnType<typeof parseFlags<O & typeof CONNECT
 export interface Shown {
   answer: Answer;
   lines(json: unknown): string[];
+  /** Said on standard error, with or without --json (there are more pages, say). */
+  notes?: string[];
 }
 
 export interface Action<O extends Options> {
@@ -47,17 +49,20 @@ export function listing<O extends Options>(spec: {
   synopsis?: string;
   options: O;
   path: string;
-  query?: (values: Values<O>) => Record<string, string | undefined>;
+  query?: (values: Values<O>) => Record<string, string | string[] | undefined>;
   columns: Column[];
+  /** What to do about more pages than were asked for (the answer's Link: rel="next"). */
+  more?: string;
 }): AnyAction {
-  const { path, query, columns, ...described } = spec;
+  const { path, query, columns, more, ...described } = spec;
   return action({
     name: 'list',
     params: [],
     ...described,
     async run({ values, api }) {
       const answer = await api.get(path, query?.(values));
-      return { answer, lines: (json) => table(rows(json), columns) };
+      const paged = /;\s*rel="next"/.test(answer.headers.get('link') ?? '');
+      return { answer, lines: (json) => table(rows(json), columns), notes: paged ? [`more match than these${more ? `: ${more}` : ''}`] : [] };
     },
   });
 }
@@ -140,6 +145,7 @@ async function perform(run: () => Promise<Shown>, json: boolean, io: Io): Promis
     const shown = await run();
     if (json) io.out(shown.answer.text);
     else for (const line of shown.lines(shown.answer.json)) io.out(line);
+    for (const note of shown.notes ?? []) io.err(note);
     return ADMIN_EXIT.ok;
   } catch (error) {
     return failure(error, io);

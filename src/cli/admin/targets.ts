@@ -72,17 +72,22 @@ Options:
       },
     }),
     listing({
-      summary: 'list targets, all or by host name or group',
-      synopsis: '[--hostname NAME] [--group ID]',
+      summary: 'list targets, all or by host name, group or label',
+      synopsis: '[--hostname NAME] [--group ID] [--label SELECTOR]... [--limit N]',
       help: `Lists targets, sorted by host name.
 
 Options:
-      --hostname NAME   only this host
-      --group ID        only members of this group or a group below it
-  -h, --help            show this help`,
-      options: { hostname: { type: 'string' }, group: { type: 'string' } },
+      --hostname NAME      only this host
+      --group ID           only members of this group or a group below it
+      --label SELECTOR     by effective label (repeatable, all must match): rack=r1,
+                           rack!=r1, gpu_model (has it) or !gpu_model (lacks it)
+      --limit N            at most N targets (the first N by host name); says so on
+                           standard error when more match
+  -h, --help               show this help`,
+      options: { hostname: { type: 'string' }, group: { type: 'string' }, label: { type: 'string', multiple: true }, limit: { type: 'string' } },
       path: PATH,
-      query: (values) => ({ hostname: values.hostname, group: values.group }),
+      query: (values) => ({ hostname: values.hostname, group: values.group, label: values.label, limit: values.limit === undefined ? undefined : String(wholeNumber(values.limit, '--limit')) }),
+      more: 'raise --limit, or narrow with --label, --group or --hostname',
       columns: [
         ['HOSTNAME', (t) => t.hostname],
         ['IP', (t) => t.ip_address],

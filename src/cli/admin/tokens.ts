@@ -17,6 +17,8 @@ const details = (json: unknown) => {
     ['State', 'state'],
     ['Ephemeral', 'ephemeral'],
     ['TTL after last seen', 'ttl_after_last_seen'],
+    ['Registered now', 'registered'],
+    ['Nodes may deregister', 'allow_deregister'],
     ['Created', 'created_at'],
     ['Labels', 'labels'],
   ]);

@@ -1,0 +1,151 @@
+import type { Context, Hono, MiddlewareHandler } from 'hono';
+import { matchedRoutes } from 'hono/route';
+import type { z } from 'zod';
+import { AamiError } from '../errors.js';
+import { describeZodError } from '../schema/describe.js';
+import type { BulkReads } from './bulk.js';
+import { sendError } from './errors.js';
+import { routeDoc } from './spec/routes.js';
+
+/**
+ * HTTP conventions every route keeps: query parameters checked against the route's
+ * declaration, 405 with Allow for a known path and another method, Location on 201, ETag
+ * and If-None-Match on cached reads.
+ */
+
+/** The route pattern that answers the request (`/api/v1/targets/:id`), or undefined when none does. */
+export function routeOf(c: Context): { method: string; path: string } | undefined {
+  const handler = matchedRoutes(c).filter((route) => route.method !== 'ALL').at(-1);
+  return handler && { method: handler.method, path: handler.path };
+}
+
+const QUERY = 'aami.query';
+
+/**
+ * Checks the query string against the parameters the route declares (spec/routes.ts): an
+ * unknown or repeated parameter, or a bad value, answers 400 naming it. The parsed values
+ * are what `query(c)` gives the route. test/openapi.test.ts keeps every API route documented.
+ */
+export function checkQuery(): MiddlewareHandler {
+  return async (c, next) => {
+    const route = routeOf(c);
+    const doc = route && routeDoc(route.method, route.path);
+    // Routes outside the API's document (the console's pages) read their own query.
+    if (route && doc) {
+      const schema = doc.query;
+      const params = new URL(c.req.url).searchParams;
+      const known = Object.keys(schema?.shape ?? {});
+      const unknown = [...new Set(params.keys())].filter((name) => !known.includes(name));
+      if (unknown.length) {
+        const takes = known.length ? `; it takes ${known.join(', ')}` : '; it takes none';
+        throw new AamiError('validation_failed', `unknown query parameter${unknown.length > 1 ? 's' : ''} ${unknown.map((n) => `"${n}"`).join(', ')} for ${route.method} ${route.path}${takes}`, unknown.map((field) => ({ field, message: 'is not a query parameter of this route' })));
+      }
+      if (schema) {
+        const values: Record<string, string | string[]> = {};
+        const repeated: string[] = [];
+        for (const name of known) {
+          const all = params.getAll(name);
+          if (!all.length) continue;
+          const list = isList(schema.shape[name]!);
+          if (!list && all.length > 1) repeated.push(name);
+          values[name] = list ? all : all[0]!;
+        }
+        if (repeated.length) throw new AamiError('validation_failed', `query parameter ${repeated.join(', ')} given more than once`, repeated.map((field) => ({ field, message: 'may be given once' })));
+        const parsed = schema.safeParse(values);
+        if (!parsed.success) {
+          const details = describeZodError(parsed.error);
+          throw new AamiError('validation_failed', `the query is invalid: ${details.map((d) => `${d.field} ${d.message}`).join('; ')}`, details);
+        }
+        c.set(QUERY as never, parsed.data as never);
+      }
+    }
+    await next();
+  };
+}
+
+function isList(schema: z.ZodType): boolean {
+  const def = (schema as { def?: { type?: string; innerType?: z.ZodType } }).def;
+  if (def?.type === 'optional' || def?.type === 'nullable') return isList(def.innerType!);
+  return def?.type === 'array';
+}
+
+/** The route's query parameters, parsed by checkQuery. */
+export function query<S extends z.ZodType>(c: Context, _schema: S): z.output<S> {
+  return (c.get(QUERY as never) ?? {}) as z.output<S>;
+}
+
+/**
+ * The app's answer for a request no route takes: 405 with Allow when the path is served by
+ * other methods, else 404. Paths are matched against the app's own routes. It answers rather
+ * than throws, so the middleware around it sees the answer.
+ */
+export function notFound(app: Hono) {
+  let patterns: Array<{ method: string; pattern: RegExp }> | undefined;
+  return (c: Context): Response => {
+    patterns ??= app.routes
+      .filter((route) => route.method !== 'ALL')
+      .map((route) => ({ method: route.method, pattern: new RegExp(`^${route.path.split('/').map((part) => (part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))).join('/')}$`) }));
+    const allowed = new Set(patterns.filter(({ pattern }) => pattern.test(c.req.path)).map(({ method }) => method));
+    if (allowed.size) {
+      if (allowed.has('GET')) allowed.add('HEAD');
+      const allow = [...allowed].sort().join(', ');
+      c.header('Allow', allow);
+      return sendError(c, new AamiError('method_not_allowed', `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow}`, { allowed: [...allowed].sort() }));
+    }
+    return sendError(c, new AamiError('not_found', `no route for ${c.req.method} ${c.req.path}`));
+  };
+}
+
+/** 201 with the Location of what was created. */
+export function created(c: Context, location: string, body: unknown): Response {
+  c.header('Location', location);
+  return c.json(body, 201);
+}
+
+/**
+ * Bytes that stay the same while `etag` does: 304 when the client has them (If-None-Match),
+ * else the bytes. `no-cache` makes caches ask every time, so nobody is served a stale list.
+ */
+export function cachedBody(c: Context, bytes: Buffer | Buffer[], etag: string): Response {
+  const headers = { ETag: etag, 'Cache-Control': 'no-cache' };
+  if (etagMatches(c.req.header('if-none-match'), etag)) return c.body(null, 304, headers);
+  return jsonBytes(c, bytes, headers);
+}
+
+/**
+ * A big cached answer (the target list, http_sd): 304 at once when the client has it;
+ * otherwise it waits for its turn (BulkReads) and sends the bytes current by then.
+ */
+export async function bulkBody(c: Context, bulk: BulkReads, current: () => { parts: Buffer | Buffer[]; etag: string }): Promise<Response> {
+  const { parts, etag } = current();
+  if (!etagMatches(c.req.header('if-none-match'), etag)) await bulk.turn([parts].flat().reduce((sum, part) => sum + part.length, 0));
+  const now = current();
+  return cachedBody(c, now.parts, now.etag);
+}
+
+const view = (bytes: Buffer) => new Uint8Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
+
+/**
+ * JSON bytes as the body, never copied (an inventory is megabytes): one buffer as it is, a
+ * list of parts written out one after the other.
+ */
+export function jsonBytes(c: Context, bytes: Buffer | Buffer[], headers: Record<string, string> = {}): Response {
+  const type = { 'Content-Type': 'application/json', ...headers };
+  if (!Array.isArray(bytes)) return c.body(view(bytes), 200, type);
+  let next = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (next < bytes.length) controller.enqueue(view(bytes[next++]!));
+      else controller.close();
+    },
+  });
+  return c.body(stream, 200, { ...type, 'Content-Length': String(bytes.reduce((sum, part) => sum + part.length, 0)) });
+}
+
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  return header.split(',').some((tag) => {
+    const trimmed = tag.trim();
+    return trimmed === '*' || trimmed.replace(/^W\//, '') === etag;
+  });
+}

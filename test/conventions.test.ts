@@ -1,0 +1,354 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { BulkReads } from '../src/api/bulk.js';
+import { TargetList } from '../src/api/target-list.js';
+import { targetView } from '../src/inventory/views.js';
+import { Heartbeats } from '../src/nodes/heartbeats.js';
+import { apiHarness } from './api-helpers.js';
+import { targetYaml, tempDir } from './helpers.js';
+
+type Api = Awaited<ReturnType<typeof apiHarness>>;
+
+/** What GET /api/v1/targets must answer: every target's view, rendered now, by host name. */
+function expectedList(api: Api, keep: (view: ReturnType<typeof targetView>) => boolean = () => true): string {
+  const catalog = api.live.snapshot().catalog;
+  const views = [...catalog.targets.values()].map((t) => targetView(catalog, t, api.heartbeats.lastSeen(t.hostname))).filter(keep);
+  return JSON.stringify(views.sort((a, b) => (a.hostname < b.hostname ? -1 : 1)));
+}
+
+/** Every page of a paged list, following Link rel="next"; the pages' targets in order. */
+async function walk(api: Api, first: string): Promise<{ targets: any[]; pages: number }> {
+  const targets: any[] = [];
+  let path: string | undefined = first;
+  let pages = 0;
+  while (path && pages < 10_000) {
+    const page = await api.get(path);
+    expect(page.status, path).toBe(200);
+    targets.push(...page.json);
+    pages++;
+    const link = page.headers.get('link');
+    path = link ? /^<([^>]+)>; rel="next"$/.exec(link)![1] : undefined;
+  }
+  return { targets, pages };
+}
+
+describe('query parameters', () => {
+  it('answers an unknown, repeated or malformed parameter with 400 naming it, on every route', async () => {
+    const api = await apiHarness();
+    const unknown = await api.get('/api/v1/targets?lable=rack=r1&hostname=a');
+    expect(unknown.status).toBe(400);
+    expect(unknown.json.error).toMatchObject({ code: 'validation_failed', details: [{ field: 'lable', message: 'is not a query parameter of this route' }] });
+    expect(unknown.json.error.message).toContain('"lable"');
+    expect(unknown.json.error.message).toContain('it takes hostname, group, label, limit, cursor');
+    for (const path of ['/api/v1/health?verbose=1', '/api/v1/groups?ns=logical', '/api/v1/sd/prometheus?format=yaml', '/metrics?x=1', '/bootstrap.sh?v=2']) {
+      const answer = await api.get(path);
+      expect(answer.status, path).toBe(400);
+      expect(answer.json.error.details[0].field, path).toBe(new URL(path, 'http://x').searchParams.keys().next().value);
+    }
+    // A write with a query string is refused before anything is committed.
+    const before = api.commits();
+    expect((await api.post('/api/v1/groups?dry_run=true', { name: 'x', namespace: 'logical' })).status).toBe(400);
+    expect(api.commits()).toBe(before);
+
+    expect((await api.get('/api/v1/targets?hostname=a&hostname=b')).json.error).toMatchObject({ code: 'validation_failed', details: [{ field: 'hostname', message: 'may be given once' }] });
+    for (const [query, field] of [
+      ['limit=0', 'limit'],
+      ['limit=10001', 'limit'],
+      ['limit=ten', 'limit'],
+      ['cursor=%2F%2F', 'cursor'],
+      ['cursor=bm90IGEgaG9zdA', 'cursor'],
+      ['label=1rack%3Dr1', 'label[0]'],
+      ['label=rack%3Dr1&label=%3D%3D', 'label[1]'],
+      ['group=Not_A_Slug', 'group'],
+      ['hostname=a%2Fb', 'hostname'],
+    ]) {
+      const answer = await api.get(`/api/v1/targets?${query}`);
+      expect(answer.status, query).toBe(400);
+      expect(answer.json.error.details.map((d: { field: string }) => d.field), query).toEqual([field]);
+    }
+    expect((await api.get('/api/v1/sd/prometheus?job=../etc')).status).toBe(400);
+  });
+});
+
+describe('methods and Location', () => {
+  it('answers a known path with a wrong method 405 and Allow, an unknown path 404', async () => {
+    const api = await apiHarness();
+    for (const [method, path, allow] of [
+      ['DELETE', '/api/v1/health', 'GET, HEAD'],
+      ['PUT', '/api/v1/groups', 'GET, HEAD, POST'],
+      ['POST', '/api/v1/targets/gpu-1', 'DELETE, GET, HEAD, PATCH, PUT'],
+      ['PATCH', '/api/v1/bootstrap-tokens/abc/revoke', 'POST'],
+      ['GET', '/api/v1/bootstrap/register', 'POST'],
+      ['POST', '/metrics', 'GET, HEAD'],
+    ]) {
+      const answer = await api.call(method!, path!, { body: method === 'GET' ? undefined : {} });
+      expect(answer.status, `${method} ${path}`).toBe(405);
+      expect(answer.headers.get('allow'), `${method} ${path}`).toBe(allow);
+      expect(answer.json.error).toMatchObject({ code: 'method_not_allowed', details: { allowed: allow!.split(', ') } });
+    }
+    expect((await api.get('/api/v1/no-such-thing')).json.error.code).toBe('not_found');
+    expect((await api.call('DELETE', '/api/v1/targets/a/b/c')).status).toBe(404);
+  });
+
+  it('gives every 201 a Location that reads back what was made', async () => {
+    const api = await apiHarness();
+    const made = [
+      await api.post('/api/v1/groups', { name: 'gpu-fleet', namespace: 'logical' }),
+      await api.post('/api/v1/targets', { hostname: 'GPU-01', ip_address: '10.0.0.1', primary_group_id: 'gpu-fleet' }),
+      await api.post('/api/v1/bootstrap-tokens', { name: 't', default_group_id: 'gpu-fleet', max_uses: 2, expires_at: '2027-01-01T00:00:00Z' }),
+      await api.post('/api/v1/credentials', { name: 'ci-bot', role: 'reader' }),
+    ];
+    const machine = { hostname: 'gpu-02', ip_address: '10.0.0.2', machine_id: 'e'.repeat(64) };
+    made.push(await api.register(made[2]!.json.token, machine));
+    expect(made.map((m) => m.headers.get('location'))).toEqual([
+      '/api/v1/groups/gpu-fleet',
+      '/api/v1/targets/gpu-01',
+      `/api/v1/bootstrap-tokens/${made[2]!.json.id}`,
+      `/api/v1/credentials/${made[3]!.json.id}`,
+      '/api/v1/targets/gpu-02',
+    ]);
+    for (const m of made) {
+      expect(m.status).toBe(201);
+      const read = await api.get(m.headers.get('location')!);
+      expect(read.status).toBe(200);
+      expect(read.json.id).toBe(m.json.id ?? m.json.target.id);
+    }
+    // Registering an enrolled host again is an update: 200, no Location.
+    const again = await api.register(made[2]!.json.token, machine);
+    expect(again.status).toBe(200);
+    expect(again.headers.get('location')).toBeNull();
+  });
+});
+
+describe('GET /api/v1/targets: paging and label selectors', () => {
+  async function fleet() {
+    const api = await apiHarness();
+    await api.post('/api/v1/groups', { name: 'gpu-fleet', namespace: 'logical', parent_id: 'ml-training', labels: { tier: 'gpu' } });
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 45; i++) {
+      const host = `node-${String(i).padStart(2, '0')}`;
+      const group = i % 3 ? 'ml-training' : 'gpu-fleet';
+      files[`targets/${group}/${host}.yaml`] = targetYaml(host, `10.1.0.${i + 1}`, group, `labels: {rack: r${i % 4}${i % 5 ? '' : ', spare: "yes"'}}\n`);
+    }
+    await api.push(files);
+    return api;
+  }
+
+  it('keeps the plain array by default, and pages with limit and a Link to the next page', async () => {
+    const api = await fleet();
+    const all = await api.get('/api/v1/targets');
+    expect(all.json).toHaveLength(45);
+    expect(all.headers.get('link')).toBeNull();
+    expect(all.text).toBe(expectedList(api));
+
+    const { targets, pages } = await walk(api, '/api/v1/targets?limit=10');
+    expect(pages).toBe(5);
+    expect(JSON.stringify(targets)).toBe(all.text);
+    const first = await api.get('/api/v1/targets?limit=10');
+    expect(first.json).toHaveLength(10);
+    expect(first.headers.get('link')).toMatch(/^<\/api\/v1\/targets\?limit=10&cursor=[\w-]+>; rel="next"$/);
+    // exactly one page: no Link
+    expect((await api.get('/api/v1/targets?limit=45')).headers.get('link')).toBeNull();
+
+    // A cursor is a place in host name order: targets added before it are not served again, those after it are.
+    const cursor = /cursor=([\w-]+)/.exec(first.headers.get('link')!)![1];
+    await api.post('/api/v1/targets', { hostname: 'node-00a', ip_address: '10.2.0.1', primary_group_id: 'ml-training' });
+    await api.post('/api/v1/targets', { hostname: 'node-44a', ip_address: '10.2.0.2', primary_group_id: 'ml-training' });
+    const rest = await walk(api, `/api/v1/targets?limit=7&cursor=${cursor}`);
+    expect(rest.targets.map((t) => t.hostname)).toEqual([...Array.from({ length: 35 }, (_, i) => `node-${i + 10}`), 'node-44a']);
+  });
+
+  it('selects by label: k=v, k!=v, k, !k, repeatable, against the effective labels, with the other filters and pages', async () => {
+    const api = await fleet();
+    const hosts = async (query: string) => (await walk(api, `/api/v1/targets?${query}`)).targets.map((t) => t.hostname);
+    const expected = (keep: (labels: Record<string, string>) => boolean) => JSON.parse(expectedList(api, (v) => keep(v.effective_labels))).map((t: { hostname: string }) => t.hostname);
+
+    expect(await hosts('label=rack%3Dr1')).toEqual(expected((l) => l.rack === 'r1'));
+    expect(await hosts('label=rack!%3Dr1')).toEqual(expected((l) => l.rack !== 'r1'));
+    expect(await hosts('label=spare')).toEqual(expected((l) => 'spare' in l));
+    expect(await hosts('label=!spare&label=rack%3Dr0')).toEqual(expected((l) => !('spare' in l) && l.rack === 'r0'));
+    // a group's label (tier, from gpu-fleet), a parent's (role, from ml-training) and aami's own
+    expect(await hosts('label=tier%3Dgpu')).toEqual(expected((l) => l.aami_group === 'gpu-fleet'));
+    expect((await hosts('label=role%3Dml-training')).length).toBe(45);
+    expect(await hosts('label=aami_group%3Dgpu-fleet&limit=4')).toEqual(await hosts('group=gpu-fleet'));
+    expect(await hosts('group=ml-training&label=tier%3Dgpu&label=rack%3Dr2&limit=1')).toEqual(expected((l) => l.tier === 'gpu' && l.rack === 'r2'));
+    expect(await hosts('hostname=NODE-07&label=rack%3Dr3')).toEqual(['node-07']);
+    expect(await hosts('label=rack%3Dr9')).toEqual([]);
+    expect((await api.get('/api/v1/targets?label=rack%3Dr9')).text).toBe('[]');
+    // a value may hold "=" and anything printable
+    await api.call('PATCH', '/api/v1/targets/node-01', { body: { labels: { url: 'a=b c' } } });
+    expect(await hosts('label=url%3Da%3Db%20c')).toEqual(['node-01']);
+  });
+
+  it('shows a node credential its own target only, whatever it asks for', async () => {
+    const api = await fleet();
+    const { token } = await api.token();
+    const { node_credential: node } = (await api.register(token, { hostname: 'own-node', ip_address: '10.3.0.1' })).json;
+    for (const query of ['', '?limit=1', '?label=rack', '?hostname=node-01', '?group=ml-training']) {
+      const answer = await api.get(`/api/v1/targets${query}`, { token: node });
+      expect(answer.status, query).toBe(200);
+      expect(answer.json.map((t: { hostname: string }) => t.hostname), query).toEqual(query.includes('rack') || query.includes('node-01') ? [] : ['own-node']);
+      expect(answer.headers.get('etag')).toBeNull();
+    }
+  });
+});
+
+describe('cached reads', () => {
+  it('serves the unchanged list as the same bytes with an ETag; 304 until a write or a heartbeat changes it', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    const { node_credential: node } = (await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' })).json;
+    const first = await api.get('/api/v1/targets');
+    const etag = first.headers.get('etag')!;
+    expect(etag).toMatch(/^"[\w-]+\.\d+"$/);
+    expect(first.headers.get('cache-control')).toBe('no-cache');
+    expect(first.text).toBe(expectedList(api));
+    expect(await api.get('/api/v1/targets', { headers: { 'if-none-match': etag } })).toMatchObject({ status: 304, text: '' });
+    expect((await api.get('/api/v1/targets', { headers: { 'if-none-match': `"other", W/${etag}` } })).status).toBe(304);
+    expect((await api.get('/api/v1/targets', { headers: { 'if-none-match': '"other"' } })).status).toBe(200);
+
+    // A heartbeat changes last_seen: a new ETag and the new time, no commit needed.
+    api.advance(60_000);
+    await api.post('/api/v1/nodes/heartbeat', undefined, { token: node });
+    const seen = await api.get('/api/v1/targets', { headers: { 'if-none-match': etag } });
+    expect(seen.status).toBe(200);
+    expect(seen.json[0].last_seen).toBe('2026-11-26T00:01:00.000Z');
+    expect(seen.headers.get('etag')).not.toBe(etag);
+    expect(seen.text).toBe(expectedList(api));
+
+    // A write that changes no target (a token's use count) keeps the list and its ETag.
+    await api.token();
+    expect((await api.get('/api/v1/targets', { headers: { 'if-none-match': seen.headers.get('etag')! } })).status).toBe(304);
+    // A target's change does not.
+    await api.call('PATCH', '/api/v1/targets/n1', { body: { labels: { rack: 'r2' } } });
+    const changed = await api.get('/api/v1/targets', { headers: { 'if-none-match': seen.headers.get('etag')! } });
+    expect(changed.status).toBe(200);
+    expect(changed.json[0].labels).toEqual({ rack: 'r2' });
+  });
+
+  it('serves http_sd with an ETag of its bytes, for every job and for one', async () => {
+    const api = await apiHarness();
+    await api.post('/api/v1/targets', { hostname: 'gpu-01', ip_address: '10.0.0.1', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter' }, { type: 'dcgm_exporter' }] });
+    await api.nextCompile();
+    for (const path of ['/api/v1/sd/prometheus', '/api/v1/sd/prometheus?job=dcgm']) {
+      const sd = await api.get(path);
+      const etag = sd.headers.get('etag')!;
+      expect(etag, path).toMatch(/^"[\w-]{27}"$/);
+      expect(await api.get(path, { headers: { 'if-none-match': etag } })).toMatchObject({ status: 304, text: '' });
+    }
+    const before = await api.get('/api/v1/sd/prometheus');
+    await api.post('/api/v1/targets', { hostname: 'gpu-02', ip_address: '10.0.0.2', primary_group_id: 'ml-training' });
+    await api.nextCompile();
+    const after = await api.get('/api/v1/sd/prometheus', { headers: { 'if-none-match': before.headers.get('etag')! } });
+    expect(after.status).toBe(200);
+    expect(after.json.map((e: { targets: string[] }) => e.targets[0]).sort()).toEqual(['10.0.0.1:9100', '10.0.0.1:9400', '10.0.0.2:9100']);
+    // the job's file is unchanged (gpu-02 has no dcgm): same ETag
+    expect((await api.get('/api/v1/sd/prometheus?job=dcgm', { headers: { 'if-none-match': (await api.get('/api/v1/sd/prometheus?job=dcgm')).headers.get('etag')! } })).status).toBe(304);
+  });
+
+  it('stays equal to a fresh render through adds, edits, moves, deletes, group and token changes and heartbeats (400 targets, seeded random steps)', { timeout: 120_000 }, async () => {
+    const api = await apiHarness();
+    const { token, id: tokenId } = await api.token({ max_uses: 100 });
+    const nodes: string[] = [];
+    for (let i = 0; i < 4; i++) nodes.push((await api.register(token, { hostname: `enrolled-${i}`, ip_address: `10.9.0.${i + 1}` })).json.node_credential);
+    let seed = 42;
+    const random = (n: number) => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31), seed % n);
+    // Beside the server's list, one of chunks of 2 to 4 entries: splits and emptied chunks at every step.
+    const small = new TargetList(api.heartbeats, 2);
+    const check = async (step: string) => {
+      const expected = expectedList(api);
+      expect((await api.get('/api/v1/targets')).text, step).toBe(expected);
+      small.sync(api.live.snapshot());
+      expect(Buffer.concat(small.all().parts).toString(), step).toBe(expected);
+      const limit = 20 + random(150);
+      expect(JSON.stringify((await walk(api, `/api/v1/targets?limit=${limit}`)).targets), `${step}, pages of ${limit}`).toBe(expected);
+      const rack = (v: ReturnType<typeof targetView>) => v.effective_labels.rack === 'r1';
+      expect((await api.get('/api/v1/targets?label=rack%3Dr1')).text, step).toBe(expectedList(api, rack));
+      expect(small.select({ selectors: [{ name: 'rack', op: '=', value: 'r1' }] }).json.toString(), step).toBe(expectedList(api, rack));
+    };
+    await check('start');
+    // Bulk pushes fill chunks past their split size, in random order.
+    const hosts = Array.from({ length: 400 }, (_, i) => `host-${String((i * 7919) % 400).padStart(3, '0')}`);
+    for (let batch = 0; batch < 4; batch++) {
+      const files: Record<string, string> = {};
+      for (const host of hosts.slice(batch * 100, batch * 100 + 100)) files[`targets/ml-training/${host}.yaml`] = targetYaml(host, `10.5.${Number(host.slice(5)) >> 8}.${Number(host.slice(5)) & 255}`, 'ml-training', `labels: {rack: r${random(3)}}\n`);
+      await api.push(files, `batch ${batch}`);
+      await check(`batch ${batch}`);
+    }
+    const live = new Set(hosts);
+    for (let step = 0; step < 40; step++) {
+      const host = [...live][random(live.size)]!;
+      const what = random(7);
+      if (what === 0) await api.call('PATCH', `/api/v1/targets/${host}`, { body: { labels: { rack: `r${random(3)}` } } });
+      else if (what === 1) await api.call('PATCH', `/api/v1/targets/${host}`, { body: { primary_group_id: random(2) ? 'ml-inference' : 'ml-training' } });
+      else if (what === 2) {
+        await api.call('DELETE', `/api/v1/targets/${host}`);
+        live.delete(host);
+      } else if (what === 3) {
+        // a run of deletions empties whole chunks
+        const sorted = [...live].sort();
+        const start = random(Math.max(1, sorted.length - 100));
+        const run = sorted.slice(start, start + 1 + random(50));
+        await api.push(Object.fromEntries(run.map((h) => [api.live.snapshot().catalog.targetPaths.get(h)!, null])), 'delete a run');
+        for (const h of run) live.delete(h);
+      } else if (what === 4) await api.call('PATCH', '/api/v1/groups/ml-training', { body: { labels: { role: `ml-${random(9)}` } } });
+      else if (what === 5) {
+        api.advance(1000);
+        await api.post('/api/v1/nodes/heartbeat', undefined, { token: nodes[random(nodes.length)] });
+      } else {
+        // The enrolling token turns ephemeral by a pull request: the view's ephemeral flag follows.
+        const path = `tokens/${tokenId}.yaml`;
+        const text = api.show(path).replace(/^ephemeral: .*\n|^ttl_after_last_seen: .*\n/gm, '');
+        await api.push({ [path]: random(2) ? `${text}ephemeral: true\nttl_after_last_seen: 10m\n` : text }, 'token ephemeral flip');
+      }
+      await check(`step ${step} (${what})`);
+    }
+    expect(live.size).toBeGreaterThan(0);
+  });
+});
+
+describe('big answers while writes wait', () => {
+  it('go out one after the other at the shared rate while the writer is busy, at once when it is idle', async () => {
+    let now = 0;
+    let busy = true;
+    const slept: number[] = [];
+    const bulk = new BulkReads(() => busy, { bytesPerSecond: 10e6, now: () => now, sleep: async (ms) => slept.push(ms) });
+    await bulk.turn(10e6); // the first goes at once and books 1 s
+    await bulk.turn(5e6); // the next waits for it, and books 0.5 s after it
+    await bulk.turn(5e6);
+    expect(slept).toEqual([1000, 1500]);
+    now = 1200; // time passed: the wait is what is left of the booked time
+    await bulk.turn(1e6);
+    expect(slept.at(-1)).toBe(800);
+    busy = false; // an idle writer: no waiting, whatever was booked
+    await bulk.turn(100e6);
+    expect(slept).toHaveLength(3);
+    busy = true; // and what an idle time booked does not hold up the next storm for long
+    now = 20_000;
+    await bulk.turn(1e6);
+    expect(slept).toHaveLength(3);
+  });
+});
+
+describe('the heartbeats journal the list reads', () => {
+  it('names the hosts changed since a version, and says when it no longer reaches back that far', async () => {
+    let now = 0;
+    const heartbeats = new Heartbeats(fs, join(tempDir(), 'heartbeats.json'), () => now++);
+    const start = heartbeats.version;
+    heartbeats.record('a');
+    heartbeats.record('b');
+    const middle = heartbeats.version;
+    heartbeats.forget('a');
+    expect(heartbeats.changedSince(start)).toEqual(['a', 'b', 'a']);
+    expect(heartbeats.changedSince(middle)).toEqual(['a']);
+    expect(heartbeats.changedSince(heartbeats.version)).toEqual([]);
+    for (let i = 0; i < 150_000; i++) heartbeats.record(`n${i % 3}`);
+    expect(heartbeats.changedSince(middle)).toBeUndefined();
+    const recent = heartbeats.version;
+    heartbeats.record('z');
+    expect(heartbeats.changedSince(recent)).toEqual(['z']);
+    expect(heartbeats.changedSince(recent - 2)).toEqual(['n1', 'n2', 'z']);
+    await heartbeats.save(); // and no save timer left behind
+  });
+});
