@@ -7,8 +7,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startBenchServer } from './server.js';
-import { bareRepoWith, ms, percentile, syntheticRepo, targetFile } from './synthetic.js';
+import { registrationStorm, startBenchServer } from './server.js';
+import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
 
 const { values } = parseArgs({
   options: {
@@ -29,60 +29,27 @@ try {
   const server = await startBenchServer(dirs);
   const created = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests, expires_at: '2099-01-01T00:00:00Z' })).json as { token: string };
 
-  const latencies: number[] = [];
-  const statuses = new Map<number, number>();
-  const acknowledged: string[] = [];
-  let next = 0;
   const cpuBefore = server.cpuSeconds();
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: clients }, async () => {
-      for (let i = next++; i < requests; i = next++) {
-        const t0 = performance.now();
-        const hostname = `bench-${i}`;
-        const response = await fetch(`${server.url}/api/v1/bootstrap/register`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${created.token}` },
-          body: JSON.stringify({ hostname, ip_address: `10.200.${i >> 8}.${i & 255}`, facts: { gpu_model: 'H100', gpu_count: 8 } }),
-        });
-        await response.arrayBuffer();
-        latencies.push(performance.now() - t0);
-        statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
-        if (response.status === 201) acknowledged.push(hostname);
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
+  const { rate, latencies, statuses, acknowledged } = await registrationStorm(server.url, created.token, { clients, requests, prefix: 'bench', net: 200 });
   const cpu = server.cpuSeconds() - cpuBefore;
   const memory = server.memory();
-  latencies.sort((a, b) => a - b);
-  // Durable and served: every 201 is in the branch's tree and, once compiled, in the SD file.
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  // Durable and served: every 201 is in the branch's tree and, once compiled (up to 30 s), in the SD file.
   const tree = execFileSync('git', ['--git-dir', dirs.repo, 'ls-tree', '-r', '--name-only', 'main', 'targets/cluster-0'], { encoding: 'utf8', maxBuffer: 1 << 28 });
-  const sd = readFileSync(join(dirs.sd, 'node.json'), 'utf8');
-  const missing = acknowledged.filter((h) => !tree.includes(`/${h}.yaml`) || !sd.includes(`"hostname": "${h}"`));
+  const unserved = () => {
+    const sd = readFileSync(join(dirs.sd, 'node.json'), 'utf8');
+    return acknowledged.filter((h) => !sd.includes(`"hostname": "${h}"`));
+  };
+  for (let i = 0; i < 300 && unserved().length; i++) await new Promise((resolve) => setTimeout(resolve, 100));
+  const missing = [...new Set([...acknowledged.filter((h) => !tree.includes(`/${h}.yaml`)), ...unserved()])];
   const commits = Number(execFileSync('git', ['--git-dir', dirs.repo, 'rev-list', '--count', 'main'], { encoding: 'utf8' })) - 2;
   await server.stop();
-  console.log(`aami serve: ${(requests / seconds).toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
+  console.log(`aami serve: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
   console.log(`            ${((cpu / requests) * 1000).toFixed(2)} ms of server CPU a registration; RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}; ${commits} commits`);
   console.log(`            durability: ${acknowledged.length - missing.length}/${acknowledged.length} acknowledged registrations in Git and in the SD file`);
 
-  // Baseline: the git CLI making the same commit for each registration, one by one (a temporary index: the repo is bare).
-  const env = { ...process.env, GIT_INDEX_FILE: join(root, 'index'), GIT_AUTHOR_NAME: 'b', GIT_AUTHOR_EMAIL: 'b@b', GIT_COMMITTER_NAME: 'b', GIT_COMMITTER_EMAIL: 'b@b' };
-  const git = (args: string[], input?: string) => execFileSync('git', ['--git-dir', dirs.repo, ...args], { input, encoding: 'utf8', env }).trim();
-  git(['read-tree', 'main']);
+  // Baseline: the git CLI making the same commit for each registration, one by one.
   const cliCount = 40;
-  const t0 = performance.now();
-  for (let i = 0; i < cliCount; i++) {
-    const target = targetFile(existing + 10_000 + i, 'cluster-0');
-    const blob = git(['hash-object', '-w', '--stdin'], target.content!);
-    const token = git(['hash-object', '-w', '--stdin'], `uses: ${i}\n`);
-    git(['update-index', '--add', '--cacheinfo', `100644,${blob},${target.path}`, '--cacheinfo', `100644,${token},tokens/bench.yaml`]);
-    const tree = git(['write-tree']);
-    const commit = git(['commit-tree', tree, '-p', 'main', '-m', `Register ${target.path}`]);
-    git(['update-ref', 'refs/heads/main', commit]);
-  }
-  const cliRate = cliCount / ((performance.now() - t0) / 1000);
+  const cliRate = gitCliCommitsPerSecond(dirs.repo, root, cliCount, existing + 10_000);
   console.log(`git CLI   : ${cliRate.toFixed(0)} commits/s (hash-object ×2, update-index, write-tree, commit-tree, update-ref; ${cliCount} commits)`);
 } finally {
   rmSync(root, { recursive: true, force: true });

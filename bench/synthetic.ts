@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import { join } from 'node:path';
 import type { Change } from '../src/git/repository.js';
 
 /** A config repo of `targets` GPU nodes spread over `groups` logical groups, as a change set. */
@@ -45,3 +46,25 @@ export function percentile(sorted: number[], p: number): number {
 }
 
 export const ms = (n: number) => `${n.toFixed(n < 10 ? 2 : 1)} ms`;
+
+/**
+ * The baseline the benches print beside the server: the git CLI making a registration's
+ * commit (a target file and the token's use count) `count` times, one by one, on the bare
+ * repository `repo` (through a temporary index in `scratch`). Commits per second.
+ */
+export function gitCliCommitsPerSecond(repo: string, scratch: string, count: number, firstIndex: number): number {
+  const env = { ...process.env, GIT_INDEX_FILE: join(scratch, 'bench-index'), GIT_AUTHOR_NAME: 'b', GIT_AUTHOR_EMAIL: 'b@b', GIT_COMMITTER_NAME: 'b', GIT_COMMITTER_EMAIL: 'b@b' };
+  const git = (args: string[], input?: string) => execFileSync('git', ['--git-dir', repo, ...args], { input, encoding: 'utf8', env }).trim();
+  git(['read-tree', 'main']);
+  const t0 = performance.now();
+  for (let i = 0; i < count; i++) {
+    const target = targetFile(firstIndex + i, 'cluster-0');
+    const blob = git(['hash-object', '-w', '--stdin'], target.content!);
+    const token = git(['hash-object', '-w', '--stdin'], `uses: ${i}\n`);
+    git(['update-index', '--add', '--cacheinfo', `100644,${blob},${target.path}`, '--cacheinfo', `100644,${token},tokens/bench.yaml`]);
+    const tree = git(['write-tree']);
+    const commit = git(['commit-tree', tree, '-p', 'main', '-m', `Register ${target.path}`]);
+    git(['update-ref', 'refs/heads/main', commit]);
+  }
+  return count / ((performance.now() - t0) / 1000);
+}

@@ -1,0 +1,79 @@
+// npm run bench:idle [-- --targets 10000,100000 --registrations 20]
+// One client at a time (issue 15): each self-registration on an idle server, its latency,
+// the server's CPU for it (answer, commit, compile, SD write), and the time from its 201 to
+// the SD file holding it, with one SD file per job (--sd-layout file) and one per group
+// (--sd-layout group). Baseline in the same run: the git CLI making the same commits.
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startBenchServer } from './server.js';
+import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
+
+const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '20' } } });
+const sizes = values.targets.split(',').map(Number);
+const count = Number(values.registrations);
+const root = mkdtempSync(join(tmpdir(), 'aami-bench-idle-'));
+const pause = (msec: number) => new Promise((resolve) => setTimeout(resolve, msec));
+const median = (list: number[]) => percentile([...list].sort((a, b) => a - b), 50);
+
+/** Polls `file` (its mtime first, then its text) until it holds `needle`; ms when seen. */
+async function seen(file: string, needle: string, since: number): Promise<number> {
+  let mtime = 0;
+  for (let i = 0; i < 20_000; i++) {
+    const now = statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? 0;
+    if (now !== mtime) {
+      mtime = now;
+      if (readFileSync(file, 'utf8').includes(needle)) return performance.now() - since;
+    }
+    await pause(1);
+  }
+  throw new Error(`${needle} never reached ${file}`);
+}
+
+try {
+  console.log(`# one registration at a time on an idle server — ${count} registrations each, node ${process.version}`);
+  for (const size of sizes) {
+    const repo = join(root, `repo-${size}`);
+    bareRepoWith(repo, syntheticRepo(size));
+    for (const layout of ['file', 'group'] as const) {
+      const base = join(root, `${size}-${layout}`);
+      const server = await startBenchServer({ repo, sd: join(base, 'sd'), state: join(base, 'state') }, ['--sd-layout', layout]);
+      try {
+        const token = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: `idle-${layout}`, default_group_id: 'cluster-0', max_uses: count + 3, expires_at: '2099-01-01T00:00:00Z' })).json.token as string;
+        const sdFile = join(base, 'sd', layout === 'file' ? 'node.json' : 'node/cluster-0.json');
+        const latencies: number[] = [];
+        const toSd: number[] = [];
+        const cpu: number[] = [];
+        for (let i = -3; i < count; i++) {
+          const address = `10.${layout === 'file' ? 201 : 202}.${(size / 1000) & 255}.${i + 3}`;
+          await pause(200); // idle: what the previous one started (compile, SD write) is over
+          const cpu0 = server.cpuSeconds();
+          const t0 = performance.now();
+          const response = await fetch(`${server.url}/api/v1/bootstrap/register`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${token}` },
+            body: JSON.stringify({ hostname: `idle-${layout}-${i + 3}`, ip_address: address, facts: { gpu_model: 'H100', gpu_count: 8 } }),
+          });
+          await response.arrayBuffer();
+          if (response.status !== 201) throw new Error(`registration answered ${response.status}`);
+          const answered = performance.now();
+          const after = await seen(sdFile, `"${address}:9100"`, answered);
+          await pause(100); // the CPU of the tail (the SD stamp, the parse cache) counted too
+          if (i < 0) continue; // the first three warm the server up
+          latencies.push(answered - t0);
+          toSd.push(after);
+          cpu.push((server.cpuSeconds() - cpu0) * 1000);
+        }
+        const memory = server.memory();
+        console.log(`${size} targets, --sd-layout ${layout}: latency p50 ${ms(median(latencies))}, max ${ms(Math.max(...latencies))}; 201 → SD file p50 ${ms(median(toSd))}, max ${ms(Math.max(...toSd))}; server CPU per registration p50 ${ms(median(cpu))} (in 10 ms ticks of /proc); RSS ${memory.rssMb.toFixed(0)} MB`);
+      } finally {
+        await server.stop();
+      }
+    }
+    const cli = gitCliCommitsPerSecond(repo, root, 40, size + 10_000);
+    console.log(`${size} targets, git CLI: ${cli.toFixed(0)} commits/s one by one (${ms(1000 / cli)} a commit)`);
+  }
+} finally {
+  rmSync(root, { recursive: true, force: true });
+}
