@@ -38,7 +38,7 @@ export function targetRoutes(deps: RouteDeps) {
     }
     list.sync(deps.live.snapshot());
     const page = list.select({ ...filter, selectors: label, after: cursor, limit }, visible);
-    await deps.bulk.turn(page.json.length);
+    await deps.bulk.turn(page.json.length, c.req.raw.signal);
     if (page.next !== undefined) {
       const next = new URL(c.req.url).searchParams;
       next.set('cursor', encodeCursor(page.next));
