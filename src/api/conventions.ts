@@ -114,11 +114,12 @@ export function cachedBody(c: Context, bytes: Buffer | Buffer[], etag: string): 
 
 /**
  * A big cached answer (the target list, http_sd): 304 at once when the client has it;
- * otherwise it waits for its turn (BulkReads) and sends the bytes current by then.
+ * otherwise it waits for its turn (BulkReads; a client that goes away gives it back) and
+ * sends the bytes current by then.
  */
 export async function bulkBody(c: Context, bulk: BulkReads, current: () => { parts: Buffer | Buffer[]; etag: string }): Promise<Response> {
   const { parts, etag } = current();
-  if (!etagMatches(c.req.header('if-none-match'), etag)) await bulk.turn([parts].flat().reduce((sum, part) => sum + part.length, 0));
+  if (!etagMatches(c.req.header('if-none-match'), etag)) await bulk.turn([parts].flat().reduce((sum, part) => sum + part.length, 0), c.req.raw.signal);
   const now = current();
   return cachedBody(c, now.parts, now.etag);
 }

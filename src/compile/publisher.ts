@@ -2,7 +2,7 @@ import { formatProblem } from '../catalog/problem.js';
 import type { LiveCatalog, Snapshot } from '../catalog/live.js';
 import { writeFileDurably, type Fs } from '../git/fs.js';
 import type { Logger } from '../log.js';
-import { Compiler, type SdLayout } from './compiler.js';
+import { CLOSE, Compiler, EMPTY, OPEN, type SdLayout } from './compiler.js';
 import { SdOutput } from './output.js';
 
 export interface CompileStatus {
@@ -92,9 +92,9 @@ export class SdPublisher {
     const files = new Map<string, Buffer[]>();
     for (const entry of await fs.promises.readdir(sdDir, { withFileTypes: true })) {
       const name = String(entry.name);
-      if (entry.isFile() && name.endsWith('.json')) files.set(name, [await fs.promises.readFile(`${sdDir}/${name}`)]);
+      if (entry.isFile() && name.endsWith('.json')) files.set(name, fileParts(await fs.promises.readFile(`${sdDir}/${name}`)));
       if (entry.isDirectory()) {
-        for (const inner of await fs.promises.readdir(`${sdDir}/${name}`)) if (String(inner).endsWith('.json')) files.set(`${name}/${inner}`, [await fs.promises.readFile(`${sdDir}/${name}/${inner}`)]);
+        for (const inner of await fs.promises.readdir(`${sdDir}/${name}`)) if (String(inner).endsWith('.json')) files.set(`${name}/${inner}`, fileParts(await fs.promises.readFile(`${sdDir}/${name}/${inner}`)));
       }
     }
     if (!files.size) throw new Error('no SD files');
@@ -177,4 +177,15 @@ export class SdPublisher {
     }
     this.reported = now;
   }
+}
+
+/**
+ * A file on disk in the parts a compile gives (http_sd joins files by them):
+ * [OPEN, entries, CLOSE] or [EMPTY]. Anything else is not a file this server wrote.
+ */
+function fileParts(bytes: Buffer): Buffer[] {
+  if (bytes.equals(EMPTY)) return [EMPTY];
+  const inner = bytes.length > OPEN.length + CLOSE.length ? bytes.subarray(OPEN.length, bytes.length - CLOSE.length) : undefined;
+  if (!inner || !bytes.subarray(0, OPEN.length).equals(OPEN) || !bytes.subarray(bytes.length - CLOSE.length).equals(CLOSE)) throw new Error('an SD file not in the compiler\'s format');
+  return [OPEN, inner, CLOSE];
 }

@@ -38,7 +38,7 @@ export function targetRoutes(deps: RouteDeps) {
     }
     list.sync(deps.live.snapshot());
     const page = list.select({ ...filter, selectors: label, after: cursor, limit }, visible);
-    await deps.bulk.turn(page.json.length);
+    await deps.bulk.turn(page.json.length, c.req.raw.signal);
     if (page.next !== undefined) {
       const next = new URL(c.req.url).searchParams;
       next.set('cursor', encodeCursor(page.next));
@@ -48,8 +48,10 @@ export function targetRoutes(deps: RouteDeps) {
   });
   app.get('/:id', (c) => {
     const visible = visibleTo(c);
-    const target = requireTarget(catalog(), c.req.param('id'));
-    if (visible && !visible(target.hostname)) throw new AamiError('forbidden', `a node credential reads its own target only, not ${target.hostname}`);
+    const id = c.req.param('id');
+    // Before the lookup: a node is not told whether another host name is taken.
+    if (visible && !visible(id.toLowerCase())) throw new AamiError('forbidden', `a node credential reads its own target only, not ${id}`);
+    const target = requireTarget(catalog(), id);
     return c.json(view(target));
   });
   app.get('/:id/history', async (c) => {

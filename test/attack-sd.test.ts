@@ -1,0 +1,63 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { createApp } from '../src/api/app.js';
+import { FailureLimiter } from '../src/api/auth.js';
+import { SdPublisher } from '../src/compile/publisher.js';
+import { Heartbeats } from '../src/nodes/heartbeats.js';
+import { silentLogger } from '../src/log.js';
+import { Registry } from '../src/metrics.js';
+import { hashSecret } from '../src/tokens/secret.js';
+import { ROOT, targetYaml, tmpConfigRepo } from './helpers.js';
+
+const ADMIN = 'attack-admin-credential-0123456789';
+
+describe('http_sd after a restart that takes the SD files on disk', () => {
+  for (const layout of ['file', 'group'] as const) {
+    it(`serves every entry of the adopted files, joined (--sd-layout ${layout})`, async () => {
+      const repo = await tmpConfigRepo();
+      await repo.push({
+        'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training', 'exporters:\n  - type: node_exporter\n  - type: dcgm_exporter\n'),
+        'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.0.2', 'databases'),
+      });
+      const sdDir = join(repo.dir, '..', `sd-${layout}`);
+      const identity = () => 'same-snapshot';
+      const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout });
+      await first.compileNow();
+      await first.close();
+      const expected = (job: string | undefined) =>
+        [...first.lastOutput!].filter(([name]) => job === undefined || name.startsWith(job)).flatMap(([, parts]) => JSON.parse(Buffer.concat(parts).toString()) as unknown[]);
+
+      // The restart: the same snapshot, so the files on disk are taken as they are; the
+      // background compile has not run yet.
+      const adopted = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout, debounceMs: 60_000 });
+      await adopted.start();
+      const app = createApp({
+        live: repo.live,
+        catalog: () => repo.live.snapshot().catalog,
+        sd: adopted,
+        staleAfterMs: 600_000,
+        writer: repo.writer,
+        repo: () => ({ branch: 'main', layout: 'bare', error: null, warning: null }),
+        clock: () => new Date(),
+        logger: silentLogger,
+        auth: { adminTokenHash: hashSecret(ADMIN), openReads: true, limiter: new FailureLimiter() },
+        metrics: { registry: new Registry() },
+        history: async () => [],
+        serving: () => true,
+        heartbeats: new Heartbeats(fs, join(repo.dir, '..', 'heartbeats.json')),
+        scriptsDir: join(ROOT, 'scripts'),
+      });
+      for (const job of [undefined, 'node', 'dcgm']) {
+        const answer = await app.request(`/api/v1/sd/prometheus${job ? `?job=${job}` : ''}`);
+        expect(answer.status, job).toBe(200);
+        const served = (await answer.json()) as unknown[];
+        expect(served.length, job).toBeGreaterThan(0);
+        // Every entry, whatever the order of the files (readdir's after a restart).
+        const sorted = (entries: unknown[]) => entries.map((e) => JSON.stringify(e)).sort();
+        expect(sorted(served), job).toEqual(sorted(expected(job)));
+      }
+      await adopted.close();
+    });
+  }
+});
