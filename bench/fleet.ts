@@ -1,7 +1,8 @@
 // npm run bench:fleet [-- --targets 10000 --clients 48 --requests 1500]
 // Registrations/s and latency from 48 clients: one server without a remote (the baseline
-// of this run), one server with a remote, and a primary with two followers, clients
-// spread over all three. Then a push to the remote → the SD file of every server, by
+// of this run), one server with a remote, two servers that both write to one remote (with
+// their pushes refused and writes replayed), and a primary with two followers, clients
+// spread over the servers. Then a push to the remote → the SD file of every server, by
 // webhook and by polling.
 import { execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
@@ -9,7 +10,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startBenchServer, type BenchServer } from './server.js';
+import { registrationStorm, startBenchServer, type BenchServer } from './server.js';
 import { bareRepoWith, ms, percentile, syntheticRepo, targetFile } from './synthetic.js';
 
 const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000' }, clients: { type: 'string', default: '48' }, requests: { type: 'string', default: '1500' } } });
@@ -27,25 +28,15 @@ const dirs = () => {
 
 async function storm(servers: BenchServer[], label: string, prefix: string): Promise<void> {
   const token = (await servers[0]!.call('POST', '/api/v1/bootstrap-tokens', { name: prefix, default_group_id: 'cluster-0', max_uses: requests, expires_at: '2099-01-01T00:00:00Z' })).json.token as string;
-  const latencies: number[] = [];
-  const statuses = new Map<number, number>();
-  let next = 0;
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: clients }, async (_, c) => {
-      const server = servers[c % servers.length]!;
-      for (let i = next++; i < requests; i = next++) {
-        const t0 = performance.now();
-        const response = await fetch(`${server.url}/api/v1/bootstrap/register`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ hostname: `${prefix}-${i}`, ip_address: `10.201.${i >> 8}.${i & 255}` }) });
-        await response.arrayBuffer();
-        latencies.push(performance.now() - t0);
-        statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
-      }
-    }),
-  );
-  const rate = requests / ((performance.now() - started) / 1000);
-  latencies.sort((a, b) => a - b);
+  const { rate, latencies, statuses } = await registrationStorm(servers.map((s) => s.url), token, { clients, requests, prefix, net: 201 });
   console.log(`${label.padEnd(28)} ${rate.toFixed(0).padStart(5)}/s  p50 ${ms(percentile(latencies, 50)).padEnd(10)} p99 ${ms(percentile(latencies, 99)).padEnd(10)} statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+}
+
+/** A counter's samples from a server's /metrics, summed by the value of one label. */
+async function counter(server: BenchServer, name: string): Promise<string> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const samples = [...text.matchAll(new RegExp(`^${name}\\{[a-z]+="([^"]+)"\\} (\\S+)$`, 'gm'))].map((m) => `${m[1]} ${m[2]}`);
+  return samples.join(', ') || 'none';
 }
 
 try {
@@ -65,13 +56,22 @@ try {
   await storm([server], 'one server with a remote', 'remote');
   await server.stop();
 
+  // Several servers that all write (no --primary): correct, but they race for the branch.
+  const sharedRemote = join(root, 'shared.git');
+  execFileSync('git', ['clone', '--quiet', '--bare', seed, sharedRemote]);
+  const writers = [await startBenchServer(dirs(), ['--remote', sharedRemote, '--sync-interval', '1']), await startBenchServer(dirs(), ['--remote', sharedRemote, '--sync-interval', '1'])];
+  await storm(writers, '2 writers, one remote', 'writers');
+  for (const [k, w] of writers.entries()) console.log(`  writer ${k + 1}: pushes ${await counter(w, 'aami_git_pushes_total')}; replays ${await counter(w, 'aami_writer_replays_total')}`);
+  for (const w of writers) await w.stop();
+
   const fleetRemote = join(root, 'fleet.git');
   execFileSync('git', ['clone', '--quiet', '--bare', seed, fleetRemote]);
   const env = { AAMI_WEBHOOK_SECRET: WEBHOOK, AAMI_CLUSTER_SECRET: CLUSTER };
-  const primary = await startBenchServer(dirs(), ['--remote', fleetRemote, '--sync-interval', '3600'], env);
+  const fleetDirs = [dirs(), dirs(), dirs()];
+  const primary = await startBenchServer(fleetDirs[0]!, ['--remote', fleetRemote, '--sync-interval', '3600'], env);
   const followers = [
-    await startBenchServer(dirs(), ['--remote', fleetRemote, '--primary', primary.url, '--sync-interval', '1'], env),
-    await startBenchServer(dirs(), ['--remote', fleetRemote, '--primary', primary.url, '--sync-interval', '1'], env),
+    await startBenchServer(fleetDirs[1]!, ['--remote', fleetRemote, '--primary', primary.url, '--sync-interval', '1'], env),
+    await startBenchServer(fleetDirs[2]!, ['--remote', fleetRemote, '--primary', primary.url, '--sync-interval', '1'], env),
   ];
   await storm([primary, ...followers], 'primary + 2 followers', 'fleet');
 
@@ -96,7 +96,7 @@ try {
     const address = `"${/ip_address: (\S+)/.exec(file.content!)![1]}:9100"`;
     const times = await Promise.all(
       fleet.map(async (s, k) => {
-        const sdFile = join(root, `server-${2 + k}`, 'sd', 'node.json');
+        const sdFile = join(fleetDirs[k]!.sd, 'node.json');
         while (!readFileSync(sdFile, 'utf8').includes(address)) await new Promise((resolve) => setTimeout(resolve, 5));
         return performance.now() - t0;
       }),

@@ -77,19 +77,24 @@ export interface Storm {
   acknowledged: string[];
 }
 
-/** `requests` self-registrations from `clients` concurrent clients with one token; latencies sorted. */
-export async function registrationStorm(url: string, token: string, options: { clients: number; requests: number; prefix: string; net: number }): Promise<Storm> {
+/**
+ * `requests` self-registrations from `clients` concurrent clients with one token; latencies
+ * sorted. With several servers' URLs, the clients are spread over them.
+ */
+export async function registrationStorm(url: string | string[], token: string, options: { clients: number; requests: number; prefix: string; net: number }): Promise<Storm> {
+  const urls = Array.isArray(url) ? url : [url];
   const latencies: number[] = [];
   const statuses = new Map<number, number>();
   const acknowledged: string[] = [];
   let next = 0;
   const started = performance.now();
   await Promise.all(
-    Array.from({ length: options.clients }, async () => {
+    Array.from({ length: options.clients }, async (_, client) => {
+      const server = urls[client % urls.length]!;
       for (let i = next++; i < options.requests; i = next++) {
         const t0 = performance.now();
         const hostname = `${options.prefix}-${i}`;
-        const response = await fetch(`${url}/api/v1/bootstrap/register`, {
+        const response = await fetch(`${server}/api/v1/bootstrap/register`, {
           method: 'POST',
           headers: { authorization: `Bearer ${token}` },
           body: JSON.stringify({ hostname, ip_address: `10.${options.net}.${i >> 8}.${i & 255}`, facts: { gpu_model: 'H100', gpu_count: 8 } }),

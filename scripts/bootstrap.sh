@@ -49,6 +49,8 @@ Environment:
   AAMI_ROOT            install under another root (default /), for tests and images
   AAMI_RETRY_SECONDS   how long to retry while the server answers 503, 429 or 409
                        remote_conflict (default 300)
+  AAMI_PROBE_SECONDS   how long to ask again an exporter that is busy (503) or slow to
+                       answer (default 60)
   AAMI_LISTEN_ADDRESS  address the exporters it starts listen on (default: all)
 EOF
 }
@@ -64,6 +66,7 @@ setup_env() {
     NODE_EXPORTER_PORT=${AAMI_NODE_EXPORTER_PORT:-9100}
     DCGM_EXPORTER_PORT=${AAMI_DCGM_EXPORTER_PORT:-9400}
     RETRY_SECONDS=${AAMI_RETRY_SECONDS:-300}
+    PROBE_SECONDS=${AAMI_PROBE_SECONDS:-60}
     LISTEN=${AAMI_LISTEN_ADDRESS:-}
     DRY_RUN=false
     SKIP_INSTALL=false
@@ -98,6 +101,7 @@ setup_env() {
         if [[ ! "$port" =~ ^[0-9]{1,5}$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then fatal "ports must be numbers from 1 to 65535: $port"; fi
     done
     [[ "$RETRY_SECONDS" =~ ^[0-9]{1,6}$ ]] || fatal "AAMI_RETRY_SECONDS must be a number of seconds"
+    [[ "$PROBE_SECONDS" =~ ^[0-9]{1,6}$ ]] || fatal "AAMI_PROBE_SECONDS must be a number of seconds"
     local address='^[][0-9A-Za-z.:-]*$'
     [[ "$LISTEN" =~ $address ]] || fatal "AAMI_LISTEN_ADDRESS must be a host address"
     for label in "${LABELS[@]+"${LABELS[@]}"}"; do
@@ -191,13 +195,18 @@ download_verified() { # URL DEST: fetch URL and URL.sha256 and install DEST only
 # first match once the page passes the pipe buffer (every real 8-GPU host), and under
 # pipefail the probe then says "no" at random. A busy exporter is not a missing one either:
 # it may take seconds, and node_exporter answers 503 past --web.max-requests (40) parallel
-# scrapes, so a 503 is asked again, for 30 s at most. PROBED says what the port answered.
+# scrapes, so a 503 or a scrape that timed out (a loaded host) is asked again, for
+# AAMI_PROBE_SECONDS at most. PROBED says what the port answered.
 metrics_answer() {
-    local page="$WORK/metrics.$1" status deadline=$((SECONDS + 30))
+    local page="$WORK/metrics.$1" status failed deadline=$((SECONDS + PROBE_SECONDS))
     while :; do
-        if ! status=$(curl -sS --max-time 20 -o "$page" -w '%{http_code}' "http://127.0.0.1:$1/metrics" 2>"$WORK/probe.error"); then
+        failed=0
+        status=$(curl -sS --max-time 20 -o "$page" -w '%{http_code}' "http://127.0.0.1:$1/metrics" 2>"$WORK/probe.error") || failed=$?
+        if [ "$failed" -ne 0 ]; then
             PROBED=$(printable "$(<"$WORK/probe.error")")
-            return 1
+            # 28: timed out. Anything else (refused, reset) is no exporter there.
+            [ "$failed" -eq 28 ] && [ "$SECONDS" -lt "$deadline" ] || return 1
+            continue
         fi
         PROBED="HTTP $status"
         case "$status" in

@@ -171,8 +171,10 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       stateFile: join(config.stateDir, 'remote-state.json'),
       metrics: { push: (outcome) => pushes.inc({ outcome }), pull: (outcome) => pulls.inc({ outcome }) },
     });
+  const replays = registry.add(new Counter('aami_writer_replays_total', 'Batches of writes replayed on a new head: the branch moved under them (a push into the repository, another server) or the remote refused their push.', ['reason']));
   const writer = new Writer(repo, live, follow, {
     observeCommit: (s) => commitSeconds.observe(s),
+    observeReplay: (reason) => replays.inc({ reason }),
     publisher: follower ? undefined : upstream,
     readOnly: follower,
     logger,

@@ -61,9 +61,24 @@ describe('one writer, many followers', () => {
 
     // A token made on the primary works on the followers at once: they forward enrolments.
     const token = (await primary.call('POST', '/api/v1/bootstrap-tokens', { name: 'fleet', default_group_id: 'ml-training', max_uses: 150, expires_at: '2099-01-01T00:00:00Z' })).json;
+    // Every process's command line, sampled while the servers push and pull: git gets the
+    // password in its environment, never as an argument anyone can read with ps.
+    const commandLines = new Set<string>();
+    let sampling = true;
+    const sampler = (async () => {
+      for (let i = 0; sampling && i < 2000; i++) {
+        for (const line of execFileSync('ps', ['-eww', '-o', 'args='], { encoding: 'utf8' }).split('\n')) if (line.includes('git')) commandLines.add(line);
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+    })();
     const results = await Promise.all(
       Array.from({ length: 300 }, (_, i) => servers[i % 3]!.call('POST', '/api/v1/bootstrap/register', { hostname: `n-${i}`, ip_address: `10.8.${i >> 8}.${i & 255}` }, token.token)),
     );
+    sampling = false;
+    await sampler;
+    expect([...commandLines].some((line) => /git.*(push|fetch|receive-pack|upload-pack)/.test(line))).toBe(true);
+    const basic = Buffer.from(`${remote.user}:${remote.password}`).toString('base64');
+    expect([...commandLines].filter((line) => line.includes(remote.password) || line.includes(basic))).toEqual([]);
     const statuses = results.map((r) => r.status);
     expect(statuses.filter((s) => s === 201)).toHaveLength(150);
     expect(results.filter((r) => r.status !== 201).map((r) => r.json.error.code)).toEqual(Array(150).fill('token_exhausted'));

@@ -12,7 +12,7 @@ import { silentLogger } from '../src/log.js';
 import { RepoFiles } from '../src/writer/files.js';
 import { followHead, loadSnapshot } from '../src/writer/head.js';
 import { ParseCache } from '../src/writer/parse-cache.js';
-import { Writer } from '../src/writer/writer.js';
+import { Writer, type WriterOptions } from '../src/writer/writer.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
 export const STARTER = join(ROOT, 'config-repo');
@@ -99,7 +99,7 @@ export function pushFiles(repo: string, files: Record<string, string | null>, me
  * writer and the SD directory wired as the server wires them: the harness tests speak to
  * instead of wiring store, writer and compiler by hand.
  */
-export async function tmpConfigRepo(options: { from?: string; now?: () => number } = {}) {
+export async function tmpConfigRepo(options: { from?: string; now?: () => number; writer?: WriterOptions } = {}) {
   const base = tempDir();
   const dir = join(base, 'repo.git');
   const sdDir = join(base, 'sd');
@@ -109,7 +109,7 @@ export async function tmpConfigRepo(options: { from?: string; now?: () => number
   const sd = new SdPublisher(live, { fs, sdDir, logger: silentLogger, debounceMs: 5, minIntervalMs: 0 });
   await sd.compileNow();
   const follow = () => followHead(repo, live, files);
-  const writer = new Writer(repo, live, follow);
+  const writer = new Writer(repo, live, follow, options.writer);
   onCleanup(async () => {
     await writer.drain();
     await sd.close();

@@ -108,8 +108,13 @@ describe('Git remote', () => {
     const refused = await server.call('POST', '/api/v1/targets', { hostname: 'during', ip_address: '10.0.0.2', primary_group_id: 'ml-training' });
     expect(refused).toMatchObject({ status: 503, json: { error: { code: 'remote_unavailable' } } });
     expect((await server.call('GET', '/api/v1/targets')).json.map((t: any) => t.hostname)).toEqual(['before']);
+    // Health says what is wrong, while reads and SD keep being served.
+    const degraded = (await server.call('GET', '/api/v1/health')).json;
+    expect(degraded.status).toBe('degraded');
+    expect(degraded.writer.last_failure.message).toMatch(/remote/i);
     renameSync(`${remote}.away`, remote);
     expect((await server.call('POST', '/api/v1/targets', { hostname: 'after', ip_address: '10.0.0.3', primary_group_id: 'ml-training' })).status).toBe(201);
+    expect((await server.call('GET', '/api/v1/health')).json.status).toBe('healthy');
     expect(gitCli(remote, 'ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toEqual(['targets/ml-training/after.yaml', 'targets/ml-training/before.yaml']);
   });
 

@@ -86,8 +86,9 @@ describe('writer', () => {
     expect(await repo.repo.head()).toBe(head);
   });
 
-  it('replays its writes on top of a push that moved the branch while it committed: both are kept', async () => {
-    const repo = await tmpConfigRepo();
+  it('replays its writes on top of a push that moved the branch while it committed: both are kept, and the replay is counted', async () => {
+    const replays: string[] = [];
+    const repo = await tmpConfigRepo({ writer: { observeReplay: (reason) => replays.push(reason) } });
     const writeCommit = repo.repo.writeCommit.bind(repo.repo);
     let pushed = false;
     repo.repo.writeCommit = async (parent, request) => {
@@ -105,6 +106,7 @@ describe('writer', () => {
     expect([...repo.live.snapshot().catalog.targets.keys()].sort()).toEqual(['by-api', 'from-pr']);
     // The replayed plan saw the pushed target.
     expect(result.before).toBe(1);
+    expect(replays).toEqual(['moved']);
     repo.git('fsck', '--strict', '--no-progress');
   });
 });

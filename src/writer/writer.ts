@@ -48,6 +48,8 @@ export interface Publisher {
 
 export interface WriterOptions {
   observeCommit?: (seconds: number, changes: number) => void;
+  /** A batch is replayed: the local branch moved under it (`moved`) or the remote refused its push (`rejected`). */
+  observeReplay?: (reason: 'moved' | 'rejected') => void;
   /** Most writes of one author that share a commit. */
   maxBatch?: number;
   /**
@@ -156,6 +158,7 @@ export class Writer {
         return;
       }
       this.options.logger?.warn('branch moved under a write: replaying it on the new head', { reason: outcome.kind, attempt, writes: outcome.tasks.length });
+      this.options.observeReplay?.(outcome.kind);
       try {
         if (outcome.kind === 'rejected') await this.options.publisher!.pull();
       } catch (error) {

@@ -1,0 +1,120 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { filesOf } from '../src/catalog/load.js';
+import { parseFile } from '../src/catalog/parse.js';
+import { GitRepository } from '../src/git/repository.js';
+import { RepoFiles } from '../src/writer/files.js';
+import { ParseCache } from '../src/writer/parse-cache.js';
+import { ADMIN, onCleanup, pushFiles, STARTER, targetYaml, tempDir } from './helpers.js';
+
+const OID_A = 'a'.repeat(40);
+const OID_B = 'b'.repeat(40);
+
+/** A real bare repository with the starter config, and a count of the blobs read from it. */
+async function countingRepo() {
+  const dir = join(tempDir(), 'repo.git');
+  const repo = await GitRepository.init(dir, { files: filesOf(STARTER), author: ADMIN });
+  onCleanup(() => repo.close());
+  const reads: string[] = [];
+  const readBlob = repo.objects.readBlob.bind(repo.objects);
+  repo.objects.readBlob = (oid, limit) => (reads.push(oid), readBlob(oid, limit));
+  return { dir, repo, reads };
+}
+
+describe('the parse cache', () => {
+  it('parses a blob once: a restart reads from Git only the files that changed while it was down', async () => {
+    const state = tempDir();
+    const cacheFile = join(state, 'parse-cache.log');
+    const { dir, repo, reads } = await countingRepo();
+    pushFiles(dir, { 'targets/ml-training/gpu-01.yaml': targetYaml('gpu-01', '10.0.0.1'), 'targets/ml-training/gpu-02.yaml': targetYaml('gpu-02', '10.0.0.2') }, 'two targets');
+
+    // First start: every config file is read and parsed, and the parses are logged.
+    const first = new ParseCache(cacheFile);
+    await first.load();
+    const before = await new RepoFiles(repo, first).records((await repo.head())!);
+    await first.flush();
+    const readFirst = reads.length;
+    expect(readFirst).toBeGreaterThan(3);
+
+    // A change while it was down, then a restart with the same state directory.
+    pushFiles(dir, { 'targets/ml-training/gpu-02.yaml': targetYaml('gpu-02', '10.0.0.22') }, 'gpu-02 moved');
+    reads.length = 0;
+    const second = new ParseCache(cacheFile);
+    await second.load();
+    const head = (await repo.head())!;
+    const after = await new RepoFiles(repo, second).records(head);
+    const changed = (await repo.listFiles(head)).get('targets/ml-training/gpu-02.yaml')!.oid;
+    // Only the changed file and files with comments (their text is kept for edits) are read again.
+    const commented = [...after].filter(([, record]) => record.text !== undefined).map(([, record]) => record.oid);
+    expect(new Set(reads)).toEqual(new Set([changed, ...commented]));
+    expect(reads.length).toBeLessThan(readFirst);
+    // And the cached parses are the parses.
+    for (const [path, record] of after) {
+      const text = (await repo.readText(record.oid!))!;
+      expect(record.parsed, path).toEqual(parseFile(path, text));
+    }
+    expect(after.get('targets/ml-training/gpu-01.yaml')!.parsed).toEqual(before.get('targets/ml-training/gpu-01.yaml')!.parsed);
+  });
+
+  it('treats a torn last line, a foreign format or a missing file as fewer entries, never as an error', async () => {
+    const state = tempDir();
+    const file = join(state, 'parse-cache.log');
+    const parsed = parseFile('groups/a.yaml', 'id: a\nname: a\nnamespace: logical\n');
+    const cache = new ParseCache(file);
+    await cache.load(); // missing: empty
+    cache.add('groups/a.yaml', OID_A, { parsed });
+    cache.add('groups/b.yaml', OID_B, { parsed });
+    await cache.flush();
+    fs.appendFileSync(file, '["groups/c.yaml","ccc'); // a write cut short by a crash
+
+    const reloaded = new ParseCache(file);
+    await reloaded.load();
+    expect(reloaded.get('groups/a.yaml', OID_A)).toEqual({ parsed });
+    expect(reloaded.get('groups/b.yaml', OID_B)).toEqual({ parsed });
+    expect(reloaded.get('groups/a.yaml', OID_B)).toBeUndefined();
+
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/^aami-parse-cache \d+/, 'aami-parse-cache 0'));
+    const old = new ParseCache(file);
+    await old.load();
+    expect(old.get('groups/a.yaml', OID_A)).toBeUndefined();
+  });
+
+  it('keeps a path with a newline from forging another file\'s entry', async () => {
+    const file = join(tempDir(), 'parse-cache.log');
+    const cache = new ParseCache(file);
+    const forged = parseFile('groups/x.yaml', 'id: x\nname: x\nnamespace: logical\n');
+    // A path that, written raw, would be a line of its own naming groups/a.yaml.
+    const hostile = `groups/evil.yaml\n["groups/a.yaml","${OID_A}",${JSON.stringify({ parsed: forged })}]`;
+    cache.add(hostile, OID_B, { parsed: forged });
+    await cache.flush();
+    const reloaded = new ParseCache(file);
+    await reloaded.load();
+    expect(reloaded.get('groups/a.yaml', OID_A)).toBeUndefined();
+    expect(reloaded.get(hostile, OID_B)).toEqual({ parsed: forged });
+  });
+
+  it('compacts its log to the live entries once dead ones outnumber them', async () => {
+    const file = join(tempDir(), 'parse-cache.log');
+    const parsed = parseFile('groups/a.yaml', 'id: a\nname: a\nnamespace: logical\n');
+    const cache = new ParseCache(file);
+    for (let i = 0; i < 30; i++) cache.add(`groups/g${i}.yaml`, i.toString(16).padStart(40, '0'), { parsed });
+    await cache.flush();
+    const lines = () => fs.readFileSync(file, 'utf8').trim().split('\n').length;
+    expect(lines()).toBe(31);
+
+    const restarted = new ParseCache(file);
+    await restarted.load();
+    // Two of the thirty files are still in the tree: 28 dead entries outnumber them.
+    await restarted.settle([
+      ['groups/g1.yaml', '1'.padStart(40, '0')],
+      ['groups/g2.yaml', '2'.padStart(40, '0')],
+      ['groups/gone.yaml', null],
+    ]);
+    expect(lines()).toBe(3);
+    const again = new ParseCache(file);
+    await again.load();
+    expect(again.get('groups/g2.yaml', '2'.padStart(40, '0'))).toEqual({ parsed });
+    expect(again.get('groups/g3.yaml', '3'.padStart(40, '0'))).toBeUndefined();
+  });
+});
