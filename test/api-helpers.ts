@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { createApp } from '../src/api/app.js';
+import type { AppDeps } from '../src/api/deps.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { FailureLimiter } from '../src/api/auth.js';
 import { Registry } from '../src/metrics.js';
@@ -12,6 +13,30 @@ import { checkAnswer } from './openapi-contract.js';
 export const ADMIN_TOKEN = 'test-admin-credential-0123456789';
 
 /**
+ * What createApp takes, wired over a test config repo (reads open to anyone, a fresh
+ * registry, an empty history, the real scripts): tests override what they look at.
+ */
+export function appDeps(repo: Awaited<ReturnType<typeof tmpConfigRepo>>, overrides: Partial<AppDeps> = {}): AppDeps {
+  return {
+    live: repo.live,
+    catalog: () => repo.live.snapshot().catalog,
+    sd: repo.sd,
+    staleAfterMs: 600_000,
+    writer: repo.writer,
+    repo: () => ({ branch: 'main', layout: 'bare', error: null, warning: null }),
+    clock: () => new Date(),
+    logger: silentLogger,
+    auth: { adminTokenHash: hashSecret(ADMIN_TOKEN), openReads: true, limiter: new FailureLimiter() },
+    metrics: { registry: new Registry() },
+    history: async () => [],
+    serving: () => true,
+    heartbeats: new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`),
+    scriptsDir: `${ROOT}/scripts`,
+    ...overrides,
+  };
+}
+
+/**
  * The API over a real temp config repo, called through app.request() with a clock the test
  * moves. Every answer is checked against the OpenAPI document (openapi-contract.ts). `remote` wires only the webhook secret, with a pull that does nothing: for tests of who may
  * call sync. The real pull over a real Git remote is tested in remote.test.ts. `log` collects
@@ -22,32 +47,26 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
   const repo = await tmpConfigRepo({ now: () => now });
   const registry = new Registry();
   const heartbeats = new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`, () => now);
-  const app = createApp({
-    live: repo.live,
-    catalog: () => repo.live.snapshot().catalog,
-    sd: repo.sd,
-    staleAfterMs: 600_000,
-    writer: repo.writer,
-    repo: () => ({ branch: 'main', layout: 'bare', error: null, warning: null }),
-    clock: () => new Date(now),
-    logger: options.log ? createLogger((line) => options.log!.push(line)) : silentLogger,
-    auth: {
-      adminTokenHash: hashSecret(ADMIN_TOKEN),
-      openReads: options.openReads ?? false,
-      limiter: new FailureLimiter({ maxFailures: options.maxFailures ?? 1000, windowMs: 60_000, now: () => now }),
-    },
-    metrics: { registry },
-    history: (pathspecs) => fileHistory(repo.dir, pathspecs),
-    serving: () => true,
-    heartbeats,
-    scriptsDir: `${ROOT}/scripts`,
-    remote: options.remote && {
-      status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null, fix: null, last_pull: null, last_push: null, pushes_rejected: 0 },
-      pull: async () => {},
-      acceptRemoteHistory: async () => {},
-      webhookSecret: options.remote.webhookSecret,
-    },
-  });
+  const app = createApp(
+    appDeps(repo, {
+      clock: () => new Date(now),
+      logger: options.log ? createLogger((line) => options.log!.push(line)) : silentLogger,
+      auth: {
+        adminTokenHash: hashSecret(ADMIN_TOKEN),
+        openReads: options.openReads ?? false,
+        limiter: new FailureLimiter({ maxFailures: options.maxFailures ?? 1000, windowMs: 60_000, now: () => now }),
+      },
+      metrics: { registry },
+      history: (pathspecs) => fileHistory(repo.dir, pathspecs),
+      heartbeats,
+      remote: options.remote && {
+        status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null, fix: null, last_pull: null, last_push: null, pushes_rejected: 0 },
+        pull: async () => {},
+        acceptRemoteHistory: async () => {},
+        webhookSecret: options.remote.webhookSecret,
+      },
+    }),
+  );
 
   type Init = { token?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> };
   const call = async (method: string, path: string, init: Init = {}) => {

@@ -2,15 +2,10 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
-import { FailureLimiter } from '../src/api/auth.js';
 import { SdPublisher } from '../src/compile/publisher.js';
-import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { silentLogger } from '../src/log.js';
-import { Registry } from '../src/metrics.js';
-import { hashSecret } from '../src/tokens/secret.js';
-import { ROOT, targetYaml, tmpConfigRepo } from './helpers.js';
-
-const ADMIN = 'attack-admin-credential-0123456789';
+import { appDeps } from './api-helpers.js';
+import { targetYaml, tmpConfigRepo } from './helpers.js';
 
 describe('http_sd after a restart that takes the SD files on disk', () => {
   for (const layout of ['file', 'group'] as const) {
@@ -32,22 +27,7 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
       // background compile has not run yet.
       const adopted = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout, debounceMs: 60_000 });
       await adopted.start();
-      const app = createApp({
-        live: repo.live,
-        catalog: () => repo.live.snapshot().catalog,
-        sd: adopted,
-        staleAfterMs: 600_000,
-        writer: repo.writer,
-        repo: () => ({ branch: 'main', layout: 'bare', error: null, warning: null }),
-        clock: () => new Date(),
-        logger: silentLogger,
-        auth: { adminTokenHash: hashSecret(ADMIN), openReads: true, limiter: new FailureLimiter() },
-        metrics: { registry: new Registry() },
-        history: async () => [],
-        serving: () => true,
-        heartbeats: new Heartbeats(fs, join(repo.dir, '..', 'heartbeats.json')),
-        scriptsDir: join(ROOT, 'scripts'),
-      });
+      const app = createApp(appDeps(repo, { sd: adopted }));
       for (const job of [undefined, 'node', 'dcgm']) {
         const answer = await app.request(`/api/v1/sd/prometheus${job ? `?job=${job}` : ''}`);
         expect(answer.status, job).toBe(200);

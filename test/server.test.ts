@@ -4,14 +4,12 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
-import { FailureLimiter } from '../src/api/auth.js';
 import { SdPublisher } from '../src/compile/publisher.js';
-import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { createLogger, silentLogger } from '../src/log.js';
-import { Registry } from '../src/metrics.js';
 import { startServer } from '../src/server.js';
 import { hashSecret } from '../src/tokens/secret.js';
 import { gitCli, onCleanup, pushFiles, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
+import { appDeps } from './api-helpers.js';
 import { serverConfig, waitFor } from './node-helpers.js';
 
 const ADMIN = 'node-test-admin-credential-0123'; // serverConfig()'s
@@ -196,23 +194,7 @@ describe('aami serve', () => {
   it('answers http_sd with 503, never 200 [], before the first compile', async () => {
     const repo = await tmpConfigRepo();
     const fresh = new SdPublisher(repo.live, { fs, sdDir: join(repo.dir, '..', 'sd2'), logger: silentLogger });
-    const registry = new Registry();
-    const app = createApp({
-      live: repo.live,
-      catalog: () => repo.live.snapshot().catalog,
-      sd: fresh,
-      staleAfterMs: 600_000,
-      writer: repo.writer,
-      repo: () => ({ branch: 'main', layout: 'bare', error: null, warning: null }),
-      clock: () => new Date(),
-      logger: silentLogger,
-      auth: { adminTokenHash: hashSecret(ADMIN), openReads: true, limiter: new FailureLimiter() },
-      metrics: { registry },
-      history: async () => [],
-      serving: () => true,
-      heartbeats: new Heartbeats(fs, join(repo.dir, '..', 'heartbeats.json')),
-      scriptsDir: join(ROOT, 'scripts'),
-    });
+    const app = createApp(appDeps(repo, { sd: fresh }));
     const sd = await app.request('/api/v1/sd/prometheus');
     expect(sd.status).toBe(503);
     expect(((await sd.json()) as any).error.code).toBe('not_ready');
