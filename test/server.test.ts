@@ -69,7 +69,7 @@ describe('aami serve', () => {
     expect((await fetch(`${server.url}/api/v1/credentials`, { headers: { authorization: `Bearer ${credential}` } })).status).toBe(200);
   });
 
-  it('stops on SIGTERM after committing every write it acknowledged', async () => {
+  it('stops on SIGTERM after committing every write it acknowledged', { timeout: 90_000 }, async () => {
     const base = tempDir();
     // node with the tsx loader, not the tsx wrapper: a signal must reach the server itself.
     const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), 'serve', '--host', '127.0.0.1', '--port', '0', '--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')], {
@@ -81,7 +81,8 @@ describe('aami serve', () => {
     });
     let stderr = '';
     const url = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no "serving" line: ${stderr}`)), 15_000);
+      // Generous: tsx compiles the server first, slow on a loaded machine.
+      const timer = setTimeout(() => reject(new Error(`no "serving" line: ${stderr}`)), 60_000);
       child.stderr.on('data', (chunk: Buffer) => {
         stderr += chunk.toString();
         const match = /msg=serving url=(\S+)/.exec(stderr);
