@@ -47,7 +47,7 @@ try {
         const cpu: number[] = [];
         for (let i = -3; i < count; i++) {
           const address = `10.${layout === 'file' ? 201 : 202}.${(size / 1000) & 255}.${i + 3}`;
-          await pause(200); // idle: what the previous one started (compile, SD write) is over
+          await pause(500); // idle: what the previous one started (compile, SD write) is over
           const cpu0 = server.cpuSeconds();
           const t0 = performance.now();
           const response = await fetch(`${server.url}/api/v1/bootstrap/register`, {

@@ -20,10 +20,11 @@ export interface SdPublisherOptions {
   /** Coalesces a burst of changes into one compile. */
   debounceMs?: number;
   /**
-   * Least time between two compiles (default 750 ms): under a registration burst a compile
-   * at 10k targets (~50 ms) would otherwise run after every commit. At 500 ms compiling took
-   * a fifth of the server's one busy core; 750 ms still gets a registration into the SD
-   * files within a second.
+   * Most time between two compiles (default 750 ms). A compile waits ten times what the
+   * last one took, so compiling takes at most a tenth of the core under a registration
+   * burst (a full compile at 10k targets is 50–100 ms: after every commit it took a fifth
+   * of the busy core), while a cheap one (a group's shard) runs at once; never longer than
+   * this, so a registration reaches the SD files within a second.
    */
   minIntervalMs?: number;
   observeCompile?: (seconds: number) => void;
@@ -109,7 +110,8 @@ export class SdPublisher {
   schedule(): void {
     clearTimeout(this.timer);
     const debounce = this.options.debounceMs ?? 20;
-    const throttle = this.lastStart + (this.options.minIntervalMs ?? 750) - performance.now();
+    const interval = Math.min(this.options.minIntervalMs ?? 750, 10 * (this.status.lastDurationMs ?? 0));
+    const throttle = this.lastStart + interval - performance.now();
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.compileNow();
