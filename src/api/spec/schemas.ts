@@ -142,6 +142,8 @@ export const remoteStatus = z
     last_sync_at: nullableTime,
     remote_head: z.string().nullable(),
     error: z.string().nullable(),
+    fix: z.string().nullable().describe('What an operator runs to clear error, when it needs one'),
+    last_pull: z.strictObject({ at: time, outcome: z.enum(['current', 'pulled', 'failed', 'refused']), reason: z.string().optional() }).nullable(),
     last_push: z.strictObject({ at: time, outcome: z.enum(['pushed', 'rejected', 'failed']), reason: z.string().optional() }).nullable(),
     pushes_rejected: z.number().int(),
   });
