@@ -86,7 +86,7 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
 });
 
 describe('labels are data', () => {
-  const reserved = ['job', 'instance', 'hostname', '__address__', '__meta_x', 'aami_group'];
+  const reserved = ['job', 'instance', 'hostname', '__address__', '__meta_x', 'aami_group', '__proto__'];
 
   it('refuses reserved label names in every API body that takes labels', async () => {
     const api = await apiHarness();
