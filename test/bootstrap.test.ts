@@ -57,6 +57,22 @@ async function runningDcgmExporter() {
   return port;
 }
 
+/**
+ * A GPU node as under systemd (the recording systemctl), with the DCGM stand-in on PATH and a
+ * node exporter running; `bootstrap` runs the guide's one-liner for it.
+ */
+async function systemdGpuNode() {
+  const server = await configServer();
+  const node = fakeNode({ gpu: true });
+  node.addStub('dcgm-exporter', readFileSync(DCGM_STAND_IN, 'utf8'));
+  const systemctl = recordingSystemctl(node);
+  const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+  const { token } = await server.token();
+  const bootstrap = (hostname: string, dcgmPort: number) =>
+    node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname ${hostname} --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`), { AAMI_ASSUME_SYSTEMD: '1' });
+  return { server, node, systemctl, bootstrap };
+}
+
 describe('bootstrap.sh', { timeout: 60_000 }, () => {
   it('registers a GPU node, reuses its running exporter, keeps the credential root-only and runs the first check', async () => {
     const server = await configServer();
@@ -323,14 +339,9 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
 
   it('runs the DCGM exporter of a GPU node as a systemd unit that systemd accepts', async () => {
     const analyze = requireBinary('systemd-analyze', 'systemd');
-    const server = await configServer();
-    const node = fakeNode({ gpu: true });
-    node.addStub('dcgm-exporter', readFileSync(DCGM_STAND_IN, 'utf8'));
-    const systemctl = recordingSystemctl(node);
-    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    const { server, node, systemctl, bootstrap } = await systemdGpuNode();
     const dcgmPort = await freePort();
-    const { token } = await server.token();
-    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname gpu-sd-01 --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`), { AAMI_ASSUME_SYSTEMD: '1' });
+    const run = await bootstrap('gpu-sd-01', dcgmPort);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(`dcgm-exporter: ${join(node.bin, 'dcgm-exporter')} as systemd unit aami-dcgm-exporter on :${dcgmPort}`);
     expect(systemctl.calls()).toEqual(['daemon-reload', 'enable --now aami-dcgm-exporter.service']);
@@ -343,15 +354,10 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
   });
 
   it('reuses a DCGM exporter it finds running that AAMI did not install, says so, installs no unit and leaves it running', async () => {
-    const server = await configServer();
-    const node = fakeNode({ gpu: true });
-    // One it could install is on PATH too: a running exporter wins.
-    node.addStub('dcgm-exporter', readFileSync(DCGM_STAND_IN, 'utf8'));
-    const systemctl = recordingSystemctl(node);
-    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    // One it could install is on PATH too (systemdGpuNode): a running exporter wins.
+    const { server, node, systemctl, bootstrap } = await systemdGpuNode();
     const dcgmPort = await runningDcgmExporter();
-    const { token } = await server.token();
-    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname gpu-own-01 --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`), { AAMI_ASSUME_SYSTEMD: '1' });
+    const run = await bootstrap('gpu-own-01', dcgmPort);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(`dcgm exporter: already running on :${dcgmPort}, reusing it`);
     expect(systemctl.calls()).toEqual([]);
@@ -362,7 +368,7 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect(installed).not.toContain('dcgm-exporter');
     expect((await server.admin('GET', '/api/v1/targets/gpu-own-01')).json.exporters).toContainEqual(expect.objectContaining({ type: 'dcgm_exporter', port: dcgmPort }));
     // A re-run finds it again, still not its own, and writes it down once.
-    const again = await node.sh(`bash ${BOOTSTRAP} --server ${server.url} --hostname gpu-own-01 --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`, { AAMI_ASSUME_SYSTEMD: '1' });
+    const again = await bootstrap('gpu-own-01', dcgmPort);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain(`dcgm exporter: already running on :${dcgmPort}, reusing it`);
     expect(systemctl.calls()).toEqual([]);
