@@ -1,5 +1,9 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ROUTES } from '../src/api/spec/routes.js';
 import { apiHarness } from './api-helpers.js';
+import { tempDir } from './helpers.js';
 
 /**
  * Who can do what: every endpoint against every kind of credential. The table is the trust
@@ -33,7 +37,9 @@ const ROWS: Row[] = [
   row('GET', '/metrics', anyone(200)),
   row('GET', '/api/v1/openapi.json', anyone(200)),
   row('GET', '/bootstrap.sh', anyone(200)),
+  row('GET', '/bootstrap.sh.sha256', anyone(200)),
   row('GET', '/scripts/dynamic-check.sh.sha256', anyone(200)),
+  row('GET', '/downloads/node_exporter-linux-amd64.tar.gz', anyone(200)),
   row('GET', '/api/v1/groups', readers(200)),
   row('GET', '/api/v1/groups/ml-training', readers(200)),
   row('GET', '/api/v1/groups/ml-training/history', readers(200)),
@@ -53,9 +59,14 @@ const ROWS: Row[] = [
   row('GET', '/api/v1/bootstrap-tokens', editors(200)),
   row('GET', (k) => `/api/v1/bootstrap-tokens/${k}`, editors(200)),
   row('POST', '/api/v1/bootstrap-tokens', editors(201), () => ({ name: 'n', default_group_id: 'ml-training', max_uses: 1, expires_at: '2030-01-01T00:00:00Z' })),
+  row('GET', (k) => `/api/v1/bootstrap-tokens/${k}/history`, editors(200)),
   row('POST', (k) => `/api/v1/bootstrap-tokens/${k}/revoke`, editors(200)),
+  // Revoking a revoked token again answers the token as it is.
+  row('DELETE', (k) => `/api/v1/bootstrap-tokens/${k}`, editors(200)),
   row('GET', '/api/v1/credentials', admins(200)),
   row('POST', '/api/v1/credentials', admins(201), (k) => ({ name: `made-by-${slug(k)}`, role: 'reader' })),
+  row('GET', (k) => `/api/v1/credentials/${k}`, admins(200)),
+  row('GET', (k) => `/api/v1/credentials/${k}/history`, admins(200)),
   row('POST', (k) => `/api/v1/credentials/${k}/revoke`, admins(200)),
   // Without a Git remote an authorized sync answers 404; nobody else gets that far.
   row('POST', '/api/v1/sync', editors(404)),
@@ -78,8 +89,17 @@ function slug(kind: Kind): string {
 }
 
 describe('the trust model', () => {
+  it('has a row for every route of the API, and every row is a route', () => {
+    const pattern = (path: string) => new RegExp(`^${path.replace(/\./g, '\\.').replace(/:[a-z]+/g, '[^/]+')}$`);
+    const covers = (route: { method: string; path: string }, r: Row) => r.method === route.method && pattern(route.path).test(r.path('none', 0));
+    expect(ROUTES.filter((route) => !ROWS.some((r) => covers(route, r))).map((route) => `${route.method} ${route.path}`)).toEqual([]);
+    expect(ROWS.filter((r) => !ROUTES.some((route) => covers(route, r))).map((r) => `${r.method} ${r.path('none', 0)}`)).toEqual([]);
+  });
+
   it(`answers every endpoint for every kind of credential as the README's table says (${ROWS.length} endpoints x ${KINDS.length} kinds)`, { timeout: 120_000 }, async () => {
-    const api = await apiHarness();
+    const downloads = tempDir('aami-downloads-');
+    writeFileSync(join(downloads, 'node_exporter-linux-amd64.tar.gz'), 'a tarball');
+    const api = await apiHarness({ downloadsDir: downloads });
     const secrets = new Map<Kind, string | null>([['none', null], ['wrong', `aami_cred_zzzzzzzz_${'x'.repeat(40)}`]]);
     const ok = <R extends { status: number; text: string }>(response: R, what: string): R => {
       if (response.status >= 300) throw new Error(`${what}: ${response.status} ${response.text}`);
@@ -122,7 +142,7 @@ describe('the trust model', () => {
         const path = r
           .path(kind, i)
           .replace(/bootstrap-tokens\/([a-z_]+)(\/|$)/, (_, k: Kind, rest: string) => `bootstrap-tokens/${tokenIds.get(k)}${rest}`)
-          .replace(/credentials\/([a-z_]+)\/revoke/, (_, k: Kind) => `credentials/${credentialIds.get(k)}/revoke`);
+          .replace(/credentials\/([a-z_]+)(\/|$)/, (_, k: Kind, rest: string) => `credentials/${credentialIds.get(k)}${rest}`);
         const secret = secrets.get(kind);
         const response = await api.call(r.method, path, { token: kind === 'break_glass' ? undefined : secret, body: r.body?.(kind, i) });
         calls++;

@@ -42,7 +42,7 @@ export function appDeps(repo: Awaited<ReturnType<typeof tmpConfigRepo>>, overrid
  * call sync. The real pull over a real Git remote is tested in remote.test.ts. `log` collects
  * the server's log lines.
  */
-export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string }; log?: string[] } = {}) {
+export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string }; log?: string[]; downloadsDir?: string } = {}) {
   let now = Date.parse('2026-11-26T00:00:00Z');
   const repo = await tmpConfigRepo({ now: () => now });
   const registry = new Registry();
@@ -59,6 +59,7 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
       metrics: { registry },
       history: (pathspecs) => fileHistory(repo.dir, pathspecs),
       heartbeats,
+      downloadsDir: options.downloadsDir,
       remote: options.remote && {
         status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null, fix: null, last_pull: null, last_push: null, pushes_rejected: 0 },
         pull: async () => {},

@@ -1,9 +1,10 @@
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ROOT, tempDir } from './helpers.js';
-import { configServer, DCGM_STAND_IN, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter } from './node-helpers.js';
+import { onCleanup, ROOT, tempDir } from './helpers.js';
+import { configServer, DCGM_STAND_IN, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
 
 /** The guide's one-liner, with the token in a file so it stays out of `ps`. */
 const oneLiner = (server: string, tokenFile: string, flags = '') =>
@@ -12,6 +13,65 @@ const BOOTSTRAP = join(ROOT, 'scripts/bootstrap.sh');
 const machineHash = (id: string) => createHash('sha256').update(`aami-machine-id:${id}`).digest('hex');
 /** The JSON document a --dry-run prints. */
 const dryRunBody = (stdout: string) => JSON.parse(stdout.slice(stdout.indexOf('{'), stdout.lastIndexOf('}') + 1));
+
+/**
+ * systemd is not PID 1 here: a systemctl that records its calls and, for `enable --now UNIT`,
+ * starts the unit's ExecStart itself (stopped at the end of the test), so the script sees
+ * the exporter answer.
+ */
+function recordingSystemctl(node: ReturnType<typeof fakeNode>) {
+  const calls = node.path('../systemctl.log');
+  const pids = node.path('../unit.pids');
+  const units = node.path('etc/systemd/system');
+  node.addStub(
+    'systemctl',
+    `#!/usr/bin/env bash\necho "$*" >> ${calls}\nif [ "$1 $2" = "enable --now" ]; then\n` +
+      `  start=$(sed -n 's/^ExecStart=//p' "${units}/$3")\n` +
+      `  if [ -n "$start" ]; then $start </dev/null >/dev/null 2>&1 & echo $! >> ${pids}; fi\nfi\n`,
+  );
+  onCleanup(() => {
+    for (const pid of existsSync(pids) ? readFileSync(pids, 'utf8').trim().split('\n') : []) {
+      try {
+        process.kill(Number(pid));
+      } catch {
+        // already gone
+      }
+    }
+  });
+  return { calls: () => (existsSync(calls) ? readFileSync(calls, 'utf8').trim().split('\n') : []) };
+}
+
+/**
+ * The DCGM stand-in running on a free loopback port before bootstrap (not installed by AAMI),
+ * stopped at the end of the test. A copy outside this package, which would load it as an ES module.
+ */
+async function runningDcgmExporter() {
+  const port = await freePort();
+  const binary = join(tempDir('aami-dcgm-'), 'dcgm-exporter');
+  copyFileSync(DCGM_STAND_IN, binary);
+  const child = spawn(binary, ['--address', `127.0.0.1:${port}`], { stdio: 'ignore' });
+  onCleanup(() => {
+    child.kill();
+  });
+  await waitFor('dcgm exporter', async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).ok);
+  return port;
+}
+
+/**
+ * A GPU node as under systemd (the recording systemctl), with the DCGM stand-in on PATH and a
+ * node exporter running; `bootstrap` runs the guide's one-liner for it.
+ */
+async function systemdGpuNode() {
+  const server = await configServer();
+  const node = fakeNode({ gpu: true });
+  node.addStub('dcgm-exporter', readFileSync(DCGM_STAND_IN, 'utf8'));
+  const systemctl = recordingSystemctl(node);
+  const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+  const { token } = await server.token();
+  const bootstrap = (hostname: string, dcgmPort: number) =>
+    node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname ${hostname} --node-exporter-port ${port} --dcgm-exporter-port ${dcgmPort} --no-checks`), { AAMI_ASSUME_SYSTEMD: '1' });
+  return { server, node, systemctl, bootstrap };
+}
 
 describe('bootstrap.sh', { timeout: 60_000 }, () => {
   it('registers a GPU node, reuses its running exporter, keeps the credential root-only and runs the first check', async () => {
@@ -263,30 +323,61 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
     const server = await configServer();
     const node = fakeNode({ gpu: false });
-    const calls = node.path('../systemctl.log');
-    // systemd is not PID 1 here: systemctl is a stub that records its calls, and starts the
-    // node exporter unit's ExecStart itself so the script sees it answer.
-    node.addStub(
-      'systemctl',
-      `#!/usr/bin/env bash\necho "$*" >> ${calls}\nif [ "$*" = "enable --now aami-node-exporter.service" ]; then\n` +
-        `  start=$(sed -n 's/^ExecStart=//p' ${node.path('etc/systemd/system/aami-node-exporter.service')})\n` +
-        `  $start </dev/null >/dev/null 2>&1 &\n  echo $! > ${node.path('../unit.pid')}\nfi\n`,
-    );
+    const systemctl = recordingSystemctl(node);
     const port = await freePort();
     const { token } = await server.token();
     const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname sd-01 --node-exporter-port ${port}`), { AAMI_ASSUME_SYSTEMD: '1' });
-    try {
-      expect(run.code, run.stderr).toBe(0);
-    } finally {
-      process.kill(Number(readFileSync(node.path('../unit.pid'), 'utf8')));
-    }
-    expect(readFileSync(calls, 'utf8').trim().split('\n')).toEqual(['daemon-reload', 'enable --now aami-node-exporter.service', 'daemon-reload', 'enable --now aami-dynamic-check.timer']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable --now aami-node-exporter.service', 'daemon-reload', 'enable --now aami-dynamic-check.timer']);
     const units = node.path('etc/systemd/system');
     expect(readFileSync(join(units, 'aami-dynamic-check.timer'), 'utf8')).toContain('OnCalendar=minutely');
     expect(readFileSync(join(units, 'aami-dynamic-check.service'), 'utf8')).toContain(`Environment=AAMI_ROOT=${node.root}`);
     const verify = await node.sh(`${analyze} verify ${readdirSync(units).map((unit) => join(units, unit)).join(' ')}`);
     expect(verify.stdout + verify.stderr).toBe('');
     expect(verify.code).toBe(0);
+  });
+
+  it('runs the DCGM exporter of a GPU node as a systemd unit that systemd accepts', async () => {
+    const analyze = requireBinary('systemd-analyze', 'systemd');
+    const { server, node, systemctl, bootstrap } = await systemdGpuNode();
+    const dcgmPort = await freePort();
+    const run = await bootstrap('gpu-sd-01', dcgmPort);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain(`dcgm-exporter: ${join(node.bin, 'dcgm-exporter')} as systemd unit aami-dcgm-exporter on :${dcgmPort}`);
+    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable --now aami-dcgm-exporter.service']);
+    expect((await server.admin('GET', '/api/v1/targets/gpu-sd-01')).json.exporters).toContainEqual(expect.objectContaining({ type: 'dcgm_exporter', port: dcgmPort }));
+    const unit = node.path('etc/systemd/system/aami-dcgm-exporter.service');
+    expect(readFileSync(unit, 'utf8')).toContain(`ExecStart=${join(node.bin, 'dcgm-exporter')} --address 127.0.0.1:${dcgmPort}\n`);
+    const verify = await node.sh(`${analyze} verify ${unit}`);
+    expect(verify.stdout + verify.stderr).toBe('');
+    expect(verify.code).toBe(0);
+  });
+
+  it('reuses a DCGM exporter it finds running that AAMI did not install, says so, installs no unit and leaves it running', async () => {
+    // One it could install is on PATH too (systemdGpuNode): a running exporter wins.
+    const { server, node, systemctl, bootstrap } = await systemdGpuNode();
+    const dcgmPort = await runningDcgmExporter();
+    const run = await bootstrap('gpu-own-01', dcgmPort);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain(`dcgm exporter: already running on :${dcgmPort}, reusing it`);
+    expect(systemctl.calls()).toEqual([]);
+    expect(existsSync(node.path('etc/systemd/system/aami-dcgm-exporter.service'))).toBe(false);
+    expect(existsSync(node.path('etc/aami/dcgm-exporter.pid'))).toBe(false);
+    const installed = readFileSync(node.path('etc/aami/installed'), 'utf8');
+    expect(installed).toContain(`reused dcgm exporter on :${dcgmPort}\n`);
+    expect(installed).not.toContain('dcgm-exporter');
+    expect((await server.admin('GET', '/api/v1/targets/gpu-own-01')).json.exporters).toContainEqual(expect.objectContaining({ type: 'dcgm_exporter', port: dcgmPort }));
+    // A re-run finds it again, still not its own, and writes it down once.
+    const again = await bootstrap('gpu-own-01', dcgmPort);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`dcgm exporter: already running on :${dcgmPort}, reusing it`);
+    expect(systemctl.calls()).toEqual([]);
+    expect(readFileSync(node.path('etc/aami/installed'), 'utf8')).toBe(installed);
+
+    const uninstall = await node.sh(node.path('opt/aami/uninstall.sh'));
+    expect(uninstall.code, uninstall.stderr).toBe(0);
+    expect(uninstall.stdout).toContain(`dcgm exporter on :${dcgmPort}: it ran before AAMI, so it stays`);
+    expect((await fetch(`http://127.0.0.1:${dcgmPort}/metrics`)).ok).toBe(true);
   });
 
   it('changes nothing with --dry-run and prints the request it would send', async () => {

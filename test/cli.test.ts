@@ -129,6 +129,40 @@ describe('repository content is untrusted', () => {
     expect(many.err).toMatch(/… and \d+ more \(--max-problems N shows more\)\n\d+ problems found in \d+ files$/);
   });
 
+  it('refuses exporter types and keys that name Object.prototype\'s members, with a clear problem', async () => {
+    const dir = join(tempDir(), 'repo');
+    cpSync(STARTER, dir, { recursive: true });
+    mkdirSync(join(dir, 'targets/ml-training'), { recursive: true });
+    const target = (extra: string) => writeFileSync(join(dir, 'targets/ml-training/y.yaml'), `hostname: y\nip_address: 10.0.0.8\nprimary_group: ml-training\n${extra}`);
+    target('exporters: [{type: constructor}, {type: node_exporter}]\n');
+    expect(await run('validate', dir)).toMatchObject({
+      code: 1,
+      err: 'targets/ml-training/y.yaml: exporters[0].type: unknown exporter type "constructor" (aami.yaml defines node_exporter, dcgm_exporter)\n1 problem found',
+    });
+    target('exporters: [{type: __proto__}]\n');
+    expect(await run('validate', dir)).toMatchObject({ code: 1, err: 'targets/ml-training/y.yaml: exporters[0].type: must be lowercase letters, digits and "_", starting with a letter\n1 problem found' });
+    // As a key, "__proto__" would be dropped without a word by the schema: it is refused first.
+    target('labels: {__proto__: {rack: r1}, rack: r2}\n');
+    writeFileSync(join(dir, 'aami.yaml'), 'exporters:\n  node_exporter: {job: node, port: 9100}\n  __proto__: {job: evil, port: 9999}\n');
+    expect(await run('validate', dir)).toMatchObject({
+      code: 1,
+      err: ['aami.yaml: exporters.__proto__: is not allowed as a key', 'targets/ml-training/y.yaml: labels.__proto__: is not allowed as a key', '2 problems found in 2 files'].join('\n'),
+    });
+  });
+
+  it('lists at most --max-problems of a file with 130,000 problems, with the whole count', async () => {
+    const dir = join(tempDir(), 'repo');
+    cpSync(STARTER, dir, { recursive: true });
+    mkdirSync(join(dir, 'targets/ml-training'), { recursive: true });
+    writeFileSync(join(dir, 'targets/ml-training/many.yaml'), `hostname: many\nip_address: 10.0.0.1\nprimary_group: ml-training\ngroups: [${Array(130_000).fill('BAD').join(', ')}]\n`);
+    const result = await run('validate', dir);
+    expect(result.code).toBe(1);
+    const lines = result.err.split('\n');
+    expect(lines).toHaveLength(202); // the default 200, the rest counted, the total
+    expect(lines[0]).toBe('targets/ml-training/many.yaml: groups[0]: must be 1-63 lowercase letters, digits or "-", not starting or ending with "-"');
+    expect(lines.slice(-2)).toEqual(['… and 129800 more (--max-problems N shows more)', '130000 problems found']);
+  });
+
   it('calls out in aami diff every credential a change grants, removes or changes', async () => {
     const dir = join(tempDir(), 'repo');
     cpSync(STARTER, dir, { recursive: true });

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { apiHarness, ADMIN_TOKEN } from './api-helpers.js';
 import { ROOT, tempDir } from './helpers.js';
-import { requireBinary } from './node-helpers.js';
+import { configServer, requireBinary } from './node-helpers.js';
 import { PROCESS_ADMIN, serverProcess } from './process-helpers.js';
 
 /** A logfmt line as key → value (quoted values unquoted). */
@@ -131,5 +131,20 @@ describe('/metrics of aami serve', () => {
     expect(log).toMatch(/level=info msg=write method=POST route=\/api\/v1\/bootstrap\/register status=201 by=token:\w+ address=127\.0\.0\.1 location=\/api\/v1\/targets\/gpu-01 hostname=gpu-01 outcome=created/);
     expect(log).toMatch(/level=warn msg="authentication failed" method=GET route=\/api\/v1\/targets status=401 code=unauthorized/);
     for (const secret of [PROCESS_ADMIN, token.json.token, node.json.node_credential]) expect(log).not.toContain(secret);
+  });
+
+  it("drops a node's aami_node_last_seen_timestamp_seconds series when an admin deletes its target, and keeps the others", async () => {
+    const server = await configServer();
+    const { token } = await server.token();
+    for (const hostname of ['gpu-01', 'gpu-02']) {
+      const node = await fetch(`${server.url}/api/v1/bootstrap/register`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ hostname, ip_address: hostname === 'gpu-01' ? '10.0.0.1' : '10.0.0.2' }) });
+      expect(node.status).toBe(201);
+      const { node_credential: credential } = (await node.json()) as { node_credential: string };
+      expect((await fetch(`${server.url}/api/v1/nodes/heartbeat`, { method: 'POST', headers: { authorization: `Bearer ${credential}` } })).status).toBe(200);
+    }
+    const series = async () => [...(await (await fetch(`${server.url}/metrics`)).text()).matchAll(/^aami_node_last_seen_timestamp_seconds\{hostname="([^"]+)"\} \d/gm)].map((m) => m[1]);
+    expect(await series()).toEqual(['gpu-01', 'gpu-02']);
+    expect(await server.admin('DELETE', '/api/v1/targets/gpu-01')).toMatchObject({ status: 200, json: { deleted: 'gpu-01' } });
+    expect(await series()).toEqual(['gpu-02']);
   });
 });

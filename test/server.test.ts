@@ -151,6 +151,32 @@ describe('aami serve', () => {
     });
   }
 
+  it('restarts on a repo holding a file with 130,000 problems: health is degraded with bounded lists and the counts', { timeout: 120_000 }, async () => {
+    const config = serverConfig();
+    const first = await startServer(config);
+    await first.close();
+    const many = `hostname: many\nip_address: 10.0.0.1\nprimary_group: ml-training\ngroups: [${Array(130_000).fill('BAD').join(', ')}]\n`;
+    pushFiles(config.repo, { 'targets/ml-training/many.yaml': many }, 'A file with 130,000 problems');
+    // With its state directory, then without (nothing cached: every problem found again).
+    for (const state of ['kept', 'lost']) {
+      if (state === 'lost') fs.rmSync(config.stateDir, { recursive: true, force: true });
+      const server = await startServer(config);
+      try {
+        const response = await fetch(`${server.url}/api/v1/health`);
+        const text = await response.text();
+        expect(response.status, state).toBe(200);
+        expect(text.length, state).toBeLessThan(20_000);
+        const health = JSON.parse(text);
+        expect(health, state).toMatchObject({ status: 'degraded', compiler: { problem_count: 130_000, invalid_file_count: 1 } });
+        expect(health.compiler.invalid_files, state).toHaveLength(50);
+        expect(health.compiler.invalid_files[0], state).toMatchObject({ file: 'targets/ml-training/many.yaml', field: 'groups[0]' });
+        expect(await (await fetch(`${server.url}/metrics`)).text(), state).toMatch(/^aami_invalid_files 1$/m);
+      } finally {
+        await server.close();
+      }
+    }
+  });
+
   it('shards SD files by primary group with --sd-layout group, and http_sd joins a job\'s shards', async () => {
     const config = serverConfig({ sdLayout: 'group' });
     const server = await startServer(config);

@@ -1,4 +1,5 @@
-import { createHmac } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -85,7 +86,7 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
 });
 
 describe('labels are data', () => {
-  const reserved = ['job', 'instance', 'hostname', '__address__', '__meta_x', 'aami_group'];
+  const reserved = ['job', 'instance', 'hostname', '__address__', '__meta_x', 'aami_group', '__proto__'];
 
   it('refuses reserved label names in every API body that takes labels', async () => {
     const api = await apiHarness();
@@ -180,6 +181,40 @@ describe('repository content is untrusted input', () => {
     expect(health.json.compiler).toMatchObject({ problem_count: 130_000, invalid_file_count: 1 });
     expect(health.json.compiler.invalid_files).toHaveLength(50);
     expect(health.text.length).toBeLessThan(20_000);
+  });
+});
+
+describe('the downloads directory is untrusted', () => {
+  it('serves regular files and their sha256 only: a symlink, a directory or a FIFO in it answers 404, and a linked secret never leaves', async () => {
+    const downloads = tempDir('aami-downloads-');
+    const tarball = Buffer.from(Array.from({ length: 70_000 }, (_, i) => (i * 7) % 256));
+    writeFileSync(join(downloads, 'node_exporter-linux-amd64.tar.gz'), tarball);
+    // What a link could reach: the server's state directory (here a stand-in with a secret), /etc/shadow.
+    const secret = `aami_cred_statedir_${'s'.repeat(40)}`;
+    const state = join(tempDir('aami-state-'), 'admin-credential.txt');
+    writeFileSync(state, `${secret}\n`);
+    symlinkSync(state, join(downloads, 'state.tar.gz'));
+    symlinkSync('/etc/shadow', join(downloads, 'shadow'));
+    symlinkSync('node_exporter-linux-amd64.tar.gz', join(downloads, 'alias.tar.gz'));
+    symlinkSync('/nonexistent/x', join(downloads, 'dangling'));
+    mkdirSync(join(downloads, 'subdir'));
+    writeFileSync(join(downloads, 'subdir/inner'), secret);
+    execFileSync('mkfifo', [join(downloads, 'fifo')]);
+    const api = await apiHarness({ downloadsDir: downloads });
+
+    const file = await api.app.request('/downloads/node_exporter-linux-amd64.tar.gz');
+    expect(file.status).toBe(200);
+    expect(Buffer.from(await file.arrayBuffer()).equals(tarball)).toBe(true);
+    const sum = await api.get('/downloads/node_exporter-linux-amd64.tar.gz.sha256', { token: null });
+    expect(sum).toMatchObject({ status: 200, text: `${createHash('sha256').update(tarball).digest('hex')}  node_exporter-linux-amd64.tar.gz\n` });
+
+    for (const name of ['state.tar.gz', 'shadow', 'alias.tar.gz', 'dangling', 'subdir', 'fifo', 'subdir%2Finner', '..%2Fdownloads', 'missing']) {
+      for (const path of [`/downloads/${name}`, `/downloads/${name}.sha256`]) {
+        const response = await api.get(path, { token: null });
+        expect(response, path).toMatchObject({ status: 404, json: { error: { code: 'not_found' } } });
+        expect(response.text, path).not.toContain(secret);
+      }
+    }
   });
 });
 

@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
 import { AamiError } from '../errors.js';
-import { describeZodError } from '../schema/describe.js';
+import { describeZodError, protoKeys } from '../schema/describe.js';
 
 /**
  * The request body as JSON, whatever the Content-Type: the guide's examples send JSON with
@@ -20,9 +20,10 @@ export async function parseBody<S extends z.ZodType>(c: Context, schema: S): Pro
 }
 
 export function parseValue<S extends z.ZodType>(schema: S, data: unknown, what: string): z.infer<S> {
-  const result = schema.safeParse(data);
-  if (!result.success) {
-    const details = describeZodError(result.error);
+  const refused = protoKeys(data);
+  const result = refused.length ? undefined : schema.safeParse(data);
+  if (!result?.success) {
+    const details = result ? describeZodError(result.error) : refused;
     const summary = details.map((d) => (d.field ? `${d.field} ${d.message}` : d.message)).join('; ');
     throw new AamiError('validation_failed', `${what} is invalid: ${summary}`, details);
   }

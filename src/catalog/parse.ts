@@ -7,6 +7,7 @@ import {
   describeZodError,
   groupFile,
   hostname,
+  protoKeys,
   settingsFile,
   slug,
   targetFile,
@@ -115,6 +116,8 @@ function parseYaml(path: string, text: string, fail: (field: string, message: st
     return fail('', `not valid YAML: ${reason}`);
   }
   if (data === null || data === undefined) return fail('', 'the file is empty');
+  const refused = protoKeys(data);
+  if (refused.length) return { problems: refused.map((e) => ({ file: path, ...e })) };
   return then(data);
 }
 

@@ -29,3 +29,36 @@ export function describeZodError(error: z.ZodError): FieldError[] {
     return [{ field, message: issue.message }];
   });
 }
+
+interface Visit {
+  value: unknown;
+  key?: PropertyKey;
+  parent?: Visit;
+}
+
+/**
+ * Every "__proto__" key in parsed YAML or JSON (at most `max`). zod drops such a key from a
+ * record without a word, so a label or exporter type named "__proto__" would vanish silently;
+ * it is refused before the schema sees the data. Iterative: a deeply nested body cannot
+ * exhaust the stack.
+ */
+export function protoKeys(data: unknown, max = 10): FieldError[] {
+  const found: FieldError[] = [];
+  const stack: Visit[] = [{ value: data }];
+  while (stack.length && found.length < max) {
+    const visit = stack.pop()!;
+    if (typeof visit.value !== 'object' || visit.value === null) continue;
+    for (const [key, value] of Object.entries(visit.value)) {
+      const child: Visit = { value, key: Array.isArray(visit.value) ? Number(key) : key, parent: visit };
+      if (key === '__proto__') found.push({ field: fieldPath(pathOf(child)), message: 'is not allowed as a key' });
+      else stack.push(child);
+    }
+  }
+  return found;
+}
+
+function pathOf(visit: Visit): PropertyKey[] {
+  const path: PropertyKey[] = [];
+  for (let at: Visit | undefined = visit; at?.parent; at = at.parent) path.push(at.key!);
+  return path.reverse();
+}

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { closeSync, constants, fstatSync, openSync, readFileSync, realpathSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Hono, type Context } from 'hono';
 import { AamiError } from '../../errors.js';
 
@@ -17,6 +17,31 @@ function serve(c: Context, requested: string, read: (name: string) => Buffer | u
 }
 
 /**
+ * A regular file directly inside `dir`, or nothing: a symlink (O_NOFOLLOW), a directory, a
+ * FIFO (O_NONBLOCK: never waits for a writer) or a device is not served, so a link planted in
+ * the downloads directory cannot hand out /etc/shadow or the state directory.
+ */
+function readRegularFile(dir: string, name: string): Buffer | undefined {
+  const path = join(dir, name);
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch {
+    return undefined;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return undefined;
+    // The name has no slash, so this holds; checked anyway, after the open that matters.
+    if (dirname(realpathSync(path)) !== realpathSync(dir)) return undefined;
+    return readFileSync(fd);
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * The node scripts, from the project's own files, and optional downloads (a node_exporter
  * tarball for sites without internet access). Nothing is fetched from elsewhere.
  */
@@ -24,10 +49,7 @@ export function scriptRoutes(options: { scriptsDir: string; downloadsDir?: strin
   const app = new Hono();
   const scripts = new Map(NODE_SCRIPTS.map((name) => [name, readFileSync(join(options.scriptsDir, name))]));
   const shell = 'text/x-shellscript; charset=utf-8';
-  const download = (name: string) => {
-    const path = options.downloadsDir && join(options.downloadsDir, name);
-    return path && existsSync(path) ? readFileSync(path) : undefined;
-  };
+  const download = (name: string) => (options.downloadsDir ? readRegularFile(options.downloadsDir, name) : undefined);
   // The guide's one-liner fetches /bootstrap.sh; its checksum sits beside it, as for /scripts/.
   app.get('/bootstrap.sh', (c) => serve(c, 'bootstrap.sh', (name) => scripts.get(name), shell));
   app.get('/bootstrap.sh.sha256', (c) => serve(c, 'bootstrap.sh.sha256', (name) => scripts.get(name), shell));
