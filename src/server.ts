@@ -88,7 +88,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   try {
     const running = await open(config, clock, (fetch) => (handler = fetch));
     const { port } = server.address() as AddressInfo;
-    const url = `http://${config.host.includes(':') ? `[${config.host}]` : config.host}:${port}`;
+    const url = `http://${hostPort(config.host, port)}`;
     logger.info('serving', { url, repo: config.repo, sd_dir: config.sdDir, head: running.head() ?? undefined });
     return {
       url,
@@ -381,6 +381,16 @@ async function adminCredential(config: ServerConfig): Promise<string> {
 function listen(fetch: Fetch, hostname: string, port: number): Promise<ServerType & { address(): AddressInfo | string | null }> {
   return new Promise((resolve, reject) => {
     const server = serve({ fetch, hostname, port }, () => resolve(server as never));
-    server.once('error', reject);
+    server.once('error', (error: NodeJS.ErrnoException) => reject(listenError(error, hostname, port)));
   });
+}
+
+const hostPort = (host: string, port: number) => `${host.includes(':') ? `[${host}]` : host}:${port}`;
+
+/** Node's "listen EADDRINUSE: address already in use" said in words an operator acts on. */
+function listenError(error: NodeJS.ErrnoException, hostname: string, port: number): Error {
+  const address = hostPort(hostname, port);
+  if (error.code === 'EADDRINUSE') return new Error(`cannot listen on ${address}: the port is already in use (by another aami serve or another program); choose another with --port or AAMI_PORT`);
+  if (error.code === 'EADDRNOTAVAIL') return new Error(`cannot listen on ${address}: no interface of this host has that address; choose another with --host or AAMI_HOST`);
+  return error;
 }

@@ -267,13 +267,47 @@ describe('aami credentials, targets label and ephemeral tokens against aami serv
     expect(listed.stdout).toMatch(new RegExp(`\\n${id} +ci-bot +editor +2099-01-01T00:00:00Z +no +\\S+\\n`));
     expect(listed.stdout).not.toContain('aami_cred_');
 
-    expect(await aami(env, 'credentials', 'revoke', id)).toMatchObject({ code: 0, stdout: expect.stringContaining('Revoked: true') });
+    expect(await aami(env, 'credentials', 'revoke', id)).toMatchObject({ code: 0, stdout: expect.stringMatching(/\nRevoked: +true\n/) });
     const revoked = await aami({ ...env, AAMI_CREDENTIAL: secrets[0]! }, 'groups', 'list');
     expect(revoked).toMatchObject({ code: 1, stderr: expect.stringMatching(/^error: unauthorized: credential \w+ \(ci-bot\) has been revoked \(HTTP 401\)\n$/) });
 
     const refused = await aami(env, 'credentials', 'create', 'x', '--role', 'root');
     expect(refused).toMatchObject({ code: 1, stdout: '' });
     expect(refused.stderr).toMatch(/^error: validation_failed: .* \(HTTP 400\)\n {2}role: .*admin.*editor.*reader.*\n$/);
+  });
+
+  it('shows one credential by id, never its secret, and only to an admin', { timeout: 60_000 }, async () => {
+    const { server, env } = await realServer();
+    const made = await server.admin('POST', '/api/v1/credentials', { name: 'ci-bot', role: 'editor', expires_at: '2099-01-01T00:00:00Z' });
+    expect(made.status).toBe(201);
+    const { id, credential } = made.json;
+    const served = (await server.admin('GET', `/api/v1/credentials/${id}`)).json;
+    expect(served.created_by).toEqual(expect.any(String));
+    expect(await aami(env, 'credentials', 'show', id)).toEqual({
+      code: 0,
+      stderr: '',
+      stdout: [
+        `ID:         ${id}`,
+        'Name:       ci-bot',
+        'Role:       editor',
+        'Expires:    2099-01-01T00:00:00Z',
+        'Expired:    false',
+        'Revoked:    false',
+        `Created:    ${served.created_at}`,
+        `Created by: ${served.created_by}`,
+        '',
+      ].join('\n'),
+    });
+    expect((await aami(env, 'credentials', 'show', id, '--json')).stdout).toBe(`${await rawGet(`${server.url}/api/v1/credentials/${id}`)}\n`);
+    // Not even a credential's own secret reads credentials: only an admin may.
+    expect(await aami({ ...env, AAMI_CREDENTIAL: credential }, 'credentials', 'show', id)).toMatchObject({ code: 1, stdout: '', stderr: expect.stringMatching(/^error: forbidden: .* \(HTTP 403\)\n$/) });
+
+    expect((await server.admin('POST', `/api/v1/credentials/${id}/revoke`)).status).toBe(200);
+    expect(await aami(env, 'credentials', 'show', id)).toMatchObject({ code: 0, stdout: expect.stringMatching(/\nRevoked: +true\n/) });
+    expect(await aami(env, 'credentials', 'show', 'no-such-id')).toEqual({ code: 1, stdout: '', stderr: 'error: not_found: credential "no-such-id" does not exist (HTTP 404)\n  credential_id: no-such-id\n' });
+    // An id is one path segment: ".." is refused before any request, a slash is sent encoded.
+    expect(await aami(env, 'credentials', 'show', '..')).toMatchObject({ code: 2, stdout: '' });
+    expect(await aami(env, 'credentials', 'show', '../groups')).toMatchObject({ code: 1, stdout: '', stderr: expect.stringMatching(/^error: not_found: credential "\.\.\/groups" does not exist \(HTTP 404\)\n/) });
   });
 
   it('labels a target with a JSON merge patch: KEY=VALUE sets, KEY- removes, other labels stay', async () => {

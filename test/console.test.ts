@@ -1,9 +1,10 @@
+import { renameSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { consoleServer, launchChromium, screenshot, signIn } from './console-helpers.js';
-import { gitCli, onCleanup, pushFiles, targetYaml, tempDir } from './helpers.js';
+import { fixedClock, gitCli, onCleanup, pushFiles, targetYaml, tempDir } from './helpers.js';
 import { ADMIN, freePort, runningNodeExporter, waitFor } from './node-helpers.js';
 import { startPrometheus } from './prometheus-helpers.js';
 
@@ -26,6 +27,32 @@ async function newPage(): Promise<Page> {
 }
 
 const rowOf = (page: Page, host: string) => page.locator(`tr[data-host="${host}"]`);
+
+/**
+ * Three nodes of ml-training enrolled by bootstrap token: silent-node beats once, then the
+ * server's clock moves 11 minutes (past the 10-minute stale threshold) and fresh-node beats;
+ * mute-node never does. No real time passes.
+ */
+async function silentAndFreshNodes(server: Awaited<ReturnType<typeof consoleServer>>, clock: ReturnType<typeof fixedClock>) {
+  const { json: token } = await server.api('POST', '/api/v1/bootstrap-tokens', { name: 'beats', default_group_id: 'ml-training', max_uses: 3, expires_at: '2099-01-01T00:00:00Z' });
+  const enrol = async (hostname: string, ip: string) => {
+    const response = await server.register(token.token, hostname, ip);
+    expect(response.status).toBe(201);
+    return ((await response.json()) as { node_credential: string }).node_credential;
+  };
+  const beat = async (credential: string) => {
+    const { status, json } = await server.api('POST', '/api/v1/nodes/heartbeat', undefined, credential);
+    expect(status).toBe(200);
+    return json.last_seen as string;
+  };
+  const silent = await enrol('silent-node', '10.0.5.1');
+  const fresh = await enrol('fresh-node', '10.0.5.2');
+  await enrol('mute-node', '10.0.5.3');
+  const silentAt = await beat(silent);
+  clock.advance(11 * 60_000);
+  const freshAt = await beat(fresh);
+  return { silentAt, freshAt };
+}
 
 describe('the operator console in Chromium', () => {
   it('signs in, creates a token whose secret is shown once, and follows a 20-node rollout to 20/20 without reloading', { timeout: 90_000 }, async () => {
@@ -205,6 +232,115 @@ describe('the operator console in Chromium', () => {
     await screenshot(page, '10-fleet-with-prometheus');
     await page.click('a >> text=silent-node');
     expect(await page.locator('dt:text-is("Prometheus") + dd').textContent()).toBe('down (node)');
+  });
+
+  it('lets an admin revoke a token after confirming; the token then refuses a registration', { timeout: 60_000 }, async () => {
+    const server = await consoleServer();
+    const { json: token } = await server.api('POST', '/api/v1/bootstrap-tokens', { name: 'batch-02', default_group_id: 'ml-training', max_uses: 5, expires_at: '2099-01-01T00:00:00Z' });
+    expect((await server.register(token.token, 'before-revoke', '10.0.3.1')).status).toBe(201);
+
+    const page = await newPage();
+    await signIn(page, server.url, ADMIN);
+    await page.goto(`${server.url}/console/tokens`);
+    const row = page.locator('tr[data-token]', { hasText: 'batch-02' });
+    // Declining the confirmation sends nothing.
+    page.once('dialog', (dialog) => void dialog.dismiss());
+    await row.locator('button:text-is("Revoke")').click();
+    expect((await server.api('GET', `/api/v1/bootstrap-tokens/${token.id}`)).json.revoked).toBe(false);
+
+    page.once('dialog', (dialog) => {
+      expect(dialog.message()).toBe('Revoke batch-02? Nodes can no longer enrol with it.');
+      void dialog.accept();
+    });
+    await Promise.all([page.waitForURL(`${server.url}/console/tokens?revoked=${token.id}`), row.locator('button:text-is("Revoke")').click()]);
+    expect(await page.textContent('p.notice')).toBe(`Token batch-02 (${token.id}) is revoked: no node can enrol with it any more.`);
+    expect(await row.locator('.state').textContent()).toBe('revoked');
+    expect(await row.locator('button:text-is("Revoke")').count()).toBe(0);
+    await screenshot(page, '12-token-revoked');
+
+    const refused = await server.register(token.token, 'after-revoke', '10.0.3.2');
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('token_revoked');
+    expect((await server.api('GET', '/api/v1/targets')).json.map((t: { hostname: string }) => t.hostname)).toEqual(['before-revoke']);
+    // The revocation is a commit by the signed-in admin, not by the token or by aami.
+    expect(gitCli(server.config.repo, 'log', '-1', '--format=%an', '--', 'tokens')).toBe('admin\n');
+  });
+
+  it('filters the fleet by group, child groups included, counts targets per namespace, and marks stale nodes', { timeout: 60_000 }, async () => {
+    const clock = fixedClock(Date.now());
+    const server = await consoleServer({ clock: () => new Date(clock.now()) });
+    const targets: Array<[string, string, string[]]> = [
+      ['seoul-a-1', 'seoul-zone-a', ['ml-training']],
+      ['seoul-b-1', 'seoul-zone-b', []],
+      ['seoul-1', 'datacenter-seoul', []],
+      ['tokyo-1', 'datacenter-tokyo', []],
+      ['trainer-1', 'ml-training', ['production-critical']],
+      ['standard-1', 'production-standard', []],
+    ];
+    for (const [n, [hostname, group, also]] of targets.entries()) {
+      const { status } = await server.api('POST', '/api/v1/targets', { hostname, ip_address: `10.0.4.${n + 1}`, primary_group_id: group, group_ids: also });
+      expect(status).toBe(201);
+    }
+    const nodes = await silentAndFreshNodes(server, clock);
+
+    const page = await newPage();
+    await signIn(page, server.url, ADMIN);
+    const hosts = () => page.locator('tr[data-host]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-host')));
+    const namespaceCount = (namespace: string) => page.locator('aside details summary', { hasText: namespace }).locator('.count').textContent();
+    // A target in groups of two namespaces counts once in each; the three nodes are in ml-training.
+    expect(await namespaceCount('infrastructure')).toBe('4');
+    expect(await namespaceCount('logical')).toBe('5');
+    expect(await namespaceCount('environment')).toBe('2');
+    expect(await page.locator('aside a[href="/console/fleet?group=datacenter-seoul"] + .count').textContent()).toBe('3');
+
+    await Promise.all([page.waitForURL(`${server.url}/console/fleet?group=datacenter-seoul`), page.click('aside a[href="/console/fleet?group=datacenter-seoul"]')]);
+    expect(await hosts()).toEqual(['seoul-1', 'seoul-a-1', 'seoul-b-1']);
+    expect(await page.textContent('.summary')).toBe('3 of 9 targets match in group datacenter-seoul');
+    await screenshot(page, '13-fleet-by-group');
+    await page.goto(`${server.url}/console/fleet?group=production`);
+    expect(await hosts()).toEqual(['standard-1', 'trainer-1']);
+    await page.goto(`${server.url}/console/fleet?group=seoul-zone-a`);
+    expect(await hosts()).toEqual(['seoul-a-1']);
+    // The text filter keeps the group.
+    await page.goto(`${server.url}/console/fleet?group=ml-training`);
+    expect(await hosts()).toEqual(['fresh-node', 'mute-node', 'seoul-a-1', 'silent-node', 'trainer-1']);
+    await page.fill('form.filter input[name=q]', 'node');
+    await Promise.all([page.waitForURL(/q=node/), page.click('form.filter button')]);
+    expect(await hosts()).toEqual(['fresh-node', 'mute-node', 'silent-node']);
+
+    const heartbeat = (host: string) => rowOf(page, host).locator('.heartbeat');
+    expect(await heartbeat('silent-node').locator('time').getAttribute('datetime')).toBe(nodes.silentAt);
+    expect(await heartbeat('silent-node').locator('.badge').textContent()).toBe('stale');
+    expect(await heartbeat('fresh-node').locator('time').getAttribute('datetime')).toBe(nodes.freshAt);
+    expect(await heartbeat('fresh-node').locator('.badge').count()).toBe(0);
+    expect(await heartbeat('mute-node').textContent()).toBe('never');
+    await screenshot(page, '14-fleet-stale');
+  });
+
+  it('shows on the Problems page a Git remote it cannot reach and the nodes gone silent', { timeout: 60_000 }, async () => {
+    const clock = fixedClock(Date.now());
+    const remote = join(tempDir('aami-remote-'), 'config.git');
+    gitCli(tempDir(), 'init', '-q', '--bare', '--initial-branch=main', remote);
+    const server = await consoleServer({ clock: () => new Date(clock.now()), remote: { url: remote, branch: 'main', syncIntervalMs: 3_600_000 } });
+    await silentAndFreshNodes(server, clock);
+
+    const page = await newPage();
+    await signIn(page, server.url, ADMIN);
+    await page.goto(`${server.url}/console/problems`);
+    expect(await page.textContent('.summary')).toBe('Needs attention: 1 stale node.');
+    expect(await page.locator('dt:text-is("Remote") + dd').textContent()).toBe(`${remote} (main)`);
+    expect(await page.locator('h2:text-is("Remote") ~ .error').count()).toBe(0);
+    expect(await page.locator('ul.stale li').allTextContents()).toEqual([expect.stringMatching(/^silent-node 1\d min ago$/)]);
+
+    renameSync(remote, `${remote}.away`);
+    onCleanup(() => renameSync(`${remote}.away`, remote));
+    expect((await server.api('POST', '/api/v1/sync')).status).toBeGreaterThanOrEqual(500);
+    await page.reload();
+    expect(await page.textContent('.summary')).toBe('Needs attention: remote, 1 stale node.');
+    const error = await page.locator('h2:text-is("Remote") ~ .error').first().textContent();
+    expect(error).toMatch(/^the Git remote is not reachable: /);
+    expect(error).toContain(remote);
+    await screenshot(page, '15-problems-remote-stale');
   });
 
   it('pages a fleet of 10,000 targets: each page renders 100 rows', { timeout: 120_000 }, async () => {

@@ -115,6 +115,38 @@ describe('deploy/prometheus', () => {
   });
 });
 
+describe('deploy/alertmanager', () => {
+  // Debian's amtool (prometheus-alertmanager) stands in for the image's: the same config loader.
+  const amtool = (...args: string[]) => spawnSync(requireBinary('amtool', 'prometheus-alertmanager'), args, { cwd: tempDir(), encoding: 'utf8' });
+  const config = deploy('alertmanager/alertmanager.yml');
+
+  it('ships a configuration amtool check-config accepts, and amtool refuses a broken one', () => {
+    const checked = amtool('check-config', config);
+    expect(checked.stdout).toContain('SUCCESS');
+    expect(checked.stdout).toContain(' - 1 receivers');
+    expect(checked.status).toBe(0);
+    const broken = join(tempDir(), 'alertmanager.yml');
+    writeFileSync(broken, read('alertmanager/alertmanager.yml').replace('receiver: default', 'receiver: nobody'));
+    const refused = amtool('check-config', broken);
+    expect(refused.stdout).toContain('undefined receiver "nobody" used in route');
+    expect(refused.status).toBe(1);
+  });
+
+  it('routes every alert the rules raise to its receiver, and Compose mounts it where the command reads it', () => {
+    const alerts = parse(read('prometheus/rules/aami.yml')).groups.flatMap((g: { rules: Array<{ alert: string; labels?: Record<string, string> }> }) => g.rules);
+    expect(alerts.length).toBeGreaterThan(0);
+    for (const alert of alerts) {
+      const labels = Object.entries({ alertname: alert.alert, aami_group: 'ml-training', ...alert.labels }).map(([k, v]) => `${k}=${v}`);
+      const routed = amtool('config', 'routes', 'test', `--config.file=${config}`, ...labels);
+      expect(routed.stdout.trim(), alert.alert).toBe('default');
+      expect(routed.status).toBe(0);
+    }
+    const service = parse(read('docker-compose.yml')).services.alertmanager;
+    const file = /--config\.file=(\S+)/.exec(service.command.join(' '))![1];
+    expect(service.volumes).toContain(`./alertmanager/alertmanager.yml:${file}:ro`);
+  });
+});
+
 describe('deploy/grafana', () => {
   it('provisions dashboards that parse and query the provisioned datasource', () => {
     const datasource = parse(read('grafana/provisioning/datasources/prometheus.yml')).datasources[0];

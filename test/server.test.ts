@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { readFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
@@ -105,6 +106,46 @@ describe('aami serve', () => {
     expect(files).toEqual(expect.arrayContaining(acknowledged));
     gitCli(join(base, 'repo'), 'fsck', '--strict', '--no-progress');
     expect(stderr).toContain('msg=stopped');
+  });
+
+  /** `aami serve` run to its end, with no admin credential set: one it generated would show in the state directory. */
+  async function serveUntilExit(...args: string[]) {
+    const base = tempDir();
+    const env = { ...process.env };
+    delete env.AAMI_ADMIN_TOKEN;
+    delete env.AAMI_ADMIN_TOKEN_FILE;
+    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), 'serve', '--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state'), ...args], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    onCleanup(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    return { code, output, created: fs.readdirSync(base) };
+  }
+
+  it('exits 1 at once when its port is taken, naming it, before it creates a repo or a credential', { timeout: 30_000 }, async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve, reject) => holder.once('error', reject).listen(0, '127.0.0.1', resolve));
+    onCleanup(() => new Promise<void>((resolve) => holder.close(() => resolve())));
+    const { port } = holder.address() as AddressInfo;
+    const result = await serveUntilExit('--host', '127.0.0.1', '--port', String(port));
+    expect(result.code).toBe(1);
+    expect(result.output).toBe(`aami: cannot listen on 127.0.0.1:${port}: the port is already in use (by another aami serve or another program); choose another with --port or AAMI_PORT\n`);
+    expect(result.created).toEqual([]);
+    expect(holder.listening).toBe(true);
+  });
+
+  it('exits 1 naming the address when no interface has it', { timeout: 30_000 }, async () => {
+    // 192.0.2.1 is TEST-NET-1 (RFC 5737): on no machine's interfaces.
+    const result = await serveUntilExit('--host', '192.0.2.1', '--port', '0');
+    expect(result.code).toBe(1);
+    expect(result.output).toBe('aami: cannot listen on 192.0.2.1:0: no interface of this host has that address; choose another with --host or AAMI_HOST\n');
+    expect(result.created).toEqual([]);
   });
 
   it('admits exactly max_uses hosts over HTTP while its watcher sees every commit land', async () => {

@@ -10,13 +10,15 @@ const details = (json: unknown) =>
     ['Name', 'name'],
     ['Role', 'role'],
     ['Expires', 'expires_at'],
+    ['Expired', 'expired'],
     ['Revoked', 'revoked'],
     ['Created', 'created_at'],
+    ['Created by', 'created_by'],
   ]);
 
 export const credentials = resource({
   name: 'credentials',
-  summary: 'API credentials for people and scripts: create, list, revoke',
+  summary: 'API credentials for people and scripts: create, list, show, revoke',
   about: 'API credentials: one per person or script, with a role (admin, editor, reader), so the\nadmin credential need not be shared.',
   actions: [
     action({
@@ -55,6 +57,7 @@ Options:
         ['CREATED', (c) => c.created_at],
       ],
     }),
+    onOne({ name: 'show', summary: 'one credential: role, expiry, whether it still works, who made it', help: 'Shows one API credential by its id (never its secret).', param: 'ID', path: PATH, lines: details }),
     onOne({ name: 'revoke', summary: 'revoke a credential at once', help: 'Revokes an API credential; requests carrying it are refused from now on.', param: 'ID', path: PATH, lines: details }),
   ],
 });
