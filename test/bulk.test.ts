@@ -4,23 +4,6 @@ import { apiHarness } from './api-helpers.js';
 import { targetYaml } from './helpers.js';
 
 describe('paced big answers and clients that go away', () => {
-  it('still paces as before with a sleep that ignores the signal (the shared rate, idle writer)', async () => {
-    let now = 0;
-    let busy = true;
-    const slept: number[] = [];
-    const bulk = new BulkReads(() => busy, { bytesPerSecond: 10e6, now: () => now, sleep: async (ms) => slept.push(ms) });
-    await bulk.turn(10e6);
-    await bulk.turn(5e6);
-    await bulk.turn(5e6);
-    expect(slept).toEqual([1000, 1500]);
-    now = 1200;
-    await bulk.turn(1e6);
-    expect(slept.at(-1)).toBe(800);
-    busy = false;
-    await bulk.turn(100e6);
-    expect(slept).toHaveLength(3);
-  });
-
   it('a waiting reader that disconnects gives its turn back: the readers behind it do not wait for it', async () => {
     // 1 kB/s: each ghost books a second.
     const bulk = new BulkReads(() => true, { bytesPerSecond: 1000 });

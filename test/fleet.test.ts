@@ -95,6 +95,9 @@ describe('one writer, many followers', () => {
     const heads = servers.map((s) => gitCli(s.config.repo, 'rev-parse', 'main').trim());
     expect(new Set([...heads, gitCli(remote.dir, 'rev-parse', 'main').trim()]).size).toBe(1);
 
+    // A follower's log line for a write it forwarded says so; the primary's names who called.
+    expect(followers[0]!.log()).toMatch(/msg=write\b.*by="?forwarded/);
+    expect(followers[0]!.log()).not.toMatch(/msg=write\b.*by="?unauthenticated/);
     // Who did what is still known: the followers passed the client's address on.
     expect(gitCli(remote.dir, 'log', '--format=%(trailers:key=Source-Address,valueonly)', '-3').trim()).toContain('127.0.0.1');
     // No password in logs, health, the repositories' config, or git's command lines.

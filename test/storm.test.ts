@@ -5,8 +5,12 @@ import { gitCli, pushFiles, targetYaml, tempDir } from './helpers.js';
 import { waitFor } from './node-helpers.js';
 import { serverProcess, type ServerProcess } from './process-helpers.js';
 
-/** `clients` concurrent clients registering hosts `prefix-0…` with one token until told to stop or done. */
-function storm(server: ServerProcess, token: string, prefix: string, total: number, clients = 64) {
+/**
+ * `clients` concurrent clients registering hosts `prefix-0…` at addresses 10.`net`.x.y with
+ * one token until told to stop or done. Each storm needs a `net` of its own: the server
+ * refuses a second target at an address and port already taken.
+ */
+function storm(server: ServerProcess, token: string, prefix: string, net: number, total: number, clients = 64) {
   const acknowledged: string[] = [];
   const statuses = new Map<number, number>();
   let next = 0;
@@ -19,20 +23,22 @@ function storm(server: ServerProcess, token: string, prefix: string, total: numb
         // moving) is tried again, as bootstrap.sh does; anything else is final.
         for (let attempt = 0; attempt < 10 && !stopped; attempt++) {
           let status: number;
+          let again: boolean;
           try {
             const response = await fetch(`${server.url}/api/v1/bootstrap/register`, {
               method: 'POST',
               headers: { authorization: `Bearer ${token}` },
-              body: JSON.stringify({ hostname, ip_address: `10.${prefix.length}.${i >> 8}.${i & 255}` }),
+              body: JSON.stringify({ hostname, ip_address: `10.${net}.${i >> 8}.${i & 255}` }),
             });
-            await response.arrayBuffer();
+            const body = await response.text();
             status = response.status;
+            again = status === 503 || (status === 409 && body.includes('"remote_conflict"'));
           } catch {
             break; // the server died mid-request: not acknowledged
           }
           statuses.set(status, (statuses.get(status) ?? 0) + 1);
           if (status === 201) acknowledged.push(hostname);
-          if (status !== 503 && status !== 409) break;
+          if (!again) break;
           await new Promise((resolve) => setTimeout(resolve, 50 * (attempt + 1)));
         }
       }
@@ -64,7 +70,7 @@ describe('under load', () => {
     const [repo, sdDir, stateDir] = ['repo', 'sd', 'state'].map((d) => join(base, d)) as [string, string, string];
     const server = await serverProcess(['--repo', repo, '--sd-dir', sdDir, '--state-dir', stateDir]);
     const { token, id } = await newToken(server, 1000);
-    const load = storm(server, token, 'storm', 600);
+    const load = storm(server, token, 'storm', 50, 600);
     const pushed: string[] = [];
     // Five pull requests merged while the storm runs, each a person's clone, commit and push.
     for (let i = 0; i < 5; i++) {
@@ -87,7 +93,7 @@ describe('under load', () => {
     const { token, id } = await newToken(server, 100_000);
     const acknowledged: string[] = [];
     for (let round = 0; round < 4; round++) {
-      const load = storm(server, token, `r${round}`, 100_000);
+      const load = storm(server, token, `r${round}`, 60 + round, 100_000);
       // Once writes are being acknowledged, let the storm run a random while more, then kill the server without warning.
       await waitFor('the first acknowledged registrations', async () => load.acknowledged.length >= 5, 300);
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 800));

@@ -3,6 +3,7 @@ import { sameSecret } from '../tokens/secret.js';
 import { AamiError } from '../errors.js';
 import { bearerToken, clientAddress, FORWARDED_ADDRESS, resolveSecret, type AuthDeps } from './auth.js';
 import { sendError } from './errors.js';
+import { logFields } from './observe.js';
 
 /** Where a follower sends what it does not do itself. */
 export interface PrimaryOptions {
@@ -37,6 +38,8 @@ export function forwardToPrimary(deps: AuthDeps & { heartbeats: { record(hostnam
     headers.set(FORWARDED_FOR, clientAddress(c));
     if (primary.clusterSecret) headers.set(CLUSTER, primary.clusterSecret);
     const method = c.req.method;
+    // Who called is decided, and logged, by the primary; this server's line says where it went.
+    logFields(c, { by: 'forwarded', primary: base });
     const body = method === 'GET' || method === 'HEAD' ? undefined : await c.req.arrayBuffer();
     let answer: Response;
     try {
