@@ -148,6 +148,14 @@ describe('aami serve', () => {
     expect(result.created).toEqual([]);
   });
 
+  it('refuses a --primary URL that holds a password, without printing it, before it creates anything', { timeout: 30_000 }, async () => {
+    const result = await serveUntilExit('--host', '127.0.0.1', '--port', '0', '--primary', 'http://bot:hunter2-secret@primary.example:8080');
+    expect(result.code).toBe(2);
+    expect(result.output).toContain('must not hold a user name or password');
+    expect(result.output).not.toContain('hunter2-secret');
+    expect(result.created).toEqual([]);
+  });
+
   it('admits exactly max_uses hosts over HTTP while its watcher sees every commit land', async () => {
     const server = await startServer(serverConfig());
     onCleanup(() => server.close());
@@ -234,6 +242,10 @@ describe('aami serve', () => {
     const job = await fetch(`${server.url}/api/v1/sd/prometheus?job=node`, { headers: auth });
     expect(job.status).toBe(200);
     expect(((await job.json()) as Array<{ targets: string[] }>).map((e) => e.targets[0]).sort()).toEqual(['10.0.0.1:9100', '10.0.0.2:9100']);
+    // A job of aami.yaml with no targets has no shard: [] as with one file per job, never 404
+    // (Prometheus would keep the last targets it had on a failed refresh).
+    const empty = await fetch(`${server.url}/api/v1/sd/prometheus?job=dcgm`, { headers: auth });
+    expect([empty.status, await empty.json()]).toEqual([200, []]);
     expect((await fetch(`${server.url}/api/v1/sd/prometheus?job=nope`, { headers: auth })).status).toBe(404);
   });
 

@@ -26,6 +26,8 @@ export function createApp(appDeps: AppDeps) {
   app.onError(onError(deps.logger));
   app.notFound(notFound(app));
   app.use('*', observe(metrics, deps.logger));
+  // Before anything that can refuse: a refusal is logged with the client a follower passed on.
+  app.use('*', trustForwarded(deps.clusterSecret));
   app.use('*', checkQuery());
   app.use(
     '/api/*',
@@ -34,7 +36,6 @@ export function createApp(appDeps: AppDeps) {
       onError: (c) => sendError(c, new AamiError('payload_too_large', `the request body is larger than ${maxBodyBytes} bytes`)),
     }),
   );
-  app.use('*', trustForwarded(deps.clusterSecret));
   if (deps.primary) app.use('*', forwardToPrimary(deps, deps.primary));
   app.route('/', systemRoutes(deps));
   app.route('/api/v1/groups', groupRoutes(deps));

@@ -27,7 +27,10 @@ const serveOptions = z.object({
   branch: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'must be a branch name').default('main'),
   read_only: boolean.default(false),
   sd_layout: z.enum(['file', 'group']).default('file'),
-  primary: z.url({ protocol: /^https?$/, message: 'must be an http(s) URL' }).optional(),
+  primary: z
+    .url({ protocol: /^https?$/, message: 'must be an http(s) URL' })
+    .refine((url) => !/^[a-z]+:\/\/[^/]*@/i.test(url), 'must not hold a user name or password: followers pass on the caller\'s own credential, and the URL is logged')
+    .optional(),
   cluster_secret: z.string().min(16, 'must be at least 16 characters').optional(),
   git_password: z.string().min(1).optional(),
   sync_interval: z.coerce.number().positive('must be a number of seconds').default(30),

@@ -108,7 +108,10 @@ export class SdPublisher {
   }
 
   schedule(): void {
-    clearTimeout(this.timer);
+    // A compile already due takes this change too (it compiles the snapshot live when it
+    // runs): moving it back on every change would let a steady stream of writes, each
+    // within the debounce of the last, hold the SD files back for as long as it lasts.
+    if (this.timer) return;
     const debounce = this.options.debounceMs ?? 20;
     const interval = Math.min(this.options.minIntervalMs ?? 750, 10 * (this.status.lastDurationMs ?? 0));
     const throttle = this.lastStart + interval - performance.now();

@@ -14,14 +14,19 @@ const OPENAPI_ETAG = etagOf(openApiDocument());
 
 /**
  * http_sd answers joined once per SD compile, not per request, each with an ETag of its
- * bytes (the same on every server that compiled the same catalog, and after a restart).
+ * bytes. Files are joined in the order of their names, so the same output gives the same
+ * bytes and ETag on every server and after a restart, whatever order they were read in.
  */
 class SdBodies {
   private output: Map<string, Buffer[]> | undefined;
   private bodies = new Map<string, { parts: Buffer; etag: string }>();
 
-  /** The entries of `job`, or of every job; undefined for a job with no file. */
-  of(output: Map<string, Buffer[]>, job: string | undefined): { parts: Buffer; etag: string } | undefined {
+  /**
+   * The entries of `job`, or of every job; undefined for a job with no file. A job of
+   * aami.yaml with no targets has no file with --sd-layout group: `configured` says to
+   * answer it with [], as its empty file does with one file per job.
+   */
+  of(output: Map<string, Buffer[]>, job: string | undefined, configured: (job: string) => boolean): { parts: Buffer; etag: string } | undefined {
     if (output !== this.output) {
       this.output = output;
       this.bodies = new Map();
@@ -29,8 +34,9 @@ class SdBodies {
     const key = job ?? '';
     let body = this.bodies.get(key);
     if (!body) {
-      const files = [...output].filter(([name]) => job === undefined || jobOfFile(name) === job).map(([, file]) => file);
-      if (job !== undefined && !files.length) return undefined;
+      const names = [...output.keys()].filter((name) => job === undefined || jobOfFile(name) === job).sort();
+      if (job !== undefined && !names.length && !configured(job)) return undefined;
+      const files = names.map((name) => output.get(name)!);
       const parts = files.length === 1 ? files[0]! : joined(files);
       const json = Buffer.concat(parts);
       body = { parts: json, etag: etagOf(json) };
@@ -55,7 +61,6 @@ function joined(files: Buffer[][]): Buffer[] {
   }
   return parts.length > 1 ? [...parts, CLOSE] : [EMPTY];
 }
-
 
 /** Most entries health lists of invalid files and stale nodes; the counts are always whole. */
 const HEALTH_LIST_LIMIT = 50;
@@ -113,7 +118,7 @@ export function systemRoutes(deps: RouteDeps) {
     const current = () => {
       const output = deps.sd.lastOutput;
       if (!output) throw new AamiError('not_ready', 'no service discovery output yet: the first compile has not finished');
-      const body = sd.of(output, job);
+      const body = sd.of(output, job, (name) => Object.values(deps.catalog().settings.exporters).some((type) => type.job === name));
       if (!body) throw new AamiError('not_found', `no job "${job}"; jobs: ${[...new Set([...output.keys()].map(jobOfFile))].join(', ')}`);
       return body;
     };
