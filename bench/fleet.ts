@@ -28,6 +28,9 @@ const dirs = () => {
 
 async function storm(servers: BenchServer[], label: string, prefix: string): Promise<void> {
   const token = (await servers[0]!.call('POST', '/api/v1/bootstrap-tokens', { name: prefix, default_group_id: 'cluster-0', max_uses: requests, expires_at: '2099-01-01T00:00:00Z' })).json.token as string;
+  // Every server knows the token before the storm: a writer that has not pulled it yet
+  // answers 401 (a follower forwards it), and its clients would spend the storm on refusals.
+  for (const other of servers.slice(1)) await other.call('POST', '/api/v1/sync');
   const { rate, latencies, statuses } = await registrationStorm(servers.map((s) => s.url), token, { clients, requests, prefix, net: 201 });
   console.log(`${label.padEnd(28)} ${rate.toFixed(0).padStart(5)}/s  p50 ${ms(percentile(latencies, 50)).padEnd(10)} p99 ${ms(percentile(latencies, 99)).padEnd(10)} statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
 }
