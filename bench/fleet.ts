@@ -10,7 +10,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { registrationStorm, startBenchServer, type BenchServer } from './server.js';
+import { startBenchServer, type BenchServer } from './server.js';
+import { registrationStorm } from './storm.js';
 import { bareRepoWith, ms, percentile, syntheticRepo, targetFile } from './synthetic.js';
 
 const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000' }, clients: { type: 'string', default: '48' }, requests: { type: 'string', default: '1500' } } });

@@ -12,7 +12,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ADMIN, registrationStorm, startBenchServer, type BenchServer, type Storm } from './server.js';
+import { ADMIN, startBenchServer, type BenchServer } from './server.js';
+import { registrationStorm, type Storm } from './storm.js';
 import { bareRepoWith, ms, percentile, syntheticRepo } from './synthetic.js';
 
 const { values } = parseArgs({

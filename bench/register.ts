@@ -7,7 +7,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { registrationStorm, startBenchServer } from './server.js';
+import { startBenchServer } from './server.js';
+import { registrationStorm } from './storm.js';
 import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
 
 const { values } = parseArgs({

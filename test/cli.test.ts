@@ -20,6 +20,12 @@ function brokenCopy(): string {
   return dir;
 }
 
+/** Commits everything in the working tree of `dir`, as a person preparing `aami diff` would. */
+function commitAll(dir: string, message: string): void {
+  gitCli(dir, 'add', '-A');
+  gitCli(dir, 'commit', '-q', '-m', message);
+}
+
 describe('aami validate', () => {
   it('exits 0 and summarises a valid repo', async () => {
     expect(await run('validate', STARTER)).toMatchObject({ code: 0, out: 'valid: 13 groups, 0 targets, 0 tokens, 0 credentials, 4 checks' });
@@ -85,8 +91,7 @@ describe('aami diff', () => {
     const dir = join(tempDir(), 'repo');
     cpSync(fixture('basic'), dir, { recursive: true });
     gitCli(dir, 'init', '-q', '--initial-branch=main');
-    gitCli(dir, 'add', '-A');
-    gitCli(dir, 'commit', '-q', '-m', 'base');
+    commitAll(dir, 'base');
     writeFileSync(join(dir, 'targets/api-servers/api-02.yaml'), 'hostname: api-02\nip_address: 10.0.2.6\nprimary_group: api-servers\n');
     rmSync(join(dir, 'targets/ml-training/gpu-02.yaml'));
     writeFileSync(join(dir, 'groups/api-servers.yaml'), 'id: api-servers\nname: api-servers\nnamespace: logical\nlabels: {role: api, tier: edge}\n');
@@ -100,8 +105,7 @@ describe('aami diff', () => {
       '  + api-02 10.0.2.6:9100',
       '  - gpu-02 [fd00::22]:9100',
     ]);
-    gitCli(dir, 'add', '-A');
-    gitCli(dir, 'commit', '-q', '-m', 'change');
+    commitAll(dir, 'change');
     expect((await run('diff', dir)).out).toBe("no change to Prometheus's targets against HEAD");
     expect((await run('diff', dir, '--base', 'no-such-rev')).code).toBe(2);
   });
@@ -171,8 +175,7 @@ describe('repository content is untrusted', () => {
     writeFileSync(join(dir, 'credentials/aaaaaaaa.yaml'), credential('aaaaaaaa', 'alice', 'reader'));
     writeFileSync(join(dir, 'credentials/bbbbbbbb.yaml'), credential('bbbbbbbb', 'bob', 'editor'));
     gitCli(dir, 'init', '-q', '--initial-branch=main');
-    gitCli(dir, 'add', '-A');
-    gitCli(dir, 'commit', '-q', '-m', 'base');
+    commitAll(dir, 'base');
     writeFileSync(join(dir, 'credentials/aaaaaaaa.yaml'), credential('aaaaaaaa', 'alice', 'admin'));
     rmSync(join(dir, 'credentials/bbbbbbbb.yaml'));
     writeFileSync(join(dir, 'credentials/cccccccc.yaml'), credential('cccccccc', 'mallory', 'admin'));
