@@ -114,6 +114,9 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const address = config.remote && parseRemoteUrl(config.remote.url, config.remote.password);
   const repo = await openOrCreateRepo(config, branch, address && ((dir) => new Remote(dir, address, branch)));
   guardLocalPushes(repo.gitdir, address?.url);
+  // A server killed while it moved the branch leaves the branch's lock file: writes would wait two minutes for it.
+  const leftover = await repo.clearLeftoverLock();
+  if (leftover) logger.warn('removed a lock on the branch left by a process that died holding it', { lock: leftover });
   const adminTokenHash = await adminCredential(config);
   const repoHealth: RepoHealth = { branch, layout: repo.layout, error: null, warning: legacyWarning(config.repo, repo) };
   if (repoHealth.warning) logger.warn('old repository layout', { repo: config.repo, hint: repoHealth.warning });

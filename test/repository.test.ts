@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { GitRepository } from '../src/git/repository.js';
@@ -85,6 +85,24 @@ describe('GitRepository', () => {
     utimesSync(lock, old, old);
     expect(await repo.swap(head, next!)).toEqual({ kind: 'swapped' });
     expect(existsSync(lock)).toBe(false);
+  });
+
+  it('at start-up removes a branch lock that stays unchanged through a short wait, and leaves one taken anew', async () => {
+    const { repo, dir } = await repository();
+    const lock = join(dir, 'refs/heads/main.lock');
+    expect(await repo.clearLeftoverLock()).toBeUndefined();
+    // Left by a server killed mid-commit a moment ago: young, but nobody holds it.
+    writeFileSync(lock, 'a0\n');
+    expect(await repo.clearLeftoverLock()).toBe(lock);
+    expect(existsSync(lock)).toBe(false);
+    // A live git push releases its lock and another takes it during the wait: not ours to remove.
+    writeFileSync(lock, 'a1\n');
+    const cleared = repo.clearLeftoverLock();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    rmSync(lock);
+    writeFileSync(lock, 'a2\n');
+    expect(await cleared).toBeUndefined();
+    expect(existsSync(lock)).toBe(true);
   });
 
   it('lists every file of a commit with its mode, and diffs two commits path by path', async () => {

@@ -249,6 +249,21 @@ describe('aami serve', () => {
     expect((await fetch(`${server.url}/api/v1/sd/prometheus?job=nope`, { headers: auth })).status).toBe(404);
   });
 
+  it('takes writes at once after a restart that finds the branch lock a killed server left behind', async () => {
+    const lines: string[] = [];
+    const config = serverConfig({ logger: createLogger((line) => lines.push(line)) });
+    await (await startServer(config)).close();
+    // What kill -9 between taking the lock and renaming it over the branch leaves.
+    const lock = join(config.repo, 'refs/heads/main.lock');
+    fs.writeFileSync(lock, `${'0'.repeat(40)}\n`);
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    expect(fs.existsSync(lock)).toBe(false);
+    expect(lines.join('\n')).toContain('removed a lock on the branch left by a process that died holding it');
+    const created = await fetch(`${server.url}/api/v1/targets`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ hostname: 'after-crash', ip_address: '10.0.0.9', primary_group_id: 'ml-training' }) });
+    expect(created.status).toBe(201);
+  });
+
   it('takes the SD files on disk as they are after a restart with nothing changed, and compiles again when something did', async () => {
     const lines: string[] = [];
     const config = serverConfig({ logger: createLogger((line) => lines.push(line)) });

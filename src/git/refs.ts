@@ -33,6 +33,26 @@ export type SwapResult = { kind: 'swapped' } | { kind: 'moved'; current: string 
 export const STALE_LOCK_MS = 120_000;
 
 /**
+ * At start-up: a lock on the ref that is still there, unchanged, after `waitMs` was left by
+ * a process that died holding it (a server killed mid-commit, say), and is removed, so
+ * writes need not wait STALE_LOCK_MS for it. A live `git push` holds it for milliseconds;
+ * one that takes the lock anew during the wait makes a new file, which is left alone.
+ * Answers the path removed, if any.
+ */
+export async function clearLeftoverLock(gitdir: string, ref: string, waitMs = 2000): Promise<string | undefined> {
+  const lock = `${gitdir}/${ref}.lock`;
+  const first = await fs.promises.stat(lock).catch(() => undefined);
+  if (!first) return undefined;
+  for (const started = Date.now(); Date.now() - started < waitMs; ) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const now = await fs.promises.stat(lock).catch(() => undefined);
+    if (!now || now.ino !== first.ino || now.mtimeMs !== first.mtimeMs) return undefined;
+  }
+  await fs.promises.rm(lock, { force: true });
+  return lock;
+}
+
+/**
  * Move a ref from `expected` to `next` by git's own lock-file protocol: create `<ref>.lock`
  * exclusively, check the current value under the lock, write the new one into the lock,
  * fsync, rename over the ref, fsync the directory. `git push` into this repository and

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 import { exists, syncPath } from './fs.js';
 import { hashObject, ObjectWriter, type Person, serializeCommit, serializeTree, type TreeEntry } from './objects.js';
 import { ObjectReader } from './reader.js';
-import { readRef, swapRef, type SwapResult } from './refs.js';
+import { clearLeftoverLock, readRef, swapRef, type SwapResult } from './refs.js';
 
 const run = promisify(execFile);
 
@@ -112,6 +112,11 @@ export class GitRepository {
   /** The branch's commit now (null: no commit yet). */
   head(): Promise<string | null> {
     return readRef(this.gitdir, this.ref);
+  }
+
+  /** At start-up: remove a lock on the branch left by a process that died holding it (refs.ts). */
+  clearLeftoverLock(): Promise<string | undefined> {
+    return clearLeftoverLock(this.gitdir, this.ref);
   }
 
   swap(expected: string | null, next: string): Promise<SwapResult> {
