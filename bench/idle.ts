@@ -10,7 +10,7 @@ import { parseArgs } from 'node:util';
 import { startBenchServer } from './server.js';
 import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
 
-const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '20' } } });
+const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '20' }, layouts: { type: 'string', default: 'file,group' } } });
 const sizes = values.targets.split(',').map(Number);
 const count = Number(values.registrations);
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-idle-'));
@@ -36,7 +36,7 @@ try {
   for (const size of sizes) {
     const repo = join(root, `repo-${size}`);
     bareRepoWith(repo, syntheticRepo(size));
-    for (const layout of ['file', 'group'] as const) {
+    for (const layout of values.layouts.split(',')) {
       const base = join(root, `${size}-${layout}`);
       const server = await startBenchServer({ repo, sd: join(base, 'sd'), state: join(base, 'state') }, ['--sd-layout', layout]);
       try {

@@ -25,9 +25,9 @@ export async function startBenchServer(dirs: { repo: string; sd: string; state: 
   const bin = join(ROOT, 'dist/cli/bin.js');
   if (!existsSync(bin)) throw new Error('run `npm run build` first: the bench measures the built server');
   const started = performance.now();
-  const child = spawn(process.execPath, [...(process.env.AAMI_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.AAMI_PROFILE}`] : []), bin, 'serve', '--host', '127.0.0.1', '--port', '0', '--repo', dirs.repo, '--sd-dir', dirs.sd, '--state-dir', dirs.state, ...extra], {
+  const child = spawn(process.execPath, [...(process.env.AAMI_NODE_FLAGS ? process.env.AAMI_NODE_FLAGS.split(' ') : []), ...(process.env.AAMI_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.AAMI_PROFILE}`] : []), bin, 'serve', '--host', '127.0.0.1', '--port', '0', '--repo', dirs.repo, '--sd-dir', dirs.sd, '--state-dir', dirs.state, ...extra], {
     env: { ...process.env, AAMI_ADMIN_TOKEN: ADMIN, ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', process.env.AAMI_BENCH_STDOUT ? 'inherit' : 'ignore', 'pipe'],
   });
   let log = '';
   child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));

@@ -170,6 +170,39 @@ describe('GitRepository', () => {
     expect(gitCli(dir, 'show', 'main:targets/g2/h59.yaml')).toBe('n: 59\n');
   });
 
+
+  it('builds each commit on the trees it wrote last, and on trees read from Git after a push moved the branch', async () => {
+    const { repo, dir, git } = await repository();
+    const expected = new Map<string, string>([
+      ['aami.yaml', 'exporters: {node_exporter: {job: node, port: 9100}}\n'],
+      ['groups/ml.yaml', 'id: ml\nname: ml\nnamespace: logical\n'],
+    ]);
+    let head = (await repo.head())!;
+    const write = async (changes: Array<{ path: string; content: string | null }>) => {
+      const commit = await repo.writeCommit(head, { message: 'w', author: ADMIN, changes });
+      expect((await repo.swap(head, commit!)).kind).toBe('swapped');
+      head = commit!;
+      for (const { path, content } of changes) content === null ? expected.delete(path) : expected.set(path, content);
+    };
+    const tree = () => git('ls-tree', '-r', '--format=%(path)', 'main').trim().split('\n');
+    for (let i = 0; i < 12; i++) {
+      // Adds in two directories, an edit, and a delete that empties a directory now and then.
+      await write([
+        { path: `targets/g${i % 3}/h${i}.yaml`, content: `n: ${i}\n` },
+        { path: `tokens/t${i % 2}.yaml`, content: `uses: ${i}\n` },
+        ...(i >= 3 && i % 3 === 0 ? [{ path: `targets/g0/h${i - 3}.yaml`, content: null }] : []),
+      ]);
+      if (i === 6) {
+        // Someone pushes meanwhile: the next write starts from a commit this process did not write.
+        pushFiles(dir, { 'targets/g1/pushed.yaml': 'p: 1\n' }, 'a push');
+        expected.set('targets/g1/pushed.yaml', 'p: 1\n');
+        head = git('rev-parse', 'main').trim();
+      }
+      expect(tree()).toEqual([...expected.keys()].sort());
+    }
+    for (const [path, content] of expected) expect(git('show', `main:${path}`)).toBe(content);
+    git('fsck', '--strict', '--no-progress');
+  });
   it('refuses to open a directory that is not a repository', async () => {
     await expect(GitRepository.open(tempDir())).rejects.toThrow(/not a Git repository/);
   });

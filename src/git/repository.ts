@@ -67,6 +67,11 @@ export class GitRepository {
   readonly ref: string;
   /** Trees by object id: immutable, so a cache never goes stale; cleared when it grows. */
   private readonly trees = new Map<string, Map<string, TreeEntry>>();
+  /**
+   * The last commit written here and its trees, as written: the next write on top of it
+   * (the common case: the writer's next batch) reads no object back from Git.
+   */
+  private written: { commit: string; root: string; trees: Map<string, Map<string, TreeEntry>> } | undefined;
   /** Packs written since the last repack, and the repack running now. */
   private packs = 0;
   private repacking: Promise<void> | undefined;
@@ -171,8 +176,9 @@ export class GitRepository {
    * whole repo. Null when the changes leave the tree as it was.
    */
   async writeCommit(parent: string | null, request: CommitRequest): Promise<string | null> {
-    const rootOid = parent ? await this.objects.commitTree(parent) : null;
+    const rootOid = !parent ? null : parent === this.written?.commit ? this.written.root : await this.objects.commitTree(parent);
     const staged = new Map<string, Map<string, TreeEntry>>();
+    const trees = new Map<string, Map<string, TreeEntry>>();
     const objects: Array<{ oid: string; type: 'blob' | 'tree' | 'commit'; content: Buffer }> = [];
     const add = (type: 'blob' | 'tree' | 'commit', content: Buffer): string => {
       const { oid } = hashObject(type, content);
@@ -208,10 +214,14 @@ export class GitRepository {
         parentDir.delete(name); // Git has no empty directories
         continue;
       }
-      parentDir.set(name, { mode: TREE_MODE, oid: add('tree', serializeTree(entries)), type: 'tree' });
+      const oid = add('tree', serializeTree(entries));
+      trees.set(oid, entries);
+      parentDir.set(name, { mode: TREE_MODE, oid, type: 'tree' });
     }
-    const rootContent = serializeTree(staged.get('') ?? (await dirOf('')));
+    const rootEntries = staged.get('') ?? (await dirOf(''));
+    const rootContent = serializeTree(rootEntries);
     const root = hashObject('tree', rootContent);
+    trees.set(root.oid, rootEntries);
     if (root.oid === rootOid) return null;
     objects.push({ oid: root.oid, type: 'tree', content: rootContent });
     const when = Math.floor(this.now() / 1000);
@@ -224,6 +234,8 @@ export class GitRepository {
     });
     const oid = add('commit', commit);
     await this.writer.writeAll(objects);
+    // Staged maps are not touched again, and dirOf copies what it takes from a cache.
+    this.written = { commit: oid, root: root.oid, trees };
     if (++this.packs >= REPACK_EVERY) this.repack();
     return oid;
   }
@@ -264,7 +276,7 @@ export class GitRepository {
   }
 
   private async tree(oid: string): Promise<Map<string, TreeEntry>> {
-    let entries = this.trees.get(oid);
+    let entries = this.written?.trees.get(oid) ?? this.trees.get(oid);
     if (!entries) {
       entries = await this.objects.readTree(oid);
       if (this.trees.size > 4096) this.trees.clear();
