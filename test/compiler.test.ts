@@ -71,6 +71,59 @@ describe('compile', () => {
     }
   });
 
+  it('keeps one file per job as a full compile would, byte for byte, through registrations, moves, removals and a group edit', () => {
+    const live = new LiveCatalog(Snapshot.build(readCheckout(fs, fixture('basic')), null));
+    const compiler = new Compiler('file');
+    const groups = ['ml-training', 'api-servers', 'production']; // production: only these hosts, so it empties now and then
+    const exporters = ['[]', '[{type: node_exporter}]', '[{type: node_exporter}, {type: dcgm_exporter}]', '[{type: dcgm_exporter}, {type: ipmi_exporter}]'];
+    const where = new Map<string, string>(); // host → its file
+    let seed = 7;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), (seed >>> 8) % n);
+    const change = (updates: Array<{ path: string; text: string | null }>) => {
+      const draft = live.draft();
+      const applied = draft.apply(updates.map(({ path, text }) => (text === null ? { path, oid: null } : { path, oid: `${path}@${random(1e9)}`, parsed: parseFile(path, text) })));
+      expect(applied.problems).toEqual([]);
+      live.publish(draft.freeze(null));
+    };
+    for (let step = 0; step < 120; step++) {
+      // Host names that sort before, between and after the fixture's, some sharing a prefix.
+      const id = random(72);
+      const host = `${['a', 'gpu-0', 'gpu-01x', 'zz', 'api-0', 'gpu-1'][id % 6]!}-${id}`;
+      const before = where.get(host);
+      const roll = random(10);
+      if (before && roll < 3) {
+        change([{ path: before, text: null }]);
+        where.delete(host);
+      } else if (step === 90) {
+        // Every host of production leaves: the group leaves the catalog with them.
+        const leaving = [...where].filter(([, path]) => path.startsWith('targets/production/'));
+        expect(leaving.length).toBeGreaterThan(0);
+        change(leaving.map(([, path]) => ({ path, text: null })));
+        for (const [name] of leaving) where.delete(name);
+      } else if (step === 60) {
+        // A group edit: every target is looked at again.
+        change([{ path: 'groups/api-servers.yaml', text: 'id: api-servers\nname: API\nnamespace: logical\nlabels: {tier: edited}\n' }]);
+      } else {
+        const group = groups[random(3)]!;
+        const path = `targets/${group}/${host}.yaml`;
+        const text = `hostname: ${host}\nip_address: 10.9.0.${id}\nprimary_group: ${group}\nexporters: ${exporters[random(4)]}\n`;
+        change([...(before && before !== path ? [{ path: before, text: null }] : []), { path, text }]);
+        where.set(host, path);
+      }
+      const catalog = live.snapshot().catalog;
+      const incremental = new Map([...compiler.compile(catalog)].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
+      const whole = new Map([...compile(catalog)].map(([name, bytes]) => [name, bytes.toString()]));
+      expect(incremental, `step ${step}`).toEqual(whole);
+    }
+    expect(where.size).toBeGreaterThan(20);
+    // A job the change does not touch gives the same array back: the writer skips it by identity.
+    const before = compiler.compile(live.snapshot().catalog);
+    change([{ path: 'targets/ml-training/only-node.yaml', text: 'hostname: only-node\nip_address: 10.9.1.1\nprimary_group: ml-training\nexporters: [{type: node_exporter}]\n' }]);
+    const after = compiler.compile(live.snapshot().catalog);
+    expect(after.get('node.json')).not.toBe(before.get('node.json'));
+    expect(after.get('dcgm.json')).toBe(before.get('dcgm.json'));
+  });
+
   it('writes an empty list for a job without targets', () => {
     expect(compile(Snapshot.build(new Map(), null).catalog)).toEqual(new Map([['node.json', Buffer.from('[]\n')], ['dcgm.json', Buffer.from('[]\n')]]));
   });
@@ -108,5 +161,20 @@ describe('SdOutput', () => {
     const result = await new SdOutput(mfs, '/sd').write(files('node.json', '[]\n'));
     expect(result.removed).toEqual(['old-job.json']);
     expect(mfs.readdirSync('/sd').sort()).toEqual(['README', 'node.json']);
+  });
+
+  it('removes a shard as soon as a write no longer names it, and only looks for stale files then', async () => {
+    const mfs = memfs();
+    const output = new SdOutput(mfs, '/sd');
+    const shards = (...groups: string[]) => new Map(groups.map((g) => [`node/${g}.json`, Buffer.from(`["${g}"]\n`)]));
+    await output.write(shards('a', 'b'));
+    // A write naming the same files does not list the directory: a file dropped there meanwhile stays.
+    mfs.writeFileSync('/sd/node/dropped-by-hand.json', '[]');
+    expect(await output.write(shards('a', 'b'))).toEqual({ written: [], removed: [] });
+    // Group b emptied: its shard goes (and so does the stray file, found on the same pass).
+    expect((await output.write(shards('a'))).removed.sort()).toEqual(['node/b.json', 'node/dropped-by-hand.json']);
+    expect(mfs.readdirSync('/sd/node')).toEqual(['a.json']);
+    // b comes back: written again, though its bytes are what was written before.
+    expect((await output.write(shards('a', 'b'))).written).toEqual(['node/b.json']);
   });
 });

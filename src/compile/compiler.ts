@@ -39,6 +39,9 @@ export class Compiler {
   /** Per primary group, the shards last made and what they were made from. */
   private readonly shards = new Map<string, { targets: ReadonlyMap<string, Target>; settings: Settings; groupMap: ReadonlyMap<string, Group>; files: Array<[string, Buffer[]]> }>();
 
+  /** The last compile of one file per job: what it was made from, and each job's entries. */
+  private whole: { settings: Settings; groupMap: ReadonlyMap<string, Group>; groupTargets: Catalog['groupTargets']; columns: Map<string, Column> } | undefined;
+
   constructor(private readonly layout: SdLayout = 'file') {}
 
   /**
@@ -78,23 +81,32 @@ export class Compiler {
     return files;
   }
 
+  /**
+   * One file per job, targets by host name. While aami.yaml and the groups stay the same
+   * objects, only the targets of the groups whose map changed are looked at again, and their
+   * entries are moved in or out of each job's sorted column: a registration at 100k targets
+   * renders one target and sorts nothing. Any other change takes the whole fleet again
+   * (through the memo, so only the targets it touched are rendered).
+   */
   private compileFiles(catalog: Catalog): Map<string, Buffer[]> {
-    const parts = new Map<string, Buffer[]>();
-    for (const type of Object.values(catalog.settings.exporters)) parts.set(type.job, [OPEN]);
-    for (const { entries } of this.targets(catalog)) {
-      for (const [job, json] of entries) {
-        const list = parts.get(job)!;
-        if (list.length > 1) list.push(COMMA);
-        list.push(json);
+    const last = this.whole;
+    const shared = new GroupLabels(catalog);
+    let columns: Map<string, Column>;
+    if (last && last.settings === catalog.settings && last.groupMap === catalog.groups) {
+      columns = last.columns;
+      for (const hostname of changedHosts(last.groupTargets, catalog.groupTargets)) {
+        const target = catalog.targets.get(hostname);
+        const entries = target ? this.compiled(catalog, target, shared).entries : [];
+        for (const [job, column] of columns) column.put(hostname, entries.filter(([j]) => j === job).map(([, json]) => json));
+      }
+    } else {
+      columns = new Map(Object.values(catalog.settings.exporters).map((type) => [type.job, new Column()]));
+      for (const hostname of [...catalog.targets.keys()].sort()) {
+        for (const [job, json] of this.compiled(catalog, catalog.targets.get(hostname)!, shared).entries) columns.get(job)!.append(hostname, json);
       }
     }
-    return new Map([...parts].map(([job, list]) => [sdFileName(job), list.length > 1 ? [...list, CLOSE] : [EMPTY]]));
-  }
-
-  /** Targets by host name. */
-  private *targets(catalog: Catalog): Generator<Compiled> {
-    const shared = new GroupLabels(catalog);
-    for (const hostname of [...catalog.targets.keys()].sort()) yield this.compiled(catalog, catalog.targets.get(hostname)!, shared);
+    this.whole = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, columns };
+    return new Map([...columns].map(([job, column]) => [sdFileName(job), column.parts()]));
   }
 
   /** A target's entries: from the memo while the target, its groups and aami.yaml are unchanged. */
@@ -108,6 +120,70 @@ export class Compiler {
     }
     compiled.groupMap = catalog.groups;
     return compiled;
+  }
+}
+
+/** The host names whose target may differ between two catalogs: those of every group whose map is not the same object. */
+function changedHosts(before: Catalog['groupTargets'], after: Catalog['groupTargets']): Set<string> {
+  const changed = new Set<string>();
+  const compare = (a: ReadonlyMap<string, Target> | undefined, b: ReadonlyMap<string, Target> | undefined) => {
+    if (a === b) return;
+    for (const [hostname, target] of a ?? []) if (b?.get(hostname) !== target) changed.add(hostname);
+    for (const [hostname, target] of b ?? []) if (a?.get(hostname) !== target) changed.add(hostname);
+  };
+  for (const [group, targets] of after) compare(before.get(group), targets);
+  for (const [group, targets] of before) if (!after.has(group)) compare(targets, undefined);
+  return changed;
+}
+
+/** One job's entries in host name order (a host may have several), kept sorted as hosts come and go. */
+class Column {
+  private readonly hosts: string[] = [];
+  private readonly entries: Buffer[] = [];
+  /** The last parts() while nothing changed: an unchanged job's file is the same array, compared by identity. */
+  private file: Buffer[] | undefined;
+
+  /** Adds entries after all others (a build in host name order). */
+  append(hostname: string, json: Buffer): void {
+    this.file = undefined;
+    this.hosts.push(hostname);
+    this.entries.push(json);
+  }
+
+  /** Replaces the host's entries (none: it leaves). */
+  put(hostname: string, entries: Buffer[]): void {
+    const at = this.lowerBound(hostname);
+    let end = at;
+    while (end < this.hosts.length && this.hosts[end] === hostname) end++;
+    if (end - at === entries.length && entries.every((entry, i) => entry === this.entries[at + i])) return;
+    this.file = undefined;
+    this.hosts.splice(at, end - at, ...entries.map(() => hostname));
+    this.entries.splice(at, end - at, ...entries);
+  }
+
+  /** The file: [OPEN, entry, COMMA, entry, ..., CLOSE], or [EMPTY]. */
+  parts(): Buffer[] {
+    if (this.file) return this.file;
+    const count = this.entries.length;
+    if (!count) return (this.file = [EMPTY]);
+    const parts: Buffer[] = (this.file = new Array<Buffer>(count * 2 + 1));
+    parts[0] = OPEN;
+    for (let i = 0; i < count; i++) {
+      parts[2 * i + 1] = this.entries[i]!;
+      parts[2 * i + 2] = i + 1 < count ? COMMA : CLOSE;
+    }
+    return parts;
+  }
+
+  private lowerBound(hostname: string): number {
+    let low = 0;
+    let high = this.hosts.length;
+    while (low < high) {
+      const mid = (low + high) >>> 1;
+      if (this.hosts[mid]! < hostname) low = mid + 1;
+      else high = mid;
+    }
+    return low;
   }
 }
 
@@ -128,7 +204,10 @@ export function compile(catalog: Catalog): Map<string, Buffer> {
  * is harmless, copying 5 MB to compare is not.
  */
 export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
-  return a !== undefined && a.length === b.length && a.every((part, i) => part === b[i] || part.equals(b[i]!));
+  if (a === b) return true; // a shard the compiler gave back as it was
+  if (a === undefined || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i] && !a[i]!.equals(b[i]!)) return false;
+  return true;
 }
 
 function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Compiled['entries'] {

@@ -15,6 +15,8 @@ export interface OutputResult {
 export class SdOutput {
   /** What we last wrote, so an unchanged file is not even read back. */
   private readonly written = new Map<string, Buffer[]>();
+  /** The names of the last write. */
+  private names: Set<string> | undefined;
 
   constructor(
     private readonly fs: Fs,
@@ -61,7 +63,9 @@ export class SdOutput {
       }
       if (removed) await syncPath(this.fs, dir);
     };
-    await removeStale('');
+    // Only the first write (files left by an earlier run) and a write that dropped a name can leave a stale file.
+    if (!this.names || [...this.names].some((name) => !files.has(name))) await removeStale('');
+    this.names = new Set(files.keys());
     return result;
   }
 }
