@@ -23,12 +23,15 @@ export interface Placement {
 
 interface Claim {
   key: string;
-  /** The host name claimed, the "job address" key of the address claimed, or the node credential's hash. */
-  hostname?: string;
-  address?: string;
-  credential?: string;
+  /** The file whose version makes the claim ('' outside placeTargets). */
+  path: string;
+  kind: 'host' | 'address' | 'credential';
+  /** The host name, the "job address" key of the address, or the node credential's hash: what fixed holders are looked up by. */
+  value: string;
   field: string;
-  message: (holder: string) => string;
+  /** For the message: the address as written and its job. */
+  address: string;
+  job: string;
 }
 
 export const hostKey = (hostname: string) => `host\u0000${hostname}`;
@@ -40,16 +43,26 @@ export function claimKeys(settings: Settings, target: Target): string[] {
   return claimsOf(settings, target).map((c) => c.key);
 }
 
-/** The host name and the addresses a target claims: no two targets may share one. */
-function claimsOf(settings: Settings, target: Target): Claim[] {
-  const claims: Claim[] = [{ key: hostKey(target.hostname), hostname: target.hostname, field: 'hostname', message: (holder) => `"${target.hostname}" is already registered by ${holder}` }];
+/**
+ * The host name and the addresses a target claims: no two targets may share one. Plain
+ * records of one shape (a full build makes ~400k at 100k targets); messages are written
+ * only for a claim that is lost.
+ */
+function claimsOf(settings: Settings, target: Target, path = ''): Claim[] {
+  const claims: Claim[] = [{ key: hostKey(target.hostname), path, kind: 'host', value: target.hostname, field: 'hostname', address: '', job: '' }];
   for (const { key, job, address, field } of targetAddresses(settings, target)) {
-    claims.push({ key: addressClaimKey(key), address: key, field, message: (holder) => `address ${address} of job "${job}" is already used by ${holder}` });
+    claims.push({ key: addressClaimKey(key), path, kind: 'address', value: key, field, address, job });
   }
   // Two targets with one node credential: whoever holds it could act as either node.
   const hash = target.node_credential_hash;
-  if (hash) claims.push({ key: credentialKey(hash), credential: hash, field: 'node_credential_hash', message: (holder) => `is the node credential of ${holder} too` });
+  if (hash) claims.push({ key: credentialKey(hash), path, kind: 'credential', value: hash, field: 'node_credential_hash', address: '', job: '' });
   return claims;
+}
+
+function lostClaim(claim: Claim, holder: string): string {
+  if (claim.kind === 'host') return `"${claim.value}" is already registered by ${holder}`;
+  if (claim.kind === 'address') return `address ${claim.address} of job "${claim.job}" is already used by ${holder}`;
+  return `is the node credential of ${holder} too`;
 }
 
 /**
@@ -62,7 +75,7 @@ function claimsOf(settings: Settings, target: Target): Claim[] {
  */
 export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targetPaths' | 'addresses' | 'nodeCredentials'>, options: { established: Established; settings: Settings }): Placement {
   const fixedHolder = (claim: Claim): string | undefined => {
-    const hostname = claim.hostname ?? (claim.address !== undefined ? fixed.addresses.get(claim.address) : fixed.nodeCredentials.get(claim.credential!));
+    const hostname = claim.kind === 'host' ? claim.value : claim.kind === 'address' ? fixed.addresses.get(claim.value) : fixed.nodeCredentials.get(claim.value);
     return hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
   };
   const sorted = [...candidates].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
@@ -71,33 +84,39 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
   const problems = new Map<string, Problem[]>();
   const contested = new Map<string, string>();
   const claimCache = new Map<Target, Claim[]>();
-  const claimsFor = (target: Target) => claimCache.get(target) ?? claimCache.set(target, claimsOf(options.settings, target)).get(target)!;
+  const claimsFor = (target: Target, path: string): Claim[] => {
+    const cached = claimCache.get(target);
+    if (cached?.[0]!.path === path) return cached;
+    const claims = claimsOf(options.settings, target, path);
+    claimCache.set(target, claims);
+    return claims;
+  };
 
   for (let round = 0; round <= sorted.length * 2 + 1; round++) {
     // Most keys have one claimant: only a second one makes a list.
-    const first = new Map<string, { path: string; claim: Claim }>();
-    const shared = new Map<string, Array<{ path: string; claim: Claim }>>();
+    const first = new Map<string, Claim>();
+    const shared = new Map<string, Claim[]>();
     for (const candidate of sorted) {
       const version = candidate.versions[index.get(candidate.path)!];
       if (!version) continue;
-      for (const claim of claimsFor(version)) {
-        const entry = { path: candidate.path, claim };
+      for (const claim of claimsFor(version, candidate.path)) {
         const earlier = first.get(claim.key);
-        if (!earlier) first.set(claim.key, entry);
-        else shared.get(claim.key)?.push(entry) ?? shared.set(claim.key, [earlier, entry]);
+        if (!earlier) first.set(claim.key, claim);
+        else shared.get(claim.key)?.push(claim) ?? shared.set(claim.key, [earlier, claim]);
       }
     }
     const losers = new Map<string, Problem[]>();
     for (const [key, one] of first) {
-      const holder = fixedHolder(one.claim);
+      const holder = fixedHolder(one);
       const list = shared.get(key) ?? [one];
       if (!holder && list.length === 1) continue;
       const before = options.established(key);
       const winner = holder ?? (before !== undefined && list.some((c) => c.path === before) ? before : list[0]!.path);
       contested.set(key, winner);
-      for (const { path, claim } of list) {
+      for (const claim of list) {
+        const { path } = claim;
         if (path === winner) continue;
-        const problem = { file: path, field: claim.field, message: claim.message(winner) };
+        const problem = { file: path, field: claim.field, message: lostClaim(claim, winner) };
         const found = losers.get(path);
         if (found) found.push(problem);
         else losers.set(path, [problem]);
@@ -106,7 +125,7 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
     if (!losers.size) break;
     for (const [path, found] of losers) {
       // The order of the file's own claims (host name, then each exporter), whatever order the clashes were met in.
-      const order = claimsFor(byPath.get(path)!.versions[index.get(path)!]!).map((c) => c.field);
+      const order = claimsFor(byPath.get(path)!.versions[index.get(path)!]!, path).map((c) => c.field);
       found.sort((a, b) => order.indexOf(a.field) - order.indexOf(b.field));
       const at = index.get(path)!;
       if (at === 0) problems.set(path, found);
