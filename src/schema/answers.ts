@@ -3,10 +3,11 @@ import { role } from './credential.js';
 import { exporter, facts } from './target.js';
 
 /**
- * The answers the layers below the API build: the inventory's views and the writer's remote
- * status. Their builders are typed by these schemas' output types, so a field added to one
- * and not the other is a compile error. The API's answer schemas (api/spec/schemas.ts) reuse
- * these and add the answers only the HTTP layer builds.
+ * The answers the layers below the API build: the inventory's views, the writer's remote
+ * status, a file's history, a node's checks and the config repo's problems. Their builders
+ * are typed by these schemas' output types, so a field added to one and not the other is a
+ * compile error. The API's answer schemas (api/spec/schemas.ts) reuse these and add the
+ * answers only the HTTP layer builds.
  */
 export const stringMap = z.record(z.string(), z.string());
 export const time = z.string().describe('RFC 3339 time');
@@ -88,3 +89,28 @@ export const remoteStatus = z.strictObject({
   pushes_rejected: z.number().int(),
 });
 export type RemoteStatus = z.output<typeof remoteStatus>;
+
+export const historyEntry = z.strictObject({
+  commit: z.string(),
+  author: z.string(),
+  email: z.string(),
+  date: time,
+  message: z.string(),
+  source_address: z.string().nullable(),
+});
+export type HistoryEntry = z.output<typeof historyEntry>;
+
+export const effectiveCheck = z.strictObject({
+  name: z.string(),
+  description: z.string(),
+  script: z.string(),
+  sha256: z.string(),
+  interval_seconds: z.number(),
+  timeout_seconds: z.number(),
+  args: z.array(z.string()),
+});
+export type EffectiveCheck = z.output<typeof effectiveCheck>;
+
+/** Something wrong with one file of the config repo; `field` is the dotted path to the field, empty when the whole file is at fault. */
+export const problem = z.strictObject({ file: z.string(), field: z.string(), message: z.string() });
+export type Problem = z.output<typeof problem>;

@@ -1,15 +1,15 @@
 import { z } from 'zod';
 import { ERROR_CODES } from '../../errors.js';
-import { credentialAnswer, nullableTime, remoteStatus, stringMap, targetAnswer, time, tokenAnswer } from '../../schema/answers.js';
+import { credentialAnswer, effectiveCheck, nullableTime, problem, remoteStatus, stringMap, targetAnswer, time, tokenAnswer } from '../../schema/answers.js';
 
 /**
  * What the API answers, as zod schemas: the OpenAPI document's response bodies. Request
- * bodies are the schemas in src/schema/api.ts, the ones the routes parse with; the answers
- * the domain builds (views, the remote status) are in src/schema/answers.ts, which types
- * their builders. The tests check every answer they get against the document
- * (test/api-helpers.ts), so these stay what the server really sends.
+ * bodies are the schemas in src/schema/api.ts, the ones the routes parse with. The answers
+ * the layers below build (views, the remote status, history, checks) are the schemas in
+ * src/schema/answers.ts, which type their builders. The tests check every answer they get
+ * against the document (test/api-helpers.ts), so these stay what the server really sends.
  */
-export { groupAnswer as group, targetAnswer as target, tokenAnswer as token, credentialAnswer as credential, remoteStatus } from '../../schema/answers.js';
+export { groupAnswer as group, targetAnswer as target, tokenAnswer as token, credentialAnswer as credential, remoteStatus, historyEntry, effectiveCheck } from '../../schema/answers.js';
 
 export const errorEnvelope = z
   .strictObject({
@@ -36,27 +36,6 @@ export const registrationAnswer = z
 
 export const deleted = z.strictObject({ deleted: z.string() });
 
-export const historyEntry = z
-  .strictObject({
-    commit: z.string(),
-    author: z.string(),
-    email: z.string(),
-    date: time,
-    message: z.string(),
-    source_address: z.string().nullable(),
-  });
-
-export const effectiveCheck = z
-  .strictObject({
-    name: z.string(),
-    description: z.string(),
-    script: z.string(),
-    sha256: z.string(),
-    interval_seconds: z.number(),
-    timeout_seconds: z.number(),
-    args: z.array(z.string()),
-  });
-
 export const checkPolicy = z
   .strictObject({
     name: z.string(),
@@ -68,8 +47,6 @@ export const checkPolicy = z
 
 export const nodeChecks = z.strictObject({ hostname: z.string(), checks: z.array(effectiveCheck) });
 export const heartbeat = z.strictObject({ hostname: z.string(), last_seen: time });
-
-const problem = z.strictObject({ file: z.string(), field: z.string(), message: z.string() });
 
 export const health = z
   .strictObject({
