@@ -392,12 +392,42 @@ wait_for_exporter() { # PORT PATTERN: wait up to 30 s for the exporter to serve 
     return 1
 }
 
+# systemd_word WORD: WORD as one word of an ExecStart= line, so that systemd passes it on
+# exactly. systemd splits that line on blanks, takes quotes and C escapes and replaces
+# %-specifiers when it loads the unit, and $VARIABLES when it starts the command: a word of
+# anything but plain characters is quoted, with \ and " escaped, % and $ doubled, and control
+# characters (a newline would end the line) written as \xNN.
+systemd_word() {
+    local LC_ALL=C word=$1 i c quoted=''
+    if [[ "$word" =~ ^[A-Za-z0-9_./:=,+@-]+$ ]]; then
+        printf '%s' "$word"
+        return
+    fi
+    word=${word//\\/\\\\}
+    word=${word//\"/\\\"}
+    word=${word//%/%%}
+    word=${word//\$/\$\$}
+    for ((i = 0; i < ${#word}; i++)); do
+        c=${word:i:1}
+        [[ "$c" != [[:cntrl:]] ]] || printf -v c '\\x%02x' "'$c"
+        quoted+=$c
+    done
+    printf '"%s"' "$quoted"
+}
+
 # run_exporter UNIT NAME BINARY PORT PATTERN DYNAMIC_USER ARGS...: run BINARY as the systemd
 # unit UNIT, or in the background where there is no systemd; wait until it answers.
 run_exporter() {
     local unit=$1 name=$2 bin=$3 port=$4 pattern=$5 dynamic_user=$6
     shift 6
     if $HAS_SYSTEMD; then
+        # systemd refuses an executable path with a quote, a backslash or a control character,
+        # and runs the path as written while it replaces $VARIABLES in argv[0]: no "$" either.
+        [[ "$bin" == /* && "$bin" != *[\"\'\\\$[:cntrl:]]* ]] ||
+            fatal "$name: systemd cannot run $bin: it needs an absolute path without quotes, backslashes, \"\$\" or control characters (install the exporter elsewhere)"
+        local command word
+        command=$(systemd_word "$bin")
+        for word in "$@"; do command+=" $(systemd_word "$word")"; done
         make_dir "$SYSTEMD_DIR"
         cat >"$SYSTEMD_DIR/$unit.service" <<EOF
 [Unit]
@@ -405,7 +435,7 @@ Description=$name (installed by AAMI)
 After=network-online.target
 
 [Service]
-ExecStart=$bin $*
+ExecStart=$command
 Restart=always
 DynamicUser=$dynamic_user
 

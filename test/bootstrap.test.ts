@@ -1,10 +1,11 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { onCleanup, ROOT, tempDir } from './helpers.js';
 import { configServer, DCGM_STAND_IN, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
+import { execStartArgv, SYSTEMD_ARGV } from './systemd-helpers.js';
 
 /** The guide's one-liner, with the token in a file so it stays out of `ps`. */
 const oneLiner = (server: string, tokenFile: string, flags = '') =>
@@ -15,9 +16,9 @@ const machineHash = (id: string) => createHash('sha256').update(`aami-machine-id
 const dryRunBody = (stdout: string) => JSON.parse(stdout.slice(stdout.indexOf('{'), stdout.lastIndexOf('}') + 1));
 
 /**
- * systemd is not PID 1 here: a systemctl that records its calls and, for `enable --now UNIT`,
- * starts the unit's ExecStart itself (stopped at the end of the test), so the script sees
- * the exporter answer.
+ * systemd is not PID 1 here: a systemctl that records its calls and, for `enable --now UNIT`
+ * of a service, starts its ExecStart= with the argv systemd reads from the unit (stopped at
+ * the end of the test), so the script sees the exporter answer.
  */
 function recordingSystemctl(node: ReturnType<typeof fakeNode>) {
   const calls = node.path('../systemctl.log');
@@ -25,9 +26,10 @@ function recordingSystemctl(node: ReturnType<typeof fakeNode>) {
   const units = node.path('etc/systemd/system');
   node.addStub(
     'systemctl',
-    `#!/usr/bin/env bash\necho "$*" >> ${calls}\nif [ "$1 $2" = "enable --now" ]; then\n` +
-      `  start=$(sed -n 's/^ExecStart=//p' "${units}/$3")\n` +
-      `  if [ -n "$start" ]; then $start </dev/null >/dev/null 2>&1 & echo $! >> ${pids}; fi\nfi\n`,
+    `#!/usr/bin/env bash\necho "$*" >> ${calls}\nif [ "$1 $2" = "enable --now" ] && grep -qs '^ExecStart=' "${units}/$3"; then\n` +
+      `  mapfile -d '' argv < <(/usr/bin/python3 ${SYSTEMD_ARGV} "${units}/$3")\n` +
+      `  [ "\${#argv[@]}" -gt 0 ] || exit 1\n` +
+      `  "\${argv[@]}" </dev/null >/dev/null 2>&1 & echo $! >> ${pids}\nfi\n`,
   );
   onCleanup(() => {
     for (const pid of existsSync(pids) ? readFileSync(pids, 'utf8').trim().split('\n') : []) {
@@ -351,6 +353,68 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     const verify = await node.sh(`${analyze} verify ${unit}`);
     expect(verify.stdout + verify.stderr).toBe('');
     expect(verify.code).toBe(0);
+  });
+
+  it('runs an exporter whose path holds a space, "%" and ";" under systemd with that path as one exact argv word', async () => {
+    const analyze = requireBinary('systemd-analyze', 'systemd');
+    const exporter = requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const systemctl = recordingSystemctl(node);
+    // First on PATH: a node_exporter that writes down the argv it gets, then runs the real one.
+    const base = tempDir('aami-odd-');
+    const dir = join(base, 'Exporters %n 100% ;x é');
+    mkdirSync(dir);
+    const binary = join(dir, 'node_exporter');
+    writeFileSync(binary, `#!/usr/bin/env bash\nprintf '%s\\0' "$0" "$@" > '${base}/argv'\nexec ${exporter} "$@"\n`, { mode: 0o755 });
+    const port = await freePort();
+    const { token } = await server.token();
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname odd-01 --node-exporter-port ${port} --no-checks`), { AAMI_ASSUME_SYSTEMD: '1', PATH: `${dir}:${node.env.PATH}` });
+    expect(run.code, run.stderr).toBe(0);
+    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable --now aami-node-exporter.service']);
+    const unit = node.path('etc/systemd/system/aami-node-exporter.service');
+    const argv = [binary, `--web.listen-address=127.0.0.1:${port}`, `--collector.textfile.directory=${node.path('var/lib/node_exporter/textfile')}`];
+    expect(execStartArgv(unit)).toEqual(argv);
+    expect(readFileSync(join(base, 'argv'), 'utf8').split('\0').slice(0, -1)).toEqual(argv);
+    const verify = spawnSync(analyze, ['verify', unit], { encoding: 'utf8' });
+    expect(verify.stdout + verify.stderr).toBe('');
+    expect(verify.status).toBe(0);
+  });
+
+  it('refuses, and writes no unit, for an exporter whose path systemd cannot run (a quote, a "$")', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const systemctl = recordingSystemctl(node);
+    const { token } = await server.token();
+    for (const name of ['its "own" exporters', 'cost$HOME']) {
+      const dir = join(tempDir('aami-odd-'), name);
+      mkdirSync(dir);
+      writeFileSync(join(dir, 'node_exporter'), '#!/bin/sh\nexit 1\n', { mode: 0o755 });
+      const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname odd-02 --node-exporter-port ${await freePort()}`), { AAMI_ASSUME_SYSTEMD: '1', PATH: `${dir}:${node.env.PATH}` });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toContain(`node_exporter: systemd cannot run ${join(dir, 'node_exporter')}: it needs an absolute path without quotes, backslashes, "$" or control characters`);
+      expect(existsSync(node.path('etc/systemd/system/aami-node-exporter.service'))).toBe(false);
+    }
+    expect(systemctl.calls()).toEqual([]);
+  });
+
+  it('writes each ExecStart= word so that systemd reads it back exactly: blanks, %, $, quotes, backslashes, ;, control characters, 200 random words', () => {
+    const analyze = requireBinary('systemd-analyze', 'systemd');
+    let seed = 7;
+    const random = (n: number) => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31), seed % n);
+    const alphabet = [' ', '%', '$', '{', '}', '"', "'", '\\', ';', '`', '=', '-', 'a', 'n', 'x', '0', '\n', '\t', '\r', '\x01', '\x7f', 'é'];
+    const fixed = ['plain', 'a b', '100%', '%n', '$HOME', '${HOME}', '$$', 'q"uote', "s'q", 'back\\slash', '\\x41', ';', '', '-x', 'é ü', 'line\nbreak', 'tab\there'];
+    const words = [...fixed, ...Array.from({ length: 200 }, () => Array.from({ length: random(12) }, () => alphabet[random(alphabet.length)]).join(''))];
+    // The script's systemd_word alone, without running the script.
+    const quote = spawnSync('bash', ['-c', 'set -euo pipefail; source <(sed -n "$1" "$2"); shift 2; for word in "$@"; do systemd_word "$word"; printf "\\0"; done', 'bash', '/^systemd_word() {$/,/^}$/p', BOOTSTRAP, ...words], { encoding: 'utf8' });
+    expect(quote.status, quote.stderr).toBe(0);
+    const unit = join(tempDir(), 'words.service');
+    writeFileSync(unit, `[Service]\nExecStart=/bin/true ${quote.stdout.split('\0').slice(0, -1).join(' ')}\n`);
+    expect(readFileSync(unit, 'utf8').split('\n')).toHaveLength(3);
+    expect(execStartArgv(unit)).toEqual(['/bin/true', ...words]);
+    const verify = spawnSync(analyze, ['verify', unit], { encoding: 'utf8' });
+    expect(verify.stdout + verify.stderr).toBe('');
+    expect(verify.status).toBe(0);
   });
 
   it('reuses a DCGM exporter it finds running that AAMI did not install, says so, installs no unit and leaves it running', async () => {

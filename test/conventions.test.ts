@@ -265,7 +265,7 @@ describe('cached reads', () => {
       expect(JSON.stringify((await walk(api, `/api/v1/targets?limit=${limit}`)).targets), `${step}, pages of ${limit}`).toBe(expected);
       const rack = (v: ReturnType<typeof targetView>) => v.effective_labels.rack === 'r1';
       expect((await api.get('/api/v1/targets?label=rack%3Dr1')).text, step).toBe(expectedList(api, rack));
-      expect(small.select({ selectors: [{ name: 'rack', op: '=', value: 'r1' }] }).json.toString(), step).toBe(expectedList(api, rack));
+      expect(small.select({ label: [{ name: 'rack', op: '=', value: 'r1' }] }).json.toString(), step).toBe(expectedList(api, rack));
     };
     await check('start');
     // Bulk pushes fill chunks past their split size, in random order.

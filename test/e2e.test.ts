@@ -51,7 +51,8 @@ describe('end to end, with a real Prometheus', () => {
     // A target added by a plain git commit (a merged pull request) appears...
     const prPort = await runningNodeExporter(join(tempDir(), 'textfile'));
     const prFile = 'targets/ml-training/pr-node.yaml';
-    pushFiles(server.repo, { [prFile]: `hostname: pr-node\nip_address: 127.0.0.1\nprimary_group: ml-training\nexporters:\n  - {type: node_exporter, port: ${prPort}}\n` }, 'Add pr-node');
+    const prYaml = `hostname: pr-node\nip_address: 127.0.0.1\nprimary_group: ml-training\nexporters:\n  - {type: node_exporter, port: ${prPort}}\n`;
+    pushFiles(server.repo, { [prFile]: prYaml }, 'Add pr-node');
     expect((await upIn('node', 'pr-node')).labels).toMatchObject({ role: 'ml-training', instance: `pr-node:${prPort}` });
     // ...and a deleted one disappears.
     pushFiles(server.repo, { [prFile]: null }, 'Remove pr-node');
@@ -64,8 +65,10 @@ describe('end to end, with a real Prometheus', () => {
       return body.status === 'degraded' && body;
     });
     expect(health.compiler.invalid_files).toEqual([expect.objectContaining({ file: `targets/gpu-fleet/${target.hostname}.yaml` })]);
-    // Prometheus re-reads file_sd within a few seconds; give it longer than that, then look.
-    await new Promise((resolve) => setTimeout(resolve, 7000));
+    // A valid change after it: once Prometheus scrapes pr-node again, it has read the node.json
+    // the server wrote after the broken push (the file is written whole, in commit order).
+    pushFiles(server.repo, { [prFile]: prYaml }, 'Add pr-node again');
+    await upIn('node', 'pr-node');
     const after = (await prometheus.targets()).filter((t) => t.labels.hostname === target.hostname);
     expect(after.map((t) => `${t.scrapePool}:${t.health}`).sort()).toEqual(['node:up']);
   });

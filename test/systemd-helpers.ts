@@ -4,6 +4,15 @@ import { join } from 'node:path';
 import { onCleanup, ROOT, tempDir } from './helpers.js';
 import { ADMIN, requireBinary } from './node-helpers.js';
 
+/** Prints the argv of a unit file's ExecStart= as this machine's systemd reads it (see the script for what stands in). */
+export const SYSTEMD_ARGV = join(ROOT, 'test/systemd-argv.py');
+
+/** The argv systemd runs for a unit file's ExecStart= (test/systemd-argv.py). */
+export function execStartArgv(unitFile: string): string[] {
+  requireBinary('setpriv', 'util-linux');
+  return execFileSync('/usr/bin/python3', [SYSTEMD_ARGV, unitFile], { encoding: 'utf8' }).split('\0').slice(0, -1);
+}
+
 /** Every value of a setting in a unit file, in order. */
 export function unitSettings(unit: string, key: string): string[] {
   return [...unit.matchAll(new RegExp(`^${key}=(.*)$`, 'gm'))].map((m) => m[1]!.trim());

@@ -1,11 +1,10 @@
 import type { Catalog } from '../catalog/build.js';
 import type { LiveCatalog } from '../catalog/live.js';
 import type { SdPublisher } from '../compile/publisher.js';
-import type { HistoryEntry } from '../git/history.js';
 import type { Logger } from '../log.js';
 import type { Counter, Registry } from '../metrics.js';
 import type { Heartbeats } from '../nodes/heartbeats.js';
-import type { RemoteStatus } from '../writer/upstream.js';
+import type { HistoryEntry, RemoteStatus } from '../schema/answers.js';
 import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
 import type { PrimaryOptions } from './forward.js';

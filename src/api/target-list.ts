@@ -5,6 +5,7 @@ import { PMap } from '../catalog/pmap.js';
 import { targetView } from '../inventory/views.js';
 import type { Heartbeats } from '../nodes/heartbeats.js';
 import type { Group, Settings, Target, Token } from '../schema/index.js';
+import type { Selector, TargetsQuery } from './spec/query.js';
 
 /** One target as the list serves it: its JSON, and its effective labels for selectors. */
 interface Entry {
@@ -33,22 +34,6 @@ const CHUNK = 1024;
 const COMMA = Buffer.from(',');
 const OPEN = Buffer.from('[');
 const CLOSE = Buffer.from(']');
-
-export interface Selector {
-  name: string;
-  op: '=' | '!=' | 'exists' | 'absent';
-  value?: string;
-}
-
-export interface ListQuery {
-  hostname?: string;
-  /** Member of this group, directly or through a child group. */
-  group?: string;
-  selectors: Selector[];
-  /** Only host names after this one (paging). */
-  after?: string;
-  limit?: number;
-}
 
 export interface Page {
   json: Buffer;
@@ -98,17 +83,20 @@ export class TargetList {
     return this.whole;
   }
 
-  /** The targets matching `query`, in host name order, at most `query.limit` of them. */
-  select(query: ListQuery, visible: (hostname: string) => boolean = () => true): Page {
+  /**
+   * The targets matching `query`, in host name order, at most `limit` of them: members of
+   * `group` directly or through a child group, host names after `cursor` (paging).
+   */
+  select({ hostname, group, label = [], cursor, limit }: TargetsQuery, visible: (hostname: string) => boolean = () => true): Page {
     const matches = (e: Entry) =>
-      (!query.hostname || e.hostname === query.hostname) &&
-      (!query.group || e.labels.aami_groups?.includes(`,${query.group},`)) &&
-      query.selectors.every((s) => selects(s, e.labels)) &&
+      (!hostname || e.hostname === hostname) &&
+      (!group || e.labels.aami_groups?.includes(`,${group},`)) &&
+      label.every((s) => selects(s, e.labels)) &&
       visible(e.hostname);
     const found: Entry[] = [];
-    for (const entry of this.entriesAfter(query.after)) {
+    for (const entry of this.entriesAfter(cursor)) {
       if (!matches(entry)) continue;
-      if (found.length === query.limit) return { json: joinEntries(found), next: found.at(-1)!.hostname };
+      if (found.length === limit) return { json: joinEntries(found), next: found.at(-1)!.hostname };
       found.push(entry);
     }
     return { json: joinEntries(found) };

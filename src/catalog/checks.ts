@@ -1,16 +1,7 @@
+import type { EffectiveCheck } from '../schema/answers.js';
 import { own, type CheckOverride, type Target } from '../schema/index.js';
 import type { Catalog, Check } from './build.js';
 import { groupChain, targetLabels } from './labels.js';
-
-export interface EffectiveCheck {
-  name: string;
-  description: string;
-  script: string;
-  sha256: string;
-  interval_seconds: number;
-  timeout_seconds: number;
-  args: string[];
-}
 
 const UNIT_SECONDS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 604800, y: 31536000 };
 

@@ -1,13 +1,5 @@
 import { simpleGit } from 'simple-git';
-
-export interface HistoryEntry {
-  commit: string;
-  author: string;
-  email: string;
-  date: string;
-  message: string;
-  source_address: string | null;
-}
+import type { HistoryEntry } from '../schema/answers.js';
 
 const FIELD = '\x1f';
 const RECORD = '\x1e';

@@ -1,9 +1,10 @@
 import type { Catalog } from '../catalog/build.js';
 import { labelSources, targetLabels } from '../catalog/labels.js';
+import type { CredentialAnswer, GroupAnswer, TargetAnswer, TokenAnswer } from '../schema/answers.js';
 import { own, type Credential, type Group, type Target, type Token } from '../schema/index.js';
 import { tokenState } from './token-state.js';
 
-export function groupView(group: Group) {
+export function groupView(group: Group): GroupAnswer {
   return {
     id: group.id,
     name: group.name,
@@ -14,7 +15,7 @@ export function groupView(group: Group) {
   };
 }
 
-export function targetView(catalog: Catalog, target: Target, lastSeen?: Date) {
+export function targetView(catalog: Catalog, target: Target, lastSeen?: Date): TargetAnswer {
   const token = target.registered_by_token ? catalog.tokens.get(target.registered_by_token) : undefined;
   return {
     id: target.hostname,
@@ -41,7 +42,7 @@ export function targetView(catalog: Catalog, target: Target, lastSeen?: Date) {
   };
 }
 
-export function tokenView(catalog: Catalog, token: Token, now: Date) {
+export function tokenView(catalog: Catalog, token: Token, now: Date): TokenAnswer {
   const state = tokenState(catalog, token, now);
   return {
     id: token.id,
@@ -64,7 +65,7 @@ export function tokenView(catalog: Catalog, token: Token, now: Date) {
   };
 }
 
-export function credentialView(credential: Credential, now: Date) {
+export function credentialView(credential: Credential, now: Date): CredentialAnswer {
   const expired = credential.expires_at !== undefined && Date.parse(credential.expires_at) <= now.getTime();
   return {
     id: credential.id,

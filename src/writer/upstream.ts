@@ -4,20 +4,8 @@ import { writeFileDurably } from '../git/fs.js';
 import type { GitRepository } from '../git/repository.js';
 import type { Remote } from '../git/remote.js';
 import type { Logger } from '../log.js';
+import type { RemoteStatus } from '../schema/answers.js';
 import type { Publisher } from './writer.js';
-
-export interface RemoteStatus {
-  url: string;
-  branch: string;
-  last_sync_at: string | null;
-  remote_head: string | null;
-  error: string | null;
-  /** What an operator runs to clear `error`, when it needs one. */
-  fix: string | null;
-  last_pull: { at: string; outcome: 'current' | 'pulled' | 'failed' | 'refused'; reason?: string } | null;
-  last_push: { at: string; outcome: 'pushed' | 'rejected' | 'failed'; reason?: string } | null;
-  pushes_rejected: number;
-}
 
 /** Counts for /metrics. */
 export interface UpstreamMetrics {

@@ -28,8 +28,9 @@ export function targetRoutes(deps: RouteDeps) {
 
   app.get('/', async (c) => {
     const visible = visibleTo(c);
-    const { label = [], limit, cursor, ...filter } = query(c, targetsQuery);
-    if (!visible && !filter.hostname && !filter.group && !label.length && limit === undefined && cursor === undefined) {
+    const filter = query(c, targetsQuery);
+    const { hostname, group, label = [], limit, cursor } = filter;
+    if (!visible && !hostname && !group && !label.length && limit === undefined && cursor === undefined) {
       // The whole inventory: the same bytes until a target changes (last_seen included).
       return bulkBody(c, deps.bulk, () => {
         list.sync(deps.live.snapshot());
@@ -37,7 +38,7 @@ export function targetRoutes(deps: RouteDeps) {
       });
     }
     list.sync(deps.live.snapshot());
-    const page = list.select({ ...filter, selectors: label, after: cursor, limit }, visible);
+    const page = list.select(filter, visible);
     await deps.bulk.turn(page.json.length, c.req.raw.signal);
     if (page.next !== undefined) {
       const next = new URL(c.req.url).searchParams;

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import { hostname, jobName, LABEL_NAME, slug } from '../../schema/index.js';
-import type { Selector } from '../target-list.js';
 
 /**
  * The query parameters each route takes, as zod objects: the OpenAPI document lists them,
@@ -14,16 +13,17 @@ export const MAX_PAGE = 10_000;
 /** `k=v`, `k!=v`, `k` (has the label) or `!k` (lacks it), matched against the effective labels. */
 const SELECTOR = new RegExp(`^(?:(${LABEL_NAME.source.slice(1, -1)})(!=|=)(.*)|(!?)(${LABEL_NAME.source.slice(1, -1)}))$`, 's');
 
-export const labelSelector = z.string().transform((text, ctx): Selector => {
+export const labelSelector = z.string().transform((text, ctx) => {
   const match = SELECTOR.exec(text);
   if (!match) {
     ctx.addIssue({ code: 'custom', message: `"${text}" is not a label selector: name=value, name!=value, name or !name, with name matching [a-zA-Z_][a-zA-Z0-9_]*` });
     return z.NEVER;
   }
   const [, name, op, value, not, bare] = match;
-  if (name !== undefined) return { name, op: op as '=' | '!=', value };
-  return { name: bare!, op: not ? 'absent' : 'exists' };
+  if (name !== undefined) return { name, op: op as '=' | '!=', value: value! };
+  return { name: bare!, op: not ? ('absent' as const) : ('exists' as const) };
 });
+export type Selector = z.output<typeof labelSelector>;
 
 /** A paging cursor: where the previous page ended, opaque to clients. */
 export const cursor = z.string().transform((text, ctx) => {
@@ -58,6 +58,8 @@ export const targetsQuery = z.strictObject({
     .describe('Page size: at most this many targets; a Link header with rel="next" points to the next page when there are more'),
   cursor: cursor.optional().describe('Where the page starts: the cursor from the previous page\'s Link header'),
 });
+
+export type TargetsQuery = z.output<typeof targetsQuery>;
 
 export const groupsQuery = z.strictObject({ namespace: slug.optional().describe('Only groups of this namespace') });
 export const sdQuery = z.strictObject({ job: jobName.optional().describe('Only this job\'s entries (node, dcgm, ...)') });

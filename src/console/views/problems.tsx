@@ -1,6 +1,6 @@
 import type { RepoHealth } from '../../api/deps.js';
 import type { Problem } from '../../catalog/problem.js';
-import type { RemoteStatus } from '../../writer/upstream.js';
+import type { RemoteStatus } from '../../schema/answers.js';
 import { Ago, ErrorBox, Pager, TableHead } from './layout.js';
 
 export interface ProblemsProps {

@@ -1,5 +1,4 @@
-import type { EffectiveCheck } from '../../catalog/checks.js';
-import type { HistoryEntry } from '../../git/history.js';
+import type { EffectiveCheck, HistoryEntry } from '../../schema/answers.js';
 import type { targetView } from '../../inventory/views.js';
 import type { ScrapeState, UpStates } from '../prometheus.js';
 import { Scrape } from './fleet.js';
