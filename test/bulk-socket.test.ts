@@ -1,15 +1,13 @@
 import { serve } from '@hono/node-server';
 import * as net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { ADMIN_TOKEN, apiHarness } from './api-helpers.js';
+import { ADMIN_TOKEN } from './api-helpers.js';
 import { onCleanup, targetYaml } from './helpers.js';
-import { holdWriter, pacingClock, watched } from './pacing-helpers.js';
+import { holdWriter, pacedApi, watched } from './pacing-helpers.js';
 
 describe('paced big answers over a real socket', () => {
   it('clients that hang up while they wait their turn give it back', async () => {
-    const clock = pacingClock();
-    // 1 kB/s: a turn's length in ms is the answer's size in bytes.
-    const api = await apiHarness({ pacing: { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep } });
+    const { clock, api } = await pacedApi();
     await api.push({ 'targets/ml-training/h-1.yaml': targetYaml('h-1', '10.7.0.1') });
     const size = (await api.get('/api/v1/targets')).text.length;
     clock.advance(1e6);

@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { BulkReads } from '../src/api/bulk.js';
-import { ADMIN_TOKEN, apiHarness } from './api-helpers.js';
+import { ADMIN_TOKEN } from './api-helpers.js';
 import { targetYaml, tmpConfigRepo } from './helpers.js';
-import { atOnce, holdWriter, pacingClock, watched } from './pacing-helpers.js';
+import { atOnce, holdWriter, pacedApi, pacingClock, watched } from './pacing-helpers.js';
 
 describe('the pacing queues (BulkReads)', () => {
   it('go out one after the other at the lane rate while the writer is busy, at once when it is idle', async () => {
@@ -102,9 +102,7 @@ describe('paced routes', () => {
   const auth = { authorization: `Bearer ${ADMIN_TOKEN}` };
 
   it('http_sd is answered while list reads queue behind a busy writer; HEAD books nothing; the queue goes when the writer runs dry', async () => {
-    const clock = pacingClock();
-    // 1 kB/s: a turn's length in ms is the answer's size in bytes.
-    const api = await apiHarness({ pacing: { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep } });
+    const { clock, api } = await pacedApi();
     await api.push(Object.fromEntries([1, 2, 3].map((i) => [`targets/ml-training/gpu-${i}.yaml`, targetYaml(`gpu-${i}`, `10.0.0.${i}`)])));
     await api.nextCompile();
     const list = await api.get('/api/v1/targets');
@@ -149,8 +147,7 @@ describe('paced routes', () => {
   });
 
   it('GET /api/v1/targets: requests aborted while they wait their turn do not hold up the next reader', async () => {
-    const clock = pacingClock();
-    const api = await apiHarness({ pacing: { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep } });
+    const { clock, api } = await pacedApi();
     await api.push({ 'targets/ml-training/h-1.yaml': targetYaml('h-1', '10.7.0.1') });
     const page = (await api.get('/api/v1/targets?limit=10000')).text.length;
     clock.advance(1e6);

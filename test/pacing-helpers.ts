@@ -1,3 +1,4 @@
+import { apiHarness } from './api-helpers.js';
 import { onCleanup } from './helpers.js';
 
 /**
@@ -82,4 +83,11 @@ export function holdWriter(writer: { exclusive: <T>(fn: () => Promise<T>) => Pro
   };
   onCleanup(letGo);
   return letGo;
+}
+
+/** The API with its big answers paced on a pacingClock at 1 kB/s: a turn's length in ms is the answer's size in bytes. */
+export async function pacedApi() {
+  const clock = pacingClock();
+  const api = await apiHarness({ pacing: { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep } });
+  return { clock, api };
 }
