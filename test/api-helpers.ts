@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { createApp } from '../src/api/app.js';
+import type { BulkOptions } from '../src/api/bulk.js';
 import type { AppDeps } from '../src/api/deps.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { FailureLimiter } from '../src/api/auth.js';
@@ -40,9 +41,9 @@ export function appDeps(repo: Awaited<ReturnType<typeof tmpConfigRepo>>, overrid
  * The API over a real temp config repo, called through app.request() with a clock the test
  * moves. Every answer is checked against the OpenAPI document (openapi-contract.ts). `remote` wires only the webhook secret, with a pull that does nothing: for tests of who may
  * call sync. The real pull over a real Git remote is tested in remote.test.ts. `log` collects
- * the server's log lines.
+ * the server's log lines. `pacing` sets the big answers' rates and clock.
  */
-export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string }; log?: string[]; downloadsDir?: string } = {}) {
+export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string }; log?: string[]; downloadsDir?: string; pacing?: Partial<BulkOptions> } = {}) {
   let now = Date.parse('2026-11-26T00:00:00Z');
   const repo = await tmpConfigRepo({ now: () => now });
   const registry = new Registry();
@@ -60,6 +61,7 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
       history: (pathspecs) => fileHistory(repo.dir, pathspecs),
       heartbeats,
       downloadsDir: options.downloadsDir,
+      pacing: options.pacing,
       remote: options.remote && {
         status: { url: 'none', branch: 'main', last_sync_at: null, remote_head: null, error: null, fix: null, last_pull: null, last_push: null, pushes_rejected: 0 },
         pull: async () => {},

@@ -1,7 +1,6 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { BulkReads } from '../src/api/bulk.js';
 import { TargetList } from '../src/api/target-list.js';
 import { targetView } from '../src/inventory/views.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
@@ -305,29 +304,6 @@ describe('cached reads', () => {
       await check(`step ${step} (${what})`);
     }
     expect(live.size).toBeGreaterThan(0);
-  });
-});
-
-describe('big answers while writes wait', () => {
-  it('go out one after the other at the shared rate while the writer is busy, at once when it is idle', async () => {
-    let now = 0;
-    let busy = true;
-    const slept: number[] = [];
-    const bulk = new BulkReads(() => busy, { bytesPerSecond: 10e6, now: () => now, sleep: async (ms) => slept.push(ms) });
-    await bulk.turn(10e6); // the first goes at once and books 1 s
-    await bulk.turn(5e6); // the next waits for it, and books 0.5 s after it
-    await bulk.turn(5e6);
-    expect(slept).toEqual([1000, 1500]);
-    now = 1200; // time passed: the wait is what is left of the booked time
-    await bulk.turn(1e6);
-    expect(slept.at(-1)).toBe(800);
-    busy = false; // an idle writer: no waiting, whatever was booked
-    await bulk.turn(100e6);
-    expect(slept).toHaveLength(3);
-    busy = true; // and what an idle time booked does not hold up the next storm for long
-    now = 20_000;
-    await bulk.turn(1e6);
-    expect(slept).toHaveLength(3);
   });
 });
 

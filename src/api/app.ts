@@ -21,7 +21,7 @@ import { tokenRoutes } from './routes/tokens.js';
 export function createApp(appDeps: AppDeps) {
   const maxBodyBytes = appDeps.maxBodyBytes ?? 64 * 1024;
   const metrics = apiMetrics(appDeps.metrics.registry);
-  const deps = { ...appDeps, registrations: metrics.registrations, bulk: new BulkReads(() => appDeps.writer.pending > 0) };
+  const deps = { ...appDeps, registrations: metrics.registrations, bulk: new BulkReads(appDeps.writer, appDeps.pacing) };
   const app = new Hono();
   app.onError(onError(deps.logger));
   app.notFound(notFound(app));

@@ -1,12 +1,22 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Writer } from '../writer/writer.js';
+
+/**
+ * The big answers, each kind paced on its own: the target list (whole or a page) and
+ * http_sd. http_sd is Prometheus's read: it never waits behind list reads.
+ */
+export type Lane = 'list' | 'sd';
 
 export interface BulkOptions {
-  /** The rate big answers share while writes wait. */
-  bytesPerSecond: number;
+  /** The rate each lane's answers share while writes wait, in bytes per second. */
+  rates: Record<Lane, number>;
   now: () => number;
   /** Sleeps `ms`; may end early (resolve or reject) when `signal` aborts. */
   sleep: (ms: number, signal?: AbortSignal) => Promise<unknown>;
 }
+
+/** What pacing watches of the writer: whether it has work queued, and the moment it has none left. */
+export type WriterQueue = Pick<Writer, 'pending' | 'onIdle'>;
 
 /** A booked turn not started yet. */
 interface Waiter {
@@ -20,28 +30,50 @@ interface Waiter {
  * Paces the big answers (the whole target list, http_sd: megabytes each) while writes are
  * waiting. Sending them costs the server CPU in proportion to their size, cached or not,
  * so a client reading one in a loop would take the CPU the writes need. While the writer
- * has work queued, big answers go out one after the other at `bytesPerSecond` in all; when
- * it is idle, at once. A paced reader waits; a write never does. A reader that goes away
- * while it waits gives its turn back: the ones booked after it move up.
+ * has work queued, each lane's answers go out one after the other at the lane's rate; when
+ * it is idle, at once, and the moment it goes idle every waiting answer goes. A paced
+ * reader waits; a write never does.
  */
 export class BulkReads {
+  private readonly lanes: Record<Lane, PacedLane>;
+
+  constructor(writer: WriterQueue, options: Partial<BulkOptions> = {}) {
+    const { rates, ...clock }: BulkOptions = {
+      // 10 MB/s in all: what reads may take from a registration storm (bench/reads.ts).
+      rates: { list: 5e6, sd: 5e6 },
+      now: () => performance.now(),
+      sleep: (ms, signal) => sleep(ms, undefined, { signal }),
+      ...options,
+    };
+    const writesWaiting = () => writer.pending > 0;
+    this.lanes = { list: new PacedLane(rates.list, writesWaiting, clock), sd: new PacedLane(rates.sd, writesWaiting, clock) };
+    writer.onIdle(() => {
+      for (const lane of Object.values(this.lanes)) lane.release();
+    });
+  }
+
+  /** Waits for the turn of an answer of `bytes` in `lane` and books its share of the rate; `signal` (the client gone) ends the wait and gives the turn back. */
+  turn(lane: Lane, bytes: number, signal?: AbortSignal): Promise<void> {
+    return this.lanes[lane].turn(bytes, signal);
+  }
+}
+
+/** One lane's queue of booked turns. A reader that goes away while it waits gives its turn back: the ones booked after it move up. */
+class PacedLane {
   private next = 0;
-  private readonly options: BulkOptions;
   private readonly waiting: Waiter[] = [];
 
   constructor(
+    private readonly bytesPerSecond: number,
     private readonly writesWaiting: () => boolean,
-    options: Partial<BulkOptions> = {},
-  ) {
-    this.options = { bytesPerSecond: 10e6, now: () => performance.now(), sleep: (ms, signal) => sleep(ms, undefined, { signal }), ...options };
-  }
+    private readonly clock: Pick<BulkOptions, 'now' | 'sleep'>,
+  ) {}
 
-  /** Waits for the turn of an answer of `bytes` and books its share of the rate; `signal` (the client gone) ends the wait and gives the turn back. */
   async turn(bytes: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return;
-    const now = this.options.now();
+    const now = this.clock.now();
     const start = this.writesWaiting() ? Math.max(now, this.next) : now;
-    const length = (bytes / this.options.bytesPerSecond) * 1000;
+    const length = (bytes / this.bytesPerSecond) * 1000;
     this.next = start + length;
     if (start <= now) return;
     const waiter: Waiter = { start, length, wake: new AbortController() };
@@ -51,15 +83,25 @@ export class BulkReads {
     try {
       for (;;) {
         const wake = waiter.wake;
-        const wait = waiter.start - this.options.now();
+        const wait = waiter.start - this.clock.now();
         if (wait <= 0 || signal?.aborted) return;
-        await this.options.sleep(wait, wake.signal).catch(() => undefined);
+        await this.clock.sleep(wait, wake.signal).catch(() => undefined);
         if (!wake.signal.aborted) return; // slept its time
       }
     } finally {
       signal?.removeEventListener('abort', leave);
       const index = this.waiting.indexOf(waiter);
       if (index >= 0) this.waiting.splice(index, 1);
+    }
+  }
+
+  /** The writer has nothing queued any more: every waiting answer goes now, and the lane starts afresh. */
+  release(): void {
+    const now = this.clock.now();
+    this.next = now;
+    for (const waiter of this.waiting.splice(0)) {
+      waiter.start = now;
+      waiter.wake.abort();
     }
   }
 

@@ -3,7 +3,7 @@ import { matchedRoutes } from 'hono/route';
 import type { z } from 'zod';
 import { AamiError } from '../errors.js';
 import { describeZodError } from '../schema/describe.js';
-import type { BulkReads } from './bulk.js';
+import type { BulkReads, Lane } from './bulk.js';
 import { sendError } from './errors.js';
 import { routeDoc } from './spec/routes.js';
 
@@ -113,13 +113,20 @@ export function cachedBody(c: Context, bytes: Buffer | Buffer[], etag: string): 
 }
 
 /**
- * A big cached answer (the target list, http_sd): 304 at once when the client has it;
- * otherwise it waits for its turn (BulkReads; a client that goes away gives it back) and
- * sends the bytes current by then.
+ * Waits for the turn of a big answer of `bytes` in `lane` (BulkReads; a client that goes
+ * away gives it back). A HEAD gets no body: it books nothing and goes at once.
  */
-export async function bulkBody(c: Context, bulk: BulkReads, current: () => { parts: Buffer | Buffer[]; etag: string }): Promise<Response> {
+export async function paced(c: Context, bulk: BulkReads, lane: Lane, bytes: number): Promise<void> {
+  if (c.req.method !== 'HEAD') await bulk.turn(lane, bytes, c.req.raw.signal);
+}
+
+/**
+ * A big cached answer (the target list, http_sd): 304 at once when the client has it;
+ * otherwise it waits for its turn and sends the bytes current by then.
+ */
+export async function bulkBody(c: Context, bulk: BulkReads, lane: Lane, current: () => { parts: Buffer | Buffer[]; etag: string }): Promise<Response> {
   const { parts, etag } = current();
-  if (!etagMatches(c.req.header('if-none-match'), etag)) await bulk.turn([parts].flat().reduce((sum, part) => sum + part.length, 0), c.req.raw.signal);
+  if (!etagMatches(c.req.header('if-none-match'), etag)) await paced(c, bulk, lane, [parts].flat().reduce((sum, part) => sum + part.length, 0));
   const now = current();
   return cachedBody(c, now.parts, now.etag);
 }

@@ -8,7 +8,7 @@ import type { HistoryEntry, RemoteStatus } from '../schema/answers.js';
 import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
 import type { PrimaryOptions } from './forward.js';
-import type { BulkReads } from './bulk.js';
+import type { BulkOptions, BulkReads } from './bulk.js';
 
 /** What health says about the repository the server serves from. */
 export interface RepoHealth {
@@ -53,6 +53,8 @@ export interface AppDeps {
   primary?: PrimaryOptions;
   /** Shared by a primary and its followers: the primary believes the client address a follower passes on. */
   clusterSecret?: string;
+  /** How big answers are paced while writes wait (BulkReads): the lanes' rates, a test's clock. */
+  pacing?: Partial<BulkOptions>;
 }
 
 /** What the routes get: the injected dependencies, the API's own counters and its pacer of big answers. */

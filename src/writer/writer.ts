@@ -119,6 +119,11 @@ export class Writer {
     return this.queue.add(fn) as Promise<T>;
   }
 
+  /** Calls `listener` each time the queue runs dry: no write waits and nothing runs (pending is 0). */
+  onIdle(listener: () => void): void {
+    this.queue.on('idle', listener);
+  }
+
   /** Wait until every queued write is answered. */
   async drain(): Promise<void> {
     await this.queue.onIdle();

@@ -122,7 +122,7 @@ export function systemRoutes(deps: RouteDeps) {
       if (!body) throw new AamiError('not_found', `no job "${job}"; jobs: ${[...new Set([...output.keys()].map(jobOfFile))].join(', ')}`);
       return body;
     };
-    return bulkBody(c, deps.bulk, current);
+    return bulkBody(c, deps.bulk, 'sd', current);
   });
   return app;
 }

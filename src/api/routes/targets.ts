@@ -6,7 +6,7 @@ import { targetView } from '../../inventory/views.js';
 import { targetCreate, targetPatch, targetReplace, type Target } from '../../schema/index.js';
 import { authenticate, authorize } from '../auth.js';
 import { parseBody } from '../body.js';
-import { bulkBody, created, jsonBytes, query } from '../conventions.js';
+import { bulkBody, created, jsonBytes, paced, query } from '../conventions.js';
 import type { RouteDeps } from '../deps.js';
 import { encodeCursor, targetsQuery } from '../spec/query.js';
 import { TargetList } from '../target-list.js';
@@ -32,14 +32,14 @@ export function targetRoutes(deps: RouteDeps) {
     const { hostname, group, label = [], limit, cursor } = filter;
     if (!visible && !hostname && !group && !label.length && limit === undefined && cursor === undefined) {
       // The whole inventory: the same bytes until a target changes (last_seen included).
-      return bulkBody(c, deps.bulk, () => {
+      return bulkBody(c, deps.bulk, 'list', () => {
         list.sync(deps.live.snapshot());
         return list.all();
       });
     }
     list.sync(deps.live.snapshot());
     const page = list.select(filter, visible);
-    await deps.bulk.turn(page.json.length, c.req.raw.signal);
+    await paced(c, deps.bulk, 'list', page.json.length);
     if (page.next !== undefined) {
       const next = new URL(c.req.url).searchParams;
       next.set('cursor', encodeCursor(page.next));

@@ -88,7 +88,7 @@ export const ROUTES: RouteDoc[] = [
     operationId: 'getHttpSd',
     tag: 'system',
     summary: 'Prometheus http_sd: the same entries as the file_sd files',
-    description: 'Served from the bytes the SD compiler last wrote, with an ETag; If-None-Match answers 304. 503, never 200 [], before the first compile. Paced with the target list while writes are queued.',
+    description: 'Served from the bytes the SD compiler last wrote, with an ETag; If-None-Match answers 304. 503, never 200 [], before the first compile. While writes are queued, http_sd answers go out one after the other at 5 MB/s, never behind target list reads.',
     access: 'reader',
     query: sdQuery,
     replies: { 200: { description: 'Scrape targets with their labels', json: answer.sdEntries, headers: ['ETag'] }, 304: { description: 'Unchanged since the ETag in If-None-Match' } },
@@ -149,7 +149,7 @@ export const ROUTES: RouteDoc[] = [
     description:
       'Without parameters: every target, served from bytes rendered once per catalog change and heartbeat, with an ETag (If-None-Match answers 304). ' +
       'With limit (and cursor from the Link header) the array holds one page; Link: <…>; rel="next" points to the next page while there is one. ' +
-      'A node credential sees its own target only. While writes are queued, big answers go out one after the other at 10 MB/s in all.',
+      'A node credential sees its own target only. While writes are queued, lists and pages go out one after the other at 5 MB/s (http_sd has 5 MB/s of its own).',
     access: 'reader_or_node',
     query: targetsQuery,
     replies: { 200: { description: 'Targets (one page with limit)', json: answer.target, list: true, headers: ['ETag', 'Link'] }, 304: { description: 'Unchanged since the ETag in If-None-Match' } },
