@@ -30,6 +30,8 @@ export function deregisterNode(writer: Writer, hostname: string, address: string
  */
 export function silentEphemeralTargets(catalog: Catalog, lastSeen: (hostname: string) => Date | undefined, now: Date): Target[] {
   const silent: Target[] = [];
+  // Checked every 15 s: without an ephemeral token, 100k targets need not be walked.
+  if (![...catalog.tokens.values()].some((token) => token.ephemeral && token.ttl_after_last_seen)) return silent;
   for (const target of catalog.targets.values()) {
     const token = target.registered_by_token ? catalog.tokens.get(target.registered_by_token) : undefined;
     if (!token?.ephemeral || !token.ttl_after_last_seen) continue;
