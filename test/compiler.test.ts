@@ -177,4 +177,24 @@ describe('SdOutput', () => {
     // b comes back: written again, though its bytes are what was written before.
     expect((await output.write(shards('a', 'b'))).written).toEqual(['node/b.json']);
   });
+
+  it('removes a file a failed write left, once no write names it any more', async () => {
+    const mfs = memfs();
+    let full = false;
+    const open = mfs.promises.open.bind(mfs.promises) as (...args: unknown[]) => Promise<unknown>;
+    // The disk fills up while node.json's temp file is written.
+    (mfs.promises as { open: unknown }).open = (path: string, ...rest: unknown[]) =>
+      full && path.includes('node.json') ? Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })) : open(path, ...rest);
+    const output = new SdOutput(mfs, '/sd');
+    const sd = (entries: Record<string, string>) => new Map(Object.entries(entries).map(([name, text]) => [name, Buffer.from(text)]));
+    await output.write(sd({ 'node.json': '[]\n' }));
+    // aami.yaml gains a job: its file is written, then node.json fails.
+    full = true;
+    await expect(output.write(sd({ 'extra.json': '[1]\n', 'node.json': '[2]\n' }))).rejects.toThrow(/ENOSPC/);
+    expect(mfs.readdirSync('/sd').sort()).toEqual(['extra.json', 'node.json']);
+    // The job is taken out again and the disk has room: the file of the failed write goes.
+    full = false;
+    expect(await output.write(sd({ 'node.json': '[2]\n' }))).toEqual({ written: ['node.json'], removed: ['extra.json'] });
+    expect(mfs.readdirSync('/sd')).toEqual(['node.json']);
+  });
 });

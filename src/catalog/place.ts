@@ -29,7 +29,7 @@ interface Claim {
   /** The host name, the "job address" key of the address, or the node credential's hash: what fixed holders are looked up by. */
   value: string;
   field: string;
-  /** For the message: the address as written and its job. */
+  /** For the message: the address as written and its job ('' for other kinds: every claim has one shape). */
   address: string;
   job: string;
 }

@@ -1,5 +1,6 @@
 import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
+import { PMap } from '../catalog/pmap.js';
 import { GroupLabels, groupChain, targetLabels } from '../catalog/labels.js';
 import { own, type Group, type Settings, type Target } from '../schema/index.js';
 
@@ -128,6 +129,12 @@ function changedHosts(before: Catalog['groupTargets'], after: Catalog['groupTarg
   const changed = new Set<string>();
   const compare = (a: ReadonlyMap<string, Target> | undefined, b: ReadonlyMap<string, Target> | undefined) => {
     if (a === b) return;
+    // Two versions of one persistent map name the keys either changed: a group of 100k hosts is not walked.
+    const keys = a instanceof PMap && b instanceof PMap ? b.changedSince(a) : undefined;
+    if (keys) {
+      for (const hostname of keys) if (a!.get(hostname) !== b!.get(hostname)) changed.add(hostname);
+      return;
+    }
     for (const [hostname, target] of a ?? []) if (b?.get(hostname) !== target) changed.add(hostname);
     for (const [hostname, target] of b ?? []) if (a?.get(hostname) !== target) changed.add(hostname);
   };

@@ -15,7 +15,10 @@ export interface OutputResult {
 export class SdOutput {
   /** What we last wrote, so an unchanged file is not even read back. */
   private readonly written = new Map<string, Buffer[]>();
-  /** The names of the last write. */
+  /**
+   * The names of the last write that succeeded; undefined before the first and after a
+   * failed one. While every one of them is still written, no file can have gone stale.
+   */
   private names: Set<string> | undefined;
 
   constructor(
@@ -28,6 +31,9 @@ export class SdOutput {
    * name may sit one directory down (`node/gpu.json`, the group layout).
    */
   async write(files: Map<string, Buffer | Buffer[]>): Promise<OutputResult> {
+    // A write that fails part way may have put a file we will not name again: list the directory next time.
+    const names = this.names;
+    this.names = undefined;
     await this.fs.promises.mkdir(this.dir, { recursive: true });
     const result: OutputResult = { written: [], removed: [] };
     const dirs = new Set<string>();
@@ -63,8 +69,8 @@ export class SdOutput {
       }
       if (removed) await syncPath(this.fs, dir);
     };
-    // Only the first write (files left by an earlier run) and a write that dropped a name can leave a stale file.
-    if (!this.names || [...this.names].some((name) => !files.has(name))) await removeStale('');
+    // Only a first write (files left by an earlier run), one after a failure and one that dropped a name can leave a stale file.
+    if (!names || [...names].some((name) => !files.has(name))) await removeStale('');
     this.names = new Set(files.keys());
     return result;
   }

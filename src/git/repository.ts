@@ -57,7 +57,7 @@ const BLOB_MODE = '100644';
 
 /**
  * The Git repository as the store of committed config. Reads go through `git cat-file
- * --batch` and `git diff-tree`; commits are written as loose objects (never through an
+ * --batch` and `git diff-tree`; each commit is written as one pack (never through an
  * index) and the branch moves only by compare-and-swap (refs.ts). Nothing here knows what a
  * target or a token is.
  */
