@@ -74,6 +74,7 @@ function lostClaim(claim: Claim, holder: string): string {
  * decide every clash the same way.
  */
 export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targetPaths' | 'addresses' | 'nodeCredentials'>, options: { established: Established; settings: Settings }): Placement {
+  const noneFixed = fixed.targetPaths.size === 0;
   const fixedHolder = (claim: Claim): string | undefined => {
     const hostname = claim.kind === 'host' ? claim.value : claim.kind === 'address' ? fixed.addresses.get(claim.value) : fixed.nodeCredentials.get(claim.value);
     return hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
@@ -107,6 +108,8 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
     }
     const losers = new Map<string, Problem[]>();
     for (const [key, one] of first) {
+      // A full build places against an empty catalog: only a key two files claim can clash.
+      if (noneFixed && !shared.has(key)) continue;
       const holder = fixedHolder(one);
       const list = shared.get(key) ?? [one];
       if (!holder && list.length === 1) continue;
