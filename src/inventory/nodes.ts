@@ -30,13 +30,16 @@ export function deregisterNode(writer: Writer, hostname: string, address: string
  */
 export function silentEphemeralTargets(catalog: Catalog, lastSeen: (hostname: string) => Date | undefined, now: Date): Target[] {
   const silent: Target[] = [];
-  // Checked every 15 s: without an ephemeral token, 100k targets need not be walked.
-  if (![...catalog.tokens.values()].some((token) => token.ephemeral && token.ttl_after_last_seen)) return silent;
+  // Token id → its TTL in ms, for the ephemeral tokens that have one.
+  const ttls = new Map<string, number>();
+  for (const [id, token] of catalog.tokens) if (token.ephemeral && token.ttl_after_last_seen) ttls.set(id, durationSeconds(token.ttl_after_last_seen) * 1000);
+  // Checked every 15 s: without such a token, 100k targets need not be walked.
+  if (!ttls.size) return silent;
   for (const target of catalog.targets.values()) {
-    const token = target.registered_by_token ? catalog.tokens.get(target.registered_by_token) : undefined;
-    if (!token?.ephemeral || !token.ttl_after_last_seen) continue;
+    const ttl = target.registered_by_token ? ttls.get(target.registered_by_token) : undefined;
+    if (ttl === undefined) continue;
     const seen = lastSeen(target.hostname)?.getTime() ?? (target.registered_at ? Date.parse(target.registered_at) : now.getTime());
-    if (now.getTime() - seen > durationSeconds(token.ttl_after_last_seen) * 1000) silent.push(target);
+    if (now.getTime() - seen > ttl) silent.push(target);
   }
   return silent;
 }
