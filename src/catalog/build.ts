@@ -58,8 +58,6 @@ export interface BuildResult {
   accepted: Map<string, Entity>;
   /** Deleted files nothing uses any more: their records can go. */
   dropped: Set<string>;
-  /** Claims two files made, and the file that holds each: a restart decides them the same way. */
-  contested: Map<string, string>;
 }
 
 /** A catalog's maps while it is being built or changed: Maps, or drafts of the previous snapshot's maps. */
@@ -234,7 +232,7 @@ export function buildCatalog(records: ReadonlyMap<string, FileRecord>, establish
     if (version && (record.oid !== null || usedScripts.has(path))) accepted.set(path, version);
   }
 
-  return { catalog: freezeCatalog(catalog), problems, accepted, dropped, contested: placed.contested };
+  return { catalog: freezeCatalog(catalog), problems, accepted, dropped };
 }
 
 /** A target file's versions that fit the groups and aami.yaml, best first; what is wrong with its current one, reported. */

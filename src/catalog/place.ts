@@ -16,8 +16,6 @@ export interface Placement {
   accepted: Map<string, Target>;
   /** For files whose current version lost a claim: why (reported against that file). */
   problems: Map<string, Problem[]>;
-  /** Each key two files claimed → the path that holds it. */
-  contested: Map<string, string>;
   rejected: Set<string>;
 }
 
@@ -82,8 +80,6 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
   const sorted = [...candidates].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const byPath = new Map(sorted.map((c) => [c.path, c]));
   const index = new Map(sorted.map((c) => [c.path, 0]));
-  const problems = new Map<string, Problem[]>();
-  const contested = new Map<string, string>();
   const claimCache = new Map<Target, Claim[]>();
   const claimsFor = (target: Target, path: string): Claim[] => {
     const cached = claimCache.get(target);
@@ -93,6 +89,8 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
     return claims;
   };
 
+  // What each file's current version lost when it fell back, and to whom.
+  const fell = new Map<string, Array<[Claim, string]>>();
   for (let round = 0; round <= sorted.length * 2 + 1; round++) {
     // Most keys have one claimant: only a second one makes a list.
     const first = new Map<string, Claim>();
@@ -106,7 +104,8 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
         else shared.get(claim.key)?.push(claim) ?? shared.set(claim.key, [earlier, claim]);
       }
     }
-    const losers = new Map<string, Problem[]>();
+    // Each file that lost a claim this round → the claims it lost, and to whom.
+    const losers = new Map<string, Array<[Claim, string]>>();
     for (const [key, one] of first) {
       // A full build places against an empty catalog: only a key two files claim can clash.
       if (noneFixed && !shared.has(key)) continue;
@@ -115,33 +114,68 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
       if (!holder && list.length === 1) continue;
       const before = options.established(key);
       const winner = holder ?? (before !== undefined && list.some((c) => c.path === before) ? before : list[0]!.path);
-      contested.set(key, winner);
       for (const claim of list) {
-        const { path } = claim;
-        if (path === winner) continue;
-        const problem = { file: path, field: claim.field, message: lostClaim(claim, winner) };
-        const found = losers.get(path);
-        if (found) found.push(problem);
-        else losers.set(path, [problem]);
+        if (claim.path === winner) continue;
+        losers.get(claim.path)?.push([claim, winner]) ?? losers.set(claim.path, [[claim, winner]]);
       }
     }
     if (!losers.size) break;
-    for (const [path, found] of losers) {
-      // The order of the file's own claims (host name, then each exporter), whatever order the clashes were met in.
-      const order = claimsFor(byPath.get(path)!.versions[index.get(path)!]!, path).map((c) => c.field);
-      found.sort((a, b) => order.indexOf(a.field) - order.indexOf(b.field));
+    // A file that lost only to files which themselves fall back this round waits: once they
+    // have gone it may hold the claim after all. (Else an established holder knocked out in
+    // the round it knocked out a duplicate would leave the host name to nobody.) When every
+    // loser waits on another, some of them beat each other in a ring: the ring's file first
+    // by path falls back alone, and the rest are decided again without it.
+    let falling = [...losers].filter(([, lost]) => lost.some(([, winner]) => !losers.has(winner)));
+    if (!falling.length) falling = [[ringMember(losers), losers.get(ringMember(losers))!]];
+    for (const [path, lost] of falling) {
       const at = index.get(path)!;
-      if (at === 0) problems.set(path, found);
+      if (at === 0) fell.set(path, lost);
       index.set(path, at + 1);
     }
   }
 
   const accepted = new Map<string, Target>();
   const rejected = new Set<string>();
-  for (const candidate of sorted) {
-    const version = candidate.versions[index.get(candidate.path)!];
-    if (version) accepted.set(candidate.path, version);
-    else rejected.add(candidate.path);
+  for (const { path, versions } of sorted) {
+    const version = versions[index.get(path)!];
+    if (version) accepted.set(path, version);
+    else rejected.add(path);
   }
-  return { accepted, problems, contested, rejected };
+  // Who holds the keys the fallen versions claim (most builds have none: no walk then).
+  const holders = new Map<string, string>();
+  if (fell.size) {
+    const wanted = new Set([...fell.keys()].flatMap((path) => claimsFor(byPath.get(path)!.versions[0]!, path).map((c) => c.key)));
+    for (const [path, version] of accepted) for (const claim of claimsFor(version, path)) if (wanted.has(claim.key)) holders.set(claim.key, path);
+  }
+  // A file whose current version fell back is told who holds its claims in the end, in the
+  // order of its own claims: not who beat it in some round, which depends on how the change
+  // came (in place, or by a full build). Only if nobody does (a holder fell back later) is
+  // it told who beat it.
+  const problems = new Map<string, Problem[]>();
+  for (const [path, lost] of fell) {
+    const current = claimsFor(byPath.get(path)!.versions[0]!, path);
+    let clashes = current.flatMap((claim): Array<[Claim, string]> => {
+      const holder = holders.get(claim.key) ?? fixedHolder(claim);
+      return holder !== undefined && holder !== path ? [[claim, holder]] : [];
+    });
+    if (!clashes.length) clashes = current.flatMap((claim) => lost.filter(([c]) => c === claim));
+    problems.set(path, clashes.map(([claim, holder]) => ({ file: path, field: claim.field, message: lostClaim(claim, holder) })));
+  }
+  return { accepted, problems, rejected };
+}
+
+/**
+ * Losers that each lost only to other losers: follow each one's first-by-path winner until
+ * a file comes round again, and give the ring's file first by path. The same losers give
+ * the same answer, whatever order they were met in.
+ */
+function ringMember(losers: Map<string, Array<[Claim, string]>>): string {
+  const least = (paths: Iterable<string>) => [...paths].reduce((a, b) => (b < a ? b : a));
+  const next = (path: string) => least(losers.get(path)!.map(([, winner]) => winner));
+  const seen = new Set<string>();
+  let at = least(losers.keys());
+  while (!seen.has(at)) seen.add(at), (at = next(at));
+  const ring = [at];
+  for (let p = next(at); p !== at; p = next(p)) ring.push(p);
+  return least(ring);
 }
