@@ -125,9 +125,10 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
     // the round it knocked out a duplicate would leave the host name to nobody.) When every
     // loser waits on another, some of them beat each other in a ring: the ring's file first
     // by path falls back alone, and the rest are decided again without it.
-    let falling = [...losers].filter(([, lost]) => lost.some(([, winner]) => !losers.has(winner)));
-    if (!falling.length) falling = [[ringMember(losers), losers.get(ringMember(losers))!]];
-    for (const [path, lost] of falling) {
+    const falling = [...losers].filter(([, lost]) => lost.some(([, winner]) => !losers.has(winner))).map(([path]) => path);
+    if (!falling.length) falling.push(ringMember(losers));
+    for (const path of falling) {
+      const lost = losers.get(path)!;
       const at = index.get(path)!;
       if (at === 0) fell.set(path, lost);
       index.set(path, at + 1);
