@@ -15,24 +15,31 @@ export function hashObject(type: ObjectType, content: Uint8Array): { oid: string
   return { oid: createHash('sha1').update(raw).digest('hex'), raw };
 }
 
-/** Git sorts tree entries by name, comparing a sub-tree's name as if it ended in "/". */
-function treeSortKey(name: string, entry: TreeEntry): string {
-  return entry.type === 'tree' ? `${name}/` : name;
-}
-
+/**
+ * A tree object's bytes. Git sorts entries by name, comparing a sub-tree's name as if it
+ * ended in "/". Names are latin1 strings, one character a byte (parseTree reads them so):
+ * they go back byte for byte, and comparing them as strings is Git's byte order. Each sort
+ * key is made once and the bytes are written into one buffer: a commit serializes the
+ * trees it changes, some with thousands of entries.
+ */
 export function serializeTree(entries: Map<string, TreeEntry>): Buffer {
-  const sorted = [...entries].sort(([a, ea], [b, eb]) => {
-    const ka = treeSortKey(a, ea);
-    const kb = treeSortKey(b, eb);
-    return ka < kb ? -1 : ka > kb ? 1 : 0;
-  });
-  const parts: Buffer[] = [];
-  // Names are latin1 strings, one character a byte (parseTree reads them so): they go back
-  // byte for byte, and comparing them as strings is Git's byte order.
-  for (const [name, entry] of sorted) {
-    parts.push(Buffer.from(`${entry.mode} ${name}\0`, 'latin1'), Buffer.from(entry.oid, 'hex'));
+  const sorted: Array<{ key: string; name: string; entry: TreeEntry }> = [];
+  let size = 0;
+  for (const [name, entry] of entries) {
+    sorted.push({ key: entry.type === 'tree' ? `${name}/` : name, name, entry });
+    size += entry.mode.length + name.length + 22; // "mode name\0" and 20 bytes of id
   }
-  return Buffer.concat(parts);
+  sorted.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const { name, entry } of sorted) {
+    at += out.write(entry.mode, at, 'latin1');
+    out[at++] = 0x20;
+    at += out.write(name, at, 'latin1');
+    out[at++] = 0;
+    at += out.write(entry.oid, at, 'hex');
+  }
+  return out;
 }
 
 export interface Person {
