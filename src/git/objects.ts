@@ -99,35 +99,39 @@ export class ObjectWriter {
   ) {}
 
   /**
-   * Write the objects and make them durable: the pack, then its index (Git sees a pack only
-   * once its index is there), each fsync'd, then the pack directory — a ref must never point
-   * at an object a crash can take back. A failed write leaves no temp file.
+   * Write the objects and make them durable: the pack and its index are written and fsync'd
+   * side by side (the disk settles both in one wait, not two), and only once both are on
+   * disk are they named, the pack first (Git sees a pack only once its index is there); then
+   * the pack directory is fsync'd — a ref must never point at an object a crash can take
+   * back. A failed write leaves no temp file.
    */
   async writeAll(objects: Array<{ oid: string; type: ObjectType; content: Buffer }>): Promise<void> {
     if (!objects.length) return;
     const { pack, index, name } = buildPack(objects);
     const dir = `${this.gitdir}/objects/pack`;
     const created = (await this.fs.promises.mkdir(dir, { recursive: true })) !== undefined;
-    await this.writeDurable(`${dir}/pack-${name}.pack`, pack);
-    await this.writeDurable(`${dir}/pack-${name}.idx`, index);
+    const temps = [pack, index].map(() => `${dir}/tmp_pack_${process.pid}_${tmpCounter++}`);
+    try {
+      // Both settle before any clean-up: a temp file still being written when the other failed would be left behind.
+      const written = await Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
+      for (const result of written) if (result.status === 'rejected') throw result.reason;
+      await this.fs.promises.rename(temps[0]!, `${dir}/pack-${name}.pack`);
+      await this.fs.promises.rename(temps[1]!, `${dir}/pack-${name}.idx`);
+    } catch (error) {
+      await Promise.all(temps.map((tmp) => this.fs.promises.rm(tmp, { force: true }).catch(() => undefined)));
+      throw error;
+    }
     await syncPath(this.fs, dir);
     if (created) await syncPath(this.fs, `${this.gitdir}/objects`);
   }
 
-  private async writeDurable(path: string, data: Buffer): Promise<void> {
-    const tmp = `${path.slice(0, path.lastIndexOf('/'))}/tmp_pack_${process.pid}_${tmpCounter++}`;
+  private async writeSynced(path: string, data: Buffer): Promise<void> {
+    const handle = await this.fs.promises.open(path, 'w', 0o444);
     try {
-      const handle = await this.fs.promises.open(tmp, 'w', 0o444);
-      try {
-        await handle.writeFile(data);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await this.fs.promises.rename(tmp, path);
-    } catch (error) {
-      await this.fs.promises.rm(tmp, { force: true }).catch(() => undefined);
-      throw error;
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
     }
   }
 }
