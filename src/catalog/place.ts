@@ -123,11 +123,10 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
     // A file that lost only to files which themselves fall back this round waits: once they
     // have gone it may hold the claim after all. (Else an established holder knocked out in
     // the round it knocked out a duplicate would leave the host name to nobody.) When every
-    // loser waits on another, some of them beat each other in a ring: the ring's file first
-    // by path falls back alone, and the rest are decided again without it.
+    // loser waits on another, they beat each other in rings: each ring's file first by path
+    // falls back, and the rest are decided again without it.
     const falling = [...losers].filter(([, lost]) => lost.some(([, winner]) => !losers.has(winner))).map(([path]) => path);
-    if (!falling.length) falling.push(ringMember(losers));
-    for (const path of falling) {
+    for (const path of falling.length ? falling : ringMembers(losers)) {
       const lost = losers.get(path)!;
       const at = index.get(path)!;
       if (at === 0) fell.set(path, lost);
@@ -166,17 +165,24 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
 }
 
 /**
- * Losers that each lost only to other losers: follow each one's first-by-path winner until
- * a file comes round again, and give the ring's file first by path. The same losers give
- * the same answer, whatever order they were met in.
+ * Losers that each lost only to other losers: following each one's first-by-path winner
+ * leads into rings (every loser reaches one); each ring's file first by path falls. All
+ * rings go in one round (a full build may meet hundreds), and the same losers give the
+ * same answer, whatever order they were met in.
  */
-function ringMember(losers: Map<string, Array<[Claim, string]>>): string {
+function ringMembers(losers: Map<string, Array<[Claim, string]>>): string[] {
   const least = (paths: Iterable<string>) => [...paths].reduce((a, b) => (b < a ? b : a));
   const next = (path: string) => least(losers.get(path)!.map(([, winner]) => winner));
-  const seen = new Set<string>();
-  let at = least(losers.keys());
-  while (!seen.has(at)) seen.add(at), (at = next(at));
-  const ring = [at];
-  for (let p = next(at); p !== at; p = next(p)) ring.push(p);
-  return least(ring);
+  const done = new Set<string>();
+  const members: string[] = [];
+  for (const start of [...losers.keys()].sort()) {
+    const walk: string[] = [];
+    const onWalk = new Set<string>();
+    let at = start;
+    while (!done.has(at) && !onWalk.has(at)) walk.push(at), onWalk.add(at), (at = next(at));
+    // Came round to a file of this walk: the ring is the walk from there on.
+    if (onWalk.has(at)) members.push(least(walk.slice(walk.indexOf(at))));
+    for (const path of walk) done.add(path);
+  }
+  return members;
 }
