@@ -38,11 +38,17 @@ describe('compile', () => {
   it('writes entries byte for byte as JSON.stringify(list, null, 2) would, whatever the label values hold', () => {
     const records = readCheckout(fs, fixture('basic'));
     const weird = 'quote " backslash \\ unicode ünï 日本 emoji 🚀 </script> $(x)';
-    const text = `hostname: odd-1\nip_address: "fd00::9"\nprimary_group: ml-training\nlabels: {Rack: '${weird.replaceAll("'", "''")}', zzz: ''}\n`;
+    // Exporters with and without labels of their own: the target's labels are written once and shared by those without.
+    const exporters = 'exporters: [{type: node_exporter}, {type: dcgm_exporter}, {type: ipmi_exporter, metrics_path: /ipmi, scheme: https}]\n';
+    const text = `hostname: odd-1\nip_address: "fd00::9"\nprimary_group: ml-training\nlabels: {Rack: '${weird.replaceAll("'", "''")}', zzz: ''}\n${exporters}`;
     records.set('targets/ml-training/odd-1.yaml', { oid: 'x', parsed: parseFile('targets/ml-training/odd-1.yaml', text) });
     const files = compile(Snapshot.build(records, null).catalog);
     for (const bytes of files.values()) expect(bytes.toString()).toBe(`${JSON.stringify(JSON.parse(bytes.toString()), null, 2)}\n`);
-    expect(JSON.parse(files.get('node.json')!.toString()).find((e: any) => e.labels.hostname === 'odd-1').labels.Rack).toBe(weird);
+    const odd = (file: string) => JSON.parse(files.get(file)!.toString()).find((e: any) => e.labels.hostname === 'odd-1').labels;
+    expect(odd('node.json').Rack).toBe(weird);
+    expect(Object.keys(odd('node.json')).filter((name) => name.startsWith('__'))).toEqual([]);
+    expect(odd('dcgm.json')).toMatchObject({ Rack: weird, __metrics_path__: '/metrics' });
+    expect(odd('ipmi.json')).toMatchObject({ Rack: weird, __metrics_path__: '/ipmi', __scheme__: 'https', __scrape_interval__: '1m' });
   });
 
   it('shards by primary group with the same entries as one file per job, and re-renders only the group a change touched', () => {

@@ -65,9 +65,26 @@ export class GroupLabels {
 
 /** A target's labels as Prometheus will see them (exporter fields add the __ ones). */
 export function targetLabels(catalog: Catalog, target: Target, shared = new GroupLabels(catalog)): Record<string, string> {
+  return Object.fromEntries(mergedLabels(target, shared));
+}
+
+/** The same labels sorted by name, as the SD files list them. */
+export function sortedLabels(target: Target, shared: GroupLabels): Array<[string, string]> {
+  return [...mergedLabels(target, shared)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * The same precedence as layers(): groups, node, token, admin; then aami's own. Merged in a
+ * Map: spreading the six objects into one costs ~5x as much, and a compile of 100k targets
+ * does it for each.
+ */
+function mergedLabels(target: Target, shared: GroupLabels): Map<string, string> {
   const { groups, system } = shared.of(target);
-  // The same precedence as layers(): groups, node, token, admin; then aami's own.
-  return { ...groups, ...target.node_labels, ...target.token_labels, ...target.labels, hostname: target.hostname, ...system };
+  const merged = new Map<string, string>();
+  for (const source of [groups, target.node_labels, target.token_labels, target.labels]) for (const name of Object.keys(source)) merged.set(name, source[name]!);
+  merged.set('hostname', target.hostname);
+  for (const name of Object.keys(system)) merged.set(name, system[name]!);
+  return merged;
 }
 
 /** For each effective label, where its value comes from (the target view shows it). */

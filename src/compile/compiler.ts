@@ -1,7 +1,7 @@
 import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
 import { PMap } from '../catalog/pmap.js';
-import { GroupLabels, groupChain, targetLabels } from '../catalog/labels.js';
+import { GroupLabels, groupChain, sortedLabels } from '../catalog/labels.js';
 import { own, type Group, type Settings, type Target } from '../schema/index.js';
 
 /** File name of a job's file_sd output. */
@@ -217,20 +217,22 @@ export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
   return true;
 }
 
+/** A target's entries, one per enabled exporter; labels are sorted and written once for all exporters that add none of their own. */
 function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Compiled['entries'] {
-  const base = Object.entries(targetLabels(catalog, target, shared));
+  const base = sortedLabels(target, shared);
+  let baseText: string | undefined;
   const entries: Compiled['entries'] = [];
   for (const exporter of target.exporters) {
     const type = own(catalog.settings.exporters, exporter.type);
     if (!exporter.enabled || !type) continue;
-    const labels = [...base];
+    const extra: Array<[string, string]> = [];
     const metricsPath = exporter.metrics_path ?? type.metrics_path;
     const scheme = exporter.scheme ?? type.scheme;
     const interval = exporter.interval ?? type.interval;
-    if (metricsPath) labels.push(['__metrics_path__', metricsPath]);
-    if (scheme) labels.push(['__scheme__', scheme]);
-    if (interval) labels.push(['__scrape_interval__', interval]);
-    labels.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    if (metricsPath) extra.push(['__metrics_path__', metricsPath]);
+    if (scheme) extra.push(['__scheme__', scheme]);
+    if (interval) extra.push(['__scrape_interval__', interval]);
+    const labels = extra.length ? renderLabels([...base, ...extra].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : (baseText ??= renderLabels(base));
     entries.push([type.job, Buffer.from(renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels))]);
   }
   return entries;
@@ -241,12 +243,18 @@ function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Co
  * (tests hold the two equal), written out directly: ~5x cheaper than stringify with an
  * indent and re-indenting the result.
  */
-function renderEntry(address: string, labels: Array<[string, string]>): string {
-  let text = `  {\n    "targets": [\n      ${JSON.stringify(address)}\n    ],\n    "labels": {`;
+function renderEntry(address: string, labels: string): string {
+  return `  {\n    "targets": [\n      ${JSON.stringify(address)}\n    ],\n    "labels": ${labels}\n  }`;
+}
+
+/** An entry's label object, sorted labels in, as renderEntry places it. */
+function renderLabels(labels: Array<[string, string]>): string {
+  if (!labels.length) return '{}';
+  let text = '{';
   labels.forEach(([name, value], i) => {
     text += `${i ? ',' : ''}\n      ${JSON.stringify(name)}: ${JSON.stringify(value)}`;
   });
-  return `${text}${labels.length ? '\n    }' : '}'}\n  }`;
+  return `${text}\n    }`;
 }
 
 function sameItems<T>(a: T[], b: T[]): boolean {
