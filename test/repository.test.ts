@@ -1,6 +1,8 @@
 import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { serializeTree } from '../src/git/objects.js';
+import { parseTree } from '../src/git/reader.js';
 import { GitRepository } from '../src/git/repository.js';
 import { ADMIN, fixedClock, gitCli, onCleanup, pushFiles, tempDir } from './helpers.js';
 
@@ -203,6 +205,13 @@ describe('GitRepository', () => {
     for (const [path, content] of expected) expect(git('show', `main:${path}`)).toBe(content);
     git('fsck', '--strict', '--no-progress');
   });
+  it('refuses to serialize a tree entry whose object id is not 40 hex digits (a truncated tree read back)', () => {
+    const good = Buffer.concat([Buffer.from('100644 a.yaml\0'), Buffer.alloc(20, 0x11)]);
+    const truncated = Buffer.concat([Buffer.from('100644 b.yaml\0'), Buffer.alloc(8, 0x22)]);
+    expect(serializeTree(parseTree(good))).toEqual(good);
+    expect(() => serializeTree(parseTree(Buffer.concat([good, truncated])))).toThrow('tree entry "b.yaml" has no valid object id');
+  });
+
   it('refuses to open a directory that is not a repository', async () => {
     await expect(GitRepository.open(tempDir())).rejects.toThrow(/not a Git repository/);
   });

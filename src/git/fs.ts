@@ -36,19 +36,21 @@ let tmpCounter = 0;
 /**
  * fsync a path: a file written earlier without it, or a directory to make a rename or
  * unlink in it durable. A path that is gone has nothing to flush, and some file systems
- * (memfs among them) cannot open a directory: both are no-ops.
+ * cannot open or fsync a directory: both are no-ops. Any other error (EIO) is thrown: what
+ * was renamed may not be on disk, so the write it belongs to must not be acknowledged.
  */
 export async function syncPath(fs: Fs, path: string): Promise<void> {
   let handle: nodeFs.promises.FileHandle | undefined;
   try {
     handle = await fs.promises.open(path, 'r');
     await handle.sync();
-  } catch {
-    // gone, or not supported here
+  } catch (error) {
+    if (!NOTHING_TO_SYNC.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
   } finally {
     await handle?.close();
   }
 }
+const NOTHING_TO_SYNC = new Set(['ENOENT', 'EISDIR', 'EINVAL', 'ENOTSUP', 'EOPNOTSUPP']);
 
 export async function exists(fs: Fs, path: string): Promise<boolean> {
   try {

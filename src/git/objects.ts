@@ -26,6 +26,8 @@ export function serializeTree(entries: Map<string, TreeEntry>): Buffer {
   const sorted: Array<{ key: string; name: string; entry: TreeEntry }> = [];
   let size = 0;
   for (const [name, entry] of entries) {
+    // The size below counts 20 bytes an id: a malformed one (a truncated tree read back) must not commit stray bytes.
+    if (!/^[0-9a-f]{40}$/.test(entry.oid)) throw new Error(`tree entry ${JSON.stringify(name)} has no valid object id`);
     sorted.push({ key: entry.type === 'tree' ? `${name}/` : name, name, entry });
     size += entry.mode.length + name.length + 22; // "mode name\0" and 20 bytes of id
   }
