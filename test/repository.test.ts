@@ -205,6 +205,7 @@ describe('GitRepository', () => {
     for (const [path, content] of expected) expect(git('show', `main:${path}`)).toBe(content);
     git('fsck', '--strict', '--no-progress');
   });
+
   it('refuses to serialize a tree entry whose object id is not 40 hex digits (a truncated tree read back)', () => {
     const good = Buffer.concat([Buffer.from('100644 a.yaml\0'), Buffer.alloc(20, 0x11)]);
     const truncated = Buffer.concat([Buffer.from('100644 b.yaml\0'), Buffer.alloc(8, 0x22)]);

@@ -68,9 +68,12 @@ export function targetLabels(catalog: Catalog, target: Target, shared = new Grou
   return Object.fromEntries(mergedLabels(target, shared));
 }
 
-/** The same labels sorted by name, as the SD files list them. */
+/** Orders [name, value] pairs by name, as the SD files list labels. */
+export const byName = ([a]: [string, string], [b]: [string, string]) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The same labels sorted by name. */
 export function sortedLabels(target: Target, shared: GroupLabels): Array<[string, string]> {
-  return [...mergedLabels(target, shared)].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return [...mergedLabels(target, shared)].sort(byName);
 }
 
 /**

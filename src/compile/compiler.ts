@@ -1,7 +1,7 @@
 import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
 import { PMap } from '../catalog/pmap.js';
-import { GroupLabels, groupChain, sortedLabels } from '../catalog/labels.js';
+import { byName, GroupLabels, groupChain, sortedLabels } from '../catalog/labels.js';
 import { own, type Group, type Settings, type Target } from '../schema/index.js';
 
 /** File name of a job's file_sd output. */
@@ -232,7 +232,7 @@ function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Co
     if (metricsPath) extra.push(['__metrics_path__', metricsPath]);
     if (scheme) extra.push(['__scheme__', scheme]);
     if (interval) extra.push(['__scrape_interval__', interval]);
-    const labels = extra.length ? renderLabels([...base, ...extra].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : (baseText ??= renderLabels(base));
+    const labels = extra.length ? renderLabels([...base, ...extra].sort(byName)) : (baseText ??= renderLabels(base));
     entries.push([type.job, Buffer.from(renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels))]);
   }
   return entries;

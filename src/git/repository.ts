@@ -68,10 +68,11 @@ export class GitRepository {
   /** Trees by object id: immutable, so a cache never goes stale; cleared when it grows. */
   private readonly trees = new Map<string, Map<string, TreeEntry>>();
   /**
-   * The last commit written here and its trees, as written: the next write on top of it
-   * (the common case: the writer's next batch) reads no object back from Git.
+   * The last commit written here and its root tree. Its trees go into the cache as written:
+   * the next write on top of it (the common case: the writer's next batch) reads no object
+   * back from Git.
    */
-  private written: { commit: string; root: string; trees: Map<string, Map<string, TreeEntry>> } | undefined;
+  private written: { commit: string; root: string } | undefined;
   /** Packs written since the last repack, and the repack running now. */
   private packs = 0;
   private repacking: Promise<void> | undefined;
@@ -234,8 +235,9 @@ export class GitRepository {
     });
     const oid = add('commit', commit);
     await this.writer.writeAll(objects);
-    // Staged maps are not touched again, and dirOf copies what it takes from a cache.
-    this.written = { commit: oid, root: root.oid, trees };
+    // Staged maps are not touched again, and dirOf copies what it takes from the cache.
+    for (const [treeOid, entries] of trees) this.cacheTree(treeOid, entries);
+    this.written = { commit: oid, root: root.oid };
     if (++this.packs >= REPACK_EVERY) this.repack();
     return oid;
   }
@@ -276,13 +278,17 @@ export class GitRepository {
   }
 
   private async tree(oid: string): Promise<Map<string, TreeEntry>> {
-    let entries = this.written?.trees.get(oid) ?? this.trees.get(oid);
+    let entries = this.trees.get(oid);
     if (!entries) {
       entries = await this.objects.readTree(oid);
-      if (this.trees.size > 4096) this.trees.clear();
-      this.trees.set(oid, entries);
+      this.cacheTree(oid, entries);
     }
     return entries;
+  }
+
+  private cacheTree(oid: string, entries: Map<string, TreeEntry>): void {
+    if (this.trees.size > 4096) this.trees.clear();
+    this.trees.set(oid, entries);
   }
 }
 
