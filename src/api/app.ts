@@ -1,7 +1,7 @@
 import { Hono } from 'hono';
-import { bodyLimit } from 'hono/body-limit';
 import { consoleRoutes } from '../console/routes.js';
 import { AamiError } from '../errors.js';
+import { readBody } from './body.js';
 import { BulkReads } from './bulk.js';
 import { checkQuery, notFound } from './conventions.js';
 import type { AppDeps } from './deps.js';
@@ -29,13 +29,7 @@ export function createApp(appDeps: AppDeps) {
   // Before anything that can refuse: a refusal is logged with the client a follower passed on.
   app.use('*', trustForwarded(deps.clusterSecret));
   app.use('*', checkQuery());
-  app.use(
-    '/api/*',
-    bodyLimit({
-      maxSize: maxBodyBytes,
-      onError: (c) => sendError(c, new AamiError('payload_too_large', `the request body is larger than ${maxBodyBytes} bytes`)),
-    }),
-  );
+  app.use('/api/*', readBody(maxBodyBytes, (c) => sendError(c, new AamiError('payload_too_large', `the request body is larger than ${maxBodyBytes} bytes`))));
   if (deps.primary) app.use('*', forwardToPrimary(deps, deps.primary));
   app.route('/', systemRoutes(deps));
   app.route('/api/v1/groups', groupRoutes(deps));
