@@ -110,11 +110,20 @@ describe('compile', () => {
         // A group edit: every target is looked at again.
         change([{ path: 'groups/api-servers.yaml', text: 'id: api-servers\nname: API\nnamespace: logical\nlabels: {tier: edited}\n' }]);
       } else {
-        const group = groups[random(3)]!;
-        const path = `targets/${group}/${host}.yaml`;
-        const text = `hostname: ${host}\nip_address: 10.9.0.${id}\nprimary_group: ${group}\nexporters: ${exporters[random(4)]}\n`;
-        change([...(before && before !== path ? [{ path: before, text: null }] : []), { path, text }]);
-        where.set(host, path);
+        // Now and then several hosts in one commit, as a storm's batch: one compile merges them all.
+        const batch = roll >= 8 ? [...new Set(Array.from({ length: 5 }, () => random(72)))] : [id];
+        const updates: Array<{ path: string; text: string | null }> = [];
+        for (const n of batch) {
+          const name = `${['a', 'gpu-0', 'gpu-01x', 'zz', 'api-0', 'gpu-1'][n % 6]!}-${n}`;
+          const was = where.get(name);
+          const group = groups[random(3)]!;
+          const path = `targets/${group}/${name}.yaml`;
+          const text = `hostname: ${name}\nip_address: 10.9.0.${n}\nprimary_group: ${group}\nexporters: ${exporters[random(4)]}\n`;
+          if (was && was !== path) updates.push({ path: was, text: null });
+          updates.push({ path, text });
+          where.set(name, path);
+        }
+        change(updates);
       }
       const catalog = live.snapshot().catalog;
       const incremental = new Map([...compiler.compile(catalog)].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
