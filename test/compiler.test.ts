@@ -139,6 +139,27 @@ describe('compile', () => {
     expect(after.get('dcgm.json')).toBe(before.get('dcgm.json'));
   });
 
+  it('renders a full compile a slice at a time beforehand, in both layouts, and only when every target is taken again', () => {
+    for (const layout of ['file', 'group'] as const) {
+      const live = new LiveCatalog(Snapshot.build(readCheckout(fs, fixture('basic')), null));
+      const draft = live.draft();
+      const more = Array.from({ length: 25 }, (_, i) => `targets/ml-training/bulk-${i}.yaml`);
+      draft.apply(more.map((path, i) => ({ path, oid: `${path}@1`, parsed: parseFile(path, `hostname: bulk-${i}\nip_address: 10.8.0.${i}\nprimary_group: ml-training\n`) })));
+      live.publish(draft.freeze(null));
+      const catalog = live.snapshot().catalog;
+      const compiler = new Compiler(layout);
+      const slices = (c = catalog) => [...compiler.prepare(c, 10)].length;
+      expect(slices(), layout).toBe(Math.floor(catalog.targets.size / 10));
+      const files = compiler.compile(catalog);
+      expect(new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]))).toEqual(new Map([...new Compiler(layout).compile(catalog)].map(([name, parts]) => [name, Buffer.concat(parts).toString()])));
+      expect(slices(), layout).toBe(0); // a registration's compile renders one target: nothing to prepare
+      const edit = live.draft();
+      edit.apply([{ path: 'groups/api-servers.yaml', oid: 'edited', parsed: parseFile('groups/api-servers.yaml', 'id: api-servers\nname: API\nnamespace: logical\nlabels: {tier: edited}\n') }]);
+      live.publish(edit.freeze(null));
+      expect(slices(live.snapshot().catalog), layout).toBe(Math.floor(catalog.targets.size / 10));
+    }
+  });
+
   it('writes an empty list for a job without targets', () => {
     expect(compile(Snapshot.build(new Map(), null).catalog)).toEqual(new Map([['node.json', Buffer.from('[]\n')], ['dcgm.json', Buffer.from('[]\n')]]));
   });

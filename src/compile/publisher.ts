@@ -140,6 +140,7 @@ export class SdPublisher {
     this.lastStart = started;
     this.reportProblems(snapshot);
     try {
+      for (const _ of this.compiler.prepare(snapshot.catalog)) await new Promise(setImmediate);
       const files = this.compiler.compile(snapshot.catalog);
       const result = await this.output.write(files);
       const identity = this.options.identity?.(snapshot);
