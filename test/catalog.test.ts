@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import type { FileRecord } from '../src/catalog/build.js';
+import { targetCandidate, type FileRecord } from '../src/catalog/build.js';
 import { establishedIn, LiveCatalog, rebuildWith, Snapshot, type FileUpdate } from '../src/catalog/live.js';
 import { parseFile } from '../src/catalog/parse.js';
+import { claimKeys } from '../src/catalog/place.js';
 import { formatProblem } from '../src/catalog/problem.js';
 import { hashObject } from '../src/git/objects.js';
 
@@ -189,6 +190,14 @@ describe('clashes', () => {
 });
 
 describe('clashes settled in rounds', () => {
+  const groups = { 'groups/ml.yaml': group('ml'), 'groups/db.yaml': group('db'), 'groups/web.yaml': group('web') };
+  /** A restart with what the state directory keeps decides the same. */
+  const expectSameAfterRestart = (snapshot: Snapshot) => {
+    const restarted = Snapshot.build(new Map(snapshot.files), null, establishedIn(snapshot.catalog));
+    expect([...restarted.catalog.targetPaths].sort()).toEqual([...snapshot.catalog.targetPaths].sort());
+    expect(problems(restarted)).toEqual(problems(snapshot));
+  };
+
   it('gives a host name to the duplicate when its established holder falls back in the same change', () => {
     const settings = (port: number) => `exporters:\n  node_exporter: {job: node, port: ${port}}\n`;
     const node = 'exporters: [{type: node_exporter}]\n';
@@ -216,6 +225,57 @@ describe('clashes settled in rounds', () => {
     const restarted = Snapshot.build(new Map(snapshot.files), null, establishedIn(snapshot.catalog));
     expect(restarted.catalog.targetPaths.get('m-19')).toBe('targets/db/m-19.yaml');
     expect(problems(restarted)).toEqual(expected);
+  });
+
+  it('gives a host name to a duplicate whose rival won it only for a while', () => {
+    const credential = `node_credential_hash: sha256:${'1'.repeat(64)}\n`;
+    const repo = liveOf({ ...groups, 'targets/ml/c.yaml': target('c', '10.0.0.2'), 'targets/web/b.yaml': target('b', '10.0.0.3', 'web', credential) });
+    // Refused (c holds the address): b keeps serving 10.0.0.3 and the credential.
+    repo.set({ 'targets/web/b.yaml': target('b', '10.0.0.2', 'web') });
+    // db/a comes first by path, so it beats ml/a to the name, but b (falling back to its last
+    // good version) holds its credential: db/a goes, and the name must go to ml/a, not nobody.
+    const snapshot = repo.set({ 'targets/db/a.yaml': target('a', '10.0.0.1', 'db', credential), 'targets/ml/a.yaml': target('a', '10.0.0.4') });
+    expect(snapshot.catalog.targetPaths.get('a')).toBe('targets/ml/a.yaml');
+    expect(snapshot.catalog.targets.get('b')?.ip_address).toBe('10.0.0.3');
+    // Each problem names the file that holds the claim in the end (not db/a, which holds none).
+    expect(problems(snapshot)).toEqual([
+      'targets/db/a.yaml: hostname: "a" is already registered by targets/ml/a.yaml',
+      'targets/db/a.yaml: node_credential_hash: is the node credential of targets/web/b.yaml too',
+      'targets/web/b.yaml: exporters[0].port: address 10.0.0.2:9100 of job "node" is already used by targets/ml/c.yaml',
+    ]);
+    expectSameAfterRestart(snapshot);
+  });
+
+  it('names the files that hold the claims in the end, the same before and after a restart', () => {
+    const credential = `node_credential_hash: sha256:${'2'.repeat(64)}\n`;
+    const both = (port = '') => `exporters: [{type: node_exporter${port}}, {type: dcgm_exporter}]\n`;
+    const repo = liveOf({ ...groups, 'targets/web/b.yaml': target('b', '10.0.0.1', 'web', both(', port: 9101')) });
+    // One commit: b moves to 10.0.0.2 with a credential that ml/a (first by path) wants too,
+    // while ml/a wants the addresses b's last good version holds. The rest clash on names and
+    // on 10.0.0.1:9100. Before, b fell back for good, and was told that ml/c and ml/a (which
+    // serve nothing in the end) hold its claims; a restart worded that otherwise.
+    const snapshot = repo.set({
+      'targets/web/b.yaml': target('b', '10.0.0.2', 'web', credential),
+      'targets/ml/a.yaml': target('a', '10.0.0.1', 'ml', both(', port: 9101') + credential),
+      'targets/ml/c.yaml': target('c', '10.0.0.2'),
+      'targets/db/b.yaml': target('b', '10.0.0.1', 'db', both()),
+      'targets/db/c.yaml': target('c', '10.0.0.1', 'db'),
+    });
+    // ml/a could hold the credential only while b kept its new version; b's last good version
+    // would take ml/a's addresses. So ml/a goes, and b serves its new version after all.
+    expect([...snapshot.catalog.targetPaths].sort()).toEqual([
+      ['b', 'targets/web/b.yaml'],
+      ['c', 'targets/db/c.yaml'],
+    ]);
+    expect(snapshot.catalog.targets.get('b')?.ip_address).toBe('10.0.0.2');
+    expect(problems(snapshot)).toEqual([
+      'targets/db/b.yaml: hostname: "b" is already registered by targets/web/b.yaml',
+      'targets/db/b.yaml: exporters[0].port: address 10.0.0.1:9100 of job "node" is already used by targets/db/c.yaml',
+      'targets/ml/a.yaml: node_credential_hash: is the node credential of targets/web/b.yaml too',
+      'targets/ml/c.yaml: hostname: "c" is already registered by targets/db/c.yaml',
+      'targets/ml/c.yaml: exporters[0].port: address 10.0.0.2:9100 of job "node" is already used by targets/web/b.yaml',
+    ]);
+    expectSameAfterRestart(snapshot);
   });
 });
 
@@ -254,59 +314,136 @@ function view(snapshot: Snapshot) {
   };
 }
 
+/** Random change sequences over a small repo (few hosts, addresses and credentials: clashes are common); the same seed gives the same steps. */
+function randomChanges(seed: number) {
+  const rng = random(seed * 7919);
+  const groups = ['ml', 'db', 'web'];
+  const hosts = ['a', 'b', 'c', 'stg-1'];
+  const ips = ['10.0.0.1', '10.0.0.2', '10.0.0.3'];
+  const tokenFile = (id: string, groupId: string) => `id: ${id}\nname: t\nsecret_hash: sha256:${'c'.repeat(64)}\ndefault_group: ${groupId}\nmax_uses: 3\nexpires_at: 2030-01-01T00:00:00Z\n`;
+  const credentialFile = (id: string, role: string) => `id: ${id}\nname: n-${id}\nrole: ${role}\nsecret_hash: sha256:${'d'.repeat(64)}\n`;
+  // Two node credential hashes, so two target files can claim the same one.
+  const credentialHashes = [`sha256:${'1'.repeat(64)}`, `sha256:${'2'.repeat(64)}`];
+  return (): FileUpdate[] => {
+    const kind = rng.next();
+    if (kind < 0.55) {
+      const host = rng.pick(hosts);
+      const path = `targets/${rng.pick(groups)}/${host}.yaml`;
+      const roll = rng.next();
+      // An exporter on a port of its own: two files on one IP address clash only on the same port.
+      const exporters = rng.pick(['', '', 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n', 'exporters: [{type: node_exporter, port: 9101}]\n']);
+      const extra = exporters + (rng.next() < 0.3 ? `node_credential_hash: ${rng.pick(credentialHashes)}\n` : '');
+      const text =
+        roll < 0.1 ? null : roll < 0.17 ? 'hostname: [broken\n' : roll < 0.24 ? target(host, rng.pick(ips), 'ml', 'groups: [nope]\n') : target(host, rng.pick(ips), path.split('/')[1]!, extra);
+      return [update(path, text)];
+    }
+    if (kind < 0.65) {
+      const id = rng.pick(['t1', 't2']);
+      // Stray files whose last path component looks like an id: they must not touch the real token.
+      const path = rng.pick([`tokens/${id}.yaml`, `tokens/${id}.yaml`, `tokens/old/${id}.yaml`, `tokens/${id}x.yml`]);
+      return [update(path, rng.next() < 0.2 ? null : tokenFile(id, rng.pick(groups)))];
+    }
+    if (kind < 0.72) {
+      const id = rng.pick(['aaaaaaaa', 'bbbbbbbb']);
+      const path = rng.pick([`credentials/${id}.yaml`, `credentials/${id}.yaml`, `credentials/archive/${id}.yaml`]);
+      return [update(path, rng.next() < 0.2 ? null : rng.next() < 0.1 ? 'role: [\n' : credentialFile(id, rng.pick(['reader', 'admin'])))];
+    }
+    if (kind < 0.87) {
+      const id = rng.pick(groups);
+      const roll = rng.next();
+      return [update(`groups/${id}.yaml`, roll < 0.25 ? null : roll < 0.35 ? group(id, 'logical', 'nowhere') : group(id))];
+    }
+    if (kind < 0.9) {
+      // The node job moves between 9100 and 9101: files that did not clash do, and the other way round.
+      return [update('aami.yaml', `exporters:\n  node_exporter: {job: node, port: ${rng.pick([9100, 9101])}}\n  dcgm_exporter: {job: dcgm, port: 9400}\n`)];
+    }
+    // Two files in one commit, as a batch of writes or a pull request does it.
+    const changes = [update(`targets/ml/${rng.pick(hosts)}.yaml`, target(rng.pick(hosts), rng.pick(ips))), update(`targets/db/${rng.pick(hosts)}.yaml`, target(rng.pick(hosts), rng.pick(ips), 'db'))];
+    // A file's name must agree with its hostname: the parse reports the rest.
+    return changes.filter((c, i) => changes.findIndex((o) => o.path === c.path) === i);
+  };
+}
+
+const start = () => snapshotOf({ 'groups/ml.yaml': group('ml'), 'groups/db.yaml': group('db') });
+const describeChanges = (changes: FileUpdate[]) => changes.map((c) => `${c.path}=${c.oid ? 'write' : 'delete'}`).join(', ');
+// SEEDS=3000 npx vitest run test/catalog.test.ts searches further (the default keeps CI quick).
+const seeds = Number(process.env.SEEDS ?? 300);
+
 describe('the live catalog', () => {
   it('equals a full build after every step of random change sequences (300 sequences of 40 steps)', { timeout: 120_000 }, () => {
-    const groups = ['ml', 'db', 'web'];
-    const hosts = ['a', 'b', 'c', 'stg-1'];
-    const ips = ['10.0.0.1', '10.0.0.2', '10.0.0.3'];
-    const tokenFile = (id: string, groupId: string) => `id: ${id}\nname: t\nsecret_hash: sha256:${'c'.repeat(64)}\ndefault_group: ${groupId}\nmax_uses: 3\nexpires_at: 2030-01-01T00:00:00Z\n`;
-    const credentialFile = (id: string, role: string) => `id: ${id}\nname: n-${id}\nrole: ${role}\nsecret_hash: sha256:${'d'.repeat(64)}\n`;
-    // Two node credential hashes, so two target files can claim the same one.
-    const credentialHashes = [`sha256:${'1'.repeat(64)}`, `sha256:${'2'.repeat(64)}`];
-    // SEEDS=3000 npx vitest run test/catalog.test.ts searches further (the default keeps CI quick).
-    const seeds = Number(process.env.SEEDS ?? 300);
     let checked = 0;
     for (let seed = 1; seed <= seeds; seed++) {
-      const rng = random(seed * 7919);
-      const live = new LiveCatalog(snapshotOf({ 'groups/ml.yaml': group('ml'), 'groups/db.yaml': group('db') }));
+      const next = randomChanges(seed);
+      const live = new LiveCatalog(start());
       for (let step = 0; step < 40; step++) {
-        const kind = rng.next();
-        let changes: FileUpdate[];
-        if (kind < 0.55) {
-          const host = rng.pick(hosts);
-          const path = `targets/${rng.pick(groups)}/${host}.yaml`;
-          const roll = rng.next();
-          // An exporter on a port of its own: two files on one IP address clash only on the same port.
-          const exporters = rng.pick(['', '', 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n', 'exporters: [{type: node_exporter, port: 9101}]\n']);
-          const extra = exporters + (rng.next() < 0.3 ? `node_credential_hash: ${rng.pick(credentialHashes)}\n` : '');
-          const text =
-            roll < 0.1 ? null : roll < 0.17 ? 'hostname: [broken\n' : roll < 0.24 ? target(host, rng.pick(ips), 'ml', 'groups: [nope]\n') : target(host, rng.pick(ips), path.split('/')[1]!, extra);
-          changes = [update(path, text)];
-        } else if (kind < 0.65) {
-          const id = rng.pick(['t1', 't2']);
-          // Stray files whose last path component looks like an id: they must not touch the real token.
-          const path = rng.pick([`tokens/${id}.yaml`, `tokens/${id}.yaml`, `tokens/old/${id}.yaml`, `tokens/${id}x.yml`]);
-          changes = [update(path, rng.next() < 0.2 ? null : tokenFile(id, rng.pick(groups)))];
-        } else if (kind < 0.72) {
-          const id = rng.pick(['aaaaaaaa', 'bbbbbbbb']);
-          const path = rng.pick([`credentials/${id}.yaml`, `credentials/${id}.yaml`, `credentials/archive/${id}.yaml`]);
-          changes = [update(path, rng.next() < 0.2 ? null : rng.next() < 0.1 ? 'role: [\n' : credentialFile(id, rng.pick(['reader', 'admin'])))];
-        } else if (kind < 0.9) {
-          const id = rng.pick(groups);
-          const roll = rng.next();
-          changes = [update(`groups/${id}.yaml`, roll < 0.25 ? null : roll < 0.35 ? group(id, 'logical', 'nowhere') : group(id))];
-        } else {
-          // Two files in one commit, as a batch of writes or a pull request does it.
-          changes = [update(`targets/ml/${rng.pick(hosts)}.yaml`, target(rng.pick(hosts), rng.pick(ips))), update(`targets/db/${rng.pick(hosts)}.yaml`, target(rng.pick(hosts), rng.pick(ips), 'db'))];
-          changes = changes.filter((c, i) => changes.findIndex((o) => o.path === c.path) === i);
-          // A file's name must agree with its hostname: keep only those that do, as the parse reports the rest.
-        }
-        const before = live.snapshot();
-        const full = rebuildWith(before, changes);
+        const changes = next();
+        const full = rebuildWith(live.snapshot(), changes);
         const draft = live.draft();
         draft.apply(changes);
         live.publish(draft.freeze(null));
-        expect(view(live.snapshot()), `seed ${seed}, step ${step}: ${changes.map((c) => `${c.path}=${c.oid ? 'write' : 'delete'}`).join(', ')}`).toEqual(view(full));
+        expect(view(live.snapshot()), `seed ${seed}, step ${step}: ${describeChanges(changes)}`).toEqual(view(full));
+        checked++;
+      }
+    }
+    expect(checked).toBe(seeds * 40);
+  });
+});
+
+/** What target placement decides, from a snapshot's view. */
+function placement(snapshot: Snapshot) {
+  const { targets, targetPaths, addresses, nodeCredentials, problems, rejected } = view(snapshot);
+  const ofTargets = (paths: string[]) => paths.filter((p) => p.startsWith('targets/'));
+  return { targets, targetPaths, addresses, nodeCredentials, problems: ofTargets(problems), rejected: ofTargets(rejected) };
+}
+
+/** For each target file: the versions that fit the groups and aami.yaml, best first, and the one it contributes. */
+function targetVersions(snapshot: Snapshot) {
+  const { catalog } = snapshot;
+  return [...snapshot.files].flatMap(([path, record]) => {
+    if (!path.startsWith('targets/')) return [];
+    const { versions } = targetCandidate(catalog, path, record, () => {});
+    const served = versions.findIndex((v) => catalog.targetPaths.get(v.hostname) === path && catalog.targets.get(v.hostname) === v);
+    return [{ path, versions, served: served < 0 ? versions.length : served }];
+  });
+}
+
+describe('a full build', () => {
+  it('settles: a restart decides the same, established targets stay, and no file stays below a version it could have (300 sequences of 40 steps)', { timeout: 120_000 }, () => {
+    let checked = 0;
+    for (let seed = 1; seed <= seeds; seed++) {
+      const next = randomChanges(seed);
+      let snapshot = start();
+      for (let step = 0; step < 40; step++) {
+        const changes = next();
+        const before = snapshot;
+        snapshot = rebuildWith(before, changes);
+        const where = `seed ${seed}, step ${step}: ${describeChanges(changes)}`;
+        // A restart: the same files, and who holds each claim now as the established holders.
+        const restarted = Snapshot.build(new Map(snapshot.files), null, establishedIn(snapshot.catalog));
+        expect(placement(restarted), where).toEqual(placement(snapshot));
+        const { catalog } = snapshot;
+        const holder = establishedIn(catalog);
+        const files = targetVersions(snapshot);
+        for (const { path, versions, served } of files) {
+          // A file left out, or served at its last good version, could not have its better
+          // version: another file holds one of its claims (else a host name could go to nobody).
+          for (const version of versions.slice(0, served)) {
+            const held = claimKeys(catalog.settings, version).filter((key) => ![undefined, path].includes(holder(key)));
+            expect(held, `${where}: ${path} could serve ${JSON.stringify(version)}`).not.toEqual([]);
+          }
+          // A served version that still fits keeps serving (a port change in aami.yaml moves
+          // every address, so nobody holds the new ones before: that step is left out).
+          const was = before.catalog.targets.get(versions[0]?.hostname ?? '');
+          if (was && before.catalog.targetPaths.get(was.hostname) === path && versions.includes(was) && !changes.some((c) => c.path === 'aami.yaml')) {
+            expect(served, `${where}: ${path} no longer serves`).toBeLessThan(versions.length);
+          }
+        }
+        // A problem names a file that serves a target: one that holds the claim in the end.
+        const serving = new Set(catalog.targetPaths.values());
+        for (const problem of problems(snapshot)) {
+          const named = / (?:by|of) (targets\/\S+\.yaml)/.exec(problem)?.[1];
+          if (named) expect(serving.has(named), `${where}: ${problem}`).toBe(true);
+        }
         checked++;
       }
     }

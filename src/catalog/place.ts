@@ -67,19 +67,22 @@ function lostClaim(claim: Claim, holder: string): string {
  * Decide which version of each candidate goes in, given targets already placed (`fixed`,
  * which keep their claims) and who held each claim before. For a claim two files make, the
  * established holder wins, else the file that comes first by path; the loser falls back to
- * its last good version, else contributes nothing. Rounds repeat until no claim is shared.
- * The full build and a registration's incremental change both place targets here, so they
- * decide every clash the same way.
+ * its last good version, else contributes nothing. Rounds repeat until no claim is shared;
+ * then a file that fell back takes its best version whose claims nobody holds. The files not
+ * at their current version are placed again so, with the claims as they now stand as the
+ * established ones, until a pass changes nothing: a restart (or the next build) decides
+ * what this one decided. The full build and a registration's incremental change both place
+ * targets here, so they decide every clash the same way.
  */
 export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targetPaths' | 'addresses' | 'nodeCredentials'>, options: { established: Established; settings: Settings }): Placement {
-  const noneFixed = fixed.targetPaths.size === 0;
   const fixedHolder = (claim: Claim): string | undefined => {
     const hostname = claim.kind === 'host' ? claim.value : claim.kind === 'address' ? fixed.addresses.get(claim.value) : fixed.nodeCredentials.get(claim.value);
     return hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
   };
   const sorted = [...candidates].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const byPath = new Map(sorted.map((c) => [c.path, c]));
-  const index = new Map(sorted.map((c) => [c.path, 0]));
+  /** Which version each file is at (its versions' length: none). */
+  const index = new Map<string, number>();
   const claimCache = new Map<Target, Claim[]>();
   const claimsFor = (target: Target, path: string): Claim[] => {
     const cached = claimCache.get(target);
@@ -88,94 +91,152 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
     claimCache.set(target, claims);
     return claims;
   };
+  const claimsAt = (path: string, at: number) => {
+    const version = byPath.get(path)!.versions[at];
+    return version ? claimsFor(version, path) : [];
+  };
 
-  // What each file's current version lost when it fell back, and to whom.
-  const fell = new Map<string, Array<[Claim, string]>>();
-  for (let round = 0; round <= sorted.length * 2 + 1; round++) {
-    // Most keys have one claimant: only a second one makes a list.
-    const first = new Map<string, Claim>();
-    const shared = new Map<string, Claim[]>();
-    for (const candidate of sorted) {
-      const version = candidate.versions[index.get(candidate.path)!];
-      if (!version) continue;
-      for (const claim of claimsFor(version, candidate.path)) {
-        const earlier = first.get(claim.key);
-        if (!earlier) first.set(claim.key, claim);
-        else shared.get(claim.key)?.push(claim) ?? shared.set(claim.key, [earlier, claim]);
+  /** Claim key → the file holding it (among the candidates, as they are placed so far). */
+  let held = new Map<string, Claim>();
+  const holderOf = (claim: Claim) => fixedHolder(claim) ?? held.get(claim.key)?.path;
+
+  /** One pass: the files start at their current versions and fall back round by round. */
+  const fallBack = (files: Candidate[], established: Established) => {
+    // A full build's first pass places against an empty catalog: only a key two files claim can clash.
+    const noneHeld = fixed.targetPaths.size === 0 && held.size === 0;
+    for (const { path } of files) index.set(path, 0);
+    for (;;) {
+      // Most keys have one claimant: only a second one makes a list.
+      const first = new Map<string, Claim>();
+      const shared = new Map<string, Claim[]>();
+      for (const { path, versions } of files) {
+        const version = versions[index.get(path)!];
+        if (!version) continue;
+        for (const claim of claimsFor(version, path)) {
+          const earlier = first.get(claim.key);
+          if (!earlier) first.set(claim.key, claim);
+          else shared.get(claim.key)?.push(claim) ?? shared.set(claim.key, [earlier, claim]);
+        }
+      }
+      // Each file that lost a claim this round → the files that beat it.
+      const losers = new Map<string, string[]>();
+      const winners = new Map<string, string>();
+      for (const [key, one] of first) {
+        if (noneHeld && !shared.has(key)) continue;
+        const holder = holderOf(one);
+        const list = shared.get(key) ?? [one];
+        if (!holder && list.length === 1) continue;
+        const before = established(key);
+        const winner = holder ?? (before !== undefined && list.some((c) => c.path === before) ? before : list[0]!.path);
+        if (!holder) winners.set(key, winner);
+        for (const { path } of list) if (path !== winner) losers.get(path)?.push(winner) ?? losers.set(path, [winner]);
+      }
+      if (!losers.size) return first;
+      // A file falls back only when it lost to one that can lose nothing any more: else the
+      // winner may yet fall back too, and the claim be free after all (a host name would go
+      // to nobody). When every loser waits on another, they beat each other in rings: each
+      // ring's file first by path falls back, and the rest are decided again without it.
+      const lowerClaims = (path: string) => byPath.get(path)!.versions.slice(index.get(path)! + 1).flatMap((v) => claimsFor(v, path));
+      const risk = atRisk(losers, lowerClaims, (key) => winners.get(key) ?? first.get(key)?.path, established);
+      const falling = [...losers].filter(([, beaten]) => beaten.some((winner) => !risk.has(winner))).map(([path]) => path);
+      const waits = () => new Map([...losers].map(([path, beaten]) => [path, beaten.map((winner) => risk.get(winner)!)]));
+      for (const path of falling.length ? falling : ringMembers(waits())) index.set(path, index.get(path)! + 1);
+    }
+  };
+
+  /** A file that fell back takes its best version whose claims nobody holds (by path, again while any moves). */
+  const takeFree = (files: Candidate[]) => {
+    for (let moved = true; moved; ) {
+      moved = false;
+      for (const { path } of files) {
+        const at = index.get(path)!;
+        let better = 0;
+        while (better < at && !claimsAt(path, better).every((claim) => [undefined, path].includes(holderOf(claim)))) better++;
+        if (better === at) continue;
+        for (const claim of claimsAt(path, at)) held.delete(claim.key);
+        for (const claim of claimsAt(path, better)) held.set(claim.key, claim);
+        index.set(path, better);
+        moved = true;
       }
     }
-    // Each file that lost a claim this round → the claims it lost, and to whom.
-    const losers = new Map<string, Array<[Claim, string]>>();
-    for (const [key, one] of first) {
-      // A full build places against an empty catalog: only a key two files claim can clash.
-      if (noneFixed && !shared.has(key)) continue;
-      const holder = fixedHolder(one);
-      const list = shared.get(key) ?? [one];
-      if (!holder && list.length === 1) continue;
-      const before = options.established(key);
-      const winner = holder ?? (before !== undefined && list.some((c) => c.path === before) ? before : list[0]!.path);
-      for (const claim of list) {
-        if (claim.path === winner) continue;
-        losers.get(claim.path)?.push([claim, winner]) ?? losers.set(claim.path, [[claim, winner]]);
-      }
-    }
-    if (!losers.size) break;
-    // A file that lost only to files which themselves fall back this round waits: once they
-    // have gone it may hold the claim after all. (Else an established holder knocked out in
-    // the round it knocked out a duplicate would leave the host name to nobody.) When every
-    // loser waits on another, they beat each other in rings: each ring's file first by path
-    // falls back, and the rest are decided again without it.
-    const falling = [...losers].filter(([, lost]) => lost.some(([, winner]) => !losers.has(winner))).map(([path]) => path);
-    for (const path of falling.length ? falling : ringMembers(losers)) {
-      const lost = losers.get(path)!;
-      const at = index.get(path)!;
-      if (at === 0) fell.set(path, lost);
-      index.set(path, at + 1);
-    }
+  };
+
+  // The first pass with the holders before this change; each next one over the files still
+  // not at their current version, with the holders the pass before ended with. Those at their
+  // current version keep it (they hold each of its claims now), and no file ends a pass worse
+  // off than the pass before (it holds every claim of the version it had): this ends.
+  let files = sorted;
+  let established = options.established;
+  let was: Map<string, number> | undefined;
+  for (;;) {
+    const placed = fallBack(files, established);
+    if (was) for (const [key, claim] of placed) held.set(key, claim);
+    else held = placed;
+    const fallen = files.filter(({ path }) => index.get(path)! > 0);
+    takeFree(fallen);
+    const rest = fallen.filter(({ path }) => index.get(path)! > 0);
+    if (!rest.length || (was && files.every(({ path }) => index.get(path) === was!.get(path)))) break;
+    const holders = new Map<string, string>();
+    for (const { path } of rest) for (const claim of claimsAt(path, index.get(path)!)) holders.set(claim.key, path), held.delete(claim.key);
+    established = (key) => holders.get(key);
+    was = new Map(rest.map(({ path }) => [path, index.get(path)!]));
+    files = rest;
   }
 
   const accepted = new Map<string, Target>();
   const rejected = new Set<string>();
-  for (const { path, versions } of sorted) {
-    const version = versions[index.get(path)!];
-    if (version) accepted.set(path, version);
-    else rejected.add(path);
-  }
-  // Who holds the keys the fallen versions claim (most builds have none: no walk then).
-  const holders = new Map<string, string>();
-  if (fell.size) {
-    const wanted = new Set([...fell.keys()].flatMap((path) => claimsFor(byPath.get(path)!.versions[0]!, path).map((c) => c.key)));
-    for (const [path, version] of accepted) for (const claim of claimsFor(version, path)) if (wanted.has(claim.key)) holders.set(claim.key, path);
-  }
-  // A file whose current version fell back is told who holds its claims in the end, in the
-  // order of its own claims: not who beat it in some round, which depends on how the change
-  // came (in place, or by a full build). Only if nobody does (a holder fell back later) is
-  // it told who beat it.
   const problems = new Map<string, Problem[]>();
-  for (const [path, lost] of fell) {
-    const current = claimsFor(byPath.get(path)!.versions[0]!, path);
-    let clashes = current.flatMap((claim): Array<[Claim, string]> => {
-      const holder = holders.get(claim.key) ?? fixedHolder(claim);
-      return holder !== undefined && holder !== path ? [[claim, holder]] : [];
+  for (const { path, versions } of sorted) {
+    const at = index.get(path)!;
+    if (versions[at]) accepted.set(path, versions[at]);
+    else rejected.add(path);
+    // A file not at its current version is told who holds each claim of it in the end (one
+    // at least: else it would have taken it), in the order of its own claims: what the
+    // placement ended in, however it got there (in place, by a full build, after a restart).
+    if (at === 0) continue;
+    const clashes = claimsAt(path, 0).flatMap((claim) => {
+      const holder = holderOf(claim);
+      return holder !== undefined && holder !== path ? [{ file: path, field: claim.field, message: lostClaim(claim, holder) }] : [];
     });
-    if (!clashes.length) clashes = current.flatMap((claim) => lost.filter(([c]) => c === claim));
-    problems.set(path, clashes.map(([claim, holder]) => ({ file: path, field: claim.field, message: lostClaim(claim, holder) })));
+    problems.set(path, clashes);
   }
   return { accepted, problems, rejected };
 }
 
 /**
- * Losers that each lost only to other losers: following each one's first-by-path winner
- * leads into rings (every loser reaches one); each ring's file first by path falls. All
+ * The files that may still lose a claim → the loser whose falling back may cost them one:
+ * the losers themselves, and each file holding a claim that one of them would win by
+ * falling back (it held the claim before, or comes first by path where the holder did not),
+ * and so on.
+ */
+function atRisk(losers: Map<string, string[]>, lowerClaims: (path: string) => Claim[], holderOf: (key: string) => string | undefined, established: Established): Map<string, string> {
+  const risk = new Map<string, string>();
+  const queue = [...losers.keys()].sort();
+  for (const path of queue) risk.set(path, path);
+  for (let i = 0; i < queue.length; i++) {
+    const path = queue[i]!;
+    for (const { key } of lowerClaims(path)) {
+      const holder = holderOf(key);
+      if (holder === undefined || risk.has(holder)) continue;
+      const before = established(key);
+      if (before === path || (before !== holder && path < holder)) risk.set(holder, risk.get(path)!), queue.push(holder);
+    }
+  }
+  return risk;
+}
+
+/**
+ * Losers that each wait on other losers: following each one's first by path leads into
+ * rings (every loser reaches one); each ring's file first by path falls. All
  * rings go in one round (a full build may meet hundreds), and the same losers give the
  * same answer, whatever order they were met in.
  */
-function ringMembers(losers: Map<string, Array<[Claim, string]>>): string[] {
+function ringMembers(waits: Map<string, string[]>): string[] {
   const least = (paths: Iterable<string>) => [...paths].reduce((a, b) => (b < a ? b : a));
-  const next = (path: string) => least(losers.get(path)!.map(([, winner]) => winner));
+  const next = (path: string) => least(waits.get(path)!);
   const done = new Set<string>();
   const members: string[] = [];
-  for (const start of [...losers.keys()].sort()) {
+  for (const start of [...waits.keys()].sort()) {
     const walk: string[] = [];
     const onWalk = new Set<string>();
     let at = start;
