@@ -8,8 +8,8 @@ import { describeZodError, protoKeys } from '../schema/describe.js';
 /**
  * Reads a request's body once, up to `maxBytes` (more: `tooLarge` answers, 413), before any
  * route sees it. Over a Node socket the bytes are read straight from the `IncomingMessage`
- * and handed to the request's body cache: making the WHATWG `Request` and web streams that
- * hono's own limit reads through cost ~0.25 ms a request, a tenth of a registration's CPU.
+ * and handed to the request's body cache: the WHATWG `Request` and web streams that hono's
+ * own limit reads through cost a quarter of a registration's server CPU in a storm.
  * Elsewhere (`app.request()` in tests) hono's limit does the same job.
  */
 export function readBody(maxBytes: number, tooLarge: (c: Context) => Response | Promise<Response>): MiddlewareHandler {
