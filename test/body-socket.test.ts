@@ -1,4 +1,5 @@
 import { serve } from '@hono/node-server';
+import { createHmac } from 'node:crypto';
 import * as net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { ADMIN_TOKEN, apiHarness } from './api-helpers.js';
@@ -10,8 +11,8 @@ import { onCleanup } from './helpers.js';
  * to the same answers: the limit, chunked bodies, a BOM, a client gone mid-body.
  */
 describe('request bodies over a real socket', () => {
-  async function listening() {
-    const api = await apiHarness();
+  async function listening(options: Parameters<typeof apiHarness>[0] = {}) {
+    const api = await apiHarness(options);
     const server = serve({ fetch: api.app.fetch, port: 0, hostname: '127.0.0.1' });
     await new Promise((resolve) => server.once('listening', resolve));
     onCleanup(() => new Promise<void>((resolve) => server.close(() => resolve())));
@@ -90,5 +91,16 @@ describe('request bodies over a real socket', () => {
     expect((await post('/api/v1/targets', target('after-hang-up'))).status).toBe(201);
     expect(api.commits()).toBe(before + 1);
     expect((await api.get('/api/v1/targets/gone')).status).toBe(404);
+  });
+
+  it("checks a webhook signature over the body's bytes as sent, a BOM or bytes that are not UTF-8 included", async () => {
+    const secret = 'a-webhook-secret-of-length-32-xx';
+    const { exchange } = await listening({ remote: { webhookSecret: secret } });
+    const json = Buffer.from('{"ref":"refs/heads/main"}');
+    for (const body of [json, Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), json]), Buffer.from([0x7b, 0x22, 0xff, 0xc3, 0x22, 0x7d])]) {
+      const signature = `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+      const head = ['POST /api/v1/sync HTTP/1.1', 'Host: x', 'Connection: close', `X-Hub-Signature-256: ${signature}`, `Content-Length: ${body.length}`, '', ''].join('\r\n');
+      expect((await exchange(head, body)).status, body.toString('hex')).toBe(200);
+    }
   });
 });

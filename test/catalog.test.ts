@@ -5,6 +5,7 @@ import { parseFile } from '../src/catalog/parse.js';
 import { claimKeys } from '../src/catalog/place.js';
 import { formatProblem } from '../src/catalog/problem.js';
 import { hashObject } from '../src/git/objects.js';
+import { random } from './helpers.js';
 
 const group = (id: string, namespace = 'logical', parent?: string) =>
   `id: ${id}\nname: ${id}\nnamespace: ${namespace}\n${parent ? `parent: ${parent}\n` : ''}`;
@@ -246,6 +247,20 @@ describe('clashes settled in rounds', () => {
     expectSameAfterRestart(snapshot);
   });
 
+  it('lets a chain of files fall back one after another: one commit moves each host onto the next one\'s address', () => {
+    // a-0..a-4 move one address up in one commit; a-5 stays. a-4 clashes with a-5 and falls
+    // back to its old address, which a-3 now wants: and so on down the chain, a round a file.
+    const files: Record<string, string> = { ...groups };
+    for (let i = 0; i <= 5; i++) files[`targets/ml/a-${i}.yaml`] = target(`a-${i}`, `10.0.0.${i}`);
+    const repo = liveOf(files);
+    const moved: Record<string, string> = {};
+    for (let i = 0; i < 5; i++) moved[`targets/ml/a-${i}.yaml`] = target(`a-${i}`, `10.0.0.${i + 1}`);
+    const snapshot = repo.set(moved);
+    for (let i = 0; i <= 5; i++) expect(snapshot.catalog.targets.get(`a-${i}`)?.ip_address).toBe(`10.0.0.${i}`);
+    expect(problems(snapshot)).toEqual([0, 1, 2, 3, 4].map((i) => `targets/ml/a-${i}.yaml: exporters[0].port: address 10.0.0.${i + 1}:9100 of job "node" is already used by targets/ml/a-${i + 1}.yaml`));
+    expectSameAfterRestart(snapshot);
+  });
+
   it('names the files that hold the claims in the end, the same before and after a restart', () => {
     const credential = `node_credential_hash: sha256:${'2'.repeat(64)}\n`;
     const both = (port = '') => `exporters: [{type: node_exporter${port}}, {type: dcgm_exporter}]\n`;
@@ -278,18 +293,6 @@ describe('clashes settled in rounds', () => {
     expectSameAfterRestart(snapshot);
   });
 });
-
-/** A small xorshift generator: the same seed gives the same sequence, so a failure can be replayed. */
-function random(seed: number) {
-  let state = seed || 1;
-  const next = () => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return (state >>> 0) / 2 ** 32;
-  };
-  return { next, pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]! };
-}
 
 /** Everything a snapshot says, in a form two snapshots can be compared by. */
 function view(snapshot: Snapshot) {

@@ -140,3 +140,15 @@ export async function tmpConfigRepo(options: { from?: string; now?: () => number
 
 export const targetYaml = (hostname: string, ip: string, group = 'ml-training', extra = '') =>
   `hostname: ${hostname}\nip_address: ${ip}\nprimary_group: ${group}\n${extra}`;
+
+/** A small xorshift generator: the same seed gives the same sequence, so a failure can be replayed. */
+export function random(seed: number) {
+  let state = seed || 1;
+  const next = () => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return (state >>> 0) / 2 ** 32;
+  };
+  return { next, pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]! };
+}

@@ -100,47 +100,112 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
   let held = new Map<string, Claim>();
   const holderOf = (claim: Claim) => fixedHolder(claim) ?? held.get(claim.key)?.path;
 
-  /** One pass: the files start at their current versions and fall back round by round. */
-  const fallBack = (files: Candidate[], established: Established) => {
-    // A full build's first pass places against an empty catalog: only a key two files claim can clash.
-    const noneHeld = fixed.targetPaths.size === 0 && held.size === 0;
-    for (const { path } of files) index.set(path, 0);
-    for (;;) {
-      // Most keys have one claimant: only a second one makes a list.
-      const first = new Map<string, Claim>();
-      const shared = new Map<string, Claim[]>();
-      for (const { path, versions } of files) {
-        const version = versions[index.get(path)!];
-        if (!version) continue;
-        for (const claim of claimsFor(version, path)) {
-          const earlier = first.get(claim.key);
-          if (!earlier) first.set(claim.key, claim);
-          else shared.get(claim.key)?.push(claim) ?? shared.set(claim.key, [earlier, claim]);
+  /** Claim key → the files one of whose versions below their first makes the claim (with which version). */
+  const lowerOf = new Map<string, Array<{ path: string; at: number }>>();
+  for (const { path, versions } of sorted) {
+    versions.forEach((version, at) => {
+      if (at > 0) for (const { key } of claimsFor(version, path)) lowerOf.get(key)?.push({ path, at }) ?? lowerOf.set(key, [{ path, at }]);
+    });
+  }
+  /**
+   * Whether a winner can lose nothing any more this round: no loser reaches it in atRisk's
+   * sense. Searched backwards from the winner (a file that could take one of its claims by
+   * falling back, and so on), so a round costs what lies around its winners, not a walk
+   * from every loser: a chain of files falling back onto each other's claims cost a walk
+   * down the whole chain each round.
+   */
+  const safeFrom = (losers: Map<string, string[]>, holderIn: (key: string) => string | undefined, established: Established) => {
+    const known = new Map<string, boolean>();
+    return (winner: string): boolean => {
+      const cached = known.get(winner);
+      if (cached !== undefined) return cached;
+      const seen = new Set([winner]);
+      const queue = [winner];
+      for (let i = 0; i < queue.length; i++) {
+        const at = queue[i]!;
+        if (losers.has(at) || known.get(at) === false) return known.set(winner, false), false;
+        if (!index.has(at)) continue;
+        for (const { key } of claimsAt(at, index.get(at)!)) {
+          if (holderIn(key) !== at) continue;
+          const before = established(key);
+          for (const lower of lowerOf.get(key) ?? []) {
+            if (seen.has(lower.path) || !inPass.has(lower.path) || lower.at <= index.get(lower.path)!) continue;
+            if (before === lower.path || (before !== at && lower.path < at)) seen.add(lower.path), queue.push(lower.path);
+          }
         }
       }
+      for (const path of seen) known.set(path, true);
+      return true;
+    };
+  };
+  let inPass = new Set<string>();
+
+  /** One pass: the files start at their current versions and fall back round by round. */
+  const fallBack = (files: Candidate[], established: Established) => {
+    inPass = new Set(files.map(({ path }) => path));
+    // Claim key → the files claiming it at their version now, by path. Kept as files fall
+    // back, so a round looks only at the contested keys: a chain of files each falling back
+    // onto the next one's claim takes a round a file, and a round over every claim of a
+    // 100k-target build made a 2,000-file chain cost minutes.
+    const claimants = new Map<string, Claim[]>();
+    const contested = new Set<string>();
+    const recheck = (key: string) => {
+      const list = claimants.get(key);
+      const holder = list?.length === 1 ? holderOf(list[0]!) : undefined;
+      if (list && (list.length > 1 || (holder !== undefined && holder !== list[0]!.path))) contested.add(key);
+      else contested.delete(key);
+    };
+    const enter = (path: string, at: number) => {
+      for (const claim of claimsAt(path, at)) {
+        const list = claimants.get(claim.key);
+        if (!list) claimants.set(claim.key, [claim]);
+        else {
+          const after = list.findIndex((c) => c.path > path);
+          list.splice(after < 0 ? list.length : after, 0, claim);
+        }
+        recheck(claim.key);
+      }
+    };
+    const leave = (path: string, at: number) => {
+      for (const { key } of claimsAt(path, at)) {
+        const list = claimants.get(key)!.filter((c) => c.path !== path);
+        if (list.length) claimants.set(key, list);
+        else claimants.delete(key);
+        recheck(key);
+      }
+    };
+    for (const { path } of files) index.set(path, 0), enter(path, 0);
+    for (;;) {
       // Each file that lost a claim this round → the files that beat it.
       const losers = new Map<string, string[]>();
       const winners = new Map<string, string>();
-      for (const [key, one] of first) {
-        if (noneHeld && !shared.has(key)) continue;
-        const holder = holderOf(one);
-        const list = shared.get(key) ?? [one];
-        if (!holder && list.length === 1) continue;
+      for (const key of contested) {
+        const list = claimants.get(key)!;
+        const holder = holderOf(list[0]!);
         const before = established(key);
         const winner = holder ?? (before !== undefined && list.some((c) => c.path === before) ? before : list[0]!.path);
         if (!holder) winners.set(key, winner);
         for (const { path } of list) if (path !== winner) losers.get(path)?.push(winner) ?? losers.set(path, [winner]);
       }
-      if (!losers.size) return first;
+      if (!losers.size) return new Map([...claimants].map(([key, [claim]]) => [key, claim!]));
       // A file falls back only when it lost to one that can lose nothing any more: else the
       // winner may yet fall back too, and the claim be free after all (a host name would go
       // to nobody). When every loser waits on another, they beat each other in rings: each
       // ring's file first by path falls back, and the rest are decided again without it.
-      const lowerClaims = (path: string) => byPath.get(path)!.versions.slice(index.get(path)! + 1).flatMap((v) => claimsFor(v, path));
-      const risk = atRisk(losers, lowerClaims, (key) => winners.get(key) ?? first.get(key)?.path, established);
-      const falling = [...losers].filter(([, beaten]) => beaten.some((winner) => !risk.has(winner))).map(([path]) => path);
-      const waits = () => new Map([...losers].map(([path, beaten]) => [path, beaten.map((winner) => risk.get(winner)!)]));
-      for (const path of falling.length ? falling : ringMembers(waits())) index.set(path, index.get(path)! + 1);
+      const holderIn = (key: string) => winners.get(key) ?? claimants.get(key)?.[0]!.path;
+      const safe = safeFrom(losers, holderIn, established);
+      const falling = [...losers].filter(([, beaten]) => beaten.some(safe)).map(([path]) => path);
+      const waits = () => {
+        const lowerClaims = (path: string) => byPath.get(path)!.versions.slice(index.get(path)! + 1).flatMap((v) => claimsFor(v, path));
+        const risk = atRisk(losers, lowerClaims, holderIn, established);
+        return new Map([...losers].map(([path, beaten]) => [path, beaten.map((winner) => risk.get(winner)!)]));
+      };
+      for (const path of falling.length ? falling : ringMembers(waits())) {
+        const at = index.get(path)!;
+        leave(path, at);
+        index.set(path, at + 1);
+        enter(path, at + 1);
+      }
     }
   };
 

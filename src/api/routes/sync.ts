@@ -8,9 +8,10 @@ import type { AppDeps } from '../deps.js';
 /**
  * A push webhook from GitHub (X-Hub-Signature-256), Gitea (X-Gitea-Signature) or GitLab
  * (X-Gitlab-Token). Compared through hashes of both sides: any length and any bytes, no
- * length oracle, never an exception.
+ * length oracle, never an exception. The HMAC is over the body's bytes as sent (a BOM or a
+ * byte that is not UTF-8 would change in the decoded text).
  */
-function webhookVerified(c: Context, secret: string | undefined, body: string): boolean {
+function webhookVerified(c: Context, secret: string | undefined, body: Uint8Array): boolean {
   if (!secret) return false;
   const hmac = createHmac('sha256', secret).update(body).digest('hex');
   const github = c.req.header('x-hub-signature-256');
@@ -33,7 +34,7 @@ export function syncRoutes(deps: AppDeps) {
     const remote = deps.remote;
     const body = await c.req.text();
     if (!bearerToken(c)) {
-      if (!webhookVerified(c, remote?.webhookSecret, body)) refuse(c, deps.auth.limiter, 'sync needs an editor credential or a push webhook signed with AAMI_WEBHOOK_SECRET');
+      if (!webhookVerified(c, remote?.webhookSecret, new Uint8Array(await c.req.arrayBuffer()))) refuse(c, deps.auth.limiter, 'sync needs an editor credential or a push webhook signed with AAMI_WEBHOOK_SECRET');
     } else {
       authorize(c, deps, acceptsRewrite(body) ? 'admin' : 'editor');
     }
