@@ -147,29 +147,38 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
     // back, so a round looks only at the contested keys: a chain of files each falling back
     // onto the next one's claim takes a round a file, and a round over every claim of a
     // 100k-target build made a 2,000-file chain cost minutes.
-    const claimants = new Map<string, Claim[]>();
+    // One claimant is kept as itself, two or more as a list: most of a build's ~300k keys
+    // have one, and a list each cost a tenth of a full build.
+    const claimants = new Map<string, Claim | Claim[]>();
+    const listOf = (key: string): Claim[] => {
+      const slot = claimants.get(key);
+      return slot === undefined ? [] : Array.isArray(slot) ? slot : [slot];
+    };
     const contested = new Set<string>();
     const recheck = (key: string) => {
-      const list = claimants.get(key);
-      const holder = list?.length === 1 ? holderOf(list[0]!) : undefined;
-      if (list && (list.length > 1 || (holder !== undefined && holder !== list[0]!.path))) contested.add(key);
+      const slot = claimants.get(key);
+      const holder = slot === undefined || Array.isArray(slot) ? undefined : holderOf(slot);
+      if (Array.isArray(slot) || (holder !== undefined && holder !== slot!.path)) contested.add(key);
       else contested.delete(key);
     };
     const enter = (path: string, at: number) => {
       for (const claim of claimsAt(path, at)) {
-        const list = claimants.get(claim.key);
-        if (!list) claimants.set(claim.key, [claim]);
+        const slot = claimants.get(claim.key);
+        if (slot === undefined) claimants.set(claim.key, claim);
         else {
+          const list = Array.isArray(slot) ? slot : [slot];
           const after = list.findIndex((c) => c.path > path);
           list.splice(after < 0 ? list.length : after, 0, claim);
+          claimants.set(claim.key, list);
         }
         recheck(claim.key);
       }
     };
     const leave = (path: string, at: number) => {
       for (const { key } of claimsAt(path, at)) {
-        const list = claimants.get(key)!.filter((c) => c.path !== path);
-        if (list.length) claimants.set(key, list);
+        const list = listOf(key).filter((c) => c.path !== path);
+        if (list.length > 1) claimants.set(key, list);
+        else if (list.length === 1) claimants.set(key, list[0]!);
         else claimants.delete(key);
         recheck(key);
       }
@@ -180,19 +189,20 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
       const losers = new Map<string, string[]>();
       const winners = new Map<string, string>();
       for (const key of contested) {
-        const list = claimants.get(key)!;
+        const list = listOf(key);
         const holder = holderOf(list[0]!);
         const before = established(key);
         const winner = holder ?? (before !== undefined && list.some((c) => c.path === before) ? before : list[0]!.path);
         if (!holder) winners.set(key, winner);
         for (const { path } of list) if (path !== winner) losers.get(path)?.push(winner) ?? losers.set(path, [winner]);
       }
-      if (!losers.size) return new Map([...claimants].map(([key, [claim]]) => [key, claim!]));
+      // Nothing contested: every key has one claimant.
+      if (!losers.size) return claimants as Map<string, Claim>;
       // A file falls back only when it lost to one that can lose nothing any more: else the
       // winner may yet fall back too, and the claim be free after all (a host name would go
       // to nobody). When every loser waits on another, they beat each other in rings: each
       // ring's file first by path falls back, and the rest are decided again without it.
-      const holderIn = (key: string) => winners.get(key) ?? claimants.get(key)?.[0]!.path;
+      const holderIn = (key: string) => winners.get(key) ?? listOf(key)[0]?.path;
       const safe = safeFrom(losers, holderIn, established);
       const falling = [...losers].filter(([, beaten]) => beaten.some(safe)).map(([path]) => path);
       const waits = () => {
