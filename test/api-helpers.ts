@@ -8,10 +8,20 @@ import { Registry } from '../src/metrics.js';
 import { fileHistory } from '../src/git/history.js';
 import { createLogger, silentLogger } from '../src/log.js';
 import { hashSecret } from '../src/tokens/secret.js';
-import { ROOT, tmpConfigRepo } from './helpers.js';
+import { onCleanup, ROOT, tmpConfigRepo } from './helpers.js';
 import { checkAnswer } from './openapi-contract.js';
 
 export const ADMIN_TOKEN = 'test-admin-credential-0123456789';
+
+/**
+ * Heartbeats that save once more before the test's temp directory goes: a save timer left
+ * to fire later would make the directory again (and leave it in /tmp).
+ */
+function testHeartbeats(file: string, now?: () => number): Heartbeats {
+  const heartbeats = new Heartbeats(fs, file, now);
+  onCleanup(() => heartbeats.save());
+  return heartbeats;
+}
 
 /**
  * What createApp takes, wired over a test config repo (reads open to anyone, a fresh
@@ -31,7 +41,7 @@ export function appDeps(repo: Awaited<ReturnType<typeof tmpConfigRepo>>, overrid
     metrics: { registry: new Registry() },
     history: async () => [],
     serving: () => true,
-    heartbeats: new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`),
+    heartbeats: testHeartbeats(`${repo.dir}/../state/heartbeats.json`),
     scriptsDir: `${ROOT}/scripts`,
     ...overrides,
   };
@@ -47,7 +57,7 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
   let now = Date.parse('2026-11-26T00:00:00Z');
   const repo = await tmpConfigRepo({ now: () => now });
   const registry = new Registry();
-  const heartbeats = new Heartbeats(fs, `${repo.dir}/../state/heartbeats.json`, () => now);
+  const heartbeats = testHeartbeats(`${repo.dir}/../state/heartbeats.json`, () => now);
   const app = createApp(
     appDeps(repo, {
       clock: () => new Date(now),
