@@ -114,7 +114,7 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
    * from every loser: a chain of files falling back onto each other's claims cost a walk
    * down the whole chain each round.
    */
-  const safeFrom = (losers: Map<string, string[]>, holderIn: (key: string) => string | undefined, established: Established) => {
+  const safeFrom = (losers: Map<string, string[]>, holderIn: (key: string) => string | undefined, established: Established, inPass: ReadonlySet<string>) => {
     const known = new Map<string, boolean>();
     return (winner: string): boolean => {
       const cached = known.get(winner);
@@ -138,11 +138,10 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
       return true;
     };
   };
-  let inPass = new Set<string>();
 
   /** One pass: the files start at their current versions and fall back round by round. */
   const fallBack = (files: Candidate[], established: Established) => {
-    inPass = new Set(files.map(({ path }) => path));
+    const inPass = new Set(files.map(({ path }) => path));
     // Claim key → the files claiming it at their version now, by path. Kept as files fall
     // back, so a round looks only at the contested keys: a chain of files each falling back
     // onto the next one's claim takes a round a file, and a round over every claim of a
@@ -203,7 +202,7 @@ export function placeTargets(candidates: Candidate[], fixed: Pick<Catalog, 'targ
       // to nobody). When every loser waits on another, they beat each other in rings: each
       // ring's file first by path falls back, and the rest are decided again without it.
       const holderIn = (key: string) => winners.get(key) ?? listOf(key)[0]?.path;
-      const safe = safeFrom(losers, holderIn, established);
+      const safe = safeFrom(losers, holderIn, established, inPass);
       const falling = [...losers].filter(([, beaten]) => beaten.some(safe)).map(([path]) => path);
       const waits = () => {
         const lowerClaims = (path: string) => byPath.get(path)!.versions.slice(index.get(path)! + 1).flatMap((v) => claimsFor(v, path));
