@@ -1,10 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { serializeTree } from '../src/git/objects.js';
-import { parseTree } from '../src/git/reader.js';
+import { hashObject, type TreeEntry } from '../src/git/objects.js';
 import { GitRepository } from '../src/git/repository.js';
-import { ADMIN, fixedClock, gitCli, onCleanup, pushFiles, tempDir } from './helpers.js';
+import { Tree } from '../src/git/tree.js';
+import { ADMIN, fixedClock, gitCli, onCleanup, pushFiles, random as seeded, tempDir } from './helpers.js';
 
 async function repository(now?: () => number) {
   const dir = join(tempDir(), 'repo.git');
@@ -206,11 +207,38 @@ describe('GitRepository', () => {
     git('fsck', '--strict', '--no-progress');
   });
 
-  it('refuses to serialize a tree entry whose object id is not 40 hex digits (a truncated tree read back)', () => {
+  it('refuses a truncated tree read back, and a tree entry whose object id is not 40 hex digits', () => {
     const good = Buffer.concat([Buffer.from('100644 a.yaml\0'), Buffer.alloc(20, 0x11)]);
     const truncated = Buffer.concat([Buffer.from('100644 b.yaml\0'), Buffer.alloc(8, 0x22)]);
-    expect(serializeTree(parseTree(good))).toEqual(good);
-    expect(() => serializeTree(parseTree(Buffer.concat([good, truncated])))).toThrow('tree entry "b.yaml" has no valid object id');
+    expect(Tree.parse(good).raw).toEqual(good);
+    expect(() => Tree.parse(Buffer.concat([good, truncated]))).toThrow('tree entry "100644 b.yaml\\u0000\\"\\"\\"\\"\\"\\"\\"\\"" is truncated');
+    expect(() => Tree.parse(good).with(new Map([['b.yaml', { mode: '100644', oid: 'abc', type: 'blob' as const }]]))).toThrow('tree entry "b.yaml" has no valid object id');
+    expect(() => Tree.parse(good).with(new Map([['a/b', null]]))).toThrow('cannot name a tree entry');
+  });
+
+  it('changes a tree entry by entry into the bytes git mktree makes of the same entries', () => {
+    // Names that sort around "/" ("a-" < "a/" < "a0"), files turning into directories and back, adds and deletes.
+    const dir = join(tempDir(), 'mktree.git');
+    gitCli(tempDir(), 'init', '--quiet', '--bare', dir);
+    const { next: random, pick } = seeded(Number(process.env.SEED ?? 7));
+    const names = ['a', 'a-', 'a.b', 'a0', 'ab', 'b', 'b-c', 'b.yaml', 'z', 'é'];
+    const oid = () => Array.from({ length: 40 }, () => '0123456789abcdef'[Math.floor(random() * 16)]).join('');
+    const entry = (): TreeEntry => (random() < 0.3 ? { mode: '40000', oid: oid(), type: 'tree' } : { mode: random() < 0.2 ? '100755' : '100644', oid: oid(), type: 'blob' });
+    let tree = Tree.empty;
+    const expected = new Map<string, TreeEntry>();
+    for (let step = 0; step < 150; step++) {
+      const changes = new Map<string, TreeEntry | null>();
+      for (let k = Math.floor(random() * 4); k >= 0; k--) changes.set(pick(names), random() < 0.3 ? null : entry());
+      tree = tree.with(changes);
+      for (const [name, change] of changes) change ? expected.set(name, change) : expected.delete(name);
+      expect(new Map(tree.entries())).toEqual(expected);
+      expect(tree.size).toBe(expected.size);
+      for (const name of names) expect(tree.get(name)).toEqual(expected.get(name));
+      const input = [...expected].map(([name, e]) => `${e.mode.padStart(6, '0')} ${e.type} ${e.oid}\t${name}\n`).join('');
+      const made = execFileSync('git', [`--git-dir=${dir}`, 'mktree', '--missing'], { input: Buffer.from(input, 'latin1') }).toString().trim();
+      expect(hashObject('tree', tree.raw).oid).toBe(made);
+      expect(Tree.parse(tree.raw).raw).toEqual(tree.raw);
+    }
   });
 
   it('refuses to open a directory that is not a repository', async () => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { crc32, deflateSync } from 'node:zlib';
+import { crc32 } from 'node:zlib';
 import { syncPath, type Fs } from './fs.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit';
@@ -13,35 +13,6 @@ export interface TreeEntry {
 export function hashObject(type: ObjectType, content: Uint8Array): { oid: string; raw: Buffer } {
   const raw = Buffer.concat([Buffer.from(`${type} ${content.length}\0`), content]);
   return { oid: createHash('sha1').update(raw).digest('hex'), raw };
-}
-
-/**
- * A tree object's bytes. Git sorts entries by name, comparing a sub-tree's name as if it
- * ended in "/". Names are latin1 strings, one character a byte (parseTree reads them so):
- * they go back byte for byte, and comparing them as strings is Git's byte order. Each sort
- * key is made once and the bytes are written into one buffer: a commit serializes the
- * trees it changes, some with thousands of entries.
- */
-export function serializeTree(entries: Map<string, TreeEntry>): Buffer {
-  const sorted: Array<{ key: string; name: string; entry: TreeEntry }> = [];
-  let size = 0;
-  for (const [name, entry] of entries) {
-    // The size below counts 20 bytes an id: a malformed one (a truncated tree read back) must not commit stray bytes.
-    if (!/^[0-9a-f]{40}$/.test(entry.oid)) throw new Error(`tree entry ${JSON.stringify(name)} has no valid object id`);
-    sorted.push({ key: entry.type === 'tree' ? `${name}/` : name, name, entry });
-    size += entry.mode.length + name.length + 22; // "mode name\0" and 20 bytes of id
-  }
-  sorted.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  const out = Buffer.allocUnsafe(size);
-  let at = 0;
-  for (const { name, entry } of sorted) {
-    at += out.write(entry.mode, at, 'latin1');
-    out[at++] = 0x20;
-    at += out.write(name, at, 'latin1');
-    out[at++] = 0;
-    at += out.write(entry.oid, at, 'hex');
-  }
-  return out;
 }
 
 export interface Person {
@@ -87,10 +58,10 @@ export function serializeCommit(commit: {
 const PACK_TYPES: Record<ObjectType, number> = { commit: 1, tree: 2, blob: 3 };
 
 /**
- * A commit's new objects written as one pack (and its index) with Node's native sha1, zlib
- * and crc32: two files and three fsyncs a commit, where loose objects cost one fsync an
- * object (a batch of 60 registrations writes ~130 objects). isomorphic-git's writeTree hashes
- * and deflates in JavaScript: on a 10k-entry tree that is ~60 ms a commit against ~8 ms here
+ * A commit's new objects written as one pack (and its index) with Node's native sha1 and
+ * crc32: two files and three fsyncs a commit, where loose objects cost one fsync an object
+ * (a batch of 60 registrations writes ~130 objects). isomorphic-git's writeTree hashes and
+ * deflates in JavaScript: on a 10k-entry tree that is ~60 ms a commit against ~8 ms here
  * (see MEASUREMENTS.md). Packs pile up, one a commit: `git repack` folds them together now
  * and then (see repository.ts).
  */
@@ -161,7 +132,7 @@ export function buildPack(objects: Array<{ oid: string; type: ObjectType; conten
       size >>>= 7;
     }
     head.push(byte);
-    const entry = Buffer.concat([Buffer.from(head), deflateSync(content, { level: 1 })]);
+    const entry = Buffer.concat([Buffer.from(head), ...stored(content)]);
     entries.push({ oid, offset, crc: crc32(entry) });
     parts.push(entry);
     offset += entry.length;
@@ -186,4 +157,45 @@ export function buildPack(objects: Array<{ oid: string; type: ObjectType; conten
   const indexBody = Buffer.concat([Buffer.from([0xff, 0x74, 0x4f, 0x63, 0, 0, 0, 2]), fanout, names, crcs, offsets, packSum]);
   const index = Buffer.concat([indexBody, createHash('sha1').update(indexBody).digest()]);
   return { pack, index, name: packSum.toString('hex') };
+}
+
+/**
+ * `content` as a zlib stream of stored (uncompressed) blocks, what Git's `core.compression 0`
+ * writes. Each zlib.deflateSync call sets up a compressor (~80 µs even for a 200-byte blob),
+ * and a commit's objects are a few small blobs and the trees on the changed paths, mostly
+ * object ids that do not compress: storing them costs a copy. `git repack` (repository.ts)
+ * then stores each tree as a delta against its previous version, compressed.
+ */
+function stored(content: Buffer): Buffer[] {
+  const parts: Buffer[] = [Buffer.from([0x78, 0x01])];
+  let at = 0;
+  do {
+    const length = Math.min(0xffff, content.length - at);
+    const header = Buffer.alloc(5);
+    header[0] = at + length === content.length ? 1 : 0; // 1: the last block; type 00: stored
+    header.writeUInt16LE(length, 1);
+    header.writeUInt16LE(~length & 0xffff, 3);
+    parts.push(header, content.subarray(at, at + length));
+    at += length;
+  } while (at < content.length);
+  const checksum = Buffer.alloc(4);
+  checksum.writeUInt32BE(adler32(content));
+  parts.push(checksum);
+  return parts;
+}
+
+function adler32(data: Buffer): number {
+  let a = 1;
+  let b = 0;
+  // 1,024 bytes between reductions keep both sums small integers (below 2^30).
+  for (let at = 0; at < data.length; ) {
+    const end = Math.min(at + 1024, data.length);
+    for (; at < end; at++) {
+      a += data[at]!;
+      b += a;
+    }
+    a %= 65521;
+    b %= 65521;
+  }
+  return (b * 65536 + a) >>> 0;
 }

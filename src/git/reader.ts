@@ -1,5 +1,5 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import type { TreeEntry } from './objects.js';
+import { Tree } from './tree.js';
 
 export interface GitObject {
   type: 'blob' | 'tree' | 'commit' | 'tag';
@@ -68,8 +68,8 @@ export class ObjectReader {
     return (await this.readTyped(oid, 'blob', limit)).data;
   }
 
-  async readTree(oid: string): Promise<Map<string, TreeEntry>> {
-    return parseTree(await this.readWhole(oid, 'tree'));
+  async readTree(oid: string): Promise<Tree> {
+    return Tree.parse(await this.readWhole(oid, 'tree'));
   }
 
   /** The root tree of a commit. */
@@ -198,23 +198,4 @@ export class ObjectReader {
     }
     return -1;
   }
-}
-
-const MODES: Record<string, TreeEntry['type']> = { '40000': 'tree', '160000': 'commit' };
-
-/** A tree object's entries by name: "<mode> <name>\0<20-byte id>" each. */
-export function parseTree(data: Buffer): Map<string, TreeEntry> {
-  const entries = new Map<string, TreeEntry>();
-  let at = 0;
-  while (at < data.length) {
-    const space = data.indexOf(32, at);
-    const nul = data.indexOf(0, space);
-    const mode = data.subarray(at, space).toString('latin1');
-    // latin1 keeps every byte of the name: Git names are bytes, not always valid UTF-8.
-    const name = data.subarray(space + 1, nul).toString('latin1');
-    const oid = data.subarray(nul + 1, nul + 21).toString('hex');
-    entries.set(name, { mode, oid, type: MODES[mode] ?? 'blob' });
-    at = nul + 21;
-  }
-  return entries;
 }

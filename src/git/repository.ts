@@ -2,9 +2,10 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 import { exists, syncPath } from './fs.js';
-import { hashObject, ObjectWriter, type Person, serializeCommit, serializeTree, type TreeEntry } from './objects.js';
+import { hashObject, ObjectWriter, type Person, serializeCommit, type TreeEntry } from './objects.js';
 import { ObjectReader } from './reader.js';
 import { clearLeftoverLock, readRef, swapRef, type SwapResult } from './refs.js';
+import { Tree } from './tree.js';
 
 const run = promisify(execFile);
 
@@ -66,7 +67,7 @@ export class GitRepository {
   private readonly writer: ObjectWriter;
   readonly ref: string;
   /** Trees by object id: immutable, so a cache never goes stale; cleared when it grows. */
-  private readonly trees = new Map<string, Map<string, TreeEntry>>();
+  private readonly trees = new Map<string, Tree>();
   /**
    * The last commit written here and its root tree. Its trees go into the cache as written:
    * the next write on top of it (the common case: the writer's next batch) reads no object
@@ -178,53 +179,49 @@ export class GitRepository {
    */
   async writeCommit(parent: string | null, request: CommitRequest): Promise<string | null> {
     const rootOid = !parent ? null : parent === this.written?.commit ? this.written.root : await this.objects.commitTree(parent);
-    const staged = new Map<string, Map<string, TreeEntry>>();
-    const trees = new Map<string, Map<string, TreeEntry>>();
+    // Each directory on a changed path: its tree in the parent, and its entries that change.
+    const before = new Map<string, Tree>();
+    const changed = new Map<string, Map<string, TreeEntry | null>>();
     const objects: Array<{ oid: string; type: 'blob' | 'tree' | 'commit'; content: Buffer }> = [];
     const add = (type: 'blob' | 'tree' | 'commit', content: Buffer): string => {
       const { oid } = hashObject(type, content);
       objects.push({ oid, type, content });
       return oid;
     };
-    const dirOf = async (path: string): Promise<Map<string, TreeEntry>> => {
-      let entries = staged.get(path);
+    const dirOf = async (path: string): Promise<Map<string, TreeEntry | null>> => {
+      let entries = changed.get(path);
       if (!entries) {
-        entries = new Map(await this.treeAt(rootOid, path));
-        staged.set(path, entries);
+        before.set(path, await this.treeAt(rootOid, path));
+        entries = new Map();
+        changed.set(path, entries);
       }
       return entries;
     };
+    await dirOf('');
     for (const change of request.changes) {
       const parts = change.path.split('/');
       const name = parts.pop()!;
-      for (let depth = 0; depth <= parts.length; depth++) await dirOf(parts.slice(0, depth).join('/'));
-      const parentDir = staged.get(parts.join('/'))!;
-      if (change.content === null) {
-        parentDir.delete(name);
-      } else {
-        parentDir.set(name, { mode: BLOB_MODE, oid: add('blob', Buffer.from(change.content)), type: 'blob' });
-      }
+      for (let depth = 1; depth <= parts.length; depth++) await dirOf(parts.slice(0, depth).join('/'));
+      const entries = await dirOf(parts.join('/'));
+      entries.set(name, change.content === null ? null : { mode: BLOB_MODE, oid: add('blob', Buffer.from(change.content)), type: 'blob' });
     }
     // Deepest directories first, so each parent gets its children's new ids.
-    for (const path of [...staged.keys()].sort((a, b) => depthOf(b) - depthOf(a))) {
+    const written: Array<[string, Tree]> = [];
+    const treeOf = (path: string): Tree => before.get(path)!.with(changed.get(path)!);
+    for (const path of [...changed.keys()].sort((a, b) => depthOf(b) - depthOf(a))) {
       if (path === '') continue;
-      const entries = staged.get(path)!;
-      const parentDir = staged.get(parentOf(path))!;
+      const tree = treeOf(path);
       const name = path.slice(path.lastIndexOf('/') + 1);
-      if (entries.size === 0) {
-        parentDir.delete(name); // Git has no empty directories
-        continue;
-      }
-      const oid = add('tree', serializeTree(entries));
-      trees.set(oid, entries);
-      parentDir.set(name, { mode: TREE_MODE, oid, type: 'tree' });
+      // Git has no empty directories.
+      const entry: TreeEntry | null = tree.size ? { mode: TREE_MODE, oid: add('tree', tree.raw), type: 'tree' } : null;
+      if (entry) written.push([entry.oid, tree]);
+      changed.get(parentOf(path))!.set(name, entry);
     }
-    const rootEntries = staged.get('') ?? (await dirOf(''));
-    const rootContent = serializeTree(rootEntries);
-    const root = hashObject('tree', rootContent);
-    trees.set(root.oid, rootEntries);
+    const rootTree = treeOf('');
+    const root = hashObject('tree', rootTree.raw);
+    written.push([root.oid, rootTree]);
     if (root.oid === rootOid) return null;
-    objects.push({ oid: root.oid, type: 'tree', content: rootContent });
+    objects.push({ oid: root.oid, type: 'tree', content: rootTree.raw });
     const when = Math.floor(this.now() / 1000);
     const commit = serializeCommit({
       tree: root.oid,
@@ -235,8 +232,7 @@ export class GitRepository {
     });
     const oid = add('commit', commit);
     await this.writer.writeAll(objects);
-    // Staged maps are not touched again, and dirOf copies what it takes from the cache.
-    for (const [treeOid, entries] of trees) this.cacheTree(treeOid, entries);
+    for (const [treeOid, tree] of written) this.cacheTree(treeOid, tree);
     this.written = { commit: oid, root: root.oid };
     if (++this.packs >= REPACK_EVERY) this.repack();
     return oid;
@@ -267,28 +263,28 @@ export class GitRepository {
   }
 
   /** The entries of the directory at `path` in the tree `root` (empty when it does not exist). */
-  private async treeAt(root: string | null, path: string): Promise<Map<string, TreeEntry>> {
+  private async treeAt(root: string | null, path: string): Promise<Tree> {
     let oid = root;
     for (const part of path ? path.split('/') : []) {
       if (!oid) break;
       const entry = (await this.tree(oid)).get(part);
       oid = entry?.type === 'tree' ? entry.oid : null;
     }
-    return oid ? this.tree(oid) : new Map();
+    return oid ? this.tree(oid) : Tree.empty;
   }
 
-  private async tree(oid: string): Promise<Map<string, TreeEntry>> {
-    let entries = this.trees.get(oid);
-    if (!entries) {
-      entries = await this.objects.readTree(oid);
-      this.cacheTree(oid, entries);
+  private async tree(oid: string): Promise<Tree> {
+    let tree = this.trees.get(oid);
+    if (!tree) {
+      tree = await this.objects.readTree(oid);
+      this.cacheTree(oid, tree);
     }
-    return entries;
+    return tree;
   }
 
-  private cacheTree(oid: string, entries: Map<string, TreeEntry>): void {
+  private cacheTree(oid: string, tree: Tree): void {
     if (this.trees.size > 4096) this.trees.clear();
-    this.trees.set(oid, entries);
+    this.trees.set(oid, tree);
   }
 }
 
