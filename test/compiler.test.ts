@@ -77,9 +77,11 @@ describe('compile', () => {
     }
   });
 
-  it('keeps one file per job as a full compile would, byte for byte, through registrations, moves, removals and a group edit', () => {
+  it('keeps one file per job, and the shards, as a full compile would, byte for byte, through registrations, moves, removals and a group edit', () => {
     const live = new LiveCatalog(Snapshot.build(readCheckout(fs, fixture('basic')), null));
     const compiler = new Compiler('file');
+    const sharded = new Compiler('group');
+    const text = (files: Map<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
     const groups = ['ml-training', 'api-servers', 'production']; // production: only these hosts, so it empties now and then
     const exporters = ['[]', '[{type: node_exporter}]', '[{type: node_exporter}, {type: dcgm_exporter}]', '[{type: dcgm_exporter}, {type: ipmi_exporter}]'];
     const where = new Map<string, string>(); // host → its file
@@ -126,9 +128,11 @@ describe('compile', () => {
         change(updates);
       }
       const catalog = live.snapshot().catalog;
-      const incremental = new Map([...compiler.compile(catalog)].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
+      const incremental = text(compiler.compile(catalog));
       const whole = new Map([...compile(catalog)].map(([name, bytes]) => [name, bytes.toString()]));
       expect(incremental, `step ${step}`).toEqual(whole);
+      // The shards a compile after each change gives are those of a compiler that never saw the catalog before.
+      expect(text(sharded.compile(catalog)), `step ${step}, shards`).toEqual(text(new Compiler('group').compile(catalog)));
     }
     expect(where.size).toBeGreaterThan(20);
     // A job the change does not touch gives the same array back: the writer skips it by identity.

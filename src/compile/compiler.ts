@@ -40,6 +40,9 @@ export class Compiler {
   /** Per primary group, the shards last made and what they were made from. */
   private readonly shards = new Map<string, { targets: ReadonlyMap<string, Target>; settings: Settings; groupMap: ReadonlyMap<string, Group>; files: Array<[string, Buffer[]]> }>();
 
+  /** The last compile of shards: what it was made from, and its files. */
+  private sharded: { settings: Settings; groupMap: ReadonlyMap<string, Group>; groupTargets: Catalog['groupTargets']; files: Map<string, Buffer[]> } | undefined;
+
   /** The last compile of one file per job: what it was made from, and each job's entries. */
   private whole: { settings: Settings; groupMap: ReadonlyMap<string, Group>; groupTargets: Catalog['groupTargets']; columns: Map<string, Column> } | undefined;
 
@@ -73,14 +76,25 @@ export class Compiler {
   }
 
   /**
-   * One shard per job and primary group. A group whose map of targets, whose groups and
-   * whose aami.yaml are the objects of the last compile gives its last shards back as they
-   * were: the work of a change is one group's.
+   * One shard per job and primary group. While aami.yaml and the groups stay the same
+   * objects, only the groups whose map of targets changed are looked at (the catalog's
+   * persistent map of groups names them): the work of a registration at 100k targets is
+   * one group's, not a walk of a thousand. A group whose targets, groups and aami.yaml are
+   * the objects of the last compile gives its last shards back as they were.
    */
   private compileShards(catalog: Catalog): Map<string, Buffer[]> {
-    const files = new Map<string, Buffer[]>();
+    const last = this.sharded;
     const shared = new GroupLabels(catalog);
-    for (const [group, targets] of catalog.groupTargets) {
+    const incremental = last && last.settings === catalog.settings && last.groupMap === catalog.groups;
+    const files = incremental ? new Map(last.files) : new Map<string, Buffer[]>();
+    const groups = incremental ? changedGroups(last.groupTargets, catalog.groupTargets) : new Set([...this.shards.keys(), ...catalog.groupTargets.keys()]);
+    for (const group of groups) {
+      for (const [name] of this.shards.get(group)?.files ?? []) files.delete(name);
+      const targets = catalog.groupTargets.get(group);
+      if (!targets) {
+        this.shards.delete(group);
+        continue;
+      }
       let shard = this.shards.get(group);
       if (!shard || shard.targets !== targets || shard.settings !== catalog.settings || shard.groupMap !== catalog.groups) {
         const parts = new Map<string, Buffer[]>();
@@ -96,7 +110,7 @@ export class Compiler {
       }
       for (const [name, parts] of shard.files) files.set(name, parts);
     }
-    for (const group of this.shards.keys()) if (!catalog.groupTargets.has(group)) this.shards.delete(group);
+    this.sharded = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, files };
     return files;
   }
 
@@ -158,8 +172,16 @@ function changedHosts(before: Catalog['groupTargets'], after: Catalog['groupTarg
     for (const [hostname, target] of a ?? []) if (b?.get(hostname) !== target) changed.add(hostname);
     for (const [hostname, target] of b ?? []) if (a?.get(hostname) !== target) changed.add(hostname);
   };
-  for (const [group, targets] of after) compare(before.get(group), targets);
-  for (const [group, targets] of before) if (!after.has(group)) compare(targets, undefined);
+  for (const group of changedGroups(before, after)) compare(before.get(group), after.get(group));
+  return changed;
+}
+
+/** The groups whose map of targets is not the same object in two catalogs. */
+function changedGroups(before: Catalog['groupTargets'], after: Catalog['groupTargets']): Set<string> {
+  // Two versions of one persistent map name the keys either changed: a thousand groups are not walked.
+  const keys = before instanceof PMap && after instanceof PMap ? after.changedSince(before) : undefined;
+  const changed = new Set<string>();
+  for (const group of keys ?? new Set([...before.keys(), ...after.keys()])) if (before.get(group) !== after.get(group)) changed.add(group);
   return changed;
 }
 
