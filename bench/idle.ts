@@ -66,7 +66,7 @@ try {
           cpu.push((server.cpuSeconds() - cpu0) * 1000);
         }
         const memory = server.memory();
-        console.log(`${size} targets, --sd-layout ${layout}: latency p50 ${ms(median(latencies))}, max ${ms(Math.max(...latencies))}; 201 → SD file p50 ${ms(median(toSd))}, max ${ms(Math.max(...toSd))}; server CPU per registration p50 ${ms(median(cpu))} (in 10 ms ticks of /proc); RSS ${memory.rssMb.toFixed(0)} MB`);
+        console.log(`${size} targets, --sd-layout ${layout}: latency p50 ${ms(median(latencies))}, max ${ms(Math.max(...latencies))}; 201 → SD file p50 ${ms(median(toSd))}, max ${ms(Math.max(...toSd))}; server CPU per registration p50 ${ms(median(cpu))}; RSS ${memory.rssMb.toFixed(0)} MB`);
       } finally {
         await server.stop();
       }
