@@ -2,56 +2,70 @@ const DELETED: unique symbol = Symbol('deleted');
 type Slot<V> = V | typeof DELETED;
 
 /**
- * When a map is flattened into a new base. Each derive copies the delta (d keys) and a
- * flatten copies the map (n keys); with c changes a derive, flattening past
- * d = sqrt(2·n·c) keeps the copying per change near its least, about sqrt(2·n/c). A group's
- * map of 2,000 hosts changed one registration at a time flattens every ~63 changes; the
- * 100k-target map changed by commits of ~30 registrations, every ~2,500 keys.
+ * How big the two layers over a map's base may grow. Each derive copies the top layer (t
+ * keys); every t/c derives (c changes a derive) the top is folded into the middle one (m
+ * keys); every m/c derives everything is flattened into a new base (n keys). The copying a
+ * derive costs, t/2 + (m/2)(c/t) + n(c/m), is least near m = (2n)^(2/3) c^(1/3) and
+ * t = sqrt(m c): for one registration (c = 2) on the ~300k address keys of 100k targets,
+ * ~200 keys a derive, where a base and one layer (a delta of sqrt(2nc)) copied ~1,100.
  */
-const flattenPast = (size: number, changes: number) => Math.max(64, Math.sqrt(2 * size * changes));
+function layerLimits(size: number, changes: number): { top: number; middle: number } {
+  const middle = Math.max(256, Math.cbrt((2 * size) ** 2 * changes));
+  return { top: Math.max(32, Math.sqrt(middle * changes)), middle };
+}
 
 /**
- * An immutable map that shares its bulk with the maps it was made from: a frozen base plus a
- * small delta of changed keys. A snapshot of a 100k-target catalog can be followed by the
- * next one without copying 100k entries: a registration copies the delta (at most a few
- * thousand entries), and every few thousand changes the delta is folded into a new base.
- * Iteration order is not insertion order; readers that need an order sort.
+ * An immutable map that shares its bulk with the maps it was made from: a frozen base and
+ * two small layers of changed keys over it. A snapshot of a 100k-target catalog can be
+ * followed by the next one without copying 100k entries: a registration copies the top
+ * layer (some hundred entries), now and then the middle one (some thousand), and every
+ * several thousand changes everything is folded into a new base. Iteration order is not
+ * insertion order; readers that need an order sort.
  */
 export class PMap<K, V> implements ReadonlyMap<K, V> {
   private constructor(
     private readonly base: ReadonlyMap<K, V>,
-    private readonly delta: ReadonlyMap<K, Slot<V>>,
+    private readonly middle: ReadonlyMap<K, Slot<V>>,
+    private readonly top: ReadonlyMap<K, Slot<V>>,
     readonly size: number,
   ) {}
 
   static empty<K, V>(): PMap<K, V> {
-    return new PMap(new Map(), new Map(), 0);
+    return new PMap(new Map(), new Map(), new Map(), 0);
   }
 
   /** Takes ownership of `map`: the caller must not change it afterwards. */
   static from<K, V>(map: Map<K, V>): PMap<K, V> {
-    return new PMap(map, new Map(), map.size);
+    return new PMap(map, new Map(), new Map(), map.size);
   }
 
   get(key: K): V | undefined {
-    const slot = this.delta.get(key);
+    const slot = this.layered(key);
     if (slot !== undefined) return slot === DELETED ? undefined : slot;
     return this.base.get(key);
   }
 
   has(key: K): boolean {
-    const slot = this.delta.get(key);
+    const slot = this.layered(key);
     if (slot !== undefined) return slot !== DELETED;
     return this.base.has(key);
   }
 
+  /** The key's slot in the top layer, else in the middle one. */
+  private layered(key: K): Slot<V> | undefined {
+    const slot = this.top.get(key);
+    return slot === undefined ? this.middle.get(key) : slot;
+  }
+
   *entries(): MapIterator<[K, V]> {
     for (const [key, value] of this.base) {
-      const slot = this.delta.get(key);
+      const slot = this.layered(key);
       if (slot === undefined) yield [key, value];
       else if (slot !== DELETED) yield [key, slot];
     }
-    for (const [key, slot] of this.delta) if (slot !== DELETED && !this.base.has(key)) yield [key, slot];
+    // Keys the base does not hold: the top layer's slot, else the middle one's.
+    for (const [key, slot] of this.middle) if (slot !== DELETED && !this.top.has(key) && !this.base.has(key)) yield [key, slot];
+    for (const [key, slot] of this.top) if (slot !== DELETED && !this.base.has(key)) yield [key, slot];
   }
 
   *keys(): MapIterator<K> {
@@ -72,12 +86,13 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
 
   /**
    * The keys whose entries may differ between `older` and this map: every key either map
-   * changed on top of the base they share. Undefined when they share no base (one of them
+   * changed on top of the layers they share. Undefined when they share no base (one of them
    * was flattened since): then only a full comparison tells.
    */
   changedSince(older: PMap<K, V>): Set<K> | undefined {
     if (older.base !== this.base) return undefined;
-    return new Set([...older.delta.keys(), ...this.delta.keys()]);
+    if (older.middle === this.middle) return new Set([...older.top.keys(), ...this.top.keys()]);
+    return new Set([...older.middle.keys(), ...older.top.keys(), ...this.middle.keys(), ...this.top.keys()]);
   }
 
   /** A draft to change: reads see its own changes; freeze() makes the next PMap. */
@@ -94,23 +109,33 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
       if (slot === DELETED) size -= had ? 1 : 0;
       else size += had ? 0 : 1;
     }
-    const deltaSize = from.delta.size + changes.size;
-    if (deltaSize > flattenPast(size, changes.size)) {
-      const flat = new Map(from.base);
-      for (const [key, slot] of [...from.delta, ...changes]) {
-        if (slot === DELETED) flat.delete(key);
-        else flat.set(key, slot);
-      }
-      return new PMap(flat, new Map(), flat.size);
+    const limits = layerLimits(size, changes.size);
+    if (from.top.size + changes.size <= limits.top) {
+      // A deleted key needs a tombstone only while a layer below still holds it.
+      const top = layer(from.top, changes, (key) => from.middle.has(key) || from.base.has(key));
+      return new PMap(from.base, from.middle, top, size);
     }
-    const delta = new Map(from.delta);
-    for (const [key, slot] of changes) {
-      // A key the base does not hold needs no tombstone once deleted.
-      if (slot === DELETED && !from.base.has(key)) delta.delete(key);
-      else delta.set(key, slot);
+    if (from.middle.size + from.top.size + changes.size <= limits.middle) {
+      const middle = layer(from.middle, [...from.top, ...changes], (key) => from.base.has(key));
+      return new PMap(from.base, middle, new Map(), size);
     }
-    return new PMap(from.base, delta, size);
+    const flat = new Map(from.base);
+    for (const [key, slot] of [...from.middle, ...from.top, ...changes]) {
+      if (slot === DELETED) flat.delete(key);
+      else flat.set(key, slot);
+    }
+    return new PMap(flat, new Map(), new Map(), flat.size);
   }
+}
+
+/** `below` with `changes` made, as a new layer: a deletion is kept as a tombstone only where `shadows` says a lower layer holds the key. */
+function layer<K, V>(below: ReadonlyMap<K, Slot<V>>, changes: Iterable<[K, Slot<V>]>, shadows: (key: K) => boolean): Map<K, Slot<V>> {
+  const next = new Map(below);
+  for (const [key, slot] of changes) {
+    if (slot === DELETED && !shadows(key)) next.delete(key);
+    else next.set(key, slot);
+  }
+  return next;
 }
 
 /**
