@@ -2,7 +2,7 @@ import { DEFAULT_SETTINGS, own, type CheckPolicy, type CheckScript, type Credent
 import { targetAddresses } from './address.js';
 import type { Entity, ParseResult } from './parse.js';
 import { PMap } from './pmap.js';
-import { placeTargets, type Established } from './place.js';
+import { establishedIn, placeTargets, type Established } from './place.js';
 import type { Problem } from './problem.js';
 
 /** The validated view of the config repo: only entities whose references all resolve. */
@@ -106,11 +106,13 @@ export function keptWhenDeleted(record: FileRecord): boolean {
  * request's tree and the tests all go through the same checks. Each file contributes its
  * current version if that passes every check, else its last good version, else nothing,
  * and is reported against its own path. Where two files claim the same host name or
- * address, the file that held the claim before (`established`) keeps it; the newcomer is
- * the invalid one, before and after a restart alike. A file deleted while others still use
- * it (a group with targets, a script a check runs) keeps its last good version.
+ * address, the file that held the claim before (`established`: who held each claim, or the
+ * catalog this build follows, whose served targets hold their claims as this build's
+ * aami.yaml keys them) keeps it; the newcomer is the invalid one, before and after a restart
+ * alike. A file deleted while others still use it (a group with targets, a script a check
+ * runs) keeps its last good version.
  */
-export function buildCatalog(records: ReadonlyMap<string, FileRecord>, established?: Established): BuildResult {
+export function buildCatalog(records: ReadonlyMap<string, FileRecord>, established?: Established | Catalog): BuildResult {
   const problems = new Map<string, Problem[]>();
   const report = (problem: Problem) => {
     const list = problems.get(problem.file);
@@ -177,7 +179,8 @@ export function buildCatalog(records: ReadonlyMap<string, FileRecord>, establish
 
   // Targets: each version must fit the groups and aami.yaml, then claims are placed.
   const candidates = ofKind('target').map(([path, record]) => targetCandidate(catalog, path, record, report));
-  const placed = placeTargets(candidates, catalog, { established: established ?? (() => undefined), settings });
+  const holder = typeof established === 'function' ? established : established ? establishedIn(established, settings) : () => undefined;
+  const placed = placeTargets(candidates, catalog, { established: holder, settings });
   for (const [path, problemList] of placed.problems) for (const problem of problemList) report({ ...problem, file: path });
   for (const [path, target] of placed.accepted) {
     addTarget(catalog, path, target);

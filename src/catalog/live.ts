@@ -51,7 +51,7 @@ export class Snapshot {
   }
 
   /** Build a snapshot from every file (start-up, `aami validate`). */
-  static build(records: Map<string, FileRecord>, head: string | null, established?: Established, version = 0): Snapshot {
+  static build(records: Map<string, FileRecord>, head: string | null, established?: Established | Catalog, version = 0): Snapshot {
     const result = buildCatalog(records, established);
     for (const path of result.dropped) records.delete(path);
     const files = new Map<string, FileRecord>();
@@ -351,16 +351,7 @@ export function rebuildWith(before: Snapshot, updates: FileUpdate[]): Snapshot {
       records.delete(update.path);
     }
   }
-  return Snapshot.build(records, before.head, establishedIn(before.catalog), before.version);
-}
-
-/** Who held each claim in a catalog: the established holder wins a clash in the next build. */
-export function establishedIn(catalog: Catalog): Established {
-  return (key) => {
-    const [kind, value] = key.split('\u0000') as [string, string];
-    const hostname = kind === 'host' ? value : kind === 'addr' ? catalog.addresses.get(value) : catalog.nodeCredentials.get(value);
-    return hostname === undefined ? undefined : catalog.targetPaths.get(hostname);
-  };
+  return Snapshot.build(records, before.head, before.catalog, before.version);
 }
 
 function setProblems(work: Work, path: string, problems: Problem[]): void {
