@@ -19,6 +19,10 @@ function snapshotOf(files: Record<string, string>): Snapshot {
   return Snapshot.build(records, null);
 }
 const problems = (snapshot: Snapshot) => snapshot.problems.map(formatProblem);
+/** A restart: the same files, and who holds each claim now as the established holders (what the state directory keeps). */
+const restartOf = (snapshot: Snapshot) => Snapshot.build(new Map(snapshot.files), null, establishedIn(snapshot.catalog));
+/** A restart decides the same: placement, the deleted groups kept, every problem. */
+const expectSameAfterRestart = (snapshot: Snapshot, where?: string) => expect(view(restartOf(snapshot)), where).toEqual(view(snapshot));
 
 /** A live catalog changed one commit at a time, as the writer and the head follower change it. */
 function liveOf(files: Record<string, string>) {
@@ -163,6 +167,45 @@ describe('keep last good', () => {
   });
 });
 
+describe('deleted groups', () => {
+  const token = (groupId: string) => `id: t1\nname: t\nsecret_hash: sha256:${'c'.repeat(64)}\ndefault_group: ${groupId}\nmax_uses: 3\nexpires_at: 2030-01-01T00:00:00Z\n`;
+  const base = { 'groups/ml.yaml': group('ml'), 'groups/db.yaml': group('db'), 'tokens/t1.yaml': token('db') };
+
+  it('stays for the versions its users keep, not for a last good version the same build replaces', () => {
+    // One commit deletes db and moves the token to ml: the token's last good version (in db)
+    // is replaced in that build, so only target a keeps db (a restart no longer sees the
+    // token's old version: it named the token before, and kept db for it alone).
+    const repo = liveOf({ ...base, 'targets/db/a.yaml': target('a', '10.0.0.1', 'db') });
+    const snapshot = repo.set({ 'groups/db.yaml': null, 'tokens/t1.yaml': token('ml') });
+    expect(snapshot.catalog.tokens.get('t1')?.default_group).toBe('ml');
+    expect(snapshot.catalog.groups.has('db')).toBe(true);
+    expect(problems(snapshot)).toEqual(['groups/db.yaml: was deleted, but it is still used by target a: its last good version stays until that changes']);
+    expectSameAfterRestart(snapshot);
+  });
+
+  it('goes at once when only a replaced last good version used it', () => {
+    const repo = liveOf(base);
+    const snapshot = repo.set({ 'groups/db.yaml': null, 'tokens/t1.yaml': token('ml') });
+    expect(snapshot.catalog.groups.has('db')).toBe(false);
+    expect(snapshot.files.has('groups/db.yaml')).toBe(false);
+    expect(problems(snapshot)).toEqual([]);
+    expectSameAfterRestart(snapshot);
+  });
+
+  it('stays while a user falls back to a last good version in it', () => {
+    // The token's new version names a group that does not exist: it keeps its last good
+    // version, in db, and db stays for it.
+    const repo = liveOf(base);
+    const snapshot = repo.set({ 'groups/db.yaml': null, 'tokens/t1.yaml': token('nope') });
+    expect(snapshot.catalog.tokens.get('t1')?.default_group).toBe('db');
+    expect(problems(snapshot)).toEqual([
+      'groups/db.yaml: was deleted, but it is still used by token t1: its last good version stays until that changes',
+      'tokens/t1.yaml: default_group: group "nope" does not exist',
+    ]);
+    expectSameAfterRestart(snapshot);
+  });
+});
+
 describe('clashes', () => {
   const base = { 'groups/ml.yaml': group('ml'), 'groups/db.yaml': group('db'), 'targets/ml/stg-1.yaml': target('stg-1', '10.0.0.1') };
 
@@ -192,12 +235,6 @@ describe('clashes', () => {
 
 describe('clashes settled in rounds', () => {
   const groups = { 'groups/ml.yaml': group('ml'), 'groups/db.yaml': group('db'), 'groups/web.yaml': group('web') };
-  /** A restart with what the state directory keeps decides the same. */
-  const expectSameAfterRestart = (snapshot: Snapshot) => {
-    const restarted = Snapshot.build(new Map(snapshot.files), null, establishedIn(snapshot.catalog));
-    expect([...restarted.catalog.targetPaths].sort()).toEqual([...snapshot.catalog.targetPaths].sort());
-    expect(problems(restarted)).toEqual(problems(snapshot));
-  };
   const settings = (port: number) => `exporters:\n  node_exporter: {job: node, port: ${port}}\n`;
 
   it('gives a host name to the duplicate when its established holder falls back in the same change', () => {
@@ -223,7 +260,7 @@ describe('clashes settled in rounds', () => {
     const expected = ['targets/ml/m-19.yaml: hostname: "m-19" is already registered by targets/db/m-19.yaml', 'targets/ml/m-19.yaml: exporters[0].port: address 10.0.0.19:9101 of job "node" is already used by targets/ml/c.yaml'];
     expect(problems(snapshot)).toEqual(expected);
     // A restart with what the state directory keeps decides the same.
-    const restarted = Snapshot.build(new Map(snapshot.files), null, establishedIn(snapshot.catalog));
+    const restarted = restartOf(snapshot);
     expect(restarted.catalog.targetPaths.get('m-19')).toBe('targets/db/m-19.yaml');
     expect(problems(restarted)).toEqual(expected);
   });
@@ -407,13 +444,6 @@ describe('the live catalog', () => {
   });
 });
 
-/** What target placement decides, from a snapshot's view. */
-function placement(snapshot: Snapshot) {
-  const { targets, targetPaths, addresses, nodeCredentials, problems, rejected } = view(snapshot);
-  const ofTargets = (paths: string[]) => paths.filter((p) => p.startsWith('targets/'));
-  return { targets, targetPaths, addresses, nodeCredentials, problems: ofTargets(problems), rejected: ofTargets(rejected) };
-}
-
 /** For each target file: the versions that fit the groups and aami.yaml, best first, and the one it contributes. */
 function targetVersions(snapshot: Snapshot) {
   const { catalog } = snapshot;
@@ -436,9 +466,7 @@ describe('a full build', () => {
         const before = snapshot;
         snapshot = rebuildWith(before, changes);
         const where = `seed ${seed}, step ${step}: ${describeChanges(changes)}`;
-        // A restart: the same files, and who holds each claim now as the established holders.
-        const restarted = Snapshot.build(new Map(snapshot.files), null, establishedIn(snapshot.catalog));
-        expect(placement(restarted), where).toEqual(placement(snapshot));
+        expectSameAfterRestart(snapshot, where);
         const { catalog } = snapshot;
         const holder = establishedIn(catalog);
         // The claims of the targets served before, as this build's aami.yaml keys them → how many make each.
