@@ -5,6 +5,7 @@ import { parseFile } from '../src/catalog/parse.js';
 import { claimKeys, establishedIn } from '../src/catalog/place.js';
 import { formatProblem } from '../src/catalog/problem.js';
 import { hashObject } from '../src/git/objects.js';
+import { savedStateOf } from '../src/writer/catalog-state.js';
 import { random } from './helpers.js';
 
 const group = (id: string, namespace = 'logical', parent?: string) =>
@@ -137,6 +138,19 @@ describe('keep last good', () => {
     snapshot = repo.set({ 'targets/ml/a.yaml': target('a', '10.0.0.2') });
     expect(snapshot.catalog.targets.get('a')?.ip_address).toBe('10.0.0.2');
     expect(problems(snapshot)).toEqual([]);
+  });
+
+  it('keeps the blob id of the version a full build serves: a restart after it breaks serves that version', () => {
+    const repo = liveOf(base);
+    // A target edit and a group edit in one commit: a full build places the target.
+    const edited = target('a', '10.0.0.2');
+    let snapshot = repo.set({ 'targets/ml/a.yaml': edited, 'groups/ml.yaml': `${group('ml')}description: ml\n` });
+    expect(snapshot.files.get('targets/ml/a.yaml')?.lastGoodOid).toBe(oidOf(edited));
+    // Before, the build kept the blob id the file had before (none here): the state
+    // directory named no version, or an older one, for a restart to serve.
+    snapshot = repo.set({ 'targets/ml/a.yaml': 'hostname: a\nip_address: [oops\n' });
+    expect(snapshot.catalog.targets.get('a')?.ip_address).toBe('10.0.0.2');
+    expect(savedStateOf(snapshot).last_good).toEqual({ 'targets/ml/a.yaml': oidOf(edited) });
   });
 
   it('leaves out a file that was never good', () => {
@@ -364,7 +378,7 @@ function view(snapshot: Snapshot) {
     checks: Object.keys(sorted(catalog.checks)),
     problems: problems(snapshot),
     rejected: [...snapshot.rejected.keys()].sort(),
-    lastGood: Object.fromEntries([...snapshot.files].sort(([a], [b]) => (a < b ? -1 : 1)).map(([path, record]) => [path, record.lastGood ?? null])),
+    lastGood: Object.fromEntries([...snapshot.files].sort(([a], [b]) => (a < b ? -1 : 1)).map(([path, record]) => [path, [record.lastGood ?? null, record.lastGoodOid ?? null]])),
   };
 }
 

@@ -206,7 +206,7 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
   for (const [path, problemList] of placed.problems) for (const problem of problemList) report({ ...problem, file: path });
   for (const [path, target] of placed.accepted) {
     addTarget(catalog, path, target);
-    accepted.set(path, { kind: 'target', id: target.hostname, value: target });
+    accepted.set(path, targetEntity(records.get(path)!, target));
   }
 
   for (const [path, record] of ofKind('token')) {
@@ -270,6 +270,17 @@ export function targetCandidate(catalog: Pick<Catalog, 'groups' | 'settings'>, p
     else if (i === 0) for (const problem of found) report(problem);
   });
   return { path, versions };
+}
+
+/**
+ * The file's own entity for a target placed from it (its current or its last good version):
+ * the record keeps that one as its last good version, with the blob id of the current one.
+ * An entity made anew lost the blob id after a full build and gave the next build a second
+ * copy of the file's one version.
+ */
+export function targetEntity(record: FileRecord, target: Target): Entity {
+  const current = record.parsed.entity;
+  return current?.kind === 'target' && current.value === target ? current : record.lastGood!;
 }
 
 /** The first version of a file that passes `check`; the problems of its current version when that one did not. */

@@ -1,4 +1,4 @@
-import { addTarget, buildCatalog, keptWhenDeleted, kindOf, removeTarget, targetCandidate, tokenProblems, versionsOf, type Catalog, type FileRecord, type WritableCatalog } from './build.js';
+import { addTarget, buildCatalog, keptWhenDeleted, kindOf, removeTarget, targetCandidate, targetEntity, tokenProblems, versionsOf, type Catalog, type FileRecord, type WritableCatalog } from './build.js';
 import type { Entity, ParseResult } from './parse.js';
 import { claimKeys, placeTargets, type Established } from './place.js';
 import { PMap, type PMapDraft } from './pmap.js';
@@ -277,8 +277,7 @@ export class Draft {
       const target = placed.accepted.get(path);
       if (target) {
         addTarget(catalog, path, target);
-        const entity = versionsOf(record!).find((e) => e.kind === 'target' && e.value === target)!;
-        files.set(path, withLastGood(record!, entity));
+        files.set(path, withLastGood(record!, targetEntity(record!, target)));
       }
       const problems = found.get(path) ?? [];
       setProblems(work, path, problems);
