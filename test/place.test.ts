@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { Snapshot } from '../src/catalog/live.js';
 import { parseFile } from '../src/catalog/parse.js';
-import { claimKeys, placeTargets, type Candidate } from '../src/catalog/place.js';
+import { addressClaimKey, claimKeys, establishedIn, hostKey, placeTargets, type Candidate } from '../src/catalog/place.js';
 import type { Settings, Target } from '../src/schema/index.js';
 import { random } from './helpers.js';
 
@@ -95,5 +96,43 @@ describe('placeTargets on random clashes', () => {
         expect(free, `host ${v.hostname} unserved ${where} => ${JSON.stringify([...holders])}`).toBe(false);
       }
     }
+  });
+});
+
+describe('establishedIn', () => {
+  const settingsOf = (text: string) => parseFile('aami.yaml', text).entity!.value as Settings;
+  const catalogOf = (files: Record<string, string>) => Snapshot.build(new Map(Object.entries(files).map(([path, text]) => [path, { oid: path, parsed: parseFile(path, text) }])), null).catalog;
+  const group = (id: string) => `id: ${id}\nname: ${id}\nnamespace: logical\n`;
+  // x on the job's port, z on 9101 of its own: one IP address, no clash while the job is on 9100.
+  const catalog = catalogOf({
+    'aami.yaml': 'exporters:\n  node_exporter: {job: node, port: 9100}\n',
+    'groups/db.yaml': group('db'),
+    'groups/ml.yaml': group('ml'),
+    'targets/db/x.yaml': 'hostname: x\nip_address: 10.0.0.1\nprimary_group: db\n',
+    'targets/ml/z.yaml': 'hostname: z\nip_address: 10.0.0.1\nprimary_group: ml\nexporters: [{type: node_exporter, port: 9101}]\n',
+  });
+
+  it('finds the holders by the keys of the catalog\'s own aami.yaml', () => {
+    const held = establishedIn(catalog);
+    expect(held(addressClaimKey('node 10.0.0.1:9100'))).toBe('targets/db/x.yaml');
+    expect(held(addressClaimKey('node 10.0.0.1:9101'))).toBe('targets/ml/z.yaml');
+    expect(held(hostKey('x'))).toBe('targets/db/x.yaml');
+    expect(held(hostKey('nobody'))).toBeUndefined();
+  });
+
+  it('gives a served target its addresses as the next aami.yaml moves them; where two move onto one, the one scraped there already', () => {
+    // x moves onto z's address, and comes first by path: z keeps it.
+    const held = establishedIn(catalog, settingsOf('exporters:\n  node_exporter: {job: node, port: 9101}\n'));
+    expect(held(addressClaimKey('node 10.0.0.1:9101'))).toBe('targets/ml/z.yaml');
+    // Nobody is scraped at 9100 any more: x's old address is nobody's.
+    expect(held(addressClaimKey('node 10.0.0.1:9100'))).toBeUndefined();
+    expect(held(hostKey('x'))).toBe('targets/db/x.yaml');
+  });
+
+  it('gives an address two served targets move onto, neither scraped there before, to the first by path', () => {
+    // The job is renamed as well: neither held "node2 10.0.0.1:9101" before.
+    const held = establishedIn(catalog, settingsOf('exporters:\n  node_exporter: {job: node2, port: 9101}\n'));
+    expect(held(addressClaimKey('node2 10.0.0.1:9101'))).toBe('targets/db/x.yaml');
+    expect(held(addressClaimKey('node 10.0.0.1:9101'))).toBeUndefined();
   });
 });

@@ -2,7 +2,7 @@ import { DEFAULT_SETTINGS, own, type CheckPolicy, type CheckScript, type Credent
 import { targetAddresses } from './address.js';
 import type { Entity, ParseResult } from './parse.js';
 import { PMap } from './pmap.js';
-import { placeTargets, type Established } from './place.js';
+import { establishedIn, placeTargets, type Established } from './place.js';
 import type { Problem } from './problem.js';
 
 /** The validated view of the config repo: only entities whose references all resolve. */
@@ -106,11 +106,43 @@ export function keptWhenDeleted(record: FileRecord): boolean {
  * request's tree and the tests all go through the same checks. Each file contributes its
  * current version if that passes every check, else its last good version, else nothing,
  * and is reported against its own path. Where two files claim the same host name or
- * address, the file that held the claim before (`established`) keeps it; the newcomer is
- * the invalid one, before and after a restart alike. A file deleted while others still use
- * it (a group with targets, a script a check runs) keeps its last good version.
+ * address, the file that held the claim before (`established`: who held each claim, or the
+ * catalog this build follows, whose served targets hold their claims as this build's
+ * aami.yaml keys them) keeps it; the newcomer is the invalid one, before and after a restart
+ * alike. A file deleted while others still use it (a group with targets, a script a check
+ * runs) keeps its last good version.
  */
-export function buildCatalog(records: ReadonlyMap<string, FileRecord>, established?: Established): BuildResult {
+export function buildCatalog(records: ReadonlyMap<string, FileRecord>, established?: Established | Catalog): BuildResult {
+  /** Deleted group id → its path. */
+  const deleted = new Map<string, string>();
+  for (const [path, record] of records) if (record.oid === null && record.lastGood?.kind === 'group') deleted.set(record.lastGood.id, path);
+  // A deleted group stays while a version its users keep after the build refers to it: a
+  // restart (those versions, its last good one among them) then keeps the same groups, for
+  // the same users. A last good version the build replaces does not count, and a group only
+  // such versions used goes: built first with every version's groups, then again without
+  // those, until every group kept is used.
+  let kept = groupUsers(records, deleted, versionsOf);
+  for (;;) {
+    const result = buildWith(records, established, kept);
+    if (!kept.size) return result;
+    const used = groupUsers(records, kept, (record, path) => [record.parsed.entity, result.accepted.get(path) ?? record.lastGood]);
+    if (used.size < kept.size) {
+      kept = used;
+      continue;
+    }
+    for (const [id, users] of used) {
+      const path = deleted.get(id)!;
+      const stays = { file: path, field: '', message: deletedMessage(`it is still used by ${users}`) };
+      result.problems.set(path, [stays, ...(result.problems.get(path) ?? [])]);
+    }
+    return result;
+  }
+}
+
+const deletedMessage = (why: string) => `was deleted, but ${why}: its last good version stays until that changes`;
+
+/** One build, with the deleted groups `kept` (by id) and none other. */
+function buildWith(records: ReadonlyMap<string, FileRecord>, established: Established | Catalog | undefined, kept: ReadonlyMap<string, string>): BuildResult {
   const problems = new Map<string, Problem[]>();
   const report = (problem: Problem) => {
     const list = problems.get(problem.file);
@@ -130,7 +162,7 @@ export function buildCatalog(records: ReadonlyMap<string, FileRecord>, establish
     else byKind.set(kind, [[path, record]]);
   }
   const ofKind = (kind: Entity['kind']) => byKind.get(kind) ?? [];
-  const deletedStays = (path: string, why: string) => report({ file: path, field: '', message: `was deleted, but ${why}: its last good version stays until that changes` });
+  const deletedStays = (path: string, why: string) => report({ file: path, field: '', message: deletedMessage(why) });
 
   // Settings: aami.yaml is always in use; deleting it keeps its last good version.
   let settings = DEFAULT_SETTINGS;
@@ -144,20 +176,12 @@ export function buildCatalog(records: ReadonlyMap<string, FileRecord>, establish
     }
   }
 
-  // Groups, with the deleted ones something still refers to.
-  const wanted = groupsInUse(records);
+  // Groups, with the deleted ones kept (buildCatalog reports those).
   const groupRecords = new Map<string, [string, FileRecord]>();
   for (const [path, record] of ofKind('group')) {
     const id = (record.parsed.entity ?? record.lastGood)!.id as string;
-    if (record.oid === null) {
-      const users = wanted.get(id);
-      if (!users) {
-        dropped.add(path);
-        continue;
-      }
-      deletedStays(path, `it is still used by ${users}`);
-    }
-    groupRecords.set(id, [path, record]);
+    if (record.oid === null && !kept.has(id)) dropped.add(path);
+    else groupRecords.set(id, [path, record]);
   }
   const groups = resolveGroups(groupRecords, report, accepted);
 
@@ -177,11 +201,12 @@ export function buildCatalog(records: ReadonlyMap<string, FileRecord>, establish
 
   // Targets: each version must fit the groups and aami.yaml, then claims are placed.
   const candidates = ofKind('target').map(([path, record]) => targetCandidate(catalog, path, record, report));
-  const placed = placeTargets(candidates, catalog, { established: established ?? (() => undefined), settings });
+  const holder = typeof established === 'function' ? established : established ? establishedIn(established, settings) : () => undefined;
+  const placed = placeTargets(candidates, catalog, { established: holder, settings });
   for (const [path, problemList] of placed.problems) for (const problem of problemList) report({ ...problem, file: path });
   for (const [path, target] of placed.accepted) {
     addTarget(catalog, path, target);
-    accepted.set(path, { kind: 'target', id: target.hostname, value: target });
+    accepted.set(path, targetEntity(records.get(path)!, target));
   }
 
   for (const [path, record] of ofKind('token')) {
@@ -247,6 +272,17 @@ export function targetCandidate(catalog: Pick<Catalog, 'groups' | 'settings'>, p
   return { path, versions };
 }
 
+/**
+ * The file's own entity for a target placed from it (its current or its last good version):
+ * the record keeps that one as its last good version, with the blob id of the current one.
+ * An entity made anew lost the blob id after a full build and gave the next build a second
+ * copy of the file's one version.
+ */
+export function targetEntity(record: FileRecord, target: Target): Entity {
+  const current = record.parsed.entity;
+  return current?.kind === 'target' && current.value === target ? current : record.lastGood!;
+}
+
 /** The first version of a file that passes `check`; the problems of its current version when that one did not. */
 function settleOne(record: FileRecord, check: (entity: Entity) => Problem[]): { entity?: Entity; problems?: Problem[] } {
   let problems: Problem[] | undefined;
@@ -258,34 +294,39 @@ function settleOne(record: FileRecord, check: (entity: Entity) => Problem[]): { 
   return { problems };
 }
 
-/** Group id → who uses it ("3 targets, 1 token"), from every version of every file that is not deleted. */
-function groupsInUse(records: ReadonlyMap<string, FileRecord>): Map<string, string> {
+/**
+ * Deleted group id → who uses it ("3 targets, 1 token"): the files that are not deleted, by
+ * the `versions` of each, and the deleted groups kept for their users (a deleted group kept
+ * keeps its deleted parent too). Only the groups in `deleted` are looked at.
+ */
+function groupUsers(records: ReadonlyMap<string, FileRecord>, deleted: ReadonlyMap<string, unknown>, versions: (record: FileRecord, path: string) => Array<Entity | undefined>): Map<string, string> {
+  if (!deleted.size) return new Map();
   const users = new Map<string, Map<string, Set<string>>>();
   const use = (group: string | null | undefined, kind: string, who: string) => {
-    if (!group) return;
+    if (!group || !deleted.has(group)) return;
     let byKind = users.get(group);
     if (!byKind) users.set(group, (byKind = new Map()));
     let set = byKind.get(kind);
     if (!set) byKind.set(kind, (set = new Set()));
     set.add(who);
   };
-  const deleted = new Map<string, Group>();
-  for (const record of records.values()) {
-    for (const entity of versionsOf(record)) {
-      if (record.oid === null) {
-        if (entity.kind === 'group') deleted.set(entity.id, entity.value);
-        continue;
-      }
-      if (entity.kind === 'target') for (const id of [entity.value.primary_group, ...entity.value.groups]) use(id, 'target', entity.id);
-      if (entity.kind === 'token') use(entity.value.default_group, 'token', entity.id);
-      if (entity.kind === 'group') use(entity.value.parent, 'child group', entity.id);
-      if (entity.kind === 'check') for (const id of Object.keys(entity.value.groups)) use(id, 'check', entity.id);
+  const deletedGroups = new Map<string, Group>();
+  for (const [path, record] of records) {
+    if (record.oid === null) {
+      if (record.lastGood?.kind === 'group' && deleted.has(record.lastGood.id)) deletedGroups.set(record.lastGood.id, record.lastGood.value);
+      continue;
+    }
+    for (const entity of versions(record, path)) {
+      if (entity?.kind === 'target') for (const id of [entity.value.primary_group, ...entity.value.groups]) use(id, 'target', entity.id);
+      if (entity?.kind === 'token') use(entity.value.default_group, 'token', entity.id);
+      if (entity?.kind === 'group') use(entity.value.parent, 'child group', entity.id);
+      if (entity?.kind === 'check') for (const id of Object.keys(entity.value.groups)) use(id, 'check', entity.id);
     }
   }
   // A deleted group kept for its users keeps its deleted parent too.
   for (let grew = true; grew; ) {
     grew = false;
-    for (const [id, group] of deleted) {
+    for (const [id, group] of deletedGroups) {
       if (users.has(id) && group.parent && !users.get(group.parent)?.get('child group')?.has(id)) {
         use(group.parent, 'child group', id);
         grew = true;

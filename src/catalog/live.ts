@@ -1,4 +1,4 @@
-import { addTarget, buildCatalog, keptWhenDeleted, kindOf, removeTarget, targetCandidate, tokenProblems, versionsOf, type Catalog, type FileRecord, type WritableCatalog } from './build.js';
+import { addTarget, buildCatalog, keptWhenDeleted, kindOf, removeTarget, targetCandidate, targetEntity, tokenProblems, versionsOf, type Catalog, type FileRecord, type WritableCatalog } from './build.js';
 import type { Entity, ParseResult } from './parse.js';
 import { claimKeys, placeTargets, type Established } from './place.js';
 import { PMap, type PMapDraft } from './pmap.js';
@@ -51,7 +51,7 @@ export class Snapshot {
   }
 
   /** Build a snapshot from every file (start-up, `aami validate`). */
-  static build(records: Map<string, FileRecord>, head: string | null, established?: Established, version = 0): Snapshot {
+  static build(records: Map<string, FileRecord>, head: string | null, established?: Established | Catalog, version = 0): Snapshot {
     const result = buildCatalog(records, established);
     for (const path of result.dropped) records.delete(path);
     const files = new Map<string, FileRecord>();
@@ -277,8 +277,7 @@ export class Draft {
       const target = placed.accepted.get(path);
       if (target) {
         addTarget(catalog, path, target);
-        const entity = versionsOf(record!).find((e) => e.kind === 'target' && e.value === target)!;
-        files.set(path, withLastGood(record!, entity));
+        files.set(path, withLastGood(record!, targetEntity(record!, target)));
       }
       const problems = found.get(path) ?? [];
       setProblems(work, path, problems);
@@ -351,16 +350,7 @@ export function rebuildWith(before: Snapshot, updates: FileUpdate[]): Snapshot {
       records.delete(update.path);
     }
   }
-  return Snapshot.build(records, before.head, establishedIn(before.catalog), before.version);
-}
-
-/** Who held each claim in a catalog: the established holder wins a clash in the next build. */
-export function establishedIn(catalog: Catalog): Established {
-  return (key) => {
-    const [kind, value] = key.split('\u0000') as [string, string];
-    const hostname = kind === 'host' ? value : kind === 'addr' ? catalog.addresses.get(value) : catalog.nodeCredentials.get(value);
-    return hostname === undefined ? undefined : catalog.targetPaths.get(hostname);
-  };
+  return Snapshot.build(records, before.head, before.catalog, before.version);
 }
 
 function setProblems(work: Work, path: string, problems: Problem[]): void {

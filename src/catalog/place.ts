@@ -57,6 +57,49 @@ function claimsOf(settings: Settings, target: Target, path = ''): Claim[] {
   return claims;
 }
 
+/**
+ * Who held each claim in a catalog: its served targets, whose claims are keyed as `settings`
+ * (the next build's aami.yaml) key them. When aami.yaml moves an exporter's port or job,
+ * each served target holds its addresses under the new keys (looked up by the old ones,
+ * nobody held them, and a newcomer could take a served target's address); where two served
+ * targets move onto one address, the one already scraped there holds it, else the first by
+ * path.
+ */
+export function establishedIn(catalog: Pick<Catalog, 'settings' | 'targets' | 'addresses' | 'targetPaths' | 'nodeCredentials'>, settings = catalog.settings): Established {
+  const held: Established = (key) => {
+    const [kind, value] = key.split('\u0000') as [string, string];
+    const hostname = kind === 'host' ? value : kind === 'addr' ? catalog.addresses.get(value) : catalog.nodeCredentials.get(value);
+    return hostname === undefined ? undefined : catalog.targetPaths.get(hostname);
+  };
+  if (addressRules(catalog.settings) === addressRules(settings)) return held;
+  let moved: Map<string, string> | undefined;
+  const movedAddresses = () => {
+    const holders = new Map<string, string>();
+    for (const [hostname, target] of catalog.targets) {
+      const path = catalog.targetPaths.get(hostname)!;
+      for (const { key } of targetAddresses(settings, target)) {
+        const claim = addressClaimKey(key);
+        const other = holders.get(claim);
+        if (other === undefined || (held(claim) !== other && (held(claim) === path || path < other))) holders.set(claim, path);
+      }
+    }
+    return holders;
+  };
+  return (key) => {
+    if (!key.startsWith(addressClaimKey(''))) return held(key);
+    moved ??= movedAddresses();
+    return moved.get(key);
+  };
+}
+
+/** What decides a target's addresses in aami.yaml: each exporter type's job and port. */
+function addressRules(settings: Settings): string {
+  return Object.entries(settings.exporters)
+    .map(([type, { job, port }]) => `${type} ${job} ${port}`)
+    .sort()
+    .join('\n');
+}
+
 function lostClaim(claim: Claim, holder: string): string {
   if (claim.kind === 'host') return `"${claim.value}" is already registered by ${holder}`;
   if (claim.kind === 'address') return `address ${claim.address} of job "${claim.job}" is already used by ${holder}`;

@@ -1,8 +1,7 @@
 import * as fs from 'node:fs';
 import { writeFileDurably } from '../git/fs.js';
 import type { Snapshot } from '../catalog/live.js';
-import { establishedIn } from '../catalog/live.js';
-import { claimKeys } from '../catalog/place.js';
+import { claimKeys, establishedIn } from '../catalog/place.js';
 
 /**
  * What a restart cannot read from Git alone, kept in the state directory: the last good

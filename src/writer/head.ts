@@ -1,6 +1,6 @@
 import type { FileRecord } from '../catalog/build.js';
-import { establishedIn, Snapshot, type LiveCatalog } from '../catalog/live.js';
-import { claimKeys } from '../catalog/place.js';
+import { Snapshot, type LiveCatalog } from '../catalog/live.js';
+import { claimKeys, establishedIn } from '../catalog/place.js';
 import type { GitRepository } from '../git/repository.js';
 import type { SavedCatalogState } from './catalog-state.js';
 import type { RepoFiles } from './files.js';
