@@ -53,6 +53,86 @@ describe('PMap', () => {
     expect(flattens).toBeLessThan(1000);
   });
 
+  // Small key spaces keep every layer holding and dropping tombstones; 100 keys fold the top
+  // layer into the middle one now and then; 3,000 keys flatten into new bases. Every version is
+  // kept and compared with others, adjacent or not, and with siblings made from one version.
+  it.each([
+    { keys: 8, steps: 1500, batch: 4 },
+    { keys: 100, steps: 2000, batch: 60 },
+    { keys: 3000, steps: 1200, batch: 700 },
+  ])('matches a plain Map in every version, and changedSince names every key two versions differ in ($keys keys)', ({ keys, steps, batch }) => {
+    const rng = random(keys * 7919 + 1);
+    const versions: Array<{ map: PMap<string, number>; model: Map<string, number> }> = [];
+    const start = new Map(Array.from({ length: keys / 2 }, (_, i) => [`k${i * 2}`, -1] as [string, number]));
+    let current = { map: PMap.from(new Map(start)), model: new Map(start) };
+    versions.push(current);
+    // Plain loops collect what is wrong; one expect a check keeps thousands of versions quick.
+    const check = ({ map, model }: (typeof versions)[number], label: string) => {
+      const wrong: string[] = [];
+      const seen = new Set<string>();
+      for (const [key, value] of map) if (seen.has(key) || (seen.add(key), model.get(key) !== value)) wrong.push(`${key} iterated`);
+      if (seen.size !== model.size || map.size !== model.size) wrong.push(`size ${map.size}, ${seen.size} iterated, model ${model.size}`);
+      for (let i = 0; i < keys; i++) {
+        const key = `k${i}`;
+        if (map.get(key) !== model.get(key) || map.has(key) !== model.has(key)) wrong.push(key);
+      }
+      expect(wrong, label).toEqual([]);
+    };
+    const differ = (a: (typeof versions)[number], b: (typeof versions)[number], label: string) => {
+      const changed = b.map.changedSince(a.map);
+      if (!changed) return 0;
+      const missed: string[] = [];
+      for (let i = 0; i < keys; i++) {
+        const key = `k${i}`;
+        if ((a.model.get(key) !== b.model.get(key) || a.model.has(key) !== b.model.has(key)) && !changed.has(key)) missed.push(key);
+      }
+      expect(missed, label).toEqual([]);
+      return 1;
+    };
+    let compared = 0;
+    let flattens = 0;
+    for (let step = 0; step < steps; step++) {
+      // Mostly one change (a registration), now and then a batch; a key deleted and set again in one draft; a refused change rolled back.
+      const from = rng(10) === 0 ? versions[rng(versions.length)]! : current;
+      const count = rng(15) === 0 ? 1 + rng(batch) : 1 + rng(2);
+      const draft = from.map.edit();
+      const model = new Map(from.model);
+      for (let i = 0; i < count; i++) {
+        const key = `k${rng(keys)}`;
+        const op = rng(8);
+        if (op < 3) {
+          expect(draft.delete(key)).toBe(model.has(key));
+          model.delete(key);
+        } else if (op === 3) {
+          const mark = draft.mark();
+          draft.delete(key);
+          draft.set(`k${rng(keys)}`, -2);
+          draft.rollback(mark);
+        } else {
+          draft.set(key, step);
+          model.set(key, step);
+        }
+        expect(draft.get(key)).toBe(model.get(key));
+      }
+      expect(draft.size).toBe(model.size);
+      const next = { map: draft.freeze(), model };
+      if (!next.map.changedSince(from.map)) flattens++;
+      check(next, `step ${step}`);
+      differ(from, next, `step ${step}`);
+      // Any two versions, either way round: the one before, and one picked at random.
+      for (const other of [current, versions[rng(versions.length)]!]) {
+        compared += differ(other, next, `step ${step} after`);
+        differ(next, other, `step ${step} before`);
+      }
+      versions.push(next);
+      if (from === current) current = next;
+    }
+    // Older versions are untouched by what came after them.
+    versions.forEach((version, i) => check(version, `version ${i}`));
+    expect(compared).toBeGreaterThan(steps / 2);
+    if (keys >= 3000) expect(flattens).toBeGreaterThan(3);
+  });
+
   it('takes a refused change back without a trace', () => {
     const map = PMap.from(new Map([['a', 1], ['b', 2]]));
     const draft = map.edit();
