@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { Volume, createFsFromVolume } from 'memfs';
 import { describe, expect, it } from 'vitest';
-import { LiveCatalog, Snapshot } from '../src/catalog/live.js';
+import { Draft, LiveCatalog, Snapshot } from '../src/catalog/live.js';
 import { readCheckout } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { Compiler, compile, jobOfFile } from '../src/compile/compiler.js';
@@ -141,6 +141,76 @@ describe('compile', () => {
     const after = compiler.compile(live.snapshot().catalog);
     expect(after.get('node.json')).not.toBe(before.get('node.json'));
     expect(after.get('dcgm.json')).toBe(before.get('dcgm.json'));
+  });
+
+  it('gives what a fresh compiler gives, in both layouts, when it compiles snapshots out of order: drafts, full builds, groups that go and come back, renamed groups, aami.yaml edits', () => {
+    const text = (files: Map<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
+    let seed = 11;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), (seed >>> 8) % n);
+    const exporters = ['[{type: node_exporter}]', '[{type: node_exporter}, {type: dcgm_exporter}]', '[{type: dcgm_exporter}, {type: ipmi_exporter}]'];
+    let current = Snapshot.build(readCheckout(fs, fixture('basic')), null);
+    const snapshots = [current];
+    const groupsOf = (snapshot: Snapshot) => [...snapshot.catalog.groups.keys()].filter((id) => snapshot.catalog.groups.get(id)!.namespace === 'logical');
+    const hostsOf = (snapshot: Snapshot) => [...snapshot.catalog.targetPaths].map(([hostname, path]) => ({ hostname, path }));
+    const ips = new Map<string, string>(); // one address a host, so no registration clashes
+    const ip = (hostname: string) => ips.get(hostname) ?? ips.set(hostname, `${ips.size >> 8}.${ips.size & 255}`).get(hostname)!;
+    const target = (hostname: string, group: string) => ({
+      path: `targets/${group}/${hostname}.yaml`,
+      text: `hostname: ${hostname}\nip_address: 10.8.${ip(hostname)}\nprimary_group: ${group}\nexporters: ${exporters[random(3)]}\n`,
+    });
+    let renamed = 0;
+    const next = (step: number): Snapshot => {
+      const roll = random(20);
+      const updates: Array<{ path: string; text: string | null }> = [];
+      const groups = groupsOf(current);
+      const hosts = hostsOf(current);
+      if (roll === 0) {
+        // A full build from every file: new maps that share nothing with the last compile's.
+        return Snapshot.build(new Map(current.files), null);
+      } else if (roll === 1) {
+        // aami.yaml changes: every target is taken again.
+        updates.push({ path: 'aami.yaml', text: `exporters:\n  node_exporter: {job: node, port: 9100}\n  dcgm_exporter: {job: dcgm, port: 9400, metrics_path: /metrics}\n  ipmi_exporter: {job: ipmi, port: ${9290 + random(3)}, interval: 1m}\n` });
+      } else if (roll === 2 && groups.length < 6) {
+        // A group renamed: a new group file, and the hosts of another move into it.
+        const id = `renamed-${renamed++}`;
+        const from = groups[random(groups.length)]!;
+        updates.push({ path: `groups/${id}.yaml`, text: `id: ${id}\nname: ${id}\nnamespace: logical\nlabels: {step: "${step}"}\n` });
+        for (const { hostname, path } of hosts.filter((h) => h.path.startsWith(`targets/${from}/`))) updates.push({ path, text: null }, target(hostname, id));
+      } else if (roll === 3) {
+        // Every host of a group leaves (the group leaves the map of groups); one may come back later.
+        const group = groups[random(groups.length)]!;
+        for (const { path } of hosts.filter((h) => h.path.startsWith(`targets/${group}/`))) updates.push({ path, text: null });
+      } else {
+        // Registrations, moves between groups and removals, one or a batch.
+        for (let k = roll >= 18 ? 6 : 1; k > 0; k--) {
+          const hostname = `${['a', 'gpu-0', 'zz', 'api-0'][random(4)]}-${random(40)}`;
+          const was = hosts.find((h) => h.hostname === hostname)?.path;
+          if (updates.some((u) => u.path === was || u.path.endsWith(`/${hostname}.yaml`))) continue;
+          if (was && random(4) === 0) updates.push({ path: was, text: null });
+          else {
+            const change = target(hostname, groups[random(groups.length)]!);
+            if (was && was !== change.path) updates.push({ path: was, text: null });
+            updates.push(change);
+          }
+        }
+      }
+      const draft = new Draft(current);
+      const applied = draft.apply(updates.map(({ path, text }) => (text === null ? { path, oid: null } : { path, oid: `${path}@${step}.${random(1e9)}`, parsed: parseFile(path, text) })));
+      expect(applied.problems, `step ${step}`).toEqual([]);
+      return draft.freeze(null);
+    };
+    const compilers = { file: new Compiler('file'), group: new Compiler('group') };
+    for (let step = 0; step < 300; step++) {
+      current = next(step);
+      snapshots.push(current);
+      // Mostly the newest snapshot; now and then one older than the last compiled, adjacent or not.
+      const snapshot = random(4) === 0 ? snapshots[random(snapshots.length)]! : current;
+      for (const layout of ['file', 'group'] as const) {
+        expect(text(compilers[layout].compile(snapshot.catalog)), `step ${step}, ${layout}`).toEqual(text(new Compiler(layout).compile(snapshot.catalog)));
+      }
+    }
+    expect(renamed).toBeGreaterThan(3);
+    expect(new Set(snapshots.map((s) => s.catalog.settings)).size).toBeGreaterThan(3);
   });
 
   it('renders a full compile a slice at a time beforehand, in both layouts, and only when every target is taken again', () => {
