@@ -241,6 +241,112 @@ describe('GitRepository', () => {
     }
   });
 
+  it('commits the tree git itself makes of the same files, through deep paths, files turned into directories and back, emptied directories, odd names, symlinks and submodules', async () => {
+    // Git's own tree of a model of the files (through an index, `git write-tree`) is the oracle
+    // for every commit. Now and then the process starts afresh (every tree read back from
+    // Git), and now and then git itself commits (trees this process did not make).
+    const dir = join(tempDir(), 'repo.git');
+    const index = join(tempDir(), 'index');
+    const env = { ...process.env, GIT_INDEX_FILE: index, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_AUTHOR_NAME: 'p', GIT_AUTHOR_EMAIL: 'p@x', GIT_COMMITTER_NAME: 'p', GIT_COMMITTER_EMAIL: 'p@x' };
+    const git = (args: string[], input?: Buffer) => execFileSync('git', [`--git-dir=${dir}`, ...args], { env, input }).toString().trim();
+    const { next: random, pick } = seeded(Number(process.env.SEED ?? 11));
+    // Names as the repository holds them, latin1 strings of bytes: sort traps around "/", a space, UTF-8 and Latin-1 bytes.
+    const names = ['a', 'a-', 'a.b', 'a0', 'a b', 'b', 'Ã©', '\xe9', 'z!', 'a\xff', '~', 'A'];
+    const model = new Map<string, { mode: string; oid: string }>();
+    const blob = (content: string) => ({ mode: '100644', oid: hashObject('blob', Buffer.from(content)).oid });
+    let repo = await GitRepository.init(dir, { author: ADMIN, files: [{ path: 'aami.yaml', content: 'x\n' }] });
+    onCleanup(() => repo.close());
+    model.set('aami.yaml', blob('x\n'));
+    let head = (await repo.head())!;
+    const gitTree = () => {
+      rmSync(index, { force: true });
+      git(['update-index', '-z', '--index-info'], Buffer.concat([...model].map(([path, e]) => Buffer.concat([Buffer.from(`${e.mode} ${e.oid}\t`), Buffer.from(path, 'latin1'), Buffer.from([0])]))));
+      return git(['write-tree', '--missing-ok']);
+    };
+    const gitCommit = () => {
+      const commit = git(['commit-tree', gitTree(), '-p', head, '-m', 'git']);
+      git(['update-ref', 'refs/heads/main', commit, head]);
+      head = commit;
+    };
+    const link = git(['hash-object', '-w', '--stdin'], Buffer.from('../elsewhere'));
+    // A symlink and a submodule among files the commits add and delete beside them (no change names them).
+    model.set('k/link', { mode: '120000', oid: link });
+    model.set('k/sub', { mode: '160000', oid: '0123456789abcdef0123456789abcdef01234567' });
+    model.set('a-/Ã© x', { mode: '100755', oid: link });
+    gitCommit();
+    const dirsOf = (path: string) => path.split('/').slice(0, -1).map((_, i, parts) => parts.slice(0, i + 1).join('/'));
+    for (let step = 0; step < 150; step++) {
+      const changes: Array<{ path: string; content: string | null }> = [];
+      for (let k = random() < 0.1 ? 30 : 1 + Math.floor(random() * 4); k > 0; k--) {
+        const depth = 1 + Math.floor(random() * (random() < 0.2 ? 5 : 2));
+        const file = random() < 0.3 ? pick(names) : `${pick(names)}${Math.floor(random() * 50)}`;
+        const path = random() < 0.15 ? `k/${file}` : [...Array.from({ length: depth - 1 }, () => pick(names)), file].join('/');
+        // One commit never names a path and a directory of it (which would win is not defined).
+        if (changes.some((c) => c.path === path || c.path.startsWith(`${path}/`) || path.startsWith(`${c.path}/`))) continue;
+        const remove = random() < 0.2;
+        if (remove && dirsOf(path).some((d) => model.has(d))) continue; // a delete below a file deletes the file: not made here
+        changes.push({ path, content: remove ? null : `${step}.${k} ${random()}\n` });
+      }
+      for (const { path, content } of changes) {
+        // A file replaces a directory of the same name and the files above it; a delete takes a directory whole.
+        for (const key of [...model.keys()]) if (key === path || key.startsWith(`${path}/`) || (content !== null && dirsOf(path).includes(key))) model.delete(key);
+        if (content !== null) model.set(path, blob(content));
+      }
+      if (random() < 0.1) {
+        await repo.close();
+        repo = await GitRepository.open(dir, {});
+      }
+      if (random() < 0.05) {
+        for (const { content } of changes) if (content !== null) git(['hash-object', '-w', '--stdin'], Buffer.from(content));
+        gitCommit();
+        continue;
+      }
+      const commit = await repo.writeCommit(head, { message: `step ${step}`, author: ADMIN, changes });
+      expect(git(['rev-parse', `${commit ?? head}^{tree}`]), `step ${step}: ${JSON.stringify(changes)}`).toBe(gitTree());
+      if (!commit) continue;
+      expect((await repo.swap(head, commit)).kind).toBe('swapped');
+      head = commit;
+    }
+    expect(model.size).toBeGreaterThan(100);
+    expect(git(['ls-tree', 'main', 'k/link', 'k/sub'])).toBe(`120000 blob ${link}\tk/link\n160000 commit 0123456789abcdef0123456789abcdef01234567\tk/sub`);
+    expect(git(['ls-tree', '--name-only', 'main', 'k/']).split('\n').length).toBeGreaterThan(10);
+    git(['fsck', '--strict', '--no-progress', '--full']);
+  });
+
+  it('stores objects of any size in a form git reads, copies and repacks: empty, at the 64 KiB block boundaries, several MB', async () => {
+    const dir = join(tempDir(), 'repo.git');
+    const repo = await GitRepository.init(dir, { author: ADMIN, files: [{ path: 'aami.yaml', content: '' }] });
+    onCleanup(() => repo.close());
+    const git = (...args: string[]) => execFileSync('git', [`--git-dir=${dir}`, ...args], { maxBuffer: 64 << 20 });
+    const { next: random } = seeded(5);
+    const sizes = [0, 1, 65534, 65535, 65536, 65537, 131070, 131071, 131072, 3 * 1024 * 1024 + 7];
+    let head = (await repo.head())!;
+    const contents = new Map<string, string>();
+    for (const size of sizes) {
+      // Random letters (a long run of 0xff-free bytes the adler32 sums must carry) and runs of one letter.
+      const content = size % 2 ? Array.from({ length: size }, () => String.fromCharCode(97 + Math.floor(random() * 26))).join('') : 'z'.repeat(size);
+      contents.set(`blobs/b${size}`, content);
+      const commit = await repo.writeCommit(head, { message: `${size} bytes`, author: ADMIN, changes: [{ path: `blobs/b${size}`, content }] });
+      expect((await repo.swap(head, commit!)).kind).toBe('swapped');
+      head = commit!;
+    }
+    await repo.close();
+    const check = (gitdir: string) => {
+      execFileSync('git', [`--git-dir=${gitdir}`, 'fsck', '--strict', '--full', '--no-progress']);
+      for (const [path, content] of contents) expect(execFileSync('git', [`--git-dir=${gitdir}`, 'cat-file', 'blob', `main:${path}`], { maxBuffer: 64 << 20 }).toString(), `${gitdir} ${path}`).toBe(content);
+    };
+    check(dir);
+    for (const pack of readdirSync(join(dir, 'objects/pack')).filter((f) => f.endsWith('.pack'))) {
+      git('verify-pack', join(dir, 'objects/pack', pack));
+      git('index-pack', '--strict', '-o', join(tempDir(), 'check.idx'), join(dir, 'objects/pack', pack));
+    }
+    const clone = join(tempDir(), 'clone.git');
+    execFileSync('git', ['clone', '--quiet', '--bare', '--no-local', dir, clone]);
+    check(clone);
+    git('repack', '-a', '-d', '-f', '-q');
+    check(dir);
+  });
+
   it('refuses to open a directory that is not a repository', async () => {
     await expect(GitRepository.open(tempDir())).rejects.toThrow(/not a Git repository/);
   });
