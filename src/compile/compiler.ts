@@ -84,6 +84,7 @@ export class Compiler {
    */
   private compileShards(catalog: Catalog): Map<string, Buffer[]> {
     const last = this.sharded;
+    this.sharded = undefined; // a compile that throws part way leaves the next one to take every group
     const shared = new GroupLabels(catalog);
     const incremental = last && last.settings === catalog.settings && last.groupMap === catalog.groups;
     const files = incremental ? new Map(last.files) : new Map<string, Buffer[]>();
