@@ -1,4 +1,4 @@
-// npm run bench:register [-- --targets 10000 --clients 64 --requests 2000]
+// npm run bench:register [-- --targets 10000 --clients 64 --requests 2000 --sd-layout file|group]
 // Sustained self-registrations against the built `aami serve` in its own process, then a
 // durability check (every 201 is in Git and in the SD file). Baseline in the same run: the
 // git CLI making the same commit (target file + token use) for each registration, one by one.
@@ -16,6 +16,7 @@ const { values } = parseArgs({
     targets: { type: 'string', default: '10000' },
     clients: { type: 'string', default: '64' },
     requests: { type: 'string', default: '2000' },
+    'sd-layout': { type: 'string', default: 'file' },
   },
 });
 const existing = Number(values.targets);
@@ -24,10 +25,11 @@ const requests = Number(values.requests);
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-register-'));
 
 try {
-  console.log(`# registrations — ${existing} targets in the repo, ${clients} concurrent clients, ${requests} registrations, node ${process.version}`);
+  console.log(`# registrations — ${existing} targets in the repo, ${clients} concurrent clients, ${requests} registrations, --sd-layout ${values["sd-layout"]}, node ${process.version}`);
   const dirs = { repo: join(root, 'repo'), sd: join(root, 'sd'), state: join(root, 'state') };
   bareRepoWith(dirs.repo, syntheticRepo(existing));
-  const server = await startBenchServer(dirs);
+  const layout = values['sd-layout'];
+  const server = await startBenchServer(dirs, ['--sd-layout', layout]);
   const created = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests, expires_at: '2099-01-01T00:00:00Z' })).json as { token: string };
 
   const cpuBefore = server.cpuSeconds();
@@ -37,7 +39,8 @@ try {
   // Durable and served: every 201 is in the branch's tree and, once compiled (up to 30 s), in the SD file.
   const tree = execFileSync('git', ['--git-dir', dirs.repo, 'ls-tree', '-r', '--name-only', 'main', 'targets/cluster-0'], { encoding: 'utf8', maxBuffer: 1 << 28 });
   const unserved = () => {
-    const sd = readFileSync(join(dirs.sd, 'node.json'), 'utf8');
+    // Every registration goes to group cluster-0: its shard, or the job's one file.
+    const sd = readFileSync(join(dirs.sd, layout === 'group' ? 'node/cluster-0.json' : 'node.json'), 'utf8');
     return acknowledged.filter((h) => !sd.includes(`"hostname": "${h}"`));
   };
   for (let i = 0; i < 300 && unserved().length; i++) await new Promise((resolve) => setTimeout(resolve, 100));
