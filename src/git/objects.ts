@@ -58,10 +58,10 @@ export function serializeCommit(commit: {
 const PACK_TYPES: Record<ObjectType, number> = { commit: 1, tree: 2, blob: 3 };
 
 /**
- * A commit's new objects written as one pack (and its index) with Node's native sha1 and
- * crc32: two files and three fsyncs a commit, where loose objects cost one fsync an object
- * (a batch of 60 registrations writes ~130 objects). isomorphic-git's writeTree hashes and
- * deflates in JavaScript: on a 10k-entry tree that is ~60 ms a commit against ~8 ms here
+ * A commit's new objects written as one pack (and its index) with Node's native sha1, zlib
+ * and crc32: two files and three fsyncs a commit, where loose objects cost one fsync an
+ * object (a batch of 60 registrations writes ~130 objects). isomorphic-git's writeTree hashes
+ * and deflates in JavaScript: on a 10k-entry tree that is ~60 ms a commit against ~8 ms here
  * (see MEASUREMENTS.md). Packs pile up, one a commit: `git repack` folds them together now
  * and then (see repository.ts).
  */
@@ -166,8 +166,8 @@ export function buildPack(objects: Array<{ oid: string; type: ObjectType; conten
  * writes. A commit writes the trees on its changed paths again, some of thousands of entries,
  * mostly object ids that do not compress: each deflateSync cost ~260 µs for a 19 KB tree
  * (~80 µs of it setting up the compressor), where storing costs a copy and an Adler-32.
- * `git repack` (repository.ts) then stores each tree as a compressed delta against another
- * version of it, so the repository grows by little (see the closing note of 2026-11-27).
+ * `git repack` (repository.ts) then stores most trees as compressed deltas against other
+ * versions: 400 one-registration commits grew the packs 9-14 % more than deflating them.
  */
 function stored(content: Buffer): Buffer[] {
   const parts: Buffer[] = [Buffer.from([0x78, 0x01])];
