@@ -197,12 +197,13 @@ export class GitRepository {
       }
       return entries;
     };
-    await dirOf('');
+    const inRoot = await dirOf('');
     for (const change of request.changes) {
       const parts = change.path.split('/');
       const name = parts.pop()!;
-      for (let depth = 1; depth <= parts.length; depth++) await dirOf(parts.slice(0, depth).join('/'));
-      const entries = await dirOf(parts.join('/'));
+      // Every directory on the way is loaded: each gets its child's new id below.
+      let entries = inRoot;
+      for (let depth = 1; depth <= parts.length; depth++) entries = await dirOf(parts.slice(0, depth).join('/'));
       entries.set(name, change.content === null ? null : { mode: BLOB_MODE, oid: add('blob', Buffer.from(change.content)), type: 'blob' });
     }
     // Deepest directories first, so each parent gets its children's new ids.

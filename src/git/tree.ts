@@ -72,15 +72,16 @@ export class Tree {
       bytes.write(entry.oid, head.length, 'hex');
       added.push({ at: this.lowerBound(key), key, bytes });
     }
-    // An entry goes before the old entry at its position (which a change of its name removed, or which sorts after it).
-    added.sort((a, b) => a.at - b.at || (a.key < b.key ? -1 : 1));
-    const cuts = [...removed].sort((a, b) => a - b);
+    // One pass over the old entries, in order: a removal skips entry `at`, an addition goes
+    // before it (additions at one place in key order).
+    const edits: Array<{ at: number; key?: string; bytes?: Buffer }> = [...[...removed].map((at) => ({ at })), ...added];
+    edits.sort((a, b) => a.at - b.at || ((a.key ?? '') < (b.key ?? '') ? -1 : 1));
 
-    let bytes = this.raw.length;
-    for (const i of cuts) bytes -= this.starts[i + 1]! - this.starts[i]!;
-    for (const { bytes: b } of added) bytes += b.length;
-    const raw = Buffer.allocUnsafe(bytes);
-    const starts = new Uint32Array(this.size - cuts.length + added.length + 1);
+    let total = this.raw.length;
+    for (const at of removed) total -= this.starts[at + 1]! - this.starts[at]!;
+    for (const { bytes } of added) total += bytes.length;
+    const raw = Buffer.allocUnsafe(total);
+    const starts = new Uint32Array(this.size - removed.size + added.length + 1);
     let out = 0; // bytes written
     let n = 0; // entries written
     let i = 0; // next old entry to copy
@@ -93,19 +94,14 @@ export class Tree {
       out += this.raw.copy(raw, out, from, this.starts[end]!);
       i = end;
     };
-    let c = 0;
-    for (const entry of added) {
-      for (; c < cuts.length && cuts[c]! < entry.at; c++) {
-        copyTo(cuts[c]!);
-        i++; // skip the removed one
+    for (const { at, bytes } of edits) {
+      copyTo(at);
+      if (bytes) {
+        starts[n++] = out;
+        out += bytes.copy(raw, out);
+      } else {
+        i++; // the removed entry
       }
-      copyTo(entry.at);
-      starts[n++] = out;
-      out += entry.bytes.copy(raw, out);
-    }
-    for (; c < cuts.length; c++) {
-      copyTo(cuts[c]!);
-      i++;
     }
     copyTo(this.size);
     starts[n] = out;
