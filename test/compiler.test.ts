@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { Draft, LiveCatalog, Snapshot } from '../src/catalog/live.js';
 import { readCheckout } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
-import { Compiler, compile, jobOfFile } from '../src/compile/compiler.js';
+import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler.js';
 import { SdOutput } from '../src/compile/output.js';
 import type { Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
@@ -261,6 +261,47 @@ describe('SdOutput', () => {
     // a fresh writer (a restart) compares with what is on disk
     expect((await new SdOutput(mfs, '/sd').write(files('node.json', '[1]\n'))).written).toEqual([]);
     expect(mfs.statSync('/sd/node.json').ino).toBe(before.ino);
+  });
+
+  it('does not rewrite, after a restart, a file a compile gives in parts, whether read back or adopted', async () => {
+    const mfs = memfs();
+    const parts = ['[\n', '  {"a": 1}', ',\n', '  {"b": 2}', '\n]\n'].map((text) => Buffer.from(text));
+    expect((await new SdOutput(mfs, '/sd').write(new Map([['node.json', parts]]))).written).toEqual(['node.json']);
+    const ino = mfs.statSync('/sd/node.json').ino;
+    expect((await new SdOutput(mfs, '/sd').write(new Map([['node.json', parts]]))).written).toEqual([]);
+    const adopting = new SdOutput(mfs, '/sd');
+    adopting.adopt(new Map([['node.json', [mfs.readFileSync('/sd/node.json') as Buffer]]]));
+    expect((await adopting.write(new Map([['node.json', parts]]))).written).toEqual([]);
+    expect(mfs.statSync('/sd/node.json').ino).toBe(ino);
+    // one byte different, cut differently: written
+    const changed = [...parts.slice(0, 3), Buffer.from('  {"b": 3}'), parts[4]!];
+    expect((await adopting.write(new Map([['node.json', changed]]))).written).toEqual(['node.json']);
+    expect(mfs.readFileSync('/sd/node.json', 'utf8')).toBe('[\n  {"a": 1},\n  {"b": 3}\n]\n');
+  });
+
+  it('compares lists of buffers by their bytes, however each is cut', () => {
+    let seed = 7;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), seed % n);
+    const cut = (bytes: Buffer) => {
+      const parts: Buffer[] = [];
+      for (let at = 0; at < bytes.length || !parts.length; ) {
+        const n = random(4) === 0 ? 0 : 1 + random(6); // empty parts too
+        parts.push(bytes.subarray(at, Math.min(bytes.length, at + n)));
+        at += n;
+      }
+      return parts;
+    };
+    for (let i = 0; i < 500; i++) {
+      const bytes = Buffer.from(Array.from({ length: random(40) }, () => 97 + random(3)));
+      const other = Buffer.from(bytes);
+      const mutation = random(3);
+      if (mutation === 1 && other.length) {
+        const at = random(other.length);
+        other[at] = other[at]! ^ 1;
+      }
+      const different = mutation === 2 ? Buffer.concat([other, Buffer.from('a')]) : other;
+      expect(sameParts(cut(bytes), cut(different)), `${bytes} vs ${different}`).toBe(bytes.equals(different));
+    }
   });
 
   it('removes json files it no longer produces and leaves other files alone', async () => {

@@ -80,6 +80,30 @@ describe('the parse cache', () => {
     expect(old.get('groups/a.yaml', OID_A)).toBeUndefined();
   });
 
+  it('reads back every entry of a log longer than its read buffer, a line longer than it included', async () => {
+    const file = join(tempDir(), 'parse-cache.log');
+    const cache = new ParseCache(file);
+    const oid = (i: number) => i.toString(16).padStart(40, '0');
+    // A script of ~900 KB that JSON writes as ~1.8 MB (every newline escaped): one line longer than a 1 MiB read.
+    const script = parseFile('checks/gpu/check.sh', '#!/bin/sh\n'.repeat(90_000));
+    const targets = Array.from({ length: 4000 }, (_, i) => parseFile(`targets/ml/h-${i}.yaml`, `hostname: h-${i}\nip_address: 10.0.${i >> 8}.${i & 255}\nprimary_group: ml\nlabels: {site: "서울-${i % 7}"}\n`));
+    expect(targets[4000 - 1]!.entity?.kind).toBe('target');
+    expect(script.entity?.kind).toBe('script');
+    targets.forEach((parsed, i) => cache.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed }));
+    cache.add('checks/gpu/check.sh', oid(99_999), { parsed: script });
+    targets.forEach((parsed, i) => cache.add(`targets/ml/h-${i}.yaml`, oid(100_000 + i), { parsed }));
+    await cache.flush();
+    expect(fs.statSync(file).size).toBeGreaterThan(3 << 20);
+
+    const reloaded = new ParseCache(file);
+    await reloaded.load();
+    targets.forEach((parsed, i) => {
+      expect(reloaded.get(`targets/ml/h-${i}.yaml`, oid(i))).toEqual({ parsed });
+      expect(reloaded.get(`targets/ml/h-${i}.yaml`, oid(100_000 + i))).toEqual({ parsed });
+    });
+    expect(reloaded.get('checks/gpu/check.sh', oid(99_999))).toEqual({ parsed: script });
+  });
+
   it('keeps a path with a newline from forging another file\'s entry', async () => {
     const file = join(tempDir(), 'parse-cache.log');
     const cache = new ParseCache(file);

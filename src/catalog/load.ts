@@ -2,6 +2,7 @@ import * as nodeFs from 'node:fs';
 import { hashObject } from '../git/objects.js';
 import type { Fs } from '../git/fs.js';
 import type { FileRecord } from './build.js';
+import { fileRecord } from './live.js';
 import { isConfigPath, MAX_FILE_BYTES, parseFile, refusedFile } from './parse.js';
 
 /**
@@ -38,16 +39,16 @@ export function readCheckout(fs: Fs, dir: string): Map<string, FileRecord> {
   for (const { path, kind, size } of walk(fs, dir, () => false)) {
     if (!isConfigPath(path)) continue;
     if (kind !== 'file') {
-      records.set(path, { oid: `refused:${kind}`, parsed: refusedFile(path, kind === 'symlink' ? 'is a symbolic link: refused (config files and check scripts must be regular files in the repo)' : 'is not a regular file: refused') });
+      records.set(path, fileRecord({ oid: `refused:${kind}`, parsed: refusedFile(path, kind === 'symlink' ? 'is a symbolic link: refused (config files and check scripts must be regular files in the repo)' : 'is not a regular file: refused') }));
       continue;
     }
     if (size > MAX_FILE_BYTES) {
-      records.set(path, { oid: `refused:size`, parsed: refusedFile(path, `the file is larger than ${MAX_FILE_BYTES >> 20} MiB: refused unread`) });
+      records.set(path, fileRecord({ oid: `refused:size`, parsed: refusedFile(path, `the file is larger than ${MAX_FILE_BYTES >> 20} MiB: refused unread`) }));
       continue;
     }
     const bytes = fs.readFileSync(`${dir}/${path}`);
     const text = bytes.toString('utf8');
-    records.set(path, { oid: hashObject('blob', bytes).oid, parsed: parseFile(path, text), ...(text.includes('#') ? { text } : {}) });
+    records.set(path, fileRecord({ oid: hashObject('blob', bytes).oid, parsed: parseFile(path, text), text: text.includes('#') ? text : undefined }));
   }
   return records;
 }

@@ -26,6 +26,11 @@ export class SdOutput {
     readonly dir: string,
   ) {}
 
+  /** Files found on disk as an earlier run left them (a restart that adopts them): not written again while a compile gives the same bytes. */
+  adopt(files: Map<string, Buffer[]>): void {
+    for (const [name, parts] of files) this.written.set(name, parts);
+  }
+
   /**
    * Each file is given whole or as the buffers that make it up (see Compiler.compile); a
    * name may sit one directory down (`node/gpu.json`, the group layout).
@@ -48,7 +53,7 @@ export class SdOutput {
       }
       // Only when we have not written this file yet (a restart) is it worth reading it back.
       const onDisk = previous ? undefined : await this.fs.promises.readFile(`${this.dir}/${name}`).catch(() => undefined);
-      if (!onDisk || !sameParts([onDisk], [Buffer.concat(parts)])) {
+      if (!onDisk || !sameParts([onDisk], parts)) {
         await writeFileDurably(this.fs, `${this.dir}/${name}`, parts);
         result.written.push(name);
       }

@@ -78,6 +78,7 @@ export class SdPublisher {
     const adopted = identity !== undefined && stamp === identity ? await this.readOutput().catch(() => undefined) : undefined;
     if (!adopted) return this.compileNow();
     this.lastOutput = adopted;
+    this.output.adopt(adopted);
     this.status.lastSuccessAt = new Date();
     this.options.logger.info('sd files on disk are this snapshot\'s: serving them, compiling in the background', { files: adopted.size });
     this.schedule();

@@ -1,5 +1,5 @@
 import type { FileRecord } from '../catalog/build.js';
-import type { FileUpdate } from '../catalog/live.js';
+import { fileRecord, type FileUpdate } from '../catalog/live.js';
 import { isConfigPath, MAX_FILE_BYTES, parseFile, refusedFile, type ParseResult } from '../catalog/parse.js';
 import type { GitRepository, TreeFile } from '../git/repository.js';
 import type { ParseCache } from './parse-cache.js';
@@ -47,7 +47,7 @@ export class RepoFiles {
       [...listing].map(async ([path, file]) => {
         if (!isConfigPath(path)) return;
         const { parsed, text } = await this.parse(path, file);
-        records.set(path, { oid: file.oid, parsed, ...(text === undefined ? {} : { text }) });
+        records.set(path, fileRecord({ oid: file.oid, parsed, text }));
       }),
     );
     return records;

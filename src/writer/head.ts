@@ -1,5 +1,5 @@
 import type { FileRecord } from '../catalog/build.js';
-import { Snapshot, type LiveCatalog } from '../catalog/live.js';
+import { fileRecord, Snapshot, type LiveCatalog } from '../catalog/live.js';
 import { claimKeys, establishedIn } from '../catalog/place.js';
 import type { GitRepository } from '../git/repository.js';
 import type { SavedCatalogState } from './catalog-state.js';
@@ -48,7 +48,7 @@ export async function loadSnapshot(options: {
     const lastGood = (await files.parse(path, { oid, mode: '100644' }).catch(() => undefined))?.parsed.entity;
     if (!lastGood) continue;
     // A deleted file comes back only as long as something still uses it (the build decides).
-    records.set(path, record ? { ...record, lastGood, lastGoodOid: oid } : { oid: null, parsed: { problems: [] }, lastGood, lastGoodOid: oid });
+    records.set(path, fileRecord({ oid: record?.oid ?? null, parsed: record?.parsed ?? { problems: [] }, lastGood, lastGoodOid: oid, text: record?.text }));
   }
   let established = (key: string): string | undefined => saved?.established[key];
   let snapshot = Snapshot.build(records, head, established);
@@ -69,7 +69,7 @@ export async function loadSnapshot(options: {
       if (version.oid === record.oid) continue; // the current, broken version
       const { entity } = (await files.parse(path, version)).parsed;
       if (!entity) continue;
-      records.set(path, { ...record, lastGood: entity });
+      records.set(path, fileRecord({ ...record, lastGood: entity }));
       recalled = true;
       break;
     }
