@@ -104,6 +104,18 @@ describe('the parse cache', () => {
     expect(reloaded.get('checks/gpu/check.sh', oid(99_999))).toEqual({ parsed: script });
   });
 
+  it('writes a first start\'s parses as soon as start-up settles, not at the first write (a kill -9 before it lost them all)', async () => {
+    const file = join(tempDir(), 'parse-cache.log');
+    const cache = new ParseCache(file);
+    await cache.load();
+    const parsed = parseFile('groups/a.yaml', 'id: a\nname: a\nnamespace: logical\n');
+    cache.add('groups/a.yaml', OID_A, { parsed });
+    await cache.settle([['groups/a.yaml', OID_A]]);
+    const reloaded = new ParseCache(file);
+    await reloaded.load();
+    expect(reloaded.get('groups/a.yaml', OID_A)).toEqual({ parsed });
+  });
+
   it('keeps a path with a newline from forging another file\'s entry', async () => {
     const file = join(tempDir(), 'parse-cache.log');
     const cache = new ParseCache(file);

@@ -63,7 +63,9 @@ export class ParseCache {
 
   /**
    * After start-up: keep only what `live` still names in memory (nothing, usually: every
-   * later blob is new), and compact the log when most of it is dead.
+   * later blob is new), compact the log when most of it is dead, and write this start-up's
+   * parses either way. Left for the first write to flush, a first start's 100k parses were
+   * 46 MB held in memory, and lost to a `kill -9` before it: the next start parsed them all again.
    */
   async settle(live: Iterable<[string, string | null]>): Promise<void> {
     const alive: Array<[string, string, CachedParse]> = [];
@@ -73,7 +75,8 @@ export class ParseCache {
     }
     const dead = this.entries.size - alive.length;
     this.entries = new Map();
-    if (!this.file || (dead <= alive.length && dead < 10_000)) return;
+    if (!this.file) return;
+    if (dead <= alive.length && dead < 10_000) return this.flush();
     // The new parses of this start-up go into the compacted log too.
     const lines = alive.map((entry) => `${JSON.stringify(entry)}\n`).join('') + this.pending.join('');
     this.pending = [];
