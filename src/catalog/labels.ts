@@ -45,11 +45,11 @@ function systemLabels(catalog: Catalog, target: Target): Record<string, string> 
  * labels. A compile of 100k targets in 1,000 groups works them out 1,000 times, not 100k.
  */
 export class GroupLabels {
-  private readonly cache = new Map<string, { groups: Record<string, string>; system: Record<string, string> }>();
+  private readonly cache = new Map<string, SharedLabels>();
 
   constructor(private readonly catalog: Catalog) {}
 
-  of(target: Target): { groups: Record<string, string>; system: Record<string, string> } {
+  of(target: Target): SharedLabels {
     const key = target.groups.length ? `${target.primary_group}|${target.groups.join(',')}` : target.primary_group;
     let found = this.cache.get(key);
     if (!found) {
@@ -61,7 +61,20 @@ export class GroupLabels {
     }
     return found;
   }
+
+  /** The target's groups with their parents (primary first): one array for every target of the same groups. */
+  chain(target: Target): Group[] {
+    const found = this.of(target);
+    return (found.chain ??= [target.primary_group, ...target.groups].flatMap((id) => groupChain(this.catalog.groups, id)));
+  }
 }
+
+interface SharedLabels {
+  groups: Record<string, string>;
+  system: Record<string, string>;
+  chain?: Group[];
+}
+
 
 /** A target's labels as Prometheus will see them (exporter fields add the __ ones). */
 export function targetLabels(catalog: Catalog, target: Target, shared = new GroupLabels(catalog)): Record<string, string> {

@@ -1,7 +1,7 @@
 import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
 import { PMap } from '../catalog/pmap.js';
-import { byName, GroupLabels, groupChain, sortedLabels } from '../catalog/labels.js';
+import { byName, GroupLabels, sortedLabels } from '../catalog/labels.js';
 import { own, type Group, type Settings, type Target } from '../schema/index.js';
 
 /** File name of a job's file_sd output. */
@@ -22,8 +22,11 @@ interface Compiled {
   settings: Settings;
   /** The catalog's group map when this was checked: the same map means the same groups. */
   groupMap: ReadonlyMap<string, Group>;
+  /** Shared by every target of the same groups. */
   groups: Group[];
-  entries: Array<[job: string, json: Buffer]>;
+  /** One entry per enabled exporter: its job (the list shared by every target with the same jobs) and its JSON. */
+  jobs: readonly string[];
+  json: Buffer[];
 }
 
 /**
@@ -100,11 +103,12 @@ export class Compiler {
       if (!shard || shard.targets !== targets || shard.settings !== catalog.settings || shard.groupMap !== catalog.groups) {
         const parts = new Map<string, Buffer[]>();
         for (const hostname of [...targets.keys()].sort()) {
-          for (const [job, json] of this.compiled(catalog, targets.get(hostname)!, shared).entries) {
+          const { jobs, json } = this.compiled(catalog, targets.get(hostname)!, shared);
+          jobs.forEach((job, i) => {
             const list = parts.get(job) ?? parts.set(job, [OPEN]).get(job)!;
             if (list.length > 1) list.push(COMMA);
-            list.push(json);
-          }
+            list.push(json[i]!);
+          });
         }
         shard = { targets, settings: catalog.settings, groupMap: catalog.groups, files: [...parts].map(([job, list]) => [`${job}/${group}.json`, [...list, CLOSE]]) };
         this.shards.set(group, shard);
@@ -130,15 +134,16 @@ export class Compiler {
       columns = last.columns;
       const changes = [...changedHosts(last.groupTargets, catalog.groupTargets)].sort().map((hostname) => {
         const target = catalog.targets.get(hostname);
-        return [hostname, target ? this.compiled(catalog, target, shared).entries : []] as const;
+        return [hostname, target && this.compiled(catalog, target, shared)] as const;
       });
       if (changes.length) {
-        for (const [job, column] of columns) column.replace(changes.map(([hostname, entries]) => [hostname, entries.filter(([j]) => j === job).map(([, json]) => json)]));
+        for (const [job, column] of columns) column.replace(changes.map(([hostname, compiled]) => [hostname, compiled ? compiled.json.filter((_, i) => compiled.jobs[i] === job) : []]));
       }
     } else {
       columns = new Map(Object.values(catalog.settings.exporters).map((type) => [type.job, new Column()]));
       for (const hostname of [...catalog.targets.keys()].sort()) {
-        for (const [job, json] of this.compiled(catalog, catalog.targets.get(hostname)!, shared).entries) columns.get(job)!.append(hostname, json);
+        const { jobs, json } = this.compiled(catalog, catalog.targets.get(hostname)!, shared);
+        jobs.forEach((job, i) => columns.get(job)!.append(hostname, json[i]!));
       }
     }
     this.whole = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, columns };
@@ -149,12 +154,13 @@ export class Compiler {
   private compiled(catalog: Catalog, target: Target, shared: GroupLabels): Compiled {
     let compiled = this.memo.get(target);
     if (compiled?.settings === catalog.settings && compiled.groupMap === catalog.groups) return compiled;
-    const groups = [target.primary_group, ...target.groups].flatMap((id) => groupChain(catalog.groups, id));
+    const groups = shared.chain(target);
     if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {
-      compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, entries: renderTarget(catalog, target, shared) };
+      compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, ...renderTarget(catalog, target, shared) };
       this.memo.set(target, compiled);
     }
     compiled.groupMap = catalog.groups;
+    compiled.groups = groups; // the same groups: hold the shared array, not one of an earlier compile
     return compiled;
   }
 }
@@ -284,11 +290,15 @@ export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
   return true;
 }
 
+/** Lists of jobs, one of each: a target's entries name theirs by one of these. */
+const jobLists = new Map<string, readonly string[]>();
+
 /** A target's entries, one per enabled exporter; labels are sorted and written once for all exporters that add none of their own. */
-function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Compiled['entries'] {
+function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Pick<Compiled, 'jobs' | 'json'> {
   const base = sortedLabels(target, shared);
   let baseText: string | undefined;
-  const entries: Compiled['entries'] = [];
+  const jobs: string[] = [];
+  const json: Buffer[] = [];
   for (const exporter of target.exporters) {
     const type = own(catalog.settings.exporters, exporter.type);
     if (!exporter.enabled || !type) continue;
@@ -300,9 +310,16 @@ function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Co
     if (scheme) extra.push(['__scheme__', scheme]);
     if (interval) extra.push(['__scrape_interval__', interval]);
     const labels = extra.length ? renderLabels([...base, ...extra].sort(byName)) : (baseText ??= renderLabels(base));
-    entries.push([type.job, Buffer.from(renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels))]);
+    jobs.push(type.job);
+    json.push(Buffer.from(renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)));
   }
-  return entries;
+  const key = JSON.stringify(jobs);
+  let list = jobLists.get(key);
+  if (!list) {
+    if (jobLists.size >= 1000) jobLists.clear();
+    jobLists.set(key, (list = Object.freeze(jobs)));
+  }
+  return { jobs: list, json };
 }
 
 /**
