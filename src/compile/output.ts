@@ -45,7 +45,10 @@ export class SdOutput {
     for (const [name, content] of files) {
       const parts = Array.isArray(content) ? content : [content];
       const previous = this.written.get(name);
-      if (sameParts(previous, parts)) continue;
+      if (sameParts(previous, parts)) {
+        this.written.set(name, parts); // hold the compile's parts: the same bytes read from disk (adopted) can go
+        continue;
+      }
       const sub = name.includes('/') ? name.slice(0, name.lastIndexOf('/')) : undefined;
       if (sub && !dirs.has(sub)) {
         await this.fs.promises.mkdir(`${this.dir}/${sub}`, { recursive: true });
