@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseFile } from '../src/catalog/parse.js';
+import type { Target } from '../src/schema/index.js';
 
 const problemsOf = (path: string, text: string) => parseFile(path, text).problems.map((p) => `${p.field}: ${p.message}`);
 
@@ -15,6 +16,26 @@ describe('parseFile', () => {
       id: 'gpu-01',
       value: { groups: [], exporters: [{ type: 'node_exporter', enabled: true }], labels: { gpu_count: '8', spot: 'true' } },
     });
+  });
+
+  it('shares what targets repeat, frozen, and parses each as it would alone', () => {
+    const yaml = (host: string, rack: string) => `hostname: ${host}\nip_address: 10.0.0.1\nprimary_group: gpu\ngroups: [prod]\nexporters: [{type: node_exporter}, {type: dcgm_exporter, port: 9401}]\nlabels: {rack: ${rack}}\nfacts: {gpu_model: H100, interfaces: [eth0]}\n`;
+    const a = parseFile('targets/gpu/a.yaml', yaml('a', 'r1')).entity!.value as Target;
+    const b = parseFile('targets/gpu/b.yaml', yaml('b', 'r1')).entity!.value as Target;
+    const c = parseFile('targets/gpu/c.yaml', yaml('c', 'r2')).entity!.value as Target;
+    expect(b.exporters).toBe(a.exporters);
+    expect(b.groups).toBe(a.groups);
+    expect(b.labels).toBe(a.labels);
+    expect(b.node_labels).toBe(a.node_labels);
+    expect(b.facts).toBe(a.facts);
+    expect(c.labels).not.toBe(a.labels);
+    expect(c.labels).toEqual({ rack: 'r2' });
+    expect(a).toEqual({ hostname: 'a', ip_address: '10.0.0.1', primary_group: 'gpu', groups: ['prod'], exporters: [{ type: 'node_exporter', enabled: true }, { type: 'dcgm_exporter', port: 9401, enabled: true }], labels: { rack: 'r1' }, node_labels: {}, token_labels: {}, facts: { gpu_model: 'H100', interfaces: ['eth0'] } });
+    // A change in place would reach every target sharing the value: it throws instead.
+    expect(() => (a.labels as Record<string, string>).rack = 'r9').toThrow(TypeError);
+    expect(() => (a.exporters[0] as { port?: number }).port = 1).toThrow(TypeError);
+    expect(() => (a.facts!.interfaces as string[]).push('eth1')).toThrow(TypeError);
+    expect(b.labels).toEqual({ rack: 'r1' });
   });
 
   it('accepts a group, a token and the settings file', () => {

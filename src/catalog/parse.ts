@@ -165,8 +165,9 @@ function parseEntity(path: string, shape: Shape, data: unknown): ParseResult {
   }
 }
 
-/** Values parses share, by their JSON; cleared when full, so a stream of distinct ones cannot grow it without end. */
-const shared = new Map<string, unknown>();
+/** Values parses share: strings as themselves, the rest by their JSON. Cleared when full, so a stream of distinct ones cannot grow them without end. */
+const sharedStrings = new Map<string, string>();
+const sharedValues = new Map<string, unknown>();
 const SHARED_LIMIT = 50_000;
 const NO_PROBLEMS = Object.freeze([]) as unknown as [];
 
@@ -182,24 +183,32 @@ export function sharedParts(parsed: ParseResult): ParseResult {
   if (!parsed.entity) return parsed;
   parsed.problems = NO_PROBLEMS;
   if (parsed.entity.kind !== 'target') return parsed;
-  const target = parsed.entity.value as { -readonly [K in keyof Target]: Target[K] };
-  target.primary_group = share(target.primary_group);
+  const target = parsed.entity.value;
+  target.primary_group = shareString(target.primary_group);
   target.groups = share(target.groups);
   target.exporters = share(target.exporters);
   target.labels = share(target.labels);
   target.node_labels = share(target.node_labels);
   target.token_labels = share(target.token_labels);
   if (target.facts) target.facts = share(target.facts);
-  if (target.registered_by_token) target.registered_by_token = share(target.registered_by_token);
+  if (target.registered_by_token) target.registered_by_token = shareString(target.registered_by_token);
   return parsed;
 }
 
-function share<T>(value: T): T {
-  const key = typeof value === 'string' ? value : JSON.stringify(value);
-  const found = shared.get(key);
-  if (found !== undefined && (typeof found === 'string') === (typeof value === 'string')) return found as T;
-  if (shared.size >= SHARED_LIMIT) shared.clear();
-  shared.set(key, deepFreeze(value));
+function shareString(value: string): string {
+  const found = sharedStrings.get(value);
+  if (found !== undefined) return found;
+  if (sharedStrings.size >= SHARED_LIMIT) sharedStrings.clear();
+  sharedStrings.set(value, value);
+  return value;
+}
+
+function share<T extends object>(value: T): T {
+  const key = JSON.stringify(value);
+  const found = sharedValues.get(key);
+  if (found !== undefined) return found as T;
+  if (sharedValues.size >= SHARED_LIMIT) sharedValues.clear();
+  sharedValues.set(key, deepFreeze(value));
   return value;
 }
 
