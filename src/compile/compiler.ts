@@ -156,7 +156,8 @@ export class Compiler {
     if (compiled?.settings === catalog.settings && compiled.groupMap === catalog.groups) return compiled;
     const groups = shared.chain(target);
     if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {
-      compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, ...renderTarget(catalog, target, shared) };
+      const { jobs, json } = renderTarget(catalog, target, shared);
+      compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, jobs, json }; // a literal: a spread put two of its fields out of the object
       this.memo.set(target, compiled);
     }
     compiled.groupMap = catalog.groups;
