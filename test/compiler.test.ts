@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Volume, createFsFromVolume } from 'memfs';
 import { describe, expect, it } from 'vitest';
 import { Draft, LiveCatalog, Snapshot } from '../src/catalog/live.js';
+import { PMap } from '../src/catalog/pmap.js';
 import { readCheckout } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler.js';
@@ -81,7 +82,7 @@ describe('compile', () => {
     const live = new LiveCatalog(Snapshot.build(readCheckout(fs, fixture('basic')), null));
     const compiler = new Compiler('file');
     const sharded = new Compiler('group');
-    const text = (files: Map<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
+    const text = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
     const groups = ['ml-training', 'api-servers', 'production']; // production: only these hosts, so it empties now and then
     const exporters = ['[]', '[{type: node_exporter}]', '[{type: node_exporter}, {type: dcgm_exporter}]', '[{type: dcgm_exporter}, {type: ipmi_exporter}]'];
     const where = new Map<string, string>(); // host → its file
@@ -144,7 +145,7 @@ describe('compile', () => {
   });
 
   it('gives what a fresh compiler gives, in both layouts, when it compiles snapshots out of order: drafts, full builds, groups that go and come back, renamed groups, aami.yaml edits', () => {
-    const text = (files: Map<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
+    const text = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
     let seed = 11;
     const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), (seed >>> 8) % n);
     const exporters = ['[{type: node_exporter}]', '[{type: node_exporter}, {type: dcgm_exporter}]', '[{type: dcgm_exporter}, {type: ipmi_exporter}]'];
@@ -327,6 +328,46 @@ describe('SdOutput', () => {
     expect(mfs.readdirSync('/sd/node')).toEqual(['a.json']);
     // b comes back: written again, though its bytes are what was written before.
     expect((await output.write(shards('a', 'b'))).written).toEqual(['node/b.json']);
+  });
+
+  it('writes the next version of a persistent map by the names it changed, and leaves the directory a full write would, failures included', async () => {
+    for (let seed = 1; seed <= 40; seed++) {
+      let state = seed;
+      const random = (n: number) => ((state = (state * 1103515245 + 12345) % 2 ** 31), state % n);
+      const mfs = memfs();
+      // A write that fails part way (a full disk): the next one must still leave exactly the files named.
+      let failIn = -1;
+      const failing = new Proxy(mfs.promises, {
+        get: (target, key) => (key === 'rename' ? (...args: unknown[]) => (failIn-- === 0 ? Promise.reject(Object.assign(new Error('ENOSPC'), { code: 'ENOSPC' })) : (target.rename as (...a: unknown[]) => Promise<void>)(...args)) : Reflect.get(target, key)),
+      });
+      const output = new SdOutput(new Proxy(mfs, { get: (target, key) => (key === 'promises' ? failing : Reflect.get(target, key)) }) as Fs, '/sd');
+      let files = PMap.empty<string, Buffer[]>();
+      const names = ['node/a.json', 'node/b.json', 'dcgm/a.json', 'dcgm/c.json', 'x/b.json', 'top.json'];
+      for (let step = 0; step < 30; step++) {
+        const draft = files.edit();
+        for (let n = 1 + random(3); n > 0; n--) {
+          const name = names[random(names.length)]!;
+          if (random(3) === 0) draft.delete(name);
+          else draft.set(name, [Buffer.from(`[${random(4)}`), Buffer.from(']\n')]);
+        }
+        // Now and then a map that is no version of the last one (a full compile): every name is looked at.
+        files = random(5) === 0 ? PMap.from(new Map(draft)) : draft.freeze();
+        failIn = random(4) === 0 ? random(2) : -1;
+        const wrote = await output.write(files).then(() => true, () => false);
+        failIn = -1;
+        if (!wrote) continue;
+        const onDisk = new Map<string, string>();
+        const walk = (dir: string) => {
+          for (const name of mfs.readdirSync(dir) as string[]) {
+            const path = `${dir}/${name}`;
+            if (mfs.statSync(path).isDirectory()) walk(path);
+            else if (name.endsWith('.json')) onDisk.set(path.slice('/sd/'.length), String(mfs.readFileSync(path)));
+          }
+        };
+        walk('/sd');
+        expect(onDisk, `seed ${seed} step ${step}`).toEqual(new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()])));
+      }
+    }
   });
 
   it('removes a file a failed write left, once no write names it any more', async () => {

@@ -44,7 +44,7 @@ export class Compiler {
   private readonly shards = new Map<string, { targets: ReadonlyMap<string, Target>; settings: Settings; groupMap: ReadonlyMap<string, Group>; files: Array<[string, Buffer[]]> }>();
 
   /** The last compile of shards: what it was made from, and its files. */
-  private sharded: { settings: Settings; groupMap: ReadonlyMap<string, Group>; groupTargets: Catalog['groupTargets']; files: Map<string, Buffer[]> } | undefined;
+  private sharded: { settings: Settings; groupMap: ReadonlyMap<string, Group>; groupTargets: Catalog['groupTargets']; files: PMap<string, Buffer[]> } | undefined;
 
   /** The last compile of one file per job: what it was made from, and each job's entries. */
   private whole: { settings: Settings; groupMap: ReadonlyMap<string, Group>; groupTargets: Catalog['groupTargets']; columns: Map<string, Column> } | undefined;
@@ -56,7 +56,7 @@ export class Compiler {
    * compiles of an unchanged job give the same buffers, comparable without reading them; and
    * a ~5 MB job file is written with writev instead of being copied into one buffer first.
    */
-  compile(catalog: Catalog): Map<string, Buffer[]> {
+  compile(catalog: Catalog): ReadonlyMap<string, Buffer[]> {
     return this.layout === 'group' ? this.compileShards(catalog) : this.compileFiles(catalog);
   }
 
@@ -85,12 +85,13 @@ export class Compiler {
    * one group's, not a walk of a thousand. A group whose targets, groups and aami.yaml are
    * the objects of the last compile gives its last shards back as they were.
    */
-  private compileShards(catalog: Catalog): Map<string, Buffer[]> {
+  private compileShards(catalog: Catalog): PMap<string, Buffer[]> {
     const last = this.sharded;
     this.sharded = undefined; // a compile that throws part way leaves the next one to take every group
     const shared = new GroupLabels(catalog);
     const incremental = last && last.settings === catalog.settings && last.groupMap === catalog.groups;
-    const files = incremental ? new Map(last.files) : new Map<string, Buffer[]>();
+    // The next version of the last compile's persistent map: the SD output writes only the files it names as changed.
+    const files = incremental ? last.files.edit() : new Map<string, Buffer[]>();
     const groups = incremental ? changedGroups(last.groupTargets, catalog.groupTargets) : new Set([...this.shards.keys(), ...catalog.groupTargets.keys()]);
     for (const group of groups) {
       for (const [name] of this.shards.get(group)?.files ?? []) files.delete(name);
@@ -115,8 +116,9 @@ export class Compiler {
       }
       for (const [name, parts] of shard.files) files.set(name, parts);
     }
-    this.sharded = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, files };
-    return files;
+    const frozen = files instanceof Map ? PMap.from(files) : files.freeze();
+    this.sharded = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, files: frozen };
+    return frozen;
   }
 
   /**

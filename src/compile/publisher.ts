@@ -50,7 +50,7 @@ export class SdPublisher {
   private readonly output: SdOutput;
   private readonly compiler: Compiler;
   /** The SD files as last written: what Prometheus sees, served again by http_sd. */
-  lastOutput: Map<string, Buffer[]> | undefined;
+  lastOutput: ReadonlyMap<string, Buffer[]> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastStart = 0;
   private running: Promise<void> = Promise.resolve();

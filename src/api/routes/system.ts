@@ -18,7 +18,7 @@ const OPENAPI_ETAG = etagOf(openApiDocument());
  * bytes and ETag on every server and after a restart, whatever order they were read in.
  */
 class SdBodies {
-  private output: Map<string, Buffer[]> | undefined;
+  private output: ReadonlyMap<string, Buffer[]> | undefined;
   private bodies = new Map<string, { parts: Buffer; etag: string }>();
 
   /**
@@ -26,7 +26,7 @@ class SdBodies {
    * aami.yaml with no targets has no file with --sd-layout group: `configured` says to
    * answer it with [], as its empty file does with one file per job.
    */
-  of(output: Map<string, Buffer[]>, job: string | undefined, configured: (job: string) => boolean): { parts: Buffer; etag: string } | undefined {
+  of(output: ReadonlyMap<string, Buffer[]>, job: string | undefined, configured: (job: string) => boolean): { parts: Buffer; etag: string } | undefined {
     if (output !== this.output) {
       this.output = output;
       this.bodies = new Map();
