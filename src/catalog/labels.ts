@@ -75,7 +75,6 @@ interface SharedLabels {
   chain?: Group[];
 }
 
-
 /** A target's labels as Prometheus will see them (exporter fields add the __ ones). */
 export function targetLabels(catalog: Catalog, target: Target, shared = new GroupLabels(catalog)): Record<string, string> {
   return Object.fromEntries(mergedLabels(target, shared));
