@@ -5,6 +5,7 @@ import type { GitRepository, TreeFile } from '../git/repository.js';
 import type { ParseCache } from './parse-cache.js';
 
 const REGULAR = new Set(['100644', '100755']);
+const READS_IN_FLIGHT = 1000;
 
 /**
  * Files of the repository as the catalog takes them: blobs read through Git, parsed once
@@ -41,15 +42,18 @@ export class RepoFiles {
 
   /** Every config file of a commit, as records (start-up). */
   async records(commit: string): Promise<Map<string, FileRecord>> {
-    const listing = await this.repo.listFiles(commit);
+    const listing = [...(await this.repo.listFiles(commit))].filter(([path]) => isConfigPath(path));
     const records = new Map<string, FileRecord>();
-    await Promise.all(
-      [...listing].map(async ([path, file]) => {
-        if (!isConfigPath(path)) return;
-        const { parsed, text } = await this.parse(path, file);
-        records.set(path, fileRecord({ oid: file.oid, parsed, text }));
-      }),
-    );
+    // A thousand files in flight at a time: every file of a 100k-target repository at once
+    // held a request, a promise and a suspended parse each until the last blob came back.
+    for (let at = 0; at < listing.length; at += READS_IN_FLIGHT) {
+      await Promise.all(
+        listing.slice(at, at + READS_IN_FLIGHT).map(async ([path, file]) => {
+          const { parsed, text } = await this.parse(path, file);
+          records.set(path, fileRecord({ oid: file.oid, parsed, text }));
+        }),
+      );
+    }
     return records;
   }
 
