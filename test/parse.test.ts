@@ -36,6 +36,11 @@ describe('parseFile', () => {
     expect(() => (a.exporters[0] as { port?: number }).port = 1).toThrow(TypeError);
     expect(() => (a.facts!.interfaces as string[]).push('eth1')).toThrow(TypeError);
     expect(b.labels).toEqual({ rack: 'r1' });
+    // The same labels in another order are another value: a file keeps the order it was written in.
+    const d = parseFile('targets/gpu/d.yaml', 'hostname: d\nip_address: 10.0.0.4\nprimary_group: gpu\nlabels: {x: "1", y: "2"}\n').entity!.value as Target;
+    const e = parseFile('targets/gpu/e.yaml', 'hostname: e\nip_address: 10.0.0.5\nprimary_group: gpu\nlabels: {y: "2", x: "1"}\n').entity!.value as Target;
+    expect(Object.keys(d.labels)).toEqual(['x', 'y']);
+    expect(Object.keys(e.labels)).toEqual(['y', 'x']);
   });
 
   it('accepts a group, a token and the settings file', () => {

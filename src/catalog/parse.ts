@@ -185,12 +185,12 @@ export function sharedParts(parsed: ParseResult): ParseResult {
   if (parsed.entity.kind !== 'target') return parsed;
   const target = parsed.entity.value;
   target.primary_group = shareString(target.primary_group);
-  target.groups = share(target.groups);
-  target.exporters = share(target.exporters);
-  target.labels = share(target.labels);
-  target.node_labels = share(target.node_labels);
-  target.token_labels = share(target.token_labels);
-  if (target.facts) target.facts = share(target.facts);
+  target.groups = share(target.groups, 'groups');
+  target.exporters = share(target.exporters, 'exporters');
+  target.labels = share(target.labels, 'labels');
+  target.node_labels = share(target.node_labels, 'node_labels');
+  target.token_labels = share(target.token_labels, 'token_labels');
+  if (target.facts) target.facts = share(target.facts, 'facts');
   if (target.registered_by_token) target.registered_by_token = shareString(target.registered_by_token);
   return parsed;
 }
@@ -203,13 +203,39 @@ function shareString(value: string): string {
   return value;
 }
 
-function share<T extends object>(value: T): T {
+const EMPTY_LIST = Object.freeze([]);
+const EMPTY_MAP = Object.freeze({});
+/** The value each field shared last: the next target of a fleet most often has the same one, found without its JSON. */
+const lastShared = new Map<string, object>();
+
+function share<T extends object>(value: T, field: string): T {
+  // Empty ones (most targets' node and token labels) need no table.
+  if (Object.keys(value).length === 0) return (Array.isArray(value) ? EMPTY_LIST : Object.getPrototypeOf(value) === Object.prototype ? EMPTY_MAP : value) as T;
+  const last = lastShared.get(field);
+  if (last !== undefined && sameJson(last, value)) return last as T;
   const key = JSON.stringify(value);
-  const found = sharedValues.get(key);
-  if (found !== undefined) return found as T;
-  if (sharedValues.size >= SHARED_LIMIT) sharedValues.clear();
-  sharedValues.set(key, deepFreeze(value));
-  return value;
+  let found = sharedValues.get(key) as T | undefined;
+  if (found === undefined) {
+    if (sharedValues.size >= SHARED_LIMIT) sharedValues.clear();
+    sharedValues.set(key, (found = deepFreeze(value)));
+  }
+  lastShared.set(field, found);
+  return found;
+}
+
+/** Whether two parsed values (strings, numbers, booleans, arrays and plain objects of them) are equal, key order included. */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null || Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Object.getPrototypeOf(a) !== Object.getPrototypeOf(b)) return false;
+  const keys = Object.keys(a);
+  const other = Object.keys(b);
+  if (keys.length !== other.length) return false;
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
+    if (key !== other[i] || !sameJson((a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key])) return false;
+  }
+  return true;
 }
 
 function deepFreeze<T>(value: T): T {
