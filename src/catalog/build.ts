@@ -1,5 +1,5 @@
 import { DEFAULT_SETTINGS, own, type CheckPolicy, type CheckScript, type Credential, type Group, type Settings, type Target, type Token } from '../schema/index.js';
-import { targetAddresses } from './address.js';
+import { addressKeys } from './address.js';
 import type { Entity, ParseResult } from './parse.js';
 import { PMap } from './pmap.js';
 import { establishedIn, placeTargets, type Established } from './place.js';
@@ -429,13 +429,13 @@ export function addTarget(catalog: WritableCatalog, path: string, target: Target
   if (target.node_credential_hash) catalog.nodeCredentials.set(target.node_credential_hash, target.hostname);
   if (target.registered_by_token) catalog.tokenHosts.set(target.registered_by_token, (catalog.tokenHosts.get(target.registered_by_token) ?? 0) + 1);
   setGroupTarget(catalog, target.primary_group, target.hostname, target);
-  for (const { key } of targetAddresses(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
+  for (const key of addressKeys(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
 }
 
 export function removeTarget(catalog: WritableCatalog, hostname: string): void {
   const target = catalog.targets.get(hostname);
   if (!target) return;
-  for (const { key } of targetAddresses(catalog.settings, target)) if (catalog.addresses.get(key) === hostname) catalog.addresses.delete(key);
+  for (const key of addressKeys(catalog.settings, target)) if (catalog.addresses.get(key) === hostname) catalog.addresses.delete(key);
   catalog.targets.delete(hostname);
   catalog.targetPaths.delete(hostname);
   if (target.node_credential_hash && catalog.nodeCredentials.get(target.node_credential_hash) === hostname) catalog.nodeCredentials.delete(target.node_credential_hash);
