@@ -143,38 +143,41 @@ type Fixed = Pick<Catalog, 'targetPaths' | 'addresses' | 'nodeCredentials'>;
  * current version, and neither it nor its claims play any part in deciding the others. A
  * build without a clash (a restart, nearly every build) is all such files, and placing them
  * needs none of the claim records and maps placeContested keeps (most of a 100k-target
- * build's time when it placed them all).
+ * build's time when it placed them all). Two targets share an address only on one IP
+ * address (an address key is its job, IP address and port), so the addresses are looked at
+ * only on IP addresses claimed twice.
  */
 function aloneInTheirClaims(sorted: Candidate[], fixed: Fixed, settings: Settings): boolean[] {
   const hosts = new Claimed();
-  const addresses = new Claimed();
+  const ips = new Claimed();
   const credentials = new Claimed();
+  const checkFixed = fixed.targetPaths.size > 0;
   const alone = sorted.map(({ path, versions }) => {
-    const heldByOther = (hostname: string | undefined) => {
-      const holder = hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
-      return holder !== undefined && holder !== path;
-    };
-    let free = versions.length <= 1;
     for (const target of versions) {
       hosts.add(target.hostname);
-      if (free && heldByOther(target.hostname)) free = false;
-      for (const key of addressKeys(settings, target)) {
-        addresses.add(key);
-        if (free && heldByOther(fixed.addresses.get(key))) free = false;
-      }
-      const hash = target.node_credential_hash;
-      if (!hash) continue;
-      credentials.add(hash);
-      if (free && heldByOther(fixed.nodeCredentials.get(hash))) free = false;
+      ips.add(target.ip_address);
+      if (target.node_credential_hash) credentials.add(target.node_credential_hash);
     }
-    return free;
+    return versions.length <= 1 && !(checkFixed && versions.some((target) => heldByOther(fixed, settings, target, path)));
   });
-  if (!hosts.again.size && !addresses.again.size && !credentials.again.size) return alone;
-  return sorted.map(({ versions }, i) => {
-    const target = versions[0];
-    if (!alone[i] || !target) return alone[i]!;
-    const hash = target.node_credential_hash;
-    return !hosts.again.has(target.hostname) && !addressKeys(settings, target).some((key) => addresses.again.has(key)) && !(hash && credentials.again.has(hash));
+  if (!hosts.again.size && !ips.again.size && !credentials.again.size) return alone;
+  const onSharedIp = (target: Target) => ips.again.has(target.ip_address);
+  const addresses = new Claimed();
+  for (const { versions } of sorted) for (const target of versions) if (onSharedIp(target)) for (const key of addressKeys(settings, target)) addresses.add(key);
+  const shares = (target: Target) =>
+    hosts.again.has(target.hostname) ||
+    (target.node_credential_hash !== undefined && credentials.again.has(target.node_credential_hash)) ||
+    (onSharedIp(target) && addressKeys(settings, target).some((key) => addresses.again.has(key)));
+  return sorted.map(({ versions }, i) => alone[i]! && !versions.some(shares));
+}
+
+/** Whether a fixed target of another file holds one of a target's claims. */
+function heldByOther(fixed: Fixed, settings: Settings, target: Target, path: string): boolean {
+  const hash = target.node_credential_hash;
+  const hostnames = [target.hostname, ...addressKeys(settings, target).map((key) => fixed.addresses.get(key)), hash ? fixed.nodeCredentials.get(hash) : undefined];
+  return hostnames.some((hostname) => {
+    const holder = hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
+    return holder !== undefined && holder !== path;
   });
 }
 
