@@ -152,8 +152,8 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
   const accepted = new Map<string, Entity>();
   const dropped = new Set<string>();
   const byKind = new Map<Entity['kind'], Array<[string, FileRecord]>>();
-  for (const path of [...records.keys()].sort()) {
-    const record = records.get(path)!;
+  // Sorted as they are, not by key and then looked up (100k lookups at 100k targets).
+  for (const [path, record] of [...records].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     for (const problem of record.parsed.problems) report(problem);
     const kind = kindOf(record);
     if (!kind) continue;

@@ -138,14 +138,14 @@ export function placeTargets(candidates: Candidate[], fixed: Fixed, options: { e
 type Fixed = Pick<Catalog, 'targetPaths' | 'addresses' | 'nodeCredentials'>;
 
 /**
- * Which files (`sorted`, by index) have one version at most, no claim of which another file
- * makes in any version or a fixed target of another file holds: such a file keeps its
- * current version, and neither it nor its claims play any part in deciding the others. A
- * build without a clash (a restart, nearly every build) is all such files, and placing them
- * needs none of the claim records and maps placeContested keeps (most of a 100k-target
- * build's time when it placed them all). Two targets share an address only on one IP
- * address (an address key is its job, IP address and port), so the addresses are looked at
- * only on IP addresses claimed twice.
+ * Which files (`sorted`, by index) make no claim, in any version, that is made twice (by
+ * another file, or in another version of their own) or that a fixed target of another file
+ * holds: such a file keeps its current version, and neither it nor its claims play any part
+ * in deciding the others. A build without a clash (a restart, nearly every build) is all
+ * such files, and placing them needs none of the claim records and maps placeContested
+ * keeps (most of a 100k-target build's time when it placed them all). Two targets share an
+ * address only on one IP address (an address key is its job, IP address and port), so the
+ * addresses are looked at only on IP addresses claimed twice.
  */
 function aloneInTheirClaims(sorted: Candidate[], fixed: Fixed, settings: Settings): boolean[] {
   const hosts = new Claimed();
@@ -158,7 +158,7 @@ function aloneInTheirClaims(sorted: Candidate[], fixed: Fixed, settings: Setting
       ips.add(target.ip_address);
       if (target.node_credential_hash) credentials.add(target.node_credential_hash);
     }
-    return versions.length <= 1 && !(checkFixed && versions.some((target) => heldByOther(fixed, settings, target, path)));
+    return !(checkFixed && versions.some((target) => heldByOther(fixed, settings, target, path)));
   });
   if (!hosts.again.size && !ips.again.size && !credentials.again.size) return alone;
   const onSharedIp = (target: Target) => ips.again.has(target.ip_address);
@@ -166,7 +166,7 @@ function aloneInTheirClaims(sorted: Candidate[], fixed: Fixed, settings: Setting
   for (const { versions } of sorted) for (const target of versions) if (onSharedIp(target)) for (const key of addressKeys(settings, target)) addresses.add(key);
   const shares = (target: Target) =>
     hosts.again.has(target.hostname) ||
-    (target.node_credential_hash !== undefined && credentials.again.has(target.node_credential_hash)) ||
+    (!!target.node_credential_hash && credentials.again.has(target.node_credential_hash)) ||
     (onSharedIp(target) && addressKeys(settings, target).some((key) => addresses.again.has(key)));
   return sorted.map(({ versions }, i) => alone[i]! && !versions.some(shares));
 }
