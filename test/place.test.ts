@@ -38,6 +38,13 @@ function gen(seed: number) {
     for (let j = 0; j < k; j++) versions.push(version(host, g));
     candidates.push({ path, versions });
   }
+  // Files no other file shares a claim with (most of a real build), placed beside the clashes.
+  const solo = Math.floor(rng.next() * 4);
+  for (let i = 0; i < solo; i++) {
+    const text = (ip: number) => `hostname: solo-${i}\nip_address: 10.9.${i}.${ip}\nprimary_group: zz\nexporters: [{type: node_exporter}]\n`;
+    const versions = [1, 2].slice(0, rng.next() < 0.3 ? 2 : 1).map((ip) => parseFile(`targets/zz/solo-${i}.yaml`, text(ip)).entity!.value as Target);
+    candidates.push({ path: `targets/zz/solo-${i}.yaml`, versions });
+  }
   return { rng, candidates };
 }
 
