@@ -169,7 +169,8 @@ function parseEntity(path: string, shape: Shape, data: unknown): ParseResult {
 const sharedStrings = new Map<string, string>();
 const sharedValues = new Map<string, unknown>();
 const SHARED_LIMIT = 50_000;
-const NO_PROBLEMS = Object.freeze([]) as unknown as [];
+const EMPTY_LIST = Object.freeze([]);
+const EMPTY_MAP = Object.freeze({});
 
 /**
  * A parse with what a fleet's targets repeat shared: one frozen copy of each distinct list
@@ -181,7 +182,7 @@ const NO_PROBLEMS = Object.freeze([]) as unknown as [];
  */
 export function sharedParts(parsed: ParseResult): ParseResult {
   if (!parsed.entity) return parsed;
-  parsed.problems = NO_PROBLEMS;
+  parsed.problems = EMPTY_LIST as unknown as [];
   if (parsed.entity.kind !== 'target') return parsed;
   const target = parsed.entity.value;
   target.primary_group = shareString(target.primary_group);
@@ -203,8 +204,6 @@ function shareString(value: string): string {
   return value;
 }
 
-const EMPTY_LIST = Object.freeze([]);
-const EMPTY_MAP = Object.freeze({});
 /** The value each field shared last: the next target of a fleet most often has the same one, found without its JSON. */
 const lastShared = new Map<string, object>();
 

@@ -51,15 +51,18 @@ export class SdOutput {
       await this.fs.promises.mkdir(this.dir, { recursive: true });
     }
     const result: OutputResult = { written: [], removed: [] };
+    const remove = async (name: string) => {
+      await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
+      this.written.delete(name);
+      result.removed.push(name);
+    };
     const removedFrom = new Set<string>();
     for (const name of changed ?? files.keys()) {
       const content = files.get(name);
       const sub = name.includes('/') ? name.slice(0, name.lastIndexOf('/')) : undefined;
       if (content === undefined) {
         // Named by the last write only (a shard whose group has no target left): a removed group must not keep scraping.
-        await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
-        this.written.delete(name);
-        result.removed.push(name);
+        await remove(name);
         removedFrom.add(sub ? `${this.dir}/${sub}` : this.dir);
         continue;
       }
@@ -90,9 +93,7 @@ export class SdOutput {
         const name = sub ? `${sub}/${String(entry.name)}` : String(entry.name);
         if (!sub && entry.isDirectory()) await removeStale(name);
         if (!entry.isFile() || !name.endsWith('.json') || files.has(name)) continue;
-        await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
-        this.written.delete(name);
-        result.removed.push(name);
+        await remove(name);
         removed = true;
       }
       if (removed) await syncPath(this.fs, dir);

@@ -137,12 +137,11 @@ export class GitRepository {
     // "<mode> <type> <oid>\t<path>\0", each field decoded from the bytes on its own: a path or
     // blob id cut from one decoded string of the whole listing kept all of it alive (~10 MB
     // at 100k files) for as long as the catalog kept that file.
-    for (let start = 0; start < stdout.length; ) {
-      const nul = stdout.indexOf(0, start);
-      const end = nul < 0 ? stdout.length : nul;
+    for (const [start, end] of nulRecords(stdout)) {
       const tab = stdout.indexOf(9, start);
-      files.set(stdout.toString('utf8', tab + 1, end), { oid: stdout.toString('latin1', stdout.lastIndexOf(32, tab) + 1, tab), mode: stdout.toString('latin1', start, stdout.indexOf(32, start)) });
-      start = end + 1;
+      const mode = stdout.toString('latin1', start, stdout.indexOf(32, start));
+      const oid = stdout.toString('latin1', stdout.lastIndexOf(32, tab) + 1, tab);
+      files.set(stdout.toString('utf8', tab + 1, end), { oid, mode });
     }
     return files;
   }
@@ -293,16 +292,19 @@ export class GitRepository {
   }
 }
 
-/** Git's -z output, each record decoded on its own (a cut of one string of the whole output keeps all of it alive). */
-function splitNul(buffer: Buffer): string[] {
-  const parts: string[] = [];
+/** Where each record of git's -z output starts and ends (its NUL, or the end of the output). */
+function* nulRecords(buffer: Buffer): Generator<[start: number, end: number]> {
   for (let start = 0; start < buffer.length; ) {
     const nul = buffer.indexOf(0, start);
     const end = nul < 0 ? buffer.length : nul;
-    parts.push(buffer.toString('utf8', start, end));
+    yield [start, end];
     start = end + 1;
   }
-  return parts;
+}
+
+/** Git's -z output, each record decoded on its own (a cut of one string of the whole output keeps all of it alive). */
+function splitNul(buffer: Buffer): string[] {
+  return Array.from(nulRecords(buffer), ([start, end]) => buffer.toString('utf8', start, end));
 }
 
 function depthOf(path: string): number {
