@@ -15,6 +15,7 @@ import { parseRemoteUrl, Remote } from './git/remote.js';
 import { GitRepository } from './git/repository.js';
 import { reapEphemeralTargets, silentEphemeralTargets, staleTargets } from './inventory/nodes.js';
 import type { Logger } from './log.js';
+import { MemoryRelease } from './memory.js';
 import { Counter, Gauge, GaugeFamily, Histogram, Registry } from './metrics.js';
 import { Heartbeats } from './nodes/heartbeats.js';
 import { ADMIN_PREFIX, hashSecret, newSecretCredential } from './tokens/secret.js';
@@ -136,13 +137,18 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
 
   const registry = new Registry();
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
+  // Every write ends in a compile: the garbage of a storm or a whole-fleet render is returned once the server goes quiet.
+  const memory = new MemoryRelease();
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
   const sd = new SdPublisher(live, {
     fs,
     sdDir: config.sdDir,
     logger,
     layout: config.sdLayout,
-    observeCompile: (s) => compileSeconds.observe(s),
+    observeCompile: (s) => {
+      compileSeconds.observe(s);
+      memory.worked();
+    },
     identity: (snapshot) => hashSecret(JSON.stringify([snapshot.head, config.sdLayout ?? 'file', savedStateOf(snapshot)])),
   });
   await sd.start();
@@ -280,6 +286,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       watcher.close();
       await writer.drain();
       await sd.close();
+      memory.stop();
       await cache.flush().catch(() => undefined);
       await heartbeats.save();
       await repo.close();
