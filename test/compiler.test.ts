@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Volume, createFsFromVolume } from 'memfs';
 import { describe, expect, it } from 'vitest';
@@ -302,6 +303,31 @@ describe('SdOutput', () => {
       }
       const different = mutation === 2 ? Buffer.concat([other, Buffer.from('a')]) : other;
       expect(sameParts(cut(bytes), cut(different)), `${bytes} vs ${different}`).toBe(bytes.equals(different));
+    }
+  });
+
+  it('syncs an SD file before it names it, and does not sync the directory for the rename', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-sync-'));
+    try {
+      // Every fsync, by the path opened: a directory sync shows as the directory's path.
+      const synced: string[] = [];
+      const promises = new Proxy(fs.promises, {
+        get: (target, key) =>
+          key !== 'open'
+            ? Reflect.get(target, key)
+            : async (path: string, ...rest: unknown[]) => {
+                const handle = await (target.open as (...args: unknown[]) => Promise<fs.promises.FileHandle>)(path, ...rest);
+                const sync = handle.sync.bind(handle);
+                handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.\d+\.tmp$/, '.tmp')), sync());
+                return handle;
+              },
+      });
+      const output = new SdOutput(new Proxy(fs, { get: (target, key) => (key === 'promises' ? promises : Reflect.get(target, key)) }) as Fs, dir);
+      await output.write(files('node/gpu.json', '[\n  1\n]\n'));
+      expect(synced).toEqual(['<sd>/node/.gpu.json.tmp']);
+      expect(fs.readFileSync(join(dir, 'node/gpu.json'), 'utf8')).toBe('[\n  1\n]\n');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 

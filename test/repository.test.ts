@@ -174,6 +174,23 @@ describe('GitRepository', () => {
   });
 
 
+  it('makes objects/pack and refs/heads for the first commit when the repository has neither', async () => {
+    const dir = join(tempDir(), 'bare.git');
+    execFileSync('git', ['init', '--quiet', '--bare', '--initial-branch=main', dir]);
+    // Git recreates neither on its own: a repository copied without its empty directories lacks them.
+    rmSync(join(dir, 'objects/pack'), { recursive: true });
+    rmSync(join(dir, 'refs/heads'), { recursive: true });
+    const repo = await GitRepository.open(dir);
+    onCleanup(() => repo.close());
+    const first = await repo.writeCommit(null, { message: 'first', author: ADMIN, changes: [{ path: 'aami.yaml', content: 'exporters: {}\n' }] });
+    expect(await repo.swap(null, first!)).toEqual({ kind: 'swapped' });
+    const second = await repo.writeCommit(first, { message: 'second', author: ADMIN, changes: [{ path: 'groups/ml.yaml', content: 'id: ml\n' }] });
+    expect(await repo.swap(first, second!)).toEqual({ kind: 'swapped' });
+    expect(readdirSync(join(dir, 'objects/pack')).filter((f) => f.endsWith('.pack'))).toHaveLength(2);
+    gitCli(dir, 'fsck', '--strict', '--no-progress');
+    expect(gitCli(dir, 'log', '--format=%s', 'main')).toBe('second\nfirst\n');
+  });
+
   it('builds each commit on the trees it wrote last, and on trees read from Git after a push moved the branch', async () => {
     const { repo, dir, git } = await repository();
     const expected = new Map<string, string>([

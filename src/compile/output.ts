@@ -79,7 +79,10 @@ export class SdOutput {
       // Only when we have not written this file yet (a restart) is it worth reading it back.
       const onDisk = previous ? undefined : await this.fs.promises.readFile(`${this.dir}/${name}`).catch(() => undefined);
       if (!onDisk || !sameParts([onDisk], parts)) {
-        await writeFileDurably(this.fs, `${this.dir}/${name}`, parts);
+        // Whole before it is named (Prometheus never reads half a file, even after a power cut), but the
+        // rename is not synced: a crash that undoes it is no worse than one just before this write, and
+        // the next start compiles again (a file it adopts is checked by the compile that follows).
+        await writeFileDurably(this.fs, `${this.dir}/${name}`, parts, 'contents');
         result.written.push(name);
       }
       this.written.set(name, parts);

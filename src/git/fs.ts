@@ -9,8 +9,12 @@ export type Fs = typeof nodeFs;
  * durable) the new content survives a crash once this resolves: temp name in the same directory, fsync,
  * rename over the target, fsync the directory. The temp name starts with "." and ends in
  * ".tmp" so that neither the watcher nor Prometheus's `*.json` glob ever picks it up.
+ *
+ * 'contents': the bytes are on disk before the rename, so even after a power cut the name
+ * holds the old file or the new one, whole; but the rename may be undone by one (for files
+ * made again from Git at start-up, like the SD files: one fsync a write fewer).
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable = true, mode = 0o644): Promise<void> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable: boolean | 'contents' = true, mode = 0o644): Promise<void> {
   const dir = dirname(path);
   const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.${tmpCounter++}.tmp`;
   try {
@@ -28,7 +32,7 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
     await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
     throw error;
   }
-  if (durable) await syncPath(fs, dir);
+  if (durable === true) await syncPath(fs, dir);
 }
 
 let tmpCounter = 0;

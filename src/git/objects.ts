@@ -82,11 +82,17 @@ export class ObjectWriter {
     if (!objects.length) return;
     const { pack, index, name } = buildPack(objects);
     const dir = `${this.gitdir}/objects/pack`;
-    const created = (await this.fs.promises.mkdir(dir, { recursive: true })) !== undefined;
+    let created = false;
     const temps = [pack, index].map(() => `${dir}/tmp_pack_${process.pid}_${tmpCounter++}`);
     try {
       // Both settle before any clean-up: a temp file still being written when the other failed would be left behind.
-      const written = await Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
+      const writeBoth = () => Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
+      let written = await writeBoth();
+      if (written.some((result) => result.status === 'rejected' && (result.reason as NodeJS.ErrnoException).code === 'ENOENT')) {
+        // The first pack of a repository with no objects/pack yet: made once, not looked for on every commit.
+        created = (await this.fs.promises.mkdir(dir, { recursive: true })) !== undefined;
+        written = await writeBoth();
+      }
       for (const result of written) if (result.status === 'rejected') throw result.reason;
       await this.fs.promises.rename(temps[0]!, `${dir}/pack-${name}.pack`);
       await this.fs.promises.rename(temps[1]!, `${dir}/pack-${name}.idx`);

@@ -68,11 +68,15 @@ export async function clearLeftoverLock(gitdir: string, ref: string, waitMs = 20
 export async function swapRef(gitdir: string, ref: string, expected: string | null, next: string): Promise<SwapResult> {
   const path = `${gitdir}/${ref}`;
   const lock = `${path}.lock`;
-  await fs.promises.mkdir(dirname(path), { recursive: true });
   let handle: fs.promises.FileHandle;
   try {
     handle = await fs.promises.open(lock, 'wx', 0o644);
   } catch (error) {
+    // The first commit of a branch whose directory is not there yet (refs/heads in a new repository): made once, not looked for on every swap.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      await fs.promises.mkdir(dirname(path), { recursive: true });
+      return swapRef(gitdir, ref, expected, next);
+    }
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     const stat = await fs.promises.stat(lock).catch(() => undefined);
     if (!stat) return swapRef(gitdir, ref, expected, next); // released meanwhile
