@@ -1,3 +1,4 @@
+import { packedBytes } from '../bytes.js';
 import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
 import { PMap } from '../catalog/pmap.js';
@@ -314,7 +315,7 @@ function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Pi
     if (interval) extra.push(['__scrape_interval__', interval]);
     const labels = extra.length ? renderLabels([...base, ...extra].sort(byName)) : (baseText ??= renderLabels(base));
     jobs.push(type.job);
-    json.push(Buffer.from(renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)));
+    json.push(packedBytes(renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)));
   }
   const key = JSON.stringify(jobs);
   let list = jobLists.get(key);
