@@ -17,7 +17,7 @@ export interface MemoryReleaseOptions {
  * Returns the garbage of big work to the system once the server goes quiet. V8 starts a full
  * collection only when allocation asks for one: a server that rendered its whole fleet
  * (start-up, an aami.yaml change) or took a registration storm, then went idle, kept the dead
- * objects and their pages until traffic came back — ~75 MB of RSS at 100k targets after a
+ * objects and their pages until traffic came back — ~90 MB of RSS at 100k targets after a
  * restart, for as long as it stayed idle. A collection at 100k targets holds the event loop
  * 250-370 ms, so it runs only after the heap grew by a share of itself, never in the middle of
  * work: each call to `worked()` moves it back.

@@ -8,65 +8,47 @@ describe('returning memory once the server goes quiet', () => {
     vi.useRealTimers();
   });
 
-  it('collects once, after the work has stopped for the quiet time, and only when the heap grew by enough', () => {
+  /** A release over a heap of `startMb` whose size the test sets; `worked(mb, ms)` ends some work at that size and lets `ms` pass. */
+  function release(startMb: number, options: { quietMs: number; growthBytes?: number; growthShare?: number }) {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    let used = 100 * MB;
-    let collections = 0;
-    const release = new MemoryRelease({ quietMs: 1000, growthBytes: 64 * MB, growthShare: 0.5, inUse: () => used, collect: () => ((collections += 1), (used = 110 * MB)) });
+    let used = startMb * MB;
+    const state = { collections: 0, afterCollection: startMb };
+    const subject = new MemoryRelease({ ...options, inUse: () => used, collect: () => ((state.collections += 1), (used = state.afterCollection * MB)) });
+    const worked = (mb: number, ms: number) => {
+      used = mb * MB;
+      subject.worked();
+      vi.advanceTimersByTime(ms);
+      return state.collections;
+    };
+    return { subject, state, worked };
+  }
 
+  it('collects once, after the work has stopped for the quiet time, and only when the heap grew by enough', () => {
+    const { state, worked } = release(100, { quietMs: 1000, growthBytes: 64 * MB, growthShare: 0.5 });
+    state.afterCollection = 110;
     // Grown by 40 MB: under both thresholds, nothing happens.
-    used = 140 * MB;
-    release.worked();
-    vi.advanceTimersByTime(5000);
-    expect(collections).toBe(0);
-
+    expect(worked(140, 5000)).toBe(0);
     // Grown by 100 MB, but work keeps coming: each compile moves the collection back.
-    used = 200 * MB;
-    for (let i = 0; i < 10; i++) {
-      release.worked();
-      vi.advanceTimersByTime(900);
-    }
-    expect(collections).toBe(0);
+    for (let i = 0; i < 10; i++) expect(worked(200, 900)).toBe(0);
     vi.advanceTimersByTime(100);
-    expect(collections).toBe(1);
-
-    // The new baseline is what was left after the collection (110 MB): 60 MB more is not enough...
-    used = 170 * MB;
-    release.worked();
-    vi.advanceTimersByTime(1000);
-    expect(collections).toBe(1);
-    // ...64 MB more is.
-    used = 174 * MB;
-    release.worked();
-    vi.advanceTimersByTime(1000);
-    expect(collections).toBe(2);
+    expect(state.collections).toBe(1);
+    // The new baseline is what was left after the collection (110 MB): 60 MB more is not enough, 64 MB is.
+    expect(worked(170, 1000)).toBe(1);
+    expect(worked(174, 1000)).toBe(2);
   });
 
   it('asks for half the heap again once the heap is large, not a fixed amount', () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    let used = 400 * MB;
-    let collections = 0;
-    const release = new MemoryRelease({ quietMs: 10, inUse: () => used, collect: () => (collections += 1) });
-    used = 590 * MB; // +190 MB: over 64 MB, under half of 400
-    release.worked();
-    vi.advanceTimersByTime(10);
-    expect(collections).toBe(0);
-    used = 601 * MB;
-    release.worked();
-    vi.advanceTimersByTime(10);
-    expect(collections).toBe(1);
+    const { worked } = release(400, { quietMs: 10 });
+    expect(worked(590, 10)).toBe(0); // +190 MB: over 64 MB, under half of 400
+    expect(worked(601, 10)).toBe(1);
   });
 
   it('stop() cancels a collection that was due', () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    let used = 0;
-    let collections = 0;
-    const release = new MemoryRelease({ quietMs: 10, inUse: () => used, collect: () => (collections += 1) });
-    used = 500 * MB;
-    release.worked();
-    release.stop();
+    const { subject, state, worked } = release(0, { quietMs: 10 });
+    expect(worked(500, 0)).toBe(0); // due in 10 ms
+    subject.stop();
     vi.advanceTimersByTime(100);
-    expect(collections).toBe(0);
+    expect(state.collections).toBe(0);
   });
 
   it('really collects: garbage made before the quiet time is gone after it', async () => {
