@@ -45,10 +45,13 @@ try {
   };
   for (let i = 0; i < 300 && unserved().length; i++) await new Promise((resolve) => setTimeout(resolve, 100));
   const missing = [...new Set([...acknowledged.filter((h) => !tree.includes(`/${h}.yaml`)), ...unserved()])];
+  // Settled: the storm's last compile is in the SD file (above), then 3 s of quiet.
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const settled = server.memory();
   const commits = Number(execFileSync('git', ['--git-dir', dirs.repo, 'rev-list', '--count', 'main'], { encoding: 'utf8' })) - 2;
   await server.stop();
   console.log(`aami serve: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
-  console.log(`            ${((cpu / requests) * 1000).toFixed(2)} ms of server CPU a registration; RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}; ${commits} commits`);
+  console.log(`            ${((cpu / requests) * 1000).toFixed(2)} ms of server CPU a registration; RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}, settled ${settled.rssMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}; ${commits} commits`);
   console.log(`            durability: ${acknowledged.length - missing.length}/${acknowledged.length} acknowledged registrations in Git and in the SD file`);
 
   // Baseline: the git CLI making the same commit for each registration, one by one.

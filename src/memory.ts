@@ -11,6 +11,8 @@ export interface MemoryReleaseOptions {
   inUse?: () => number;
   /** A full collection. */
   collect?: () => void;
+  /** Told of each collection: the bytes in use before and after, and how long the event loop was held. */
+  collected?: (info: { beforeBytes: number; afterBytes: number; ms: number }) => void;
 }
 
 /**
@@ -24,14 +26,14 @@ export interface MemoryReleaseOptions {
  */
 export class MemoryRelease {
   private timer: NodeJS.Timeout | undefined;
-  private baseline: number;
+  /** Bytes in use after the last collection; none before the first, so the first quiet moment after start-up (64 MB in use) collects. */
+  private baseline = 0;
   private readonly inUse: () => number;
   private readonly collect: () => void;
 
   constructor(private readonly options: MemoryReleaseOptions = {}) {
     this.inUse = options.inUse ?? inUse;
     this.collect = options.collect ?? fullCollection();
-    this.baseline = this.inUse();
   }
 
   /** Work just ended (a compile): collect once the server has stayed quiet, if the heap grew enough. */
@@ -50,8 +52,10 @@ export class MemoryRelease {
     const now = this.inUse();
     // V8 may have collected by itself meanwhile: then `now` is close to the baseline again.
     if (now - this.baseline < Math.max(this.options.growthBytes ?? 64 * 2 ** 20, (this.options.growthShare ?? 0.5) * this.baseline)) return;
+    const started = performance.now();
     this.collect();
     this.baseline = this.inUse();
+    this.options.collected?.({ beforeBytes: now, afterBytes: this.baseline, ms: performance.now() - started });
   }
 }
 
@@ -63,7 +67,11 @@ function inUse(): number {
 
 /**
  * V8's own `gc()`, without starting Node with `--expose-gc`: the flag is set for as long as
- * a fresh context is made to take the function from (what Jest's leak detector does).
+ * a fresh context is made to take the function from (what Jest's leak detector does). For
+ * that one collection V8 runs as when it saves memory: it compacts the old generation and
+ * gives the young one's reserve back. A plain gc() does neither: at 100k targets a restart
+ * then settled at ~311 MB with 34 MB of empty young generation and 19 MB of gaps in the old
+ * one, against ~261 MB.
  */
 function fullCollection(): () => void {
   let gc: (() => void) | undefined;
@@ -73,6 +81,13 @@ function fullCollection(): () => void {
       gc = runInNewContext('gc') as () => void;
       setFlagsFromString('--no-expose-gc');
     }
-    gc();
+    setFlagsFromString('--optimize-for-size');
+    setFlagsFromString('--compact-on-every-full-gc');
+    try {
+      gc();
+    } finally {
+      setFlagsFromString('--no-optimize-for-size');
+      setFlagsFromString('--no-compact-on-every-full-gc');
+    }
   };
 }
