@@ -11,8 +11,8 @@ export interface MemoryReleaseOptions {
   inUse?: () => number;
   /** A full collection. */
   collect?: () => void;
-  /** Told of each collection: the bytes in use before and after, and how long the event loop was held. */
-  collected?: (info: { beforeBytes: number; afterBytes: number; ms: number }) => void;
+  /** Told of each collection: how long it held the event loop. */
+  collected?: (info: { ms: number }) => void;
 }
 
 /**
@@ -21,7 +21,7 @@ export interface MemoryReleaseOptions {
  * (start-up, an aami.yaml change) or took a registration storm, then went idle, kept the dead
  * objects and their pages until traffic came back — ~90 MB of RSS at 100k targets after a
  * restart, for as long as it stayed idle. A collection at 100k targets holds the event loop
- * 250-370 ms, so it runs only after the heap grew by a share of itself, never in the middle of
+ * 350-440 ms, so it runs only after the heap grew by a share of itself, never in the middle of
  * work: each call to `worked()` moves it back.
  */
 export class MemoryRelease {
@@ -55,7 +55,7 @@ export class MemoryRelease {
     const started = performance.now();
     this.collect();
     this.baseline = this.inUse();
-    this.options.collected?.({ beforeBytes: now, afterBytes: this.baseline, ms: performance.now() - started });
+    this.options.collected?.({ ms: performance.now() - started });
   }
 }
 
@@ -68,10 +68,10 @@ function inUse(): number {
 /**
  * V8's own `gc()`, without starting Node with `--expose-gc`: the flag is set for as long as
  * a fresh context is made to take the function from (what Jest's leak detector does). For
- * that one collection V8 runs as when it saves memory: it compacts the old generation and
- * gives the young one's reserve back. A plain gc() does neither: at 100k targets a restart
- * then settled at ~311 MB with 34 MB of empty young generation and 19 MB of gaps in the old
- * one, against ~261 MB.
+ * that one collection V8 runs as when it saves memory, and compacts the old generation: a
+ * plain gc() left ~17 MB of gaps in it at 100k targets (a restart settled at ~311 MB of
+ * RSS, against 293-296). The young generation keeps its reserve (34 MB): V8 gives it back
+ * only in collections of its own, with the flags still set.
  */
 function fullCollection(): () => void {
   let gc: (() => void) | undefined;

@@ -137,10 +137,9 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
 
   const registry = new Registry();
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
+  const releaseSeconds = registry.add(new Histogram('aami_memory_release_seconds', 'Full garbage collections the server ran itself once quiet after a burst of work: the time each held the event loop.'));
   // Every write ends in a compile: the garbage of a storm or a whole-fleet render is returned once the server goes quiet.
-  const memory = new MemoryRelease({
-    collected: ({ beforeBytes, afterBytes, ms }) => logger.info('returned memory after a burst of work', { heap_mb_before: Math.round(beforeBytes / 2 ** 20), heap_mb_after: Math.round(afterBytes / 2 ** 20), pause_ms: Math.round(ms) }),
-  });
+  const memory = new MemoryRelease({ collected: ({ ms }) => releaseSeconds.observe(ms / 1000) });
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
   const sd = new SdPublisher(live, {
     fs,

@@ -109,6 +109,7 @@ describe('/metrics of aami serve', () => {
       'aami_registrations_total counter',
       'aami_commit_duration_seconds histogram',
       'aami_compile_duration_seconds histogram',
+      'aami_memory_release_seconds histogram',
       'aami_invalid_files gauge',
       'aami_writer_queue_depth gauge',
       'aami_targets gauge',
