@@ -34,9 +34,10 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 1000)); // let it settle, as it serves
     const againMemory = again.memory();
     // Settled: the compile it started in the background has finished (health names its duration), then 3 s of quiet.
-    for (let i = 0; i < 600; i++) {
+    for (let i = 0; ; i++) {
       const health = (await again.call('GET', '/api/v1/health')).json as { compiler?: { last_duration_ms?: number | null } };
       if (health.compiler?.last_duration_ms != null) break;
+      if (i === 600) throw new Error('the restart\'s background compile did not finish in 60 s');
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     await new Promise((resolve) => setTimeout(resolve, 3000));

@@ -5,10 +5,12 @@ let slabUsed = 0;
 
 /**
  * A string's UTF-8 bytes, packed into a slab with those made before it, for the many small
- * buffers a server keeps for long (SD entries, rows of the target list). Buffer.from()
+ * buffers a server keeps for long (the SD entries). Buffer.from()
  * packs small strings into a shared 8 KB pool too, but takes a new pool whenever four bytes
  * a character would not fit (1.4 KB for an SD entry of 360 characters): the SD entries, the
- * largest item a 100k-target server holds (72 MB), took 86 MB of pools.
+ * largest item a 100k-target server holds (72 MB), took 86 MB of pools. For bytes kept long
+ * only: a slab stays while any of its strings lives, so short-lived ones would keep dead
+ * bytes beside the long-lived.
  */
 export function packedBytes(text: string): Buffer {
   const length = Buffer.byteLength(text);

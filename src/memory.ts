@@ -11,6 +11,8 @@ export interface MemoryReleaseOptions {
   inUse?: () => number;
   /** A full collection. */
   collect?: () => void;
+  /** Work under way that did not end in a call to worked() yet: the collection waits another quiet time. */
+  busy?: () => boolean;
   /** Told of each collection: how long it held the event loop. */
   collected?: (info: { ms: number }) => void;
 }
@@ -21,8 +23,11 @@ export interface MemoryReleaseOptions {
  * (start-up, an aami.yaml change) or took a registration storm, then went idle, kept the dead
  * objects and their pages until traffic came back — ~90 MB of RSS at 100k targets after a
  * restart, for as long as it stayed idle. A collection at 100k targets holds the event loop
- * 350-440 ms, so it runs only after the heap grew by a share of itself, never in the middle of
- * work: each call to `worked()` moves it back.
+ * 350-440 ms, so it runs only after the heap grew by a share of itself, and not while work
+ * runs: each call to `worked()` moves it back, and `busy` (a write queued, a compile under
+ * way) puts it off by another quiet time. Registrations a second or more apart keep moving
+ * it back; ones further apart than the quiet time each get a look, which collects only once
+ * the heap grew enough.
  */
 export class MemoryRelease {
   private timer: NodeJS.Timeout | undefined;
@@ -49,14 +54,25 @@ export class MemoryRelease {
 
   private release(): void {
     this.timer = undefined;
+    if (this.failed) return;
+    if (this.options.busy?.()) return this.worked();
     const now = this.inUse();
     // V8 may have collected by itself meanwhile: then `now` is close to the baseline again.
     if (now - this.baseline < Math.max(this.options.growthBytes ?? 64 * 2 ** 20, (this.options.growthShare ?? 0.5) * this.baseline)) return;
     const started = performance.now();
-    this.collect();
-    this.baseline = this.inUse();
+    try {
+      this.collect();
+    } catch {
+      // A Node that no longer hands gc() over: serve on without it (a timer's throw would end the process).
+      this.failed = true;
+      return;
+    }
     this.options.collected?.({ ms: performance.now() - started });
+    // Buffers the collection found dead are freed by a background thread: look again a moment later (new work may have come meanwhile: the lower).
+    this.baseline = this.inUse();
+    setTimeout(() => (this.baseline = Math.min(this.baseline, this.inUse())), 200).unref();
   }
+  private failed = false;
 }
 
 function inUse(): number {
@@ -75,19 +91,23 @@ function inUse(): number {
  */
 function fullCollection(): () => void {
   let gc: (() => void) | undefined;
+  // Flags set for one collection are unset after it, but never one node was started with.
+  const given = (flag: string) => [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => arg.replace(/_/g, '-') === flag);
+  const during = (flag: string, fn: () => void) => {
+    if (given(flag)) return fn();
+    setFlagsFromString(flag);
+    try {
+      fn();
+    } finally {
+      setFlagsFromString(flag.replace(/^--/, '--no-'));
+    }
+  };
   return () => {
     if (!gc) {
-      setFlagsFromString('--expose-gc');
-      gc = runInNewContext('gc') as () => void;
-      setFlagsFromString('--no-expose-gc');
+      during('--expose-gc', () => (gc = runInNewContext('gc') as () => void));
+      if (typeof gc !== 'function') throw new Error('V8 did not hand gc() over');
     }
-    setFlagsFromString('--optimize-for-size');
-    setFlagsFromString('--compact-on-every-full-gc');
-    try {
-      gc();
-    } finally {
-      setFlagsFromString('--no-optimize-for-size');
-      setFlagsFromString('--no-compact-on-every-full-gc');
-    }
+    // It also leaves V8's next heap limit conservative until the next full collection: the next burst collects a little sooner.
+    during('--optimize-for-size', () => during('--compact-on-every-full-gc', () => gc!()));
   };
 }

@@ -139,7 +139,11 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
   const releaseSeconds = registry.add(new Histogram('aami_memory_release_seconds', 'Full garbage collections the server ran itself once quiet after a burst of work: the time each held the event loop.'));
   // Every write ends in a compile: the garbage of a storm or a whole-fleet render is returned once the server goes quiet.
-  const memory = new MemoryRelease({ collected: ({ ms }) => releaseSeconds.observe(ms / 1000) });
+  const memory = new MemoryRelease({
+    // A commit or push slower than the quiet time, or a compile of the whole fleet in slices, is work too.
+    busy: () => writer.pending > 0 || sd.compiling,
+    collected: ({ ms }) => releaseSeconds.observe(ms / 1000),
+  });
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
   const sd = new SdPublisher(live, {
     fs,

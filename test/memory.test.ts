@@ -51,6 +51,15 @@ describe('returning memory once the server goes quiet', () => {
     expect(worked(601, 10)).toBe(2);
   });
 
+  it('counts what is left after a collection a moment later too: buffers are freed after it, in the background', () => {
+    const { state, worked } = release(0, { quietMs: 10 });
+    state.afterCollection = 300;
+    expect(worked(500, 10)).toBe(1);
+    expect(worked(250, 200)).toBe(1); // 200 ms on, 250 MB in use: the baseline
+    expect(worked(374, 10)).toBe(1); // +124 MB: under half of 250
+    expect(worked(375, 10)).toBe(2); // against 300, this would need 450
+  });
+
   it('stop() cancels a collection that was due', () => {
     const { subject, state, worked } = release(0, { quietMs: 10 });
     expect(worked(500, 0)).toBe(0); // due in 10 ms
@@ -59,9 +68,36 @@ describe('returning memory once the server goes quiet', () => {
     expect(state.collections).toBe(0);
   });
 
+  it('waits another quiet time while work is under way that has not ended yet (a slow commit, a sliced compile)', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    let busy = true;
+    let collections = 0;
+    const subject = new MemoryRelease({ quietMs: 10, inUse: () => 500 * MB, busy: () => busy, collect: () => (collections += 1) });
+    subject.worked();
+    vi.advanceTimersByTime(100);
+    expect(collections).toBe(0);
+    busy = false;
+    vi.advanceTimersByTime(10);
+    expect(collections).toBe(1);
+  });
+
+  it('serves on when the collection cannot run, and stops trying', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    let tries = 0;
+    let used = 500 * MB;
+    const subject = new MemoryRelease({ quietMs: 10, inUse: () => used, collect: () => ((tries += 1), raise()) });
+    subject.worked();
+    expect(() => vi.advanceTimersByTime(10)).not.toThrow();
+    used = 2000 * MB;
+    subject.worked();
+    vi.advanceTimersByTime(10);
+    expect(tries).toBe(1);
+  });
+
   it('really collects: garbage made before the quiet time is gone after it', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const release = new MemoryRelease({ quietMs: 10, growthBytes: 0, growthShare: 0 });
+    let collected = 0;
+    const release = new MemoryRelease({ quietMs: 10, growthBytes: 0, growthShare: 0, collected: () => (collected += 1) });
     // An object nothing refers to but a WeakRef, made in a function so no local keeps it.
     const make = () => new WeakRef({ payload: new Array(1000).fill('garbage') });
     const ref = make();
@@ -72,6 +108,11 @@ describe('returning memory once the server goes quiet', () => {
     await nextJob();
     release.worked();
     vi.advanceTimersByTime(10);
+    expect(collected).toBe(1); // by the release, not by a collection of V8's own meanwhile
     expect(ref.deref()).toBeUndefined();
   });
 });
+
+function raise(): never {
+  throw new Error('no gc here');
+}

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { packedBytes } from '../bytes.js';
 import type { Snapshot } from '../catalog/live.js';
 import type { Catalog } from '../catalog/build.js';
 import { PMap } from '../catalog/pmap.js';
@@ -181,7 +180,7 @@ export class TargetList {
   private render(catalog: Catalog, target: Target): Rendered {
     const seen = this.heartbeats.lastSeenMs(target.hostname);
     const view = targetView(catalog, target, seen === undefined ? undefined : new Date(seen));
-    return { hostname: target.hostname, target, ephemeral: view.ephemeral, seen, labels: view.effective_labels, json: packedBytes(JSON.stringify(view)) };
+    return { hostname: target.hostname, target, ephemeral: view.ephemeral, seen, labels: view.effective_labels, json: Buffer.from(JSON.stringify(view)) };
   }
 
   private update(entry: Entry, catalog: Catalog, target: Target): void {

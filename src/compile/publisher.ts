@@ -136,7 +136,14 @@ export class SdPublisher {
     await this.running;
   }
 
+  /** Whether a compile runs now (its slices let requests in between). */
+  get compiling(): boolean {
+    return this.inCompile;
+  }
+  private inCompile = false;
+
   private async runCompile(snapshot: Snapshot): Promise<void> {
+    this.inCompile = true;
     const started = performance.now();
     this.lastStart = started;
     this.reportProblems(snapshot);
@@ -164,6 +171,7 @@ export class SdPublisher {
         this.timer.unref();
       }
     } finally {
+      this.inCompile = false;
       this.status.lastDurationMs = performance.now() - started;
       this.options.observeCompile?.(this.status.lastDurationMs / 1000);
       this.status.compiles++;

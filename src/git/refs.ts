@@ -65,7 +65,7 @@ export async function clearLeftoverLock(gitdir: string, ref: string, waitMs = 20
  * A lock held by someone else answers 'locked'; one older than STALE_LOCK_MS is removed
  * (its holder is gone) and the swap is tried again.
  */
-export async function swapRef(gitdir: string, ref: string, expected: string | null, next: string): Promise<SwapResult> {
+export async function swapRef(gitdir: string, ref: string, expected: string | null, next: string, madeDir = false): Promise<SwapResult> {
   const path = `${gitdir}/${ref}`;
   const lock = `${path}.lock`;
   let handle: fs.promises.FileHandle;
@@ -73,9 +73,9 @@ export async function swapRef(gitdir: string, ref: string, expected: string | nu
     handle = await fs.promises.open(lock, 'wx', 0o644);
   } catch (error) {
     // The first commit of a branch whose directory is not there yet (refs/heads in a new repository): made once, not looked for on every swap.
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !madeDir) {
       await fs.promises.mkdir(dirname(path), { recursive: true });
-      return swapRef(gitdir, ref, expected, next);
+      return swapRef(gitdir, ref, expected, next, true);
     }
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     const stat = await fs.promises.stat(lock).catch(() => undefined);
