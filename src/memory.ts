@@ -25,14 +25,16 @@ export interface MemoryReleaseOptions {
  * restart, for as long as it stayed idle. A collection at 100k targets holds the event loop
  * 350-440 ms, so it runs only after the heap grew by a share of itself, and not while work
  * runs: each call to `worked()` moves it back, and `busy` (a write queued, a compile under
- * way) puts it off by another quiet time. Registrations a second or more apart keep moving
- * it back; ones further apart than the quiet time each get a look, which collects only once
- * the heap grew enough.
+ * way) puts it off by another quiet time. Registrations closer together than the quiet time
+ * keep moving it back; ones further apart each get a look, which collects only once the
+ * heap grew enough.
  */
 export class MemoryRelease {
   private timer: NodeJS.Timeout | undefined;
   /** Bytes in use after the last collection; none before the first, so the first quiet moment after start-up (64 MB in use) collects. */
   private baseline = 0;
+  /** The collection threw once (a Node that no longer hands gc() over): not tried again. */
+  private failed = false;
   private readonly inUse: () => number;
   private readonly collect: () => void;
 
@@ -63,7 +65,7 @@ export class MemoryRelease {
     try {
       this.collect();
     } catch {
-      // A Node that no longer hands gc() over: serve on without it (a timer's throw would end the process).
+      // Serve on without it: a throw from this timer would end the process.
       this.failed = true;
       return;
     }
@@ -72,7 +74,6 @@ export class MemoryRelease {
     this.baseline = this.inUse();
     setTimeout(() => (this.baseline = Math.min(this.baseline, this.inUse())), 200).unref();
   }
-  private failed = false;
 }
 
 function inUse(): number {
