@@ -38,7 +38,7 @@ export function targetAddresses(settings: Settings, target: Target): Array<{ key
   const found: Array<{ key: string; job: string; address: string; field: string }> = [];
   eachAddress(settings, target, (job, port, i) => {
     const address = formatAddress(target.ip_address, port);
-    found.push({ key: `${job} ${address}`, job, address, field: `exporters[${i}].port` });
+    found.push({ key: addressKey(job, target.ip_address, port), job, address, field: `exporters[${i}].port` });
   });
   return found;
 }

@@ -54,6 +54,7 @@ export class SdPublisher {
   private timer: NodeJS.Timeout | undefined;
   private lastStart = 0;
   private running: Promise<void> = Promise.resolve();
+  private inCompile = false;
   private waiters: Array<() => void> = [];
   private reported = new Set<string>();
 
@@ -140,7 +141,6 @@ export class SdPublisher {
   get compiling(): boolean {
     return this.inCompile;
   }
-  private inCompile = false;
 
   private async runCompile(snapshot: Snapshot): Promise<void> {
     this.inCompile = true;
