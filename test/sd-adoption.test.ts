@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
+import { CLOSE, EMPTY, OPEN } from '../src/compile/compiler.js';
 import { SdPublisher } from '../src/compile/publisher.js';
 import { silentLogger } from '../src/log.js';
 import { appDeps } from './api-helpers.js';
@@ -27,6 +28,9 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
       // background compile has not run yet.
       const adopted = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout, debounceMs: 60_000 });
       await adopted.start();
+      // Read into one buffer: files read one by one left holes in the allocator's heap once the compile replaced them.
+      const buffers = new Set([...adopted.lastOutput!.values()].flatMap((parts) => parts.filter((part) => part !== OPEN && part !== CLOSE && part !== EMPTY).map((part) => part.buffer)));
+      expect(buffers.size).toBe(1);
       const app = createApp(appDeps(repo, { sd: adopted }));
       for (const job of [undefined, 'node', 'dcgm']) {
         const answer = await app.request(`/api/v1/sd/prometheus${job ? `?job=${job}` : ''}`);
@@ -40,4 +44,27 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
       await adopted.close();
     });
   }
+
+  it('does not take files that change size while they are read: it compiles them instead', async () => {
+    const repo = await tmpConfigRepo();
+    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
+    const sdDir = join(repo.dir, '..', 'sd');
+    const identity = () => 'same-snapshot';
+    const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity });
+    await first.compileNow();
+    await first.close();
+    // node.json is listed one byte shorter than it is (a writer next to the server).
+    const statSync = ((path: string) => {
+      const stat = fs.statSync(path);
+      return path.endsWith('/node.json') ? Object.assign(stat, { size: stat.size - 1 }) : stat;
+    }) as typeof fs.statSync;
+    const logged: string[] = [];
+    const logger = { ...silentLogger, info: (message: string) => logged.push(message) };
+    const restarted = new SdPublisher(repo.live, { fs: new Proxy(fs, { get: (target, key) => (key === 'statSync' ? statSync : Reflect.get(target, key)) }), sdDir, logger, identity });
+    await restarted.start();
+    expect(logged.some((message) => /serving them/.test(message))).toBe(false);
+    expect(restarted.status.lastSuccessAt).toBeDefined();
+    expect(Buffer.concat(restarted.lastOutput!.get('node.json')!).toString()).toBe(fs.readFileSync(join(sdDir, 'node.json'), 'utf8'));
+    await restarted.close();
+  });
 });

@@ -90,18 +90,41 @@ export class SdPublisher {
     return `${this.options.sdDir}/.aami-sd-identity`;
   }
 
+  /**
+   * The SD files on disk, read into one buffer of their total size. Read one by one (2,000
+   * shards of ~35 KB at 100k targets in the group layout), they came from the allocator's
+   * heap between the slabs the background compile fills, and once that compile replaced them
+   * they left ~75 MB of holes the process never gave back (RSS 370 MB settled, against 294
+   * after a restart that compiled). One allocation is returned whole when the last part goes.
+   */
   private async readOutput(): Promise<Map<string, Buffer[]>> {
     const { fs, sdDir } = this.options;
-    const files = new Map<string, Buffer[]>();
+    const names: string[] = [];
     for (const entry of await fs.promises.readdir(sdDir, { withFileTypes: true })) {
       const name = String(entry.name);
-      if (entry.isFile() && name.endsWith('.json')) files.set(name, fileParts(await fs.promises.readFile(`${sdDir}/${name}`)));
+      if (entry.isFile() && name.endsWith('.json')) names.push(name);
       if (entry.isDirectory()) {
-        for (const inner of await fs.promises.readdir(`${sdDir}/${name}`)) if (String(inner).endsWith('.json')) files.set(`${name}/${inner}`, fileParts(await fs.promises.readFile(`${sdDir}/${name}/${inner}`)));
+        for (const inner of await fs.promises.readdir(`${sdDir}/${name}`)) if (String(inner).endsWith('.json')) names.push(`${name}/${inner}`);
       }
     }
-    if (!files.size) throw new Error('no SD files');
-    return files;
+    if (!names.length) throw new Error('no SD files');
+    // Synchronous: start-up has nothing else to do meanwhile, and 2,000 files each read through
+    // promises (open, read, stat, close) cost a 100k restart ~0.3 s of round trips and handles.
+    const sizes = names.map((name) => fs.statSync(`${sdDir}/${name}`).size);
+    const all = Buffer.allocUnsafeSlow(sizes.reduce((sum, size) => sum + size, 0));
+    const views: Buffer[] = [];
+    for (let i = 0, at = 0; i < names.length; at += sizes[i]!, i++) {
+      const bytes = all.subarray(at, at + sizes[i]!);
+      const fd = fs.openSync(`${sdDir}/${names[i]}`, 'r');
+      try {
+        // A file that changed size since it was listed is not the one stamped: compile instead.
+        if (fs.readSync(fd, bytes, 0, bytes.length, 0) !== bytes.length || fs.fstatSync(fd).size !== bytes.length) throw new Error(`${names[i]} changed while it was read`);
+      } finally {
+        fs.closeSync(fd);
+      }
+      views.push(bytes);
+    }
+    return new Map(names.map((name, i) => [name, fileParts(views[i]!)]));
   }
 
   /** Resolves after the next compile has finished (tests await this instead of sleeping). */
