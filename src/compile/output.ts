@@ -57,6 +57,7 @@ export class SdOutput {
       result.removed.push(name);
     };
     const removedFrom = new Set<string>();
+    const readBack: { buffer?: Buffer } = {};
     for (const name of changed ?? files.keys()) {
       const content = files.get(name);
       const sub = name.includes('/') ? name.slice(0, name.lastIndexOf('/')) : undefined;
@@ -77,8 +78,7 @@ export class SdOutput {
         this.dirs.add(sub);
       }
       // Only when we have not written this file yet (a restart) is it worth reading it back.
-      const onDisk = previous ? undefined : await this.fs.promises.readFile(`${this.dir}/${name}`).catch(() => undefined);
-      if (!onDisk || !sameParts([onDisk], parts)) {
+      if (previous || !(await this.onDiskAlready(name, parts, readBack))) {
         // Whole before it is named (Prometheus never reads half a file, even after a power cut), but the
         // rename is not synced: a crash that undoes it is no worse than one just before this write, and
         // the next start compiles again (a file it adopts is checked by the compile that follows).
@@ -105,5 +105,28 @@ export class SdOutput {
     if (!changed && (!last || [...last.keys()].some((name) => !files.has(name)))) await removeStale('');
     this.last = files;
     return result;
+  }
+
+  /**
+   * Whether the file on disk holds these bytes already, read into one buffer reused for every
+   * file of a write: a buffer each (2,000 shards of ~35 KB at 100k targets, group layout) was
+   * taken from the allocator's heap between the compile's slabs, and freed left holes the
+   * process kept (~30 MB of RSS after a start-up that compiled).
+   */
+  private async onDiskAlready(name: string, parts: Buffer[], readBack: { buffer?: Buffer }): Promise<boolean> {
+    const size = parts.reduce((sum, part) => sum + part.length, 0);
+    let handle: Awaited<ReturnType<Fs['promises']['open']>> | undefined;
+    try {
+      handle = await this.fs.promises.open(`${this.dir}/${name}`, 'r');
+      if ((await handle.stat()).size !== size) return false;
+      if (!readBack.buffer || readBack.buffer.length < size) readBack.buffer = Buffer.allocUnsafeSlow(Math.max(size, 2 * (readBack.buffer?.length ?? 0)));
+      const bytes = readBack.buffer.subarray(0, size);
+      const { bytesRead } = await handle.read(bytes, 0, size, 0);
+      return bytesRead === size && sameParts([bytes], parts);
+    } catch {
+      return false; // missing or unreadable: written
+    } finally {
+      await handle?.close().catch(() => undefined);
+    }
   }
 }
