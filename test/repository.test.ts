@@ -224,6 +224,21 @@ describe('GitRepository', () => {
     git('fsck', '--strict', '--no-progress');
   });
 
+  it('keeps the trees of its last commit, not every version of a directory it rewrote', async () => {
+    const { repo, git } = await repository();
+    let head = (await repo.head())!;
+    for (let i = 0; i < 50; i++) {
+      const commit = await repo.writeCommit(head, { message: `c${i}`, author: ADMIN, changes: [{ path: `targets/g0/h${i}.yaml`, content: `n: ${i}\n` }] });
+      expect((await repo.swap(head, commit!)).kind).toBe('swapped');
+      head = commit!;
+    }
+    // The trees of the last commit (groups/ as the first commit wrote it): 152 were held before.
+    const cached = [...(repo as unknown as { trees: Map<string, unknown> }).trees.keys()].sort();
+    expect(cached).toEqual(['main^{tree}', 'main:targets', 'main:targets/g0', 'main:groups'].map((rev) => git('rev-parse', rev).trim()).sort());
+    expect(git('ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toHaveLength(50);
+    git('fsck', '--strict', '--no-progress');
+  });
+
   it('refuses a truncated tree read back, and a tree entry whose object id is not 40 hex digits', () => {
     const good = Buffer.concat([Buffer.from('100644 a.yaml\0'), Buffer.alloc(20, 0x11)]);
     const truncated = Buffer.concat([Buffer.from('100644 b.yaml\0'), Buffer.alloc(8, 0x22)]);
