@@ -1,4 +1,4 @@
-// npm run bench:startup [-- --sizes 10000,100000]
+// npm run bench:startup [-- --sizes 10000,100000 --sd-layout file|group]
 // Cold start of the serving process to a healthy answer, on a packed repository of N
 // targets: the first start (nothing in the state directory) and a restart (the parse cache
 // and catalog state kept), with the server's resident memory once it serves, and once it has
@@ -13,10 +13,11 @@ import { parseArgs } from 'node:util';
 import { startBenchServer } from './server.js';
 import { bareRepoWith, ms, syntheticRepo } from './synthetic.js';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: '10000,100000' } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: '10000,100000' }, 'sd-layout': { type: 'string', default: 'file' } } });
+const layout = ['--sd-layout', values['sd-layout']];
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-startup-'));
 try {
-  console.log(`# start-up — node ${process.version}, ${new Date().toISOString()}`);
+  console.log(`# start-up — --sd-layout ${values['sd-layout']}, node ${process.version}, ${new Date().toISOString()}`);
   console.log('targets   first start  RSS      restart     RSS      settled  peak RSS   git checkout (baseline)');
   for (const n of values.sizes.split(',').map(Number)) {
     const dirs = { repo: join(root, `repo-${n}`), sd: join(root, `sd-${n}`), state: join(root, `state-${n}`) };
@@ -27,10 +28,10 @@ try {
     const checkoutMs = performance.now() - t0;
     rmSync(checkout, { recursive: true, force: true });
 
-    const first = await startBenchServer(dirs);
+    const first = await startBenchServer(dirs, layout);
     const firstMemory = first.memory();
     await first.stop();
-    const again = await startBenchServer(dirs);
+    const again = await startBenchServer(dirs, layout);
     await new Promise((resolve) => setTimeout(resolve, 1000)); // let it settle, as it serves
     const againMemory = again.memory();
     // Settled: the compile it started in the background has finished (health names its duration), then 3 s of quiet.

@@ -4,11 +4,11 @@ import { runInNewContext } from 'node:vm';
 export interface MemoryReleaseOptions {
   /** How long the server stays without work before it collects. */
   quietMs?: number;
-  /** Collect once the heap holds this much more than after the last collection (and at least `growthShare` of it). */
+  /** Collect once the process holds this much more memory than after the last collection (and at least `growthShare` more). */
   growthBytes?: number;
   growthShare?: number;
-  /** Bytes in use now: the heap's used size and the memory outside it (buffers). */
-  inUse?: () => number;
+  /** The process's resident memory now, in bytes. */
+  resident?: () => number;
   /** A full collection. */
   collect?: () => void;
   /** Work under way that did not end in a call to worked() yet: the collection waits another quiet time. */
@@ -19,34 +19,34 @@ export interface MemoryReleaseOptions {
 
 /**
  * Returns the garbage of big work to the system once the server goes quiet. V8 starts a full
- * collection only when allocation asks for one: a server that rendered its whole fleet
- * (start-up, an aami.yaml change) or took a registration storm, then went idle, kept the dead
- * objects and their pages until traffic came back — ~90 MB of RSS at 100k targets after a
- * restart, for as long as it stayed idle. A collection at 100k targets holds the event loop
- * 350-440 ms, so it runs only after the heap grew by a share of itself, and not while work
- * runs: each call to `worked()` moves it back, and `busy` (a write queued, a compile under
- * way) puts it off by another quiet time. Registrations closer together than the quiet time
- * keep moving it back; ones further apart each get a look, which collects only once the
- * heap grew enough.
+ * collection only when allocation asks for one, and keeps the pages it collected for the
+ * next burst: a server that rendered its whole fleet (start-up, an aami.yaml change) or took
+ * a registration storm, then went idle, kept them until traffic came back — ~90 MB of RSS at
+ * 100k targets after a restart, ~50 MB after a storm. A collection at 100k targets holds the
+ * event loop 350-440 ms, so it runs only once the process grew by 32 MB (and a tenth of
+ * itself) since the last one, and not while work runs: each call to `worked()` moves it
+ * back, and `busy` (a write queued, a compile under way) puts it off by another quiet time.
+ * The quiet time is short (half a second) so that registrations a second apart still let it
+ * run; how often it runs is bounded by the growth it waits for, not by the quiet time.
  */
 export class MemoryRelease {
   private timer: NodeJS.Timeout | undefined;
-  /** Bytes in use after the last collection; none before the first, so the first quiet moment after start-up (64 MB in use) collects. */
+  /** Resident bytes after the last collection; none before the first, so the first quiet moment after start-up collects. */
   private baseline = 0;
   /** The collection threw once (a Node that no longer hands gc() over): not tried again. */
   private failed = false;
-  private readonly inUse: () => number;
+  private readonly resident: () => number;
   private readonly collect: () => void;
 
   constructor(private readonly options: MemoryReleaseOptions = {}) {
-    this.inUse = options.inUse ?? inUse;
+    this.resident = options.resident ?? (() => process.memoryUsage.rss());
     this.collect = options.collect ?? fullCollection();
   }
 
   /** Work just ended (a compile): collect once the server has stayed quiet, if the heap grew enough. */
   worked(): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.release(), this.options.quietMs ?? 2000);
+    this.timer = setTimeout(() => this.release(), this.options.quietMs ?? 500);
     this.timer.unref();
   }
 
@@ -58,9 +58,7 @@ export class MemoryRelease {
     this.timer = undefined;
     if (this.failed) return;
     if (this.options.busy?.()) return this.worked();
-    const now = this.inUse();
-    // V8 may have collected by itself meanwhile: then `now` is close to the baseline again.
-    if (now - this.baseline < Math.max(this.options.growthBytes ?? 64 * 2 ** 20, (this.options.growthShare ?? 0.5) * this.baseline)) return;
+    if (this.resident() - this.baseline < Math.max(this.options.growthBytes ?? 32 * 2 ** 20, (this.options.growthShare ?? 0.1) * this.baseline)) return;
     const started = performance.now();
     try {
       this.collect();
@@ -71,15 +69,9 @@ export class MemoryRelease {
     }
     this.options.collected?.({ ms: performance.now() - started });
     // Buffers the collection found dead are freed by a background thread: look again a moment later (new work may have come meanwhile: the lower).
-    this.baseline = this.inUse();
-    setTimeout(() => (this.baseline = Math.min(this.baseline, this.inUse())), 200).unref();
+    this.baseline = this.resident();
+    setTimeout(() => (this.baseline = Math.min(this.baseline, this.resident())), 200).unref();
   }
-}
-
-function inUse(): number {
-  // arrayBuffers, not external: V8's count of external memory lags behind frees until a scavenge.
-  const { heapUsed, arrayBuffers } = process.memoryUsage();
-  return heapUsed + arrayBuffers;
 }
 
 /**

@@ -8,12 +8,12 @@ describe('returning memory once the server goes quiet', () => {
     vi.useRealTimers();
   });
 
-  /** A release over a heap of `startMb` whose size the test sets; `worked(mb, ms)` ends some work at that size and lets `ms` pass. */
-  function release(startMb: number, options: { quietMs: number; growthBytes?: number; growthShare?: number }) {
+  /** A release over a process of `startMb` whose size the test sets; `worked(mb, ms)` ends some work at that size and lets `ms` pass. */
+  function release(startMb: number, options: { quietMs?: number; growthBytes?: number; growthShare?: number }) {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     let used = startMb * MB;
     const state = { collections: 0, afterCollection: startMb };
-    const subject = new MemoryRelease({ ...options, inUse: () => used, collect: () => ((state.collections += 1), (used = state.afterCollection * MB)) });
+    const subject = new MemoryRelease({ ...options, resident: () => used, collect: () => ((state.collections += 1), (used = state.afterCollection * MB)) });
     const worked = (mb: number, ms: number) => {
       used = mb * MB;
       subject.worked();
@@ -23,9 +23,9 @@ describe('returning memory once the server goes quiet', () => {
     return { subject, state, worked };
   }
 
-  it('collects once, after the work has stopped for the quiet time, and only when the heap grew by enough', () => {
+  it('collects once, after the work has stopped for the quiet time, and only when the process grew by enough', () => {
     const { state, worked } = release(0, { quietMs: 1000, growthBytes: 64 * MB, growthShare: 0.5 });
-    // The first quiet moment after start-up collects what start-up left (64 MB in use or more).
+    // The first quiet moment after start-up collects what start-up left (64 MB or more here).
     state.afterCollection = 100;
     expect(worked(63, 5000)).toBe(0);
     expect(worked(300, 999)).toBe(0);
@@ -43,21 +43,27 @@ describe('returning memory once the server goes quiet', () => {
     expect(worked(174, 1000)).toBe(3);
   });
 
-  it('asks for half the heap again once the heap is large, not a fixed amount', () => {
-    const { state, worked } = release(0, { quietMs: 10 });
+  it('by default waits half a second of quiet, then for 32 MB more, or a tenth more once the process is large', () => {
+    const { state, worked } = release(0, {});
+    state.afterCollection = 200;
+    expect(worked(300, 499)).toBe(0);
+    vi.advanceTimersByTime(1);
+    expect(state.collections).toBe(1);
+    expect(worked(231, 500)).toBe(1); // +31 MB
+    expect(worked(232, 500)).toBe(2);
     state.afterCollection = 400;
-    expect(worked(500, 10)).toBe(1);
-    expect(worked(590, 10)).toBe(1); // +190 MB: over 64 MB, under half of 400
-    expect(worked(601, 10)).toBe(2);
+    expect(worked(500, 500)).toBe(3);
+    expect(worked(439, 500)).toBe(3); // +39 MB: over 32 MB, under a tenth of 400
+    expect(worked(440, 500)).toBe(4);
   });
 
   it('counts what is left after a collection a moment later too: buffers are freed after it, in the background', () => {
     const { state, worked } = release(0, { quietMs: 10 });
     state.afterCollection = 300;
     expect(worked(500, 10)).toBe(1);
-    expect(worked(250, 200)).toBe(1); // 200 ms on, 250 MB in use: the baseline
-    expect(worked(374, 10)).toBe(1); // +124 MB: under half of 250
-    expect(worked(375, 10)).toBe(2); // against 300, this would need 450
+    expect(worked(250, 200)).toBe(1); // 200 ms on, 250 MB resident: the baseline
+    expect(worked(281, 10)).toBe(1); // +31 MB
+    expect(worked(282, 10)).toBe(2); // against 300, this would need 332
   });
 
   it('stop() cancels a collection that was due', () => {
@@ -72,7 +78,7 @@ describe('returning memory once the server goes quiet', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     let busy = true;
     let collections = 0;
-    const subject = new MemoryRelease({ quietMs: 10, inUse: () => 500 * MB, busy: () => busy, collect: () => (collections += 1) });
+    const subject = new MemoryRelease({ quietMs: 10, resident: () => 500 * MB, busy: () => busy, collect: () => (collections += 1) });
     subject.worked();
     vi.advanceTimersByTime(100);
     expect(collections).toBe(0);
@@ -85,7 +91,7 @@ describe('returning memory once the server goes quiet', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     let tries = 0;
     let used = 500 * MB;
-    const subject = new MemoryRelease({ quietMs: 10, inUse: () => used, collect: () => ((tries += 1), raise()) });
+    const subject = new MemoryRelease({ quietMs: 10, resident: () => used, collect: () => ((tries += 1), raise()) });
     subject.worked();
     expect(() => vi.advanceTimersByTime(10)).not.toThrow();
     used = 2000 * MB;
