@@ -66,7 +66,9 @@ export function fixedClock(start = Date.parse('2026-11-26T00:00:00Z')) {
 export function pushFiles(repo: string, files: Record<string, string | null>, message: string, branch = 'main'): string {
   const work = mkdtempSync(join(tmpdir(), 'aami-push-'));
   try {
-    gitCli(work, 'clone', '--quiet', '--branch', branch, repo, '.');
+    // --no-local: a clone by path hard-links the object files, and git refuses one that is still being
+    // written (the server's pack in progress: "hardlink different from source"); the transport reads only whole objects.
+    gitCli(work, 'clone', '--quiet', '--no-local', '--branch', branch, repo, '.');
     for (const [path, content] of Object.entries(files)) {
       if (content === null) fs.rmSync(join(work, path), { force: true });
       else {
