@@ -10,10 +10,10 @@ describe('returning memory once the server goes quiet', () => {
 
   /** A release over a process of `startMb` whose size the test sets; `worked(mb, ms)` ends some work at that size and lets `ms` pass. */
   function release(startMb: number, options: { quietMs?: number; growthBytes?: number; growthShare?: number }) {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     let used = startMb * MB;
     const state = { collections: 0, afterCollection: startMb };
-    const subject = new MemoryRelease({ ...options, resident: () => used, collect: () => ((state.collections += 1), (used = state.afterCollection * MB)) });
+    const subject = new MemoryRelease({ ...options, now: () => Date.now(), resident: () => used, collect: () => ((state.collections += 1), (used = state.afterCollection * MB)) });
     const worked = (mb: number, ms: number) => {
       used = mb * MB;
       subject.worked();
@@ -66,6 +66,29 @@ describe('returning memory once the server goes quiet', () => {
     expect(worked(282, 10)).toBe(2); // against 300, this would need 332
   });
 
+  it('lets a hundred times the last collection\'s length pass before the next one, however fast the process grows', () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    let resident = 300 * MB;
+    let collections = 0;
+    const collect = () => {
+      collections += 1;
+      vi.setSystemTime(Date.now() + 400); // a collection of 400 ms
+    };
+    const subject = new MemoryRelease({ quietMs: 10, resident: () => resident, now: () => Date.now(), collect });
+    subject.worked();
+    vi.advanceTimersByTime(10);
+    expect(collections).toBe(1);
+    resident = 400 * MB; // grown by far more than enough
+    subject.worked();
+    vi.advanceTimersByTime(10);
+    expect(collections).toBe(1);
+    vi.advanceTimersByTime(39_000);
+    expect(collections).toBe(1); // 40 s after the last one ended: not yet
+    vi.advanceTimersByTime(1_000);
+    expect(collections).toBe(2); // by itself, without more work
+    subject.stop();
+  });
+
   it('stop() cancels a collection that was due', () => {
     const { subject, state, worked } = release(0, { quietMs: 10 });
     expect(worked(500, 0)).toBe(0); // due in 10 ms
@@ -75,10 +98,10 @@ describe('returning memory once the server goes quiet', () => {
   });
 
   it('waits another quiet time while work is under way that has not ended yet (a slow commit, a sliced compile)', () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     let busy = true;
     let collections = 0;
-    const subject = new MemoryRelease({ quietMs: 10, resident: () => 500 * MB, busy: () => busy, collect: () => (collections += 1) });
+    const subject = new MemoryRelease({ quietMs: 10, now: () => Date.now(), resident: () => 500 * MB, busy: () => busy, collect: () => (collections += 1) });
     subject.worked();
     vi.advanceTimersByTime(100);
     expect(collections).toBe(0);
@@ -88,10 +111,10 @@ describe('returning memory once the server goes quiet', () => {
   });
 
   it('serves on when the collection cannot run, and stops trying', () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     let tries = 0;
     let used = 500 * MB;
-    const subject = new MemoryRelease({ quietMs: 10, resident: () => used, collect: () => ((tries += 1), raise()) });
+    const subject = new MemoryRelease({ quietMs: 10, now: () => Date.now(), resident: () => used, collect: () => ((tries += 1), raise()) });
     subject.worked();
     expect(() => vi.advanceTimersByTime(10)).not.toThrow();
     used = 2000 * MB;
@@ -101,7 +124,7 @@ describe('returning memory once the server goes quiet', () => {
   });
 
   it('really collects: garbage made before the quiet time is gone after it', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     let collected = 0;
     const release = new MemoryRelease({ quietMs: 10, growthBytes: 0, growthShare: 0, collected: () => (collected += 1) });
     // An object nothing refers to but a WeakRef, made in a function so no local keeps it.
