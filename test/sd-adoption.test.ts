@@ -45,7 +45,7 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     });
   }
 
-  it('does not take files that change size while they are read: it compiles them instead', async () => {
+  it('does not take a file that grows while it is read: it compiles it instead, and the bytes appended go', async () => {
     const repo = await tmpConfigRepo();
     await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
     const sdDir = join(repo.dir, '..', 'sd');
@@ -53,18 +53,21 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity });
     await first.compileNow();
     await first.close();
-    // node.json is listed one byte shorter than it is (a writer next to the server).
-    const statSync = ((path: string) => {
-      const stat = fs.statSync(path);
-      return path.endsWith('/node.json') ? Object.assign(stat, { size: stat.size - 1 }) : stat;
-    }) as typeof fs.statSync;
+    const compiled = fs.readFileSync(join(sdDir, 'node.json'), 'utf8');
+    // A writer next to the server appends to node.json after it was listed, before it is read:
+    // what is read is the whole old file, well formed; only its size afterwards tells.
+    const openSync = ((path: string, flags: string) => {
+      if (path.endsWith('/node.json')) fs.appendFileSync(path, 'GARBAGE');
+      return fs.openSync(path, flags);
+    }) as typeof fs.openSync;
     const logged: string[] = [];
-    const logger = { ...silentLogger, info: (message: string) => logged.push(message) };
-    const restarted = new SdPublisher(repo.live, { fs: new Proxy(fs, { get: (target, key) => (key === 'statSync' ? statSync : Reflect.get(target, key)) }), sdDir, logger, identity });
+    const logger = { ...silentLogger, info: (message: string, fields?: Record<string, unknown>) => logged.push(`${message} ${JSON.stringify(fields ?? {})}`) };
+    const restarted = new SdPublisher(repo.live, { fs: new Proxy(fs, { get: (target, key) => (key === 'openSync' ? openSync : Reflect.get(target, key)) }), sdDir, logger, identity });
     await restarted.start();
-    expect(logged.some((message) => /serving them/.test(message))).toBe(false);
-    expect(restarted.status.lastSuccessAt).toBeDefined();
-    expect(Buffer.concat(restarted.lastOutput!.get('node.json')!).toString()).toBe(fs.readFileSync(join(sdDir, 'node.json'), 'utf8'));
+    expect(logged.find((line) => /cannot be taken as they are/.test(line))).toMatch(/node\.json changed while it was read/);
+    expect(logged.some((line) => /serving them/.test(line))).toBe(false);
+    expect(fs.readFileSync(join(sdDir, 'node.json'), 'utf8')).toBe(compiled);
+    expect(Buffer.concat(restarted.lastOutput!.get('node.json')!).toString()).toBe(compiled);
     await restarted.close();
   });
 });

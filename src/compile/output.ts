@@ -119,10 +119,11 @@ export class SdOutput {
     try {
       handle = await this.fs.promises.open(`${this.dir}/${name}`, 'r');
       if ((await handle.stat()).size !== size) return false;
-      if (!readBack.buffer || readBack.buffer.length < size) readBack.buffer = Buffer.allocUnsafeSlow(Math.max(size, 2 * (readBack.buffer?.length ?? 0)));
+      if (!readBack.buffer || readBack.buffer.length < size) readBack.buffer = Buffer.allocUnsafeSlow(size);
       const bytes = readBack.buffer.subarray(0, size);
       const { bytesRead } = await handle.read(bytes, 0, size, 0);
-      return bytesRead === size && sameParts([bytes], parts);
+      // Grown while it was read (a writer next to the server): not what it was.
+      return bytesRead === size && (await handle.stat()).size === size && sameParts([bytes], parts);
     } catch {
       return false; // missing or unreadable: written
     } finally {
