@@ -96,7 +96,8 @@ export class MemoryRelease {
  * that one collection V8 runs as when it saves memory, and compacts the old generation: a
  * plain gc() left ~17 MB of gaps in it at 100k targets (a restart settled at ~311 MB of
  * RSS, against 293-296). The young generation keeps its reserve (34 MB): V8 gives it back
- * only in collections of its own, with the flags still set.
+ * only in a collection that finds allocation low for the last 5 s (giving it back ourselves
+ * made the light traffic after it cost more CPU: tried, and left).
  */
 function fullCollection(): () => void {
   let gc: (() => void) | undefined;

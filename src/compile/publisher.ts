@@ -118,7 +118,7 @@ export class SdPublisher {
     // trips cost a 100k restart ~0.3 s; the "starting" answers of the listener wait the ~0.2 s instead.
     const sizes = names.map((name) => fs.statSync(`${sdDir}/${name}`).size);
     const all = Buffer.allocUnsafeSlow(sizes.reduce((sum, size) => sum + size, 0));
-    const views: Buffer[] = [];
+    const files = new Map<string, Buffer[]>();
     for (let i = 0, at = 0; i < names.length; at += sizes[i]!, i++) {
       const bytes = all.subarray(at, at + sizes[i]!);
       const fd = fs.openSync(`${sdDir}/${names[i]}`, 'r');
@@ -128,9 +128,9 @@ export class SdPublisher {
       } finally {
         fs.closeSync(fd);
       }
-      views.push(bytes);
+      files.set(names[i]!, fileParts(bytes));
     }
-    return new Map(names.map((name, i) => [name, fileParts(views[i]!)]));
+    return files;
   }
 
   /** Resolves after the next compile has finished (tests await this instead of sleeping). */
