@@ -1,8 +1,10 @@
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { existsSync, mkdirSync, type PathLike, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { hashObject, type TreeEntry } from '../src/git/objects.js';
+import type { Fs } from '../src/git/fs.js';
+import { hashObject, ObjectWriter, type TreeEntry } from '../src/git/objects.js';
 import { GitRepository } from '../src/git/repository.js';
 import { Tree } from '../src/git/tree.js';
 import { ADMIN, fixedClock, gitCli, onCleanup, pushFiles, random as seeded, tempDir } from './helpers.js';
@@ -171,6 +173,43 @@ describe('GitRepository', () => {
     gitCli(dir, 'fsck', '--strict', '--no-progress');
     expect(gitCli(dir, 'rev-list', '--count', 'main').trim()).toBe('61');
     expect(gitCli(dir, 'show', 'main:targets/g2/h59.yaml')).toBe('n: 59\n');
+  });
+
+  it('writes a pack outside objects/ until it is whole: a clone by path meanwhile copies no part of it', async () => {
+    const { dir, git } = await repository();
+    // The writer held between "both temp files written and fsync'd" and "renamed into objects/pack".
+    let reached!: () => void;
+    const paused = new Promise<void>((resolve) => (reached = resolve));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const rename = fs.promises.rename;
+    const held: Fs = { ...fs, promises: { ...fs.promises, rename: async (from: PathLike, to: PathLike) => (reached(), await gate, rename(from, to)) } };
+    const content = Buffer.from('written while a person clones\n');
+    const { oid } = hashObject('blob', content);
+    const writing = new ObjectWriter(held, dir).writeAll([{ oid, type: 'blob', content }]);
+    await paused;
+    const temps = (root: string) => (readdirSync(root, { recursive: true }) as string[]).filter((name) => /tmp/.test(name));
+    expect(temps(join(dir, 'objects'))).toEqual([]);
+    expect(temps(dir)).toHaveLength(2); // the pack and its index, at the top of the repository
+    // A clone by path hard-links every file under objects/ (and fails on one that grows meanwhile).
+    const clone = join(tempDir(), 'clone.git');
+    git('clone', '--bare', '--quiet', dir, clone);
+    expect(temps(join(clone, 'objects'))).toEqual([]);
+    release();
+    await writing;
+    expect(temps(dir)).toEqual([]);
+    expect(git('cat-file', 'blob', oid)).toBe(content.toString());
+  });
+
+  it('at start-up removes the temp files of packs a dead process left, and those of this pid, but not those of a running process', async () => {
+    const { repo, dir } = await repository();
+    const dead = spawnSync('true').pid;
+    const leftovers = [`${dir}/.aami-pack-${dead}-3.tmp`, `${dir}/.aami-pack-${process.pid}-0.tmp`, `${dir}/objects/pack/tmp_pack_${dead}_4`];
+    // A running process's (the test runner's), git's own temp pack, and a file the pattern does not name.
+    const kept = [`${dir}/.aami-pack-${process.ppid}-1.tmp`, `${dir}/objects/pack/tmp_pack_Ab12Cd`, `${dir}/.aami-pack-x-1.tmp`];
+    for (const path of [...leftovers, ...kept]) writeFileSync(path, 'PACK');
+    expect((await repo.clearLeftoverPackTemps()).sort()).toEqual(leftovers.sort());
+    expect([...leftovers, ...kept].filter((path) => existsSync(path))).toEqual(kept);
   });
 
 

@@ -77,25 +77,34 @@ export class ObjectWriter {
    * disk are they named, the pack first (Git sees a pack only once its index is there); then
    * the pack directory is fsync'd — a ref must never point at an object a crash can take
    * back. A failed write leaves no temp file.
+   *
+   * The temp files are written at the top of the repository, not in `objects/pack` as git's
+   * own are: a `git clone /path/to/repo` hard-links every file under `objects/` and gives up
+   * on one whose size changes under it ("hardlink different from source"), which a pack being
+   * written did. Renamed into `objects/pack` only whole, a pack never changes there.
    */
   async writeAll(objects: Array<{ oid: string; type: ObjectType; content: Buffer }>): Promise<void> {
     if (!objects.length) return;
     const { pack, index, name } = buildPack(objects);
     const dir = `${this.gitdir}/objects/pack`;
     let created = false;
-    const temps = [pack, index].map(() => `${dir}/tmp_pack_${process.pid}_${tmpCounter++}`);
-    try {
-      // Both settle before any clean-up: a temp file still being written when the other failed would be left behind.
-      const writeBoth = () => Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
-      let written = await writeBoth();
-      if (written.some((result) => result.status === 'rejected' && (result.reason as NodeJS.ErrnoException).code === 'ENOENT')) {
+    const temps = [pack, index].map(() => `${this.gitdir}/${TEMP_PREFIX}${process.pid}-${tmpCounter++}.tmp`);
+    const moveIn = async (temp: string, path: string) => {
+      try {
+        await this.fs.promises.rename(temp, path);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || created) throw error;
         // The first pack of a repository with no objects/pack yet: made once, not looked for on every commit.
         created = (await this.fs.promises.mkdir(dir, { recursive: true })) !== undefined;
-        written = await writeBoth();
+        await this.fs.promises.rename(temp, path);
       }
+    };
+    try {
+      // Both settle before any clean-up: a temp file still being written when the other failed would be left behind.
+      const written = await Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
       for (const result of written) if (result.status === 'rejected') throw result.reason;
-      await this.fs.promises.rename(temps[0]!, `${dir}/pack-${name}.pack`);
-      await this.fs.promises.rename(temps[1]!, `${dir}/pack-${name}.idx`);
+      await moveIn(temps[0]!, `${dir}/pack-${name}.pack`);
+      await moveIn(temps[1]!, `${dir}/pack-${name}.idx`);
     } catch (error) {
       await Promise.all(temps.map((tmp) => this.fs.promises.rm(tmp, { force: true }).catch(() => undefined)));
       throw error;
@@ -115,6 +124,42 @@ export class ObjectWriter {
   }
 }
 let tmpCounter = 0;
+/** The temp files of packs being written: `<gitdir>/.aami-pack-<pid>-<n>.tmp`. */
+const TEMP_PREFIX = '.aami-pack-';
+
+/**
+ * At start-up: remove the temp files of packs a process that died mid-write left at the top
+ * of the repository — and, from servers before they were moved there, in `objects/pack`
+ * (`tmp_pack_<pid>_<n>`; git's own are `tmp_pack_XXXXXX`). A file is left alone while the
+ * process it names runs (another program may hold the pid now: the file then waits for a
+ * later start); our own pid is a leftover too: in a container every start is pid 1, and
+ * nothing is written before this runs. Answers the paths removed.
+ */
+export async function clearLeftoverPackTemps(fs: Fs, gitdir: string): Promise<string[]> {
+  const removed: string[] = [];
+  for (const [dir, pattern] of [
+    [gitdir, /^\.aami-pack-(\d+)-\d+\.tmp$/],
+    [`${gitdir}/objects/pack`, /^tmp_pack_(\d+)_\d+$/],
+  ] as const) {
+    const names = await fs.promises.readdir(dir).catch(() => [] as string[]);
+    for (const name of names) {
+      const pid = Number(pattern.exec(name)?.[1] ?? NaN);
+      if (Number.isNaN(pid) || (pid !== process.pid && running(pid))) continue;
+      await fs.promises.rm(`${dir}/${name}`, { force: true });
+      removed.push(`${dir}/${name}`);
+    }
+  }
+  return removed;
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'; // there, but someone else's
+  }
+}
 
 /** A version 2 pack of whole (undeltified) objects, and its version 2 index. */
 export function buildPack(objects: Array<{ oid: string; type: ObjectType; content: Buffer }>): { pack: Buffer; index: Buffer; name: string } {

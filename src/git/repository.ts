@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 import { exists, syncPath } from './fs.js';
-import { hashObject, ObjectWriter, type Person, serializeCommit, type TreeEntry } from './objects.js';
+import { clearLeftoverPackTemps, hashObject, ObjectWriter, type Person, serializeCommit, type TreeEntry } from './objects.js';
 import { ObjectReader } from './reader.js';
 import { clearLeftoverLock, readRef, swapRef, type SwapResult } from './refs.js';
 import { Tree } from './tree.js';
@@ -129,6 +129,11 @@ export class GitRepository {
   /** At start-up: remove a lock on the branch left by a process that died holding it (refs.ts). */
   clearLeftoverLock(): Promise<string | undefined> {
     return clearLeftoverLock(this.gitdir, this.ref);
+  }
+
+  /** At start-up: remove the temp files of packs a process that died mid-write left (objects.ts). */
+  clearLeftoverPackTemps(): Promise<string[]> {
+    return clearLeftoverPackTemps(fs, this.gitdir);
   }
 
   swap(expected: string | null, next: string): Promise<SwapResult> {
