@@ -1,6 +1,9 @@
+import * as fs from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { AamiError } from '../src/errors.js';
-import { ADMIN, pushFiles, targetYaml, tmpConfigRepo } from './helpers.js';
+import { watchRef } from '../src/writer/watch.js';
+import { ADMIN, gitCli, onCleanup, pushFiles, targetYaml, tmpConfigRepo } from './helpers.js';
 
 const add = (repo: Awaited<ReturnType<typeof tmpConfigRepo>>, host: string, ip: string, author = ADMIN) =>
   repo.writer.update({ message: `Add ${host}`, author }, ({ catalog }) => ({
@@ -140,5 +143,34 @@ describe('following the branch', () => {
     expect(repo.sdFile('node')).toHaveLength(4);
     expect([...repo.live.snapshot().catalog.checks.keys()]).toEqual(checksBefore);
     expect(repo.live.snapshot().problems).toEqual([expect.objectContaining({ file: 'groups/ml-training.yaml', message: expect.stringContaining('was deleted, but it is still used by') })]);
+  });
+});
+
+describe('watchRef', () => {
+  it('tells when the branch or packed-refs changes, with no poll to fall back on, and not for the temp packs written beside them', async () => {
+    const { repo, dir } = await tmpConfigRepo();
+    let calls = 0;
+    let changed: () => void = () => undefined;
+    const watcher = watchRef(dir, repo.ref, () => (calls++, changed()), 3_600_000);
+    onCleanup(() => watcher.close());
+    const next = () => new Promise<void>((resolve) => (changed = resolve));
+
+    // A file at the top of the repository that is neither: seen by a watcher of our own, then
+    // waited on for ten times the watcher's debounce.
+    const seen = new Promise<void>((resolve) => {
+      const own = fs.watch(dir, (_, name) => name === '.aami-pack-1-1.tmp' && (own.close(), resolve()));
+    });
+    fs.writeFileSync(join(dir, '.aami-pack-1-1.tmp'), 'PACK');
+    await seen;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(calls).toBe(0);
+
+    const head = (await repo.head())!;
+    let changes = next();
+    gitCli(dir, 'update-ref', repo.ref, gitCli(dir, 'commit-tree', '-p', head, '-m', 'pushed', `${head}^{tree}`).trim());
+    await changes;
+    changes = next();
+    gitCli(dir, 'pack-refs', '--all');
+    await changes;
   });
 });

@@ -1,5 +1,5 @@
 import * as fs from 'node:fs';
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 
 export interface RefWatcher {
   close(): void;
@@ -11,7 +11,9 @@ export interface RefWatcher {
  * own commits (it applied them already), so it watches two directories (the ref's and the
  * repository's, for packed-refs), not the thousands of files of a working tree. A poll
  * backs the events up: an event can be missed, and a repository moved away and back
- * gives none at all.
+ * gives none at all. Only the names that can move the branch count: the ref and
+ * packed-refs (renamed over from their locks), or an event without a name — not the temp
+ * packs the server writes at the top of the repository (objects.ts).
  */
 export function watchRef(gitdir: string, ref: string, onChange: () => void, pollMs = 1000): RefWatcher {
   let timer: NodeJS.Timeout | undefined;
@@ -19,11 +21,12 @@ export function watchRef(gitdir: string, ref: string, onChange: () => void, poll
     clearTimeout(timer);
     timer = setTimeout(onChange, 10);
   };
+  const names = new Set([basename(ref), 'packed-refs']);
   const watchers: fs.FSWatcher[] = [];
   for (const dir of new Set([dirname(`${gitdir}/${ref}`), gitdir])) {
     try {
       const watcher = fs.watch(dir, { persistent: false }, (_, name) => {
-        if (!name?.endsWith('.lock')) fire();
+        if (!name || names.has(name)) fire();
       });
       watcher.on('error', () => watcher.close());
       watchers.push(watcher);
