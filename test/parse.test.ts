@@ -1,6 +1,9 @@
-import { describe, expect, it } from 'vitest';
-import { parseFile } from '../src/catalog/parse.js';
+import jsYaml from 'js-yaml';
+import { isDeepStrictEqual } from 'node:util';
+import { describe, expect, it, vi } from 'vitest';
+import { dumpYaml, parseFile } from '../src/catalog/parse.js';
 import type { Target } from '../src/schema/index.js';
+import { onCleanup, random } from './helpers.js';
 
 const problemsOf = (path: string, text: string) => parseFile(path, text).problems.map((p) => `${p.field}: ${p.message}`);
 
@@ -115,5 +118,46 @@ describe('parseFile', () => {
     expect(problemsOf('tokens/t1.yaml', token('max_uses: 2\nuses: 3\nexpires_at: 2026-12-31T00:00:00Z\n'))).toEqual([
       'uses: must not exceed max_uses',
     ]);
+  });
+
+  it('reads a file it dumped itself as YAML would: data of every shape, strings YAML could take for something else', () => {
+    // The parse of a file the server just rendered skips the YAML reader (dumpYaml): the data
+    // must be what js-yaml's load of that text gives, for anything a file can hold.
+    const rng = random(20261127);
+    const strings = ['', 'yes', 'No', 'on', 'OFF', 'y', 'n', 'null', 'Null', '~', 'true', 'False', '1e3', '0x1F', '0o17', '08', '1_000', '+1', '-0', '.5', '.inf', '-.Inf', '.NaN',
+      '2026-11-26', '2026-11-26T00:00:00Z', '12:30:00', ' lead', 'trail ', 'a: b', 'a #b', '#x', '- x', '? x', ': x', "'q'", '"dq"', "it's", 'multi\nline', 'end\n', '\n\nstart',
+      'tab\there', '\u2028', '\u0085', '\ufeffbom', '\ud800', 'emoji 🚀', '한국어 라벨', '<<', '=', '!tag', '&anchor', '*alias', '%d', '@at', '`tick', '{a}', '[b]', 'a,b', '|', '>', '\\', 'x'.repeat(3000), 'NVIDIA H100 80GB HBM3', 'sha256:' + 'ab'.repeat(32)];
+    const numbers = [0, 1, 8, 1024, 65535, 2 ** 31, 2 ** 53 - 1, -1, -(2 ** 40), 1.5, 0.1, 1e21, 1e-7, 5e-324, Number.MAX_VALUE];
+    const value = (depth: number): unknown => {
+      const kind = rng.next();
+      if (depth > 2 || kind < 0.45) return rng.pick(strings);
+      if (kind < 0.6) return rng.pick(numbers);
+      if (kind < 0.67) return rng.next() < 0.5;
+      if (kind < 0.7) return null;
+      if (kind < 0.85) return Array.from({ length: Math.floor(rng.next() * 4) }, () => value(depth + 1));
+      return object(depth + 1);
+    };
+    const object = (depth: number): Record<string, unknown> =>
+      Object.fromEntries(Array.from({ length: Math.floor(rng.next() * 5) }, () => [rng.pick([...strings.filter((s) => s.length < 100), 'gpu_count', 'labels', 'a_b'] as const), value(depth)]));
+    for (let i = 0; i < 2000; i++) {
+      const data = object(0);
+      const text = dumpYaml(data);
+      const loaded = jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA });
+      expect(isDeepStrictEqual(loaded ?? {}, JSON.parse(JSON.stringify(data))), `${JSON.stringify(data)}\n${text}`).toBe(true);
+    }
+    // Through parseFile: the first parse of a dumped text takes the kept data, the second reads the YAML; both agree.
+    const target = { hostname: 'gpu-01', ip_address: '10.0.0.1', primary_group: 'ml', labels: { rack: 'yes', since: '2026-11-26' }, node_labels: { gpu_count: '8' }, facts: { gpu_count: 8, gpu_model: "it's # a: GPU" } };
+    const text = dumpYaml(target);
+    const load = vi.spyOn(jsYaml, 'load');
+    onCleanup(() => load.mockRestore());
+    const kept = parseFile('targets/ml/gpu-01.yaml', text);
+    expect(load).not.toHaveBeenCalled();
+    expect(kept.problems).toEqual([]);
+    expect(parseFile('targets/ml/gpu-01.yaml', text)).toEqual(kept);
+    expect(load).toHaveBeenCalledTimes(1);
+    // What JSON cannot carry is not kept: NaN fails the schema as it does from the YAML.
+    const odd = dumpYaml({ ...target, facts: { gpu_count: Number.NaN } });
+    expect(problemsOf('targets/ml/gpu-01.yaml', odd)).toEqual(problemsOf('targets/ml/gpu-01.yaml', odd));
+    expect(problemsOf('targets/ml/gpu-01.yaml', odd)[0]).toMatch(/^facts.gpu_count: /);
   });
 });

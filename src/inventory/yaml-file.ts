@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
-import jsYaml from 'js-yaml';
 import { parseDocument } from 'yaml';
+import { dumpYaml } from '../catalog/parse.js';
 
 /**
  * The YAML text for an entity. When the file exists and has comments, only the keys whose
@@ -10,9 +10,8 @@ import { parseDocument } from 'yaml';
 export function renderYaml(data: Record<string, unknown>, previous?: string): string {
   const present = Object.fromEntries(Object.entries(data).filter(([, value]) => value !== undefined));
   // Without comments there is nothing to keep: js-yaml's dump is ~4x cheaper than editing a
-  // document, and a registration writes two files. Its default schema quotes whatever another
-  // reader could take for a number, a boolean or a date ('8', '2026-11-26T00:00:00Z').
-  if (previous === undefined || !previous.includes('#')) return jsYaml.dump(present, { lineWidth: -1, noRefs: true });
+  // document, and a registration writes two files.
+  if (previous === undefined || !previous.includes('#')) return dumpYaml(present);
   const doc = parseDocument(previous);
   const old = (doc.toJS() ?? {}) as Record<string, unknown>;
   for (const key of Object.keys(old)) if (!(key in present)) doc.delete(key);
