@@ -20,6 +20,7 @@ import {
   type CheckScript,
   type Credential,
 } from '../schema/index.js';
+import { emitYaml } from './emit.js';
 import type { Problem } from './problem.js';
 
 export type Entity =
@@ -119,7 +120,7 @@ export function parseFile(path: string, text: string): ParseResult {
  * Only the last few texts are kept, and one is let go once parsed.
  */
 export function dumpYaml(data: Record<string, unknown>): string {
-  const text = jsYaml.dump(data, { lineWidth: -1, noRefs: true });
+  const text = emitYaml(data);
   let exact = true;
   const json = JSON.stringify(data, (_, value: unknown) => {
     if (typeof value === 'number' && (!Number.isFinite(value) || Object.is(value, -0))) exact = false;
