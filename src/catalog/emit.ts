@@ -8,16 +8,11 @@ export const DUMP_OPTIONS: jsYaml.DumpOptions = { lineWidth: -1, noRefs: true };
  * writes (a target's: 14 µs against 45): block mappings and sequences of printable-ASCII
  * strings, safe integers, booleans and nulls. js-yaml walks every string character by
  * character and tries each type another reader could take it for; here a few native
- * string searches decide, and only strings that begin as such a type are tried. Whatever
- * else a document holds (other text, other numbers, a sequence in a sequence, a key past
- * 1,024 characters) sends the whole document to js-yaml. test/emit.test.ts compares both
- * on random documents.
+ * string searches decide, and only strings that begin as such a type are tried. A
+ * document that holds anything else (other text, other numbers, a sequence in a sequence,
+ * a key past 1,024 characters) answers undefined: it is js-yaml's to dump (parse.ts).
+ * test/emit.test.ts compares both on random documents.
  */
-export function emitYaml(data: Record<string, unknown>): string {
-  return emitFast(data) ?? jsYaml.dump(data, DUMP_OPTIONS);
-}
-
-/** The fast path alone: undefined when the document holds anything it leaves to js-yaml. */
 export function emitFast(data: Record<string, unknown>): string | undefined {
   const out: string[] = [];
   try {

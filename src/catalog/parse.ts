@@ -20,7 +20,7 @@ import {
   type CheckScript,
   type Credential,
 } from '../schema/index.js';
-import { emitYaml } from './emit.js';
+import { DUMP_OPTIONS, emitFast } from './emit.js';
 import type { Problem } from './problem.js';
 
 export type Entity =
@@ -110,26 +110,21 @@ export function parseFile(path: string, text: string): ParseResult {
 /**
  * The YAML text of a file the server writes: js-yaml's dump, whose default schema quotes
  * whatever another reader could take for a number, a boolean or a date ('8',
- * '2026-11-26T00:00:00Z').
+ * '2026-11-26T00:00:00Z'), through its fast emitter where it can (emit.ts).
  *
  * A write parses every file it renders (writer.ts: the same checks as a pull request's), and
  * js-yaml's load of its own dump gives back the data it was given: so the data is kept, as
  * JSON, for the next parse of exactly this text, which skips the YAML reader (~35 µs a file,
  * ~5 % of a registration's CPU in a storm). test/parse.test.ts checks that both give the same
- * on data of every shape the files hold. Numbers JSON cannot carry (NaN, -0) are not kept.
- * Only the last few texts are kept, and one is let go once parsed.
+ * on data of every shape the files hold. Only what the fast emitter wrote is kept: strings,
+ * safe integers, booleans and nulls, which JSON carries exactly (not NaN or -0). Only the
+ * last few texts are kept, and one is let go once parsed.
  */
 export function dumpYaml(data: Record<string, unknown>): string {
-  const text = emitYaml(data);
-  let exact = true;
-  const json = JSON.stringify(data, (_, value: unknown) => {
-    if (typeof value === 'number' && (!Number.isFinite(value) || Object.is(value, -0))) exact = false;
-    return value;
-  });
-  if (exact) {
-    dumped.set(text, json);
-    if (dumped.size > 16) dumped.delete(dumped.keys().next().value!);
-  }
+  const text = emitFast(data);
+  if (text === undefined) return jsYaml.dump(data, DUMP_OPTIONS);
+  dumped.set(text, JSON.stringify(data));
+  if (dumped.size > 16) dumped.delete(dumped.keys().next().value!);
   return text;
 }
 const dumped = new Map<string, string>();
