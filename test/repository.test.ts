@@ -201,17 +201,52 @@ describe('GitRepository', () => {
     expect(git('cat-file', 'blob', oid)).toBe(content.toString());
   });
 
-  it('at start-up removes the temp files of packs a dead process left, and those of this pid, but not those of a running process', async () => {
+  it('at start-up removes what a dead process left of a pack, older than a write takes: temp files, a pack without its index', async () => {
     const { repo, dir } = await repository();
     const dead = spawnSync('true').pid;
-    const leftovers = [`${dir}/.aami-pack-${dead}-3.tmp`, `${dir}/.aami-pack-${process.pid}-0.tmp`, `${dir}/objects/pack/tmp_pack_${dead}_4`];
-    // A running process's (the test runner's), git's own temp pack, and a file the pattern does not name.
-    const kept = [`${dir}/.aami-pack-${process.ppid}-1.tmp`, `${dir}/objects/pack/tmp_pack_Ab12Cd`, `${dir}/.aami-pack-x-1.tmp`];
-    for (const path of [...leftovers, ...kept]) writeFileSync(path, 'PACK');
+    const pack = (name: string) => `${dir}/objects/pack/pack-${name.repeat(40)}`;
+    // Temp files of a dead pid and of this one (a container's pid 1 again), also where writes fall back to and where old servers wrote them; a pack whose index never got its name.
+    const leftovers = [`${dir}/.aami-pack-${dead}-3.tmp`, `${dir}/.aami-pack-${process.pid}-0.tmp`, `${dir}/objects/pack/.aami-pack-${dead}-5.tmp`, `${dir}/objects/pack/tmp_pack_${dead}_4`, `${pack('a')}.pack`];
+    // A running process's (the test runner's), git's own temp pack, a file the pattern does not name, a pack with its index.
+    const kept = [`${dir}/.aami-pack-${process.ppid}-1.tmp`, `${dir}/objects/pack/tmp_pack_Ab12Cd`, `${dir}/.aami-pack-x-1.tmp`, `${pack('b')}.pack`, `${pack('b')}.idx`];
+    // The same as the leftovers but written a moment ago: perhaps a write at work (another server starting on this repository).
+    const young = [`${dir}/.aami-pack-${dead}-6.tmp`, `${dir}/.aami-pack-${process.pid}-7.tmp`, `${pack('c')}.pack`];
+    const old = new Date(Date.now() - 10 * 60_000);
+    for (const path of [...leftovers, ...kept, ...young]) {
+      writeFileSync(path, 'PACK');
+      if (!young.includes(path)) utimesSync(path, old, old);
+    }
     expect((await repo.clearLeftoverPackTemps()).sort()).toEqual(leftovers.sort());
-    expect([...leftovers, ...kept].filter((path) => existsSync(path))).toEqual(kept);
+    expect([...leftovers, ...kept, ...young].filter((path) => existsSync(path))).toEqual([...kept, ...young]);
   });
 
+  it('writes its temp packs beside the packs where a rename from the top of the repository fails (objects/ on another file system)', async () => {
+    const { dir, git } = await repository();
+    const renames: string[] = [];
+    const rename = fs.promises.rename;
+    const crossDevice: Fs = {
+      ...fs,
+      promises: {
+        ...fs.promises,
+        rename: async (from: PathLike, to: PathLike) => {
+          renames.push(String(from));
+          if (!String(from).startsWith(`${dir}/objects/`)) throw Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' });
+          return rename(from, to);
+        },
+      },
+    };
+    const writer = new ObjectWriter(crossDevice, dir);
+    for (const text of ['first\n', 'second\n']) {
+      const content = Buffer.from(text);
+      const { oid } = hashObject('blob', content);
+      await writer.writeAll([{ oid, type: 'blob', content }]);
+      expect(git('cat-file', 'blob', oid)).toBe(text);
+    }
+    // One failed rename from the top; from then on, temp files in objects/pack only; none left anywhere.
+    expect(renames.filter((from) => !from.startsWith(`${dir}/objects/`))).toHaveLength(1);
+    expect(renames.filter((from) => from.startsWith(`${dir}/objects/pack/.aami-pack-`))).toHaveLength(4);
+    expect((readdirSync(dir, { recursive: true }) as string[]).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+  });
 
   it('makes objects/pack and refs/heads for the first commit when the repository has neither', async () => {
     const dir = join(tempDir(), 'bare.git');

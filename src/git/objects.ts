@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { crc32, deflateSync } from 'node:zlib';
 import { syncPath, type Fs } from './fs.js';
+import { STALE_LOCK_MS } from './refs.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit';
 
@@ -66,42 +67,69 @@ const PACK_TYPES: Record<ObjectType, number> = { commit: 1, tree: 2, blob: 3 };
  * and then (see repository.ts).
  */
 export class ObjectWriter {
+  /**
+   * Where the temp files of a pack are written: the top of the repository, not `objects/pack`
+   * as git's own are. A `git clone /path/to/repo` hard-links every file under `objects/` and
+   * gives up on one whose size changes under it ("hardlink different from source"), which a
+   * pack being written did; renamed into `objects/pack` only whole, a pack never changes
+   * there. Where that rename cannot be made (`objects/` on another file system, a top
+   * directory the server may not write), `objects/pack` it is, from the first such failure on.
+   */
+  private tempDir: string;
+
   constructor(
     private readonly fs: Fs,
     private readonly gitdir: string,
-  ) {}
+  ) {
+    this.tempDir = gitdir;
+  }
 
   /**
    * Write the objects and make them durable: the pack and its index are written and fsync'd
    * side by side (the disk settles both in one wait, not two), and only once both are on
    * disk are they named, the pack first (Git sees a pack only once its index is there); then
    * the pack directory is fsync'd — a ref must never point at an object a crash can take
-   * back. A failed write leaves no temp file.
-   *
-   * The temp files are written at the top of the repository, not in `objects/pack` as git's
-   * own are: a `git clone /path/to/repo` hard-links every file under `objects/` and gives up
-   * on one whose size changes under it ("hardlink different from source"), which a pack being
-   * written did. Renamed into `objects/pack` only whole, a pack never changes there.
+   * back. The directory the temp files left is not: after a power cut a temp name may come
+   * back beside the pack's, a second name of the same file, which start-up removes
+   * (clearLeftoverPackTemps). A failed write leaves no temp file.
    */
   async writeAll(objects: Array<{ oid: string; type: ObjectType; content: Buffer }>): Promise<void> {
     if (!objects.length) return;
-    const { pack, index, name } = buildPack(objects);
+    const pack = buildPack(objects);
+    try {
+      await this.writePack(pack);
+    } catch (error) {
+      if (this.tempDir !== this.gitdir || !CANNOT_MOVE_IN.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+      this.tempDir = `${this.gitdir}/objects/pack`;
+      await this.writePack(pack);
+    }
+  }
+
+  private async writePack({ pack, index, name }: ReturnType<typeof buildPack>): Promise<void> {
     const dir = `${this.gitdir}/objects/pack`;
     let created = false;
-    const temps = [pack, index].map(() => `${this.gitdir}/${TEMP_PREFIX}${process.pid}-${tmpCounter++}.tmp`);
+    const temps = [pack, index].map(() => `${this.tempDir}/${TEMP_PREFIX}${process.pid}-${tmpCounter++}.tmp`);
+    const writeBoth = () => Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
+    const makeDir = async () => {
+      // The first pack of a repository with no objects/pack yet: made once, not looked for on every commit.
+      created = (await this.fs.promises.mkdir(dir, { recursive: true })) !== undefined;
+    };
     const moveIn = async (temp: string, path: string) => {
       try {
         await this.fs.promises.rename(temp, path);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || created) throw error;
-        // The first pack of a repository with no objects/pack yet: made once, not looked for on every commit.
-        created = (await this.fs.promises.mkdir(dir, { recursive: true })) !== undefined;
+        await makeDir();
         await this.fs.promises.rename(temp, path);
       }
     };
     try {
       // Both settle before any clean-up: a temp file still being written when the other failed would be left behind.
-      const written = await Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
+      let written = await writeBoth();
+      if (this.tempDir === dir && written.some((result) => result.status === 'rejected' && (result.reason as NodeJS.ErrnoException).code === 'ENOENT')) {
+        await makeDir();
+        written = await writeBoth();
+      }
       for (const result of written) if (result.status === 'rejected') throw result.reason;
       await moveIn(temps[0]!, `${dir}/pack-${name}.pack`);
       await moveIn(temps[1]!, `${dir}/pack-${name}.idx`);
@@ -110,7 +138,7 @@ export class ObjectWriter {
       throw error;
     }
     await syncPath(this.fs, dir);
-    if (created) await syncPath(this.fs, `${this.gitdir}/objects`);
+    if (created) for (const parent of [`${this.gitdir}/objects`, this.gitdir]) await syncPath(this.fs, parent);
   }
 
   private async writeSynced(path: string, data: Buffer): Promise<void> {
@@ -124,29 +152,38 @@ export class ObjectWriter {
   }
 }
 let tmpCounter = 0;
-/** The temp files of packs being written: `<gitdir>/.aami-pack-<pid>-<n>.tmp`. */
+/** The temp files of packs being written: `<gitdir>/.aami-pack-<pid>-<n>.tmp` (or in objects/pack, see tempDir). */
 const TEMP_PREFIX = '.aami-pack-';
+/** A temp file at the top of the repository cannot be renamed into objects/pack, or not be made there. */
+const CANNOT_MOVE_IN = new Set(['EXDEV', 'EACCES', 'EPERM']);
 
 /**
- * At start-up: remove the temp files of packs a process that died mid-write left at the top
- * of the repository — and, from servers before they were moved there, in `objects/pack`
- * (`tmp_pack_<pid>_<n>`; git's own are `tmp_pack_XXXXXX`). A file is left alone while the
- * process it names runs (another program may hold the pid now: the file then waits for a
- * later start); our own pid is a leftover too: in a container every start is pid 1, and
- * nothing is written before this runs. Answers the paths removed.
+ * At start-up: remove what a process that died mid-write left of a pack. Its temp files at
+ * the top of the repository — and, from servers before they were moved there, in
+ * `objects/pack` (`tmp_pack_<pid>_<n>`; git's own are `tmp_pack_XXXXXX`) — and a pack whose
+ * index never got its name (a crash between the two renames: git cannot read it, and
+ * `git count-objects` calls it garbage). Only what is older than STALE_LOCK_MS: a write
+ * renames its files within milliseconds, so a younger one may belong to a write at work
+ * (another server starting on the same repository, whose pid another container hides).
+ * A temp file is also left alone while the process it names runs (the pid may be another
+ * program's now: the file then waits for a later start); our own pid's is a leftover too
+ * (in a container every start is pid 1). Answers the paths removed.
  */
-export async function clearLeftoverPackTemps(fs: Fs, gitdir: string): Promise<string[]> {
+export async function clearLeftoverPackTemps(fs: Fs, gitdir: string, now = Date.now()): Promise<string[]> {
   const removed: string[] = [];
-  for (const [dir, pattern] of [
-    [gitdir, /^\.aami-pack-(\d+)-\d+\.tmp$/],
-    [`${gitdir}/objects/pack`, /^tmp_pack_(\d+)_\d+$/],
-  ] as const) {
-    const names = await fs.promises.readdir(dir).catch(() => [] as string[]);
+  const remove = async (path: string) => {
+    const stat = await fs.promises.stat(path).catch(() => undefined);
+    if (!stat || now - stat.mtimeMs < STALE_LOCK_MS) return;
+    await fs.promises.rm(path, { force: true });
+    removed.push(path);
+  };
+  const packDir = `${gitdir}/objects/pack`;
+  for (const dir of [gitdir, packDir]) {
+    const names = new Set(await fs.promises.readdir(dir).catch(() => [] as string[]));
     for (const name of names) {
-      const pid = Number(pattern.exec(name)?.[1] ?? NaN);
-      if (Number.isNaN(pid) || (pid !== process.pid && running(pid))) continue;
-      await fs.promises.rm(`${dir}/${name}`, { force: true });
-      removed.push(`${dir}/${name}`);
+      const pid = Number((/^\.aami-pack-(\d+)-\d+\.tmp$/.exec(name) ?? (dir === packDir ? /^tmp_pack_(\d+)_\d+$/.exec(name) : null))?.[1] ?? NaN);
+      const orphanPack = dir === packDir && /^pack-[0-9a-f]{40,64}\.pack$/.test(name) && !names.has(name.replace(/\.pack$/, '.idx'));
+      if (orphanPack || (!Number.isNaN(pid) && (pid === process.pid || !running(pid)))) await remove(`${dir}/${name}`);
     }
   }
   return removed;
