@@ -20,7 +20,7 @@ describe('emitFast', () => {
     const tricky = ['', 'yes', 'No', 'ON', 'off', 'y', 'N', 'null', 'Null', 'NULL', '~', 'true', 'False', 'TRUE', '1e3', '0x1F', '0o17', '0b1', '08', '1_000', '+1', '-1', '-0', '.5', '1.', '.inf', '-.Inf', '.NaN', '.nan',
       '2026-11-26', '2026-11-26T00:00:00Z', '2026-11-27T15:00:00.000Z', '2026-1-2', '12:30', '1:2:3', '190:20:30.15', ' lead', 'trail ', 'a: b', 'a:b', 'a:', ':a', 'a #b', 'a#b', '#x', '- x', '-x', '? x', '?x',
       "'q'", '"dq"', "it's", 'multi\nline', 'tab\there', '\u2028', 'é', '한국어', '\ud800', 'emoji 🚀', '<<', '=', '!tag', '&anchor', '*alias', '%d', '@at', '`tick', '{a}', '[b]', 'a,b', '|', '>', '\\', ',x', 'x,', '{', '}x',
-      'x'.repeat(1100), 'NVIDIA H100 80GB HBM3', `sha256:${'ab'.repeat(32)}`, 'gpu-node-01.example.com', '10.0.0.1', '::1', 'fe80::1'];
+      'x'.repeat(1100), 'NVIDIA H100 80GB HBM3', `sha256:${'ab'.repeat(32)}`, 'gpu-node-01.example.com', '10.0.0.1', '::1', 'fe80::1', '... x', '...', '--- x', '---', 'sequence', 'mapping'];
     const alphabet = 'aZ09eE.+-_: #\'"?!,[]{}&*|>%@`=~/\\xnult';
     const randomString = () => Array.from({ length: int(9) }, () => alphabet[int(alphabet.length)]).join('');
     const string = () => (rng.next() < 0.5 ? rng.pick(tricky) : randomString());
@@ -32,7 +32,7 @@ describe('emitFast', () => {
       if (kind < 0.55) return rng.next() < 0.5;
       if (kind < 0.58) return null;
       if (kind < 0.62) return undefined;
-      if (kind < 0.63) return new Date(0);
+      if (kind < 0.63) return rng.pick([new Date(0), new (class { a = 1; toJSON() { return { b: 2 }; } })(), Object.assign(Object.create(null) as object, { k: 'v' }), Object.assign([1], { [Symbol.toStringTag]: 'Object' })]);
       if (kind < 0.8) return Array.from({ length: int(4) }, () => value(depth + 1));
       return mapping(depth + 1);
     };

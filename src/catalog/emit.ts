@@ -16,6 +16,8 @@ export const DUMP_OPTIONS: jsYaml.DumpOptions = { lineWidth: -1, noRefs: true };
 export function emitFast(data: Record<string, unknown>): string | undefined {
   const out: string[] = [];
   try {
+    const shape = shapeOf(data);
+    if (shape !== MAPPING) return shape === '{}' ? '{}\n' : undefined;
     return mapping(data, 0, true, out) ? `${out.join('')}\n` : '{}\n';
   } catch (error) {
     if (error === NOT_HERE) return undefined;
@@ -24,6 +26,8 @@ export function emitFast(data: Record<string, unknown>): string | undefined {
 }
 
 const NOT_HERE = Symbol('not for the fast path');
+const SEQUENCE = Symbol('a block sequence');
+const MAPPING = Symbol('a block mapping');
 const indent = (level: number) => `\n${'  '.repeat(level)}`;
 
 /**
@@ -38,11 +42,15 @@ function mapping(object: Record<string, unknown>, level: number, compact: boolea
     if (value === undefined) continue;
     const name = scalar(key);
     if (name.length > 1024) throw NOT_HERE; // js-yaml writes an explicit "? " key
+    if (level === 0 && name.startsWith('... ')) throw NOT_HERE; // a document's end: js-yaml writes it, and cannot read it back
     if (!compact || wrote) out.push(indent(level));
     out.push(name);
-    if (!isBlock(value)) out.push(': ', inline(value));
-    else if (Array.isArray(value)) out.push(':'), sequence(value, level + 1, out);
-    else if (out.push(':'), !mapping(value as Record<string, unknown>, level + 1, false, out)) throw NOT_HERE;
+    const shape = shapeOf(value);
+    if (shape === SEQUENCE) out.push(':'), sequence(value as unknown[], level + 1, out);
+    else if (shape === MAPPING) {
+      out.push(':');
+      if (!mapping(value as Record<string, unknown>, level + 1, false, out)) throw NOT_HERE;
+    } else out.push(': ', shape);
     wrote = true;
   }
   return wrote;
@@ -53,20 +61,21 @@ function sequence(items: unknown[], level: number, out: string[]): void {
   for (const item of items) {
     const value = item === undefined ? null : item; // as js-yaml writes it
     out.push(indent(level), '- ');
-    if (!isBlock(value)) out.push(inline(value));
-    else if (Array.isArray(value) || !mapping(value as Record<string, unknown>, level + 1, true, out)) throw NOT_HERE;
+    const shape = shapeOf(value);
+    if (shape === SEQUENCE) throw NOT_HERE;
+    if (shape !== MAPPING) out.push(shape);
+    else if (!mapping(value as Record<string, unknown>, level + 1, true, out)) throw NOT_HERE;
   }
 }
 
-/** A collection written over lines: a sequence or mapping with something in it. */
-function isBlock(value: unknown): boolean {
-  if (typeof value !== 'object' || value === null) return false;
-  if (Array.isArray(value)) return value.length > 0;
-  return Object.prototype.toString.call(value) === '[object Object]' && Object.keys(value).length > 0;
-}
-
-/** A value on the line of its key or dash. */
-function inline(value: unknown): string {
+/**
+ * How a value is written: over lines (SEQUENCE or MAPPING, with something in it), or the
+ * text on the line of its key or dash. Collections are arrays and object literals (or a
+ * null prototype's): what JSON.stringify copies as written here (parse.ts keeps that copy).
+ * Anything else — a class (it may have a toJSON), a Date (a timestamp to js-yaml), an object
+ * with its own Symbol.toStringTag (js-yaml goes by that tag) — is left to js-yaml.
+ */
+function shapeOf(value: unknown): typeof SEQUENCE | typeof MAPPING | string {
   if (value === null) return 'null';
   switch (typeof value) {
     case 'string':
@@ -76,9 +85,12 @@ function inline(value: unknown): string {
     case 'number':
       if (!Number.isSafeInteger(value) || Object.is(value, -0)) throw NOT_HERE; // js-yaml's float forms
       return String(value);
-    case 'object':
-      if (Array.isArray(value)) return '[]';
-      if (Object.prototype.toString.call(value) === '[object Object]') return '{}';
+    case 'object': {
+      const prototype = Object.getPrototypeOf(value);
+      if (Symbol.toStringTag in value) throw NOT_HERE;
+      if (prototype === Array.prototype) return (value as unknown[]).length ? SEQUENCE : '[]';
+      if (prototype === Object.prototype || prototype === null) return Object.keys(value).length ? MAPPING : '{}';
+    }
   }
   throw NOT_HERE;
 }

@@ -13,7 +13,9 @@ export interface RefWatcher {
  * backs the events up: an event can be missed, and a repository moved away and back
  * gives none at all. Only the names that can move the branch count: the ref and
  * packed-refs (renamed over from their locks), or an event without a name — not the temp
- * packs the server writes at the top of the repository (objects.ts).
+ * packs the server writes at the top of the repository (objects.ts). A watched directory
+ * that is removed or moved (a branch's directory that `git pack-refs --prune` empties)
+ * tells it under its own name: from then on the poll alone follows that branch.
  */
 export function watchRef(gitdir: string, ref: string, onChange: () => void, pollMs = 1000): RefWatcher {
   let timer: NodeJS.Timeout | undefined;
