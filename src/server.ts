@@ -119,7 +119,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const leftover = await repo.clearLeftoverLock();
   if (leftover) logger.warn('removed a lock on the branch left by a process that died holding it', { lock: leftover });
   const temps = await repo.clearLeftoverPackTemps();
-  if (temps.length) logger.warn('removed the temp files of packs a process that died mid-write left', { files: temps.join(' ') });
+  if (temps.length) logger.warn('removed what a process that died mid-write left of a pack', { files: temps.join(' ') });
   const adminTokenHash = await adminCredential(config);
   const repoHealth: RepoHealth = { branch, layout: repo.layout, error: null, warning: legacyWarning(config.repo, repo) };
   if (repoHealth.warning) logger.warn('old repository layout', { repo: config.repo, hint: repoHealth.warning });

@@ -131,7 +131,7 @@ export class GitRepository {
     return clearLeftoverLock(this.gitdir, this.ref);
   }
 
-  /** At start-up: remove the temp files of packs a process that died mid-write left (objects.ts). */
+  /** At start-up: remove what a process that died mid-write left of a pack (objects.ts). */
   clearLeftoverPackTemps(): Promise<string[]> {
     return clearLeftoverPackTemps(fs, this.gitdir);
   }
