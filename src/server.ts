@@ -64,6 +64,8 @@ export interface ServerConfig {
   sdLayout?: SdLayout;
   /** Prometheus's base URL: the console shows whether it scrapes each target up. */
   prometheusUrl?: string;
+  /** How long a client may take to send a whole request, headers and body (default 60 s; tests shorten it). */
+  requestTimeoutMs?: number;
 }
 
 export interface RunningServer {
@@ -85,7 +87,7 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   // The node-server's bindings (the socket, for the client's address) ride along in `env`.
   let handler: Fetch | undefined;
   const starting = () => new Response(JSON.stringify({ error: { code: 'not_ready', message: 'the server is starting', details: [] } }), { status: 503, headers: { 'content-type': 'application/json' } });
-  const server = await listen((request, env) => (handler ? handler(request, env) : starting()), config.host, config.port);
+  const server = await listen((request, env) => (handler ? handler(request, env) : starting()), config.host, config.port, config.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
   try {
     const running = await open(config, clock, (fetch) => (handler = fetch));
     const { port } = server.address() as AddressInfo;
@@ -395,9 +397,19 @@ async function adminCredential(config: ServerConfig): Promise<string> {
   return hash;
 }
 
-function listen(fetch: Fetch, hostname: string, port: number): Promise<ServerType & { address(): AddressInfo | string | null }> {
+/**
+ * A request, headers and body (64 KiB at most), has a minute to arrive; then Node answers 408
+ * and closes the connection. Node's own default, five minutes, let a client that sends its
+ * body a byte at a time hold a connection (and a file descriptor) that long. Only the
+ * request is timed: an answer may take as long as it takes (a paced target list at 100k).
+ */
+const REQUEST_TIMEOUT_MS = 60_000;
+
+function listen(fetch: Fetch, hostname: string, port: number, requestTimeout: number): Promise<ServerType & { address(): AddressInfo | string | null }> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch, hostname, port }, () => resolve(server as never));
+    // Node looks for requests past their time every connectionsCheckingInterval (30 s by default).
+    const serverOptions = { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.min(30_000, Math.ceil(requestTimeout / 4)) };
+    const server = serve({ fetch, hostname, port, serverOptions }, () => resolve(server as never));
     server.once('error', (error: NodeJS.ErrnoException) => reject(listenError(error, hostname, port)));
   });
 }

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { readFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createApp } from '../src/api/app.js';
@@ -154,6 +154,31 @@ describe('aami serve', () => {
     expect(result.output).toContain('must not hold a user name or password');
     expect(result.output).not.toContain('hunter2-secret');
     expect(result.created).toEqual([]);
+  });
+
+  it('answers 408 and closes the connection when a request does not arrive whole in time (a body sent a byte at a time), committing nothing', async () => {
+    const config = serverConfig({ requestTimeoutMs: 1000 });
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    const commits = () => gitCli(config.repo, 'rev-list', '--count', 'main').trim();
+    const before = commits();
+    const { port } = new URL(server.url);
+    const body = JSON.stringify({ hostname: 'slow-01', ip_address: '10.0.9.1', primary_group_id: 'ml-training' });
+    const answer = await new Promise<string>((resolve, reject) => {
+      const chunks: Buffer[] = [];
+      const socket = connect(Number(port), '127.0.0.1', () => {
+        socket.write([`POST /api/v1/targets HTTP/1.1`, 'Host: x', `Authorization: Bearer ${ADMIN}`, `Content-Length: ${body.length}`, '', ''].join('\r\n'));
+        socket.write(body.slice(0, 10)); // and the rest never
+      });
+      socket.on('data', (chunk) => chunks.push(chunk));
+      socket.on('error', reject);
+      socket.on('close', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    });
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(commits()).toBe(before);
+    // A whole request on the next connection is served as ever.
+    const created = await fetch(`${server.url}/api/v1/targets`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body });
+    expect(created.status).toBe(201);
   });
 
   it('admits exactly max_uses hosts over HTTP while its watcher sees every commit land', async () => {
