@@ -151,18 +151,21 @@ describe('watchRef', () => {
     const { repo, dir } = await tmpConfigRepo();
     let calls = 0;
     let changed: () => void = () => undefined;
-    const watcher = watchRef(dir, repo.ref, () => (calls++, changed()), 3_600_000);
+    const watcher = watchRef(dir, repo.ref, () => (calls++, changed()), 3_600_000, 0);
     onCleanup(() => watcher.close());
     const next = () => new Promise<void>((resolve) => (changed = resolve));
 
-    // A file at the top of the repository that is neither: seen by a watcher of our own, then
-    // waited on for ten times the watcher's debounce.
+    // A file at the top of the repository that is neither, seen by a watcher of our own. Both
+    // watchers hear of it in the same turn of the event loop (one inotify watch): after that
+    // turn (setImmediate) the watcher under test has set its timer if it reacted, and it
+    // runs before one set after it.
     const seen = new Promise<void>((resolve) => {
       const own = fs.watch(dir, (_, name) => name === '.aami-pack-1-1.tmp' && (own.close(), resolve()));
     });
     fs.writeFileSync(join(dir, '.aami-pack-1-1.tmp'), 'PACK');
     await seen;
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setTimeout(resolve, 0));
     expect(calls).toBe(0);
 
     const head = (await repo.head())!;

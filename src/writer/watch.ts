@@ -17,11 +17,11 @@ export interface RefWatcher {
  * that is removed or moved (a branch's directory that `git pack-refs --prune` empties)
  * tells it under its own name: from then on the poll alone follows that branch.
  */
-export function watchRef(gitdir: string, ref: string, onChange: () => void, pollMs = 1000): RefWatcher {
+export function watchRef(gitdir: string, ref: string, onChange: () => void, pollMs = 1000, debounceMs = 10): RefWatcher {
   let timer: NodeJS.Timeout | undefined;
   const fire = () => {
     clearTimeout(timer);
-    timer = setTimeout(onChange, 10);
+    timer = setTimeout(onChange, debounceMs);
   };
   const names = new Set([basename(ref), 'packed-refs']);
   const watchers: fs.FSWatcher[] = [];
