@@ -248,6 +248,33 @@ describe('GitRepository', () => {
     expect((readdirSync(dir, { recursive: true }) as string[]).filter((name) => name.endsWith('.tmp'))).toEqual([]);
   });
 
+  it('keeps its temp packs at the top after a moment the repository could not be written at all', async () => {
+    const { dir, git } = await repository();
+    let readOnly = true;
+    const opened: string[] = [];
+    const open = fs.promises.open;
+    const sometimesReadOnly: Fs = {
+      ...fs,
+      promises: {
+        ...fs.promises,
+        open: (async (path: PathLike, flags?: string, mode?: number) => {
+          if (flags === 'w') opened.push(String(path));
+          if (readOnly && flags === 'w') throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+          return open(path, flags, mode);
+        }) as typeof fs.promises.open,
+      },
+    };
+    const writer = new ObjectWriter(sometimesReadOnly, dir);
+    const content = Buffer.from('after a read-only moment\n');
+    const { oid } = hashObject('blob', content);
+    await expect(writer.writeAll([{ oid, type: 'blob', content }])).rejects.toThrow(/EACCES/);
+    readOnly = false;
+    opened.length = 0;
+    await writer.writeAll([{ oid, type: 'blob', content }]);
+    expect(git('cat-file', 'blob', oid)).toBe(content.toString());
+    expect(opened.map((path) => path.slice(0, path.lastIndexOf('/')))).toEqual([dir, dir]);
+  });
+
   it('makes objects/pack and refs/heads for the first commit when the repository has neither', async () => {
     const dir = join(tempDir(), 'bare.git');
     execFileSync('git', ['init', '--quiet', '--bare', '--initial-branch=main', dir]);

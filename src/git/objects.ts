@@ -73,7 +73,8 @@ export class ObjectWriter {
    * gives up on one whose size changes under it ("hardlink different from source"), which a
    * pack being written did; renamed into `objects/pack` only whole, a pack never changes
    * there. Where that rename cannot be made (`objects/` on another file system, a top
-   * directory the server may not write), `objects/pack` it is, from the first such failure on.
+   * directory the server may not write), `objects/pack` it is, from the first write that
+   * fails at the top and works there on.
    */
   private tempDir: string;
 
@@ -97,18 +98,20 @@ export class ObjectWriter {
     if (!objects.length) return;
     const pack = buildPack(objects);
     try {
-      await this.writePack(pack);
+      await this.writePack(pack, this.tempDir);
     } catch (error) {
       if (this.tempDir !== this.gitdir || !CANNOT_MOVE_IN.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
-      this.tempDir = `${this.gitdir}/objects/pack`;
-      await this.writePack(pack);
+      const beside = `${this.gitdir}/objects/pack`;
+      await this.writePack(pack, beside);
+      // Only once it worked there: a repository that could not be written at all for a moment (read-only) keeps its temp files at the top.
+      this.tempDir = beside;
     }
   }
 
-  private async writePack({ pack, index, name }: ReturnType<typeof buildPack>): Promise<void> {
+  private async writePack({ pack, index, name }: ReturnType<typeof buildPack>, tempDir: string): Promise<void> {
     const dir = `${this.gitdir}/objects/pack`;
     let created = false;
-    const temps = [pack, index].map(() => `${this.tempDir}/${TEMP_PREFIX}${process.pid}-${tmpCounter++}.tmp`);
+    const temps = [pack, index].map(() => `${tempDir}/${TEMP_PREFIX}${process.pid}-${tmpCounter++}.tmp`);
     const writeBoth = () => Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
     const makeDir = async () => {
       // The first pack of a repository with no objects/pack yet: made once, not looked for on every commit.
@@ -126,7 +129,7 @@ export class ObjectWriter {
     try {
       // Both settle before any clean-up: a temp file still being written when the other failed would be left behind.
       let written = await writeBoth();
-      if (this.tempDir === dir && written.some((result) => result.status === 'rejected' && (result.reason as NodeJS.ErrnoException).code === 'ENOENT')) {
+      if (tempDir === dir && written.some((result) => result.status === 'rejected' && (result.reason as NodeJS.ErrnoException).code === 'ENOENT')) {
         await makeDir();
         written = await writeBoth();
       }
