@@ -9,6 +9,9 @@ import { GitRepository } from '../src/git/repository.js';
 import { Tree } from '../src/git/tree.js';
 import { ADMIN, fixedClock, gitCli, onCleanup, pushFiles, random as seeded, tempDir } from './helpers.js';
 
+/** node:fs with some of its promise calls replaced (a fault, a pause), for an ObjectWriter. */
+const fsWith = (promises: Partial<typeof fs.promises>): Fs => ({ ...fs, promises: { ...fs.promises, ...promises } });
+
 async function repository(now?: () => number) {
   const dir = join(tempDir(), 'repo.git');
   const repo = await GitRepository.init(dir, {
@@ -183,7 +186,7 @@ describe('GitRepository', () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const rename = fs.promises.rename;
-    const held: Fs = { ...fs, promises: { ...fs.promises, rename: async (from: PathLike, to: PathLike) => (reached(), await gate, rename(from, to)) } };
+    const held = fsWith({ rename: async (from: PathLike, to: PathLike) => (reached(), await gate, rename(from, to)) });
     const content = Buffer.from('written while a person clones\n');
     const { oid } = hashObject('blob', content);
     const writing = new ObjectWriter(held, dir).writeAll([{ oid, type: 'blob', content }]);
@@ -224,17 +227,13 @@ describe('GitRepository', () => {
     const { dir, git } = await repository();
     const renames: string[] = [];
     const rename = fs.promises.rename;
-    const crossDevice: Fs = {
-      ...fs,
-      promises: {
-        ...fs.promises,
-        rename: async (from: PathLike, to: PathLike) => {
-          renames.push(String(from));
-          if (!String(from).startsWith(`${dir}/objects/`)) throw Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' });
-          return rename(from, to);
-        },
+    const crossDevice = fsWith({
+      rename: async (from: PathLike, to: PathLike) => {
+        renames.push(String(from));
+        if (!String(from).startsWith(`${dir}/objects/`)) throw Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' });
+        return rename(from, to);
       },
-    };
+    });
     const writer = new ObjectWriter(crossDevice, dir);
     for (const text of ['first\n', 'second\n']) {
       const content = Buffer.from(text);
@@ -253,17 +252,13 @@ describe('GitRepository', () => {
     let readOnly = true;
     const opened: string[] = [];
     const open = fs.promises.open;
-    const sometimesReadOnly: Fs = {
-      ...fs,
-      promises: {
-        ...fs.promises,
-        open: (async (path: PathLike, flags?: string, mode?: number) => {
-          if (flags === 'w') opened.push(String(path));
-          if (readOnly && flags === 'w') throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
-          return open(path, flags, mode);
-        }) as typeof fs.promises.open,
-      },
-    };
+    const sometimesReadOnly = fsWith({
+      open: (async (path: PathLike, flags?: string, mode?: number) => {
+        if (flags === 'w') opened.push(String(path));
+        if (readOnly && flags === 'w') throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+        return open(path, flags, mode);
+      }) as typeof fs.promises.open,
+    });
     const writer = new ObjectWriter(sometimesReadOnly, dir);
     const content = Buffer.from('after a read-only moment\n');
     const { oid } = hashObject('blob', content);
