@@ -111,7 +111,7 @@ export class ObjectWriter {
   private async writePack({ pack, index, name }: ReturnType<typeof buildPack>, tempDir: string): Promise<void> {
     const dir = `${this.gitdir}/objects/pack`;
     let created = false;
-    const temps = [pack, index].map(() => `${tempDir}/${TEMP_PREFIX}${process.pid}-${tmpCounter++}.tmp`);
+    const temps = [pack, index].map(() => `${tempDir}/${tempName(process.pid, tmpCounter++)}`);
     const writeBoth = () => Promise.allSettled([this.writeSynced(temps[0]!, pack), this.writeSynced(temps[1]!, index)]);
     const makeDir = async () => {
       // The first pack of a repository with no objects/pack yet: made once, not looked for on every commit.
@@ -155,15 +155,18 @@ export class ObjectWriter {
   }
 }
 let tmpCounter = 0;
-/** The temp files of packs being written: `<gitdir>/.aami-pack-<pid>-<n>.tmp` (or in objects/pack, see tempDir). */
-const TEMP_PREFIX = '.aami-pack-';
+/** The temp files of packs being written: `<gitdir>/.aami-pack-<pid>-<n>.tmp` (or in objects/pack, see tempDir), and how start-up knows them. */
+const tempName = (pid: number, n: number) => `.aami-pack-${pid}-${n}.tmp`;
+const TEMP_NAME = /^\.aami-pack-(\d+)-\d+\.tmp$/;
+/** What servers before them wrote in objects/pack (git's own temp packs are `tmp_pack_XXXXXX`). */
+const OLD_TEMP_NAME = /^tmp_pack_(\d+)_\d+$/;
 /** A temp file at the top of the repository cannot be renamed into objects/pack, or not be made there. */
 const CANNOT_MOVE_IN = new Set(['EXDEV', 'EACCES', 'EPERM']);
 
 /**
  * At start-up: remove what a process that died mid-write left of a pack. Its temp files at
- * the top of the repository — and, from servers before they were moved there, in
- * `objects/pack` (`tmp_pack_<pid>_<n>`; git's own are `tmp_pack_XXXXXX`) — and a pack whose
+ * the top of the repository — and in `objects/pack`, where writes fall back to and where
+ * servers before wrote them (OLD_TEMP_NAME) — and a pack whose
  * index never got its name (a crash between the two renames: git cannot read it, and
  * `git count-objects` calls it garbage). Only what is older than STALE_LOCK_MS: a write
  * renames its files within milliseconds, so a younger one may belong to a write at work
@@ -184,9 +187,10 @@ export async function clearLeftoverPackTemps(fs: Fs, gitdir: string, now = Date.
   for (const dir of [gitdir, packDir]) {
     const names = new Set(await fs.promises.readdir(dir).catch(() => [] as string[]));
     for (const name of names) {
-      const pid = Number((/^\.aami-pack-(\d+)-\d+\.tmp$/.exec(name) ?? (dir === packDir ? /^tmp_pack_(\d+)_\d+$/.exec(name) : null))?.[1] ?? NaN);
+      const temp = TEMP_NAME.exec(name) ?? (dir === packDir ? OLD_TEMP_NAME.exec(name) : null);
+      const deadTemp = temp !== null && (Number(temp[1]) === process.pid || !running(Number(temp[1])));
       const orphanPack = dir === packDir && /^pack-[0-9a-f]{40,64}\.pack$/.test(name) && !names.has(name.replace(/\.pack$/, '.idx'));
-      if (orphanPack || (!Number.isNaN(pid) && (pid === process.pid || !running(pid)))) await remove(`${dir}/${name}`);
+      if (deadTemp || orphanPack) await remove(`${dir}/${name}`);
     }
   }
   return removed;
