@@ -236,6 +236,42 @@ describe('compile', () => {
     }
   });
 
+  it('renders only the targets a change touched, in both layouts, and copies the rest from its last build', () => {
+    for (const layout of ['file', 'group'] as const) {
+      const live = new LiveCatalog(Snapshot.build(readCheckout(fs, fixture('basic')), null));
+      const change = (updates: Array<{ path: string; text: string | null }>) => {
+        const draft = live.draft();
+        expect(draft.apply(updates.map(({ path, text }) => (text === null ? { path, oid: null } : { path, oid: `${path}@${Math.random()}`, parsed: parseFile(path, text) }))).problems).toEqual([]);
+        live.publish(draft.freeze(null));
+        return live.snapshot().catalog;
+      };
+      const bulk = (i: number, group = 'ml-training', ip = `10.8.0.${i}`) => ({ path: `targets/${group}/bulk-${i}.yaml`, text: `hostname: bulk-${i}\nip_address: ${ip}\nprimary_group: ${group}\nexporters: [{type: node_exporter}, {type: dcgm_exporter}]\n` });
+      let catalog = change(Array.from({ length: 30 }, (_, i) => bulk(i, i % 2 ? 'ml-training' : 'api-servers')));
+      const compiler = new Compiler(layout);
+      // What a compiler that never saw the catalog gives, and how many targets it renders for it.
+      const checked = (expected: number, step: string) => {
+        const before = compiler.rendered;
+        const text = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
+        expect(text(compiler.compile(catalog)), `${layout}: ${step}`).toEqual(text(new Compiler(layout).compile(catalog)));
+        expect(compiler.rendered - before, `${layout}: ${step}`).toBe(expected);
+      };
+      checked(catalog.targets.size, 'first compile');
+      checked(0, 'the same catalog');
+      catalog = change([bulk(3, 'ml-training', '10.8.1.3'), bulk(40)]);
+      checked(2, 'one target moved and edited, one new');
+      catalog = change([{ path: 'targets/ml-training/bulk-5.yaml', text: null }]);
+      checked(0, 'one removed');
+      // A group edit: the targets of that group (and of its children) again, no other.
+      const inApi = [...catalog.targets.values()].filter((t) => [t.primary_group, ...t.groups].includes('api-servers')).length;
+      expect(inApi).toBeGreaterThan(10);
+      expect(inApi).toBeLessThan(catalog.targets.size - 10);
+      catalog = change([{ path: 'groups/api-servers.yaml', text: 'id: api-servers\nname: API\nnamespace: logical\nlabels: {tier: edited}\n' }]);
+      checked(inApi, 'a group edited');
+      catalog = change([{ path: 'aami.yaml', text: 'exporters:\n  node_exporter: {job: node, port: 9101}\n  dcgm_exporter: {job: dcgm, port: 9400, metrics_path: /metrics}\n  ipmi_exporter: {job: ipmi, port: 9290, interval: 1m}\n' }]);
+      checked(catalog.targets.size, 'aami.yaml edited');
+    }
+  });
+
   it('writes an empty list for a job without targets', () => {
     expect(compile(Snapshot.build(new Map(), null).catalog)).toEqual(new Map([['node.json', Buffer.from('[]\n')], ['dcgm.json', Buffer.from('[]\n')]]));
   });

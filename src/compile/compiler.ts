@@ -1,4 +1,3 @@
-import { packedBytes } from '../bytes.js';
 import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
 import { PMap } from '../catalog/pmap.js';
@@ -18,16 +17,41 @@ export type SdLayout = 'file' | 'group';
 /** The job a file of either layout belongs to: `node.json` and `node/gpu.json` are job node's. */
 export const jobOfFile = (name: string) => (name.includes('/') ? name.slice(0, name.indexOf('/')) : name.replace(/\.json$/, ''));
 
-/** A target's entries, and what they were computed from (all immutable objects). */
-interface Compiled {
+/** A target's groups with their parents: with the target itself and aami.yaml, what its entries are made from. */
+type Chain = readonly Group[];
+
+/**
+ * One SD file: its entries as bytes, and what each host's were rendered from. A host's
+ * entries in the file (one per exporter of the file's job, most often one) are a run of
+ * `runs` that ends in ",\n": host k's is runs[offsets[k], offsets[k + 1]). A later build
+ * copies the runs of hosts whose target, groups and aami.yaml are the same objects, a
+ * stretch of them at a time, and renders only the others. One buffer a file and a few
+ * bytes a host: a buffer for each entry, kept in a memo by target, cost ~1 KB a target
+ * (~100 MB at 100k targets, the largest thing the server held), this ~780 bytes.
+ */
+interface SdFile {
   settings: Settings;
-  /** The catalog's group map when this was checked: the same map means the same groups. */
   groupMap: ReadonlyMap<string, Group>;
-  /** Shared by every target of the same groups. */
-  groups: Group[];
-  /** One entry per enabled exporter: its job (the list shared by every target with the same jobs) and its JSON. */
-  jobs: readonly string[];
-  json: Buffer[];
+  /** By host name. */
+  hosts: readonly Target[];
+  chains: readonly Chain[];
+  runs: Buffer;
+  offsets: Uint32Array;
+  /** What the output writes: [OPEN, entries, CLOSE], or [EMPTY]. */
+  parts: Buffer[];
+}
+
+/** Files by job (a group's shards, or one file per job), and what they were built from. */
+interface Build {
+  settings: Settings;
+  groupMap: ReadonlyMap<string, Group>;
+  files: ReadonlyMap<string, SdFile>;
+}
+
+/** Hosts walked by a build, to hand the event loop back every `slice` of them. */
+interface Walk {
+  walked: number;
+  slice: number;
 }
 
 /**
@@ -36,47 +60,47 @@ interface Compiled {
  * always gives the same bytes: targets by host name, labels by name.
  *
  * Parsed entities are immutable and keep their identity while their file is unchanged, so
- * a target's entries are reused until the target, one of its groups or aami.yaml changes:
- * one edited file at 10k targets re-renders one target, not ten thousand.
+ * a target's entries are copied from the last build until the target, one of its groups
+ * or aami.yaml changes: one edited file at 10k targets re-renders one target, not ten
+ * thousand.
  */
 export class Compiler {
-  private readonly memo = new WeakMap<Target, Compiled>();
-  /** Per primary group, the shards last made and what they were made from. */
-  private readonly shards = new Map<string, { targets: ReadonlyMap<string, Target>; settings: Settings; groupMap: ReadonlyMap<string, Group>; files: Array<[string, Buffer[]]> }>();
+  /** Per primary group, its shards as last built, and the group's map of targets they were built from. */
+  private readonly shards = new Map<string, Build & { targets: ReadonlyMap<string, Target> }>();
 
   /** The last compile of shards: what it was made from, and its files. */
   private sharded: { settings: Settings; groupMap: ReadonlyMap<string, Group>; groupTargets: Catalog['groupTargets']; files: PMap<string, Buffer[]> } | undefined;
 
-  /** The last compile of one file per job: what it was made from, and each job's entries. */
-  private whole: { settings: Settings; groupMap: ReadonlyMap<string, Group>; groupTargets: Catalog['groupTargets']; columns: Map<string, Column> } | undefined;
+  /** The last build of one file per job, and the catalog's groups of targets it was made from. */
+  private whole: (Build & { groupTargets: Catalog['groupTargets'] }) | undefined;
+
+  /** Targets rendered since this compiler was made; every other one was copied (what a change costs, for tests). */
+  rendered = 0;
 
   constructor(private readonly layout: SdLayout = 'file') {}
 
   /**
-   * Each file as the list of buffers that make it up. A target's buffers are cached, so two
-   * compiles of an unchanged job give the same buffers, comparable without reading them; and
-   * a ~5 MB job file is written with writev instead of being copied into one buffer first.
+   * Each file as the list of buffers that make it up: [OPEN, entries, CLOSE] or [EMPTY]. An
+   * unchanged file is the same list in two compiles, comparable without reading it.
    */
   compile(catalog: Catalog): ReadonlyMap<string, Buffer[]> {
     return this.layout === 'group' ? this.compileShards(catalog) : this.compileFiles(catalog);
   }
 
   /**
-   * Renders, a slice of targets at a time, what the next compile would render for the whole
-   * fleet (it then finds every target in the memo); the caller lets other work run between
-   * slices. Only before a compile that takes every target again (the first, or one after
-   * aami.yaml or a group changed): at 100k targets that is ~3 s of rendering, which in one
-   * piece would hold every request (health included) for as long. Otherwise yields nothing.
+   * Builds, a slice of hosts at a time, what the next compile would build for the whole
+   * fleet (it then finds the build done); the caller lets other work run between slices.
+   * Only before a compile that takes every target again (the first, or one after aami.yaml
+   * or a group changed): at 100k targets that is seconds of rendering, which in one piece
+   * would hold every request (health included) for as long. Otherwise yields nothing.
    */
   *prepare(catalog: Catalog, slice = 2000): Generator<void> {
     const last = this.layout === 'group' ? this.shards.values().next().value : this.whole;
     if (last && last.settings === catalog.settings && last.groupMap === catalog.groups) return;
     const shared = new GroupLabels(catalog);
-    let rendered = 0;
-    for (const target of catalog.targets.values()) {
-      this.compiled(catalog, target, shared);
-      if (++rendered % slice === 0) yield;
-    }
+    const walk = { walked: 0, slice };
+    if (this.layout === 'file') return yield* this.buildWhole(catalog, shared, walk);
+    for (const [group, targets] of catalog.groupTargets) yield* this.shard(catalog, shared, group, targets, walk);
   }
 
   /**
@@ -94,78 +118,228 @@ export class Compiler {
     // The next version of the last compile's persistent map: the SD output writes only the files it names as changed.
     const files = incremental ? last.files.edit() : new Map<string, Buffer[]>();
     const groups = incremental ? changedGroups(last.groupTargets, catalog.groupTargets) : new Set([...this.shards.keys(), ...catalog.groupTargets.keys()]);
+    const walk = { walked: 0, slice: Infinity };
     for (const group of groups) {
-      for (const [name] of this.shards.get(group)?.files ?? []) files.delete(name);
+      for (const job of this.shards.get(group)?.files.keys() ?? []) files.delete(shardName(job, group));
       const targets = catalog.groupTargets.get(group);
       if (!targets) {
         this.shards.delete(group);
         continue;
       }
-      let shard = this.shards.get(group);
-      if (!shard || shard.targets !== targets || shard.settings !== catalog.settings || shard.groupMap !== catalog.groups) {
-        const parts = new Map<string, Buffer[]>();
-        for (const hostname of [...targets.keys()].sort()) {
-          const { jobs, json } = this.compiled(catalog, targets.get(hostname)!, shared);
-          jobs.forEach((job, i) => {
-            const list = parts.get(job) ?? parts.set(job, [OPEN]).get(job)!;
-            if (list.length > 1) list.push(COMMA);
-            list.push(json[i]!);
-          });
-        }
-        shard = { targets, settings: catalog.settings, groupMap: catalog.groups, files: [...parts].map(([job, list]) => [`${job}/${group}.json`, [...list, CLOSE]]) };
-        this.shards.set(group, shard);
-      }
-      for (const [name, parts] of shard.files) files.set(name, parts);
+      for (const [job, file] of finish(this.shard(catalog, shared, group, targets, walk)).files) files.set(shardName(job, group), file.parts);
     }
     const frozen = files instanceof Map ? PMap.from(files) : files.freeze();
     this.sharded = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, files: frozen };
     return frozen;
   }
 
+  /** A group's shards: the last ones while its targets, the groups and aami.yaml are the same objects, else built again from them. */
+  private *shard(catalog: Catalog, shared: GroupLabels, group: string, targets: ReadonlyMap<string, Target>, walk: Walk): Generator<void, Build> {
+    const last = this.shards.get(group);
+    if (last && last.targets === targets && last.settings === catalog.settings && last.groupMap === catalog.groups) return last;
+    const files = yield* build(this.render(catalog, shared), [...targets.keys()].sort(), targets, last?.files, walk);
+    const shard = { targets, settings: catalog.settings, groupMap: catalog.groups, files };
+    this.shards.set(group, shard);
+    return shard;
+  }
+
   /**
    * One file per job, targets by host name. While aami.yaml and the groups stay the same
-   * objects, only the targets of the groups whose map changed are looked at again, and their
-   * entries are moved in or out of each job's sorted column: a registration at 100k targets
+   * objects, only the targets of the groups whose map changed are looked at again, and
+   * their runs are put in or taken out of each job's file: a registration at 100k targets
    * renders one target and sorts nothing. Any other change takes the whole fleet again
-   * (through the memo, so only the targets it touched are rendered).
+   * (copying the runs of the targets it did not touch).
    */
   private compileFiles(catalog: Catalog): Map<string, Buffer[]> {
     const last = this.whole;
     const shared = new GroupLabels(catalog);
-    let columns: Map<string, Column>;
-    if (last && last.settings === catalog.settings && last.groupMap === catalog.groups) {
-      columns = last.columns;
-      const changes = [...changedHosts(last.groupTargets, catalog.groupTargets)].sort().map((hostname) => {
-        const target = catalog.targets.get(hostname);
-        return [hostname, target && this.compiled(catalog, target, shared)] as const;
-      });
-      if (changes.length) {
-        for (const [job, column] of columns) column.replace(changes.map(([hostname, compiled]) => [hostname, compiled ? compiled.json.filter((_, i) => compiled.jobs[i] === job) : []]));
-      }
-    } else {
-      columns = new Map(Object.values(catalog.settings.exporters).map((type) => [type.job, new Column()]));
-      for (const hostname of [...catalog.targets.keys()].sort()) {
-        const { jobs, json } = this.compiled(catalog, catalog.targets.get(hostname)!, shared);
-        jobs.forEach((job, i) => columns.get(job)!.append(hostname, json[i]!));
-      }
+    if (!last || last.settings !== catalog.settings || last.groupMap !== catalog.groups) finish(this.buildWhole(catalog, shared, { walked: 0, slice: Infinity }));
+    else if (last.groupTargets !== catalog.groupTargets) {
+      const changes = [...changedHosts(last.groupTargets, catalog.groupTargets)].sort().map((hostname) => [hostname, catalog.targets.get(hostname)] as const);
+      this.whole = { ...last, groupTargets: catalog.groupTargets, files: update(this.render(catalog, shared), last.files, changes) };
     }
-    this.whole = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, columns };
-    return new Map([...columns].map(([job, column]) => [sdFileName(job), column.parts()]));
+    return new Map([...this.whole!.files].map(([job, file]) => [sdFileName(job), file.parts]));
   }
 
-  /** A target's entries: from the memo while the target, its groups and aami.yaml are unchanged. */
-  private compiled(catalog: Catalog, target: Target, shared: GroupLabels): Compiled {
-    let compiled = this.memo.get(target);
-    if (compiled?.settings === catalog.settings && compiled.groupMap === catalog.groups) return compiled;
-    const groups = shared.chain(target);
-    if (!compiled || compiled.settings !== catalog.settings || !sameItems(compiled.groups, groups)) {
-      const { jobs, json } = renderTarget(catalog, target, shared);
-      compiled = { settings: catalog.settings, groupMap: catalog.groups, groups, jobs, json }; // a literal: a spread put two of its fields out of the object
-      this.memo.set(target, compiled);
+  /** Every job's file, built again from every target (those of the last build copied while their inputs are the same objects). */
+  private *buildWhole(catalog: Catalog, shared: GroupLabels, walk: Walk): Generator<void> {
+    const last = this.whole;
+    this.whole = undefined;
+    const built = yield* build(this.render(catalog, shared), [...catalog.targets.keys()].sort(), catalog.targets, last?.files, walk);
+    // Every job has a file, an empty list when no target has its exporter.
+    const files = new Map(Object.values(catalog.settings.exporters).map(({ job }) => [job, built.get(job) ?? new FileBuilder().finish(catalog)]));
+    this.whole = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, files };
+  }
+
+  /** What a build renders a target with: its runs by job, and its chain. */
+  private render(catalog: Catalog, shared: GroupLabels): Render {
+    return {
+      catalog,
+      chain: (target) => shared.chain(target),
+      runs: (target) => {
+        this.rendered++;
+        return renderRuns(catalog, target, shared);
+      },
+    };
+  }
+}
+
+/** A build's catalog, and how it renders one of its targets. */
+interface Render {
+  catalog: Catalog;
+  chain(target: Target): Chain;
+  runs(target: Target): Map<string, string>;
+}
+
+const shardName = (job: string, group: string) => `${job}/${group}.json`;
+
+/** Runs a build through without handing the event loop back: its value. */
+function finish<T>(work: Generator<void, T>): T {
+  for (;;) {
+    const step = work.next();
+    if (step.done) return step.value;
+  }
+}
+
+/**
+ * The files of `hostnames` (sorted: a group's, or the fleet's), one per job with entries.
+ * The runs of every host whose target and groups are the objects `last` (an earlier build's
+ * files) rendered them from, under the same aami.yaml, are copied, and only the others
+ * rendered. Yields every `walk.slice` hosts.
+ */
+function* build(render: Render, hostnames: readonly string[], targets: ReadonlyMap<string, Target>, last: ReadonlyMap<string, SdFile> | undefined, walk: Walk): Generator<void, Map<string, SdFile>> {
+  const { catalog } = render;
+  const builders = new Map<string, FileBuilder>();
+  const builder = (job: string) => builders.get(job) ?? builders.set(job, new FileBuilder()).get(job)!;
+  // Per job of the last build, where its walk is, and the stretch of hosts still to copy.
+  const cursors = new Map<string, { file: SdFile; at: number; from: number; to: number }>();
+  for (const [job, file] of last ?? []) if (file.settings === catalog.settings) cursors.set(job, { file, at: 0, from: 0, to: 0 });
+  const flush = (job: string, cursor: { file: SdFile; from: number; to: number }) => {
+    if (cursor.from < cursor.to) builder(job).copy(cursor.file, cursor.from, cursor.to);
+    cursor.from = cursor.to = 0;
+  };
+  for (const hostname of hostnames) {
+    const target = targets.get(hostname)!;
+    let holder: { file: SdFile; at: number } | undefined;
+    for (const cursor of cursors.values()) {
+      const { hosts } = cursor.file;
+      while (cursor.at < hosts.length && hosts[cursor.at]!.hostname < hostname) cursor.at++;
+      if (cursor.at < hosts.length && hosts[cursor.at]!.hostname === hostname) holder ??= cursor;
     }
-    compiled.groupMap = catalog.groups;
-    compiled.groups = groups; // the same groups: hold the shared array, not one of an earlier compile
-    return compiled;
+    let chain: Chain | undefined;
+    const same = holder && holder.file.hosts[holder.at] === target && (holder.file.groupMap === catalog.groups || sameItems(holder.file.chains[holder.at]!, (chain = render.chain(target))));
+    for (const [job, cursor] of cursors) {
+      if (cursor.at >= cursor.file.hosts.length || cursor.file.hosts[cursor.at]!.hostname !== hostname) continue;
+      if (same) {
+        // Next to the stretch: it grows; else the stretch is copied and a new one starts here.
+        if (cursor.to !== cursor.at || cursor.from === cursor.to) {
+          flush(job, cursor);
+          cursor.from = cursor.at;
+        }
+        cursor.to = cursor.at + 1;
+      }
+      cursor.at++;
+    }
+    if (!same) {
+      chain ??= render.chain(target);
+      for (const [job, run] of render.runs(target)) {
+        const cursor = cursors.get(job);
+        if (cursor) flush(job, cursor);
+        builder(job).add(target, chain, run);
+      }
+    }
+    if (++walk.walked % walk.slice === 0) yield;
+  }
+  for (const [job, cursor] of cursors) flush(job, cursor);
+  return new Map([...builders].map(([job, b]) => [job, b.finish(catalog)]));
+}
+
+/**
+ * Each job's file with the hosts of `changes` (sorted; a target, or none when the host
+ * left) put in or taken out. A file whose bytes the changes leave as they were is the same
+ * object (its hosts may hold an earlier version of a changed target: a later build renders
+ * that one again rather than copy it).
+ */
+function update(render: Render, files: ReadonlyMap<string, SdFile>, changes: ReadonlyArray<readonly [string, Target | undefined]>): Map<string, SdFile> {
+  const { catalog } = render;
+  const fresh = changes.map(([hostname, target]) => ({ hostname, target, chain: target && render.chain(target), runs: target && render.runs(target) }));
+  const result = new Map<string, SdFile>();
+  for (const [job, file] of files) {
+    // Where each changed host is, or would be, in the file.
+    let from = 0;
+    const places = fresh.map(({ hostname }) => (from = lowerBound(file.hosts, hostname, from)));
+    const was = (i: number) => (file.hosts[places[i]!]?.hostname === fresh[i]!.hostname ? places[i]! : -1);
+    const same = fresh.every(({ runs }, i) => {
+      const k = was(i);
+      const run = runs?.get(job);
+      return k < 0 ? run === undefined : run !== undefined && file.runs.toString('utf8', file.offsets[k], file.offsets[k + 1]) === run;
+    });
+    if (same) {
+      result.set(job, file);
+      continue;
+    }
+    const builder = new FileBuilder();
+    let at = 0;
+    fresh.forEach(({ target, chain, runs }, i) => {
+      builder.copy(file, at, places[i]!);
+      at = was(i) < 0 ? places[i]! : places[i]! + 1;
+      const run = runs?.get(job);
+      if (run !== undefined) builder.add(target!, chain!, run);
+    });
+    builder.copy(file, at, file.hosts.length);
+    result.set(job, builder.finish(catalog));
+  }
+  return result;
+}
+
+/** The first index from `from` whose host name is not before `hostname`. */
+function lowerBound(hosts: readonly Target[], hostname: string, from: number): number {
+  let low = from;
+  let high = hosts.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (hosts[mid]!.hostname < hostname) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+/** An SD file put together from stretches of earlier files and fresh runs, in host name order. */
+class FileBuilder {
+  private readonly pieces: Array<Buffer | string> = [];
+  private readonly hosts: Target[] = [];
+  private readonly chains: Chain[] = [];
+  private readonly offsets: number[] = [0];
+  private size = 0;
+
+  /** Hosts from..to-1 of an earlier file: their runs in one copy. */
+  copy(file: SdFile, from: number, to: number): void {
+    if (from >= to) return;
+    const shift = this.size - file.offsets[from]!;
+    for (let k = from; k < to; k++) {
+      this.hosts.push(file.hosts[k]!);
+      this.chains.push(file.chains[k]!);
+      this.offsets.push(file.offsets[k + 1]! + shift);
+    }
+    this.pieces.push(file.runs.subarray(file.offsets[from], file.offsets[to]));
+    this.size = file.offsets[to]! + shift;
+  }
+
+  add(target: Target, chain: Chain, run: string): void {
+    this.hosts.push(target);
+    this.chains.push(chain);
+    this.pieces.push(run);
+    this.size += Buffer.byteLength(run);
+    this.offsets.push(this.size);
+  }
+
+  finish(catalog: Catalog): SdFile {
+    // Its own allocation, not the shared pool's: a file is kept for long, and a pool slab stays while any of its buffers does.
+    const runs = Buffer.allocUnsafeSlow(this.size);
+    let at = 0;
+    for (const piece of this.pieces) at += typeof piece === 'string' ? runs.write(piece, at) : piece.copy(runs, at);
+    const parts = this.size ? [OPEN, runs.subarray(0, this.size - SEPARATOR.length), CLOSE] : [EMPTY];
+    return { settings: catalog.settings, groupMap: catalog.groups, hosts: this.hosts, chains: this.chains, runs, offsets: Uint32Array.from(this.offsets), parts };
   }
 }
 
@@ -196,66 +370,15 @@ function changedGroups(before: Catalog['groupTargets'], after: Catalog['groupTar
   return changed;
 }
 
-/** One job's entries in host name order (a host may have several), kept sorted as hosts come and go. */
-class Column {
-  private hosts: string[] = [];
-  private entries: Buffer[] = [];
-  /** The last parts() while nothing changed: an unchanged job's file is the same array, compared by identity. */
-  private file: Buffer[] | undefined;
-
-  /** Adds entries after all others (a build in host name order). */
-  append(hostname: string, json: Buffer): void {
-    this.file = undefined;
-    this.hosts.push(hostname);
-    this.entries.push(json);
-  }
-
-  /**
-   * Replaces the entries of some hosts (none: the host leaves), hosts in sorted order. One
-   * merge pass over the column, whatever the number of hosts: splicing each host in moved
-   * the whole column once a host (a storm's commit at 100k targets: 30 hosts × 100k).
-   */
-  replace(changes: Array<[hostname: string, entries: Buffer[]]>): void {
-    const hosts: string[] = [];
-    const entries: Buffer[] = [];
-    let same = true;
-    let at = 0;
-    for (const [hostname, fresh] of changes) {
-      while (at < this.hosts.length && this.hosts[at]! < hostname) hosts.push(this.hosts[at]!), entries.push(this.entries[at++]!);
-      const from = at;
-      while (at < this.hosts.length && this.hosts[at] === hostname) at++;
-      same &&= at - from === fresh.length && fresh.every((entry, i) => entry === this.entries[from + i]);
-      for (const entry of fresh) hosts.push(hostname), entries.push(entry);
-    }
-    if (same) return;
-    for (; at < this.hosts.length; at++) hosts.push(this.hosts[at]!), entries.push(this.entries[at]!);
-    this.hosts = hosts;
-    this.entries = entries;
-    this.file = undefined;
-  }
-
-  /** The file: [OPEN, entry, COMMA, entry, ..., CLOSE], or [EMPTY]. */
-  parts(): Buffer[] {
-    if (this.file) return this.file;
-    const count = this.entries.length;
-    if (!count) return (this.file = [EMPTY]);
-    const parts: Buffer[] = (this.file = new Array<Buffer>(count * 2 + 1));
-    parts[0] = OPEN;
-    for (let i = 0; i < count; i++) {
-      parts[2 * i + 1] = this.entries[i]!;
-      parts[2 * i + 2] = i + 1 < count ? COMMA : CLOSE;
-    }
-    return parts;
-  }
-}
-
-/** The bytes around and between a job file's entries: a file is [OPEN, entry, COMMA, entry, ..., CLOSE] or [EMPTY]. */
+/** The bytes around and between a job file's entries: a file is [OPEN, entries, CLOSE] or [EMPTY], its entries joined by COMMA. */
 export const OPEN = Buffer.from('[\n');
 export const COMMA = Buffer.from(',\n');
+/** What ends each run of a file's entries. */
+const SEPARATOR = COMMA;
 export const CLOSE = Buffer.from('\n]\n');
 export const EMPTY = Buffer.from('[]\n');
 
-/** One-shot compile to whole files (tests); the server keeps a Compiler to reuse its memo. */
+/** One-shot compile to whole files (tests); the server keeps a Compiler to reuse its last build. */
 export function compile(catalog: Catalog): Map<string, Buffer> {
   return new Map([...new Compiler().compile(catalog)].map(([name, parts]) => [name, Buffer.concat(parts)]));
 }
@@ -294,15 +417,15 @@ export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
   return true;
 }
 
-/** Lists of jobs, one of each: a target's entries name theirs by one of these. */
-const jobLists = new Map<string, readonly string[]>();
-
-/** A target's entries, one per enabled exporter; labels are sorted and written once for all exporters that add none of their own. */
-function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Pick<Compiled, 'jobs' | 'json'> {
+/**
+ * A target's runs, one per job with an enabled exporter: its entries in that job's file,
+ * each ending in ",\n". Labels are sorted and written once for all exporters that add none
+ * of their own.
+ */
+function renderRuns(catalog: Catalog, target: Target, shared: GroupLabels): Map<string, string> {
   const base = sortedLabels(target, shared);
   let baseText: string | undefined;
-  const jobs: string[] = [];
-  const json: Buffer[] = [];
+  const runs = new Map<string, string>();
   for (const exporter of target.exporters) {
     const type = own(catalog.settings.exporters, exporter.type);
     if (!exporter.enabled || !type) continue;
@@ -314,17 +437,9 @@ function renderTarget(catalog: Catalog, target: Target, shared: GroupLabels): Pi
     if (scheme) extra.push(['__scheme__', scheme]);
     if (interval) extra.push(['__scrape_interval__', interval]);
     const labels = extra.length ? renderLabels([...base, ...extra].sort(byName)) : (baseText ??= renderLabels(base));
-    jobs.push(type.job);
-    json.push(packedBytes(renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)));
+    runs.set(type.job, `${runs.get(type.job) ?? ''}${renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)},\n`);
   }
-  const key = JSON.stringify(jobs);
-  let list = jobLists.get(key);
-  if (!list) {
-    if (jobLists.size >= 1000) jobLists.clear();
-    jobLists.set(key, (list = Object.freeze(jobs)));
-  }
-  // A copy of its exact size: the list pushed to holds room for 17 (~150 bytes a target, kept in the memo).
-  return { jobs: list, json: json.slice() };
+  return runs;
 }
 
 /**
@@ -346,6 +461,6 @@ function renderLabels(labels: Array<[string, string]>): string {
   return `${text}\n    }`;
 }
 
-function sameItems<T>(a: T[], b: T[]): boolean {
+function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
   return a.length === b.length && a.every((item, i) => item === b[i]);
 }
