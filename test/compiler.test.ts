@@ -81,8 +81,9 @@ describe('compile', () => {
 
   it('keeps one file per job, and the shards, as a full compile would, byte for byte, through registrations, moves, removals and a group edit', () => {
     const live = new LiveCatalog(Snapshot.build(readCheckout(fs, fixture('basic')), null));
-    const compiler = new Compiler('file');
-    const sharded = new Compiler('group');
+    // Chunks of three hosts: changes fall in, between and across chunks, which split and empty.
+    const compiler = new Compiler('file', 3);
+    const sharded = new Compiler('group', 3);
     const text = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
     const groups = ['ml-training', 'api-servers', 'production']; // production: only these hosts, so it empties now and then
     const exporters = ['[]', '[{type: node_exporter}]', '[{type: node_exporter}, {type: dcgm_exporter}]', '[{type: dcgm_exporter}, {type: ipmi_exporter}]'];
@@ -201,7 +202,7 @@ describe('compile', () => {
       expect(applied.problems, `step ${step}`).toEqual([]);
       return draft.freeze(null);
     };
-    const compilers = { file: new Compiler('file'), group: new Compiler('group') };
+    const compilers = { file: new Compiler('file', 2), group: new Compiler('group', 3) };
     for (let step = 0; step < 300; step++) {
       current = next(step);
       snapshots.push(current);
@@ -247,7 +248,7 @@ describe('compile', () => {
       };
       const bulk = (i: number, group = 'ml-training', ip = `10.8.0.${i}`) => ({ path: `targets/${group}/bulk-${i}.yaml`, text: `hostname: bulk-${i}\nip_address: ${ip}\nprimary_group: ${group}\nexporters: [{type: node_exporter}, {type: dcgm_exporter}]\n` });
       let catalog = change(Array.from({ length: 30 }, (_, i) => bulk(i, i % 2 ? 'ml-training' : 'api-servers')));
-      const compiler = new Compiler(layout);
+      const compiler = new Compiler(layout, 4);
       // What a compiler that never saw the catalog gives, and how many targets it renders for it.
       const checked = (expected: number, step: string) => {
         const before = compiler.rendered;
@@ -257,8 +258,15 @@ describe('compile', () => {
       };
       checked(catalog.targets.size, 'first compile');
       checked(0, 'the same catalog');
+      const before = compiler.compile(catalog);
       catalog = change([bulk(3, 'ml-training', '10.8.1.3'), bulk(40)]);
       checked(2, 'one target moved and edited, one new');
+      if (layout === 'file') {
+        // The chunks the change did not fall in are the same buffers: only its own (cut in two if it grew past four hosts) and the last one's view differ.
+        const node = compiler.compile(catalog).get('node.json')!;
+        expect(node.length).toBeGreaterThan(8);
+        expect(node.filter((part) => !before.get('node.json')!.includes(part)).length, 'node.json').toBeLessThanOrEqual(4);
+      }
       catalog = change([{ path: 'targets/ml-training/bulk-5.yaml', text: null }]);
       checked(0, 'one removed');
       // A group edit: the targets of that group (and of its children) again, no other.

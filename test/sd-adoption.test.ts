@@ -12,9 +12,12 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
   for (const layout of ['file', 'group'] as const) {
     it(`serves every entry of the adopted files, joined (--sd-layout ${layout})`, async () => {
       const repo = await tmpConfigRepo();
+      // Files of several chunks (256 hosts each) as the compile keeps them, and one of one.
+      const fleet = Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`targets/ml-training/gpu-${i}.yaml`, targetYaml(`gpu-${i}`, `10.0.${i >> 8}.${(i & 255) + 1}`, 'ml-training', i % 3 ? 'exporters:\n  - type: node_exporter\n  - type: dcgm_exporter\n' : undefined)]));
       await repo.push({
-        'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training', 'exporters:\n  - type: node_exporter\n  - type: dcgm_exporter\n'),
-        'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.0.2', 'databases'),
+        ...fleet,
+        'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.9.1', 'ml-training', 'exporters:\n  - type: node_exporter\n  - type: dcgm_exporter\n'),
+        'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.9.2', 'databases'),
       });
       const sdDir = join(repo.dir, '..', `sd-${layout}`);
       const identity = () => 'same-snapshot';
@@ -23,6 +26,16 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
       await first.close();
       const expected = (job: string | undefined) =>
         [...first.lastOutput!].filter(([name]) => job === undefined || name.startsWith(job)).flatMap(([, parts]) => JSON.parse(Buffer.concat(parts).toString()) as unknown[]);
+      expect(expected('node').length).toBeGreaterThan(2 * 256);
+      expect(expected('dcgm').length).toBeGreaterThan(256);
+      // Every entry, whatever the order of the files (readdir's after a restart).
+      const sorted = (entries: unknown[]) => entries.map((e) => JSON.stringify(e)).sort();
+      const served = async (sd: SdPublisher, job: string | undefined) => {
+        const answer = await createApp(appDeps(repo, { sd })).request(`/api/v1/sd/prometheus${job ? `?job=${job}` : ''}`);
+        expect(answer.status, job).toBe(200);
+        return sorted((await answer.json()) as unknown[]);
+      };
+      for (const job of [undefined, 'node', 'dcgm']) expect(await served(first, job), `compiled, ${job}`).toEqual(sorted(expected(job)));
 
       // The restart: the same snapshot, so the files on disk are taken as they are; the
       // background compile has not run yet.
@@ -31,16 +44,7 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
       // Read into one buffer: files read one by one left holes in the allocator's heap once the compile replaced them.
       const buffers = new Set([...adopted.lastOutput!.values()].flatMap((parts) => parts.filter((part) => part !== OPEN && part !== CLOSE && part !== EMPTY).map((part) => part.buffer)));
       expect(buffers.size).toBe(1);
-      const app = createApp(appDeps(repo, { sd: adopted }));
-      for (const job of [undefined, 'node', 'dcgm']) {
-        const answer = await app.request(`/api/v1/sd/prometheus${job ? `?job=${job}` : ''}`);
-        expect(answer.status, job).toBe(200);
-        const served = (await answer.json()) as unknown[];
-        expect(served.length, job).toBeGreaterThan(0);
-        // Every entry, whatever the order of the files (readdir's after a restart).
-        const sorted = (entries: unknown[]) => entries.map((e) => JSON.stringify(e)).sort();
-        expect(sorted(served), job).toEqual(sorted(expected(job)));
-      }
+      for (const job of [undefined, 'node', 'dcgm']) expect(await served(adopted, job), `adopted, ${job}`).toEqual(sorted(expected(job)));
       await adopted.close();
     });
   }

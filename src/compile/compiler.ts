@@ -2,7 +2,7 @@ import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
 import { PMap } from '../catalog/pmap.js';
 import { byName, GroupLabels, sortedLabels } from '../catalog/labels.js';
-import { own, type Group, type Settings, type Target } from '../schema/index.js';
+import { own, type Exporter, type ExporterSettings, type Group, type Settings, type Target } from '../schema/index.js';
 
 /** File name of a job's file_sd output. */
 export const sdFileName = (job: string) => `${job}.json`;
@@ -21,23 +21,34 @@ export const jobOfFile = (name: string) => (name.includes('/') ? name.slice(0, n
 type Chain = readonly Group[];
 
 /**
- * One SD file: its entries as bytes, and what each host's were rendered from. A host's
- * entries in the file (one per exporter of the file's job, most often one) are a run of
- * `runs` that ends in ",\n": host k's is runs[offsets[k], offsets[k + 1]). A later build
- * copies the runs of hosts whose target, groups and aami.yaml are the same objects, a
- * stretch of them at a time, and renders only the others. One buffer a file and a few
- * bytes a host: a buffer for each entry, kept in a memo by target, cost ~1 KB a target
- * (~100 MB at 100k targets, the largest thing the server held), this ~780 bytes.
+ * Hosts of one SD file in host name order, and their entries as bytes. A host's entries in
+ * the file (one per exporter of the file's job, most often one) are a run of `runs` that
+ * ends in ",\n": host k's is runs[offsets[k], offsets[k + 1]). With each host, what its run
+ * was rendered from: a later build copies the runs of hosts whose target, groups and
+ * aami.yaml are the same objects, a stretch of them at a time, and renders only the others.
  */
-interface SdFile {
-  settings: Settings;
-  groupMap: ReadonlyMap<string, Group>;
-  /** By host name. */
+interface Chunk {
   hosts: readonly Target[];
   chains: readonly Chain[];
   runs: Buffer;
   offsets: Uint32Array;
-  /** What the output writes: [OPEN, entries, CLOSE], or [EMPTY]. */
+}
+
+/**
+ * Most hosts a chunk is cut at (~90 KB of entries). A change copies the chunks it touches
+ * and shares the others with the last version of the file: one buffer for a whole file of
+ * 10k targets (3.6 MB) made every registration allocate and copy it. A buffer for each entry,
+ * kept in a memo by target, cost ~1 KB a target (~100 MB at 100k targets, the largest thing
+ * the server held); a chunk ~780 bytes.
+ */
+const CHUNK = 256;
+
+/** One SD file: its chunks in host name order, and the buffers the output writes. */
+interface SdFile {
+  settings: Settings;
+  groupMap: ReadonlyMap<string, Group>;
+  chunks: readonly Chunk[];
+  /** [OPEN, each chunk's runs (the last one's without its ",\n"), CLOSE], or [EMPTY]. */
   parts: Buffer[];
 }
 
@@ -77,7 +88,11 @@ export class Compiler {
   /** Targets rendered since this compiler was made; every other one was copied (what a change costs, for tests). */
   rendered = 0;
 
-  constructor(private readonly layout: SdLayout = 'file') {}
+  /** `chunk`: most hosts a chunk of a file holds (tests cut small ones). */
+  constructor(
+    private readonly layout: SdLayout = 'file',
+    private readonly chunk = CHUNK,
+  ) {}
 
   /**
    * Each file as the list of buffers that make it up: [OPEN, entries, CLOSE] or [EMPTY]. An
@@ -167,7 +182,7 @@ export class Compiler {
     this.whole = undefined;
     const built = yield* build(this.render(catalog, shared), [...catalog.targets.keys()].sort(), catalog.targets, last?.files, walk);
     // Every job has a file, an empty list when no target has its exporter.
-    const files = new Map(Object.values(catalog.settings.exporters).map(({ job }) => [job, built.get(job) ?? new FileBuilder().finish(catalog)]));
+    const files = new Map(Object.values(catalog.settings.exporters).map(({ job }) => [job, built.get(job) ?? fileOf(catalog, [])]));
     this.whole = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, files };
   }
 
@@ -175,6 +190,7 @@ export class Compiler {
   private render(catalog: Catalog, shared: GroupLabels): Render {
     return {
       catalog,
+      chunk: this.chunk,
       chain: (target) => shared.chain(target),
       runs: (target) => {
         this.rendered++;
@@ -187,6 +203,8 @@ export class Compiler {
 /** A build's catalog, and how it renders one of its targets. */
 interface Render {
   catalog: Catalog;
+  /** Most hosts a chunk holds. */
+  chunk: number;
   chain(target: Target): Chain;
   runs(target: Target): Map<string, string>;
 }
@@ -210,86 +228,168 @@ function finish<T>(work: Generator<void, T>): T {
 function* build(render: Render, hostnames: readonly string[], targets: ReadonlyMap<string, Target>, last: ReadonlyMap<string, SdFile> | undefined, walk: Walk): Generator<void, Map<string, SdFile>> {
   const { catalog } = render;
   const builders = new Map<string, FileBuilder>();
-  const builder = (job: string) => builders.get(job) ?? builders.set(job, new FileBuilder()).get(job)!;
-  // Per job of the last build, where its walk is, and the stretch of hosts still to copy.
-  const cursors = new Map<string, { file: SdFile; at: number; from: number; to: number }>();
-  for (const [job, file] of last ?? []) if (file.settings === catalog.settings) cursors.set(job, { file, at: 0, from: 0, to: 0 });
-  const flush = (job: string, cursor: { file: SdFile; from: number; to: number }) => {
-    if (cursor.from < cursor.to) builder(job).copy(cursor.file, cursor.from, cursor.to);
-    cursor.from = cursor.to = 0;
-  };
+  const builder = (job: string) => builders.get(job) ?? builders.set(job, new FileBuilder(render.chunk)).get(job)!;
+  const cursors = new Map<string, Cursor>();
+  for (const [job, file] of last ?? []) if (file.settings === catalog.settings) cursors.set(job, new Cursor(file, () => builder(job)));
+  const found: boolean[] = [];
   for (const hostname of hostnames) {
     const target = targets.get(hostname)!;
-    let holder: { file: SdFile; at: number } | undefined;
-    for (const cursor of cursors.values()) {
-      const { hosts } = cursor.file;
-      while (cursor.at < hosts.length && hosts[cursor.at]!.hostname < hostname) cursor.at++;
-      if (cursor.at < hosts.length && hosts[cursor.at]!.hostname === hostname) holder ??= cursor;
-    }
+    // Copied only when every file the target has entries in holds a run rendered from it and its groups, and no other
+    // file does: a file keeps a run whose bytes a change left as they were with the target it was rendered from (update).
     let chain: Chain | undefined;
-    const same = holder && holder.file.hosts[holder.at] === target && (holder.file.groupMap === catalog.groups || sameItems(holder.file.chains[holder.at]!, (chain = render.chain(target))));
-    for (const [job, cursor] of cursors) {
-      if (cursor.at >= cursor.file.hosts.length || cursor.file.hosts[cursor.at]!.hostname !== hostname) continue;
-      if (same) {
-        // Next to the stretch: it grows; else the stretch is copied and a new one starts here.
-        if (cursor.to !== cursor.at || cursor.from === cursor.to) {
-          flush(job, cursor);
-          cursor.from = cursor.at;
-        }
-        cursor.to = cursor.at + 1;
+    let count = 0;
+    let same = true;
+    let i = 0;
+    for (const cursor of cursors.values()) {
+      const held = cursor.seek(hostname);
+      if ((found[i++] = held !== undefined)) {
+        count++;
+        same &&= held === target && (cursor.file.groupMap === catalog.groups || sameItems(cursor.chain(), (chain ??= render.chain(target))));
       }
-      cursor.at++;
     }
+    same &&= count > 0 && count === jobsOf(catalog.settings, target).length;
+    i = 0;
+    for (const cursor of cursors.values()) if (found[i++]) (same ? cursor.keep() : cursor.pass());
     if (!same) {
       chain ??= render.chain(target);
       for (const [job, run] of render.runs(target)) {
-        const cursor = cursors.get(job);
-        if (cursor) flush(job, cursor);
+        cursors.get(job)?.flush(); // what comes before this host first
         builder(job).add(target, chain, run);
       }
     }
     if (++walk.walked % walk.slice === 0) yield;
   }
-  for (const [job, cursor] of cursors) flush(job, cursor);
-  return new Map([...builders].map(([job, b]) => [job, b.finish(catalog)]));
+  for (const cursor of cursors.values()) cursor.flush();
+  return new Map([...builders].map(([job, b]) => [job, fileOf(catalog, b.chunks())]));
+}
+
+/** A walk through an earlier file in host name order, gathering the stretch of hosts a build copies from it. */
+class Cursor {
+  private chunk = 0;
+  private at = 0;
+  private from = 0;
+  private to = 0;
+
+  constructor(
+    readonly file: SdFile,
+    private readonly into: () => FileBuilder,
+  ) {}
+
+  /** Goes past the hosts before `hostname`: the file's target of that name, if it has one. */
+  seek(hostname: string): Target | undefined {
+    for (;;) {
+      const chunk = this.file.chunks[this.chunk];
+      if (!chunk) return undefined;
+      if (this.at === chunk.hosts.length) {
+        this.flush(); // a stretch is copied from one chunk
+        this.chunk++;
+        this.at = 0;
+        continue;
+      }
+      const host = chunk.hosts[this.at]!;
+      if (host.hostname >= hostname) return host.hostname === hostname ? host : undefined;
+      this.at++;
+    }
+  }
+
+  /** The groups the run of the host found was rendered from. */
+  chain(): Chain {
+    return this.file.chunks[this.chunk]!.chains[this.at]!;
+  }
+
+  /** The host found is copied: next to the stretch, the stretch grows; else the stretch is copied and a new one starts. */
+  keep(): void {
+    if (this.to !== this.at || this.from === this.to) {
+      this.flush();
+      this.from = this.at;
+    }
+    this.to = ++this.at;
+  }
+
+  /** The host found is not copied (rendered again). */
+  pass(): void {
+    this.at++;
+  }
+
+  /** Copies the stretch gathered so far. */
+  flush(): void {
+    if (this.from < this.to) this.into().copy(this.file.chunks[this.chunk]!, this.from, this.to);
+    this.from = this.to = 0;
+  }
+}
+
+/** A file of these chunks. */
+function fileOf(catalog: Catalog, chunks: readonly Chunk[]): SdFile {
+  const parts = chunks.length ? [OPEN, ...chunks.map((chunk) => chunk.runs), CLOSE] : [EMPTY];
+  const last = chunks.at(-1)?.runs;
+  if (last) parts[chunks.length] = last.subarray(0, last.length - SEPARATOR.length);
+  return { settings: catalog.settings, groupMap: catalog.groups, chunks, parts };
 }
 
 /**
  * Each job's file with the hosts of `changes` (sorted; a target, or none when the host
- * left) put in or taken out. A file whose bytes the changes leave as they were is the same
- * object (its hosts may hold an earlier version of a changed target: a later build renders
- * that one again rather than copy it).
+ * left) put in or taken out. Only the chunks they fall in are made again; a file whose
+ * bytes the changes leave as they were is the same object.
  */
 function update(render: Render, files: ReadonlyMap<string, SdFile>, changes: ReadonlyArray<readonly [string, Target | undefined]>): Map<string, SdFile> {
-  const { catalog } = render;
-  const fresh = changes.map(([hostname, target]) => ({ hostname, target, chain: target && render.chain(target), runs: target && render.runs(target) }));
+  const fresh: Fresh[] = changes.map(([hostname, target]) => ({ hostname, target, chain: target && render.chain(target), runs: target && render.runs(target) }));
   const result = new Map<string, SdFile>();
   for (const [job, file] of files) {
-    // Where each changed host is, or would be, in the file.
-    let from = 0;
-    const places = fresh.map(({ hostname }) => (from = lowerBound(file.hosts, hostname, from)));
-    const was = (i: number) => (file.hosts[places[i]!]?.hostname === fresh[i]!.hostname ? places[i]! : -1);
-    const same = fresh.every(({ runs }, i) => {
-      const k = was(i);
-      const run = runs?.get(job);
-      return k < 0 ? run === undefined : run !== undefined && file.runs.toString('utf8', file.offsets[k], file.offsets[k + 1]) === run;
+    const chunks: Chunk[] = [];
+    let changed = false;
+    let i = 0;
+    const all = file.chunks.length ? file.chunks : [NO_HOSTS];
+    all.forEach((chunk, c) => {
+      // The changes before the next chunk's first host fall in this one (those before the first chunk's, in it).
+      const next = all[c + 1]?.hosts[0]!.hostname;
+      let j = i;
+      while (j < fresh.length && (next === undefined || fresh[j]!.hostname < next)) j++;
+      const made = j > i ? patch(chunk, fresh.slice(i, j), job, render.chunk) : undefined;
+      i = j;
+      if (made) changed = true;
+      chunks.push(...(made ?? (chunk.hosts.length ? [chunk] : [])));
     });
-    if (same) {
-      result.set(job, file);
-      continue;
-    }
-    const builder = new FileBuilder();
-    let at = 0;
-    fresh.forEach(({ target, chain, runs }, i) => {
-      builder.copy(file, at, places[i]!);
-      at = was(i) < 0 ? places[i]! : places[i]! + 1;
-      const run = runs?.get(job);
-      if (run !== undefined) builder.add(target!, chain!, run);
-    });
-    builder.copy(file, at, file.hosts.length);
-    result.set(job, builder.finish(catalog));
+    result.set(job, changed ? fileOf(render.catalog, chunks) : file);
   }
   return result;
+}
+
+/** A changed host: its target and what it renders to, or none when it left. */
+interface Fresh {
+  hostname: string;
+  target: Target | undefined;
+  chain: Chain | undefined;
+  runs: Map<string, string> | undefined;
+}
+
+const NO_HOSTS: Chunk = { hosts: [], chains: [], runs: Buffer.alloc(0), offsets: Uint32Array.of(0) };
+
+/**
+ * The chunk with `changes` (sorted) put in or taken out of it, cut again if it grew past a
+ * chunk; undefined when its bytes stay the same (its hosts may then hold an earlier version
+ * of a changed target: a later build renders that one again rather than copy it).
+ */
+function patch(chunk: Chunk, changes: readonly Fresh[], job: string, size: number): Chunk[] | undefined {
+  // Where each changed host is, or would be, in the chunk.
+  let from = 0;
+  const places = changes.map(({ hostname }) => (from = lowerBound(chunk.hosts, hostname, from)));
+  const was = (i: number) => (chunk.hosts[places[i]!]?.hostname === changes[i]!.hostname ? places[i]! : -1);
+  const same = changes.every(({ runs }, i) => {
+    const k = was(i);
+    const run = runs?.get(job);
+    return k < 0 ? run === undefined : run !== undefined && chunk.runs.toString('utf8', chunk.offsets[k], chunk.offsets[k + 1]) === run;
+  });
+  if (same) return undefined;
+  const builder = new FileBuilder(size);
+  let at = 0;
+  changes.forEach(({ target, chain, runs }, i) => {
+    builder.copy(chunk, at, places[i]!);
+    at = was(i) < 0 ? places[i]! : places[i]! + 1;
+    const run = runs?.get(job);
+    if (run !== undefined) builder.add(target!, chain!, run);
+  });
+  builder.copy(chunk, at, chunk.hosts.length);
+  return builder.chunks();
 }
 
 /** The first index from `from` whose host name is not before `hostname`. */
@@ -304,25 +404,38 @@ function lowerBound(hosts: readonly Target[], hostname: string, from: number): n
   return low;
 }
 
-/** An SD file put together from stretches of earlier files and fresh runs, in host name order. */
+/** The chunks of a file put together from stretches of earlier chunks and fresh runs, in host name order. */
 class FileBuilder {
-  private readonly pieces: Array<Buffer | string> = [];
-  private readonly hosts: Target[] = [];
-  private readonly chains: Chain[] = [];
-  private readonly offsets: number[] = [0];
+  private readonly done: Chunk[] = [];
+  // The chunk being filled.
+  private pieces: Array<Buffer | string> = [];
+  private hosts: Target[] = [];
+  private chains: Chain[] = [];
+  private offsets: number[] = [0];
   private size = 0;
 
-  /** Hosts from..to-1 of an earlier file: their runs in one copy. */
-  copy(file: SdFile, from: number, to: number): void {
-    if (from >= to) return;
-    const shift = this.size - file.offsets[from]!;
-    for (let k = from; k < to; k++) {
-      this.hosts.push(file.hosts[k]!);
-      this.chains.push(file.chains[k]!);
-      this.offsets.push(file.offsets[k + 1]! + shift);
+  constructor(private readonly most: number) {}
+
+  /** Hosts from..to-1 of an earlier chunk: their runs in as few copies as chunks; a chunk taken whole is shared, not copied. */
+  copy(chunk: Chunk, from: number, to: number): void {
+    if (from === 0 && to === chunk.hosts.length && to > 0) {
+      this.cut();
+      this.done.push(chunk);
+      return;
     }
-    this.pieces.push(file.runs.subarray(file.offsets[from], file.offsets[to]));
-    this.size = file.offsets[to]! + shift;
+    while (from < to) {
+      const end = Math.min(to, from + this.most - this.hosts.length);
+      const shift = this.size - chunk.offsets[from]!;
+      for (let k = from; k < end; k++) {
+        this.hosts.push(chunk.hosts[k]!);
+        this.chains.push(chunk.chains[k]!);
+        this.offsets.push(chunk.offsets[k + 1]! + shift);
+      }
+      this.pieces.push(chunk.runs.subarray(chunk.offsets[from], chunk.offsets[end]));
+      this.size = chunk.offsets[end]! + shift;
+      from = end;
+      if (this.hosts.length >= this.most) this.cut();
+    }
   }
 
   add(target: Target, chain: Chain, run: string): void {
@@ -331,15 +444,27 @@ class FileBuilder {
     this.pieces.push(run);
     this.size += Buffer.byteLength(run);
     this.offsets.push(this.size);
+    if (this.hosts.length >= this.most) this.cut();
   }
 
-  finish(catalog: Catalog): SdFile {
-    // Its own allocation, not the shared pool's: a file is kept for long, and a pool slab stays while any of its buffers does.
+  chunks(): Chunk[] {
+    this.cut();
+    return this.done;
+  }
+
+  /** Ends the chunk being filled. */
+  private cut(): void {
+    if (!this.hosts.length) return;
+    // Its own allocation, not the shared pool's: a chunk is kept for long, and a pool slab stays while any of its buffers does.
     const runs = Buffer.allocUnsafeSlow(this.size);
     let at = 0;
     for (const piece of this.pieces) at += typeof piece === 'string' ? runs.write(piece, at) : piece.copy(runs, at);
-    const parts = this.size ? [OPEN, runs.subarray(0, this.size - SEPARATOR.length), CLOSE] : [EMPTY];
-    return { settings: catalog.settings, groupMap: catalog.groups, hosts: this.hosts, chains: this.chains, runs, offsets: Uint32Array.from(this.offsets), parts };
+    this.done.push({ hosts: this.hosts, chains: this.chains, runs, offsets: Uint32Array.from(this.offsets) });
+    this.pieces = [];
+    this.hosts = [];
+    this.chains = [];
+    this.offsets = [0];
+    this.size = 0;
   }
 }
 
@@ -370,7 +495,7 @@ function changedGroups(before: Catalog['groupTargets'], after: Catalog['groupTar
   return changed;
 }
 
-/** The bytes around and between a job file's entries: a file is [OPEN, entries, CLOSE] or [EMPTY], its entries joined by COMMA. */
+/** The bytes around and between a job file's entries: a file is [OPEN, entries..., CLOSE] or [EMPTY], its entries joined by COMMA. */
 export const OPEN = Buffer.from('[\n');
 export const COMMA = Buffer.from(',\n');
 /** What ends each run of a file's entries. */
@@ -426,9 +551,7 @@ function renderRuns(catalog: Catalog, target: Target, shared: GroupLabels): Map<
   const base = sortedLabels(target, shared);
   let baseText: string | undefined;
   const runs = new Map<string, string>();
-  for (const exporter of target.exporters) {
-    const type = own(catalog.settings.exporters, exporter.type);
-    if (!exporter.enabled || !type) continue;
+  for (const [exporter, type] of scraped(catalog.settings, target)) {
     const extra: Array<[string, string]> = [];
     const metricsPath = exporter.metrics_path ?? type.metrics_path;
     const scheme = exporter.scheme ?? type.scheme;
@@ -440,6 +563,23 @@ function renderRuns(catalog: Catalog, target: Target, shared: GroupLabels): Map<
     runs.set(type.job, `${runs.get(type.job) ?? ''}${renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)},\n`);
   }
   return runs;
+}
+
+/** The target's exporters that are scraped: enabled, of a type aami.yaml defines; with their type. */
+function scraped(settings: Settings, target: Target): Array<[Exporter, ExporterSettings]> {
+  const found: Array<[Exporter, ExporterSettings]> = [];
+  for (const exporter of target.exporters) {
+    const type = own(settings.exporters, exporter.type);
+    if (exporter.enabled && type) found.push([exporter, type]);
+  }
+  return found;
+}
+
+/** The jobs whose files hold the target's entries. */
+function jobsOf(settings: Settings, target: Target): string[] {
+  const jobs: string[] = [];
+  for (const [, { job }] of scraped(settings, target)) if (!jobs.includes(job)) jobs.push(job);
+  return jobs;
 }
 
 /**

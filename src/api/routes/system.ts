@@ -48,16 +48,14 @@ class SdBodies {
 
 /**
  * The entries of several SD files in one list: every job's, or one job's group shards with
- * --sd-layout group (a file is [OPEN, entry, COMMA, entry, ..., CLOSE] or [EMPTY]).
+ * --sd-layout group (a file is [OPEN, entries..., CLOSE] or [EMPTY]).
  */
 function joined(files: Buffer[][]): Buffer[] {
   const parts: Buffer[] = [OPEN];
   for (const file of files) {
-    for (let i = 1; i < file.length - 1; i++) {
-      if (file[i] === COMMA) continue;
-      if (parts.length > 1) parts.push(COMMA);
-      parts.push(file[i]!);
-    }
+    if (file.length < 3) continue; // [EMPTY]
+    if (parts.length > 1) parts.push(COMMA);
+    for (let i = 1; i < file.length - 1; i++) parts.push(file[i]!);
   }
   return parts.length > 1 ? [...parts, CLOSE] : [EMPTY];
 }
