@@ -210,7 +210,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     }),
   );
   const staleAfterMs = config.staleAfterMs ?? 10 * 60_000;
-  registry.add(new Gauge('aami_stale_targets', 'Targets whose node sent heartbeats but none for the stale threshold (never removed automatically).', () => staleTargets(catalog(), (h) => heartbeats.lastSeen(h), clock(), staleAfterMs).length));
+  registry.add(new Gauge('aami_stale_targets', 'Targets whose node sent heartbeats but none for the stale threshold (never removed automatically).', () => staleTargets(catalog(), heartbeats.entries(), clock(), staleAfterMs).length));
   const reaped = registry.add(new Counter('aami_ephemeral_targets_removed_total', "Ephemeral targets removed because their node was silent past its token's TTL."));
 
   let pullTimer: NodeJS.Timeout | undefined;

@@ -1,8 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { loadDirectory } from '../src/cli/validate.js';
+import { staleTargets } from '../src/inventory/nodes.js';
 import { startServer } from '../src/server.js';
-import { gitCli, onCleanup } from './helpers.js';
+import { fixture, gitCli, onCleanup } from './helpers.js';
 import { ADMIN, serverConfig, waitFor } from './node-helpers.js';
 
 describe('ephemeral tokens', () => {
@@ -61,5 +63,15 @@ describe('ephemeral tokens', () => {
     expect(health.nodes.stale).toEqual(['pet']);
     expect(await (await fetch(`${server.url}/metrics`)).text()).toContain('aami_stale_targets 1');
     expect(((await (await fetch(`${server.url}/api/v1/targets`, { headers })).json()) as any[]).map((t) => t.hostname)).toEqual(['pet']);
+  });
+
+  it('lists as stale only the targets of the catalog whose last heartbeat is older than the threshold, by name', () => {
+    const { catalog } = loadDirectory(fixture('basic'));
+    const now = new Date('2026-11-26T01:00:00Z');
+    const ago = (ms: number) => now.getTime() - ms;
+    // api-01 on the threshold is not stale yet; gone-01 has no target (removed) any more.
+    const heartbeats = new Map([['gpu-02', ago(60_001)], ['gpu-01', ago(3600_000)], ['api-01', ago(60_000)], ['gone-01', ago(3600_000)]]);
+    expect(staleTargets(catalog, heartbeats.entries(), now, 60_000)).toEqual(['gpu-01', 'gpu-02']);
+    expect(staleTargets(catalog, [], now, 60_000)).toEqual([]);
   });
 });

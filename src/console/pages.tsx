@@ -37,7 +37,7 @@ const fleetQuery = z.object({
 export function readPages(deps: AppDeps, render: Render, prometheus: PrometheusUp | undefined) {
   const app = new Hono<ConsoleEnv>();
   const lastSeen = (hostname: string) => deps.heartbeats.lastSeen(hostname);
-  const stale = () => staleTargets(deps.catalog(), lastSeen, deps.clock(), deps.staleAfterMs);
+  const stale = () => staleTargets(deps.catalog(), deps.heartbeats.entries(), deps.clock(), deps.staleAfterMs);
 
   app.get('/fleet', async (c) => {
     const query = parseValue(fleetQuery, c.req.query(), 'the filter');

@@ -73,7 +73,7 @@ export function systemRoutes(deps: RouteDeps) {
     const { status } = deps.sd;
     const repo = deps.repo();
     const serving = deps.serving() && status.lastSuccessAt !== undefined;
-    const stale = staleTargets(deps.catalog(), (hostname) => deps.heartbeats.lastSeen(hostname), deps.clock(), deps.staleAfterMs);
+    const stale = staleTargets(deps.catalog(), deps.heartbeats.entries(), deps.clock(), deps.staleAfterMs);
     return {
       code: serving ? 200 : 503,
       body: {
