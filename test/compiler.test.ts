@@ -13,6 +13,9 @@ import type { Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
 import { fixture } from './helpers.js';
 
+/** A compile's files as text, by name. */
+const sdText = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
+
 describe('compile', () => {
   it('produces the expected file_sd JSON for the basic fixture, byte for byte', async () => {
     const { catalog, problems } = loadDirectory(fixture('basic'));
@@ -84,7 +87,6 @@ describe('compile', () => {
     // Chunks of three hosts: changes fall in, between and across chunks, which split and empty.
     const compiler = new Compiler('file', 3);
     const sharded = new Compiler('group', 3);
-    const text = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
     const groups = ['ml-training', 'api-servers', 'production']; // production: only these hosts, so it empties now and then
     const exporters = ['[]', '[{type: node_exporter}]', '[{type: node_exporter}, {type: dcgm_exporter}]', '[{type: dcgm_exporter}, {type: ipmi_exporter}]'];
     const where = new Map<string, string>(); // host → its file
@@ -131,11 +133,11 @@ describe('compile', () => {
         change(updates);
       }
       const catalog = live.snapshot().catalog;
-      const incremental = text(compiler.compile(catalog));
+      const incremental = sdText(compiler.compile(catalog));
       const whole = new Map([...compile(catalog)].map(([name, bytes]) => [name, bytes.toString()]));
       expect(incremental, `step ${step}`).toEqual(whole);
       // The shards a compile after each change gives are those of a compiler that never saw the catalog before.
-      expect(text(sharded.compile(catalog)), `step ${step}, shards`).toEqual(text(new Compiler('group').compile(catalog)));
+      expect(sdText(sharded.compile(catalog)), `step ${step}, shards`).toEqual(sdText(new Compiler('group').compile(catalog)));
     }
     expect(where.size).toBeGreaterThan(20);
     // A job the change does not touch gives the same array back: the writer skips it by identity.
@@ -147,7 +149,6 @@ describe('compile', () => {
   });
 
   it('gives what a fresh compiler gives, in both layouts, when it compiles snapshots out of order: drafts, full builds, groups that go and come back, renamed groups, aami.yaml edits', () => {
-    const text = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
     let seed = 11;
     const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), (seed >>> 8) % n);
     const exporters = ['[{type: node_exporter}]', '[{type: node_exporter}, {type: dcgm_exporter}]', '[{type: dcgm_exporter}, {type: ipmi_exporter}]'];
@@ -209,7 +210,7 @@ describe('compile', () => {
       // Mostly the newest snapshot; now and then one older than the last compiled, adjacent or not.
       const snapshot = random(4) === 0 ? snapshots[random(snapshots.length)]! : current;
       for (const layout of ['file', 'group'] as const) {
-        expect(text(compilers[layout].compile(snapshot.catalog)), `step ${step}, ${layout}`).toEqual(text(new Compiler(layout).compile(snapshot.catalog)));
+        expect(sdText(compilers[layout].compile(snapshot.catalog)), `step ${step}, ${layout}`).toEqual(sdText(new Compiler(layout).compile(snapshot.catalog)));
       }
     }
     expect(renamed).toBeGreaterThan(3);
@@ -252,8 +253,7 @@ describe('compile', () => {
       // What a compiler that never saw the catalog gives, and how many targets it renders for it.
       const checked = (expected: number, step: string) => {
         const before = compiler.rendered;
-        const text = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
-        expect(text(compiler.compile(catalog)), `${layout}: ${step}`).toEqual(text(new Compiler(layout).compile(catalog)));
+        expect(sdText(compiler.compile(catalog)), `${layout}: ${step}`).toEqual(sdText(new Compiler(layout).compile(catalog)));
         expect(compiler.rendered - before, `${layout}: ${step}`).toBe(expected);
       };
       checked(catalog.targets.size, 'first compile');
@@ -275,15 +275,180 @@ describe('compile', () => {
       expect(inApi).toBeLessThan(catalog.targets.size - 10);
       catalog = change([{ path: 'groups/api-servers.yaml', text: 'id: api-servers\nname: API\nnamespace: logical\nlabels: {tier: edited}\n' }]);
       checked(inApi, 'a group edited');
+      // Every bulk host enrols again (new facts, a new target): the same SD bytes. A later group edit renders that group's hosts, not these.
+      const facts = (i: number) => ({ ...bulk(i, i % 2 ? 'ml-training' : 'api-servers'), text: `${bulk(i, i % 2 ? 'ml-training' : 'api-servers').text}facts: {kernel: "6.8"}\n` });
+      catalog = change(Array.from({ length: 30 }, (_, i) => i).filter((i) => i !== 3 && i !== 5).map(facts));
+      checked(28, 're-enrolled, same bytes');
+      const inMl = [...catalog.targets.values()].filter((t) => [t.primary_group, ...t.groups].includes('ml-training')).length;
+      catalog = change([{ path: 'groups/ml-training.yaml', text: 'id: ml-training\nname: ML\nnamespace: logical\nlabels: {role: edited}\n' }]);
+      checked(inMl, 'another group edited');
       catalog = change([{ path: 'aami.yaml', text: 'exporters:\n  node_exporter: {job: node, port: 9101}\n  dcgm_exporter: {job: dcgm, port: 9400, metrics_path: /metrics}\n  ipmi_exporter: {job: ipmi, port: 9290, interval: 1m}\n' }]);
       checked(catalog.targets.size, 'aami.yaml edited');
     }
+  });
+
+  it('keeps its chunks between a quarter and a whole of their size as hosts come in random order and go', () => {
+    let seed = 5;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), (seed >>> 8) % n);
+    let snapshot = Snapshot.build(readCheckout(fs, fixture('basic')), null);
+    const ids = Array.from({ length: 640 }, (_, i) => i);
+    for (let i = ids.length - 1; i > 0; i--) {
+      const j = random(i + 1);
+      [ids[i], ids[j]] = [ids[j]!, ids[i]!];
+    }
+    const path = (i: number) => `targets/ml-training/host-${i}.yaml`;
+    const compiler = new Compiler('file', 8);
+    const chunks = () => compiler.compile(snapshot.catalog).get('node.json')!.length - 2; // [OPEN, chunks..., CLOSE]
+    const commit = (batch: number[], text: (i: number) => string | null) => {
+      const draft = new Draft(snapshot);
+      expect(draft.apply(batch.map((i) => (text(i) === null ? { path: path(i), oid: null } : { path: path(i), oid: `${path(i)}@1`, parsed: parseFile(path(i), text(i)!) }))).problems).toEqual([]);
+      snapshot = draft.freeze(null);
+    };
+    chunks();
+    // Registrations in commits of 16, in random order: cut at the chunk size, each insert into a full chunk left a chunk of one host.
+    for (let k = 0; k < ids.length; k += 16) {
+      commit(ids.slice(k, k + 16), (i) => `hostname: host-${i}\nip_address: 10.6.${i >> 8}.${i & 255}\nprimary_group: ml-training\n`);
+      chunks();
+    }
+    const hosts = snapshot.catalog.targets.size;
+    expect(chunks()).toBeLessThanOrEqual(Math.ceil(hosts / 4));
+    // Nine in ten leave, one by one.
+    for (const i of ids.filter((_, n) => n % 10)) {
+      commit([i], () => null);
+      chunks();
+    }
+    expect(chunks()).toBeLessThanOrEqual(Math.ceil(snapshot.catalog.targets.size / 2));
+    expect(sdText(compiler.compile(snapshot.catalog))).toEqual(sdText(new Compiler('file').compile(snapshot.catalog)));
+  });
+
+  it('compiles a catalog after a prepare() of another one as a fresh compiler would (group layout)', () => {
+    const base = Snapshot.build(readCheckout(fs, fixture('basic')), null);
+    const edit = (updates: Array<[string, string]>) => {
+      const draft = new Draft(base);
+      expect(draft.apply(updates.map(([path, t]) => ({ path, oid: `${path}@${t.length}`, parsed: parseFile(path, t) }))).problems).toEqual([]);
+      return draft.freeze(null).catalog;
+    };
+    // aami.yaml edited (dcgm renamed to job gpu): prepare() of it builds every shard again.
+    const renamed = edit([['aami.yaml', 'exporters:\n  node_exporter: {job: node, port: 9100}\n  dcgm_exporter: {job: gpu, port: 9400}\n  ipmi_exporter: {job: ipmi, port: 9290}\n']]);
+    // gpu-01 drops its dcgm exporter: ml-training has no dcgm host left, so its dcgm shard goes.
+    const dropped = edit([['targets/ml-training/gpu-01.yaml', 'hostname: gpu-01\nip_address: 10.0.1.21\nprimary_group: ml-training\nexporters: [{type: node_exporter}]\n']]);
+    const compiler = new Compiler('group');
+    compiler.compile(base.catalog);
+    for (const _ of compiler.prepare(renamed, 1));
+    expect(sdText(compiler.compile(dropped))).toEqual(sdText(new Compiler('group').compile(dropped)));
+  });
+
+  it('gives what a fresh compiler gives through random changes: chunks of 1-3 hosts, both layouts, old snapshots, prepare() now and then, same-bytes edits, unknown and disabled exporters', () => {
+    let seed = 101;
+    const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), (seed >>> 8) % n);
+    const exporters = [
+      '[]',
+      '[{type: node_exporter}]',
+      '[{type: node_exporter, port: 9200, scheme: https}]',
+      '[{type: node_exporter, enabled: false}, {type: dcgm_exporter}]',
+      '[{type: custom_exporter}, {type: node_exporter}]',
+      '[{type: dcgm_exporter}, {type: ipmi_exporter}, {type: custom_exporter, port: 7000}]',
+      '[{type: custom_exporter, enabled: false}]',
+      '[{type: ipmi_exporter, interval: 2m}]',
+    ];
+    const settingsVariants = [
+      'exporters:\n  node_exporter: {job: node, port: 9100}\n  dcgm_exporter: {job: dcgm, port: 9400, metrics_path: /metrics}\n  ipmi_exporter: {job: ipmi, port: 9290, interval: 1m}\n',
+      'exporters:\n  node_exporter: {job: node, port: 9100}\n  dcgm_exporter: {job: dcgm, port: 9400, metrics_path: /metrics}\n  ipmi_exporter: {job: ipmi, port: 9290, interval: 1m}\n  custom_exporter: {job: cust, port: 9999}\n',
+      'exporters:\n  node_exporter: {job: node, port: 9100}\n  dcgm_exporter: {job: dcgm, port: 9400}\n',
+      'exporters:\n  node_exporter: {job: nodes, port: 9101}\n  dcgm_exporter: {job: dcgm, port: 9400, metrics_path: /metrics}\n  ipmi_exporter: {job: ipmi, port: 9290, interval: 1m}\n  custom_exporter: {job: custom, port: 9999}\n',
+    ];
+    const primaries = ['ml-training', 'api-servers', 'lg-a', 'lg-b'];
+    const extras = ['production', 'production-critical', 'env-x'];
+    let current = Snapshot.build(readCheckout(fs, fixture('basic')), null);
+    const apply = (updates: Array<{ path: string; text: string | null }>, step: number) => {
+      const draft = new Draft(current);
+      draft.apply(updates.map(({ path, text }) => (text === null ? { path, oid: null } : { path, oid: `${path}@${step}.${random(1e9)}`, parsed: parseFile(path, text) })));
+      return draft.freeze(null);
+    };
+    current = apply([
+      { path: 'groups/lg-a.yaml', text: 'id: lg-a\nname: a\nnamespace: logical\nlabels: {k: a}\n' },
+      { path: 'groups/lg-b.yaml', text: 'id: lg-b\nname: b\nnamespace: logical\nparent: lg-a\nlabels: {k2: b}\n' },
+      { path: 'groups/env-x.yaml', text: 'id: env-x\nname: x\nnamespace: environment\nlabels: {x: "1"}\n' },
+    ], 0);
+    const snapshots = [current];
+    const targetText = (hostname: string, group: string, n: number) => {
+      const g = random(3) === 0 ? `\ngroups: [${extras[random(3)]}${random(2) ? `, ${extras[random(3)]}` : ''}]` : '';
+      const labels = random(3) === 0 ? `\nlabels: {l: "${random(3)}"}` : '';
+      return `hostname: ${hostname}\nip_address: 10.7.${n >> 8}.${n & 255}\nprimary_group: ${group}${g}${labels}\nexporters: ${exporters[random(exporters.length)]}\nfacts: {kernel: "k${random(1000)}"}\n`;
+    };
+    const where = new Map<string, { path: string; text: string }>();
+    const names = ['a', 'b-0', 'gpu-0', 'gpu-01x', 'zz', 'api-0', 'm'];
+    const compilers = [new Compiler('file', 1), new Compiler('file', 2), new Compiler('file', 3), new Compiler('group', 1), new Compiler('group', 2), new Compiler('group', 3)];
+    for (let step = 1; step < 400; step++) {
+      const roll = random(30);
+      const updates: Array<{ path: string; text: string | null }> = [];
+      if (roll === 0) {
+        current = Snapshot.build(new Map(current.files), null);
+      } else {
+        if (roll === 1) updates.push({ path: 'aami.yaml', text: settingsVariants[random(settingsVariants.length)]! });
+        else if (roll === 2) updates.push({ path: 'groups/lg-a.yaml', text: `id: lg-a\nname: a\nnamespace: logical\nlabels: {k: a${random(3)}}\n` });
+        else if (roll === 3) updates.push({ path: 'groups/lg-b.yaml', text: `id: lg-b\nname: b\nnamespace: logical${random(2) ? '\nparent: lg-a' : ''}\nlabels: {k2: b}\n` });
+        else if (roll === 4) updates.push({ path: 'groups/env-x.yaml', text: `id: env-x\nname: x\nnamespace: environment\nlabels: {x: "${random(3)}"}\n` });
+        else if (roll === 5) {
+          // facts only: same bytes, new Target objects
+          for (const [h, w] of where) if (random(2)) { const t = w.text.replace(/kernel: "k\d+"/, `kernel: "k${random(1000)}"`); updates.push({ path: w.path, text: t }); where.set(h, { path: w.path, text: t }); }
+        } else if (roll === 6) {
+          // all hosts of one group leave
+          const g = primaries[random(4)]!;
+          for (const [h, w] of where) if (w.path.startsWith(`targets/${g}/`)) { updates.push({ path: w.path, text: null }); where.delete(h); }
+        } else {
+          for (let k = roll >= 26 ? 8 : 1; k > 0; k--) {
+            const n = random(60);
+            const hostname = `${names[n % names.length]}-${n}`;
+            if (updates.some((u) => u.path.endsWith(`/${hostname}.yaml`))) continue;
+            const was = where.get(hostname);
+            if (was && random(4) === 0) { updates.push({ path: was.path, text: null }); where.delete(hostname); continue; }
+            const group = primaries[random(4)]!;
+            const path = `targets/${group}/${hostname}.yaml`;
+            const t = random(3) === 0 && was && was.path === path ? was.text.replace(/kernel: "k\d+"/, `kernel: "k${random(1000)}"`) : targetText(hostname, group, n);
+            if (was && was.path !== path) updates.push({ path: was.path, text: null });
+            updates.push({ path, text: t });
+            where.set(hostname, { path, text: t });
+          }
+        }
+        if (updates.length) current = apply(updates, step);
+      }
+      snapshots.push(current);
+      const snapshot = random(5) === 0 ? snapshots[random(snapshots.length)]! : current;
+      for (const compiler of compilers) {
+        const c = compiler as any;
+        const label = `step ${step} ${c.layout}/${c.chunk}`;
+        const r = random(6);
+        if (r === 0) for (const _ of compiler.prepare(snapshot.catalog, 3));
+        expect(sdText(compiler.compile(snapshot.catalog)), label).toEqual(sdText(new Compiler(c.layout).compile(snapshot.catalog)));
+        chunksHold(c, label);
+      }
+    }
+    expect(new Set(snapshots.map((s) => s.catalog.settings)).size).toBeGreaterThan(3);
   });
 
   it('writes an empty list for a job without targets', () => {
     expect(compile(Snapshot.build(new Map(), null).catalog)).toEqual(new Map([['node.json', Buffer.from('[]\n')], ['dcgm.json', Buffer.from('[]\n')]]));
   });
 });
+
+/** A compiler's chunks (white box): none empty or past its size, hosts in order, offsets that span the bytes. */
+function chunksHold(compiler: any, label: string): void {
+  const files = compiler.layout === 'file' ? [...(compiler.whole?.files.values() ?? [])] : [...compiler.shards.values()].flatMap((shard: any) => [...shard.files.values()]);
+  for (const file of files) {
+    let last = '';
+    for (const chunk of file.chunks) {
+      expect(chunk.hosts.length, label).toBeGreaterThan(0);
+      expect(chunk.hosts.length, label).toBeLessThanOrEqual(compiler.chunk);
+      expect(chunk.offsets.length, label).toBe(chunk.hosts.length + 1);
+      expect(chunk.offsets[chunk.hosts.length], label).toBe(chunk.runs.length);
+      for (const host of chunk.hosts) {
+        expect(host.hostname > last, label).toBe(true);
+        last = host.hostname;
+      }
+    }
+  }
+}
 
 const files = (name: string, text: string) => new Map([[name, Buffer.from(text)]]);
 
@@ -366,6 +531,10 @@ describe('SdOutput', () => {
       const different = mutation === 2 ? Buffer.concat([other, Buffer.from('a')]) : other;
       expect(sameParts(cut(bytes), cut(different)), `${bytes} vs ${different}`).toBe(bytes.equals(different));
     }
+    // As many parts, cut at other places (chunks a build cut elsewhere around the same entries).
+    const b = (text: string) => Buffer.from(text);
+    expect(sameParts([b('ab'), b('c'), b('de')], [b('ab'), b('cd'), b('e')])).toBe(true);
+    expect(sameParts([b('ab'), b('c'), b('de')], [b('ab'), b('cd'), b('f')])).toBe(false);
   });
 
   it('syncs an SD file before it names it, and does not sync the directory for the rename', async () => {

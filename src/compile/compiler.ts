@@ -22,8 +22,8 @@ type Chain = readonly Group[];
 
 /**
  * Hosts of one SD file in host name order, and their entries as bytes. A host's entries in
- * the file (one per exporter of the file's job, most often one) are a run of `runs` that
- * ends in ",\n": host k's is runs[offsets[k], offsets[k + 1]). With each host, what its run
+ * the file (one: aami.yaml's checks give a job one exporter type, and a target a type once)
+ * are a run of `runs` that ends in ",\n": host k's is runs[offsets[k], offsets[k + 1]). With each host, what its run
  * was rendered from: a later build copies the runs of hosts whose target, groups and
  * aami.yaml are the same objects, a stretch of them at a time, and renders only the others.
  */
@@ -35,11 +35,12 @@ interface Chunk {
 }
 
 /**
- * Most hosts a chunk is cut at (~90 KB of entries). A change copies the chunks it touches
- * and shares the others with the last version of the file: one buffer for a whole file of
- * 10k targets (3.6 MB) made every registration allocate and copy it. A buffer for each entry,
- * kept in a memo by target, cost ~1 KB a target (~100 MB at 100k targets, the largest thing
- * the server held); a chunk ~780 bytes.
+ * Most hosts a chunk holds (~90 KB of entries). A change copies the chunks it touches and
+ * shares the others with the last version of the file: one buffer for a whole file of 10k
+ * targets (3.6 MB) made every registration allocate and copy it. Kept this way an entry
+ * costs its bytes (~360) and ~20 bytes of arrays; a buffer for each entry, kept in a memo by
+ * target, cost ~1 KB a target with two jobs (~100 MB at 100k targets, the largest thing the
+ * server held), this ~780 bytes.
  */
 const CHUNK = 256;
 
@@ -135,7 +136,8 @@ export class Compiler {
     const groups = incremental ? changedGroups(last.groupTargets, catalog.groupTargets) : new Set([...this.shards.keys(), ...catalog.groupTargets.keys()]);
     const walk = { walked: 0, slice: Infinity };
     for (const group of groups) {
-      for (const job of this.shards.get(group)?.files.keys() ?? []) files.delete(shardName(job, group));
+      // Every job's shard name, not only those of this.shards (a prepare() of another catalog may have built the group since).
+      for (const { job } of Object.values(catalog.settings.exporters)) files.delete(shardName(job, group));
       const targets = catalog.groupTargets.get(group);
       if (!targets) {
         this.shards.delete(group);
@@ -328,15 +330,18 @@ function fileOf(catalog: Catalog, chunks: readonly Chunk[]): SdFile {
 
 /**
  * Each job's file with the hosts of `changes` (sorted; a target, or none when the host
- * left) put in or taken out. Only the chunks they fall in are made again; a file whose
- * bytes the changes leave as they were is the same object.
+ * left) put in or taken out. Only the chunks they fall in are made again, and a chunk left
+ * small takes in its neighbour; a file whose bytes the changes leave as they were keeps its
+ * parts (the output skips it by identity).
  */
 function update(render: Render, files: ReadonlyMap<string, SdFile>, changes: ReadonlyArray<readonly [string, Target | undefined]>): Map<string, SdFile> {
   const fresh: Fresh[] = changes.map(([hostname, target]) => ({ hostname, target, chain: target && render.chain(target), runs: target && render.runs(target) }));
   const result = new Map<string, SdFile>();
   for (const [job, file] of files) {
-    const chunks: Chunk[] = [];
-    let changed = false;
+    let chunks: Chunk[] = [];
+    const made = new Set<Chunk>();
+    let bytes = false;
+    let records = false;
     let i = 0;
     const all = file.chunks.length ? file.chunks : [NO_HOSTS];
     all.forEach((chunk, c) => {
@@ -344,14 +349,44 @@ function update(render: Render, files: ReadonlyMap<string, SdFile>, changes: Rea
       const next = all[c + 1]?.hosts[0]!.hostname;
       let j = i;
       while (j < fresh.length && (next === undefined || fresh[j]!.hostname < next)) j++;
-      const made = j > i ? patch(chunk, fresh.slice(i, j), job, render.chunk) : undefined;
+      const patched = j > i ? patch(chunk, fresh.slice(i, j), job, render.chunk) : undefined;
       i = j;
-      if (made) changed = true;
-      chunks.push(...(made ?? (chunk.hosts.length ? [chunk] : [])));
+      if (!patched) {
+        if (chunk.hosts.length) chunks.push(chunk);
+        return;
+      }
+      if (patched.bytes) bytes = true;
+      else records = true;
+      for (const piece of patched.chunks) made.add(piece);
+      chunks.push(...patched.chunks);
     });
-    result.set(job, changed ? fileOf(render.catalog, chunks) : file);
+    if (bytes) chunks = mergeSmall(chunks, made, render.chunk);
+    // The same bytes with newer records (a target re-enrolled: its entries did not change): the same parts.
+    result.set(job, bytes ? fileOf(render.catalog, chunks) : records ? { ...file, chunks } : file);
   }
   return result;
+}
+
+/**
+ * Chunks a change made that hold fewer than a quarter of a chunk's hosts joined with a
+ * neighbour, while the two fit in one: removals would otherwise leave a file of many tiny
+ * chunks (each costs its own buffer and arrays).
+ */
+function mergeSmall(chunks: readonly Chunk[], made: Set<Chunk>, size: number): Chunk[] {
+  const merged: Chunk[] = [];
+  for (const chunk of chunks) {
+    const last = merged.at(-1);
+    const small = (c: Chunk) => c.hosts.length < size / 4;
+    if (last && (made.has(last) || made.has(chunk)) && (small(last) || small(chunk)) && last.hosts.length + chunk.hosts.length <= size) {
+      const builder = new FileBuilder(size);
+      builder.copy(last, 0, last.hosts.length, false);
+      builder.copy(chunk, 0, chunk.hosts.length, false);
+      const [joined] = builder.chunks();
+      merged[merged.length - 1] = joined!;
+      made.add(joined!);
+    } else merged.push(chunk);
+  }
+  return merged;
 }
 
 /** A changed host: its target and what it renders to, or none when it left. */
@@ -365,11 +400,14 @@ interface Fresh {
 const NO_HOSTS: Chunk = { hosts: [], chains: [], runs: Buffer.alloc(0), offsets: Uint32Array.of(0) };
 
 /**
- * The chunk with `changes` (sorted) put in or taken out of it, cut again if it grew past a
- * chunk; undefined when its bytes stay the same (its hosts may then hold an earlier version
- * of a changed target: a later build renders that one again rather than copy it).
+ * The chunk with `changes` (sorted) put in or taken out of it, cut in even parts if it grew
+ * past a chunk (cut at a chunk's size, hosts registered in random order left a chunk of one
+ * host beside a full one at every insert); undefined when neither its bytes nor its records
+ * change. When only records change (a target's new version renders the same bytes), the
+ * chunk keeps its buffer with the new records: an old version kept there would stay in
+ * memory, and be rendered again by the next build.
  */
-function patch(chunk: Chunk, changes: readonly Fresh[], job: string, size: number): Chunk[] | undefined {
+function patch(chunk: Chunk, changes: readonly Fresh[], job: string, size: number): { chunks: Chunk[]; bytes: boolean } | undefined {
   // Where each changed host is, or would be, in the chunk.
   let from = 0;
   const places = changes.map(({ hostname }) => (from = lowerBound(chunk.hosts, hostname, from)));
@@ -379,8 +417,21 @@ function patch(chunk: Chunk, changes: readonly Fresh[], job: string, size: numbe
     const run = runs?.get(job);
     return k < 0 ? run === undefined : run !== undefined && chunk.runs.toString('utf8', chunk.offsets[k], chunk.offsets[k + 1]) === run;
   });
-  if (same) return undefined;
-  const builder = new FileBuilder(size);
+  if (same) {
+    const stale = changes.some(({ target, chain }, i) => was(i) >= 0 && (chunk.hosts[was(i)] !== target || !sameItems(chunk.chains[was(i)]!, chain!)));
+    if (!stale) return undefined;
+    const hosts = chunk.hosts.slice();
+    const chains = chunk.chains.slice();
+    changes.forEach(({ target, chain }, i) => {
+      if (was(i) < 0) return;
+      hosts[was(i)] = target!;
+      chains[was(i)] = chain!;
+    });
+    return { chunks: [{ ...chunk, hosts, chains }], bytes: false };
+  }
+  let total = chunk.hosts.length;
+  changes.forEach(({ runs }, i) => (total += (runs?.get(job) === undefined ? 0 : 1) - (was(i) < 0 ? 0 : 1)));
+  const builder = new FileBuilder(total > size ? Math.ceil(total / Math.ceil(total / size)) : size);
   let at = 0;
   changes.forEach(({ target, chain, runs }, i) => {
     builder.copy(chunk, at, places[i]!);
@@ -389,7 +440,7 @@ function patch(chunk: Chunk, changes: readonly Fresh[], job: string, size: numbe
     if (run !== undefined) builder.add(target!, chain!, run);
   });
   builder.copy(chunk, at, chunk.hosts.length);
-  return builder.chunks();
+  return { chunks: builder.chunks(), bytes: true };
 }
 
 /** The first index from `from` whose host name is not before `hostname`. */
@@ -416,9 +467,14 @@ class FileBuilder {
 
   constructor(private readonly most: number) {}
 
-  /** Hosts from..to-1 of an earlier chunk: their runs in as few copies as chunks; a chunk taken whole is shared, not copied. */
-  copy(chunk: Chunk, from: number, to: number): void {
-    if (from === 0 && to === chunk.hosts.length && to > 0) {
+  /**
+   * Hosts from..to-1 of an earlier chunk: their runs in as few copies as chunks. A chunk taken
+   * whole is shared, not copied, unless it holds fewer than half a chunk's hosts (or `share`
+   * is false): small ones are copied together, so a full build joins the small chunks
+   * changes left.
+   */
+  copy(chunk: Chunk, from: number, to: number, share = true): void {
+    if (share && from === 0 && to === chunk.hosts.length && to >= this.most / 2) {
       this.cut();
       this.done.push(chunk);
       return;
@@ -510,15 +566,15 @@ export function compile(catalog: Catalog): Map<string, Buffer> {
 
 /**
  * Whether two lists of buffers hold the same bytes. Cached parts make this mostly an identity
- * check, and lists of one length are compared part by part (a changed entry shows at once).
- * Lists cut differently (a file read back or adopted from disk, against a compile's parts)
- * are compared across the cuts, without copying either: a concatenation for the comparison
+ * check, and lists cut at the same places are compared part by part (a changed chunk shows at
+ * once). Lists cut differently (a file read back or adopted from disk, against a compile's
+ * parts; chunks a build cut elsewhere around the same bytes) are compared across the cuts, without copying either: a concatenation for the comparison
  * cost a restart at 100k targets 86 MB of garbage.
  */
 export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
   if (a === b) return true; // a shard the compiler gave back as it was
   if (a === undefined) return false;
-  if (a.length === b.length) {
+  if (a.length === b.length && a.every((part, i) => part.length === b[i]!.length)) {
     for (let i = 0; i < a.length; i++) if (a[i] !== b[i] && !a[i]!.equals(b[i]!)) return false;
     return true;
   }
