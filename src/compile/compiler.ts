@@ -96,8 +96,8 @@ export class Compiler {
   ) {}
 
   /**
-   * Each file as the list of buffers that make it up: [OPEN, entries, CLOSE] or [EMPTY]. An
-   * unchanged file is the same list in two compiles, comparable without reading it.
+   * Each file as the list of buffers that make it up: [OPEN, each chunk's entries, CLOSE] or
+   * [EMPTY]. An unchanged file is the same list in two compiles, comparable without reading it.
    */
   compile(catalog: Catalog): ReadonlyMap<string, Buffer[]> {
     return this.layout === 'group' ? this.compileShards(catalog) : this.compileFiles(catalog);
