@@ -46,8 +46,6 @@ const CHUNK = 256;
 
 /** One SD file: its chunks in host name order, and the buffers the output writes. */
 interface SdFile {
-  settings: Settings;
-  groupMap: ReadonlyMap<string, Group>;
   chunks: readonly Chunk[];
   /** [OPEN, each chunk's runs (the last one's without its ",\n"), CLOSE], or [EMPTY]. */
   parts: Buffer[];
@@ -154,7 +152,7 @@ export class Compiler {
   private *shard(catalog: Catalog, shared: GroupLabels, group: string, targets: ReadonlyMap<string, Target>, walk: Walk): Generator<void, Build> {
     const last = this.shards.get(group);
     if (last && last.targets === targets && last.settings === catalog.settings && last.groupMap === catalog.groups) return last;
-    const files = yield* build(this.render(catalog, shared), [...targets.keys()].sort(), targets, last?.files, walk);
+    const files = yield* build(this.render(catalog, shared), [...targets.keys()].sort(), targets, last, walk);
     const shard = { targets, settings: catalog.settings, groupMap: catalog.groups, files };
     this.shards.set(group, shard);
     return shard;
@@ -182,9 +180,9 @@ export class Compiler {
   private *buildWhole(catalog: Catalog, shared: GroupLabels, walk: Walk): Generator<void> {
     const last = this.whole;
     this.whole = undefined;
-    const built = yield* build(this.render(catalog, shared), [...catalog.targets.keys()].sort(), catalog.targets, last?.files, walk);
+    const built = yield* build(this.render(catalog, shared), [...catalog.targets.keys()].sort(), catalog.targets, last, walk);
     // Every job has a file, an empty list when no target has its exporter.
-    const files = new Map(Object.values(catalog.settings.exporters).map(({ job }) => [job, built.get(job) ?? fileOf(catalog, [])]));
+    const files = new Map(Object.values(catalog.settings.exporters).map(({ job }) => [job, built.get(job) ?? fileOf([])]));
     this.whole = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, files };
   }
 
@@ -223,16 +221,16 @@ function finish<T>(work: Generator<void, T>): T {
 
 /**
  * The files of `hostnames` (sorted: a group's, or the fleet's), one per job with entries.
- * The runs of every host whose target and groups are the objects `last` (an earlier build's
- * files) rendered them from, under the same aami.yaml, are copied, and only the others
- * rendered. Yields every `walk.slice` hosts.
+ * The runs of every host whose target and groups are the objects `last` (an earlier build)
+ * rendered them from, under the same aami.yaml, are copied, and only the others rendered. Yields every `walk.slice` hosts.
  */
-function* build(render: Render, hostnames: readonly string[], targets: ReadonlyMap<string, Target>, last: ReadonlyMap<string, SdFile> | undefined, walk: Walk): Generator<void, Map<string, SdFile>> {
+function* build(render: Render, hostnames: readonly string[], targets: ReadonlyMap<string, Target>, last: Build | undefined, walk: Walk): Generator<void, Map<string, SdFile>> {
   const { catalog } = render;
   const builders = new Map<string, FileBuilder>();
   const builder = (job: string) => builders.get(job) ?? builders.set(job, new FileBuilder(render.chunk)).get(job)!;
   const cursors = new Map<string, Cursor>();
-  for (const [job, file] of last ?? []) if (file.settings === catalog.settings) cursors.set(job, new Cursor(file, () => builder(job)));
+  if (last?.settings === catalog.settings) for (const [job, file] of last.files) cursors.set(job, new Cursor(file, () => builder(job)));
+  const sameGroups = last?.groupMap === catalog.groups;
   const found: boolean[] = [];
   for (const hostname of hostnames) {
     const target = targets.get(hostname)!;
@@ -246,7 +244,7 @@ function* build(render: Render, hostnames: readonly string[], targets: ReadonlyM
       const held = cursor.seek(hostname);
       if ((found[i++] = held !== undefined)) {
         count++;
-        same &&= held === target && (cursor.file.groupMap === catalog.groups || sameItems(cursor.chain(), (chain ??= render.chain(target))));
+        same &&= held === target && (sameGroups || sameItems(cursor.chain(), (chain ??= render.chain(target))));
       }
     }
     same &&= count > 0 && count === jobsOf(catalog.settings, target).length;
@@ -262,7 +260,7 @@ function* build(render: Render, hostnames: readonly string[], targets: ReadonlyM
     if (++walk.walked % walk.slice === 0) yield;
   }
   for (const cursor of cursors.values()) cursor.flush();
-  return new Map([...builders].map(([job, b]) => [job, fileOf(catalog, b.chunks())]));
+  return new Map([...builders].map(([job, b]) => [job, fileOf(b.chunks())]));
 }
 
 /** A walk through an earlier file in host name order, gathering the stretch of hosts a build copies from it. */
@@ -273,7 +271,7 @@ class Cursor {
   private to = 0;
 
   constructor(
-    readonly file: SdFile,
+    private readonly file: SdFile,
     private readonly into: () => FileBuilder,
   ) {}
 
@@ -321,11 +319,11 @@ class Cursor {
 }
 
 /** A file of these chunks. */
-function fileOf(catalog: Catalog, chunks: readonly Chunk[]): SdFile {
+function fileOf(chunks: readonly Chunk[]): SdFile {
   const parts = chunks.length ? [OPEN, ...chunks.map((chunk) => chunk.runs), CLOSE] : [EMPTY];
   const last = chunks.at(-1)?.runs;
   if (last) parts[chunks.length] = last.subarray(0, last.length - SEPARATOR.length);
-  return { settings: catalog.settings, groupMap: catalog.groups, chunks, parts };
+  return { chunks, parts };
 }
 
 /**
@@ -362,7 +360,7 @@ function update(render: Render, files: ReadonlyMap<string, SdFile>, changes: Rea
     });
     if (bytes) chunks = mergeSmall(chunks, made, render.chunk);
     // The same bytes with newer records (a target re-enrolled: its entries did not change): the same parts.
-    result.set(job, bytes ? fileOf(render.catalog, chunks) : records ? { ...file, chunks } : file);
+    result.set(job, bytes ? fileOf(chunks) : records ? { ...file, chunks } : file);
   }
   return result;
 }
