@@ -1,5 +1,5 @@
 import client from 'prom-client';
-import { VERSION } from './version.js';
+import { VERSION } from './package/files.js';
 
 /**
  * The server's own metrics, by prom-client: Node's process and runtime metrics

@@ -3,13 +3,15 @@ import type { Ignore } from '@balena/dockerignore';
 import { parse as parseHcl } from '@cdktf/hcl2json';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, cpSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { PACKAGE_FILES } from '../src/package/files.js';
 import { gitCli, ROOT, STARTER, tempDir } from './helpers.js';
 import { ADMIN, configServer, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
+import { serverProcess } from './process-helpers.js';
 import { renderPrometheusConfig, startPrometheus } from './prometheus-helpers.js';
 import { allowedSyscalls, serveUnderFilter, syscallSet, unitSettings } from './systemd-helpers.js';
 
@@ -274,6 +276,41 @@ describe('deploy/docker-compose.yml and the image', () => {
     }
     const gitIgnored = spawnSync('git', ['check-ignore', 'deploy/.env', 'deploy/secrets/aami-reader-credential'], { cwd: ROOT, encoding: 'utf8' });
     expect(gitIgnored.stdout.trim().split('\n')).toEqual(['deploy/.env', 'deploy/secrets/aami-reader-credential']);
+  });
+  it("runs from what the image's last stage copies alone: the bundle and the files the server reads, no node_modules", { timeout: 60_000 }, async () => {
+    const bin = join(ROOT, 'dist/cli/bin.js');
+    if (!existsSync(bin)) throw new Error('dist/cli/bin.js is missing: npm run build (npm ci runs it)');
+    // The last stage's COPY lines: from the build stage (its /app is this checkout once built) or from the context.
+    const lastStage = dockerfile().split(/^FROM /m).at(-1)!;
+    const copies = [...lastStage.matchAll(/^COPY (--from=build )?(\S+) (\S+)$/gm)].map(([, fromBuild, source, target]) => ({
+      source: join(ROOT, fromBuild ? source!.replace(/^\/app\//, '') : source!),
+      // `COPY package.json ./` copies into the directory.
+      target: join(target!, target!.endsWith('/') ? basename(source!) : ''),
+    }));
+    for (const path of Object.values(PACKAGE_FILES)) expect(copies.map((c) => c.target), path).toContain(path);
+    const app = tempDir();
+    for (const { source, target } of copies) cpSync(source, join(app, target), { recursive: true });
+    expect(readdirSync(app).sort()).toEqual(['config-repo', 'dist', 'package.json', 'scripts', 'src']);
+
+    const data = tempDir();
+    const { NODE_PATH: _, ...env } = process.env;
+    const server = await serverProcess(['--repo', join(data, 'repo'), '--sd-dir', join(data, 'sd'), '--state-dir', join(data, 'state')], env as Record<string, string>, { bin: join(app, 'dist/cli/bin.js'), cwd: app });
+    expect((await server.call('GET', '/api/v1/health')).status).toBe(200);
+    // The starter repo, the node scripts, the console's assets and the version, each read from the copy.
+    expect((await server.call('GET', '/api/v1/groups')).json.map((g: { id: string }) => g.id)).toContain('ml-training');
+    const script = await fetch(`${server.url}/bootstrap.sh`);
+    expect(await script.text()).toBe(readFileSync(join(ROOT, 'scripts/bootstrap.sh'), 'utf8'));
+    const login = await (await fetch(`${server.url}/console/login`)).text();
+    const css = /href="(\/console\/assets\/console\.css\?v=[0-9a-f]{16})"/.exec(login)![1]!;
+    expect(await (await fetch(`${server.url}${css}`)).text()).toBe(readFileSync(join(ROOT, 'src/console/assets/console.css'), 'utf8'));
+    const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+    expect((await server.call('GET', '/metrics')).json).toContain(`aami_build_info{version="${version}"`);
+    // And a write: a target in Git and in the SD file.
+    const created = await server.call('POST', '/api/v1/targets', { hostname: 'image-01', ip_address: '10.0.0.1', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter', port: 9100, enabled: true }] });
+    expect(created.status).toBe(201);
+    await waitFor('the target in the SD file', async () => readFileSync(join(data, 'sd', 'node.json'), 'utf8').includes('"hostname": "image-01"'));
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
   });
 });
 

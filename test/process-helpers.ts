@@ -15,12 +15,13 @@ export interface ServerProcess {
 
 /**
  * `aami serve` as its own process, as production runs it: node with the tsx loader (no
- * wrapper process in between, so a signal reaches the server itself). Killed at the end of
- * the test if it is still running.
+ * wrapper process in between, so a signal reaches the server itself), or the built bundle
+ * `bin` run from `cwd`. Killed at the end of the test if it is still running.
  */
-export async function serverProcess(args: string[], env: Record<string, string> = {}): Promise<ServerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
-    cwd: ROOT,
+export async function serverProcess(args: string[], env: Record<string, string> = {}, built?: { bin: string; cwd: string }): Promise<ServerProcess> {
+  const program = built ? [built.bin] : ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts')];
+  const child = spawn(process.execPath, [...program, 'serve', '--host', '127.0.0.1', '--port', '0', ...args], {
+    cwd: built?.cwd ?? ROOT,
     env: { ...process.env, AAMI_ADMIN_TOKEN: PROCESS_ADMIN, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

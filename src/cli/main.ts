@@ -1,9 +1,9 @@
-import { readFileSync } from 'node:fs';
 import { credentials } from './admin/credentials.js';
 import { groups } from './admin/groups.js';
 import { login } from './admin/login.js';
 import { targets } from './admin/targets.js';
 import { tokens } from './admin/tokens.js';
+import { VERSION } from '../package/files.js';
 import { EXIT, type Command, type Io, UsageError } from './command.js';
 
 const ADMIN: Command[] = [login, groups, targets, tokens, credentials];
@@ -27,11 +27,6 @@ ${commands.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`).join('\n')}
 
 Run 'aami <command> --help' for a command's options; 'aami --version' for the version.`;
 
-/** package.json sits two levels up from both src/cli/ and dist/cli/. */
-function version(): string {
-  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-}
-
 export async function main(argv: string[], io: Io): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
@@ -39,7 +34,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
     return name ? EXIT.ok : EXIT.usage;
   }
   if (name === '--version' || name === '-V') {
-    io.out(version());
+    io.out(VERSION);
     return EXIT.ok;
   }
   const commands = ADMIN.some((c) => c.name === name) ? ADMIN : await allCommands();

@@ -1,14 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from '../package/files.js';
 import { z } from 'zod';
 import { describeZodError } from '../schema/describe.js';
 import { createLogger } from '../log.js';
 import { startServer } from '../server.js';
 import { EXIT, parseFlags, UsageError, type Command } from './command.js';
 
-const STARTER = fileURLToPath(new URL('../../config-repo', import.meta.url));
-const SCRIPTS = fileURLToPath(new URL('../../scripts', import.meta.url));
 
 const boolean = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v))]);
 
@@ -21,7 +19,7 @@ const serveOptions = z.object({
   port: z.coerce.number().int().min(0).max(65535, 'must be 0-65535').default(8080),
   admin_token: z.string().min(16, 'must be at least 16 characters').optional(),
   open_reads: boolean.default(false),
-  starter: z.string().min(1).default(STARTER),
+  starter: z.string().min(1).default(packagePath('starter')),
   downloads_dir: z.string().min(1).optional(),
   remote: z.string().min(1).optional(),
   branch: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._/-]*$/, 'must be a branch name').default('main'),
@@ -145,7 +143,7 @@ flight are committed.`,
       adminToken: options.admin_token,
       openReads: options.open_reads,
       starterDir: resolve(options.starter),
-      scriptsDir: SCRIPTS,
+      scriptsDir: packagePath('scripts'),
       downloadsDir: options.downloads_dir && resolve(options.downloads_dir),
       remote: options.remote ? { url: options.remote, branch: options.branch, syncIntervalMs: options.sync_interval * 1000, webhookSecret: options.webhook_secret, password: options.git_password } : undefined,
       readOnly: options.read_only,

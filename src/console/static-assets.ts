@@ -1,14 +1,9 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { packagePath } from '../package/files.js';
 
-/**
- * The console's stylesheet and script ship in the package (no CDN: the console works on a
- * network without internet). Both src/console/ and dist/console/ sit two levels below the
- * package root, so this path finds src/console/assets/ from either; the build does not
- * copy them.
- */
-const DIR = fileURLToPath(new URL('../../src/console/assets/', import.meta.url));
+/** The console's stylesheet and script ship in the package (no CDN: the console works on a network without internet). */
+const DIR = `${packagePath('consoleAssets')}/`;
 
 const TYPES = { 'console.css': 'text/css; charset=utf-8', 'console.js': 'text/javascript; charset=utf-8' } as const;
 export type AssetName = keyof typeof TYPES;

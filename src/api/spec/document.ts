@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { credentialCreate, groupCreate, groupPatch, groupReplace, nodeUpdate, registration, targetCreate, targetPatch, targetReplace, tokenCreate } from '../../schema/index.js';
 import { ROUTES, type Access, type Reply, type RouteDoc } from './routes.js';
-import { VERSION } from '../../version.js';
+import { VERSION } from '../../package/files.js';
 import * as answer from './schemas.js';
 
 /**
