@@ -132,7 +132,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const stateFile = new CatalogStateFile(join(config.stateDir, 'catalog-state.json'));
   const files = new RepoFiles(repo, cache);
   const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: stateFile.load(), history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
-  await cache.settle([...live.snapshot().files].map(([path, record]) => [path, record.oid]));
+  await cache.settle();
   // Parses and the last good versions outlive a restart; both are small writes, off the request path.
   live.subscribe((snapshot) => {
     cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));

@@ -110,7 +110,7 @@ describe('the parse cache', () => {
     await cache.load();
     const parsed = parseFile('groups/a.yaml', 'id: a\nname: a\nnamespace: logical\n');
     cache.add('groups/a.yaml', OID_A, { parsed });
-    await cache.settle([['groups/a.yaml', OID_A]]);
+    await cache.settle();
     const reloaded = new ParseCache(file);
     await reloaded.load();
     expect(reloaded.get('groups/a.yaml', OID_A)).toEqual({ parsed });
@@ -130,6 +130,29 @@ describe('the parse cache', () => {
     expect(reloaded.get(hostile, OID_B)).toEqual({ parsed: forged });
   });
 
+  it('keeps one blob found at several paths apart, through a reload and a compaction', async () => {
+    const file = join(tempDir(), 'parse-cache.log');
+    const asA = parseFile('groups/a.yaml', 'id: a\nname: a\nnamespace: logical\n');
+    const asB = parseFile('groups/b.yaml', 'id: a\nname: a\nnamespace: logical\n');
+    const cache = new ParseCache(file);
+    cache.add('groups/a.yaml', OID_A, { parsed: asA });
+    cache.add('groups/b.yaml', OID_A, { parsed: asB });
+    for (let i = 0; i < 20; i++) cache.add(`groups/dead${i}.yaml`, OID_B, { parsed: asA });
+    await cache.flush();
+    const restarted = new ParseCache(file);
+    await restarted.load();
+    expect(restarted.get('groups/a.yaml', OID_A)).toEqual({ parsed: asA });
+    expect(restarted.get('groups/b.yaml', OID_A)).toEqual({ parsed: asB });
+    expect(restarted.get('groups/c.yaml', OID_A)).toBeUndefined();
+    await restarted.settle(); // 20 dead against 2 taken: compacted
+    expect(fs.readFileSync(file, 'utf8').trim().split('\n').length).toBe(3);
+    const again = new ParseCache(file);
+    await again.load();
+    expect(again.get('groups/a.yaml', OID_A)).toEqual({ parsed: asA });
+    expect(again.get('groups/b.yaml', OID_A)).toEqual({ parsed: asB });
+    expect(again.get('groups/dead0.yaml', OID_B)).toBeUndefined();
+  });
+
   it('compacts its log to the live entries once dead ones outnumber them', async () => {
     const file = join(tempDir(), 'parse-cache.log');
     const parsed = parseFile('groups/a.yaml', 'id: a\nname: a\nnamespace: logical\n');
@@ -141,12 +164,11 @@ describe('the parse cache', () => {
 
     const restarted = new ParseCache(file);
     await restarted.load();
-    // Two of the thirty files are still in the tree: 28 dead entries outnumber them.
-    await restarted.settle([
-      ['groups/g1.yaml', '1'.padStart(40, '0')],
-      ['groups/g2.yaml', '2'.padStart(40, '0')],
-      ['groups/gone.yaml', null],
-    ]);
+    // Start-up takes two of the thirty (the files still in the tree): 28 dead entries outnumber them.
+    expect(restarted.get('groups/g1.yaml', '1'.padStart(40, '0'))).toEqual({ parsed });
+    expect(restarted.get('groups/g2.yaml', '2'.padStart(40, '0'))).toEqual({ parsed });
+    expect(restarted.get('groups/gone.yaml', '3'.padStart(40, '0'))).toBeUndefined();
+    await restarted.settle();
     expect(lines()).toBe(3);
     const again = new ParseCache(file);
     await again.load();

@@ -19,8 +19,22 @@ const FORMAT = 'aami-parse-cache 4';
  * line only means that blob is parsed again. The log is rewritten with only the live
  * entries when dead ones outnumber them.
  */
+/** A cached parse of one (path, blob) pair; `other` chains the rare blob found at more paths than one. */
+interface Entry {
+  path: string;
+  cached: CachedParse;
+  /** Taken by start-up (get): kept when the log is compacted. */
+  used?: true;
+  other?: Entry;
+}
+
 export class ParseCache {
-  private entries = new Map<string, CachedParse>();
+  /**
+   * By blob id: a 40-character key, hashed as it comes from the tree listing. Keyed by blob id
+   * and path joined, each of a 100k restart's lookups first made and hashed an 80-character
+   * string (~0.4 s in all, with the same again to settle).
+   */
+  private entries = new Map<string, Entry>();
   private pending: string[] = [];
   private writing: Promise<void> = Promise.resolve();
 
@@ -41,7 +55,7 @@ export class ParseCache {
           const [path, oid, entry] = JSON.parse(line) as [unknown, unknown, CachedParse];
           if (typeof path !== 'string' || typeof oid !== 'string' || !/^[0-9a-f]{40}$/.test(oid)) continue;
           entry.parsed = sharedParts(entry.parsed);
-          this.entries.set(key(path, oid), entry);
+          this.put(path, oid, entry);
         } catch {
           // a torn last line
         }
@@ -52,7 +66,22 @@ export class ParseCache {
   }
 
   get(path: string, oid: string): CachedParse | undefined {
-    return this.entries.get(key(path, oid));
+    for (let entry = this.entries.get(oid); entry; entry = entry.other) {
+      if (entry.path !== path) continue;
+      entry.used = true;
+      return entry.cached;
+    }
+    return undefined;
+  }
+
+  private put(path: string, oid: string, cached: CachedParse): void {
+    const first = this.entries.get(oid);
+    for (let entry = first; entry; entry = entry.other) {
+      if (entry.path !== path) continue;
+      entry.cached = cached; // a later line for the same pair wins, as it did
+      return;
+    }
+    this.entries.set(oid, { path, cached, other: first });
   }
 
   /** Remember a parse; written to the log by the next flush(). */
@@ -62,18 +91,22 @@ export class ParseCache {
   }
 
   /**
-   * After start-up: keep only what `live` still names in memory (nothing, usually: every
-   * later blob is new), compact the log when most of it is dead, and write this start-up's
-   * parses either way. Left for the first write to flush, a first start's 100k parses were
-   * 46 MB held in memory, and lost to a `kill -9` before it: the next start parsed them all again.
+   * After start-up: drop the entries from memory (later blobs are new ones), compact the log
+   * when the entries start-up did not take (get) outnumber those it did, and write this
+   * start-up's parses either way. Left for the first write to flush, a first start's 100k
+   * parses were 46 MB held in memory, and lost to a `kill -9` before it: the next start
+   * parsed them all again.
    */
-  async settle(live: Iterable<[string, string | null]>): Promise<void> {
+  async settle(): Promise<void> {
     const alive: Array<[string, string, CachedParse]> = [];
-    for (const [path, oid] of live) {
-      const entry = oid === null ? undefined : this.entries.get(key(path, oid));
-      if (entry) alive.push([path, oid!, entry]);
+    let total = 0;
+    for (const [oid, first] of this.entries) {
+      for (let entry: Entry | undefined = first; entry; entry = entry.other) {
+        total++;
+        if (entry.used) alive.push([entry.path, oid, entry.cached]);
+      }
     }
-    const dead = this.entries.size - alive.length;
+    const dead = total - alive.length;
     this.entries = new Map();
     if (!this.file) return;
     if (dead <= alive.length && dead < 10_000) return this.flush();
@@ -103,11 +136,6 @@ export class ParseCache {
     this.writing = write.catch(() => undefined);
     return write;
   }
-}
-
-/** A blob id has a fixed length: put first, it keeps any path apart from it, whatever bytes the path holds. */
-function key(path: string, oid: string): string {
-  return `${oid}${path}`;
 }
 
 /**
