@@ -562,6 +562,49 @@ describe('SdOutput', () => {
     }
   });
 
+  it('writes several files at once, and answers a failure only when no write is in flight', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-lanes-'));
+    try {
+      let inFlight = 0;
+      let most = 0;
+      let renames = 0;
+      let failAt = 30;
+      // Each write's open-to-rename counted; the 30th rename fails (a full disk), after a little wait.
+      const promises = new Proxy(fs.promises, {
+        get: (target, key) => {
+          if (key === 'open') {
+            return async (...args: unknown[]) => {
+              const handle = await (target.open as (...a: unknown[]) => Promise<fs.promises.FileHandle>)(...args);
+              if (args[1] === 'w') most = Math.max(most, ++inFlight); // a temp file (a read back is opened 'r')
+              return handle;
+            };
+          }
+          if (key === 'rename') {
+            return async (...args: unknown[]) => {
+              await new Promise((resolve) => setTimeout(resolve, renames % 3));
+              inFlight--;
+              if (++renames === failAt) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+              return (target.rename as (...a: unknown[]) => Promise<void>)(...args);
+            };
+          }
+          return Reflect.get(target, key);
+        },
+      });
+      const output = new SdOutput(new Proxy(fs, { get: (target, key) => (key === 'promises' ? promises : Reflect.get(target, key)) }) as Fs, dir);
+      const shards = new Map(Array.from({ length: 100 }, (_, i) => [`node/g${i}.json`, Buffer.from(`["g${i}"]\n`)]));
+      await expect(output.write(shards)).rejects.toThrow('ENOSPC');
+      expect(inFlight).toBe(0);
+      expect(most).toBeGreaterThan(1);
+      expect(most).toBeLessThanOrEqual(16);
+      expect(fs.readdirSync(join(dir, 'node')).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+      failAt = -1;
+      await output.write(shards);
+      expect(new Map(fs.readdirSync(join(dir, 'node')).map((name) => [`node/${name}`, fs.readFileSync(join(dir, 'node', name))]))).toEqual(shards);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('removes json files it no longer produces and leaves other files alone', async () => {
     const mfs = memfs();
     mfs.mkdirSync('/sd');
