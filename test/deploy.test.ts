@@ -3,13 +3,13 @@ import type { Ignore } from '@balena/dockerignore';
 import { parse as parseHcl } from '@cdktf/hcl2json';
 import { Ajv2019 } from 'ajv/dist/2019.js';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, cpSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { PACKAGE_FILES } from '../src/package/files.js';
-import { gitCli, ROOT, STARTER, tempDir } from './helpers.js';
+import { builtBundle, gitCli, ROOT, STARTER, tempDir } from './helpers.js';
 import { ADMIN, configServer, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
 import { serverProcess } from './process-helpers.js';
 import { renderPrometheusConfig, startPrometheus } from './prometheus-helpers.js';
@@ -278,8 +278,7 @@ describe('deploy/docker-compose.yml and the image', () => {
     expect(gitIgnored.stdout.trim().split('\n')).toEqual(['deploy/.env', 'deploy/secrets/aami-reader-credential']);
   });
   it("runs from what the image's last stage copies alone: the bundle and the files the server reads, no node_modules", { timeout: 60_000 }, async () => {
-    const bin = join(ROOT, 'dist/cli/bin.js');
-    if (!existsSync(bin)) throw new Error('dist/cli/bin.js is missing: npm run build (npm ci runs it)');
+    builtBundle();
     // The last stage's COPY lines: from the build stage (its /app is this checkout once built) or from the context.
     const lastStage = dockerfile().split(/^FROM /m).at(-1)!;
     const copies = [...lastStage.matchAll(/^COPY (--from=build )?(\S+) (\S+)$/gm)].map(([, fromBuild, source, target]) => ({
@@ -292,9 +291,14 @@ describe('deploy/docker-compose.yml and the image', () => {
     for (const { source, target } of copies) cpSync(source, join(app, target), { recursive: true });
     expect(readdirSync(app).sort()).toEqual(['config-repo', 'dist', 'package.json', 'scripts', 'src']);
 
+    // The dependencies' licences travel in the bundle's place.
+    const notices = readFileSync(join(app, 'dist/THIRD-PARTY-LICENSES.txt'), 'utf8');
+    for (const name of Object.keys(JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).dependencies)) expect(notices).toMatch(new RegExp(`^${name} \\d+\\.\\d+\\.\\d+ `, 'm'));
+    expect(notices).toContain('Apache License');
+
     const data = tempDir();
-    const { NODE_PATH: _, ...env } = process.env;
-    const server = await serverProcess(['--repo', join(data, 'repo'), '--sd-dir', join(data, 'sd'), '--state-dir', join(data, 'state')], env as Record<string, string>, { bin: join(app, 'dist/cli/bin.js'), cwd: app });
+    // Nothing outside the copy: no node_modules found through NODE_PATH either.
+    const server = await serverProcess(['--repo', join(data, 'repo'), '--sd-dir', join(data, 'sd'), '--state-dir', join(data, 'state')], { NODE_PATH: '' }, { bin: join(app, 'dist/cli/bin.js'), cwd: app });
     expect((await server.call('GET', '/api/v1/health')).status).toBe(200);
     // The starter repo, the node scripts, the console's assets and the version, each read from the copy.
     expect((await server.call('GET', '/api/v1/groups')).json.map((g: { id: string }) => g.id)).toContain('ml-training');

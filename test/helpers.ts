@@ -16,6 +16,19 @@ import { Writer, type WriterOptions } from '../src/writer/writer.js';
 
 export const ROOT = new URL('..', import.meta.url).pathname.replace(/\/$/, '');
 export const STARTER = join(ROOT, 'config-repo');
+
+/**
+ * The built bundle, dist/cli/bin.js, for the tests that run what production runs; refused
+ * when missing or older than a source file (a local run after an edit would test old code).
+ */
+export function builtBundle(): string {
+  const bin = join(ROOT, 'dist/cli/bin.js');
+  if (!fs.existsSync(bin)) throw new Error('dist/cli/bin.js is missing: npm run build (npm ci runs it)');
+  const built = fs.statSync(bin).mtimeMs;
+  const newer = (fs.readdirSync(join(ROOT, 'src'), { recursive: true }) as string[]).find((name) => fs.statSync(join(ROOT, 'src', name)).mtimeMs > built);
+  if (newer) throw new Error(`dist/cli/bin.js is older than src/${newer}: npm run build`);
+  return bin;
+}
 export const fixture = (name: string) => join(ROOT, 'test/fixtures', name);
 
 const cleanups: Array<() => Promise<void> | void> = [];

@@ -137,19 +137,23 @@ describe('the parse cache', () => {
     const cache = new ParseCache(file);
     cache.add('groups/a.yaml', OID_A, { parsed: asA });
     cache.add('groups/b.yaml', OID_A, { parsed: asB });
+    cache.add('groups/c.yaml', OID_A, { parsed: asA });
+    cache.add('groups/b.yaml', OID_A, { parsed: asA }); // a later line for the same pair wins
+    cache.add('groups/b.yaml', OID_A, { parsed: asB });
     for (let i = 0; i < 20; i++) cache.add(`groups/dead${i}.yaml`, OID_B, { parsed: asA });
     await cache.flush();
     const restarted = new ParseCache(file);
     await restarted.load();
     expect(restarted.get('groups/a.yaml', OID_A)).toEqual({ parsed: asA });
     expect(restarted.get('groups/b.yaml', OID_A)).toEqual({ parsed: asB });
-    expect(restarted.get('groups/c.yaml', OID_A)).toBeUndefined();
-    await restarted.settle(); // 20 dead against 2 taken: compacted
+    expect(restarted.get('groups/d.yaml', OID_A)).toBeUndefined();
+    await restarted.settle(); // 21 dead (c among them) against 2 taken: compacted
     expect(fs.readFileSync(file, 'utf8').trim().split('\n').length).toBe(3);
     const again = new ParseCache(file);
     await again.load();
     expect(again.get('groups/a.yaml', OID_A)).toEqual({ parsed: asA });
     expect(again.get('groups/b.yaml', OID_A)).toEqual({ parsed: asB });
+    expect(again.get('groups/c.yaml', OID_A)).toBeUndefined();
     expect(again.get('groups/dead0.yaml', OID_B)).toBeUndefined();
   });
 

@@ -1,7 +1,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { onCleanup, ROOT, tempDir } from './helpers.js';
+import { builtBundle, onCleanup, ROOT, tempDir } from './helpers.js';
 import { ADMIN, requireBinary } from './node-helpers.js';
 
 /** Prints the argv of a unit file's ExecStart= as this machine's systemd reads it (see the script for what stands in). */
@@ -61,8 +61,7 @@ export interface FilteredServer {
  * unit's umask. Resolves once it serves or dies.
  */
 export async function serveUnderFilter(allowed: Set<string>, options: { umask: string; sdDir?: string; extraArgs?: string[] }): Promise<FilteredServer> {
-  const bin = join(ROOT, 'dist/cli/bin.js');
-  if (!existsSync(bin)) throw new Error('dist/cli/bin.js is missing: npm run build (npm ci runs it)');
+  const bin = builtBundle();
   // Debian's python3-seccomp is for Debian's python3: call it by path, not whatever python3 is first on PATH.
   const python = '/usr/bin/python3';
   if (spawnSync(python, ['-c', 'import seccomp']).status !== 0) throw new Error('python3-seccomp is not installed: apt-get install python3-seccomp (.ci/run does)');

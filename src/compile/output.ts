@@ -108,8 +108,6 @@ export class SdOutput {
     };
     await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, names.length) }, lane));
     if (failure) throw failure.error;
-    result.written.sort();
-    result.removed.sort();
     for (const dir of removedFrom) await syncPath(this.fs, dir);
     // Files we no longer produce go, one directory down too: a removed job or group must not keep scraping.
     const removeStale = async (sub: string) => {
@@ -127,6 +125,9 @@ export class SdOutput {
     // Only a first write (files left by an earlier run), one after a failure and one that dropped a name can leave a stale file.
     if (!changed && (!last || [...last.keys()].some((name) => !files.has(name)))) await removeStale('');
     this.last = files;
+    // In name order, whatever order the lanes and the directory listing took them in.
+    result.written.sort();
+    result.removed.sort();
     return result;
   }
 

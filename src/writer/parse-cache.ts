@@ -10,31 +10,31 @@ export interface CachedParse {
 /** Bumped whenever parsing or the schemas change what a blob parses to: an old cache is then ignored. */
 const FORMAT = 'aami-parse-cache 4';
 
+/** A cached parse of one (path, blob) pair. */
+interface Entry {
+  path: string;
+  cached: CachedParse;
+  /** Taken by start-up (get): kept when the log is compacted. */
+  used?: true;
+}
+
 /**
  * Parses by (path, blob id), kept in the state directory so a restart does not parse again
  * what it parsed before: Git already names every version of every file by its hash. An
  * append-only log of one JSON array `[path, oid, entry]` a line — JSON, because a Git path
  * may hold a newline or a tab, and a path that could write a line of its own could forge
  * another file's parse. Written without fsync: it is an optimization, and a torn or missing
- * line only means that blob is parsed again. The log is rewritten with only the live
- * entries when dead ones outnumber them.
+ * line only means that blob is parsed again. The log is rewritten with only the entries
+ * start-up took when the others outnumber them.
  */
-/** A cached parse of one (path, blob) pair; `other` chains the rare blob found at more paths than one. */
-interface Entry {
-  path: string;
-  cached: CachedParse;
-  /** Taken by start-up (get): kept when the log is compacted. */
-  used?: true;
-  other?: Entry;
-}
-
 export class ParseCache {
   /**
    * By blob id: a 40-character key, hashed as it comes from the tree listing. Keyed by blob id
    * and path joined, each of a 100k restart's lookups first made and hashed an 80-character
-   * string (~0.4 s in all, with the same again to settle).
+   * string (~0.4 s in all, with the same again to settle). A blob at more paths than one (the
+   * empty file, copies) keeps the others by path, so many paths of one blob cost no more.
    */
-  private entries = new Map<string, Entry>();
+  private entries = new Map<string, Entry & { others?: Map<string, Entry> }>();
   private pending: string[] = [];
   private writing: Promise<void> = Promise.resolve();
 
@@ -66,22 +66,18 @@ export class ParseCache {
   }
 
   get(path: string, oid: string): CachedParse | undefined {
-    for (let entry = this.entries.get(oid); entry; entry = entry.other) {
-      if (entry.path !== path) continue;
-      entry.used = true;
-      return entry.cached;
-    }
-    return undefined;
+    const first = this.entries.get(oid);
+    const entry = first?.path === path ? first : first?.others?.get(path);
+    if (!entry) return undefined;
+    entry.used = true;
+    return entry.cached;
   }
 
+  /** A later line for the same pair wins. */
   private put(path: string, oid: string, cached: CachedParse): void {
     const first = this.entries.get(oid);
-    for (let entry = first; entry; entry = entry.other) {
-      if (entry.path !== path) continue;
-      entry.cached = cached; // a later line for the same pair wins, as it did
-      return;
-    }
-    this.entries.set(oid, { path, cached, other: first });
+    if (!first || first.path === path) this.entries.set(oid, { path, cached, others: first?.others });
+    else (first.others ??= new Map()).set(path, { path, cached });
   }
 
   /** Remember a parse; written to the log by the next flush(). */
@@ -100,11 +96,13 @@ export class ParseCache {
   async settle(): Promise<void> {
     const alive: Array<[string, string, CachedParse]> = [];
     let total = 0;
+    const count = (oid: string, entry: Entry) => {
+      total++;
+      if (entry.used) alive.push([entry.path, oid, entry.cached]);
+    };
     for (const [oid, first] of this.entries) {
-      for (let entry: Entry | undefined = first; entry; entry = entry.other) {
-        total++;
-        if (entry.used) alive.push([entry.path, oid, entry.cached]);
-      }
+      count(oid, first);
+      for (const other of first.others?.values() ?? []) count(oid, other);
     }
     const dead = total - alive.length;
     this.entries = new Map();
