@@ -1,12 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { packagePath } from '../package/files.js';
 import { z } from 'zod';
 import { describeZodError } from '../schema/describe.js';
 import { createLogger } from '../log.js';
+import { packagePath } from '../package/files.js';
 import { startServer } from '../server.js';
 import { EXIT, parseFlags, UsageError, type Command } from './command.js';
-
 
 const boolean = z.union([z.boolean(), z.enum(['true', 'false', '1', '0', 'yes', 'no']).transform((v) => ['true', '1', 'yes'].includes(v))]);
 
