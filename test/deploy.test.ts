@@ -277,6 +277,7 @@ describe('deploy/docker-compose.yml and the image', () => {
     const gitIgnored = spawnSync('git', ['check-ignore', 'deploy/.env', 'deploy/secrets/aami-reader-credential'], { cwd: ROOT, encoding: 'utf8' });
     expect(gitIgnored.stdout.trim().split('\n')).toEqual(['deploy/.env', 'deploy/secrets/aami-reader-credential']);
   });
+
   it("runs from what the image's last stage copies alone: the bundle and the files the server reads, no node_modules", { timeout: 60_000 }, async () => {
     builtBundle();
     // The last stage's COPY lines: from the build stage (its /app is this checkout once built) or from the context.
@@ -309,7 +310,7 @@ describe('deploy/docker-compose.yml and the image', () => {
     expect(await (await fetch(`${server.url}${css}`)).text()).toBe(readFileSync(join(ROOT, 'src/console/assets/console.css'), 'utf8'));
     const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
     expect((await server.call('GET', '/metrics')).json).toContain(`aami_build_info{version="${version}"`);
-    // And a write: a target in Git and in the SD file.
+    // And a write, committed (201) and in the SD file.
     const created = await server.call('POST', '/api/v1/targets', { hostname: 'image-01', ip_address: '10.0.0.1', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter', port: 9100, enabled: true }] });
     expect(created.status).toBe(201);
     await waitFor('the target in the SD file', async () => readFileSync(join(data, 'sd', 'node.json'), 'utf8').includes('"hostname": "image-01"'));
