@@ -322,7 +322,7 @@ class Cursor {
 function fileOf(chunks: readonly Chunk[]): SdFile {
   const parts = chunks.length ? [OPEN, ...chunks.map((chunk) => chunk.runs), CLOSE] : [EMPTY];
   const last = chunks.at(-1)?.runs;
-  if (last) parts[chunks.length] = last.subarray(0, last.length - SEPARATOR.length);
+  if (last) parts[chunks.length] = last.subarray(0, last.length - COMMA.length);
   return { chunks, parts };
 }
 
@@ -551,9 +551,9 @@ function changedGroups(before: Catalog['groupTargets'], after: Catalog['groupTar
 
 /** The bytes around and between a job file's entries: a file is [OPEN, entries..., CLOSE] or [EMPTY], its entries joined by COMMA. */
 export const OPEN = Buffer.from('[\n');
-export const COMMA = Buffer.from(',\n');
-/** What ends each run of a file's entries. */
-const SEPARATOR = COMMA;
+/** Also what ends each entry of a run (renderRuns), so runs put side by side are entries joined. */
+const COMMA_TEXT = ',\n';
+export const COMMA = Buffer.from(COMMA_TEXT);
 export const CLOSE = Buffer.from('\n]\n');
 export const EMPTY = Buffer.from('[]\n');
 
@@ -614,7 +614,7 @@ function renderRuns(catalog: Catalog, target: Target, shared: GroupLabels): Map<
     if (scheme) extra.push(['__scheme__', scheme]);
     if (interval) extra.push(['__scrape_interval__', interval]);
     const labels = extra.length ? renderLabels([...base, ...extra].sort(byName)) : (baseText ??= renderLabels(base));
-    runs.set(type.job, `${runs.get(type.job) ?? ''}${renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)},\n`);
+    runs.set(type.job, `${runs.get(type.job) ?? ''}${renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)}${COMMA_TEXT}`);
   }
   return runs;
 }
