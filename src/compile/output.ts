@@ -1,6 +1,7 @@
 import { type Fs, syncPath, writeFileDurably } from '../git/fs.js';
 import { PMap } from '../catalog/pmap.js';
 import { sameParts } from './compiler.js';
+import { inLanes } from '../lanes.js';
 
 /** SD files written at once (each waits for its own fsync). */
 const WRITES_IN_FLIGHT = 16;
@@ -93,21 +94,10 @@ export class SdOutput {
     // 2,000 shards of a first start at 100k targets (group layout) took ~7 s, the server idle.
     // Every lane finishes before the write answers, failed or not: a file still being written
     // after a failure was answered could be renamed over by the retry's newer one.
-    const names = [...(changed ?? files.keys())];
-    let next = 0;
-    let failure: { error: unknown } | undefined;
-    const lane = async () => {
+    await inLanes([...(changed ?? files.keys())], WRITES_IN_FLIGHT, () => {
       const readBack: { buffer?: Buffer } = {};
-      while (!failure && next < names.length) {
-        try {
-          await one(names[next++]!, readBack);
-        } catch (error) {
-          failure ??= { error };
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, names.length) }, lane));
-    if (failure) throw failure.error;
+      return (name) => one(name, readBack);
+    });
     for (const dir of removedFrom) await syncPath(this.fs, dir);
     // Files we no longer produce go, one directory down too: a removed job or group must not keep scraping.
     const removeStale = async (sub: string) => {

@@ -3,6 +3,7 @@ import { fileRecord, type FileUpdate } from '../catalog/live.js';
 import { isConfigPath, MAX_FILE_BYTES, parseFile, refusedFile, type ParseResult } from '../catalog/parse.js';
 import type { GitRepository, TreeFile } from '../git/repository.js';
 import type { ParseCache } from './parse-cache.js';
+import { inLanes } from '../lanes.js';
 
 const REGULAR = new Set(['100644', '100755']);
 const READS_IN_FLIGHT = 1000;
@@ -46,14 +47,10 @@ export class RepoFiles {
     const records = new Map<string, FileRecord>();
     // A thousand files in flight at a time: every file of a 100k-target repository at once
     // held a request, a promise and a suspended parse each until the last blob came back.
-    for (let at = 0; at < listing.length; at += READS_IN_FLIGHT) {
-      await Promise.all(
-        listing.slice(at, at + READS_IN_FLIGHT).map(async ([path, file]) => {
-          const { parsed, text } = await this.parse(path, file);
-          records.set(path, fileRecord({ oid: file.oid, parsed, text }));
-        }),
-      );
-    }
+    await inLanes(listing, READS_IN_FLIGHT, () => async ([path, file]) => {
+      const { parsed, text } = await this.parse(path, file);
+      records.set(path, fileRecord({ oid: file.oid, parsed, text }));
+    });
     return records;
   }
 
