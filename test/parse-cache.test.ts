@@ -276,6 +276,33 @@ describe('the parse cache', () => {
       expect(again.get('targets/ml/h-1.yaml', oid(1))).toBeUndefined();
     });
 
+    it('read for its dictionary alone (a start from the restart image), goes on from its numbers and compacts to what the snapshot holds', async () => {
+      const file = join(tempDir(), 'parse-cache.log');
+      const first = new ParseCache(file);
+      for (let i = 0; i < 30; i++) first.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
+      await first.flush();
+      const numbers = () => fs.readFileSync(file, 'utf8').split('\n').filter((line) => line.startsWith('["="')).map((line) => JSON.parse(line)[1] as number);
+      const before = numbers();
+
+      const restarted = new ParseCache(file);
+      await restarted.load({ entries: false });
+      expect(restarted.get('targets/ml/h-1.yaml', oid(1))).toBeUndefined(); // entries are not read
+      restarted.add('targets/ml/h-31.yaml', oid(31), { parsed: target(31, 'node_labels: {site: new}\n') });
+      await restarted.settleTo(() => { throw new Error('not compacted: 30 lines for 3 live entries'); }, 30);
+      // One new value, numbered after every number the log holds; the values it had are not defined again.
+      expect(numbers()).toEqual([...before, Math.max(...before) + 1]);
+
+      // A log of more dead lines than live ones is compacted to the snapshot's parses.
+      const again = new ParseCache(file);
+      await again.load({ entries: false });
+      await again.settleTo(() => [['targets/ml/h-2.yaml', oid(2), { parsed: target(2) }]], 1);
+      const compacted = new ParseCache(file);
+      await compacted.load();
+      expect(compacted.get('targets/ml/h-2.yaml', oid(2))).toEqual({ parsed: target(2) });
+      expect(compacted.get('targets/ml/h-1.yaml', oid(1))).toBeUndefined();
+      expect(fs.readFileSync(file, 'utf8').trim().split('\n').filter((line) => !line.startsWith('["="')).length).toBe(2);
+    });
+
     it('reads a target line whose values are written in full (past the dictionary\'s limit)', async () => {
       const file = join(tempDir(), 'parse-cache.log');
       const parsed = target(7);

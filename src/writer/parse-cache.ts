@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
-import { SHARED_TARGET_FIELDS, sharedParts, sharedValue, targetParse, type ParseResult } from '../catalog/parse.js';
-import type { Target } from '../schema/index.js';
+import { sharedParts, targetParse, type ParseResult } from '../catalog/parse.js';
+import { Definitions, Dictionary, readLines } from './json-log.js';
 
 /** A parse, and whether the file has comments (its text is then read again when needed). */
 export interface CachedParse {
@@ -11,56 +11,12 @@ export interface CachedParse {
 /** Bumped whenever parsing, the schemas or the log's lines change: an old cache is then ignored. */
 const FORMAT = 'aami-parse-cache 5';
 
-/** Most values the log's dictionary numbers; past it, values are written in full (a fleet of ever new label sets cannot grow it without end). */
-const DICTIONARY_LIMIT = 50_000;
-
 /** A cached parse of one (path, blob) pair. */
 interface Entry {
   path: string;
   cached: CachedParse;
   /** Taken by start-up (get): kept when the log is compacted. */
   used?: true;
-}
-
-/**
- * The numbers the log gives the values of SHARED_TARGET_FIELDS: a value is written once, as
- * `["=", n, value]`, before the first entry that refers to it by n. Keyed by the shared
- * copy itself (parses share one copy of each value), so a lookup costs no JSON. A number is
- * never given twice in one log: after a failed write, whose definitions may not have
- * reached the disk, a new dictionary goes on from the old one's next number and writes
- * again every value it uses.
- */
-class Dictionary {
-  private readonly numbers = new Map<unknown, number>();
-
-  constructor(public next = 0) {}
-
-  /** A value defined by the log as it is read: a later definition of a number replaces an earlier one. */
-  learn(n: number, value: unknown, previous: unknown): void {
-    if (previous !== undefined && this.numbers.get(previous) === n) this.numbers.delete(previous);
-    if (this.numbers.size < DICTIONARY_LIMIT) this.numbers.set(value, n);
-    this.next = Math.max(this.next, n + 1);
-  }
-
-  /** The entry's line, after the definitions of the values it is the first to use. */
-  line(path: string, oid: string, cached: CachedParse): string {
-    const entity = cached.parsed.entity;
-    if (entity?.kind !== 'target') return `${JSON.stringify([path, oid, 'p', cached])}\n`;
-    let lines = '';
-    const value: Record<string, unknown> = { ...entity.value };
-    for (const field of SHARED_TARGET_FIELDS) {
-      const shared = value[field];
-      if (shared === undefined) continue;
-      let n = this.numbers.get(shared);
-      if (n === undefined) {
-        if (this.numbers.size >= DICTIONARY_LIMIT) continue; // written in full
-        this.numbers.set(shared, (n = this.next++));
-        lines += `${JSON.stringify(['=', n, shared])}\n`;
-      }
-      value[field] = n;
-    }
-    return `${lines}${JSON.stringify(cached.commented ? [path, oid, 't', value, 1] : [path, oid, 't', value])}\n`;
-  }
 }
 
 /**
@@ -93,10 +49,17 @@ export class ParseCache {
 
   constructor(private readonly file: string | undefined) {}
 
-  /** Read the log (a missing, old-format or unreadable one is an empty cache). */
-  async load(): Promise<void> {
+  /** Lines of entries in the log as loaded (what compaction weighs against the live ones). */
+  private logged = 0;
+
+  /**
+   * Read the log (a missing, old-format or unreadable one is an empty cache). With `entries`
+   * false only its dictionary is read, for the lines appended later (a start from the restart
+   * image needs no parse of the log's).
+   */
+  async load({ entries = true } = {}): Promise<void> {
     if (!this.file) return;
-    const values = new Map<number, unknown>();
+    const definitions = new Definitions(this.dictionary);
     let format: string | undefined;
     try {
       for (const text of readLines(this.file)) {
@@ -105,19 +68,18 @@ export class ParseCache {
           if (format !== FORMAT) return;
           continue;
         }
+        this.logged++;
+        if (!entries && !text.startsWith('["=",')) continue;
         try {
           const line = JSON.parse(text) as unknown[];
-          if (line[0] === '=') {
-            const [, n, value] = line;
-            if (!Number.isSafeInteger(n) || (n as number) < 0 || value === undefined) continue;
-            const shared = sharedValue(value, '');
-            this.dictionary.learn(n as number, shared, values.get(n as number));
-            values.set(n as number, shared);
+          if (definitions.take(line)) {
+            this.logged--;
             continue;
           }
           const [path, oid, tag, body, commented] = line;
           if (typeof path !== 'string' || typeof oid !== 'string' || !/^[0-9a-f]{40}$/.test(oid)) continue;
-          const cached = tag === 't' ? targetOf(body, values, commented === 1) : tag === 'p' ? (body as CachedParse) : undefined;
+          const target = tag === 't' ? definitions.target(body) : undefined;
+          const cached: CachedParse | undefined = target ? (commented === 1 ? { parsed: targetParse(target), commented: true } : { parsed: targetParse(target) }) : tag === 'p' ? (body as CachedParse) : undefined;
           if (!cached) continue;
           if (tag === 'p') cached.parsed = sharedParts(cached.parsed);
           this.put(path, oid, cached);
@@ -169,12 +131,25 @@ export class ParseCache {
       count(oid, first);
       for (const other of first.others?.values() ?? []) count(oid, other);
     }
-    const dead = total - alive.length;
     this.entries = new Map();
+    return this.compactOrFlush(() => alive, alive.length, total);
+  }
+
+  /**
+   * Start-up from the restart image: the log's entries were not read, and `alive` gives every
+   * parse its snapshot holds (made only when the log is to be compacted).
+   */
+  settleTo(alive: () => Array<[string, string, CachedParse]>, files: number): Promise<void> {
+    return this.compactOrFlush(alive, files, this.logged);
+  }
+
+  /** Rewrite the log with only the `live` entries `alive` gives (and the new ones) when the others outnumber them, else append the new ones. */
+  private async compactOrFlush(alive: () => Array<[string, string, CachedParse]>, live: number, total: number): Promise<void> {
+    const dead = total - live;
     if (!this.file) return;
-    if (dead <= alive.length && dead < 10_000) return this.flush();
+    if (dead <= live && dead < 10_000) return this.flush();
     // The new parses of this start-up go into the compacted log too.
-    const entries = [...alive, ...this.pending];
+    const entries = [...alive(), ...this.pending];
     this.pending = [];
     const file = this.file;
     const write = this.writing.then(async () => {
@@ -182,9 +157,10 @@ export class ParseCache {
       const dictionary = new Dictionary();
       try {
         const tmp = `${file}.tmp`;
-        await fs.promises.writeFile(tmp, `${FORMAT}\n${entries.map((entry) => dictionary.line(...entry)).join('')}`);
+        await fs.promises.writeFile(tmp, `${FORMAT}\n${entries.map((entry) => lineOf(dictionary, ...entry)).join('')}`);
         await fs.promises.rename(tmp, file);
         this.dictionary = dictionary;
+        this.logged = entries.length;
       } catch (error) {
         // Whichever log is on disk now, the next numbers are new to it.
         this.dictionary = new Dictionary(Math.max(this.dictionary.next, dictionary.next));
@@ -203,7 +179,7 @@ export class ParseCache {
     const file = this.file;
     const write = this.writing.catch(() => undefined).then(async () => {
       // Made here, in write order: the dictionary is the one of the log as it is now.
-      const lines = entries.map((entry) => this.dictionary.line(...entry)).join('');
+      const lines = entries.map((entry) => lineOf(this.dictionary, ...entry)).join('');
       try {
         const fresh = !(await fs.promises.stat(file).catch(() => undefined));
         await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines);
@@ -219,53 +195,12 @@ export class ParseCache {
   }
 }
 
-/** A target's cached parse from its line: each shared field a number the log defined before it, or (past the dictionary's limit) the value itself. */
-function targetOf(body: unknown, values: Map<number, unknown>, commented: boolean): CachedParse | undefined {
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return undefined;
-  const value = body as Record<string, unknown>;
-  for (const field of SHARED_TARGET_FIELDS) {
-    const ref = value[field];
-    if (ref === undefined) continue;
-    const shared = typeof ref === 'number' ? values.get(ref) : sharedValue(ref, field);
-    if (shared === undefined) return undefined;
-    value[field] = shared;
-  }
-  const parsed = targetParse(value as Target);
-  return commented ? { parsed, commented } : { parsed };
-}
-
-/**
- * A file's lines, read a chunk at a time and each decoded on its own. The whole log as one
- * string (46 MB at 100k targets), and the buffer it was decoded from, were garbage the GC
- * took its time to return: the server's memory stayed that much higher after start-up.
- */
-function* readLines(file: string): Generator<string> {
-  const fd = fs.openSync(file, 'r');
-  try {
-    let buffer = Buffer.allocUnsafe(1 << 20);
-    let start = 0;
-    let end = 0;
-    for (let eof = false; ; ) {
-      const newline = buffer.indexOf(10, start);
-      if (newline !== -1 && newline < end) {
-        yield buffer.toString('utf8', start, newline);
-        start = newline + 1;
-        continue;
-      }
-      if (eof) {
-        if (start < end) yield buffer.toString('utf8', start, end);
-        return;
-      }
-      // Move the part of a line left to the front (a line longer than the buffer doubles it), then read on.
-      if (start === 0 && end === buffer.length) buffer = Buffer.concat([buffer, Buffer.allocUnsafe(buffer.length)]);
-      buffer.copy(buffer, 0, start, end);
-      end -= start;
-      start = 0;
-      const read = fs.readSync(fd, buffer, end, buffer.length - end, null);
-      if (read === 0) eof = true;
-      end += read;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
+/** An entry's line, after the lines defining the values it is the first to use. */
+function lineOf(dictionary: Dictionary, path: string, oid: string, cached: CachedParse): string {
+  const entity = cached.parsed.entity;
+  if (entity?.kind !== 'target') return `${JSON.stringify([path, oid, 'p', cached])}\n`;
+  const lines: string[] = [];
+  const value = dictionary.refer(entity.value, lines);
+  lines.push(`${JSON.stringify(cached.commented ? [path, oid, 't', value, 1] : [path, oid, 't', value])}\n`);
+  return lines.join('');
 }
