@@ -23,6 +23,7 @@ import { CatalogStateFile, savedStateOf } from './writer/catalog-state.js';
 import { RepoFiles } from './writer/files.js';
 import { followHead, loadSnapshot } from './writer/head.js';
 import { ParseCache } from './writer/parse-cache.js';
+import { cachedParses, RestartImage } from './writer/restart-image.js';
 import { Upstream } from './writer/upstream.js';
 import { watchRef } from './writer/watch.js';
 import { Writer } from './writer/writer.js';
@@ -128,11 +129,25 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
 
   fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   const cache = new ParseCache(join(config.stateDir, 'parse-cache.log'));
-  await cache.load();
   const stateFile = new CatalogStateFile(join(config.stateDir, 'catalog-state.json'));
+  const saved = stateFile.load();
   const files = new RepoFiles(repo, cache);
-  const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: stateFile.load(), history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
-  await cache.settle();
+  // After a clean stop at the commit that is still the head: what that server served, at once.
+  const image = new RestartImage(join(config.stateDir, 'restart-image'));
+  const head = await repo.head();
+  const restored = head ? image.take(head) : undefined;
+  let live: LiveCatalog;
+  if (restored) {
+    live = new LiveCatalog(restored);
+    logger.info('started from the snapshot saved when the server last stopped', { head: head ?? undefined });
+    // The log's entries are not needed: its dictionary is, for the parses appended later.
+    await cache.load({ entries: false });
+    cache.settleTo(() => cachedParses(restored), restored.files.size).catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
+  } else {
+    await cache.load();
+    live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
+    await cache.settle();
+  }
   // Parses and the last good versions outlive a restart; both are small writes, off the request path.
   live.subscribe((snapshot) => {
     cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
@@ -297,6 +312,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       await sd.close();
       memory.stop();
       await cache.flush().catch(() => undefined);
+      await image.save(live.snapshot()).catch((error: unknown) => logger.warn('saving the snapshot for the next start failed: it will build the catalog from Git', { error: String(error) }));
       await heartbeats.save();
       await repo.close();
       logger.info('stopped', { head: live.snapshot().head ?? undefined });

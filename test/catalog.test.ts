@@ -6,6 +6,7 @@ import { claimKeys, establishedIn } from '../src/catalog/place.js';
 import { formatProblem } from '../src/catalog/problem.js';
 import { hashObject } from '../src/git/objects.js';
 import { savedStateOf } from '../src/writer/catalog-state.js';
+import { imageOf, restoreImage } from '../src/writer/restart-image.js';
 import { random } from './helpers.js';
 
 const group = (id: string, namespace = 'logical', parent?: string) =>
@@ -173,6 +174,10 @@ describe('keep last good', () => {
       'checks/c/check.sh: was deleted, but its check still runs it: its last good version stays until that changes',
       'groups/ml.yaml: was deleted, but it is still used by check c; targets a, b: its last good version stays until that changes',
     ]);
+    // A restart from the image keeps both, the check running the script it ran.
+    const restored = restartFromImage(snapshot);
+    expect(view(restored)).toEqual(view(snapshot));
+    expect(restored.catalog.checks.get('c')).toEqual(snapshot.catalog.checks.get('c'));
     // Once nothing uses it, the deletion goes through.
     snapshot = repo.set({ 'targets/ml/a.yaml': null, 'targets/ml/b.yaml': null, 'checks/c/check.yaml': null });
     expect(snapshot.catalog.groups.has('ml')).toBe(false);
@@ -451,6 +456,50 @@ describe('the live catalog', () => {
         draft.apply(changes);
         live.publish(draft.freeze(null));
         expect(view(live.snapshot()), `seed ${seed}, step ${step}: ${describeChanges(changes)}`).toEqual(view(full));
+        checked++;
+      }
+    }
+    expect(checked).toBe(seeds * 40);
+  });
+});
+
+/** A stop and a start from the restart image: the snapshot written as the image's lines and read back. */
+function restartFromImage(snapshot: Snapshot): Snapshot {
+  const head = 'f'.repeat(40);
+  const saved = new Snapshot(snapshot.version, head, snapshot.files, snapshot.catalog, snapshot.problemsByFile, snapshot.rejected, snapshot.wants);
+  const restored = restoreImage(imageOf(saved, 'this program').split('\n'), head, 'this program');
+  if (!restored) throw new Error('the image was not taken');
+  return restored;
+}
+
+describe('a restart from the image a stopping server saves', () => {
+  it('serves what the server served, and takes every later change as the server would have (300 sequences of 40 steps)', { timeout }, () => {
+    let checked = 0;
+    for (let seed = 1; seed <= seeds; seed++) {
+      const next = randomChanges(seed);
+      let live = new LiveCatalog(start());
+      for (let step = 0; step < 40; step++) {
+        const changes = next();
+        const where = `seed ${seed}, step ${step}: ${describeChanges(changes)}`;
+        const full = rebuildWith(live.snapshot(), changes);
+        const draft = live.draft();
+        draft.apply(changes);
+        live.publish(draft.freeze(null));
+        expect(view(live.snapshot()), where).toEqual(view(full));
+        // A restart at every step: the next step changes what the image gave.
+        const restored = restartFromImage(live.snapshot());
+        expect(view(restored), where).toEqual(view(live.snapshot()));
+        // A served target is its file's last good version itself: an in-place change finds it by identity.
+        for (const [hostname, path] of restored.catalog.targetPaths) {
+          const lastGood = restored.files.get(path)?.lastGood;
+          expect(lastGood?.kind === 'target' && lastGood.value === restored.catalog.targets.get(hostname), `${where}: ${path}`).toBe(true);
+        }
+        // One object for a file's current version and its last good one, as the server had it (not a copy each).
+        for (const [path, record] of live.snapshot().files) {
+          const again = restored.files.get(path)!;
+          expect(again.lastGood === again.parsed.entity, `${where}: ${path}`).toBe(record.lastGood === record.parsed.entity);
+        }
+        live = new LiveCatalog(restored);
         checked++;
       }
     }

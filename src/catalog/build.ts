@@ -260,6 +260,48 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
   return { catalog: freezeCatalog(catalog), problems, accepted, dropped };
 }
 
+/**
+ * The catalog of files a build has settled: each file that contributes anything contributes
+ * its last good version (what every build sets it to), and nothing is checked or decided
+ * again. A restart from the snapshot a stopping server saved (writer/restart-image.ts) serves
+ * what that server served; test/catalog.test.ts checks it against the builds after every
+ * step of random change sequences.
+ */
+export function catalogOf(files: ReadonlyMap<string, FileRecord>, rejected: ReadonlyMap<string, true>): Catalog {
+  const catalog: WritableCatalog = {
+    settings: DEFAULT_SETTINGS,
+    groups: new Map(),
+    targets: new Map(),
+    tokens: new Map(),
+    addresses: new Map(),
+    targetPaths: new Map(),
+    nodeCredentials: new Map(),
+    apiCredentials: new Map(),
+    tokenHosts: new Map(),
+    checks: new Map(),
+    groupTargets: new Map(),
+  };
+  const targets: Array<[string, Target]> = [];
+  const checks: Array<{ id: string; policy: CheckPolicy }> = [];
+  for (const [path, record] of files) {
+    const entity = record.lastGood;
+    if (!entity || rejected.has(path)) continue;
+    if (entity.kind === 'settings') catalog.settings = entity.value;
+    else if (entity.kind === 'group') catalog.groups.set(entity.id, entity.value);
+    else if (entity.kind === 'target') targets.push([path, entity.value]);
+    else if (entity.kind === 'token') catalog.tokens.set(entity.id, entity.value);
+    else if (entity.kind === 'credential') catalog.apiCredentials.set(entity.id, entity.value);
+    else if (entity.kind === 'check') checks.push({ id: entity.id, policy: entity.value });
+  }
+  // Once aami.yaml is known: a target's addresses follow its exporter types.
+  for (const [path, target] of targets) addTarget(catalog, path, target);
+  for (const { id, policy } of checks) {
+    const script = files.get(`checks/${id}/${policy.script}`)?.lastGood;
+    if (script?.kind === 'script') catalog.checks.set(id, { name: id, policy, script: script.value });
+  }
+  return freezeCatalog(catalog);
+}
+
 /** A target file's versions that fit the groups and aami.yaml, best first; what is wrong with its current one, reported. */
 export function targetCandidate(catalog: Pick<Catalog, 'groups' | 'settings'>, path: string, record: FileRecord, report: (problem: Problem) => void): { path: string; versions: Target[] } {
   const versions: Target[] = [];

@@ -1,4 +1,4 @@
-import { addTarget, buildCatalog, keptWhenDeleted, kindOf, removeTarget, targetCandidate, targetEntity, tokenProblems, versionsOf, type Catalog, type FileRecord, type WritableCatalog } from './build.js';
+import { addTarget, buildCatalog, catalogOf, keptWhenDeleted, kindOf, removeTarget, targetCandidate, targetEntity, tokenProblems, versionsOf, type Catalog, type FileRecord, type WritableCatalog } from './build.js';
 import type { Entity, ParseResult } from './parse.js';
 import { claimKeys, placeTargets, type Established } from './place.js';
 import { PMap, type PMapDraft } from './pmap.js';
@@ -58,12 +58,28 @@ export class Snapshot {
     for (const [path, record] of records) files.set(path, withLastGood(record, result.accepted.get(path)));
     const rejected = new Map<string, true>();
     for (const path of files.keys()) if (!result.accepted.has(path)) rejected.set(path, true);
-    const wants = new Map<string, readonly string[]>();
-    for (const path of new Set([...result.problems.keys(), ...rejected.keys()])) {
-      for (const key of wantedKeys(result.catalog, files.get(path))) wants.set(key, [...(wants.get(key) ?? []), path]);
-    }
-    return new Snapshot(version, head, PMap.from(files), result.catalog, PMap.from(new Map([...result.problems].map(([p, l]) => [p, Object.freeze(l)]))), PMap.from(rejected), PMap.from(wants));
+    const problems = new Map([...result.problems].map(([p, l]) => [p, Object.freeze(l)]));
+    return new Snapshot(version, head, PMap.from(files), result.catalog, PMap.from(problems), PMap.from(rejected), PMap.from(wantsOf(result.catalog, files, problems, rejected)));
   }
+
+  /**
+   * The snapshot a stopped server had, from what it saved of it (writer/restart-image.ts):
+   * its files, each with the version it contributes as its last good one, its problems and
+   * the files that contribute nothing. Nothing is decided again (catalogOf).
+   */
+  static restore(head: string, files: Map<string, FileRecord>, problems: Map<string, readonly Problem[]>, rejected: Map<string, true>): Snapshot {
+    const catalog = catalogOf(files, rejected);
+    return new Snapshot(0, head, PMap.from(files), catalog, PMap.from(problems), PMap.from(rejected), PMap.from(wantsOf(catalog, files, problems, rejected)));
+  }
+}
+
+/** Claim key → the files with problems, or contributing nothing, that claim it in some version. */
+function wantsOf(catalog: Catalog, files: ReadonlyMap<string, FileRecord>, problems: ReadonlyMap<string, unknown>, rejected: ReadonlyMap<string, true>): Map<string, readonly string[]> {
+  const wants = new Map<string, readonly string[]>();
+  for (const path of new Set([...problems.keys(), ...rejected.keys()])) {
+    for (const key of wantedKeys(catalog, files.get(path))) wants.set(key, [...(wants.get(key) ?? []), path]);
+  }
+  return wants;
 }
 
 /**

@@ -1,0 +1,145 @@
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { FileRecord } from '../catalog/build.js';
+import { fileRecord, Snapshot } from '../catalog/live.js';
+import { sharedParts, targetParse, type Entity, type ParseResult } from '../catalog/parse.js';
+import type { Problem } from '../catalog/problem.js';
+import { writeFileDurably } from '../git/fs.js';
+import { Definitions, Dictionary, readLines } from './json-log.js';
+import type { CachedParse } from './parse-cache.js';
+
+const FORMAT = 'aami-restart-image 1';
+
+/**
+ * The snapshot a server had when it stopped, saved in the state directory so that the next
+ * start at the same commit serves it without listing the tree, looking every file up in the
+ * parse cache and building the catalog again (~2 s of a 100k-target restart). JSON lines:
+ * - `[FORMAT, code, head, files]`: the code that wrote it (a hash of the program: another
+ *   build of the server may decide otherwise) and the commit it shows;
+ * - `["=", n, value]`: a value targets repeat (json-log.ts);
+ * - one line a file: `[path, oid, parse, last good, its oid, text, problems, contributes nothing]`
+ *   (the last good version 1: the current one; its oid 1: the current blob);
+ * - `["end", files]`: without it (a write cut short) the image is not used.
+ * Taken once: the file is removed as it is read, so a server that runs on and is killed
+ * starts the long way, from Git and its state, as before. Any doubt (another commit, another
+ * program, a line that does not read) means the long way too.
+ */
+export class RestartImage {
+  constructor(private readonly file: string) {}
+
+  /** Save the snapshot (at close, once the writes are answered). */
+  async save(snapshot: Snapshot): Promise<void> {
+    if (!snapshot.head) return;
+    await writeFileDurably(fs, this.file, imageOf(snapshot, codeId()), true, 0o600);
+  }
+
+  /** The snapshot saved at `head` by this program, if there is one; the file is removed either way. */
+  take(head: string): Snapshot | undefined {
+    if (!fs.existsSync(this.file)) return undefined;
+    try {
+      return restoreImage(readLines(this.file), head, codeId());
+    } catch {
+      return undefined;
+    } finally {
+      fs.rmSync(this.file, { force: true });
+    }
+  }
+}
+
+/** The lines of a snapshot's image. */
+export function imageOf(snapshot: Snapshot, code: string): string {
+  const dictionary = new Dictionary();
+  const lines: string[] = [`${JSON.stringify([FORMAT, code, snapshot.head, snapshot.files.size])}\n`];
+  // In path order: the catalog is made again in the order a build makes it.
+  for (const [path, record] of [...snapshot.files].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    const parsed = record.parsed.entity?.kind === 'target' && !record.parsed.problems.length ? ['t', dictionary.refer(record.parsed.entity.value, lines)] : ['p', record.parsed];
+    const lastGood = !record.lastGood ? 0 : record.lastGood === record.parsed.entity ? 1 : record.lastGood.kind === 'target' ? ['t', dictionary.refer(record.lastGood.value, lines)] : ['e', record.lastGood];
+    const problems = snapshot.problemsByFile.get(path) ?? null;
+    // The last good version's blob is most often the current one: 1.
+    const lastGoodOid = record.lastGoodOid === undefined ? null : record.lastGoodOid === record.oid ? 1 : record.lastGoodOid;
+    lines.push(`${JSON.stringify([path, record.oid, parsed, lastGood, lastGoodOid, record.text ?? null, problems, snapshot.rejected.has(path) ? 1 : 0])}\n`);
+  }
+  lines.push(`${JSON.stringify(['end', snapshot.files.size])}\n`);
+  return lines.join('');
+}
+
+/** The snapshot an image holds, when it was saved at `head` by `code`; throws on a line that does not read. */
+export function restoreImage(lines: Iterable<string>, head: string, code: string): Snapshot | undefined {
+  let header: unknown[] | undefined;
+  let i = 0;
+  const definitions = new Definitions();
+  const files = new Map<string, FileRecord>();
+  const problems = new Map<string, readonly Problem[]>();
+  const rejected = new Map<string, true>();
+  const unreadable = (what: string) => new Error(`the restart image: ${what}`);
+  for (const json of lines) {
+    i++;
+    const line = JSON.parse(json) as unknown[];
+    if (!header) {
+      header = line;
+      const [format, savedBy, savedAt] = header;
+      if (format !== FORMAT || savedBy !== code || savedAt !== head) return undefined;
+      continue;
+    }
+    const count = header[3];
+    if (definitions.take(line)) continue;
+    if (line[0] === 'end') {
+      if (line[1] !== count || files.size !== count) throw unreadable('files are missing');
+      return Snapshot.restore(head, files, problems, rejected);
+    }
+    const [path, oid, parsedPart, lastGoodPart, lastGoodOidPart, text, fileProblems, nothing] = line as [string, string | null, [string, unknown], unknown, string | 1 | null, string | null, Problem[] | null, number];
+    const lastGoodOid = lastGoodOidPart === 1 ? oid : lastGoodOidPart;
+    const parsed = parseOf(parsedPart, definitions);
+    const lastGood = lastGoodPart === 0 ? undefined : lastGoodPart === 1 ? parsed.entity : entityOf(lastGoodPart as [string, unknown], definitions);
+    if (typeof path !== 'string' || (lastGoodPart !== 0 && !lastGood)) throw unreadable(`line ${i}`);
+    files.set(path, fileRecord({ oid, parsed, lastGood, lastGoodOid: lastGoodOid ?? undefined, text: text ?? undefined }));
+    if (fileProblems) problems.set(path, Object.freeze(fileProblems));
+    if (nothing === 1) rejected.set(path, true);
+  }
+  throw unreadable('it was cut short');
+}
+
+function parseOf([tag, body]: [string, unknown], definitions: Definitions): ParseResult {
+  if (tag === 'p') return sharedParts(body as ParseResult);
+  const target = tag === 't' ? definitions.target(body) : undefined;
+  if (!target) throw new Error('the restart image: a parse does not read');
+  return targetParse(target);
+}
+
+function entityOf([tag, body]: [string, unknown], definitions: Definitions): Entity | undefined {
+  if (tag === 'e') return body as Entity;
+  return tag === 't' ? parseOf([tag, body], definitions).entity : undefined;
+}
+
+/** The parse-cache entries of a snapshot: each file's current parse (when valid), and its last good version where that is another blob. */
+export function cachedParses(snapshot: Snapshot): Array<[string, string, CachedParse]> {
+  const entries: Array<[string, string, CachedParse]> = [];
+  for (const [path, record] of snapshot.files) {
+    // A parse without an entity may be a refusal by mode (a symbolic link): not a parse of the blob.
+    if (record.oid !== null && record.parsed.entity) entries.push([path, record.oid, record.text === undefined ? { parsed: record.parsed } : { parsed: record.parsed, commented: true }]);
+    if (record.lastGood && record.lastGoodOid && record.lastGoodOid !== record.oid) entries.push([path, record.lastGoodOid, { parsed: { entity: record.lastGood, problems: [] } }]);
+  }
+  return entries;
+}
+
+let code: string | undefined;
+
+/**
+ * What identifies the program: a hash of every file of the directory above this module's —
+ * the build (dist/: one bundle) or, run from source, src/. Another program may decide a
+ * clash or a last good version otherwise, so it never takes an image this one saved.
+ */
+function codeId(): string {
+  if (code) return code;
+  const hash = createHash('sha256');
+  const walk = (dir: string) => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const path = `${dir}/${entry.name}`;
+      if (entry.isDirectory()) walk(path);
+      else if (entry.isFile()) hash.update(`${path}\0`).update(fs.readFileSync(path));
+    }
+  };
+  walk(fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, ''));
+  return (code = hash.digest('hex'));
+}
