@@ -1,11 +1,12 @@
 // npm run bench:startup [-- --sizes 10000,100000 --sd-layout file|group --restarts 1]
 // Cold start of the serving process to a healthy answer, on a packed repository of N
-// targets: the first start (nothing in the state directory) and a restart (the parse cache
-// and catalog state kept), with the server's resident memory once it serves, and once it has
+// targets: the first start (nothing in the state directory), a restart after a clean stop
+// (from the restart image it saved) and one after a kill -9 (no image: from Git, the parse
+// cache and the catalog state), with the server's resident memory once it serves, and once it has
 // settled (its background compile done and the server quiet for 3 s). Baseline in
 // the same run: the git CLI checking the same commit out into a directory (what any server
 // that reads every file from a working tree pays before it parses anything). With
-// --restarts N, the restart is measured N times on the same state (median, then the range):
+// --restarts N, each restart is measured N times on the same state (median, then the range):
 // one restart varies by ±0.5 s on a busy machine.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -24,7 +25,7 @@ try {
   console.log(`# start-up — --sd-layout ${values['sd-layout']}, node ${process.version}, ${new Date().toISOString()}`);
   // The restart column holds a median and a range when there are several.
   const restartWidth = restarts === 1 ? 12 : 32;
-  console.log(`targets   first start  RSS      ${'restart'.padEnd(restartWidth)}RSS      settled  peak RSS   git checkout (baseline)`);
+  console.log(`targets   first start  RSS      ${'restart'.padEnd(restartWidth)}RSS      settled  peak RSS   ${'after kill -9'.padEnd(restartWidth)}git checkout (baseline)`);
   for (const n of values.sizes.split(',').map(Number)) {
     const dirs = { repo: join(root, `repo-${n}`), sd: join(root, `sd-${n}`), state: join(root, `state-${n}`) };
     bareRepoWith(dirs.repo, syntheticRepo(n));
@@ -57,18 +58,29 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 3000));
     const settledMemory = again.memory();
     await again.stop();
+    // Each started after a clean stop (from its restart image); each killed with SIGKILL, so
+    // that the next start has no image and builds the catalog from Git, its state and the parse cache.
     const restartMs = [again.startMs];
-    for (let i = 1; i < restarts; i++) {
+    const killedMs: number[] = [];
+    for (let i = 0; i < restarts; i++) {
       const next = await startBenchServer(dirs, layout);
-      restartMs.push(next.startMs);
+      if (i > 0) restartMs.push(next.startMs);
       await compiled(next);
-      await next.stop();
+      await new Promise((resolve) => (next.child.once('exit', resolve), next.child.kill('SIGKILL')));
+      const killed = await startBenchServer(dirs, layout);
+      killedMs.push(killed.startMs);
+      await compiled(killed);
+      await killed.stop();
     }
-    restartMs.sort((a, b) => a - b);
-    const restart = restarts === 1 ? ms(restartMs[0]!) : `${ms(restartMs[restartMs.length >> 1]!)} (${(restartMs[0]! / 1000).toFixed(2)}–${(restartMs.at(-1)! / 1000).toFixed(2)} s, ${restarts})`;
+    const figure = (times: number[]) => {
+      times.sort((a, b) => a - b);
+      return restarts === 1 ? ms(times[0]!) : `${ms(times[times.length >> 1]!)} (${(times[0]! / 1000).toFixed(2)}–${(times.at(-1)! / 1000).toFixed(2)} s, ${restarts})`;
+    };
+    const restart = figure(restartMs);
+    const afterKill = figure(killedMs);
     const peak = Math.max(firstMemory.peakMb, againMemory.peakMb);
     console.log(
-      `${String(n).padEnd(10)}${ms(first.startMs).padEnd(13)}${`${firstMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${restart.padEnd(restartWidth)}${`${againMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${`${settledMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${`${peak.toFixed(0)} MB`.padEnd(11)}${ms(checkoutMs)}`,
+      `${String(n).padEnd(10)}${ms(first.startMs).padEnd(13)}${`${firstMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${restart.padEnd(restartWidth)}${`${againMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${`${settledMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${`${peak.toFixed(0)} MB`.padEnd(11)}${afterKill.padEnd(restartWidth)}${ms(checkoutMs)}`,
     );
     rmSync(dirs.repo, { recursive: true, force: true });
   }
