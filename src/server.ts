@@ -22,8 +22,8 @@ import { ADMIN_PREFIX, hashSecret, newSecretCredential } from './tokens/secret.j
 import { CatalogStateFile, savedStateOf } from './writer/catalog-state.js';
 import { RepoFiles } from './writer/files.js';
 import { followHead, loadSnapshot } from './writer/head.js';
-import { ParseCache } from './writer/parse-cache.js';
-import { cachedParses, RestartImage } from './writer/restart-image.js';
+import { ParseCache, parsesOf } from './writer/parse-cache.js';
+import { RestartImage } from './writer/restart-image.js';
 import { Upstream } from './writer/upstream.js';
 import { watchRef } from './writer/watch.js';
 import { Writer } from './writer/writer.js';
@@ -135,14 +135,16 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   // After a clean stop at the commit that is still the head: what that server served, at once.
   const image = new RestartImage(join(config.stateDir, 'restart-image'));
   const head = await repo.head();
-  const restored = head ? image.take(head) : undefined;
+  const taken = head ? image.take(head) : undefined;
+  if (taken && 'reason' in taken) logger.info('the restart image is not used: building the catalog from Git', { reason: taken.reason });
+  const restored = taken && 'snapshot' in taken ? taken.snapshot : undefined;
   let live: LiveCatalog;
   if (restored) {
     live = new LiveCatalog(restored);
     logger.info('started from the snapshot saved when the server last stopped', { head: head ?? undefined });
     // The log's entries are not needed: its dictionary is, for the parses appended later.
     await cache.load({ entries: false });
-    cache.settleTo(() => cachedParses(restored), restored.files.size).catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
+    cache.settleTo(() => parsesOf(restored), restored.files.size).catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
   } else {
     await cache.load();
     live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
@@ -312,6 +314,8 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       await sd.close();
       memory.stop();
       await cache.flush().catch(() => undefined);
+      // The catalog state as of the image: a start after a later kill -9 reads it.
+      await stateFile.settled();
       await image.save(live.snapshot()).catch((error: unknown) => logger.warn('saving the snapshot for the next start failed: it will build the catalog from Git', { error: String(error) }));
       await heartbeats.save();
       await repo.close();

@@ -468,8 +468,8 @@ function restartFromImage(snapshot: Snapshot): Snapshot {
   const head = 'f'.repeat(40);
   const saved = new Snapshot(snapshot.version, head, snapshot.files, snapshot.catalog, snapshot.problemsByFile, snapshot.rejected, snapshot.wants);
   const restored = restoreImage(imageOf(saved, 'this program').split('\n'), head, 'this program');
-  if (!restored) throw new Error('the image was not taken');
-  return restored;
+  if ('reason' in restored) throw new Error(`the image was not taken: ${restored.reason}`);
+  return restored.snapshot;
 }
 
 describe('a restart from the image a stopping server saves', () => {

@@ -303,6 +303,19 @@ describe('the parse cache', () => {
       expect(fs.readFileSync(file, 'utf8').trim().split('\n').filter((line) => !line.startsWith('["="')).length).toBe(2);
     });
 
+    it('rewrites a log of another format at the first settle, rather than append to it unread for ever', async () => {
+      const file = join(tempDir(), 'parse-cache.log');
+      fs.writeFileSync(file, 'aami-parse-cache 4\n["targets/ml/h-1.yaml","1","old"]\n');
+      for (const start of [1, 2]) {
+        const cache = new ParseCache(file);
+        await cache.load();
+        if (start === 2) expect(cache.get('targets/ml/h-1.yaml', oid(1))).toEqual({ parsed: target(1) });
+        else cache.add('targets/ml/h-1.yaml', oid(1), { parsed: target(1) });
+        await cache.settle();
+      }
+      expect(fs.readFileSync(file, 'utf8').split('\n')[0]).toBe('aami-parse-cache 5');
+    });
+
     it('reads a target line whose values are written in full (past the dictionary\'s limit)', async () => {
       const file = join(tempDir(), 'parse-cache.log');
       const parsed = target(7);

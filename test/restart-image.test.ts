@@ -51,12 +51,17 @@ describe('the restart image', () => {
     const before = await s.served();
     expect(before.status).toBe('degraded');
     await s.stop();
-    // Only its owner reads it: it holds the catalog (credential hashes among it).
+    // Only its owner reads it, nor the parse cache: they hold the catalog (credential hashes among it).
     expect(fs.statSync(s.image).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(join(s.config.stateDir, 'parse-cache.log')).mode & 0o777).toBe(0o600);
+    // What a save killed half-way leaves is cleared at the next start.
+    const leftover = join(s.config.stateDir, '.restart-image.4242.0.tmp');
+    fs.writeFileSync(leftover, 'half');
 
     await s.start();
     expect(s.lines.join('\n')).toContain(TAKEN);
     expect(fs.existsSync(s.image)).toBe(false);
+    expect(fs.existsSync(leftover)).toBe(false);
     expect(await s.served()).toEqual(before);
     // It takes writes, and they reach the SD file.
     expect((await s.create('after', '10.0.0.2')).status).toBe(201);
@@ -83,6 +88,7 @@ describe('the restart image', () => {
     fs.writeFileSync(s.image, text.slice(0, text.trimEnd().lastIndexOf('\n') + 1));
     await s.start();
     expect(s.lines.join('\n')).not.toContain(TAKEN);
+    expect(s.lines.join('\n')).toContain('the image was cut short');
     expect(fs.existsSync(s.image)).toBe(false);
     expect(await s.served()).toEqual(one);
     await s.stop();
@@ -91,6 +97,7 @@ describe('the restart image', () => {
     pushFiles(s.config.repo, { 'targets/ml-training/two.yaml': 'hostname: two\nip_address: 10.0.0.2\nprimary_group: ml-training\n' }, 'two');
     await s.start();
     expect(s.lines.join('\n')).not.toContain(TAKEN);
+    expect(s.lines.join('\n')).toMatch(/it shows commit [0-9a-f]{40}, and the branch is at [0-9a-f]{40}/);
     const two = await s.served();
     expect((two.targets as Array<{ hostname: string }>).map((t) => t.hostname).sort()).toEqual(['one', 'two']);
     await s.stop();
@@ -102,6 +109,7 @@ describe('the restart image', () => {
     fs.writeFileSync(s.image, [JSON.stringify(fields), ...rest].join('\n'));
     await s.start();
     expect(s.lines.join('\n')).not.toContain(TAKEN);
+    expect(s.lines.join('\n')).toContain('another build of the server saved it');
     expect(await s.served()).toEqual(two);
     await s.stop();
 

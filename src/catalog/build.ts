@@ -185,19 +185,7 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
   }
   const groups = resolveGroups(groupRecords, report, accepted);
 
-  const catalog: WritableCatalog = {
-    settings,
-    groups,
-    targets: new Map(),
-    tokens: new Map(),
-    addresses: new Map(),
-    targetPaths: new Map(),
-    nodeCredentials: new Map(),
-    apiCredentials: new Map(),
-    tokenHosts: new Map(),
-    checks: new Map(),
-    groupTargets: new Map(),
-  };
+  const catalog = emptyCatalog(settings, groups);
 
   // Targets: each version must fit the groups and aami.yaml, then claims are placed.
   const candidates = ofKind('target').map(([path, record]) => targetCandidate(catalog, path, record, report));
@@ -268,9 +256,34 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
  * step of random change sequences.
  */
 export function catalogOf(files: ReadonlyMap<string, FileRecord>, rejected: ReadonlyMap<string, true>): Catalog {
-  const catalog: WritableCatalog = {
-    settings: DEFAULT_SETTINGS,
-    groups: new Map(),
+  const catalog = emptyCatalog(DEFAULT_SETTINGS, new Map());
+  const targets: Array<[string, Target]> = [];
+  const checks: Array<{ id: string; policy: CheckPolicy }> = [];
+  const scripts = new Map<string, CheckScript>();
+  for (const [path, record] of files) {
+    const entity = record.lastGood;
+    if (!entity || rejected.has(path)) continue;
+    if (entity.kind === 'settings') catalog.settings = entity.value;
+    else if (entity.kind === 'group') catalog.groups.set(entity.id, entity.value);
+    else if (entity.kind === 'target') targets.push([path, entity.value]);
+    else if (entity.kind === 'token') catalog.tokens.set(entity.id, entity.value);
+    else if (entity.kind === 'credential') catalog.apiCredentials.set(entity.id, entity.value);
+    else if (entity.kind === 'check') checks.push({ id: entity.id, policy: entity.value });
+    else if (entity.kind === 'script') scripts.set(entity.id, entity.value);
+  }
+  // Once aami.yaml is known: a target's addresses follow its exporter types.
+  for (const [path, target] of targets) addTarget(catalog, path, target);
+  for (const { id, policy } of checks) {
+    const script = scripts.get(`${id}/${policy.script}`);
+    if (script) catalog.checks.set(id, { name: id, policy, script });
+  }
+  return freezeCatalog(catalog);
+}
+
+function emptyCatalog(settings: Settings, groups: WritableMap<string, Group>): WritableCatalog {
+  return {
+    settings,
+    groups,
     targets: new Map(),
     tokens: new Map(),
     addresses: new Map(),
@@ -281,25 +294,6 @@ export function catalogOf(files: ReadonlyMap<string, FileRecord>, rejected: Read
     checks: new Map(),
     groupTargets: new Map(),
   };
-  const targets: Array<[string, Target]> = [];
-  const checks: Array<{ id: string; policy: CheckPolicy }> = [];
-  for (const [path, record] of files) {
-    const entity = record.lastGood;
-    if (!entity || rejected.has(path)) continue;
-    if (entity.kind === 'settings') catalog.settings = entity.value;
-    else if (entity.kind === 'group') catalog.groups.set(entity.id, entity.value);
-    else if (entity.kind === 'target') targets.push([path, entity.value]);
-    else if (entity.kind === 'token') catalog.tokens.set(entity.id, entity.value);
-    else if (entity.kind === 'credential') catalog.apiCredentials.set(entity.id, entity.value);
-    else if (entity.kind === 'check') checks.push({ id: entity.id, policy: entity.value });
-  }
-  // Once aami.yaml is known: a target's addresses follow its exporter types.
-  for (const [path, target] of targets) addTarget(catalog, path, target);
-  for (const { id, policy } of checks) {
-    const script = files.get(`checks/${id}/${policy.script}`)?.lastGood;
-    if (script?.kind === 'script') catalog.checks.set(id, { name: id, policy, script: script.value });
-  }
-  return freezeCatalog(catalog);
 }
 
 /** A target file's versions that fit the groups and aami.yaml, best first; what is wrong with its current one, reported. */

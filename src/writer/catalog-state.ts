@@ -66,4 +66,9 @@ export class CatalogStateFile {
     this.writing = write.catch(() => undefined);
     return write;
   }
+
+  /** Resolves once the saves asked for so far are done (failed or not). */
+  settled(): Promise<void> {
+    return this.writing;
+  }
 }

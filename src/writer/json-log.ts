@@ -48,8 +48,8 @@ export class Definitions {
 
   constructor(private readonly dictionary?: Dictionary) {}
 
-  /** Takes the line when it is a definition (`["=", n, value]`). */
-  take(line: unknown[]): boolean {
+  /** Reads the line when it is a definition (`["=", n, value]`); false when it is not one. */
+  read(line: unknown[]): boolean {
     if (line[0] !== '=') return false;
     const [, n, value] = line;
     if (!Number.isSafeInteger(n) || (n as number) < 0 || value === undefined) return true;

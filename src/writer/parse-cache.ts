@@ -1,4 +1,5 @@
 import * as fs from 'node:fs';
+import type { Snapshot } from '../catalog/live.js';
 import { sharedParts, targetParse, type ParseResult } from '../catalog/parse.js';
 import { Definitions, Dictionary, readLines } from './json-log.js';
 
@@ -51,6 +52,8 @@ export class ParseCache {
 
   /** Lines of entries in the log as loaded (what compaction weighs against the live ones). */
   private logged = 0;
+  /** The log on disk is of another format (or not a log): the first settle rewrites it rather than append to it. */
+  private foreign = false;
 
   /**
    * Read the log (a missing, old-format or unreadable one is an empty cache). With `entries`
@@ -65,14 +68,15 @@ export class ParseCache {
       for (const text of readLines(this.file)) {
         if (format === undefined) {
           format = text;
-          if (format !== FORMAT) return;
-          continue;
+          if (format === FORMAT) continue;
+          this.foreign = true;
+          return;
         }
         this.logged++;
         if (!entries && !text.startsWith('["=",')) continue;
         try {
           const line = JSON.parse(text) as unknown[];
-          if (definitions.take(line)) {
+          if (definitions.read(line)) {
             this.logged--;
             continue;
           }
@@ -136,18 +140,18 @@ export class ParseCache {
   }
 
   /**
-   * Start-up from the restart image: the log's entries were not read, and `alive` gives every
-   * parse its snapshot holds (made only when the log is to be compacted).
+   * Start-up from the restart image: the log's entries were not read; `alive` gives the
+   * `live` parses its snapshot holds (parsesOf; made only when the log is to be compacted).
    */
-  settleTo(alive: () => Array<[string, string, CachedParse]>, files: number): Promise<void> {
-    return this.compactOrFlush(alive, files, this.logged);
+  settleTo(alive: () => Array<[string, string, CachedParse]>, live: number): Promise<void> {
+    return this.compactOrFlush(alive, live, this.logged);
   }
 
   /** Rewrite the log with only the `live` entries `alive` gives (and the new ones) when the others outnumber them, else append the new ones. */
   private async compactOrFlush(alive: () => Array<[string, string, CachedParse]>, live: number, total: number): Promise<void> {
     const dead = total - live;
     if (!this.file) return;
-    if (dead <= live && dead < 10_000) return this.flush();
+    if (!this.foreign && dead <= live && dead < 10_000) return this.flush();
     // The new parses of this start-up go into the compacted log too.
     const entries = [...alive(), ...this.pending];
     this.pending = [];
@@ -157,9 +161,10 @@ export class ParseCache {
       const dictionary = new Dictionary();
       try {
         const tmp = `${file}.tmp`;
-        await fs.promises.writeFile(tmp, `${FORMAT}\n${entries.map((entry) => lineOf(dictionary, ...entry)).join('')}`);
+        await fs.promises.writeFile(tmp, `${FORMAT}\n${entries.map((entry) => lineOf(dictionary, ...entry)).join('')}`, { mode: 0o600 });
         await fs.promises.rename(tmp, file);
         this.dictionary = dictionary;
+        this.foreign = false;
         this.logged = entries.length;
       } catch (error) {
         // Whichever log is on disk now, the next numbers are new to it.
@@ -182,7 +187,7 @@ export class ParseCache {
       const lines = entries.map((entry) => lineOf(this.dictionary, ...entry)).join('');
       try {
         const fresh = !(await fs.promises.stat(file).catch(() => undefined));
-        await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines);
+        await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines, { mode: 0o600 });
       } catch (error) {
         // Some of the definitions may not have reached the log: the next lines define their values again.
         this.dictionary = new Dictionary(this.dictionary.next);
@@ -203,4 +208,18 @@ function lineOf(dictionary: Dictionary, path: string, oid: string, cached: Cache
   const value = dictionary.refer(entity.value, lines);
   lines.push(`${JSON.stringify(cached.commented ? [path, oid, 't', value, 1] : [path, oid, 't', value])}\n`);
   return lines.join('');
+}
+
+/**
+ * The parse-cache entries of a snapshot: each file's current parse, when it is valid. (One
+ * without an entity may be a refusal by mode, a symbolic link, not a parse of the blob; a
+ * last good version is left out: whether its blob has comments is not known, and taken
+ * from the cache without its text, an API edit would drop them.)
+ */
+export function parsesOf(snapshot: Snapshot): Array<[string, string, CachedParse]> {
+  const entries: Array<[string, string, CachedParse]> = [];
+  for (const [path, record] of snapshot.files) {
+    if (record.oid !== null && record.parsed.entity) entries.push([path, record.oid, record.text === undefined ? { parsed: record.parsed } : { parsed: record.parsed, commented: true }]);
+  }
+  return entries;
 }

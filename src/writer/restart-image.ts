@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot } from '../catalog/live.js';
@@ -7,7 +8,6 @@ import { sharedParts, targetParse, type Entity, type ParseResult } from '../cata
 import type { Problem } from '../catalog/problem.js';
 import { writeFileDurably } from '../git/fs.js';
 import { Definitions, Dictionary, readLines } from './json-log.js';
-import type { CachedParse } from './parse-cache.js';
 
 const FORMAT = 'aami-restart-image 1';
 
@@ -26,23 +26,40 @@ const FORMAT = 'aami-restart-image 1';
  * program, a line that does not read) means the long way too.
  */
 export class RestartImage {
+  /**
+   * Worked out when the server starts, from the program it runs: an upgrade in place replaces
+   * the files under a running server, whose image must not then claim the new program's id.
+   */
+  private readonly code = codeId();
+
   constructor(private readonly file: string) {}
 
   /** Save the snapshot (at close, once the writes are answered). */
   async save(snapshot: Snapshot): Promise<void> {
     if (!snapshot.head) return;
-    await writeFileDurably(fs, this.file, imageOf(snapshot, codeId()), true, 0o600);
+    await writeFileDurably(fs, this.file, imageOf(snapshot, this.code), true, 0o600);
   }
 
-  /** The snapshot saved at `head` by this program, if there is one; the file is removed either way. */
-  take(head: string): Snapshot | undefined {
+  /**
+   * The snapshot saved at `head` by this program, or why there is none to serve (undefined:
+   * no image). The file is removed before it is used: if it cannot be, it is not used.
+   */
+  take(head: string): { snapshot: Snapshot } | { reason: string } | undefined {
+    const dir = dirname(this.file);
+    // What a save cut short by a kill left (tens of MB at 100k targets).
+    for (const name of fs.readdirSync(dir)) if (name.startsWith(`.${basename(this.file)}.`) && name.endsWith('.tmp')) fs.rmSync(`${dir}/${name}`, { force: true });
     if (!fs.existsSync(this.file)) return undefined;
+    let lines: string[];
     try {
-      return restoreImage(readLines(this.file), head, codeId());
-    } catch {
-      return undefined;
-    } finally {
-      fs.rmSync(this.file, { force: true });
+      lines = [...readLines(this.file)];
+      fs.unlinkSync(this.file);
+    } catch (error) {
+      return { reason: `it cannot be read and removed (${error instanceof Error ? error.message : String(error)})` };
+    }
+    try {
+      return restoreImage(lines, head, this.code);
+    } catch (error) {
+      return { reason: error instanceof Error ? error.message : String(error) };
     }
   }
 }
@@ -64,46 +81,48 @@ export function imageOf(snapshot: Snapshot, code: string): string {
   return lines.join('');
 }
 
-/** The snapshot an image holds, when it was saved at `head` by `code`; throws on a line that does not read. */
-export function restoreImage(lines: Iterable<string>, head: string, code: string): Snapshot | undefined {
+/** The snapshot an image holds, or why it is not to be served (saved at another commit, by another program); throws on a line that does not read. */
+export function restoreImage(lines: Iterable<string>, head: string, code: string): { snapshot: Snapshot } | { reason: string } {
   let header: unknown[] | undefined;
   let i = 0;
   const definitions = new Definitions();
   const files = new Map<string, FileRecord>();
   const problems = new Map<string, readonly Problem[]>();
   const rejected = new Map<string, true>();
-  const unreadable = (what: string) => new Error(`the restart image: ${what}`);
+  const unreadable = (what: string) => new Error(`the image ${what}`);
   for (const json of lines) {
     i++;
     const line = JSON.parse(json) as unknown[];
     if (!header) {
       header = line;
       const [format, savedBy, savedAt] = header;
-      if (format !== FORMAT || savedBy !== code || savedAt !== head) return undefined;
+      if (format !== FORMAT) return { reason: `it is of another format (${String(format)})` };
+      if (savedBy !== code) return { reason: 'another build of the server saved it' };
+      if (savedAt !== head) return { reason: `it shows commit ${String(savedAt)}, and the branch is at ${head}` };
       continue;
     }
     const count = header[3];
-    if (definitions.take(line)) continue;
+    if (definitions.read(line)) continue;
     if (line[0] === 'end') {
-      if (line[1] !== count || files.size !== count) throw unreadable('files are missing');
-      return Snapshot.restore(head, files, problems, rejected);
+      if (line[1] !== count || files.size !== count) throw unreadable('misses files');
+      return { snapshot: Snapshot.restore(head, files, problems, rejected) };
     }
-    const [path, oid, parsedPart, lastGoodPart, lastGoodOidPart, text, fileProblems, nothing] = line as [string, string | null, [string, unknown], unknown, string | 1 | null, string | null, Problem[] | null, number];
+    const [path, oid, parsedPart, lastGoodPart, lastGoodOidPart, text, fileProblems, contributesNothing] = line as [string, string | null, [string, unknown], unknown, string | 1 | null, string | null, Problem[] | null, number];
     const lastGoodOid = lastGoodOidPart === 1 ? oid : lastGoodOidPart;
     const parsed = parseOf(parsedPart, definitions);
     const lastGood = lastGoodPart === 0 ? undefined : lastGoodPart === 1 ? parsed.entity : entityOf(lastGoodPart as [string, unknown], definitions);
-    if (typeof path !== 'string' || (lastGoodPart !== 0 && !lastGood)) throw unreadable(`line ${i}`);
+    if (typeof path !== 'string' || (lastGoodPart !== 0 && !lastGood)) throw unreadable(`does not read at line ${i}`);
     files.set(path, fileRecord({ oid, parsed, lastGood, lastGoodOid: lastGoodOid ?? undefined, text: text ?? undefined }));
     if (fileProblems) problems.set(path, Object.freeze(fileProblems));
-    if (nothing === 1) rejected.set(path, true);
+    if (contributesNothing === 1) rejected.set(path, true);
   }
-  throw unreadable('it was cut short');
+  throw unreadable('was cut short');
 }
 
 function parseOf([tag, body]: [string, unknown], definitions: Definitions): ParseResult {
   if (tag === 'p') return sharedParts(body as ParseResult);
   const target = tag === 't' ? definitions.target(body) : undefined;
-  if (!target) throw new Error('the restart image: a parse does not read');
+  if (!target) throw new Error('the image holds a parse that does not read');
   return targetParse(target);
 }
 
@@ -112,23 +131,13 @@ function entityOf([tag, body]: [string, unknown], definitions: Definitions): Ent
   return tag === 't' ? parseOf([tag, body], definitions).entity : undefined;
 }
 
-/** The parse-cache entries of a snapshot: each file's current parse (when valid), and its last good version where that is another blob. */
-export function cachedParses(snapshot: Snapshot): Array<[string, string, CachedParse]> {
-  const entries: Array<[string, string, CachedParse]> = [];
-  for (const [path, record] of snapshot.files) {
-    // A parse without an entity may be a refusal by mode (a symbolic link): not a parse of the blob.
-    if (record.oid !== null && record.parsed.entity) entries.push([path, record.oid, record.text === undefined ? { parsed: record.parsed } : { parsed: record.parsed, commented: true }]);
-    if (record.lastGood && record.lastGoodOid && record.lastGoodOid !== record.oid) entries.push([path, record.lastGoodOid, { parsed: { entity: record.lastGood, problems: [] } }]);
-  }
-  return entries;
-}
-
 let code: string | undefined;
 
 /**
  * What identifies the program: a hash of every file of the directory above this module's —
- * the build (dist/: one bundle) or, run from source, src/. Another program may decide a
- * clash or a last good version otherwise, so it never takes an image this one saved.
+ * the build (dist/: one bundle, every dependency in it) or, run from source, src/ (not
+ * node_modules: an upgraded dependency goes unnoticed in development). Another program may
+ * decide a clash or a last good version otherwise, so it never takes an image this one saved.
  */
 function codeId(): string {
   if (code) return code;
