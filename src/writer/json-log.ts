@@ -42,6 +42,9 @@ export class Dictionary {
   }
 }
 
+/** How a definition's line starts: `["=", n, value]` as JSON.stringify writes it. */
+export const DEFINITION = '["=",';
+
 /** The values a log defined so far, as it is read line by line. */
 export class Definitions {
   private readonly values = new Map<number, unknown>();
@@ -78,9 +81,14 @@ export class Definitions {
  * A file's lines, read a chunk at a time and each decoded on its own. The whole log as one
  * string (46 MB at 100k targets), and the buffer it was decoded from, were garbage the GC
  * took its time to return: the server's memory stayed that much higher after start-up.
+ * With `only`, the first line and those that start with it are decoded, and every other one
+ * is given as '' (counted, not read: a log read for its dictionary alone).
  */
-export function* readLines(file: string): Generator<string> {
-  const fd = fs.openSync(file, 'r');
+export function* readLines(file: string | number, only?: string): Generator<string> {
+  const prefix = only === undefined ? undefined : Buffer.from(only);
+  let first = true;
+  // A descriptor given is the caller's to close.
+  const fd = typeof file === 'number' ? file : fs.openSync(file, 'r');
   try {
     let buffer = Buffer.allocUnsafe(1 << 20);
     let start = 0;
@@ -88,7 +96,9 @@ export function* readLines(file: string): Generator<string> {
     for (let eof = false; ; ) {
       const newline = buffer.indexOf(10, start);
       if (newline !== -1 && newline < end) {
-        yield buffer.toString('utf8', start, newline);
+        const skipped = prefix && !first && buffer.compare(prefix, 0, prefix.length, start, Math.min(start + prefix.length, newline)) !== 0;
+        yield skipped ? '' : buffer.toString('utf8', start, newline);
+        first = false;
         start = newline + 1;
         continue;
       }
@@ -106,6 +116,6 @@ export function* readLines(file: string): Generator<string> {
       end += read;
     }
   } finally {
-    fs.closeSync(fd);
+    if (fd !== file) fs.closeSync(fd);
   }
 }

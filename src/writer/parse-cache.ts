@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import type { Snapshot } from '../catalog/live.js';
 import { sharedParts, targetParse, type ParseResult } from '../catalog/parse.js';
-import { Definitions, Dictionary, readLines } from './json-log.js';
+import { DEFINITION, Definitions, Dictionary, readLines } from './json-log.js';
 
 /** A parse, and whether the file has comments (its text is then read again when needed). */
 export interface CachedParse {
@@ -65,7 +65,7 @@ export class ParseCache {
     const definitions = new Definitions(this.dictionary);
     let format: string | undefined;
     try {
-      for (const text of readLines(this.file)) {
+      for (const text of readLines(this.file, entries ? undefined : DEFINITION)) {
         if (format === undefined) {
           format = text;
           if (format === FORMAT) continue;
@@ -73,7 +73,7 @@ export class ParseCache {
           return;
         }
         this.logged++;
-        if (!entries && !text.startsWith('["=",')) continue;
+        if (!entries && !text.startsWith(DEFINITION)) continue;
         try {
           const line = JSON.parse(text) as unknown[];
           if (definitions.read(line)) {

@@ -48,18 +48,20 @@ export class RestartImage {
     const dir = dirname(this.file);
     // What a save cut short by a kill left (tens of MB at 100k targets).
     for (const name of fs.readdirSync(dir)) if (name.startsWith(`.${basename(this.file)}.`) && name.endsWith('.tmp')) fs.rmSync(`${dir}/${name}`, { force: true });
-    if (!fs.existsSync(this.file)) return undefined;
-    let lines: string[];
+    let fd: number;
     try {
-      lines = [...readLines(this.file)];
-      fs.unlinkSync(this.file);
-    } catch (error) {
-      return { reason: `it cannot be read and removed (${error instanceof Error ? error.message : String(error)})` };
+      fd = fs.openSync(this.file, 'r');
+    } catch {
+      return undefined;
     }
     try {
-      return restoreImage(lines, head, this.code);
+      // Removed first, read from the open file.
+      fs.unlinkSync(this.file);
+      return restoreImage(readLines(fd), head, this.code);
     } catch (error) {
       return { reason: error instanceof Error ? error.message : String(error) };
+    } finally {
+      fs.closeSync(fd);
     }
   }
 }
@@ -146,7 +148,8 @@ function codeId(): string {
     for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const path = `${dir}/${entry.name}`;
       if (entry.isDirectory()) walk(path);
-      else if (entry.isFile()) hash.update(`${path}\0`).update(fs.readFileSync(path));
+      // Not the source map (4 MB of the bundle's 6): it changes nothing the program does.
+      else if (entry.isFile() && !entry.name.endsWith('.map')) hash.update(`${path}\0`).update(fs.readFileSync(path));
     }
   };
   walk(fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, ''));
