@@ -443,23 +443,34 @@ const describeChanges = (changes: FileUpdate[]) => changes.map((c) => `${c.path}
 const seeds = Number(process.env.SEEDS ?? 300);
 const timeout = 120_000 * Math.max(1, seeds / 300);
 
+/**
+ * Every step of the random change sequences, applied to a live catalog as the writer applies
+ * it and checked against a full build of the same change; `then` may go on from another
+ * live catalog. Returns the steps checked.
+ */
+function eachStep(then: (live: LiveCatalog, where: string) => LiveCatalog | void = () => {}): number {
+  let checked = 0;
+  for (let seed = 1; seed <= seeds; seed++) {
+    const next = randomChanges(seed);
+    let live = new LiveCatalog(start());
+    for (let step = 0; step < 40; step++) {
+      const changes = next();
+      const where = `seed ${seed}, step ${step}: ${describeChanges(changes)}`;
+      const full = rebuildWith(live.snapshot(), changes);
+      const draft = live.draft();
+      draft.apply(changes);
+      live.publish(draft.freeze(null));
+      expect(view(live.snapshot()), where).toEqual(view(full));
+      live = then(live, where) ?? live;
+      checked++;
+    }
+  }
+  return checked;
+}
+
 describe('the live catalog', () => {
   it('equals a full build after every step of random change sequences (300 sequences of 40 steps)', { timeout }, () => {
-    let checked = 0;
-    for (let seed = 1; seed <= seeds; seed++) {
-      const next = randomChanges(seed);
-      const live = new LiveCatalog(start());
-      for (let step = 0; step < 40; step++) {
-        const changes = next();
-        const full = rebuildWith(live.snapshot(), changes);
-        const draft = live.draft();
-        draft.apply(changes);
-        live.publish(draft.freeze(null));
-        expect(view(live.snapshot()), `seed ${seed}, step ${step}: ${describeChanges(changes)}`).toEqual(view(full));
-        checked++;
-      }
-    }
-    expect(checked).toBe(seeds * 40);
+    expect(eachStep()).toBe(seeds * 40);
   });
 });
 
@@ -474,35 +485,22 @@ function restartFromImage(snapshot: Snapshot): Snapshot {
 
 describe('a restart from the image a stopping server saves', () => {
   it('serves what the server served, and takes every later change as the server would have (300 sequences of 40 steps)', { timeout }, () => {
-    let checked = 0;
-    for (let seed = 1; seed <= seeds; seed++) {
-      const next = randomChanges(seed);
-      let live = new LiveCatalog(start());
-      for (let step = 0; step < 40; step++) {
-        const changes = next();
-        const where = `seed ${seed}, step ${step}: ${describeChanges(changes)}`;
-        const full = rebuildWith(live.snapshot(), changes);
-        const draft = live.draft();
-        draft.apply(changes);
-        live.publish(draft.freeze(null));
-        expect(view(live.snapshot()), where).toEqual(view(full));
-        // A restart at every step: the next step changes what the image gave.
-        const restored = restartFromImage(live.snapshot());
-        expect(view(restored), where).toEqual(view(live.snapshot()));
-        // A served target is its file's last good version itself: an in-place change finds it by identity.
-        for (const [hostname, path] of restored.catalog.targetPaths) {
-          const lastGood = restored.files.get(path)?.lastGood;
-          expect(lastGood?.kind === 'target' && lastGood.value === restored.catalog.targets.get(hostname), `${where}: ${path}`).toBe(true);
-        }
-        // One object for a file's current version and its last good one, as the server had it (not a copy each).
-        for (const [path, record] of live.snapshot().files) {
-          const again = restored.files.get(path)!;
-          expect(again.lastGood === again.parsed.entity, `${where}: ${path}`).toBe(record.lastGood === record.parsed.entity);
-        }
-        live = new LiveCatalog(restored);
-        checked++;
+    const checked = eachStep((live, where) => {
+      // A restart at every step: the next step changes what the image gave.
+      const restored = restartFromImage(live.snapshot());
+      expect(view(restored), where).toEqual(view(live.snapshot()));
+      // A served target is its file's last good version itself: an in-place change finds it by identity.
+      for (const [hostname, path] of restored.catalog.targetPaths) {
+        const lastGood = restored.files.get(path)?.lastGood;
+        expect(lastGood?.kind === 'target' && lastGood.value === restored.catalog.targets.get(hostname), `${where}: ${path}`).toBe(true);
       }
-    }
+      // One object for a file's current version and its last good one, as the server had it (not a copy each).
+      for (const [path, record] of live.snapshot().files) {
+        const again = restored.files.get(path)!;
+        expect(again.lastGood === again.parsed.entity, `${where}: ${path}`).toBe(record.lastGood === record.parsed.entity);
+      }
+      return new LiveCatalog(restored);
+    });
     expect(checked).toBe(seeds * 40);
   });
 });

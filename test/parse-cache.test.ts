@@ -185,6 +185,15 @@ describe('the parse cache', () => {
     const target = (i: number, extra = '') =>
       parseFile(`targets/ml/h-${i}.yaml`, `hostname: h-${i}\nip_address: 10.0.${i >> 8}.${i & 255}\nprimary_group: ml\ngroups: [prod]\nlabels: {rack: r${i % 3}}\n${extra}`);
 
+    /** A log of 30 targets (h-0 … h-29) over three racks. */
+    const thirtyTargets = async () => {
+      const file = join(tempDir(), 'parse-cache.log');
+      const cache = new ParseCache(file);
+      for (let i = 0; i < 30; i++) cache.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
+      await cache.flush();
+      return file;
+    };
+
     it('writes each value once, and reads every target back as parseFile gives it, sharing the values', async () => {
       const file = join(tempDir(), 'parse-cache.log');
       const cache = new ParseCache(file);
@@ -222,11 +231,7 @@ describe('the parse cache', () => {
     });
 
     it('numbers values anew after a failed write: what is appended after it reads back right', async () => {
-      const dir = tempDir();
-      const file = join(dir, 'parse-cache.log');
-      const first = new ParseCache(file);
-      for (let i = 0; i < 30; i++) first.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
-      await first.flush();
+      const file = await thirtyTargets();
 
       // A compaction that fails (its temp file cannot be written), then appends to the old log.
       const restarted = new ParseCache(file);
@@ -257,10 +262,7 @@ describe('the parse cache', () => {
     });
 
     it('appends a parse added while the log is compacted with the numbers of the compacted log', async () => {
-      const file = join(tempDir(), 'parse-cache.log');
-      const first = new ParseCache(file);
-      for (let i = 0; i < 30; i++) first.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
-      await first.flush();
+      const file = await thirtyTargets();
       const restarted = new ParseCache(file);
       await restarted.load();
       // Start-up takes two entries (racks r2 and r0): the 28 others go, and the values are numbered afresh.
@@ -277,10 +279,7 @@ describe('the parse cache', () => {
     });
 
     it('read for its dictionary alone (a start from the restart image), goes on from its numbers and compacts to what the snapshot holds', async () => {
-      const file = join(tempDir(), 'parse-cache.log');
-      const first = new ParseCache(file);
-      for (let i = 0; i < 30; i++) first.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
-      await first.flush();
+      const file = await thirtyTargets();
       const numbers = () => fs.readFileSync(file, 'utf8').split('\n').filter((line) => line.startsWith('["="')).map((line) => JSON.parse(line)[1] as number);
       const before = numbers();
 
