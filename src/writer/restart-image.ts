@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,13 +46,17 @@ export class RestartImage {
    */
   take(head: string): { snapshot: Snapshot } | { reason: string } | undefined {
     const dir = dirname(this.file);
-    // What a save cut short by a kill left (tens of MB at 100k targets).
-    for (const name of fs.readdirSync(dir)) if (name.startsWith(`.${basename(this.file)}.`) && name.endsWith('.tmp')) fs.rmSync(`${dir}/${name}`, { force: true });
+    // What a save cut short by a kill left (tens of MB at 100k targets): best effort.
+    try {
+      for (const name of fs.readdirSync(dir)) if (name.startsWith(`.${basename(this.file)}.`) && name.endsWith('.tmp')) fs.rmSync(`${dir}/${name}`, { force: true });
+    } catch {
+      // left for the next start
+    }
     let fd: number;
     try {
       fd = fs.openSync(this.file, 'r');
-    } catch {
-      return undefined;
+    } catch (error) {
+      return (error as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : { reason: `it cannot be read (${(error as Error).message})` };
     }
     try {
       // Removed first, read from the open file.
@@ -152,6 +156,11 @@ function codeId(): string {
       else if (entry.isFile() && !entry.name.endsWith('.map')) hash.update(`${path}\0`).update(fs.readFileSync(path));
     }
   };
-  walk(fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, ''));
-  return (code = hash.digest('hex'));
+  try {
+    walk(fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, ''));
+    return (code = hash.digest('hex'));
+  } catch {
+    // Unknown: no image is ever taken (none can match), and the server starts the long way.
+    return (code = `unknown ${randomUUID()}`);
+  }
 }
