@@ -315,6 +315,21 @@ describe('the parse cache', () => {
       expect(fs.readFileSync(file, 'utf8').split('\n')[0]).toBe('aami-parse-cache 5');
     });
 
+    it('counts lines a later one replaced, and lines that do not read, as dead: the log is compacted', async () => {
+      const file = await thirtyTargets();
+      // Another program's lines, and the same pairs written again.
+      fs.appendFileSync(file, '["targets/ml/h-1.yaml","x",{}]\n'.repeat(20));
+      const again = new ParseCache(file);
+      for (let i = 0; i < 30; i++) again.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
+      await again.flush();
+      const restarted = new ParseCache(file);
+      await restarted.load();
+      for (let i = 0; i < 30; i++) expect(restarted.get(`targets/ml/h-${i}.yaml`, oid(i))).toEqual({ parsed: target(i) });
+      await restarted.settle(); // 80 lines for 30 live entries
+      const lines = fs.readFileSync(file, 'utf8').trim().split('\n').filter((line) => !line.startsWith('["="'));
+      expect(lines.length).toBe(1 + 30);
+    });
+
     it('reads a target line whose values are written in full (past the dictionary\'s limit)', async () => {
       const file = join(tempDir(), 'parse-cache.log');
       const parsed = target(7);

@@ -126,17 +126,15 @@ export class ParseCache {
    */
   async settle(): Promise<void> {
     const alive: Array<[string, string, CachedParse]> = [];
-    let total = 0;
-    const count = (oid: string, entry: Entry) => {
-      total++;
-      if (entry.used) alive.push([entry.path, oid, entry.cached]);
-    };
+    const take = (oid: string, entry: Entry) => entry.used && alive.push([entry.path, oid, entry.cached]);
     for (const [oid, first] of this.entries) {
-      count(oid, first);
-      for (const other of first.others?.values() ?? []) count(oid, other);
+      take(oid, first);
+      for (const other of first.others?.values() ?? []) take(oid, other);
     }
     this.entries = new Map();
-    return this.compactOrFlush(() => alive, alive.length, total);
+    // Weighed against every line of the log: lines a later one replaced, and lines that did
+    // not read (another program's), are dead too.
+    return this.compactOrFlush(() => alive, alive.length, this.logged);
   }
 
   /**
