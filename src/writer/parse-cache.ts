@@ -47,13 +47,12 @@ export class ParseCache {
   private writing: Promise<void> = Promise.resolve();
   /** The numbers of the log on disk: lines are made with it as they are written, in the order they are. */
   private dictionary = new Dictionary();
-
-  constructor(private readonly file: string | undefined) {}
-
   /** Lines of entries in the log as loaded (what compaction weighs against the live ones). */
   private logged = 0;
   /** The log on disk is of another format (or not a log): the first settle rewrites it rather than append to it. */
   private foreign = false;
+
+  constructor(private readonly file: string | undefined) {}
 
   /**
    * Read the log (a missing, old-format or unreadable one is an empty cache). With `entries`
