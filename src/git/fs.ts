@@ -37,6 +37,17 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
 
 let tmpCounter = 0;
 
+/** Remove, best effort, the temp files writeFileDurably left for `path` when its process was killed mid-write (one file at a time: only at start-up). */
+export function clearTempsOf(fs: Fs, path: string): void {
+  const dir = dirname(path);
+  const prefix = `.${path.slice(dir.length + 1)}.`;
+  try {
+    for (const name of fs.readdirSync(dir) as string[]) if (name.startsWith(prefix) && name.endsWith('.tmp')) fs.rmSync(`${dir}/${name}`, { force: true });
+  } catch {
+    // left for the next start
+  }
+}
+
 /**
  * fsync a path: a file written earlier without it, or a directory to make a rename or
  * unlink in it durable. A path that is gone has nothing to flush, and some file systems

@@ -1,12 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
-import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot } from '../catalog/live.js';
 import { sharedParts, targetParse, type Entity, type ParseResult } from '../catalog/parse.js';
 import type { Problem } from '../catalog/problem.js';
-import { writeFileDurably } from '../git/fs.js';
+import { clearTempsOf, writeFileDurably } from '../git/fs.js';
 import { Definitions, Dictionary, readLines } from './json-log.js';
 
 const FORMAT = 'aami-restart-image 1';
@@ -45,13 +44,8 @@ export class RestartImage {
    * no image). The file is removed before it is used: if it cannot be, it is not used.
    */
   take(head: string): { snapshot: Snapshot } | { reason: string } | undefined {
-    const dir = dirname(this.file);
-    // What a save cut short by a kill left (tens of MB at 100k targets): best effort.
-    try {
-      for (const name of fs.readdirSync(dir)) if (name.startsWith(`.${basename(this.file)}.`) && name.endsWith('.tmp')) fs.rmSync(`${dir}/${name}`, { force: true });
-    } catch {
-      // left for the next start
-    }
+    // What a save cut short by a kill left (tens of MB at 100k targets).
+    clearTempsOf(fs, this.file);
     let fd: number;
     try {
       fd = fs.openSync(this.file, 'r');
@@ -107,10 +101,9 @@ export function restoreImage(lines: Iterable<string>, head: string, code: string
       if (savedAt !== head) return { reason: `it shows commit ${String(savedAt)}, and the branch is at ${head}` };
       continue;
     }
-    const count = header[3];
     if (definitions.read(line)) continue;
     if (line[0] === 'end') {
-      if (line[1] !== count || files.size !== count) throw unreadable('misses files');
+      if (line[1] !== header[3] || files.size !== header[3]) throw unreadable('misses files');
       return { snapshot: Snapshot.restore(head, files, problems, rejected) };
     }
     const [path, oid, parsedPart, lastGoodPart, lastGoodOidPart, text, fileProblems, contributesNothing] = line as [string, string | null, [string, unknown], unknown, string | 1 | null, string | null, Problem[] | null, number];
