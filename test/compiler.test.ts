@@ -474,19 +474,17 @@ describe('SdOutput', () => {
     expect(mfs.statSync('/sd/node.json').ino).toBe(before.ino);
   });
 
-  it('does not rewrite, after a restart, a file a compile gives in parts, whether read back or adopted', async () => {
+  it('does not rewrite, after a restart, a file a compile gives in parts', async () => {
     const mfs = memfs();
     const parts = ['[\n', '  {"a": 1}', ',\n', '  {"b": 2}', '\n]\n'].map((text) => Buffer.from(text));
     expect((await new SdOutput(mfs, '/sd').write(new Map([['node.json', parts]]))).written).toEqual(['node.json']);
     const ino = mfs.statSync('/sd/node.json').ino;
-    expect((await new SdOutput(mfs, '/sd').write(new Map([['node.json', parts]]))).written).toEqual([]);
-    const adopting = new SdOutput(mfs, '/sd');
-    adopting.adopt(new Map([['node.json', [mfs.readFileSync('/sd/node.json') as Buffer]]]));
-    expect((await adopting.write(new Map([['node.json', parts]]))).written).toEqual([]);
+    const restarted = new SdOutput(mfs, '/sd');
+    expect((await restarted.write(new Map([['node.json', parts]]))).written).toEqual([]);
     expect(mfs.statSync('/sd/node.json').ino).toBe(ino);
     // one byte different, cut differently: written
     const changed = [...parts.slice(0, 3), Buffer.from('  {"b": 3}'), parts[4]!];
-    expect((await adopting.write(new Map([['node.json', changed]]))).written).toEqual(['node.json']);
+    expect((await restarted.write(new Map([['node.json', changed]]))).written).toEqual(['node.json']);
     expect(mfs.readFileSync('/sd/node.json', 'utf8')).toBe('[\n  {"a": 1},\n  {"b": 3}\n]\n');
   });
 

@@ -49,7 +49,40 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     });
   }
 
-  it('does not take a file that grows while it is read: it compiles it instead, and the bytes appended go', async () => {
+  it('reads none of the files it takes until they are served, and its compile rewrites none that are as it would write them', async () => {
+    const repo = await tmpConfigRepo();
+    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training'), 'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.0.2', 'databases') });
+    const sdDir = join(repo.dir, '..', 'sd');
+    const identity = () => 'same-snapshot';
+    const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout: 'group' });
+    await first.compileNow();
+    await first.close();
+    const before = new Map(['node/ml-training.json', 'node/databases.json'].map((name) => [name, fs.statSync(join(sdDir, name))]));
+    // Every SD file opened, synchronously (http_sd) or not (the compile's read-back).
+    const opened: string[] = [];
+    const note = (how: string, path: string) => path.endsWith('.json') && opened.push(`${how} ${path.slice(sdDir.length + 1)}`);
+    const watched = new Proxy(fs, {
+      get: (target, key) => {
+        if (key === 'openSync') return (path: string, flags: string) => (note('sync', path), fs.openSync(path, flags));
+        if (key === 'promises') return new Proxy(fs.promises, { get: (p, k) => (k === 'open' ? (path: string, flags: string) => (note('async', path), fs.promises.open(path, flags)) : Reflect.get(p, k)) });
+        return Reflect.get(target, key);
+      },
+    });
+    const restarted = new SdPublisher(repo.live, { fs: watched, sdDir, logger: silentLogger, identity, layout: 'group', debounceMs: 60_000 });
+    await restarted.start();
+    expect(restarted.status.lastSuccessAt).toBeDefined();
+    expect(opened).toEqual([]);
+    // The compile compares each file with what is on disk: nothing to write.
+    await restarted.compileNow();
+    expect(opened.sort()).toEqual(['async node/databases.json', 'async node/ml-training.json']);
+    for (const [name, stat] of before) expect(fs.statSync(join(sdDir, name)).mtimeMs, name).toBe(stat.mtimeMs);
+    // Served from the compile, not read again.
+    expect(Buffer.concat(restarted.lastOutput!.get('node/ml-training.json')!).toString()).toBe(fs.readFileSync(join(sdDir, 'node/ml-training.json'), 'utf8'));
+    expect(opened).toHaveLength(2);
+    await restarted.close();
+  });
+
+  it('does not serve a file that grows while it is read: http_sd waits for the compile, which writes it again', async () => {
     const repo = await tmpConfigRepo();
     await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
     const sdDir = join(repo.dir, '..', 'sd');
@@ -66,10 +99,15 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     }) as typeof fs.openSync;
     const logged: string[] = [];
     const logger = { ...silentLogger, info: (message: string, fields?: Record<string, unknown>) => logged.push(`${message} ${JSON.stringify(fields ?? {})}`) };
-    const restarted = new SdPublisher(repo.live, { fs: new Proxy(fs, { get: (target, key) => (key === 'openSync' ? openSync : Reflect.get(target, key)) }), sdDir, logger, identity });
+    const restarted = new SdPublisher(repo.live, { fs: new Proxy(fs, { get: (target, key) => (key === 'openSync' ? openSync : Reflect.get(target, key)) }), sdDir, logger, identity, debounceMs: 60_000 });
     await restarted.start();
-    expect(logged.find((line) => /cannot be taken as they are/.test(line))).toMatch(/node\.json changed while it was read/);
-    expect(logged.some((line) => /serving them/.test(line))).toBe(false);
+    expect(logged.some((line) => /serving them/.test(line))).toBe(true);
+    const sd = await createApp(appDeps(repo, { sd: restarted })).request('/api/v1/sd/prometheus');
+    expect(sd.status).toBe(503);
+    expect(((await sd.json()) as any).error.code).toBe('not_ready');
+    expect(logged.find((line) => /cannot be served as they are/.test(line))).toMatch(/node\.json changed while it was read/);
+    // The compile finds the file is not what it would write, and writes it.
+    await restarted.compileNow();
     expect(fs.readFileSync(join(sdDir, 'node.json'), 'utf8')).toBe(compiled);
     expect(Buffer.concat(restarted.lastOutput!.get('node.json')!).toString()).toBe(compiled);
     await restarted.close();

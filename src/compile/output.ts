@@ -33,11 +33,6 @@ export class SdOutput {
     readonly dir: string,
   ) {}
 
-  /** Files found on disk as an earlier run left them (a restart that adopts them): not written again while a compile gives the same bytes. */
-  adopt(files: ReadonlyMap<string, Buffer[]>): void {
-    for (const [name, parts] of files) this.written.set(name, parts);
-  }
-
   /**
    * Each file is given whole or as the buffers that make it up (see Compiler.compile); a
    * name may sit one directory down (`node/gpu.json`, the group layout). Given the next
@@ -73,7 +68,7 @@ export class SdOutput {
       const parts = Array.isArray(content) ? content : [content];
       const previous = this.written.get(name);
       if (sameParts(previous, parts)) {
-        if (previous !== parts) this.written.set(name, parts); // hold the compile's parts: the same bytes read from disk (adopted) can go
+        if (previous !== parts) this.written.set(name, parts); // hold this compile's parts: the last one's can go
         return;
       }
       if (sub && !this.dirs.has(sub)) {
@@ -84,7 +79,7 @@ export class SdOutput {
       if (previous || !(await this.onDiskAlready(name, parts, readBack))) {
         // Whole before it is named (Prometheus never reads half a file, even after a power cut), but the
         // rename is not synced: a crash that undoes it is no worse than one just before this write, and
-        // the next start compiles again (a file it adopts is checked by the compile that follows).
+        // the next start compiles again (a file it takes as it is is checked by the compile that follows).
         await writeFileDurably(this.fs, `${this.dir}/${name}`, parts, 'contents');
         result.written.push(name);
       }

@@ -50,7 +50,9 @@ export class SdPublisher {
   private readonly output: SdOutput;
   private readonly compiler: Compiler;
   /** The SD files as last written: what Prometheus sees, served again by http_sd. */
-  lastOutput: ReadonlyMap<string, Buffer[]> | undefined;
+  private written: ReadonlyMap<string, Buffer[]> | undefined;
+  /** The SD files a restart took as they are on disk, by name: read only when first served (see lastOutput). */
+  private onDisk: string[] | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastStart = 0;
   private running: Promise<void> = Promise.resolve();
@@ -71,24 +73,44 @@ export class SdPublisher {
    * Start serving: with SD files on disk stamped for this very snapshot (a restart with
    * nothing changed), take them as they are and compile in the background — a fleet of
    * 100k targets is served without first rendering 200k entries again. Otherwise compile now.
+   * The files taken are only listed here: the background compile reads each back to compare
+   * it (output.ts), and http_sd reads them only if it is asked before that compile has
+   * finished. Read here, their 71 MB (100k targets, group layout) cost a restart ~0.2 s.
    */
   async start(): Promise<void> {
     const snapshot = this.live.snapshot();
     const identity = this.options.identity?.(snapshot);
     const stamp = await this.options.fs.promises.readFile(this.stampFile, 'utf8').catch(() => undefined);
-    const adopted =
+    const names =
       identity !== undefined && stamp === identity
-        ? await this.readOutput().catch((error: unknown) => {
+        ? await this.listOutput().catch((error: unknown) => {
             this.options.logger.info('sd files on disk are stamped for this snapshot but cannot be taken as they are: compiling them', { reason: error instanceof Error ? error.message : String(error) });
             return undefined;
           })
         : undefined;
-    if (!adopted) return this.compileNow();
-    this.lastOutput = adopted;
-    this.output.adopt(adopted);
+    if (!names) return this.compileNow();
+    this.onDisk = names;
     this.status.lastSuccessAt = new Date();
-    this.options.logger.info('sd files on disk are this snapshot\'s: serving them, compiling in the background', { files: adopted.size });
+    this.options.logger.info('sd files on disk are this snapshot\'s: serving them, compiling in the background', { files: names.length });
     this.schedule();
+  }
+
+  /**
+   * The SD files as Prometheus sees them, for http_sd: the last compile's, or those a restart
+   * took (read on the first call, if it comes before the compile). Undefined before the first
+   * compile, and when the files taken no longer read as they were listed until it finishes.
+   */
+  get lastOutput(): ReadonlyMap<string, Buffer[]> | undefined {
+    if (!this.written && this.onDisk) {
+      const names = this.onDisk;
+      this.onDisk = undefined;
+      try {
+        this.written = this.readOutput(names);
+      } catch (error) {
+        this.options.logger.info('sd files on disk cannot be served as they are: http_sd answers once the compile has finished', { reason: error instanceof Error ? error.message : String(error) });
+      }
+    }
+    return this.written;
   }
 
   private get stampFile(): string {
@@ -96,14 +118,8 @@ export class SdPublisher {
     return `${this.options.sdDir}/.aami-sd-identity`;
   }
 
-  /**
-   * The SD files on disk, read into one buffer of their total size. Read one by one (2,000
-   * shards of ~35 KB at 100k targets in the group layout), they came from the allocator's
-   * heap between the slabs the background compile fills, and once that compile replaced them
-   * they left ~75 MB of holes the process never gave back (RSS 370 MB settled, against 294
-   * after a restart that compiled). One allocation is returned whole when the last part goes.
-   */
-  private async readOutput(): Promise<Map<string, Buffer[]>> {
+  /** The names of the SD files on disk (group shards one directory down). */
+  private async listOutput(): Promise<string[]> {
     const { fs, sdDir } = this.options;
     const names: string[] = [];
     for (const entry of await fs.promises.readdir(sdDir, { withFileTypes: true })) {
@@ -114,8 +130,20 @@ export class SdPublisher {
       }
     }
     if (!names.length) throw new Error('no SD files');
-    // Synchronous: through promises (open, read, stat, close for each of 2,000 files) the round
-    // trips cost a 100k restart ~0.3 s; the "starting" answers of the listener wait the ~0.2 s instead.
+    return names;
+  }
+
+  /**
+   * The SD files named, read into one buffer of their total size. Read one by one (2,000
+   * shards of ~35 KB at 100k targets in the group layout), they came from the allocator's
+   * heap between the slabs the background compile fills, and once that compile replaced them
+   * they left ~75 MB of holes the process never gave back (RSS 370 MB settled, against 294
+   * after a restart that compiled). One allocation is returned whole when the last part goes.
+   * Synchronous: through promises, the round trips (open, read, stat, close for each of
+   * 2,000 files) cost ~0.3 s, and what is read must be one set of files.
+   */
+  private readOutput(names: string[]): Map<string, Buffer[]> {
+    const { fs, sdDir } = this.options;
     const sizes = names.map((name) => fs.statSync(`${sdDir}/${name}`).size);
     const all = Buffer.allocUnsafeSlow(sizes.reduce((sum, size) => sum + size, 0));
     const files = new Map<string, Buffer[]>();
@@ -123,7 +151,7 @@ export class SdPublisher {
       const bytes = all.subarray(at, at + sizes[i]!);
       const fd = fs.openSync(`${sdDir}/${names[i]}`, 'r');
       try {
-        // A file that changed size since it was listed is not the one stamped: compile instead.
+        // A file that changed size since it was listed is not the one stamped.
         if (fs.readSync(fd, bytes, 0, bytes.length, 0) !== bytes.length || fs.fstatSync(fd).size !== bytes.length) throw new Error(`${names[i]} changed while it was read`);
       } finally {
         fs.closeSync(fd);
@@ -182,7 +210,8 @@ export class SdPublisher {
       const result = await this.output.write(files);
       const identity = this.options.identity?.(snapshot);
       if (identity !== undefined) await writeFileDurably(this.options.fs, this.stampFile, identity, false);
-      this.lastOutput = files;
+      this.written = files;
+      this.onDisk = undefined;
       this.status.lastSuccessAt = new Date();
       this.status.lastError = undefined;
       if (result.written.length || result.removed.length) {
