@@ -10,7 +10,8 @@ import { openApiDocument } from '../spec/document.js';
 import { sdQuery } from '../spec/query.js';
 
 const etagOf = (bytes: Buffer) => `"${createHash('sha256').update(bytes).digest('base64url').slice(0, 27)}"`;
-const OPENAPI_ETAG = etagOf(openApiDocument());
+/** Made at the first request for the document: building it costs a start ~30 ms. */
+let openApiEtag: string | undefined;
 
 /**
  * http_sd answers joined once per SD compile, not per request, each with an ETag of its
@@ -106,7 +107,10 @@ export function systemRoutes(deps: RouteDeps) {
   });
 
   app.get('/metrics', async (c) => c.text(await deps.metrics.registry.render(), 200, { 'Content-Type': deps.metrics.registry.contentType }));
-  app.get('/api/v1/openapi.json', (c) => cachedBody(c, openApiDocument(), OPENAPI_ETAG));
+  app.get('/api/v1/openapi.json', (c) => {
+    const document = openApiDocument();
+    return cachedBody(c, document, (openApiEtag ??= etagOf(document)));
+  });
 
   // http_sd: the same bytes as the file_sd files. Never "200 []" before the first compile:
   // Prometheus would take that as "no targets" and drop everything it scrapes.
