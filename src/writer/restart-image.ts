@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot } from '../catalog/live.js';
@@ -52,14 +53,18 @@ export class RestartImage {
     } catch (error) {
       return (error as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : { reason: `it cannot be read (${(error as Error).message})` };
     }
+    // Taken away from its name first (a rename: an unlink of its 25 MB at 100k targets held
+    // the start ~20 ms), read from the open file, then removed in the background under a
+    // temp name the next start clears if this one cannot.
+    const taken = `${dirname(this.file)}/.${basename(this.file)}.taken.tmp`;
     try {
-      // Removed first, read from the open file.
-      fs.unlinkSync(this.file);
+      fs.renameSync(this.file, taken);
       return restoreImage(readLines(fd), head, this.code);
     } catch (error) {
       return { reason: error instanceof Error ? error.message : String(error) };
     } finally {
       fs.closeSync(fd);
+      fs.rm(taken, { force: true }, () => undefined);
     }
   }
 }
