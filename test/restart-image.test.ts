@@ -62,6 +62,11 @@ describe('the restart image', () => {
     expect(s.lines.join('\n')).toContain(TAKEN);
     expect(fs.existsSync(s.image)).toBe(false);
     expect(fs.existsSync(leftover)).toBe(false);
+    // The first thing asked: an address the broken file's last good version holds (the
+    // catalog's addresses are made when first read).
+    const clash = await s.create('clash', '10.0.0.1');
+    expect(clash.status).toBe(409);
+    expect(JSON.stringify(await clash.json())).toContain('kept');
     expect(await s.served()).toEqual(before);
     // It takes writes, and they reach the SD file.
     expect((await s.create('after', '10.0.0.2')).status).toBe(201);
