@@ -141,7 +141,10 @@ describe('PMap', () => {
       read(map);
       read(map);
       expect(made).toBe(1);
-      const next = map.edit().set('c', 3).freeze();
+      const draft = map.edit().set('c', 3);
+      expect(draft.size).toBe(3);
+      const next = draft.freeze();
+      expect(next.changedSince(map)).toEqual(new Set(['c']));
       expect(next.edit().delete('a')).toBe(true);
       expect(new Map(next)).toEqual(new Map([['a', 1], ['b', 2], ['c', 3]]));
       expect(next.size).toBe(3);

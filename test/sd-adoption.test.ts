@@ -98,18 +98,78 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
       return fs.openSync(path, flags);
     }) as typeof fs.openSync;
     const logged: string[] = [];
-    const logger = { ...silentLogger, info: (message: string, fields?: Record<string, unknown>) => logged.push(`${message} ${JSON.stringify(fields ?? {})}`) };
+    const log = (message: string, fields?: Record<string, unknown>) => logged.push(`${message} ${JSON.stringify(fields ?? {})}`);
+    const logger = { ...silentLogger, info: log, warn: log };
     const restarted = new SdPublisher(repo.live, { fs: new Proxy(fs, { get: (target, key) => (key === 'openSync' ? openSync : Reflect.get(target, key)) }), sdDir, logger, identity, debounceMs: 60_000 });
     await restarted.start();
     expect(logged.some((line) => /serving them/.test(line))).toBe(true);
-    const sd = await createApp(appDeps(repo, { sd: restarted })).request('/api/v1/sd/prometheus');
+    const app = createApp(appDeps(repo, { sd: restarted }));
+    expect((await app.request('/api/v1/health')).status).toBe(200);
+    const sd = await app.request('/api/v1/sd/prometheus');
     expect(sd.status).toBe(503);
     expect(((await sd.json()) as any).error.code).toBe('not_ready');
-    expect(logged.find((line) => /cannot be served as they are/.test(line))).toMatch(/node\.json changed while it was read/);
-    // The compile finds the file is not what it would write, and writes it.
+    expect(logged.find((line) => /not as stamped/.test(line))).toMatch(/node\.json changed while it was read/);
+    // Unhealthy until the compile has written them: it finds the file is not what it would write, and writes it.
+    expect((await app.request('/api/v1/health')).status).toBe(503);
     await restarted.compileNow();
+    expect((await app.request('/api/v1/health')).status).toBe(200);
     expect(fs.readFileSync(join(sdDir, 'node.json'), 'utf8')).toBe(compiled);
     expect(Buffer.concat(restarted.lastOutput!.get('node.json')!).toString()).toBe(compiled);
+    await restarted.close();
+  });
+
+  it('never serves the files of two snapshots as one answer: not read before the compile renamed one, they wait for it', async () => {
+    const repo = await tmpConfigRepo();
+    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training'), 'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.0.2', 'databases') });
+    const sdDir = join(repo.dir, '..', 'sd');
+    const identity = () => 'same-snapshot';
+    const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout: 'group' });
+    await first.compileNow();
+    await first.close();
+    // What http_sd would serve just after each SD file the compile renames into place.
+    const seen: Array<string[] | undefined> = [];
+    let restarted: SdPublisher | undefined;
+    const served = () => {
+      const output = restarted!.lastOutput;
+      return output && [...output.values()].flatMap((parts) => (JSON.parse(Buffer.concat(parts).toString()) as Array<{ labels: { hostname: string } }>).map((entry) => entry.labels.hostname)).sort();
+    };
+    const watched = new Proxy(fs, {
+      get: (target, key) => {
+        if (key !== 'promises') return Reflect.get(target, key);
+        return new Proxy(fs.promises, { get: (p, k) => (k === 'rename' ? async (from: string, to: string) => (await fs.promises.rename(from, to), to.endsWith('.json') && seen.push(served())) : Reflect.get(p, k)) });
+      },
+    });
+    restarted = new SdPublisher(repo.live, { fs: watched, sdDir, logger: silentLogger, identity, layout: 'group', debounceMs: 60_000 });
+    await restarted.start();
+    // A change before the background compile (a registration, a pull): gpu-a moves to another group's shard.
+    await repo.push({ 'targets/ml-training/gpu-a.yaml': null, 'targets/databases/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'databases') });
+    await restarted.compileNow();
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every((hosts) => hosts === undefined)).toBe(true);
+    expect(served()).toEqual(['db-a', 'gpu-a']);
+    await restarted.close();
+  });
+
+  it('does not read back what http_sd read before the compile', async () => {
+    const repo = await tmpConfigRepo();
+    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
+    const sdDir = join(repo.dir, '..', 'sd');
+    const identity = () => 'same-snapshot';
+    const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity });
+    await first.compileNow();
+    await first.close();
+    const readBack: string[] = [];
+    const watched = new Proxy(fs, {
+      get: (target, key) => {
+        if (key !== 'promises') return Reflect.get(target, key);
+        return new Proxy(fs.promises, { get: (p, k) => (k === 'open' ? (path: string, flags: string) => (path.endsWith('.json') && readBack.push(path), fs.promises.open(path, flags)) : Reflect.get(p, k)) });
+      },
+    });
+    const restarted = new SdPublisher(repo.live, { fs: watched, sdDir, logger: silentLogger, identity, debounceMs: 60_000 });
+    await restarted.start();
+    expect((await createApp(appDeps(repo, { sd: restarted })).request('/api/v1/sd/prometheus')).status).toBe(200);
+    await restarted.compileNow();
+    expect(readBack).toEqual([]);
     await restarted.close();
   });
 });

@@ -33,14 +33,20 @@ export class SdOutput {
     readonly dir: string,
   ) {}
 
+  /** Files known to be on disk as given (read back whole by a restart): not written again while a compile gives the same bytes. */
+  adopt(files: ReadonlyMap<string, Buffer[]>): void {
+    for (const [name, parts] of files) this.written.set(name, parts);
+  }
+
   /**
    * Each file is given whole or as the buffers that make it up (see Compiler.compile); a
    * name may sit one directory down (`node/gpu.json`, the group layout). Given the next
    * version of the persistent map it last wrote, only the files that map names as changed
    * are looked at: a registration at 100k targets in the group layout looks at its group's
    * shards, not 2,000 (a walk of every name and two sets of them, ~1 ms a compile).
+   * `beforeChange` is called before each file is renamed into place or removed.
    */
-  async write(files: ReadonlyMap<string, Buffer | Buffer[]>): Promise<OutputResult> {
+  async write(files: ReadonlyMap<string, Buffer | Buffer[]>, beforeChange?: () => void): Promise<OutputResult> {
     // A write that fails part way may have put a file we will not name again: list the directory next time.
     const last = this.last;
     this.last = undefined;
@@ -51,6 +57,7 @@ export class SdOutput {
     }
     const result: OutputResult = { written: [], removed: [] };
     const remove = async (name: string) => {
+      beforeChange?.();
       await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
       this.written.delete(name);
       result.removed.push(name);
@@ -68,7 +75,7 @@ export class SdOutput {
       const parts = Array.isArray(content) ? content : [content];
       const previous = this.written.get(name);
       if (sameParts(previous, parts)) {
-        if (previous !== parts) this.written.set(name, parts); // hold this compile's parts: the last one's can go
+        if (previous !== parts) this.written.set(name, parts); // hold the compile's parts: the same bytes read from disk (adopted) can go
         return;
       }
       if (sub && !this.dirs.has(sub)) {
@@ -80,7 +87,7 @@ export class SdOutput {
         // Whole before it is named (Prometheus never reads half a file, even after a power cut), but the
         // rename is not synced: a crash that undoes it is no worse than one just before this write, and
         // the next start compiles again (a file it takes as it is is checked by the compile that follows).
-        await writeFileDurably(this.fs, `${this.dir}/${name}`, parts, 'contents');
+        await writeFileDurably(this.fs, `${this.dir}/${name}`, parts, 'contents', undefined, beforeChange);
         result.written.push(name);
       }
       this.written.set(name, parts);

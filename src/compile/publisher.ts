@@ -49,9 +49,12 @@ export class SdPublisher {
   readonly status: CompileStatus = { compiles: 0 };
   private readonly output: SdOutput;
   private readonly compiler: Compiler;
-  /** The SD files as last written: what Prometheus sees, served again by http_sd. */
+  /** The SD files as Prometheus sees them, served again by http_sd: as the last compile wrote them, or as a restart read them back. */
   private written: ReadonlyMap<string, Buffer[]> | undefined;
-  /** The SD files a restart took as they are on disk, by name: read only when first served (see lastOutput). */
+  /**
+   * The SD files a restart took as they are on disk, by name: read only when first served
+   * (see lastOutput), and only until the first compile renames or removes one of them.
+   */
   private onDisk: string[] | undefined;
   private timer: NodeJS.Timeout | undefined;
   private lastStart = 0;
@@ -97,8 +100,11 @@ export class SdPublisher {
 
   /**
    * The SD files as Prometheus sees them, for http_sd: the last compile's, or those a restart
-   * took (read on the first call, if it comes before the compile). Undefined before the first
-   * compile, and when the files taken no longer read as they were listed until it finishes.
+   * took, read on the first call if it comes before the first compile changes any of them
+   * (after that the directory may hold files of two snapshots: never served as one answer).
+   * Undefined before the first compile, and from then until it has finished when the files
+   * taken were not read in time or no longer read as they were stamped. A set read is
+   * adopted by the SD writer: the compile does not read it back again.
    */
   get lastOutput(): ReadonlyMap<string, Buffer[]> | undefined {
     if (!this.written && this.onDisk) {
@@ -106,8 +112,12 @@ export class SdPublisher {
       this.onDisk = undefined;
       try {
         this.written = this.readOutput(names);
+        this.output.adopt(this.written);
       } catch (error) {
-        this.options.logger.info('sd files on disk cannot be served as they are: http_sd answers once the compile has finished', { reason: error instanceof Error ? error.message : String(error) });
+        // Not what was stamped (a writer next to the server, a file gone): unhealthy until the compile has written them.
+        this.status.lastSuccessAt = undefined;
+        this.options.logger.warn('sd files on disk are not as stamped: http_sd and health answer once the compile has written them', { reason: error instanceof Error ? error.message : String(error) });
+        this.schedule();
       }
     }
     return this.written;
@@ -207,7 +217,8 @@ export class SdPublisher {
     try {
       for (const _ of this.compiler.prepare(snapshot.catalog)) await new Promise(setImmediate);
       const files = this.compiler.compile(snapshot.catalog);
-      const result = await this.output.write(files);
+      // From its first rename the directory may hold two snapshots' files: the ones a restart took are not to be read any more.
+      const result = await this.output.write(files, () => (this.onDisk = undefined));
       const identity = this.options.identity?.(snapshot);
       if (identity !== undefined) await writeFileDurably(this.options.fs, this.stampFile, identity, false);
       this.written = files;

@@ -13,8 +13,9 @@ export type Fs = typeof nodeFs;
  * 'contents': the bytes are on disk before the rename, so even after a power cut the name
  * holds the old file or the new one, whole; but the rename may be undone by one (for files
  * made again from Git at start-up, like the SD files: one fsync a write fewer).
+ * `beforeRename` is called just before the new content takes the name.
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable: boolean | 'contents' = true, mode = 0o644): Promise<void> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void): Promise<void> {
   const dir = dirname(path);
   const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.${tmpCounter++}.tmp`;
   try {
@@ -26,6 +27,7 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
     } finally {
       await handle.close();
     }
+    beforeRename?.();
     await fs.promises.rename(tmp, path);
   } catch (error) {
     // A full disk or a read-only moment must not leave temp files behind.
@@ -37,7 +39,10 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
 
 let tmpCounter = 0;
 
-/** Remove, best effort, the temp files writeFileDurably left for `path` when its process was killed mid-write (one file at a time: only at start-up). */
+/**
+ * Remove, best effort, the temp files (`.NAME.*.tmp`) left for `path` by a process killed
+ * mid-write — writeFileDurably's, or another's named so (one file at a time: only at start-up).
+ */
 export function clearTempsOf(fs: Fs, path: string): void {
   const dir = dirname(path);
   const prefix = `.${path.slice(dir.length + 1)}.`;

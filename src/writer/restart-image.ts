@@ -21,8 +21,8 @@ const FORMAT = 'aami-restart-image 1';
  * - one line a file: `[path, oid, parse, last good, its oid, text, problems, contributes nothing]`
  *   (the last good version 1: the current one; its oid 1: the current blob);
  * - `["end", files]`: without it (a write cut short) the image is not used.
- * Taken once: the file is removed as it is read, so a server that runs on and is killed
- * starts the long way, from Git and its state, as before. Any doubt (another commit, another
+ * Taken once: the file is taken away from its name (renamed, then removed) as it is read, so
+ * a server that runs on and is killed starts the long way, from Git and its state, as before. Any doubt (another commit, another
  * program, a line that does not read) means the long way too.
  */
 export class RestartImage {
@@ -42,7 +42,7 @@ export class RestartImage {
 
   /**
    * The snapshot saved at `head` by this program, or why there is none to serve (undefined:
-   * no image). The file is removed before it is used: if it cannot be, it is not used.
+   * no image). The file is taken away from its name before it is used: if it cannot be, it is not used.
    */
   take(head: string): { snapshot: Snapshot } | { reason: string } | undefined {
     // What a save cut short by a kill left (tens of MB at 100k targets).
