@@ -565,9 +565,9 @@ export function compile(catalog: Catalog): Map<string, Buffer> {
 /**
  * Whether two lists of buffers hold the same bytes. Cached parts make this mostly an identity
  * check, and lists cut at the same places are compared part by part (a changed chunk shows at
- * once). Lists cut differently (a file read back from disk, against a compile's
- * parts; chunks a build cut elsewhere around the same bytes) are compared across the cuts, without copying either: a concatenation for the comparison
- * cost a restart at 100k targets 86 MB of garbage.
+ * once). Lists cut differently (a file read back from disk, against a compile's parts;
+ * chunks a build cut elsewhere around the same bytes) are compared across the cuts, without
+ * copying either: a concatenation for the comparison cost a restart at 100k targets 86 MB of garbage.
  */
 export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
   if (a === b) return true; // a shard the compiler gave back as it was

@@ -77,8 +77,8 @@ export class SdPublisher {
    * nothing changed), take them as they are and compile in the background — a fleet of
    * 100k targets is served without first rendering 200k entries again. Otherwise compile now.
    * The files taken are only listed here: the background compile reads each back to compare
-   * it (output.ts), and http_sd reads them only if it is asked before that compile has
-   * finished. Read here, their 71 MB (100k targets, group layout) cost a restart ~0.2 s.
+   * it (output.ts), and http_sd reads them only if it is asked before that compile changes
+   * one (lastOutput). Read here, their 71 MB (100k targets, group layout) cost a restart ~0.2 s.
    */
   async start(): Promise<void> {
     const snapshot = this.live.snapshot();

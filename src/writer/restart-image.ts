@@ -21,9 +21,10 @@ const FORMAT = 'aami-restart-image 1';
  * - one line a file: `[path, oid, parse, last good, its oid, text, problems, contributes nothing]`
  *   (the last good version 1: the current one; its oid 1: the current blob);
  * - `["end", files]`: without it (a write cut short) the image is not used.
- * Taken once: the file is taken away from its name (renamed, then removed) as it is read, so
- * a server that runs on and is killed starts the long way, from Git and its state, as before. Any doubt (another commit, another
- * program, a line that does not read) means the long way too.
+ * Taken once: the file is taken away from its name (renamed, then removed) as it is read,
+ * so a server that runs on and is killed starts the long way, from Git and its state, as
+ * before. Any doubt (another commit, another program, a line that does not read) means the
+ * long way too.
  */
 export class RestartImage {
   /**
