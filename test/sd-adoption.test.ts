@@ -8,6 +8,24 @@ import { silentLogger } from '../src/log.js';
 import { appDeps } from './api-helpers.js';
 import { targetYaml, tmpConfigRepo } from './helpers.js';
 
+/** A repo with `files`, its SD files compiled once and stamped: what a restart finds. */
+async function compiledOnce(files: Record<string, string>, layout?: 'file' | 'group') {
+  const repo = await tmpConfigRepo();
+  await repo.push(files);
+  const sdDir = join(repo.dir, '..', 'sd');
+  const identity = () => 'same-snapshot';
+  const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout });
+  await first.compileNow();
+  await first.close();
+  return { repo, sdDir, identity };
+}
+
+/** node:fs with some of its calls (and of fs.promises) replaced. */
+function fsWith(sync: Partial<typeof fs>, promises: Partial<typeof fs.promises> = {}): typeof fs {
+  const inner = new Proxy(fs.promises, { get: (target, key) => (key in promises ? promises[key as keyof typeof promises] : Reflect.get(target, key)) });
+  return new Proxy(fs, { get: (target, key) => (key === 'promises' ? inner : key in sync ? sync[key as keyof typeof sync] : Reflect.get(target, key)) });
+}
+
 describe('http_sd after a restart that takes the SD files on disk', () => {
   for (const layout of ['file', 'group'] as const) {
     it(`serves every entry of the adopted files, joined (--sd-layout ${layout})`, async () => {
@@ -50,24 +68,15 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
   }
 
   it('reads none of the files it takes until they are served, and its compile rewrites none that are as it would write them', async () => {
-    const repo = await tmpConfigRepo();
-    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training'), 'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.0.2', 'databases') });
-    const sdDir = join(repo.dir, '..', 'sd');
-    const identity = () => 'same-snapshot';
-    const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout: 'group' });
-    await first.compileNow();
-    await first.close();
+    const { repo, sdDir, identity } = await compiledOnce({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training'), 'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.0.2', 'databases') }, 'group');
     const before = new Map(['node/ml-training.json', 'node/databases.json'].map((name) => [name, fs.statSync(join(sdDir, name))]));
     // Every SD file opened, synchronously (http_sd) or not (the compile's read-back).
     const opened: string[] = [];
     const note = (how: string, path: string) => path.endsWith('.json') && opened.push(`${how} ${path.slice(sdDir.length + 1)}`);
-    const watched = new Proxy(fs, {
-      get: (target, key) => {
-        if (key === 'openSync') return (path: string, flags: string) => (note('sync', path), fs.openSync(path, flags));
-        if (key === 'promises') return new Proxy(fs.promises, { get: (p, k) => (k === 'open' ? (path: string, flags: string) => (note('async', path), fs.promises.open(path, flags)) : Reflect.get(p, k)) });
-        return Reflect.get(target, key);
-      },
-    });
+    const watched = fsWith(
+      { openSync: ((path: string, flags: string) => (note('sync', path), fs.openSync(path, flags))) as typeof fs.openSync },
+      { open: ((path: string, flags: string) => (note('async', path), fs.promises.open(path, flags))) as typeof fs.promises.open },
+    );
     const restarted = new SdPublisher(repo.live, { fs: watched, sdDir, logger: silentLogger, identity, layout: 'group', debounceMs: 60_000 });
     await restarted.start();
     expect(restarted.status.lastSuccessAt).toBeDefined();
@@ -83,13 +92,7 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
   });
 
   it('does not serve a file that grows while it is read: http_sd waits for the compile, which writes it again', async () => {
-    const repo = await tmpConfigRepo();
-    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
-    const sdDir = join(repo.dir, '..', 'sd');
-    const identity = () => 'same-snapshot';
-    const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity });
-    await first.compileNow();
-    await first.close();
+    const { repo, sdDir, identity } = await compiledOnce({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
     const compiled = fs.readFileSync(join(sdDir, 'node.json'), 'utf8');
     // A writer next to the server appends to node.json after it was listed, before it is read:
     // what is read is the whole old file, well formed; only its size afterwards tells.
@@ -100,7 +103,7 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     const logged: string[] = [];
     const log = (message: string, fields?: Record<string, unknown>) => logged.push(`${message} ${JSON.stringify(fields ?? {})}`);
     const logger = { ...silentLogger, info: log, warn: log };
-    const restarted = new SdPublisher(repo.live, { fs: new Proxy(fs, { get: (target, key) => (key === 'openSync' ? openSync : Reflect.get(target, key)) }), sdDir, logger, identity, debounceMs: 60_000 });
+    const restarted = new SdPublisher(repo.live, { fs: fsWith({ openSync }), sdDir, logger, identity, debounceMs: 60_000 });
     await restarted.start();
     expect(logged.some((line) => /serving them/.test(line))).toBe(true);
     const app = createApp(appDeps(repo, { sd: restarted }));
@@ -119,13 +122,7 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
   });
 
   it('never serves the files of two snapshots as one answer: not read before the compile renamed one, they wait for it', async () => {
-    const repo = await tmpConfigRepo();
-    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training'), 'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.0.2', 'databases') });
-    const sdDir = join(repo.dir, '..', 'sd');
-    const identity = () => 'same-snapshot';
-    const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout: 'group' });
-    await first.compileNow();
-    await first.close();
+    const { repo, sdDir, identity } = await compiledOnce({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training'), 'targets/databases/db-a.yaml': targetYaml('db-a', '10.0.0.2', 'databases') }, 'group');
     // What http_sd would serve just after each SD file the compile renames into place.
     const seen: Array<string[] | undefined> = [];
     let restarted: SdPublisher | undefined;
@@ -133,12 +130,7 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
       const output = restarted!.lastOutput;
       return output && [...output.values()].flatMap((parts) => (JSON.parse(Buffer.concat(parts).toString()) as Array<{ labels: { hostname: string } }>).map((entry) => entry.labels.hostname)).sort();
     };
-    const watched = new Proxy(fs, {
-      get: (target, key) => {
-        if (key !== 'promises') return Reflect.get(target, key);
-        return new Proxy(fs.promises, { get: (p, k) => (k === 'rename' ? async (from: string, to: string) => (await fs.promises.rename(from, to), to.endsWith('.json') && seen.push(served())) : Reflect.get(p, k)) });
-      },
-    });
+    const watched = fsWith({}, { rename: async (from: fs.PathLike, to: fs.PathLike) => void (await fs.promises.rename(from, to), String(to).endsWith('.json') && seen.push(served())) });
     restarted = new SdPublisher(repo.live, { fs: watched, sdDir, logger: silentLogger, identity, layout: 'group', debounceMs: 60_000 });
     await restarted.start();
     // A change before the background compile (a registration, a pull): gpu-a moves to another group's shard.
@@ -151,20 +143,9 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
   });
 
   it('does not read back what http_sd read before the compile', async () => {
-    const repo = await tmpConfigRepo();
-    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
-    const sdDir = join(repo.dir, '..', 'sd');
-    const identity = () => 'same-snapshot';
-    const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity });
-    await first.compileNow();
-    await first.close();
+    const { repo, sdDir, identity } = await compiledOnce({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
     const readBack: string[] = [];
-    const watched = new Proxy(fs, {
-      get: (target, key) => {
-        if (key !== 'promises') return Reflect.get(target, key);
-        return new Proxy(fs.promises, { get: (p, k) => (k === 'open' ? (path: string, flags: string) => (path.endsWith('.json') && readBack.push(path), fs.promises.open(path, flags)) : Reflect.get(p, k)) });
-      },
-    });
+    const watched = fsWith({}, { open: ((path: string, flags: string) => (path.endsWith('.json') && readBack.push(path), fs.promises.open(path, flags))) as typeof fs.promises.open });
     const restarted = new SdPublisher(repo.live, { fs: watched, sdDir, logger: silentLogger, identity, debounceMs: 60_000 });
     await restarted.start();
     expect((await createApp(appDeps(repo, { sd: restarted })).request('/api/v1/sd/prometheus')).status).toBe(200);
