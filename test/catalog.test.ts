@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { targetCandidate, type FileRecord } from '../src/catalog/build.js';
+import { addressKeys } from '../src/catalog/address.js';
+import { targetCandidate, type Catalog, type FileRecord } from '../src/catalog/build.js';
 import { LiveCatalog, rebuildWith, Snapshot, type FileUpdate } from '../src/catalog/live.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { claimKeys, establishedIn } from '../src/catalog/place.js';
@@ -364,6 +365,13 @@ describe('clashes settled in rounds', () => {
   });
 });
 
+/** The address index a catalog's targets make: what its own index must hold, made lazily or kept by drafts. */
+function addressesFrom(catalog: Catalog): Map<string, string> {
+  const addresses = new Map<string, string>();
+  for (const target of catalog.targets.values()) for (const key of addressKeys(catalog.settings, target)) addresses.set(key, target.hostname);
+  return addresses;
+}
+
 /** Everything a snapshot says, in a form two snapshots can be compared by. */
 function view(snapshot: Snapshot) {
   const sorted = <V>(map: ReadonlyMap<string, V>) => Object.fromEntries([...map].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
@@ -404,7 +412,8 @@ function randomChanges(seed: number) {
       const path = `targets/${rng.pick(groups)}/${host}.yaml`;
       const roll = rng.next();
       // An exporter on a port of its own: two files on one IP address clash only on the same port.
-      const exporters = rng.pick(['', '', 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n', 'exporters: [{type: node_exporter, port: 9101}]\n']);
+      // None at all, or only a disabled one: a target that claims no address (its draft leaves the address index as it was).
+      const exporters = rng.pick(['', '', 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n', 'exporters: [{type: node_exporter, port: 9101}]\n', 'exporters: []\n', 'exporters: [{type: node_exporter, enabled: false}]\n']);
       const extra = exporters + (rng.next() < 0.3 ? `node_credential_hash: ${rng.pick(credentialHashes)}\n` : '');
       const text =
         roll < 0.1 ? null : roll < 0.17 ? 'hostname: [broken\n' : roll < 0.24 ? target(host, rng.pick(ips), 'ml', 'groups: [nope]\n') : target(host, rng.pick(ips), path.split('/')[1]!, extra);
@@ -463,6 +472,7 @@ function eachStep(then: (live: LiveCatalog, where: string) => LiveCatalog | void
       live.publish(draft.freeze(null));
       const full = rebuildWith(before, changes);
       expect(view(live.snapshot()), where).toEqual(view(full));
+      expect(new Map(live.snapshot().catalog.addresses), where).toEqual(addressesFrom(live.snapshot().catalog));
       live = then(live, where) ?? live;
       checked++;
     }
