@@ -133,26 +133,6 @@ describe('PMap', () => {
     if (keys >= 3000) expect(flattens).toBeGreaterThan(3);
   });
 
-  it('makes a map given by later() when it is first read, once, and then holds what it holds through changes', () => {
-    for (const read of [(m: PMap<string, number>) => m.get('a'), (m: PMap<string, number>) => m.has('z'), (m: PMap<string, number>) => m.size, (m: PMap<string, number>) => [...m], (m: PMap<string, number>) => m.edit().set('c', 3).freeze()]) {
-      let made = 0;
-      const map = PMap.later(() => (made++, new Map([['a', 1], ['b', 2]])));
-      expect(made).toBe(0);
-      read(map);
-      read(map);
-      expect(made).toBe(1);
-      const draft = map.edit().set('c', 3);
-      expect(draft.size).toBe(3);
-      const next = draft.freeze();
-      expect(next.changedSince(map)).toEqual(new Set(['c']));
-      expect(next.edit().delete('a')).toBe(true);
-      expect(new Map(next)).toEqual(new Map([['a', 1], ['b', 2], ['c', 3]]));
-      expect(next.size).toBe(3);
-      expect(new Map(map)).toEqual(new Map([['a', 1], ['b', 2]]));
-      expect(made).toBe(1);
-    }
-  });
-
   it('takes a refused change back without a trace', () => {
     const map = PMap.from(new Map([['a', 1], ['b', 2]]));
     const draft = map.edit();

@@ -193,7 +193,7 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
   const placed = placeTargets(candidates, catalog, { established: holder, settings });
   for (const [path, problemList] of placed.problems) for (const problem of problemList) report({ ...problem, file: path });
   for (const [path, target] of placed.accepted) {
-    addTargetEntry(catalog, path, target);
+    addTarget(catalog, path, target);
     accepted.set(path, targetEntity(records.get(path)!, target));
   }
 
@@ -245,7 +245,7 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
     if (version && (record.oid !== null || usedScripts.has(path))) accepted.set(path, version);
   }
 
-  return { catalog: withAddressesLater(freezeCatalog(catalog)), problems, accepted, dropped };
+  return { catalog: freezeCatalog(catalog), problems, accepted, dropped };
 }
 
 /**
@@ -271,28 +271,13 @@ export function catalogOf(files: ReadonlyMap<string, FileRecord>, rejected: Read
     else if (entity.kind === 'check') checks.push({ id: entity.id, policy: entity.value });
     else if (entity.kind === 'script') scripts.set(entity.id, entity.value);
   }
-  for (const [path, target] of targets) addTargetEntry(catalog, path, target);
+  // Once aami.yaml is known: a target's addresses follow its exporter types.
+  for (const [path, target] of targets) addTarget(catalog, path, target);
   for (const { id, policy } of checks) {
     const script = scripts.get(`${id}/${policy.script}`);
     if (script) catalog.checks.set(id, { name: id, policy, script });
   }
-  return withAddressesLater(freezeCatalog(catalog));
-}
-
-/**
- * The catalog with its address index made from its targets when first read (by a write, a
- * clash looked up): nothing a start serves needs it, and its 200k keys at 100k targets cost
- * a start ~0.3 s. Placed targets never share an address, so the order they are added in
- * does not matter.
- */
-function withAddressesLater(catalog: Catalog): Catalog {
-  const { settings, targets } = catalog;
-  const addresses = PMap.later(() => {
-    const map = new Map<string, string>();
-    for (const target of targets.values()) addAddresses(map, settings, target);
-    return map;
-  });
-  return { ...catalog, addresses };
+  return freezeCatalog(catalog);
 }
 
 function emptyCatalog(settings: Settings, groups: WritableMap<string, Group>): WritableCatalog {
@@ -474,22 +459,12 @@ export function tokenProblems(catalog: Pick<Catalog, 'groups'>, path: string, to
 
 /** Put a placed target into the catalog with its indexes. */
 export function addTarget(catalog: WritableCatalog, path: string, target: Target): void {
-  addTargetEntry(catalog, path, target);
-  addAddresses(catalog.addresses, catalog.settings, target);
-}
-
-/** The target and every index of it but its addresses. */
-function addTargetEntry(catalog: WritableCatalog, path: string, target: Target): void {
   catalog.targets.set(target.hostname, target);
   catalog.targetPaths.set(target.hostname, path);
   if (target.node_credential_hash) catalog.nodeCredentials.set(target.node_credential_hash, target.hostname);
   if (target.registered_by_token) catalog.tokenHosts.set(target.registered_by_token, (catalog.tokenHosts.get(target.registered_by_token) ?? 0) + 1);
   setGroupTarget(catalog, target.primary_group, target.hostname, target);
-}
-
-/** Once aami.yaml is known: a target's addresses follow its exporter types. */
-function addAddresses(addresses: WritableMap<string, string>, settings: Settings, target: Target): void {
-  for (const key of addressKeys(settings, target)) addresses.set(key, target.hostname);
+  for (const key of addressKeys(catalog.settings, target)) catalog.addresses.set(key, target.hostname);
 }
 
 export function removeTarget(catalog: WritableCatalog, hostname: string): void {

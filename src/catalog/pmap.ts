@@ -24,12 +24,10 @@ function layerLimits(size: number, changes: number): { top: number; middle: numb
  */
 export class PMap<K, V> implements ReadonlyMap<K, V> {
   private constructor(
-    /** The base, or what makes it when it is first read (later()). */
-    private made: ReadonlyMap<K, V> | (() => Map<K, V>),
+    private readonly base: ReadonlyMap<K, V>,
     private readonly middle: ReadonlyMap<K, Slot<V>>,
     private readonly top: ReadonlyMap<K, Slot<V>>,
-    /** Unknown until the base is made (later()). */
-    private count: number | undefined,
+    readonly size: number,
   ) {}
 
   static empty<K, V>(): PMap<K, V> {
@@ -39,23 +37,6 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
   /** Takes ownership of `map`: the caller must not change it afterwards. */
   static from<K, V>(map: Map<K, V>): PMap<K, V> {
     return new PMap(map, new Map(), new Map(), map.size);
-  }
-
-  /**
-   * A map made by `make` when it is first read: an index a start can serve without until a
-   * write needs it (the catalog's 200k addresses at 100k targets cost a restart ~0.3 s).
-   */
-  static later<K, V>(make: () => Map<K, V>): PMap<K, V> {
-    return new PMap(make, new Map(), new Map(), undefined);
-  }
-
-  private get base(): ReadonlyMap<K, V> {
-    if (typeof this.made === 'function') this.made = this.made();
-    return this.made;
-  }
-
-  get size(): number {
-    return (this.count ??= this.base.size);
   }
 
   get(key: K): V | undefined {
