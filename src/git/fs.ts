@@ -17,7 +17,7 @@ export type Fs = typeof nodeFs;
  */
 export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void): Promise<void> {
   const dir = dirname(path);
-  const tmp = `${dir}/.${path.slice(dir.length + 1)}.${process.pid}.${tmpCounter++}.tmp`;
+  const tmp = tempPathOf(path, `${process.pid}.${tmpCounter++}`);
   try {
     const handle = await fs.promises.open(tmp, 'w', mode);
     try {
@@ -38,6 +38,12 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
 }
 
 let tmpCounter = 0;
+
+/** A temp name for `path`, told apart by `tag`: the one form writeFileDurably writes and clearTempsOf clears. */
+export function tempPathOf(path: string, tag: string): string {
+  const dir = dirname(path);
+  return `${dir}/.${path.slice(dir.length + 1)}.${tag}.tmp`;
+}
 
 /**
  * Remove, best effort, the temp files (`.NAME.*.tmp`) left for `path` by a process killed

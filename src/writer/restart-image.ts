@@ -1,12 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
-import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot } from '../catalog/live.js';
 import { sharedParts, targetParse, type Entity, type ParseResult } from '../catalog/parse.js';
 import type { Problem } from '../catalog/problem.js';
-import { clearTempsOf, writeFileDurably } from '../git/fs.js';
+import { clearTempsOf, tempPathOf, writeFileDurably } from '../git/fs.js';
 import { Definitions, Dictionary, readLines } from './json-log.js';
 
 const FORMAT = 'aami-restart-image 1';
@@ -57,7 +56,7 @@ export class RestartImage {
     // Taken away from its name first (a rename: an unlink of its 25 MB at 100k targets held
     // the start ~20 ms), read from the open file, then removed in the background under a
     // temp name the next start clears if this one cannot.
-    const taken = `${dirname(this.file)}/.${basename(this.file)}.taken.tmp`;
+    const taken = tempPathOf(this.file, 'taken');
     try {
       fs.renameSync(this.file, taken);
       return restoreImage(readLines(fd), head, this.code);
