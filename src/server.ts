@@ -301,6 +301,10 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     clusterSecret: config.clusterSecret,
   });
   serveWith(app.fetch);
+  // What the start put off (the address index of a catalog from the image), made in slices now that it serves.
+  void (async () => {
+    for (const _ of live.snapshot().deferred()) await new Promise(setImmediate);
+  })();
 
   return {
     adminTokenHash,

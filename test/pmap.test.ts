@@ -133,6 +133,42 @@ describe('PMap', () => {
     if (keys >= 3000) expect(flattens).toBeGreaterThan(3);
   });
 
+  it('makes a map given by later() a step at a time, or the rest at once when it is read first, and then holds what it holds through changes', () => {
+    const reads = [(m: PMap<string, number>) => m.get('a'), (m: PMap<string, number>) => m.has('z'), (m: PMap<string, number>) => m.size, (m: PMap<string, number>) => [...m], (m: PMap<string, number>) => m.edit().set('c', 3).freeze()];
+    // Each read after 0, 1, 2 or all the steps making() takes.
+    for (const read of reads) {
+      for (const stepsFirst of [0, 1, 2, Infinity]) {
+        const done: string[] = [];
+        function* steps() {
+          done.push('a');
+          yield;
+          done.push('b');
+          yield;
+          done.push('made');
+          return new Map([['a', 1], ['b', 2]]);
+        }
+        const map = PMap.later(steps());
+        expect(done).toEqual([]);
+        const making = map.making();
+        for (let i = 0; i < stepsFirst && !making.next().done; i++);
+        expect(done).toEqual(['a', 'b', 'made'].slice(0, Math.min(stepsFirst, 3)));
+        read(map);
+        read(map);
+        expect(done).toEqual(['a', 'b', 'made']);
+        // Done: making() has nothing left, from the generator begun before the read or a new one.
+        expect([...making, ...map.making()]).toEqual([]);
+        const draft = map.edit().set('c', 3);
+        expect(draft.size).toBe(3);
+        const next = draft.freeze();
+        expect(next.changedSince(map)).toEqual(new Set(['c']));
+        expect(new Map(next)).toEqual(new Map([['a', 1], ['b', 2], ['c', 3]]));
+        expect(next.size).toBe(3);
+        expect(new Map(map)).toEqual(new Map([['a', 1], ['b', 2]]));
+        expect(done).toEqual(['a', 'b', 'made']);
+      }
+    }
+  });
+
   it('takes a refused change back without a trace', () => {
     const map = PMap.from(new Map([['a', 1], ['b', 2]]));
     const draft = map.edit();

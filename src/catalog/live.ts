@@ -45,6 +45,15 @@ export class Snapshot {
     return this.sortedProblems;
   }
 
+  /**
+   * What this snapshot put off until it is read or there is time (the address index of a
+   * catalog restored from the image), a slice per step.
+   */
+  *deferred(): Generator<void> {
+    const { addresses } = this.catalog;
+    if (addresses instanceof PMap) yield* addresses.making();
+  }
+
   /** A file's text, when the catalog kept it (files with comments). */
   text(path: string): string | undefined {
     return this.files.get(path)?.text;
