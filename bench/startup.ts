@@ -1,8 +1,9 @@
 // npm run bench:startup [-- --sizes 10000,100000 --sd-layout file|group --restarts 1]
 // Cold start of the serving process to a healthy answer, on a packed repository of N
 // targets: the first start (nothing in the state directory), a restart after a clean stop
-// (from the restart image it saved) and one after a kill -9 (no image: from Git, the parse
-// cache and the catalog state), with the server's resident memory once it serves, and once it has
+// (from the restart image it saved), one after a kill -9 while busy (no image: from Git, the
+// parse cache and the catalog state) and one after a kill -9 once quiet (from the image it
+// saved while serving), with the server's resident memory once it serves, and once it has
 // settled (its background compile done and the server quiet for 3 s). Baseline in
 // the same run: the git CLI checking the same commit out into a directory (what any server
 // that reads every file from a working tree pays before it parses anything). With
@@ -25,7 +26,7 @@ try {
   console.log(`# start-up — --sd-layout ${values['sd-layout']}, node ${process.version}, ${new Date().toISOString()}`);
   // The restart column holds a median and a range when there are several.
   const restartWidth = restarts === 1 ? 12 : 32;
-  console.log(`targets   first start  RSS      ${'restart'.padEnd(restartWidth)}RSS      settled  peak RSS   ${'after kill -9'.padEnd(restartWidth)}git checkout (baseline)`);
+  console.log(`targets   first start  RSS      ${'restart'.padEnd(restartWidth)}RSS      settled  peak RSS   ${'kill -9, busy'.padEnd(restartWidth)}${'kill -9, quiet'.padEnd(restartWidth)}git checkout (baseline)`);
   for (const n of values.sizes.split(',').map(Number)) {
     const dirs = { repo: join(root, `repo-${n}`), sd: join(root, `sd-${n}`), state: join(root, `state-${n}`) };
     bareRepoWith(dirs.repo, syntheticRepo(n));
@@ -58,19 +59,31 @@ try {
     await new Promise((resolve) => setTimeout(resolve, 3000));
     const settledMemory = again.memory();
     await again.stop();
-    // Each started after a clean stop (from its restart image); each killed with SIGKILL, so
-    // that the next start has no image and builds the catalog from Git, its state and the parse cache.
+    // Each started after a clean stop (from its restart image); each killed with SIGKILL as
+    // soon as its compile is done, so that the next start has no image and builds the catalog
+    // from Git, its state and the parse cache; that one killed once it has saved its image
+    // while serving (after 5 s of quiet), so the next start takes that image.
     const restartMs = [again.startMs];
     const killedMs: number[] = [];
+    const quietMs: number[] = [];
+    const kill = (server: Awaited<ReturnType<typeof startBenchServer>>) => new Promise((resolve) => (server.child.once('exit', resolve), server.child.kill('SIGKILL')));
     for (let i = 0; i < restarts; i++) {
       const next = await startBenchServer(dirs, layout);
       if (i > 0) restartMs.push(next.startMs);
       await compiled(next);
-      await new Promise((resolve) => (next.child.once('exit', resolve), next.child.kill('SIGKILL')));
+      await kill(next);
       const killed = await startBenchServer(dirs, layout);
       killedMs.push(killed.startMs);
       await compiled(killed);
-      await killed.stop();
+      for (let wait = 0; !killed.log().includes('msg="saved the snapshot for a quick start'); wait++) {
+        if (wait === 600) throw new Error('no image saved while serving within 60 s');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      await kill(killed);
+      const quiet = await startBenchServer(dirs, layout);
+      quietMs.push(quiet.startMs);
+      await compiled(quiet);
+      await quiet.stop();
     }
     const figure = (times: number[]) => {
       times.sort((a, b) => a - b);
@@ -78,9 +91,10 @@ try {
     };
     const restart = figure(restartMs);
     const afterKill = figure(killedMs);
+    const afterQuietKill = figure(quietMs);
     const peak = Math.max(firstMemory.peakMb, againMemory.peakMb);
     console.log(
-      `${String(n).padEnd(10)}${ms(first.startMs).padEnd(13)}${`${firstMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${restart.padEnd(restartWidth)}${`${againMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${`${settledMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${`${peak.toFixed(0)} MB`.padEnd(11)}${afterKill.padEnd(restartWidth)}${ms(checkoutMs)}`,
+      `${String(n).padEnd(10)}${ms(first.startMs).padEnd(13)}${`${firstMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${restart.padEnd(restartWidth)}${`${againMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${`${settledMemory.rssMb.toFixed(0)} MB`.padEnd(9)}${`${peak.toFixed(0)} MB`.padEnd(11)}${afterKill.padEnd(restartWidth)}${afterQuietKill.padEnd(restartWidth)}${ms(checkoutMs)}`,
     );
     rmSync(dirs.repo, { recursive: true, force: true });
   }

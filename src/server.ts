@@ -305,6 +305,8 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   void (async () => {
     for (const _ of live.snapshot().deferred()) await new Promise(setImmediate);
   })();
+  // The image of what it serves, saved once quiet: a start after a kill -9 or a crash takes it too.
+  image.keep(live, { busy: () => writer.pending > 0 || sd.compiling, logger, saved: () => memory.worked() });
 
   return {
     adminTokenHash,

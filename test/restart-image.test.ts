@@ -1,10 +1,15 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { LiveCatalog, Snapshot } from '../src/catalog/live.js';
+import { parseFile } from '../src/catalog/parse.js';
+import { hashObject } from '../src/git/objects.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
-import { onCleanup, pushFiles } from './helpers.js';
+import { RestartImage } from '../src/writer/restart-image.js';
+import { onCleanup, pushFiles, targetYaml, tempDir } from './helpers.js';
 import { serverConfig, waitFor } from './node-helpers.js';
+import { serverProcess } from './process-helpers.js';
 
 const ADMIN = 'node-test-admin-credential-0123'; // serverConfig()'s
 const auth = { authorization: `Bearer ${ADMIN}` };
@@ -122,5 +127,114 @@ describe('the restart image', () => {
     await s.start();
     expect(s.lines.join('\n')).toContain(TAKEN);
     expect(await s.served()).toEqual(two);
+  });
+});
+
+const SAVED = 'saved the snapshot for a quick start after a crash or a kill';
+
+describe('the restart image while the server serves', () => {
+  it('is saved once the server is quiet: a start after a kill -9 takes it, and one after a later change takes the long way', { timeout: 120_000 }, async () => {
+    const base = tempDir();
+    const args = ['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')];
+    const image = join(base, 'state', 'restart-image');
+    const create = (server: Awaited<ReturnType<typeof serverProcess>>, hostname: string, ip: string) => server.call('POST', '/api/v1/targets', { hostname, ip_address: ip, primary_group_id: 'ml-training' });
+    const kill = async (server: Awaited<ReturnType<typeof serverProcess>>) => {
+      server.child.kill('SIGKILL');
+      await server.exited;
+    };
+
+    let server = await serverProcess(args);
+    expect((await create(server, 'a', '10.0.0.1')).status).toBe(201);
+    // Quiet for 5 s (the default) after the write: saved while it serves.
+    await waitFor('the image saved', async () => server.log().includes(SAVED), 300);
+    expect(fs.statSync(image).mode & 0o777).toBe(0o600);
+    const served = (await server.call('GET', '/api/v1/targets')).json;
+    await kill(server);
+
+    server = await serverProcess(args);
+    expect(server.log()).toContain(TAKEN);
+    expect((await server.call('GET', '/api/v1/targets')).json).toEqual(served);
+    // The first write: a clash on the address the image's target holds.
+    const clash = await create(server, 'clash', '10.0.0.1');
+    expect(clash.status).toBe(409);
+    expect(JSON.stringify(clash.json)).toContain('"a"');
+    // A change, and a kill before the server was quiet again: the image it saved (if any) shows another commit.
+    expect((await create(server, 'b', '10.0.0.2')).status).toBe(201);
+    const changed = (await server.call('GET', '/api/v1/targets')).json;
+    await kill(server);
+
+    server = await serverProcess(args);
+    expect(server.log()).not.toContain(TAKEN);
+    expect((await server.call('GET', '/api/v1/targets')).json).toEqual(changed);
+    // A clean stop right after the quiet save writes nothing more: the image is the one it saved.
+    await waitFor('the image saved', async () => server.log().includes(SAVED), 300);
+    const saved = fs.statSync(image).mtimeMs;
+    server.child.kill('SIGTERM');
+    expect(await server.exited).toBe(0);
+    expect(fs.statSync(image).mtimeMs).toBe(saved);
+    server = await serverProcess(args);
+    expect(server.log()).toContain(TAKEN);
+    expect((await server.call('GET', '/api/v1/targets')).json).toEqual(changed);
+  });
+});
+
+describe('the restart image kept while serving', () => {
+  /** A snapshot of `n` targets at `head`: more files than one chunk of the image holds. */
+  function snapshotOf(n: number, head: string): Snapshot {
+    const records = new Map();
+    const add = (path: string, text: string) => records.set(path, { oid: hashObject('blob', Buffer.from(text)).oid, parsed: parseFile(path, text) });
+    add('groups/ml-training.yaml', 'id: ml-training\nname: ml-training\nnamespace: logical\n');
+    for (let i = 0; i < n; i++) add(`targets/ml-training/n${i}.yaml`, targetYaml(`n${i}`, `10.1.${i >> 8}.${i & 255}`));
+    return Snapshot.build(records, head);
+  }
+
+  it('stops a save when what it saves is no longer served, leaves nothing behind, and saves the new snapshot once quiet', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'restart-image');
+    const live = new LiveCatalog(snapshotOf(5000, 'a'.repeat(40)));
+    const lines: string[] = [];
+    const image = new RestartImage(file);
+    image.keep(live, { busy: () => false, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
+    // The save under way (its temp file written a chunk at a time): the branch moves on.
+    await waitFor('the save under way', async () => fs.readdirSync(dir).some((name) => name.endsWith('.tmp')), 1000, 1);
+    const draft = live.draft();
+    draft.apply([{ path: 'targets/ml-training/late.yaml', oid: hashObject('blob', Buffer.from('late')).oid, parsed: parseFile('targets/ml-training/late.yaml', targetYaml('late', '10.2.0.1')) }]);
+    live.publish(draft.freeze('b'.repeat(40)));
+    await waitFor('the new snapshot saved', async () => lines.some((line) => line.includes(SAVED)), 300, 20);
+    // One save only, of the snapshot served now; the stopped one left no temp file.
+    expect(lines.filter((line) => line.includes(SAVED))).toEqual([expect.stringContaining(`head=${'b'.repeat(40)}`)]);
+    expect(fs.readdirSync(dir)).toEqual(['restart-image']);
+    const header = JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]!) as unknown[];
+    expect(header.slice(2)).toEqual(['b'.repeat(40), 5002]);
+    // What it saved is what a clean stop would have: a stop writes nothing more.
+    const mtime = fs.statSync(file).mtimeMs;
+    await image.save(live.snapshot());
+    expect(fs.statSync(file).mtimeMs).toBe(mtime);
+    expect(lines.filter((line) => line.includes(SAVED))).toHaveLength(1);
+  });
+
+  it('does not save while work is under way, and a stop waits for a save under way and writes what is served', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'restart-image');
+    const live = new LiveCatalog(snapshotOf(3000, 'c'.repeat(40)));
+    const lines: string[] = [];
+    let busy = true;
+    const image = new RestartImage(file);
+    image.keep(live, { busy: () => busy, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(fs.existsSync(file)).toBe(false);
+    busy = false;
+    await waitFor('the save under way', async () => fs.readdirSync(dir).some((name) => name.endsWith('.tmp')), 1000, 1);
+    const draft = live.draft();
+    draft.apply([{ path: 'targets/ml-training/late.yaml', oid: hashObject('blob', Buffer.from('late')).oid, parsed: parseFile('targets/ml-training/late.yaml', targetYaml('late', '10.2.0.1')) }]);
+    live.publish(draft.freeze('d'.repeat(40)));
+    await image.save(live.snapshot());
+    expect(fs.readdirSync(dir)).toEqual(['restart-image']);
+    const restored = new RestartImage(file).take('d'.repeat(40));
+    expect(restored && 'snapshot' in restored && restored.snapshot.catalog.targets.has('late')).toBe(true);
+    // Stopped: no save after it.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(lines.filter((line) => line.includes(SAVED))).toEqual([]);
+    expect(fs.readdirSync(dir)).toEqual([]);
   });
 });

@@ -13,16 +13,19 @@ export type Fs = typeof nodeFs;
  * 'contents': the bytes are on disk before the rename, so even after a power cut the name
  * holds the old file or the new one, whole; but the rename may be undone by one (for files
  * made again from Git at start-up, like the SD files: one fsync a write fewer).
- * `beforeRename` is called just before the new content takes the name.
+ * `beforeRename` is called just before the new content takes the name. `data` as chunks is
+ * written as they come.
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[], durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void): Promise<void> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void): Promise<void> {
   const dir = dirname(path);
   const tmp = tempPathOf(path, `${process.pid}.${tmpCounter++}`);
   try {
     const handle = await fs.promises.open(tmp, 'w', mode);
     try {
       if (Array.isArray(data)) await handle.writev(data);
-      else await handle.writeFile(data);
+      else if (typeof data === 'string' || data instanceof Uint8Array) await handle.writeFile(data);
+      // Streamed: written as it is made (a thrown chunk leaves no file behind).
+      else for await (const chunk of data) await handle.writeFile(chunk);
       if (durable) await handle.sync();
     } finally {
       await handle.close();
