@@ -1,7 +1,7 @@
 // npm run bench:startup [-- --sizes 10000,100000 --sd-layout file|group --restarts 1]
 // Cold start of the serving process to a healthy answer, on a packed repository of N
 // targets: the first start (nothing in the state directory), a restart after a clean stop
-// (from the restart image it saved), one after a kill -9 while busy (no image: from Git, the
+// (from the restart image it saved), one after a kill -9 at once (no image: from Git, the
 // parse cache and the catalog state) and one after a kill -9 once quiet (from the image it
 // saved while serving), with the server's resident memory once it serves, and once it has
 // settled (its background compile done and the server quiet for 3 s). Baseline in
@@ -26,7 +26,7 @@ try {
   console.log(`# start-up — --sd-layout ${values['sd-layout']}, node ${process.version}, ${new Date().toISOString()}`);
   // The restart column holds a median and a range when there are several.
   const restartWidth = restarts === 1 ? 12 : 32;
-  console.log(`targets   first start  RSS      ${'restart'.padEnd(restartWidth)}RSS      settled  peak RSS   ${'kill -9, busy'.padEnd(restartWidth)}${'kill -9, quiet'.padEnd(restartWidth)}git checkout (baseline)`);
+  console.log(`targets   first start  RSS      ${'restart'.padEnd(restartWidth)}RSS      settled  peak RSS   ${'kill -9 at once'.padEnd(restartWidth)}${'kill -9 once quiet'.padEnd(restartWidth)}git checkout (baseline)`);
   for (const n of values.sizes.split(',').map(Number)) {
     const dirs = { repo: join(root, `repo-${n}`), sd: join(root, `sd-${n}`), state: join(root, `state-${n}`) };
     bareRepoWith(dirs.repo, syntheticRepo(n));

@@ -132,7 +132,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const stateFile = new CatalogStateFile(join(config.stateDir, 'catalog-state.json'));
   const saved = stateFile.load();
   const files = new RepoFiles(repo, cache);
-  // After a clean stop at the commit that is still the head: what that server served, at once.
+  // Saved by the last server at the commit that is still the head (at its stop, or once quiet before a kill): what it served, at once.
   const image = new RestartImage(join(config.stateDir, 'restart-image'));
   const head = await repo.head();
   const taken = head ? image.take(head) : undefined;
@@ -141,7 +141,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   let live: LiveCatalog;
   if (restored) {
     live = new LiveCatalog(restored);
-    logger.info('started from the snapshot saved when the server last stopped', { head: head ?? undefined });
+    logger.info('started from the snapshot the last server saved', { head: head ?? undefined });
     // The log's entries are not needed: its dictionary is, for the parses appended later.
     await cache.load({ entries: false });
     cache.settleTo(() => parsesOf(restored), restored.files.size).catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
@@ -159,10 +159,11 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const registry = new Registry();
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
   const releaseSeconds = registry.add(new Histogram('aami_memory_release_seconds', 'Full garbage collections the server ran itself once quiet after a burst of work: the time each held the event loop.'));
+  // Work under way: a commit or push slower than a quiet time, or a compile of the whole fleet in slices.
+  const busy = () => writer.pending > 0 || sd.compiling;
   // Every write ends in a compile: the garbage of a storm or a whole-fleet render is returned once the server goes quiet.
   const memory = new MemoryRelease({
-    // A commit or push slower than the quiet time, or a compile of the whole fleet in slices, is work too.
-    busy: () => writer.pending > 0 || sd.compiling,
+    busy,
     collected: ({ ms }) => releaseSeconds.observe(ms / 1000),
   });
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
@@ -304,15 +305,16 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   // What the start put off (the address index of a catalog from the image), made in slices now that it serves.
   void (async () => {
     for (const _ of live.snapshot().deferred()) await new Promise(setImmediate);
-  })();
+  })().catch((error: unknown) => logger.error('making the address index failed', { error: String(error) }));
   // The image of what it serves, saved once quiet: a start after a kill -9 or a crash takes it too.
-  image.keep(live, { busy: () => writer.pending > 0 || sd.compiling, logger, saved: () => memory.worked() });
+  image.keep(live, { busy, logger, saved: () => memory.worked() });
 
   return {
     adminTokenHash,
     head: () => live.snapshot().head,
     stopServing: () => (serving = false),
     async close() {
+      image.stop();
       clearInterval(pullTimer);
       clearInterval(reapTimer);
       watcher.close();

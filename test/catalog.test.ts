@@ -520,12 +520,17 @@ describe('a restart from the image a stopping server saves', () => {
   it('makes the address index of a restored catalog a slice at a time, or the rest at the first look', () => {
     const files: Record<string, string> = { 'groups/ml.yaml': group('ml') };
     for (let i = 0; i < 5000; i++) files[`targets/ml/n${i}.yaml`] = target(`n${i}`, `10.1.${i >> 8}.${i & 255}`, 'ml', 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n');
+    // A file that clashes: the catalog state names who holds what it claims.
+    files['targets/ml/twin.yaml'] = target('twin', '10.1.0.0', 'ml', 'exporters: [{type: node_exporter}]\n');
     const snapshot = snapshotOf(files);
     const expected = addressesFrom(snapshot.catalog);
     expect(expected.size).toBe(10_000);
+    expect(Object.values(savedStateOf(snapshot).established)).toEqual(['targets/ml/n0.yaml']);
     // Every slice in the background; one, then the first look makes the rest; no slice at all.
     for (const slices of [Infinity, 1, 0]) {
       const restored = restartFromImage(snapshot);
+      // What a start asks before it serves (the SD files' stamp): the state the image carries, with no look at the index.
+      expect(savedStateOf(restored)).toEqual({ ...savedStateOf(snapshot), head: restored.head });
       const steps = restored.deferred();
       let taken = 0;
       while (taken < slices && !steps.next().done) taken++;

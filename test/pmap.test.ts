@@ -169,6 +169,17 @@ describe('PMap', () => {
     }
   });
 
+  it('throws on every read of a map given by later() whose steps threw, never gives an empty one', () => {
+    function* steps(): Generator<void, Map<string, number>> {
+      yield;
+      throw new Error('a step failed');
+    }
+    const map = PMap.later(steps());
+    expect(() => [...map.making()]).toThrow('a step failed');
+    expect(() => map.get('a')).toThrow('a step failed');
+    expect(() => map.size).toThrow('a step failed');
+  });
+
   it('takes a refused change back without a trace', () => {
     const map = PMap.from(new Map([['a', 1], ['b', 2]]));
     const draft = map.edit();

@@ -7,13 +7,13 @@ import { hashObject } from '../src/git/objects.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
 import { RestartImage } from '../src/writer/restart-image.js';
-import { onCleanup, pushFiles, targetYaml, tempDir } from './helpers.js';
+import { gitCli, onCleanup, pushFiles, targetYaml, tempDir } from './helpers.js';
 import { serverConfig, waitFor } from './node-helpers.js';
-import { serverProcess } from './process-helpers.js';
+import { serverProcess, type ServerProcess } from './process-helpers.js';
 
 const ADMIN = 'node-test-admin-credential-0123'; // serverConfig()'s
 const auth = { authorization: `Bearer ${ADMIN}` };
-const TAKEN = 'started from the snapshot saved when the server last stopped';
+const TAKEN = 'started from the snapshot the last server saved';
 
 /** A server whose log lines are kept, and what it serves: every target and every problem. */
 function restartable() {
@@ -135,18 +135,23 @@ const SAVED = 'saved the snapshot for a quick start after a crash or a kill';
 describe('the restart image while the server serves', () => {
   it('is saved once the server is quiet: a start after a kill -9 takes it, and one after a later change takes the long way', { timeout: 120_000 }, async () => {
     const base = tempDir();
-    const args = ['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')];
+    const repo = join(base, 'repo');
+    const args = ['--repo', repo, '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')];
     const image = join(base, 'state', 'restart-image');
-    const create = (server: Awaited<ReturnType<typeof serverProcess>>, hostname: string, ip: string) => server.call('POST', '/api/v1/targets', { hostname, ip_address: ip, primary_group_id: 'ml-training' });
-    const kill = async (server: Awaited<ReturnType<typeof serverProcess>>) => {
+    const create = (server: ServerProcess, hostname: string, ip: string) => server.call('POST', '/api/v1/targets', { hostname, ip_address: ip, primary_group_id: 'ml-training' });
+    const kill = async (server: ServerProcess) => {
       server.child.kill('SIGKILL');
       await server.exited;
+    };
+    // Quiet for 5 s (the default) at the branch's head: saved while it serves.
+    const savedAtHead = (server: ServerProcess) => {
+      const head = gitCli(repo, 'rev-parse', 'refs/heads/main').trim();
+      return waitFor(`the image of ${head} saved`, async () => server.log().split('\n').some((line) => line.includes(SAVED) && line.includes(`head=${head}`)), 300);
     };
 
     let server = await serverProcess(args);
     expect((await create(server, 'a', '10.0.0.1')).status).toBe(201);
-    // Quiet for 5 s (the default) after the write: saved while it serves.
-    await waitFor('the image saved', async () => server.log().includes(SAVED), 300);
+    await savedAtHead(server);
     expect(fs.statSync(image).mode & 0o777).toBe(0o600);
     const served = (await server.call('GET', '/api/v1/targets')).json;
     await kill(server);
@@ -158,7 +163,7 @@ describe('the restart image while the server serves', () => {
     const clash = await create(server, 'clash', '10.0.0.1');
     expect(clash.status).toBe(409);
     expect(JSON.stringify(clash.json)).toContain('"a"');
-    // A change, and a kill before the server was quiet again: the image it saved (if any) shows another commit.
+    // A change, and a kill before the server was quiet again: no image of what it served.
     expect((await create(server, 'b', '10.0.0.2')).status).toBe(201);
     const changed = (await server.call('GET', '/api/v1/targets')).json;
     await kill(server);
@@ -166,8 +171,8 @@ describe('the restart image while the server serves', () => {
     server = await serverProcess(args);
     expect(server.log()).not.toContain(TAKEN);
     expect((await server.call('GET', '/api/v1/targets')).json).toEqual(changed);
-    // A clean stop right after the quiet save writes nothing more: the image is the one it saved.
-    await waitFor('the image saved', async () => server.log().includes(SAVED), 300);
+    // A clean stop after the quiet save writes nothing more: the image is the one it saved.
+    await savedAtHead(server);
     const saved = fs.statSync(image).mtimeMs;
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
@@ -187,30 +192,50 @@ describe('the restart image kept while serving', () => {
     for (let i = 0; i < n; i++) add(`targets/ml-training/n${i}.yaml`, targetYaml(`n${i}`, `10.1.${i >> 8}.${i & 255}`));
     return Snapshot.build(records, head);
   }
+  /** A commit that adds one target. */
+  function publish(live: LiveCatalog, head: string, hostname: string): void {
+    const path = `targets/ml-training/${hostname}.yaml`;
+    const text = targetYaml(hostname, '10.2.0.1');
+    const draft = live.draft();
+    draft.apply([{ path, oid: hashObject('blob', Buffer.from(text)).oid, parsed: parseFile(path, text) }]);
+    live.publish(draft.freeze(head));
+  }
+  /** Calls `then` at the nth look at `live` from now: a save looks once before it starts, then after each chunk it wrote. */
+  function atLook(live: LiveCatalog, n: number, then: () => void): void {
+    const look = live.snapshot.bind(live);
+    let looks = 0;
+    live.snapshot = () => {
+      if (++looks === n) then();
+      return look();
+    };
+  }
+  const headOf = (file: string) => (JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]!) as unknown[])[2];
 
-  it('stops a save when what it saves is no longer served, leaves nothing behind, and saves the new snapshot once quiet', async () => {
+  it('stops a save when what it saves is no longer served, saves what is served once quiet, and removes it at the next change', async () => {
     const dir = tempDir();
     const file = join(dir, 'restart-image');
     const live = new LiveCatalog(snapshotOf(5000, 'a'.repeat(40)));
     const lines: string[] = [];
     const image = new RestartImage(file);
+    // The branch moves on after the save's second chunk (of five).
+    atLook(live, 3, () => publish(live, 'b'.repeat(40), 'late'));
     image.keep(live, { busy: () => false, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
-    // The save under way (its temp file written a chunk at a time): the branch moves on.
-    await waitFor('the save under way', async () => fs.readdirSync(dir).some((name) => name.endsWith('.tmp')), 1000, 1);
-    const draft = live.draft();
-    draft.apply([{ path: 'targets/ml-training/late.yaml', oid: hashObject('blob', Buffer.from('late')).oid, parsed: parseFile('targets/ml-training/late.yaml', targetYaml('late', '10.2.0.1')) }]);
-    live.publish(draft.freeze('b'.repeat(40)));
-    await waitFor('the new snapshot saved', async () => lines.some((line) => line.includes(SAVED)), 300, 20);
+    await waitFor('the new snapshot saved', async () => lines.some((line) => line.includes(SAVED)), 1000, 20);
     // One save only, of the snapshot served now; the stopped one left no temp file.
     expect(lines.filter((line) => line.includes(SAVED))).toEqual([expect.stringContaining(`head=${'b'.repeat(40)}`)]);
     expect(fs.readdirSync(dir)).toEqual(['restart-image']);
-    const header = JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]!) as unknown[];
-    expect(header.slice(2)).toEqual(['b'.repeat(40), 5002]);
-    // What it saved is what a clean stop would have: a stop writes nothing more.
+    expect(headOf(file)).toBe('b'.repeat(40));
+    // A change: the image no longer shows what is served, and goes (a start at b must not take it).
+    publish(live, 'c'.repeat(40), 'later');
+    await waitFor('the outdated image removed', async () => !fs.existsSync(file), 100, 10);
+    // A stop writes what is served; a second one, with nothing new, writes nothing.
+    await image.save(live.snapshot());
+    expect(headOf(file)).toBe('c'.repeat(40));
     const mtime = fs.statSync(file).mtimeMs;
     await image.save(live.snapshot());
     expect(fs.statSync(file).mtimeMs).toBe(mtime);
     expect(lines.filter((line) => line.includes(SAVED))).toHaveLength(1);
+    expect(fs.readdirSync(dir)).toEqual(['restart-image']);
   });
 
   it('does not save while work is under way, and a stop waits for a save under way and writes what is served', async () => {
@@ -222,19 +247,22 @@ describe('the restart image kept while serving', () => {
     const image = new RestartImage(file);
     image.keep(live, { busy: () => busy, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
     await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(fs.existsSync(file)).toBe(false);
+    expect(fs.readdirSync(dir)).toEqual([]);
+    // Quiet: a save starts; after its first chunk, a commit, and the server stops.
+    let stopped: Promise<void> | undefined;
+    atLook(live, 2, () => {
+      publish(live, 'd'.repeat(40), 'late');
+      stopped = image.save(live.snapshot());
+    });
     busy = false;
-    await waitFor('the save under way', async () => fs.readdirSync(dir).some((name) => name.endsWith('.tmp')), 1000, 1);
-    const draft = live.draft();
-    draft.apply([{ path: 'targets/ml-training/late.yaml', oid: hashObject('blob', Buffer.from('late')).oid, parsed: parseFile('targets/ml-training/late.yaml', targetYaml('late', '10.2.0.1')) }]);
-    live.publish(draft.freeze('d'.repeat(40)));
-    await image.save(live.snapshot());
+    await waitFor('the stop', async () => stopped !== undefined, 300, 10);
+    await stopped;
     expect(fs.readdirSync(dir)).toEqual(['restart-image']);
     const restored = new RestartImage(file).take('d'.repeat(40));
     expect(restored && 'snapshot' in restored && restored.snapshot.catalog.targets.has('late')).toBe(true);
-    // Stopped: no save after it.
+    // Stopped: the save under way ended without a word, and none came after it.
     await new Promise((resolve) => setTimeout(resolve, 100));
-    expect(lines.filter((line) => line.includes(SAVED))).toEqual([]);
+    expect(lines).toEqual([]);
     expect(fs.readdirSync(dir)).toEqual([]);
   });
 });

@@ -60,7 +60,18 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
   /** One step of making the base; false once it is made. */
   private step(): boolean {
     if (!this.steps) return false;
-    const next = this.steps.next();
+    let next: IteratorResult<unknown, Map<K, V>>;
+    try {
+      next = this.steps.next();
+    } catch (error) {
+      // A generator that threw is done: every later read throws the same, never reads a map that is not there.
+      this.steps = {
+        next: () => {
+          throw error;
+        },
+      };
+      throw error;
+    }
     if (!next.done) return true;
     this.made = next.value;
     this.steps = undefined;

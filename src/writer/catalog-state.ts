@@ -15,7 +15,21 @@ export interface SavedCatalogState {
   established: Record<string, string>;
 }
 
+/** Each snapshot's state, worked out once (the SD stamp and the state file both ask for it). */
+const states = new WeakMap<Snapshot, SavedCatalogState>();
+
 export function savedStateOf(snapshot: Snapshot): SavedCatalogState {
+  let state = states.get(snapshot);
+  if (!state) states.set(snapshot, (state = stateOf(snapshot)));
+  return state;
+}
+
+/** A snapshot restored with the state the server that saved it worked out (the restart image). */
+export function restoredState(snapshot: Snapshot, state: SavedCatalogState): void {
+  states.set(snapshot, state);
+}
+
+function stateOf(snapshot: Snapshot): SavedCatalogState {
   const lastGood: Record<string, string> = {};
   const established: Record<string, string> = {};
   const holder = establishedIn(snapshot.catalog);
