@@ -73,6 +73,7 @@ try {
       await compiled(next);
       await kill(next);
       const killed = await startBenchServer(dirs, layout);
+      if (killed.log().includes('started from the snapshot')) throw new Error('the server killed at once had saved an image: this start is not the long way');
       killedMs.push(killed.startMs);
       await compiled(killed);
       for (let wait = 0; !killed.log().includes('msg="saved the snapshot for a quick start'); wait++) {
@@ -81,6 +82,7 @@ try {
       }
       await kill(killed);
       const quiet = await startBenchServer(dirs, layout);
+      if (!quiet.log().includes('started from the snapshot')) throw new Error('the start after a kill once quiet did not take the image it saved');
       quietMs.push(quiet.startMs);
       await compiled(quiet);
       await quiet.stop();

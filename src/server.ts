@@ -135,7 +135,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   // Saved by the last server at the commit that is still the head (at its stop, or once quiet before a kill): what it served, at once.
   const image = new RestartImage(join(config.stateDir, 'restart-image'));
   const head = await repo.head();
-  const taken = head ? image.take(head) : undefined;
+  const taken = image.take(head);
   if (taken && 'reason' in taken) logger.info('the restart image is not used: building the catalog from Git', { reason: taken.reason });
   const restored = taken && 'snapshot' in taken ? taken.snapshot : undefined;
   let live: LiveCatalog;

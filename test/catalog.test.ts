@@ -6,7 +6,7 @@ import { parseFile } from '../src/catalog/parse.js';
 import { claimKeys, establishedIn } from '../src/catalog/place.js';
 import { formatProblem } from '../src/catalog/problem.js';
 import { hashObject } from '../src/git/objects.js';
-import { savedStateOf } from '../src/writer/catalog-state.js';
+import { savedStateOf, stateOf } from '../src/writer/catalog-state.js';
 import { imageOf, restoreImage } from '../src/writer/restart-image.js';
 import { random } from './helpers.js';
 
@@ -502,6 +502,8 @@ describe('a restart from the image a stopping server saves', () => {
       const restored = restartFromImage(live.snapshot());
       const next = restartFromImage(live.snapshot());
       expect(view(restored), where).toEqual(view(live.snapshot()));
+      // The catalog state the image carries is the one the restored snapshot makes.
+      expect(savedStateOf(restored), where).toEqual(stateOf(restored));
       // A served target is its file's last good version itself: an in-place change finds it by identity.
       for (const [hostname, path] of restored.catalog.targetPaths) {
         const lastGood = restored.files.get(path)?.lastGood;

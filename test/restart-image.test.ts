@@ -200,16 +200,17 @@ describe('the restart image kept while serving', () => {
     draft.apply([{ path, oid: hashObject('blob', Buffer.from(text)).oid, parsed: parseFile(path, text) }]);
     live.publish(draft.freeze(head));
   }
-  /** Calls `then` at the nth look at `live` from now: a save looks once before it starts, then after each chunk it wrote. */
-  function atLook(live: LiveCatalog, n: number, then: () => void): void {
+  /** Calls `then` with the number of each look at `live` from now: a save looks once before it starts, then after each chunk it wrote, and once more before it renames. */
+  function onLook(live: LiveCatalog, then: (n: number) => void): void {
     const look = live.snapshot.bind(live);
     let looks = 0;
     live.snapshot = () => {
-      if (++looks === n) then();
+      then(++looks);
       return look();
     };
   }
   const headOf = (file: string) => (JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]!) as unknown[])[2];
+  const temps = (dir: string) => fs.readdirSync(dir).filter((name) => name.endsWith('.tmp'));
 
   it('stops a save when what it saves is no longer served, saves what is served once quiet, and removes it at the next change', async () => {
     const dir = tempDir();
@@ -217,11 +218,16 @@ describe('the restart image kept while serving', () => {
     const live = new LiveCatalog(snapshotOf(5000, 'a'.repeat(40)));
     const lines: string[] = [];
     const image = new RestartImage(file);
-    // The branch moves on after the save's second chunk (of five).
-    atLook(live, 3, () => publish(live, 'b'.repeat(40), 'late'));
+    // The branch moves on after the save's second chunk (of five); at the next look, the stopped save has left nothing.
+    const left: string[][] = [];
+    onLook(live, (n) => {
+      if (n === 3) publish(live, 'b'.repeat(40), 'late');
+      if (n === 4) left.push(temps(dir));
+    });
     image.keep(live, { busy: () => false, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
     await waitFor('the new snapshot saved', async () => lines.some((line) => line.includes(SAVED)), 1000, 20);
-    // One save only, of the snapshot served now; the stopped one left no temp file.
+    expect(left).toEqual([[]]);
+    // One save only, of the snapshot served now.
     expect(lines.filter((line) => line.includes(SAVED))).toEqual([expect.stringContaining(`head=${'b'.repeat(40)}`)]);
     expect(fs.readdirSync(dir)).toEqual(['restart-image']);
     expect(headOf(file)).toBe('b'.repeat(40));
@@ -238,7 +244,7 @@ describe('the restart image kept while serving', () => {
     expect(fs.readdirSync(dir)).toEqual(['restart-image']);
   });
 
-  it('does not save while work is under way, and a stop waits for a save under way and writes what is served', async () => {
+  it('does not save while work is under way, and a stop during a save stops it and writes the whole image itself', async () => {
     const dir = tempDir();
     const file = join(dir, 'restart-image');
     const live = new LiveCatalog(snapshotOf(3000, 'c'.repeat(40)));
@@ -248,21 +254,38 @@ describe('the restart image kept while serving', () => {
     image.keep(live, { busy: () => busy, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(fs.readdirSync(dir)).toEqual([]);
-    // Quiet: a save starts; after its first chunk, a commit, and the server stops.
+    // Quiet: a save starts; after its first chunk (of three), the server stops.
     let stopped: Promise<void> | undefined;
-    atLook(live, 2, () => {
-      publish(live, 'd'.repeat(40), 'late');
-      stopped = image.save(live.snapshot());
+    onLook(live, (n) => {
+      if (n === 2) stopped = image.save(live.snapshot());
     });
     busy = false;
     await waitFor('the stop', async () => stopped !== undefined, 300, 10);
     await stopped;
+    // The save under way ended without a word; the stop wrote the image, whole.
+    expect(lines).toEqual([]);
     expect(fs.readdirSync(dir)).toEqual(['restart-image']);
-    const restored = new RestartImage(file).take('d'.repeat(40));
-    expect(restored && 'snapshot' in restored && restored.snapshot.catalog.targets.has('late')).toBe(true);
-    // Stopped: the save under way ended without a word, and none came after it.
+    const restored = new RestartImage(file).take('c'.repeat(40));
+    expect(restored && 'snapshot' in restored && restored.snapshot.files.size).toBe(3001);
+    // Stopped: none after it.
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(lines).toEqual([]);
     expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('tries a save that failed again while the server stays quiet', async () => {
+    const dir = join(tempDir(), 'state');
+    const file = join(dir, 'restart-image');
+    const live = new LiveCatalog(snapshotOf(10, 'e'.repeat(40)));
+    const lines: string[] = [];
+    // Its directory is missing: the first save fails.
+    const image = new RestartImage(file);
+    image.keep(live, { busy: () => false, logger: createLogger((line) => lines.push(line)), quietMs: 10, retryMs: 300 });
+    await waitFor('the failure', async () => lines.some((line) => line.includes('saving the snapshot for the next start failed')), 100, 10);
+    fs.mkdirSync(dir);
+    await waitFor('the image saved', async () => lines.some((line) => line.includes(SAVED)), 200, 20);
+    expect(headOf(file)).toBe('e'.repeat(40));
+    expect(lines.filter((line) => line.includes('failed'))).toHaveLength(1);
+    await image.save(live.snapshot());
   });
 });

@@ -18,18 +18,27 @@ export interface SavedCatalogState {
 /** Each snapshot's state, worked out once (the SD stamp and the state file both ask for it). */
 const states = new WeakMap<Snapshot, SavedCatalogState>();
 
+/** The snapshot's state (worked out once, frozen). */
 export function savedStateOf(snapshot: Snapshot): SavedCatalogState {
   let state = states.get(snapshot);
-  if (!state) states.set(snapshot, (state = stateOf(snapshot)));
+  if (!state) states.set(snapshot, (state = frozen(stateOf(snapshot))));
   return state;
 }
 
 /** A snapshot restored with the state the server that saved it worked out (the restart image). */
 export function restoredState(snapshot: Snapshot, state: SavedCatalogState): void {
-  states.set(snapshot, state);
+  states.set(snapshot, frozen(state));
 }
 
-function stateOf(snapshot: Snapshot): SavedCatalogState {
+/** Shared by every reader of a snapshot's state: none may change it. */
+function frozen(state: SavedCatalogState): SavedCatalogState {
+  Object.freeze(state.last_good);
+  Object.freeze(state.established);
+  return Object.freeze(state);
+}
+
+/** Worked out afresh (savedStateOf remembers it; a test compares the two). */
+export function stateOf(snapshot: Snapshot): SavedCatalogState {
   const lastGood: Record<string, string> = {};
   const established: Record<string, string> = {};
   const holder = establishedIn(snapshot.catalog);

@@ -28,6 +28,18 @@ const FORMAT = 'aami-restart-image 2';
  * killed before it is quiet again starts the long way, from Git and its state. Any doubt
  * (another commit, another program, a line that does not read) means the long way too.
  */
+interface KeepOptions {
+  /** Work under way: no save starts. */
+  busy: () => boolean;
+  logger: Logger;
+  /** How long nothing must change before a save (default 5 s). */
+  quietMs?: number;
+  /** After a save that failed, none before this long (default a minute). */
+  retryMs?: number;
+  /** Told of each save made. */
+  saved?: () => void;
+}
+
 export class RestartImage {
   /**
    * Worked out when the server starts, from the program it runs: an upgrade in place replaces
@@ -59,7 +71,7 @@ export class RestartImage {
    * times its length without one, so a fleet that changes every few seconds spends a few
    * percent of a core on them at most.
    */
-  keep(live: LiveCatalog, options: { busy: () => boolean; logger: Logger; quietMs?: number; saved?: () => void }): void {
+  keep(live: LiveCatalog, options: KeepOptions): void {
     const quietMs = options.quietMs ?? 5000;
     const later = (ms: number) => {
       clearTimeout(this.timer);
@@ -73,8 +85,8 @@ export class RestartImage {
       if (options.busy() || performance.now() < this.notBefore) return later(quietMs);
       this.background = this.saveWhileServing(snapshot, () => live.snapshot() === snapshot, options).finally(() => {
         this.background = undefined;
-        // A change while it ran: the file was removed (or never renamed into place); the new snapshot is saved once quiet.
-        if (live.snapshot() !== snapshot) later(quietMs);
+        // Not saved (a change while it ran, a failed write): tried again once quiet, and not before notBefore.
+        if (live.snapshot() !== this.saved) later(quietMs);
       });
     };
     live.subscribe(() => {
@@ -85,13 +97,18 @@ export class RestartImage {
     later(quietMs);
   }
 
-  private async saveWhileServing(snapshot: Snapshot, served: () => boolean, options: { logger: Logger; saved?: () => void }): Promise<void> {
+  private async saveWhileServing(snapshot: Snapshot, served: () => boolean, options: KeepOptions): Promise<void> {
     const started = performance.now();
+    const current = () => served() && !this.stopped;
+    // Checked after each chunk, and once more just before the file takes its name.
+    const stillCurrent = () => {
+      if (!current()) throw new Stale('the snapshot changed');
+    };
     try {
-      await this.write(snapshot, inSlices(imageChunks(snapshot, this.code), () => served() && !this.stopped));
+      await this.write(snapshot, inSlices(imageChunks(snapshot, this.code), stillCurrent), stillCurrent);
     } catch (error) {
       if (!(error instanceof Stale)) options.logger.warn('saving the snapshot for the next start failed: tried again in a minute', { error: String(error) });
-      this.notBefore = performance.now() + (error instanceof Stale ? 30 * (performance.now() - started) : 60_000);
+      this.notBefore = performance.now() + (error instanceof Stale ? 30 * (performance.now() - started) : (options.retryMs ?? 60_000));
       return;
     }
     const ms = performance.now() - started;
@@ -126,9 +143,9 @@ export class RestartImage {
     await this.write(snapshot, imageOf(snapshot, this.code));
   }
 
-  private async write(snapshot: Snapshot, data: string | AsyncIterable<string>): Promise<void> {
+  private async write(snapshot: Snapshot, data: string | AsyncIterable<string>, beforeRename?: () => void): Promise<void> {
     await this.removing;
-    await writeFileDurably(fs, this.file, data, true, 0o600);
+    await writeFileDurably(fs, this.file, data, true, 0o600, beforeRename);
     this.saved = snapshot;
   }
 
@@ -136,9 +153,14 @@ export class RestartImage {
    * The snapshot saved at `head` by this program, or why there is none to serve (undefined:
    * no image). The file is taken away from its name before it is used: if it cannot be, it is not used.
    */
-  take(head: string): { snapshot: Snapshot } | { reason: string } | undefined {
+  take(head: string | null): { snapshot: Snapshot } | { reason: string } | undefined {
     // What a save cut short by a kill left (tens of MB at 100k targets).
     clearTempsOf(fs, this.file);
+    // No commit to show (an empty branch): an image is of no use, and must not wait for the branch to come back to its commit.
+    if (head === null) {
+      fs.rm(this.file, { force: true }, () => undefined);
+      return undefined;
+    }
     let fd: number;
     try {
       fd = fs.openSync(this.file, 'r');
@@ -164,12 +186,12 @@ export class RestartImage {
 /** A background save stopped: what it was saving is no longer served. */
 class Stale extends Error {}
 
-/** The chunks, each made on the event loop's next turn, while `current` holds. */
-async function* inSlices(chunks: Iterable<string>, current: () => boolean): AsyncGenerator<string> {
+/** The chunks, each made on the event loop's next turn, after `check` (which throws to stop). */
+async function* inSlices(chunks: Iterable<string>, check: () => void): AsyncGenerator<string> {
   for (const chunk of chunks) {
     yield chunk;
     await new Promise(setImmediate);
-    if (!current()) throw new Stale('the snapshot changed');
+    check();
   }
 }
 
@@ -232,7 +254,7 @@ export function restoreImage(lines: Iterable<string>, head: string, code: string
     if (line[0] === 'end') {
       if (line[1] !== header[3] || files.size !== header[3]) throw unreadable('misses files');
       const state = header[4] as SavedCatalogState;
-      if (typeof state?.last_good !== 'object' || typeof state.established !== 'object' || state.head !== head) throw unreadable('does not read at line 1');
+      if (typeof state?.last_good !== 'object' || !state.last_good || typeof state.established !== 'object' || !state.established || state.head !== head) throw unreadable('does not read at line 1');
       const snapshot = Snapshot.restore(head, files, problems, rejected);
       restoredState(snapshot, state);
       return { snapshot };
