@@ -104,6 +104,25 @@ describe('the parse cache', () => {
     expect(reloaded.get('checks/gpu/check.sh', oid(99_999))).toEqual({ parsed: script });
   });
 
+  it('compacts a log of thousands of entries in chunks to the ones start-up took, each read back as it was', async () => {
+    const file = join(tempDir(), 'parse-cache.log');
+    const oid = (i: number) => i.toString(16).padStart(40, '0');
+    const parsedOf = (i: number) => parseFile(`targets/ml/h-${i}.yaml`, `hostname: h-${i}\nip_address: 10.1.${i >> 8}.${i & 255}\nprimary_group: ml\n`);
+    const cache = new ParseCache(file);
+    for (let i = 0; i < 10_000; i++) cache.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: parsedOf(i) });
+    await cache.flush();
+    // A start that takes 4,500 of them: the 5,500 others are dead, and outnumber them.
+    const started = new ParseCache(file);
+    await started.load();
+    for (let i = 0; i < 4500; i++) expect(started.get(`targets/ml/h-${i}.yaml`, oid(i))).toEqual({ parsed: parsedOf(i) });
+    await started.settle();
+    expect(fs.readFileSync(file, 'utf8').trim().split('\n').filter((line) => !line.startsWith('["="')).length).toBe(1 + 4500);
+    const reloaded = new ParseCache(file);
+    await reloaded.load();
+    for (let i = 0; i < 4500; i++) expect(reloaded.get(`targets/ml/h-${i}.yaml`, oid(i))).toEqual({ parsed: parsedOf(i) });
+    expect(reloaded.get('targets/ml/h-4500.yaml', oid(4500))).toBeUndefined();
+  });
+
   it('writes a first start\'s parses as soon as start-up settles, not at the first write (a kill -9 before it lost them all)', async () => {
     const file = join(tempDir(), 'parse-cache.log');
     const cache = new ParseCache(file);
