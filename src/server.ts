@@ -144,21 +144,15 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     logger.info('started from the snapshot the last server saved', { head: head ?? undefined });
     // The log's entries are not needed: its dictionary is, for the parses appended later.
     await cache.load({ entries: false });
+    cache.settleTo(() => parsesOf(restored), restored.files.size).catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
   } else {
     await cache.load();
     live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
+    await cache.settle();
   }
-  // The parse cache takes what this start parsed once the server serves (a first start's
-  // 100k entries are ~1 s of work, in chunks between requests); until then nothing is
-  // appended to it, so a compaction keeps every parse.
-  let cacheSettled = false;
-  const settleCache = () => {
-    cacheSettled = true;
-    return restored ? cache.settleTo(() => parsesOf(restored), restored.files.size) : cache.settle();
-  };
   // Parses and the last good versions outlive a restart; both are small writes, off the request path.
   live.subscribe((snapshot) => {
-    if (cacheSettled) cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
+    cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
     stateFile.save(savedStateOf(snapshot)).catch((error: unknown) => logger.warn('writing the catalog state failed', { error: String(error) }));
   });
 
@@ -308,7 +302,6 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     clusterSecret: config.clusterSecret,
   });
   serveWith(app.fetch);
-  settleCache().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
   // What the start put off (the address index of a catalog from the image), made in slices now that it serves.
   void (async () => {
     for (const _ of live.snapshot().deferred()) await new Promise(setImmediate);

@@ -12,9 +12,6 @@ export interface CachedParse {
 /** Bumped whenever parsing, the schemas or the log's lines change: an old cache is then ignored. */
 const FORMAT = 'aami-parse-cache 5';
 
-/** Entries whose lines are made and written at a time (~10 ms of work). */
-const CHUNK_ENTRIES = 2048;
-
 /** A cached parse of one (path, blob) pair. */
 interface Entry {
   path: string;
@@ -120,11 +117,11 @@ export class ParseCache {
   }
 
   /**
-   * After start-up (once the server serves): drop the entries from memory (later blobs are
-   * new ones), compact the log when the entries start-up did not take (get) outnumber those
-   * it did, and write this start-up's parses either way. Left for the first write to flush,
-   * a first start's 100k parses were 46 MB held in memory, and lost to a `kill -9` before
-   * it: the next start parsed them all again.
+   * After start-up: drop the entries from memory (later blobs are new ones), compact the log
+   * when the entries start-up did not take (get) outnumber those it did, and write this
+   * start-up's parses either way. Left for the first write to flush, a first start's 100k
+   * parses were 46 MB held in memory, and lost to a `kill -9` before it: the next start
+   * parsed them all again.
    */
   async settle(): Promise<void> {
     const alive: Array<[string, string, CachedParse]> = [];
@@ -161,13 +158,7 @@ export class ParseCache {
       const dictionary = new Dictionary();
       try {
         const tmp = `${file}.tmp`;
-        const handle = await fs.promises.open(tmp, 'w', 0o600);
-        try {
-          await handle.writeFile(`${FORMAT}\n`);
-          for await (const lines of linesOf(dictionary, entries)) await handle.writeFile(lines);
-        } finally {
-          await handle.close();
-        }
+        await fs.promises.writeFile(tmp, `${FORMAT}\n${entries.map((entry) => lineOf(dictionary, ...entry)).join('')}`, { mode: 0o600 });
         await fs.promises.rename(tmp, file);
         this.dictionary = dictionary;
         this.foreign = false;
@@ -189,13 +180,11 @@ export class ParseCache {
     this.pending = [];
     const file = this.file;
     const write = this.writing.catch(() => undefined).then(async () => {
+      // Made here, in write order: the dictionary is the one of the log as it is now.
+      const lines = entries.map((entry) => lineOf(this.dictionary, ...entry)).join('');
       try {
-        let fresh = !(await fs.promises.stat(file).catch(() => undefined));
-        // Made here, in write order: the dictionary is the one of the log as it is now.
-        for await (const lines of linesOf(this.dictionary, entries)) {
-          await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines, { mode: 0o600 });
-          fresh = false;
-        }
+        const fresh = !(await fs.promises.stat(file).catch(() => undefined));
+        await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines, { mode: 0o600 });
       } catch (error) {
         // Some of the definitions may not have reached the log: the next lines define their values again.
         this.dictionary = new Dictionary(this.dictionary.next);
@@ -205,17 +194,6 @@ export class ParseCache {
     // A failed append costs a re-parse; the next flush starts afresh.
     this.writing = write.catch(() => undefined);
     return write;
-  }
-}
-
-/**
- * The entries' lines, CHUNK_ENTRIES at a time, each chunk made on the event loop's next turn:
- * a first start's 100k entries are ~1 s of work, written between requests.
- */
-async function* linesOf(dictionary: Dictionary, entries: Array<[string, string, CachedParse]>): AsyncGenerator<string> {
-  for (let i = 0; i < entries.length; i += CHUNK_ENTRIES) {
-    if (i > 0) await new Promise(setImmediate);
-    yield entries.slice(i, i + CHUNK_ENTRIES).map((entry) => lineOf(dictionary, ...entry)).join('');
   }
 }
 
