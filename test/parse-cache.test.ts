@@ -104,7 +104,7 @@ describe('the parse cache', () => {
     expect(reloaded.get('checks/gpu/check.sh', oid(99_999))).toEqual({ parsed: script });
   });
 
-  it('compacts a log of thousands of entries in chunks to the ones start-up took, each read back as it was', async () => {
+  it('compacts a log of thousands of entries to the ones start-up took, each read back as it was', async () => {
     const file = join(tempDir(), 'parse-cache.log');
     const oid = (i: number) => i.toString(16).padStart(40, '0');
     const parsedOf = (i: number) => parseFile(`targets/ml/h-${i}.yaml`, `hostname: h-${i}\nip_address: 10.1.${i >> 8}.${i & 255}\nprimary_group: ml\n`);
