@@ -12,8 +12,21 @@ import { Definitions, Dictionary, readLines } from './json-log.js';
 
 const FORMAT = 'aami-restart-image 2';
 
+/** How RestartImage.keep() saves while the server serves. */
+interface KeepOptions {
+  /** Work under way: no save starts. */
+  busy: () => boolean;
+  logger: Logger;
+  /** How long nothing must change before a save (default 5 s). */
+  quietMs?: number;
+  /** After a save that failed, none before this long (default a minute). */
+  retryMs?: number;
+  /** Told of each save made. */
+  saved?: () => void;
+}
+
 /**
- * The snapshot a server had when it stopped, saved in the state directory so that the next
+ * The snapshot a server serves, saved in the state directory so that the next
  * start at the same commit serves it without listing the tree, looking every file up in the
  * parse cache and building the catalog again (~2 s of a 100k-target restart). JSON lines:
  * - `[FORMAT, code, head, files, state]`: the code that wrote it (a hash of the program:
@@ -28,18 +41,6 @@ const FORMAT = 'aami-restart-image 2';
  * killed before it is quiet again starts the long way, from Git and its state. Any doubt
  * (another commit, another program, a line that does not read) means the long way too.
  */
-interface KeepOptions {
-  /** Work under way: no save starts. */
-  busy: () => boolean;
-  logger: Logger;
-  /** How long nothing must change before a save (default 5 s). */
-  quietMs?: number;
-  /** After a save that failed, none before this long (default a minute). */
-  retryMs?: number;
-  /** Told of each save made. */
-  saved?: () => void;
-}
-
 export class RestartImage {
   /**
    * Worked out when the server starts, from the program it runs: an upgrade in place replaces
@@ -99,10 +100,9 @@ export class RestartImage {
 
   private async saveWhileServing(snapshot: Snapshot, served: () => boolean, options: KeepOptions): Promise<void> {
     const started = performance.now();
-    const current = () => served() && !this.stopped;
     // Checked after each chunk, and once more just before the file takes its name.
     const stillCurrent = () => {
-      if (!current()) throw new Stale('the snapshot changed');
+      if (!served() || this.stopped) throw new Stale('the snapshot changed');
     };
     try {
       await this.write(snapshot, inSlices(imageChunks(snapshot, this.code), stillCurrent), stillCurrent);
@@ -151,7 +151,8 @@ export class RestartImage {
 
   /**
    * The snapshot saved at `head` by this program, or why there is none to serve (undefined:
-   * no image). The file is taken away from its name before it is used: if it cannot be, it is not used.
+   * no image, or no head: the file is removed). The file is taken away from its name before
+   * it is used: if it cannot be, it is not used.
    */
   take(head: string | null): { snapshot: Snapshot } | { reason: string } | undefined {
     // What a save cut short by a kill left (tens of MB at 100k targets).
