@@ -4,10 +4,10 @@
 // git CLI making the same commit (target file + token use) for each registration, one by one.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { startBenchServer } from './server.js';
+import { machineCpu, startBenchServer } from './server.js';
 import { registrationStorm } from './storm.js';
 import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
 
@@ -32,9 +32,18 @@ try {
   const server = await startBenchServer(dirs, ['--sd-layout', layout]);
   const created = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests, expires_at: '2099-01-01T00:00:00Z' })).json as { token: string };
 
-  const cpuBefore = server.cpuSeconds();
+  const splitBefore = server.cpuSplit();
+  const clientBefore = process.cpuUsage();
+  const machineBefore = machineCpu();
   const { rate, latencies, statuses, acknowledged } = await registrationStorm(server.url, created.token, { clients, requests, prefix: 'bench', net: 200 });
-  const cpu = server.cpuSeconds() - cpuBefore;
+  const machineAfter = machineCpu();
+  const client = process.cpuUsage(clientBefore);
+  const splitAfter = server.cpuSplit();
+  const main = splitAfter.main - splitBefore.main;
+  const others = splitAfter.others - splitBefore.others;
+  const cpu = main + others;
+  // The clients run on this machine too: what they and the server leave of its cores is the headroom.
+  const machineBusy = (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total);
   const memory = server.memory();
   // Durable and served: every 201 is in the branch's tree and, once compiled (up to 30 s), in the SD file.
   const tree = execFileSync('git', ['--git-dir', dirs.repo, 'ls-tree', '-r', '--name-only', 'main', 'targets/cluster-0'], { encoding: 'utf8', maxBuffer: 1 << 28 });
@@ -51,7 +60,9 @@ try {
   const commits = Number(execFileSync('git', ['--git-dir', dirs.repo, 'rev-list', '--count', 'main'], { encoding: 'utf8' })) - 2;
   await server.stop();
   console.log(`aami serve: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
-  console.log(`            ${((cpu / requests) * 1000).toFixed(2)} ms of server CPU a registration; RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}, settled ${settled.rssMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}; ${commits} commits`);
+  const perRegistration = (seconds: number) => ((seconds / requests) * 1000).toFixed(2);
+  console.log(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}); the clients ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${cpus().length} cores ${(machineBusy * 100).toFixed(0)}% busy`);
+  console.log(`            RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}, settled ${settled.rssMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}; ${commits} commits`);
   console.log(`            durability: ${acknowledged.length - missing.length}/${acknowledged.length} acknowledged registrations in Git and in the SD file`);
 
   // Baseline: the git CLI making the same commit for each registration, one by one.

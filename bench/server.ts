@@ -18,6 +18,8 @@ export interface BenchServer {
   memory(): { rssMb: number; peakMb: number };
   /** Seconds of CPU the server has used (user + system, from /proc). */
   cpuSeconds(): number;
+  /** The same, split: its main thread (JavaScript, the event loop) and its other threads (V8's GC and compiler helpers, libuv's file I/O). */
+  cpuSplit(): { main: number; others: number };
   stop(): Promise<void>;
 }
 
@@ -57,17 +59,15 @@ export async function startBenchServer(dirs: { repo: string; sd: string; state: 
     },
     memory: () => ({ rssMb: status('VmRSS'), peakMb: status('VmHWM') }),
     cpuSeconds() {
-      // Each thread's time on a CPU in nanoseconds (schedstat), summed: /proc/<pid>/stat counts in
-      // ticks of 10 ms, too coarse for one registration. Its git children are not counted, as before.
       try {
-        let ns = 0;
-        for (const task of readdirSync(`/proc/${child.pid}/task`)) ns += Number(readFileSync(`/proc/${child.pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]);
-        return ns / 1e9;
+        const { main, others } = threadCpu(child.pid!);
+        return main + others;
       } catch {
         const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
         return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
       }
     },
+    cpuSplit: () => threadCpu(child.pid!),
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve();
@@ -75,4 +75,27 @@ export async function startBenchServer(dirs: { repo: string; sd: string; state: 
         child.kill('SIGTERM');
       }),
   };
+}
+
+/**
+ * Each thread's time on a CPU (schedstat, in nanoseconds), as seconds: the main thread's and
+ * the others' summed. /proc/<pid>/stat counts in ticks of 10 ms, too coarse for one
+ * registration. A thread that ended since (a worker) is not counted; git children neither.
+ */
+function threadCpu(pid: number): { main: number; others: number } {
+  let main = 0;
+  let others = 0;
+  for (const task of readdirSync(`/proc/${pid}/task`)) {
+    const seconds = Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+    if (task === String(pid)) main += seconds;
+    else others += seconds;
+  }
+  return { main, others };
+}
+
+/** The machine's CPU time so far, from /proc/stat: busy (everything but idle and iowait) and total, in ticks. */
+export function machineCpu(): { busy: number; total: number } {
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = ticks.reduce((sum, value) => sum + value, 0);
+  return { busy: total - ticks[3]! - (ticks[4] ?? 0), total };
 }
