@@ -33,12 +33,14 @@ try {
   const created = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests, expires_at: '2099-01-01T00:00:00Z' })).json as { token: string };
 
   const splitBefore = server.cpuSplit();
+  const childrenBefore = server.childrenCpuSeconds();
   const clientBefore = process.cpuUsage();
   const machineBefore = machineCpu();
   const { rate, latencies, statuses, acknowledged } = await registrationStorm(server.url, created.token, { clients, requests, prefix: 'bench', net: 200 });
   const machineAfter = machineCpu();
   const client = process.cpuUsage(clientBefore);
   const splitAfter = server.cpuSplit();
+  const children = server.childrenCpuSeconds() - childrenBefore;
   const main = splitAfter.main - splitBefore.main;
   const others = splitAfter.others - splitBefore.others;
   const cpu = main + others;
@@ -61,7 +63,7 @@ try {
   await server.stop();
   console.log(`aami serve: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
   const perRegistration = (seconds: number) => ((seconds / requests) * 1000).toFixed(2);
-  console.log(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}); the clients ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${cpus().length} cores ${(machineBusy * 100).toFixed(0)}% busy`);
+  console.log(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}), its git children ${perRegistration(children)} ms; the clients ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${cpus().length} cores ${(machineBusy * 100).toFixed(0)}% busy`);
   console.log(`            RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}, settled ${settled.rssMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}; ${commits} commits`);
   console.log(`            durability: ${acknowledged.length - missing.length}/${acknowledged.length} acknowledged registrations in Git and in the SD file`);
 

@@ -20,6 +20,8 @@ export interface BenchServer {
   cpuSeconds(): number;
   /** The same, split: its main thread (JavaScript, the event loop) and its other threads (V8's GC and compiler helpers, libuv's file I/O). */
   cpuSplit(): { main: number; others: number };
+  /** Seconds of CPU of its children that ended (git repack, git push): /proc counts them once they are reaped, in ticks of 10 ms. */
+  childrenCpuSeconds(): number;
   stop(): Promise<void>;
 }
 
@@ -68,6 +70,10 @@ export async function startBenchServer(dirs: { repo: string; sd: string; state: 
       }
     },
     cpuSplit: () => threadCpu(child.pid!),
+    childrenCpuSeconds() {
+      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return (Number(fields[13]) + Number(fields[14])) / 100; // cutime + cstime
+    },
     stop: () =>
       new Promise<void>((resolve) => {
         if (child.exitCode !== null) return resolve();
@@ -95,7 +101,8 @@ function threadCpu(pid: number): { main: number; others: number } {
 
 /** The machine's CPU time so far, from /proc/stat: busy (everything but idle and iowait) and total, in ticks. */
 export function machineCpu(): { busy: number; total: number } {
-  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal; guest and guest_nice are counted in user and nice already.
+  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
   const total = ticks.reduce((sum, value) => sum + value, 0);
   return { busy: total - ticks[3]! - (ticks[4] ?? 0), total };
 }
