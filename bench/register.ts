@@ -4,10 +4,10 @@
 // git CLI making the same commit (target file + token use) for each registration, one by one.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { machineCpu, startBenchServer } from './server.js';
+import { machineCpu, startBenchServer, type BenchServer } from './server.js';
 import { registrationStorm } from './storm.js';
 import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
 
@@ -23,24 +23,25 @@ const existing = Number(values.targets);
 const clients = Number(values.clients);
 const requests = Number(values.requests);
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-register-'));
+let server: BenchServer | undefined;
 
 try {
   console.log(`# registrations — ${existing} targets in the repo, ${clients} concurrent clients, ${requests} registrations, --sd-layout ${values["sd-layout"]}, node ${process.version}`);
   const dirs = { repo: join(root, 'repo'), sd: join(root, 'sd'), state: join(root, 'state') };
   bareRepoWith(dirs.repo, syntheticRepo(existing));
   const layout = values['sd-layout'];
-  const server = await startBenchServer(dirs, ['--sd-layout', layout]);
+  server = await startBenchServer(dirs, ['--sd-layout', layout]);
   const created = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests, expires_at: '2099-01-01T00:00:00Z' })).json as { token: string };
 
   const splitBefore = server.cpuSplit();
-  const childrenBefore = server.childrenCpuSeconds();
+  const childrenBefore = server.finishedChildrenCpuSeconds();
   const clientBefore = process.cpuUsage();
   const machineBefore = machineCpu();
   const { rate, latencies, statuses, acknowledged } = await registrationStorm(server.url, created.token, { clients, requests, prefix: 'bench', net: 200 });
   const machineAfter = machineCpu();
   const client = process.cpuUsage(clientBefore);
   const splitAfter = server.cpuSplit();
-  const children = server.childrenCpuSeconds() - childrenBefore;
+  const children = server.finishedChildrenCpuSeconds() - childrenBefore;
   const main = splitAfter.main - splitBefore.main;
   const others = splitAfter.others - splitBefore.others;
   const cpu = main + others;
@@ -63,7 +64,7 @@ try {
   await server.stop();
   console.log(`aami serve: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
   const perRegistration = (seconds: number) => ((seconds / requests) * 1000).toFixed(2);
-  console.log(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}), its git children ${perRegistration(children)} ms; the clients ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${cpus().length} cores ${(machineBusy * 100).toFixed(0)}% busy`);
+  console.log(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}), its finished git children (repacks) ${perRegistration(children)} ms; the bench process (its clients) ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${machineAfter.cpus} CPUs ${(machineBusy * 100).toFixed(0)}% busy`);
   console.log(`            RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}, settled ${settled.rssMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}; ${commits} commits`);
   console.log(`            durability: ${acknowledged.length - missing.length}/${acknowledged.length} acknowledged registrations in Git and in the SD file`);
 
@@ -72,5 +73,6 @@ try {
   const cliRate = gitCliCommitsPerSecond(dirs.repo, root, cliCount, existing + 10_000);
   console.log(`git CLI   : ${cliRate.toFixed(0)} commits/s (hash-object ×2, update-index, write-tree, commit-tree, update-ref; ${cliCount} commits)`);
 } finally {
+  await server?.stop(); // stopped already, unless the bench failed half-way
   rmSync(root, { recursive: true, force: true });
 }

@@ -20,8 +20,11 @@ export interface BenchServer {
   cpuSeconds(): number;
   /** The same, split: its main thread (JavaScript, the event loop) and its other threads (V8's GC and compiler helpers, libuv's file I/O). */
   cpuSplit(): { main: number; others: number };
-  /** Seconds of CPU of its children that ended (git repack, git push): /proc counts them once they are reaped, in ticks of 10 ms. */
-  childrenCpuSeconds(): number;
+  /**
+   * Seconds of CPU of its children that ended (git repack, git push): /proc counts a child once
+   * it is reaped, in ticks of 10 ms. The long-lived `git cat-file --batch` is not among them.
+   */
+  finishedChildrenCpuSeconds(): number;
   stop(): Promise<void>;
 }
 
@@ -36,10 +39,14 @@ export async function startBenchServer(dirs: { repo: string; sd: string; state: 
   let log = '';
   child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
   const url = await new Promise<string>((resolve, reject) => {
-    child.stderr!.on('data', () => {
+    // Removed once it matched: looked for in the whole log at every chunk, it cost the bench's own process CPU that it reports as its clients'.
+    const serving = () => {
       const match = /msg=serving url=(\S+)/.exec(log);
-      if (match) resolve(match[1]!);
-    });
+      if (!match) return;
+      child.stderr!.off('data', serving);
+      resolve(match[1]!);
+    };
+    child.stderr!.on('data', serving);
     child.once('exit', (code) => reject(new Error(`server exited (${code}): ${log}`)));
   });
   for (;;) {
@@ -65,13 +72,13 @@ export async function startBenchServer(dirs: { repo: string; sd: string; state: 
         const { main, others } = threadCpu(child.pid!);
         return main + others;
       } catch {
-        const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        const fields = statFields(child.pid!);
         return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks of 1/100 s
       }
     },
     cpuSplit: () => threadCpu(child.pid!),
-    childrenCpuSeconds() {
-      const fields = readFileSync(`/proc/${child.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    finishedChildrenCpuSeconds() {
+      const fields = statFields(child.pid!);
       return (Number(fields[13]) + Number(fields[14])) / 100; // cutime + cstime
     },
     stop: () =>
@@ -92,17 +99,34 @@ function threadCpu(pid: number): { main: number; others: number } {
   let main = 0;
   let others = 0;
   for (const task of readdirSync(`/proc/${pid}/task`)) {
-    const seconds = Number(readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/task/${task}/schedstat`, 'utf8');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') continue; // the thread ended since the listing
+      throw error;
+    }
+    const seconds = Number(text.split(' ')[0]) / 1e9;
     if (task === String(pid)) main += seconds;
     else others += seconds;
   }
   return { main, others };
 }
 
-/** The machine's CPU time so far, from /proc/stat: busy (everything but idle and iowait) and total, in ticks. */
-export function machineCpu(): { busy: number; total: number } {
-  // user nice system idle iowait irq softirq steal; guest and guest_nice are counted in user and nice already.
-  const ticks = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-  const total = ticks.reduce((sum, value) => sum + value, 0);
-  return { busy: total - ticks[3]! - (ticks[4] ?? 0), total };
+/** The fields of /proc/<pid>/stat after the command's name (which may hold a space or a parenthesis): index 0 is the state. */
+function statFields(pid: number): string[] {
+  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return text.slice(text.lastIndexOf(')') + 2).split(' ');
+}
+
+/**
+ * The machine's CPU time so far, from /proc/stat, in ticks: busy (user, nice, system, irq,
+ * softirq) and all of it, and its number of CPUs. Steal (the hypervisor running others) is
+ * left out of both, and guest time is counted in user and nice already.
+ */
+export function machineCpu(): { busy: number; total: number; cpus: number } {
+  const lines = readFileSync('/proc/stat', 'utf8').split('\n');
+  const [user, nice, system, idle, iowait, irq, softirq] = lines[0]!.trim().split(/\s+/).slice(1, 8).map(Number) as number[];
+  const busy = user! + nice! + system! + irq! + softirq!;
+  return { busy, total: busy + idle! + iowait!, cpus: lines.filter((line) => /^cpu\d/.test(line)).length };
 }
