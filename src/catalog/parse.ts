@@ -21,6 +21,7 @@ import {
   type Credential,
 } from '../schema/index.js';
 import { DUMP_OPTIONS, emitFast } from './emit.js';
+import { readFast } from './read.js';
 import type { Problem } from './problem.js';
 
 export type Entity =
@@ -136,6 +137,9 @@ function parseYaml(path: string, text: string, fail: (field: string, message: st
     dumped.delete(text);
     data = JSON.parse(json);
   } else {
+    // The fast reader takes no "__proto__" key: it leaves such a document to js-yaml, then to protoKeys below.
+    const fast = readFast(text);
+    if (fast !== undefined) return then(fast);
     try {
       // The core schema is YAML 1.2's: `expires_at: 2026-12-31T00:00:00Z` stays a string, `no` stays a string.
       data = jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA, filename: path });
