@@ -2,7 +2,7 @@ import jsYaml from 'js-yaml';
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it, vi } from 'vitest';
 import { dumpYaml, parseFile } from '../src/catalog/parse.js';
-import type { Target } from '../src/schema/index.js';
+import { describeZodError, targetFile, type Target } from '../src/schema/index.js';
 import { onCleanup, random } from './helpers.js';
 
 const problemsOf = (path: string, text: string) => parseFile(path, text).problems.map((p) => `${p.field}: ${p.message}`);
@@ -159,5 +159,54 @@ describe('parseFile', () => {
     const odd = dumpYaml({ ...target, facts: { gpu_count: Number.NaN } });
     expect(problemsOf('targets/ml/gpu-01.yaml', odd)).toEqual(problemsOf('targets/ml/gpu-01.yaml', odd));
     expect(problemsOf('targets/ml/gpu-01.yaml', odd)[0]).toMatch(/^facts.gpu_count: /);
+  });
+});
+
+describe('the check of a target file', () => {
+  it('gives what the whole schema gives, value and field order, valid or not, whatever checks came before', () => {
+    // parseFile checks a target's repeated fields once per distinct value (checkedTarget):
+    // random targets, many sharing values and some breaking them, against targetFile alone.
+    const rng = random(6021);
+    // For each field: values the schema takes, then (after the bar) values it refuses.
+    const BAR = Symbol('refused from here');
+    const labelSets = [undefined, {}, { rack: 'r1' }, { rack: 'r1', gpu_count: 8 }, { gpu_count: 8, rack: 'r1' }, { gpu_count: '8', rack: 'r1' }, { spot: true }, { x: 1.5 }, { x: 0 }, BAR, { job: 'x' }, { 'a-b': 'x' }, { x: null }, []];
+    const pools: Record<string, unknown[]> = {
+      hostname: ['gpu-01', BAR, 'BAD', 5],
+      ip_address: ['10.0.0.1', '::ffff:10.0.0.1', '::0001', BAR, '300.1.1.1', 7],
+      primary_group: ['ml', BAR, 'ML', null],
+      groups: [undefined, [], ['prod'], ['prod', 'h100'], BAR, ['BAD'], 'prod', [1], null],
+      exporters: [undefined, [], [{ type: 'node_exporter' }], [{ type: 'node_exporter', port: 9100 }], [{ type: 'dcgm_exporter', enabled: false, metrics_path: '/m', scheme: 'https', interval: '15s' }],
+        [{ port: 9100, type: 'node_exporter' }], BAR, [{ type: 'x' }], [{ type: 'node_exporter', extra: 1 }], [{ type: 'node_exporter', port: 0 }], {}],
+      labels: labelSets,
+      node_labels: labelSets,
+      token_labels: labelSets,
+      facts: [undefined, { cpu_cores: 128 }, { cpu_cores: 0 }, { gpu_model: 'H100', interfaces: ['eth0'] }, { interfaces: ['eth0'], gpu_model: 'H100' }, BAR, { cpu_cores: -1 }, { unknown: 1 }, null],
+      registered_by_token: [undefined, 'bulk', BAR, 'BAD'],
+      registered_at: [undefined, '2026-11-26T00:00:00Z', BAR, 'yesterday'],
+      machine_id: [undefined, 'ab'.repeat(32), BAR, 'AB'],
+    };
+    const pickFrom = (pool: unknown[]) => {
+      const bar = pool.indexOf(BAR);
+      return rng.next() < 0.03 ? rng.pick(pool.slice(bar + 1)) : rng.pick(pool.slice(0, bar));
+    };
+    let valid = 0;
+    for (let i = 0; i < 3000; i++) {
+      const entries = Object.entries(pools).map(([key, pool]) => [key, pickFrom(pool)] as const).filter(([, value]) => value !== undefined);
+      if (rng.next() < 0.05) entries.push(['unknown', 1]);
+      if (rng.next() < 0.3) entries.sort(() => rng.next() - 0.5);
+      const data = Object.fromEntries(entries);
+      const text = jsYaml.dump(data, { lineWidth: -1 });
+      const parsed = parseFile('targets/ml/gpu-01.yaml', text);
+      const expected = targetFile.safeParse(jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA }));
+      if (!expected.success) {
+        expect(parsed.problems, text).toEqual(describeZodError(expected.error).map((e) => ({ file: 'targets/ml/gpu-01.yaml', ...e })));
+        continue;
+      }
+      if (parsed.problems.length) continue; // the file's path names another host or group
+      valid++;
+      // JSON: the order of the fields and the type of every value count.
+      expect(JSON.stringify(parsed.entity!.value), text).toBe(JSON.stringify(expected.data));
+    }
+    expect(valid).toBeGreaterThan(1000);
   });
 });
