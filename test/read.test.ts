@@ -158,6 +158,17 @@ describe('readFast', () => {
     for (const text of leftToJsYaml) expect(readFast(text), JSON.stringify(text)).toBeUndefined();
   });
 
+  it('counts every collection a value is in, block and flow, towards one limit of depth', () => {
+    // Each "- k:" opens a sequence and a mapping; the line's flow collections count on.
+    const nested = (levels: number, flow: number) =>
+      `k:\n${Array.from({ length: levels }, (_, i) => `${'  '.repeat(i)}- k:`).join('\n')}\n${'  '.repeat(levels)}- ${'['.repeat(flow)}x${']'.repeat(flow)}\n`;
+    expect(check(nested(10, 4))).toBe(true); // 1 + 2 x 10 + 1 + 4 collections
+    expect(readFast(nested(10, 11))).toBeUndefined(); // 1 + 2 x 10 + 1 + 11
+    expect(readFast(nested(16, 0))).toBeUndefined(); // 1 + 2 x 16 + 1
+    expect(check(`k: ${'['.repeat(31)}x${']'.repeat(31)}\n`)).toBe(true);
+    expect(readFast(`k: ${'['.repeat(32)}x${']'.repeat(32)}\n`)).toBeUndefined();
+  });
+
   it('gives parseFile the same parse whether the fast path or js-yaml read the file', () => {
     const text = targetFile(42, 'cluster-1').content!;
     const fast = parseFile('targets/cluster-1/gpu-000042.yaml', text);

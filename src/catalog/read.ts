@@ -44,7 +44,11 @@ const NOT_FIRST = new Set(' -?:,[]{}#&*!|>\'"%@`');
 const FLOW_STOP = new Set([...',[]{}:'].map((c) => c.charCodeAt(0)));
 const IMPLICIT = (jsYaml.CORE_SCHEMA as unknown as { compiledImplicit: Array<{ resolve(data: string): boolean; construct(data: string): unknown }> }).compiledImplicit;
 
-/** Deeper than config files nest: left to js-yaml (so a file of a million "[" cannot exhaust this reader's stack). */
+/**
+ * Collections in collections deeper than config files nest, block and flow alike: left to
+ * js-yaml (a file of a million "[" cannot exhaust this reader's stack, and js-yaml refuses
+ * documents nested past its own limit of 100).
+ */
 const MAX_DEPTH = 32;
 
 type Line = { indent: number; content: string };
@@ -68,8 +72,14 @@ class Reader {
     }
   }
 
+  /** One collection deeper than the one being read. */
+  private deeper(): void {
+    if (++this.depth > MAX_DEPTH) notHere();
+  }
+
   /** A block mapping whose keys are at `indent`, from the current line (which is at `indent`). */
   mapping(indent: number): Record<string, unknown> {
+    this.deeper();
     const result: Record<string, unknown> = {};
     while (this.at < this.lines.length) {
       const line = this.lines[this.at]!;
@@ -82,8 +92,9 @@ class Reader {
       if (Object.hasOwn(result, name)) notHere();
       const rest = line.content.slice(colon + 1).trimStart();
       this.at++;
-      result[name] = rest ? this.inline(rest) : this.nested(indent);
+      result[name] = rest ? this.inline(rest, indent) : this.nested(indent);
     }
+    this.depth--;
     return result;
   }
 
@@ -93,14 +104,12 @@ class Reader {
     if (next === undefined || next.indent < indent) return null;
     const sequence = next.content.startsWith('- ') || next.content === '-';
     if (next.indent === indent && !sequence) return null;
-    if (++this.depth > MAX_DEPTH) notHere();
-    const value = sequence ? this.sequence(next.indent) : this.mapping(next.indent);
-    this.depth--;
-    return value;
+    return sequence ? this.sequence(next.indent) : this.mapping(next.indent);
   }
 
   /** A block sequence whose dashes are at `indent`. */
   private sequence(indent: number): unknown[] {
+    this.deeper();
     const items: unknown[] = [];
     while (this.at < this.lines.length) {
       const line = this.lines[this.at]!;
@@ -118,18 +127,19 @@ class Reader {
         items.push(this.mapping(column));
       } else {
         this.at++;
-        items.push(this.inline(text));
+        items.push(this.inline(text, indent));
       }
     }
+    this.depth--;
     return items;
   }
 
-  /** A value on the rest of a line: a flow collection, a quoted or a plain scalar. Nothing may follow it below. */
-  private inline(text: string): unknown {
+  /** A value on the rest of a line whose key or dash is at `indent`: a flow collection, a quoted or a plain scalar. Nothing may follow it below. */
+  private inline(text: string, indent: number): unknown {
     const next = this.lines[this.at];
-    if (next !== undefined && next.indent > (this.lines[this.at - 1]?.indent ?? 0)) notHere(); // a value over lines
+    if (next !== undefined && next.indent > indent) notHere(); // a value over lines
     if (text[0] === '[' || text[0] === '{' || text[0] === "'" || text[0] === '"') {
-      const flow = new Flow(text);
+      const flow = new Flow(text, this.depth);
       const value = flow.value();
       if (flow.at !== text.length) notHere();
       return value;
@@ -142,8 +152,11 @@ class Reader {
 /** One line's flow collection or quoted scalar, read from `at`. */
 class Flow {
   at = 0;
-  private depth = 0;
-  constructor(private readonly text: string) {}
+  /** `depth`: the collections the line's value is in. */
+  constructor(
+    private readonly text: string,
+    private depth: number,
+  ) {}
 
   value(): unknown {
     const first = this.text[this.at];
@@ -196,19 +209,14 @@ class Flow {
     }
   }
 
+  /** `''` is a quote. */
   private singleQuoted(): string {
-    let value = '';
-    for (let from = this.at + 1; ; ) {
-      const quote = this.text.indexOf("'", from);
-      if (quote < 0) notHere();
-      value += this.text.slice(from, quote);
-      if (this.text[quote + 1] !== "'") {
-        this.at = quote + 1;
-        return value;
-      }
-      value += "'";
-      from = quote + 2;
-    }
+    let end = this.text.indexOf("'", this.at + 1);
+    while (end >= 0 && this.text[end + 1] === "'") end = this.text.indexOf("'", end + 2);
+    if (end < 0) notHere();
+    const value = this.text.slice(this.at + 1, end).replaceAll("''", "'");
+    this.at = end + 1;
+    return value;
   }
 
   /** Without escapes: PRINTABLE let no `\` through. */
