@@ -144,17 +144,10 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     logger.info('started from the snapshot the last server saved', { head: head ?? undefined });
     // The log's entries are not needed: its dictionary is, for the parses appended later.
     await cache.load({ entries: false });
-    cache.settleTo(() => parsesOf(restored), restored.files.size).catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
   } else {
     await cache.load();
     live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
-    await cache.settle();
   }
-  // Parses and the last good versions outlive a restart; both are small writes, off the request path.
-  live.subscribe((snapshot) => {
-    cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
-    stateFile.save(savedStateOf(snapshot)).catch((error: unknown) => logger.warn('writing the catalog state failed', { error: String(error) }));
-  });
 
   const registry = new Registry();
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
@@ -179,6 +172,17 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     identity: (snapshot) => hashSecret(JSON.stringify([snapshot.head, config.sdLayout ?? 'file', savedStateOf(snapshot)])),
   });
   await sd.start();
+
+  // The parse cache is settled once the SD files are served (its lines are made a slice at a
+  // time, the server answering between them: a first start's 100k took ~0.5 s), before anything
+  // can publish a snapshot. Parses and the last good versions outlive a restart; both are small
+  // writes, off the request path.
+  const settled = restored ? cache.settleTo(() => parsesOf(restored), restored.files.size) : cache.settle();
+  settled.catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
+  live.subscribe((snapshot) => {
+    cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
+    stateFile.save(savedStateOf(snapshot)).catch((error: unknown) => logger.warn('writing the catalog state failed', { error: String(error) }));
+  });
 
   const follow = async () => {
     try {

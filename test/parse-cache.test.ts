@@ -297,6 +297,27 @@ describe('the parse cache', () => {
       expect(again.get('targets/ml/h-1.yaml', oid(1))).toBeUndefined();
     });
 
+    it('appends a parse added while a long flush\'s lines are made (a slice at a time) after them, with the same numbers', async () => {
+      const file = join(tempDir(), 'parse-cache.log');
+      const cache = new ParseCache(file);
+      const many = 12_000; // over two slices
+      for (let i = 0; i < many; i++) cache.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
+      const first = cache.flush();
+      // Between two slices: a parse whose label set is new, and one that uses a set already numbered.
+      await new Promise(setImmediate);
+      const site = 'node_labels: {site: new}\n';
+      cache.add(`targets/ml/h-${many}.yaml`, oid(many), { parsed: target(many, site) });
+      cache.add(`targets/ml/h-${many + 1}.yaml`, oid(many + 1), { parsed: target(many + 1) });
+      const second = cache.flush();
+      await Promise.all([first, second]);
+      const again = new ParseCache(file);
+      await again.load();
+      for (let i = 0; i < many + 2; i += 1_111) expect(again.get(`targets/ml/h-${i}.yaml`, oid(i)), `h-${i}`).toEqual({ parsed: target(i) });
+      expect(again.get(`targets/ml/h-${many}.yaml`, oid(many))).toEqual({ parsed: target(many, site) });
+      expect(again.get(`targets/ml/h-${many + 1}.yaml`, oid(many + 1))).toEqual({ parsed: target(many + 1) });
+      expect(fs.readFileSync(file, 'utf8').trim().split('\n').length).toBe(1 + many + 2 + 8); // the header, the entries, 8 values: ml, [prod], the exporters, 3 racks, {}, {site: new}
+    });
+
     it('read for its dictionary alone (a start from the restart image), goes on from its numbers and compacts to what the snapshot holds', async () => {
       const file = await thirtyTargets();
       const numbers = () => fs.readFileSync(file, 'utf8').split('\n').filter((line) => line.startsWith('["="')).map((line) => JSON.parse(line)[1] as number);

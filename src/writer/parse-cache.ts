@@ -158,7 +158,7 @@ export class ParseCache {
       const dictionary = new Dictionary();
       try {
         const tmp = `${file}.tmp`;
-        await fs.promises.writeFile(tmp, `${FORMAT}\n${entries.map((entry) => lineOf(dictionary, ...entry)).join('')}`, { mode: 0o600 });
+        await fs.promises.writeFile(tmp, `${FORMAT}\n${await linesOf(dictionary, entries)}`, { mode: 0o600 });
         await fs.promises.rename(tmp, file);
         this.dictionary = dictionary;
         this.foreign = false;
@@ -180,8 +180,9 @@ export class ParseCache {
     this.pending = [];
     const file = this.file;
     const write = this.writing.catch(() => undefined).then(async () => {
-      // Made here, in write order: the dictionary is the one of the log as it is now.
-      const lines = entries.map((entry) => lineOf(this.dictionary, ...entry)).join('');
+      // Made here, in write order: the dictionary is the one of the log as it is now (the
+      // writes are chained: no other one changes it meanwhile).
+      const lines = await linesOf(this.dictionary, entries);
       try {
         const fresh = !(await fs.promises.stat(file).catch(() => undefined));
         await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines, { mode: 0o600 });
@@ -195,6 +196,19 @@ export class ParseCache {
     this.writing = write.catch(() => undefined);
     return write;
   }
+}
+
+/** Lines made between two turns of the event loop. */
+const LINES_SLICE = 5_000;
+
+/** The entries' lines, a slice at a time: the server answers between them. */
+async function linesOf(dictionary: Dictionary, entries: Array<[string, string, CachedParse]>): Promise<string> {
+  const lines: string[] = [];
+  for (let i = 0; i < entries.length; i++) {
+    if (i > 0 && i % LINES_SLICE === 0) await new Promise(setImmediate);
+    lines.push(lineOf(dictionary, ...entries[i]!));
+  }
+  return lines.join('');
 }
 
 /** An entry's line, after the lines defining the values it is the first to use. */
