@@ -7,6 +7,7 @@ import { Draft, LiveCatalog, Snapshot } from '../src/catalog/live.js';
 import { PMap } from '../src/catalog/pmap.js';
 import { readCheckout } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
+import { targetLabels } from '../src/catalog/labels.js';
 import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler.js';
 import { SdOutput } from '../src/compile/output.js';
 import type { Fs } from '../src/git/fs.js';
@@ -54,6 +55,34 @@ describe('compile', () => {
     expect(Object.keys(odd('node.json')).filter((name) => name.startsWith('__'))).toEqual([]);
     expect(odd('dcgm.json')).toMatchObject({ Rack: weird, __metrics_path__: '/metrics' });
     expect(odd('ipmi.json')).toMatchObject({ Rack: weird, __metrics_path__: '/ipmi', __scheme__: 'https', __scrape_interval__: '1m' });
+  });
+
+  it('writes each target\'s labels as targetLabels gives them, its host name in its place, whether its label maps are shared by a fleet or its own', () => {
+    const records = readCheckout(fs, fixture('basic'));
+    const racks = ['r1', 'r2', 'a"quote', 'back\\slash'];
+    for (let i = 0; i < 60; i++) {
+      // Host names that sort before and after every label name, and that JSON escapes nothing in.
+      const hostname = `${i % 2 ? 'a' : 'z'}-${i}.example`;
+      const path = `targets/${i % 3 ? 'ml-training' : 'api-servers'}/${hostname}.yaml`;
+      const text = `hostname: ${hostname}\nip_address: 10.7.0.${i}\nprimary_group: ${path.split('/')[1]}\nlabels: {rack: '${racks[i % 4]!.replaceAll("'", "''")}', aaa: x}\nnode_labels: {gpu_count: ${i % 5}}\n`;
+      const parsed = parseFile(path, text);
+      expect(parsed.problems).toEqual([]);
+      // A target in four with label maps of its own (not a parse's shared, frozen ones).
+      if (i % 4 === 1) {
+        const value = parsed.entity!.value as Record<string, unknown>;
+        parsed.entity = { ...parsed.entity!, value: { ...value, labels: { ...(value.labels as object) }, node_labels: { ...(value.node_labels as object) } } } as typeof parsed.entity;
+      }
+      records.set(path, { oid: `o${i}`, parsed });
+    }
+    const { catalog } = Snapshot.build(records, null);
+    const node = JSON.parse(compile(catalog).get('node.json')!.toString()) as Array<{ targets: string[]; labels: Record<string, string> }>;
+    expect(node.length).toBe(catalog.targets.size);
+    for (const entry of node) {
+      const target = catalog.targets.get(entry.labels.hostname!)!;
+      const expected = Object.entries(targetLabels(catalog, target)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      // An exporter's own (__metrics_path__, ...) are its, not the target's.
+      expect(Object.entries(entry.labels).filter(([name]) => !name.startsWith('__')), target.hostname).toEqual(expected);
+    }
   });
 
   it('shards by primary group with the same entries as one file per job, and re-renders only the group a change touched', () => {
