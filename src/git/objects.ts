@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { crc32, deflateSync } from 'node:zlib';
 import { syncPath, type Fs } from './fs.js';
 import { STALE_LOCK_MS } from './refs.js';
@@ -13,7 +13,7 @@ export interface TreeEntry {
 
 export function hashObject(type: ObjectType, content: Uint8Array): { oid: string; raw: Buffer } {
   const raw = Buffer.concat([Buffer.from(`${type} ${content.length}\0`), content]);
-  return { oid: createHash('sha1').update(raw).digest('hex'), raw };
+  return { oid: hash('sha1', raw, 'hex'), raw };
 }
 
 export interface Person {
@@ -235,7 +235,7 @@ export function buildPack(objects: Array<{ oid: string; type: ObjectType; conten
     offset += entry.length;
   }
   const body = Buffer.concat(parts);
-  const packSum = createHash('sha1').update(body).digest();
+  const packSum = hash('sha1', body, 'buffer');
   const pack = Buffer.concat([body, packSum]);
 
   entries.sort((a, b) => (a.oid < b.oid ? -1 : 1));
@@ -252,7 +252,7 @@ export function buildPack(objects: Array<{ oid: string; type: ObjectType; conten
     offsets.writeUInt32BE(e.offset, i * 4); // < 2^31: a commit's objects are small
   });
   const indexBody = Buffer.concat([Buffer.from([0xff, 0x74, 0x4f, 0x63, 0, 0, 0, 2]), fanout, names, crcs, offsets, packSum]);
-  const index = Buffer.concat([indexBody, createHash('sha1').update(indexBody).digest()]);
+  const index = Buffer.concat([indexBody, hash('sha1', indexBody, 'buffer')]);
   return { pack, index, name: packSum.toString('hex') };
 }
 

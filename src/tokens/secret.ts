@@ -1,4 +1,4 @@
-import { createHash, randomFillSync, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, randomFillSync, timingSafeEqual } from 'node:crypto';
 
 const ALPHABET = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
 
@@ -27,7 +27,7 @@ export function randomString(length: number, alphabet = ALPHABET): string {
 
 /** Secrets are 32+ random characters (~190 bits): a fast hash is enough, no salt or KDF needed. */
 export function hashSecret(secret: string): string {
-  return `sha256:${createHash('sha256').update(secret).digest('hex')}`;
+  return `sha256:${hash('sha256', secret, 'hex')}`;
 }
 
 /** Compare a presented secret with a stored hash in constant time. */
