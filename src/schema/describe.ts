@@ -19,7 +19,8 @@ export function describeZodError(error: z.ZodError): FieldError[] {
     if (issue.code === 'unrecognized_keys') {
       return issue.keys.map((key) => ({ field: field ? `${field}.${key}` : key, message: 'is not a known field' }));
     }
-    if (issue.code === 'invalid_type' && issue.input === undefined) {
+    // zod keeps no input in its issues: a missing field is told by its message alone.
+    if (issue.code === 'invalid_type' && issue.message.endsWith('received undefined')) {
       return [{ field, message: 'is required' }];
     }
     if (issue.code === 'invalid_key') {
@@ -40,14 +41,17 @@ interface Visit {
  * Every "__proto__" key in parsed YAML or JSON (at most `max`). zod drops such a key from a
  * record without a word, so a label or exporter type named "__proto__" would vanish silently;
  * it is refused before the schema sees the data. Iterative: a deeply nested body cannot
- * exhaust the stack.
+ * exhaust the stack. Each object is looked into once: YAML aliases (`*a`) make a value a
+ * graph, a cycle or billions of paths from a few lines, and such a file ran it for ever.
  */
 export function protoKeys(data: unknown, max = 10): FieldError[] {
   const found: FieldError[] = [];
   const stack: Visit[] = [{ value: data }];
+  const seen = new Set<object>();
   while (stack.length && found.length < max) {
     const visit = stack.pop()!;
-    if (typeof visit.value !== 'object' || visit.value === null) continue;
+    if (typeof visit.value !== 'object' || visit.value === null || seen.has(visit.value)) continue;
+    seen.add(visit.value);
     for (const [key, value] of Object.entries(visit.value)) {
       const child: Visit = { value, key: Array.isArray(visit.value) ? Number(key) : key, parent: visit };
       if (key === '__proto__') found.push({ field: fieldPath(pathOf(child)), message: 'is not allowed as a key' });
