@@ -105,7 +105,7 @@ export function parseFile(path: string, text: string): ParseResult {
   const shape = shapeOf(path);
   if (typeof shape === 'string') return fail('', shape);
 
-  return parseYaml(path, text, fail, (data) => parseEntity(path, shape, data));
+  return parseYaml(path, text, fail, (data, tree) => parseEntity(path, shape, data, tree));
 }
 
 /**
@@ -130,7 +130,11 @@ export function dumpYaml(data: Record<string, unknown>): string {
 }
 const dumped = new Map<string, string>();
 
-function parseYaml(path: string, text: string, fail: (field: string, message: string) => ParseResult, then: (data: unknown) => ParseResult): ParseResult {
+/**
+ * The file's data, checked by `then`; `tree` when every value in it appears once: not
+ * js-yaml's, whose aliases (`*a`) may make a 1 MiB file a value of billions of nodes.
+ */
+function parseYaml(path: string, text: string, fail: (field: string, message: string) => ParseResult, then: (data: unknown, tree: boolean) => ParseResult): ParseResult {
   let data: unknown;
   const json = dumped.get(text);
   if (json !== undefined) {
@@ -139,7 +143,7 @@ function parseYaml(path: string, text: string, fail: (field: string, message: st
   } else {
     // The fast reader takes no "__proto__" key: it leaves such a document to js-yaml, then to protoKeys below.
     const fast = readFast(text);
-    if (fast !== undefined) return then(fast);
+    if (fast !== undefined) return then(fast, true);
     try {
       // The core schema is YAML 1.2's: `expires_at: 2026-12-31T00:00:00Z` stays a string, `no` stays a string.
       data = jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA, filename: path });
@@ -151,10 +155,10 @@ function parseYaml(path: string, text: string, fail: (field: string, message: st
   if (data === null || data === undefined) return fail('', 'the file is empty');
   const refused = protoKeys(data);
   if (refused.length) return { problems: refused.map((e) => ({ file: path, ...e })) };
-  return then(data);
+  return then(data, json !== undefined);
 }
 
-function parseEntity(path: string, shape: Shape, data: unknown): ParseResult {
+function parseEntity(path: string, shape: Shape, data: unknown, tree: boolean): ParseResult {
   const check = <T>(schema: z.ZodType<T>): T | Problem[] => {
     const result = schema.safeParse(data);
     if (result.success) return result.data;
@@ -187,9 +191,10 @@ function parseEntity(path: string, shape: Shape, data: unknown): ParseResult {
       return problems.length ? { problems } : { entity: { kind: 'credential', id: value.id, value }, problems: [] };
     }
     case 'target': {
-      // A valid file's check takes the values a fleet repeats from those checked before; any
-      // problem, the whole schema's check says what it is.
-      const value = checkedTarget(data) ?? check(targetFile);
+      // A valid file's check takes the values a fleet repeats from those checked before (by
+      // their JSON: only for a tree, whose JSON is no bigger than its file); any problem, the
+      // whole schema's check says what it is.
+      const value = (tree ? checkedTarget(data) : undefined) ?? check(targetFile);
       if (Array.isArray(value)) return { problems: value };
       const problems = [
         ...mustMatch('hostname', value.hostname, shape.id),
