@@ -174,9 +174,9 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   await sd.start();
 
   // The parse cache is settled once the SD files are served (its lines are made a slice at a
-  // time, the server answering between them: a first start's 100k took ~0.5 s), before anything
-  // can publish a snapshot. Parses and the last good versions outlive a restart; both are small
-  // writes, off the request path.
+  // time, the start going on and then requests answered between them: a first start's 100k
+  // took ~0.5 s), before anything can publish a snapshot. Parses and the last good versions
+  // outlive a restart; both are small writes, off the request path.
   const settled = restored ? cache.settleTo(() => parsesOf(restored), restored.files.size) : cache.settle();
   settled.catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
   live.subscribe((snapshot) => {

@@ -61,7 +61,7 @@ describe('compile', () => {
     const records = readCheckout(fs, fixture('basic'));
     const racks = ['r1', 'r2', 'a"quote', 'back\\slash'];
     for (let i = 0; i < 60; i++) {
-      // Host names that sort before and after every label name, and that JSON escapes nothing in.
+      // Host names of two forms; the text kept is cut around the host name's value.
       const hostname = `${i % 2 ? 'a' : 'z'}-${i}.example`;
       const path = `targets/${i % 3 ? 'ml-training' : 'api-servers'}/${hostname}.yaml`;
       const text = `hostname: ${hostname}\nip_address: 10.7.0.${i}\nprimary_group: ${path.split('/')[1]}\nlabels: {rack: '${racks[i % 4]!.replaceAll("'", "''")}', aaa: x}\nnode_labels: {gpu_count: ${i % 5}}\n`;
@@ -74,15 +74,24 @@ describe('compile', () => {
       }
       records.set(path, { oid: `o${i}`, parsed });
     }
-    const { catalog } = Snapshot.build(records, null);
-    const node = JSON.parse(compile(catalog).get('node.json')!.toString()) as Array<{ targets: string[]; labels: Record<string, string> }>;
-    expect(node.length).toBe(catalog.targets.size);
-    for (const entry of node) {
-      const target = catalog.targets.get(entry.labels.hostname!)!;
-      const expected = Object.entries(targetLabels(catalog, target)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-      // An exporter's own (__metrics_path__, ...) are its, not the target's.
-      expect(Object.entries(entry.labels).filter(([name]) => !name.startsWith('__')), target.hostname).toEqual(expected);
-    }
+    const compiler = new Compiler();
+    const check = (catalog: Snapshot['catalog']) => {
+      const node = JSON.parse(Buffer.concat(compiler.compile(catalog).get('node.json')!).toString()) as Array<{ targets: string[]; labels: Record<string, string> }>;
+      expect(node.length).toBe(catalog.targets.size);
+      for (const entry of node) {
+        const target = catalog.targets.get(entry.labels.hostname!)!;
+        const expected = Object.entries(targetLabels(catalog, target)).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+        // An exporter's own (__metrics_path__, ...) are its, not the target's.
+        expect(Object.entries(entry.labels).filter(([name]) => !name.startsWith('__')), target.hostname).toEqual(expected);
+      }
+    };
+    check(Snapshot.build(records, null).catalog);
+    // A group's labels change: the next compile, by the same compiler, of the same targets (the same label maps) has the new ones.
+    const group = 'groups/ml-training.yaml';
+    records.set(group, { oid: 'edited', parsed: parseFile(group, 'id: ml-training\nname: ml-training\nnamespace: logical\nlabels: {role: edited, team: new}\n') });
+    const edited = Snapshot.build(records, null).catalog;
+    expect(targetLabels(edited, edited.targets.get('z-2.example')!)).toMatchObject({ role: 'edited', team: 'new' });
+    check(edited);
   });
 
   it('shards by primary group with the same entries as one file per job, and re-renders only the group a change touched', () => {

@@ -64,17 +64,20 @@ describe('GitRepository', () => {
     git('fsck', '--strict', '--no-progress');
   });
 
-  it('writes blobs of every size the git CLI reads back byte for byte (each deflated with a window sized to it)', async () => {
-    const { repo, git } = await repository();
+  it('writes blobs the git CLI reads back byte for byte, empty to over 1 MiB (each deflated with a window sized to it)', async () => {
+    const { repo, dir, git } = await repository();
     const rng = seeded(77);
     const text = (size: number, alphabet: string) => Array.from({ length: size }, () => alphabet[Math.floor(rng.next() * alphabet.length)]).join('');
     const contents = [
-      '\n', 'x', text(250, 'ab'), text(251, 'abcdefghij\n'), text(512, 'xyz: 01\n'), text(770, '0123456789abcdef'), text(5_000, 'ab c\n'),
-      text(40_000, 'abcdefghijklmnopqrstuvwxyz0123456789\n'), `${text(33_000, 'ab')}${'repeat me '.repeat(3_000)}`, 'line\n'.repeat(200_000),
+      '', 'x', text(250, 'ab'), text(251, 'abcdefghij\n'), text(512, 'xyz: 01\n'), text(770, '0123456789abcdef'), text(5_000, 'ab c\n'),
+      // Around the sizes where the window grows to zlib's whole 32 KB (with its 262-byte lookahead).
+      text(32_506, 'abc\n'), text(32_507, 'abc\n'), text(40_000, 'abcdefghijklmnopqrstuvwxyz0123456789\n'), `${text(33_000, 'ab')}${'repeat me '.repeat(3_000)}`,
+      'line\n'.repeat(250_000),
     ];
     const changes = contents.map((content, i) => ({ path: `checks/sizes/file-${i}.sh`, content }));
     const commit = (await repo.writeCommit(await repo.head(), { message: 'sizes', author: ADMIN, changes }))!;
-    for (const [i, content] of contents.entries()) expect(git('show', `${commit}:checks/sizes/file-${i}.sh`) === content, `file-${i}`).toBe(true);
+    const show = (path: string) => execFileSync('git', ['--git-dir', dir, 'show', `${commit}:${path}`], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    for (const [i, content] of contents.entries()) expect(show(`checks/sizes/file-${i}.sh`) === content, `file-${i}`).toBe(true);
     git('fsck', '--strict', '--no-progress');
   });
 

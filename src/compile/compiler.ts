@@ -602,6 +602,7 @@ export function sameParts(a: Buffer[] | undefined, b: Buffer[]): boolean {
  * of their own.
  */
 function renderRuns(catalog: Catalog, target: Target, shared: GroupLabels): Map<string, string> {
+  let base: Array<[string, string]> | undefined;
   let baseText: string | undefined;
   const runs = new Map<string, string>();
   for (const [exporter, type] of scraped(catalog.settings, target)) {
@@ -612,7 +613,7 @@ function renderRuns(catalog: Catalog, target: Target, shared: GroupLabels): Map<
     if (metricsPath) extra.push(['__metrics_path__', metricsPath]);
     if (scheme) extra.push(['__scheme__', scheme]);
     if (interval) extra.push(['__scrape_interval__', interval]);
-    const labels = extra.length ? renderLabels([...sortedLabels(target, shared), ...extra].sort(byName)) : (baseText ??= labelsText(target, shared));
+    const labels = extra.length ? renderLabels([...(base ??= sortedLabels(target, shared)), ...extra].sort(byName)) : (baseText ??= labelsText(target, shared));
     runs.set(type.job, `${runs.get(type.job) ?? ''}${renderEntry(formatAddress(target.ip_address, exporter.port ?? type.port), labels)}${COMMA_TEXT}`);
   }
   return runs;
@@ -643,6 +644,7 @@ function labelsText(target: Target, shared: GroupLabels): string {
     // No label value holds a control character (schema/common.ts): the host name's place is found by one.
     const text = renderLabels(sortedLabels({ ...target, hostname: HOST_MARK }, shared));
     const at = text.indexOf(HOST_MARK_JSON);
+    if (at < 0) throw new Error('the labels rendered without the host name');
     byAdmin.set(admin, (cut = [text.slice(0, at), text.slice(at + HOST_MARK_JSON.length)]));
   }
   return `${cut[0]}${JSON.stringify(target.hostname)}${cut[1]}`;

@@ -261,8 +261,9 @@ export function buildPack(objects: Array<{ oid: string; type: ObjectType; conten
  * ones (32 KB, ~256 KB of compressor state to allocate and clear) for every small blob cost
  * a one-client registration ~0.58 ms of main thread for its three objects, ~0.44 ms sized
  * (a deflateSync is ~30 µs in a loop: the server's are cold). A window that holds the whole
- * input (and zlib's 262-byte lookahead) finds every match the whole one would; any zlib
- * reader takes the stream (its header names the window).
+ * input (and zlib's 262-byte lookahead) compresses about as well (the smaller hash table
+ * costs a few bytes on some inputs of a few KB); any zlib reader takes the stream (its
+ * header names the window).
  */
 function deflated(content: Buffer): Buffer {
   const windowBits = Math.min(15, Math.max(9, Math.ceil(Math.log2(content.length + 262))));
