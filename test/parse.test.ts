@@ -180,6 +180,9 @@ describe('the check of a target file', () => {
 
   it('says a field is required only when it is missing, and what is wrong with one of another type', () => {
     expect(problemsOf('targets/ml/h.yaml', 'hostname: h\nip_address: 10.0.0.1\ngroups: [1]\n')).toEqual(['primary_group: is required', 'groups[0]: Invalid input: expected string, received number']);
+    // A field whose schema words its own message: required when missing, its message when of another type.
+    expect(problemsOf('tokens/t.yaml', 'id: t\nmax_uses: 1\nuses: 0\n')).toContain('expires_at: is required');
+    expect(problemsOf('tokens/t.yaml', 'id: t\nmax_uses: 1\nuses: 0\nexpires_at: 5\n')).toContain('expires_at: must be an RFC 3339 time such as 2026-12-31T23:59:59Z');
   });
 
   it('gives what the whole schema gives, value and field order, valid or not, whatever checks came before', () => {
@@ -216,9 +219,10 @@ describe('the check of a target file', () => {
       const data = Object.fromEntries(entries);
       const text = jsYaml.dump(data, { lineWidth: -1 });
       const parsed = parseFile('targets/ml/gpu-01.yaml', text);
-      const expected = targetFile.safeParse(jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA }));
+      const loaded = jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA });
+      const expected = targetFile.safeParse(loaded);
       if (!expected.success) {
-        expect(parsed.problems, text).toEqual(describeZodError(expected.error).map((e) => ({ file: 'targets/ml/gpu-01.yaml', ...e })));
+        expect(parsed.problems, text).toEqual(describeZodError(expected.error, loaded).map((e) => ({ file: 'targets/ml/gpu-01.yaml', ...e })));
         continue;
       }
       expect(parsed.problems, text).toEqual([]);

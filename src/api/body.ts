@@ -74,7 +74,7 @@ export function parseValue<S extends z.ZodType>(schema: S, data: unknown, what: 
   const refused = protoKeys(data);
   const result = refused.length ? undefined : schema.safeParse(data);
   if (!result?.success) {
-    const details = result ? describeZodError(result.error) : refused;
+    const details = result ? describeZodError(result.error, data) : refused;
     const summary = details.map((d) => (d.field ? `${d.field} ${d.message}` : d.message)).join('; ');
     throw new AamiError('validation_failed', `${what} is invalid: ${summary}`, details);
   }

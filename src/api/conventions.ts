@@ -53,7 +53,7 @@ export function checkQuery(): MiddlewareHandler {
         if (repeated.length) throw new AamiError('validation_failed', `query parameter ${repeated.join(', ')} given more than once`, repeated.map((field) => ({ field, message: 'may be given once' })));
         const parsed = schema.safeParse(values);
         if (!parsed.success) {
-          const details = describeZodError(parsed.error);
+          const details = describeZodError(parsed.error, values);
           throw new AamiError('validation_failed', `the query is invalid: ${details.map((d) => `${d.field} ${d.message}`).join('; ')}`, details);
         }
         c.set(QUERY as never, parsed.data as never);

@@ -98,7 +98,7 @@ export function parseFile(path: string, text: string): ParseResult {
     }
     return parseYaml(path, text, fail, (data) => {
       const result = checkFile.safeParse(data);
-      if (!result.success) return { problems: describeZodError(result.error).map((e) => ({ file: path, ...e })) };
+      if (!result.success) return { problems: describeZodError(result.error, data).map((e) => ({ file: path, ...e })) };
       return { entity: { kind: 'check', id: name, value: result.data }, problems: [] };
     });
   }
@@ -162,7 +162,7 @@ function parseEntity(path: string, shape: Shape, data: unknown, tree: boolean): 
   const check = <T>(schema: z.ZodType<T>): T | Problem[] => {
     const result = schema.safeParse(data);
     if (result.success) return result.data;
-    return describeZodError(result.error).map((e) => ({ file: path, ...e }));
+    return describeZodError(result.error, data).map((e) => ({ file: path, ...e }));
   };
   const mustMatch = (field: string, actual: string, expected: string): Problem[] =>
     actual === expected ? [] : [{ file: path, field, message: `is "${actual}" but the file's path says "${expected}"` }];

@@ -102,7 +102,7 @@ flight are committed.`,
     if (values.help) return io.out(this.help), EXIT.ok;
     void positionals;
     const env = io.env;
-    const parsed = serveOptions.safeParse({
+    const given = {
       repo: values.repo ?? env.AAMI_REPO,
       sd_dir: values['sd-dir'] ?? env.AAMI_SD_DIR,
       sd_layout: values['sd-layout'] ?? env.AAMI_SD_LAYOUT,
@@ -122,9 +122,10 @@ flight are committed.`,
       cluster_secret: env.AAMI_CLUSTER_SECRET || undefined,
       git_password: env.AAMI_GIT_PASSWORD || secretFile(env.AAMI_GIT_PASSWORD_FILE, 'AAMI_GIT_PASSWORD_FILE'),
       prometheus_url: values['prometheus-url'] ?? (env.AAMI_PROMETHEUS_URL || undefined),
-    });
+    };
+    const parsed = serveOptions.safeParse(given);
     if (!parsed.success) {
-      throw new UsageError(describeZodError(parsed.error).map((e) => `${e.field}: ${e.message}`).join('; '));
+      throw new UsageError(describeZodError(parsed.error, given).map((e) => `${e.field}: ${e.message}`).join('; '));
     }
     const options = parsed.data;
     if (options.read_only && !options.remote) throw new UsageError('--read-only follows a Git remote: give --remote URL too');

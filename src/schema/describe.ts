@@ -12,15 +12,18 @@ export function fieldPath(path: ReadonlyArray<PropertyKey>): string {
     .join('');
 }
 
-/** zod's issues as one line per field, in words an operator can act on. */
-export function describeZodError(error: z.ZodError): FieldError[] {
+/**
+ * zod's issues as one line per field, in words an operator can act on. `input` is what was
+ * checked: zod keeps no input in its issues, and a field of the wrong type is told from a
+ * missing one by what the input holds at its path.
+ */
+export function describeZodError(error: z.ZodError, input: unknown): FieldError[] {
   return error.issues.flatMap((issue): FieldError[] => {
     const field = fieldPath(issue.path);
     if (issue.code === 'unrecognized_keys') {
       return issue.keys.map((key) => ({ field: field ? `${field}.${key}` : key, message: 'is not a known field' }));
     }
-    // zod keeps no input in its issues: a missing field is told by its message alone.
-    if (issue.code === 'invalid_type' && issue.message.endsWith('received undefined')) {
+    if (issue.code === 'invalid_type' && valueAt(input, issue.path) === undefined) {
       return [{ field, message: 'is required' }];
     }
     if (issue.code === 'invalid_key') {
@@ -29,6 +32,15 @@ export function describeZodError(error: z.ZodError): FieldError[] {
     }
     return [{ field, message: issue.message }];
   });
+}
+
+function valueAt(input: unknown, path: ReadonlyArray<PropertyKey>): unknown {
+  let at = input;
+  for (const key of path) {
+    if (typeof at !== 'object' || at === null || !Object.hasOwn(at, key)) return undefined;
+    at = (at as Record<PropertyKey, unknown>)[key];
+  }
+  return at;
 }
 
 interface Visit {
