@@ -632,13 +632,7 @@ function renderRuns(catalog: Catalog, target: Target, shared: GroupLabels): Map<
 function labelsText(target: Target, shared: GroupLabels): string {
   const { node_labels: node, token_labels: token, labels: admin } = target;
   if (!Object.isFrozen(node) || !Object.isFrozen(token) || !Object.isFrozen(admin)) return renderLabels(sortedLabels(target, shared));
-  const groups = shared.of(target);
-  let byNode = labelTexts.get(groups);
-  if (!byNode) labelTexts.set(groups, (byNode = new Map()));
-  let byToken = byNode.get(node);
-  if (!byToken) byNode.set(node, (byToken = new Map()));
-  let byAdmin = byToken.get(token);
-  if (!byAdmin) byToken.set(token, (byAdmin = new Map()));
+  const byAdmin = inner(inner(inner(labelTexts, shared.of(target)), node), token);
   let cut = byAdmin.get(admin);
   if (!cut) {
     // No label value holds a control character (schema/common.ts): the host name's place is found by one.
@@ -650,6 +644,12 @@ function labelsText(target: Target, shared: GroupLabels): string {
   return `${cut[0]}${JSON.stringify(target.hostname)}${cut[1]}`;
 }
 const labelTexts = new WeakMap<object, Map<object, Map<object, Map<object, [string, string]>>>>();
+/** The map `outer` holds under `key`, made empty the first time. */
+function inner<V>(outer: Map<object, Map<object, V>> | WeakMap<object, Map<object, V>>, key: object): Map<object, V> {
+  let found = outer.get(key);
+  if (!found) outer.set(key, (found = new Map()));
+  return found;
+}
 const HOST_MARK = '\u0000';
 const HOST_MARK_JSON = JSON.stringify(HOST_MARK);
 
