@@ -1,7 +1,10 @@
-// npm run bench:register [-- --targets 10000 --clients 64 --requests 2000 --sd-layout file|group]
+// npm run bench:register [-- --targets 10000 --clients 64 --requests 2000 --sd-layout file|group --rounds 1]
 // Sustained self-registrations against the built `aami serve` in its own process, then a
 // durability check (every 201 is in Git and in the SD file). Baseline in the same run: the
 // git CLI making the same commit (target file + token use) for each registration, one by one.
+// With --rounds N, N storms one after another on the same server: the first is a fresh
+// server's (V8 still compiling the hot code on its helper threads: ~1 s of their CPU at 10k
+// targets, perf), the later ones a warmed server's.
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,37 +20,51 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '64' },
     requests: { type: 'string', default: '2000' },
     'sd-layout': { type: 'string', default: 'file' },
+    rounds: { type: 'string', default: '1' },
   },
 });
 const existing = Number(values.targets);
 const clients = Number(values.clients);
 const requests = Number(values.requests);
+const rounds = Number(values.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds: a whole number, at least 1');
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-register-'));
 let server: BenchServer | undefined;
 
 try {
-  console.log(`# registrations — ${existing} targets in the repo, ${clients} concurrent clients, ${requests} registrations, --sd-layout ${values["sd-layout"]}, node ${process.version}`);
+  console.log(`# registrations — ${existing} targets in the repo, ${clients} concurrent clients, ${requests} registrations${rounds > 1 ? ` a round, ${rounds} rounds` : ''}, --sd-layout ${values["sd-layout"]}, node ${process.version}`);
   const dirs = { repo: join(root, 'repo'), sd: join(root, 'sd'), state: join(root, 'state') };
   bareRepoWith(dirs.repo, syntheticRepo(existing));
   const layout = values['sd-layout'];
   server = await startBenchServer(dirs, ['--sd-layout', layout]);
-  const created = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests, expires_at: '2099-01-01T00:00:00Z' })).json as { token: string };
+  const created = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests * rounds, expires_at: '2099-01-01T00:00:00Z' })).json as { token: string };
 
-  const splitBefore = server.cpuSplit();
-  const childrenBefore = server.finishedChildrenCpuSeconds();
-  const clientBefore = process.cpuUsage();
-  const machineBefore = machineCpu();
-  const { rate, latencies, statuses, acknowledged } = await registrationStorm(server.url, created.token, { clients, requests, prefix: 'bench', net: 200 });
-  const machineAfter = machineCpu();
-  const client = process.cpuUsage(clientBefore);
-  const splitAfter = server.cpuSplit();
-  const children = server.finishedChildrenCpuSeconds() - childrenBefore;
-  const main = splitAfter.main - splitBefore.main;
-  const others = splitAfter.others - splitBefore.others;
-  const cpu = main + others;
-  // The clients run on this machine too: what they and the server leave of its cores is the headroom.
-  const machineBusy = (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total);
-  const memory = server.memory();
+  const acknowledged: string[] = [];
+  const lines: string[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const splitBefore = server.cpuSplit();
+    const childrenBefore = server.finishedChildrenCpuSeconds();
+    const clientBefore = process.cpuUsage();
+    const machineBefore = machineCpu();
+    const storm = await registrationStorm(server.url, created.token, { clients, requests, prefix: round ? `bench-r${round}` : 'bench', net: 200 + round });
+    const machineAfter = machineCpu();
+    const client = process.cpuUsage(clientBefore);
+    const splitAfter = server.cpuSplit();
+    const children = server.finishedChildrenCpuSeconds() - childrenBefore;
+    const main = splitAfter.main - splitBefore.main;
+    const others = splitAfter.others - splitBefore.others;
+    const cpu = main + others;
+    // The clients run on this machine too: what they and the server leave of its cores is the headroom.
+    const machineBusy = (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total);
+    const memory = server.memory();
+    acknowledged.push(...storm.acknowledged);
+    const { rate, latencies, statuses } = storm;
+    const perRegistration = (seconds: number) => ((seconds / requests) * 1000).toFixed(2);
+    const name = rounds === 1 ? 'aami serve' : `round ${round + 1}${round ? '   ' : ' (fresh)'}`.padEnd(10);
+    lines.push(`${name}: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
+    lines.push(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}), its finished git children (repacks) ${perRegistration(children)} ms; the bench process (its clients) ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${machineAfter.cpus} CPUs ${(machineBusy * 100).toFixed(0)}% busy`);
+    lines.push(`            RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+  }
   // Durable and served: every 201 is in the branch's tree and, once compiled (up to 30 s), in the SD file.
   const tree = execFileSync('git', ['--git-dir', dirs.repo, 'ls-tree', '-r', '--name-only', 'main', 'targets/cluster-0'], { encoding: 'utf8', maxBuffer: 1 << 28 });
   const unserved = () => {
@@ -62,10 +79,8 @@ try {
   const settled = server.memory();
   const commits = Number(execFileSync('git', ['--git-dir', dirs.repo, 'rev-list', '--count', 'main'], { encoding: 'utf8' })) - 2;
   await server.stop();
-  console.log(`aami serve: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
-  const perRegistration = (seconds: number) => ((seconds / requests) * 1000).toFixed(2);
-  console.log(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}), its finished git children (repacks) ${perRegistration(children)} ms; the bench process (its clients) ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${machineAfter.cpus} CPUs ${(machineBusy * 100).toFixed(0)}% busy`);
-  console.log(`            RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}, settled ${settled.rssMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}; ${commits} commits`);
+  for (const line of lines) console.log(line);
+  console.log(`            settled RSS ${settled.rssMb.toFixed(0)} MB; ${commits} commits`);
   console.log(`            durability: ${acknowledged.length - missing.length}/${acknowledged.length} acknowledged registrations in Git and in the SD file`);
 
   // Baseline: the git CLI making the same commit for each registration, one by one.

@@ -81,6 +81,35 @@ describe('GitRepository', () => {
     git('fsck', '--strict', '--no-progress');
   });
 
+  it('writes trees the git CLI reads back, small to several stored blocks of 64 KB (a directory of thousands of files)', async () => {
+    const { repo, dir, git } = await repository();
+    // 3,000 entries of ~45 bytes: a tree of ~135 KB, three of zlib's stored blocks, hashed in two updates (past 16 KB).
+    const names = Array.from({ length: 3_000 }, (_, i) => `targets/big/host-${String(i).padStart(5, '0')}.yaml`);
+    const first = (await repo.writeCommit(await repo.head(), { message: 'many', author: ADMIN, changes: names.map((path, i) => ({ path, content: `n: ${i}\n` })) }))!;
+    // The next version of the same tree: one entry changed, one removed, one added.
+    const second = (await repo.writeCommit(first, {
+      message: 'one of many',
+      author: ADMIN,
+      changes: [
+        { path: names[1_500]!, content: 'changed\n' },
+        { path: names[0]!, content: null },
+        { path: 'targets/big/host-99999.yaml', content: 'added\n' },
+      ],
+    }))!;
+    const list = (commit: string) => execFileSync('git', ['--git-dir', dir, 'ls-tree', '--name-only', `${commit}:targets/big`], { encoding: 'utf8', maxBuffer: 1 << 24 }).trim().split('\n');
+    expect(list(first)).toEqual(names.map((path) => path.slice('targets/big/'.length)));
+    expect(list(second)).toEqual([...names.slice(1).map((path) => path.slice('targets/big/'.length)), 'host-99999.yaml']);
+    expect(git('show', `${second}:${names[1_500]}`)).toBe('changed\n');
+    expect(git('show', `${second}:${names[2_999]}`)).toBe('n: 2999\n');
+    // Git's own id of each tree, hashed again from the bytes it reads back, is the one the commit names.
+    for (const commit of [first, second]) {
+      const id = git('rev-parse', `${commit}:targets/big`).trim();
+      const bytes = execFileSync('git', ['--git-dir', dir, 'cat-file', 'tree', id], { maxBuffer: 1 << 24 });
+      expect(execFileSync('git', ['--git-dir', dir, 'hash-object', '-t', 'tree', '--stdin'], { input: bytes, encoding: 'utf8' }).trim()).toBe(id);
+    }
+    git('fsck', '--strict', '--no-progress');
+  });
+
   it('gives the same commit ids for the same changes at the same pinned time', async () => {
     const clock = fixedClock();
     const [a, b] = [await repository(clock.now), await repository(clock.now)];
