@@ -25,7 +25,7 @@ const root = mkdtempSync(join(tmpdir(), 'aami-bench-startup-'));
 try {
   console.log(`# start-up — --sd-layout ${values['sd-layout']}, node ${process.version}, ${new Date().toISOString()}`);
   // The restart column holds a median and a range when there are several.
-  const restartWidth = restarts === 1 ? 12 : 32;
+  const restartWidth = restarts === 1 ? 20 : 32; // past the longest heading, 'kill -9 once quiet'
   console.log(`targets   first start  RSS      ${'restart'.padEnd(restartWidth)}RSS      settled  peak RSS   ${'kill -9 at once'.padEnd(restartWidth)}${'kill -9 once quiet'.padEnd(restartWidth)}git checkout (baseline)`);
   for (const n of values.sizes.split(',').map(Number)) {
     const dirs = { repo: join(root, `repo-${n}`), sd: join(root, `sd-${n}`), state: join(root, `state-${n}`) };
