@@ -1,3 +1,4 @@
+import type { z } from 'zod';
 import type { Catalog } from '../catalog/build.js';
 import type { LiveCatalog } from '../catalog/live.js';
 import type { SdPublisher } from '../compile/publisher.js';
@@ -9,16 +10,10 @@ import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
 import type { PrimaryOptions } from './forward.js';
 import type { BulkOptions, BulkReads } from './bulk.js';
+import type { health } from './spec/schemas.js';
 
-/** What health says about the repository the server serves from. */
-export interface RepoHealth {
-  branch: string;
-  layout: string;
-  /** Set while the repository cannot be read (moved away, unreadable): the last good state keeps serving. */
-  error: string | null;
-  /** Something an operator should change (an old layout, say). */
-  warning: string | null;
-}
+/** What health says about the repository the server serves from, as the server keeps it (health adds the head and the remote's status). */
+export type RepoHealth = Omit<z.infer<typeof health>['repo'], 'head' | 'remote'>;
 
 /** Everything the HTTP layer needs, injected: no module singletons. */
 export interface AppDeps {

@@ -55,8 +55,8 @@ export const health = z
       head: z.string().nullable(),
       branch: z.string(),
       layout: z.string(),
-      error: z.string().nullable(),
-      warning: z.string().nullable(),
+      error: z.string().nullable().describe('Set while the repository cannot be read (moved away, unreadable): the last good state keeps serving'),
+      warning: z.string().nullable().describe('Something an operator should change (an old layout, say)'),
       remote: remoteStatus.nullable(),
     }),
     compiler: z.strictObject({
