@@ -1,7 +1,9 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
+import { FailureLines } from '../src/api/observe.js';
+import { createLogger } from '../src/log.js';
 import { apiHarness, ADMIN_TOKEN } from './api-helpers.js';
 import { ROOT, tempDir } from './helpers.js';
 import { configServer, requireBinary } from './node-helpers.js';
@@ -65,6 +67,50 @@ describe('the request log', () => {
     expect(lines()[4]!.id).toBeUndefined(); // the pasted secret is not an id: left out
     const text = log.join('\n');
     for (const secret of secrets) expect(text).not.toContain(secret);
+  });
+
+  it('writes ten authentication failures an address a minute, and tells how many it left out', async () => {
+    const log: string[] = [];
+    const api = await apiHarness({ log }); // no rate limit to speak of: every wrong secret is a 401
+    const lines = () => log.map(parse);
+    const wrong = `aami_cred_zzzzzzzz_${'w'.repeat(40)}`;
+    for (let i = 0; i < 25; i++) expect((await api.get('/api/v1/targets', { token: wrong })).status).toBe(401);
+    expect(lines()).toHaveLength(10);
+    expect(new Set(lines().map((l) => `${l.msg} ${l.status} ${l.address}`))).toEqual(new Set(['authentication failed 401 local']));
+    // Other lines are never held back.
+    await api.post('/api/v1/groups', { name: 'gpu-fleet', namespace: 'logical' });
+    expect(lines().at(-1)).toMatchObject({ msg: 'write', status: '201' });
+
+    log.length = 0;
+    api.advance(60_000);
+    await api.get('/api/v1/targets', { token: wrong });
+    expect(lines()).toEqual([
+      expect.objectContaining({ level: 'warn', msg: 'lines left out of the log', like: 'authentication failed', address: 'local', count: '15', seconds: '60' }),
+      expect.objectContaining({ msg: 'authentication failed', status: '401' }),
+    ]);
+    expect(log.join('\n')).not.toContain(wrong);
+  });
+
+  it('tells the addresses past its limit apart no more, and tells what it left out once the minute is over even if the client stopped', () => {
+    vi.useFakeTimers();
+    try {
+      const log: string[] = [];
+      let now = 0;
+      const failures = new FailureLines(createLogger((line) => log.push(line)), () => now, { burst: 1, addresses: 2 });
+      for (const address of ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.1']) failures.write('authentication failed', { address });
+      expect(log.map(parse).map((l) => l.address)).toEqual(['10.0.0.1', '10.0.0.2']);
+      now = 60_000;
+      vi.advanceTimersByTime(60_000);
+      expect(log.map(parse).slice(2)).toEqual([
+        expect.objectContaining({ msg: 'lines left out of the log', like: 'authentication failed', address: '10.0.0.1', count: '1' }),
+        expect.objectContaining({ msg: 'lines left out of the log', like: 'authentication failed', address: 'other addresses', count: '2' }),
+      ]);
+      // A new minute: written again.
+      failures.write('rate limited', { address: '10.0.0.3' });
+      expect(log.map(parse).at(-1)).toMatchObject({ msg: 'rate limited', address: '10.0.0.3' });
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it('counts requests by route pattern, never by raw path', async () => {

@@ -25,7 +25,7 @@ export function createApp(appDeps: AppDeps) {
   const app = new Hono();
   app.onError(onError(deps.logger));
   app.notFound(notFound(app));
-  app.use('*', observe(metrics, deps.logger));
+  app.use('*', observe(metrics, deps.logger, deps.clock));
   // Before anything that can refuse: a refusal is logged with the client a follower passed on.
   app.use('*', trustForwarded(deps.clusterSecret));
   app.use('*', checkQuery());

@@ -32,9 +32,11 @@ export function logFields(c: Context, fields: Fields): void {
  * per write (done, refused or failed), per authentication failure and per rate limit.
  * A line names the route, the id in the path, who called (credential name, token id or
  * node), the address, the status and the error code; never a secret, a query string or a
- * body.
+ * body. Authentication failures and rate limits, which a client makes as fast as it can
+ * send, are written up to a burst an address a minute, the rest counted (FailureLines).
  */
-export function observe(metrics: ApiMetrics, logger: Logger): MiddlewareHandler {
+export function observe(metrics: ApiMetrics, logger: Logger, clock: () => Date = () => new Date()): MiddlewareHandler {
+  const failures = new FailureLines(logger, () => clock().getTime());
   return async (c, next) => {
     const started = performance.now();
     await next();
@@ -61,10 +63,68 @@ export function observe(metrics: ApiMetrics, logger: Logger): MiddlewareHandler 
       ...(c.get(EXTRA as never) as Fields | undefined),
       ms: Math.round(seconds * 10_000) / 10,
     };
-    if (status >= 500) logger.error(message, fields);
+    if (status === 401 || status === 429) failures.write(message, fields);
+    else if (status >= 500) logger.error(message, fields);
     else if (status >= 400) logger.warn(message, fields);
     else logger.info(message, fields);
   };
+}
+
+/**
+ * Lines a client can make as fast as it sends (401s, 429s): a password sprayer at 10k
+ * requests a second would write 10k lines a second, fill the disk or the journal's rate
+ * limit, and push out the lines that matter. The first `burst` lines of a kind from an
+ * address in a minute are written; the rest are counted and told in one line per kind and
+ * address once the minute is over (at the next such line, or by a timer). At most
+ * `addresses` addresses are told apart a minute; the lines of any more are counted together.
+ */
+export class FailureLines {
+  private windowStart: number | undefined;
+  private readonly seen = new Map<string, { message: string; address: string; written: number; left: number }>();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly now: () => number,
+    private readonly options: { burst?: number; windowMs?: number; addresses?: number } = {},
+  ) {}
+
+  write(message: string, fields: Fields): void {
+    const windowMs = this.options.windowMs ?? 60_000;
+    const now = this.now();
+    if (this.windowStart === undefined || now - this.windowStart >= windowMs) {
+      this.flush();
+      this.windowStart = now;
+    }
+    const address = String(fields.address ?? 'unknown');
+    let key = `${message}\u0000${address}`;
+    let entry = this.seen.get(key);
+    if (!entry && this.seen.size >= (this.options.addresses ?? 1000)) {
+      key = `${message}\u0000`;
+      entry = this.seen.get(key) ?? { message, address: 'other addresses', written: Infinity, left: 0 };
+    }
+    entry ??= { message, address, written: 0, left: 0 };
+    this.seen.set(key, entry);
+    if (entry.written < (this.options.burst ?? 10)) {
+      entry.written++;
+      this.logger.warn(message, fields);
+      return;
+    }
+    entry.left++;
+    // Told even if the client stops: once the minute is over, by a timer that keeps no process alive.
+    this.timer ??= setTimeout(() => this.flush(), windowMs - (now - this.windowStart)).unref();
+  }
+
+  /** Tell what was left out, and start counting anew. */
+  private flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const { message, address, left } of this.seen.values()) {
+      if (left) this.logger.warn('lines left out of the log', { like: message, address, count: left, seconds: Math.round((this.options.windowMs ?? 60_000) / 1000) });
+    }
+    this.seen.clear();
+    this.windowStart = undefined;
+  }
 }
 
 function lineFor(method: string, status: number): string | undefined {
