@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
 import { createApp } from './api/app.js';
+import { FailureLines } from './api/observe.js';
 import { FailureLimiter } from './api/auth.js';
 import type { RepoHealth } from './api/deps.js';
 import { LiveCatalog } from './catalog/live.js';
@@ -281,6 +282,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   reapTimer.unref();
 
   let serving = true;
+  const failureLines = new FailureLines(logger, () => clock().getTime());
   const app = createApp({
     live,
     catalog,
@@ -290,6 +292,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     staleAfterMs,
     clock,
     logger,
+    failureLines,
     auth: { adminTokenHash, openReads: config.openReads, limiter: new FailureLimiter() },
     metrics: { registry },
     history: (pathspecs) => fileHistory(repo.gitdir, pathspecs),
@@ -331,6 +334,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       await image.save(live.snapshot()).catch((error: unknown) => logger.warn('saving the snapshot for the next start failed: it will build the catalog from Git', { error: String(error) }));
       await heartbeats.save();
       await repo.close();
+      failureLines.flush();
       logger.info('stopped', { head: live.snapshot().head ?? undefined });
     },
   };

@@ -97,20 +97,35 @@ describe('the request log', () => {
       const log: string[] = [];
       let now = 0;
       const failures = new FailureLines(createLogger((line) => log.push(line)), () => now, { burst: 1, addresses: 2 });
-      for (const address of ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.1']) failures.write('authentication failed', { address });
-      expect(log.map(parse).map((l) => l.address)).toEqual(['10.0.0.1', '10.0.0.2']);
+      // Past two addresses, the others share one burst: the first of them is still written, with its address.
+      for (const address of ['10.0.0.1', '10.0.0.2', '10.0.0.3', '10.0.0.4', '10.0.0.5', '10.0.0.1']) failures.write('authentication failed', { address });
+      failures.write('rate limited', { address: '10.0.0.1' });
+      expect(log.map(parse).map((l) => `${l.msg} ${l.address}`)).toEqual(['authentication failed 10.0.0.1', 'authentication failed 10.0.0.2', 'authentication failed 10.0.0.3', 'rate limited 10.0.0.1']);
       now = 60_000;
       vi.advanceTimersByTime(60_000);
-      expect(log.map(parse).slice(2)).toEqual([
+      expect(log.map(parse).slice(4)).toEqual([
         expect.objectContaining({ msg: 'lines left out of the log', like: 'authentication failed', address: '10.0.0.1', count: '1' }),
         expect.objectContaining({ msg: 'lines left out of the log', like: 'authentication failed', address: 'other addresses', count: '2' }),
       ]);
+      expect(log).toHaveLength(6);
       // A new minute: written again.
       failures.write('rate limited', { address: '10.0.0.3' });
       expect(log.map(parse).at(-1)).toMatchObject({ msg: 'rate limited', address: '10.0.0.3' });
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it('ends its minute when the clock steps back, rather than staying quiet for as long as the step', () => {
+    const log: string[] = [];
+    let now = 3_600_000;
+    const failures = new FailureLines(createLogger((line) => log.push(line)), () => now, { burst: 1 });
+    failures.write('authentication failed', { address: 'a' });
+    failures.write('authentication failed', { address: 'a' }); // counted
+    now -= 3_000_000; // an NTP step back of 50 minutes
+    failures.write('authentication failed', { address: 'a' });
+    expect(log.map(parse).map((l) => l.msg)).toEqual(['authentication failed', 'lines left out of the log', 'authentication failed']);
+    failures.flush();
   });
 
   it('counts requests by route pattern, never by raw path', async () => {
@@ -135,7 +150,13 @@ describe('/metrics of aami serve', () => {
     const node = await server.call('POST', '/api/v1/bootstrap/register', { hostname: 'gpu-01', ip_address: '10.0.0.1' }, token.json.token);
     expect(node.status).toBe(201);
     await server.call('POST', '/api/v1/nodes/heartbeat', undefined, node.json.node_credential);
-    await server.call('GET', '/api/v1/targets', undefined, 'aami_cred_wrongwro_wrongwrongwrongwrongwrongwrongwrongwrong');
+    // Wrong secrets past the log's burst: the lines left out are told at the stop, not lost with the process.
+    const wrong = 'aami_cred_wrongwro_wrongwrongwrongwrongwrongwrongwrongwrong';
+    const refused = new Map<number, number>();
+    for (let i = 0; i < 25; i++) {
+      const { status } = await server.call('GET', '/api/v1/targets', undefined, wrong);
+      refused.set(status, (refused.get(status) ?? 0) + 1);
+    }
 
     const text = await (await fetch(`${server.url}/metrics`)).text();
     // promtool reads the page on stdin; exit 0 means no format error and no lint problem.
@@ -177,7 +198,15 @@ describe('/metrics of aami serve', () => {
     const log = server.log();
     expect(log).toMatch(/level=info msg=write method=POST route=\/api\/v1\/bootstrap\/register status=201 by=token:\w+ address=127\.0\.0\.1 location=\/api\/v1\/targets\/gpu-01 hostname=gpu-01 outcome=created/);
     expect(log).toMatch(/level=warn msg="authentication failed" method=GET route=\/api\/v1\/targets status=401 code=unauthorized/);
-    for (const secret of [PROCESS_ADMIN, token.json.token, node.json.node_credential]) expect(log).not.toContain(secret);
+    // Each kind: up to ten lines, the rest told in one line at the stop.
+    for (const [status, like] of [[401, 'authentication failed'], [429, 'rate limited']] as const) {
+      const count = refused.get(status) ?? 0;
+      expect(log.match(new RegExp(`msg="${like}"`, 'g'))?.length ?? 0, like).toBe(Math.min(10, count));
+      if (count > 10) expect(log).toMatch(new RegExp(`msg="lines left out of the log" like="${like}" address=127\\.0\\.0\\.1 count=${count - 10} seconds=60`));
+      else expect(log).not.toContain(`like="${like}"`);
+    }
+    expect([...refused.values()].some((count) => count > 10)).toBe(true);
+    for (const secret of [PROCESS_ADMIN, token.json.token, node.json.node_credential, wrong]) expect(log).not.toContain(secret);
   });
 
   it("drops a node's aami_node_last_seen_timestamp_seconds series when an admin deletes its target, and keeps the others", async () => {

@@ -7,7 +7,7 @@ import { checkQuery, notFound } from './conventions.js';
 import type { AppDeps } from './deps.js';
 import { onError, sendError } from './errors.js';
 import { forwardToPrimary, trustForwarded } from './forward.js';
-import { apiMetrics, observe } from './observe.js';
+import { apiMetrics, FailureLines, observe } from './observe.js';
 import { credentialRoutes } from './routes/credentials.js';
 import { groupRoutes } from './routes/groups.js';
 import { nodeRoutes } from './routes/nodes.js';
@@ -25,7 +25,7 @@ export function createApp(appDeps: AppDeps) {
   const app = new Hono();
   app.onError(onError(deps.logger));
   app.notFound(notFound(app));
-  app.use('*', observe(metrics, deps.logger, deps.clock));
+  app.use('*', observe(metrics, deps.logger, deps.failureLines ?? new FailureLines(deps.logger, () => deps.clock().getTime())));
   // Before anything that can refuse: a refusal is logged with the client a follower passed on.
   app.use('*', trustForwarded(deps.clusterSecret));
   app.use('*', checkQuery());

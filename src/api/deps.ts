@@ -10,6 +10,7 @@ import type { Writer } from '../writer/writer.js';
 import type { AuthOptions } from './auth.js';
 import type { PrimaryOptions } from './forward.js';
 import type { BulkOptions, BulkReads } from './bulk.js';
+import type { FailureLines } from './observe.js';
 import type { health } from './spec/schemas.js';
 
 /** What health says about the repository the server serves from, as the server keeps it (health adds the head and the remote's status). */
@@ -26,6 +27,8 @@ export interface AppDeps {
   auth: AuthOptions;
   clock: () => Date;
   logger: Logger;
+  /** The throttle of 401 and 429 lines, which the server flushes at its stop; one of the app's own when not given. */
+  failureLines?: FailureLines;
   /** The server's metrics registry; the API adds its own metrics to it. */
   metrics: { registry: Registry };
   history: (pathspecs: string[]) => Promise<HistoryEntry[]>;

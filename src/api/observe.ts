@@ -35,8 +35,7 @@ export function logFields(c: Context, fields: Fields): void {
  * body. Authentication failures and rate limits, which a client makes as fast as it can
  * send, are written up to a burst an address a minute, the rest counted (FailureLines).
  */
-export function observe(metrics: ApiMetrics, logger: Logger, clock: () => Date = () => new Date()): MiddlewareHandler {
-  const failures = new FailureLines(logger, () => clock().getTime());
+export function observe(metrics: ApiMetrics, logger: Logger, failures: FailureLines): MiddlewareHandler {
   return async (c, next) => {
     const started = performance.now();
     await next();
@@ -70,63 +69,6 @@ export function observe(metrics: ApiMetrics, logger: Logger, clock: () => Date =
   };
 }
 
-/**
- * Lines a client can make as fast as it sends (401s, 429s): a password sprayer at 10k
- * requests a second would write 10k lines a second, fill the disk or the journal's rate
- * limit, and push out the lines that matter. The first `burst` lines of a kind from an
- * address in a minute are written; the rest are counted and told in one line per kind and
- * address once the minute is over (at the next such line, or by a timer). At most
- * `addresses` addresses are told apart a minute; the lines of any more are counted together.
- */
-export class FailureLines {
-  private windowStart: number | undefined;
-  private readonly seen = new Map<string, { message: string; address: string; written: number; left: number }>();
-  private timer: NodeJS.Timeout | undefined;
-
-  constructor(
-    private readonly logger: Logger,
-    private readonly now: () => number,
-    private readonly options: { burst?: number; windowMs?: number; addresses?: number } = {},
-  ) {}
-
-  write(message: string, fields: Fields): void {
-    const windowMs = this.options.windowMs ?? 60_000;
-    const now = this.now();
-    if (this.windowStart === undefined || now - this.windowStart >= windowMs) {
-      this.flush();
-      this.windowStart = now;
-    }
-    const address = String(fields.address ?? 'unknown');
-    let key = `${message}\u0000${address}`;
-    let entry = this.seen.get(key);
-    if (!entry && this.seen.size >= (this.options.addresses ?? 1000)) {
-      key = `${message}\u0000`;
-      entry = this.seen.get(key) ?? { message, address: 'other addresses', written: Infinity, left: 0 };
-    }
-    entry ??= { message, address, written: 0, left: 0 };
-    this.seen.set(key, entry);
-    if (entry.written < (this.options.burst ?? 10)) {
-      entry.written++;
-      this.logger.warn(message, fields);
-      return;
-    }
-    entry.left++;
-    // Told even if the client stops: once the minute is over, by a timer that keeps no process alive.
-    this.timer ??= setTimeout(() => this.flush(), windowMs - (now - this.windowStart)).unref();
-  }
-
-  /** Tell what was left out, and start counting anew. */
-  private flush(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    for (const { message, address, left } of this.seen.values()) {
-      if (left) this.logger.warn('lines left out of the log', { like: message, address, count: left, seconds: Math.round((this.options.windowMs ?? 60_000) / 1000) });
-    }
-    this.seen.clear();
-    this.windowStart = undefined;
-  }
-}
-
 function lineFor(method: string, status: number): string | undefined {
   if (status === 401) return 'authentication failed';
   if (status === 429) return 'rate limited';
@@ -146,5 +88,68 @@ function who(principal: Principal | undefined, sentSecret: boolean, status: numb
       if (!sentSecret) return 'nobody';
       // Refused before the secret was looked at (a bad query string, say): say nothing about it.
       return status === 401 || status === 429 ? 'a secret that is not valid' : 'unauthenticated';
+  }
+}
+
+/**
+ * Lines a client can make as fast as it sends (401s, 429s): a password sprayer at 10k
+ * requests a second would write 10k lines a second, fill the disk or the journal's rate
+ * limit, and push out the lines that matter. The first `burst` lines of a kind from an
+ * address in a minute are written; the rest are counted and told in one line per kind and
+ * address once the minute is over (at the next such line, by a timer, or at the server's
+ * stop: flush()). At most `addresses` addresses are told apart a minute: the lines of any
+ * more are written up to a burst, then counted, together as "other addresses".
+ */
+export class FailureLines {
+  private windowStart: number | undefined;
+  private readonly seen = new Map<string, { message: string; address: string; written: number; left: number }>();
+  private readonly addresses = new Set<string>();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly windowMs: number;
+
+  constructor(
+    private readonly logger: Logger,
+    /** Milliseconds, from the server's clock (tests move it). */
+    private readonly now: () => number,
+    private readonly options: { burst?: number; windowMs?: number; addresses?: number } = {},
+  ) {
+    this.windowMs = options.windowMs ?? 60_000;
+  }
+
+  write(message: string, fields: Fields): void {
+    const now = this.now();
+    // A clock stepped back (NTP, a clock set at boot) ends the minute too: else it would last as long as the step.
+    if (this.windowStart === undefined || now < this.windowStart || now - this.windowStart >= this.windowMs) {
+      this.flush();
+      this.windowStart = now;
+    }
+    let address = String(fields.address ?? 'unknown');
+    if (!this.addresses.has(address)) {
+      if (this.addresses.size < (this.options.addresses ?? 1000)) this.addresses.add(address);
+      else address = 'other addresses';
+    }
+    const key = `${message}\u0000${address}`;
+    const entry = this.seen.get(key) ?? { message, address, written: 0, left: 0 };
+    this.seen.set(key, entry);
+    if (entry.written < (this.options.burst ?? 10)) {
+      entry.written++;
+      this.logger.warn(message, fields);
+      return;
+    }
+    entry.left++;
+    // Told even if the client stops: once the minute is over, by a timer that keeps no process alive.
+    this.timer ??= setTimeout(() => this.flush(), Math.max(1, this.windowMs - (now - this.windowStart!))).unref();
+  }
+
+  /** Tell what was left out, and start counting anew. */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    for (const { message, address, left } of this.seen.values()) {
+      if (left) this.logger.warn('lines left out of the log', { like: message, address, count: left, seconds: Math.round(this.windowMs / 1000) });
+    }
+    this.seen.clear();
+    this.addresses.clear();
+    this.windowStart = undefined;
   }
 }
