@@ -27,7 +27,8 @@ const existing = Number(values.targets);
 const clients = Number(values.clients);
 const requests = Number(values.requests);
 const rounds = Number(values.rounds);
-if (!Number.isInteger(rounds) || rounds < 1) throw new Error('--rounds: a whole number, at least 1');
+// Each round's addresses are 10.<200 + round>.x.y.
+if (!Number.isInteger(rounds) || rounds < 1 || rounds > 55) throw new Error('--rounds: a whole number from 1 to 55');
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-register-'));
 let server: BenchServer | undefined;
 
@@ -37,7 +38,9 @@ try {
   bareRepoWith(dirs.repo, syntheticRepo(existing));
   const layout = values['sd-layout'];
   server = await startBenchServer(dirs, ['--sd-layout', layout]);
-  const created = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests * rounds, expires_at: '2099-01-01T00:00:00Z' })).json as { token: string };
+  const made = await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: requests * rounds, expires_at: '2099-01-01T00:00:00Z' });
+  if (made.status !== 201) throw new Error(`the bench's token was refused (${made.status}): ${JSON.stringify(made.json)}`);
+  const created = made.json as { token: string };
 
   const acknowledged: string[] = [];
   const lines: string[] = [];
@@ -60,10 +63,10 @@ try {
     acknowledged.push(...storm.acknowledged);
     const { rate, latencies, statuses } = storm;
     const perRegistration = (seconds: number) => ((seconds / requests) * 1000).toFixed(2);
-    const name = rounds === 1 ? 'aami serve' : `round ${round + 1}${round ? '   ' : ' (fresh)'}`.padEnd(10);
+    const name = rounds === 1 ? 'aami serve' : `round ${round + 1}${round ? '' : ' (fresh)'}`;
     lines.push(`${name}: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
     lines.push(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}), its finished git children (repacks) ${perRegistration(children)} ms; the bench process (its clients) ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${machineAfter.cpus} CPUs ${(machineBusy * 100).toFixed(0)}% busy`);
-    lines.push(`            RSS ${memory.rssMb.toFixed(0)} MB (peak ${memory.peakMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+    lines.push(`            RSS ${memory.rssMb.toFixed(0)} MB (the process's peak so far ${memory.peakMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
   }
   // Durable and served: every 201 is in the branch's tree and, once compiled (up to 30 s), in the SD file.
   const tree = execFileSync('git', ['--git-dir', dirs.repo, 'ls-tree', '-r', '--name-only', 'main', 'targets/cluster-0'], { encoding: 'utf8', maxBuffer: 1 << 28 });

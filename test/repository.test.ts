@@ -83,7 +83,7 @@ describe('GitRepository', () => {
 
   it('writes trees the git CLI reads back, small to several stored blocks of 64 KB (a directory of thousands of files)', async () => {
     const { repo, dir, git } = await repository();
-    // 3,000 entries of ~45 bytes: a tree of ~135 KB, three of zlib's stored blocks, hashed in two updates (past 16 KB).
+    // 3,000 entries of 43 bytes: a tree of 129 KB, two of zlib's stored blocks of up to 64 KB, hashed in two updates (past 16 KB).
     const names = Array.from({ length: 3_000 }, (_, i) => `targets/big/host-${String(i).padStart(5, '0')}.yaml`);
     const first = (await repo.writeCommit(await repo.head(), { message: 'many', author: ADMIN, changes: names.map((path, i) => ({ path, content: `n: ${i}\n` })) }))!;
     // The next version of the same tree: one entry changed, one removed, one added.

@@ -262,7 +262,9 @@ export function buildPack(objects: Array<{ oid: string; type: ObjectType; conten
   const offsets = Buffer.alloc(entries.length * 4);
   entries.forEach((e, i) => {
     crcs.writeUInt32BE(e.crc, i * 4);
-    offsets.writeUInt32BE(e.offset, i * 4); // < 2^31: a commit's objects are small
+    // A version 2 index keeps offsets past 2^31 in a table of its own: never needed for one commit's objects.
+    if (e.offset >= 2 ** 31) throw new Error(`a pack of ${pack.length} bytes is too large for one commit`);
+    offsets.writeUInt32BE(e.offset, i * 4);
   });
   const indexBody = Buffer.concat([Buffer.from([0xff, 0x74, 0x4f, 0x63, 0, 0, 0, 2]), fanout, names, crcs, offsets, packSum]);
   const index = Buffer.concat([indexBody, hash('sha1', indexBody, 'buffer')]);
