@@ -1,4 +1,4 @@
-// npm run bench:idle [-- --targets 10000,100000 --registrations 20]
+// npm run bench:idle [-- --targets 10000,100000 --registrations 20 --layouts file,group --per-group 100]
 // One client at a time (issue 15): each self-registration on an idle server, its latency,
 // the server's CPU for it (answer, commit, compile, SD write), and the time from its 201 to
 // the SD file holding it, with one SD file per job (--sd-layout file) and one per group
@@ -10,7 +10,9 @@ import { parseArgs } from 'node:util';
 import { startBenchServer } from './server.js';
 import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
 
-const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '20' }, layouts: { type: 'string', default: 'file,group' } } });
+const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '20' }, layouts: { type: 'string', default: 'file,group' }, 'per-group': { type: 'string', default: '100' } } });
+// Targets a group directory holds: a registration writes its directory's tree again (~45 bytes an entry).
+const perGroup = Number(values['per-group']);
 const sizes = values.targets.split(',').map(Number);
 const count = Number(values.registrations);
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-idle-'));
@@ -32,10 +34,10 @@ async function seen(file: string, needle: string, since: number): Promise<number
 }
 
 try {
-  console.log(`# one registration at a time on an idle server — ${count} registrations each, node ${process.version}`);
+  console.log(`# one registration at a time on an idle server — ${count} registrations each, ${perGroup} targets a group directory, node ${process.version}`);
   for (const size of sizes) {
     const repo = join(root, `repo-${size}`);
-    bareRepoWith(repo, syntheticRepo(size));
+    bareRepoWith(repo, syntheticRepo(size, Math.ceil(size / perGroup)));
     for (const layout of values.layouts.split(',')) {
       const base = join(root, `${size}-${layout}`);
       const server = await startBenchServer({ repo, sd: join(base, 'sd'), state: join(base, 'state') }, ['--sd-layout', layout]);

@@ -148,11 +148,23 @@ export class Compiler {
     return frozen;
   }
 
-  /** A group's shards: the last ones while its targets, the groups and aami.yaml are the same objects, else built again from them. */
+  /**
+   * A group's shards: the last ones while its targets, the groups and aami.yaml are the same
+   * objects; the last ones with the hosts that changed put in or taken out while only its
+   * targets changed (a registration into a group of 10k hosts renders one and sorts none,
+   * as the file layout's); else built again from them.
+   */
   private *shard(catalog: Catalog, shared: GroupLabels, group: string, targets: ReadonlyMap<string, Target>, walk: Walk): Generator<void, Build> {
     const last = this.shards.get(group);
-    if (last && last.targets === targets && last.settings === catalog.settings && last.groupMap === catalog.groups) return last;
-    const files = yield* build(this.render(catalog, shared), [...targets.keys()].sort(), targets, last, walk);
+    const same = last && last.settings === catalog.settings && last.groupMap === catalog.groups;
+    if (same && last.targets === targets) return last;
+    let files: Map<string, SdFile>;
+    if (same) {
+      const changes = [...changedIn(last.targets, targets)].sort().map((hostname) => [hostname, targets.get(hostname)] as const);
+      // Every job, a file with no hosts where the group had none of its entries: a change may bring the first.
+      const all = new Map(Object.values(catalog.settings.exporters).map(({ job }) => [job, last.files.get(job) ?? fileOf([])]));
+      files = new Map([...update(this.render(catalog, shared), all, changes)].filter(([, file]) => file.chunks.length > 0));
+    } else files = yield* build(this.render(catalog, shared), [...targets.keys()].sort(), targets, last, walk);
     const shard = { targets, settings: catalog.settings, groupMap: catalog.groups, files };
     this.shards.set(group, shard);
     return shard;
@@ -525,18 +537,21 @@ class FileBuilder {
 /** The host names whose target may differ between two catalogs: those of every group whose map is not the same object. */
 function changedHosts(before: Catalog['groupTargets'], after: Catalog['groupTargets']): Set<string> {
   const changed = new Set<string>();
-  const compare = (a: ReadonlyMap<string, Target> | undefined, b: ReadonlyMap<string, Target> | undefined) => {
-    if (a === b) return;
-    // Two versions of one persistent map name the keys either changed: a group of 100k hosts is not walked.
-    const keys = a instanceof PMap && b instanceof PMap ? b.changedSince(a) : undefined;
-    if (keys) {
-      for (const hostname of keys) if (a!.get(hostname) !== b!.get(hostname)) changed.add(hostname);
-      return;
-    }
-    for (const [hostname, target] of a ?? []) if (b?.get(hostname) !== target) changed.add(hostname);
-    for (const [hostname, target] of b ?? []) if (a?.get(hostname) !== target) changed.add(hostname);
-  };
-  for (const group of changedGroups(before, after)) compare(before.get(group), after.get(group));
+  for (const group of changedGroups(before, after)) changedIn(before.get(group), after.get(group), changed);
+  return changed;
+}
+
+/** The host names whose target is not the same object in two maps of a group's targets, added to `changed`. */
+function changedIn(a: ReadonlyMap<string, Target> | undefined, b: ReadonlyMap<string, Target> | undefined, changed = new Set<string>()): Set<string> {
+  if (a === b) return changed;
+  // Two versions of one persistent map name the keys either changed: a group of 100k hosts is not walked.
+  const keys = a instanceof PMap && b instanceof PMap ? b.changedSince(a) : undefined;
+  if (keys) {
+    for (const hostname of keys) if (a!.get(hostname) !== b!.get(hostname)) changed.add(hostname);
+    return changed;
+  }
+  for (const [hostname, target] of a ?? []) if (b?.get(hostname) !== target) changed.add(hostname);
+  for (const [hostname, target] of b ?? []) if (a?.get(hostname) !== target) changed.add(hostname);
   return changed;
 }
 
