@@ -13,6 +13,7 @@ import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } f
 const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '20' }, layouts: { type: 'string', default: 'file,group' }, 'per-group': { type: 'string', default: '100' } } });
 // Targets a group directory holds: a registration writes its directory's tree again (~45 bytes an entry).
 const perGroup = Number(values['per-group']);
+if (!Number.isInteger(perGroup) || perGroup < 1) throw new Error('--per-group: a whole number, at least 1');
 const sizes = values.targets.split(',').map(Number);
 const count = Number(values.registrations);
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-idle-'));

@@ -87,6 +87,9 @@ export class Compiler {
   /** Targets rendered since this compiler was made; every other one was copied (what a change costs, for tests). */
   rendered = 0;
 
+  /** Hosts its compiles walked through in building files again since it was made; a change put in by a patch walks none (for tests). */
+  walked = 0;
+
   /** `chunk`: most hosts a chunk of a file holds (tests cut small ones). */
   constructor(
     private readonly layout: SdLayout = 'file',
@@ -143,6 +146,7 @@ export class Compiler {
       }
       for (const [job, file] of finish(this.shard(catalog, shared, group, targets, walk)).files) files.set(shardName(job, group), file.parts);
     }
+    this.walked += walk.walked;
     const frozen = files instanceof Map ? PMap.from(files) : files.freeze();
     this.sharded = { settings: catalog.settings, groupMap: catalog.groups, groupTargets: catalog.groupTargets, files: frozen };
     return frozen;
@@ -152,7 +156,9 @@ export class Compiler {
    * A group's shards: the last ones while its targets, the groups and aami.yaml are the same
    * objects; the last ones with the hosts that changed put in or taken out while only its
    * targets changed (a registration into a group of 10k hosts renders one and sorts none,
-   * as the file layout's); else built again from them.
+   * as the file layout's; its two maps are walked whole only when they share no base, after
+   * a flatten); else built again from them. A patch runs in one piece, not in prepare()'s
+   * slices: it is the size of the change.
    */
   private *shard(catalog: Catalog, shared: GroupLabels, group: string, targets: ReadonlyMap<string, Target>, walk: Walk): Generator<void, Build> {
     const last = this.shards.get(group);
@@ -180,8 +186,11 @@ export class Compiler {
   private compileFiles(catalog: Catalog): Map<string, Buffer[]> {
     const last = this.whole;
     const shared = new GroupLabels(catalog);
-    if (!last || last.settings !== catalog.settings || last.groupMap !== catalog.groups) finish(this.buildWhole(catalog, shared, { walked: 0, slice: Infinity }));
-    else if (last.groupTargets !== catalog.groupTargets) {
+    if (!last || last.settings !== catalog.settings || last.groupMap !== catalog.groups) {
+      const walk = { walked: 0, slice: Infinity };
+      finish(this.buildWhole(catalog, shared, walk));
+      this.walked += walk.walked;
+    } else if (last.groupTargets !== catalog.groupTargets) {
       const changes = [...changedHosts(last.groupTargets, catalog.groupTargets)].sort().map((hostname) => [hostname, catalog.targets.get(hostname)] as const);
       this.whole = { ...last, groupTargets: catalog.groupTargets, files: update(this.render(catalog, shared), last.files, changes) };
     }
