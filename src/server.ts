@@ -321,6 +321,8 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     head: () => live.snapshot().head,
     stopServing: () => (serving = false),
     async close() {
+      // No request is answered any more (the HTTP server closed first): what the log left out is told now.
+      failureLines.flush();
       image.stop();
       clearInterval(pullTimer);
       clearInterval(reapTimer);
@@ -334,7 +336,6 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       await image.save(live.snapshot()).catch((error: unknown) => logger.warn('saving the snapshot for the next start failed: it will build the catalog from Git', { error: String(error) }));
       await heartbeats.save();
       await repo.close();
-      failureLines.flush();
       logger.info('stopped', { head: live.snapshot().head ?? undefined });
     },
   };
