@@ -57,6 +57,19 @@ describe('the parse cache', () => {
     expect(after.get('targets/ml-training/gpu-01.yaml')!.parsed).toEqual(before.get('targets/ml-training/gpu-01.yaml')!.parsed);
   });
 
+  it('removes at start-up the temp file of a compaction a kill cut short, and reads the log as it was', async () => {
+    const file = join(tempDir(), 'parse-cache.log');
+    const cache = new ParseCache(file);
+    await cache.load();
+    cache.add('targets/ml/a.yaml', 'a'.repeat(40), { parsed: parseFile('targets/ml/a.yaml', targetYaml('a', '10.0.0.9', 'ml')) });
+    await cache.flush();
+    fs.writeFileSync(`${file}.tmp`, '{"half a compacted log');
+    const restarted = new ParseCache(file);
+    await restarted.load();
+    expect(fs.existsSync(`${file}.tmp`)).toBe(false);
+    expect(restarted.get('targets/ml/a.yaml', 'a'.repeat(40))?.parsed).toEqual(parseFile('targets/ml/a.yaml', targetYaml('a', '10.0.0.9', 'ml')));
+  });
+
   it('treats a torn last line, a foreign format or a missing file as fewer entries, never as an error', async () => {
     const state = tempDir();
     const file = join(state, 'parse-cache.log');

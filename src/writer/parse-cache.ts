@@ -61,6 +61,8 @@ export class ParseCache {
    */
   async load({ entries = true } = {}): Promise<void> {
     if (!this.file) return;
+    // What a compaction a kill cut short left (as large as the log, tens of MB at 100k targets): nothing reads it.
+    await fs.promises.rm(`${this.file}.tmp`, { force: true }).catch(() => undefined);
     const definitions = new Definitions(this.dictionary);
     let format: string | undefined;
     try {
