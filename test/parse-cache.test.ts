@@ -5,7 +5,7 @@ import { filesOf } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { GitRepository } from '../src/git/repository.js';
 import { RepoFiles } from '../src/writer/files.js';
-import { ParseCache } from '../src/writer/parse-cache.js';
+import { compactionTemp, ParseCache } from '../src/writer/parse-cache.js';
 import { ADMIN, onCleanup, pushFiles, STARTER, targetYaml, tempDir } from './helpers.js';
 
 const OID_A = 'a'.repeat(40);
@@ -63,10 +63,10 @@ describe('the parse cache', () => {
     await cache.load();
     cache.add('targets/ml/a.yaml', 'a'.repeat(40), { parsed: parseFile('targets/ml/a.yaml', targetYaml('a', '10.0.0.9', 'ml')) });
     await cache.flush();
-    fs.writeFileSync(`${file}.tmp`, '{"half a compacted log');
+    fs.writeFileSync(compactionTemp(file), '{"half a compacted log');
     const restarted = new ParseCache(file);
     await restarted.load();
-    expect(fs.existsSync(`${file}.tmp`)).toBe(false);
+    expect(fs.existsSync(compactionTemp(file))).toBe(false);
     expect(restarted.get('targets/ml/a.yaml', 'a'.repeat(40))?.parsed).toEqual(parseFile('targets/ml/a.yaml', targetYaml('a', '10.0.0.9', 'ml')));
   });
 
@@ -269,7 +269,7 @@ describe('the parse cache', () => {
       const restarted = new ParseCache(file);
       await restarted.load();
       expect(restarted.get('targets/ml/h-1.yaml', oid(1))).toEqual({ parsed: target(1) });
-      fs.mkdirSync(`${file}.tmp`);
+      fs.mkdirSync(compactionTemp(file));
       await expect(restarted.settle()).rejects.toThrow();
       restarted.add('targets/ml/h-100.yaml', oid(100), { parsed: target(100) });
       await restarted.flush();

@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import type { Snapshot } from '../catalog/live.js';
+import { clearTempsOf, tempPathOf } from '../git/fs.js';
 import { sharedParts, targetParse, type ParseResult } from '../catalog/parse.js';
 import { DEFINITION, Definitions, Dictionary, readLines } from './json-log.js';
 
@@ -62,7 +63,7 @@ export class ParseCache {
   async load({ entries = true } = {}): Promise<void> {
     if (!this.file) return;
     // What a compaction a kill cut short left (as large as the log, tens of MB at 100k targets): nothing reads it.
-    await fs.promises.rm(`${this.file}.tmp`, { force: true }).catch(() => undefined);
+    clearTempsOf(fs, this.file);
     const definitions = new Definitions(this.dictionary);
     let format: string | undefined;
     try {
@@ -159,7 +160,7 @@ export class ParseCache {
       // A new log numbers its values afresh.
       const dictionary = new Dictionary();
       try {
-        const tmp = `${file}.tmp`;
+        const tmp = compactionTemp(file);
         await fs.promises.writeFile(tmp, `${FORMAT}\n${await linesOf(dictionary, entries)}`, { mode: 0o600 });
         await fs.promises.rename(tmp, file);
         this.dictionary = dictionary;
@@ -199,6 +200,9 @@ export class ParseCache {
     return write;
   }
 }
+
+/** Where a compaction writes the log before it takes the log's name: a temp name clearTempsOf knows. */
+export const compactionTemp = (file: string) => tempPathOf(file, 'compacted');
 
 /** Lines made between two turns of the event loop. */
 const LINES_SLICE = 5_000;
