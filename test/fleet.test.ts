@@ -108,6 +108,27 @@ describe('one writer, many followers', () => {
     expect(healths).toContain(`"url":"${remote.url}"`);
   });
 
+  it('forwards a conditional read with a credential it has not pulled yet: the primary\'s 304 reaches the client, with no body', { timeout: 60_000 }, async () => {
+    const remote = bareRemote();
+    const primary = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    const follower = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 }, primary: { url: primary.url } });
+    expect((await primary.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' })).status).toBe(201);
+    // Created on the primary after the follower's last pull: the follower forwards this credential's reads.
+    const { credential } = (await primary.call('POST', '/api/v1/credentials', { name: 'poller', role: 'reader' })).json;
+    await waitFor('the primary to write the SD file', async () => primary.sd().includes('10.0.0.1'));
+    for (const path of ['/api/v1/targets', '/api/v1/sd/prometheus']) {
+      const get = (headers: Record<string, string> = {}) => fetch(`${follower.url}${path}`, { headers: { authorization: `Bearer ${credential}`, ...headers } });
+      const first = await get();
+      const etag = first.headers.get('etag');
+      expect({ path, status: first.status, etag }).toMatchObject({ status: 200, etag: expect.stringMatching(/^"/) });
+      // Only the primary has this target: the answer is the primary's.
+      expect(await first.text()).toContain('10.0.0.1');
+      const again = await get({ 'if-none-match': etag! });
+      expect({ path, status: again.status, etag: again.headers.get('etag'), body: await again.text() }).toEqual({ path, status: 304, etag, body: '' });
+    }
+    expect((await follower.call('GET', '/api/v1/targets')).json).toEqual([]);
+  });
+
   it('keeps a follower serving reads while its primary restarts, answering writes with 503 primary_unavailable until it is back', { timeout: 60_000 }, async () => {
     const remote = bareRemote();
     const port = await freePort();

@@ -15,6 +15,8 @@ export interface PrimaryOptions {
 
 const FORWARDED_FOR = 'x-aami-forwarded-for';
 const CLUSTER = 'x-aami-cluster';
+/** Statuses whose answer has no body: the Response constructor refuses one, even an empty one. */
+const NULL_BODY = new Set([204, 205, 304]);
 const PASSED_BACK = ['content-type', 'location', 'link', 'etag', 'www-authenticate', 'retry-after', 'allow'];
 
 /**
@@ -31,7 +33,9 @@ export function forwardToPrimary(deps: AuthDeps & { heartbeats: { record(hostnam
   return async (c, next) => {
     if (!c.req.path.startsWith('/api/') || !mustForward(c, deps)) return next();
     const headers = new Headers();
-    for (const name of ['authorization', 'content-type']) {
+    // If-None-Match too: a client polling the target list or http_sd with a credential this
+    // follower has not pulled yet gets the primary's 304, not the whole body each time.
+    for (const name of ['authorization', 'content-type', 'if-none-match']) {
       const value = c.req.header(name);
       if (value !== undefined) headers.set(name, value);
     }
@@ -59,7 +63,7 @@ export function forwardToPrimary(deps: AuthDeps & { heartbeats: { record(hostnam
       const value = answer.headers.get(name);
       if (value !== null) out.set(name, value);
     }
-    return new Response(method === 'HEAD' ? null : bytes, { status: answer.status, headers: out });
+    return new Response(method === 'HEAD' || NULL_BODY.has(answer.status) ? null : bytes, { status: answer.status, headers: out });
   };
 }
 
