@@ -209,6 +209,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     address &&
     new Upstream(new Remote(repo.gitdir, address, branch), repo, follow, logger, {
       publish: !follower,
+      now: clock,
       stateFile: join(config.stateDir, 'remote-state.json'),
       metrics: { push: (outcome) => pushes.inc({ outcome }), pull: (outcome) => pulls.inc({ outcome }) },
     });

@@ -330,6 +330,11 @@ describe('the operator console in Chromium', () => {
     expect(await page.textContent('.summary')).toBe('Needs attention: 1 stale node.');
     expect(await page.locator('dt:text-is("Remote") + dd').textContent()).toBe(`${remote} (main)`);
     expect(await page.locator('h2:text-is("Remote") ~ .error').count()).toBe(0);
+    // The pull at the start, on the server's clock (the nodes' silence moved it on since).
+    const field = (name: string) => page.locator(`dt:text-is("${name}") + dd`).textContent();
+    expect(await field('Last pull')).toMatch(/^current, 1\d min ago$/);
+    expect(await field('Remote last answered')).toMatch(/^1\d min ago$/);
+    expect(await field('Last push')).toMatch(/^pushed, 1\d min ago$/);
     expect(await page.locator('ul.stale li').allTextContents()).toEqual([expect.stringMatching(/^silent-node 1\d min ago$/)]);
 
     renameSync(remote, `${remote}.away`);
@@ -340,6 +345,9 @@ describe('the operator console in Chromium', () => {
     const error = await page.locator('h2:text-is("Remote") ~ .error').first().textContent();
     expect(error).toMatch(/^the Git remote is not reachable: /);
     expect(error).toContain(remote);
+    // The pull that failed is told apart from when the remote last answered.
+    expect(await field('Last pull')).toBe('failed, just now');
+    expect(await field('Remote last answered')).toMatch(/^1\d min ago$/);
     await screenshot(page, '15-problems-remote-stale');
   });
 

@@ -78,7 +78,18 @@ export function ProblemsView(props: ProblemsProps) {
             <dd>
               {remote.url} ({remote.branch})
             </dd>
-            <dt>Last sync</dt>
+            {/* A pull that failed still tells when the remote last answered: two rows, not one "last sync". */}
+            <dt>Last pull</dt>
+            <dd>
+              {remote.last_pull ? (
+                <>
+                  {remote.last_pull.outcome}, <Ago at={remote.last_pull.at} now={now} />
+                </>
+              ) : (
+                'none yet'
+              )}
+            </dd>
+            <dt>Remote last answered</dt>
             <dd>
               <Ago at={remote.last_sync_at} now={now} />
             </dd>
@@ -87,7 +98,16 @@ export function ProblemsView(props: ProblemsProps) {
               <code>{remote.remote_head?.slice(0, 12) ?? 'unknown'}</code>
             </dd>
             <dt>Last push</dt>
-            <dd>{remote.last_push ? `${remote.last_push.outcome} ${remote.last_push.at}${remote.last_push.reason ? `: ${remote.last_push.reason}` : ''}` : 'none yet'}</dd>
+            <dd>
+              {remote.last_push ? (
+                <>
+                  {remote.last_push.outcome}, <Ago at={remote.last_push.at} now={now} />
+                  {remote.last_push.reason ? `: ${remote.last_push.reason}` : ''}
+                </>
+              ) : (
+                'none yet'
+              )}
+            </dd>
             <dt>Pushes refused</dt>
             <dd>{remote.pushes_rejected}</dd>
           </dl>
