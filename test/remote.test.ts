@@ -77,6 +77,32 @@ describe('Git remote', () => {
     expect((await fetch(`${fast.url}/api/v1/sync`, { method: 'POST', headers: { 'x-hub-signature-256': 'sha256=00' }, body })).status).toBe(401);
   });
 
+  it('takes a rewritten remote history only with an admin credential: a signed webhook asking for it only pulls', async () => {
+    const remote = bareRemote();
+    const server = await remoteServer(remote);
+    await server.call('POST', '/api/v1/targets', { hostname: 'kept-01', ip_address: '10.0.8.1', primary_group_id: 'ml-training' });
+    const head = gitCli(server.repo, 'rev-parse', 'main').trim();
+    // Someone rewrites the branch on the remote: the commit that added kept-01 is gone.
+    gitCli(remote, 'update-ref', 'refs/heads/main', `${head}~1`);
+    const crypto = await import('node:crypto');
+    const body = JSON.stringify({ accept_remote_history: true });
+    const hooks = [
+      { 'x-hub-signature-256': `sha256=${crypto.createHmac('sha256', 'webhook-secret-0123456789').update(body).digest('hex')}` },
+      { 'x-gitlab-token': 'webhook-secret-0123456789' },
+    ];
+    for (const headers of hooks) {
+      const hook = await fetch(`${server.url}/api/v1/sync`, { method: 'POST', headers, body });
+      expect(hook.status).toBe(200);
+      expect(((await hook.json()) as { error: string }).error).toMatch(/rewritten/);
+      expect(gitCli(server.repo, 'rev-parse', 'main').trim()).toBe(head);
+    }
+    expect((await server.call('GET', '/api/v1/targets/kept-01')).status).toBe(200);
+    // An admin decides.
+    expect((await server.call('POST', '/api/v1/sync', { accept_remote_history: true })).status).toBe(200);
+    expect(gitCli(server.repo, 'rev-parse', 'main').trim()).toBe(`${gitCli(remote, 'rev-parse', 'main').trim()}`);
+    expect((await server.call('GET', '/api/v1/targets/kept-01')).status).toBe(404);
+  });
+
   it('keeps max_uses across two servers: 100 registrations each, 150 admitted, both converge', async () => {
     const remote = bareRemote();
     const a = await remoteServer(remote);

@@ -26,20 +26,23 @@ function webhookVerified(c: Context, secret: string | undefined, body: Uint8Arra
 /**
  * POST /api/v1/sync — pull from the Git remote now (an editor, or a push webhook with the
  * shared secret). An admin's `{"accept_remote_history": true}` takes a rewritten remote
- * branch as the truth (health says when that is needed).
+ * branch as the truth (health says when that is needed); in a webhook's body it is a pull.
  */
 export function syncRoutes(deps: AppDeps) {
   const app = new Hono();
   app.post('/api/v1/sync', async (c) => {
     const remote = deps.remote;
     const body = await c.req.text();
+    // Only an admin's credential takes a rewritten history: a webhook is a push event, never a
+    // decision (GitLab's secret travels in clear, and anyone who sees it could send any body).
+    const rewrite = Boolean(bearerToken(c)) && acceptsRewrite(body);
     if (!bearerToken(c)) {
       if (!webhookVerified(c, remote?.webhookSecret, new Uint8Array(await c.req.arrayBuffer()))) refuse(c, deps.auth.limiter, 'sync needs an editor credential or a push webhook signed with AAMI_WEBHOOK_SECRET');
     } else {
-      authorize(c, deps, acceptsRewrite(body) ? 'admin' : 'editor');
+      authorize(c, deps, rewrite ? 'admin' : 'editor');
     }
     if (!remote) throw new AamiError('not_found', 'this server follows no Git remote (start it with --remote URL)');
-    if (acceptsRewrite(body)) await remote.acceptRemoteHistory();
+    if (rewrite) await remote.acceptRemoteHistory();
     else await remote.pull();
     return c.json(remote.status);
   });
