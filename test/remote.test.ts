@@ -86,7 +86,7 @@ describe('Git remote', () => {
     gitCli(remote, 'update-ref', 'refs/heads/main', `${head}~1`);
     const crypto = await import('node:crypto');
     const body = JSON.stringify({ accept_remote_history: true });
-    const hooks = [
+    const hooks: Array<Record<string, string>> = [
       { 'x-hub-signature-256': `sha256=${crypto.createHmac('sha256', 'webhook-secret-0123456789').update(body).digest('hex')}` },
       { 'x-gitlab-token': 'webhook-secret-0123456789' },
     ];
