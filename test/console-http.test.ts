@@ -141,6 +141,14 @@ describe('the console over HTTP', () => {
     // The form keeps what was typed, escaped.
     const [, kept] = await create({ max_uses: '0', name: '<b>mine</b>' });
     expect(kept).toContain('value="&lt;b&gt;mine&lt;/b&gt;"');
+    // A body that is not a form it can read (a multipart body with no parts of its boundary): 400, signed in or not.
+    const garbled = { 'content-type': 'multipart/form-data; boundary=xyz', origin: server.url };
+    for (const [path, withCookie] of [['/console/sign-in', false], ['/console/tokens', true]] as const) {
+      const response = await fetch(`${server.url}${path}`, { method: 'POST', redirect: 'manual', headers: { ...garbled, ...(withCookie ? { cookie } : {}) }, body: 'garbage' });
+      expect([path, response.status]).toEqual([path, 400]);
+      expect(await response.text()).toContain('the form could not be read');
+    }
+    expect(server.log.join('\n')).not.toMatch(/console request failed/);
     expect((await server.api('GET', '/api/v1/bootstrap-tokens')).json).toEqual([]);
   });
 

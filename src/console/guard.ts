@@ -79,12 +79,25 @@ export function signedIn(deps: AppDeps, sessions: SessionStore, answer: 'page' |
       if (c.req.method === 'GET') return c.redirect('/console/sign-in', 303);
       throw new AamiError('unauthorized', 'your console session has ended: sign in again');
     }
-    if (c.req.method === 'POST' && !csrfMatches(session, (await c.req.parseBody())._csrf)) {
+    if (c.req.method === 'POST' && !csrfMatches(session, (await formOf(c))._csrf)) {
       throw new AamiError('forbidden', 'the form was not sent by this console session (its CSRF token is missing or wrong): reload the page and try again');
     }
     c.set('signedIn', { principal, session, viewer: { name: principal.name, role: principal.role, csrf: session.csrf } });
     await next();
   };
+}
+
+/**
+ * A console form's fields. Hono reads the body once and keeps it (the CSRF check and the
+ * handler both ask); a body it cannot read as a form (a multipart body cut short, a wrong
+ * boundary) is a 400, not the TypeError it throws.
+ */
+export async function formOf(c: Context): Promise<Record<string, unknown>> {
+  try {
+    return await c.req.parseBody();
+  } catch (error) {
+    throw new AamiError('validation_failed', `the form could not be read: ${error instanceof Error ? error.message : String(error)}`);
+  }
 }
 
 /** Refuse a principal whose role does not include `role`: enforced here, not only by hiding buttons. */

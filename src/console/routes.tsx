@@ -7,7 +7,7 @@ import { parseValue } from '../api/body.js';
 import type { AppDeps } from '../api/deps.js';
 import { STATUS } from '../api/errors.js';
 import { AamiError } from '../errors.js';
-import { endSession, sameOriginPosts, signedIn, startSession, type ConsoleEnv } from './guard.js';
+import { endSession, formOf, sameOriginPosts, signedIn, startSession, type ConsoleEnv } from './guard.js';
 import { readPages } from './pages.js';
 import { PrometheusUp } from './prometheus.js';
 import { renderer } from './render.js';
@@ -65,7 +65,7 @@ export function consoleRoutes(deps: AppDeps) {
   app.get('/sign-in', (c) => render(c, { title: 'Sign in' }, <SignInView />));
   app.post('/sign-in', async (c) => {
     try {
-      const { credential } = parseValue(signInForm, await c.req.parseBody(), 'the form');
+      const { credential } = parseValue(signInForm, await formOf(c), 'the form');
       const catalog = deps.catalog();
       const resolved = resolveSecret(credential, catalog, deps.auth.adminTokenHash, deps.clock());
       // Counted like the API's wrong secrets: past the limit, the address gets 429 here too.

@@ -10,7 +10,7 @@ import { AamiError } from '../errors.js';
 import { actorOf } from '../inventory/actor.js';
 import { createToken, listTokens, revokeToken } from '../inventory/tokens.js';
 import { tokenCreate, type TokenCreate } from '../schema/index.js';
-import { requireRole, type ConsoleEnv } from './guard.js';
+import { formOf, requireRole, type ConsoleEnv } from './guard.js';
 import { paged, pageNumber } from './paging.js';
 import type { Render } from './render.js';
 import { EMPTY_FORM, TokenCreatedView, tokenProgress, TokensView, type TokenForm } from './views/tokens.js';
@@ -62,7 +62,7 @@ export function tokenPages(deps: AppDeps, render: Render) {
 
   app.post('/tokens', async (c) => {
     const actor = actorOf(requireRole(c.get('signedIn'), 'editor'), clientAddress(c));
-    const form: TokenForm = parseValue(tokenForm, await c.req.parseBody(), 'the form');
+    const form: TokenForm = parseValue(tokenForm, await formOf(c), 'the form');
     try {
       const created = await createToken(deps.writer, actor, tokenInput(form, deps.clock()), deps.clock());
       const { token: secret, ...token } = created;
