@@ -47,6 +47,36 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
     expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
   });
 
+  it('keeps only a hash of a machine identity: what a reader sees (API, repository) cannot re-enrol the host with a token', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token({ max_uses: 5 });
+    const enrolled = await api.register(token, { hostname: 'victim-01', ip_address: '10.0.0.1', machine_id: MACHINE });
+    expect(enrolled.status).toBe(201);
+    const shown = (await api.get('/api/v1/targets/victim-01')).json.machine_id as string;
+    expect(shown).toMatch(/^sha256:[0-9a-f]{64}$/);
+    const file = api.git('show', 'HEAD:targets/ml-training/victim-01.yaml');
+    expect(file).not.toContain(MACHINE);
+    expect(file).toContain(`machine_id_hash: ${shown}`);
+    // A token holder sends what they read, in the form the schema takes.
+    const before = api.commits();
+    const takeover = await api.register(token, { hostname: 'victim-01', ip_address: '10.6.6.6', machine_id: shown.slice('sha256:'.length) });
+    expect(takeover).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+    expect(api.commits()).toBe(before);
+    expect((await api.get('/api/v1/nodes/self', { token: enrolled.json.node_credential })).status).toBe(200);
+    // The machine itself still re-enrols.
+    expect(await api.register(token, { hostname: 'victim-01', ip_address: '10.0.0.2', machine_id: MACHINE })).toMatchObject({ status: 200, json: { outcome: 'reenrolled' } });
+
+    // A file written before: the identity as sent. It still works, is never shown, and is hashed at the target's next write.
+    const legacy = 'e'.repeat(64);
+    await api.push({ 'targets/ml-training/old-01.yaml': `hostname: old-01\nip_address: 10.0.0.9\nprimary_group: ml-training\nmachine_id: ${legacy}\n` });
+    expect((await api.get('/api/v1/targets/old-01')).json.machine_id).toBe(shown.replace(/[0-9a-f]{64}$/, createHash('sha256').update(legacy).digest('hex')));
+    const again = await api.register(token, { hostname: 'old-01', ip_address: '10.0.0.9', machine_id: legacy });
+    expect(again).toMatchObject({ status: 200, json: { outcome: 'reenrolled' } });
+    const rewritten = api.git('show', 'HEAD:targets/ml-training/old-01.yaml');
+    expect(rewritten).not.toContain(legacy);
+    expect(rewritten).toMatch(/^machine_id_hash: sha256:[0-9a-f]{64}$/m);
+  });
+
   it('lets a node update what it owns and keeps the admin\'s labels across any re-run', async () => {
     const api = await apiHarness();
     const { token } = await api.token({ labels: { environment: 'production' } });

@@ -7,10 +7,10 @@ import { AamiError } from '../errors.js';
 import type { Change } from '../git/repository.js';
 import type { Writer } from '../writer/writer.js';
 import type { Facts, NodeUpdate, Registration, Target, Token } from '../schema/index.js';
-import { NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
+import { hashSecret, NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
-import { checkTarget, requireTarget, targetChanges } from './targets.js';
+import { checkTarget, machineIdHash, requireTarget, sameMachine, targetChanges } from './targets.js';
 import { requireActiveToken, tokenFileData } from './tokens.js';
 import { renderYaml } from './yaml-file.js';
 
@@ -59,11 +59,11 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
   return writer.update<RegistrationResult>(commitMeta(actor, `Register ${input.hostname}`), ({ catalog }, files) => {
     const existing = catalog.targets.get(input.hostname);
     // A machine is new to the token when it gets a target it did not hold: a new host, or an admin's target never enrolled.
-    const claimsUnenrolled = existing !== undefined && !existing.node_credential_hash && !existing.machine_id;
+    const claimsUnenrolled = existing !== undefined && !existing.node_credential_hash && !machineIdHash(existing);
     const token = requireActiveToken(catalog, tokenId, now, !existing || claimsUnenrolled);
     if (existing && !claimsUnenrolled) {
-      if (!existing.machine_id) throw hostnameTaken(input.hostname, 'it was enrolled without a machine identity, so only its node credential can update it');
-      if (input.machine_id !== existing.machine_id) throw hostnameTaken(input.hostname, input.machine_id ? 'the machine identity differs' : 'this request sends no machine identity (machine_id)');
+      if (!machineIdHash(existing)) throw hostnameTaken(input.hostname, 'it was enrolled without a machine identity, so only its node credential can update it');
+      if (!sameMachine(existing, input.machine_id)) throw hostnameTaken(input.hostname, input.machine_id ? 'the machine identity differs' : 'this request sends no machine identity (machine_id)');
     }
     const group = existing?.primary_group ?? input.group_id ?? token.default_group;
     requireGroup(catalog, group);
@@ -85,7 +85,7 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
       facts: input.facts,
       registered_by_token: token.id,
       registered_at: existing?.registered_at ?? now.toISOString(),
-      machine_id: input.machine_id,
+      machine_id_hash: input.machine_id === undefined ? undefined : hashSecret(input.machine_id),
       node_credential_hash: credential.hash,
     };
     checkTarget(catalog, target);
@@ -113,7 +113,7 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
   const actor: Actor = { kind: 'node', hostname, address };
   return writer.update<RegistrationResult>(commitMeta(actor, `Update ${hostname}`), ({ catalog }, files) => {
     const current = requireTarget(catalog, hostname);
-    if (input.machine_id && current.machine_id && input.machine_id !== current.machine_id) {
+    if (input.machine_id && machineIdHash(current) && !sameMachine(current, input.machine_id)) {
       throw hostnameTaken(hostname, 'this node credential was issued to another machine');
     }
     const facts = input.facts ?? current.facts;
@@ -125,7 +125,8 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
       exporters: input.exporters ?? current.exporters,
       node_labels: nodeLabels,
       facts,
-      machine_id: current.machine_id ?? input.machine_id,
+      machine_id: undefined,
+      machine_id_hash: machineIdHash(current) ?? (input.machine_id === undefined ? undefined : hashSecret(input.machine_id)),
       node_credential_hash: credential?.hash ?? current.node_credential_hash,
     };
     if (isDeepStrictEqual(stripUndefined(target), stripUndefined(current))) return { changes: [], result: { outcome: 'unchanged', target: current } };

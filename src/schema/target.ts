@@ -45,7 +45,13 @@ export const targetFile = z.strictObject({
   /** Set by self-registration: the token that enrolled the node, and the hash of the node's own credential. */
   registered_by_token: slug.optional(),
   node_credential_hash: sha256Hash.optional(),
-  /** A hash of the node's machine id: a different machine claiming this host name is refused. Never the id itself. */
+  /**
+   * The machine's identity: a different machine claiming this host name is refused. Kept as a
+   * hash of what the node sends (as its credential is), so that reading it (the repository,
+   * the API) gives nothing a token holder could send to take the host over.
+   */
+  machine_id_hash: sha256Hash.optional(),
+  /** Older files: the identity as the node sent it. Written again as machine_id_hash at the target's next write. */
   machine_id: machineId.optional(),
   registered_at: timestamp.optional(),
 });
