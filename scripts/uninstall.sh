@@ -11,8 +11,9 @@
 # removed, so it can be run again with the credential still in place. Removing stops and deletes
 # what /etc/aami/installed lists: systemd units, the cron entry, exporters bootstrap.sh
 # started (never ones it found running), binaries it unpacked, the check results it wrote,
-# /etc/aami, /opt/aami and /var/lib/aami, and the directories it created. Packages it
-# installed and exporters it reused are left, and named. bootstrap.sh installs this script
+# the files bootstrap.sh and dynamic-check.sh keep in /etc/aami, /opt/aami and /var/lib/aami
+# (by name: never a whole directory), and the directories it created, once empty. Packages
+# it installed and exporters it reused are left, and named. bootstrap.sh installs this script
 # as /opt/aami/uninstall.sh; the config server also serves it at /scripts/uninstall.sh.
 #
 # Every path lives under $AAMI_ROOT (default /).
@@ -129,8 +130,12 @@ remove_installation() {
         esac
     done
     rm -f "$TEXTFILE_DIR"/check_*.prom "$TEXTFILE_DIR"/.check_*.prom.tmp
-    rm -rf "$ROOT/etc/aami" "$ROOT/opt/aami" "$ROOT/var/lib/aami"
-    info "removed check results, /etc/aami, /opt/aami and /var/lib/aami"
+    # What bootstrap.sh and dynamic-check.sh write there, by name, never a whole directory:
+    # whatever else lives in them is someone else's.
+    rm -rf "$ROOT/var/lib/aami/checks"
+    rm -f "$ROOT/var/lib/aami/dynamic-check.lock" "$ROOT/opt/aami/uninstall.sh" "$ROOT/opt/aami/scripts/dynamic-check.sh" \
+        "$STATE_FILE" "$STATE_DIR/.node.json.tmp" "$STATE_DIR"/{node_exporter,dcgm-exporter}.{log,pid} "$MANIFEST"
+    info "removed the check results, and AAMI's files in /etc/aami, /opt/aami and /var/lib/aami"
     # Directories bootstrap created, deepest first, when nothing else lives in them now.
     for ((i = ${#lines[@]} - 1; i >= 0; i--)); do
         read -r kind value rest <<<"${lines[i]}"
@@ -169,6 +174,9 @@ main() {
     fi
     if $keep; then
         [ ! -s "$STATE_FILE" ] || LEFT+=("target $(json_get "$STATE_FILE" target_id) on $(json_get "$STATE_FILE" server) (--keep-registration)")
+        # Stopping aami-deregister.service (an ephemeral node's) runs its ExecStop, this
+        # script's --deregister-only: without the state file, that finds nothing to deregister.
+        rm -f "$STATE_FILE"
     elif ! deregister; then
         echo "[aami] ERROR: nothing was removed; run this again when the server answers, or with --keep-registration to remove AAMI and leave the target" >&2
         exit 1

@@ -325,7 +325,7 @@ describe('deploy/systemd', () => {
   const isRoot = process.getuid?.() === 0;
 
   it('runs aami serve as its own unprivileged user, hardened', () => {
-    for (const line of ['User=aami', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'StateDirectory=aami', 'KillSignal=SIGTERM', 'CapabilityBoundingSet=', 'UMask=0027']) {
+    for (const line of ['User=aami', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'StateDirectory=aami-server', 'KillSignal=SIGTERM', 'CapabilityBoundingSet=', 'UMask=0027']) {
       expect(unit()).toContain(`\n${line}\n`);
     }
     expect(unit()).toMatch(/^ExecStart=.* serve$/m);

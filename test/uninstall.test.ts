@@ -1,5 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { gitCli, ROOT, tempDir } from './helpers.js';
 import { configServer, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
@@ -85,6 +85,49 @@ describe('uninstall.sh', { timeout: 60_000 }, () => {
     expect(kept.code, kept.stderr).toBe(0);
     expect(kept.stdout).toContain(`[aami]   target stuck on ${server.url} (--keep-registration)`);
     expect(node.tree()).toEqual(['etc', 'etc/machine-id']);
+  });
+
+  it('removes its own files by name, never a whole directory: a config server installed on the same host keeps its own', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false, cron: true });
+    // What an older systemd deploy of the server put in the node's directories, and a file of someone else's.
+    const others = { 'etc/aami/aami.env': 'AAMI_ADMIN_TOKEN=x\n', 'opt/aami/dist/cli/bin.js': '// the server\n', 'opt/aami/scripts/bootstrap.sh': '#!/bin/sh\n', 'var/lib/aami/config-repo/HEAD': 'ref: refs/heads/main\n' };
+    for (const [path, text] of Object.entries(others)) {
+      mkdirSync(dirname(node.path(path)), { recursive: true });
+      writeFileSync(node.path(path), text);
+    }
+    const before = node.tree();
+    const { token } = await server.token();
+    const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname shared-01 --skip-install`);
+    expect(run.code, run.stderr).toBe(0);
+    expect(existsSync(node.path('var/lib/aami/checks/checks.json'))).toBe(true);
+    const uninstall = await node.sh(node.path('opt/aami/uninstall.sh'));
+    expect(uninstall.code, uninstall.stderr).toBe(0);
+    expect(node.tree()).toEqual(before);
+    for (const [path, text] of Object.entries(others)) expect(readFileSync(node.path(path), 'utf8')).toBe(text);
+  });
+
+  it('keeps the registration of an ephemeral node with --keep-registration, though stopping its shutdown unit runs the deregistration', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    // A systemctl that, as systemd does, runs a unit's ExecStop= (with its Environment=) when it stops it.
+    const units = node.path('etc/systemd/system');
+    const stopLog = node.path('../exec-stop.log');
+    node.addStub(
+      'systemctl',
+      `#!/usr/bin/env bash\nif [ "$1 $2" = "disable --now" ] && [ -f "${units}/$3" ]; then\n` +
+        `  stop=$(sed -n 's/^ExecStop=//p' "${units}/$3")\n  [ -z "$stop" ] || env $(sed -n 's/^Environment=//p' "${units}/$3") bash -c "$stop" >> ${stopLog} 2>&1\nfi\n`,
+    );
+    const { token } = await server.token({ ephemeral: true, ttl_after_last_seen: '10m' });
+    const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname spot-02 --node-exporter-port ${port} --no-checks`, { AAMI_ASSUME_SYSTEMD: '1' });
+    expect(run.code, run.stderr).toBe(0);
+    const kept = await node.sh(`${node.path('opt/aami/uninstall.sh')} --keep-registration`, { AAMI_ASSUME_SYSTEMD: '1' });
+    expect(kept.code, kept.stderr).toBe(0);
+    expect(kept.stdout).toContain(`[aami]   target spot-02 on ${server.url} (--keep-registration)`);
+    // The unit's ExecStop ran, and found nothing to deregister.
+    expect(readFileSync(stopLog, 'utf8')).toContain('not registered');
+    expect((await server.admin('GET', '/api/v1/targets/spot-02')).status).toBe(200);
   });
 
   it('gives an ephemeral node a unit that deregisters it when it shuts down', async () => {
