@@ -14,6 +14,11 @@
 # tried in a scratch directory. What it installs is listed in /etc/aami/installed, which
 # uninstall.sh reads.
 set -euo pipefail
+# What it installs is read by others: the exporters run as their own users (DynamicUser) and
+# read the check results' directory. Run under a strict umask (077 in cloud-init scripts), a
+# directory made here was 0700 and the node exporter could not read one result: private
+# files (node.json, the auth headers) set their own modes.
+umask 022
 
 # --- output -----------------------------------------------------------------------------
 info() { printf '[aami] %s\n' "$*"; }
@@ -57,8 +62,17 @@ EOF
 
 # --- settings ---------------------------------------------------------------------------
 setup_env() {
+    # A trace (bash -x) would print the bootstrap token and the node credential.
+    case $- in *x*)
+        set +x
+        warn "tracing (bash -x) is turned off: it would print the bootstrap token and the node credential"
+        ;;
+    esac
     SERVER=${AAMI_SERVER:-}
+    # The token from the environment is taken, and taken out of it: the exporters and check
+    # scripts started below inherit the environment (/proc/PID/environ, for their lifetime).
     TOKEN=${AAMI_BOOTSTRAP_TOKEN:-}
+    unset AAMI_BOOTSTRAP_TOKEN
     TOKEN_FILE=""
     HOSTNAME_OVERRIDE=${AAMI_HOSTNAME:-}
     GROUP=""
@@ -104,12 +118,25 @@ setup_env() {
     [[ "$PROBE_SECONDS" =~ ^[0-9]{1,6}$ ]] || fatal "AAMI_PROBE_SECONDS must be a number of seconds"
     local address='^[][0-9A-Za-z.:-]*$'
     [[ "$LISTEN" =~ $address ]] || fatal "AAMI_LISTEN_ADDRESS must be a host address"
+    # The server's rules for a node's labels, checked before anything is installed: a label it
+    # refuses would otherwise leave a started exporter and no registration.
+    local name value
     for label in "${LABELS[@]+"${LABELS[@]}"}"; do
-        [[ "$label" =~ ^[a-zA-Z_][a-zA-Z0-9_]*= ]] || fatal "--label must be KEY=VALUE with a Prometheus label name: $label"
+        [[ "$label" =~ ^[a-zA-Z_][a-zA-Z0-9_]*= ]] || fatal "--label must be KEY=VALUE with a Prometheus label name: $(printable "$label")"
+        name=${label%%=*}
+        value=${label#*=}
+        case "$name" in
+            __* | aami_* | job | instance | hostname) fatal "--label $name: names starting with __ or aami_, and job, instance and hostname, are set by Prometheus or aami" ;;
+        esac
+        [ "${#name}" -le 128 ] || fatal "--label $name: a label name has at most 128 characters"
+        [ "${#value}" -le 1024 ] || fatal "--label $name: a label value has at most 1024 characters"
+        [[ "$value" != *[[:cntrl:]]* ]] || fatal "--label $name: a label value must not hold control characters (newlines, tabs, ...)"
     done
+    # 64 labels at most, with the GPU facts' three.
+    [ "${#LABELS[@]}" -le 61 ] || fatal "--label: at most 61 labels (the GPU facts take three of a node's 64)"
     if [ -n "$HOSTNAME_OVERRIDE" ]; then
         HOSTNAME_OVERRIDE=$(printf '%s' "$HOSTNAME_OVERRIDE" | tr '[:upper:]' '[:lower:]')
-        valid_hostname "$HOSTNAME_OVERRIDE" || fatal "--hostname must be an RFC 1123 host name (letters, digits, \"-\" and \".\", at most 253 characters): $HOSTNAME_OVERRIDE"
+        valid_hostname "$HOSTNAME_OVERRIDE" || fatal "--hostname must be an RFC 1123 host name (letters, digits, \"-\" and \".\", at most 250 characters): $(printable "$HOSTNAME_OVERRIDE")"
     fi
 
     ROOT=${AAMI_ROOT:-}
@@ -150,9 +177,10 @@ verify_system() {
     fi
 }
 
-# RFC 1123, as the server checks it: dot-separated labels of letters, digits and inner "-".
+# RFC 1123, as the server checks it: dot-separated labels of letters, digits and inner "-",
+# at most 250 characters (the server's limit: its file, <name>.yaml, within 255 bytes).
 valid_hostname() {
-    [ "${#1}" -le 253 ] && [[ "$1" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$ ]]
+    [ "${#1}" -le 250 ] && [[ "$1" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$ ]]
 }
 
 # Secrets go to curl in a header file, never on its command line (visible in `ps`).
@@ -299,7 +327,7 @@ gpu_facts() {
 collect_facts() {
     HOSTNAME_FQDN=${HOSTNAME_OVERRIDE:-$(hostname -f 2>/dev/null || hostname)}
     HOSTNAME_FQDN=$(printf '%s' "$HOSTNAME_FQDN" | tr '[:upper:]' '[:lower:]')
-    valid_hostname "$HOSTNAME_FQDN" || fatal "this host's name \"$HOSTNAME_FQDN\" is not an RFC 1123 host name: choose one with --hostname NAME"
+    valid_hostname "$HOSTNAME_FQDN" || fatal "this host's name \"$(printable "$HOSTNAME_FQDN")\" is not an RFC 1123 host name of at most 250 characters: choose one with --hostname NAME"
     machine_identity
     # The address this host uses to reach the server is the one Prometheus should scrape.
     IP_ADDRESS=$(curl -fsS -o /dev/null --max-time 10 -w '%{local_ip}' "$SERVER/api/v1/health" 2>/dev/null || true)
@@ -444,9 +472,19 @@ WantedBy=multi-user.target
 EOF
         manifest_add unit "$unit.service"
         systemctl daemon-reload
-        systemctl enable --now "$unit.service" >/dev/null
+        # Restarted, not only started: it did not answer on this port, and a unit of an earlier
+        # run may be running with the arguments the unit file had then (another port).
+        systemctl enable "$unit.service" >/dev/null
+        systemctl restart "$unit.service"
         info "$name: $bin as systemd unit $unit on :$port"
     else
+        # One of an earlier run (another port, another address) is stopped first: the pid file names only the last.
+        local pid
+        pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || pid=""
+        if [[ "$pid" =~ ^[0-9]{1,9}$ ]] && [ "$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1)" = "$bin" ]; then
+            kill "$pid" 2>/dev/null || true
+            info "$name: stopped the one an earlier run started (pid $pid)"
+        fi
         # stdin from /dev/null: under `curl | bash` it is the script itself.
         nohup "$bin" "$@" </dev/null >"$STATE_DIR/$name.log" 2>&1 &
         echo $! >"$STATE_DIR/$name.pid"
@@ -652,19 +690,20 @@ accept_registration() {
     EPHEMERAL=false
     [ "$(json_get "$RESPONSE" ephemeral)" != true ] || EPHEMERAL=true
     save_state "$TARGET_ID" "${credential:-$CREDENTIAL}"
-    info "registered: target $TARGET_ID ($(json_get "$RESPONSE" outcome)) in group $(json_get "$RESPONSE" target.primary_group_id)"
+    info "registered: target $(printable "$TARGET_ID") ($(printable "$(json_get "$RESPONSE" outcome)")) in group $(printable "$(json_get "$RESPONSE" target.primary_group_id)")"
 }
 
 save_state() { # TARGET_ID CREDENTIAL: root-only file, written whole
     local tmp="$STATE_DIR/.node.json.tmp"
+    # The credential goes in on stdin, never as an argument (visible in `ps` while it runs).
     (
         umask 077
         if [ "$JSON" = jq ]; then
-            jq -n --arg server "$SERVER" --arg target "$1" --arg credential "$2" --argjson ephemeral "$EPHEMERAL" \
-                '{server: $server, target_id: $target, node_credential: $credential, ephemeral: $ephemeral}' >"$tmp"
+            printf '%s' "$2" | jq -Rn --arg server "$SERVER" --arg target "$1" --argjson ephemeral "$EPHEMERAL" \
+                '{server: $server, target_id: $target, node_credential: input, ephemeral: $ephemeral}' >"$tmp"
         else
-            python3 -c 'import json,sys; print(json.dumps({"server": sys.argv[1], "target_id": sys.argv[2], "node_credential": sys.argv[3], "ephemeral": sys.argv[4] == "true"}))' \
-                "$SERVER" "$1" "$2" "$EPHEMERAL" >"$tmp"
+            printf '%s' "$2" | python3 -c 'import json,sys; print(json.dumps({"server": sys.argv[1], "target_id": sys.argv[2], "node_credential": sys.stdin.read(), "ephemeral": sys.argv[3] == "true"}))' \
+                "$SERVER" "$1" "$EPHEMERAL" >"$tmp"
         fi
     )
     mv "$tmp" "$STATE_FILE"
@@ -734,12 +773,19 @@ install_checks() {
     local run="$SCRIPTS_DIR/dynamic-check.sh"
     [ -z "$ROOT" ] || run="AAMI_ROOT=$ROOT $run"
     # A cron daemon that reads /etc/cron.d (cron, cronie) has created that directory.
+    # One scheduler: a re-run that chooses the other (cron installed since, or removed) takes the first one away.
     if [ -d "$ROOT/etc/cron.d" ]; then
+        if [ -f "$SYSTEMD_DIR/aami-dynamic-check.timer" ]; then
+            ! $HAS_SYSTEMD || systemctl disable --now aami-dynamic-check.timer >/dev/null 2>&1 || true
+            rm -f "$SYSTEMD_DIR/aami-dynamic-check.timer" "$SYSTEMD_DIR/aami-dynamic-check.service"
+            info "checks: cron runs them now: removed aami-dynamic-check.timer"
+        fi
         printf '# Installed by AAMI bootstrap.sh: dynamic checks every minute.\n* * * * * root %s >/dev/null 2>&1\n' "$run" >"$CRON_FILE"
         chmod 0644 "$CRON_FILE"
         manifest_add file "${CRON_FILE#"$ROOT"}"
         info "checks: $CRON_FILE runs dynamic-check.sh every minute"
     elif $HAS_SYSTEMD; then
+        [ ! -f "$CRON_FILE" ] || { rm -f "$CRON_FILE" && info "checks: the systemd timer runs them now: removed $CRON_FILE"; }
         make_dir "$SYSTEMD_DIR"
         printf '[Unit]\nDescription=AAMI dynamic checks\n\n[Service]\nType=oneshot\nExecStart=%s\n%s\n' "$SCRIPTS_DIR/dynamic-check.sh" "$(environment_line)" >"$SYSTEMD_DIR/aami-dynamic-check.service"
         printf '[Unit]\nDescription=AAMI dynamic checks every minute\n\n[Timer]\nOnCalendar=minutely\n\n[Install]\nWantedBy=timers.target\n' >"$SYSTEMD_DIR/aami-dynamic-check.timer"

@@ -7,6 +7,16 @@ import { onCleanup, ROOT, tempDir } from './helpers.js';
 import { configServer, DCGM_STAND_IN, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
 import { execStartArgv, SYSTEMD_ARGV } from './systemd-helpers.js';
 
+/** Stop a process at the end of the test, if it still runs. */
+const stopAtEnd = (pid: number) =>
+  onCleanup(() => {
+    try {
+      process.kill(pid);
+    } catch {
+      // already gone
+    }
+  });
+
 /** The guide's one-liner, with the token in a file so it stays out of `ps`. */
 const oneLiner = (server: string, tokenFile: string, flags = '') =>
   `curl -fsSL ${server}/bootstrap.sh | bash -s -- --token-file ${tokenFile} --server ${server} ${flags}`;
@@ -16,9 +26,10 @@ const machineHash = (id: string) => createHash('sha256').update(`aami-machine-id
 const dryRunBody = (stdout: string) => JSON.parse(stdout.slice(stdout.indexOf('{'), stdout.lastIndexOf('}') + 1));
 
 /**
- * systemd is not PID 1 here: a systemctl that records its calls and, for `enable --now UNIT`
- * of a service, starts its ExecStart= with the argv systemd reads from the unit (stopped at
- * the end of the test), so the script sees the exporter answer.
+ * systemd is not PID 1 here: a systemctl that records its calls and, as systemd does, starts
+ * a service's ExecStart= (with the argv systemd reads from the unit) at `enable --now UNIT`
+ * only when it is not running already, and stops it and starts it again at `restart UNIT`.
+ * Every process it started is stopped at the end of the test.
  */
 function recordingSystemctl(node: ReturnType<typeof fakeNode>) {
   const calls = node.path('../systemctl.log');
@@ -26,10 +37,14 @@ function recordingSystemctl(node: ReturnType<typeof fakeNode>) {
   const units = node.path('etc/systemd/system');
   node.addStub(
     'systemctl',
-    `#!/usr/bin/env bash\necho "$*" >> ${calls}\nif [ "$1 $2" = "enable --now" ] && grep -qs '^ExecStart=' "${units}/$3"; then\n` +
-      `  mapfile -d '' argv < <(/usr/bin/python3 ${SYSTEMD_ARGV} "${units}/$3")\n` +
+    `#!/usr/bin/env bash\necho "$*" >> ${calls}\n` +
+      `running() { local pid; pid=$(cat "${pids}.$1" 2>/dev/null) && kill -0 "$pid" 2>/dev/null; }\n` +
+      `stop() { if running "$1"; then kill "$(cat "${pids}.$1")"; fi; rm -f "${pids}.$1"; }\n` +
+      `start() {\n  grep -qs '^ExecStart=' "${units}/$1" || return 0\n` +
+      `  mapfile -d '' argv < <(/usr/bin/python3 ${SYSTEMD_ARGV} "${units}/$1")\n` +
       `  [ "\${#argv[@]}" -gt 0 ] || exit 1\n` +
-      `  "\${argv[@]}" </dev/null >/dev/null 2>&1 & echo $! >> ${pids}\nfi\n`,
+      `  "\${argv[@]}" </dev/null >/dev/null 2>&1 & echo $! >> ${pids}; echo $! > "${pids}.$1"\n}\n` +
+      `case "$1" in\n  enable) if [ "$2" = --now ] && ! running "$3"; then start "$3"; fi ;;\n  restart) stop "$2"; start "$2" ;;\nesac\n`,
   );
   onCleanup(() => {
     for (const pid of existsSync(pids) ? readFileSync(pids, 'utf8').trim().split('\n') : []) {
@@ -320,6 +335,61 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect(existsSync(node.path('opt/aami/scripts/dynamic-check.sh'))).toBe(false);
   });
 
+  it('keeps the node credential and the bootstrap token out of every command line and of the processes it starts, with jq and with python3', async () => {
+    const server = await configServer();
+    for (const tool of ['jq', 'python3']) {
+      const node = fakeNode({ gpu: false });
+      // The JSON tool and curl write down the argv they are given (and curl, its environment), then run the real ones.
+      const argvLog = node.path('../argv.log');
+      const envLog = node.path('../env.log');
+      node.addStub(tool, `#!/usr/bin/env bash\nprintf '%s\\n' "$@" >> ${argvLog}\nexec /usr/bin/${tool} "$@"\n`);
+      node.addStub('curl', `#!/usr/bin/env bash\nprintf '%s\\n' "$@" >> ${argvLog}\nenv >> ${envLog}\nexec /usr/bin/curl "$@"\n`);
+      const { token } = await server.token();
+      const run = await node.sh(`AAMI_BOOTSTRAP_TOKEN=${token} bash ${BOOTSTRAP} --server ${server.url} --hostname argv-${tool} --node-exporter-port ${await freePort()} --skip-install`, { AAMI_JSON_TOOL: tool });
+      expect(run.code, run.stderr).toBe(0);
+      const credential = JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8')).node_credential as string;
+      expect(credential).toMatch(/^aami_node_/);
+      const seen = readFileSync(argvLog, 'utf8');
+      expect(seen.length).toBeGreaterThan(0);
+      expect(seen).not.toContain(credential);
+      expect(seen).not.toContain(token);
+      // Every process it starts (curl here, the first check run's among them) inherits no token.
+      expect(run.stdout).toContain('checks: first run:');
+      const environments = readFileSync(envLog, 'utf8');
+      expect(environments).toContain(`AAMI_ROOT=${node.root}`);
+      expect(environments).not.toContain(token);
+    }
+  });
+
+  it('makes the check results\' directory readable by the exporter\'s user under umask 077 (cloud-init), and refuses what the server would before it installs anything', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const { token } = await server.token();
+    const run = await node.sh(`umask 077; bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname strict-01 --node-exporter-port ${await freePort()} --skip-install`);
+    expect(run.code, run.stderr).toBe(0);
+    const textfile = node.path('var/lib/node_exporter/textfile');
+    expect(statSync(textfile).mode & 0o777).toBe(0o755);
+    const results = readdirSync(textfile).filter((name) => name.endsWith('.prom'));
+    expect(results.length).toBeGreaterThan(0);
+    for (const name of results) expect([name, statSync(join(textfile, name)).mode & 0o777]).toEqual([name, 0o644]);
+    // Private files stay private.
+    expect(statSync(node.path('etc/aami/node.json')).mode & 0o777).toBe(0o600);
+
+    // The server's rules for names and labels, checked before any exporter is touched.
+    const refused = fakeNode({ gpu: false });
+    for (const [flags, why] of [
+      [`--hostname ${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(60)}`, 'at most 250 characters'],
+      ['--hostname ok-01 --label aami_group=x', 'names starting with __ or aami_'],
+      ['--hostname ok-01 --label job=x', 'names starting with __ or aami_, and job, instance and hostname'],
+      [`--hostname ok-01 --label "note=$(printf 'a\tb')"`, 'must not hold control characters'],
+    ]) {
+      const attempt = await refused.sh(`bash ${BOOTSTRAP} --token-file ${refused.tokenFile(token)} --server ${server.url} --node-exporter-port ${await freePort()} ${flags}`);
+      expect(attempt.code, flags).toBe(1);
+      expect(attempt.stderr).toContain(why);
+      expect(refused.tree(), flags).toEqual(['etc', 'etc/machine-id']);
+    }
+  });
+
   it('uses systemd units that systemd accepts: node exporter, checks timer', async () => {
     const analyze = requireBinary('systemd-analyze', 'systemd');
     requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
@@ -330,13 +400,37 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     const { token } = await server.token();
     const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname sd-01 --node-exporter-port ${port}`), { AAMI_ASSUME_SYSTEMD: '1' });
     expect(run.code, run.stderr).toBe(0);
-    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable --now aami-node-exporter.service', 'daemon-reload', 'enable --now aami-dynamic-check.timer']);
+    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable aami-node-exporter.service', 'restart aami-node-exporter.service', 'daemon-reload', 'enable --now aami-dynamic-check.timer']);
     const units = node.path('etc/systemd/system');
     expect(readFileSync(join(units, 'aami-dynamic-check.timer'), 'utf8')).toContain('OnCalendar=minutely');
     expect(readFileSync(join(units, 'aami-dynamic-check.service'), 'utf8')).toContain(`Environment=AAMI_ROOT=${node.root}`);
     const verify = await node.sh(`${analyze} verify ${readdirSync(units).map((unit) => join(units, unit)).join(' ')}`);
     expect(verify.stdout + verify.stderr).toBe('');
     expect(verify.code).toBe(0);
+  });
+
+  it('moves its exporter to another port on a re-run: the unit restarted under systemd, the old process stopped without it, the server told', async () => {
+    requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
+    const server = await configServer();
+    const { token } = await server.token();
+    const answers = (port: number) => fetch(`http://127.0.0.1:${port}/metrics`).then((response) => response.ok, () => false);
+    for (const systemd of [true, false]) {
+      const node = fakeNode({ gpu: false });
+      if (systemd) recordingSystemctl(node);
+      const hostname = systemd ? 'move-sd' : 'move-bg';
+      const first = await freePort();
+      let second = await freePort();
+      while (second === first) second = await freePort();
+      for (const port of [first, second]) {
+        const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname ${hostname} --node-exporter-port ${port} --no-checks`), systemd ? { AAMI_ASSUME_SYSTEMD: '1' } : {});
+        expect(run.code, run.stderr).toBe(0);
+        // The test stops each background exporter it made, whatever the next run does (the pid file names the last).
+        if (!systemd) stopAtEnd(Number(readFileSync(node.path('etc/aami/node_exporter.pid'), 'utf8')));
+      }
+      expect(await answers(second)).toBe(true);
+      await waitFor(`the exporter on :${first} to stop`, async () => !(await answers(first)));
+      expect((await server.admin('GET', `/api/v1/targets/${hostname}`)).json.exporters).toContainEqual(expect.objectContaining({ type: 'node_exporter', port: second }));
+    }
   });
 
   it('runs the DCGM exporter of a GPU node as a systemd unit that systemd accepts', async () => {
@@ -346,7 +440,7 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     const run = await bootstrap('gpu-sd-01', dcgmPort);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(`dcgm-exporter: ${join(node.bin, 'dcgm-exporter')} as systemd unit aami-dcgm-exporter on :${dcgmPort}`);
-    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable --now aami-dcgm-exporter.service']);
+    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable aami-dcgm-exporter.service', 'restart aami-dcgm-exporter.service']);
     expect((await server.admin('GET', '/api/v1/targets/gpu-sd-01')).json.exporters).toContainEqual(expect.objectContaining({ type: 'dcgm_exporter', port: dcgmPort }));
     const unit = node.path('etc/systemd/system/aami-dcgm-exporter.service');
     expect(readFileSync(unit, 'utf8')).toContain(`ExecStart=${join(node.bin, 'dcgm-exporter')} --address 127.0.0.1:${dcgmPort}\n`);
@@ -371,7 +465,7 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     const { token } = await server.token();
     const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname odd-01 --node-exporter-port ${port} --no-checks`), { AAMI_ASSUME_SYSTEMD: '1', PATH: `${dir}:${node.env.PATH}` });
     expect(run.code, run.stderr).toBe(0);
-    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable --now aami-node-exporter.service']);
+    expect(systemctl.calls()).toEqual(['daemon-reload', 'enable aami-node-exporter.service', 'restart aami-node-exporter.service']);
     const unit = node.path('etc/systemd/system/aami-node-exporter.service');
     const argv = [binary, `--web.listen-address=127.0.0.1:${port}`, `--collector.textfile.directory=${node.path('var/lib/node_exporter/textfile')}`];
     expect(execStartArgv(unit)).toEqual(argv);
