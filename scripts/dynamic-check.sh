@@ -18,6 +18,12 @@
 #
 # Every path lives under $AAMI_ROOT (default /).
 set -uo pipefail
+# The results are read by the node exporter, which runs as its own user: readable files,
+# whatever umask the caller had (cloud-init scripts run under 077).
+umask 022
+# cron's PATH is /usr/bin:/bin: tools the checks need live in sbin too (nvme-cli's
+# /usr/sbin/nvme, smartctl, dmidecode). Appended, so what the caller put first stays first.
+export PATH="${PATH:-/usr/bin:/bin}:/usr/local/sbin:/usr/sbin:/sbin"
 
 ROOT=${AAMI_ROOT:-}
 ROOT=${ROOT%/}
@@ -188,6 +194,9 @@ run_check() { # NAME SHA256 INTERVAL TIMEOUT ARGS...
         say "$name" "failed: $why"
     else
         say "$name" "ran"
+        # Output without a final newline would join its last line to ours below, and the
+        # node exporter refuses the whole file: the check's own success would be lost with it.
+        if [ -s "$out" ] && [ -n "$(tail -c 1 "$out")" ]; then echo >>"$out"; fi
     fi
     printf 'aami_check_success{check="%s"} %d\naami_check_exit_code{check="%s"} %d\naami_check_timed_out{check="%s"} %d\naami_check_duration_seconds{check="%s"} %s\naami_check_last_run_timestamp_seconds{check="%s"} %s\n' \
         "$name" "$((status == 0))" "$name" "$status" "$name" "$timed_out" "$name" "$duration" "$name" "$now" >>"$out"

@@ -25,10 +25,17 @@ USAGE
 MODE="" SERVER="" JSON_OUT=false NODE_PORT=9100 DCGM_PORT=9400
 while [ $# -gt 0 ]; do
     case "$1" in
-        --mode) MODE=${2:-}; shift 2 ;;
-        --server) SERVER=${2:-}; shift 2 ;;
-        --node-exporter-port) NODE_PORT=${2:-}; shift 2 ;;
-        --dcgm-exporter-port) DCGM_PORT=${2:-}; shift 2 ;;
+        --mode | --server | --node-exporter-port | --dcgm-exporter-port)
+            # An option given last with no value: usage, not a loop that never ends (shift 2 fails there).
+            [ $# -ge 2 ] || { usage >&2; echo "preflight-check: $1 needs a value" >&2; exit 2; }
+            case "$1" in
+                --mode) MODE=$2 ;;
+                --server) SERVER=$2 ;;
+                --node-exporter-port) NODE_PORT=$2 ;;
+                --dcgm-exporter-port) DCGM_PORT=$2 ;;
+            esac
+            shift 2
+            ;;
         --json) JSON_OUT=true; shift ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; echo "preflight-check: unknown option $1" >&2; exit 2 ;;

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { pushFiles, ROOT, tempDir } from './helpers.js';
-import { configServer, fakeNode, freePort, waitFor } from './node-helpers.js';
+import { configServer, fakeNode, freePort, runningNodeExporter, waitFor } from './node-helpers.js';
 
 const DYNAMIC_CHECK = join(ROOT, 'scripts/dynamic-check.sh');
 const PREFLIGHT = join(ROOT, 'scripts/preflight-check.sh');
@@ -105,6 +105,28 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     expect(prom('hangs')).not.toContain('partial_output');
     expect(run.stdout).toContain('hangs: failed: timed out after 1s\n');
     expect(run.stderr).toContain('check hangs failed: timed out after 1s');
+  });
+
+  it('ends a check\'s output that lacks a final newline before its own lines, so the node exporter takes the file', async () => {
+    const { node, prom, commitCheck, dynamicCheck } = await registeredNode();
+    await commitCheck('no-newline', { 'check.yaml': 'timeout: 5s\n', 'check.sh': 'printf "aami_test_value 1"\n' });
+    const run = await dynamicCheck();
+    expect(run.stdout).toContain('no-newline: ran\n');
+    expect(prom('no-newline')).toMatch(/^aami_test_value 1\naami_check_success\{check="no-newline"\} 1\n/);
+    // The real node exporter's textfile collector reads the directory without an error.
+    const port = await runningNodeExporter(node.path('var/lib/node_exporter/textfile'));
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(metrics).toMatch(/^node_textfile_scrape_error 0$/m);
+    expect(metrics).toMatch(/^aami_check_success\{check="no-newline"\} 1$/m);
+  });
+
+  it('runs checks under cron\'s PATH with the sbin directories (nvme-cli is /usr/sbin/nvme), and a readable result under umask 077', async () => {
+    const { node, prom, commitCheck } = await registeredNode();
+    await commitCheck('path', { 'check.yaml': 'timeout: 5s\n', 'check.sh': 'case ":$PATH:" in *:/usr/sbin:*) echo aami_test_sbin 1 ;; *) echo aami_test_sbin 0 ;; esac\n' });
+    const run = await node.sh(`umask 077; PATH=/usr/bin:/bin bash ${DYNAMIC_CHECK}`);
+    expect(run.stdout, run.stderr).toContain('path: ran\n');
+    expect(prom('path')).toContain('aami_test_sbin 1\n');
+    expect(statSync(node.path('var/lib/node_exporter/textfile/check_path.prom')).mode & 0o777).toBe(0o644);
   });
 
   it('refuses a script whose hash does not match, when the server cannot confirm it', async () => {
@@ -298,5 +320,9 @@ describe('preflight-check.sh', { timeout: 60_000 }, () => {
     expect(run.stdout).toMatch(/^FAIL +server +cannot reach/m);
     expect(run.stdout).toMatch(/^PASS +gpu +none found: a CPU-only node$/m);
     expect((await node.sh(`bash ${PREFLIGHT} --server ${server.url}`)).code).toBe(2);
+    // An option given last without its value (an unset $SERVER in the one-liner): usage, at once.
+    const missing = await node.sh(`timeout 10 bash ${PREFLIGHT} --mode node --server`);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toContain('preflight-check: --server needs a value');
   });
 });
