@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readlinkSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FailureLimiter } from '../src/api/auth.js';
 import { gitCli, tempDir } from './helpers.js';
 import { apiHarness } from './api-helpers.js';
+import { waitFor } from './node-helpers.js';
 
 const MACHINE = 'c'.repeat(64);
 
@@ -245,6 +246,54 @@ describe('the downloads directory is untrusted', () => {
         expect(response.text, path).not.toContain(secret);
       }
     }
+  });
+});
+
+describe('downloads at size', () => {
+  it('streams a big download without holding it in memory, and hashes it once for any number of nodes asking', async () => {
+    const downloads = tempDir('aami-downloads-');
+    const size = 200 * 1024 * 1024;
+    writeFileSync(join(downloads, 'dcgm-exporter-linux-amd64.tar.gz'), '');
+    truncateSync(join(downloads, 'dcgm-exporter-linux-amd64.tar.gz'), size); // sparse: 200 MiB of zeros, no disk
+    const api = await apiHarness({ downloadsDir: downloads });
+    const zeros = Buffer.alloc(1 << 20);
+    const expected = createHash('sha256');
+    for (let i = 0; i < size / zeros.length; i++) expected.update(zeros);
+    const sum = `${expected.digest('hex')}  dcgm-exporter-linux-amd64.tar.gz\n`;
+
+    // Eight nodes ask for the sum at once: one answer for all.
+    const sums = await Promise.all(Array.from({ length: 8 }, () => api.get('/downloads/dcgm-exporter-linux-amd64.tar.gz.sha256', { token: null })));
+    expect(sums.map((s) => [s.status, s.text])).toEqual(Array.from({ length: 8 }, () => [200, sum]));
+
+    // Four slow clients: each has its answer's head, none has read on. The files are not in memory.
+    const before = process.memoryUsage().arrayBuffers;
+    const answers = await Promise.all(Array.from({ length: 4 }, () => api.app.request('/downloads/dcgm-exporter-linux-amd64.tar.gz')));
+    const readers = answers.map((answer) => answer.body!.getReader());
+    for (const reader of readers) expect((await reader.read()).value!.length).toBeGreaterThan(0);
+    expect(answers.map((a) => a.headers.get('content-length'))).toEqual(Array(4).fill(String(size)));
+    expect(process.memoryUsage().arrayBuffers - before).toBeLessThan(64 * 1024 * 1024);
+    for (const reader of readers) await reader.cancel();
+    // One read to the end: every byte, as sent.
+    let total = 0;
+    const whole = createHash('sha256');
+    for await (const chunk of (await api.app.request('/downloads/dcgm-exporter-linux-amd64.tar.gz')).body!) {
+      total += chunk.length;
+      whole.update(chunk);
+    }
+    expect(`${whole.digest('hex')}  dcgm-exporter-linux-amd64.tar.gz\n`).toBe(sum);
+    expect(total).toBe(size);
+    const head = await api.app.request('/downloads/dcgm-exporter-linux-amd64.tar.gz', { method: 'HEAD' });
+    expect([head.status, head.headers.get('content-length'), await head.text()]).toEqual([200, String(size), '']);
+    // Every descriptor it opened is closed again (the cancelled streams', the sums', the HEAD's).
+    const openIn = (dir: string) =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
+        } catch {
+          return false; // closed while listed
+        }
+      });
+    await waitFor('the download descriptors to close', async () => openIn(downloads).length === 0);
   });
 });
 

@@ -1,27 +1,30 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, fstatSync, openSync, readFileSync, realpathSync } from 'node:fs';
+import { closeSync, constants, createReadStream, fstatSync, openSync, readFileSync, realpathSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
 import { Hono, type Context } from 'hono';
 import { AamiError } from '../../errors.js';
 
 export const NODE_SCRIPTS = ['bootstrap.sh', 'preflight-check.sh', 'dynamic-check.sh', 'uninstall.sh'];
 const SAFE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
-/** `GET name` gives the file, `GET name.sha256` its hash in the form `sha256sum -c` reads. */
-function serve(c: Context, requested: string, read: (name: string) => Buffer | undefined, type: string): Response {
+/** A requested name without its `.sha256`, if it may name a file at all. */
+function fileName(requested: string): string {
   const name = requested.replace(/\.sha256$/, '');
-  const body = SAFE_NAME.test(name) ? read(name) : undefined;
-  if (!body) throw new AamiError('not_found', `no file "${name}"`);
-  if (requested.endsWith('.sha256')) return c.text(`${createHash('sha256').update(body).digest('hex')}  ${name}\n`);
-  return c.body(new Uint8Array(body), 200, { 'Content-Type': type });
+  if (!SAFE_NAME.test(name)) throw new AamiError('not_found', `no file "${name}"`);
+  return name;
 }
 
+/** The line `sha256sum -c` reads. */
+const sumLine = (hex: string, name: string) => `${hex}  ${name}\n`;
+
 /**
- * A regular file directly inside `dir`, or nothing: a symlink (O_NOFOLLOW), a directory, a
- * FIFO (O_NONBLOCK: never waits for a writer) or a device is not served, so a link planted in
- * the downloads directory cannot hand out /etc/shadow or the state directory.
+ * A regular file directly inside `dir`, opened, or nothing: a symlink (O_NOFOLLOW), a
+ * directory, a FIFO (O_NONBLOCK: never waits for a writer) or a device is not served, so a
+ * link planted in the downloads directory cannot hand out /etc/shadow or the state
+ * directory. The caller closes the descriptor.
  */
-function readRegularFile(dir: string, name: string): Buffer | undefined {
+function openRegularFile(dir: string, name: string): { fd: number; stat: Stats } | undefined {
   const path = join(dir, name);
   let fd: number;
   try {
@@ -30,30 +33,90 @@ function readRegularFile(dir: string, name: string): Buffer | undefined {
     return undefined;
   }
   try {
-    if (!fstatSync(fd).isFile()) return undefined;
-    // The name has no slash, so this holds; checked anyway, after the open that matters.
-    if (dirname(realpathSync(path)) !== realpathSync(dir)) return undefined;
-    return readFileSync(fd);
+    const stat = fstatSync(fd);
+    // The name has no slash, so the second holds; checked anyway, after the open that matters.
+    if (stat.isFile() && dirname(realpathSync(path)) === realpathSync(dir)) return { fd, stat };
   } catch {
-    return undefined;
-  } finally {
-    closeSync(fd);
+    // gone meanwhile: not served
+  }
+  closeSync(fd);
+  return undefined;
+}
+
+/**
+ * The sha256 of downloads, by file version (device, inode, size, mtime): read once, as a
+ * stream, whatever the number of nodes asking. A tarball read whole and hashed in one call
+ * at each request (anyone may ask, unauthenticated) cost its size in memory per request and
+ * held the event loop for seconds at 400 MB.
+ */
+class DownloadHashes {
+  private readonly known = new Map<string, Promise<string>>();
+
+  of(fd: number, stat: Stats): Promise<string> {
+    const key = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}`;
+    let found = this.known.get(key);
+    if (!found) {
+      const hash = createHash('sha256');
+      found = new Promise<string>((resolve, reject) => {
+        createReadStream('', { fd, autoClose: false, start: 0 })
+          .on('data', (chunk) => hash.update(chunk))
+          .on('end', () => resolve(hash.digest('hex')))
+          .on('error', reject);
+      });
+      found.catch(() => this.known.delete(key));
+      // A few versions of a few files: the oldest goes past 64.
+      if (this.known.size >= 64) this.known.delete(this.known.keys().next().value!);
+      this.known.set(key, found);
+    }
+    return found;
   }
 }
 
 /**
- * The node scripts, from the project's own files, and optional downloads (a node_exporter
- * tarball for sites without internet access). Nothing is fetched from elsewhere.
+ * The node scripts, from the project's own files (small: held in memory), and optional
+ * downloads (a node_exporter tarball for sites without internet access; streamed from the
+ * file, never read whole). Nothing is fetched from elsewhere.
  */
 export function scriptRoutes(options: { scriptsDir: string; downloadsDir?: string }) {
   const app = new Hono();
   const scripts = new Map(NODE_SCRIPTS.map((name) => [name, readFileSync(join(options.scriptsDir, name))]));
   const shell = 'text/x-shellscript; charset=utf-8';
-  const download = (name: string) => (options.downloadsDir ? readRegularFile(options.downloadsDir, name) : undefined);
+  // `GET name` gives the script, `GET name.sha256` its hash.
+  const script = (c: Context, requested: string) => {
+    const name = fileName(requested);
+    const body = scripts.get(name);
+    if (!body) throw new AamiError('not_found', `no file "${name}"`);
+    if (requested.endsWith('.sha256')) return c.text(sumLine(createHash('sha256').update(body).digest('hex'), name));
+    return c.body(new Uint8Array(body), 200, { 'Content-Type': shell });
+  };
   // The guide's one-liner fetches /bootstrap.sh; its checksum sits beside it, as for /scripts/.
-  app.get('/bootstrap.sh', (c) => serve(c, 'bootstrap.sh', (name) => scripts.get(name), shell));
-  app.get('/bootstrap.sh.sha256', (c) => serve(c, 'bootstrap.sh.sha256', (name) => scripts.get(name), shell));
-  app.get('/scripts/:file', (c) => serve(c, c.req.param('file'), (name) => scripts.get(name), shell));
-  app.get('/downloads/:file', (c) => serve(c, c.req.param('file'), download, 'application/octet-stream'));
+  app.get('/bootstrap.sh', (c) => script(c, 'bootstrap.sh'));
+  app.get('/bootstrap.sh.sha256', (c) => script(c, 'bootstrap.sh.sha256'));
+  app.get('/scripts/:file', (c) => script(c, c.req.param('file')));
+
+  const hashes = new DownloadHashes();
+  app.get('/downloads/:file', async (c) => {
+    const requested = c.req.param('file');
+    const name = fileName(requested);
+    const file = options.downloadsDir ? openRegularFile(options.downloadsDir, name) : undefined;
+    if (!file) throw new AamiError('not_found', `no file "${name}"`);
+    if (requested.endsWith('.sha256')) {
+      try {
+        return c.text(sumLine(await hashes.of(file.fd, file.stat), name));
+      } finally {
+        closeSync(file.fd);
+      }
+    }
+    const headers = { 'Content-Type': 'application/octet-stream', 'Content-Length': String(file.stat.size) };
+    // HEAD (answered by this GET route) and an empty file send no body: no stream to close the descriptor.
+    if (c.req.method === 'HEAD' || file.stat.size === 0) {
+      closeSync(file.fd);
+      return c.body(null, 200, headers);
+    }
+    // The size it had when opened, and not a byte more: Content-Length holds if it grows meanwhile.
+    // The stream closes the descriptor at its end, or when the client goes.
+    const stream = createReadStream('', { fd: file.fd, start: 0, end: file.stat.size - 1 });
+    return c.body(Readable.toWeb(stream) as ReadableStream<Uint8Array>, 200, headers);
+  });
   return app;
 }
