@@ -160,19 +160,23 @@ describe('the operator console in Chromium', () => {
     await screenshot(page, '7-problems');
   });
 
-  it('shows a reader no create or revoke button, and answers a forged POST from a reader with 403', { timeout: 60_000 }, async () => {
+  it('keeps the tokens from a reader, as the API does: no Tokens link, 403 for the page and its progress, and for a forged POST', { timeout: 60_000 }, async () => {
     const server = await consoleServer();
     const { json: token } = await server.api('POST', '/api/v1/bootstrap-tokens', { name: 'prod', default_group_id: 'ml-training', max_uses: 5, expires_at: '2099-01-01T00:00:00Z' });
     const reader = await server.credential('night-shift', 'reader');
 
     const page = await newPage();
     await signIn(page, server.url, reader);
-    await page.goto(`${server.url}/console/tokens`);
-    expect(await page.locator('tr[data-token]').count()).toBe(1);
-    expect(await page.locator('form.create').count()).toBe(0);
-    expect(await page.locator('button:text-is("Revoke")').count()).toBe(0);
+    await page.goto(`${server.url}/console/fleet`);
     expect(await page.textContent('header .who')).toContain('night-shift reader');
+    expect(await page.locator('header nav a').allTextContents()).toEqual(['Fleet', expect.stringMatching(/^Problems/)]);
+    const refused = await page.goto(`${server.url}/console/tokens`);
+    expect(refused!.status()).toBe(403);
+    expect(await page.textContent('main')).toContain('this needs the editor role (or higher); night-shift is a reader');
+    expect(await page.content()).not.toContain(token.id);
     await screenshot(page, '8-tokens-as-reader');
+    expect((await page.request.get(`${server.url}/console/tokens/progress`)).status()).toBe(403);
+    await page.goto(`${server.url}/console/fleet`);
 
     // The page's own session and CSRF token, used as a reader who crafted the requests by hand.
     const statuses = await page.evaluate(async (tokenId) => {

@@ -43,11 +43,13 @@ export function tokenPages(deps: AppDeps, render: Render) {
     const signed = c.get('signedIn');
     const { items, page, pages } = tokensPage(extra.page ?? 1);
     const groups = [...deps.catalog().groups.values()].map((g) => ({ id: g.id, name: g.name })).sort((a, b) => (a.id < b.id ? -1 : 1));
-    const props = { viewer: signed.viewer, tokens: items, page, pages, now: deps.clock(), canWrite: signed.principal.role !== 'reader', groups, form: extra.form ?? EMPTY_FORM, formError: extra.formError, notice: extra.notice };
+    const props = { viewer: signed.viewer, tokens: items, page, pages, now: deps.clock(), groups, form: extra.form ?? EMPTY_FORM, formError: extra.formError, notice: extra.notice };
     return render(c, { title: 'Tokens', section: 'tokens' }, <TokensView {...props} />, status);
   };
 
+  // Editors and admins, as GET /api/v1/bootstrap-tokens: a token list is a map of what can enrol.
   app.get('/tokens', (c) => {
+    requireRole(c.get('signedIn'), 'editor');
     const query = parseValue(z.object({ page: pageNumber, revoked: z.string().max(100).optional() }), c.req.query(), 'the query');
     const revoked = query.revoked && deps.catalog().tokens.get(query.revoked);
     return show(c, { page: query.page, notice: revoked ? `Token ${revoked.name} (${revoked.id}) is revoked: no node can enrol with it any more.` : undefined });
@@ -56,6 +58,7 @@ export function tokenPages(deps: AppDeps, render: Render) {
   // The page's script asks for this every few seconds while it is open: a short request, so
   // a server shutting down never waits for an open stream.
   app.get('/tokens/progress', (c) => {
+    requireRole(c.get('signedIn'), 'editor');
     const { page } = parseValue(z.object({ page: pageNumber }), c.req.query(), 'the query');
     return c.json({ tokens: tokensPage(page).items.map(tokenProgress), targets: deps.catalog().targets.size });
   });

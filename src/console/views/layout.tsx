@@ -47,7 +47,7 @@ function Layout({ frame, children }: { frame: PageFrame; children?: Child }) {
           {viewer && (
             <nav>
               {nav('fleet', 'Fleet')}
-              {nav('tokens', 'Tokens')}
+              {viewer.role !== 'reader' && nav('tokens', 'Tokens')}
               {nav(
                 'problems',
                 <>

@@ -26,8 +26,6 @@ export interface TokensProps {
   page: number;
   pages: number;
   now: Date;
-  /** Editors and admins create and revoke; readers see no buttons (and the server refuses them). */
-  canWrite: boolean;
   groups: Array<{ id: string; name: string }>;
   form: TokenForm;
   formError?: string;
@@ -35,13 +33,14 @@ export interface TokensProps {
 }
 
 export function TokensView(props: TokensProps) {
-  const { viewer, canWrite, now } = props;
+  // Only editors and admins see this page: each may create and revoke.
+  const { viewer, now } = props;
   return (
     <section>
       <h1>Bootstrap tokens</h1>
       {props.notice && <p class="notice">{props.notice}</p>}
       <table class="tokens" data-progress={`/console/tokens/progress?page=${props.page}`}>
-        <TableHead columns={['Name', 'Group', 'Enrolled', 'State', 'Expires', 'Labels', canWrite && '']} />
+        <TableHead columns={['Name', 'Group', 'Enrolled', 'State', 'Expires', 'Labels', '']} />
         <tbody>
           {props.tokens.map((token) => {
             const progress = tokenProgress(token);
@@ -71,18 +70,16 @@ export function TokensView(props: TokensProps) {
                     </span>
                   ))}
                 </td>
-                {canWrite && (
-                  <td>
-                    {!token.revoked && (
-                      <form method="post" action={`/console/tokens/${encodeURIComponent(token.id)}/revoke`} data-confirm={`Revoke ${token.name}? Nodes can no longer enrol with it.`}>
-                        <Csrf viewer={viewer} />
-                        <button type="submit" class="danger">
-                          Revoke
-                        </button>
-                      </form>
-                    )}
-                  </td>
-                )}
+                <td>
+                  {!token.revoked && (
+                    <form method="post" action={`/console/tokens/${encodeURIComponent(token.id)}/revoke`} data-confirm={`Revoke ${token.name}? Nodes can no longer enrol with it.`}>
+                      <Csrf viewer={viewer} />
+                      <button type="submit" class="danger">
+                        Revoke
+                      </button>
+                    </form>
+                  )}
+                </td>
               </tr>
             );
           })}
@@ -90,7 +87,7 @@ export function TokensView(props: TokensProps) {
       </table>
       {props.tokens.length === 0 && <p class="muted">No bootstrap token yet.</p>}
       <Pager base="/console/tokens" params={{}} page={props.page} pages={props.pages} />
-      {canWrite && <CreateForm {...props} />}
+      <CreateForm {...props} />
     </section>
   );
 }
