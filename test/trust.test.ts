@@ -160,6 +160,11 @@ describe('labels are data', () => {
     for (const name of ['bad\nname', 'evil\u0000']) {
       expect((await api.post('/api/v1/bootstrap-tokens', { name, default_group_id: 'ml-training', max_uses: 1, expires_at: '2027-01-01T00:00:00Z' })).status).toBe(400);
     }
+    // A scrape path reaches the SD files and Prometheus's request line: a URL path, bounded.
+    for (const path of ['/m\n\u0000"evil', '/a b', `/${'x'.repeat(300)}`, 'metrics']) {
+      const response = await api.post('/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.9', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter', metrics_path: path }] });
+      expect(response.json.error.details, JSON.stringify(path)).toContainEqual({ field: 'exporters[0].metrics_path', message: expect.stringMatching(/URL path|at most 256/) });
+    }
     const hostile = '$(id>pwned) `id` visible[$(touch x)] ; rm -rf / "\' || true';
     const created = await api.post('/api/v1/targets', { hostname: 'x', ip_address: '10.0.0.9', primary_group_id: 'ml-training', labels: { gpu_count: hostile } });
     expect(created.status).toBe(201);

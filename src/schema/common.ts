@@ -103,4 +103,14 @@ export const duration = z
 
 export const timestamp = z.iso.datetime({ offset: true, message: 'must be an RFC 3339 time such as 2026-12-31T23:59:59Z' });
 
+/**
+ * A scrape path (Prometheus's __metrics_path__): a URL path of at most 256 characters, of
+ * the characters RFC 3986 allows in one (percent-escapes included). It reaches the SD files,
+ * and Prometheus puts it in a request line: no quote, space, newline or NUL.
+ */
+export const metricsPath = z
+  .string()
+  .max(256, 'must be at most 256 characters')
+  .regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/-]*$/, 'must be a URL path: "/" then letters, digits and -._~!$&\'()*+,;=:@%/');
+
 export const sha256Hash = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be "sha256:" and 64 hex digits');

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, port, slug } from './common.js';
+import { duration, metricsPath, port, slug } from './common.js';
 
 export const exporterType = z
   .string()
@@ -10,7 +10,7 @@ export const jobName = z.string().regex(/^[a-z][a-z0-9_-]{0,62}$/, 'must be lowe
 export const exporterSettings = z.strictObject({
   job: jobName,
   port,
-  metrics_path: z.string().startsWith('/', 'must start with "/"').optional(),
+  metrics_path: metricsPath.optional(),
   scheme: z.enum(['http', 'https']).optional(),
   interval: duration.optional(),
 });

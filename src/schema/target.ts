@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, hostname, ipAddress, labels, port, printable, sha256Hash, slug, timestamp } from './common.js';
+import { duration, hostname, ipAddress, labels, metricsPath, port, printable, sha256Hash, slug, timestamp } from './common.js';
 import { exporterType } from './settings.js';
 
 export const exporter = z.strictObject({
@@ -7,7 +7,7 @@ export const exporter = z.strictObject({
   /** Defaults to the port aami.yaml gives the exporter type. */
   port: port.optional(),
   enabled: z.boolean().default(true),
-  metrics_path: z.string().startsWith('/', 'must start with "/"').optional(),
+  metrics_path: metricsPath.optional(),
   scheme: z.enum(['http', 'https']).optional(),
   interval: duration.optional(),
 });
