@@ -78,6 +78,23 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
     expect(rewritten).toMatch(/^machine_id_hash: sha256:[0-9a-f]{64}$/m);
   });
 
+  it('tells a node or a token that an address is taken, not which host holds it (they may not read the inventory)', async () => {
+    const api = await apiHarness();
+    await api.post('/api/v1/targets', { hostname: 'secret-project-gpu-07', ip_address: '10.0.0.7', primary_group_id: 'ml-training' });
+    const { token } = await api.token();
+    const enrolled = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', machine_id: MACHINE });
+    const answers = [
+      await api.register(token, { hostname: 'n2', ip_address: '10.0.0.7', machine_id: 'd'.repeat(64) }),
+      await api.call('PUT', '/api/v1/nodes/self', { token: enrolled.json.node_credential, body: { ip_address: '10.0.0.7' } }),
+    ];
+    for (const answer of answers) {
+      expect(answer).toMatchObject({ status: 409, json: { error: { code: 'conflict', message: expect.stringContaining('10.0.0.7:9100 is already scraped for another target') } } });
+      expect(answer.text).not.toContain('secret-project');
+    }
+    // An editor, who reads the inventory anyway, is told.
+    expect((await api.post('/api/v1/targets', { hostname: 'n3', ip_address: '10.0.0.7', primary_group_id: 'ml-training' })).json.error.message).toContain('target "secret-project-gpu-07"');
+  });
+
   it('lets a node update what it owns and keeps the admin\'s labels across any re-run', async () => {
     const api = await apiHarness();
     const { token } = await api.token({ labels: { environment: 'production' } });

@@ -88,7 +88,7 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
       machine_id_hash: input.machine_id === undefined ? undefined : hashSecret(input.machine_id),
       node_credential_hash: credential.hash,
     };
-    checkTarget(catalog, target);
+    checkTarget(catalog, target, { nameHolder: false });
     const changes: Change[] = targetChanges(files, target, existing);
     const isNewMachine = !existing || claimsUnenrolled;
     if (isNewMachine) changes.push(tokenUse(files, token));
@@ -130,7 +130,7 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
       node_credential_hash: credential?.hash ?? current.node_credential_hash,
     };
     if (isDeepStrictEqual(stripUndefined(target), stripUndefined(current))) return { changes: [], result: { outcome: 'unchanged', target: current } };
-    checkTarget(catalog, target);
+    checkTarget(catalog, target, { nameHolder: false });
     return { changes: targetChanges(files, target, current), result: { outcome: 'updated', target, nodeCredential: credential?.credential } };
   });
 }

@@ -32,8 +32,12 @@ export function requireTarget(catalog: Catalog, id: string): Target {
   return target;
 }
 
-/** Refuse a target whose groups are missing or whose addresses another target already has. */
-export function checkTarget(catalog: Catalog, target: Target): void {
+/**
+ * Refuse a target whose groups are missing or whose addresses another target already has.
+ * `nameHolder: false` for a node or a token, which may not read the inventory: the answer
+ * says an address is taken, not by which host.
+ */
+export function checkTarget(catalog: Catalog, target: Target, { nameHolder = true } = {}): void {
   requireGroup(catalog, target.primary_group);
   for (const id of target.groups) requireGroup(catalog, id);
   for (const exporter of target.exporters) {
@@ -46,7 +50,9 @@ export function checkTarget(catalog: Catalog, target: Target): void {
     if (!exporter.enabled) continue;
     const holder = catalog.addresses.get(addressKey(type.job, target.ip_address, exporter.port ?? type.port));
     if (holder && holder !== target.hostname) {
-      throw new AamiError('conflict', `${target.ip_address}:${exporter.port ?? type.port} is already scraped for target "${holder}"`, { target_id: holder });
+      const address = `${target.ip_address}:${exporter.port ?? type.port}`;
+      if (!nameHolder) throw new AamiError('conflict', `${address} is already scraped for another target (an admin finds which by searching ${target.ip_address} on the console's Fleet page)`);
+      throw new AamiError('conflict', `${address} is already scraped for target "${holder}"`, { target_id: holder });
     }
   }
 }
