@@ -4,9 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { mkdirSync, readdirSync, readlinkSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FailureLimiter } from '../src/api/auth.js';
-import { gitCli, tempDir } from './helpers.js';
+import { gitCli, onCleanup, tempDir } from './helpers.js';
 import { apiHarness } from './api-helpers.js';
-import { waitFor } from './node-helpers.js';
+import { serverConfig, waitFor } from './node-helpers.js';
+import { startServer } from '../src/server.js';
+import { connect } from 'node:net';
+import { once } from 'node:events';
 
 const MACHINE = 'c'.repeat(64);
 
@@ -272,7 +275,7 @@ describe('the downloads directory is untrusted', () => {
 });
 
 describe('downloads at size', () => {
-  it('streams a big download without holding it in memory, and hashes it once for any number of nodes asking', async () => {
+  it('streams a big download without holding it in memory, and gives many nodes asking at once its sum', async () => {
     const downloads = tempDir('aami-downloads-');
     const size = 200 * 1024 * 1024;
     writeFileSync(join(downloads, 'dcgm-exporter-linux-amd64.tar.gz'), '');
@@ -307,17 +310,35 @@ describe('downloads at size', () => {
     const head = await api.app.request('/downloads/dcgm-exporter-linux-amd64.tar.gz', { method: 'HEAD' });
     expect([head.status, head.headers.get('content-length'), await head.text()]).toEqual([200, String(size), '']);
     // Every descriptor it opened is closed again (the cancelled streams', the sums', the HEAD's).
-    const openIn = (dir: string) =>
-      readdirSync('/proc/self/fd').filter((fd) => {
-        try {
-          return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
-        } catch {
-          return false; // closed while listed
-        }
-      });
+    await waitFor('the download descriptors to close', async () => openIn(downloads).length === 0);
+  });
+
+  it('closes the descriptor of every answer a client pipelined on one connection and dropped', async () => {
+    const downloads = tempDir('aami-downloads-');
+    writeFileSync(join(downloads, 'big.tar.gz'), '');
+    truncateSync(join(downloads, 'big.tar.gz'), 32 * 1024 * 1024);
+    const server = await startServer(serverConfig({ downloadsDir: downloads }));
+    onCleanup(() => server.close());
+    const socket = connect(Number(new URL(server.url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write('GET /downloads/big.tar.gz HTTP/1.1\r\nHost: aami\r\n\r\n'.repeat(30));
+    await once(socket, 'data'); // the first answer is under way; the others wait behind it
+    await waitFor('the answers to open their files', async () => openIn(downloads).length > 1);
+    socket.destroy();
     await waitFor('the download descriptors to close', async () => openIn(downloads).length === 0);
   });
 });
+
+/** This process's open descriptors on files under `dir`. */
+function openIn(dir: string): string[] {
+  return readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
+    } catch {
+      return false; // closed while listed
+    }
+  });
+}
 
 describe('secrets compared safely', () => {
   it('answers a webhook signature or token of any length or bytes with 401, never 500', async () => {

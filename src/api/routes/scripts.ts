@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, createReadStream, fstatSync, openSync, readFileSync, realpathSync, type Stats } from 'node:fs';
+import { closeSync, constants, createReadStream, fstatSync, openSync, read, readFileSync, realpathSync, type Stats } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { Readable } from 'node:stream';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { Hono, type Context } from 'hono';
 import { AamiError } from '../../errors.js';
 
@@ -44,7 +45,7 @@ function openRegularFile(dir: string, name: string): { fd: number; stat: Stats }
 }
 
 /**
- * The sha256 of downloads, by file version (device, inode, size, mtime): read once, as a
+ * The sha256 of downloads, by file version (device, inode, size, times): read once, as a
  * stream, whatever the number of nodes asking. A tarball read whole and hashed in one call
  * at each request (anyone may ask, unauthenticated) cost its size in memory per request and
  * held the event loop for seconds at 400 MB.
@@ -53,12 +54,14 @@ class DownloadHashes {
   private readonly known = new Map<string, Promise<string>>();
 
   of(fd: number, stat: Stats): Promise<string> {
-    const key = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}`;
+    // ctime too: `touch -r` or `cp -p` can set mtime back, not ctime.
+    const key = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
     let found = this.known.get(key);
     if (!found) {
       const hash = createHash('sha256');
       found = new Promise<string>((resolve, reject) => {
-        createReadStream('', { fd, autoClose: false, start: 0 })
+        // The bytes a GET of this version sends, not what an append in place added since.
+        createReadStream('', { fd, autoClose: false, start: 0, end: Math.max(stat.size - 1, 0) })
           .on('data', (chunk) => hash.update(chunk))
           .on('end', () => resolve(hash.digest('hex')))
           .on('error', reject);
@@ -70,6 +73,68 @@ class DownloadHashes {
     }
     return found;
   }
+}
+
+/** Bytes a download's answer reads at a time. */
+const CHUNK = 64 * 1024;
+
+/**
+ * The first `size` bytes of an open file, read as the client takes them (Content-Length
+ * holds if the file grows meanwhile). The descriptor is closed at the end, when the answer
+ * is cancelled, or when the client's connection closes: an answer queued behind another
+ * on a keep-alive connection (pipelined requests) is never cancelled when the connection
+ * drops, and held its descriptor for good. That close ends the stream, not errors it: an
+ * error would be a line in the server's log for each answer a client drops.
+ */
+function fileBody(fd: number, size: number, socket: Socket | undefined): ReadableStream<Uint8Array> {
+  let at = 0;
+  let open = true;
+  let reading = false;
+  let ended: (() => void) | undefined;
+  // Closed once, and never under a read in flight (the number could be another file's by then).
+  const release = () => {
+    if (!open) return;
+    open = false;
+    socket?.off('close', gone);
+    if (!reading) closeSync(fd);
+  };
+  // Still called after release took it off the socket when that happened during the socket's
+  // 'close' (an emit calls the listeners it started with): the answer may be cancelled already.
+  const gone = () => {
+    if (!open) return;
+    release();
+    ended?.();
+  };
+  socket?.once('close', gone);
+  return new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        ended = () => controller.close();
+      },
+      async pull(controller) {
+        if (!open) return;
+        const chunk = Buffer.allocUnsafe(Math.min(CHUNK, size - at));
+        reading = true;
+        const result = await new Promise<{ bytesRead: number } | { error: Error }>((resolve) => read(fd, chunk, 0, chunk.length, at, (error, bytesRead) => resolve(error ? { error } : { bytesRead })));
+        reading = false;
+        if (!open) return closeSync(fd); // the client went while it read
+        if ('error' in result) {
+          release(); // an I/O error: the answer ends in it
+          throw result.error;
+        }
+        const { bytesRead } = result;
+        at += bytesRead;
+        if (bytesRead > 0) controller.enqueue(chunk.subarray(0, bytesRead));
+        // Done, or cut short by a truncation in place (the client sees fewer bytes than announced).
+        if (at >= size || bytesRead === 0) {
+          release();
+          controller.close();
+        }
+      },
+      cancel: release,
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 /**
@@ -113,10 +178,8 @@ export function scriptRoutes(options: { scriptsDir: string; downloadsDir?: strin
       closeSync(file.fd);
       return c.body(null, 200, headers);
     }
-    // The size it had when opened, and not a byte more: Content-Length holds if it grows meanwhile.
-    // The stream closes the descriptor at its end, or when the client goes.
-    const stream = createReadStream('', { fd: file.fd, start: 0, end: file.stat.size - 1 });
-    return c.body(Readable.toWeb(stream) as ReadableStream<Uint8Array>, 200, headers);
+    const socket = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket;
+    return c.body(fileBody(file.fd, file.stat.size, socket), 200, headers);
   });
   return app;
 }
