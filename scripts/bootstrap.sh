@@ -287,7 +287,9 @@ machine_identity() {
         raw=${raw%"${raw##*[![:space:]]}"}
         # An image not booted yet holds an empty machine-id, or "uninitialized" early in boot.
         if [ -z "$raw" ] || [ "$raw" = uninitialized ]; then continue; fi
-        MACHINE_ID=$(printf 'aami-machine-id:%s' "$raw" | sha256sum | cut -d' ' -f1)
+        # v2: servers once kept what nodes sent (v1, "aami-machine-id:") where readers saw it;
+        # they no longer take a v1 value, which may have been read, as proof of the machine.
+        MACHINE_ID=$(printf 'aami-machine-id-v2:%s' "$raw" | sha256sum | cut -d' ' -f1)
         return
     done
     fatal "cannot identify this machine: $ROOT/etc/machine-id and $ROOT/sys/class/dmi/id/product_uuid are missing or empty (systemd-machine-id-setup writes the first)"

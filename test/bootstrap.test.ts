@@ -21,7 +21,7 @@ const stopAtEnd = (pid: number) =>
 const oneLiner = (server: string, tokenFile: string, flags = '') =>
   `curl -fsSL ${server}/bootstrap.sh | bash -s -- --token-file ${tokenFile} --server ${server} ${flags}`;
 const BOOTSTRAP = join(ROOT, 'scripts/bootstrap.sh');
-const machineHash = (id: string) => createHash('sha256').update(`aami-machine-id:${id}`).digest('hex');
+const machineHash = (id: string) => createHash('sha256').update(`aami-machine-id-v2:${id}`).digest('hex');
 /** The JSON document a --dry-run prints. */
 const dryRunBody = (stdout: string) => JSON.parse(stdout.slice(stdout.indexOf('{'), stdout.lastIndexOf('}') + 1));
 

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { mkdirSync, readdirSync, readlinkSync, symlinkSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FailureLimiter } from '../src/api/auth.js';
+import { NODE_PREFIX, newSecretCredential } from '../src/tokens/secret.js';
 import { gitCli, onCleanup, tempDir } from './helpers.js';
 import { apiHarness } from './api-helpers.js';
 import { serverConfig, waitFor } from './node-helpers.js';
@@ -70,15 +71,20 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
     // The machine itself still re-enrols.
     expect(await api.register(token, { hostname: 'victim-01', ip_address: '10.0.0.2', machine_id: MACHINE })).toMatchObject({ status: 200, json: { outcome: 'reenrolled' } });
 
-    // A file written before: the identity as sent. It still works, is never shown, and is hashed at the target's next write.
+    // A file written before: the identity as sent, readable in the repository's history for
+    // good. It proves nothing: a token does not re-enrol with it. The node's own credential
+    // records the identity it sends now (bootstrap.sh's v2), and the old value goes.
     const legacy = 'e'.repeat(64);
-    await api.push({ 'targets/ml-training/old-01.yaml': `hostname: old-01\nip_address: 10.0.0.9\nprimary_group: ml-training\nmachine_id: ${legacy}\n` });
-    expect((await api.get('/api/v1/targets/old-01')).json.machine_id).toBe(shown.replace(/[0-9a-f]{64}$/, createHash('sha256').update(legacy).digest('hex')));
-    const again = await api.register(token, { hostname: 'old-01', ip_address: '10.0.0.9', machine_id: legacy });
-    expect(again).toMatchObject({ status: 200, json: { outcome: 'reenrolled' } });
+    const node = newSecretCredential(NODE_PREFIX);
+    await api.push({ 'targets/ml-training/old-01.yaml': `hostname: old-01\nip_address: 10.0.0.9\nprimary_group: ml-training\nmachine_id: ${legacy}\nnode_credential_hash: ${node.hash}\n` });
+    expect((await api.get('/api/v1/targets/old-01')).json.machine_id).toBeNull();
+    expect(await api.register(token, { hostname: 'old-01', ip_address: '10.6.6.6', machine_id: legacy })).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+    const now = 'f'.repeat(64);
+    expect(await api.call('PUT', '/api/v1/nodes/self', { token: node.credential, body: { ip_address: '10.0.0.9', machine_id: now } })).toMatchObject({ status: 200, json: { outcome: 'updated' } });
     const rewritten = api.git('show', 'HEAD:targets/ml-training/old-01.yaml');
     expect(rewritten).not.toContain(legacy);
     expect(rewritten).toMatch(/^machine_id_hash: sha256:[0-9a-f]{64}$/m);
+    expect(await api.register(token, { hostname: 'old-01', ip_address: '10.0.0.9', machine_id: now })).toMatchObject({ status: 200, json: { outcome: 'reenrolled' } });
   });
 
   it('tells a node or a token that an address is taken, not which host holds it (they may not read the inventory)', async () => {

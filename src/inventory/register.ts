@@ -10,7 +10,7 @@ import type { Facts, NodeUpdate, Registration, Target, Token } from '../schema/i
 import { hashSecret, NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
-import { checkTarget, machineIdHash, requireTarget, sameMachine, targetChanges } from './targets.js';
+import { checkTarget, requireTarget, sameMachine, targetChanges } from './targets.js';
 import { requireActiveToken, tokenFileData } from './tokens.js';
 import { renderYaml } from './yaml-file.js';
 
@@ -59,10 +59,10 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
   return writer.update<RegistrationResult>(commitMeta(actor, `Register ${input.hostname}`), ({ catalog }, files) => {
     const existing = catalog.targets.get(input.hostname);
     // A machine is new to the token when it gets a target it did not hold: a new host, or an admin's target never enrolled.
-    const claimsUnenrolled = existing !== undefined && !existing.node_credential_hash && !machineIdHash(existing);
+    const claimsUnenrolled = existing !== undefined && !existing.node_credential_hash && !existing.machine_id_hash && !existing.machine_id;
     const token = requireActiveToken(catalog, tokenId, now, !existing || claimsUnenrolled);
     if (existing && !claimsUnenrolled) {
-      if (!machineIdHash(existing)) throw hostnameTaken(input.hostname, 'it was enrolled without a machine identity, so only its node credential can update it');
+      if (!existing.machine_id_hash) throw hostnameTaken(input.hostname, 'it has no machine identity the server keeps (enrolled without one, or before identities were kept as hashes), so only its node credential can update it');
       if (!sameMachine(existing, input.machine_id)) throw hostnameTaken(input.hostname, input.machine_id ? 'the machine identity differs' : 'this request sends no machine identity (machine_id)');
     }
     const group = existing?.primary_group ?? input.group_id ?? token.default_group;
@@ -113,7 +113,7 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
   const actor: Actor = { kind: 'node', hostname, address };
   return writer.update<RegistrationResult>(commitMeta(actor, `Update ${hostname}`), ({ catalog }, files) => {
     const current = requireTarget(catalog, hostname);
-    if (input.machine_id && machineIdHash(current) && !sameMachine(current, input.machine_id)) {
+    if (input.machine_id && current.machine_id_hash && !sameMachine(current, input.machine_id)) {
       throw hostnameTaken(hostname, 'this node credential was issued to another machine');
     }
     const facts = input.facts ?? current.facts;
@@ -126,7 +126,8 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
       node_labels: nodeLabels,
       facts,
       machine_id: undefined,
-      machine_id_hash: machineIdHash(current) ?? (input.machine_id === undefined ? undefined : hashSecret(input.machine_id)),
+      // An older file's identity as sent goes; the node's own credential vouches for the one it sends now.
+      machine_id_hash: current.machine_id_hash ?? (input.machine_id === undefined ? undefined : hashSecret(input.machine_id)),
       node_credential_hash: credential?.hash ?? current.node_credential_hash,
     };
     if (isDeepStrictEqual(stripUndefined(target), stripUndefined(current))) return { changes: [], result: { outcome: 'unchanged', target: current } };

@@ -8,22 +8,16 @@ import type { Writer } from '../writer/writer.js';
 import { own, type Target, type TargetCreate, type TargetPatch, type TargetReplace } from '../schema/index.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
-import { hashSecret, secretMatches } from '../tokens/secret.js';
+import { secretMatches } from '../tokens/secret.js';
 import { renderYaml } from './yaml-file.js';
 
 /**
- * The target's machine identity as files and answers keep it: a hash of what its node sends,
- * as for its credential (an older file's value as sent, hashed now). Whoever reads it cannot
- * send it: a bootstrap token and a readable identity took a host over.
+ * Whether a node sent the machine identity the target holds: the target keeps a hash of it,
+ * as of its credential, so whoever reads the target cannot send it (a bootstrap token and
+ * a readable identity took a host over). An older file's identity as sent is not taken.
  */
-export function machineIdHash(target: Target): string | undefined {
-  return target.machine_id_hash ?? (target.machine_id === undefined ? undefined : hashSecret(target.machine_id));
-}
-
-/** Whether a node sent the machine identity the target holds. */
 export function sameMachine(target: Target, sent: string | undefined): boolean {
-  if (sent === undefined) return false;
-  return target.machine_id_hash ? secretMatches(sent, target.machine_id_hash) : target.machine_id === sent;
+  return sent !== undefined && target.machine_id_hash !== undefined && secretMatches(sent, target.machine_id_hash);
 }
 
 export function requireTarget(catalog: Catalog, id: string): Target {
@@ -70,8 +64,8 @@ function targetFileData(target: Target) {
     facts: target.facts && Object.keys(target.facts).length ? target.facts : undefined,
     registered_by_token: target.registered_by_token,
     registered_at: target.registered_at,
-    // An older file's identity as the node sent it is written as its hash (machineIdHash).
-    machine_id_hash: machineIdHash(target),
+    // Never an older file's machine_id: it was readable, and proves nothing (sameMachine).
+    machine_id_hash: target.machine_id_hash,
     node_credential_hash: target.node_credential_hash,
   };
 }

@@ -2,7 +2,6 @@ import type { Catalog } from '../catalog/build.js';
 import { labelSources, targetLabels } from '../catalog/labels.js';
 import type { CredentialAnswer, GroupAnswer, TargetAnswer, TokenAnswer } from '../schema/answers.js';
 import { own, type Credential, type Group, type Target, type Token } from '../schema/index.js';
-import { machineIdHash } from './targets.js';
 import { tokenState } from './token-state.js';
 
 export function groupView(group: Group): GroupAnswer {
@@ -35,7 +34,7 @@ export function targetView(catalog: Catalog, target: Target, lastSeen?: Date): T
     facts: target.facts ?? {},
     registered_by_token: target.registered_by_token ?? null,
     registered_at: target.registered_at ?? null,
-    machine_id: machineIdHash(target) ?? null,
+    machine_id: target.machine_id_hash ?? null,
     /** Enrolled by an ephemeral token: removed once its heartbeat is older than the token's TTL. */
     ephemeral: token?.ephemeral ?? false,
     /** The node's last heartbeat (dynamic-check.sh sends one a minute). */

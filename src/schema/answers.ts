@@ -38,7 +38,7 @@ export const targetAnswer = z.strictObject({
   facts: facts,
   registered_by_token: z.string().nullable(),
   registered_at: nullableTime,
-  machine_id: z.string().nullable().describe('A hash of the machine identity the node sent ("sha256:…"), never the value it sends: null when it sent none'),
+  machine_id: z.string().nullable().describe('A hash of the machine identity the node sent ("sha256:…"), never the value it sends: null when the server keeps none'),
   ephemeral: z.boolean(),
   last_seen: nullableTime.describe("The node's last heartbeat; null before the first"),
 });

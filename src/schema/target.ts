@@ -24,7 +24,7 @@ export const facts = z.strictObject({
   interfaces: z.array(printable(100)).max(64).optional(),
 });
 
-/** sha256 hex of "aami-machine-id:" + /etc/machine-id (or the DMI product UUID), as bootstrap.sh sends it. */
+/** sha256 hex of "aami-machine-id-v2:" + /etc/machine-id (or the DMI product UUID), as bootstrap.sh sends it. */
 export const machineId = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex digits (a sha256 of the machine id)');
 
 /** targets/<primary_group>/<hostname>.yaml */
@@ -51,7 +51,11 @@ export const targetFile = z.strictObject({
    * the API) gives nothing a token holder could send to take the host over.
    */
   machine_id_hash: sha256Hash.optional(),
-  /** Older files: the identity as the node sent it. Written again as machine_id_hash at the target's next write. */
+  /**
+   * Older files: the identity as the node sent it, where anyone reading the repository (its
+   * history too) or the API saw it. Read, never trusted: it proves nothing, and goes at the
+   * target's next write; the node's next update with its credential records its hash.
+   */
   machine_id: machineId.optional(),
   registered_at: timestamp.optional(),
 });
