@@ -176,6 +176,11 @@ describe('the operator console in Chromium', () => {
     expect(await page.content()).not.toContain(token.id);
     await screenshot(page, '8-tokens-as-reader');
     expect((await page.request.get(`${server.url}/console/tokens/progress`)).status()).toBe(403);
+    // A target the token enrolled names it, with no link to the page the reader may not see.
+    expect((await server.register(token.token, 'enrolled-01', '10.0.9.1')).status).toBe(201);
+    await page.goto(`${server.url}/console/targets/enrolled-01`);
+    expect(await page.textContent('main')).toContain(`by token ${token.id}`);
+    expect(await page.locator('a[href^="/console/tokens"]').count()).toBe(0);
     await page.goto(`${server.url}/console/fleet`);
 
     // The page's own session and CSRF token, used as a reader who crafted the requests by hand.

@@ -70,6 +70,7 @@ export function readPages(deps: AppDeps, render: Render, prometheus: PrometheusU
       stale: seen !== undefined && deps.clock().getTime() - seen.getTime() > deps.staleAfterMs,
       up: await prometheus?.states(),
       now: deps.clock(),
+      viewer: c.get('signedIn').viewer,
     };
     return render(c, { title: target.hostname, section: 'fleet' }, <TargetView {...props} />);
   });

@@ -11,6 +11,7 @@ import { actorOf } from '../inventory/actor.js';
 import { createToken, listTokens, revokeToken } from '../inventory/tokens.js';
 import { tokenCreate, type TokenCreate } from '../schema/index.js';
 import { formOf, requireRole, type ConsoleEnv } from './guard.js';
+import { TOKENS_ROLE } from './views/layout.js';
 import { paged, pageNumber } from './paging.js';
 import type { Render } from './render.js';
 import { EMPTY_FORM, TokenCreatedView, tokenProgress, TokensView, type TokenForm } from './views/tokens.js';
@@ -47,9 +48,8 @@ export function tokenPages(deps: AppDeps, render: Render) {
     return render(c, { title: 'Tokens', section: 'tokens' }, <TokensView {...props} />, status);
   };
 
-  // Editors and admins, as GET /api/v1/bootstrap-tokens: a token list is a map of what can enrol.
   app.get('/tokens', (c) => {
-    requireRole(c.get('signedIn'), 'editor');
+    requireRole(c.get('signedIn'), TOKENS_ROLE);
     const query = parseValue(z.object({ page: pageNumber, revoked: z.string().max(100).optional() }), c.req.query(), 'the query');
     const revoked = query.revoked && deps.catalog().tokens.get(query.revoked);
     return show(c, { page: query.page, notice: revoked ? `Token ${revoked.name} (${revoked.id}) is revoked: no node can enrol with it any more.` : undefined });
@@ -58,7 +58,7 @@ export function tokenPages(deps: AppDeps, render: Render) {
   // The page's script asks for this every few seconds while it is open: a short request, so
   // a server shutting down never waits for an open stream.
   app.get('/tokens/progress', (c) => {
-    requireRole(c.get('signedIn'), 'editor');
+    requireRole(c.get('signedIn'), TOKENS_ROLE);
     const { page } = parseValue(z.object({ page: pageNumber }), c.req.query(), 'the query');
     return c.json({ tokens: tokensPage(page).items.map(tokenProgress), targets: deps.catalog().targets.size });
   });

@@ -105,12 +105,13 @@ export const timestamp = z.iso.datetime({ offset: true, message: 'must be an RFC
 
 /**
  * A scrape path (Prometheus's __metrics_path__): a URL path of at most 256 characters, of
- * the characters RFC 3986 allows in one (percent-escapes included). It reaches the SD files,
- * and Prometheus puts it in a request line: no quote, space, newline or NUL.
+ * the characters RFC 3986 allows in one as they are. It reaches the SD files, and Prometheus
+ * puts it in a request line: no quote, space, newline or NUL. No "%" either: Prometheus
+ * escapes the path itself, so an escape written here would be sent as "%25...".
  */
 export const metricsPath = z
   .string()
   .max(256, 'must be at most 256 characters')
-  .regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@%\/-]*$/, 'must be a URL path: "/" then letters, digits and -._~!$&\'()*+,;=:@%/');
+  .regex(/^\/[A-Za-z0-9._~!$&'()*+,;=:@\/-]*$/, 'must be a URL path: "/" then letters, digits and -._~!$&\'()*+,;=:@/');
 
 export const sha256Hash = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be "sha256:" and 64 hex digits');

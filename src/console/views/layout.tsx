@@ -1,6 +1,11 @@
 import type { Child } from 'hono/jsx';
 import { html } from 'hono/html';
+import { roleIncludes } from '../../access/principal.js';
 import type { Role } from '../../schema/index.js';
+
+/** Who sees the Tokens page, its link and links to it: as GET /api/v1/bootstrap-tokens, a token list being a map of what can enrol. */
+export const TOKENS_ROLE: Role = 'editor';
+export const seesTokens = (viewer: Viewer | undefined) => viewer !== undefined && roleIncludes(viewer.role, TOKENS_ROLE);
 
 /** Who is looking, for the header and the forms every page carries. */
 export interface Viewer {
@@ -47,7 +52,7 @@ function Layout({ frame, children }: { frame: PageFrame; children?: Child }) {
           {viewer && (
             <nav>
               {nav('fleet', 'Fleet')}
-              {viewer.role !== 'reader' && nav('tokens', 'Tokens')}
+              {seesTokens(viewer) && nav('tokens', 'Tokens')}
               {nav(
                 'problems',
                 <>

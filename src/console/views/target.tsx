@@ -2,7 +2,7 @@ import type { EffectiveCheck, HistoryEntry } from '../../schema/answers.js';
 import type { targetView } from '../../inventory/views.js';
 import type { ScrapeState, UpStates } from '../prometheus.js';
 import { Scrape } from './fleet.js';
-import { Ago, ErrorBox, TableHead } from './layout.js';
+import { Ago, ErrorBox, seesTokens, TableHead, type Viewer } from './layout.js';
 
 export interface TargetProps {
   target: ReturnType<typeof targetView>;
@@ -11,9 +11,10 @@ export interface TargetProps {
   stale: boolean;
   up?: UpStates;
   now: Date;
+  viewer: Viewer;
 }
 
-export function TargetView({ target, checks, history, stale, up, now }: TargetProps) {
+export function TargetView({ target, checks, history, stale, up, now, viewer }: TargetProps) {
   const scrape: ScrapeState | undefined = up && 'byHost' in up ? up.byHost.get(target.hostname) : undefined;
   return (
     <section>
@@ -51,7 +52,7 @@ export function TargetView({ target, checks, history, stale, up, now }: TargetPr
         <dd>
           {target.registered_by_token ? (
             <>
-              by token <a href={`/console/tokens#token-${target.registered_by_token}`}>{target.registered_by_token}</a>, <Ago at={target.registered_at} now={now} />
+              by token <TokenLink id={target.registered_by_token} viewer={viewer} />, <Ago at={target.registered_at} now={now} />
             </>
           ) : (
             'by an admin or a pull request'
@@ -70,7 +71,7 @@ export function TargetView({ target, checks, history, stale, up, now }: TargetPr
               <td>{name}</td>
               <td class="value">{value}</td>
               <td>
-                <Source source={target.label_sources[name] ?? ''} />
+                <Source source={target.label_sources[name] ?? ''} viewer={viewer} />
               </td>
             </tr>
           ))}
@@ -137,10 +138,21 @@ export function TargetView({ target, checks, history, stale, up, now }: TargetPr
   );
 }
 
-/** group:<id> and token:<id> link to what set the label. */
-function Source({ source }: { source: string }) {
+/** group:<id> and token:<id> link to what set the label (a token, for those who see the Tokens page). */
+function Source({ source, viewer }: { source: string; viewer: Viewer }) {
   const [kind, id] = source.split(':', 2);
   if (kind === 'group' && id) return <a href={`/console/fleet?group=${encodeURIComponent(id)}`}>group {id}</a>;
-  if (kind === 'token' && id) return <a href={`/console/tokens#token-${encodeURIComponent(id)}`}>token {id}</a>;
+  if (kind === 'token' && id) {
+    return (
+      <>
+        token <TokenLink id={id} viewer={viewer} />
+      </>
+    );
+  }
   return <span>{source}</span>;
+}
+
+/** A token's id, linked to its row on the Tokens page for those who may see it. */
+function TokenLink({ id, viewer }: { id: string; viewer: Viewer }) {
+  return seesTokens(viewer) ? <a href={`/console/tokens#token-${encodeURIComponent(id)}`}>{id}</a> : <span>{id}</span>;
 }
