@@ -62,10 +62,11 @@ EOF
 
 # --- settings ---------------------------------------------------------------------------
 setup_env() {
-    # A trace (bash -x) would print the bootstrap token and the node credential.
+    # A trace (bash -x) would print the bootstrap token and the node credential from here on
+    # (the command line before this is traced already: use --token-file).
     case $- in *x*)
         set +x
-        warn "tracing (bash -x) is turned off: it would print the bootstrap token and the node credential"
+        warn "tracing (bash -x) is turned off from here: it would print the bootstrap token and the node credential"
         ;;
     esac
     SERVER=${AAMI_SERVER:-}
@@ -130,7 +131,7 @@ setup_env() {
         esac
         [ "${#name}" -le 128 ] || fatal "--label $name: a label name has at most 128 characters"
         [ "${#value}" -le 1024 ] || fatal "--label $name: a label value has at most 1024 characters"
-        [[ "$value" != *[[:cntrl:]]* ]] || fatal "--label $name: a label value must not hold control characters (newlines, tabs, ...)"
+        if has_control "$value"; then fatal "--label $name: a label value must not hold control characters (newlines, tabs, ...)"; fi
     done
     # 64 labels at most, with the GPU facts' three.
     [ "${#LABELS[@]}" -le 61 ] || fatal "--label: at most 61 labels (the GPU facts take three of a node's 64)"
@@ -205,6 +206,14 @@ PY
     fi
 }
 
+# Whether TEXT holds what the server calls a control character in a label value: C0, DEL,
+# C1 (U+0080-U+009F) and the line and paragraph separators U+2028 and U+2029. Byte by byte
+# in UTF-8, whatever the locale.
+has_control() {
+    local LC_ALL=C c1=$'\xc2' separators=$'\xe2\x80'
+    [[ "$1" == *[$'\x01'-$'\x1f'$'\x7f']* || "$1" == *"$c1"[$'\x80'-$'\x9f']* || "$1" == *"$separators"[$'\xa8'$'\xa9']* ]]
+}
+
 # Text from the server shown to a person: printable characters only, and not too much.
 printable() { LC_ALL=C tr -cd '[:print:]' <<<"$1" | cut -c1-300; }
 
@@ -259,6 +268,18 @@ manifest_add() {
     grep -qxF -- "$*" "$MANIFEST" 2>/dev/null || printf '%s\n' "$*" >>"$MANIFEST"
 }
 manifest_has() { grep -q -- "$1" "$MANIFEST" 2>/dev/null; }
+manifest_remove() { # PATTERN (a sed regex, no "#"): the lines of something taken away again
+    [ ! -f "$MANIFEST" ] || sed -i "\\#$1#d" "$MANIFEST"
+}
+
+# A cron daemon that reads /etc/cron.d (cron, cronie), installed under AAMI_ROOT.
+cron_daemon() {
+    local daemon
+    for daemon in usr/sbin/cron usr/sbin/crond sbin/crond usr/bin/crond; do
+        [ ! -x "$ROOT/$daemon" ] || return 0
+    done
+    return 1
+}
 
 make_dir() { # DIR: mkdir -p, remembering each directory it creates
     local dir=$1 created=()
@@ -485,6 +506,12 @@ EOF
         pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || pid=""
         if [[ "$pid" =~ ^[0-9]{1,9}$ ]] && [ "$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1)" = "$bin" ]; then
             kill "$pid" 2>/dev/null || true
+            # Gone before the new one starts: it may hold the port at another address.
+            local _
+            for _ in $(seq 1 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
             info "$name: stopped the one an earlier run started (pid $pid)"
         fi
         # stdin from /dev/null: under `curl | bash` it is the script itself.
@@ -774,12 +801,16 @@ install_checks() {
     make_dir "$TEXTFILE_DIR"
     local run="$SCRIPTS_DIR/dynamic-check.sh"
     [ -z "$ROOT" ] || run="AAMI_ROOT=$ROOT $run"
-    # A cron daemon that reads /etc/cron.d (cron, cronie) has created that directory.
-    # One scheduler: a re-run that chooses the other (cron installed since, or removed) takes the first one away.
-    if [ -d "$ROOT/etc/cron.d" ]; then
+    # Cron where a cron daemon is installed: /etc/cron.d alone says nothing (Debian's
+    # e2fsprogs, an essential package, puts a file there on hosts without cron). One
+    # scheduler: a re-run that chooses the other (cron installed or removed since) takes the
+    # first one away, with its lines in the manifest.
+    if [ -d "$ROOT/etc/cron.d" ] && cron_daemon; then
         if [ -f "$SYSTEMD_DIR/aami-dynamic-check.timer" ]; then
             ! $HAS_SYSTEMD || systemctl disable --now aami-dynamic-check.timer >/dev/null 2>&1 || true
             rm -f "$SYSTEMD_DIR/aami-dynamic-check.timer" "$SYSTEMD_DIR/aami-dynamic-check.service"
+            ! $HAS_SYSTEMD || systemctl daemon-reload
+            manifest_remove '^unit aami-dynamic-check\.\(timer\|service\)$'
             info "checks: cron runs them now: removed aami-dynamic-check.timer"
         fi
         printf '# Installed by AAMI bootstrap.sh: dynamic checks every minute.\n* * * * * root %s >/dev/null 2>&1\n' "$run" >"$CRON_FILE"
@@ -787,7 +818,11 @@ install_checks() {
         manifest_add file "${CRON_FILE#"$ROOT"}"
         info "checks: $CRON_FILE runs dynamic-check.sh every minute"
     elif $HAS_SYSTEMD; then
-        [ ! -f "$CRON_FILE" ] || { rm -f "$CRON_FILE" && info "checks: the systemd timer runs them now: removed $CRON_FILE"; }
+        if [ -f "$CRON_FILE" ]; then
+            rm -f "$CRON_FILE"
+            manifest_remove "^file ${CRON_FILE#"$ROOT"}\$"
+            info "checks: no cron daemon; the systemd timer runs them now: removed $CRON_FILE"
+        fi
         make_dir "$SYSTEMD_DIR"
         printf '[Unit]\nDescription=AAMI dynamic checks\n\n[Service]\nType=oneshot\nExecStart=%s\n%s\n' "$SCRIPTS_DIR/dynamic-check.sh" "$(environment_line)" >"$SYSTEMD_DIR/aami-dynamic-check.service"
         printf '[Unit]\nDescription=AAMI dynamic checks every minute\n\n[Timer]\nOnCalendar=minutely\n\n[Install]\nWantedBy=timers.target\n' >"$SYSTEMD_DIR/aami-dynamic-check.timer"

@@ -382,6 +382,8 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
       ['--hostname ok-01 --label aami_group=x', 'names starting with __ or aami_'],
       ['--hostname ok-01 --label job=x', 'names starting with __ or aami_, and job, instance and hostname'],
       [`--hostname ok-01 --label "note=$(printf 'a\tb')"`, 'must not hold control characters'],
+      [`--hostname ok-01 --label "note=$(printf 'a\u2028b')"`, 'must not hold control characters'],
+      [`--hostname ok-01 --label "note=$(printf 'a\xc2\x85b')"`, 'must not hold control characters'],
     ]) {
       const attempt = await refused.sh(`bash ${BOOTSTRAP} --token-file ${refused.tokenFile(token)} --server ${server.url} --node-exporter-port ${await freePort()} ${flags}`);
       expect(attempt.code, flags).toBe(1);
@@ -431,6 +433,32 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
       await waitFor(`the exporter on :${first} to stop`, async () => !(await answers(first)));
       expect((await server.admin('GET', `/api/v1/targets/${hostname}`)).json.exporters).toContainEqual(expect.objectContaining({ type: 'node_exporter', port: second }));
     }
+  });
+
+  it('runs the checks from a systemd timer where /etc/cron.d has no cron daemon to read it (Debian without cron), and from cron once it is installed', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    mkdirSync(node.path('etc/cron.d'), { recursive: true });
+    writeFileSync(node.path('etc/cron.d/e2scrub_all'), '# e2fsprogs\n');
+    const systemctl = recordingSystemctl(node);
+    const { token } = await server.token();
+    const flags = `--hostname timer-01 --node-exporter-port ${await freePort()} --skip-install`;
+    const first = await node.sh(oneLiner(server.url, node.tokenFile(token), flags), { AAMI_ASSUME_SYSTEMD: '1' });
+    expect(first.code, first.stderr).toBe(0);
+    expect(systemctl.calls()).toContain('enable --now aami-dynamic-check.timer');
+    expect(existsSync(node.path('etc/cron.d/aami-dynamic-check'))).toBe(false);
+
+    // cron installed since: a re-run moves the checks to it, and takes the timer away.
+    mkdirSync(node.path('usr/sbin'), { recursive: true });
+    writeFileSync(node.path('usr/sbin/cron'), '#!/bin/sh\n', { mode: 0o755 });
+    const again = await node.sh(oneLiner(server.url, node.tokenFile(token), flags), { AAMI_ASSUME_SYSTEMD: '1' });
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain('checks: cron runs them now: removed aami-dynamic-check.timer');
+    expect(readFileSync(node.path('etc/cron.d/aami-dynamic-check'), 'utf8')).toContain('dynamic-check.sh');
+    expect(existsSync(node.path('etc/systemd/system/aami-dynamic-check.timer'))).toBe(false);
+    const installed = readFileSync(node.path('etc/aami/installed'), 'utf8');
+    expect(installed).not.toContain('aami-dynamic-check.timer');
+    expect(installed).toContain('file /etc/cron.d/aami-dynamic-check\n');
   });
 
   it('runs the DCGM exporter of a GPU node as a systemd unit that systemd accepts', async () => {

@@ -108,7 +108,12 @@ export function fakeNode(options: { gpu: boolean | 'amd'; cron?: boolean; machin
   mkdirSync(join(root, 'etc'), { recursive: true });
   const machineId = options.machineId ?? randomBytes(16).toString('hex');
   writeFileSync(join(root, 'etc/machine-id'), `${machineId}\n`);
-  if (options.cron) mkdirSync(join(root, 'etc/cron.d'), { recursive: true });
+  // A host with cron installed: its /etc/cron.d and its daemon (bootstrap looks for both).
+  if (options.cron) {
+    mkdirSync(join(root, 'etc/cron.d'), { recursive: true });
+    mkdirSync(join(root, 'usr/sbin'), { recursive: true });
+    writeFileSync(join(root, 'usr/sbin/cron'), '#!/bin/sh\n', { mode: 0o755 });
+  }
   mkdirSync(bin, { recursive: true });
   if (options.gpu) copyFileSync(join(ROOT, 'test/stubs/captured'), join(bin, options.gpu === 'amd' ? 'rocm-smi' : 'nvidia-smi'));
   const fixtures = options.gpu === 'amd' ? AMD_FIXTURES : GPU_FIXTURES;

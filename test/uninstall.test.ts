@@ -101,9 +101,12 @@ describe('uninstall.sh', { timeout: 60_000 }, () => {
     const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname shared-01 --skip-install`);
     expect(run.code, run.stderr).toBe(0);
     expect(existsSync(node.path('var/lib/aami/checks/checks.json'))).toBe(true);
+    // Another tool's result, beside the checks' in the directory bootstrap made.
+    writeFileSync(node.path('var/lib/node_exporter/textfile/raid.prom'), 'raid_ok 1\n');
     const uninstall = await node.sh(node.path('opt/aami/uninstall.sh'));
     expect(uninstall.code, uninstall.stderr).toBe(0);
-    expect(node.tree()).toEqual(before);
+    expect(uninstall.stdout).toContain('[aami]   directory /var/lib/node_exporter/textfile: it holds files AAMI did not write');
+    expect(node.tree()).toEqual([...before, 'var/lib/node_exporter', 'var/lib/node_exporter/textfile', 'var/lib/node_exporter/textfile/raid.prom'].sort());
     for (const [path, text] of Object.entries(others)) expect(readFileSync(node.path(path), 'utf8')).toBe(text);
   });
 
@@ -126,7 +129,7 @@ describe('uninstall.sh', { timeout: 60_000 }, () => {
     expect(kept.code, kept.stderr).toBe(0);
     expect(kept.stdout).toContain(`[aami]   target spot-02 on ${server.url} (--keep-registration)`);
     // The unit's ExecStop ran, and found nothing to deregister.
-    expect(readFileSync(stopLog, 'utf8')).toContain('not registered');
+    expect(readFileSync(stopLog, 'utf8')).toContain(`not registered: ${node.path('etc/aami/node.json')} is missing`);
     expect((await server.admin('GET', '/api/v1/targets/spot-02')).status).toBe(200);
   });
 
