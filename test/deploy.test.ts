@@ -332,6 +332,20 @@ describe('deploy/systemd', () => {
     expect(read('systemd/aami.sysusers.conf')).toMatch(/^u aami /m);
   });
 
+  it('refuses to start an install from before the -server paths until its repository is moved, rather than serve an empty one', () => {
+    const [guard] = unitSettings(unit(), 'ExecStartPre');
+    expect(guard).toBeDefined();
+    const root = tempDir();
+    const run = () => spawnSync('sh', ['-c', guard!.replaceAll('/var/lib/', `${root}/`)], { encoding: 'utf8' });
+    expect(run().status).toBe(0); // a new install
+    mkdirSync(join(root, 'aami/config-repo'), { recursive: true });
+    const refused = run();
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toContain(`the config repository is still in ${root}/aami: move it to ${root}/aami-server`);
+    mkdirSync(join(root, 'aami-server/config-repo'), { recursive: true });
+    expect(run().status).toBe(0); // moved (a node's own /var/lib/aami may stay beside it)
+  });
+
   it('is a unit systemd-analyze verify accepts', () => {
     const dir = tempDir();
     // verify checks that ExecStart's program exists: point it at this machine's node.
