@@ -64,7 +64,7 @@ export function tokenPages(deps: AppDeps, render: Render) {
   });
 
   app.post('/tokens', async (c) => {
-    const actor = actorOf(requireRole(c.get('signedIn'), 'editor'), clientAddress(c));
+    const actor = actorOf(requireRole(c.get('signedIn'), TOKENS_ROLE), clientAddress(c));
     const form: TokenForm = parseValue(tokenForm, await formOf(c), 'the form');
     try {
       const created = await createToken(deps.writer, actor, tokenInput(form, deps.clock()), deps.clock());
@@ -78,7 +78,7 @@ export function tokenPages(deps: AppDeps, render: Render) {
   });
 
   app.post('/tokens/:id/revoke', async (c) => {
-    const actor = actorOf(requireRole(c.get('signedIn'), 'editor'), clientAddress(c));
+    const actor = actorOf(requireRole(c.get('signedIn'), TOKENS_ROLE), clientAddress(c));
     const { token } = await revokeToken(deps.writer, actor, c.req.param('id'), deps.clock());
     return c.redirect(`/console/tokens?revoked=${encodeURIComponent(token.id)}`, 303);
   });
