@@ -60,8 +60,10 @@ class DownloadHashes {
     if (!found) {
       const hash = createHash('sha256');
       found = new Promise<string>((resolve, reject) => {
-        // The bytes a GET of this version sends, not what an append in place added since.
-        createReadStream('', { fd, autoClose: false, start: 0, end: Math.max(stat.size - 1, 0) })
+        // The bytes a GET of this version sends, not what an append in place added since
+        // (an empty one: none, read or not).
+        if (stat.size === 0) return resolve(hash.digest('hex'));
+        createReadStream('', { fd, autoClose: false, start: 0, end: stat.size - 1 })
           .on('data', (chunk) => hash.update(chunk))
           .on('end', () => resolve(hash.digest('hex')))
           .on('error', reject);
@@ -78,15 +80,47 @@ class DownloadHashes {
 /** Bytes a download's answer reads at a time. */
 const CHUNK = 64 * 1024;
 
+/** Download answers a connection may have open at once: a client reads one, and pipelines one more. */
+const OPEN_PER_CONNECTION = 2;
+
+/**
+ * The download answers open on each connection, released when it closes. Answers queued
+ * behind another on a keep-alive connection (pipelined requests) are never cancelled when the
+ * connection drops, only by its close; and a client that pipelines thousands and reads none
+ * held a descriptor and a first chunk for each (2,340 descriptors and 261 MB on one
+ * connection): past OPEN_PER_CONNECTION the next gets 429. One 'close' listener a connection.
+ */
+class OpenDownloads {
+  private readonly bySocket = new WeakMap<Socket, Set<() => void>>();
+
+  /** Whether `socket` may open another answer. */
+  admits(socket: Socket): boolean {
+    return (this.bySocket.get(socket)?.size ?? 0) < OPEN_PER_CONNECTION;
+  }
+
+  /** `gone` runs when the connection closes, unless the returned function has taken it off first. */
+  add(socket: Socket, gone: () => void): () => void {
+    let open = this.bySocket.get(socket);
+    if (!open) {
+      const answers = (open = new Set());
+      this.bySocket.set(socket, answers);
+      socket.once('close', () => {
+        this.bySocket.delete(socket);
+        for (const answer of [...answers]) answer();
+      });
+    }
+    open.add(gone);
+    return () => open.delete(gone);
+  }
+}
+
 /**
  * The first `size` bytes of an open file, read as the client takes them (Content-Length
  * holds if the file grows meanwhile). The descriptor is closed at the end, when the answer
- * is cancelled, or when the client's connection closes: an answer queued behind another
- * on a keep-alive connection (pipelined requests) is never cancelled when the connection
- * drops, and held its descriptor for good. That close ends the stream, not errors it: an
- * error would be a line in the server's log for each answer a client drops.
+ * is cancelled, or when `watch` says the connection closed; that close ends the stream, not
+ * errors it (an error is a line in the server's log: one for each answer a client drops).
  */
-function fileBody(fd: number, size: number, socket: Socket | undefined): ReadableStream<Uint8Array> {
+function fileBody(fd: number, size: number, watch?: (gone: () => void) => () => void): ReadableStream<Uint8Array> {
   let at = 0;
   let open = true;
   let reading = false;
@@ -95,17 +129,13 @@ function fileBody(fd: number, size: number, socket: Socket | undefined): Readabl
   const release = () => {
     if (!open) return;
     open = false;
-    socket?.off('close', gone);
+    unwatch?.();
     if (!reading) closeSync(fd);
   };
-  // Still called after release took it off the socket when that happened during the socket's
-  // 'close' (an emit calls the listeners it started with): the answer may be cancelled already.
-  const gone = () => {
-    if (!open) return;
+  const unwatch = watch?.(() => {
     release();
     ended?.();
-  };
-  socket?.once('close', gone);
+  });
   return new ReadableStream<Uint8Array>(
     {
       start(controller) {
@@ -118,15 +148,17 @@ function fileBody(fd: number, size: number, socket: Socket | undefined): Readabl
         const result = await new Promise<{ bytesRead: number } | { error: Error }>((resolve) => read(fd, chunk, 0, chunk.length, at, (error, bytesRead) => resolve(error ? { error } : { bytesRead })));
         reading = false;
         if (!open) return closeSync(fd); // the client went while it read
-        if ('error' in result) {
-          release(); // an I/O error: the answer ends in it
-          throw result.error;
+        // An I/O error, or a file cut short in place: the answer fails (the connection is
+        // dropped), rather than end short of its Content-Length on a connection kept alive.
+        const failure = 'error' in result ? result.error : result.bytesRead === 0 ? new Error(`the file was cut to ${at} of its ${size} bytes while it was sent`) : undefined;
+        if (failure) {
+          release();
+          throw failure;
         }
-        const { bytesRead } = result;
+        const { bytesRead } = result as { bytesRead: number };
         at += bytesRead;
-        if (bytesRead > 0) controller.enqueue(chunk.subarray(0, bytesRead));
-        // Done, or cut short by a truncation in place (the client sees fewer bytes than announced).
-        if (at >= size || bytesRead === 0) {
+        controller.enqueue(chunk.subarray(0, bytesRead));
+        if (at >= size) {
           release();
           controller.close();
         }
@@ -160,9 +192,14 @@ export function scriptRoutes(options: { scriptsDir: string; downloadsDir?: strin
   app.get('/scripts/:file', (c) => script(c, c.req.param('file')));
 
   const hashes = new DownloadHashes();
+  const downloads = new OpenDownloads();
   app.get('/downloads/:file', async (c) => {
     const requested = c.req.param('file');
     const name = fileName(requested);
+    const socket = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket;
+    if (socket && !downloads.admits(socket)) {
+      throw new AamiError('rate_limited', `${OPEN_PER_CONNECTION} downloads are open on this connection already: read them first, or use another connection`);
+    }
     const file = options.downloadsDir ? openRegularFile(options.downloadsDir, name) : undefined;
     if (!file) throw new AamiError('not_found', `no file "${name}"`);
     if (requested.endsWith('.sha256')) {
@@ -178,8 +215,7 @@ export function scriptRoutes(options: { scriptsDir: string; downloadsDir?: strin
       closeSync(file.fd);
       return c.body(null, 200, headers);
     }
-    const socket = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket;
-    return c.body(fileBody(file.fd, file.stat.size, socket), 200, headers);
+    return c.body(fileBody(file.fd, file.stat.size, socket && ((gone) => downloads.add(socket, gone))), 200, headers);
   });
   return app;
 }
