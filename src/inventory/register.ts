@@ -126,8 +126,9 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
       node_labels: nodeLabels,
       facts,
       machine_id: undefined,
-      // An older file's identity as sent goes; the node's own credential vouches for the one it sends now.
-      machine_id_hash: current.machine_id_hash ?? (input.machine_id === undefined ? undefined : hashSecret(input.machine_id)),
+      // An older file's identity as sent goes; the node's own credential vouches for the one it
+      // sends now, unless that is the value the file showed (a bootstrap.sh from before v2).
+      machine_id_hash: current.machine_id_hash ?? (input.machine_id === undefined || input.machine_id === current.machine_id ? undefined : hashSecret(input.machine_id)),
       node_credential_hash: credential?.hash ?? current.node_credential_hash,
     };
     if (isDeepStrictEqual(stripUndefined(target), stripUndefined(current))) return { changes: [], result: { outcome: 'unchanged', target: current } };
