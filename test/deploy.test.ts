@@ -13,7 +13,7 @@ import { builtBundle, gitCli, ROOT, STARTER, tempDir } from './helpers.js';
 import { ADMIN, configServer, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
 import { serverProcess } from './process-helpers.js';
 import { renderPrometheusConfig, startPrometheus } from './prometheus-helpers.js';
-import { allowedSyscalls, serveUnderFilter, syscallSet, unitSettings } from './systemd-helpers.js';
+import { allowedSyscalls, execStartArgv, serveUnderFilter, syscallSet, unitSettings } from './systemd-helpers.js';
 
 const deploy = (path: string) => join(ROOT, 'deploy', path);
 const read = (path: string) => readFileSync(deploy(path), 'utf8');
@@ -335,12 +335,19 @@ describe('deploy/systemd', () => {
   it('refuses to start an install from before the -server paths until its repository is moved, rather than serve an empty one', () => {
     const [guard] = unitSettings(unit(), 'ExecStartPre');
     expect(guard).toBeDefined();
+    // The command as systemd reads it (its quoting, specifiers and $ rules), then run with the paths under a temp root.
+    const probe = join(tempDir(), 'guard.service');
+    writeFileSync(probe, `[Service]\nExecStart=${guard}\n`);
+    const argv = execStartArgv(probe);
+    expect(argv.slice(0, 2)).toEqual(['/bin/sh', '-c']);
     const root = tempDir();
-    const run = () => spawnSync('sh', ['-c', guard!.replaceAll('/var/lib/', `${root}/`)], { encoding: 'utf8' });
+    const run = () => spawnSync(argv[0]!, [argv[1]!, argv[2]!.replaceAll('/var/lib/', `${root}/`)], { encoding: 'utf8' });
     expect(run().status).toBe(0); // a new install
     mkdirSync(join(root, 'aami/config-repo'), { recursive: true });
     const refused = run();
-    expect(refused.status).toBe(1);
+    // EX_CONFIG, which the unit does not restart on: a wrong layout is not fixed by retrying.
+    expect(refused.status).toBe(78);
+    expect(unitSettings(unit(), 'RestartPreventExitStatus')).toEqual(['78']);
     expect(refused.stderr).toContain(`the config repository is still in ${root}/aami: move it to ${root}/aami-server`);
     mkdirSync(join(root, 'aami-server/config-repo'), { recursive: true });
     expect(run().status).toBe(0); // moved (a node's own /var/lib/aami may stay beside it)
