@@ -333,7 +333,7 @@ describe('deploy/systemd', () => {
   });
 
   it('refuses to start an install from before the -server paths until its repository is moved, rather than serve an empty one', () => {
-    const [guard] = unitSettings(unit(), 'ExecStartPre');
+    const [guard] = unitSettings(unit(), 'ExecCondition');
     expect(guard).toBeDefined();
     // The command as systemd reads it (its quoting, specifiers and $ rules), then run with the paths under a temp root.
     const probe = join(tempDir(), 'guard.service');
@@ -345,9 +345,8 @@ describe('deploy/systemd', () => {
     expect(run().status).toBe(0); // a new install
     mkdirSync(join(root, 'aami/config-repo'), { recursive: true });
     const refused = run();
-    // EX_CONFIG, which the unit does not restart on: a wrong layout is not fixed by retrying.
-    expect(refused.status).toBe(78);
-    expect(unitSettings(unit(), 'RestartPreventExitStatus')).toEqual(['78']);
+    // 1 to 254: systemd skips the unit (not failed, so Restart= does not retry it every RestartSec).
+    expect(refused.status).toBe(1);
     expect(refused.stderr).toContain(`the config repository is still in ${root}/aami: move it to ${root}/aami-server`);
     mkdirSync(join(root, 'aami-server/config-repo'), { recursive: true });
     expect(run().status).toBe(0); // moved (a node's own /var/lib/aami may stay beside it)
