@@ -80,9 +80,12 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
     await api.push({ 'targets/ml-training/old-01.yaml': `hostname: old-01\nip_address: 10.0.0.9\nprimary_group: ml-training\nmachine_id: ${legacy}\nnode_credential_hash: ${node.hash}\n` });
     expect((await api.get('/api/v1/targets/old-01')).json.machine_id).toBeNull();
     expect(await api.register(token, { hostname: 'old-01', ip_address: '10.6.6.6', machine_id: legacy })).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
-    // A bootstrap.sh from before v2 sends the old value again: it is not recorded.
-    expect(await api.call('PUT', '/api/v1/nodes/self', { token: node.credential, body: { ip_address: '10.0.0.9', machine_id: legacy } })).toMatchObject({ status: 200, json: { outcome: 'updated' } });
-    expect(api.git('show', 'HEAD:targets/ml-training/old-01.yaml')).not.toMatch(/machine_id/);
+    // A bootstrap.sh from before v2 sends the old value again, at every run: it is never recorded.
+    for (const ip of ['10.0.0.10', '10.0.0.9']) {
+      expect(await api.call('PUT', '/api/v1/nodes/self', { token: node.credential, body: { ip_address: ip, machine_id: legacy } })).toMatchObject({ status: 200, json: { outcome: 'updated' } });
+      expect(api.git('show', 'HEAD:targets/ml-training/old-01.yaml')).not.toMatch(/machine_id_hash/);
+      expect(await api.register(token, { hostname: 'old-01', ip_address: '10.6.6.6', machine_id: legacy })).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+    }
     const now = 'f'.repeat(64);
     expect(await api.call('PUT', '/api/v1/nodes/self', { token: node.credential, body: { ip_address: '10.0.0.9', machine_id: now } })).toMatchObject({ status: 200, json: { outcome: 'updated' } });
     const rewritten = api.git('show', 'HEAD:targets/ml-training/old-01.yaml');

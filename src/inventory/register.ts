@@ -119,16 +119,18 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
     const facts = input.facts ?? current.facts;
     const nodeLabels = input.labels === undefined && input.facts === undefined ? current.node_labels : { ...factLabels(facts), ...(input.labels ?? current.node_labels) };
     const credential = input.rotate_credential ? newSecretCredential(NODE_PREFIX) : undefined;
+    // The node's own credential vouches for the identity it sends, unless that is the value an older file showed.
+    const identity = current.machine_id_hash ?? (input.machine_id === undefined || input.machine_id === current.machine_id ? undefined : hashSecret(input.machine_id));
     const target: Target = {
       ...current,
       ip_address: input.ip_address ?? current.ip_address,
       exporters: input.exporters ?? current.exporters,
       node_labels: nodeLabels,
       facts,
-      machine_id: undefined,
-      // An older file's identity as sent goes; the node's own credential vouches for the one it
-      // sends now, unless that is the value the file showed (a bootstrap.sh from before v2).
-      machine_id_hash: current.machine_id_hash ?? (input.machine_id === undefined || input.machine_id === current.machine_id ? undefined : hashSecret(input.machine_id)),
+      machine_id_hash: identity,
+      // An older file's identity as sent stays (public already, and never trusted) until one is
+      // recorded: it tells a bootstrap.sh from before v2, which sends it again, every time.
+      machine_id: identity ? undefined : current.machine_id,
       node_credential_hash: credential?.hash ?? current.node_credential_hash,
     };
     if (isDeepStrictEqual(stripUndefined(target), stripUndefined(current))) return { changes: [], result: { outcome: 'unchanged', target: current } };

@@ -64,8 +64,9 @@ function targetFileData(target: Target) {
     facts: target.facts && Object.keys(target.facts).length ? target.facts : undefined,
     registered_by_token: target.registered_by_token,
     registered_at: target.registered_at,
-    // Never an older file's machine_id: it was readable, and proves nothing (sameMachine).
     machine_id_hash: target.machine_id_hash,
+    // An older file's identity as sent, kept (untrusted: sameMachine) until the node records one.
+    machine_id: target.machine_id_hash ? undefined : target.machine_id,
     node_credential_hash: target.node_credential_hash,
   };
 }

@@ -53,8 +53,9 @@ export const targetFile = z.strictObject({
   machine_id_hash: sha256Hash.optional(),
   /**
    * Older files: the identity as the node sent it, where anyone reading the repository (its
-   * history too) or the API saw it. Read, never trusted: it proves nothing, and goes at the
-   * target's next write; the node's next update with its credential records its hash.
+   * history too) or the API saw it. Read, never trusted: it proves nothing. It stays until the
+   * node's next update with its credential records the hash of a new one (bootstrap.sh's v2),
+   * so that the old value sent again is never recorded.
    */
   machine_id: machineId.optional(),
   registered_at: timestamp.optional(),
