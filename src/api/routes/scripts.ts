@@ -53,17 +53,22 @@ function openRegularFile(dir: string, name: string): { fd: number; stat: Stats }
 class DownloadHashes {
   private readonly known = new Map<string, Promise<string>>();
 
+  /** The sum of the file open as `fd`; `fd` is closed as soon as it is not needed (at once when the sum is known or being read). */
   of(fd: number, stat: Stats): Promise<string> {
     // ctime too: `touch -r` or `cp -p` can set mtime back, not ctime.
     const key = `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeMs}:${stat.ctimeMs}`;
     let found = this.known.get(key);
-    if (!found) {
+    if (found) closeSync(fd);
+    else {
       const hash = createHash('sha256');
       found = new Promise<string>((resolve, reject) => {
         // The bytes a GET of this version sends, not what an append in place added since
         // (an empty one: none, read or not).
-        if (stat.size === 0) return resolve(hash.digest('hex'));
-        createReadStream('', { fd, autoClose: false, start: 0, end: stat.size - 1 })
+        if (stat.size === 0) {
+          closeSync(fd);
+          return resolve(hash.digest('hex'));
+        }
+        createReadStream('', { fd, start: 0, end: stat.size - 1 })
           .on('data', (chunk) => hash.update(chunk))
           .on('end', () => resolve(hash.digest('hex')))
           .on('error', reject);
@@ -202,13 +207,7 @@ export function scriptRoutes(options: { scriptsDir: string; downloadsDir?: strin
     }
     const file = options.downloadsDir ? openRegularFile(options.downloadsDir, name) : undefined;
     if (!file) throw new AamiError('not_found', `no file "${name}"`);
-    if (requested.endsWith('.sha256')) {
-      try {
-        return c.text(sumLine(await hashes.of(file.fd, file.stat), name));
-      } finally {
-        closeSync(file.fd);
-      }
-    }
+    if (requested.endsWith('.sha256')) return c.text(sumLine(await hashes.of(file.fd, file.stat), name));
     const headers = { 'Content-Type': 'application/octet-stream', 'Content-Length': String(file.stat.size) };
     // HEAD (answered by this GET route) and an empty file send no body: no stream to close the descriptor.
     if (c.req.method === 'HEAD' || file.stat.size === 0) {

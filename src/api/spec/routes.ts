@@ -244,7 +244,7 @@ export const ROUTES: RouteDoc[] = [
     summary: 'A file from --downloads-dir (a node_exporter tarball for air-gapped nodes), or NAME.sha256',
     access: 'anyone',
     replies: { 200: { description: 'The file', media: 'application/octet-stream' } },
-    errors: [404],
+    errors: [404, 429],
   },
 
   // Git remote
