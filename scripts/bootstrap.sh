@@ -502,9 +502,10 @@ EOF
         info "$name: $bin as systemd unit $unit on :$port"
     else
         # One of an earlier run (another port, another address) is stopped first: the pid file names only the last.
-        local pid
+        local pid first=''
         pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || pid=""
-        if [[ "$pid" =~ ^[0-9]{1,9}$ ]] && [ "$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1)" = "$bin" ]; then
+        # Its first argv word, read without a pipe (under pipefail, `| head` can fail at random).
+        if [[ "$pid" =~ ^[0-9]{1,9}$ ]] && IFS= read -r -d '' first 2>/dev/null <"/proc/$pid/cmdline" && [ "$first" = "$bin" ]; then
             kill "$pid" 2>/dev/null || true
             # Gone before the new one starts: it may hold the port at another address.
             local _
