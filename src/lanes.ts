@@ -21,3 +21,31 @@ export async function inLanes<T>(items: readonly T[], lanes: number, lane: () =>
   await Promise.all(Array.from({ length: Math.min(lanes, items.length) }, run));
   if (failure) throw failure.error;
 }
+
+/**
+ * `fn` run at most `running` calls at a time, with at most `waiting` more queued behind
+ * them; a call past those gets `refuse()`'s error at once. For work a client can start as
+ * often as it asks and the server pays for (a `git log` over a long history: ~0.4 s of a
+ * core at 30k commits), so a burst of such requests waits its turn, bounded, instead of
+ * running every one at once and taking every core from the writes.
+ */
+export function limited<A extends unknown[], R>(fn: (...args: A) => Promise<R>, limits: { running: number; waiting: number }, refuse: () => Error): (...args: A) => Promise<R> {
+  let active = 0;
+  const queue: Array<() => void> = [];
+  return async (...args: A) => {
+    if (active >= limits.running) {
+      if (queue.length >= limits.waiting) throw refuse();
+      // A finished call hands its place to the first in line: `active` stays counted for it.
+      await new Promise<void>((resolve) => queue.push(resolve));
+    } else {
+      active++;
+    }
+    try {
+      return await fn(...args);
+    } finally {
+      const next = queue.shift();
+      if (next) next();
+      else active--;
+    }
+  };
+}

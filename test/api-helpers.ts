@@ -51,9 +51,10 @@ export function appDeps(repo: Awaited<ReturnType<typeof tmpConfigRepo>>, overrid
  * The API over a real temp config repo, called through app.request() with a clock the test
  * moves. Every answer is checked against the OpenAPI document (openapi-contract.ts). `remote` wires only the webhook secret, with a pull that does nothing: for tests of who may
  * call sync. The real pull over a real Git remote is tested in remote.test.ts. `log` collects
- * the server's log lines. `pacing` sets the big answers' rates and clock.
+ * the server's log lines. `pacing` sets the big answers' rates and clock. `history` wraps the
+ * real history reader (to hold its calls).
  */
-export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string }; log?: string[]; downloadsDir?: string; pacing?: Partial<BulkOptions> } = {}) {
+export async function apiHarness(options: { openReads?: boolean; maxFailures?: number; remote?: { webhookSecret: string }; log?: string[]; downloadsDir?: string; pacing?: Partial<BulkOptions>; history?: (real: AppDeps['history']) => AppDeps['history'] } = {}) {
   let now = Date.parse('2026-11-26T00:00:00Z');
   const repo = await tmpConfigRepo({ now: () => now });
   const registry = new Registry();
@@ -68,7 +69,7 @@ export async function apiHarness(options: { openReads?: boolean; maxFailures?: n
         limiter: new FailureLimiter({ maxFailures: options.maxFailures ?? 1000, windowMs: 60_000, now: () => now }),
       },
       metrics: { registry },
-      history: (pathspecs) => fileHistory(repo.dir, pathspecs),
+      history: (options.history ?? ((real) => real))((pathspecs) => fileHistory(repo.dir, pathspecs)),
       heartbeats,
       downloadsDir: options.downloadsDir,
       pacing: options.pacing,

@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { apiHarness } from './api-helpers.js';
 
 const goodTarget = { hostname: 'web-01', ip_address: '10.0.0.5', primary_group_id: 'api-servers' };
@@ -98,5 +98,44 @@ describe('authentication', () => {
     const fake = `aami_bootstrap_abcdefgh_${'x'.repeat(40)}`;
     for (let i = 0; i < 3; i++) expect((await api.register(fake, { hostname: 'n', ip_address: '10.0.0.1' })).json.error.code).toBe('unauthorized');
     expect((await api.register(fake, { hostname: 'n', ip_address: '10.0.0.1' })).status).toBe(429);
+  });
+
+  it('runs two history reads at once with sixteen waiting behind them: the rest get 429 with Retry-After at once, and nothing is left held', async () => {
+    const held: Array<() => void> = [];
+    let running = 0;
+    let most = 0;
+    const api = await apiHarness({
+      history: (real) => async (pathspecs) => {
+        most = Math.max(most, ++running);
+        await new Promise<void>((resolve) => held.push(resolve));
+        running--;
+        return real(pathspecs);
+      },
+    });
+    expect((await api.post('/api/v1/targets', goodTarget)).status).toBe(201);
+    const answers: Array<{ status: number; headers: Headers; json: any }> = [];
+    const reads = Array.from({ length: 40 }, () => api.get('/api/v1/targets/web-01/history').then((answer) => answers.push(answer)));
+    // None is released yet: once all forty have arrived, two run, sixteen wait, 22 were refused.
+    await vi.waitFor(() => expect(answers.length).toBe(22));
+    expect(held.length).toBe(2);
+    for (const refused of answers) {
+      expect(refused.status).toBe(429);
+      expect(refused.headers.get('retry-after')).toBe('1');
+      expect(refused.json.error).toMatchObject({ code: 'rate_limited', details: { retry_after_seconds: 1 } });
+    }
+    // Released one at a time, each hands its place to the next in line.
+    for (let released = 0; released < 18; released++) {
+      await vi.waitFor(() => expect(held.length).toBeGreaterThan(0));
+      held.shift()!();
+    }
+    await Promise.all(reads);
+    expect(most).toBe(2);
+    expect(answers.slice(22).map((answer) => answer.status)).toEqual(Array(18).fill(200));
+    expect(answers[22]!.json).toEqual([expect.objectContaining({ message: expect.stringContaining('web-01') })]);
+    // Every place was given back: a read now runs at once.
+    const later = api.get('/api/v1/groups/api-servers/history');
+    await vi.waitFor(() => expect(held.length).toBe(1));
+    held.shift()!();
+    expect((await later).status).toBe(200);
   });
 });

@@ -1,6 +1,7 @@
 import { Hono } from 'hono';
 import { consoleRoutes } from '../console/routes.js';
 import { AamiError } from '../errors.js';
+import { limited } from '../lanes.js';
 import { readBody } from './body.js';
 import { BulkReads } from './bulk.js';
 import { checkQuery, notFound } from './conventions.js';
@@ -18,10 +19,17 @@ import { systemRoutes } from './routes/system.js';
 import { targetRoutes } from './routes/targets.js';
 import { tokenRoutes } from './routes/tokens.js';
 
+/**
+ * History reads at once, and waiting behind them: each is a `git log` walking the history
+ * (~0.4 s of a core at 30k commits), which any reader can ask for as often as it likes.
+ */
+const HISTORY_LIMITS = { running: 2, waiting: 16 };
+
 export function createApp(appDeps: AppDeps) {
   const maxBodyBytes = appDeps.maxBodyBytes ?? 64 * 1024;
   const metrics = apiMetrics(appDeps.metrics.registry);
-  const deps = { ...appDeps, registrations: metrics.registrations, bulk: new BulkReads(appDeps.writer, appDeps.pacing) };
+  const history = limited(appDeps.history, HISTORY_LIMITS, () => new AamiError('rate_limited', `${HISTORY_LIMITS.running + HISTORY_LIMITS.waiting} history reads are running or waiting already: retry in a second`, { retry_after_seconds: 1 }));
+  const deps = { ...appDeps, history, registrations: metrics.registrations, bulk: new BulkReads(appDeps.writer, appDeps.pacing) };
   const app = new Hono();
   app.onError(onError(deps.logger));
   app.notFound(notFound(app));

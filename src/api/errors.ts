@@ -48,6 +48,8 @@ export const errorCodeOf = (c: Context): string | undefined => c.get(ERROR_CODE 
 export function sendError(c: Context, error: AamiError): Response {
   c.set(ERROR_CODE as never, error.code as never);
   if (error.code === 'unauthorized') c.header('WWW-Authenticate', 'Bearer');
+  const retryAfter = (error.details as { retry_after_seconds?: unknown }).retry_after_seconds;
+  if (typeof retryAfter === 'number') c.header('Retry-After', String(retryAfter));
   return c.json(errorBody(error), STATUS[error.code]);
 }
 
