@@ -391,6 +391,40 @@ describe('GitRepository', () => {
     expect(() => Tree.parse(good).with(new Map([['a/b', null]]))).toThrow('cannot name a tree entry');
   });
 
+  it('reads a zero-padded directory mode as Git does (a commit on it keeps every file), and refuses trees out of order or naming an entry twice', async () => {
+    const { repo, dir, git } = await repository();
+    let head = (await repo.head())!;
+    const first = await repo.writeCommit(head, { message: 'two', author: ADMIN, changes: [{ path: 'targets/ml/a.yaml', content: 'a\n' }, { path: 'targets/ml/b.yaml', content: 'b\n' }] });
+    await repo.swap(head, first!);
+    /** A commit of `raw` as the root tree on top of main, made by git without its checks (as a push of such objects arrives). */
+    const pushRoot = (raw: Buffer): string => {
+      const tree = execFileSync('git', [`--git-dir=${dir}`, 'hash-object', '-t', 'tree', '-w', '--literally', '--stdin'], { input: raw }).toString().trim();
+      const commit = git('commit-tree', tree, '-p', 'main', '-m', 'odd tree').trim();
+      git('update-ref', 'refs/heads/main', commit);
+      return commit;
+    };
+    const root = execFileSync('git', [`--git-dir=${dir}`, 'cat-file', 'tree', 'main^{tree}']);
+    const padded = Buffer.from(root.toString('latin1').replace('40000 targets\0', '040000 targets\0'), 'latin1');
+    expect(padded.length).toBe(root.length + 1);
+    head = pushRoot(padded);
+    expect(git('ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toEqual(['targets/ml/a.yaml', 'targets/ml/b.yaml']);
+    // Read as a file, the directory was replaced by one holding only the new file: a and b were gone.
+    const next = await repo.writeCommit(head, { message: 'add c', author: ADMIN, changes: [{ path: 'targets/ml/c.yaml', content: 'c\n' }] });
+    expect((await repo.swap(head, next!)).kind).toBe('swapped');
+    expect(git('ls-tree', '-r', '--name-only', 'main', 'targets').trim().split('\n')).toEqual(['targets/ml/a.yaml', 'targets/ml/b.yaml', 'targets/ml/c.yaml']);
+    expect(git('diff', '--name-status', `${head}`, 'main').trim()).toBe('A\ttargets/ml/c.yaml');
+
+    // The same entries out of order, and one named twice: refused, nothing committed.
+    const entries = Tree.parse(execFileSync('git', [`--git-dir=${dir}`, 'cat-file', 'tree', 'main^{tree}']));
+    const bytes = [...entries.entries()].map(([name, entry]) => Buffer.concat([Buffer.from(`${entry.mode} ${name}\0`, 'latin1'), Buffer.from(entry.oid, 'hex')]));
+    for (const raw of [Buffer.concat([...bytes].reverse()), Buffer.concat([bytes[0]!, ...bytes])]) {
+      head = pushRoot(raw);
+      await expect(repo.writeCommit(head, { message: 'add d', author: ADMIN, changes: [{ path: 'targets/ml/d.yaml', content: 'd\n' }] })).rejects.toThrow(/out of Git's order or named twice/);
+    }
+    expect(() => Tree.parse(Buffer.concat([Buffer.from('10x644 a\0'), Buffer.alloc(20, 1)]))).toThrow('is malformed');
+    expect(() => Tree.parse(Buffer.concat([Buffer.from('100644 \0'), Buffer.alloc(20, 1)]))).toThrow('is malformed');
+  });
+
   it('changes a tree entry by entry into the bytes git mktree makes of the same entries', () => {
     // Names that sort around "/" ("a-" < "a/" < "a0"), files turning into directories and back, adds and deletes.
     const dir = join(tempDir(), 'mktree.git');

@@ -1,6 +1,5 @@
 import type { TreeEntry } from './objects.js';
 
-const MODES: Record<string, TreeEntry['type']> = { '40000': 'tree', '160000': 'commit' };
 const OID = /^[0-9a-f]{40}$/;
 
 /**
@@ -23,14 +22,29 @@ export class Tree {
     private readonly starts: Uint32Array,
   ) {}
 
-  /** A tree object's bytes as read from Git. A truncated or malformed entry is refused: its bytes must never be committed again. */
+  /**
+   * A tree object's bytes as read from Git. A truncated or malformed entry is refused, and so
+   * are entries out of Git's order or named twice (`git fsck` refuses those too): a tree
+   * rewritten from them would lose or duplicate entries. A mode is read as Git reads it: a
+   * zero-padded `040000` (which `git fsck` only warns of) is a directory, not a file.
+   */
   static parse(raw: Buffer): Tree {
     const starts: number[] = [];
+    const names = new Set<string>();
+    let previous = '';
     for (let at = 0; at < raw.length; ) {
       starts.push(at);
       const space = raw.indexOf(0x20, at);
       const nul = space === -1 ? -1 : raw.indexOf(0, space);
-      if (nul === -1 || nul + 21 > raw.length) throw new Error(`tree entry ${JSON.stringify(raw.toString('latin1', at, Math.min(raw.length, at + 80)))} is truncated`);
+      const shown = () => JSON.stringify(raw.toString('latin1', at, Math.min(raw.length, at + 80)));
+      if (nul === -1 || nul + 21 > raw.length) throw new Error(`tree entry ${shown()} is truncated`);
+      const type = typeOfMode(raw, at, space);
+      const name = raw.toString('latin1', space + 1, nul);
+      if (!type || !name || name.includes('/')) throw new Error(`tree entry ${shown()} is malformed`);
+      const key = type === 'tree' ? `${name}/` : name;
+      if (key <= previous || names.has(name)) throw new Error(`tree entry ${shown()} is out of Git's order or named twice (git fsck refuses such a tree)`);
+      names.add(name);
+      previous = key;
       at = nul + 21;
     }
     starts.push(raw.length);
@@ -116,14 +130,14 @@ export class Tree {
   private entryAt(i: number): TreeEntry {
     const start = this.starts[i]!;
     const end = this.starts[i + 1]!;
-    const mode = this.raw.toString('latin1', start, this.raw.indexOf(0x20, start));
-    return { mode, oid: this.raw.toString('hex', end - 20, end), type: MODES[mode] ?? 'blob' };
+    const space = this.raw.indexOf(0x20, start);
+    return { mode: this.raw.toString('latin1', start, space), oid: this.raw.toString('hex', end - 20, end), type: typeOfMode(this.raw, start, space)! };
   }
 
   /** Entry i's sort key: its name, and "/" after a sub-tree's. */
   private keyAt(i: number): string {
     const start = this.starts[i]!;
-    return this.raw.toString('latin1', start, start + 6) === '40000 ' ? `${this.nameAt(i)}/` : this.nameAt(i);
+    return typeOfMode(this.raw, start, this.raw.indexOf(0x20, start)) === 'tree' ? `${this.nameAt(i)}/` : this.nameAt(i);
   }
 
   /** The first entry whose key is not below `key`. */
@@ -145,5 +159,30 @@ export class Tree {
       if (i < this.size && this.keyAt(i) === key) return i;
     }
     return -1;
+  }
+}
+
+/**
+ * What an entry's mode (the octal digits in raw[start, end)) names, as Git's canon_mode reads
+ * it: by its file type bits, however many digits it is written with. Undefined: not a mode.
+ */
+function typeOfMode(raw: Buffer, start: number, end: number): TreeEntry['type'] | undefined {
+  if (end <= start || end - start > 7) return undefined;
+  let mode = 0;
+  for (let i = start; i < end; i++) {
+    const digit = raw[i]! - 0x30;
+    if (digit < 0 || digit > 7) return undefined;
+    mode = mode * 8 + digit;
+  }
+  switch (mode & 0o170000) {
+    case 0o040000:
+      return 'tree';
+    case 0o160000:
+      return 'commit';
+    case 0o100000:
+    case 0o120000:
+      return 'blob';
+    default:
+      return undefined;
   }
 }
