@@ -19,9 +19,11 @@ export async function fileHistory(dir: string, pathspecs: string[], limit = 100)
 }
 
 /**
- * The blob of a file in each of the last commits that changed it, newest first (deletions
- * skipped), with its mode: read through the size-limited object reader, never `git show`
- * (an old 300 MB version must not be loaded whole).
+ * The blob of a file in each of the last commits that changed it, newest first, with its
+ * mode, back to the last time it was deleted: a version from before then is of another file
+ * (a target deleted to revoke its node's credential must not come back because a broken file
+ * took its path). Read through the size-limited object reader, never `git show` (an old
+ * 300 MB version must not be loaded whole).
  */
 export async function fileVersions(dir: string, path: string, limit = 20): Promise<Array<{ oid: string; mode: string }>> {
   const git = simpleGit(dir);
@@ -30,7 +32,8 @@ export async function fileVersions(dir: string, path: string, limit = 20): Promi
   for (const commit of commits) {
     // "<mode> blob <oid>\t<path>", or nothing when the commit deleted it
     const [mode, type, oid] = (await git.raw(['ls-tree', commit, '--', path])).split(/\s+/);
-    if (type === 'blob' && mode && oid) versions.push({ oid, mode });
+    if (!oid) break; // the commit that deleted it
+    if (type === 'blob' && mode) versions.push({ oid, mode });
   }
   return versions;
 }

@@ -1,4 +1,4 @@
-import type { FileRecord } from '../catalog/build.js';
+import { keptWhenDeleted, type FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot, type LiveCatalog } from '../catalog/live.js';
 import { claimKeys, establishedIn } from '../catalog/place.js';
 import type { GitRepository } from '../git/repository.js';
@@ -27,8 +27,9 @@ export async function followHead(repo: GitRepository, live: LiveCatalog, files: 
 /**
  * The first snapshot: every config file of the head, with the last good versions and the
  * clashes the previous run knew (state directory), so a restart serves what the server
- * served before it stopped. A file broken at start that the state does not cover is served
- * at its newest version in Git history that passes its own checks.
+ * served before it stopped. A file broken at start that the state does not cover (or that
+ * changed since the state was saved) is served at its newest version in Git history that
+ * passes its own checks, back to the commit that last deleted it.
  */
 export async function loadSnapshot(options: {
   repo: GitRepository;
@@ -42,13 +43,22 @@ export async function loadSnapshot(options: {
   const { repo, files, saved } = options;
   const head = await repo.head();
   const records = head ? await files.records(head) : new Map<string, FileRecord>();
-  for (const [path, oid] of Object.entries(saved?.last_good ?? {})) {
+  const lastGoods = Object.entries(saved?.last_good ?? {});
+  // A file changed since the state was saved (while the server was down, say) is not the
+  // file whose last good version the state names: it is recalled from its history below.
+  const changed = lastGoods.length && head ? await changedSince(repo, saved!.head, head) : undefined;
+  for (const [path, oid] of lastGoods) {
     const record = records.get(path);
     if (record && record.oid === oid) continue;
+    if (record && (!changed || changed.has(path))) continue;
     const lastGood = (await files.parse(path, { oid, mode: '100644' }).catch(() => undefined))?.parsed.entity;
     if (!lastGood) continue;
-    // A deleted file comes back only as long as something still uses it (the build decides).
-    records.set(path, fileRecord({ oid: record?.oid ?? null, parsed: record?.parsed ?? { problems: [] }, lastGood, lastGoodOid: oid, text: record?.text }));
+    const restored = fileRecord({ oid: record?.oid ?? null, parsed: record?.parsed ?? { problems: [] }, lastGood, lastGoodOid: oid, text: record?.text });
+    // A deleted file comes back only where a running server keeps it (a group, a script, the
+    // settings), and only as long as something still uses it (the build decides): never a
+    // deleted credential, token or target.
+    if (!record && !keptWhenDeleted(restored)) continue;
+    records.set(path, restored);
   }
   let established = (key: string): string | undefined => saved?.established[key];
   let snapshot = Snapshot.build(records, head, established);
@@ -76,6 +86,14 @@ export async function loadSnapshot(options: {
   }
   if (recalled) snapshot = Snapshot.build(records, head, established);
   return snapshot;
+}
+
+/** The paths that differ between `from` and `to` (undefined: unknown, `from` is not in the repository or there is none). */
+async function changedSince(repo: GitRepository, from: string | null, to: string): Promise<Set<string> | undefined> {
+  if (from === to) return new Set();
+  if (!from) return undefined;
+  const changes = await repo.diff(from, to).catch(() => undefined);
+  return changes && new Set(changes.map((change) => change.path));
 }
 
 /** For each claim two target files make, the one added to the repository first. */
