@@ -5,6 +5,7 @@ import { filesOf } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { GitRepository } from '../src/git/repository.js';
 import { RepoFiles } from '../src/writer/files.js';
+import { codeId } from '../src/writer/code-id.js';
 import { compactionTemp, ParseCache } from '../src/writer/parse-cache.js';
 import { ADMIN, onCleanup, pushFiles, STARTER, targetYaml, tempDir } from './helpers.js';
 
@@ -68,6 +69,23 @@ describe('the parse cache', () => {
     await restarted.load();
     expect(fs.existsSync(compactionTemp(file))).toBe(false);
     expect(restarted.get('targets/ml/a.yaml', 'a'.repeat(40))?.parsed).toEqual(parseFile('targets/ml/a.yaml', targetYaml('a', '10.0.0.9', 'ml')));
+  });
+
+  it('takes no parse another program wrote: after an upgrade (a check tightened, say) every file is parsed again', async () => {
+    const file = join(tempDir(), 'parse-cache.log');
+    // What an older program took: a metrics_path this one refuses.
+    const text = 'hostname: a\nip_address: 10.0.0.1\nprimary_group: ml\nexporters:\n  - {type: node_exporter, metrics_path: "/m?x=1 HTTP/1.1"}\n';
+    expect(parseFile('targets/ml/a.yaml', text).problems).not.toEqual([]);
+    const older = new ParseCache(file, 'an older program');
+    await older.load();
+    older.add('targets/ml/a.yaml', OID_A, { parsed: { problems: [] } });
+    await older.flush();
+    const again = new ParseCache(file, 'an older program');
+    await again.load();
+    expect(again.get('targets/ml/a.yaml', OID_A)).toEqual({ parsed: { problems: [] } });
+    const upgraded = new ParseCache(file);
+    await upgraded.load();
+    expect(upgraded.get('targets/ml/a.yaml', OID_A)).toBeUndefined();
   });
 
   it('treats a torn last line, a foreign format or a missing file as fewer entries, never as an error', async () => {
@@ -365,7 +383,7 @@ describe('the parse cache', () => {
         else cache.add('targets/ml/h-1.yaml', oid(1), { parsed: target(1) });
         await cache.settle();
       }
-      expect(fs.readFileSync(file, 'utf8').split('\n')[0]).toBe('aami-parse-cache 5');
+      expect(fs.readFileSync(file, 'utf8').split('\n')[0]).toBe(`aami-parse-cache 6 ${codeId()}`);
     });
 
     it('counts lines a later one replaced, and lines that do not read, as dead: the log is compacted', async () => {
@@ -387,7 +405,7 @@ describe('the parse cache', () => {
       const file = join(tempDir(), 'parse-cache.log');
       const parsed = target(7);
       const value = (parsed.entity as { value: object }).value;
-      fs.writeFileSync(file, `aami-parse-cache 5\n${JSON.stringify(['targets/ml/h-7.yaml', oid(7), 't', value])}\n`);
+      fs.writeFileSync(file, `aami-parse-cache 6 ${codeId()}\n${JSON.stringify(['targets/ml/h-7.yaml', oid(7), 't', value])}\n`);
       const cache = new ParseCache(file);
       await cache.load();
       expect(cache.get('targets/ml/h-7.yaml', oid(7))).toEqual({ parsed });

@@ -2,6 +2,7 @@ import * as fs from 'node:fs';
 import type { Snapshot } from '../catalog/live.js';
 import { clearTempsOf, tempPathOf } from '../git/fs.js';
 import { sharedParts, targetParse, type ParseResult } from '../catalog/parse.js';
+import { codeId } from './code-id.js';
 import { DEFINITION, Definitions, Dictionary, readLines } from './json-log.js';
 
 /** A parse, and whether the file has comments (its text is then read again when needed). */
@@ -10,8 +11,12 @@ export interface CachedParse {
   commented?: true;
 }
 
-/** Bumped whenever parsing, the schemas or the log's lines change: an old cache is then ignored. */
-const FORMAT = 'aami-parse-cache 5';
+/**
+ * Bumped whenever the log's lines change. Each log also names the program that wrote it
+ * (codeId): another program's parses are not this one's (an upgrade that refuses what an
+ * older one took, a `metrics_path` it now bounds, must parse every file again).
+ */
+const FORMAT = 'aami-parse-cache 6';
 
 /** A cached parse of one (path, blob) pair. */
 interface Entry {
@@ -53,7 +58,16 @@ export class ParseCache {
   /** The log on disk is of another format (or not a log): the first settle rewrites it rather than append to it. */
   private foreign = false;
 
-  constructor(private readonly file: string | undefined) {}
+  /** The log's first line: its format and the program's id. */
+  private readonly header: string;
+
+  /** `program`: the id of the program whose parses these are (a test's stand-in for another version). */
+  constructor(
+    private readonly file: string | undefined,
+    program = codeId(),
+  ) {
+    this.header = `${FORMAT} ${program}`;
+  }
 
   /**
    * Read the log (a missing, old-format or unreadable one is an empty cache). With `entries`
@@ -70,7 +84,7 @@ export class ParseCache {
       for (const text of readLines(this.file, entries ? undefined : DEFINITION)) {
         if (format === undefined) {
           format = text;
-          if (format === FORMAT) continue;
+          if (format === this.header) continue;
           this.foreign = true;
           return;
         }
@@ -161,7 +175,7 @@ export class ParseCache {
       const dictionary = new Dictionary();
       try {
         const tmp = compactionTemp(file);
-        await fs.promises.writeFile(tmp, `${FORMAT}\n${await linesOf(dictionary, entries)}`, { mode: 0o600 });
+        await fs.promises.writeFile(tmp, `${this.header}\n${await linesOf(dictionary, entries)}`, { mode: 0o600 });
         await fs.promises.rename(tmp, file);
         this.dictionary = dictionary;
         this.foreign = false;
@@ -188,7 +202,7 @@ export class ParseCache {
       const lines = await linesOf(this.dictionary, entries);
       try {
         const fresh = !(await fs.promises.stat(file).catch(() => undefined));
-        await fs.promises.appendFile(file, fresh ? `${FORMAT}\n${lines}` : lines, { mode: 0o600 });
+        await fs.promises.appendFile(file, fresh ? `${this.header}\n${lines}` : lines, { mode: 0o600 });
       } catch (error) {
         // Some of the definitions may not have reached the log: the next lines define their values again.
         this.dictionary = new Dictionary(this.dictionary.next);

@@ -1,6 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import type { FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot, type LiveCatalog } from '../catalog/live.js';
 import { sharedParts, targetParse, type Entity, type ParseResult } from '../catalog/parse.js';
@@ -8,6 +6,7 @@ import type { Problem } from '../catalog/problem.js';
 import { clearTempsOf, tempPathOf, writeFileDurably } from '../git/fs.js';
 import type { Logger } from '../log.js';
 import { restoredState, savedStateOf, type SavedCatalogState } from './catalog-state.js';
+import { codeId } from './code-id.js';
 import { Definitions, Dictionary, readLines } from './json-log.js';
 
 const FORMAT = 'aami-restart-image 2';
@@ -282,32 +281,4 @@ function parseOf([tag, body]: [string, unknown], definitions: Definitions): Pars
 function entityOf([tag, body]: [string, unknown], definitions: Definitions): Entity | undefined {
   if (tag === 'e') return body as Entity;
   return tag === 't' ? parseOf([tag, body], definitions).entity : undefined;
-}
-
-let code: string | undefined;
-
-/**
- * What identifies the program: a hash of every file of the directory above this module's —
- * the build (dist/: one bundle, every dependency in it) or, run from source, src/ (not
- * node_modules: an upgraded dependency goes unnoticed in development). Another program may
- * decide a clash or a last good version otherwise, so it never takes an image this one saved.
- */
-function codeId(): string {
-  if (code) return code;
-  const hash = createHash('sha256');
-  const walk = (dir: string) => {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const path = `${dir}/${entry.name}`;
-      if (entry.isDirectory()) walk(path);
-      // Not the source map (4 MB of the bundle's 6): it changes nothing the program does.
-      else if (entry.isFile() && !entry.name.endsWith('.map')) hash.update(`${path}\0`).update(fs.readFileSync(path));
-    }
-  };
-  try {
-    walk(fileURLToPath(new URL('..', import.meta.url)).replace(/\/$/, ''));
-    return (code = hash.digest('hex'));
-  } catch {
-    // Unknown: no image is ever taken (none can match), and the server starts the long way.
-    return (code = `unknown ${randomUUID()}`);
-  }
 }
