@@ -189,4 +189,45 @@ describe('repository content is untrusted', () => {
       '  - bbbbbbbb: bob (editor)',
     ]);
   });
+
+  it('calls out in aami diff a secret hash swapped, a token minted, refilled or revoked, and a node credential set or swapped', async () => {
+    const dir = join(tempDir(), 'repo');
+    cpSync(STARTER, dir, { recursive: true });
+    const hash = (c: string) => `sha256:${c.repeat(64)}`;
+    const credential = (secret: string) => `id: aaaaaaaa\nname: alice\nrole: admin\nsecret_hash: ${hash(secret)}\n`;
+    const token = (id: string, uses: number, extra = '') => `id: ${id}\nname: rack ${id}\nsecret_hash: ${hash('c')}\ndefault_group: api-servers\nmax_uses: 10\nuses: ${uses}\nexpires_at: 2099-01-01T00:00:00Z\n${extra}`;
+    const target = (host: string, ip: string, secret?: string) => `hostname: ${host}\nip_address: ${ip}\nprimary_group: api-servers\n${secret ? `node_credential_hash: ${hash(secret)}\n` : ''}`;
+    mkdirSync(join(dir, 'credentials'));
+    mkdirSync(join(dir, 'tokens'));
+    mkdirSync(join(dir, 'targets/api-servers'), { recursive: true });
+    writeFileSync(join(dir, 'credentials/aaaaaaaa.yaml'), credential('a'));
+    writeFileSync(join(dir, 'tokens/tttttttt.yaml'), token('tttttttt', 10));
+    writeFileSync(join(dir, 'tokens/rrrrrrrr.yaml'), token('rrrrrrrr', 1));
+    writeFileSync(join(dir, 'targets/api-servers/node-1.yaml'), target('node-1', '10.0.0.1', 'd'));
+    writeFileSync(join(dir, 'targets/api-servers/node-2.yaml'), target('node-2', '10.0.0.2'));
+    gitCli(dir, 'init', '-q', '--initial-branch=main');
+    commitAll(dir, 'base');
+    // Nothing a reviewer would see in the SD files: only who gets in changes.
+    writeFileSync(join(dir, 'credentials/aaaaaaaa.yaml'), credential('b'));
+    writeFileSync(join(dir, 'tokens/tttttttt.yaml'), token('tttttttt', 0));
+    writeFileSync(join(dir, 'tokens/rrrrrrrr.yaml'), token('rrrrrrrr', 1, 'revoked: true\n'));
+    writeFileSync(join(dir, 'tokens/nnnnnnnn.yaml'), token('nnnnnnnn', 0, 'labels: {rack: r9}\n'));
+    writeFileSync(join(dir, 'targets/api-servers/node-1.yaml'), target('node-1', '10.0.0.1', 'e'));
+    writeFileSync(join(dir, 'targets/api-servers/node-2.yaml'), target('node-2', '10.0.0.2', 'f'));
+    const result = await run('diff', dir);
+    expect(result.err).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.out.split('\n')).toEqual([
+      "no change to Prometheus's targets against HEAD",
+      'API credentials (who may call the server; review these closely):',
+      '  ~ aaaaaaaa: alice (admin): its secret changed (sha256:aaaaaaaa… → sha256:bbbbbbbb…)',
+      'Bootstrap tokens (who may enrol hosts, into which group; review these closely):',
+      '  + nnnnnnnn: rack nnnnnnnn (group api-servers, 0 of 10 used, until 2099-01-01T00:00:00Z, labels rack=r9)',
+      '  ~ tttttttt: rack tttttttt (group api-servers, 10 of 10 used, until 2099-01-01T00:00:00Z) → rack tttttttt (group api-servers, 0 of 10 used, until 2099-01-01T00:00:00Z)',
+      '  - rrrrrrrr: rack rrrrrrrr (group api-servers, 1 of 10 used, until 2099-01-01T00:00:00Z)',
+      'Node credentials (each lets a host change its own target; review these closely):',
+      '  ~ node-1: node-1: its secret changed (sha256:dddddddd… → sha256:eeeeeeee…)',
+      '  + node-2: node-2',
+    ]);
+  });
 });

@@ -9,7 +9,17 @@ import { loadDirectory } from './validate.js';
 
 type Entries = Map<string, Map<string, Record<string, string>>>; // job → address → labels
 
-async function sdEntries(dir: string): Promise<{ entries: Entries; problems: string[]; credentials: Map<string, string> }> {
+/** Who may do what with a secret: the line a reviewer reads, and the hash the secret must match. */
+type Access = Map<string, { what: string; secret: string }>;
+
+type AccessKind = 'credentials' | 'tokens' | 'nodes';
+const ACCESS_HEADINGS: Record<AccessKind, string> = {
+  credentials: 'API credentials (who may call the server; review these closely):',
+  tokens: 'Bootstrap tokens (who may enrol hosts, into which group; review these closely):',
+  nodes: 'Node credentials (each lets a host change its own target; review these closely):',
+};
+
+async function sdEntries(dir: string): Promise<{ entries: Entries; problems: string[]; access: Record<AccessKind, Access> }> {
   const { catalog, problems } = loadDirectory(dir);
   const entries: Entries = new Map();
   for (const [file, bytes] of compile(catalog)) {
@@ -17,22 +27,41 @@ async function sdEntries(dir: string): Promise<{ entries: Entries; problems: str
     const list = JSON.parse(bytes.toString()) as Array<{ targets: string[]; labels: Record<string, string> }>;
     entries.set(job, new Map(list.map((entry) => [entry.targets[0]!, entry.labels])));
   }
-  const credentials = new Map([...catalog.apiCredentials.values()].filter((c) => !c.revoked).map((c) => [c.id, `${c.name} (${c.role}${c.expires_at ? `, until ${c.expires_at}` : ''})`]));
-  return { entries, problems: problems.map(formatProblem), credentials };
+  const credentials: Access = new Map();
+  for (const c of catalog.apiCredentials.values()) {
+    if (!c.revoked) credentials.set(c.id, { what: `${c.name} (${c.role}${c.expires_at ? `, until ${c.expires_at}` : ''})`, secret: c.secret_hash });
+  }
+  const tokens: Access = new Map();
+  for (const t of catalog.tokens.values()) {
+    if (t.revoked) continue;
+    const labels = Object.entries(t.labels).map(([key, value]) => `${key}=${value}`);
+    const what = `${t.name} (group ${t.default_group}, ${t.uses} of ${t.max_uses} used, until ${t.expires_at}${t.ephemeral ? ', ephemeral' : ''}${labels.length ? `, labels ${labels.join(' ')}` : ''})`;
+    tokens.set(t.id, { what, secret: t.secret_hash });
+  }
+  const nodes: Access = new Map();
+  for (const target of catalog.targets.values()) {
+    if (target.node_credential_hash) nodes.set(target.hostname, { what: target.hostname, secret: target.node_credential_hash });
+  }
+  return { entries, problems: problems.map(formatProblem), access: { credentials, tokens, nodes } };
 }
 
 /**
- * Who may call the API, before and after: a pull request that grants a role (adds a
- * credential, raises one's role) is called out, so a reviewer sees who gets in.
+ * Who may get in, before and after: a pull request that grants a role (adds a credential,
+ * raises one's role), mints or refills a token, or swaps a secret's hash for one its author
+ * chose is called out, so a reviewer sees who gets in. Hashes are shown cut short: they are
+ * in the repository already, and say only that the secret is another.
  */
-function credentialLines(before: Map<string, string>, after: Map<string, string>): string[] {
+function accessLines(before: Access, after: Access): string[] {
+  const short = (hash: string) => `${hash.slice(0, 15)}…`;
   const lines: string[] = [];
-  for (const [id, what] of after) {
+  for (const [id, now] of after) {
     const was = before.get(id);
-    if (was === undefined) lines.push(`  + ${id}: ${what}`);
-    else if (was !== what) lines.push(`  ~ ${id}: ${was} → ${what}`);
+    const secret = was && was.secret !== now.secret ? `its secret changed (${short(was.secret)} → ${short(now.secret)})` : '';
+    if (!was) lines.push(`  + ${id}: ${now.what}`);
+    else if (was.what !== now.what) lines.push(`  ~ ${id}: ${was.what} → ${now.what}${secret ? `; ${secret}` : ''}`);
+    else if (secret) lines.push(`  ~ ${id}: ${now.what}: ${secret}`);
   }
-  for (const [id, what] of before) if (!after.has(id)) lines.push(`  - ${id}: ${what}`);
+  for (const [id, was] of before) if (!after.has(id)) lines.push(`  - ${id}: ${was.what}`);
   return lines;
 }
 
@@ -49,12 +78,14 @@ function labelChanges(before: Record<string, string>, after: Record<string, stri
 
 export const diff: Command = {
   name: 'diff',
-  summary: 'show what a change does to Prometheus (targets added, removed, relabelled per job)',
+  summary: 'show what a change does to Prometheus (targets added, removed, relabelled per job) and who it lets in',
   help: `Usage: aami diff [DIR] [--base REV]
 
 Compiles the config repo checkout in DIR (default: the current directory) and the same
 repo at REV (default: HEAD), and prints, per Prometheus job, the targets the change adds
-(+), removes (-) and relabels (~, with each label change). In pull-request CI:
+(+), removes (-) and relabels (~, with each label change); then who gets in: the API
+credentials, bootstrap tokens and node credentials it adds, removes or changes (a role,
+a token's group, uses or labels, a secret's hash). In pull-request CI:
 
   aami validate . && aami diff . --base origin/main
 
@@ -97,10 +128,11 @@ Options:
         for (const line of lines.sort((a, b) => a.slice(4).localeCompare(b.slice(4)))) io.out(line);
       }
       if (!changed) io.out(`no change to Prometheus's targets against ${base}`);
-      const access = credentialLines(before.credentials, after.credentials);
-      if (access.length) {
-        io.out('API credentials (who may call the server; review these closely):');
-        for (const line of access) io.out(line);
+      for (const kind of Object.keys(ACCESS_HEADINGS) as AccessKind[]) {
+        const lines = accessLines(before.access[kind], after.access[kind]);
+        if (!lines.length) continue;
+        io.out(ACCESS_HEADINGS[kind]);
+        for (const line of lines) io.out(line);
       }
       return after.problems.length ? EXIT.invalid : EXIT.ok;
     } finally {
