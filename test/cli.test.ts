@@ -112,6 +112,18 @@ describe('aami diff', () => {
 });
 
 describe('repository content is untrusted', () => {
+  it('refuses a submodule at a config path as the server does: in a checkout it is an empty directory, or one holding a .git', async () => {
+    const dir = join(tempDir(), 'repo');
+    cpSync(STARTER, dir, { recursive: true });
+    mkdirSync(join(dir, 'credentials/old.yaml'), { recursive: true });
+    mkdirSync(join(dir, 'targets/api-servers/gpu-01.yaml'), { recursive: true });
+    writeFileSync(join(dir, 'targets/api-servers/gpu-01.yaml/.git'), 'gitdir: ../../../.git/modules/x\n');
+    const result = await run('validate', dir);
+    expect(result.code).toBe(1);
+    expect(result.err).toContain('credentials/old.yaml: is a submodule (or an empty directory): refused');
+    expect(result.err).toContain('targets/api-servers/gpu-01.yaml: is a submodule (or an empty directory): refused');
+  });
+
   it('refuses a symlinked check script and a file over 1 MiB, and bounds what it prints', async () => {
     const dir = join(tempDir(), 'repo');
     cpSync(STARTER, dir, { recursive: true });

@@ -5,14 +5,23 @@ import type { FileRecord } from './build.js';
 import { fileRecord } from './live.js';
 import { isConfigPath, MAX_FILE_BYTES, parseFile, refusedFile } from './parse.js';
 
+type Kind = 'file' | 'symlink' | 'submodule' | 'other';
+
 /**
  * Every file below dir (never .git), by repo-relative path, lstat'd: a symlink or anything
- * but a regular file is listed as what it is, never followed.
+ * but a regular file is listed as what it is, never followed. A directory that is empty or
+ * holds a `.git` is what a submodule looks like in a checkout (Git keeps no empty
+ * directory): listed as one, as the server sees it in the tree.
  */
-function walk(fs: Fs, dir: string, skip: (name: string) => boolean): Array<{ path: string; kind: 'file' | 'symlink' | 'other'; size: number }> {
-  const found: Array<{ path: string; kind: 'file' | 'symlink' | 'other'; size: number }> = [];
+function walk(fs: Fs, dir: string, skip: (name: string) => boolean): Array<{ path: string; kind: Kind; size: number }> {
+  const found: Array<{ path: string; kind: Kind; size: number }> = [];
   const visit = (relative: string): void => {
-    for (const entry of fs.readdirSync(relative ? `${dir}/${relative}` : dir, { withFileTypes: true })) {
+    const entries = fs.readdirSync(relative ? `${dir}/${relative}` : dir, { withFileTypes: true });
+    if (relative && (!entries.length || entries.some((entry) => String(entry.name) === '.git'))) {
+      found.push({ path: relative, kind: 'submodule', size: 0 });
+      return;
+    }
+    for (const entry of entries) {
       const name = String(entry.name);
       if (name === '.git' || skip(name)) continue;
       const path = relative ? `${relative}/${name}` : name;
@@ -39,7 +48,8 @@ export function readCheckout(fs: Fs, dir: string): Map<string, FileRecord> {
   for (const { path, kind, size } of walk(fs, dir, () => false)) {
     if (!isConfigPath(path)) continue;
     if (kind !== 'file') {
-      records.set(path, fileRecord({ oid: `refused:${kind}`, parsed: refusedFile(path, kind === 'symlink' ? 'is a symbolic link: refused (config files and check scripts must be regular files in the repo)' : 'is not a regular file: refused') }));
+      const what = kind === 'symlink' ? 'is a symbolic link' : kind === 'submodule' ? 'is a submodule (or an empty directory)' : 'is not a regular file';
+      records.set(path, fileRecord({ oid: `refused:${kind}`, parsed: refusedFile(path, `${what}: refused (config files and check scripts must be regular files in the repo)`) }));
       continue;
     }
     if (size > MAX_FILE_BYTES) {
