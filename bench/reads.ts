@@ -2,8 +2,8 @@
 // Reads never starve writes (issue 15): the built `aami serve` on a synthetic repo.
 //  1. 64 clients registering, alone (the baseline), then the same storm while one client
 //     loops on GET /api/v1/targets and one on GET /api/v1/sd/prometheus, as `watch curl`
-//     and a polling http_sd client do (no If-None-Match), each in its own process; in
-//     rounds, the median ratio printed;
+//     and a polling http_sd client do (no If-None-Match), each in its own process, started
+//     and past its first read before the storm; in rounds, the median ratio printed;
 //  2. the server's CPU per GET /api/v1/targets at 10k and 100k targets: the first (every
 //     target rendered), unchanged (cached bytes), after a heartbeat (one target re-rendered),
 //     with If-None-Match (304), a filtered page, and http_sd; from its process_cpu_seconds_total.
@@ -43,15 +43,28 @@ async function serverWith(targets: number, name: string): Promise<Server> {
 const line = (what: string, storm: Storm) =>
   `${what}: ${storm.rate.toFixed(0)} registrations/s; p50 ${ms(percentile(storm.latencies, 50))}, p99 ${ms(percentile(storm.latencies, 99))}; statuses ${JSON.stringify(Object.fromEntries(storm.statuses))}`;
 
-/** A reader process (bench/reader.ts) looping on `path` until `until` settles; how many reads and bytes. */
-async function loop(url: string, path: string, until: Promise<unknown>): Promise<{ count: number; bytes: number }> {
+/**
+ * A reader process (bench/reader.ts) looping on `path`, once its first read is done (a
+ * storm of ~1 s must not carry the readers' own start-up); `stop` ends it: how many reads and bytes.
+ */
+async function reader(url: string, path: string): Promise<{ stop(): Promise<{ count: number; bytes: number }> }> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'bench/reader.ts', `${url}${path}`], { env: { ...process.env, AAMI_CREDENTIAL: ADMIN }, stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
-  child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-  await until.finally(() => child.stdin!.end());
-  if ((await exited) !== 0) throw new Error(`the reader of ${path} failed`);
-  return JSON.parse(out) as { count: number; bytes: number };
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.startsWith('ready\n')) resolve();
+    });
+    void exited.then(() => reject(new Error(`the reader of ${path} exited before its first read`)));
+  });
+  return {
+    async stop() {
+      child.stdin!.end();
+      if ((await exited) !== 0) throw new Error(`the reader of ${path} failed`);
+      return JSON.parse(out.slice('ready\n'.length)) as { count: number; bytes: number };
+    },
+  };
 }
 
 /** The server's CPU milliseconds per call of `request`, over `n` calls (`before` runs ahead of each, and is measured alone too). */
@@ -117,11 +130,11 @@ try {
   try {
     const token = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'bench', default_group_id: 'cluster-0', max_uses: (2 * rounds + 1) * requests, expires_at: '2099-01-01T00:00:00Z' })).json.token as string;
     const measured = async (what: string, prefix: string, net: number, readers: boolean) => {
+      const looping = readers ? await Promise.all([reader(server.url, '/api/v1/targets'), reader(server.url, '/api/v1/sd/prometheus')]) : [];
       const cpu = server.cpuSeconds();
-      const storm = registrationStorm(server.url, token, { clients, requests, prefix, net });
-      const reads = readers ? await Promise.all([loop(server.url, '/api/v1/targets', storm), loop(server.url, '/api/v1/sd/prometheus', storm)]) : [];
-      const result = await storm;
+      const result = await registrationStorm(server.url, token, { clients, requests, prefix, net });
       const seconds = (server.cpuSeconds()) - cpu;
+      const reads = await Promise.all(looping.map((r) => r.stop()));
       console.log(`${line(what, result)}; server CPU ${seconds.toFixed(1)} s`);
       if (reads.length) console.log(`  readers: GET /api/v1/targets ${reads[0]!.count}× (${(reads[0]!.bytes / 1e6).toFixed(0)} MB), GET /api/v1/sd/prometheus ${reads[1]!.count}× (${(reads[1]!.bytes / 1e6).toFixed(0)} MB)`);
       return result.rate;
