@@ -46,10 +46,10 @@ describe('the pacing queues (BulkReads)', () => {
     await Promise.all(lists.map((list) => list.promise));
   });
 
-  it('waiting readers go the moment the writer runs dry, and the next storm starts afresh', async () => {
+  it('waiting readers go the moment the writer runs dry (quietMs 0), and the next storm starts afresh', async () => {
     const { writer } = await tmpConfigRepo();
     const clock = pacingClock();
-    const bulk = new BulkReads(writer, { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep });
+    const bulk = new BulkReads(writer, { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep, quietMs: 0 });
     const release = holdWriter(writer);
     await bulk.turn('list', 60_000); // a minute booked
     await bulk.turn('sd', 60_000);
@@ -70,6 +70,38 @@ describe('the pacing queues (BulkReads)', () => {
     clock.advance(1000);
     await next.promise;
     await releaseAgain();
+  });
+
+  it('a writer dry only between batches keeps them paced: they go once it has stayed dry for quietMs', async () => {
+    const clock = pacingClock();
+    let pending = 1;
+    let idle!: () => void;
+    const writer = { get pending() { return pending; }, onIdle: (listener: () => void) => void (idle = listener) };
+    const bulk = new BulkReads(writer, { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep, quietMs: 100 });
+    await bulk.turn('list', 1000); // books 1 s
+    const first = watched(bulk.turn('list', 1000));
+    await clock.sleeping(1);
+    // A batch answered: the writer is dry for a moment, and a read that comes then is paced too.
+    pending = 0;
+    idle();
+    await clock.sleeping(2); // the reader and the quiet window
+    const second = watched(bulk.turn('list', 1000));
+    await clock.sleeping(3);
+    expect(clock.slept).toEqual([1000, 100, 2000]);
+    clock.advance(50);
+    pending = 1; // the next batch, within the window
+    clock.advance(50); // the window ends with the writer busy: nobody goes
+    await clock.sleeping(2);
+    expect([first.settled, second.settled]).toEqual([false, false]);
+    // The storm is over: dry for the whole window, every waiting answer goes.
+    pending = 0;
+    idle();
+    await clock.sleeping(3);
+    clock.advance(99);
+    expect(clock.waiting()).toBe(3);
+    clock.advance(1);
+    await Promise.all([first.promise, second.promise]);
+    expect(clock.now()).toBe(200); // not the 1 s and 2 s they had booked
   });
 
   it('a waiting reader that goes away gives its turn back: the readers behind it move up', async () => {

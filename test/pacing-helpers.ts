@@ -85,9 +85,13 @@ export function holdWriter(writer: { exclusive: <T>(fn: () => Promise<T>) => Pro
   return letGo;
 }
 
-/** The API with its big answers paced on a pacingClock at 1 kB/s: a turn's length in ms is the answer's size in bytes. */
+/**
+ * The API with its big answers paced on a pacingClock at 1 kB/s: a turn's length in ms is the
+ * answer's size in bytes. Waiting answers go the moment the writer runs dry (quietMs 0: the
+ * quiet window has a test of its own).
+ */
 export async function pacedApi() {
   const clock = pacingClock();
-  const api = await apiHarness({ pacing: { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep } });
+  const api = await apiHarness({ pacing: { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep, quietMs: 0 } });
   return { clock, api };
 }

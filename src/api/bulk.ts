@@ -13,6 +13,12 @@ export interface BulkOptions {
   now: () => number;
   /** Sleeps `ms`; may end early (resolve or reject) when `signal` aborts. */
   sleep: (ms: number, signal?: AbortSignal) => Promise<unknown>;
+  /**
+   * How long the writer stays dry before the answers go at once. A storm's writer runs dry
+   * after each batch (every waiting client answered together, none has asked again yet):
+   * released then, the readers went unpaced through the whole storm.
+   */
+  quietMs: number;
 }
 
 /** What pacing watches of the writer: whether it has work queued, and the moment it has none left. */
@@ -30,25 +36,34 @@ interface Waiter {
  * Paces the big answers (the whole target list, http_sd: megabytes each) while writes are
  * waiting. Sending them costs the server CPU in proportion to their size, cached or not,
  * so a client reading one in a loop would take the CPU the writes need. While the writer
- * has work queued, each lane's answers go out one after the other at the lane's rate; when
- * it is idle, at once, and the moment it goes idle every waiting answer goes. A paced
- * reader waits; a write never does.
+ * has work queued, or had a moment ago (`quietMs`), each lane's answers go out one after the
+ * other at the lane's rate; when it has been idle that long, at once, and every waiting
+ * answer goes. A paced reader waits; a write never does.
  */
 export class BulkReads {
   private readonly lanes: Record<Lane, PacedLane>;
 
   constructor(writer: WriterQueue, options: Partial<BulkOptions> = {}) {
-    const { rates, ...clock }: BulkOptions = {
+    const { rates, quietMs, ...clock }: BulkOptions = {
       // 10 MB/s in all: what reads may take from a registration storm (bench/reads.ts).
       rates: { list: 5e6, sd: 5e6 },
       now: () => performance.now(),
-      sleep: (ms, signal) => sleep(ms, undefined, { signal }),
+      sleep: (ms, signal) => sleep(ms, undefined, { signal, ref: false }),
+      quietMs: 500,
       ...options,
     };
-    const writesWaiting = () => writer.pending > 0;
+    /** When the writer last ran dry (undefined: never yet). */
+    let dry: number | undefined;
+    const writesWaiting = () => writer.pending > 0 || (dry !== undefined && clock.now() - dry < quietMs);
     this.lanes = { list: new PacedLane(rates.list, writesWaiting, clock), sd: new PacedLane(rates.sd, writesWaiting, clock) };
-    writer.onIdle(() => {
+    const releaseIfStillDry = (since: number) => {
+      if (dry !== since || writer.pending > 0) return; // it ran again: its next dry spell releases them
       for (const lane of Object.values(this.lanes)) lane.release();
+    };
+    writer.onIdle(() => {
+      const since = (dry = clock.now());
+      if (quietMs > 0) void clock.sleep(quietMs).then(() => releaseIfStillDry(since), () => undefined);
+      else releaseIfStillDry(since);
     });
   }
 
@@ -95,7 +110,7 @@ class PacedLane {
     }
   }
 
-  /** The writer has nothing queued any more: every waiting answer goes now, and the lane starts afresh. */
+  /** The writer has had nothing queued for a while: every waiting answer goes now, and the lane starts afresh. */
   release(): void {
     const now = this.clock.now();
     this.next = now;
