@@ -212,18 +212,22 @@ describe('deleted groups', () => {
     expectSameAfterRestart(snapshot);
   });
 
-  it('stays while a user falls back to a last good version in it', () => {
-    // The token's new version names a group that does not exist: it keeps its last good
-    // version, in db, and db stays for it.
-    const repo = liveOf(base);
-    const snapshot = repo.set({ 'groups/db.yaml': null, 'tokens/t1.yaml': token('nope') });
-    expect(snapshot.catalog.tokens.get('t1')?.default_group).toBe('db');
+  it('stays while a user falls back to a last good version in it; a token that breaks is not served, and keeps nothing', () => {
+    // The target's new version names a group that does not exist: it keeps its last good
+    // version, in db, and db stays for it. The token's new version does the same: a token
+    // fails closed (it would let hosts in), so it is not served at all, and holds no group.
+    const repo = liveOf({ ...base, 'targets/db/a.yaml': target('a', '10.0.0.1', 'db') });
+    const snapshot = repo.set({ 'groups/db.yaml': null, 'targets/db/a.yaml': target('a', '10.0.0.1', 'db', 'groups: [nope]\n'), 'tokens/t1.yaml': token('nope') });
+    expect(snapshot.catalog.targets.get('a')?.groups).toEqual([]);
+    expect(snapshot.catalog.tokens.has('t1')).toBe(false);
     expect(problems(snapshot)).toEqual([
-      'groups/db.yaml: was deleted, but it is still used by token t1: its last good version stays until that changes',
+      'groups/db.yaml: was deleted, but it is still used by target a: its last good version stays until that changes',
+      'targets/db/a.yaml: groups[0]: group "nope" does not exist',
       'tokens/t1.yaml: default_group: group "nope" does not exist',
     ]);
     expectSameAfterRestart(snapshot);
   });
+
 });
 
 describe('clashes', () => {

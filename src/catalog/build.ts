@@ -81,11 +81,24 @@ export interface WritableCatalog {
   groupTargets: WritableMap<string, Map<string, Target> | PMap<string, Target>>;
 }
 
-/** The versions of a file worth trying, best first: the current one, then the last good one. */
+/**
+ * Kinds that let someone in fail closed: a credential or token file that breaks is not served
+ * at its last good version, but not at all (a revocation with a typo, `revoked: yes`, must
+ * not leave the secret working; a role lowered with a typo must not stay raised).
+ */
+const FAILS_CLOSED = new Set<Entity['kind']>(['credential', 'token']);
+
+/** The last good version a file may fall back to: none for a credential or token. */
+function fallbackOf(record: FileRecord): Entity | undefined {
+  return record.lastGood && !FAILS_CLOSED.has(record.lastGood.kind) ? record.lastGood : undefined;
+}
+
+/** The versions of a file worth trying, best first: the current one, then the last good one it may fall back to. */
 export function versionsOf(record: FileRecord): Entity[] {
   const versions: Entity[] = [];
   if (record.parsed.entity) versions.push(record.parsed.entity);
-  if (record.lastGood && record.lastGood !== record.parsed.entity) versions.push(record.lastGood);
+  const fallback = fallbackOf(record);
+  if (fallback && fallback !== record.parsed.entity) versions.push(fallback);
   return versions;
 }
 
@@ -125,7 +138,7 @@ export function buildCatalog(records: ReadonlyMap<string, FileRecord>, establish
   for (;;) {
     const result = buildWith(records, established, kept);
     if (!kept.size) return result;
-    const used = groupUsers(records, kept, (record, path) => [record.parsed.entity, result.accepted.get(path) ?? record.lastGood]);
+    const used = groupUsers(records, kept, (record, path) => [record.parsed.entity, result.accepted.get(path) ?? fallbackOf(record)]);
     if (used.size < kept.size) {
       kept = used;
       continue;

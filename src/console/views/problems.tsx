@@ -31,7 +31,7 @@ export function ProblemsView(props: ProblemsProps) {
       <p class="summary">{troubles.length ? `Needs attention: ${troubles.join(', ')}.` : 'Nothing needs attention.'}</p>
 
       <h2>Invalid files</h2>
-      <p class="muted">A broken file keeps serving its last good version until it is fixed.</p>
+      <p class="muted">A broken file keeps serving its last good version until it is fixed; a broken credential or bootstrap token file lets nobody in until then.</p>
       {props.problemCount ? (
         <>
           <table class="problems">
