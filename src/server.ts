@@ -147,7 +147,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     await cache.load({ entries: false });
   } else {
     await cache.load();
-    live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (path) => fileVersions(repo.gitdir, path), firstAdded: (paths) => firstAdded(repo.gitdir, paths) }));
+    live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (commit, paths) => fileVersions(repo.gitdir, commit, paths), firstAdded: (commit, paths) => firstAdded(repo.gitdir, commit, paths) }));
   }
 
   const registry = new Registry();

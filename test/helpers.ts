@@ -120,7 +120,7 @@ export async function tmpConfigRepo(options: { from?: string; now?: () => number
   const sdDir = join(base, 'sd');
   const repo = await GitRepository.init(dir, { files: filesOf(options.from ?? STARTER), author: ADMIN, now: options.now });
   const files = new RepoFiles(repo, new ParseCache(undefined));
-  const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: undefined, history: async () => [] }));
+  const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: undefined, history: async () => new Map() }));
   const sd = new SdPublisher(live, { fs, sdDir, logger: silentLogger, debounceMs: 5, minIntervalMs: 0 });
   await sd.compileNow();
   const follow = () => followHead(repo, live, files);

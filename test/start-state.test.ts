@@ -1,12 +1,14 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Snapshot } from '../src/catalog/live.js';
 import { formatProblem } from '../src/catalog/problem.js';
 import { fileVersions, firstAdded } from '../src/git/history.js';
-import { savedStateOf, type SavedCatalogState } from '../src/writer/catalog-state.js';
+import { CatalogStateFile, savedStateOf, type SavedCatalogState } from '../src/writer/catalog-state.js';
 import { RepoFiles } from '../src/writer/files.js';
 import { loadSnapshot } from '../src/writer/head.js';
 import { ParseCache } from '../src/writer/parse-cache.js';
-import { tmpConfigRepo } from './helpers.js';
+import { tempDir, tmpConfigRepo } from './helpers.js';
 
 const CREDENTIAL = 'credentials/ops.yaml';
 const TARGET = 'targets/api-servers/gpu-01.yaml';
@@ -18,13 +20,13 @@ const BROKEN = 'id: [unclosed\n';
 /** A server starting on the repository, without a restart image: from Git and the state directory a stopped one left (if any). */
 async function start(repo: Awaited<ReturnType<typeof tmpConfigRepo>>, saved?: SavedCatalogState): Promise<Snapshot> {
   const files = new RepoFiles(repo.repo, new ParseCache(undefined));
-  return loadSnapshot({ repo: repo.repo, files, saved, history: (path) => fileVersions(repo.dir, path), firstAdded: (paths) => firstAdded(repo.dir, paths) });
+  return loadSnapshot({ repo: repo.repo, files, saved, history: (commit, paths) => fileVersions(repo.dir, commit, paths), firstAdded: (commit, paths) => firstAdded(repo.dir, commit, paths) });
 }
 
 /** What matters here of a snapshot: who may sign in, what is scraped where, and the problems. */
 const served = (snapshot: Snapshot) => ({
   credentials: [...snapshot.catalog.apiCredentials.values()].map((c) => ({ id: c.id, revoked: c.revoked })),
-  targets: [...snapshot.catalog.targets.values()].map((t) => [t.hostname, t.ip_address]),
+  targets: [...snapshot.catalog.targets.values()].map((t) => [t.hostname, t.ip_address]).sort(),
   problems: snapshot.problems.map(formatProblem),
 });
 
@@ -51,26 +53,64 @@ describe('a start without the restart image serves what a running server serves'
 
   it('takes a last good version from the state only for a file unchanged since it was saved, and a deleted one only if a running server keeps it', async () => {
     const repo = await tmpConfigRepo();
-    await repo.push({ [CREDENTIAL]: credential(), 'groups/extra.yaml': 'id: extra\nname: extra\nnamespace: logical\n', 'targets/extra/gpu-01.yaml': target('10.0.0.5', 'extra') });
-    // A revocation with a typo, a group broken: each keeps serving its last good version, which the state names.
-    await repo.push({ [CREDENTIAL]: credential('revoked: yes\n'), 'groups/extra.yaml': BROKEN });
+    const EXTRA = 'targets/extra/gpu-02.yaml';
+    const extra = (ip: string) => `hostname: gpu-02\nip_address: ${ip}\nprimary_group: extra\n`;
+    await repo.push({ [TARGET]: target('10.0.0.5'), 'groups/extra.yaml': 'id: extra\nname: extra\nnamespace: logical\n', [EXTRA]: extra('10.0.1.5') });
+    // A target and a group broken: each keeps serving its last good version, which the state names.
+    await repo.push({ [TARGET]: BROKEN, 'groups/extra.yaml': BROKEN });
     const saved = savedStateOf(repo.live.snapshot());
-    expect(Object.keys(saved.last_good).sort()).toEqual([CREDENTIAL, 'groups/extra.yaml']);
-    expect(served(await start(repo, saved)).credentials).toEqual([{ id: 'ops', revoked: false }]);
+    expect(Object.keys(saved.last_good).sort()).toEqual(['groups/extra.yaml', TARGET]);
+    expect(served(await start(repo, saved))).toEqual(served(repo.live.snapshot()));
 
-    // While the server is down, the credential is deleted, and the group too (its target still in it).
-    const at = await repo.push({ [CREDENTIAL]: null, 'groups/extra.yaml': null });
+    // While the server is down, the target is deleted, and the group too (gpu-02 still in it).
+    const at = await repo.push({ [TARGET]: null, 'groups/extra.yaml': null });
     const restarted = served(await start(repo, saved));
-    expect(restarted.credentials).toEqual([]);
-    expect(restarted.targets).toEqual([['gpu-01', '10.0.0.5']]);
+    expect(restarted.targets).toEqual([['gpu-02', '10.0.1.5']]);
     expect(restarted).toEqual(served(repo.live.snapshot()));
 
-    // Or the credential is revoked properly, then broken again (another blob): the revoked version serves.
+    // Or the target moves to another address, then breaks again (another blob): the new address serves.
     repo.git('update-ref', 'refs/heads/main', `${at}~1`);
     await repo.follow();
-    await repo.push({ [CREDENTIAL]: credential('revoked: true\n') });
-    await repo.push({ [CREDENTIAL]: credential('revoked: yes\nexpires_at: soon\n') });
-    expect(served(repo.live.snapshot()).credentials).toEqual([{ id: 'ops', revoked: true }]);
+    await repo.push({ [TARGET]: target('10.0.0.6') });
+    await repo.push({ [TARGET]: `${BROKEN}# again\n` });
+    expect(served(repo.live.snapshot()).targets).toContainEqual(['gpu-01', '10.0.0.6']);
     expect(served(await start(repo, saved))).toEqual(served(repo.live.snapshot()));
+  });
+
+  it('saves the state again when a broken file is replaced by another broken version, so a restart still takes its last good version', async () => {
+    const repo = await tmpConfigRepo();
+    const dir = tempDir();
+    const stateFile = new CatalogStateFile(join(dir, 'catalog-state.json'));
+    await repo.push({ [TARGET]: target('10.0.0.5') });
+    await repo.push({ [TARGET]: BROKEN });
+    await stateFile.save(savedStateOf(repo.live.snapshot()));
+    const first = readFileSync(join(dir, 'catalog-state.json'), 'utf8');
+    await repo.push({ [TARGET]: `${BROKEN}# still\n` });
+    await stateFile.save(savedStateOf(repo.live.snapshot()));
+    expect(readFileSync(join(dir, 'catalog-state.json'), 'utf8')).not.toBe(first);
+    const restarted = served(await start(repo, new CatalogStateFile(join(dir, 'catalog-state.json')).load()));
+    expect(restarted.targets).toEqual([['gpu-01', '10.0.0.5']]);
+    expect(restarted).toEqual(served(repo.live.snapshot()));
+  });
+
+  it('serves no version of a credential or token file that breaks, running or restarted: a revocation with a typo lets nobody in', async () => {
+    const repo = await tmpConfigRepo();
+    const token = (extra = '') => `id: tttttttt\nname: rack\nsecret_hash: sha256:${'b'.repeat(64)}\ndefault_group: api-servers\nmax_uses: 5\nexpires_at: 2099-01-01T00:00:00Z\n${extra}`;
+    await repo.push({ [CREDENTIAL]: credential(), 'tokens/tttttttt.yaml': token() });
+    expect(served(repo.live.snapshot()).credentials).toEqual([{ id: 'ops', revoked: false }]);
+    expect([...repo.live.snapshot().catalog.tokens.keys()]).toEqual(['tttttttt']);
+    await repo.push({ [CREDENTIAL]: credential('revoked: yes\n'), 'tokens/tttttttt.yaml': token('revoked: yes\n') });
+    const running = repo.live.snapshot();
+    expect(served(running).credentials).toEqual([]);
+    expect([...running.catalog.tokens.keys()]).toEqual([]);
+    expect(served(running).problems).toEqual([`${CREDENTIAL}: revoked: Invalid input: expected boolean, received string`, 'tokens/tttttttt.yaml: revoked: Invalid input: expected boolean, received string']);
+    for (const restarted of [await start(repo, savedStateOf(running)), await start(repo)]) {
+      expect(served(restarted)).toEqual(served(running));
+      expect([...restarted.catalog.tokens.keys()]).toEqual([]);
+    }
+    // Fixed: in again.
+    await repo.push({ [CREDENTIAL]: credential('revoked: true\n'), 'tokens/tttttttt.yaml': token() });
+    expect(served(repo.live.snapshot()).credentials).toEqual([{ id: 'ops', revoked: true }]);
+    expect([...repo.live.snapshot().catalog.tokens.keys()]).toEqual(['tttttttt']);
   });
 });

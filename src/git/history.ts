@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { simpleGit } from 'simple-git';
 import type { HistoryEntry } from '../schema/answers.js';
 
@@ -19,30 +20,57 @@ export async function fileHistory(dir: string, pathspecs: string[], limit = 100)
 }
 
 /**
- * The blob of a file in each of the last commits that changed it, newest first, with its
- * mode, back to the last time it was deleted: a version from before then is of another file
- * (a target deleted to revoke its node's credential must not come back because a broken file
- * took its path). Read through the size-limited object reader, never `git show` (an old
- * 300 MB version must not be loaded whole).
+ * For each path, its blob in each of the last `limit` commits that changed it, newest first,
+ * with its mode, back to the last time it was deleted: a version from before then is of
+ * another file (a target deleted to revoke its node's credential must not come back because
+ * a broken file took its path). One `git log` for every path, the paths given on its
+ * standard input: a start with thousands of broken files (an upgrade that refuses what an
+ * older build took) walked the history once per file, ~0.4 s each at 30k commits. Blobs are
+ * read later through the size-limited object reader, never `git show` (an old 300 MB
+ * version must not be loaded whole).
  */
-export async function fileVersions(dir: string, path: string, limit = 20): Promise<Array<{ oid: string; mode: string }>> {
-  const git = simpleGit(dir);
-  const commits = (await git.raw(['log', '--format=%H', '-n', String(limit), '--', path])).split('\n').filter(Boolean);
-  const versions: Array<{ oid: string; mode: string }> = [];
-  for (const commit of commits) {
-    // "<mode> blob <oid>\t<path>", or nothing when the commit deleted it
-    const [mode, type, oid] = (await git.raw(['ls-tree', commit, '--', path])).split(/\s+/);
-    if (!oid) break; // the commit that deleted it
-    if (type === 'blob' && mode) versions.push({ oid, mode });
+export async function fileVersions(dir: string, commit: string, paths: string[], limit = 20): Promise<Map<string, Array<{ oid: string; mode: string }>>> {
+  const versions = new Map<string, Array<{ oid: string; mode: string }>>(paths.map((path) => [path, []]));
+  if (!paths.length) return versions;
+  // Literal pathspecs, one a line: a config path holds no newline, and no glob is read into one.
+  const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', '--raw', '-z', '--no-renames', '--no-abbrev', '--format=%x01', '--stdin', commit], `--\n${paths.join('\n')}\n`);
+  const done = new Set<string>();
+  // Records: "\x01" (a commit), "\n:<old mode> <new mode> <old oid> <new oid> <status>", the path; each ended by NUL.
+  const fields = out.split('\0');
+  for (let i = 0; i < fields.length; i++) {
+    const raw = fields[i]!.replace(/^\n/, '');
+    if (!raw.startsWith(':')) continue;
+    const path = fields[++i]!;
+    const list = versions.get(path);
+    if (!list || done.has(path)) continue;
+    const [, newMode, , newOid, status] = raw.slice(1).split(' ') as [string, string, string, string, string];
+    if (status === 'D') done.add(path); // the commit that deleted it
+    else list.push({ oid: newOid, mode: newMode });
+    if (list.length >= limit) done.add(path);
   }
   return versions;
 }
 
-/** When each path was first added (commit time, seconds), from one `git log` over them all. */
-export async function firstAdded(dir: string, paths: string[]): Promise<Map<string, number>> {
+/** Git's output for `args` with `input` on its standard input (paths too many for an argument list). */
+function gitWithInput(dir: string, args: string[], input: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', [`--git-dir=${dir}`, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve(Buffer.concat(out).toString('utf8')) : reject(new Error(`git ${args.find((arg) => !arg.startsWith('-'))} failed (${code}): ${err.trim()}`))));
+    child.stdin.on('error', () => undefined); // a git that failed early closed its input: its exit code says why
+    child.stdin.end(input);
+  });
+}
+
+/** When each path was first added as of `commit` (commit time, seconds), from one `git log` over them all (paths on its standard input). */
+export async function firstAdded(dir: string, commit: string, paths: string[]): Promise<Map<string, number>> {
   const added = new Map<string, number>();
   if (!paths.length) return added;
-  const out = await simpleGit(dir).raw(['log', '--diff-filter=A', '--format=%x00%ct', '--name-only', '--no-renames', '--', ...paths]);
+  const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', '--diff-filter=A', '--format=%x00%ct', '--name-only', '--no-renames', '--stdin', commit], `--\n${paths.join('\n')}\n`);
   // Newest first: a path's last mention is its first addition.
   for (const block of out.split('\0').filter((b) => b.trim())) {
     const [time, ...names] = block.split('\n').filter(Boolean);

@@ -12,6 +12,13 @@ import { claimKeys, establishedIn } from '../catalog/place.js';
 export interface SavedCatalogState {
   head: string | null;
   last_good: Record<string, string>;
+  /**
+   * The blob each file of last_good had when saved (null: deleted, kept while used): its last
+   * good version is of that file, and a file changed since (while the server was down) is
+   * recalled from its history instead. It also makes the state file change when a broken file
+   * is replaced by another broken version. Missing in a state saved by an older build.
+   */
+  current?: Record<string, string | null>;
   established: Record<string, string>;
 }
 
@@ -33,6 +40,7 @@ export function restoredState(snapshot: Snapshot, state: SavedCatalogState): voi
 /** Shared by every reader of a snapshot's state: none may change it. */
 function frozen(state: SavedCatalogState): SavedCatalogState {
   Object.freeze(state.last_good);
+  if (state.current) Object.freeze(state.current);
   Object.freeze(state.established);
   return Object.freeze(state);
 }
@@ -40,20 +48,24 @@ function frozen(state: SavedCatalogState): SavedCatalogState {
 /** Worked out afresh (savedStateOf remembers it; a test compares the two). */
 export function stateOf(snapshot: Snapshot): SavedCatalogState {
   const lastGood: Record<string, string> = {};
+  const blobs: Record<string, string | null> = {};
   const established: Record<string, string> = {};
   const holder = establishedIn(snapshot.catalog);
   for (const path of [...snapshot.problemsByFile.keys(), ...snapshot.rejected.keys()].sort()) {
     const record = snapshot.files.get(path);
     if (!record) continue;
-    if (record.lastGoodOid && record.lastGoodOid !== record.oid) lastGood[path] = record.lastGoodOid;
-    const current = record.parsed.entity;
-    if (current?.kind !== 'target') continue;
-    for (const key of claimKeys(snapshot.catalog.settings, current.value)) {
+    if (record.lastGoodOid && record.lastGoodOid !== record.oid) {
+      lastGood[path] = record.lastGoodOid;
+      blobs[path] = record.oid;
+    }
+    const entity = record.parsed.entity;
+    if (entity?.kind !== 'target') continue;
+    for (const key of claimKeys(snapshot.catalog.settings, entity.value)) {
       const held = holder(key);
       if (held && held !== path) established[key] = held;
     }
   }
-  return { head: snapshot.head, last_good: lastGood, established };
+  return { head: snapshot.head, last_good: lastGood, current: blobs, established };
 }
 
 export class CatalogStateFile {

@@ -35,22 +35,20 @@ export async function loadSnapshot(options: {
   repo: GitRepository;
   files: RepoFiles;
   saved: SavedCatalogState | undefined;
-  /** Older versions of a file (blob id and mode), newest first. */
-  history: (path: string) => Promise<Array<{ oid: string; mode: string }>>;
+  /** Older versions of each file as of a commit (blob id and mode), newest first, back to its last deletion. */
+  history: (commit: string, paths: string[]) => Promise<Map<string, Array<{ oid: string; mode: string }>>>;
   /** When each of these paths was first added to the repository (seconds). */
-  firstAdded?: (paths: string[]) => Promise<Map<string, number>>;
+  firstAdded?: (commit: string, paths: string[]) => Promise<Map<string, number>>;
 }): Promise<Snapshot> {
   const { repo, files, saved } = options;
   const head = await repo.head();
   const records = head ? await files.records(head) : new Map<string, FileRecord>();
-  const lastGoods = Object.entries(saved?.last_good ?? {});
-  // A file changed since the state was saved (while the server was down, say) is not the
-  // file whose last good version the state names: it is recalled from its history below.
-  const changed = lastGoods.length && head ? await changedSince(repo, saved!.head, head) : undefined;
-  for (const [path, oid] of lastGoods) {
+  for (const [path, oid] of Object.entries(saved?.last_good ?? {})) {
     const record = records.get(path);
     if (record && record.oid === oid) continue;
-    if (record && (!changed || changed.has(path))) continue;
+    // A file changed since the state was saved (while the server was down, say) is not the
+    // file whose last good version the state names: it is recalled from its history below.
+    if (record && record.oid !== saved!.current?.[path]) continue;
     const lastGood = (await files.parse(path, { oid, mode: '100644' }).catch(() => undefined))?.parsed.entity;
     if (!lastGood) continue;
     const restored = fileRecord({ oid: record?.oid ?? null, parsed: record?.parsed ?? { problems: [] }, lastGood, lastGoodOid: oid, text: record?.text });
@@ -63,8 +61,8 @@ export async function loadSnapshot(options: {
   let established = (key: string): string | undefined => saved?.established[key];
   let snapshot = Snapshot.build(records, head, established);
   // Without the state directory, a clash is settled for the file that was in the repository first.
-  if (!saved && options.firstAdded) {
-    const byAge = await establishedByAge(snapshot, options.firstAdded);
+  if (!saved && options.firstAdded && head) {
+    const byAge = await establishedByAge(snapshot, (paths) => options.firstAdded!(head, paths));
     if (byAge.size) {
       established = (key) => byAge.get(key);
       snapshot = Snapshot.build(records, head, established);
@@ -72,10 +70,14 @@ export async function loadSnapshot(options: {
   }
 
   let recalled = false;
-  for (const path of snapshot.problemsByFile.keys()) {
+  const broken = [...snapshot.problemsByFile.keys()].filter((path) => {
     const record = snapshot.files.get(path);
-    if (!record || record.lastGood || record.oid === null) continue;
-    for (const version of await options.history(path)) {
+    return record && !record.lastGood && record.oid !== null;
+  });
+  const history = broken.length ? await options.history(head!, broken) : new Map<string, never[]>();
+  for (const path of broken) {
+    const record = snapshot.files.get(path)!;
+    for (const version of history.get(path) ?? []) {
       if (version.oid === record.oid) continue; // the current, broken version
       const { entity } = (await files.parse(path, version)).parsed;
       if (!entity) continue;
@@ -86,14 +88,6 @@ export async function loadSnapshot(options: {
   }
   if (recalled) snapshot = Snapshot.build(records, head, established);
   return snapshot;
-}
-
-/** The paths that differ between `from` and `to` (undefined: unknown, `from` is not in the repository or there is none). */
-async function changedSince(repo: GitRepository, from: string | null, to: string): Promise<Set<string> | undefined> {
-  if (from === to) return new Set();
-  if (!from) return undefined;
-  const changes = await repo.diff(from, to).catch(() => undefined);
-  return changes && new Set(changes.map((change) => change.path));
 }
 
 /** For each claim two target files make, the one added to the repository first. */
