@@ -75,8 +75,9 @@ describe('the pacing queues (BulkReads)', () => {
   it('a writer dry only between batches keeps them paced: they go once it has stayed dry for quietMs', async () => {
     const clock = pacingClock();
     let pending = 1;
-    let idle!: () => void;
-    const writer = { get pending() { return pending; }, onIdle: (listener: () => void) => void (idle = listener) };
+    let ran!: (wrote: boolean) => void;
+    const idle = () => ran(true); // the queue runs dry after a batch of writes
+    const writer = { get pending() { return pending; }, onIdle: (listener: (wrote: boolean) => void) => void (ran = listener) };
     const bulk = new BulkReads(writer, { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep, quietMs: 100 });
     await bulk.turn('list', 1000); // books 1 s
     const first = watched(bulk.turn('list', 1000));
@@ -102,6 +103,24 @@ describe('the pacing queues (BulkReads)', () => {
     clock.advance(1);
     await Promise.all([first.promise, second.promise]);
     expect(clock.now()).toBe(200); // not the 1 s and 2 s they had booked
+  });
+
+  it('a follow of the head alone (the ref watcher every second) starts no quiet window: an idle server never paces', async () => {
+    const clock = pacingClock();
+    let pending = 0;
+    let ran!: (wrote: boolean) => void;
+    const writer = { get pending() { return pending; }, onIdle: (listener: (wrote: boolean) => void) => void (ran = listener) };
+    const bulk = new BulkReads(writer, { rates: { list: 1000, sd: 1000 }, now: clock.now, sleep: clock.sleep, quietMs: 500 });
+    pending = 1; // the poll's follow runs
+    await bulk.turn('list', 1000);
+    const during = watched(bulk.turn('list', 1000)); // paced behind the first while it runs
+    await clock.sleeping(1);
+    pending = 0;
+    ran(false);
+    await during.promise; // released at once, not after a quiet window
+    expect(await atOnce(clock, () => bulk.turn('list', 1000))).toBeUndefined();
+    expect(await atOnce(clock, () => bulk.turn('list', 1000))).toBeUndefined();
+    expect(clock.slept).toEqual([1000]);
   });
 
   it('a waiting reader that goes away gives its turn back: the readers behind it move up', async () => {

@@ -26,6 +26,20 @@ describe('writer', () => {
     expect(repo.sdFile('node').map((e) => e.targets[0])).toEqual(['10.0.0.1:9100']);
   });
 
+  it('tells its idle listeners whether writes ran since it last ran dry (a follow of the head alone is not a write)', async () => {
+    const repo = await tmpConfigRepo();
+    const seen: boolean[] = [];
+    const dry = () => new Promise<void>((resolve) => repo.writer.onIdle(() => resolve()));
+    repo.writer.onIdle((wrote) => seen.push(wrote));
+    let next = dry();
+    await repo.follow();
+    await next;
+    next = dry();
+    await add(repo, 'gpu-01', '10.0.0.1');
+    await next;
+    expect(seen).toEqual([false, true]);
+  });
+
   it('runs concurrent updates in order, each seeing the ones before, sharing commits per author', async () => {
     const repo = await tmpConfigRepo();
     const token = { name: 'token abc', email: 'abc@tokens.aami' };

@@ -60,7 +60,12 @@ export class BulkReads {
       if (dry !== since || writer.pending > 0) return; // it ran again: its next dry spell releases them
       for (const lane of Object.values(this.lanes)) lane.release();
     };
-    writer.onIdle(() => {
+    writer.onIdle((wrote) => {
+      // Only a follow of the head ran (the ref watcher's poll): no storm, nothing to wait out.
+      if (!wrote) {
+        if (!writesWaiting()) for (const lane of Object.values(this.lanes)) lane.release();
+        return;
+      }
       const since = (dry = clock.now());
       if (quietMs > 0) void clock.sleep(quietMs).then(() => releaseIfStillDry(since), () => undefined);
       else releaseIfStillDry(since);
@@ -87,7 +92,10 @@ class PacedLane {
   async turn(bytes: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return;
     const now = this.clock.now();
-    const start = this.writesWaiting() ? Math.max(now, this.next) : now;
+    const busy = this.writesWaiting();
+    // Quiet for long enough, and the release that says so not run yet (a busy event loop): it runs now.
+    if (!busy && this.waiting.length) this.release();
+    const start = busy ? Math.max(now, this.next) : now;
     const length = (bytes / this.bytesPerSecond) * 1000;
     this.next = start + length;
     if (start <= now) return;

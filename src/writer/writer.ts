@@ -88,13 +88,23 @@ export class Writer {
   /** The last write failure for a reason of the store (a full disk, a repository gone): health shows it. */
   lastFailure: { at: Date; code: string; message: string } | undefined;
 
+  private readonly idleListeners: Array<(wrote: boolean) => void> = [];
+  /** A batch of writes ran since the queue last ran dry. */
+  private wrote = false;
+
   constructor(
     private readonly repo: GitRepository,
     private readonly live: LiveCatalog,
     /** Brings the live catalog to the repository's branch head; resolves whether it moved. */
     private readonly follow: () => Promise<boolean>,
     private readonly options: WriterOptions & { publisher?: Publisher } = {},
-  ) {}
+  ) {
+    this.queue.on('idle', () => {
+      const wrote = this.wrote;
+      this.wrote = false;
+      for (const listener of this.idleListeners) listener(wrote);
+    });
+  }
 
   /** Writes waiting and work queued (pulls, follows), and what runs now. */
   get pending(): number {
@@ -119,9 +129,13 @@ export class Writer {
     return this.queue.add(fn) as Promise<T>;
   }
 
-  /** Calls `listener` each time the queue runs dry: no write waits and nothing runs (pending is 0). */
-  onIdle(listener: () => void): void {
-    this.queue.on('idle', listener);
+  /**
+   * Calls `listener` each time the queue runs dry (no write waits and nothing runs: pending is
+   * 0), with whether a batch of writes ran since it last did (not only a follow of the head,
+   * which the ref watcher queues every second).
+   */
+  onIdle(listener: (wrote: boolean) => void): void {
+    this.idleListeners.push(listener);
   }
 
   /** Wait until every queued write is answered. */
@@ -140,6 +154,7 @@ export class Writer {
 
   private async runBatch(): Promise<void> {
     if (!this.waiting.length) return;
+    this.wrote = true;
     const linger = this.options.lingerMs ?? 2;
     if (linger > 0 && this.waiting.length < (this.options.maxBatch ?? 100)) await new Promise((resolve) => setTimeout(resolve, linger));
     let batch = this.takeBatch();
