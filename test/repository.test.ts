@@ -421,7 +421,15 @@ describe('GitRepository', () => {
       head = pushRoot(raw);
       await expect(repo.writeCommit(head, { message: 'add d', author: ADMIN, changes: [{ path: 'targets/ml/d.yaml', content: 'd\n' }] })).rejects.toThrow(/out of Git's order or named twice/);
     }
+    const entry = (mode: string, name: string) => Buffer.concat([Buffer.from(`${mode} ${name}\0`, 'latin1'), Buffer.alloc(20, 1)]);
+    // A file and a directory of one name apart, with a name between them that sorts there.
+    expect(() => Tree.parse(Buffer.concat([entry('100644', 'a'), entry('100644', 'a-b'), entry('40000', 'a')]))).toThrow('named twice');
+    expect(Tree.parse(Buffer.concat([entry('100644', 'a-b'), entry('40000', 'a'), entry('100644', 'a0')])).size).toBe(3);
+    expect(() => Tree.parse(Buffer.concat([entry('40000', 'a'), entry('100644', 'a-b')]))).toThrow("out of Git's order");
+    // Modes as Git reads them: any number of digits, an unknown type is a submodule.
+    expect([...Tree.parse(Buffer.concat([entry('0040000', 'd'), entry('100664', 'f'), entry('140000', 'g')])).entries()].map(([, e]) => e.type)).toEqual(['tree', 'blob', 'commit']);
     expect(() => Tree.parse(Buffer.concat([Buffer.from('10x644 a\0'), Buffer.alloc(20, 1)]))).toThrow('is malformed');
+    expect(() => Tree.parse(entry('100644', 'a/b'))).toThrow('is malformed');
     expect(() => Tree.parse(Buffer.concat([Buffer.from('100644 \0'), Buffer.alloc(20, 1)]))).toThrow('is malformed');
   });
 

@@ -6,7 +6,8 @@ import { STALE_LOCK_MS } from './refs.js';
 export type ObjectType = 'blob' | 'tree' | 'commit';
 
 export interface TreeEntry {
-  mode: string; // '100644' | '100755' | '40000'
+  /** As the tree holds it: '100644', '100755', '120000', '40000', '160000' as written, or what another tool wrote ('040000', '100664'): `type` says what Git reads it as. */
+  mode: string;
   oid: string;
   type: 'blob' | 'tree' | 'commit';
 }
