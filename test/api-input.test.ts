@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { apiHarness } from './api-helpers.js';
+import { ADMIN_TOKEN, apiHarness } from './api-helpers.js';
 
 const goodTarget = { hostname: 'web-01', ip_address: '10.0.0.5', primary_group_id: 'api-servers' };
 
@@ -123,6 +123,12 @@ describe('authentication', () => {
       expect(refused.headers.get('retry-after')).toBe('1');
       expect(refused.json.error).toMatchObject({ code: 'rate_limited', details: { retry_after_seconds: 1 } });
     }
+    // The console's target page still shows, without its history.
+    const signIn = await api.app.request('/console/sign-in', { method: 'POST', headers: { origin: 'http://localhost', host: 'localhost' }, body: new URLSearchParams({ credential: ADMIN_TOKEN }) });
+    expect(signIn.status).toBe(303);
+    const page = await api.app.request('/console/targets/web-01', { headers: { cookie: signIn.headers.get('set-cookie')!.split(';')[0]! } });
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain('Busy: many history reads are under way');
     // Released one at a time, each hands its place to the next in line.
     for (let released = 0; released < 18; released++) {
       await vi.waitFor(() => expect(held.length).toBeGreaterThan(0));

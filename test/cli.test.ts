@@ -223,7 +223,7 @@ describe('repository content is untrusted', () => {
     writeFileSync(join(dir, 'credentials/aaaaaaaa.yaml'), credential('b'));
     writeFileSync(join(dir, 'tokens/tttttttt.yaml'), token('tttttttt', 0));
     writeFileSync(join(dir, 'tokens/rrrrrrrr.yaml'), token('rrrrrrrr', 1, 'revoked: true\n'));
-    writeFileSync(join(dir, 'tokens/nnnnnnnn.yaml'), token('nnnnnnnn', 0, 'labels: {rack: r9}\n'));
+    writeFileSync(join(dir, 'tokens/nnnnnnnn.yaml'), token('nnnnnnnn', 0, 'labels: {rack: "r 9 (x)"}\n'));
     writeFileSync(join(dir, 'targets/api-servers/node-1.yaml'), target('node-1', '10.0.0.1', 'e'));
     writeFileSync(join(dir, 'targets/api-servers/node-2.yaml'), target('node-2', '10.0.0.2', 'f'));
     const result = await run('diff', dir);
@@ -234,9 +234,9 @@ describe('repository content is untrusted', () => {
       'API credentials (who may call the server; review these closely):',
       '  ~ aaaaaaaa: alice (admin): its secret changed (sha256:aaaaaaaa… → sha256:bbbbbbbb…)',
       'Bootstrap tokens (who may enrol hosts, into which group; review these closely):',
-      '  + nnnnnnnn: rack nnnnnnnn (group api-servers, 0 of 10 used, until 2099-01-01T00:00:00Z, labels rack=r9)',
-      '  ~ tttttttt: rack tttttttt (group api-servers, 10 of 10 used, until 2099-01-01T00:00:00Z) → rack tttttttt (group api-servers, 0 of 10 used, until 2099-01-01T00:00:00Z)',
-      '  - rrrrrrrr: rack rrrrrrrr (group api-servers, 1 of 10 used, until 2099-01-01T00:00:00Z)',
+      '  + nnnnnnnn: "rack nnnnnnnn" (group api-servers, 0 of 10 used, until 2099-01-01T00:00:00Z, labels rack="r 9 (x)")',
+      '  ~ tttttttt: "rack tttttttt" (group api-servers, 10 of 10 used, until 2099-01-01T00:00:00Z) → "rack tttttttt" (group api-servers, 0 of 10 used, until 2099-01-01T00:00:00Z)',
+      '  - rrrrrrrr: "rack rrrrrrrr" (group api-servers, 1 of 10 used, until 2099-01-01T00:00:00Z)',
       'Node credentials (each lets a host change its own target; review these closely):',
       '  ~ node-1: node-1: its secret changed (sha256:dddddddd… → sha256:eeeeeeee…)',
       '  + node-2: node-2',

@@ -34,8 +34,9 @@ async function sdEntries(dir: string): Promise<{ entries: Entries; problems: str
   const tokens: Access = new Map();
   for (const t of catalog.tokens.values()) {
     if (t.revoked) continue;
-    const labels = Object.entries(t.labels).map(([key, value]) => `${key}=${value}`);
-    const what = `${t.name} (group ${t.default_group}, ${t.uses} of ${t.max_uses} used, until ${t.expires_at}${t.ephemeral ? ', ephemeral' : ''}${labels.length ? `, labels ${labels.join(' ')}` : ''})`;
+    // Quoted: a name or a label value may hold spaces and brackets, and must not pass for another field.
+    const labels = Object.entries(t.labels).map(([key, value]) => `${key}=${JSON.stringify(value)}`);
+    const what = `${JSON.stringify(t.name)} (group ${t.default_group}, ${t.uses} of ${t.max_uses} used, until ${t.expires_at}${t.ephemeral ? ', ephemeral' : ''}${labels.length ? `, labels ${labels.join(' ')}` : ''})`;
     tokens.set(t.id, { what, secret: t.secret_hash });
   }
   const nodes: Access = new Map();

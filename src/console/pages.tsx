@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { parseValue } from '../api/body.js';
 import type { AppDeps } from '../api/deps.js';
 import { effectiveChecks } from '../catalog/checks.js';
+import { AamiError } from '../errors.js';
 import { targetHistoryPathspec } from '../catalog/parse.js';
 import { staleTargets } from '../inventory/nodes.js';
 import { requireTarget } from '../inventory/targets.js';
@@ -66,7 +67,11 @@ export function readPages(deps: AppDeps, render: Render, prometheus: PrometheusU
     const props = {
       target: targetView(catalog, target, seen),
       checks: effectiveChecks(catalog, target),
-      history: await deps.history([targetHistoryPathspec(target.hostname)]),
+      // Many history reads at once (each a git log): the page still shows, without its history.
+      history: await deps.history([targetHistoryPathspec(target.hostname)]).catch((error: unknown) => {
+        if (error instanceof AamiError && error.code === 'rate_limited') return null;
+        throw error;
+      }),
       stale: seen !== undefined && deps.clock().getTime() - seen.getTime() > deps.staleAfterMs,
       up: await prometheus?.states(),
       now: deps.clock(),

@@ -8,7 +8,8 @@ const RECORD = '\x1e';
 /** The commits that touched any of the pathspecs, newest first, read with the git CLI (fast on long histories). */
 export async function fileHistory(dir: string, pathspecs: string[], limit = 100): Promise<HistoryEntry[]> {
   const format = ['%H', '%an', '%ae', '%aI', '%s', '%(trailers:key=Source-Address,valueonly,separator=%x2C)'].join('%x1f') + '%x1e';
-  const out = await simpleGit(dir).raw(['log', `--format=${format}`, '-n', String(limit), '--', ...pathspecs]);
+  // A git that stops answering gives its place back after 30 s (history reads run two at a time).
+  const out = await simpleGit(dir, { timeout: { block: 30_000 } }).raw(['log', `--format=${format}`, '-n', String(limit), '--', ...pathspecs]);
   return out
     .split(RECORD)
     .map((record) => record.trim())

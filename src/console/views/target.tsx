@@ -7,7 +7,8 @@ import { Ago, ErrorBox, seesTokens, TableHead, type Viewer } from './layout.js';
 export interface TargetProps {
   target: ReturnType<typeof targetView>;
   checks: EffectiveCheck[];
-  history: HistoryEntry[];
+  /** Null: not read now (too many history reads at once). */
+  history: HistoryEntry[] | null;
   stale: boolean;
   up?: UpStates;
   now: Date;
@@ -114,26 +115,30 @@ export function TargetView({ target, checks, history, stale, up, now, viewer }: 
       )}
 
       <h2>History</h2>
-      <table>
-        <TableHead columns={['When', 'Who', 'What', 'Commit']} />
-        <tbody>
-          {history.map((entry) => (
-            <tr>
-              <td>
-                <Ago at={entry.date} now={now} />
-              </td>
-              <td>
-                {entry.author}
-                {entry.source_address && <span class="muted"> from {entry.source_address}</span>}
-              </td>
-              <td>{entry.message}</td>
-              <td>
-                <code>{entry.commit.slice(0, 12)}</code>
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      {history === null ? (
+        <p class="muted">Busy: many history reads are under way. Reload the page in a moment.</p>
+      ) : (
+        <table>
+          <TableHead columns={['When', 'Who', 'What', 'Commit']} />
+          <tbody>
+            {history.map((entry) => (
+              <tr>
+                <td>
+                  <Ago at={entry.date} now={now} />
+                </td>
+                <td>
+                  {entry.author}
+                  {entry.source_address && <span class="muted"> from {entry.source_address}</span>}
+                </td>
+                <td>{entry.message}</td>
+                <td>
+                  <code>{entry.commit.slice(0, 12)}</code>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </section>
   );
 }
