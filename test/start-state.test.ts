@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Snapshot } from '../src/catalog/live.js';
@@ -8,7 +9,7 @@ import { CatalogStateFile, savedStateOf, type SavedCatalogState } from '../src/w
 import { RepoFiles } from '../src/writer/files.js';
 import { loadSnapshot } from '../src/writer/head.js';
 import { ParseCache } from '../src/writer/parse-cache.js';
-import { tempDir, tmpConfigRepo } from './helpers.js';
+import { gitCli, tempDir, tmpConfigRepo } from './helpers.js';
 
 const CREDENTIAL = 'credentials/ops.yaml';
 const TARGET = 'targets/api-servers/gpu-01.yaml';
@@ -91,6 +92,23 @@ describe('a start without the restart image serves what a running server serves'
     const restarted = served(await start(repo, new CatalogStateFile(join(dir, 'catalog-state.json')).load()));
     expect(restarted.targets).toEqual([['gpu-01', '10.0.0.5']]);
     expect(restarted).toEqual(served(repo.live.snapshot()));
+  });
+
+  it('without a state, settles a clash for the file added first by the order of commits, not by a date its author set', async () => {
+    const repo = await tmpConfigRepo();
+    await repo.push({ [TARGET]: target('10.0.0.5') });
+    // A newcomer on the same address, committed with a date twenty-five years back.
+    const work = join(tempDir(), 'work');
+    gitCli(tempDir(), 'clone', '--quiet', '--no-local', repo.dir, work);
+    mkdirSync(join(work, 'targets/api-servers'), { recursive: true });
+    writeFileSync(join(work, 'targets/api-servers/gpu-99.yaml'), 'hostname: gpu-99\nip_address: 10.0.0.5\nprimary_group: api-servers\n');
+    gitCli(work, 'add', '-A');
+    execFileSync('git', ['-c', 'user.name=m', '-c', 'user.email=m@x', 'commit', '--quiet', '-m', 'backdated'], { cwd: work, env: { ...process.env, GIT_AUTHOR_DATE: '2001-01-01T00:00:00Z', GIT_COMMITTER_DATE: '2001-01-01T00:00:00Z' } });
+    gitCli(work, 'push', '--quiet', 'origin', 'HEAD:main');
+    await repo.follow();
+    const running = served(repo.live.snapshot());
+    expect(running.targets).toEqual([['gpu-01', '10.0.0.5']]);
+    expect(served(await start(repo))).toEqual(running);
   });
 
   it('serves no version of a credential or token file that breaks, running or restarted: a revocation with a typo lets nobody in', async () => {

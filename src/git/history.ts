@@ -67,15 +67,20 @@ function gitWithInput(dir: string, args: string[], input: string): Promise<strin
   });
 }
 
-/** When each path was first added as of `commit` (commit time, seconds), from one `git log` over them all (paths on its standard input). */
+/**
+ * How early each path was first added as of `commit`: a rank, smaller for the earlier, from
+ * one `git log` over them all (paths on its standard input) in the commits' order of
+ * ancestry, not their dates (a commit's date is whatever its author set: a backdated one
+ * must not make a newcomer the established holder of a host name).
+ */
 export async function firstAdded(dir: string, commit: string, paths: string[]): Promise<Map<string, number>> {
   const added = new Map<string, number>();
   if (!paths.length) return added;
-  const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', '--diff-filter=A', '--format=%x00%ct', '--name-only', '--no-renames', '--stdin', commit], `--\n${paths.join('\n')}\n`);
-  // Newest first: a path's last mention is its first addition.
-  for (const block of out.split('\0').filter((b) => b.trim())) {
-    const [time, ...names] = block.split('\n').filter(Boolean);
-    for (const name of names) added.set(name, Number(time));
-  }
+  const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', '--topo-order', '--diff-filter=A', '--format=%x00', '--name-only', '--no-renames', '--stdin', commit], `--\n${paths.join('\n')}\n`);
+  // Newest first: a path's last mention is its first addition, and a later block an earlier commit.
+  const blocks = out.split('\0').filter((b) => b.trim());
+  blocks.forEach((block, position) => {
+    for (const name of block.split('\n').filter(Boolean)) added.set(name, -position);
+  });
   return added;
 }

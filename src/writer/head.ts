@@ -37,7 +37,7 @@ export async function loadSnapshot(options: {
   saved: SavedCatalogState | undefined;
   /** Older versions of each file as of a commit (blob id and mode), newest first, back to its last deletion. */
   history: (commit: string, paths: string[]) => Promise<Map<string, Array<{ oid: string; mode: string }>>>;
-  /** When each of these paths was first added to the repository (seconds). */
+  /** How early each of these paths was first added to the repository (smaller: earlier). */
   firstAdded?: (commit: string, paths: string[]) => Promise<Map<string, number>>;
 }): Promise<Snapshot> {
   const { repo, files, saved } = options;
