@@ -111,6 +111,37 @@ describe('a start without the restart image serves what a running server serves'
     expect(served(await start(repo))).toEqual(running);
   });
 
+  it('follows the branch as it had each version: a merge that deleted a file ends its history; a file added again is as old as its return', async () => {
+    const repo = await tmpConfigRepo();
+    const Y = 'targets/api-servers/gpu-02.yaml';
+    await repo.push({ [TARGET]: target('10.0.0.5') });
+    // A pull request merged with the target deleted in the merge itself (a conflict resolved so).
+    const work = join(tempDir(), 'work');
+    gitCli(tempDir(), 'clone', '--quiet', '--no-local', repo.dir, work);
+    const git = (...args: string[]) => gitCli(work, '-c', 'user.name=p', '-c', 'user.email=p@x', ...args);
+    git('checkout', '--quiet', '-b', 'side');
+    writeFileSync(join(work, 'groups/side.yaml'), 'id: side\nname: side\nnamespace: logical\n');
+    git('add', '-A');
+    git('commit', '--quiet', '-m', 'side');
+    git('checkout', '--quiet', 'main');
+    git('merge', '--quiet', '--no-ff', '--no-commit', 'side');
+    git('rm', '--quiet', TARGET);
+    git('commit', '--quiet', '-m', 'merge side, without gpu-01');
+    git('push', '--quiet', 'origin', 'main');
+    await repo.follow();
+    await repo.push({ [TARGET]: BROKEN }, 'Placeholder');
+    expect(served(repo.live.snapshot()).targets).toEqual([]);
+    expect(served(await start(repo))).toEqual(served(repo.live.snapshot()));
+
+    // gpu-01 comes back on gpu-02's address after gpu-02 took it: gpu-02 is the established one.
+    await repo.push({ [TARGET]: null });
+    await repo.push({ [Y]: 'hostname: gpu-02\nip_address: 10.0.0.9\nprimary_group: api-servers\n' });
+    await repo.push({ [TARGET]: target('10.0.0.9') });
+    const running = served(repo.live.snapshot());
+    expect(running.targets).toEqual([['gpu-02', '10.0.0.9']]);
+    expect(served(await start(repo))).toEqual(running);
+  });
+
   it('serves no version of a credential or token file that breaks, running or restarted: a revocation with a typo lets nobody in', async () => {
     const repo = await tmpConfigRepo();
     const token = (extra = '') => `id: tttttttt\nname: rack\nsecret_hash: sha256:${'b'.repeat(64)}\ndefault_group: api-servers\nmax_uses: 5\nexpires_at: 2099-01-01T00:00:00Z\n${extra}`;

@@ -88,9 +88,14 @@ export interface WritableCatalog {
  */
 const FAILS_CLOSED = new Set<Entity['kind']>(['credential', 'token']);
 
-/** The last good version a file may fall back to: none for a credential or token. */
+/** Whether a broken file may be served at this older version of it: not a credential's or a token's. */
+export function mayFallBackTo(entity: Entity): boolean {
+  return !FAILS_CLOSED.has(entity.kind);
+}
+
+/** The last good version a file may fall back to. */
 function fallbackOf(record: FileRecord): Entity | undefined {
-  return record.lastGood && !FAILS_CLOSED.has(record.lastGood.kind) ? record.lastGood : undefined;
+  return record.lastGood && mayFallBackTo(record.lastGood) ? record.lastGood : undefined;
 }
 
 /** The versions of a file worth trying, best first: the current one, then the last good one it may fall back to. */

@@ -21,6 +21,13 @@ export async function fileHistory(dir: string, pathspecs: string[], limit = 100)
 }
 
 /**
+ * The branch's own history, as it had each version: along first parents, each merge shown as
+ * what it changed on the branch (a merge that deleted a file says so; a version on a side
+ * branch that its merge did not keep is not one the branch ever had).
+ */
+const BRANCH_ORDER = ['--first-parent', '--diff-merges=first-parent'];
+
+/**
  * For each path, its blob in each of the last `limit` commits that changed it, newest first,
  * with its mode, back to the last time it was deleted: a version from before then is of
  * another file (a target deleted to revoke its node's credential must not come back because
@@ -34,7 +41,7 @@ export async function fileVersions(dir: string, commit: string, paths: string[],
   const versions = new Map<string, Array<{ oid: string; mode: string }>>(paths.map((path) => [path, []]));
   if (!paths.length) return versions;
   // Literal pathspecs, one a line: a config path holds no newline, and no glob is read into one.
-  const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', '--raw', '-z', '--no-renames', '--no-abbrev', '--format=%x01', '--stdin', commit], `--\n${paths.join('\n')}\n`);
+  const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', ...BRANCH_ORDER, '--raw', '-z', '--no-renames', '--no-abbrev', '--format=%x01', '--stdin', commit], `--\n${paths.join('\n')}\n`);
   const done = new Set<string>();
   // Records: "\x01" (a commit), "\n:<old mode> <new mode> <old oid> <new oid> <status>", the path; each ended by NUL.
   const fields = out.split('\0');
@@ -68,19 +75,22 @@ function gitWithInput(dir: string, args: string[], input: string): Promise<strin
 }
 
 /**
- * How early each path was first added as of `commit`: a rank, smaller for the earlier, from
- * one `git log` over them all (paths on its standard input) in the commits' order of
- * ancestry, not their dates (a commit's date is whatever its author set: a backdated one
- * must not make a newcomer the established holder of a host name).
+ * How early each path was added as of `commit` (its last addition: the file there now): a
+ * rank, smaller for the earlier, from one `git log` over them all (paths on its standard
+ * input) in the branch's order, not by dates (a commit's date is whatever its author set: a
+ * backdated one must not make a newcomer the established holder of a host name).
  */
 export async function firstAdded(dir: string, commit: string, paths: string[]): Promise<Map<string, number>> {
   const added = new Map<string, number>();
   if (!paths.length) return added;
-  const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', '--topo-order', '--diff-filter=A', '--format=%x00', '--name-only', '--no-renames', '--stdin', commit], `--\n${paths.join('\n')}\n`);
-  // Newest first: a path's last mention is its first addition, and a later block an earlier commit.
-  const blocks = out.split('\0').filter((b) => b.trim());
-  blocks.forEach((block, position) => {
-    for (const name of block.split('\n').filter(Boolean)) added.set(name, -position);
-  });
+  const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', ...BRANCH_ORDER, '--diff-filter=A', '--format=%x01', '--name-only', '-z', '--no-renames', '--stdin', commit], `--\n${paths.join('\n')}\n`);
+  // Newest first: a path's first mention is its last addition (the file there now: one added,
+  // deleted and added again is as old as its return), and a later commit an earlier one.
+  let position = 0;
+  for (const field of out.split('\0')) {
+    const name = field.replace(/^\n/, '');
+    if (name.startsWith('\x01')) position++;
+    else if (name && !added.has(name)) added.set(name, -position);
+  }
   return added;
 }

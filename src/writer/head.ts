@@ -1,4 +1,4 @@
-import { keptWhenDeleted, type FileRecord } from '../catalog/build.js';
+import { keptWhenDeleted, mayFallBackTo, type FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot, type LiveCatalog } from '../catalog/live.js';
 import { claimKeys, establishedIn } from '../catalog/place.js';
 import type { GitRepository } from '../git/repository.js';
@@ -81,7 +81,8 @@ export async function loadSnapshot(options: {
       if (version.oid === record.oid) continue; // the current, broken version
       const { entity } = (await files.parse(path, version)).parsed;
       if (!entity) continue;
-      records.set(path, fileRecord({ ...record, lastGood: entity }));
+      if (!mayFallBackTo(entity)) break; // a credential or token that breaks lets nobody in: nothing to recall
+      records.set(path, fileRecord({ ...record, lastGood: entity, lastGoodOid: version.oid }));
       recalled = true;
       break;
     }
