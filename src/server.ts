@@ -222,7 +222,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     logger,
   });
   const catalog = () => live.snapshot().catalog;
-  registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served).', () => live.snapshot().problemsByFile.size));
+  registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served; a credential or token file serves none).', () => live.snapshot().problemsByFile.size));
   registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
   registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => catalog().targets.size));
 

@@ -128,7 +128,7 @@ describe('authentication', () => {
     expect(signIn.status).toBe(303);
     const page = await api.app.request('/console/targets/web-01', { headers: { cookie: signIn.headers.get('set-cookie')!.split(';')[0]! } });
     expect(page.status).toBe(200);
-    expect(await page.text()).toContain('Busy: many history reads are under way');
+    expect(await page.text()).toContain('Not read now (many history reads are under way');
     // Released one at a time, each hands its place to the next in line.
     for (let released = 0; released < 18; released++) {
       await vi.waitFor(() => expect(held.length).toBeGreaterThan(0));

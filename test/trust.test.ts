@@ -143,9 +143,22 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
     expect(api.heartbeats.lastSeen('leaving')).toBeUndefined();
     expect((await api.get('/api/v1/nodes/self', { token: credential })).status).toBe(401);
 
-    const { token: kept } = await api.token({ allow_deregister: false });
+    const { token: kept, id } = await api.token({ allow_deregister: false });
     const { node_credential: stays } = (await api.register(kept, { hostname: 'stays', ip_address: '10.0.0.2' })).json;
     expect(await api.call('DELETE', '/api/v1/nodes/self', { token: stays })).toMatchObject({ status: 403, json: { error: { code: 'forbidden' } } });
+    // Its file broken by a push: the token lets nobody in, and its restriction still holds.
+    await api.push({ [`tokens/${id}.yaml`]: `${api.git('show', `HEAD:tokens/${id}.yaml`)}revoked: yes\n` });
+    expect(api.live.snapshot().catalog.tokens.has(id)).toBe(false);
+    const refused = await api.call('DELETE', '/api/v1/nodes/self', { token: stays });
+    expect(refused).toMatchObject({ status: 403, json: { error: { code: 'forbidden', message: expect.stringContaining(`tokens/${id}.yaml is invalid`) } } });
+    expect((await api.get('/api/v1/targets/stays')).status).toBe(200);
+    // The API says why the token is gone, and its history (what broke it) stays readable.
+    expect(await api.get(`/api/v1/bootstrap-tokens/${id}`)).toMatchObject({ status: 404, json: { error: { message: expect.stringContaining(`its file tokens/${id}.yaml is invalid`) } } });
+    expect(await api.post(`/api/v1/bootstrap-tokens/${id}/revoke`)).toMatchObject({ status: 404, json: { error: { message: expect.stringContaining('lets nobody in until it is fixed') } } });
+    const history = await api.get(`/api/v1/bootstrap-tokens/${id}/history`);
+    expect(history.status).toBe(200);
+    expect(history.json[0].message).toBe('A change pushed by a person');
+    expect((await api.get('/api/v1/bootstrap-tokens/nope0000/history')).status).toBe(404);
   });
 });
 

@@ -19,8 +19,16 @@ export interface FileUpdate {
  * writer builds the next one beside it and the live catalog swaps it in only once its
  * commit is durable (and pushed).
  */
+/** Whether the file is in the repository (a deleted group kept while used is not). */
+const isPresent = (files: ReadonlyMap<string, FileRecord> | PMap<string, FileRecord> | PMapDraft<string, FileRecord>, path: string) => (files.get(path)?.oid ?? null) !== null;
+
 export class Snapshot {
   private sortedProblems: Problem[] | undefined;
+
+  /** Whether the file is in the repository, served or not (a broken one is). */
+  present(path: string): boolean {
+    return isPresent(this.files, path);
+  }
 
   constructor(
     readonly version: number,
@@ -143,6 +151,10 @@ export class Draft {
 
   text(path: string): string | undefined {
     return (this.work?.files ?? this.frozen.files).get(path)?.text;
+  }
+
+  present(path: string): boolean {
+    return isPresent(this.work?.files ?? this.frozen.files, path);
   }
 
   apply(updates: FileUpdate[]): Applied {

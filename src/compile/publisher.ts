@@ -256,7 +256,7 @@ export class SdPublisher {
       for (const problem of problems.slice(0, 5)) {
         const line = formatProblem(problem);
         now.add(line);
-        if (!this.reported.has(line) && logged++ < 20) this.options.logger.warn('invalid config file, keeping its last good version', { problem: line });
+        if (!this.reported.has(line) && logged++ < 20) this.options.logger.warn('invalid config file, keeping its last good version (a credential or token: none, it lets nobody in)', { problem: line });
       }
     }
     this.reported = now;

@@ -67,10 +67,10 @@ export function readPages(deps: AppDeps, render: Render, prometheus: PrometheusU
     const props = {
       target: targetView(catalog, target, seen),
       checks: effectiveChecks(catalog, target),
-      // Many history reads at once (each a git log): the page still shows, without its history.
+      // Many history reads at once (each a git log), or a git that failed or hung: the page still shows, without its history.
       history: await deps.history([targetHistoryPathspec(target.hostname)]).catch((error: unknown) => {
-        if (error instanceof AamiError && error.code === 'rate_limited') return null;
-        throw error;
+        if (!(error instanceof AamiError && error.code === 'rate_limited')) deps.logger.warn('reading a target\'s history failed', { hostname: target.hostname, error: error instanceof Error ? error.message : String(error) });
+        return null;
       }),
       stale: seen !== undefined && deps.clock().getTime() - seen.getTime() > deps.staleAfterMs,
       up: await prometheus?.states(),

@@ -33,6 +33,8 @@ export class Tree {
     const starts: number[] = [];
     const shown = (at: number) => JSON.stringify(raw.toString('latin1', at, Math.min(raw.length, at + 80)));
     let previous: Entry | undefined;
+    /** Files whose name every entry since extends by a byte below "/": a directory of one of their names would be a duplicate. */
+    const files: Entry[] = [];
     for (let at = 0; at < raw.length; ) {
       starts.push(at);
       const space = raw.indexOf(0x20, at);
@@ -41,9 +43,10 @@ export class Tree {
       const entry: Entry = { name: space + 1, end: nul, tree: typeOfMode(raw, at, space) === 'tree' };
       if (!typeOfMode(raw, at, space) || entry.end === entry.name || hasSlash(raw, entry)) throw new Error(`tree entry ${shown(at)} is malformed`);
       // Git's order; a file and a directory of one name sort apart (with only names between that extend it by a byte below "/").
-      if ((previous && compareEntries(raw, previous, entry) >= 0) || (entry.tree && fileNamedLike(raw, starts, entry))) {
+      if ((previous && compareEntries(raw, previous, entry) >= 0) || namedTwice(raw, files, entry)) {
         throw new Error(`tree entry ${shown(at)} is out of Git's order or named twice (git fsck refuses such a tree)`);
       }
+      if (!entry.tree) files.push(entry);
       previous = entry;
       at = nul + 21;
     }
@@ -213,17 +216,21 @@ function compareEntries(raw: Buffer, a: Entry, b: Entry): number {
 }
 
 /**
- * Whether a file of the directory `entry`'s name comes before it: walking back over the names
- * that extend it by a byte below "/" (`a-b`, `a.c` sort between file `a` and directory `a`).
+ * Whether the directory `entry` has the name of a file before it. Between file `a` and
+ * directory `a` only names that extend `a` by a byte below "/" sort (`a-b`, `a.c`): `files`
+ * keeps the files each entry since has extended so, and drops the others as it goes (as
+ * `git fsck` does), so every entry is looked at a bounded number of times.
  */
-function fileNamedLike(raw: Buffer, starts: number[], entry: Entry): boolean {
+function namedTwice(raw: Buffer, files: Entry[], entry: Entry): boolean {
   const length = entry.end - entry.name;
-  for (let j = starts.length - 2; j >= 0; j--) {
-    const name = raw.indexOf(0x20, starts[j]!) + 1;
-    const end = starts[j + 1]! - 21;
-    if (end - name < length || raw.compare(raw, entry.name, entry.end, name, name + length) !== 0) return false;
-    if (end - name === length) return true;
-    if (raw[name + length]! >= 0x2f) return false;
+  while (files.length) {
+    const file = files[files.length - 1]!;
+    const fileLength = file.end - file.name;
+    let prefix = fileLength <= length;
+    for (let i = 0; prefix && i < fileLength; i++) prefix = raw[file.name + i] === raw[entry.name + i];
+    if (prefix && fileLength === length) return entry.tree;
+    if (prefix && raw[entry.name + fileLength]! < 0x2f) return false; // still extends it
+    files.pop();
   }
   return false;
 }

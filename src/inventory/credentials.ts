@@ -27,10 +27,12 @@ function credentialFileData(credential: Credential) {
   };
 }
 
-export function requireCredential(catalog: Catalog, id: string): Credential {
+/** The served credential `id`; `present` tells a missing credential from one whose file is there but broken. */
+export function requireCredential(catalog: Catalog, id: string, present?: (path: string) => boolean): Credential {
   const credential = catalog.apiCredentials.get(id);
-  if (!credential) throw new AamiError('not_found', `credential "${id}" does not exist`, { credential_id: id });
-  return credential;
+  if (credential) return credential;
+  if (present?.(credentialPath(id))) throw new AamiError('not_found', `credential "${id}" is not served: its file ${credentialPath(id)} is invalid, and it lets nobody in until it is fixed (its problems are in /api/v1/health)`, { credential_id: id });
+  throw new AamiError('not_found', `credential "${id}" does not exist`, { credential_id: id });
 }
 
 export function listCredentials(catalog: Catalog, now: Date) {
@@ -66,7 +68,7 @@ export async function createCredential(writer: Writer, actor: Actor & { kind: 'c
 
 export function revokeCredential(writer: Writer, actor: Actor, id: string, now: Date) {
   return writer.update(commitMeta(actor, `Revoke credential ${id}`), ({ catalog }, files) => {
-    const credential = { ...requireCredential(catalog, id), revoked: true };
+    const credential = { ...requireCredential(catalog, id, (path) => files.present(path)), revoked: true };
     const path = credentialPath(id);
     return { changes: [{ path, content: renderYaml(credentialFileData(credential), files.text(path)) }], result: { credential: credentialView(credential, now) } };
   });

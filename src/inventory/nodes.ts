@@ -1,6 +1,6 @@
 import type { Catalog } from '../catalog/build.js';
 import { durationSeconds } from '../catalog/checks.js';
-import { targetPath } from '../catalog/parse.js';
+import { targetPath, tokenPath } from '../catalog/parse.js';
 import { AamiError } from '../errors.js';
 import type { Writer } from '../writer/writer.js';
 import type { Target } from '../schema/index.js';
@@ -13,11 +13,16 @@ import { requireTarget } from './targets.js';
  * keeps its nodes until an admin removes them.
  */
 export function deregisterNode(writer: Writer, hostname: string, address: string) {
-  return writer.update(commitMeta({ kind: 'node', hostname, address }, `Deregister ${hostname}`), ({ catalog }) => {
+  return writer.update(commitMeta({ kind: 'node', hostname, address }, `Deregister ${hostname}`), ({ catalog }, files) => {
     const target = requireTarget(catalog, hostname);
-    const token = target.registered_by_token ? catalog.tokens.get(target.registered_by_token) : undefined;
+    const id = target.registered_by_token;
+    const token = id ? catalog.tokens.get(id) : undefined;
     if (token && !token.allow_deregister) {
       throw new AamiError('forbidden', `bootstrap token ${token.id} does not let its nodes deregister themselves; ask an admin to delete ${hostname}`, { token_id: token.id });
+    }
+    // A token whose file is broken is not served (it fails closed), and what it allows cannot be read: its nodes stay.
+    if (id && !token && files.present(tokenPath(id))) {
+      throw new AamiError('forbidden', `bootstrap token ${id}'s file ${tokenPath(id)} is invalid, so whether its nodes may deregister themselves cannot be read: fix the file, or ask an admin to delete ${hostname}`, { token_id: id });
     }
     return { changes: [{ path: targetPath(target), content: null }], result: { deleted: hostname } };
   });

@@ -29,10 +29,12 @@ export function tokenFileData(token: Token) {
   };
 }
 
-export function requireToken(catalog: Catalog, id: string): Token {
+/** The served token `id`; `present` tells a missing token from one whose file is there but broken. */
+export function requireToken(catalog: Catalog, id: string, present?: (path: string) => boolean): Token {
   const token = catalog.tokens.get(id);
-  if (!token) throw new AamiError('token_not_found', `bootstrap token "${id}" does not exist`, { token_id: id });
-  return token;
+  if (token) return token;
+  if (present?.(tokenPath(id))) throw new AamiError('token_not_found', `bootstrap token "${id}" is not served: its file ${tokenPath(id)} is invalid, and it lets nobody in until it is fixed (its problems are in /api/v1/health)`, { token_id: id });
+  throw new AamiError('token_not_found', `bootstrap token "${id}" does not exist`, { token_id: id });
 }
 
 export function listTokens(catalog: Catalog, now: Date) {
@@ -72,7 +74,7 @@ export async function createToken(writer: Writer, actor: Actor, input: TokenCrea
 
 export function revokeToken(writer: Writer, actor: Actor, id: string, now: Date) {
   return writer.update(commitMeta(actor, `Revoke bootstrap token ${id}`), ({ catalog }, files) => {
-    const token = { ...requireToken(catalog, id), revoked: true };
+    const token = { ...requireToken(catalog, id, (path) => files.present(path)), revoked: true };
     const path = tokenPath(id);
     return { changes: [{ path, content: renderYaml(tokenFileData(token), files.text(path)) }], result: { token: tokenView(catalog, token, now) } };
   });

@@ -21,6 +21,8 @@ export interface PlanView {
 }
 export interface PlanFiles {
   text(path: string): string | undefined;
+  /** Whether the file is in the repository, served or not (a broken one is). */
+  present(path: string): boolean;
 }
 
 /** What an update closure decides: the files to change, and what to answer the caller. */

@@ -14,12 +14,14 @@ export function credentialRoutes(deps: AppDeps) {
   const app = new Hono();
   const admin = requireRole(deps, 'admin');
   const catalog = deps.catalog;
+  const present = (path: string) => deps.live.snapshot().present(path);
 
   app.get('/', admin, (c) => c.json(listCredentials(catalog(), deps.clock())));
-  app.get('/:id', admin, (c) => c.json(credentialView(requireCredential(catalog(), c.req.param('id')), deps.clock())));
+  app.get('/:id', admin, (c) => c.json(credentialView(requireCredential(catalog(), c.req.param('id'), present), deps.clock())));
   app.get('/:id/history', admin, async (c) => {
     const id = c.req.param('id');
-    requireCredential(catalog(), id);
+    // A broken file's history is what tells why it broke.
+    if (!present(credentialPath(id))) requireCredential(catalog(), id);
     return c.json(await deps.history([credentialPath(id)]));
   });
   app.post('/', async (c) => {

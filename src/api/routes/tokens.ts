@@ -14,12 +14,14 @@ export function tokenRoutes(deps: AppDeps) {
   const app = new Hono();
   const editor = requireRole(deps, 'editor');
   const catalog = deps.catalog;
+  const present = (path: string) => deps.live.snapshot().present(path);
 
   app.get('/', editor, (c) => c.json(listTokens(catalog(), deps.clock())));
-  app.get('/:id', editor, (c) => c.json(tokenView(catalog(), requireToken(catalog(), c.req.param('id')), deps.clock())));
+  app.get('/:id', editor, (c) => c.json(tokenView(catalog(), requireToken(catalog(), c.req.param('id'), present), deps.clock())));
   app.get('/:id/history', editor, async (c) => {
     const id = c.req.param('id');
-    requireToken(catalog(), id);
+    // A broken file's history is what tells why it broke.
+    if (!present(tokenPath(id))) requireToken(catalog(), id);
     return c.json(await deps.history([tokenPath(id)]));
   });
   app.post('/', async (c) => {

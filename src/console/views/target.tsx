@@ -7,7 +7,7 @@ import { Ago, ErrorBox, seesTokens, TableHead, type Viewer } from './layout.js';
 export interface TargetProps {
   target: ReturnType<typeof targetView>;
   checks: EffectiveCheck[];
-  /** Null: not read now (too many history reads at once). */
+  /** Null: not read now (too many history reads at once, or git failed: the log says). */
   history: HistoryEntry[] | null;
   stale: boolean;
   up?: UpStates;
@@ -116,7 +116,7 @@ export function TargetView({ target, checks, history, stale, up, now, viewer }: 
 
       <h2>History</h2>
       {history === null ? (
-        <p class="muted">Busy: many history reads are under way. Reload the page in a moment.</p>
+        <p class="muted">Not read now (many history reads are under way, or git failed: the server log says). Reload the page in a moment.</p>
       ) : (
         <table>
           <TableHead columns={['When', 'Who', 'What', 'Commit']} />
