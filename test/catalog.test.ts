@@ -427,7 +427,7 @@ function randomChanges(seed: number) {
       const id = rng.pick(['t1', 't2']);
       // Stray files whose last path component looks like an id: they must not touch the real token.
       const path = rng.pick([`tokens/${id}.yaml`, `tokens/${id}.yaml`, `tokens/old/${id}.yaml`, `tokens/${id}x.yml`]);
-      return [update(path, rng.next() < 0.2 ? null : tokenFile(id, rng.pick(groups)))];
+      return [update(path, rng.next() < 0.2 ? null : rng.next() < 0.1 ? 'max_uses: [\n' : tokenFile(id, rng.pick(groups)))];
     }
     if (kind < 0.72) {
       const id = rng.pick(['aaaaaaaa', 'bbbbbbbb']);
