@@ -11,7 +11,7 @@ import { filesOf } from './catalog/load.js';
 import type { SdLayout } from './compile/compiler.js';
 import { SdPublisher } from './compile/publisher.js';
 import { writeFileDurably } from './git/fs.js';
-import { fileHistory, fileVersions, firstAdded } from './git/history.js';
+import { addedOrder, fileHistory, fileVersions } from './git/history.js';
 import { parseRemoteUrl, Remote } from './git/remote.js';
 import { GitRepository } from './git/repository.js';
 import { reapEphemeralTargets, silentEphemeralTargets, staleTargets } from './inventory/nodes.js';
@@ -147,7 +147,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     await cache.load({ entries: false });
   } else {
     await cache.load();
-    live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (commit, paths) => fileVersions(repo.gitdir, commit, paths), firstAdded: (commit, paths) => firstAdded(repo.gitdir, commit, paths) }));
+    live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (commit, paths) => fileVersions(repo.gitdir, commit, paths), addedOrder: (commit, paths) => addedOrder(repo.gitdir, commit, paths) }));
   }
 
   const registry = new Registry();

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { Snapshot } from '../src/catalog/live.js';
 import { formatProblem } from '../src/catalog/problem.js';
-import { fileVersions, firstAdded } from '../src/git/history.js';
+import { addedOrder, fileVersions } from '../src/git/history.js';
 import { CatalogStateFile, savedStateOf, type SavedCatalogState } from '../src/writer/catalog-state.js';
 import { RepoFiles } from '../src/writer/files.js';
 import { loadSnapshot } from '../src/writer/head.js';
@@ -21,7 +21,7 @@ const BROKEN = 'id: [unclosed\n';
 /** A server starting on the repository, without a restart image: from Git and the state directory a stopped one left (if any). */
 async function start(repo: Awaited<ReturnType<typeof tmpConfigRepo>>, saved?: SavedCatalogState): Promise<Snapshot> {
   const files = new RepoFiles(repo.repo, new ParseCache(undefined));
-  return loadSnapshot({ repo: repo.repo, files, saved, history: (commit, paths) => fileVersions(repo.dir, commit, paths), firstAdded: (commit, paths) => firstAdded(repo.dir, commit, paths) });
+  return loadSnapshot({ repo: repo.repo, files, saved, history: (commit, paths) => fileVersions(repo.dir, commit, paths), addedOrder: (commit, paths) => addedOrder(repo.dir, commit, paths) });
 }
 
 /** What matters here of a snapshot: who may sign in, what is scraped where, and the problems. */

@@ -80,7 +80,7 @@ function gitWithInput(dir: string, args: string[], input: string): Promise<strin
  * input) in the branch's order, not by dates (a commit's date is whatever its author set: a
  * backdated one must not make a newcomer the established holder of a host name).
  */
-export async function firstAdded(dir: string, commit: string, paths: string[]): Promise<Map<string, number>> {
+export async function addedOrder(dir: string, commit: string, paths: string[]): Promise<Map<string, number>> {
   const added = new Map<string, number>();
   if (!paths.length) return added;
   const out = await gitWithInput(dir, ['--literal-pathspecs', 'log', ...BRANCH_ORDER, '--diff-filter=A', '--format=%x01', '--name-only', '-z', '--no-renames', '--stdin', commit], `--\n${paths.join('\n')}\n`);

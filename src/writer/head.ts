@@ -38,7 +38,7 @@ export async function loadSnapshot(options: {
   /** Older versions of each file as of a commit (blob id and mode), newest first, back to its last deletion. */
   history: (commit: string, paths: string[]) => Promise<Map<string, Array<{ oid: string; mode: string }>>>;
   /** How early each of these paths was first added to the repository (smaller: earlier). */
-  firstAdded?: (commit: string, paths: string[]) => Promise<Map<string, number>>;
+  addedOrder?: (commit: string, paths: string[]) => Promise<Map<string, number>>;
 }): Promise<Snapshot> {
   const { repo, files, saved } = options;
   const head = await repo.head();
@@ -61,8 +61,8 @@ export async function loadSnapshot(options: {
   let established = (key: string): string | undefined => saved?.established[key];
   let snapshot = Snapshot.build(records, head, established);
   // Without the state directory, a clash is settled for the file that was in the repository first.
-  if (!saved && options.firstAdded && head) {
-    const byAge = await establishedByAge(snapshot, (paths) => options.firstAdded!(head, paths));
+  if (!saved && options.addedOrder && head) {
+    const byAge = await establishedByAge(snapshot, (paths) => options.addedOrder!(head, paths));
     if (byAge.size) {
       established = (key) => byAge.get(key);
       snapshot = Snapshot.build(records, head, established);
@@ -92,7 +92,7 @@ export async function loadSnapshot(options: {
 }
 
 /** For each claim two target files make, the one added to the repository first. */
-async function establishedByAge(snapshot: Snapshot, firstAdded: (paths: string[]) => Promise<Map<string, number>>): Promise<Map<string, string>> {
+async function establishedByAge(snapshot: Snapshot, addedOrder: (paths: string[]) => Promise<Map<string, number>>): Promise<Map<string, string>> {
   const claimants = new Map<string, string[]>();
   for (const path of snapshot.problemsByFile.keys()) {
     const entity = snapshot.files.get(path)?.parsed.entity;
@@ -104,7 +104,7 @@ async function establishedByAge(snapshot: Snapshot, firstAdded: (paths: string[]
   }
   const result = new Map<string, string>();
   if (!claimants.size) return result;
-  const ages = await firstAdded([...new Set([...claimants.values()].flat())]);
+  const ages = await addedOrder([...new Set([...claimants.values()].flat())]);
   for (const [key, paths] of claimants) {
     const oldest = [...new Set(paths)].sort((a, b) => (ages.get(a) ?? Infinity) - (ages.get(b) ?? Infinity) || (a < b ? -1 : 1))[0]!;
     result.set(key, oldest);
