@@ -14,14 +14,14 @@ export interface FileUpdate {
   text?: string;
 }
 
+/** Whether the file is in the repository (a deleted group kept while used is not). */
+const isPresent = (files: ReadonlyMap<string, FileRecord> | PMap<string, FileRecord> | PMapDraft<string, FileRecord>, path: string) => (files.get(path)?.oid ?? null) !== null;
+
 /**
  * The catalog at one commit: immutable. Readers hold one for as long as they like; the
  * writer builds the next one beside it and the live catalog swaps it in only once its
  * commit is durable (and pushed).
  */
-/** Whether the file is in the repository (a deleted group kept while used is not). */
-const isPresent = (files: ReadonlyMap<string, FileRecord> | PMap<string, FileRecord> | PMapDraft<string, FileRecord>, path: string) => (files.get(path)?.oid ?? null) !== null;
-
 export class Snapshot {
   private sortedProblems: Problem[] | undefined;
 
