@@ -40,8 +40,9 @@ export class Tree {
       const space = raw.indexOf(0x20, at);
       const nul = space === -1 ? -1 : raw.indexOf(0, space);
       if (nul === -1 || nul + 21 > raw.length) throw new Error(`tree entry ${shown(at)} is truncated`);
-      const entry: Entry = { name: space + 1, end: nul, tree: typeOfMode(raw, at, space) === 'tree' };
-      if (!typeOfMode(raw, at, space) || entry.end === entry.name || hasSlash(raw, entry)) throw new Error(`tree entry ${shown(at)} is malformed`);
+      const type = typeOfMode(raw, at, space);
+      const entry: Entry = { name: space + 1, end: nul, tree: type === 'tree' };
+      if (!type || entry.end === entry.name || hasSlash(raw, entry)) throw new Error(`tree entry ${shown(at)} is malformed`);
       // Git's order; a file and a directory of one name sort apart (with only names between that extend it by a byte below "/").
       if ((previous && compareEntries(raw, previous, entry) >= 0) || namedTwice(raw, files, entry)) {
         throw new Error(`tree entry ${shown(at)} is out of Git's order or named twice (git fsck refuses such a tree)`);
