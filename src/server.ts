@@ -226,7 +226,9 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
   registry.add(new Gauge('aami_targets', 'Targets in the catalog.', () => catalog().targets.size));
 
-  const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'), () => clock().getTime());
+  const heartbeats = new Heartbeats(fs, join(config.stateDir, 'heartbeats.json'), () => clock().getTime(), undefined, (error) =>
+    logger.warn('saving the nodes\' last heartbeats failed: tried again in 10 s', { error: error instanceof Error ? error.message : String(error) }),
+  );
   await heartbeats.load();
   registry.add(
     new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', ['hostname'], function* () {
@@ -335,7 +337,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       // The catalog state as of the image: a start after a later kill -9 reads it.
       await stateFile.settled();
       await image.save(live.snapshot()).catch((error: unknown) => logger.warn('saving the snapshot for the next start failed: it will build the catalog from Git', { error: String(error) }));
-      await heartbeats.save();
+      await heartbeats.save().catch((error: unknown) => logger.warn('saving the nodes\' last heartbeats failed: a restart shows them as last seen before', { error: error instanceof Error ? error.message : String(error) }));
       await repo.close();
       logger.info('stopped', { head: live.snapshot().head ?? undefined });
     },

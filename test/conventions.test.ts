@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { TargetList } from '../src/api/target-list.js';
 import { targetView } from '../src/inventory/views.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
@@ -326,5 +326,23 @@ describe('the heartbeats journal the list reads', () => {
     expect(heartbeats.changedSince(recent)).toEqual(['z']);
     expect(heartbeats.changedSince(recent - 2)).toEqual(['n1', 'n2', 'z']);
     await heartbeats.save(); // and no save timer left behind
+  });
+
+  it('reports a save that fails (a full disk, a read-only state directory) and tries again: never an unhandled rejection that ends the server', async () => {
+    let failing = true;
+    const failures: string[] = [];
+    const open = (async (...args: Parameters<typeof fs.promises.open>) => {
+      if (failing) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+      return fs.promises.open(...args);
+    }) as typeof fs.promises.open;
+    const file = join(tempDir(), 'heartbeats.json');
+    const heartbeats = new Heartbeats({ ...fs, promises: { ...fs.promises, open } }, file, Date.now, 5, (error) => failures.push(String(error)));
+    heartbeats.record('gpu-01');
+    await vi.waitFor(() => expect(failures.length).toBeGreaterThanOrEqual(2)); // failed, and failed again on its retry
+    expect(failures[0]).toContain('ENOSPC');
+    failing = false;
+    await vi.waitFor(() => expect(fs.existsSync(file)).toBe(true));
+    expect(Object.keys(JSON.parse(fs.readFileSync(file, 'utf8')))).toEqual(['gpu-01']);
+    await heartbeats.save();
   });
 });

@@ -23,6 +23,8 @@ export class Heartbeats {
     private readonly file: string,
     private readonly now: () => number = Date.now,
     private readonly saveEveryMs = 10_000,
+    /** A save now and then failed (a full disk, a read-only state directory): it is tried again later. */
+    private readonly onSaveError: (error: unknown) => void = () => undefined,
   ) {}
 
   async load(): Promise<void> {
@@ -44,7 +46,8 @@ export class Heartbeats {
 
   private markDirty(): void {
     this.dirty = true;
-    this.timer ??= setTimeout(() => void this.save(), this.saveEveryMs);
+    // A failed save must not end the process (an unhandled rejection would): it is reported and tried again.
+    this.timer ??= setTimeout(() => this.save().catch(this.onSaveError), this.saveEveryMs);
     this.timer.unref?.();
   }
 
@@ -103,7 +106,12 @@ export class Heartbeats {
     this.timer = undefined;
     if (!this.dirty) return;
     this.dirty = false;
-    await this.fs.promises.mkdir(this.file.slice(0, this.file.lastIndexOf('/')), { recursive: true });
-    await writeFileDurably(this.fs, this.file, JSON.stringify(Object.fromEntries(this.seen)));
+    try {
+      await this.fs.promises.mkdir(this.file.slice(0, this.file.lastIndexOf('/')), { recursive: true });
+      await writeFileDurably(this.fs, this.file, JSON.stringify(Object.fromEntries(this.seen)));
+    } catch (error) {
+      this.markDirty(); // not saved: the next try writes what is known then
+      throw error;
+    }
   }
 }
