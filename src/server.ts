@@ -25,6 +25,7 @@ import { RepoFiles } from './writer/files.js';
 import { followHead, loadSnapshot } from './writer/head.js';
 import { ParseCache, parsesOf } from './writer/parse-cache.js';
 import { RestartImage } from './writer/restart-image.js';
+import { lockStateDir } from './writer/state-lock.js';
 import { Upstream } from './writer/upstream.js';
 import { watchRef } from './writer/watch.js';
 import { Writer } from './writer/writer.js';
@@ -90,7 +91,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   let handler: Fetch | undefined;
   const starting = () => new Response(JSON.stringify({ error: { code: 'not_ready', message: 'the server is starting', details: [] } }), { status: 503, headers: { 'content-type': 'application/json' } });
   const server = await listen((request, env) => (handler ? handler(request, env) : starting()), config.host, config.port, config.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
+  let unlock: (() => void) | undefined;
   try {
+    unlock = lockStateDir(config.stateDir);
     const running = await open(config, clock, (fetch) => (handler = fetch));
     const { port } = server.address() as AddressInfo;
     const url = `http://${hostPort(config.host, port)}`;
@@ -103,10 +106,12 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
         // Stop taking requests, let the ones in flight finish, then answer every queued write.
         await new Promise<void>((resolve) => server.close(() => resolve()));
         await running.close();
+        unlock!();
       },
     };
   } catch (error) {
     await new Promise<void>((resolve) => server.close(() => resolve()));
+    unlock?.();
     throw error;
   }
 }

@@ -12,6 +12,7 @@ import { hashSecret } from '../src/tokens/secret.js';
 import { gitCli, onCleanup, pushFiles, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
 import { appDeps } from './api-helpers.js';
 import { serverConfig, waitFor } from './node-helpers.js';
+import { serverProcess } from './process-helpers.js';
 
 const ADMIN = 'node-test-admin-credential-0123'; // serverConfig()'s
 
@@ -146,6 +147,26 @@ describe('aami serve', () => {
     expect(result.code).toBe(1);
     expect(result.output).toBe('aami: cannot listen on 192.0.2.1:0: no interface of this host has that address; choose another with --host or AAMI_HOST\n');
     expect(result.created).toEqual([]);
+  });
+
+  it('refuses a second server on the same state directory, naming the first; takes the directory over once that one is gone', { timeout: 90_000 }, async () => {
+    const base = tempDir();
+    const dirs = (name: string) => ['--repo', join(base, `${name}-repo`), '--sd-dir', join(base, `${name}-sd`), '--state-dir', join(base, 'state')];
+    const first = await serverProcess(dirs('first'));
+    const lock = join(base, 'state/server.pid');
+    expect(readFileSync(lock, 'utf8')).toBe(`${first.child.pid}\n`);
+    const refused = await serverProcess(dirs('second')).then(() => 'served', (error: Error) => error.message);
+    expect(refused).toContain(`aami serve exited (1) before serving`);
+    expect(refused).toContain(`another server (pid ${first.child.pid}) is using the state directory ${join(base, 'state')}`);
+    expect(fs.existsSync(join(base, 'second-repo'))).toBe(false); // refused before it made anything
+    // Killed: its pid file stays, and the next server takes the directory over.
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const third = await serverProcess(dirs('first'));
+    expect(readFileSync(lock, 'utf8')).toBe(`${third.child.pid}\n`);
+    third.child.kill('SIGTERM');
+    expect(await third.exited).toBe(0);
+    expect(fs.existsSync(lock)).toBe(false);
   });
 
   it('refuses a --primary URL that holds a password, without printing it, before it creates anything', { timeout: 30_000 }, async () => {
