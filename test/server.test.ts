@@ -169,6 +169,20 @@ describe('aami serve', () => {
     expect(fs.existsSync(lock)).toBe(false);
   });
 
+  it('refuses a repository, SD and state directory that are one or inside another, before it creates anything', { timeout: 30_000 }, async () => {
+    const base = tempDir();
+    for (const [args, said] of [
+      [['--sd-dir', join(base, 'd'), '--state-dir', join(base, 'd')], `--sd-dir (${join(base, 'd')}) and --state-dir (${join(base, 'd')})`],
+      [['--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'sd/state')], `--sd-dir (${join(base, 'sd')}) and --state-dir (${join(base, 'sd/state')})`],
+      [['--repo', join(base, 'x/repo'), '--state-dir', join(base, 'x')], `--repo (${join(base, 'x/repo')}) and --state-dir (${join(base, 'x')})`],
+    ] as const) {
+      const result = await serveUntilExit('--host', '127.0.0.1', '--port', '0', ...args);
+      expect(result.code).toBe(2);
+      expect(result.output).toContain(`${said} must be separate directories, neither inside the other`);
+    }
+    expect(fs.readdirSync(base)).toEqual([]);
+  });
+
   it('refuses a --primary URL that holds a password, without printing it, before it creates anything', { timeout: 30_000 }, async () => {
     const result = await serveUntilExit('--host', '127.0.0.1', '--port', '0', '--primary', 'http://bot:hunter2-secret@primary.example:8080');
     expect(result.code).toBe(2);

@@ -130,14 +130,17 @@ flight are committed.`,
     const options = parsed.data;
     if (options.read_only && !options.remote) throw new UsageError('--read-only follows a Git remote: give --remote URL too');
     if (options.primary && !options.remote) throw new UsageError('--primary makes a follower of the Git remote the primary pushes to: give --remote URL too');
-    if (options.remote && /^https?:\/\/[^/@]*:[^/@]*@/i.test(options.remote)) {
-      io.err('aami serve: warning: --remote holds a password, which `ps` shows to every user of this host; pass it in AAMI_GIT_PASSWORD_FILE instead');
+    // A user name alone is often the secret itself (a GitHub token as https://TOKEN@github.com/…).
+    if (options.remote && /^https?:\/\/[^/@]+@/i.test(options.remote)) {
+      io.err('aami serve: warning: --remote holds a user name or password, which `ps` shows to every user of this host; pass the secret in AAMI_GIT_PASSWORD_FILE instead');
     }
+    const dirs = { '--repo': resolve(options.repo), '--sd-dir': resolve(options.sd_dir), '--state-dir': resolve(options.state_dir) };
+    separateDirectories(dirs);
     const server = await startServer({
-      repo: resolve(options.repo),
-      sdDir: resolve(options.sd_dir),
+      repo: dirs['--repo'],
+      sdDir: dirs['--sd-dir'],
       sdLayout: options.sd_layout,
-      stateDir: resolve(options.state_dir),
+      stateDir: dirs['--state-dir'],
       host: options.host,
       port: options.port,
       adminToken: options.admin_token,
@@ -174,5 +177,20 @@ function secretFile(path: string | undefined, variable: string): string | undefi
     return readFileSync(path, 'utf8').trim() || undefined;
   } catch (error) {
     throw new UsageError(`${variable}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/**
+ * The repository, the SD directory and the state directory apart, none inside another: the SD
+ * writer removes the `*.json` files it no longer writes (the state's among them, one
+ * directory down too), and Prometheus's `*.json` glob would read the state's files.
+ */
+function separateDirectories(dirs: Record<string, string>): void {
+  const entries = Object.entries(dirs);
+  for (const [i, [option, dir]] of entries.entries()) {
+    for (const [other, otherDir] of entries.slice(i + 1)) {
+      const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith('/') ? b : `${b}/`);
+      if (inside(dir, otherDir) || inside(otherDir, dir)) throw new UsageError(`${option} (${dir}) and ${other} (${otherDir}) must be separate directories, neither inside the other`);
+    }
   }
 }
