@@ -370,6 +370,12 @@ async function openOrCreateRepo(config: ServerConfig, branch: string, remoteFor?
     await remote.cloneInto(dir);
     return GitRepository.open(dir, { branch });
   }
+  // The state of a server that served a repository here: the repository is missing (a volume
+  // not mounted, a path mistyped), and a new one from the starter would empty the SD files.
+  const served = ['catalog-state.json', 'parse-cache.log', 'restart-image', 'heartbeats.json'].filter((name) => fs.existsSync(join(config.stateDir, name)));
+  if (served.length) {
+    throw new Error(`${dir} holds no repository, but the state directory ${config.stateDir} is of a server that served one (${served.join(', ')}): is a volume not mounted, or the path mistyped? To start afresh from the starter, empty the state directory first`);
+  }
   config.logger.info('creating config repo from the starter', { repo: dir, starter: config.starterDir });
   return GitRepository.init(dir, { branch, files: filesOf(config.starterDir), author: STARTER_AUTHOR });
 }

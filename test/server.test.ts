@@ -183,6 +183,23 @@ describe('aami serve', () => {
     expect(fs.readdirSync(base)).toEqual([]);
   });
 
+  it('refuses to make a new repository from the starter where its state says it served one (a volume not mounted): the SD files keep the fleet', { timeout: 90_000 }, async () => {
+    const base = tempDir();
+    const args = ['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')];
+    const first = await serverProcess(args);
+    expect((await first.call('POST', '/api/v1/targets', { hostname: 'kept', ip_address: '10.0.0.1', primary_group_id: 'ml-training' })).status).toBe(201);
+    await waitFor('kept in the SD file', async () => readFileSync(join(base, 'sd/node.json'), 'utf8').includes('kept'));
+    first.child.kill('SIGTERM');
+    expect(await first.exited).toBe(0);
+    const sd = readFileSync(join(base, 'sd/node.json'), 'utf8');
+    fs.renameSync(join(base, 'repo'), join(base, 'repo.elsewhere'));
+    fs.mkdirSync(join(base, 'repo')); // the empty mount point
+    const refused = await serverProcess(args).then(() => 'served', (error: Error) => error.message);
+    expect(refused).toContain(`${join(base, 'repo')} holds no repository, but the state directory ${join(base, 'state')} is of a server that served one`);
+    expect(fs.readdirSync(join(base, 'repo'))).toEqual([]);
+    expect(readFileSync(join(base, 'sd/node.json'), 'utf8')).toBe(sd);
+  });
+
   it('refuses a --primary URL that holds a password, without printing it, before it creates anything', { timeout: 30_000 }, async () => {
     const result = await serveUntilExit('--host', '127.0.0.1', '--port', '0', '--primary', 'http://bot:hunter2-secret@primary.example:8080');
     expect(result.code).toBe(2);
