@@ -356,6 +356,10 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
  */
 async function openOrCreateRepo(config: ServerConfig, branch: string, remoteFor?: (gitdir: string) => Remote): Promise<GitRepository> {
   const dir = config.repo;
+  if (await GitRepository.unfinished(dir)) {
+    config.logger.warn('finishing the config repo a first start left unfinished (stopped while it made it)', { repo: dir, starter: config.starterDir });
+    return GitRepository.init(dir, { branch, files: filesOf(config.starterDir), author: STARTER_AUTHOR });
+  }
   const known = await GitRepository.open(dir, { branch }).catch(() => undefined);
   if (known) {
     if (known.layout === 'working-tree') protectLegacyWorkingTree(dir);

@@ -200,6 +200,21 @@ describe('aami serve', () => {
     expect(readFileSync(join(base, 'sd/node.json'), 'utf8')).toBe(sd);
   });
 
+  it('finishes a repository a first start left unfinished (killed while it made it): the starter commit and the push guards', async () => {
+    const config = serverConfig();
+    // What a kill in the middle of init leaves: git init done, no branch, no receive.* guards.
+    fs.mkdirSync(config.repo, { recursive: true });
+    fs.writeFileSync(join(config.repo, 'aami-initializing'), '');
+    gitCli(dirname(config.repo), 'init', '--quiet', '--bare', '--initial-branch=main', config.repo);
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    const groups = await fetch(`${server.url}/api/v1/groups`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(((await groups.json()) as unknown[]).length).toBeGreaterThan(0);
+    expect(gitCli(config.repo, 'config', 'receive.denyNonFastForwards').trim()).toBe('true');
+    expect(fs.existsSync(join(config.repo, 'aami-initializing'))).toBe(false);
+    expect(gitCli(config.repo, 'log', '--format=%s', 'main').trim()).toBe('Initialize config repo');
+  });
+
   it('refuses a --primary URL that holds a password, without printing it, before it creates anything', { timeout: 30_000 }, async () => {
     const result = await serveUntilExit('--host', '127.0.0.1', '--port', '0', '--primary', 'http://bot:hunter2-secret@primary.example:8080');
     expect(result.code).toBe(2);

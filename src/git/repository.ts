@@ -50,6 +50,9 @@ export type Layout = 'bare' | 'working-tree';
 
 /** Blobs past this size are never read into memory (config files are refused past 1 MiB anyway). */
 const MAX_BLOB_READ = 64 << 20;
+/** In a repository while init() makes it. */
+const INITIALIZING = 'aami-initializing';
+
 /** Commits (one pack each) between two repacks. */
 const REPACK_EVERY = 50;
 const COMMITTER: Author = { name: 'aami', email: 'aami@localhost' };
@@ -106,19 +109,35 @@ export class GitRepository {
    * Create a bare repository in DIR whose first commit holds `files`. Pushes into it may not
    * rewrite or delete the branch: the server's acknowledged writes live there.
    */
+  /**
+   * A new bare repository at `dir` with one commit of `files`. A marker file says it is being
+   * made until it is whole: a process killed before (a kill in the first second of a first
+   * start) leaves a repository without its branch or its push guards, which `unfinished()`
+   * tells and a second `init` completes (in place: `dir` may be a volume's mount point).
+   */
   static async init(dir: string, options: { branch?: string; now?: () => number; files: Change[]; author: Author; message?: string }): Promise<GitRepository> {
     const branch = options.branch ?? 'main';
     await fs.promises.mkdir(dir, { recursive: true });
+    await fs.promises.writeFile(`${dir}/${INITIALIZING}`, 'a repository being made: the server finishes it at its next start\n');
     await run('git', ['init', '--quiet', '--bare', `--initial-branch=${branch}`, dir]);
     for (const [key, value] of [['receive.denyNonFastForwards', 'true'], ['receive.denyDeletes', 'true'], ['core.logAllRefUpdates', 'false']]) {
       await run('git', [`--git-dir=${dir}`, 'config', key!, value!]);
     }
     await syncPath(fs, dir);
     const repo = await GitRepository.open(dir, options);
-    const commit = await repo.writeCommit(null, { message: options.message ?? 'Initialize config repo', author: options.author, changes: options.files });
-    const swapped = await repo.swap(null, commit!);
-    if (swapped.kind !== 'swapped') throw new Error(`cannot create branch ${branch} in ${dir}: ${swapped.kind}`);
+    if ((await repo.head()) === null) {
+      const commit = await repo.writeCommit(null, { message: options.message ?? 'Initialize config repo', author: options.author, changes: options.files });
+      const swapped = await repo.swap(null, commit!);
+      if (swapped.kind !== 'swapped') throw new Error(`cannot create branch ${branch} in ${dir}: ${swapped.kind}`);
+    }
+    await fs.promises.rm(`${dir}/${INITIALIZING}`);
+    await syncPath(fs, dir);
     return repo;
+  }
+
+  /** Whether `dir` is a repository `init` did not finish. */
+  static unfinished(dir: string): Promise<boolean> {
+    return exists(fs, `${dir}/${INITIALIZING}`);
   }
 
   /** The branch's commit now (null: no commit yet). */
