@@ -12,7 +12,7 @@ import { hashSecret } from '../src/tokens/secret.js';
 import { gitCli, onCleanup, pushFiles, ROOT, tempDir, tmpConfigRepo } from './helpers.js';
 import { appDeps } from './api-helpers.js';
 import { serverConfig, waitFor } from './node-helpers.js';
-import { serverProcess } from './process-helpers.js';
+import { PROCESS_ADMIN, serverProcess } from './process-helpers.js';
 
 const ADMIN = 'node-test-admin-credential-0123'; // serverConfig()'s
 
@@ -213,6 +213,18 @@ describe('aami serve', () => {
     expect(gitCli(config.repo, 'config', 'receive.denyNonFastForwards').trim()).toBe('true');
     expect(fs.existsSync(join(config.repo, 'aami-initializing'))).toBe(false);
     expect(gitCli(config.repo, 'log', '--format=%s', 'main').trim()).toBe('Initialize config repo');
+  });
+
+  it('passes no secret of its environment on to the git processes it starts', { timeout: 60_000 }, async () => {
+    const base = tempDir();
+    const server = await serverProcess(['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')], { AAMI_WEBHOOK_SECRET: 'webhook-secret-0123456789', AAMI_CLUSTER_SECRET: 'cluster-secret-0123456789' });
+    const children = readFileSync(`/proc/${server.child.pid}/task/${server.child.pid}/children`, 'utf8').trim().split(' ').filter(Boolean);
+    expect(children.length).toBeGreaterThan(0); // git cat-file --batch, for the server's whole life
+    for (const child of children) {
+      const environ = readFileSync(`/proc/${child}/environ`, 'utf8');
+      expect(readFileSync(`/proc/${child}/cmdline`, 'utf8')).toContain('git');
+      for (const secret of [PROCESS_ADMIN, 'webhook-secret-0123456789', 'cluster-secret-0123456789']) expect(environ).not.toContain(secret);
+    }
   });
 
   it('refuses a --primary URL that holds a password, without printing it, before it creates anything', { timeout: 30_000 }, async () => {

@@ -123,6 +123,8 @@ flight are committed.`,
       git_password: env.AAMI_GIT_PASSWORD || secretFile(env.AAMI_GIT_PASSWORD_FILE, 'AAMI_GIT_PASSWORD_FILE'),
       prometheus_url: values['prometheus-url'] ?? (env.AAMI_PROMETHEUS_URL || undefined),
     };
+    // Read once: no child (git, its credential helpers and hooks) inherits a secret.
+    for (const name of SECRET_VARIABLES) delete process.env[name];
     const parsed = serveOptions.safeParse(given);
     if (!parsed.success) {
       throw new UsageError(describeZodError(parsed.error, given).map((e) => `${e.field}: ${e.message}`).join('; '));
@@ -169,6 +171,9 @@ flight are committed.`,
     return EXIT.ok;
   },
 };
+
+/** Variables that hold a secret (a remote's URL may hold a token). */
+const SECRET_VARIABLES = ['AAMI_ADMIN_TOKEN', 'AAMI_GIT_PASSWORD', 'AAMI_WEBHOOK_SECRET', 'AAMI_CLUSTER_SECRET', 'AAMI_GIT_REMOTE'];
 
 /** A secret read once from a file named by an environment variable (Docker and systemd pass secrets as files). */
 function secretFile(path: string | undefined, variable: string): string | undefined {
