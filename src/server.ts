@@ -433,13 +433,17 @@ function legacyWarning(dir: string, repo: GitRepository): string | null {
  * new credential on first start, which is shown once and never again.
  */
 async function adminCredential(config: ServerConfig): Promise<string> {
-  if (config.adminToken) return hashSecret(config.adminToken);
   const file = join(config.stateDir, 'admin-token.sha256');
+  fs.mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  if (config.adminToken) {
+    // The credential given replaces a stored one: unset later, the variable must not bring back an older (generated) one.
+    const hash = hashSecret(config.adminToken);
+    if (!fs.existsSync(file) || fs.readFileSync(file, 'utf8').trim() !== hash) await writeFileDurably(fs, file, `${hash}\n`, true, 0o600);
+    return hash;
+  }
   if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
   const { credential, hash } = newSecretCredential(ADMIN_PREFIX);
-  fs.mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  await writeFileDurably(fs, file, `${hash}\n`);
-  fs.chmodSync(file, 0o600);
+  await writeFileDurably(fs, file, `${hash}\n`, true, 0o600);
   if (config.announce) {
     config.announce(
       `\nGenerated an admin credential (shown once; only its hash is kept in ${file}):\n\n    ${credential}\n\nUse it as: Authorization: Bearer <credential>. Set AAMI_ADMIN_TOKEN to choose your own.\n`,

@@ -227,6 +227,48 @@ describe('aami serve', () => {
     }
   });
 
+  it('keeps the admin credential last given: unset later, the variable brings back no older generated one', async () => {
+    const announced: string[] = [];
+    const config = serverConfig({ adminToken: undefined, announce: (line) => announced.push(line) });
+    const status = async (url: string, credential: string) => (await fetch(`${url}/api/v1/groups`, { headers: { authorization: `Bearer ${credential}` } })).status;
+    let server = await startServer(config);
+    const generated = /aami_admin_[A-Za-z0-9]{40}/.exec(announced.join('\n'))![0];
+    await server.close();
+    const rotated = 'rotated-admin-credential-0123456789';
+    server = await startServer({ ...config, adminToken: rotated });
+    expect(await status(server.url, rotated)).toBe(200);
+    expect(await status(server.url, generated)).toBe(401);
+    await server.close();
+    server = await startServer(config); // the variable unset again
+    onCleanup(() => server.close());
+    expect(await status(server.url, generated)).toBe(401);
+    expect(await status(server.url, rotated)).toBe(200);
+    expect(announced.filter((line) => line.includes('Generated'))).toHaveLength(1);
+    expect(fs.statSync(join(config.stateDir, 'admin-token.sha256')).mode & 0o777).toBe(0o600);
+  });
+
+  it('stops cleanly on SIGHUP; refuses an empty AAMI_ADMIN_TOKEN_FILE; an empty AAMI_PORT is unset, not port 0', { timeout: 60_000 }, async () => {
+    const base = tempDir();
+    const dirs = ['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')];
+    const server = await serverProcess(dirs);
+    server.child.kill('SIGHUP');
+    expect(await server.exited).toBe(0);
+    expect(server.log()).toContain('msg=stopped');
+    const run = async (env: Record<string, string>, ...args: string[]) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), 'serve', ...dirs, ...args], { env: { ...process.env, AAMI_ADMIN_TOKEN: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      onCleanup(() => void (child.exitCode === null && child.signalCode === null && child.kill('SIGKILL')));
+      let output = '';
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+      return { code, output };
+    };
+    const empty = join(base, 'empty-secret');
+    fs.writeFileSync(empty, '\n');
+    expect(await run({ AAMI_ADMIN_TOKEN_FILE: empty }, '--port', '0')).toEqual({ code: 2, output: `aami serve: AAMI_ADMIN_TOKEN_FILE: ${empty} is empty\nRun 'aami serve --help' for usage.\n` });
+    // 192.0.2.1 is on no interface: the message shows the port taken, the default's.
+    expect((await run({ AAMI_PORT: '', AAMI_HOST: '192.0.2.1', AAMI_ADMIN_TOKEN: PROCESS_ADMIN })).output).toContain('cannot listen on 192.0.2.1:8080');
+  });
+
   it('refuses a --primary URL that holds a password, without printing it, before it creates anything', { timeout: 30_000 }, async () => {
     const result = await serveUntilExit('--host', '127.0.0.1', '--port', '0', '--primary', 'http://bot:hunter2-secret@primary.example:8080');
     expect(result.code).toBe(2);

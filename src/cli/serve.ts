@@ -107,8 +107,9 @@ flight are committed.`,
       sd_dir: values['sd-dir'] ?? env.AAMI_SD_DIR,
       sd_layout: values['sd-layout'] ?? env.AAMI_SD_LAYOUT,
       state_dir: values['state-dir'] ?? env.AAMI_STATE_DIR,
-      host: values.host ?? env.AAMI_HOST,
-      port: values.port ?? env.AAMI_PORT,
+      // An empty variable is unset (compose's `${VAR}` of an unset VAR): an empty port read as 0 took a random one.
+      host: values.host ?? (env.AAMI_HOST || undefined),
+      port: values.port ?? (env.AAMI_PORT || undefined),
       admin_token: env.AAMI_ADMIN_TOKEN || secretFile(env.AAMI_ADMIN_TOKEN_FILE, 'AAMI_ADMIN_TOKEN_FILE'),
       open_reads: values['open-reads'] ?? env.AAMI_OPEN_READS,
       starter: values.starter,
@@ -163,10 +164,13 @@ flight are committed.`,
       const stop = () => {
         process.off('SIGTERM', stop);
         process.off('SIGINT', stop);
+        process.off('SIGHUP', stop);
         server.close().then(resolveStop, resolveStop);
       };
       process.on('SIGTERM', stop);
       process.on('SIGINT', stop);
+      // A closed terminal or a service manager's reload: a clean stop too (its default is to die on the spot).
+      process.on('SIGHUP', stop);
     });
     return EXIT.ok;
   },
@@ -179,10 +183,12 @@ const SECRET_VARIABLES = ['AAMI_ADMIN_TOKEN', 'AAMI_GIT_PASSWORD', 'AAMI_WEBHOOK
 function secretFile(path: string | undefined, variable: string): string | undefined {
   if (!path) return undefined;
   try {
-    return readFileSync(path, 'utf8').trim() || undefined;
+    const secret = readFileSync(path, 'utf8').trim();
+    if (secret) return secret;
   } catch (error) {
     throw new UsageError(`${variable}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+  throw new UsageError(`${variable}: ${path} is empty`);
 }
 
 /**
