@@ -12,7 +12,8 @@ export const compile: Command = {
 
 Compiles the config repo in DIR (default: the current directory) into one file_sd JSON
 file per job in SD_DIR. Files whose content is unchanged are not rewritten; *.json files
-in SD_DIR that no job produces any more are removed.
+in SD_DIR and its subdirectories one level down (the group layout's) that no job produces
+any more are removed: give SD_DIR to the SD files alone.
 
 An invalid repo is refused (exit 1, nothing written) unless --allow-invalid is given, in
 which case the invalid files are left out and the problems are printed.
