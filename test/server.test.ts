@@ -247,12 +247,12 @@ describe('aami serve', () => {
     expect(fs.statSync(join(config.stateDir, 'admin-token.sha256')).mode & 0o777).toBe(0o600);
   });
 
-  it('stops cleanly on SIGHUP; refuses an empty AAMI_ADMIN_TOKEN_FILE; an empty AAMI_PORT is unset, not port 0', { timeout: 60_000 }, async () => {
+  it('stops cleanly on SIGHUP (exit 129); refuses an empty AAMI_ADMIN_TOKEN_FILE; an empty AAMI_PORT is unset, not port 0', { timeout: 60_000 }, async () => {
     const base = tempDir();
     const dirs = ['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')];
     const server = await serverProcess(dirs);
     server.child.kill('SIGHUP');
-    expect(await server.exited).toBe(0);
+    expect(await server.exited).toBe(129); // stopped cleanly, and a service manager starts it again
     expect(server.log()).toContain('msg=stopped');
     const run = async (env: Record<string, string>, ...args: string[]) => {
       const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli/bin.ts'), 'serve', ...dirs, ...args], { env: { ...process.env, AAMI_ADMIN_TOKEN: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -74,9 +74,13 @@ The admin credential comes from AAMI_ADMIN_TOKEN or the file AAMI_ADMIN_TOKEN_FI
 (environment only, so it stays out of ps). A password or token for an HTTPS remote comes
 from AAMI_GIT_PASSWORD or AAMI_GIT_PASSWORD_FILE (never put it in --remote: ps shows it),
 or from git's own credential helpers and SSH keys. AAMI_CLUSTER_SECRET, shared by a primary
-and its followers, lets the primary log and rate-limit the clients a follower forwards. Without it, the server generates one on first start, prints it once, and keeps only
-its hash in the state directory. SIGTERM or SIGINT stops the server after the writes in
-flight are committed.`,
+and its followers, lets the primary log and rate-limit the clients a follower forwards.
+Without an admin credential, the server generates one on first start, prints it once, and
+keeps only its hash in the state directory; one given is kept there too, so it stays in
+force when the variable is unset later (delete admin-token.sha256 to have one generated).
+SIGTERM, SIGINT or SIGHUP stops the server after the writes in flight are committed (one
+during start-up, once it serves; a second one at once); after SIGHUP it exits 129, so a
+service manager starts it again.`,
   async run(argv, io) {
     const { values, positionals } = parseFlags(
       argv,
@@ -139,6 +143,7 @@ flight are committed.`,
     }
     const dirs = { '--repo': resolve(options.repo), '--sd-dir': resolve(options.sd_dir), '--state-dir': resolve(options.state_dir) };
     separateDirectories(dirs);
+    const signals = stopSignals();
     const server = await startServer({
       repo: dirs['--repo'],
       sdDir: dirs['--sd-dir'],
@@ -159,22 +164,37 @@ flight are committed.`,
       logger: createLogger((line) => io.err(line)),
       // Printed only to a terminal: a service manager's log would keep it.
       announce: process.stdout.isTTY ? (line) => io.out(line) : undefined,
+    }).catch((error: unknown) => {
+      signals.release();
+      throw error;
     });
-    await new Promise<void>((resolveStop) => {
-      const stop = () => {
-        process.off('SIGTERM', stop);
-        process.off('SIGINT', stop);
-        process.off('SIGHUP', stop);
-        server.close().then(resolveStop, resolveStop);
-      };
-      process.on('SIGTERM', stop);
-      process.on('SIGINT', stop);
-      // A closed terminal or a service manager's reload: a clean stop too (its default is to die on the spot).
-      process.on('SIGHUP', stop);
-    });
-    return EXIT.ok;
+    const signal = await signals.first;
+    await server.close();
+    signals.release();
+    // After a SIGHUP (a closed terminal, a `reload` by habit) a service manager should start it again: not a clean exit.
+    return signal === 'SIGHUP' ? 129 : EXIT.ok;
   },
 };
+
+/**
+ * SIGTERM, SIGINT and SIGHUP each stop the server cleanly (the writes in flight committed),
+ * listened for from before it starts: one that comes while it starts stops it once it serves
+ * (a signal between its "serving" line and a handler killed it on the spot), and a second
+ * one then ends it at once.
+ */
+function stopSignals(): { first: Promise<NodeJS.Signals>; release(): void } {
+  const names: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP'];
+  let received: NodeJS.Signals | undefined;
+  let resolveFirst!: (signal: NodeJS.Signals) => void;
+  const first = new Promise<NodeJS.Signals>((resolve) => (resolveFirst = resolve));
+  const handler = (signal: NodeJS.Signals) => {
+    if (received) process.exit(1); // a second signal: at once
+    received = signal;
+    resolveFirst(signal);
+  };
+  for (const name of names) process.on(name, handler);
+  return { first, release: () => names.forEach((name) => process.off(name, handler)) };
+}
 
 /** Variables that hold a secret (a remote's URL may hold a token). */
 const SECRET_VARIABLES = ['AAMI_ADMIN_TOKEN', 'AAMI_GIT_PASSWORD', 'AAMI_WEBHOOK_SECRET', 'AAMI_CLUSTER_SECRET', 'AAMI_GIT_REMOTE'];
