@@ -5,49 +5,87 @@ import { join } from 'node:path';
  * One server to a state directory. Two would append to one parse cache, each numbering the
  * values it shares its own way (a line of one then reads values the other redefined: a later
  * start served a target in another group than Git says), and overwrite each other's catalog
- * state, heartbeats and restart image. `server.pid` holds the pid of the server using it; a
- * file whose process is gone (a kill -9, a crash) is taken over. Returns the release.
+ * state, heartbeats and restart image.
+ *
+ * `server.pid` names the server using it: its pid, its start time and the boot it runs in
+ * (Linux's /proc). Made whole under a temp name and linked into place, so nobody reads it
+ * half written. A file whose process is gone — not running, or another process now (a pid
+ * reused after a crash or a reboot) — is taken over. Servers in other pid namespaces (two
+ * containers on one volume) cannot see each other this way: give each its own directory.
+ * Returns the release.
  */
 export function lockStateDir(dir: string): () => void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, 'server.pid');
-  for (let attempt = 1; ; attempt++) {
+  const mine = identity(process.pid);
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    const temp = join(dir, `.server.pid.${process.pid}.tmp`);
+    fs.writeFileSync(temp, mine, { mode: 0o600 });
     try {
-      fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      fs.linkSync(temp, file);
       return () => {
         // Only its own: a file another server took over after this one was thought gone stays.
-        if (readPid(file) === process.pid) fs.rmSync(file, { force: true });
+        if (read(file) === mine) fs.rmSync(file, { force: true });
       };
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 2) throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    } finally {
+      fs.rmSync(temp, { force: true });
     }
-    const pid = readPid(file);
-    if (pid !== undefined && pid !== process.pid && isServer(pid)) {
-      throw new Error(`another server (pid ${pid}) is using the state directory ${dir}: each server needs its own --state-dir (stop that one first, or give this one another directory)`);
+    const held = read(file);
+    if (held === undefined) continue; // gone meanwhile: try again
+    const pid = Number(held.split(' ')[0]);
+    if (pid !== process.pid && identity(pid) === held) {
+      throw new Error(`another server (pid ${pid}) is using the state directory ${dir}: each server needs its own --state-dir (stop that one first, or give this one another directory; if no server runs, remove ${file})`);
     }
-    fs.rmSync(file, { force: true }); // its server is gone
+    // Its server is gone. Taken aside first and looked at again: another starting server may
+    // have taken it over and made its own between our reading and our removing.
+    const aside = join(dir, `.server.pid.${process.pid}.stale`);
+    try {
+      fs.renameSync(file, aside);
+    } catch {
+      continue;
+    }
+    if (read(aside) !== held) {
+      try {
+        fs.linkSync(aside, file); // not the stale one: back where it was
+      } catch {
+        // taken meanwhile by yet another: the next attempt sees who
+      }
+    }
+    fs.rmSync(aside, { force: true });
   }
+  throw new Error(`cannot take the state directory ${dir}: ${file} kept changing (servers starting at once?); try again`);
 }
 
-function readPid(file: string): number | undefined {
+function read(file: string): string | undefined {
   try {
-    const pid = Number(fs.readFileSync(file, 'utf8').trim());
-    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+    return fs.readFileSync(file, 'utf8');
   } catch {
     return undefined;
   }
 }
 
-/** Whether `pid` runs, and (where /proc tells) runs a server: a pid reused by another program after a crash is not one. */
-function isServer(pid: number): boolean {
+/**
+ * What names a running process here: its pid, its start time (in clock ticks since boot) and
+ * the boot's id, one line. Where /proc cannot tell (not Linux), the pid alone and whether it
+ * runs: then a process that runs with that pid counts as the server.
+ */
+function identity(pid: number): string {
   try {
-    process.kill(pid, 0);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('serve');
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const started = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    return `${pid} ${started} ${boot}\n`;
   } catch {
-    return true; // no /proc to ask: it runs, so it may be one
+    if (!fs.existsSync('/proc/self/stat')) {
+      try {
+        process.kill(pid, 0);
+        return `${pid}\n`;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === 'EPERM') return `${pid}\n`;
+      }
+    }
+    return `${pid} gone\n`;
   }
 }

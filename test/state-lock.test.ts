@@ -1,0 +1,63 @@
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { lockStateDir } from '../src/writer/state-lock.js';
+import { onCleanup, tempDir } from './helpers.js';
+
+/** A process that runs until the test ends: its pid, and the line that names it in server.pid. */
+async function running() {
+  const child = spawn('sleep', ['300'], { stdio: 'ignore' });
+  onCleanup(() => void child.kill('SIGKILL'));
+  await new Promise((resolve) => child.once('spawn', resolve));
+  const stat = fs.readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+  const started = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+  return { pid: child.pid!, line: `${child.pid} ${started} ${boot}\n` };
+}
+
+describe('the state directory lock (server.pid)', () => {
+  it('names the server holding it, and refuses a second', async () => {
+    const dir = join(tempDir(), 'state');
+    const release = lockStateDir(dir);
+    const [pid, started, boot] = fs.readFileSync(join(dir, 'server.pid'), 'utf8').trim().split(' ');
+    expect(Number(pid)).toBe(process.pid);
+    expect(Number(started)).toBeGreaterThan(0);
+    expect(boot).toMatch(/^[0-9a-f-]{36}$/);
+    expect(fs.statSync(join(dir, 'server.pid')).mode & 0o777).toBe(0o600);
+    const other = await running();
+    release();
+    expect(fs.existsSync(join(dir, 'server.pid'))).toBe(false);
+    fs.writeFileSync(join(dir, 'server.pid'), other.line);
+    expect(() => lockStateDir(dir)).toThrow(`another server (pid ${other.pid}) is using the state directory ${dir}`);
+    expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8')).toBe(other.line);
+  });
+
+  it('takes over a file whose process is gone, or whose pid another process has now (after a crash, a reboot, a container restart)', async () => {
+    const dir = join(tempDir(), 'state');
+    fs.mkdirSync(dir);
+    const other = await running();
+    const boot = other.line.trim().split(' ')[2];
+    for (const stale of [
+      '999999999 1 ' + boot + '\n', // no such process
+      `${other.pid} 1 ${boot}\n`, // the pid runs, but started at another time: reused
+      `${other.pid} ${other.line.split(' ')[1]} 00000000-0000-0000-0000-000000000000\n`, // another boot
+      `${process.pid} 1 ${boot}\n`, // this process's own pid (pid 1 of a container started again)
+      '', // nothing read
+    ]) {
+      fs.writeFileSync(join(dir, 'server.pid'), stale);
+      const release = lockStateDir(dir);
+      expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8').split(' ')[0]).toBe(String(process.pid));
+      release();
+    }
+    expect(fs.readdirSync(dir)).toEqual([]); // no temp or aside file left
+  });
+
+  it('releases only its own file', () => {
+    const dir = join(tempDir(), 'state');
+    const release = lockStateDir(dir);
+    fs.writeFileSync(join(dir, 'server.pid'), 'someone else\n');
+    release();
+    expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8')).toBe('someone else\n');
+  });
+});
