@@ -342,7 +342,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       // The catalog state as of the image: a start after a later kill -9 reads it.
       await stateFile.settled();
       await image.save(live.snapshot()).catch((error: unknown) => logger.warn('saving the snapshot for the next start failed: it will build the catalog from Git', { error: String(error) }));
-      await heartbeats.save().catch((error: unknown) => logger.warn('saving the nodes\' last heartbeats failed: a restart shows them as last seen before', { error: error instanceof Error ? error.message : String(error) }));
+      await heartbeats.close().catch((error: unknown) => logger.warn('saving the nodes\' last heartbeats failed: a restart shows them as last seen before', { error: error instanceof Error ? error.message : String(error) }));
       await repo.close();
       logger.info('stopped', { head: live.snapshot().head ?? undefined });
     },
@@ -428,9 +428,10 @@ function legacyWarning(dir: string, repo: GitRepository): string | null {
 }
 
 /**
- * The break-glass admin credential's hash. From AAMI_ADMIN_TOKEN when set; otherwise the
- * hash kept in the state directory (outside the repo: it never reaches Git), created with a
- * new credential on first start, which is shown once and never again.
+ * The break-glass admin credential's hash, kept in the state directory (outside the repo: it
+ * never reaches Git). From AAMI_ADMIN_TOKEN when set (and kept, so it stays in force when the
+ * variable is unset later); otherwise the hash kept, or, on first start, a new credential's,
+ * which is shown once and never again.
  */
 async function adminCredential(config: ServerConfig): Promise<string> {
   const file = join(config.stateDir, 'admin-token.sha256');

@@ -343,6 +343,11 @@ describe('the heartbeats journal the list reads', () => {
     failing = false;
     await vi.waitFor(() => expect(fs.existsSync(file)).toBe(true));
     expect(Object.keys(JSON.parse(fs.readFileSync(file, 'utf8')))).toEqual(['gpu-01']);
-    await heartbeats.save();
+    // At stop a failed save is not tried again: the directory may be another server's by then.
+    failing = true;
+    heartbeats.record('gpu-02');
+    await expect(heartbeats.close()).rejects.toThrow('ENOSPC');
+    expect((heartbeats as unknown as { timer: unknown }).timer).toBeUndefined(); // no retry armed
+    expect(Object.keys(JSON.parse(fs.readFileSync(file, 'utf8')))).toEqual(['gpu-01']);
   });
 });

@@ -181,6 +181,12 @@ describe('aami serve', () => {
       expect(result.output).toContain(`${said} must be separate directories, neither inside the other`);
     }
     expect(fs.readdirSync(base)).toEqual([]);
+    // A symbolic link on the way is followed: sd -> state is one directory.
+    fs.mkdirSync(join(base, 'state'));
+    fs.symlinkSync(join(base, 'state'), join(base, 'link'));
+    const linked = await serveUntilExit('--host', '127.0.0.1', '--port', '0', '--sd-dir', join(base, 'link/sd'), '--state-dir', join(base, 'state'));
+    expect(linked.code).toBe(2);
+    expect(linked.output).toContain(`--sd-dir (${join(fs.realpathSync(base), 'state/sd')}) and --state-dir (${join(fs.realpathSync(base), 'state')}) must be separate directories`);
   });
 
   it('refuses to make a new repository from the starter where its state says it served one (a volume not mounted): the SD files keep the fleet', { timeout: 90_000 }, async () => {

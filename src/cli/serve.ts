@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { readFileSync, realpathSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { z } from 'zod';
 import { describeZodError } from '../schema/describe.js';
 import { createLogger } from '../log.js';
@@ -217,11 +217,25 @@ function secretFile(path: string | undefined, variable: string): string | undefi
  * directory down too), and Prometheus's `*.json` glob would read the state's files.
  */
 function separateDirectories(dirs: Record<string, string>): void {
-  const entries = Object.entries(dirs);
+  // Where each really is: a symbolic link on the way (sd -> state) must not get past.
+  const entries = Object.entries(dirs).map(([option, dir]) => [option, realPath(dir)] as const);
   for (const [i, [option, dir]] of entries.entries()) {
     for (const [other, otherDir] of entries.slice(i + 1)) {
       const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith('/') ? b : `${b}/`);
       if (inside(dir, otherDir) || inside(otherDir, dir)) throw new UsageError(`${option} (${dir}) and ${other} (${otherDir}) must be separate directories, neither inside the other`);
+    }
+  }
+}
+
+/** `path` with the symbolic links of its longest existing part resolved (the rest does not exist yet). */
+function realPath(path: string): string {
+  const rest: string[] = [];
+  for (let at = path; ; at = dirname(at)) {
+    try {
+      return join(realpathSync(at), ...rest.reverse());
+    } catch {
+      if (dirname(at) === at) return path;
+      rest.push(basename(at));
     }
   }
 }

@@ -106,11 +106,8 @@ export class GitRepository {
   }
 
   /**
-   * Create a bare repository in DIR whose first commit holds `files`. Pushes into it may not
-   * rewrite or delete the branch: the server's acknowledged writes live there.
-   */
-  /**
-   * A new bare repository at `dir` with one commit of `files`. A marker file says it is being
+   * A new bare repository at `dir` with one commit of `files`. Pushes into it may not rewrite
+   * or delete the branch: the server's acknowledged writes live there. A marker file says it is being
    * made until it is whole: a process killed before (a kill in the first second of a first
    * start) leaves a repository without its branch or its push guards, which `unfinished()`
    * tells and a second `init` completes (in place: `dir` may be a volume's mount point).

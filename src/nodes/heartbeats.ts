@@ -17,6 +17,8 @@ export class Heartbeats {
   private journalStart = 0;
   private dirty = false;
   private timer: NodeJS.Timeout | undefined;
+  /** The server stops: the last save is its own, and a failed one is not tried again (the directory may be another server's by then). */
+  private stopped = false;
 
   constructor(
     private readonly fs: Fs,
@@ -46,6 +48,7 @@ export class Heartbeats {
 
   private markDirty(): void {
     this.dirty = true;
+    if (this.stopped) return;
     // A failed save must not end the process (an unhandled rejection would): it is reported and tried again.
     this.timer ??= setTimeout(() => this.save().catch(this.onSaveError), this.saveEveryMs);
     this.timer.unref?.();
@@ -99,6 +102,12 @@ export class Heartbeats {
 
   entries(): IterableIterator<[string, number]> {
     return this.seen.entries();
+  }
+
+  /** Save what is not saved yet, for the last time. */
+  async close(): Promise<void> {
+    this.stopped = true;
+    await this.save();
   }
 
   async save(): Promise<void> {
