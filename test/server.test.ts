@@ -253,7 +253,7 @@ describe('aami serve', () => {
     expect(fs.statSync(join(config.stateDir, 'admin-token.sha256')).mode & 0o777).toBe(0o600);
   });
 
-  it('stops cleanly on SIGHUP (exit 129); refuses an empty AAMI_ADMIN_TOKEN_FILE; an empty AAMI_PORT is unset, not port 0', { timeout: 60_000 }, async () => {
+  it('stops cleanly on SIGHUP (exit 129); warns of a token in --remote; refuses an empty AAMI_ADMIN_TOKEN_FILE; an empty AAMI_PORT is unset, not port 0', { timeout: 60_000 }, async () => {
     const base = tempDir();
     const dirs = ['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state')];
     const server = await serverProcess(dirs);
@@ -270,6 +270,9 @@ describe('aami serve', () => {
     };
     const empty = join(base, 'empty-secret');
     fs.writeFileSync(empty, '\n');
+    // A token as the user name of a remote's URL is warned of (ps shows it); the remote cannot be reached, so the start fails after.
+    const warned = await run({ AAMI_ADMIN_TOKEN: PROCESS_ADMIN, AAMI_HOST: '192.0.2.1' }, '--remote', 'https://ghp_0123456789abcdef@git.invalid/config.git');
+    expect(warned.output).toContain('aami serve: warning: --remote holds a user name or password');
     expect(await run({ AAMI_ADMIN_TOKEN_FILE: empty }, '--port', '0')).toEqual({ code: 2, output: `aami serve: AAMI_ADMIN_TOKEN_FILE: ${empty} is empty\nRun 'aami serve --help' for usage.\n` });
     // 192.0.2.1 is on no interface: the message shows the port taken, the default's.
     expect((await run({ AAMI_PORT: '', AAMI_HOST: '192.0.2.1', AAMI_ADMIN_TOKEN: PROCESS_ADMIN })).output).toContain('cannot listen on 192.0.2.1:8080');
