@@ -335,6 +335,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       clearInterval(pullTimer);
       clearInterval(reapTimer);
       watcher.close();
+      upstream?.stop();
       await writer.drain();
       await sd.close();
       memory.stop();

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parseRemoteUrl, Remote } from '../src/git/remote.js';
 import { startServer } from '../src/server.js';
 import { gitCli, onCleanup, tempDir, targetYaml } from './helpers.js';
 import { ADMIN, freePort, serverConfig, waitFor } from './node-helpers.js';
@@ -45,6 +46,29 @@ function personClone(remote: string) {
 }
 
 describe('Git remote', () => {
+  it('ends a fetch under way when the server stops (a remote that accepts and never answers), and starts none after', async () => {
+    const sockets: Socket[] = [];
+    let accepted!: () => void;
+    const connected = new Promise<void>((resolve) => (accepted = resolve));
+    const silent = createServer((socket) => {
+      sockets.push(socket);
+      accepted();
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    const dir = join(tempDir(), 'repo.git');
+    gitCli(tempDir(), 'init', '--quiet', '--bare', dir);
+    const remote = new Remote(dir, parseRemoteUrl(`http://127.0.0.1:${(silent.address() as AddressInfo).port}/config.git`), 'main');
+    const fetching = remote.fetch();
+    await connected;
+    remote.stopFetching();
+    await expect(fetching).rejects.toThrow('the server is stopping: the pull was ended');
+    await expect(remote.fetch()).rejects.toThrow('the server is stopping: no more pulls');
+  });
+
   it('seeds an empty remote from the starter and pushes every API change before answering', async () => {
     const remote = bareRemote();
     const server = await remoteServer(remote);

@@ -59,9 +59,32 @@ export class Remote {
     return `refs/remotes/origin/${this.branch}`;
   }
 
+  /** The fetches under way (their process groups), and whether the server stops: then no fetch is started or waited for. */
+  private readonly fetching = new Set<number>();
+  private stopping = false;
+
+  /**
+   * The server stops: a fetch under way is ended (a remote that accepts connections and never
+   * answers held a stop ~40 s, past systemd's 30 s, so it was killed before it saved its
+   * state), and a pull queued behind it fails at once. A push is left to finish: it may carry
+   * an acknowledged write.
+   */
+  stopFetching(): void {
+    this.stopping = true;
+    for (const group of this.fetching) {
+      try {
+        process.kill(-group, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
+
   /** Fetch the branch; its tip on the remote, or null when the remote does not have it. */
   async fetch(): Promise<string | null> {
-    const result = await this.git(['fetch', '--quiet', '--no-tags', this.url, `+refs/heads/${this.branch}:${this.trackingRef}`]);
+    if (this.stopping) throw new AamiError('remote_unavailable', 'the server is stopping: no more pulls');
+    const result = await this.git(['fetch', '--quiet', '--no-tags', this.url, `+refs/heads/${this.branch}:${this.trackingRef}`], true, this.fetching);
+    if (this.stopping) throw new AamiError('remote_unavailable', 'the server is stopping: the pull was ended');
     if (result.code !== 0) {
       if (/couldn't find remote ref/i.test(result.stderr)) return null;
       throw unavailable(result.stderr);
@@ -101,7 +124,8 @@ export class Remote {
     throw unavailable(text);
   }
 
-  private git(args: string[], inRepo = true): Promise<GitResult> {
+  /** `running`: where the child's process group is kept while it runs. */
+  private git(args: string[], inRepo = true, running?: Set<number>): Promise<GitResult> {
     const env: NodeJS.ProcessEnv = { ...process.env, GIT_TERMINAL_PROMPT: '0' };
     if (this.address.authHeader) {
       Object.assign(env, { GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'http.extraHeader', GIT_CONFIG_VALUE_0: this.address.authHeader });
@@ -112,6 +136,7 @@ export class Remote {
     return new Promise((resolve) => {
       // Its own process group: on a timeout the helpers git started (git-remote-http, ssh) go too.
       const child = spawn('git', [...stall, ...(inRepo ? [`--git-dir=${this.gitdir}`] : []), ...args], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      if (child.pid) running?.add(child.pid);
       let stdout = '';
       let stderr = '';
       child.stdout.on('data', (chunk: Buffer) => (stdout = (stdout + chunk.toString()).slice(-(16 << 20))));
@@ -127,6 +152,7 @@ export class Remote {
       }, this.timeoutMs);
       const done = (code: number, extra = '') => {
         clearTimeout(timer);
+        if (child.pid) running?.delete(child.pid);
         resolve({ code, stdout, stderr: redact(timedOut ? `timed out after ${this.timeoutMs / 1000} s: the remote did not answer (a push may or may not have landed; the next pull tells)\n${stderr}` : stderr + extra) });
       };
       child.once('error', (error) => done(1, error.message));

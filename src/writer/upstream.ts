@@ -91,6 +91,11 @@ export class Upstream implements Publisher {
     }
   }
 
+  /** The server stops: pulls end (a fetch under way too); pushes finish. */
+  stop(): void {
+    this.remote.stopFetching();
+  }
+
   /**
    * After a rewrite, an admin's decision: take the remote's branch as the truth. The local
    * branch moves to the remote tip (commits the remote dropped stay dropped).
