@@ -1,7 +1,8 @@
 import { createServer } from 'node:http';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { consoleServer } from './console-helpers.js';
-import { fixedClock, onCleanup } from './helpers.js';
+import { fixedClock, onCleanup, tempDir } from './helpers.js';
 import { ADMIN, freePort } from './node-helpers.js';
 import { PROCESS_ADMIN, serverProcess } from './process-helpers.js';
 
@@ -189,7 +190,9 @@ describe('the console over HTTP', () => {
 
   it('takes --prometheus-url from the command line and refuses one that is not http(s)', { timeout: 60_000 }, async () => {
     const port = await freePort();
-    const server = await serverProcess(['--prometheus-url', `http://127.0.0.1:${port}`]);
+    // Its own directories: the defaults (./data) are the checkout's, a developer's `npm start` among them.
+    const base = tempDir();
+    const server = await serverProcess(['--repo', join(base, 'repo'), '--sd-dir', join(base, 'sd'), '--state-dir', join(base, 'state'), '--prometheus-url', `http://127.0.0.1:${port}`]);
     const cookie = (await fetch(`${server.url}/console/sign-in`, { method: 'POST', redirect: 'manual', headers: { origin: server.url }, body: new URLSearchParams({ credential: PROCESS_ADMIN }) })).headers.get('set-cookie')!.split(';')[0]!;
     expect(await (await fetch(`${server.url}/console/fleet`, { headers: { cookie } })).text()).toContain(`cannot ask Prometheus at http://127.0.0.1:${port}/`);
     await expect(serverProcess([], { AAMI_PROMETHEUS_URL: 'ftp://prometheus:9090' })).rejects.toThrow(/exited \(2\)[\s\S]*prometheus_url: must be an http/);
