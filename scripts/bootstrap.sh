@@ -504,7 +504,7 @@ EOF
         # One of an earlier run (another port, another address) is stopped first: the pid file names only the last.
         local pid first=''
         pid=$(cat "$STATE_DIR/$name.pid" 2>/dev/null) || pid=""
-        # Its first argv word, read without a pipe (under pipefail, `| head` can fail at random).
+        # Its first argv word, read from the file itself: a pipe into a reader that stops early can fail under pipefail.
         if [[ "$pid" =~ ^[0-9]{1,9}$ ]] && IFS= read -r -d '' first 2>/dev/null <"/proc/$pid/cmdline" && [ "$first" = "$bin" ]; then
             kill "$pid" 2>/dev/null || true
             # Gone before the new one starts: it may hold the port at another address.
