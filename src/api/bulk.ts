@@ -56,14 +56,15 @@ export class BulkReads {
     let dry: number | undefined;
     const writesWaiting = () => writer.pending > 0 || (dry !== undefined && clock.now() - dry < quietMs);
     this.lanes = { list: new PacedLane(rates.list, writesWaiting, clock), sd: new PacedLane(rates.sd, writesWaiting, clock) };
+    const releaseAll = () => Object.values(this.lanes).forEach((lane) => lane.release());
     const releaseIfStillDry = (since: number) => {
       if (dry !== since || writer.pending > 0) return; // it ran again: its next dry spell releases them
-      for (const lane of Object.values(this.lanes)) lane.release();
+      releaseAll();
     };
     writer.onIdle((wrote) => {
       // Only a follow of the head ran (the ref watcher's poll): no storm, nothing to wait out.
       if (!wrote) {
-        if (!writesWaiting()) for (const lane of Object.values(this.lanes)) lane.release();
+        if (!writesWaiting()) releaseAll();
         return;
       }
       const since = (dry = clock.now());
