@@ -242,7 +242,7 @@ export class GitRepository {
     // Deepest directories first, so each parent gets its children's new ids.
     const written: Array<[string, Tree]> = [];
     const treeOf = (path: string): Tree => before.get(path)!.with(changed.get(path)!);
-    for (const path of [...changed.keys()].sort((a, b) => depthOf(b) - depthOf(a))) {
+    for (const path of [...changed.keys()].sort(deeperFirst)) {
       if (path === '') continue;
       const tree = treeOf(path);
       const name = path.slice(path.lastIndexOf('/') + 1);
@@ -336,6 +336,11 @@ function* nulRecords(buffer: Buffer): Generator<[start: number, end: number]> {
 /** Git's -z output, each record decoded on its own (a cut of one string of the whole output keeps all of it alive). */
 function splitNul(buffer: Buffer): string[] {
   return Array.from(nulRecords(buffer), ([start, end]) => buffer.toString('utf8', start, end));
+}
+
+/** A module function, not an arrow made on every commit (see sameCuts in compiler.ts). */
+function deeperFirst(a: string, b: string): number {
+  return depthOf(b) - depthOf(a);
 }
 
 function depthOf(path: string): number {

@@ -93,7 +93,7 @@ export class Tree {
     // One pass over the old entries, in order: a removal skips entry `at`, an addition goes
     // before it (additions at one place in key order).
     const edits: Array<{ at: number; key?: string; bytes?: Buffer }> = [...[...removed].map((at) => ({ at })), ...added];
-    edits.sort((a, b) => a.at - b.at || ((a.key ?? '') < (b.key ?? '') ? -1 : 1));
+    edits.sort(byPlace);
 
     let total = this.raw.length;
     for (const at of removed) total -= this.starts[at + 1]! - this.starts[at]!;
@@ -103,25 +103,28 @@ export class Tree {
     let out = 0; // bytes written
     let n = 0; // entries written
     let i = 0; // next old entry to copy
-    /** Copy old entries [i, end), with their starts shifted. */
-    const copyTo = (end: number) => {
-      if (end <= i) return;
-      const from = this.starts[i]!;
-      const shift = out - from;
-      for (let k = i; k < end; k++) starts[n++] = this.starts[k]! + shift;
-      out += this.raw.copy(raw, out, from, this.starts[end]!);
-      i = end;
-    };
-    for (const { at, bytes } of edits) {
-      copyTo(at);
-      if (bytes) {
+    // One loop, not a closure for "copy the old entries up to here": a closure made on every
+    // call was optimized again each time (V8 specializes its code to the call's context, and
+    // throws it away when that context dies): ~6 ms of the compiler's time a commit at 10k targets.
+    for (let e = 0; e <= edits.length; e++) {
+      const edit = edits[e];
+      // Old entries [i, end), with their starts shifted.
+      const end = edit ? edit.at : this.size;
+      if (end > i) {
+        const from = this.starts[i]!;
+        const shift = out - from;
+        for (let k = i; k < end; k++) starts[n++] = this.starts[k]! + shift;
+        out += this.raw.copy(raw, out, from, this.starts[end]!);
+        i = end;
+      }
+      if (!edit) break;
+      if (edit.bytes) {
         starts[n++] = out;
-        out += bytes.copy(raw, out);
+        out += edit.bytes.copy(raw, out);
       } else {
         i++; // the removed entry
       }
     }
-    copyTo(this.size);
     starts[n] = out;
     return new Tree(raw, starts);
   }
@@ -234,4 +237,9 @@ function namedTwice(raw: Buffer, files: Entry[], entry: Entry): boolean {
     files.pop();
   }
   return false;
+}
+
+/** Edits by place, additions at one place by key (a module function: see the loop in `with`). */
+function byPlace(a: { at: number; key?: string }, b: { at: number; key?: string }): number {
+  return a.at - b.at || ((a.key ?? '') < (b.key ?? '') ? -1 : 1);
 }

@@ -8,7 +8,9 @@ import { dumpYaml } from '../catalog/parse.js';
  * survives an API edit. Keys whose value is undefined are removed.
  */
 export function renderYaml(data: Record<string, unknown>, previous?: string): string {
-  const present = Object.fromEntries(Object.entries(data).filter(([, value]) => value !== undefined));
+  const kept: Array<[string, unknown]> = [];
+  for (const key of Object.keys(data)) if (data[key] !== undefined) kept.push([key, data[key]]);
+  const present = Object.fromEntries(kept); // a loop, not a filter's closure made on every call (see sameCuts in compiler.ts)
   // Without comments there is nothing to keep: js-yaml's dump is ~4x cheaper than editing a
   // document, and a registration writes two files.
   if (previous === undefined || !previous.includes('#')) return dumpYaml(present);
