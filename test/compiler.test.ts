@@ -575,6 +575,35 @@ describe('SdOutput', () => {
     expect(sameParts([b('ab'), b('c'), b('de')], [b('ab'), b('cd'), b('f')])).toBe(false);
   });
 
+  it('never writes through a link planted at its temp name (an SD directory others can write)', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-link-'));
+    try {
+      const victim = join(dir, 'victim');
+      fs.writeFileSync(victim, 'not the SD writer\'s\n');
+      fs.mkdirSync(join(dir, 'sd'));
+      // Another user's link at the temp name, put there the moment before the server opens it.
+      const planted: string[] = [];
+      const promises = new Proxy(fs.promises, {
+        get: (target, key) =>
+          key !== 'open'
+            ? Reflect.get(target, key)
+            : async (path: string, ...rest: unknown[]) => {
+                if (path.endsWith('.tmp') && !planted.length) fs.symlinkSync(victim, path), planted.push(path);
+                return (target.open as (...args: unknown[]) => Promise<fs.promises.FileHandle>)(path, ...rest);
+              },
+      });
+      const output = new SdOutput(new Proxy(fs, { get: (target, key) => (key === 'promises' ? promises : Reflect.get(target, key)) }) as Fs, join(dir, 'sd'));
+      await output.write(files('node.json', '[\n  1\n]\n'));
+      expect(planted).toHaveLength(1);
+      expect(fs.readFileSync(victim, 'utf8')).toBe('not the SD writer\'s\n');
+      expect(fs.lstatSync(join(dir, 'sd/node.json')).isFile()).toBe(true);
+      expect(fs.readFileSync(join(dir, 'sd/node.json'), 'utf8')).toBe('[\n  1\n]\n');
+      expect(fs.readdirSync(join(dir, 'sd'))).toEqual(['node.json']); // the link removed, no temp file left
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('syncs an SD file before it names it, and does not sync the directory for the rename', async () => {
     const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-sync-'));
     try {
@@ -613,7 +642,7 @@ describe('SdOutput', () => {
           if (key === 'open') {
             return async (...args: unknown[]) => {
               const handle = await (target.open as (...a: unknown[]) => Promise<fs.promises.FileHandle>)(...args);
-              if (args[1] === 'w') most = Math.max(most, ++inFlight); // a temp file (a read back is opened 'r')
+              if (args[1] === 'wx') most = Math.max(most, ++inFlight); // a temp file (a read back is opened 'r')
               return handle;
             };
           }

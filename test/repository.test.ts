@@ -300,8 +300,8 @@ describe('GitRepository', () => {
     const open = fs.promises.open;
     const sometimesReadOnly = fsWith({
       open: (async (path: PathLike, flags?: string, mode?: number) => {
-        if (flags === 'w') opened.push(String(path));
-        if (readOnly && flags === 'w') throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
+        if (flags === 'wx') opened.push(String(path));
+        if (readOnly && flags === 'wx') throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
         return open(path, flags, mode);
       }) as typeof fs.promises.open,
     });
@@ -314,6 +314,27 @@ describe('GitRepository', () => {
     await writer.writeAll([{ oid, type: 'blob', content }]);
     expect(git('cat-file', 'blob', oid)).toBe(content.toString());
     expect(opened.map((path) => path.slice(0, path.lastIndexOf('/')))).toEqual([dir, dir]);
+  });
+
+  it('never writes a pack through a link at its temp name: the file made is new', async () => {
+    const { dir, git } = await repository();
+    const victim = join(tempDir(), 'victim');
+    writeFileSync(victim, 'someone else\'s file\n');
+    const planted: string[] = [];
+    const open = fs.promises.open;
+    const linking = fsWith({
+      open: (async (path: PathLike, flags?: string, mode?: number) => {
+        if (String(path).endsWith('.tmp') && !planted.includes(String(path))) symlinkSync(victim, String(path)), planted.push(String(path));
+        return open(path, flags, mode);
+      }) as typeof fs.promises.open,
+    });
+    const content = Buffer.from('written past a planted link\n');
+    const { oid } = hashObject('blob', content);
+    await new ObjectWriter(linking, dir).writeAll([{ oid, type: 'blob', content }]);
+    expect(planted.length).toBeGreaterThanOrEqual(2); // the pack's and its index's
+    expect(fs.readFileSync(victim, 'utf8')).toBe('someone else\'s file\n');
+    expect(git('cat-file', 'blob', oid)).toBe(content.toString());
+    expect((readdirSync(dir, { recursive: true }) as string[]).filter((name) => name.endsWith('.tmp'))).toEqual([]);
   });
 
   it('makes objects/pack and refs/heads for the first commit when the repository has neither', async () => {

@@ -20,7 +20,7 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
   const dir = dirname(path);
   const tmp = tempPathOf(path, `${process.pid}.${tmpCounter++}`);
   try {
-    const handle = await fs.promises.open(tmp, 'w', mode);
+    const handle = await openNew(fs, tmp, mode);
     try {
       if (Array.isArray(data)) await handle.writev(data);
       else if (typeof data === 'string' || data instanceof Uint8Array) await handle.writeFile(data);
@@ -41,6 +41,23 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
 }
 
 let tmpCounter = 0;
+
+/**
+ * Make a temp file, new (O_EXCL): a name already there is never written through. A link
+ * planted there in a directory others can write (an SD directory shared with Prometheus's
+ * group) would have had the server truncate and write the file it points to; a temp file a
+ * crash left under the same name (a container's pid 1 again) is removed and the file made
+ * anew. Removing a name removes the link, never what it points to.
+ */
+export async function openNew(fs: Fs, path: string, mode: number): Promise<nodeFs.promises.FileHandle> {
+  try {
+    return await fs.promises.open(path, 'wx', mode);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    await fs.promises.rm(path, { force: true });
+    return fs.promises.open(path, 'wx', mode);
+  }
+}
 
 /** A temp name for `path`, told apart by `tag`: the one form writeFileDurably writes and clearTempsOf clears. */
 export function tempPathOf(path: string, tag: string): string {

@@ -1,6 +1,6 @@
 import { createHash, hash } from 'node:crypto';
 import { crc32, deflateSync } from 'node:zlib';
-import { syncPath, type Fs } from './fs.js';
+import { openNew, syncPath, type Fs } from './fs.js';
 import { STALE_LOCK_MS } from './refs.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit';
@@ -152,7 +152,7 @@ export class ObjectWriter {
   }
 
   private async writeSynced(path: string, data: Buffer): Promise<void> {
-    const handle = await this.fs.promises.open(path, 'w', 0o444);
+    const handle = await openNew(this.fs, path, 0o444);
     try {
       await handle.writeFile(data);
       await handle.sync();
