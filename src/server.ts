@@ -178,6 +178,12 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     identity: (snapshot) => hashSecret(JSON.stringify([snapshot.head, config.sdLayout ?? 'file', savedStateOf(snapshot)])),
   });
   await sd.start();
+  // Whoever can write the SD directory decides what Prometheus scrapes, and can put links there
+  // for the SD writer to follow (a group's shard directory): Prometheus only needs to read it.
+  const sdMode = fs.statSync(config.sdDir, { throwIfNoEntry: false })?.mode;
+  if (sdMode !== undefined && sdMode & 0o022) {
+    logger.warn('the SD directory can be written by others than the server: whoever can write it decides what Prometheus scrapes; Prometheus only reads it (chmod go-w)', { sd_dir: config.sdDir, mode: (sdMode & 0o7777).toString(8) });
+  }
 
   // The parse cache is settled once the SD files are served (its lines are made a slice at a
   // time, the start going on and then requests answered between them: a first start's 100k

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -599,6 +600,27 @@ describe('SdOutput', () => {
       expect(fs.lstatSync(join(dir, 'sd/node.json')).isFile()).toBe(true);
       expect(fs.readFileSync(join(dir, 'sd/node.json'), 'utf8')).toBe('[\n  1\n]\n');
       expect(fs.readdirSync(join(dir, 'sd'))).toEqual(['node.json']); // the link removed, no temp file left
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('reads back no FIFO and follows no link where an SD file goes: it writes the file in their place', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-fifo-'));
+    try {
+      const text = '[\n  1\n]\n';
+      // A FIFO: opened to be compared, it held a thread of the pool for good (four held all file I/O).
+      fs.mkdirSync(join(dir, 'sd/node'), { recursive: true });
+      execFileSync('mkfifo', [join(dir, 'sd/node/gpu.json')]);
+      // A link to a file with the very bytes: taken as written, the SD file stayed a link someone else's file decides.
+      fs.writeFileSync(join(dir, 'elsewhere.json'), text);
+      fs.symlinkSync(join(dir, 'elsewhere.json'), join(dir, 'sd/node/db.json'));
+      const written = await new SdOutput(fs, join(dir, 'sd')).write(new Map([['node/gpu.json', Buffer.from(text)], ['node/db.json', Buffer.from(text)]]));
+      expect(written.written).toEqual(['node/db.json', 'node/gpu.json']);
+      for (const name of ['gpu.json', 'db.json']) {
+        expect(fs.lstatSync(join(dir, 'sd/node', name)).isFile(), name).toBe(true);
+        expect(fs.readFileSync(join(dir, 'sd/node', name), 'utf8')).toBe(text);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -118,6 +119,29 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     expect((await app.request('/api/v1/health')).status).toBe(200);
     expect(fs.readFileSync(join(sdDir, 'node.json'), 'utf8')).toBe(compiled);
     expect(Buffer.concat(restarted.lastOutput!.get('node.json')!).toString()).toBe(compiled);
+    await restarted.close();
+  });
+
+  it('takes no FIFO put in place of a stamped SD file: http_sd is not held, and the compile writes the file again', async () => {
+    const { repo, sdDir, identity } = await compiledOnce({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
+    const compiled = fs.readFileSync(join(sdDir, 'node.json'), 'utf8');
+    // Someone who can write the SD directory swaps node.json for a FIFO after the start listed it:
+    // opened to be read as before, the open waited for a writer, and held the event loop for good.
+    let swapped = false;
+    const openSync = ((path: string, flags: number) => {
+      if (path.endsWith('/node.json') && !swapped) fs.rmSync(path), execFileSync('mkfifo', [path]), (swapped = true);
+      return fs.openSync(path, flags);
+    }) as typeof fs.openSync;
+    const logged: string[] = [];
+    const log = (message: string, fields?: Record<string, unknown>) => logged.push(`${message} ${JSON.stringify(fields ?? {})}`);
+    const restarted = new SdPublisher(repo.live, { fs: fsWith({ openSync }), sdDir, logger: { ...silentLogger, info: log, warn: log }, identity, debounceMs: 60_000 });
+    await restarted.start();
+    expect(restarted.lastOutput).toBeUndefined();
+    expect(swapped).toBe(true);
+    expect(logged.find((line) => /not as stamped/.test(line))).toMatch(/node\.json changed while it was read/);
+    await restarted.compileNow();
+    expect(fs.lstatSync(join(sdDir, 'node.json')).isFile()).toBe(true);
+    expect(fs.readFileSync(join(sdDir, 'node.json'), 'utf8')).toBe(compiled);
     await restarted.close();
   });
 

@@ -404,6 +404,19 @@ describe('aami serve', () => {
     expect((await fetch(`${server.url}/api/v1/sd/prometheus?job=nope`, { headers: auth })).status).toBe(404);
   });
 
+  it('warns when others than the server can write the SD directory (Prometheus only reads it)', async () => {
+    for (const mode of [0o777, 0o775, 0o755]) {
+      const lines: string[] = [];
+      const config = serverConfig({ logger: createLogger((line) => lines.push(line)) });
+      fs.mkdirSync(config.sdDir, { recursive: true });
+      fs.chmodSync(config.sdDir, mode);
+      await (await startServer(config)).close();
+      const warning = lines.find((line) => line.includes('the SD directory can be written by others than the server'));
+      if (mode === 0o755) expect(warning, mode.toString(8)).toBeUndefined();
+      else expect(warning, mode.toString(8)).toContain(`mode=${mode.toString(8)}`);
+    }
+  });
+
   it('takes writes at once after a restart that finds the branch lock a killed server left behind', async () => {
     const lines: string[] = [];
     const config = serverConfig({ logger: createLogger((line) => lines.push(line)) });

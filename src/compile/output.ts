@@ -1,7 +1,15 @@
+import { constants } from 'node:fs';
 import { type Fs, syncPath, writeFileDurably } from '../git/fs.js';
 import { PMap } from '../catalog/pmap.js';
 import { sameParts } from './compiler.js';
 import { inLanes } from '../lanes.js';
+
+/**
+ * How an SD file is opened to be read back: a link is not followed, and a FIFO put in its
+ * place does not block (read synchronously, it would hold the event loop until someone
+ * wrote to it; by the thread pool, a thread each). The file is then checked to be a file.
+ */
+export const READ_FILE_ONLY = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 /** SD files written at once (each waits for its own fsync). */
 const WRITES_IN_FLIGHT = 16;
@@ -133,8 +141,9 @@ export class SdOutput {
     const size = parts.reduce((sum, part) => sum + part.length, 0);
     let handle: Awaited<ReturnType<Fs['promises']['open']>> | undefined;
     try {
-      handle = await this.fs.promises.open(`${this.dir}/${name}`, 'r');
-      if ((await handle.stat()).size !== size) return false;
+      handle = await this.fs.promises.open(`${this.dir}/${name}`, READ_FILE_ONLY);
+      const stat = await handle.stat();
+      if (!stat.isFile() || stat.size !== size) return false;
       if (!readBack.buffer || readBack.buffer.length < size) readBack.buffer = Buffer.allocUnsafeSlow(size);
       const bytes = readBack.buffer.subarray(0, size);
       const { bytesRead } = await handle.read(bytes, 0, size, 0);

@@ -3,7 +3,7 @@ import type { LiveCatalog, Snapshot } from '../catalog/live.js';
 import { writeFileDurably, type Fs } from '../git/fs.js';
 import type { Logger } from '../log.js';
 import { CLOSE, Compiler, EMPTY, OPEN, type SdLayout } from './compiler.js';
-import { SdOutput } from './output.js';
+import { READ_FILE_ONLY, SdOutput } from './output.js';
 
 export interface CompileStatus {
   /** When the SD files last matched the catalog; undefined before the first success. */
@@ -136,7 +136,7 @@ export class SdPublisher {
       const name = String(entry.name);
       if (entry.isFile() && name.endsWith('.json')) names.push(name);
       if (entry.isDirectory()) {
-        for (const inner of await fs.promises.readdir(`${sdDir}/${name}`)) if (String(inner).endsWith('.json')) names.push(`${name}/${inner}`);
+        for (const inner of await fs.promises.readdir(`${sdDir}/${name}`, { withFileTypes: true })) if (inner.isFile() && String(inner.name).endsWith('.json')) names.push(`${name}/${String(inner.name)}`);
       }
     }
     if (!names.length) throw new Error('no SD files');
@@ -159,10 +159,11 @@ export class SdPublisher {
     const files = new Map<string, Buffer[]>();
     for (let i = 0, at = 0; i < names.length; at += sizes[i]!, i++) {
       const bytes = all.subarray(at, at + sizes[i]!);
-      const fd = fs.openSync(`${sdDir}/${names[i]}`, 'r');
+      const fd = fs.openSync(`${sdDir}/${names[i]}`, READ_FILE_ONLY);
       try {
-        // A file that changed size since it was listed is not the one stamped.
-        if (fs.readSync(fd, bytes, 0, bytes.length, 0) !== bytes.length || fs.fstatSync(fd).size !== bytes.length) throw new Error(`${names[i]} changed while it was read`);
+        // A file that changed size since it was listed is not the one stamped; nor is anything but a file.
+        const stat = fs.fstatSync(fd);
+        if (!stat.isFile() || fs.readSync(fd, bytes, 0, bytes.length, 0) !== bytes.length || fs.fstatSync(fd).size !== bytes.length) throw new Error(`${names[i]} changed while it was read`);
       } finally {
         fs.closeSync(fd);
       }
