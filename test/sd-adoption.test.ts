@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { createApp } from '../src/api/app.js';
 import { CLOSE, EMPTY, OPEN } from '../src/compile/compiler.js';
 import { SdPublisher } from '../src/compile/publisher.js';
@@ -176,5 +176,43 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     await restarted.compileNow();
     expect(readBack).toEqual([]);
     await restarted.close();
+  });
+});
+
+describe('the SD publisher\'s schedule', () => {
+  it('compiles the first change after a quiet moment at once, and changes that keep coming at most every 250 ms', async () => {
+    const repo = await tmpConfigRepo();
+    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
+    // The clock moves only when told: what a compile takes on this machine counts for nothing.
+    let now = 0;
+    const sd = new SdPublisher(repo.live, { fs, sdDir: join(repo.dir, '..', 'sd'), logger: silentLogger, now: () => now });
+    const advance = async (ms: number) => ((now += ms), await vi.advanceTimersByTimeAsync(ms));
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      await sd.compileNow();
+      const compiles = sd.status.compiles;
+      // A change just after that compile (a registration stream): it waits for the 250 ms since that compile began.
+      let next = sd.nextCompile();
+      sd.schedule();
+      await advance(249);
+      expect([sd.compiling, sd.status.compiles]).toEqual([false, compiles]); // not begun
+      await advance(1);
+      expect(sd.compiling).toBe(true);
+      await next;
+      expect(sd.status.compiles).toBe(compiles + 1);
+      // A change after a quiet second: compiled once the debounce (20 ms) is over.
+      await advance(1000);
+      next = sd.nextCompile();
+      sd.schedule();
+      await advance(19);
+      expect(sd.compiling).toBe(false);
+      await advance(1);
+      expect(sd.compiling).toBe(true);
+      await next;
+      expect(sd.status.compiles).toBe(compiles + 2);
+    } finally {
+      vi.useRealTimers();
+      await sd.close();
+    }
   });
 });
