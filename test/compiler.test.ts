@@ -638,7 +638,7 @@ describe('SdOutput', () => {
             : async (path: string, ...rest: unknown[]) => {
                 const handle = await (target.open as (...args: unknown[]) => Promise<fs.promises.FileHandle>)(path, ...rest);
                 const sync = handle.sync.bind(handle);
-                handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.\d+\.tmp$/, '.tmp')), sync());
+                handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.[0-9a-f]+\.\d+\.tmp$/, '.tmp')), sync());
                 return handle;
               },
       });

@@ -1,4 +1,5 @@
 import type * as nodeFs from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
 
 /** node:fs or a memfs volume: the store and the compiler take either. */
@@ -18,7 +19,7 @@ export type Fs = typeof nodeFs;
  */
 export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void): Promise<void> {
   const dir = dirname(path);
-  const tmp = tempPathOf(path, `${process.pid}.${tmpCounter++}`);
+  const tmp = tempPathOf(path, `${process.pid}.${PROCESS_TAG}.${tmpCounter++}`);
   try {
     const handle = await openNew(fs, tmp, mode);
     try {
@@ -41,6 +42,13 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
 }
 
 let tmpCounter = 0;
+/**
+ * Told apart from every other process's temp names, not by the pid alone: servers in two
+ * containers on one volume are both pid 1, and their temp files had one name (each
+ * truncating or, made new, removing the other's mid-write: a pack renamed under the wrong
+ * name, a commit whose objects are gone).
+ */
+export const PROCESS_TAG = randomBytes(4).toString('hex');
 
 /**
  * Make a temp file, new (O_EXCL): a name already there is never written through. A link

@@ -1,6 +1,6 @@
 import { createHash, hash } from 'node:crypto';
 import { crc32, deflateSync } from 'node:zlib';
-import { openNew, syncPath, type Fs } from './fs.js';
+import { openNew, PROCESS_TAG, syncPath, type Fs } from './fs.js';
 import { STALE_LOCK_MS } from './refs.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit';
@@ -162,9 +162,10 @@ export class ObjectWriter {
   }
 }
 let tmpCounter = 0;
-/** The temp files of packs being written: `<gitdir>/.aami-pack-<pid>-<n>.tmp` (or in objects/pack, see tempDir), and how start-up knows them. */
-const tempName = (pid: number, n: number) => `.aami-pack-${pid}-${n}.tmp`;
-const TEMP_NAME = /^\.aami-pack-(\d+)-\d+\.tmp$/;
+/** The temp files of packs being written: `<gitdir>/.aami-pack-<pid>-<PROCESS_TAG>-<n>.tmp` (or in objects/pack, see tempDir), and how start-up knows them. */
+const tempName = (pid: number, n: number) => `.aami-pack-${pid}-${PROCESS_TAG}-${n}.tmp`;
+/** Named by tempName, or by a server before PROCESS_TAG (no tag). */
+const TEMP_NAME = /^\.aami-pack-(\d+)-(?:[0-9a-f]{8}-)?\d+\.tmp$/;
 /** What servers before them wrote in objects/pack (git's own temp packs are `tmp_pack_XXXXXX`). */
 const OLD_TEMP_NAME = /^tmp_pack_(\d+)_\d+$/;
 /** A temp file at the top of the repository cannot be renamed into objects/pack, or not be made there. */
