@@ -493,6 +493,13 @@ function chunksHold(compiler: any, label: string): void {
 
 const files = (name: string, text: string) => new Map([[name, Buffer.from(text)]]);
 
+/** node:fs whose fs.promises.open goes through `wrap` (given the path, and the real open with the same arguments). */
+function fsOpening(wrap: (path: string, open: () => Promise<fs.promises.FileHandle>) => Promise<fs.promises.FileHandle>): Fs {
+  const open = (path: string, ...rest: unknown[]) => wrap(path, () => (fs.promises.open as (...args: unknown[]) => Promise<fs.promises.FileHandle>)(path, ...rest));
+  const promises = new Proxy(fs.promises, { get: (target, key) => (key === 'open' ? open : Reflect.get(target, key)) });
+  return new Proxy(fs, { get: (target, key) => (key === 'promises' ? promises : Reflect.get(target, key)) }) as Fs;
+}
+
 describe('SdOutput', () => {
   const memfs = () => createFsFromVolume(new Volume()) as unknown as Fs;
 
@@ -584,16 +591,11 @@ describe('SdOutput', () => {
       fs.mkdirSync(join(dir, 'sd'));
       // Another user's link at the temp name, put there the moment before the server opens it.
       const planted: string[] = [];
-      const promises = new Proxy(fs.promises, {
-        get: (target, key) =>
-          key !== 'open'
-            ? Reflect.get(target, key)
-            : async (path: string, ...rest: unknown[]) => {
-                if (path.endsWith('.tmp') && !planted.length) fs.symlinkSync(victim, path), planted.push(path);
-                return (target.open as (...args: unknown[]) => Promise<fs.promises.FileHandle>)(path, ...rest);
-              },
+      const linking = fsOpening((path, open) => {
+        if (path.endsWith('.tmp') && !planted.length) fs.symlinkSync(victim, path), planted.push(path);
+        return open();
       });
-      const output = new SdOutput(new Proxy(fs, { get: (target, key) => (key === 'promises' ? promises : Reflect.get(target, key)) }) as Fs, join(dir, 'sd'));
+      const output = new SdOutput(linking, join(dir, 'sd'));
       await output.write(files('node.json', '[\n  1\n]\n'));
       expect(planted).toHaveLength(1);
       expect(fs.readFileSync(victim, 'utf8')).toBe('not the SD writer\'s\n');
@@ -631,18 +633,13 @@ describe('SdOutput', () => {
     try {
       // Every fsync, by the path opened: a directory sync shows as the directory's path.
       const synced: string[] = [];
-      const promises = new Proxy(fs.promises, {
-        get: (target, key) =>
-          key !== 'open'
-            ? Reflect.get(target, key)
-            : async (path: string, ...rest: unknown[]) => {
-                const handle = await (target.open as (...args: unknown[]) => Promise<fs.promises.FileHandle>)(path, ...rest);
-                const sync = handle.sync.bind(handle);
-                handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.[0-9a-f]+\.\d+\.tmp$/, '.tmp')), sync());
-                return handle;
-              },
+      const watched = fsOpening(async (path, open) => {
+        const handle = await open();
+        const sync = handle.sync.bind(handle);
+        handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.[0-9a-f]+\.\d+\.tmp$/, '.tmp')), sync());
+        return handle;
       });
-      const output = new SdOutput(new Proxy(fs, { get: (target, key) => (key === 'promises' ? promises : Reflect.get(target, key)) }) as Fs, dir);
+      const output = new SdOutput(watched, dir);
       await output.write(files('node/gpu.json', '[\n  1\n]\n'));
       expect(synced).toEqual(['<sd>/node/.gpu.json.tmp']);
       expect(fs.readFileSync(join(dir, 'node/gpu.json'), 'utf8')).toBe('[\n  1\n]\n');
