@@ -53,9 +53,9 @@ export const PROCESS_TAG = randomBytes(4).toString('hex');
 /**
  * Make a temp file, new (O_EXCL): a name already there is never written through. A link
  * planted there in a directory others can write (an SD directory shared with Prometheus's
- * group) would have had the server truncate and write the file it points to; a temp file a
- * crash left under the same name (a container's pid 1 again) is removed and the file made
- * anew. Removing a name removes the link, never what it points to.
+ * group) would have had the server truncate and write the file it points to. Temp names are
+ * this process's alone (PROCESS_TAG): what is there was put there, and is removed (a link,
+ * never what it points to) before the file is made anew.
  */
 export async function openNew(fs: Fs, path: string, mode: number): Promise<nodeFs.promises.FileHandle> {
   try {

@@ -104,8 +104,8 @@ export class Tree {
     let n = 0; // entries written
     let i = 0; // next old entry to copy
     // One loop, not a closure for "copy the old entries up to here": a closure made on every
-    // call was optimized again each time (V8 specializes its code to the call's context, and
-    // throws it away when that context dies): ~6 ms of the compiler's time a commit at 10k targets.
+    // call was compiled again and again by V8's optimizing compiler (see sameCuts in
+    // compiler.ts): 39 times in 1,800 one-client commits at 10k targets, ~6 ms each.
     for (let e = 0; e <= edits.length; e++) {
       const edit = edits[e];
       // Old entries [i, end), with their starts shifted.
