@@ -121,7 +121,7 @@ export async function tmpConfigRepo(options: { from?: string; now?: () => number
   const repo = await GitRepository.init(dir, { files: filesOf(options.from ?? STARTER), author: ADMIN, now: options.now });
   const files = new RepoFiles(repo, new ParseCache(undefined));
   const live = new LiveCatalog(await loadSnapshot({ repo, files, saved: undefined, history: async () => new Map() }));
-  const sd = new SdPublisher(live, { fs, sdDir, logger: silentLogger, debounceMs: 5, minIntervalMs: 0 });
+  const sd = new SdPublisher(live, { fs, sdDir, logger: silentLogger, debounceMs: 5, maxIntervalMs: 0 });
   await sd.compileNow();
   const follow = () => followHead(repo, live, files);
   const writer = new Writer(repo, live, follow, options.writer);

@@ -13,7 +13,8 @@ import { targetYaml, tmpConfigRepo } from './helpers.js';
 async function compiledOnce(files: Record<string, string>, layout?: 'file' | 'group') {
   const repo = await tmpConfigRepo();
   await repo.push(files);
-  const sdDir = join(repo.dir, '..', 'sd');
+  // Not tmpConfigRepo's own SD directory (its publisher writes there too).
+  const sdDir = join(repo.dir, '..', 'sd-restarted');
   const identity = () => 'same-snapshot';
   const first = new SdPublisher(repo.live, { fs, sdDir, logger: silentLogger, identity, layout });
   await first.compileNow();
@@ -122,6 +123,27 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     await restarted.close();
   });
 
+  it('compiles at start, never serving a job without its file, when a stamped SD file is gone or another was put beside them', async () => {
+    for (const change of ['gone', 'not a file', 'added'] as const) {
+      const { repo, sdDir, identity } = await compiledOnce({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
+      const compiled = fs.readFileSync(join(sdDir, 'node.json'), 'utf8');
+      if (change === 'gone') fs.rmSync(join(sdDir, 'node.json'));
+      if (change === 'not a file') fs.rmSync(join(sdDir, 'node.json')), execFileSync('mkfifo', [join(sdDir, 'node.json')]);
+      if (change === 'added') fs.writeFileSync(join(sdDir, 'extra.json'), '[]\n');
+      const logged: string[] = [];
+      const log = (message: string) => logged.push(message);
+      const restarted = new SdPublisher(repo.live, { fs, sdDir, logger: { ...silentLogger, info: log, warn: log }, identity, debounceMs: 60_000 });
+      await restarted.start();
+      expect(logged, change).toContain('sd files on disk are not the ones stamped for this snapshot: compiling them');
+      // Compiled before start() answered: http_sd serves the job's entries, not [] for a file it did not find.
+      const served = await createApp(appDeps(repo, { sd: restarted })).request('/api/v1/sd/prometheus?job=node');
+      expect(await served.text(), change).toBe(compiled);
+      expect(fs.lstatSync(join(sdDir, 'node.json')).isFile(), change).toBe(true);
+      expect(fs.existsSync(join(sdDir, 'extra.json')), change).toBe(false);
+      await restarted.close();
+    }
+  });
+
   it('takes no FIFO put in place of a stamped SD file: http_sd is not held, and the compile writes the file again', async () => {
     const { repo, sdDir, identity } = await compiledOnce({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
     const compiled = fs.readFileSync(join(sdDir, 'node.json'), 'utf8');
@@ -129,6 +151,8 @@ describe('http_sd after a restart that takes the SD files on disk', () => {
     // opened to be read as before, the open waited for a writer, and held the event loop for good.
     let swapped = false;
     const openSync = ((path: string, flags: number) => {
+      // Opened to block, the FIFO would hold this test's thread for good: no timeout could fail it.
+      if (path.endsWith('/node.json') && !(flags & fs.constants.O_NONBLOCK)) throw new Error('opened to block on a FIFO');
       if (path.endsWith('/node.json') && !swapped) fs.rmSync(path), execFileSync('mkfifo', [path]), (swapped = true);
       return fs.openSync(path, flags);
     }) as typeof fs.openSync;
@@ -185,7 +209,7 @@ describe('the SD publisher\'s schedule', () => {
     await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
     // The clock moves only when told: what a compile takes on this machine counts for nothing.
     let now = 0;
-    const sd = new SdPublisher(repo.live, { fs, sdDir: join(repo.dir, '..', 'sd'), logger: silentLogger, now: () => now });
+    const sd = new SdPublisher(repo.live, { fs, sdDir: join(repo.dir, '..', 'sd-scheduled'), logger: silentLogger, now: () => now });
     const advance = async (ms: number) => ((now += ms), await vi.advanceTimersByTimeAsync(ms));
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
@@ -209,6 +233,53 @@ describe('the SD publisher\'s schedule', () => {
       await advance(1);
       expect(sd.compiling).toBe(true);
       await next;
+      expect(sd.status.compiles).toBe(compiles + 2);
+    } finally {
+      vi.useRealTimers();
+      await sd.close();
+    }
+  });
+
+  it('gives the changes made during a long compile one compile when it ends, not one each', async () => {
+    const repo = await tmpConfigRepo();
+    await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
+    let now = 0;
+    // The compile waits at its last rename (the stamp, written by every compile) until the test lets it go: a compile of the whole fleet, seconds long.
+    let release = () => {};
+    let reached = () => {};
+    let held = false;
+    const rename = (async (from: fs.PathLike, to: fs.PathLike) => {
+      if (held && String(to).endsWith('.aami-sd-identity')) await new Promise<void>((resolve) => ((release = resolve), reached()));
+      return fs.promises.rename(from, to);
+    }) as typeof fs.promises.rename;
+    const sd = new SdPublisher(repo.live, { fs: fsWith({}, { rename }), sdDir: join(repo.dir, '..', 'sd-scheduled'), logger: silentLogger, identity: () => 'a snapshot', now: () => now });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      await sd.compileNow();
+      const compiles = sd.status.compiles;
+      held = true;
+      const atRename = new Promise<void>((resolve) => (reached = resolve));
+      const long = sd.compileNow();
+      await atRename;
+      held = false;
+      // Two seconds into it, changes keep coming, each after the debounce of the last.
+      now += 2000;
+      for (let i = 0; i < 5; i++) {
+        sd.schedule();
+        now += 20;
+        await vi.advanceTimersByTimeAsync(20);
+      }
+      release();
+      await long;
+      expect(sd.status.compiles).toBe(compiles + 1);
+      // One compile for all five, once the debounce after the long one is over; then nothing more is due.
+      const next = sd.nextCompile();
+      now += 20;
+      await vi.advanceTimersByTimeAsync(20);
+      await next;
+      now += 5000;
+      await vi.advanceTimersByTimeAsync(5000);
+      await sd.close(); // and any compile queued meanwhile has run
       expect(sd.status.compiles).toBe(compiles + 2);
     } finally {
       vi.useRealTimers();

@@ -6,8 +6,8 @@ import { inLanes } from '../lanes.js';
 
 /**
  * How an SD file is opened to be read back: a link is not followed, and a FIFO put in its
- * place does not block (read synchronously, it would hold the event loop until someone
- * wrote to it; by the thread pool, a thread each). The file is then checked to be a file.
+ * place does not block (opened to be read, it waits until a writer opens it: synchronously,
+ * the event loop; by the thread pool, a thread each). The file is then checked to be a file.
  */
 export const READ_FILE_ONLY = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { formatProblem } from '../catalog/problem.js';
 import type { LiveCatalog, Snapshot } from '../catalog/live.js';
 import { writeFileDurably, type Fs } from '../git/fs.js';
@@ -20,21 +21,18 @@ export interface SdPublisherOptions {
   /** Coalesces a burst of changes into one compile. */
   debounceMs?: number;
   /**
-   * Most time between two compiles (default 750 ms). A compile waits ten times what the
-   * last one took, so compiling takes at most a tenth of the core under a registration
-   * burst (a full compile at 10k targets is 50–100 ms: after every commit it took a fifth
-   * of the busy core), and at least `leastIntervalMs`; never longer than this, so a
-   * registration reaches the SD files within a second.
-   */
-  minIntervalMs?: number;
-  /**
    * Least time between the starts of two compiles while changes keep coming (default 250 ms;
-   * the first change after a quiet moment is compiled at once). One client registering
-   * without a pause at 10k targets had the job's 3.7 MB file written and fsync'd ~9 times a
-   * second, 33 MB/s on the disk Prometheus's own storage may share; Prometheus hands new
-   * targets to its scrapers at most every 5 s whatever the files do.
+   * the first change after a quiet moment is compiled at once, after `debounceMs`). One client
+   * registering without a pause at 10k targets had the job's 3.7 MB file written and fsync'd
+   * ~9 times a second, 33 MB/s on the disk Prometheus's own storage may share; Prometheus
+   * hands new targets to its scrapers at most every 5 s whatever the files do. A compile also
+   * waits ten times what the last one took, so compiling takes at most a tenth of the core
+   * under a registration burst (a full compile at 10k targets is 50–100 ms: after every commit
+   * it took a fifth of the busy core).
    */
   leastIntervalMs?: number;
+  /** Most time between the starts of two compiles (default 750 ms), whatever the above: a registration reaches the SD files within a second. 0 turns the throttle off (tests). */
+  maxIntervalMs?: number;
   observeCompile?: (seconds: number) => void;
   /** How soon a failed write of the SD files is tried again. */
   retryMs?: number;
@@ -70,6 +68,7 @@ export class SdPublisher {
   private lastStart = 0;
   private running: Promise<void> = Promise.resolve();
   private inCompile = false;
+  private changedDuringCompile = false;
   private waiters: Array<() => void> = [];
   private readonly now: () => number;
   private reported = new Set<string>();
@@ -96,13 +95,18 @@ export class SdPublisher {
     const snapshot = this.live.snapshot();
     const identity = this.options.identity?.(snapshot);
     const stamp = await this.options.fs.promises.readFile(this.stampFile, 'utf8').catch(() => undefined);
-    const names =
-      identity !== undefined && stamp === identity
+    let names =
+      identity !== undefined && stamp?.startsWith(`${identity} `)
         ? await this.listOutput().catch((error: unknown) => {
             this.options.logger.info('sd files on disk are stamped for this snapshot but cannot be taken as they are: compiling them', { reason: error instanceof Error ? error.message : String(error) });
             return undefined;
           })
         : undefined;
+    // A file gone since (or not a file any more), or one put there: http_sd would serve a job without it.
+    if (names && stamp !== stampOf(identity!, names)) {
+      this.options.logger.info('sd files on disk are not the ones stamped for this snapshot: compiling them');
+      names = undefined;
+    }
     if (!names) return this.compileNow();
     this.onDisk = names;
     this.status.lastSuccessAt = new Date();
@@ -166,7 +170,7 @@ export class SdPublisher {
    */
   private readOutput(names: string[]): Map<string, Buffer[]> {
     const { fs, sdDir } = this.options;
-    const sizes = names.map((name) => fs.statSync(`${sdDir}/${name}`).size);
+    const sizes = names.map((name) => fs.lstatSync(`${sdDir}/${name}`).size); // a link's own size: it is not followed (READ_FILE_ONLY)
     const all = Buffer.allocUnsafeSlow(sizes.reduce((sum, size) => sum + size, 0));
     const files = new Map<string, Buffer[]>();
     for (let i = 0, at = 0; i < names.length; at += sizes[i]!, i++) {
@@ -194,8 +198,16 @@ export class SdPublisher {
     // runs): moving it back on every change would let a steady stream of writes, each
     // within the debounce of the last, hold the SD files back for as long as it lasts.
     if (this.timer) return;
+    // Nor is one queued behind a compile under way: the changes made meanwhile get one compile
+    // when it ends. Each had its own timer, none held back by the throttle (it counts from a
+    // compile's start): during a whole-fleet compile at 100k targets (seconds, in slices,
+    // registrations going on), one compile queued every 20 ms, run back to back after it.
+    if (this.inCompile) {
+      this.changedDuringCompile = true;
+      return;
+    }
     const debounce = this.options.debounceMs ?? 20;
-    const interval = Math.min(this.options.minIntervalMs ?? 750, Math.max(this.options.leastIntervalMs ?? 250, 10 * (this.status.lastDurationMs ?? 0)));
+    const interval = Math.min(this.options.maxIntervalMs ?? 750, Math.max(this.options.leastIntervalMs ?? 250, 10 * (this.status.lastDurationMs ?? 0)));
     const throttle = this.lastStart + interval - this.now();
     this.timer = setTimeout(() => {
       this.timer = undefined;
@@ -209,6 +221,8 @@ export class SdPublisher {
   }
 
   async close(): Promise<void> {
+    // A compile under way ends first: what changed meanwhile is then due (a timer), and compiled now.
+    await this.running;
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
@@ -233,7 +247,7 @@ export class SdPublisher {
       // From its first rename the directory may hold two snapshots' files: the ones a restart took are not to be read any more.
       const result = await this.output.write(files, () => (this.onDisk = undefined));
       const identity = this.options.identity?.(snapshot);
-      if (identity !== undefined) await writeFileDurably(this.options.fs, this.stampFile, identity, false);
+      if (identity !== undefined) await writeFileDurably(this.options.fs, this.stampFile, stampOf(identity, files.keys()), false);
       this.written = files;
       this.onDisk = undefined;
       this.status.lastSuccessAt = new Date();
@@ -258,6 +272,10 @@ export class SdPublisher {
       this.options.observeCompile?.(this.status.lastDurationMs / 1000);
       this.status.compiles++;
       for (const resolve of this.waiters.splice(0)) resolve();
+      if (this.changedDuringCompile) {
+        this.changedDuringCompile = false;
+        this.schedule();
+      }
     }
   }
 
@@ -274,6 +292,11 @@ export class SdPublisher {
     }
     this.reported = now;
   }
+}
+
+/** What the stamp says: the snapshot's identity, and a digest of the SD files' names. */
+function stampOf(identity: string, names: Iterable<string>): string {
+  return `${identity} ${createHash('sha256').update([...names].sort().join('\n')).digest('hex')}`;
 }
 
 /**
