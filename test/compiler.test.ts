@@ -11,7 +11,7 @@ import { parseFile } from '../src/catalog/parse.js';
 import { targetLabels } from '../src/catalog/labels.js';
 import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler.js';
 import { SdOutput } from '../src/compile/output.js';
-import type { Fs } from '../src/git/fs.js';
+import { PROCESS_TAG, type Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
 import { fixture } from './helpers.js';
 
@@ -602,6 +602,23 @@ describe('SdOutput', () => {
       expect(fs.lstatSync(join(dir, 'sd/node.json')).isFile()).toBe(true);
       expect(fs.readFileSync(join(dir, 'sd/node.json'), 'utf8')).toBe('[\n  1\n]\n');
       expect(fs.readdirSync(join(dir, 'sd'))).toEqual(['node.json']); // the link removed, no temp file left
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('removes at its first write the temp files a killed server left, and no write at work', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-leftovers-'));
+    try {
+      fs.mkdirSync(join(dir, 'node'), { recursive: true });
+      const old = new Date(Date.now() - 10 * 60_000);
+      const put = (name: string, age?: Date) => (fs.writeFileSync(join(dir, name), '[partial'), age && fs.utimesSync(join(dir, name), age, age), name);
+      const leftovers = [put('.node.json.4242.0a1b2c3d.7.tmp', old), put('node/.gpu.json.4242.0a1b2c3d.3.tmp', old), put('.node.json.4242.5.tmp', old)];
+      // Young (another process writing now), this process's own, and names not of the SD writer.
+      const kept = [put('.node.json.4242.0a1b2c3d.8.tmp'), put(`.node.json.${process.pid}.${PROCESS_TAG}.9.tmp`, old), put('notes.tmp', old), put('.editor.swp.tmp', old)];
+      await new SdOutput(fs, dir).write(files('node/gpu.json', '[]\n'));
+      expect(leftovers.filter((name) => fs.existsSync(join(dir, name)))).toEqual([]);
+      expect(kept.filter((name) => fs.existsSync(join(dir, name)))).toEqual(kept);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -88,6 +88,19 @@ export function clearTempsOf(fs: Fs, path: string): void {
 }
 
 /**
+ * Whether `name` is a temp file writeFileDurably made in another process (`.NAME.<pid>.<tag>.<n>.tmp`,
+ * or `.NAME.<pid>.<n>.tmp` before tags): a leftover of a process killed mid-write once it is
+ * older than a write takes. Its name never comes back (the tag), so nothing else removes it.
+ */
+export function othersTemp(name: string): boolean {
+  const match = /^\..+\.\d+\.(?:([0-9a-f]{8})\.)?\d+\.tmp$/.exec(name);
+  return match !== null && match[1] !== PROCESS_TAG;
+}
+
+/** A temp file older than this is no write at work: a leftover. */
+export const LEFTOVER_AGE_MS = 120_000;
+
+/**
  * fsync a path: a file written earlier without it, or a directory to make a rename or
  * unlink in it durable. A path that is gone has nothing to flush, and some file systems
  * cannot open or fsync a directory: both are no-ops. Any other error (EIO) is thrown: what
