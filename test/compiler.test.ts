@@ -613,9 +613,9 @@ describe('SdOutput', () => {
       fs.mkdirSync(join(dir, 'node'), { recursive: true });
       const old = new Date(Date.now() - 10 * 60_000);
       const put = (name: string, age?: Date) => (fs.writeFileSync(join(dir, name), '[partial'), age && fs.utimesSync(join(dir, name), age, age), name);
-      const leftovers = [put('.node.json.4242.0a1b2c3d.7.tmp', old), put('node/.gpu.json.4242.0a1b2c3d.3.tmp', old), put('.node.json.4242.5.tmp', old)];
+      const leftovers = [put('.node.json.4242.t0a1b2c3d.7.tmp', old), put('node/.gpu.json.4242.t0a1b2c3d.3.tmp', old), put('.node.json.4242.5.tmp', old)];
       // Young (another process writing now), this process's own, and names not of the SD writer.
-      const kept = [put('.node.json.4242.0a1b2c3d.8.tmp'), put(`.node.json.${process.pid}.${PROCESS_TAG}.9.tmp`, old), put('notes.tmp', old), put('.editor.swp.tmp', old)];
+      const kept = [put('.node.json.4242.t0a1b2c3d.8.tmp'), put(`.node.json.${process.pid}.${PROCESS_TAG}.9.tmp`, old), put('notes.tmp', old), put('.editor.swp.tmp', old)];
       await new SdOutput(fs, dir).write(files('node/gpu.json', '[]\n'));
       expect(leftovers.filter((name) => fs.existsSync(join(dir, name)))).toEqual([]);
       expect(kept.filter((name) => fs.existsSync(join(dir, name)))).toEqual(kept);
@@ -653,7 +653,7 @@ describe('SdOutput', () => {
       const watched = fsOpening(async (path, open) => {
         const handle = await open();
         const sync = handle.sync.bind(handle);
-        handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.[0-9a-f]+\.\d+\.tmp$/, '.tmp')), sync());
+        handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.t[0-9a-f]+\.\d+\.tmp$/, '.tmp')), sync());
         return handle;
       });
       const output = new SdOutput(watched, dir);

@@ -255,7 +255,7 @@ describe('GitRepository', () => {
     const dead = spawnSync('true').pid;
     const pack = (name: string) => `${dir}/objects/pack/pack-${name.repeat(40)}`;
     // Temp files of a dead pid and of this one (a container's pid 1 again), also where writes fall back to and where old servers wrote them; a pack whose index never got its name.
-    const leftovers = [`${dir}/.aami-pack-${dead}-3.tmp`, `${dir}/.aami-pack-${dead}-0a1b2c3d-8.tmp`, `${dir}/.aami-pack-${process.pid}-0.tmp`, `${dir}/objects/pack/.aami-pack-${dead}-5.tmp`, `${dir}/objects/pack/tmp_pack_${dead}_4`, `${pack('a')}.pack`];
+    const leftovers = [`${dir}/.aami-pack-${dead}-3.tmp`, `${dir}/.aami-pack-${dead}-t0a1b2c3d-8.tmp`, `${dir}/.aami-pack-${process.pid}-0.tmp`, `${dir}/objects/pack/.aami-pack-${dead}-5.tmp`, `${dir}/objects/pack/tmp_pack_${dead}_4`, `${pack('a')}.pack`];
     // A running process's (the test runner's), git's own temp pack, a file the pattern does not name, a pack with its index.
     const kept = [`${dir}/.aami-pack-${process.ppid}-1.tmp`, `${dir}/objects/pack/tmp_pack_Ab12Cd`, `${dir}/.aami-pack-x-1.tmp`, `${pack('b')}.pack`, `${pack('b')}.idx`];
     // The same as the leftovers but written a moment ago: perhaps a write at work (another server starting on this repository).

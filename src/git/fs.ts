@@ -48,7 +48,7 @@ let tmpCounter = 0;
  * truncating or, made new, removing the other's mid-write: a pack renamed under the wrong
  * name, a commit whose objects are gone).
  */
-export const PROCESS_TAG = randomBytes(4).toString('hex');
+export const PROCESS_TAG = `t${randomBytes(4).toString('hex')}`; // a letter first: never read as a number in a name
 
 /**
  * Make a temp file, new (O_EXCL): a name already there is never written through. A link
@@ -93,7 +93,7 @@ export function clearTempsOf(fs: Fs, path: string): void {
  * older than a write takes. Its name never comes back (the tag), so nothing else removes it.
  */
 export function othersTemp(name: string): boolean {
-  const match = /^\..+\.\d+\.(?:([0-9a-f]{8})\.)?\d+\.tmp$/.exec(name);
+  const match = /^\..+\.\d+\.(?:(t[0-9a-f]{8})\.)?\d+\.tmp$/.exec(name);
   return match !== null && match[1] !== PROCESS_TAG;
 }
 

@@ -165,7 +165,7 @@ let tmpCounter = 0;
 /** The temp files of packs being written: `<gitdir>/.aami-pack-<pid>-<PROCESS_TAG>-<n>.tmp` (or in objects/pack, see tempDir), and how start-up knows them. */
 const tempName = (pid: number, n: number) => `.aami-pack-${pid}-${PROCESS_TAG}-${n}.tmp`;
 /** Named by tempName, or by a server before PROCESS_TAG (no tag). */
-const TEMP_NAME = /^\.aami-pack-(\d+)-(?:[0-9a-f]{8}-)?\d+\.tmp$/;
+const TEMP_NAME = /^\.aami-pack-(\d+)-(?:t[0-9a-f]{8}-)?\d+\.tmp$/;
 /** What servers before them wrote in objects/pack (git's own temp packs are `tmp_pack_XXXXXX`). */
 const OLD_TEMP_NAME = /^tmp_pack_(\d+)_\d+$/;
 /** A temp file at the top of the repository cannot be renamed into objects/pack, or not be made there. */
