@@ -10,7 +10,7 @@ import { LiveCatalog } from './catalog/live.js';
 import { filesOf } from './catalog/load.js';
 import type { SdLayout } from './compile/compiler.js';
 import { SdPublisher } from './compile/publisher.js';
-import { writeFileDurably } from './git/fs.js';
+import { clearLeftoverTemps, writeFileDurably } from './git/fs.js';
 import { addedOrder, fileHistory, fileVersions } from './git/history.js';
 import { parseRemoteUrl, Remote } from './git/remote.js';
 import { GitRepository } from './git/repository.js';
@@ -134,6 +134,9 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   if (repoHealth.warning) logger.warn('old repository layout', { repo: config.repo, hint: repoHealth.warning });
 
   fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+  // What a server killed mid-write left (heartbeats, catalog state, the remote tip): never named again, so never overwritten.
+  const leftovers = clearLeftoverTemps(fs, config.stateDir);
+  if (leftovers.length) logger.info('removed the temp files a server killed mid-write left in the state directory', { files: leftovers.join(' ') });
   const cache = new ParseCache(join(config.stateDir, 'parse-cache.log'));
   const stateFile = new CatalogStateFile(join(config.stateDir, 'catalog-state.json'));
   const saved = stateFile.load();

@@ -404,6 +404,20 @@ describe('aami serve', () => {
     expect((await fetch(`${server.url}/api/v1/sd/prometheus?job=nope`, { headers: auth })).status).toBe(404);
   });
 
+  it('removes at start the temp files a server killed mid-write left in the state directory, not a write at work', async () => {
+    const lines: string[] = [];
+    const config = serverConfig({ logger: createLogger((line) => lines.push(line)) });
+    fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
+    const old = new Date(Date.now() - 10 * 60_000);
+    const put = (name: string, age?: Date) => (fs.writeFileSync(join(config.stateDir, name), '{"partial'), age && fs.utimesSync(join(config.stateDir, name), age, age), name);
+    const leftovers = [put('.heartbeats.json.4242.t0a1b2c3d.7.tmp', old), put('.catalog-state.json.4242.3.tmp', old)];
+    const kept = [put('.heartbeats.json.4243.t0a1b2c4d.2.tmp'), put('notes.tmp', old)];
+    await (await startServer(config)).close();
+    expect(leftovers.filter((name) => fs.existsSync(join(config.stateDir, name)))).toEqual([]);
+    expect(kept.filter((name) => fs.existsSync(join(config.stateDir, name)))).toEqual(kept);
+    expect(lines.join('\n')).toContain('removed the temp files a server killed mid-write left in the state directory');
+  });
+
   it('warns when others than the server can write the SD directory (Prometheus only reads it)', async () => {
     for (const mode of [0o777, 0o775, 0o755]) {
       const lines: string[] = [];

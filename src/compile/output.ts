@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { type Fs, LEFTOVER_AGE_MS, othersTemp, syncPath, writeFileDurably } from '../git/fs.js';
+import { type Fs, leftoverTemp, syncPath, writeFileDurably } from '../git/fs.js';
 import { PMap } from '../catalog/pmap.js';
 import { sameParts } from './compiler.js';
 import { inLanes } from '../lanes.js';
@@ -117,7 +117,7 @@ export class SdOutput {
         const name = sub ? `${sub}/${String(entry.name)}` : String(entry.name);
         if (!sub && entry.isDirectory()) await removeStale(name);
         // What a server killed mid-write left (an SD file's temp can be tens of MB): dot files Prometheus's glob skips, but they pile up.
-        if (entry.isFile() && othersTemp(String(entry.name)) && (await this.fs.promises.lstat(`${this.dir}/${name}`)).mtimeMs < Date.now() - LEFTOVER_AGE_MS) {
+        if (entry.isFile() && String(entry.name).endsWith('.tmp') && leftoverTemp(String(entry.name), (await this.fs.promises.lstat(`${this.dir}/${name}`)).mtimeMs)) {
           await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
           continue;
         }

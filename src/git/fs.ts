@@ -88,17 +88,31 @@ export function clearTempsOf(fs: Fs, path: string): void {
 }
 
 /**
- * Whether `name` is a temp file writeFileDurably made in another process (`.NAME.<pid>.<tag>.<n>.tmp`,
- * or `.NAME.<pid>.<n>.tmp` before tags): a leftover of a process killed mid-write once it is
- * older than a write takes. Its name never comes back (the tag), so nothing else removes it.
+ * Whether `name`, last written at `mtimeMs`, is a temp file writeFileDurably made in another
+ * process (`.NAME.<pid>.<tag>.<n>.tmp`, or `.NAME.<pid>.<n>.tmp` before tags) older than a write
+ * takes: a leftover of a process killed mid-write. Its name never comes back (the tag), so
+ * nothing else would ever remove it.
  */
-export function othersTemp(name: string): boolean {
+export function leftoverTemp(name: string, mtimeMs: number): boolean {
   const match = /^\..+\.\d+\.(?:(t[0-9a-f]{8})\.)?\d+\.tmp$/.exec(name);
-  return match !== null && match[1] !== PROCESS_TAG;
+  return match !== null && match[1] !== PROCESS_TAG && mtimeMs < Date.now() - 120_000;
 }
 
-/** A temp file older than this is no write at work: a leftover. */
-export const LEFTOVER_AGE_MS = 120_000;
+/** Remove, best effort, the leftovers in `dir` (leftoverTemp); the names removed. */
+export function clearLeftoverTemps(fs: Fs, dir: string): string[] {
+  const removed: string[] = [];
+  try {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const name = String(entry.name);
+      if (!entry.isFile() || !name.endsWith('.tmp') || !leftoverTemp(name, fs.lstatSync(`${dir}/${name}`).mtimeMs)) continue;
+      fs.rmSync(`${dir}/${name}`, { force: true });
+      removed.push(name);
+    }
+  } catch {
+    // left for the next start
+  }
+  return removed;
+}
 
 /**
  * fsync a path: a file written earlier without it, or a directory to make a rename or
