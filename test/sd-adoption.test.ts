@@ -240,6 +240,28 @@ describe('the SD publisher\'s schedule', () => {
     }
   });
 
+  it('compiles nothing once closed: no retry of a failed last write, no change scheduled', async () => {
+    const repo = await tmpConfigRepo();
+    const failing = (async () => {
+      throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+    }) as typeof fs.promises.rename;
+    const sd = new SdPublisher(repo.live, { fs: fsWith({}, { rename: failing }), sdDir: join(repo.dir, '..', 'sd-closed'), logger: silentLogger });
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      sd.schedule(); // a change due at close: compiled by it, and its write fails
+      await sd.close();
+      expect(sd.status.lastError).toContain('ENOSPC');
+      const compiles = sd.status.compiles;
+      await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });
+      sd.schedule();
+      await vi.advanceTimersByTimeAsync(10_000);
+      await sd.close(); // and anything that started meanwhile has ended
+      expect(sd.status.compiles).toBe(compiles);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('gives the changes made during a long compile one compile when it ends, not one each', async () => {
     const repo = await tmpConfigRepo();
     await repo.push({ 'targets/ml-training/gpu-a.yaml': targetYaml('gpu-a', '10.0.0.1', 'ml-training') });

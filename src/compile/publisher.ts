@@ -69,6 +69,7 @@ export class SdPublisher {
   private running: Promise<void> = Promise.resolve();
   private inCompile = false;
   private changedDuringCompile = false;
+  private closed = false;
   private waiters: Array<() => void> = [];
   private readonly now: () => number;
   private reported = new Set<string>();
@@ -197,7 +198,7 @@ export class SdPublisher {
     // A compile already due takes this change too (it compiles the snapshot live when it
     // runs): moving it back on every change would let a steady stream of writes, each
     // within the debounce of the last, hold the SD files back for as long as it lasts.
-    if (this.timer) return;
+    if (this.timer || this.closed) return;
     // Nor is one queued behind a compile under way: the changes made meanwhile get one compile
     // when it ends. Each had its own timer, none held back by the throttle (it counts from a
     // compile's start): during a whole-fleet compile at 100k targets (seconds, in slices,
@@ -229,6 +230,10 @@ export class SdPublisher {
       await this.compileNow();
     }
     await this.running;
+    // Nothing is compiled any more, a failed last write's retry included: the files keep what they have.
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   /** Whether a compile runs now (its slices let requests in between). */
@@ -259,7 +264,7 @@ export class SdPublisher {
       this.status.lastError = error instanceof Error ? error.message : String(error);
       this.options.logger.error('writing sd files failed; they keep their last content, and the write is tried again', { error: this.status.lastError });
       // A full disk or a read-only moment clears by itself: try again without waiting for the next change.
-      if (!this.timer) {
+      if (!this.timer && !this.closed) {
         this.timer = setTimeout(() => {
           this.timer = undefined;
           void this.compileNow();
