@@ -133,7 +133,6 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const repoHealth: RepoHealth = { branch, layout: repo.layout, error: null, warning: legacyWarning(config.repo, repo) };
   if (repoHealth.warning) logger.warn('old repository layout', { repo: config.repo, hint: repoHealth.warning });
 
-  fs.mkdirSync(config.stateDir, { recursive: true, mode: 0o700 });
   // What a server killed mid-write left (heartbeats, catalog state, the remote tip): never named again, so never overwritten.
   const leftovers = clearLeftoverTemps(fs, config.stateDir);
   if (leftovers.length) logger.info('removed the temp files a server killed mid-write left in the state directory', { files: leftovers.join(' ') });

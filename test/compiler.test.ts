@@ -13,7 +13,7 @@ import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler
 import { SdOutput } from '../src/compile/output.js';
 import { PROCESS_TAG, type Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
-import { fixture } from './helpers.js';
+import { fixture, fsWith } from './helpers.js';
 
 /** A compile's files as text, by name. */
 const sdText = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
@@ -493,13 +493,6 @@ function chunksHold(compiler: any, label: string): void {
 
 const files = (name: string, text: string) => new Map([[name, Buffer.from(text)]]);
 
-/** node:fs whose fs.promises.open goes through `wrap` (given the path, and the real open with the same arguments). */
-function fsOpening(wrap: (path: string, open: () => Promise<fs.promises.FileHandle>) => Promise<fs.promises.FileHandle>): Fs {
-  const open = (path: string, ...rest: unknown[]) => wrap(path, () => (fs.promises.open as (...args: unknown[]) => Promise<fs.promises.FileHandle>)(path, ...rest));
-  const promises = new Proxy(fs.promises, { get: (target, key) => (key === 'open' ? open : Reflect.get(target, key)) });
-  return new Proxy(fs, { get: (target, key) => (key === 'promises' ? promises : Reflect.get(target, key)) }) as Fs;
-}
-
 describe('SdOutput', () => {
   const memfs = () => createFsFromVolume(new Volume()) as unknown as Fs;
 
@@ -591,9 +584,11 @@ describe('SdOutput', () => {
       fs.mkdirSync(join(dir, 'sd'));
       // Another user's link at the temp name, put there the moment before the server opens it.
       const planted: string[] = [];
-      const linking = fsOpening((path, open) => {
-        if (path.endsWith('.tmp') && !planted.length) fs.symlinkSync(victim, path), planted.push(path);
-        return open();
+      const linking = fsWith({}, {
+        open: ((path: string, ...rest: [never, never]) => {
+          if (path.endsWith('.tmp') && !planted.length) fs.symlinkSync(victim, path), planted.push(path);
+          return fs.promises.open(path, ...rest);
+        }) as typeof fs.promises.open,
       });
       const output = new SdOutput(linking, join(dir, 'sd'));
       await output.write(files('node.json', '[\n  1\n]\n'));
@@ -650,11 +645,13 @@ describe('SdOutput', () => {
     try {
       // Every fsync, by the path opened: a directory sync shows as the directory's path.
       const synced: string[] = [];
-      const watched = fsOpening(async (path, open) => {
-        const handle = await open();
-        const sync = handle.sync.bind(handle);
-        handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.t[0-9a-f]+\.\d+\.tmp$/, '.tmp')), sync());
-        return handle;
+      const watched = fsWith({}, {
+        open: (async (path: string, ...rest: [never, never]) => {
+          const handle = await fs.promises.open(path, ...rest);
+          const sync = handle.sync.bind(handle);
+          handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.t[0-9a-f]+\.\d+\.tmp$/, '.tmp')), sync());
+          return handle;
+        }) as typeof fs.promises.open,
       });
       const output = new SdOutput(watched, dir);
       await output.write(files('node/gpu.json', '[\n  1\n]\n'));

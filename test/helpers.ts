@@ -167,3 +167,9 @@ export function random(seed: number) {
   };
   return { next, pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]! };
 }
+
+/** node:fs with some of its calls (and of fs.promises) replaced: a fault, a pause, a watch. */
+export function fsWith(sync: Partial<typeof fs>, promises: Partial<typeof fs.promises> = {}): typeof fs {
+  const inner = new Proxy(fs.promises, { get: (target, key) => (key in promises ? promises[key as keyof typeof promises] : Reflect.get(target, key)) });
+  return new Proxy(fs, { get: (target, key) => (key === 'promises' ? inner : key in sync ? sync[key as keyof typeof sync] : Reflect.get(target, key)) });
+}

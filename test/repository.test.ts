@@ -3,14 +3,11 @@ import * as fs from 'node:fs';
 import { existsSync, mkdirSync, type PathLike, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { Fs } from '../src/git/fs.js';
 import { hashObject, ObjectWriter, type TreeEntry } from '../src/git/objects.js';
 import { GitRepository } from '../src/git/repository.js';
 import { Tree } from '../src/git/tree.js';
-import { ADMIN, fixedClock, gitCli, onCleanup, pushFiles, random as seeded, tempDir } from './helpers.js';
+import { ADMIN, fixedClock, fsWith, gitCli, onCleanup, pushFiles, random as seeded, tempDir } from './helpers.js';
 
-/** node:fs with some of its promise calls replaced (a fault, a pause), for an ObjectWriter. */
-const fsWith = (promises: Partial<typeof fs.promises>): Fs => ({ ...fs, promises: { ...fs.promises, ...promises } });
 
 async function repository(now?: () => number) {
   const dir = join(tempDir(), 'repo.git');
@@ -232,7 +229,7 @@ describe('GitRepository', () => {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     const rename = fs.promises.rename;
-    const held = fsWith({ rename: async (from: PathLike, to: PathLike) => (reached(), await gate, rename(from, to)) });
+    const held = fsWith({}, { rename: async (from: PathLike, to: PathLike) => (reached(), await gate, rename(from, to)) });
     const content = Buffer.from('written while a person clones\n');
     const { oid } = hashObject('blob', content);
     const writing = new ObjectWriter(held, dir).writeAll([{ oid, type: 'blob', content }]);
@@ -273,7 +270,7 @@ describe('GitRepository', () => {
     const { dir, git } = await repository();
     const renames: string[] = [];
     const rename = fs.promises.rename;
-    const crossDevice = fsWith({
+    const crossDevice = fsWith({}, {
       rename: async (from: PathLike, to: PathLike) => {
         renames.push(String(from));
         if (!String(from).startsWith(`${dir}/objects/`)) throw Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' });
@@ -298,7 +295,7 @@ describe('GitRepository', () => {
     let readOnly = true;
     const opened: string[] = [];
     const open = fs.promises.open;
-    const sometimesReadOnly = fsWith({
+    const sometimesReadOnly = fsWith({}, {
       open: (async (path: PathLike, flags?: string, mode?: number) => {
         if (flags === 'wx') opened.push(String(path));
         if (readOnly && flags === 'wx') throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
@@ -322,7 +319,7 @@ describe('GitRepository', () => {
     writeFileSync(victim, 'someone else\'s file\n');
     const planted: string[] = [];
     const open = fs.promises.open;
-    const linking = fsWith({
+    const linking = fsWith({}, {
       open: (async (path: PathLike, flags?: string, mode?: number) => {
         if (String(path).endsWith('.tmp') && !planted.includes(String(path))) symlinkSync(victim, String(path)), planted.push(String(path));
         return open(path, flags, mode);

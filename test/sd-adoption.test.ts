@@ -7,7 +7,7 @@ import { CLOSE, EMPTY, OPEN } from '../src/compile/compiler.js';
 import { SdPublisher } from '../src/compile/publisher.js';
 import { silentLogger } from '../src/log.js';
 import { appDeps } from './api-helpers.js';
-import { targetYaml, tmpConfigRepo } from './helpers.js';
+import { fsWith, targetYaml, tmpConfigRepo } from './helpers.js';
 
 /** A repo with `files`, its SD files compiled once and stamped: what a restart finds. */
 async function compiledOnce(files: Record<string, string>, layout?: 'file' | 'group') {
@@ -20,12 +20,6 @@ async function compiledOnce(files: Record<string, string>, layout?: 'file' | 'gr
   await first.compileNow();
   await first.close();
   return { repo, sdDir, identity };
-}
-
-/** node:fs with some of its calls (and of fs.promises) replaced. */
-function fsWith(sync: Partial<typeof fs>, promises: Partial<typeof fs.promises> = {}): typeof fs {
-  const inner = new Proxy(fs.promises, { get: (target, key) => (key in promises ? promises[key as keyof typeof promises] : Reflect.get(target, key)) });
-  return new Proxy(fs, { get: (target, key) => (key === 'promises' ? inner : key in sync ? sync[key as keyof typeof sync] : Reflect.get(target, key)) });
 }
 
 describe('http_sd after a restart that takes the SD files on disk', () => {

@@ -641,7 +641,7 @@ function sameCuts(a: Buffer[], b: Buffer[]): boolean {
   return true;
 }
 
-function totalLength(list: Buffer[]): number {
+export function totalLength(list: Buffer[]): number {
   let sum = 0;
   for (const part of list) sum += part.length;
   return sum;

@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { type Fs, leftoverTemp, syncPath, writeFileDurably } from '../git/fs.js';
 import { PMap } from '../catalog/pmap.js';
-import { sameParts } from './compiler.js';
+import { sameParts, totalLength } from './compiler.js';
 import { inLanes } from '../lanes.js';
 
 /**
@@ -143,7 +143,7 @@ export class SdOutput {
    * process kept (~30 MB of RSS after a start-up that compiled).
    */
   private async onDiskAlready(name: string, parts: Buffer[], readBack: { buffer?: Buffer }): Promise<boolean> {
-    const size = parts.reduce((sum, part) => sum + part.length, 0);
+    const size = totalLength(parts);
     let handle: Awaited<ReturnType<Fs['promises']['open']>> | undefined;
     try {
       handle = await this.fs.promises.open(`${this.dir}/${name}`, READ_FILE_ONLY);
