@@ -218,15 +218,24 @@ describe('the restart image kept while serving', () => {
     const live = new LiveCatalog(snapshotOf(5000, 'a'.repeat(40)));
     const lines: string[] = [];
     const image = new RestartImage(file);
-    // The branch moves on after the save's second chunk (of five); at the next look, the stopped save has left nothing.
-    const left: string[][] = [];
+    // The branch moves on after the save's second chunk (of five). The stopped save removes
+    // its temp before another save starts: no later look sees it beside the next save's, and
+    // one in between sees none. (Which look comes next is not fixed: the change's own timer
+    // may fire while the stopped save still closes its file.)
+    let stoppedTemp: string[] = [];
+    const seen: string[][] = [];
     onLook(live, (n) => {
+      if (n === 2) stoppedTemp = temps(dir);
       if (n === 3) publish(live, 'b'.repeat(40), 'late');
-      if (n === 4) left.push(temps(dir));
+      if (n >= 4) seen.push(temps(dir));
     });
     image.keep(live, { busy: () => false, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
     await waitFor('the new snapshot saved', async () => lines.some((line) => line.includes(SAVED)), 1000, 20);
-    expect(left).toEqual([[]]);
+    expect(stoppedTemp).toHaveLength(1);
+    expect(seen.filter((names) => names.length > 1)).toEqual([]);
+    const gone = seen.findIndex((names) => names.length === 0);
+    expect(gone).toBeGreaterThanOrEqual(0);
+    expect(seen.slice(gone).flat()).not.toContain(stoppedTemp[0]);
     // One save only, of the snapshot served now.
     expect(lines.filter((line) => line.includes(SAVED))).toEqual([expect.stringContaining(`head=${'b'.repeat(40)}`)]);
     expect(fs.readdirSync(dir)).toEqual(['restart-image']);
