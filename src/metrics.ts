@@ -15,6 +15,8 @@ interface Wrapped {
 
 export class Registry {
   readonly prom = new client.Registry();
+  /** Metrics whose labels name hosts: rendered only for callers who may read the inventory. */
+  private readonly named = new client.Registry();
 
   /** `runtime: false` leaves out the process and Node.js metrics (and aami_build_info). */
   constructor(options: { runtime?: boolean } = {}) {
@@ -34,14 +36,16 @@ export class Registry {
     build.set({ version: VERSION, nodejs_version: process.versions.node }, 1);
   }
 
-  add<M extends Wrapped>(metric: M): M {
-    this.prom.registerMetric(metric.metric);
+  /** `namesHosts`: its labels name hosts (see render). */
+  add<M extends Wrapped>(metric: M, options: { namesHosts?: boolean } = {}): M {
+    (options.namesHosts ? this.named : this.prom).registerMetric(metric.metric);
     return metric;
   }
 
-  /** The text exposition format, as Prometheus scrapes it. */
-  render(): Promise<string> {
-    return this.prom.metrics();
+  /** The text exposition format, as Prometheus scrapes it; with `names`, the metrics that name hosts too. */
+  async render(names = true): Promise<string> {
+    const text = await this.prom.metrics();
+    return names ? text + (await this.named.metrics()) : text;
   }
 
   get contentType(): string {

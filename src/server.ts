@@ -247,6 +247,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', ['hostname'], function* () {
       for (const [hostname, at] of heartbeats.entries()) yield [{ hostname }, at / 1000];
     }),
+    { namesHosts: true },
   );
   const staleAfterMs = config.staleAfterMs ?? 10 * 60_000;
   registry.add(new Gauge('aami_stale_targets', 'Targets whose node sent heartbeats but none for the stale threshold (never removed automatically).', () => staleTargets(catalog(), heartbeats.entries(), clock(), staleAfterMs).length));

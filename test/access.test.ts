@@ -18,6 +18,8 @@ const NODES: Kind[] = ['node_own', 'node_other'];
 const each = (kinds: Kind[], status: number): Expect => Object.fromEntries(kinds.map((k) => [k, status]));
 
 const anyone = (status: number): Expect => each([...KINDS], status);
+/** Anyone, where what is answered depends on who asks (health, /metrics): a wrong secret is refused. */
+const anyoneChecked = (status: number): Expect => ({ ...anyone(status), wrong: 401 });
 const readers = (ok: number): Expect => ({ none: 401, wrong: 401, ...each(TOKENS, 403), ...each(NODES, 403), ...each(['reader', 'editor', 'admin', 'break_glass'], ok) });
 const editors = (ok: number): Expect => ({ ...readers(ok), reader: 403 });
 const admins = (ok: number): Expect => ({ ...editors(ok), editor: 403 });
@@ -32,9 +34,9 @@ interface Row {
 const row = (method: string, path: string | Row['path'], expect: Expect, body?: Row['body']): Row => ({ method, path: typeof path === 'string' ? () => path : path, expect, body });
 
 const ROWS: Row[] = [
-  row('GET', '/api/v1/health', anyone(200)),
+  row('GET', '/api/v1/health', anyoneChecked(200)),
   row('HEAD', '/api/v1/health', anyone(200)),
-  row('GET', '/metrics', anyone(200)),
+  row('GET', '/metrics', anyoneChecked(200)),
   row('GET', '/api/v1/openapi.json', anyone(200)),
   row('GET', '/bootstrap.sh', anyone(200)),
   row('GET', '/bootstrap.sh.sha256', anyone(200)),

@@ -61,7 +61,7 @@ describe('end to end, with a real Prometheus', () => {
     // A broken file: health names it, and Prometheus keeps the target it described.
     pushFiles(server.repo, { [`targets/gpu-fleet/${target.hostname}.yaml`]: 'hostname: [this is not yaml\n' }, 'Break a file');
     const health = await waitFor('health to report the broken file', async () => {
-      const body = (await (await fetch(`${server.url}/api/v1/health`)).json()) as { status: string; compiler: { invalid_files: Array<{ file: string }> } };
+      const body = (await (await fetch(`${server.url}/api/v1/health`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as { status: string; compiler: { invalid_files: Array<{ file: string }> } };
       return body.status === 'degraded' && body;
     });
     expect(health.compiler.invalid_files).toEqual([expect.objectContaining({ file: `targets/gpu-fleet/${target.hostname}.yaml` })]);

@@ -56,12 +56,29 @@ describe('ephemeral tokens', () => {
     const node = (await (await fetch(`${server.url}/api/v1/bootstrap/register`, { method: 'POST', headers: { authorization: `Bearer ${token.token}` }, body: JSON.stringify({ hostname: 'pet', ip_address: '10.0.0.1' }) })).json()) as any;
     await fetch(`${server.url}/api/v1/nodes/heartbeat`, { method: 'POST', headers: { authorization: `Bearer ${node.node_credential}` } });
     now += 3600_000;
+    const healthOf = async (init?: RequestInit) => (await (await fetch(`${server.url}/api/v1/health`, init)).json()) as any;
     const health = await waitFor('health to list the stale node', async () => {
-      const body = (await (await fetch(`${server.url}/api/v1/health`)).json()) as any;
+      const body = await healthOf({ headers });
       return body.nodes.stale_count === 1 && body;
     });
     expect(health.nodes.stale).toEqual(['pet']);
-    expect(await (await fetch(`${server.url}/metrics`)).text()).toContain('aami_stale_targets 1');
+    expect(health.withheld).toBeNull();
+    const metricsOf = async (init?: RequestInit) => (await fetch(`${server.url}/metrics`, init)).text();
+    expect(await metricsOf({ headers })).toMatch(/^aami_node_last_seen_timestamp_seconds\{hostname="pet"\} \d+$/m);
+    // Without a credential, or with a node's (which reads its own target only): the counts, no host names.
+    for (const init of [undefined, { headers: { authorization: `Bearer ${node.node_credential}` } }]) {
+      const told = await healthOf(init);
+      expect(told.nodes).toEqual({ stale_after_seconds: 60, stale_count: 1, stale: [] });
+      expect(told.withheld).toMatch(/name hosts/);
+      const metrics = await metricsOf(init);
+      expect(metrics).toContain('aami_stale_targets 1');
+      expect(metrics).not.toContain('pet');
+    }
+    // A wrong secret is refused, as anywhere (health must not tell secrets apart); a probe's HEAD is not checked.
+    const wrong = { headers: { authorization: 'Bearer aami_cred_wrongwro_wrongwrongwrongwrongwrongwrongwrongwrong' } };
+    expect((await fetch(`${server.url}/api/v1/health`, wrong)).status).toBe(401);
+    expect((await fetch(`${server.url}/metrics`, wrong)).status).toBe(401);
+    expect((await fetch(`${server.url}/api/v1/health`, { ...wrong, method: 'HEAD' })).status).toBe(200);
     expect(((await (await fetch(`${server.url}/api/v1/targets`, { headers })).json()) as any[]).map((t) => t.hostname)).toEqual(['pet']);
   });
 

@@ -6,7 +6,7 @@ import { FailureLines } from '../src/api/observe.js';
 import { createLogger } from '../src/log.js';
 import { apiHarness, ADMIN_TOKEN } from './api-helpers.js';
 import { ROOT, tempDir } from './helpers.js';
-import { configServer, requireBinary } from './node-helpers.js';
+import { ADMIN, configServer, requireBinary } from './node-helpers.js';
 import { PROCESS_ADMIN, serverProcess } from './process-helpers.js';
 
 /** A logfmt line as key → value (quoted values unquoted). */
@@ -128,6 +128,22 @@ describe('the request log', () => {
     failures.flush();
   });
 
+  it('health names hosts (invalid files, stale nodes) to a credential or with --open-reads; to others it gives the counts', async () => {
+    for (const openReads of [false, true]) {
+      const api = await apiHarness({ openReads });
+      await api.push({ 'targets/ml-training/secret-host.yaml': 'hostname: secret-host\nip_address: [broken\n' });
+      await api.nextCompile();
+      const listed = { invalid_file_count: 1, invalid_files: [expect.objectContaining({ file: 'targets/ml-training/secret-host.yaml' })] };
+      expect((await api.get('/api/v1/health')).json).toMatchObject({ status: 'degraded', compiler: listed, withheld: null });
+      const anonymous = await api.get('/api/v1/health', { token: null });
+      if (openReads) expect(anonymous.json).toMatchObject({ compiler: listed, withheld: null });
+      else {
+        expect(anonymous.json).toMatchObject({ status: 'degraded', compiler: { invalid_file_count: 1, problem_count: 1, invalid_files: [] }, withheld: expect.stringContaining('--open-reads') });
+        expect(anonymous.text).not.toContain('secret-host');
+      }
+    }
+  });
+
   it('counts requests by route pattern, never by raw path', async () => {
     const api = await apiHarness();
     for (let i = 0; i < 3; i++) await api.get(`/api/v1/targets/host-${i}`);
@@ -158,10 +174,14 @@ describe('/metrics of aami serve', () => {
       refused.set(status, (refused.get(status) ?? 0) + 1);
     }
 
-    const text = await (await fetch(`${server.url}/metrics`)).text();
+    const text = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${PROCESS_ADMIN}` } })).text();
+    // Without a credential: the same but for the series that name hosts.
+    const anonymous = await (await fetch(`${server.url}/metrics`)).text();
     // promtool reads the page on stdin; exit 0 means no format error and no lint problem.
-    const lint = execFileSync(promtool, ['check', 'metrics'], { input: text, encoding: 'utf8' });
-    expect(lint).toBe('');
+    for (const page of [text, anonymous]) expect(execFileSync(promtool, ['check', 'metrics'], { input: page, encoding: 'utf8' })).toBe('');
+    expect(anonymous).not.toContain('gpu-01');
+    expect(anonymous).not.toContain('aami_node_last_seen_timestamp_seconds');
+    expect(anonymous).toContain('aami_targets 1');
     const families = new Set([...text.matchAll(/^# TYPE (\S+) (\S+)/gm)].map((m) => `${m[1]} ${m[2]}`));
     for (const family of [
       'process_cpu_seconds_total counter',
@@ -218,7 +238,7 @@ describe('/metrics of aami serve', () => {
       const { node_credential: credential } = (await node.json()) as { node_credential: string };
       expect((await fetch(`${server.url}/api/v1/nodes/heartbeat`, { method: 'POST', headers: { authorization: `Bearer ${credential}` } })).status).toBe(200);
     }
-    const series = async () => [...(await (await fetch(`${server.url}/metrics`)).text()).matchAll(/^aami_node_last_seen_timestamp_seconds\{hostname="([^"]+)"\} \d/gm)].map((m) => m[1]);
+    const series = async () => [...(await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text()).matchAll(/^aami_node_last_seen_timestamp_seconds\{hostname="([^"]+)"\} \d/gm)].map((m) => m[1]);
     expect(await series()).toEqual(['gpu-01', 'gpu-02']);
     expect(await server.admin('DELETE', '/api/v1/targets/gpu-01')).toMatchObject({ status: 200, json: { deleted: 'gpu-01' } });
     expect(await series()).toEqual(['gpu-02']);

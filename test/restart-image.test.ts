@@ -37,7 +37,7 @@ function restartable() {
     },
     async served() {
       const targets = await (await fetch(`${server!.url}/api/v1/targets`, { headers: auth })).json();
-      const health = (await (await fetch(`${server!.url}/api/v1/health`)).json()) as { status: string; compiler: { invalid_files: unknown[] } };
+      const health = (await (await fetch(`${server!.url}/api/v1/health`, { headers: auth })).json()) as { status: string; compiler: { invalid_files: unknown[] } };
       return { targets, status: health.status, problems: health.compiler.invalid_files };
     },
     create: (hostname: string, ip: string) =>

@@ -349,7 +349,7 @@ describe('aami serve', () => {
       onCleanup(() => second.close());
       const node = JSON.parse(fs.readFileSync(join(config.sdDir, 'node.json'), 'utf8')) as Array<{ targets: string[] }>;
       expect(node.map((e) => e.targets[0])).toEqual(['10.0.3.1:9100']);
-      const health = await json(await fetch(`${second.url}/api/v1/health`));
+      const health = await json(await fetch(`${second.url}/api/v1/health`, { headers: auth }));
       expect(health.body.status).toBe('degraded');
       expect(health.body.compiler.invalid_files).toEqual([expect.objectContaining({ file: 'targets/databases/db-01.yaml' })]);
     });
@@ -366,7 +366,7 @@ describe('aami serve', () => {
       if (state === 'lost') fs.rmSync(config.stateDir, { recursive: true, force: true });
       const server = await startServer(config);
       try {
-        const response = await fetch(`${server.url}/api/v1/health`);
+        const response = await fetch(`${server.url}/api/v1/health`, { headers: { authorization: `Bearer ${ADMIN}` } });
         const text = await response.text();
         expect(response.status, state).toBe(200);
         expect(text.length, state).toBeLessThan(20_000);

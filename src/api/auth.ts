@@ -186,6 +186,17 @@ export function authorize(c: Context, deps: AuthDeps, role: Role): Principal {
   throw new AamiError('forbidden', `this call needs ${NEEDS[role]}; the request has ${describePrincipal(principal)}`);
 }
 
+/**
+ * Whether the caller may see the inventory's names (host names, file paths) where anyone may
+ * call (health, /metrics): a credential, or reads the operator opened. Not a node credential
+ * or a bootstrap token: a node reads its own target only. A wrong secret is refused here as
+ * anywhere (401, counted by the failure limiter): the answer must not tell secrets apart.
+ */
+export function seesNames(c: Context, deps: AuthDeps): boolean {
+  const principal = authenticate(c, deps);
+  return deps.auth.openReads || (principal.kind === 'credential' && roleIncludes(principal.role, 'reader'));
+}
+
 export function requireRole(deps: AuthDeps, role: Role): MiddlewareHandler {
   return async (c, next) => {
     authorize(c, deps, role);

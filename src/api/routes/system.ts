@@ -3,7 +3,7 @@ import { Hono } from 'hono';
 import { CLOSE, COMMA, EMPTY, jobOfFile, OPEN } from '../../compile/compiler.js';
 import { AamiError } from '../../errors.js';
 import { staleTargets } from '../../inventory/nodes.js';
-import { requireRole } from '../auth.js';
+import { requireRole, seesNames } from '../auth.js';
 import { bulkBody, cachedBody, query } from '../conventions.js';
 import type { RouteDeps } from '../deps.js';
 import { openApiDocument } from '../spec/document.js';
@@ -63,12 +63,18 @@ function joined(files: Buffer[][]): Buffer[] {
 
 /** Most entries health lists of invalid files and stale nodes; the counts are always whole. */
 const HEALTH_LIST_LIMIT = 50;
+/**
+ * Health for a caller without a credential: the lists name hosts (file paths, host names),
+ * which reading the inventory needs a credential for. Probes need the status alone.
+ */
+const WITHHELD = 'compiler.invalid_files and nodes.stale name hosts: they are listed for a credential (Authorization: Bearer <credential>) or with --open-reads; the counts are whole';
 
 /** Health, the server's own metrics, and http_sd. */
 export function systemRoutes(deps: RouteDeps) {
   const app = new Hono();
 
-  const health = () => {
+  /** `names`: the caller may see host names and file paths (seesNames); others get the counts. */
+  const health = (names: boolean) => {
     const snapshot = deps.live.snapshot();
     const { problems } = snapshot;
     const { status } = deps.sd;
@@ -85,28 +91,30 @@ export function systemRoutes(deps: RouteDeps) {
           last_duration_ms: status.lastDurationMs === undefined ? null : Math.round(status.lastDurationMs * 10) / 10,
           last_error: status.lastError ?? null,
           // Bounded: a pull request with 100k problems must not make health a 14 MB answer.
-          invalid_files: problems.slice(0, HEALTH_LIST_LIMIT),
+          invalid_files: names ? problems.slice(0, HEALTH_LIST_LIMIT) : [],
           invalid_file_count: new Set(problems.map((p) => p.file)).size,
           problem_count: problems.length,
         },
         nodes: {
           stale_after_seconds: deps.staleAfterMs / 1000,
           stale_count: stale.length,
-          stale: stale.slice(0, HEALTH_LIST_LIMIT),
+          stale: names ? stale.slice(0, HEALTH_LIST_LIMIT) : [],
         },
         writer: {
           queue_depth: deps.writer.pending,
           last_failure: deps.writer.lastFailure ? { at: deps.writer.lastFailure.at.toISOString(), message: deps.writer.lastFailure.message } : null,
         },
+        withheld: names ? null : WITHHELD,
       },
     };
   };
   app.get('/api/v1/health', (c) => {
-    const { code, body } = health();
+    // HEAD is the status code alone: nothing to withhold, and a probe's header is not checked.
+    const { code, body } = health(c.req.method === 'GET' && seesNames(c, deps));
     return c.json(body, code as 200 | 503);
   });
 
-  app.get('/metrics', async (c) => c.text(await deps.metrics.registry.render(), 200, { 'Content-Type': deps.metrics.registry.contentType }));
+  app.get('/metrics', async (c) => c.text(await deps.metrics.registry.render(seesNames(c, deps)), 200, { 'Content-Type': deps.metrics.registry.contentType }));
   app.get('/api/v1/openapi.json', (c) => {
     const document = openApiDocument();
     return cachedBody(c, document, (openApiEtag ??= etagOf(document)));

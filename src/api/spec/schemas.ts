@@ -76,6 +76,7 @@ export const health = z
       queue_depth: z.number().int(),
       last_failure: z.strictObject({ at: time, message: z.string() }).nullable(),
     }),
+    withheld: z.string().nullable().describe('Set for a caller without a credential (and without --open-reads): the lists that name hosts are left empty'),
   });
 
 export const sdEntries = z
