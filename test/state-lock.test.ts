@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { leftoverTemp, PROCESS_TAG, tempPathOf } from '../src/git/fs.js';
 import { lockStateDir } from '../src/writer/state-lock.js';
 import { onCleanup, tempDir } from './helpers.js';
 
@@ -59,5 +60,21 @@ describe('the state directory lock (server.pid)', () => {
     fs.writeFileSync(join(dir, 'server.pid'), 'someone else\n');
     release();
     expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8')).toBe('someone else\n');
+  });
+
+  it('never writes through a link planted at its temp name, and names its temp so a later start clears what a kill left', () => {
+    const dir = join(tempDir(), 'state');
+    fs.mkdirSync(dir, { mode: 0o700 });
+    const victim = join(tempDir(), 'victim');
+    fs.writeFileSync(victim, 'not the lock\n');
+    const temp = tempPathOf(join(dir, 'server.pid'), `${process.pid}.${PROCESS_TAG}.0`);
+    fs.symlinkSync(victim, temp);
+    const release = lockStateDir(dir);
+    expect(fs.readFileSync(victim, 'utf8')).toBe('not the lock\n');
+    expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8').split(' ')[0]).toBe(String(process.pid));
+    expect(fs.readdirSync(dir)).toEqual(['server.pid']);
+    release();
+    // Another process's temp of this form, killed before it removed it (two minutes on): a start's clean-up knows it.
+    expect(leftoverTemp(temp.slice(dir.length + 1).replace(PROCESS_TAG, 't0a1b2c3d'), Date.now() - 130_000)).toBe(true);
   });
 });

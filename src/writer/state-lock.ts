@@ -1,5 +1,6 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { PROCESS_TAG, tempPathOf } from '../git/fs.js';
 
 /**
  * One server to a state directory. Two would append to one parse cache, each numbering the
@@ -18,9 +19,13 @@ export function lockStateDir(dir: string): () => void {
   fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const file = join(dir, 'server.pid');
   const mine = identity(process.pid);
+  // This process's own name (a container's servers are all pid 1), which clearLeftoverTemps
+  // knows: what a kill left there is removed at a later start.
+  const temp = tempPathOf(file, `${process.pid}.${PROCESS_TAG}.0`);
   for (let attempt = 1; attempt <= 5; attempt++) {
-    const temp = join(dir, `.server.pid.${process.pid}.tmp`);
-    fs.writeFileSync(temp, mine, { mode: 0o600 });
+    // Made new: a link planted at the name is removed, never written through.
+    fs.rmSync(temp, { force: true });
+    fs.writeFileSync(temp, mine, { mode: 0o600, flag: 'wx' });
     try {
       fs.linkSync(temp, file);
       return () => {
