@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import { existsSync, mkdirSync, type PathLike, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { hashObject, ObjectWriter, type TreeEntry } from '../src/git/objects.js';
+import { clearLeftoverPackTemps, hashObject, ObjectWriter, type TreeEntry } from '../src/git/objects.js';
 import { GitRepository } from '../src/git/repository.js';
 import { Tree } from '../src/git/tree.js';
 import { ADMIN, fixedClock, fsWith, gitCli, onCleanup, pushFiles, random as seeded, tempDir } from './helpers.js';
@@ -262,8 +262,13 @@ describe('GitRepository', () => {
       writeFileSync(path, 'PACK');
       if (!young.includes(path)) utimesSync(path, old, old);
     }
-    expect((await repo.clearLeftoverPackTemps()).sort()).toEqual(leftovers.sort());
-    expect([...leftovers, ...kept, ...young].filter((path) => existsSync(path))).toEqual([...kept, ...young]);
+    // The pack without its index was written long ago, but its ctime (setting the times set it) is now, as a rename into place sets it: a write at work, kept.
+    const renamed = `${pack('a')}.pack`;
+    expect((await repo.clearLeftoverPackTemps()).sort()).toEqual(leftovers.filter((path) => path !== renamed).sort());
+    expect([...leftovers, ...kept, ...young].filter((path) => existsSync(path))).toEqual([renamed, ...kept, ...young]);
+    // Two minutes on, it is a leftover.
+    expect(await clearLeftoverPackTemps(fs, dir, Date.now() + 3 * 60_000)).toContain(renamed);
+    expect(existsSync(renamed)).toBe(false);
   });
 
   it('writes its temp packs beside the packs where a rename from the top of the repository fails (objects/ on another file system)', async () => {

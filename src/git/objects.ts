@@ -185,9 +185,11 @@ const CANNOT_MOVE_IN = new Set(['EXDEV', 'EACCES', 'EPERM']);
  */
 export async function clearLeftoverPackTemps(fs: Fs, gitdir: string, now = Date.now()): Promise<string[]> {
   const removed: string[] = [];
-  const remove = async (path: string) => {
+  const remove = async (path: string, renamed: boolean) => {
     const stat = await fs.promises.stat(path).catch(() => undefined);
-    if (!stat || now - stat.mtimeMs < STALE_LOCK_MS) return;
+    // A pack's rename into place sets its ctime, not its mtime: one written over minutes and
+    // renamed a moment ago is a write at work, whose index gets its name next.
+    if (!stat || now - (renamed ? Math.max(stat.mtimeMs, stat.ctimeMs) : stat.mtimeMs) < STALE_LOCK_MS) return;
     await fs.promises.rm(path, { force: true });
     removed.push(path);
   };
@@ -198,7 +200,7 @@ export async function clearLeftoverPackTemps(fs: Fs, gitdir: string, now = Date.
       const temp = TEMP_NAME.exec(name) ?? (dir === packDir ? OLD_TEMP_NAME.exec(name) : null);
       const deadTemp = temp !== null && (Number(temp[1]) === process.pid || !running(Number(temp[1])));
       const orphanPack = dir === packDir && /^pack-[0-9a-f]{40,64}\.pack$/.test(name) && !names.has(name.replace(/\.pack$/, '.idx'));
-      if (deadTemp || orphanPack) await remove(`${dir}/${name}`);
+      if (deadTemp || orphanPack) await remove(`${dir}/${name}`, orphanPack);
     }
   }
   return removed;
