@@ -123,6 +123,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const branch = config.remote?.branch ?? 'main';
   const address = config.remote && parseRemoteUrl(config.remote.url, config.remote.password);
   const repo = await openOrCreateRepo(config, branch, address && ((dir) => new Remote(dir, address, branch)));
+  await repo.guardPushes();
   guardLocalPushes(repo.gitdir, address?.url);
   // A server killed while it moved the branch leaves the branch's lock file: writes would wait two minutes for it.
   const leftover = await repo.clearLeftoverLock();

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
@@ -77,6 +77,21 @@ describe('Git remote', () => {
     expect(created.status).toBe(201);
     expect(gitCli(remote, 'log', '-1', '--format=%an|%s', 'main').trim()).toBe('admin|Add target web-01');
     expect((await server.call('GET', '/api/v1/health')).json.repo.remote).toMatchObject({ branch: 'main', error: null });
+  });
+
+  it('gives a clone its push guards at every start: one killed before it set them gets them at the next', async () => {
+    const remote = bareRemote();
+    await (await remoteServer(remote)).close(); // seeds the remote
+    const config = serverConfig({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    const guards = () => ['receive.denyNonFastForwards', 'receive.denyDeletes'].map((key) => spawnSync('git', ['--git-dir', config.repo, 'config', key], { encoding: 'utf8' }).stdout.trim());
+    await (await startServer(config)).close(); // clones it
+    expect(guards()).toEqual(['true', 'true']);
+    // What a kill between the clone and its guards leaves.
+    for (const key of ['receive.denyNonFastForwards', 'receive.denyDeletes']) gitCli(config.repo, 'config', '--unset', key);
+    expect(guards()).toEqual(['', '']);
+    const again = await startServer(config);
+    onCleanup(() => again.close());
+    expect(guards()).toEqual(['true', 'true']);
   });
 
   it('brings a pull request merged on the remote into the SD files, by webhook and by polling', async () => {

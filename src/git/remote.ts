@@ -100,13 +100,10 @@ export class Remote {
     return result.stdout.split('\t')[0]?.trim() || null;
   }
 
-  /** Clone the branch into this remote's gitdir as a bare repository that refuses rewrites pushed into it. */
+  /** Clone the branch into this remote's gitdir as a bare repository (its push guards: GitRepository.guardPushes, at every start). */
   async cloneInto(dir: string): Promise<void> {
     const clone = await this.git(['clone', '--quiet', '--bare', '--single-branch', '--branch', this.branch, this.url, dir], false);
     if (clone.code !== 0) throw unavailable(clone.stderr);
-    for (const [key, value] of [['receive.denyNonFastForwards', 'true'], ['receive.denyDeletes', 'true']] as const) {
-      await this.git(['config', key, value]);
-    }
   }
 
   /**

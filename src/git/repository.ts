@@ -7,6 +7,9 @@ import { ObjectReader } from './reader.js';
 import { clearLeftoverLock, readRef, swapRef, type SwapResult } from './refs.js';
 import { Tree } from './tree.js';
 
+const PUSH_GUARDS = ['receive.denyNonFastForwards', 'receive.denyDeletes'];
+const PUSH_GUARD_KEYS = '^receive\\.deny(nonfastforwards|deletes)$';
+
 const run = promisify(execFile);
 
 /** One file to write (text) or delete (null), by its path relative to the repo root. */
@@ -117,11 +120,10 @@ export class GitRepository {
     await fs.promises.mkdir(dir, { recursive: true });
     await fs.promises.writeFile(`${dir}/${INITIALIZING}`, 'a repository being made: the server finishes it at its next start\n');
     await run('git', ['init', '--quiet', '--bare', `--initial-branch=${branch}`, dir]);
-    for (const [key, value] of [['receive.denyNonFastForwards', 'true'], ['receive.denyDeletes', 'true'], ['core.logAllRefUpdates', 'false']]) {
-      await run('git', [`--git-dir=${dir}`, 'config', key!, value!]);
-    }
-    await syncPath(fs, dir);
+    await run('git', [`--git-dir=${dir}`, 'config', 'core.logAllRefUpdates', 'false']);
     const repo = await GitRepository.open(dir, options);
+    await repo.guardPushes();
+    await syncPath(fs, dir);
     if ((await repo.head()) === null) {
       const commit = await repo.writeCommit(null, { message: options.message ?? 'Initialize config repo', author: options.author, changes: options.files });
       const swapped = await repo.swap(null, commit!);
@@ -133,6 +135,19 @@ export class GitRepository {
   }
 
   /** Whether `dir` is a repository `init` did not finish. */
+  /**
+   * Pushes into the repository may not rewrite or delete the branch: the server's acknowledged
+   * writes live there. Set where missing, at every start: a clone (or a first start) killed
+   * before it set them would otherwise never get them.
+   */
+  async guardPushes(): Promise<void> {
+    // Exit 1 with no output when none is set.
+    const set = await run('git', [`--git-dir=${this.gitdir}`, 'config', '--get-regexp', PUSH_GUARD_KEYS]).then(({ stdout }) => String(stdout), () => '');
+    for (const key of PUSH_GUARDS) {
+      if (!set.split('\n').includes(`${key.toLowerCase()} true`)) await run('git', [`--git-dir=${this.gitdir}`, 'config', key, 'true']);
+    }
+  }
+
   static unfinished(dir: string): Promise<boolean> {
     return exists(fs, `${dir}/${INITIALIZING}`);
   }
