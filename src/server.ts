@@ -50,7 +50,7 @@ export interface ServerConfig {
   announce?: (line: string) => void;
   clock?: () => Date;
   /** Follow this Git remote (clone it, or seed it from the starter when it is empty). */
-  remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string; password?: string };
+  remote?: { url: string; branch: string; syncIntervalMs: number; webhookSecret?: string; password?: string; /** How long a start waits for its first pull before it serves (default 5 s; tests shorten it). */ startWaitMs?: number };
   /** A follower: serve SD from the remote, refuse writes. */
   readOnly?: boolean;
   /** A follower that forwards writes to this primary (and reads it cannot answer yet). */
@@ -271,7 +271,18 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     return next.done;
   };
   if (upstream) {
-    await pull().catch(() => undefined); // unreachable at start: keep serving what we have; health says so
+    // A remote that answers is pulled before the server serves (milliseconds). One that hangs
+    // (until git's timeout, up to a minute) does not hold the start: after a few seconds the
+    // server serves what its copy has, the pull goes on, and writes wait for it in the queue.
+    // Unreachable: the same, and health says so.
+    const first = pull().then(
+      () => true,
+      () => true,
+    );
+    let waiting: NodeJS.Timeout | undefined;
+    const answered = await Promise.race([first, new Promise<false>((resolve) => (waiting = setTimeout(resolve, config.remote!.startWaitMs ?? 5000, false)))]);
+    clearTimeout(waiting);
+    if (!answered) logger.warn('the remote has not answered yet: serving what this copy has while the pull goes on', { url: upstream.status.url });
     pullTimer = setInterval(() => void pull().catch(() => undefined), config.remote!.syncIntervalMs);
     pullTimer.unref();
   }

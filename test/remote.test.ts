@@ -4,6 +4,7 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseRemoteUrl, Remote } from '../src/git/remote.js';
+import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
 import { gitCli, onCleanup, tempDir, targetYaml } from './helpers.js';
 import { ADMIN, freePort, serverConfig, waitFor } from './node-helpers.js';
@@ -67,6 +68,36 @@ describe('Git remote', () => {
     remote.stopFetching();
     await expect(fetching).rejects.toThrow('the server is stopping: the pull was ended');
     await expect(remote.fetch()).rejects.toThrow('the server is stopping: no more pulls');
+  });
+
+  it('serves what its copy has when the remote hangs at a restart, while the pull goes on; the stop ends the pull', async () => {
+    const sockets: Socket[] = [];
+    let accepted!: () => void;
+    const connected = new Promise<void>((resolve) => (accepted = resolve));
+    const silent = createServer((socket) => {
+      sockets.push(socket);
+      accepted();
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    onCleanup(() => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise<void>((resolve) => silent.close(() => resolve()));
+    });
+    // A copy the server made before (here: without a remote), then a restart following a remote that accepts and never answers.
+    const first = serverConfig();
+    await (await startServer(first)).close();
+    const lines: string[] = [];
+    const config = { ...first, logger: createLogger((line) => lines.push(line)), remote: { url: `http://127.0.0.1:${(silent.address() as AddressInfo).port}/config.git`, branch: 'main', syncIntervalMs: 60_000, startWaitMs: 100 } };
+    const server = await startServer(config);
+    await connected;
+    // Serving, with the pull still under way: its connection is open.
+    expect(sockets.some((socket) => !socket.destroyed && socket.readyState === 'open')).toBe(true);
+    const health = await fetch(`${server.url}/api/v1/health`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(health.status).toBe(200);
+    expect(lines.some((line) => line.includes('the remote has not answered yet'))).toBe(true);
+    const targets = await fetch(`${server.url}/api/v1/targets`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(targets.status).toBe(200);
+    await server.close();
   });
 
   it('seeds an empty remote from the starter and pushes every API change before answering', async () => {
