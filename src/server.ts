@@ -93,7 +93,9 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   const server = await listen((request, env) => (handler ? handler(request, env) : starting()), config.host, config.port, config.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
   let unlock: (() => void) | undefined;
   try {
-    unlock = lockStateDir(config.stateDir);
+    unlock = await lockStateDir(config.stateDir, {
+      waiting: ({ pid, namespace, leaseMs }) => logger.warn('the state directory names a server in another pid namespace (another container?): waiting one lease to see whether it still runs', { pid, namespace, seconds: leaseMs / 1000, state_dir: config.stateDir }),
+    });
     const running = await open(config, clock, (fetch) => (handler = fetch));
     const { port } = server.address() as AddressInfo;
     const url = `http://${hostPort(config.host, port)}`;

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { leftoverTemp, PROCESS_TAG, tempPathOf } from '../src/git/fs.js';
 import { lockStateDir } from '../src/writer/state-lock.js';
 import { onCleanup, tempDir } from './helpers.js';
+import { waitFor } from './node-helpers.js';
 
 /** A process that runs until the test ends: its pid, and the line that names it in server.pid. */
 async function running() {
@@ -20,7 +21,7 @@ async function running() {
 describe('the state directory lock (server.pid)', () => {
   it('names the server holding it, and refuses a second', async () => {
     const dir = join(tempDir(), 'state');
-    const release = lockStateDir(dir);
+    const release = await lockStateDir(dir);
     const [pid, started, boot] = fs.readFileSync(join(dir, 'server.pid'), 'utf8').trim().split(' ');
     expect(Number(pid)).toBe(process.pid);
     expect(Number(started)).toBeGreaterThan(0);
@@ -30,7 +31,7 @@ describe('the state directory lock (server.pid)', () => {
     release();
     expect(fs.existsSync(join(dir, 'server.pid'))).toBe(false);
     fs.writeFileSync(join(dir, 'server.pid'), other.line);
-    expect(() => lockStateDir(dir)).toThrow(`another server (pid ${other.pid}) is using the state directory ${dir}`);
+    await expect(lockStateDir(dir)).rejects.toThrow(`another server (pid ${other.pid}) is using the state directory ${dir}`);
     expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8')).toBe(other.line);
   });
 
@@ -47,29 +48,70 @@ describe('the state directory lock (server.pid)', () => {
       '', // nothing read
     ]) {
       fs.writeFileSync(join(dir, 'server.pid'), stale);
-      const release = lockStateDir(dir);
+      const release = await lockStateDir(dir);
       expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8').split(' ')[0]).toBe(String(process.pid));
       release();
     }
     expect(fs.readdirSync(dir)).toEqual([]); // no temp or aside file left
   });
 
-  it('releases only its own file', () => {
+  it('renews its lease while it holds the directory, and no more once released', async () => {
     const dir = join(tempDir(), 'state');
-    const release = lockStateDir(dir);
+    const file = join(dir, 'server.pid');
+    const release = await lockStateDir(dir, { renewMs: 20 });
+    expect(fs.readFileSync(file, 'utf8')).toMatch(/ ns=pid:\[\d+\]\n$/);
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(file, old, old);
+    await waitFor('a renewal', async () => fs.statSync(file).mtimeMs > old.getTime(), 200, 10);
+    release();
+    expect(fs.existsSync(file)).toBe(false);
+  });
+
+  it('takes over the file of a server in another pid namespace (another container) once its lease ran out, never while it is renewed', async () => {
+    const dir = join(tempDir(), 'state');
+    fs.mkdirSync(dir);
+    const file = join(dir, 'server.pid');
+    // Pid 1 of another container: its pid here (if any) says nothing about it.
+    const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    const other = `1 5 ${boot} ns=pid:[1]\n`;
+    fs.writeFileSync(file, other);
+    // Renewed while we wait: it runs.
+    const renewal = setInterval(() => fs.utimesSync(file, new Date(), new Date()), 10);
+    const waited: unknown[] = [];
+    await expect(lockStateDir(dir, { leaseMs: 150, waiting: (holder) => waited.push(holder) })).rejects.toThrow(`another server (pid 1 in another pid namespace: another container on this volume?) is using the state directory ${dir}`);
+    clearInterval(renewal);
+    expect(waited).toEqual([{ pid: 1, namespace: 'pid:[1]', leaseMs: 150 }]);
+    expect(fs.readFileSync(file, 'utf8')).toBe(other);
+    // Not renewed for a lease (its container was killed): taken over.
+    const release = await lockStateDir(dir, { leaseMs: 150 });
+    expect(fs.readFileSync(file, 'utf8').split(' ')[0]).toBe(String(process.pid));
+    release();
+    // A lease that ran out long ago: taken at once, nobody waits.
+    fs.writeFileSync(file, other);
+    const old = new Date(Date.now() - 60_000);
+    fs.utimesSync(file, old, old);
+    waited.length = 0;
+    (await lockStateDir(dir, { leaseMs: 150, waiting: (holder) => waited.push(holder) }))();
+    expect(waited).toEqual([]);
+    expect(fs.readdirSync(dir)).toEqual([]);
+  });
+
+  it('releases only its own file', async () => {
+    const dir = join(tempDir(), 'state');
+    const release = await lockStateDir(dir);
     fs.writeFileSync(join(dir, 'server.pid'), 'someone else\n');
     release();
     expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8')).toBe('someone else\n');
   });
 
-  it('never writes through a link planted at its temp name, and names its temp so a later start clears what a kill left', () => {
+  it('never writes through a link planted at its temp name, and names its temp so a later start clears what a kill left', async () => {
     const dir = join(tempDir(), 'state');
     fs.mkdirSync(dir, { mode: 0o700 });
     const victim = join(tempDir(), 'victim');
     fs.writeFileSync(victim, 'not the lock\n');
     const temp = tempPathOf(join(dir, 'server.pid'), `${process.pid}.${PROCESS_TAG}.0`);
     fs.symlinkSync(victim, temp);
-    const release = lockStateDir(dir);
+    const release = await lockStateDir(dir);
     expect(fs.readFileSync(victim, 'utf8')).toBe('not the lock\n');
     expect(fs.readFileSync(join(dir, 'server.pid'), 'utf8').split(' ')[0]).toBe(String(process.pid));
     expect(fs.readdirSync(dir)).toEqual(['server.pid']);
