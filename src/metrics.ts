@@ -42,8 +42,8 @@ export class Registry {
     return metric;
   }
 
-  /** The text exposition format, as Prometheus scrapes it; with `names`, the metrics that name hosts too. */
-  async render(names = true): Promise<string> {
+  /** The text exposition format, as Prometheus scrapes it; with `names` (a caller who may see them), the metrics that name hosts too. */
+  async render(names: boolean): Promise<string> {
     const text = await this.prom.metrics();
     return names ? text + (await this.named.metrics()) : text;
   }

@@ -18,7 +18,7 @@ async function runningServer(overrides: Parameters<typeof serverConfig>[0] = {})
   });
   const addTarget = (hostname: string, ip: string) =>
     fetch(`${server.url}/api/v1/targets`, { method: 'POST', headers: auth, body: JSON.stringify({ hostname, ip_address: ip, primary_group_id: 'ml-training' }) }).then(json);
-  const health = () => fetch(`${server.url}/api/v1/health`).then(json);
+  const health = () => fetch(`${server.url}/api/v1/health`, { headers: auth }).then(json);
   const sdText = () => fs.readFileSync(join(config.sdDir, 'node.json'), 'utf8');
   const sdHosts = () => (JSON.parse(sdText()) as Array<{ labels: Record<string, string> }>).map((e) => e.labels.hostname).sort();
   /** Waits for health to clear, saying what it last reported if it never does. */

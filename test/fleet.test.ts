@@ -127,6 +127,11 @@ describe('one writer, many followers', () => {
       expect({ path, status: again.status, etag: again.headers.get('etag'), body: await again.text() }).toEqual({ path, status: 304, etag, body: '' });
     }
     expect((await follower.call('GET', '/api/v1/targets')).json).toEqual([]);
+    // Health is the follower's own, never the primary's: a credential it has not pulled yet is refused there, as on /metrics; a probe's HEAD checks none.
+    const health = (method: string) => fetch(`${follower.url}/api/v1/health`, { method, headers: { authorization: `Bearer ${credential}` } });
+    expect((await health('GET')).status).toBe(401);
+    expect((await health('HEAD')).status).toBe(200);
+    expect((await fetch(`${follower.url}/metrics`, { headers: { authorization: `Bearer ${credential}` } })).status).toBe(401);
   });
 
   it('keeps a follower serving reads while its primary restarts, answering writes with 503 primary_unavailable until it is back', { timeout: 60_000 }, async () => {

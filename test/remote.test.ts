@@ -208,6 +208,11 @@ describe('Git remote', () => {
     const degraded = (await server.call('GET', '/api/v1/health')).json;
     expect(degraded.status).toBe('degraded');
     expect(degraded.writer.last_failure.message).toMatch(/remote/i);
+    // Without a credential: that something failed, not what it said (a remote's hook can name a host's file).
+    const told = (await (await fetch(`${server.url}/api/v1/health`)).json()) as any;
+    expect(told).toMatchObject({ status: 'degraded', writer: { last_failure: { message: '(an error: its message is for a credential)' } } });
+    expect(told.repo.remote).toMatchObject({ error: degraded.repo.remote.error === null ? null : '(an error: its message is for a credential)' });
+    expect(JSON.stringify(told)).not.toContain(degraded.writer.last_failure.message);
     renameSync(`${remote}.away`, remote);
     expect((await server.call('POST', '/api/v1/targets', { hostname: 'after', ip_address: '10.0.0.3', primary_group_id: 'ml-training' })).status).toBe(201);
     expect((await server.call('GET', '/api/v1/health')).json.status).toBe('healthy');

@@ -26,7 +26,7 @@ const PASSED_BACK = ['content-type', 'location', 'link', 'etag', 'www-authentica
  * between servers for the branch. A read with a credential this follower does not know yet
  * (created on the primary a moment ago, not pulled here) is forwarded too, so a token or a
  * credential created anywhere works everywhere at once. POST /api/v1/sync stays local: it
- * pulls this server.
+ * pulls this server; so does health: it is this server's.
  */
 export function forwardToPrimary(deps: AuthDeps & { heartbeats: { record(hostname: string): Date } }, primary: PrimaryOptions): MiddlewareHandler {
   const base = primary.url.replace(/\/+$/, '');
@@ -68,6 +68,8 @@ export function forwardToPrimary(deps: AuthDeps & { heartbeats: { record(hostnam
 }
 
 function mustForward(c: Context, deps: AuthDeps): boolean {
+  // This server's own health, whoever asks: a credential it has not pulled yet gets 401 here, as on /metrics.
+  if (c.req.path === '/api/v1/health') return false;
   const method = c.req.method;
   if (method !== 'GET' && method !== 'HEAD') return c.req.path !== '/api/v1/sync';
   const secret = bearerToken(c);

@@ -67,7 +67,9 @@ const HEALTH_LIST_LIMIT = 50;
  * Health for a caller without a credential: the lists name hosts (file paths, host names),
  * which reading the inventory needs a credential for. Probes need the status alone.
  */
-const WITHHELD = 'compiler.invalid_files and nodes.stale name hosts: they are listed for a credential (Authorization: Bearer <credential>) or with --open-reads; the counts are whole';
+const WITHHELD = 'compiler.invalid_files and nodes.stale name hosts, and so can error messages: they are for a credential (Authorization: Bearer <credential>) or with --open-reads; the counts are whole';
+/** An error message, to a caller who does not see names: that there is one. */
+const SAID = '(an error: its message is for a credential)';
 
 /** Health, the server's own metrics, and http_sd. */
 export function systemRoutes(deps: RouteDeps) {
@@ -81,15 +83,29 @@ export function systemRoutes(deps: RouteDeps) {
     const repo = deps.repo();
     const serving = deps.serving() && status.lastSuccessAt !== undefined;
     const stale = staleTargets(deps.catalog(), deps.heartbeats.entries(), deps.clock(), deps.staleAfterMs);
+    // Messages can name hosts too (a remote's hook refusing targets/x/host.yaml, a group's shard): set or not, told to all; what they say, to callers who see names.
+    const said = <T extends string | null | undefined>(text: T): T | typeof SAID => (names || text === null || text === undefined ? text : SAID);
+    const remote = deps.remote?.status ?? null;
     return {
       code: serving ? 200 : 503,
       body: {
         status: !serving ? 'unavailable' : problems.length || status.lastError || repo.error || deps.writer.lastFailure || deps.remote?.status.error ? 'degraded' : 'healthy',
-        repo: { head: snapshot.head, ...repo, remote: deps.remote?.status ?? null },
+        repo: {
+          head: snapshot.head,
+          ...repo,
+          error: said(repo.error),
+          remote: remote && {
+            ...remote,
+            error: said(remote.error),
+            fix: said(remote.fix),
+            last_pull: remote.last_pull && { ...remote.last_pull, reason: said(remote.last_pull.reason) },
+            last_push: remote.last_push && { ...remote.last_push, reason: said(remote.last_push.reason) },
+          },
+        },
         compiler: {
           last_success_at: status.lastSuccessAt?.toISOString() ?? null,
           last_duration_ms: status.lastDurationMs === undefined ? null : Math.round(status.lastDurationMs * 10) / 10,
-          last_error: status.lastError ?? null,
+          last_error: said(status.lastError ?? null),
           // Bounded: a pull request with 100k problems must not make health a 14 MB answer.
           invalid_files: names ? problems.slice(0, HEALTH_LIST_LIMIT) : [],
           invalid_file_count: new Set(problems.map((p) => p.file)).size,
@@ -102,7 +118,7 @@ export function systemRoutes(deps: RouteDeps) {
         },
         writer: {
           queue_depth: deps.writer.pending,
-          last_failure: deps.writer.lastFailure ? { at: deps.writer.lastFailure.at.toISOString(), message: deps.writer.lastFailure.message } : null,
+          last_failure: deps.writer.lastFailure ? { at: deps.writer.lastFailure.at.toISOString(), message: said(deps.writer.lastFailure.message) } : null,
         },
         withheld: names ? null : WITHHELD,
       },
@@ -114,7 +130,7 @@ export function systemRoutes(deps: RouteDeps) {
     return c.json(body, code as 200 | 503);
   });
 
-  app.get('/metrics', async (c) => c.text(await deps.metrics.registry.render(seesNames(c, deps)), 200, { 'Content-Type': deps.metrics.registry.contentType }));
+  app.get('/metrics', async (c) => c.text(await deps.metrics.registry.render(c.req.method === 'GET' && seesNames(c, deps)), 200, { 'Content-Type': deps.metrics.registry.contentType }));
   app.get('/api/v1/openapi.json', (c) => {
     const document = openApiDocument();
     return cachedBody(c, document, (openApiEtag ??= etagOf(document)));

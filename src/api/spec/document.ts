@@ -56,6 +56,7 @@ function components(named: Record<string, z.ZodType>, io: 'input' | 'output'): {
 
 const SECURITY: Record<Access, { security: Array<Record<string, string[]>>; note: string }> = {
   anyone: { security: [], note: 'No credential needed.' },
+  anyone_more_to_credential: { security: [{ bearer: [] }, {}], note: 'No credential needed; with one (any role), or on a server run with --open-reads, what names hosts too. A credential that is not valid is refused.' },
   reader: { security: [{ bearer: [] }], note: 'A credential with the reader role (or editor, admin); anyone when the server runs with --open-reads.' },
   editor: { security: [{ bearer: [] }], note: 'A credential with the editor role (or admin).' },
   admin: { security: [{ bearer: [] }], note: 'A credential with the admin role.' },
@@ -87,7 +88,8 @@ const isWrite = (route: RouteDoc) => !['GET', 'HEAD'].includes(route.method);
 
 function errorStatuses(route: RouteDoc): number[] {
   const statuses = new Set([400, ...(route.errors ?? [])]);
-  if (route.access !== 'anyone') [401, 403, 429].forEach((s) => statuses.add(s));
+  if (route.access === 'anyone_more_to_credential') [401, 429].forEach((s) => statuses.add(s));
+  else if (route.access !== 'anyone') [401, 403, 429].forEach((s) => statuses.add(s));
   if (route.body) statuses.add(413);
   // Any write can meet a remote that kept moving (409 remote_conflict) or a store that cannot take it (503).
   if (isWrite(route)) [409, 503].forEach((s) => statuses.add(s));

@@ -13,10 +13,11 @@ export type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 /**
  * Who may call: `reader`, `editor`, `admin` are credential roles (each includes the ones
- * after it; reads are open to anyone with --open-reads); `node` is a node credential,
+ * after it; reads are open to anyone with --open-reads); `anyone_more_to_credential`: anyone,
+ * and a credential sees what names hosts too (health, /metrics); `node` is a node credential,
  * `bootstrap` a bootstrap token, `sync` an editor or a signed push webhook.
  */
-export type Access = 'anyone' | 'reader' | 'editor' | 'admin' | 'node' | 'reader_or_node' | 'bootstrap' | 'sync';
+export type Access = 'anyone' | 'anyone_more_to_credential' | 'reader' | 'editor' | 'admin' | 'node' | 'reader_or_node' | 'bootstrap' | 'sync';
 
 export interface Reply {
   description: string;
@@ -60,8 +61,7 @@ export const ROUTES: RouteDoc[] = [
     tag: 'system',
     summary: 'Health: healthy, degraded (with the reason) or unavailable',
     description: 'The lists that name hosts (invalid files, stale nodes) are empty for a caller without a credential, unless the server runs with --open-reads; a wrong credential is refused.',
-    access: 'anyone',
-    errors: [401, 429],
+    access: 'anyone_more_to_credential',
     replies: { 200: { description: 'Serving', json: answer.health }, 503: { description: 'Starting, stopping, or not compiled yet', json: answer.health } },
   },
   { method: 'HEAD', path: '/api/v1/health', operationId: 'headHealth', tag: 'system', summary: 'Health as a status code only', access: 'anyone', replies: { 200: { description: 'Serving' }, 503: { description: 'Not serving' } } },
@@ -72,8 +72,7 @@ export const ROUTES: RouteDoc[] = [
     tag: 'system',
     summary: "The server's metrics in the Prometheus text format",
     description: 'aami_* (registrations, commits, compiles, invalid files, queue, targets, node heartbeats, HTTP requests by route and status), process_* and nodejs_*, aami_build_info. The series that name hosts (node heartbeats) only for a credential, or with --open-reads; a wrong credential is refused.',
-    access: 'anyone',
-    errors: [401, 429],
+    access: 'anyone_more_to_credential',
     replies: { 200: { description: 'Prometheus text exposition format 0.0.4', media: 'text/plain' } },
   },
   {
