@@ -125,7 +125,9 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   const branch = config.remote?.branch ?? 'main';
   const address = config.remote && parseRemoteUrl(config.remote.url, config.remote.password);
   const repo = await openOrCreateRepo(config, branch, address && ((dir) => new Remote(dir, address, branch)));
-  await repo.guardPushes();
+  const guards = await repo.guardPushes();
+  if (guards.set.length) logger.info('set the repository\'s push guards: a push into it may not rewrite or delete the branch', { set: guards.set.join(', ') });
+  if (guards.failed) logger.warn('cannot set the repository\'s push guards: a push into it could rewrite the branch', { error: guards.failed });
   guardLocalPushes(repo.gitdir, address?.url);
   // A server killed while it moved the branch leaves the branch's lock file: writes would wait two minutes for it.
   const leftover = await repo.clearLeftoverLock();

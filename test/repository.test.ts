@@ -247,6 +247,33 @@ describe('GitRepository', () => {
     expect(git('cat-file', 'blob', oid)).toBe(content.toString());
   });
 
+  it('sets its push guards where its own config lacks them or says otherwise; a lock left on the config is told, not thrown', async () => {
+    const { repo, dir, git } = await repository();
+    const local = (key: string) => spawnSync('git', ['--git-dir', dir, 'config', '--local', '--get-all', key], { encoding: 'utf8' }).stdout.trim().split('\n');
+    expect(await repo.guardPushes()).toEqual({ set: [] }); // init set them
+    // Unset here, though the user's global config says true; twice false, by hand.
+    git('config', '--unset', 'receive.denyNonFastForwards');
+    git('config', 'receive.denyDeletes', 'false');
+    git('config', '--add', 'receive.denyDeletes', 'false');
+    const global = join(tempDir(), 'gitconfig');
+    writeFileSync(global, '[receive]\n\tdenyNonFastForwards = true\n');
+    const before = process.env.GIT_CONFIG_GLOBAL;
+    process.env.GIT_CONFIG_GLOBAL = global;
+    try {
+      expect(await repo.guardPushes()).toEqual({ set: ['receive.denyNonFastForwards', 'receive.denyDeletes (was false)'] });
+    } finally {
+      if (before === undefined) delete process.env.GIT_CONFIG_GLOBAL;
+      else process.env.GIT_CONFIG_GLOBAL = before;
+    }
+    expect([local('receive.denyNonFastForwards'), local('receive.denyDeletes')]).toEqual([['true'], ['true']]);
+    // A kill during a config write leaves config.lock: every write to the config fails until it goes.
+    git('config', '--unset', 'receive.denyDeletes');
+    writeFileSync(join(dir, 'config.lock'), '');
+    const told = await repo.guardPushes();
+    expect(told.set).toEqual([]);
+    expect(told.failed).toMatch(/^receive\.denyDeletes: error: could not lock config file .*remove it\)$/s);
+  });
+
   it('at start-up removes what a dead process left of a pack, older than a write takes: temp files, a pack without its index', async () => {
     const { repo, dir } = await repository();
     const dead = spawnSync('true').pid;

@@ -8,7 +8,6 @@ import { clearLeftoverLock, readRef, swapRef, type SwapResult } from './refs.js'
 import { Tree } from './tree.js';
 
 const PUSH_GUARDS = ['receive.denyNonFastForwards', 'receive.denyDeletes'];
-const PUSH_GUARD_KEYS = '^receive\\.deny(nonfastforwards|deletes)$';
 
 const run = promisify(execFile);
 
@@ -122,7 +121,8 @@ export class GitRepository {
     await run('git', ['init', '--quiet', '--bare', `--initial-branch=${branch}`, dir]);
     await run('git', [`--git-dir=${dir}`, 'config', 'core.logAllRefUpdates', 'false']);
     const repo = await GitRepository.open(dir, options);
-    await repo.guardPushes();
+    const { failed } = await repo.guardPushes();
+    if (failed) throw new Error(`cannot set the push guards of ${dir}: ${failed}`);
     await syncPath(fs, dir);
     if ((await repo.head()) === null) {
       const commit = await repo.writeCommit(null, { message: options.message ?? 'Initialize config repo', author: options.author, changes: options.files });
@@ -134,20 +134,36 @@ export class GitRepository {
     return repo;
   }
 
-  /** Whether `dir` is a repository `init` did not finish. */
   /**
    * Pushes into the repository may not rewrite or delete the branch: the server's acknowledged
-   * writes live there. Set where missing, at every start: a clone (or a first start) killed
-   * before it set them would otherwise never get them.
+   * writes live there. Checked at every start in the repository's own config (a global value
+   * does not count) and set where missing or not true: a clone or a first start killed before
+   * it set them would otherwise never get them, and a `false` put there by hand would let a
+   * push undo acknowledged writes. Answers what it set, and what it could not (a config.lock a
+   * kill left, say: the server serves on and says so).
    */
-  async guardPushes(): Promise<void> {
-    // Exit 1 with no output when none is set.
-    const set = await run('git', [`--git-dir=${this.gitdir}`, 'config', '--get-regexp', PUSH_GUARD_KEYS]).then(({ stdout }) => String(stdout), () => '');
+  async guardPushes(): Promise<{ set: string[]; failed?: string }> {
+    const set: string[] = [];
     for (const key of PUSH_GUARDS) {
-      if (!set.split('\n').includes(`${key.toLowerCase()} true`)) await run('git', [`--git-dir=${this.gitdir}`, 'config', key, 'true']);
+      // The last value if the key is there more than once (the one git uses); none: exit 1.
+      const value = await run('git', [`--git-dir=${this.gitdir}`, 'config', '--local', '--type=bool', '--get', key]).then(
+        ({ stdout }) => String(stdout).trim(),
+        () => undefined,
+      );
+      if (value === 'true') continue;
+      try {
+        await run('git', [`--git-dir=${this.gitdir}`, 'config', '--local', '--replace-all', key, 'true']);
+      } catch (error) {
+        const said = String((error as { stderr?: unknown }).stderr ?? error).trim();
+        const hint = /could not lock config file/.test(said) ? ` (if no git runs on it, a killed one left ${this.gitdir}/config.lock: remove it)` : '';
+        return { set, failed: `${key}: ${said}${hint}` };
+      }
+      set.push(value === undefined ? key : `${key} (was ${value})`);
     }
+    return { set };
   }
 
+  /** Whether `dir` is a repository `init` did not finish. */
   static unfinished(dir: string): Promise<boolean> {
     return exists(fs, `${dir}/${INITIALIZING}`);
   }
