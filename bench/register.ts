@@ -52,9 +52,8 @@ try {
     // The round's own peak (VmHWM is the process's, start-up's whole-fleet compile included): sampled every 50 ms.
     let roundPeak = 0;
     const sampler = setInterval(() => (roundPeak = Math.max(roundPeak, server!.memory().rssMb)), 50);
-    const storm = await registrationStorm(server.url, created.token, { clients, requests, prefix: round ? `bench-r${round}` : 'bench', net: 200 + round });
+    const storm = await registrationStorm(server.url, created.token, { clients, requests, prefix: round ? `bench-r${round}` : 'bench', net: 200 + round }).finally(() => clearInterval(sampler));
     const machineAfter = machineCpu();
-    clearInterval(sampler);
     const client = process.cpuUsage(clientBefore);
     const splitAfter = server.cpuSplit();
     const children = server.finishedChildrenCpuSeconds() - childrenBefore;
@@ -70,7 +69,7 @@ try {
     const name = rounds === 1 ? 'aami serve' : `round ${round + 1}${round ? '' : ' (fresh)'}`;
     lines.push(`${name}: ${rate.toFixed(0)} registrations/s; latency p50 ${ms(percentile(latencies, 50))}, p99 ${ms(percentile(latencies, 99))}, max ${ms(latencies.at(-1)!)}`);
     lines.push(`            ${perRegistration(cpu)} ms of server CPU a registration (main thread ${perRegistration(main)}, other threads ${perRegistration(others)}), its finished git children (repacks) ${perRegistration(children)} ms; the bench process (its clients) ${perRegistration((client.user + client.system) / 1e6)} ms; the machine's ${machineAfter.cpus} CPUs ${(machineBusy * 100).toFixed(0)}% busy`);
-    lines.push(`            RSS ${memory.rssMb.toFixed(0)} MB at its end, ${Math.max(roundPeak, memory.rssMb).toFixed(0)} at most during it (the process's peak so far ${memory.peakMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+    lines.push(`            RSS ${memory.rssMb.toFixed(0)} MB at its end, ${Math.max(roundPeak, memory.rssMb).toFixed(0)} the highest sampled during it (the process's peak so far ${memory.peakMb.toFixed(0)}); statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
   }
   // Durable and served: every 201 is in the branch's tree and, once compiled (up to 30 s), in the SD file.
   const tree = execFileSync('git', ['--git-dir', dirs.repo, 'ls-tree', '-r', '--name-only', 'main', 'targets/cluster-0'], { encoding: 'utf8', maxBuffer: 1 << 28 });

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { PROCESS_TAG, tempPathOf } from '../git/fs.js';
+import { openNew, PROCESS_TAG, tempPathOf } from '../git/fs.js';
 
 interface LockOptions {
   /** How often the holder renews its lease: server.pid's mtime (default 5 s). */
@@ -37,8 +37,12 @@ export async function lockStateDir(dir: string, options: LockOptions = {}): Prom
   const temp = tempPathOf(file, `${process.pid}.${PROCESS_TAG}.0`);
   for (let attempt = 1; attempt <= 5; attempt++) {
     // Made new: a link planted at the name is removed, never written through.
-    fs.rmSync(temp, { force: true });
-    fs.writeFileSync(temp, mine, { mode: 0o600, flag: 'wx' });
+    const handle = await openNew(fs, temp, 0o600);
+    try {
+      await handle.writeFile(mine);
+    } finally {
+      await handle.close();
+    }
     try {
       fs.linkSync(temp, file);
       const renewal = setInterval(() => renew(file, mine), renewMs);
@@ -71,7 +75,7 @@ export async function lockStateDir(dir: string, options: LockOptions = {}): Prom
     }
     // Its server is gone. Taken aside first and looked at again: another starting server may
     // have taken it over and made its own between our reading and our removing.
-    const aside = join(dir, `.server.pid.${process.pid}.stale`);
+    const aside = tempPathOf(file, `${process.pid}.${PROCESS_TAG}.1`);
     try {
       fs.renameSync(file, aside);
     } catch {
