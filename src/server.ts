@@ -94,7 +94,8 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
   let unlock: (() => void) | undefined;
   try {
     unlock = await lockStateDir(config.stateDir, {
-      waiting: ({ pid, namespace, leaseMs }) => logger.warn('the state directory names a server in another pid namespace (another container?): waiting one lease to see whether it still runs', { pid, namespace, seconds: leaseMs / 1000, state_dir: config.stateDir }),
+      waiting: ({ pid, namespace, leaseMs }) => logger.warn('the state directory names a server in another pid namespace or on another host (another container?): waiting one lease to see whether it still runs', { pid, namespace, seconds: leaseMs / 1000, state_dir: config.stateDir }),
+      trouble: (what) => logger.error('the state directory lock', { error: what }),
     });
     const running = await open(config, clock, (fetch) => (handler = fetch));
     const { port } = server.address() as AddressInfo;
@@ -352,7 +353,11 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   return {
     adminTokenHash,
     head: () => live.snapshot().head,
-    stopServing: () => (serving = false),
+    stopServing: () => {
+      serving = false;
+      // A pull that hangs ends now: requests in flight (a write queued behind it) finish before close() runs.
+      upstream?.stop();
+    },
     async close() {
       // No request is answered any more (the HTTP server closed first): what the log left out is told now.
       failureLines.flush();

@@ -55,16 +55,56 @@ describe('the state directory lock (server.pid)', () => {
     expect(fs.readdirSync(dir)).toEqual([]); // no temp or aside file left
   });
 
-  it('renews its lease while it holds the directory, and no more once released', async () => {
+  it('renews its lease while it holds the directory, says so when the file is no longer its own, and renews no more once released', async () => {
     const dir = join(tempDir(), 'state');
     const file = join(dir, 'server.pid');
-    const release = await lockStateDir(dir, { renewMs: 20 });
-    expect(fs.readFileSync(file, 'utf8')).toMatch(/ ns=pid:\[\d+\]\n$/);
+    const trouble: string[] = [];
+    const release = await lockStateDir(dir, { renewMs: 20, trouble: (what) => trouble.push(what) });
+    const mine = fs.readFileSync(file, 'utf8');
+    expect(mine).toMatch(/ ns=pid:\[\d+\]\n$/);
     const old = new Date(Date.now() - 60_000);
     fs.utimesSync(file, old, old);
     await waitFor('a renewal', async () => fs.statSync(file).mtimeMs > old.getTime(), 200, 10);
+    // Taken over by another server (this one's renewals stalled past a lease): told once, the other's file left alone.
+    fs.writeFileSync(file, 'another server\n');
+    await waitFor('the trouble told', async () => trouble.length > 0, 200, 10);
+    expect(trouble).toEqual([`${file} is no longer this server's: another server may have taken the state directory over (this one's renewals stalled, or someone removed the file)`]);
+    // Its own again, then released: no renewal after (it would be told of the missing file).
+    fs.writeFileSync(file, mine);
     release();
     expect(fs.existsSync(file)).toBe(false);
+    await new Promise((resolve) => setTimeout(resolve, 100)); // five renewals' time
+    expect(trouble).toHaveLength(1);
+  });
+
+  it('looks a current file of this namespace and boot up by its pid: a live one is refused at once, a dead one taken at once', async () => {
+    const dir = join(tempDir(), 'state');
+    fs.mkdirSync(dir);
+    const file = join(dir, 'server.pid');
+    const namespace = fs.readlinkSync('/proc/self/ns/pid');
+    const other = await running();
+    const waited: unknown[] = [];
+    fs.writeFileSync(file, `${other.line.trim()} ns=${namespace}\n`);
+    await expect(lockStateDir(dir, { waiting: (holder) => waited.push(holder) })).rejects.toThrow(`another server (pid ${other.pid}) is using the state directory ${dir}`);
+    fs.writeFileSync(file, `999999999 1 ${other.line.split(' ')[2]!.trim()} ns=${namespace}\n`);
+    (await lockStateDir(dir, { waiting: (holder) => waited.push(holder) }))();
+    expect(waited).toEqual([]);
+  });
+
+  it('watches the lease of a server on another host (another boot, the same namespace id: every host root namespace has one) as of another container', async () => {
+    const dir = join(tempDir(), 'state');
+    fs.mkdirSync(dir);
+    const file = join(dir, 'server.pid');
+    const namespace = fs.readlinkSync('/proc/self/ns/pid');
+    // Its pid is this test runner's: looked up here, it would be refused as a live server, or taken over if it were gone.
+    const elsewhere = `${process.ppid} 5 00000000-0000-0000-0000-000000000000 ns=${namespace}\n`;
+    fs.writeFileSync(file, elsewhere);
+    const renewal = setInterval(() => fs.utimesSync(file, new Date(), new Date()), 10);
+    await expect(lockStateDir(dir, { leaseMs: 150 })).rejects.toThrow('on another host');
+    clearInterval(renewal);
+    const waited: unknown[] = [];
+    (await lockStateDir(dir, { leaseMs: 150, waiting: (holder) => waited.push(holder) }))();
+    expect(waited).toEqual([{ pid: process.ppid, namespace, leaseMs: 150 }]);
   });
 
   it('takes over the file of a server in another pid namespace (another container) once its lease ran out, never while it is renewed', async () => {
@@ -78,7 +118,7 @@ describe('the state directory lock (server.pid)', () => {
     // Renewed while we wait: it runs.
     const renewal = setInterval(() => fs.utimesSync(file, new Date(), new Date()), 10);
     const waited: unknown[] = [];
-    await expect(lockStateDir(dir, { leaseMs: 150, waiting: (holder) => waited.push(holder) })).rejects.toThrow(`another server (pid 1 in another pid namespace: another container on this volume?) is using the state directory ${dir}`);
+    await expect(lockStateDir(dir, { leaseMs: 150, waiting: (holder) => waited.push(holder) })).rejects.toThrow(`another server (pid 1 in another pid namespace or on another host: another container on this volume?) is using the state directory ${dir}`);
     clearInterval(renewal);
     expect(waited).toEqual([{ pid: 1, namespace: 'pid:[1]', leaseMs: 150 }]);
     expect(fs.readFileSync(file, 'utf8')).toBe(other);
