@@ -94,10 +94,22 @@ describe('Git remote', () => {
     expect(sockets.some((socket) => !socket.destroyed && socket.readyState === 'open')).toBe(true);
     const health = await fetch(`${server.url}/api/v1/health`, { headers: { authorization: `Bearer ${ADMIN}` } });
     expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'degraded', repo: { remote: { error: expect.stringContaining('the first pull from the remote has not finished'), last_pull: null } } });
     expect(lines.some((line) => line.includes('the remote has not answered yet'))).toBe(true);
     const targets = await fetch(`${server.url}/api/v1/targets`, { headers: { authorization: `Bearer ${ADMIN}` } });
     expect(targets.status).toBe(200);
-    await server.close();
+    // A write waits behind the pull: never answered before its push, which needs the remote.
+    let answered: number | undefined;
+    const write = fetch(`${server.url}/api/v1/targets`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ hostname: 'during', ip_address: '10.0.0.9', primary_group_id: 'ml-training' }) }).then((response) => (answered = response.status));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(answered).toBeUndefined();
+    // The remote takes no new connection (the pull's stays open, hanging). A stop ends the pull at
+    // once, not at git's timeout: the write behind it goes on to its push, which fails. Answered, not with a 201.
+    silent.close(); // its callback waits for the open connection: not awaited
+    const stopped = server.close();
+    expect(await write).toBe(503);
+    await stopped;
+    expect(gitCli(config.repo, 'log', '--format=%s', 'main')).not.toContain('during');
   });
 
   it('seeds an empty remote from the starter and pushes every API change before answering', async () => {

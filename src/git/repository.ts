@@ -145,8 +145,8 @@ export class GitRepository {
   async guardPushes(): Promise<{ set: string[]; failed?: string }> {
     const set: string[] = [];
     for (const key of PUSH_GUARDS) {
-      // The last value if the key is there more than once (the one git uses); none: exit 1.
-      const value = await run('git', [`--git-dir=${this.gitdir}`, 'config', '--local', '--type=bool', '--get', key]).then(
+      // The value git uses: the last if the key is there more than once, files the repository's config includes read too; none: exit 1. (--bool: git before 2.18 has no --type.)
+      const value = await run('git', [`--git-dir=${this.gitdir}`, 'config', '--local', '--includes', '--bool', '--get', key]).then(
         ({ stdout }) => String(stdout).trim(),
         () => undefined,
       );

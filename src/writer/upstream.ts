@@ -60,6 +60,8 @@ export class Upstream implements Publisher {
    */
   async pull(): Promise<void> {
     const at = this.now();
+    // Until the first pull ends, health says the copy may be behind (a start serves without it after a few seconds).
+    if (this.status.last_pull === null) this.status.error ??= 'the first pull from the remote has not finished: serving what this copy has; writes wait for it';
     try {
       const tip = await this.remote.fetch();
       this.status.remote_head = tip;

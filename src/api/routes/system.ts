@@ -67,9 +67,10 @@ const HEALTH_LIST_LIMIT = 50;
  * Health for a caller without a credential: the lists name hosts (file paths, host names),
  * which reading the inventory needs a credential for. Probes need the status alone.
  */
-const WITHHELD = 'compiler.invalid_files and nodes.stale name hosts, and so can error messages: they are for a credential (Authorization: Bearer <credential>) or with --open-reads; the counts are whole';
+const WITHHELD = 'compiler.invalid_files and nodes.stale name hosts, and so can messages and the remote\'s address: they are for a credential (Authorization: Bearer <credential>) or with --open-reads; the counts are whole';
 /** An error message, to a caller who does not see names: that there is one. */
 const SAID = '(an error: its message is for a credential)';
+const FOR_A_CREDENTIAL = '(for a credential)';
 
 /** Health, the server's own metrics, and http_sd. */
 export function systemRoutes(deps: RouteDeps) {
@@ -94,8 +95,11 @@ export function systemRoutes(deps: RouteDeps) {
           head: snapshot.head,
           ...repo,
           error: said(repo.error),
+          warning: said(repo.warning),
           remote: remote && {
             ...remote,
+            // The Git server's address and path: for a credential too.
+            url: names ? remote.url : FOR_A_CREDENTIAL,
             error: said(remote.error),
             fix: said(remote.fix),
             last_pull: remote.last_pull && { ...remote.last_pull, reason: said(remote.last_pull.reason) },

@@ -60,7 +60,7 @@ export const ROUTES: RouteDoc[] = [
     operationId: 'getHealth',
     tag: 'system',
     summary: 'Health: healthy, degraded (with the reason) or unavailable',
-    description: 'The lists that name hosts (invalid files, stale nodes) are empty for a caller without a credential, unless the server runs with --open-reads; a wrong credential is refused.',
+    description: 'For a caller without a credential (unless the server runs with --open-reads) the lists that name hosts (invalid files, stale nodes) are empty and messages only say that there is one; a wrong credential is refused.',
     access: 'anyone_more_to_credential',
     replies: { 200: { description: 'Serving', json: answer.health }, 503: { description: 'Starting, stopping, or not compiled yet', json: answer.health } },
   },

@@ -76,7 +76,7 @@ export const health = z
       queue_depth: z.number().int(),
       last_failure: z.strictObject({ at: time, message: z.string() }).nullable(),
     }),
-    withheld: z.string().nullable().describe('Set for a caller without a credential (and without --open-reads): the lists that name hosts are left empty'),
+    withheld: z.string().nullable().describe('Set for a caller without a credential (and without --open-reads): the lists that name hosts are left empty, and each message (and the remote\'s address) only says that there is one'),
   });
 
 export const sdEntries = z
