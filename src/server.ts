@@ -355,7 +355,8 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     head: () => live.snapshot().head,
     stopServing: () => {
       serving = false;
-      // A pull that hangs ends now: requests in flight (a write queued behind it) finish before close() runs.
+      // A pull that hangs ends now: requests in flight (a write queued behind it) finish before
+      // close() runs. A write in flight whose push is refused from now on is answered 503, not replayed (no fetch).
       upstream?.stop();
     },
     async close() {

@@ -46,23 +46,29 @@ function personClone(remote: string) {
   };
 }
 
+/** A remote that accepts connections and never answers: its URL, the connections it holds, the first one's coming. */
+async function silentRemote() {
+  const sockets: Socket[] = [];
+  let accepted!: () => void;
+  const connected = new Promise<void>((resolve) => (accepted = resolve));
+  const silent = createServer((socket) => {
+    sockets.push(socket);
+    accepted();
+  });
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  onCleanup(() => {
+    for (const socket of sockets) socket.destroy();
+    return new Promise<void>((resolve) => silent.close(() => resolve()));
+  });
+  return { url: `http://127.0.0.1:${(silent.address() as AddressInfo).port}/config.git`, sockets, connected, silent };
+}
+
 describe('Git remote', () => {
   it('ends a fetch under way when the server stops (a remote that accepts and never answers), and starts none after', async () => {
-    const sockets: Socket[] = [];
-    let accepted!: () => void;
-    const connected = new Promise<void>((resolve) => (accepted = resolve));
-    const silent = createServer((socket) => {
-      sockets.push(socket);
-      accepted();
-    });
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    onCleanup(() => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => silent.close(() => resolve()));
-    });
+    const { url, connected } = await silentRemote();
     const dir = join(tempDir(), 'repo.git');
     gitCli(tempDir(), 'init', '--quiet', '--bare', dir);
-    const remote = new Remote(dir, parseRemoteUrl(`http://127.0.0.1:${(silent.address() as AddressInfo).port}/config.git`), 'main');
+    const remote = new Remote(dir, parseRemoteUrl(url), 'main');
     const fetching = remote.fetch();
     await connected;
     remote.stopFetching();
@@ -71,23 +77,12 @@ describe('Git remote', () => {
   });
 
   it('serves what its copy has when the remote hangs at a restart, while the pull goes on; the stop ends the pull', async () => {
-    const sockets: Socket[] = [];
-    let accepted!: () => void;
-    const connected = new Promise<void>((resolve) => (accepted = resolve));
-    const silent = createServer((socket) => {
-      sockets.push(socket);
-      accepted();
-    });
-    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
-    onCleanup(() => {
-      for (const socket of sockets) socket.destroy();
-      return new Promise<void>((resolve) => silent.close(() => resolve()));
-    });
+    const { url, sockets, connected, silent } = await silentRemote();
     // A copy the server made before (here: without a remote), then a restart following a remote that accepts and never answers.
     const first = serverConfig();
     await (await startServer(first)).close();
     const lines: string[] = [];
-    const config = { ...first, logger: createLogger((line) => lines.push(line)), remote: { url: `http://127.0.0.1:${(silent.address() as AddressInfo).port}/config.git`, branch: 'main', syncIntervalMs: 60_000, startWaitMs: 100 } };
+    const config = { ...first, logger: createLogger((line) => lines.push(line)), remote: { url, branch: 'main', syncIntervalMs: 60_000, startWaitMs: 100 } };
     const server = await startServer(config);
     await connected;
     // Serving, with the pull still under way: its connection is open.
