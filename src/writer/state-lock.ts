@@ -168,11 +168,7 @@ function observe(file: string): { text: string; mtimeMs: number } | undefined {
 }
 
 function read(file: string): string | undefined {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    return undefined;
-  }
+  return observe(file)?.text;
 }
 
 /**

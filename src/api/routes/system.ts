@@ -90,7 +90,7 @@ export function systemRoutes(deps: RouteDeps) {
     return {
       code: serving ? 200 : 503,
       body: {
-        status: !serving ? 'unavailable' : problems.length || status.lastError || repo.error || deps.writer.lastFailure || deps.remote?.status.error ? 'degraded' : 'healthy',
+        status: !serving ? 'unavailable' : problems.length || status.lastError || repo.error || deps.writer.lastFailure || remote?.error ? 'degraded' : 'healthy',
         repo: {
           head: snapshot.head,
           ...repo,
