@@ -239,6 +239,7 @@ describe('no wedges', () => {
   it('names a stale lock on the remote and a protected branch in health and in the error, instead of retrying them as races', { timeout: 60_000 }, async () => {
     const remote = bareRemote();
     const server = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    const token = (await server.call('POST', '/api/v1/bootstrap-tokens', { name: 'nodes', default_group_id: 'ml-training', max_uses: 5, expires_at: '2099-01-01T00:00:00Z' })).json.token;
     const lock = join(remote, 'refs/heads/main.lock');
     fs.writeFileSync(lock, '');
     const locked = await server.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' });
@@ -247,13 +248,19 @@ describe('no wedges', () => {
     fs.rmSync(lock);
     fs.writeFileSync(join(remote, 'hooks/pre-receive'), '#!/bin/sh\necho "main is protected" >&2\nexit 1\n', { mode: 0o755 });
     const refused = await server.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' });
-    expect(refused).toMatchObject({ status: 503, json: { error: { code: 'remote_refused' } } });
+    expect(refused).toMatchObject({ status: 503, json: { error: { code: 'remote_refused', message: expect.stringContaining('main is protected') } } });
     expect((await server.health()).repo.remote.last_push).toMatchObject({ outcome: 'failed', reason: expect.stringContaining('protected') });
+    // A hook's words can name another host's file (a batch shares one message): a node is told what happened and what to do, not what the hook said.
+    const node = await server.call('POST', '/api/v1/bootstrap/register', { hostname: 'n-1', ip_address: '10.0.0.9' }, token);
+    expect(node).toMatchObject({ status: 503, json: { error: { code: 'remote_refused', message: expect.stringContaining('try again later') } } });
+    expect(node.json.error.message).not.toMatch(/protected|main|hook/);
+    // The request's log line has the whole message, for the operator.
+    expect(server.log().split('\n').find((line) => line.includes('remote_refused') && line.includes('/api/v1/bootstrap/register'))).toContain('main is protected');
     fs.rmSync(join(remote, 'hooks/pre-receive'));
     expect((await server.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' })).status).toBe(201);
     expect((await server.health()).status).toBe('healthy');
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     expect(metrics).toMatch(/aami_git_pushes_total\{outcome="locked"\} 1/);
-    expect(metrics).toMatch(/aami_git_pushes_total\{outcome="refused"\} 1/);
+    expect(metrics).toMatch(/aami_git_pushes_total\{outcome="refused"\} 2/);
   });
 });

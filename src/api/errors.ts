@@ -40,23 +40,51 @@ export function errorBody(error: AamiError) {
   return { error: { code: error.code, message: error.message, details: error.details } };
 }
 
+/**
+ * The server's own faults, said to a caller who may not see host names (seesNames: a node,
+ * a bootstrap token, anyone without a credential): what happened and what to do. Their
+ * messages can name what such a caller may not read — a remote hook's refusal naming another
+ * host's file (a batch shares one message), the remote's or the primary's address, the
+ * repository's path — as health withholds them. The whole message is in the request's log
+ * line, and health gives it to a credential.
+ */
+const FAULT_TEXT: Partial<Record<ErrorCode, string>> = {
+  remote_unavailable: 'the Git remote cannot be reached: nothing was written; try again later',
+  remote_refused: 'the Git remote refused the write: nothing was acknowledged; try again later (an operator sees why in health)',
+  remote_locked: 'the Git remote\'s branch is locked: nothing was acknowledged; try again later (an operator sees why in health)',
+  remote_diverged: 'the Git remote\'s history was rewritten: writes wait for an operator; try again later',
+  primary_unavailable: 'this server is a follower and cannot reach its primary: reads keep working here; try the write again later',
+  repo_unavailable: 'the config repository cannot be read or written: nothing was written; try again later',
+  storage_unavailable: 'the config repository could not be written: nothing was committed; try again later',
+  repo_locked: 'the config repository\'s branch is locked: nothing was written; try again later',
+};
+const WITHHELD = ' (the whole message is for a credential)';
+
 const ERROR_CODE = 'aami.error';
+const ERROR_MESSAGE = 'aami.error-message';
 
 /** The error code the request was answered with, for the request log. */
 export const errorCodeOf = (c: Context): string | undefined => c.get(ERROR_CODE as never);
 
-export function sendError(c: Context, error: AamiError): Response {
+/** The message of a server fault (5xx) the request was answered with, for the request log: whole, whatever the caller was told. */
+export const faultMessageOf = (c: Context): string | undefined => c.get(ERROR_MESSAGE as never);
+
+/** `seesNames`: whether the caller may read the message of a server fault as it is (FAULT_TEXT); unless told, it may not. */
+export function sendError(c: Context, error: AamiError, seesNames: () => boolean = () => false): Response {
   c.set(ERROR_CODE as never, error.code as never);
+  if (STATUS[error.code] >= 500) c.set(ERROR_MESSAGE as never, error.message as never);
   if (error.code === 'unauthorized') c.header('WWW-Authenticate', 'Bearer');
   const retryAfter = (error.details as { retry_after_seconds?: unknown }).retry_after_seconds;
   if (typeof retryAfter === 'number') c.header('Retry-After', String(retryAfter));
-  return c.json(errorBody(error), STATUS[error.code]);
+  const text = FAULT_TEXT[error.code];
+  const told = text !== undefined && !seesNames() ? new AamiError(error.code, text + WITHHELD, error.details) : error;
+  return c.json(errorBody(told), STATUS[error.code]);
 }
 
 /** Hono's onError: coded errors as our envelope; anything else is a bug, logged without the request body. */
-export function onError(logger: Logger) {
+export function onError(logger: Logger, seesNames: (c: Context) => boolean) {
   return (error: Error, c: Context): Response => {
-    if (error instanceof AamiError) return sendError(c, error);
+    if (error instanceof AamiError) return sendError(c, error, () => seesNames(c));
     logger.error('request failed', { method: c.req.method, path: c.req.path, error: error.message });
     c.set(ERROR_CODE as never, 'internal' as never);
     return c.json({ error: { code: 'internal', message: 'internal error; see the server log', details: [] } }, 500);

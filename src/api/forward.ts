@@ -2,7 +2,6 @@ import type { Context, MiddlewareHandler } from 'hono';
 import { sameSecret } from '../tokens/secret.js';
 import { AamiError } from '../errors.js';
 import { bearerToken, clientAddress, FORWARDED_ADDRESS, resolveSecret, type AuthDeps } from './auth.js';
-import { sendError } from './errors.js';
 import { logFields } from './observe.js';
 
 /** Where a follower sends what it does not do itself. */
@@ -50,7 +49,7 @@ export function forwardToPrimary(deps: AuthDeps & { heartbeats: { record(hostnam
       answer = await fetch(`${base}${c.req.path}${new URL(c.req.url).search}`, { method, headers, body, redirect: 'manual', signal: AbortSignal.timeout(primary.timeoutMs ?? 30_000) });
     } catch (error) {
       const reason = error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error);
-      return sendError(c, new AamiError('primary_unavailable', `this server is a follower and the primary at ${base} cannot be reached (${reason}); reads keep working here, writes need the primary`));
+      throw new AamiError('primary_unavailable', `this server is a follower and the primary at ${base} cannot be reached (${reason}); reads keep working here, writes need the primary`);
     }
     const bytes = new Uint8Array(await answer.arrayBuffer());
     // A heartbeat also counts here, so this server's health and views show the node as alive.

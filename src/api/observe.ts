@@ -4,7 +4,7 @@ import type { Fields, Logger } from '../log.js';
 import { Counter, Histogram, type Registry } from '../metrics.js';
 import { bearerToken, clientAddress, principalOf } from './auth.js';
 import { routeOf } from './conventions.js';
-import { errorCodeOf } from './errors.js';
+import { errorCodeOf, faultMessageOf } from './errors.js';
 
 /** The metrics the API keeps; registered on the server's registry when the app is made. */
 export function apiMetrics(registry: Registry) {
@@ -56,6 +56,7 @@ export function observe(metrics: ApiMetrics, logger: Logger, failures: FailureLi
       id: id && LOGGABLE_ID.test(id) ? id : undefined,
       status,
       code: errorCodeOf(c),
+      error: faultMessageOf(c),
       by: who(principalOf(c), bearerToken(c) !== undefined, status),
       address: clientAddress(c),
       location: c.res.headers.get('location') ?? undefined,
