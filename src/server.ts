@@ -249,14 +249,19 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     logger.warn('saving the nodes\' last heartbeats failed: tried again in 10 s', { error: error instanceof Error ? error.message : String(error) }),
   );
   await heartbeats.load();
-  registry.add(
-    new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', ['hostname'], function* () {
-      for (const [hostname, at] of heartbeats.entries()) yield [{ hostname }, at / 1000];
-    }),
-    { namesHosts: true },
-  );
   const staleAfterMs = config.staleAfterMs ?? 10 * 60_000;
-  registry.add(new Gauge('aami_stale_targets', 'Targets whose node sent heartbeats but none for the stale threshold (never removed automatically).', () => staleTargets(catalog(), heartbeats.entries(), clock(), staleAfterMs).length));
+  // A follower of a primary forwards heartbeats there and keeps only those that came through
+  // it: its stale count and per-node series would name nodes that report to the primary
+  // directly (or through another follower) as silent. The primary, which sees them all, has them.
+  if (!config.primary) {
+    registry.add(
+      new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', ['hostname'], function* () {
+        for (const [hostname, at] of heartbeats.entries()) yield [{ hostname }, at / 1000];
+      }),
+      { namesHosts: true },
+    );
+    registry.add(new Gauge('aami_stale_targets', 'Targets whose node sent heartbeats but none for the stale threshold (never removed automatically).', () => staleTargets(catalog(), heartbeats.entries(), clock(), staleAfterMs).length));
+  }
   const reaped = registry.add(new Counter('aami_ephemeral_targets_removed_total', "Ephemeral targets removed because their node was silent past its token's TTL."));
 
   let pullTimer: NodeJS.Timeout | undefined;

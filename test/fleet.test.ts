@@ -134,6 +134,30 @@ describe('one writer, many followers', () => {
     expect((await fetch(`${follower.url}/metrics`, { headers: { authorization: `Bearer ${credential}` } })).status).toBe(401);
   });
 
+  it('counts silent nodes on the primary only: a follower sees just the heartbeats that came through it', { timeout: 60_000 }, async () => {
+    const remote = bareRemote();
+    let now = Date.parse('2026-11-26T00:00:00Z');
+    const common = { clock: () => new Date(now), staleAfterMs: 60_000 };
+    const primary = await member({ ...common, remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    const follower = await member({ ...common, remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 }, primary: { url: primary.url } });
+    const token = (await primary.call('POST', '/api/v1/bootstrap-tokens', { name: 'nodes', default_group_id: 'ml-training', max_uses: 5, expires_at: '2099-01-01T00:00:00Z' })).json.token;
+    const node = (await follower.call('POST', '/api/v1/bootstrap/register', { hostname: 'moved', ip_address: '10.0.0.1' }, token)).json.node_credential;
+    await follower.call('POST', '/api/v1/sync');
+    // Its first heartbeat goes through the follower; then the load balancer sends it to the primary.
+    expect((await follower.call('POST', '/api/v1/nodes/heartbeat', undefined, node)).status).toBe(200);
+    now += 120_000;
+    expect((await primary.call('POST', '/api/v1/nodes/heartbeat', undefined, node)).status).toBe(200);
+    expect((await primary.health()).nodes).toMatchObject({ stale_count: 0, stale: [] });
+    expect(await (await fetch(`${primary.url}/metrics`)).text()).toMatch(/^aami_stale_targets 0$/m);
+    // The follower's last word from the node is two minutes old: it must not call it silent.
+    expect((await follower.health()).nodes).toEqual({ stale_after_seconds: 60, stale_count: null, stale: [] });
+    const metrics = await (await fetch(`${follower.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
+    expect(metrics).not.toMatch(/aami_stale_targets|aami_node_last_seen_timestamp_seconds/);
+    // Silent for real: the primary says so.
+    now += 120_000;
+    expect((await primary.health()).nodes).toMatchObject({ stale_count: 1, stale: ['moved'] });
+  });
+
   it('keeps a follower serving reads while its primary restarts, answering writes with 503 primary_unavailable until it is back', { timeout: 60_000 }, async () => {
     const remote = bareRemote();
     const port = await freePort();

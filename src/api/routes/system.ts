@@ -83,7 +83,8 @@ export function systemRoutes(deps: RouteDeps) {
     const { status } = deps.sd;
     const repo = deps.repo();
     const serving = deps.serving() && status.lastSuccessAt !== undefined;
-    const stale = staleTargets(deps.catalog(), deps.heartbeats.entries(), deps.clock(), deps.staleAfterMs);
+    // A follower of a primary does not count: see the metrics in server.ts.
+    const stale = deps.primary ? undefined : staleTargets(deps.catalog(), deps.heartbeats.entries(), deps.clock(), deps.staleAfterMs);
     // Messages can name hosts too (a remote's hook refusing targets/x/host.yaml, a group's shard): set or not, told to all; what they say, to callers who see names.
     const said = <T extends string | null | undefined>(text: T): T | typeof SAID => (names || text === null || text === undefined ? text : SAID);
     const remote = deps.remote?.status ?? null;
@@ -117,8 +118,8 @@ export function systemRoutes(deps: RouteDeps) {
         },
         nodes: {
           stale_after_seconds: deps.staleAfterMs / 1000,
-          stale_count: stale.length,
-          stale: names ? stale.slice(0, HEALTH_LIST_LIMIT) : [],
+          stale_count: stale?.length ?? null,
+          stale: names && stale ? stale.slice(0, HEALTH_LIST_LIMIT) : [],
         },
         writer: {
           queue_depth: deps.writer.pending,

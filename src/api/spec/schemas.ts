@@ -69,7 +69,7 @@ export const health = z
     }),
     nodes: z.strictObject({
       stale_after_seconds: z.number(),
-      stale_count: z.number().int(),
+      stale_count: z.number().int().nullable().describe("null on a follower of a primary: heartbeats go on to the primary, which counts them (this server sees only those that came through it)"),
       stale: z.array(z.string()).describe('Host names, at most 50'),
     }),
     writer: z.strictObject({
