@@ -121,11 +121,28 @@ export async function startServer(config: ServerConfig): Promise<RunningServer> 
 
 type Fetch = (request: Request, env?: unknown) => Response | Promise<Response>;
 
+/**
+ * openParts(), undone if it fails part way (scripts missing from --scripts-dir, say): what it
+ * started — the first pull, timers, the SD publisher, the ref watcher — is stopped, last
+ * first, before the error goes on. Else a pull hanging on the remote and timers writing the
+ * state directory would outlive a start that failed, and the state directory it gives up.
+ */
 async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: Fetch) => void) {
+  const undo: Array<() => unknown> = [];
+  try {
+    return await openParts(config, clock, serveWith, (step) => undo.push(step));
+  } catch (error) {
+    for (const step of undo.reverse()) await Promise.resolve().then(step).catch(() => undefined);
+    throw error;
+  }
+}
+
+async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fetch: Fetch) => void, started: (undo: () => unknown) => void) {
   const { logger } = config;
   const branch = config.remote?.branch ?? 'main';
   const address = config.remote && parseRemoteUrl(config.remote.url, config.remote.password);
   const repo = await openOrCreateRepo(config, branch, address && ((dir) => new Remote(dir, address, branch)));
+  started(() => repo.close());
   const guards = await repo.guardPushes();
   if (guards.set.length) logger.info('set the repository\'s push guards: a push into it may not rewrite or delete the branch', { set: guards.set.join(', ') });
   if (guards.failed) logger.warn('cannot set the repository\'s push guards: a push into it could rewrite the branch', { error: guards.failed });
@@ -173,6 +190,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     busy,
     collected: ({ ms }) => releaseSeconds.observe(ms / 1000),
   });
+  started(() => memory.stop());
   const compileSeconds = registry.add(new Histogram('aami_compile_duration_seconds', 'Time to compile the catalog and write the SD files.'));
   const sd = new SdPublisher(live, {
     fs,
@@ -186,6 +204,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     identity: (snapshot) => hashSecret(JSON.stringify([snapshot.head, config.sdLayout ?? 'file', savedStateOf(snapshot)])),
   });
   await sd.start();
+  started(() => sd.close());
   // Whoever can write the SD directory decides what Prometheus scrapes, and can put links there
   // for the SD writer to follow (a group's shard directory): Prometheus only needs to read it.
   const sdMode = fs.statSync(config.sdDir, { throwIfNoEntry: false })?.mode;
@@ -199,6 +218,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   // outlive a restart; both are small writes, off the request path.
   const settled = restored ? cache.settleTo(() => parsesOf(restored), restored.files.size) : cache.settle();
   settled.catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
+  started(() => settled);
   live.subscribe((snapshot) => {
     cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
     stateFile.save(savedStateOf(snapshot)).catch((error: unknown) => logger.warn('writing the catalog state failed', { error: String(error) }));
@@ -240,6 +260,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
     readOnly: follower,
     logger,
   });
+  started(() => writer.drain());
   const catalog = () => live.snapshot().catalog;
   registry.add(new Gauge('aami_invalid_files', 'Config files that fail validation (their last good version is served; a credential or token file serves none).', () => live.snapshot().problemsByFile.size));
   registry.add(new Gauge('aami_writer_queue_depth', 'Writes queued or running.', () => writer.pending));
@@ -289,6 +310,11 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       () => true,
       () => true,
     );
+    // Before the writer's drain (undone last first): a pull that hangs ends now, not at git's timeout.
+    started(() => {
+      clearInterval(pullTimer);
+      upstream.stop();
+    });
     let waiting: NodeJS.Timeout | undefined;
     const answered = await Promise.race([first, new Promise<false>((resolve) => (waiting = setTimeout(resolve, config.remote!.startWaitMs ?? 5000, false)))]);
     clearTimeout(waiting);
@@ -298,6 +324,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   }
   // A push into this repository moves the branch: follow it between writes, in the writer's queue.
   const watcher = watchRef(repo.gitdir, repo.ref, () => void writer.exclusive(follow).catch(() => undefined), config.refPollMs);
+  started(() => watcher.close());
 
   // Ephemeral nodes that went silent are removed; heartbeats of targets that are gone are forgotten.
   let reaping = false;
@@ -319,6 +346,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
       .finally(() => (reaping = false));
   }, config.reapIntervalMs ?? 15_000);
   reapTimer.unref();
+  started(() => clearInterval(reapTimer));
 
   let serving = true;
   const failureLines = new FailureLines(logger, () => clock().getTime());
@@ -354,6 +382,7 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   })().catch((error: unknown) => logger.error('making the address index failed', { error: String(error) }));
   // The image of what it serves, saved once quiet: a start after a kill -9 or a crash takes it too.
   image.keep(live, { busy, logger, saved: () => memory.worked() });
+  started(() => image.stop());
 
   return {
     adminTokenHash,

@@ -53,6 +53,8 @@ async function silentRemote() {
   const connected = new Promise<void>((resolve) => (accepted = resolve));
   const silent = createServer((socket) => {
     sockets.push(socket);
+    // What git sends is read and dropped: a client that goes away ends (and closes) the socket.
+    socket.resume();
     accepted();
   });
   await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
@@ -105,6 +107,22 @@ describe('Git remote', () => {
     expect(await write).toBe(503);
     await stopped;
     expect(gitCli(config.repo, 'log', '--format=%s', 'main')).not.toContain('during');
+  });
+
+  it('leaves nothing running when a start fails after its first pull began: the pull ends, the state directory is free', async () => {
+    const { url, sockets, connected } = await silentRemote();
+    const first = serverConfig();
+    await (await startServer(first)).close();
+    // The pull hangs on the remote; then the start fails (node scripts missing from --scripts-dir).
+    const config = { ...first, scriptsDir: tempDir(), remote: { url, branch: 'main', syncIntervalMs: 60_000, startWaitMs: 1000 } };
+    const starting = startServer(config);
+    await connected; // the first pull is under way (the start waits a second for it)
+    await expect(starting).rejects.toThrow(/ENOENT/);
+    // The pull's git was stopped with the start: its connection closes, not at git's timeout.
+    await waitFor('the pull to end', async () => sockets.every((socket) => socket.destroyed));
+    // And the state directory was given up: a start takes it at once.
+    const again = await startServer(first);
+    await again.close();
   });
 
   it('seeds an empty remote from the starter and pushes every API change before answering', async () => {
