@@ -272,6 +272,14 @@ describe('GitRepository', () => {
     const told = await repo.guardPushes();
     expect(told.set).toEqual([]);
     expect(told.failed).toMatch(/^receive\.denyDeletes: error: could not lock config file .*remove it\)$/s);
+    rmSync(join(dir, 'config.lock'));
+    // A file the config includes turns a guard off after the config's own lines: told as a failure, not "set" at every start.
+    writeFileSync(join(dir, 'extra.config'), '[receive]\n\tdenyDeletes = false\n');
+    git('config', '--add', 'include.path', 'extra.config');
+    const overridden = await repo.guardPushes();
+    expect(overridden.set).toEqual([]);
+    expect(overridden.failed).toMatch(/^receive\.denyDeletes is still false after it was set to true in .*: a file that config includes .* sets it after; remove it there$/);
+    expect(local('receive.denyDeletes')).toEqual(['true']);
   });
 
   it('at start-up removes what a dead process left of a pack, older than a write takes: temp files, a pack without its index', async () => {

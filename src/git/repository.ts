@@ -144,12 +144,14 @@ export class GitRepository {
    */
   async guardPushes(): Promise<{ set: string[]; failed?: string }> {
     const set: string[] = [];
-    for (const key of PUSH_GUARDS) {
-      // The value git uses: the last if the key is there more than once, files the repository's config includes read too; none: exit 1. (--bool: git before 2.18 has no --type.)
-      const value = await run('git', [`--git-dir=${this.gitdir}`, 'config', '--local', '--includes', '--bool', '--get', key]).then(
+    // The value git uses: the last if the key is there more than once, files the repository's config includes read too; none: exit 1. (--bool: git before 2.18 has no --type.)
+    const used = (key: string) =>
+      run('git', [`--git-dir=${this.gitdir}`, 'config', '--local', '--includes', '--bool', '--get', key]).then(
         ({ stdout }) => String(stdout).trim(),
         () => undefined,
       );
+    for (const key of PUSH_GUARDS) {
+      const value = await used(key);
       if (value === 'true') continue;
       try {
         await run('git', [`--git-dir=${this.gitdir}`, 'config', '--local', '--replace-all', key, 'true']);
@@ -158,6 +160,9 @@ export class GitRepository {
         const hint = /could not lock config file/.test(said) ? ` (if no git runs on it, a killed one left ${this.gitdir}/config.lock: remove it)` : '';
         return { set, failed: `${key}: ${said}${hint}` };
       }
+      // Set in the config's own lines, yet a file it includes ([include] path) can say otherwise after them: git reads that last.
+      const after = await used(key);
+      if (after !== 'true') return { set, failed: `${key} is still ${after ?? 'unset'} after it was set to true in ${this.gitdir}/config: a file that config includes ([include] or [includeIf] path) sets it after; remove it there` };
       set.push(value === undefined ? key : `${key} (was ${value})`);
     }
     return { set };
