@@ -18,7 +18,7 @@ describe('bad input gets a 4xx JSON error naming the field, and makes no commit'
     ['a label name Prometheus rejects', { body: { ...goodTarget, labels: { 'gpu-model': 'x' } } }, 400, 'validation_failed', 'labels.gpu-model'],
     ['a label starting with __', { body: { ...goodTarget, labels: { __address__: 'x' } } }, 400, 'validation_failed', 'labels.__address__'],
     ['an unknown group', { body: { ...goodTarget, primary_group_id: 'nope' } }, 422, 'group_not_found'],
-    ['an unknown exporter type', { body: { ...goodTarget, exporters: [{ type: 'snmp' }] } }, 400, 'validation_failed', 'exporters'],
+    ['an unknown exporter type', { body: { ...goodTarget, exporters: [{ type: 'snmp' }] } }, 400, 'validation_failed', 'exporters[0].type'],
     ['an oversized body', { raw: JSON.stringify({ ...goodTarget, labels: { big: 'x'.repeat(70_000) } }) }, 413, 'payload_too_large'],
   ];
   for (const [what, request, status, code, field] of cases) {

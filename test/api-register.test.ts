@@ -99,8 +99,72 @@ describe('self-registration', () => {
     const api = await apiHarness();
     await api.post('/api/v1/targets', { hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' });
     const { token } = await api.token();
-    expect(await api.register(token, { hostname: 'db-01', ip_address: '10.9.9.9' })).toMatchObject({ status: 403, json: { error: { code: 'forbidden' } } });
+    // Taken, as any host that is not the caller's: nothing said of its group.
+    const refused = await api.register(token, { hostname: 'db-01', ip_address: '10.0.3.1' });
+    expect(refused).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+    expect(refused.text).not.toContain('databases');
     expect((await api.get('/api/v1/targets/db-01')).json.ip_address).toBe('10.0.3.1');
+  });
+
+  it('lets a node take an admin\'s target no node enrolled only from the address it names, so a token cannot move its scraping', async () => {
+    const api = await apiHarness();
+    await api.post('/api/v1/targets', { hostname: 'gpu-07', ip_address: '10.0.3.7', primary_group_id: 'ml-training', labels: { rack: 'r1' } });
+    const { token } = await api.token();
+    const commits = api.commits();
+    expect(await api.register(token, { hostname: 'gpu-07', ip_address: '10.9.9.9' })).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+    expect(api.commits()).toBe(commits);
+    const taken = await api.register(token, { hostname: 'gpu-07', ip_address: '10.0.3.7' });
+    expect(taken).toMatchObject({ status: 201, json: { target: { hostname: 'gpu-07', ip_address: '10.0.3.7', labels: { rack: 'r1' } }, node_credential: expect.stringMatching(/^aami_node_/) } });
+  });
+
+  it('tells a token nothing of other hosts or groups before a write it would make: refusals of the request alone come first, alike for taken and free names', async () => {
+    const api = await apiHarness();
+    await api.post('/api/v1/targets', { hostname: 'secret-gpu-07', ip_address: '10.0.3.7', primary_group_id: 'databases' });
+    const { token } = await api.token();
+    await api.register(token, { hostname: 'mine', ip_address: '10.0.0.1', machine_id: 'm-1' });
+    const commits = api.commits();
+    const answer = async (body: Record<string, unknown>, with_ = token) => {
+      const { status, json } = await api.register(with_, body);
+      return { status, code: json.error?.code, message: String(json.error?.message).replaceAll(String(body.hostname), 'HOST') };
+    };
+    const probes: Array<Record<string, unknown>> = [
+      { ip_address: '10.5.5.5', group_id: 'no-such-group' },
+      { ip_address: '10.5.5.5', group_id: 'databases' },
+      { ip_address: '10.5.5.5', exporters: [{ type: 'nope' }] },
+      { ip_address: '10.5.5.5', exporters: [{ type: 'node_exporter' }, { type: 'node_exporter' }] },
+    ];
+    for (const probe of probes) {
+      // A host an admin made elsewhere, another node's host, and a free name: the same answer.
+      const told = await Promise.all(['secret-gpu-07', 'mine', 'free-name'].map((hostname) => answer({ hostname, ...probe })));
+      expect(told[0]!.status, JSON.stringify(probe)).toBeGreaterThanOrEqual(400);
+      expect(told[1], JSON.stringify(probe)).toEqual(told[0]);
+      expect(told[2], JSON.stringify(probe)).toEqual(told[0]);
+    }
+    // A group that does not exist and one outside the token's tree: one answer.
+    const [missing, outside] = await Promise.all(['no-such-group', 'databases'].map((group) => answer({ hostname: 'x', ip_address: '10.5.5.5', group_id: group })));
+    expect({ ...missing, message: missing!.message.replace('no-such-group', 'G') }).toEqual({ ...outside, message: outside!.message.replace('databases', 'G') });
+    expect(api.commits()).toBe(commits);
+    // A used-up token: used up for every name, the caller's own machine aside.
+    const spent = await api.token({ max_uses: 1 });
+    expect((await api.register(spent.token, { hostname: 'n-spent', ip_address: '10.0.0.2' })).status).toBe(201);
+    for (const hostname of ['secret-gpu-07', 'mine', 'free-name']) {
+      expect(await answer({ hostname, ip_address: '10.5.5.5' }, spent.token)).toMatchObject({ status: 403, code: 'token_exhausted' });
+    }
+  });
+
+  it('tells a node whether an address is scraped only for a write it would make: its exporters are checked first', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    await api.register(token, { hostname: 'other', ip_address: '10.0.0.9' });
+    const credential = (await api.register(token, { hostname: 'me', ip_address: '10.0.0.1' })).json.node_credential;
+    const commits = api.commits();
+    const self = (body: unknown) => api.call('PUT', '/api/v1/nodes/self', { token: credential, body });
+    for (const ip of ['10.0.0.9', '10.7.7.7']) {
+      expect(await self({ ip_address: ip, exporters: [{ type: 'node_exporter' }, { type: 'nope' }] }), ip).toMatchObject({ status: 400, json: { error: { code: 'validation_failed' } } });
+      expect(await self({ ip_address: ip, exporters: [{ type: 'node_exporter' }, { type: 'node_exporter', port: 9101 }] }), ip).toMatchObject({ status: 400, json: { error: { code: 'validation_failed' } } });
+    }
+    expect(api.commits()).toBe(commits);
+    expect(await self({ ip_address: '10.0.0.9' })).toMatchObject({ status: 409, json: { error: { code: 'conflict' } } });
   });
 
   it('refuses a second host on an address already scraped', async () => {

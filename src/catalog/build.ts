@@ -480,11 +480,18 @@ export function targetFieldProblems(catalog: Pick<Catalog, 'groups' | 'settings'
     if (!catalog.groups.has(id)) add(`groups[${i}]`, `group "${id}" does not exist`);
     else if (id === target.primary_group || groups.indexOf(id) !== i) add(`groups[${i}]`, `group "${id}" is listed twice`);
   }
+  for (const { field, message } of exporterProblems(catalog.settings, exporters)) add(field, message);
+  return problems;
+}
+
+/** A target's exporters: each of a type aami.yaml defines, each type once. */
+export function exporterProblems(settings: Settings, exporters: ReadonlyArray<{ type: string }>): Array<{ field: string; message: string }> {
+  const problems: Array<{ field: string; message: string }> = [];
   for (let i = 0; i < exporters.length; i++) {
     const { type } = exporters[i]!;
-    if (!exporterType(catalog.settings, type)) add(`exporters[${i}].type`, `unknown exporter type "${type}" (aami.yaml defines ${Object.keys(catalog.settings.exporters).join(', ')})`);
+    if (!exporterType(settings, type)) problems.push({ field: `exporters[${i}].type`, message: `unknown exporter type "${type}" (aami.yaml defines ${Object.keys(settings.exporters).join(', ')})` });
     // An earlier exporter of the type is known too: it was counted.
-    else if (exporters.findIndex((e) => e.type === type) !== i) add(`exporters[${i}].type`, `"${type}" is listed twice`);
+    else if (exporters.findIndex((e) => e.type === type) !== i) problems.push({ field: `exporters[${i}].type`, message: `"${type}" is listed twice` });
   }
   return problems;
 }

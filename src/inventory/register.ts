@@ -10,7 +10,7 @@ import type { Facts, NodeUpdate, Registration, Target, Token } from '../schema/i
 import { hashSecret, NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
-import { checkTarget, requireTarget, sameMachine, targetChanges } from './targets.js';
+import { checkTarget, requireExporters, requireTarget, sameMachine, targetChanges } from './targets.js';
 import { requireActiveToken, tokenFileData } from './tokens.js';
 import { renderYaml } from './yaml-file.js';
 
@@ -39,8 +39,9 @@ function inScope(catalog: Catalog, token: Token, groupId: string): boolean {
   return groupChain(catalog.groups, groupId).some((g) => g.id === token.default_group);
 }
 
-function hostnameTaken(hostname: string, why: string): AamiError {
-  return new AamiError('hostname_taken', `hostname ${hostname} is held by another machine: ${why}; choose another name (bootstrap.sh --hostname) or have an admin delete the old target`, { target_id: hostname });
+function hostnameTaken(hostname: string, why?: string): AamiError {
+  const reason = why ? `: ${why}` : '';
+  return new AamiError('hostname_taken', `hostname ${hostname} is held by another machine${reason}; choose another name (bootstrap.sh --hostname) or have an admin delete the old target (a target an admin made for this host is taken by its node only from the address it names)`, { target_id: hostname });
 }
 
 /**
@@ -48,7 +49,15 @@ function hostnameTaken(hostname: string, why: string): AamiError {
  * nothing else: updating an enrolled host takes that host's node credential. The one
  * exception is a host that lost its credential (a reinstalled OS): the same machine (same
  * machine_id) may enrol again with an active token whose groups hold it; a different
- * machine claiming a taken host name is refused with `hostname_taken`.
+ * machine claiming a taken host name is refused with `hostname_taken`. A target an admin
+ * made that no node enrolled yet is taken by the first node that enrols it from the address
+ * it names, with a token whose groups hold it: not a way to move another host's scraping.
+ *
+ * A token is on hundreds of machines and reads nothing of the inventory: what the request
+ * alone decides (the token, the group asked for, the exporters) is checked before anything
+ * of a host of that name is looked at, and every host that is not the caller's own is
+ * "taken" alike. Else refusals told apart (taken: 409, free: 422) would list host names,
+ * their groups and which are an admin's, at no cost.
  *
  * Runs inside the writer queue, so the token's use count read here is the committed one and
  * its increment lands in the same commit as the target: under any concurrency `max_uses: N`
@@ -58,19 +67,22 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
   const actor: Actor = { kind: 'token', tokenId, address };
   return writer.update<RegistrationResult>(commitMeta(actor, `Register ${input.hostname}`), ({ catalog }, files) => {
     const existing = catalog.targets.get(input.hostname);
-    // A machine is new to the token when it gets a target it did not hold: a new host, or an admin's target never enrolled.
-    const claimsUnenrolled = existing !== undefined && !existing.node_credential_hash && !existing.machine_id_hash && !existing.machine_id;
-    const token = requireActiveToken(catalog, tokenId, now, !existing || claimsUnenrolled);
-    if (existing && !claimsUnenrolled) {
-      if (!existing.machine_id_hash) throw hostnameTaken(input.hostname, 'it has no machine identity the server keeps (enrolled without one, or before identities were kept as hashes), so only its node credential can update it');
-      if (!sameMachine(existing, input.machine_id)) throw hostnameTaken(input.hostname, input.machine_id ? 'the machine identity differs' : 'this request sends no machine identity (machine_id)');
+    // Only the machine the host's identity is of re-enrols it (and then without a use of the token); anyone else enrols a new host.
+    const owner = existing !== undefined && sameMachine(existing, input.machine_id);
+    const token = requireActiveToken(catalog, tokenId, now, !owner);
+    const asked = input.group_id ?? token.default_group;
+    // A group that does not exist is outside the tree as well: one answer, so a token cannot list the groups.
+    if (!owner && !inScope(catalog, token, asked)) throw new AamiError('forbidden', `bootstrap token ${token.id}: it may only register into group "${token.default_group}" and its children, not "${asked}"`, { group_id: asked });
+    if (input.exporters) requireExporters(catalog, input.exporters);
+    if (existing && !owner) {
+      const unenrolled = !existing.node_credential_hash && !existing.machine_id_hash && !existing.machine_id;
+      if (!unenrolled || existing.ip_address !== input.ip_address || !inScope(catalog, token, existing.primary_group)) {
+        throw hostnameTaken(input.hostname, input.machine_id === undefined ? 'this request sends no machine identity (machine_id), which re-enrolling a host takes' : undefined);
+      }
     }
-    const group = existing?.primary_group ?? input.group_id ?? token.default_group;
+    const group = existing?.primary_group ?? asked;
     requireGroup(catalog, group);
-    if (!inScope(catalog, token, group)) {
-      const what = existing ? `host "${input.hostname}" is in group "${group}", outside` : `it may only register into group "${token.default_group}" and its children, not`;
-      throw new AamiError('forbidden', `bootstrap token ${token.id}: ${what} ${existing ? `the token's group "${token.default_group}"` : `"${group}"`}`, { group_id: group });
-    }
+    if (!inScope(catalog, token, group)) throw new AamiError('forbidden', `bootstrap token ${token.id}: host "${input.hostname}" is in group "${group}", outside the token's group "${token.default_group}"`, { group_id: group });
 
     const credential = newSecretCredential(NODE_PREFIX);
     const target: Target = {
@@ -90,9 +102,8 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
     };
     checkTarget(catalog, target, { nameHolder: false });
     const changes: Change[] = targetChanges(files, target, existing);
-    const isNewMachine = !existing || claimsUnenrolled;
-    if (isNewMachine) changes.push(tokenUse(files, token));
-    const outcome: RegistrationOutcome = isNewMachine ? 'created' : 'reenrolled';
+    if (!owner) changes.push(tokenUse(files, token));
+    const outcome: RegistrationOutcome = owner ? 'reenrolled' : 'created';
     const verb = outcome === 'created' ? 'Register' : 'Re-enrol';
     return { changes, message: `${verb} ${target.hostname} with bootstrap token ${token.id}`, result: { outcome, target, nodeCredential: credential.credential } };
   });

@@ -1,5 +1,5 @@
 import { addressKey } from '../catalog/address.js';
-import type { Catalog } from '../catalog/build.js';
+import { exporterProblems, type Catalog } from '../catalog/build.js';
 import { targetPath } from '../catalog/parse.js';
 import type { PlanFiles } from '../writer/writer.js';
 import { AamiError } from '../errors.js';
@@ -26,21 +26,26 @@ export function requireTarget(catalog: Catalog, id: string): Target {
   return target;
 }
 
+/** Refuse exporters of a type aami.yaml does not define, or of one type twice: what the request alone decides. */
+export function requireExporters(catalog: Catalog, exporters: ReadonlyArray<{ type: string }>): void {
+  const problems = exporterProblems(catalog.settings, exporters);
+  if (problems.length) throw new AamiError('validation_failed', problems.map((p) => p.message).join('; '), problems);
+}
+
 /**
  * Refuse a target whose groups are missing or whose addresses another target already has.
  * `nameHolder: false` for a node or a token, which may not read the inventory: the answer
- * says an address is taken, not by which host.
+ * says an address is taken, not by which host. What the target alone decides is checked
+ * first: an address is looked up only for a write that would be made if it were free, so a
+ * refusal that tells a taken address from a free one costs a commit (no free probe of who is
+ * scraped where with a write that is refused anyway).
  */
 export function checkTarget(catalog: Catalog, target: Target, { nameHolder = true } = {}): void {
   requireGroup(catalog, target.primary_group);
   for (const id of target.groups) requireGroup(catalog, id);
+  requireExporters(catalog, target.exporters);
   for (const exporter of target.exporters) {
-    const type = own(catalog.settings.exporters, exporter.type);
-    if (!type) {
-      throw new AamiError('validation_failed', `unknown exporter type "${exporter.type}"`, [
-        { field: 'exporters', message: `type must be one of ${Object.keys(catalog.settings.exporters).join(', ')}` },
-      ]);
-    }
+    const type = own(catalog.settings.exporters, exporter.type)!;
     if (!exporter.enabled) continue;
     const holder = catalog.addresses.get(addressKey(type.job, target.ip_address, exporter.port ?? type.port));
     if (holder && holder !== target.hostname) {
