@@ -14,7 +14,7 @@ import { clearLeftoverTemps, writeFileDurably } from './git/fs.js';
 import { addedOrder, fileHistory, fileVersions } from './git/history.js';
 import { parseRemoteUrl, Remote } from './git/remote.js';
 import { GitRepository } from './git/repository.js';
-import { reapEphemeralTargets, silentEphemeralTargets, staleTargets } from './inventory/nodes.js';
+import { countsSilentNodes, reapEphemeralTargets, silentEphemeralTargets, staleTargets } from './inventory/nodes.js';
 import type { Logger } from './log.js';
 import { MemoryRelease } from './memory.js';
 import { Counter, Gauge, GaugeFamily, Histogram, Registry } from './metrics.js';
@@ -132,7 +132,11 @@ async function open(config: ServerConfig, clock: () => Date, serveWith: (fetch: 
   try {
     return await openParts(config, clock, serveWith, (step) => undo.push(step));
   } catch (error) {
-    for (const step of undo.reverse()) await Promise.resolve().then(step).catch(() => undefined);
+    for (const step of undo.reverse()) {
+      await Promise.resolve()
+        .then(step)
+        .catch((failed: unknown) => config.logger.warn('undoing a start that failed: a step of it failed too', { error: failed instanceof Error ? failed.message : String(failed) }));
+    }
     throw error;
   }
 }
@@ -179,6 +183,8 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
     await cache.load();
     live = new LiveCatalog(await loadSnapshot({ repo, files, saved, history: (commit, paths) => fileVersions(repo.gitdir, commit, paths), addedOrder: (commit, paths) => addedOrder(repo.gitdir, commit, paths) }));
   }
+  // take() moved the image away: what it held goes back, so a start that failed on something else (a missing script) leaves the next one its quick start.
+  started(() => image.save(live.snapshot()));
 
   const registry = new Registry();
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
@@ -218,7 +224,12 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
   // outlive a restart; both are small writes, off the request path.
   const settled = restored ? cache.settleTo(() => parsesOf(restored), restored.files.size) : cache.settle();
   settled.catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
-  started(() => settled);
+  // Writes to the state directory still under way end before startServer gives it up.
+  started(async () => {
+    await settled.catch(() => undefined);
+    await cache.flush();
+    await stateFile.settled();
+  });
   live.subscribe((snapshot) => {
     cache.flush().catch((error: unknown) => logger.warn('writing the parse cache failed', { error: String(error) }));
     stateFile.save(savedStateOf(snapshot)).catch((error: unknown) => logger.warn('writing the catalog state failed', { error: String(error) }));
@@ -271,10 +282,8 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
   );
   await heartbeats.load();
   const staleAfterMs = config.staleAfterMs ?? 10 * 60_000;
-  // A follower of a primary forwards heartbeats there and keeps only those that came through
-  // it: its stale count and per-node series would name nodes that report to the primary
-  // directly (or through another follower) as silent. The primary, which sees them all, has them.
-  if (!config.primary) {
+  // The per-node series and the stale count: the primary's, not a follower's (countsSilentNodes).
+  if (countsSilentNodes(config)) {
     registry.add(
       new GaugeFamily('aami_node_last_seen_timestamp_seconds', 'When each node last sent a heartbeat (not a Git commit).', ['hostname'], function* () {
         for (const [hostname, at] of heartbeats.entries()) yield [{ hostname }, at / 1000];
@@ -375,7 +384,6 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
     primary: config.primary,
     clusterSecret: config.clusterSecret,
   });
-  serveWith(app.fetch);
   // What the start put off (the address index of a catalog from the image), made in slices now that it serves.
   void (async () => {
     for (const _ of live.snapshot().deferred()) await new Promise(setImmediate);
@@ -383,6 +391,8 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
   // The image of what it serves, saved once quiet: a start after a kill -9 or a crash takes it too.
   image.keep(live, { busy, logger, saved: () => memory.worked() });
   started(() => image.stop());
+  // Last: nothing after it can fail, so no request is served by a start that is being undone.
+  serveWith(app.fetch);
 
   return {
     adminTokenHash,

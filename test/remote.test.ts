@@ -109,7 +109,7 @@ describe('Git remote', () => {
     expect(gitCli(config.repo, 'log', '--format=%s', 'main')).not.toContain('during');
   });
 
-  it('leaves nothing running when a start fails after its first pull began: the pull ends, the state directory is free', async () => {
+  it('leaves nothing running when a start fails after its first pull began: the pull ends, the restart image is put back', async () => {
     const { url, sockets, connected } = await silentRemote();
     const first = serverConfig();
     await (await startServer(first)).close();
@@ -120,9 +120,11 @@ describe('Git remote', () => {
     await expect(starting).rejects.toThrow(/ENOENT/);
     // The pull's git was stopped with the start: its connection closes, not at git's timeout.
     await waitFor('the pull to end', async () => sockets.every((socket) => socket.destroyed));
-    // And the state directory was given up: a start takes it at once.
-    const again = await startServer(first);
+    // The restart image the failed start took is back: the next start (the scripts found again) starts from it, not from Git.
+    const lines: string[] = [];
+    const again = await startServer({ ...first, logger: createLogger((line) => lines.push(line)) });
     await again.close();
+    expect(lines.some((line) => line.includes('started from the snapshot the last server saved'))).toBe(true);
   });
 
   it('seeds an empty remote from the starter and pushes every API change before answering', async () => {
