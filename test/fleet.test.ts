@@ -153,9 +153,19 @@ describe('one writer, many followers', () => {
     expect((await follower.health()).nodes).toEqual({ stale_after_seconds: 60, stale_count: null, stale: [] });
     const metrics = await (await fetch(`${follower.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
     expect(metrics).not.toMatch(/aami_stale_targets|aami_node_last_seen_timestamp_seconds/);
+    // Nor does its console: the problems page says who counts them, no page calls the node stale.
+    const consolePage = async (server: typeof primary, path: string) => {
+      const signIn = await fetch(`${server.url}/console/sign-in`, { method: 'POST', redirect: 'manual', headers: { origin: server.url }, body: new URLSearchParams({ credential: ADMIN }) });
+      const cookie = signIn.headers.get('set-cookie')!.split(';')[0]!;
+      return (await fetch(`${server.url}${path}`, { headers: { cookie } })).text();
+    };
+    expect(await consolePage(follower, '/console/problems')).toContain('Counted on the primary');
+    for (const path of ['/console/fleet', '/console/targets/moved', '/console/problems']) expect(await consolePage(follower, path), path).not.toMatch(/\bstale node|>stale</);
     // Silent for real: the primary says so.
     now += 120_000;
     expect((await primary.health()).nodes).toMatchObject({ stale_count: 1, stale: ['moved'] });
+    expect(await consolePage(primary, '/console/problems')).toContain('1 stale node');
+    for (const path of ['/console/fleet', '/console/targets/moved']) expect(await consolePage(primary, path), path).toContain('>stale<');
   });
 
   it('keeps a follower serving reads while its primary restarts, answering writes with 503 primary_unavailable until it is back', { timeout: 60_000 }, async () => {
@@ -166,8 +176,24 @@ describe('one writer, many followers', () => {
     let primary = await member(primaryConfig);
     const follower = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 }, primary: { url: primary.url } });
     expect((await follower.call('POST', '/api/v1/targets', { hostname: 'a', ip_address: '10.0.0.1', primary_group_id: 'ml-training' })).status).toBe(201);
+    // A bootstrap token and a reader credential made on the primary a moment ago, not pulled here yet.
+    const { token } = (await primary.call('POST', '/api/v1/bootstrap-tokens', { name: 'new', default_group_id: 'ml-training', max_uses: 50, expires_at: '2099-01-01T00:00:00Z' })).json;
+    const { credential } = (await primary.call('POST', '/api/v1/credentials', { name: 'poller', role: 'reader' })).json;
     await primary.stop();
-    expect(await follower.call('POST', '/api/v1/targets', { hostname: 'b', ip_address: '10.0.0.2', primary_group_id: 'ml-training' })).toMatchObject({ status: 503, json: { error: { code: 'primary_unavailable' } } });
+    expect(await follower.call('POST', '/api/v1/targets', { hostname: 'b', ip_address: '10.0.0.2', primary_group_id: 'ml-training' })).toMatchObject({ status: 503, json: { error: { code: 'primary_unavailable', message: expect.stringContaining(primary.url) } } });
+    // The nodes holding it are told the primary is away (not where it is), and are not counted as wrong secrets: over the limiter's 20 a minute, never a 429.
+    for (let i = 0; i < 25; i++) {
+      const told = await follower.call('POST', '/api/v1/bootstrap/register', { hostname: `n-${i}`, ip_address: `10.0.1.${i}` }, token);
+      expect(told, `registration ${i}`).toMatchObject({ status: 503, json: { error: { code: 'primary_unavailable' } } });
+      expect(told.json.error.message).not.toContain(primary.url);
+    }
+    // A wrong secret where the follower checks it itself (its own health): 401, the address's count untouched by the 503s.
+    expect((await follower.call('GET', '/api/v1/health', undefined, 'aami_cred_wrongwro_wrongwrongwrongwrongwrongwrongwrongwrong')).status).toBe(401);
+    // A read it forwards (that credential) and cannot: the caller is told the primary is away, the log line says the whole.
+    const read = await follower.call('GET', '/api/v1/targets', undefined, credential);
+    expect(read).toMatchObject({ status: 503, json: { error: { code: 'primary_unavailable' } } });
+    expect(read.json.error.message).not.toContain(primary.url);
+    expect(follower.log().split('\n').find((line) => line.includes('read failed'))).toContain(primary.url);
     await follower.call('POST', '/api/v1/sync');
     expect((await follower.call('GET', '/api/v1/targets')).json.map((t: any) => t.hostname)).toEqual(['a']);
     primary = await member(primaryConfig);

@@ -6,7 +6,7 @@ import { readBody } from './body.js';
 import { BulkReads } from './bulk.js';
 import { checkQuery, notFound } from './conventions.js';
 import type { AppDeps } from './deps.js';
-import { seesNames } from './auth.js';
+import { seesNamesInError } from './auth.js';
 import { onError, sendError } from './errors.js';
 import { forwardToPrimary, trustForwarded } from './forward.js';
 import { apiMetrics, FailureLines, observe } from './observe.js';
@@ -32,15 +32,7 @@ export function createApp(appDeps: AppDeps) {
   const history = limited(appDeps.history, HISTORY_LIMITS, () => new AamiError('rate_limited', `${HISTORY_LIMITS.running + HISTORY_LIMITS.waiting} history reads are running or waiting already: retry in a second`, { retry_after_seconds: 1 }));
   const deps = { ...appDeps, history, registrations: metrics.registrations, bulk: new BulkReads(appDeps.writer, appDeps.pacing) };
   const app = new Hono();
-  app.onError(
-    onError(deps.logger, (c) => {
-      try {
-        return seesNames(c, deps);
-      } catch {
-        return false; // a credential that does not authenticate sees what anyone sees
-      }
-    }),
-  );
+  app.onError(onError(deps.logger, (c) => seesNamesInError(c, deps)));
   app.notFound(notFound(app));
   app.use('*', observe(metrics, deps.logger, deps.failureLines ?? new FailureLines(deps.logger, () => deps.clock().getTime())));
   // Before anything that can refuse: a refusal is logged with the client a follower passed on.

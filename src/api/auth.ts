@@ -193,9 +193,24 @@ export function authorize(c: Context, deps: AuthDeps, role: Role): Principal {
  * anywhere (401, counted by the failure limiter): the answer must not tell secrets apart.
  */
 export function seesNames(c: Context, deps: AuthDeps): boolean {
-  const principal = authenticate(c, deps);
-  return deps.auth.openReads || (principal.kind === 'credential' && roleIncludes(principal.role, 'reader'));
+  return namesFor(deps, authenticate(c, deps));
 }
+
+/**
+ * seesNames for the message of an error the request is answered with: nothing refused and
+ * nothing counted (a follower forwards a secret it has not pulled yet unchecked, and answers
+ * 503 if its primary is away: that is no wrong secret). A secret that does not resolve here
+ * sees what anyone sees.
+ */
+export function seesNamesInError(c: Context, deps: AuthDeps): boolean {
+  const known = principalOf(c);
+  if (known) return namesFor(deps, known);
+  const secret = bearerToken(c);
+  const resolved = secret === undefined ? undefined : resolveSecret(secret, deps.catalog(), deps.auth.adminTokenHash, deps.clock());
+  return namesFor(deps, resolved && 'principal' in resolved ? resolved.principal : undefined);
+}
+
+const namesFor = (deps: AuthDeps, principal: Principal | undefined) => deps.auth.openReads || (principal?.kind === 'credential' && roleIncludes(principal.role, 'reader'));
 
 export function requireRole(deps: AuthDeps, role: Role): MiddlewareHandler {
   return async (c, next) => {

@@ -49,7 +49,7 @@ export function errorBody(error: AamiError) {
  * line, and health gives it to a credential.
  */
 const FAULT_TEXT: Partial<Record<ErrorCode, string>> = {
-  remote_unavailable: 'the Git remote cannot be reached: nothing was written; try again later',
+  remote_unavailable: 'the Git remote cannot be reached: nothing was acknowledged; try again later',
   remote_refused: 'the Git remote refused the write: nothing was acknowledged; try again later (an operator sees why in health)',
   remote_locked: 'the Git remote\'s branch is locked: nothing was acknowledged; try again later (an operator sees why in health)',
   remote_diverged: 'the Git remote\'s history was rewritten: writes wait for an operator; try again later',

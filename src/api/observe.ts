@@ -47,7 +47,7 @@ export function observe(metrics: ApiMetrics, logger: Logger, failures: FailureLi
     metrics.requests.inc(labels);
     metrics.seconds.observe(seconds, labels);
 
-    const message = lineFor(method, status);
+    const message = lineFor(method, status, faultMessageOf(c) !== undefined);
     if (!message) return;
     const id = c.req.param('id') ?? c.req.param('name');
     const fields: Fields = {
@@ -70,10 +70,12 @@ export function observe(metrics: ApiMetrics, logger: Logger, failures: FailureLi
   };
 }
 
-function lineFor(method: string, status: number): string | undefined {
+/** `fault`: the answer is a server fault's error (its message is kept for the log: faultMessageOf). */
+function lineFor(method: string, status: number, fault: boolean): string | undefined {
   if (status === 401) return 'authentication failed';
   if (status === 429) return 'rate limited';
-  if (!WRITES.has(method)) return status === 403 ? 'forbidden' : undefined;
+  // A read that failed on a fault (a follower's primary away): the caller may have been told less than the log line says.
+  if (!WRITES.has(method)) return status === 403 ? 'forbidden' : fault ? 'read failed' : undefined;
   return status < 400 ? 'write' : status < 500 ? 'write refused' : 'write failed';
 }
 

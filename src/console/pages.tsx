@@ -5,7 +5,7 @@ import type { AppDeps } from '../api/deps.js';
 import { effectiveChecks } from '../catalog/checks.js';
 import { targetHistoryPathspec } from '../catalog/parse.js';
 import { AamiError } from '../errors.js';
-import { staleTargets } from '../inventory/nodes.js';
+import { countedStaleTargets, countsSilentNodes } from '../inventory/nodes.js';
 import { requireTarget } from '../inventory/targets.js';
 import { slug } from '../schema/index.js';
 import { targetView } from '../inventory/views.js';
@@ -38,7 +38,8 @@ const fleetQuery = z.object({
 export function readPages(deps: AppDeps, render: Render, prometheus: PrometheusUp | undefined) {
   const app = new Hono<ConsoleEnv>();
   const lastSeen = (hostname: string) => deps.heartbeats.lastSeen(hostname);
-  const stale = () => staleTargets(deps.catalog(), deps.heartbeats.entries(), deps.clock(), deps.staleAfterMs);
+  // None on a follower of a primary: it does not count them (countsSilentNodes).
+  const stale = () => countedStaleTargets(deps);
 
   app.get('/fleet', async (c) => {
     const query = parseValue(fleetQuery, c.req.query(), 'the filter');
@@ -53,7 +54,7 @@ export function readPages(deps: AppDeps, render: Render, prometheus: PrometheusU
       result: fleetPage(catalog, filter, query.page),
       tree: groupTree(catalog),
       lastSeen,
-      stale: new Set(stale()),
+      stale: new Set(stale() ?? []),
       up: await prometheus?.states(),
       now: deps.clock(),
     };
@@ -72,7 +73,7 @@ export function readPages(deps: AppDeps, render: Render, prometheus: PrometheusU
         if (!(error instanceof AamiError && error.code === 'rate_limited')) deps.logger.warn('reading a target\'s history failed', { hostname: target.hostname, error: error instanceof Error ? error.message : String(error) });
         return null;
       }),
-      stale: seen !== undefined && deps.clock().getTime() - seen.getTime() > deps.staleAfterMs,
+      stale: countsSilentNodes(deps) && seen !== undefined && deps.clock().getTime() - seen.getTime() > deps.staleAfterMs,
       up: await prometheus?.states(),
       now: deps.clock(),
       viewer: c.get('signedIn').viewer,
@@ -97,8 +98,8 @@ export function readPages(deps: AppDeps, render: Render, prometheus: PrometheusU
       remote: deps.remote?.status ?? null,
       compiler: { lastSuccessAt: status.lastSuccessAt, lastError: status.lastError },
       writerFailure: deps.writer.lastFailure,
-      stale: staleHosts.slice(0, 100),
-      staleCount: staleHosts.length,
+      stale: staleHosts?.slice(0, 100) ?? [],
+      staleCount: staleHosts?.length ?? null,
       staleAfterSeconds: deps.staleAfterMs / 1000,
       lastSeen,
       now: deps.clock(),

@@ -77,3 +77,14 @@ export function staleTargets(catalog: Catalog, heartbeats: Iterable<[hostname: s
   return stale.sort();
 }
 
+/**
+ * Whether a server counts silent nodes: not a follower of a primary. It forwards heartbeats
+ * there and keeps only those that came through it, so it would call a node that reports to
+ * the primary directly (or through another follower) silent; the primary sees them all.
+ */
+export const countsSilentNodes = (server: { primary?: unknown }): boolean => !server.primary;
+
+/** staleTargets as a server tells them (health, the console): undefined where it does not count them (countsSilentNodes). */
+export function countedStaleTargets(server: { primary?: unknown; catalog: () => Catalog; heartbeats: { entries(): Iterable<[string, number]> }; clock: () => Date; staleAfterMs: number }): string[] | undefined {
+  return countsSilentNodes(server) ? staleTargets(server.catalog(), server.heartbeats.entries(), server.clock(), server.staleAfterMs) : undefined;
+}

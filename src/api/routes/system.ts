@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { Hono } from 'hono';
 import { CLOSE, COMMA, EMPTY, jobOfFile, OPEN } from '../../compile/compiler.js';
 import { AamiError } from '../../errors.js';
-import { staleTargets } from '../../inventory/nodes.js';
+import { countedStaleTargets } from '../../inventory/nodes.js';
 import { requireRole, seesNames } from '../auth.js';
 import { bulkBody, cachedBody, query } from '../conventions.js';
 import type { RouteDeps } from '../deps.js';
@@ -83,8 +83,7 @@ export function systemRoutes(deps: RouteDeps) {
     const { status } = deps.sd;
     const repo = deps.repo();
     const serving = deps.serving() && status.lastSuccessAt !== undefined;
-    // A follower of a primary does not count: see the metrics in server.ts.
-    const stale = deps.primary ? undefined : staleTargets(deps.catalog(), deps.heartbeats.entries(), deps.clock(), deps.staleAfterMs);
+    const stale = countedStaleTargets(deps);
     // Messages can name hosts too (a remote's hook refusing targets/x/host.yaml, a group's shard): set or not, told to all; what they say, to callers who see names.
     const said = <T extends string | null | undefined>(text: T): T | typeof SAID => (names || text === null || text === undefined ? text : SAID);
     const remote = deps.remote?.status ?? null;

@@ -75,7 +75,7 @@ const STATUS_TEXT: Record<number, string> = {
   413: 'payload_too_large: bodies over 64 KiB',
   422: 'group_not_found or invalid_config',
   429: 'rate_limited: too many wrong credentials from this address, or history reads at once (both with Retry-After: when to try again); a download: two open on this connection already',
-  503: 'not_ready, remote_unavailable, repo_unavailable, storage_unavailable or repo_locked',
+  503: 'not_ready, remote_unavailable, remote_locked, remote_refused, remote_diverged, primary_unavailable, repo_unavailable, storage_unavailable or repo_locked; to a caller without a credential the message says what happened and to try again later (the whole message is for a credential)',
 };
 
 const HEADERS: Record<NonNullable<Reply['headers']>[number], { description: string; schema: JsonSchema }> = {
@@ -94,6 +94,8 @@ function errorStatuses(route: RouteDoc): number[] {
   // Any write can meet a remote that kept moving (409 remote_conflict) or a store that cannot take it (503).
   if (isWrite(route)) [409, 503].forEach((s) => statuses.add(s));
   if (route.path === '/api/v1/sd/prometheus') statuses.add(503);
+  // A follower forwards a read with a credential it has not pulled yet to its primary: 503 primary_unavailable while that is away.
+  if (route.access !== 'anyone' && route.access !== 'anyone_more_to_credential' && route.path.startsWith('/api/')) statuses.add(503);
   return [...statuses].sort();
 }
 

@@ -16,7 +16,8 @@ export interface ProblemsProps {
   compiler: { lastSuccessAt?: Date; lastError?: string };
   writerFailure?: { at: Date; message: string };
   stale: string[];
-  staleCount: number;
+  /** Null on a follower of a primary: the primary counts them. */
+  staleCount: number | null;
   staleAfterSeconds: number;
   lastSeen: (hostname: string) => Date | undefined;
   now: Date;
@@ -119,7 +120,9 @@ export function ProblemsView(props: ProblemsProps) {
 
       <h2>Stale nodes</h2>
       <p class="muted">Nodes that sent heartbeats, but none in the last {Math.round(props.staleAfterSeconds / 60)} min. They are reported, never removed.</p>
-      {props.staleCount ? (
+      {props.staleCount === null ? (
+        <p>Counted on the primary: this server forwards heartbeats there and sees only those that came through it.</p>
+      ) : props.staleCount ? (
         <>
           <ul class="stale">
             {props.stale.map((hostname) => (
