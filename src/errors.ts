@@ -43,6 +43,8 @@ export class AamiError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details: FieldError[] | Record<string, unknown> = [],
+    /** What a caller who may not read host names is told instead, where the message names another host's file. */
+    readonly toAnyone?: { message: string; details: FieldError[] | Record<string, unknown> },
   ) {
     super(message);
     this.name = 'AamiError';

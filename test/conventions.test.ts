@@ -1,6 +1,10 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import { Hono } from 'hono';
 import { describe, expect, it, vi } from 'vitest';
+import { onError } from '../src/api/errors.js';
+import { AamiError } from '../src/errors.js';
+import { silentLogger } from '../src/log.js';
 import { TargetList } from '../src/api/target-list.js';
 import { targetView } from '../src/inventory/views.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
@@ -349,5 +353,27 @@ describe('the heartbeats journal the list reads', () => {
     await expect(heartbeats.close()).rejects.toThrow('ENOSPC');
     expect((heartbeats as unknown as { timer: unknown }).timer).toBeUndefined(); // no retry armed
     expect(Object.keys(JSON.parse(fs.readFileSync(file, 'utf8')))).toEqual(['gpu-01']);
+  });
+});
+
+describe('errors told to a caller who may not read host names', () => {
+  it('say what the error carries for anyone (a fault: what happened; a refusal naming other files: that they are there), the whole to others', async () => {
+    const app = new Hono();
+    app.onError(onError(silentLogger, (c) => c.req.header('x-sees') === 'yes'));
+    app.get('/refused', () => {
+      throw new AamiError('invalid_config', 'targets/ml/other-host.yaml: broken', { problems: [{ file: 'targets/ml/other-host.yaml' }] }, { message: '1 problem on other files', details: { problems: [] } });
+    });
+    app.get('/fault', () => {
+      throw new AamiError('remote_refused', 'the remote refuses pushes (hook: targets/ml/other-host.yaml denied)');
+    });
+    app.get('/plain', () => {
+      throw new AamiError('conflict', 'an address is taken');
+    });
+    const answer = async (path: string, sees: boolean) => (await app.request(path, { headers: sees ? { 'x-sees': 'yes' } : {} })).json() as Promise<any>;
+    expect((await answer('/refused', false)).error).toEqual({ code: 'invalid_config', message: '1 problem on other files', details: { problems: [] } });
+    expect((await answer('/refused', true)).error.message).toBe('targets/ml/other-host.yaml: broken');
+    expect((await answer('/fault', false)).error.message).toMatch(/^the Git remote refused the write: .*\(the whole message is for a credential\)$/);
+    expect((await answer('/fault', true)).error.message).toContain('other-host');
+    expect((await answer('/plain', false)).error.message).toBe('an address is taken');
   });
 });

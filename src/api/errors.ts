@@ -77,7 +77,8 @@ export function sendError(c: Context, error: AamiError, seesNames: () => boolean
   const retryAfter = (error.details as { retry_after_seconds?: unknown }).retry_after_seconds;
   if (typeof retryAfter === 'number') c.header('Retry-After', String(retryAfter));
   const text = FAULT_TEXT[error.code];
-  const told = text !== undefined && !seesNames() ? new AamiError(error.code, text + WITHHELD, error.details) : error;
+  const anyone = text !== undefined ? { message: text + WITHHELD, details: error.details } : error.toAnyone;
+  const told = anyone && !seesNames() ? new AamiError(error.code, anyone.message, anyone.details) : error;
   return c.json(errorBody(told), STATUS[error.code]);
 }
 

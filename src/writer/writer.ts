@@ -2,7 +2,7 @@ import PQueue from 'p-queue';
 import type { Catalog } from '../catalog/build.js';
 import type { Draft, FileUpdate, LiveCatalog } from '../catalog/live.js';
 import { parseFile } from '../catalog/parse.js';
-import { formatProblem } from '../catalog/problem.js';
+import { formatProblem, type Problem } from '../catalog/problem.js';
 import { AamiError } from '../errors.js';
 import { hashObject } from '../git/objects.js';
 import type { Author, Change, GitRepository } from '../git/repository.js';
@@ -272,8 +272,18 @@ function checkWrite(draft: Draft, changes: Change[]): void {
   const applied = draft.apply(updates);
   if (!applied.problems.length) return;
   applied.undo();
-  const shown = applied.problems.slice(0, 10);
-  throw new AamiError('invalid_config', `the change would make the config repo invalid: ${shown.map(formatProblem).join('; ')}${applied.problems.length > 10 ? `; … (${applied.problems.length} problems)` : ''}`, { problems: shown });
+  const said = (problems: Problem[], more?: string) => {
+    const shown = problems.slice(0, 10);
+    const parts = [...shown.map(formatProblem), ...(problems.length > 10 ? [`… (${problems.length} problems)`] : []), ...(more ? [more] : [])];
+    return { message: `the change would make the config repo invalid: ${parts.join('; ')}`, details: { problems: shown } };
+  };
+  const whole = said(applied.problems);
+  // Problems on files the change does not touch name them (another host's file): a node or a token is told they are there, not what.
+  const touched = new Set(changes.map((c) => c.path));
+  const own = applied.problems.filter((p) => touched.has(p.file));
+  const others = applied.problems.length - own.length;
+  const toAnyone = others ? said(own, `${others} problem${others === 1 ? '' : 's'} on other files it does not change (an operator sees them in health)`) : undefined;
+  throw new AamiError('invalid_config', whole.message, whole.details, toAnyone);
 }
 
 /** A failure of the store itself (disk full, read-only, repository gone) as a coded 503; coded errors pass through. */
