@@ -121,7 +121,7 @@ describe('self-registration', () => {
     const api = await apiHarness();
     await api.post('/api/v1/targets', { hostname: 'secret-gpu-07', ip_address: '10.0.3.7', primary_group_id: 'databases' });
     const { token } = await api.token();
-    await api.register(token, { hostname: 'mine', ip_address: '10.0.0.1', machine_id: 'm-1' });
+    expect((await api.register(token, { hostname: 'mine', ip_address: '10.0.0.1', machine_id: '1'.repeat(64) })).status).toBe(201);
     const commits = api.commits();
     const answer = async (body: Record<string, unknown>, with_ = token) => {
       const { status, json } = await api.register(with_, body);
@@ -150,6 +150,17 @@ describe('self-registration', () => {
     for (const hostname of ['secret-gpu-07', 'mine', 'free-name']) {
       expect(await answer({ hostname, ip_address: '10.5.5.5' }, spent.token)).toMatchObject({ status: 403, code: 'token_exhausted' });
     }
+  });
+
+  it('lets a used-up ephemeral token re-enrol the machines it counts, not one another token enrolled', async () => {
+    const api = await apiHarness();
+    const asg = await api.token({ max_uses: 1, ephemeral: true, ttl_after_last_seen: '30s' });
+    const plain = await api.token();
+    expect((await api.register(asg.token, { hostname: 'asg-1', ip_address: '10.0.0.1', machine_id: 'a'.repeat(64) })).status).toBe(201);
+    expect((await api.register(plain.token, { hostname: 'pet', ip_address: '10.0.0.2', machine_id: 'b'.repeat(64) })).status).toBe(201);
+    expect(await api.register(asg.token, { hostname: 'pet', ip_address: '10.0.0.2', machine_id: 'b'.repeat(64) })).toMatchObject({ status: 403, json: { error: { code: 'token_exhausted' } } });
+    expect((await api.get('/api/v1/targets/pet')).json.registered_by_token).toBe(plain.id);
+    expect((await api.register(asg.token, { hostname: 'asg-1', ip_address: '10.0.0.1', machine_id: 'a'.repeat(64) })).status).toBe(200);
   });
 
   it('tells a node whether an address is scraped only for a write it would make: its exporters are checked first', async () => {

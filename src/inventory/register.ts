@@ -69,7 +69,8 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
     const existing = catalog.targets.get(input.hostname);
     // Only the machine the host's identity is of re-enrols it (and then without a use of the token); anyone else enrols a new host.
     const owner = existing !== undefined && sameMachine(existing, input.machine_id);
-    const token = requireActiveToken(catalog, tokenId, now, !owner);
+    // A used-up ephemeral token still re-enrols a node it counts already, not one another token enrolled (that would pass its cap).
+    const token = requireActiveToken(catalog, tokenId, now, !owner || existing.registered_by_token !== tokenId);
     const asked = input.group_id ?? token.default_group;
     // A group that does not exist is outside the tree as well: one answer, so a token cannot list the groups.
     if (!owner && !inScope(catalog, token, asked)) throw new AamiError('forbidden', `bootstrap token ${token.id}: it may only register into group "${token.default_group}" and its children, not "${asked}"`, { group_id: asked });
