@@ -319,7 +319,9 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
       () => true,
       () => true,
     );
-    // Before the writer's drain (undone last first): a pull that hangs ends now, not at git's timeout.
+    // Before the writer's drain (undone last first): a fetch that hangs ends now, not at git's
+    // timeout. A first pull that pushes (seeding an empty remote, a branch ahead of it) is not
+    // ended so (a push may land): the drain waits for it, at most git's timeout.
     started(() => {
       clearInterval(pullTimer);
       upstream.stop();
