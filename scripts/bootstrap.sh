@@ -670,11 +670,7 @@ refused() { # WHAT: exit with one line saying why the server refused
         token_revoked) fatal "$1 refused: the bootstrap token has been revoked ($message)" ;;
         token_exhausted) fatal "$1 refused: the bootstrap token is used up ($message)" ;;
         unauthorized) fatal "$1 refused: the bootstrap token is not valid" ;;
-        hostname_taken)
-            # The server's message says the same in its own words: keep only its reason.
-            message=${message#"hostname $HOSTNAME_FQDN is held by another machine: "}
-            fatal "hostname $HOSTNAME_FQDN is held by another machine: ${message%%; choose another*}; choose another with --hostname"
-            ;;
+        hostname_taken) fatal "$message" ;; # the server's words say what to do, for each of its causes
         *) fatal "$1 failed (HTTP $STATUS${code:+, $code})$GAVE_UP: $message" ;;
     esac
 }

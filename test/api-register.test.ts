@@ -95,60 +95,67 @@ describe('self-registration', () => {
     expect(await api.register(token, { hostname: 'n2', ip_address: '10.0.0.2', group_id: 'ml-training' })).toMatchObject({ status: 403, json: { error: { code: 'forbidden' } } });
   });
 
-  it('does not let a token take over a host registered in another group', async () => {
+  it('does not let a token take over a host an admin made, in its groups or not, from any address', async () => {
     const api = await apiHarness();
     await api.post('/api/v1/targets', { hostname: 'db-01', ip_address: '10.0.3.1', primary_group_id: 'databases' });
-    const { token } = await api.token();
-    // Taken, as any host that is not the caller's: nothing said of its group.
-    const refused = await api.register(token, { hostname: 'db-01', ip_address: '10.0.3.1' });
-    expect(refused).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
-    expect(refused.text).not.toContain('databases');
-    expect((await api.get('/api/v1/targets/db-01')).json.ip_address).toBe('10.0.3.1');
-  });
-
-  it('lets a node take an admin\'s target no node enrolled only from the address it names, so a token cannot move its scraping', async () => {
-    const api = await apiHarness();
-    await api.post('/api/v1/targets', { hostname: 'gpu-07', ip_address: '10.0.3.7', primary_group_id: 'ml-training', labels: { rack: 'r1' } });
+    await api.post('/api/v1/targets', { hostname: 'gpu-07', ip_address: '10.0.3.7', primary_group_id: 'ml-training' });
     const { token } = await api.token();
     const commits = api.commits();
-    expect(await api.register(token, { hostname: 'gpu-07', ip_address: '10.9.9.9' })).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+    for (const [hostname, ip] of [['db-01', '10.0.3.1'], ['db-01', '10.9.9.9'], ['gpu-07', '10.0.3.7'], ['gpu-07', '10.9.9.9']]) {
+      const refused = await api.register(token, { hostname, ip_address: ip, machine_id: 'c'.repeat(64) });
+      expect(refused, `${hostname} ${ip}`).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken' } } });
+      // Nothing said of its group.
+      expect(refused.text).not.toMatch(/databases|ml-training/);
+    }
     expect(api.commits()).toBe(commits);
-    const taken = await api.register(token, { hostname: 'gpu-07', ip_address: '10.0.3.7' });
-    expect(taken).toMatchObject({ status: 201, json: { target: { hostname: 'gpu-07', ip_address: '10.0.3.7', labels: { rack: 'r1' } }, node_credential: expect.stringMatching(/^aami_node_/) } });
+    for (const hostname of ['db-01', 'gpu-07']) expect((await api.get(`/api/v1/targets/${hostname}`)).json).toMatchObject({ registered_by_token: null, machine_id: null });
   });
 
-  it('tells a token nothing of other hosts or groups before a write it would make: refusals of the request alone come first, alike for taken and free names', async () => {
+  it('tells a token nothing of other hosts, groups or addresses without a write: what the request alone decides comes first, then one answer for a name or an address held', async () => {
     const api = await apiHarness();
     await api.post('/api/v1/targets', { hostname: 'secret-gpu-07', ip_address: '10.0.3.7', primary_group_id: 'databases' });
     const { token } = await api.token();
     expect((await api.register(token, { hostname: 'mine', ip_address: '10.0.0.1', machine_id: '1'.repeat(64) })).status).toBe(201);
     const commits = api.commits();
+    /** What the caller is told, with the names and addresses it sent put back as placeholders. */
     const answer = async (body: Record<string, unknown>, with_ = token) => {
       const { status, json } = await api.register(with_, body);
-      return { status, code: json.error?.code, message: String(json.error?.message).replaceAll(String(body.hostname), 'HOST') };
+      const text = JSON.stringify(json).replaceAll(String(body.hostname), 'HOST').replaceAll(String(body.ip_address), 'IP');
+      return { status, told: JSON.parse(text) };
     };
+    const labels = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`l${i}`, 'v']));
     const probes: Array<Record<string, unknown>> = [
       { ip_address: '10.5.5.5', group_id: 'no-such-group' },
       { ip_address: '10.5.5.5', group_id: 'databases' },
       { ip_address: '10.5.5.5', exporters: [{ type: 'nope' }] },
       { ip_address: '10.5.5.5', exporters: [{ type: 'node_exporter' }, { type: 'node_exporter' }] },
+      // The node's labels and its GPU facts' past the file's 64.
+      { ip_address: '10.5.5.5', labels, facts: { gpu_count: 1, gpu_model: 'a', gpu_vendor: 'b' } },
+      { ip_address: '10.0.3.7', labels, facts: { gpu_count: 1, gpu_model: 'a', gpu_vendor: 'b' } },
+      // An address that is scraped (the caller's own, and another's), and one that is not: a held name gets the same.
+      { ip_address: '10.0.0.1' },
+      { ip_address: '10.0.3.7' },
     ];
     for (const probe of probes) {
-      // A host an admin made elsewhere, another node's host, and a free name: the same answer.
+      // A host an admin made elsewhere, the caller's own host without its identity, and a free name: the same answer.
       const told = await Promise.all(['secret-gpu-07', 'mine', 'free-name'].map((hostname) => answer({ hostname, ...probe })));
       expect(told[0]!.status, JSON.stringify(probe)).toBeGreaterThanOrEqual(400);
       expect(told[1], JSON.stringify(probe)).toEqual(told[0]);
       expect(told[2], JSON.stringify(probe)).toEqual(told[0]);
     }
+    // A held name at a free address, and a free name at a held address: one answer.
+    const [name, address] = await Promise.all([answer({ hostname: 'secret-gpu-07', ip_address: '10.6.6.6' }), answer({ hostname: 'free-name', ip_address: '10.0.3.7' })]);
+    expect(name).toEqual(address);
+    expect(name).toMatchObject({ status: 409, told: { error: { code: 'hostname_taken' } } });
     // A group that does not exist and one outside the token's tree: one answer.
     const [missing, outside] = await Promise.all(['no-such-group', 'databases'].map((group) => answer({ hostname: 'x', ip_address: '10.5.5.5', group_id: group })));
-    expect({ ...missing, message: missing!.message.replace('no-such-group', 'G') }).toEqual({ ...outside, message: outside!.message.replace('databases', 'G') });
+    expect(JSON.stringify(missing).replaceAll('no-such-group', 'G')).toBe(JSON.stringify(outside).replaceAll('databases', 'G'));
     expect(api.commits()).toBe(commits);
     // A used-up token: used up for every name, the caller's own machine aside.
     const spent = await api.token({ max_uses: 1 });
     expect((await api.register(spent.token, { hostname: 'n-spent', ip_address: '10.0.0.2' })).status).toBe(201);
     for (const hostname of ['secret-gpu-07', 'mine', 'free-name']) {
-      expect(await answer({ hostname, ip_address: '10.5.5.5' }, spent.token)).toMatchObject({ status: 403, code: 'token_exhausted' });
+      expect(await answer({ hostname, ip_address: '10.5.5.5' }, spent.token)).toMatchObject({ status: 403, told: { error: { code: 'token_exhausted' } } });
     }
   });
 
@@ -173,6 +180,8 @@ describe('self-registration', () => {
     for (const ip of ['10.0.0.9', '10.7.7.7']) {
       expect(await self({ ip_address: ip, exporters: [{ type: 'node_exporter' }, { type: 'nope' }] }), ip).toMatchObject({ status: 400, json: { error: { code: 'validation_failed' } } });
       expect(await self({ ip_address: ip, exporters: [{ type: 'node_exporter' }, { type: 'node_exporter', port: 9101 }] }), ip).toMatchObject({ status: 400, json: { error: { code: 'validation_failed' } } });
+      const labels = Object.fromEntries(Array.from({ length: 64 }, (_, i) => [`l${i}`, 'v']));
+      expect(await self({ ip_address: ip, labels, facts: { gpu_count: 1, gpu_model: 'a', gpu_vendor: 'b' } }), ip).toMatchObject({ status: 400, json: { error: { code: 'validation_failed' } } });
     }
     expect(api.commits()).toBe(commits);
     expect(await self({ ip_address: '10.0.0.9' })).toMatchObject({ status: 409, json: { error: { code: 'conflict' } } });
@@ -182,7 +191,7 @@ describe('self-registration', () => {
     const api = await apiHarness();
     const { token } = await api.token();
     await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1' });
-    expect(await api.register(token, { hostname: 'n2', ip_address: '10.0.0.1' })).toMatchObject({ status: 409, json: { error: { code: 'conflict' } } });
+    expect(await api.register(token, { hostname: 'n2', ip_address: '10.0.0.1' })).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken', message: expect.stringContaining('host name or address') } } });
   });
 
   it('admits exactly max_uses new hosts under 200 concurrent registrations, with a consistent history', async () => {

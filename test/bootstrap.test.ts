@@ -193,7 +193,7 @@ describe('bootstrap.sh', { timeout: 60_000 }, () => {
     expect(taken.code).toBe(1);
     const errors = taken.stderr.split('\n').filter((line) => line.includes('ERROR'));
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatch(/^\[aami\] ERROR: hostname ubuntu is held by another machine: .+; choose another with --hostname$/);
+    expect(errors[0]).toBe("[aami] ERROR: another machine holds this host name or address: choose another name (bootstrap.sh --hostname); this machine's own host re-enrols with its machine identity (bootstrap.sh sends it), else an admin deletes the old target (hostname ubuntu, address 127.0.0.1)");
     // Under another name it enrols (on its own exporter port: both are 127.0.0.1 here).
     const renamed = await clone.sh(`bash ${BOOTSTRAP} --token-file ${clone.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname ubuntu-2 --node-exporter-port 9101`);
     expect(renamed.code, renamed.stderr).toBe(0);

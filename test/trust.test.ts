@@ -43,7 +43,7 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
     const first = await api.register(token, { hostname: 'ubuntu', ip_address: '10.0.0.1', machine_id: MACHINE, labels: { rack: 'r1' } });
     await api.call('PATCH', '/api/v1/targets/ubuntu', { body: { labels: { owner: 'ml-infra' } } });
     const clone = await api.register(token, { hostname: 'ubuntu', ip_address: '10.0.0.2', machine_id: 'd'.repeat(64) });
-    expect(clone).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken', message: expect.stringContaining('hostname ubuntu is held by another machine') } } });
+    expect(clone).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken', message: expect.stringContaining('another machine holds this host name or address') } } });
     expect((await api.get('/api/v1/nodes/self', { token: first.json.node_credential })).status).toBe(200);
 
     const again = await api.register(token, { hostname: 'ubuntu', ip_address: '10.0.0.3', machine_id: MACHINE });
@@ -94,7 +94,7 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
     expect(await api.register(token, { hostname: 'old-01', ip_address: '10.0.0.9', machine_id: now })).toMatchObject({ status: 200, json: { outcome: 'reenrolled' } });
   });
 
-  it('tells a node or a token that an address is taken, not which host holds it (they may not read the inventory)', async () => {
+  it('tells a node or a token that an address is held, not which host holds it (they may not read the inventory)', async () => {
     const api = await apiHarness();
     await api.post('/api/v1/targets', { hostname: 'secret-project-gpu-07', ip_address: '10.0.0.7', primary_group_id: 'ml-training' });
     const { token } = await api.token();
@@ -103,10 +103,10 @@ describe('bootstrap tokens enrol; node credentials maintain', () => {
       await api.register(token, { hostname: 'n2', ip_address: '10.0.0.7', machine_id: 'd'.repeat(64) }),
       await api.call('PUT', '/api/v1/nodes/self', { token: enrolled.json.node_credential, body: { ip_address: '10.0.0.7' } }),
     ];
-    for (const answer of answers) {
-      expect(answer).toMatchObject({ status: 409, json: { error: { code: 'conflict', message: expect.stringContaining('10.0.0.7:9100 is already scraped for another target') } } });
-      expect(answer.text).not.toContain('secret-project');
-    }
+    // A token is told the name or the address is held (one answer for both: no probe of either); a node, whose name is its own, that the address is.
+    expect(answers[0]).toMatchObject({ status: 409, json: { error: { code: 'hostname_taken', message: expect.stringContaining('another machine holds this host name or address') } } });
+    expect(answers[1]).toMatchObject({ status: 409, json: { error: { code: 'conflict', message: expect.stringContaining('10.0.0.7:9100 is already scraped for another target') } } });
+    for (const answer of answers) expect(answer.text).not.toContain('secret-project');
     // An editor, who reads the inventory anyway, is told.
     expect((await api.post('/api/v1/targets', { hostname: 'n3', ip_address: '10.0.0.7', primary_group_id: 'ml-training' })).json.error.message).toContain('target "secret-project-gpu-07"');
   });

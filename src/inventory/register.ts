@@ -9,8 +9,7 @@ import type { Writer } from '../writer/writer.js';
 import type { Facts, NodeUpdate, Registration, Target, Token } from '../schema/index.js';
 import { hashSecret, NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';
-import { requireGroup } from './groups.js';
-import { checkTarget, requireExporters, requireTarget, sameMachine, targetChanges } from './targets.js';
+import { checkTarget, checkTargetItself, heldAddress, requireTarget, sameMachine, targetChanges } from './targets.js';
 import { requireActiveToken, tokenFileData } from './tokens.js';
 import { renderYaml } from './yaml-file.js';
 
@@ -39,25 +38,32 @@ function inScope(catalog: Catalog, token: Token, groupId: string): boolean {
   return groupChain(catalog.groups, groupId).some((g) => g.id === token.default_group);
 }
 
-function hostnameTaken(hostname: string, why?: string): AamiError {
-  const reason = why ? `: ${why}` : '';
-  return new AamiError('hostname_taken', `hostname ${hostname} is held by another machine${reason}; choose another name (bootstrap.sh --hostname) or have an admin delete the old target (a target an admin made for this host is taken by its node only from the address it names)`, { target_id: hostname });
+/**
+ * A host name or an address another machine holds: one answer for both, so a refusal tells
+ * neither whether the name exists nor whether the address is scraped (a token is on hundreds
+ * of machines and reads nothing of the inventory).
+ */
+function heldByAnother(target: Target): AamiError {
+  return new AamiError(
+    'hostname_taken',
+    `another machine holds this host name or address: choose another name (bootstrap.sh --hostname); this machine's own host re-enrols with its machine identity (bootstrap.sh sends it), else an admin deletes the old target (hostname ${target.hostname}, address ${target.ip_address})`,
+    { target_id: target.hostname },
+  );
 }
 
 /**
  * Enrolment with a bootstrap token. A token creates new targets while it is active and does
  * nothing else: updating an enrolled host takes that host's node credential. The one
- * exception is a host that lost its credential (a reinstalled OS): the same machine (same
- * machine_id) may enrol again with an active token whose groups hold it; a different
- * machine claiming a taken host name is refused with `hostname_taken`. A target an admin
- * made that no node enrolled yet is taken by the first node that enrols it from the address
- * it names, with a token whose groups hold it: not a way to move another host's scraping.
+ * exception is a host that lost its credential (a reinstalled OS): the same machine (the
+ * machine identity whose hash the target keeps) may enrol again with an active token whose
+ * groups hold it. Any other host of the name — another machine's, one enrolled before
+ * identities were kept as hashes, a target an admin made — is held: 409 `hostname_taken`.
  *
- * A token is on hundreds of machines and reads nothing of the inventory: what the request
- * alone decides (the token, the group asked for, the exporters) is checked before anything
- * of a host of that name is looked at, and every host that is not the caller's own is
- * "taken" alike. Else refusals told apart (taken: 409, free: 422) would list host names,
- * their groups and which are an admin's, at no cost.
+ * A token reads nothing of the inventory, and its answers tell nothing of it before a write:
+ * what the request alone decides (the token, the group asked for, the target's own validity)
+ * is checked first, and then a name and an address held by another machine get one answer.
+ * Else refusals told apart (taken: 409, free: 422 or another 409) would list host names,
+ * their groups and who is scraped where, at no cost.
  *
  * Runs inside the writer queue, so the token's use count read here is the committed one and
  * its increment lands in the same commit as the target: under any concurrency `max_uses: N`
@@ -66,45 +72,40 @@ function hostnameTaken(hostname: string, why?: string): AamiError {
 export function enrolNode(writer: Writer, input: Registration, tokenId: string, address: string, now: Date): Promise<RegistrationResult & { commit: string | null }> {
   const actor: Actor = { kind: 'token', tokenId, address };
   return writer.update<RegistrationResult>(commitMeta(actor, `Register ${input.hostname}`), ({ catalog }, files) => {
-    const existing = catalog.targets.get(input.hostname);
-    // Only the machine the host's identity is of re-enrols it (and then without a use of the token); anyone else enrols a new host.
-    const owner = existing !== undefined && sameMachine(existing, input.machine_id);
+    const found = catalog.targets.get(input.hostname);
+    // Only the machine the host's identity is of re-enrols it (without a use of the token); for anyone else the request is a new host's.
+    const own = found && sameMachine(found, input.machine_id) ? found : undefined;
     // A used-up ephemeral token still re-enrols a node it counts already, not one another token enrolled (that would pass its cap).
-    const token = requireActiveToken(catalog, tokenId, now, !owner || existing.registered_by_token !== tokenId);
-    const asked = input.group_id ?? token.default_group;
+    const token = requireActiveToken(catalog, tokenId, now, !own || own.registered_by_token !== tokenId);
+    const group = own?.primary_group ?? input.group_id ?? token.default_group;
     // A group that does not exist is outside the tree as well: one answer, so a token cannot list the groups.
-    if (!owner && !inScope(catalog, token, asked)) throw new AamiError('forbidden', `bootstrap token ${token.id}: it may only register into group "${token.default_group}" and its children, not "${asked}"`, { group_id: asked });
-    if (input.exporters) requireExporters(catalog, input.exporters);
-    if (existing && !owner) {
-      const unenrolled = !existing.node_credential_hash && !existing.machine_id_hash && !existing.machine_id;
-      if (!unenrolled || existing.ip_address !== input.ip_address || !inScope(catalog, token, existing.primary_group)) {
-        throw hostnameTaken(input.hostname, input.machine_id === undefined ? 'this request sends no machine identity (machine_id), which re-enrolling a host takes' : undefined);
-      }
+    if (!inScope(catalog, token, group)) {
+      const what = own ? `host "${own.hostname}" is in group "${group}", outside its group "${token.default_group}"` : `it may only register into group "${token.default_group}" and its children, not "${group}"`;
+      throw new AamiError('forbidden', `bootstrap token ${token.id}: ${what}`, { group_id: group });
     }
-    const group = existing?.primary_group ?? asked;
-    requireGroup(catalog, group);
-    if (!inScope(catalog, token, group)) throw new AamiError('forbidden', `bootstrap token ${token.id}: host "${input.hostname}" is in group "${group}", outside the token's group "${token.default_group}"`, { group_id: group });
 
     const credential = newSecretCredential(NODE_PREFIX);
     const target: Target = {
       hostname: input.hostname,
       ip_address: input.ip_address,
       primary_group: group,
-      groups: existing?.groups ?? [],
-      exporters: input.exporters ?? existing?.exporters ?? [{ type: 'node_exporter', enabled: true }],
-      labels: existing?.labels ?? {},
+      groups: own?.groups ?? [],
+      exporters: input.exporters ?? own?.exporters ?? [{ type: 'node_exporter', enabled: true }],
+      labels: own?.labels ?? {},
       node_labels: { ...factLabels(input.facts), ...input.labels },
       token_labels: token.labels,
       facts: input.facts,
       registered_by_token: token.id,
-      registered_at: existing?.registered_at ?? now.toISOString(),
+      registered_at: own?.registered_at ?? now.toISOString(),
       machine_id_hash: input.machine_id === undefined ? undefined : hashSecret(input.machine_id),
       node_credential_hash: credential.hash,
     };
-    checkTarget(catalog, target, { nameHolder: false });
-    const changes: Change[] = targetChanges(files, target, existing);
-    if (!owner) changes.push(tokenUse(files, token));
-    const outcome: RegistrationOutcome = owner ? 'reenrolled' : 'created';
+    checkTargetItself(catalog, target);
+    if (own) checkTarget(catalog, target, { nameHolder: false });
+    else if (found || heldAddress(catalog, target)) throw heldByAnother(target);
+    const changes: Change[] = targetChanges(files, target, own);
+    if (!own) changes.push(tokenUse(files, token));
+    const outcome: RegistrationOutcome = own ? 'reenrolled' : 'created';
     const verb = outcome === 'created' ? 'Register' : 'Re-enrol';
     return { changes, message: `${verb} ${target.hostname} with bootstrap token ${token.id}`, result: { outcome, target, nodeCredential: credential.credential } };
   });
@@ -126,7 +127,7 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
   return writer.update<RegistrationResult>(commitMeta(actor, `Update ${hostname}`), ({ catalog }, files) => {
     const current = requireTarget(catalog, hostname);
     if (input.machine_id && current.machine_id_hash && !sameMachine(current, input.machine_id)) {
-      throw hostnameTaken(hostname, 'this node credential was issued to another machine');
+      throw new AamiError('hostname_taken', `hostname ${hostname} is held by another machine: this node credential was issued to another machine (a cloned disk image?); enrol this machine with a bootstrap token and another name (bootstrap.sh --hostname)`, { target_id: hostname });
     }
     const facts = input.facts ?? current.facts;
     const nodeLabels = input.labels === undefined && input.facts === undefined ? current.node_labels : { ...factLabels(facts), ...(input.labels ?? current.node_labels) };

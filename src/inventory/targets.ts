@@ -5,7 +5,8 @@ import type { PlanFiles } from '../writer/writer.js';
 import { AamiError } from '../errors.js';
 import type { Change } from '../git/repository.js';
 import type { Writer } from '../writer/writer.js';
-import { own, type Target, type TargetCreate, type TargetPatch, type TargetReplace } from '../schema/index.js';
+import { own, targetFile, type Target, type TargetCreate, type TargetPatch, type TargetReplace } from '../schema/index.js';
+import { describeZodError } from '../schema/describe.js';
 import { commitMeta, type Actor } from './actor.js';
 import { requireGroup } from './groups.js';
 import { secretMatches } from '../tokens/secret.js';
@@ -27,33 +28,52 @@ export function requireTarget(catalog: Catalog, id: string): Target {
 }
 
 /** Refuse exporters of a type aami.yaml does not define, or of one type twice: what the request alone decides. */
-export function requireExporters(catalog: Catalog, exporters: ReadonlyArray<{ type: string }>): void {
+function requireExporters(catalog: Catalog, exporters: ReadonlyArray<{ type: string }>): void {
   const problems = exporterProblems(catalog.settings, exporters);
   if (problems.length) throw new AamiError('validation_failed', problems.map((p) => p.message).join('; '), problems);
 }
 
 /**
- * Refuse a target whose groups are missing or whose addresses another target already has.
- * `nameHolder: false` for a node or a token, which may not read the inventory: the answer
- * says an address is taken, not by which host. What the target alone decides is checked
- * first: an address is looked up only for a write that would be made if it were free, so a
- * refusal that tells a taken address from a free one costs a commit (no free probe of who is
- * scraped where with a write that is refused anyway).
+ * What a target alone decides, checked before anything of the inventory is looked at: its
+ * groups exist, its exporters are of types aami.yaml defines (each once), and its file would
+ * be valid (label counts and lengths: the file schema). A write refused after this is refused
+ * for what other targets hold, and so a refusal that tells a taken address (or name) from a
+ * free one is reached only by a write that would otherwise be made: a commit, in `git log`.
  */
-export function checkTarget(catalog: Catalog, target: Target, { nameHolder = true } = {}): void {
+export function checkTargetItself(catalog: Catalog, target: Target): void {
   requireGroup(catalog, target.primary_group);
   for (const id of target.groups) requireGroup(catalog, id);
   requireExporters(catalog, target.exporters);
-  for (const exporter of target.exporters) {
-    const type = own(catalog.settings.exporters, exporter.type)!;
-    if (!exporter.enabled) continue;
-    const holder = catalog.addresses.get(addressKey(type.job, target.ip_address, exporter.port ?? type.port));
-    if (holder && holder !== target.hostname) {
-      const address = `${target.ip_address}:${exporter.port ?? type.port}`;
-      if (!nameHolder) throw new AamiError('conflict', `${address} is already scraped for another target (an admin finds which by searching ${target.ip_address} on the console's Fleet page)`);
-      throw new AamiError('conflict', `${address} is already scraped for target "${holder}"`, { target_id: holder });
-    }
+  const data = targetFileData(target);
+  const parsed = targetFile.safeParse(data);
+  if (!parsed.success) {
+    const details = describeZodError(parsed.error, data);
+    throw new AamiError('validation_failed', `the target would be invalid: ${details.map((d) => `${d.field} ${d.message}`).join('; ')}`, details);
   }
+}
+
+/** The first of the target's addresses another target is scraped at, and that target. */
+export function heldAddress(catalog: Catalog, target: Target): { address: string; holder: string } | undefined {
+  for (const exporter of target.exporters) {
+    const type = own(catalog.settings.exporters, exporter.type);
+    if (!type || !exporter.enabled) continue;
+    const holder = catalog.addresses.get(addressKey(type.job, target.ip_address, exporter.port ?? type.port));
+    if (holder && holder !== target.hostname) return { address: `${target.ip_address}:${exporter.port ?? type.port}`, holder };
+  }
+  return undefined;
+}
+
+/**
+ * Refuse a target that is not valid by itself (checkTargetItself) or whose addresses another
+ * target already has. `nameHolder: false` for a node, which may not read the inventory: the
+ * answer says an address is taken, not by which host.
+ */
+export function checkTarget(catalog: Catalog, target: Target, { nameHolder = true } = {}): void {
+  checkTargetItself(catalog, target);
+  const held = heldAddress(catalog, target);
+  if (!held) return;
+  if (!nameHolder) throw new AamiError('conflict', `${held.address} is already scraped for another target (an admin finds which by searching ${target.ip_address} on the console's Fleet page)`);
+  throw new AamiError('conflict', `${held.address} is already scraped for target "${held.holder}"`, { target_id: held.holder });
 }
 
 function targetFileData(target: Target) {
