@@ -364,7 +364,10 @@ collect_facts() {
     # shellcheck source=/dev/null
     OS_NAME=$( (. /etc/os-release 2>/dev/null && printf '%s' "${PRETTY_NAME:-}") || true)
     KERNEL=$(uname -r)
-    INTERFACES=$(find /sys/class/net -mindepth 1 -maxdepth 1 ! -name lo -printf '%f\n' 2>/dev/null | sort | paste -sd, - || true)
+    # Not the virtual interfaces containers make by the hundred (a Kubernetes node's cali*, veth*),
+    # and at most the 64 the server keeps: more would have every registration refused.
+    INTERFACES=$(find "$ROOT/sys/class/net" -mindepth 1 -maxdepth 1 ! -name lo -printf '%f\n' 2>/dev/null |
+        grep -Ev '^(veth|cali|lxc|docker|br-|cni|flannel|vxlan|tunl|virbr|kube-|cilium|genev|weave|vnet|tap)' | sort | awk 'NR <= 64' | paste -sd, - || true)
     gpu_facts
     info "facts: $HOSTNAME_FQDN $IP_ADDRESS, $CPU_CORES cores, $((MEMORY_BYTES / 1024 / 1024 / 1024)) GiB, ${GPU_COUNT} GPU${GPU_MODEL:+ ($GPU_MODEL)}, interfaces ${INTERFACES:-none}"
     [ "$GPU_VENDOR" != amd ] || info "AMD GPUs: AAMI installs no AMD exporter; GPU metrics need AMD's device-metrics-exporter"

@@ -18,12 +18,16 @@
 #
 # Every path lives under $AAMI_ROOT (default /).
 set -uo pipefail
+# A trace (bash -x, a likely first step when checks misbehave) would print the node credential.
+case $- in *x*) set +x ;; esac
 # The results are read by the node exporter, which runs as its own user: readable files,
 # whatever umask the caller had (cloud-init scripts run under 077).
 umask 022
 # cron's PATH is /usr/bin:/bin: tools the checks need live in sbin too (nvme-cli's
-# /usr/sbin/nvme, smartctl, dmidecode). Appended, so what the caller put first stays first.
-export PATH="${PATH:-/usr/bin:/bin}:/usr/local/sbin:/usr/sbin:/sbin"
+# /usr/sbin/nvme, smartctl, dmidecode), and in /usr/local and the GPU stacks' own
+# directories (nvidia-smi in /usr/local/nvidia/bin in NVIDIA's images, rocm-smi in
+# /opt/rocm/bin). Appended, so what the caller put first stays first.
+export PATH="${PATH:-/usr/bin:/bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/usr/local/nvidia/bin:/usr/local/cuda/bin:/opt/rocm/bin"
 
 ROOT=${AAMI_ROOT:-}
 ROOT=${ROOT%/}
@@ -116,7 +120,14 @@ trap 'rm -f "$HEADER" "$CACHE_DIR"/.*.tmp' EXIT
 
 ONLINE=true
 if curl -fsS --max-time 10 -H "@$HEADER" "$SERVER/api/v1/checks/node" -o "$CACHE_DIR/.checks.json.tmp"; then
-    mv "$CACHE_DIR/.checks.json.tmp" "$CACHE_DIR/checks.json"
+    # Only a list of checks replaces the last one: a proxy's error page answered 200 would
+    # otherwise leave no list, and every check's result would be removed below.
+    if check_records "$CACHE_DIR/.checks.json.tmp" >/dev/null 2>&1; then
+        mv "$CACHE_DIR/.checks.json.tmp" "$CACHE_DIR/checks.json"
+    else
+        ONLINE=false
+        log "dynamic-check: $SERVER answered something that is not a list of checks; running the last list fetched"
+    fi
     curl -fsS --max-time 10 -X POST -H "@$HEADER" "$SERVER/api/v1/nodes/heartbeat" -o /dev/null || log "dynamic-check: heartbeat failed"
 else
     ONLINE=false
@@ -163,7 +174,8 @@ run_check() { # NAME SHA256 INTERVAL TIMEOUT ARGS...
     now=$(date +%s)
     [ -r "$CACHE_DIR/$name.last" ] && last=$(cat "$CACHE_DIR/$name.last")
     [[ "$last" =~ ^[0-9]{1,12}$ ]] || last=0
-    if [ $((now - last)) -lt "$interval" ] && [ -f "$TEXTFILE_DIR/check_$name.prom" ]; then
+    # A last run "in the future" (a clock set back since) is due now, not once the clock is there again.
+    if [ "$last" -le "$now" ] && [ $((now - last)) -lt "$interval" ] && [ -f "$TEXTFILE_DIR/check_$name.prom" ]; then
         say "$name" "not due (runs every ${interval}s)"
         return 0 # its last result stands
     fi
@@ -176,7 +188,8 @@ run_check() { # NAME SHA256 INTERVAL TIMEOUT ARGS...
         return 1
     fi
     started=$(date +%s.%N)
-    timeout --kill-after=5 "$timeout" bash "$CACHE_DIR/$name.sh" "$@" >"$out" 2>"$CACHE_DIR/$name.stderr"
+    # Not holding the lock (fd 9): a helper the check leaves running would stop every later run.
+    timeout --kill-after=5 "$timeout" bash "$CACHE_DIR/$name.sh" "$@" 9>&- >"$out" 2>"$CACHE_DIR/$name.stderr"
     status=$?
     local duration timed_out=0 why
     duration=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
@@ -209,11 +222,20 @@ name='' sha='' interval='' timeout='' problem='' argc='' arg=''
 
 failures=0
 declare -A assigned=()
+# The whole list is read before any check runs: one that cannot be read leaves every result as it is (whole=false).
+whole=true
+check_records "$CACHE_DIR/checks.json" >"$CACHE_DIR/.records.tmp" || whole=false
 while field name && field sha && field interval && field timeout && field problem && field argc; do
-    [[ "$argc" =~ ^[0-9]{1,5}$ ]] || break # the stream is not ours: stop reading it
+    if [[ ! "$argc" =~ ^[0-9]{1,5}$ ]]; then
+        whole=false
+        break # the stream is not ours: stop reading it
+    fi
     args=()
     for ((i = 0; i < argc; i++)); do
-        field arg || break 2
+        field arg || {
+            whole=false
+            break 2
+        }
         args+=("$arg")
     done
     # Names become file names, numbers reach `[ -lt ]` and timeout(1): only well-formed entries run.
@@ -228,10 +250,11 @@ while field name && field sha && field interval && field timeout && field proble
         continue
     fi
     run_check "$name" "$sha" "$interval" "$timeout" "${args[@]+"${args[@]}"}" || failures=$((failures + 1))
-done < <(check_records "$CACHE_DIR/checks.json")
+done <"$CACHE_DIR/.records.tmp"
+$whole || log "dynamic-check: the list of checks in $CACHE_DIR/checks.json could not be read whole; the results of checks not in what was read stay"
 
-# Checks that no longer apply: their results and scripts go.
-for file in "$TEXTFILE_DIR"/check_*.prom; do
+# Checks that no longer apply: their results and scripts go (only when the list was read whole).
+$whole && for file in "$TEXTFILE_DIR"/check_*.prom; do
     [ -e "$file" ] || continue
     name=${file##*/check_}
     name=${name%.prom}

@@ -566,6 +566,21 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect((await fetch(`http://127.0.0.1:${dcgmPort}/metrics`)).ok).toBe(true);
   });
 
+  it('lists at most the 64 interfaces the server keeps, without the virtual ones a container host makes by the hundred', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const { token } = await server.token();
+    const physical = Array.from({ length: 70 }, (_, i) => `enp${i}s0`).sort();
+    for (const name of ['lo', 'eth0', 'ib0', ...physical, ...Array.from({ length: 150 }, (_, i) => `cali${i}`), 'veth1a2b', 'docker0', 'br-3f2a', 'flannel.1']) mkdirSync(node.path(`sys/class/net/${name}`), { recursive: true });
+    const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --dry-run --hostname k8s-1`);
+    expect(run.code, run.stderr).toBe(0);
+    expect(dryRunBody(run.stdout).facts.interfaces).toEqual([...physical, 'eth0', 'ib0'].sort().slice(0, 64));
+    // And the server takes it.
+    const enrolled = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname k8s-1`);
+    expect(enrolled.code, enrolled.stderr).toBe(0);
+    expect((await server.admin('GET', '/api/v1/targets/k8s-1')).json.facts.interfaces).toHaveLength(64);
+  });
+
   it('changes nothing with --dry-run and prints the request it would send', async () => {
     const server = await configServer();
     const node = fakeNode({ gpu: true });

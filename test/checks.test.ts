@@ -1,8 +1,10 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { pushFiles, ROOT, tempDir } from './helpers.js';
+import { onCleanup, pushFiles, ROOT, tempDir } from './helpers.js';
 import { configServer, fakeNode, freePort, runningNodeExporter, waitFor } from './node-helpers.js';
 
 const DYNAMIC_CHECK = join(ROOT, 'scripts/dynamic-check.sh');
@@ -164,6 +166,56 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     const run = await dynamicCheck();
     expect(prom('short-lived')).toBeUndefined();
     expect(run.stderr).toContain('removed the results of check short-lived');
+  });
+
+  it('keeps its last list and every result when the server answers something that is not a list of checks', async () => {
+    const { node, prom, dynamicCheck } = await registeredNode();
+    expect((await dynamicCheck()).code).toBe(0);
+    const list = readFileSync(node.path('var/lib/aami/checks/checks.json'), 'utf8');
+    const state = JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8'));
+    // A proxy's page, and a list that is not one, answered 200.
+    for (const body of ['<html>down for maintenance</html>', '{"checks":null}']) {
+      const stub = createServer((_, response) => response.writeHead(200, { 'content-type': 'text/html' }).end(body));
+      await new Promise<void>((resolve) => stub.listen(0, '127.0.0.1', resolve));
+      onCleanup(() => new Promise<void>((resolve) => stub.close(() => resolve())));
+      writeFileSync(node.path('etc/aami/node.json'), JSON.stringify({ ...state, server: `http://127.0.0.1:${(stub.address() as AddressInfo).port}` }));
+      rmSync(node.path('var/lib/aami/checks/mount.last')); // one check due, so the list is read
+      const run = await dynamicCheck();
+      expect(run.code, body).toBe(0);
+      expect(run.stderr, body).toContain('answered something that is not a list of checks; running the last list fetched');
+      expect(run.stdout, body).toContain('mount: ran');
+      expect(readFileSync(node.path('var/lib/aami/checks/checks.json'), 'utf8'), body).toBe(list);
+      for (const name of STARTER_CHECKS) expect(prom(name), `${name} after ${body}`).toContain(`aami_check_success{check="${name}"}`);
+    }
+  });
+
+  it('runs a check whose last run is in the future (a clock set back), and one that leaves a helper running stops no later run', async () => {
+    const { node, dynamicCheck, commitCheck, server } = await registeredNode();
+    expect((await dynamicCheck()).code).toBe(0);
+    writeFileSync(node.path('var/lib/aami/checks/mount.last'), `${Math.floor(Date.now() / 1000) + 3600}\n`);
+    expect((await dynamicCheck()).stdout).toContain('mount: ran');
+    // A check that starts a daemon of its own (it outlives the run, in its own session).
+    const pidFile = join(tempDir('aami-helper-'), 'pid');
+    onCleanup(() => {
+      if (existsSync(pidFile)) process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
+    });
+    // Its interval in milliseconds: told to the node in whole seconds, rounded up (a fraction would never run there).
+    await commitCheck('leaves-helper', { 'check.yaml': 'description: starts a helper\ninterval: 1500ms\n', 'check.sh': `setsid sleep 60 </dev/null >/dev/null 2>&1 &\necho $! > ${pidFile}\necho helper_started 1\n` });
+    expect((await server.admin('GET', '/api/v1/targets/node-1/checks')).json.find((c: { name: string }) => c.name === 'leaves-helper').interval_seconds).toBe(2);
+    expect((await dynamicCheck()).stdout).toContain('leaves-helper: ran');
+    rmSync(node.path('var/lib/aami/checks/mount.last'));
+    const after = await dynamicCheck();
+    expect(after.stderr).not.toContain('the previous run is still going');
+    expect(after.stdout).toContain('mount: ran');
+  });
+
+  it('prints no node credential under a trace (bash -x)', async () => {
+    const { node } = await registeredNode();
+    const { node_credential: credential } = JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8'));
+    const run = await node.sh(`bash -x ${DYNAMIC_CHECK}`);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain('ran');
+    expect(`${run.stdout}${run.stderr}`).not.toContain(credential);
   });
 
   it('never runs twice at once', async () => {

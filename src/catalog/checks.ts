@@ -42,7 +42,8 @@ function view(check: Check, settings: Required<CheckOverride>): EffectiveCheck {
     description: check.policy.description ?? '',
     script: check.policy.script,
     sha256: check.script.sha256,
-    interval_seconds: durationSeconds(settings.interval),
+    // Whole seconds, as the timeout: a node's dynamic-check.sh runs only whole numbers (1500ms would never run).
+    interval_seconds: Math.max(1, Math.ceil(durationSeconds(settings.interval))),
     timeout_seconds: Math.max(1, Math.ceil(durationSeconds(settings.timeout))),
     args: settings.args,
   };
