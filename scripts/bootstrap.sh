@@ -113,12 +113,15 @@ setup_env() {
     fi
     local port
     for port in "$NODE_EXPORTER_PORT" "$DCGM_EXPORTER_PORT"; do
-        if [[ ! "$port" =~ ^[0-9]{1,5}$ ]] || [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then fatal "ports must be numbers from 1 to 65535: $port"; fi
+        # No leading zero: bash reads 09 as a bad octal number, and JSON has no such number.
+        if [[ ! "$port" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$port" -gt 65535 ]; then fatal "ports must be numbers from 1 to 65535: $(printable "$port")"; fi
     done
-    [[ "$RETRY_SECONDS" =~ ^[0-9]{1,6}$ ]] || fatal "AAMI_RETRY_SECONDS must be a number of seconds"
-    [[ "$PROBE_SECONDS" =~ ^[0-9]{1,6}$ ]] || fatal "AAMI_PROBE_SECONDS must be a number of seconds"
+    [[ "$RETRY_SECONDS" =~ ^(0|[1-9][0-9]{0,5})$ ]] || fatal "AAMI_RETRY_SECONDS must be a number of seconds"
+    [[ "$PROBE_SECONDS" =~ ^(0|[1-9][0-9]{0,5})$ ]] || fatal "AAMI_PROBE_SECONDS must be a number of seconds"
     local address='^[][0-9A-Za-z.:-]*$'
     [[ "$LISTEN" =~ $address ]] || fatal "AAMI_LISTEN_ADDRESS must be a host address"
+    # Where this script asks its exporters for their pages: the address they listen on (all of them: loopback).
+    case "$LISTEN" in "" | 0.0.0.0 | "[::]") PROBE_HOST=127.0.0.1 ;; *) PROBE_HOST=$LISTEN ;; esac
     # The server's rules for a node's labels, checked before anything is installed: a label it
     # refuses would otherwise leave a started exporter and no registration.
     local name value
@@ -227,7 +230,7 @@ download_verified() { # URL DEST: fetch URL and URL.sha256 and install DEST only
     mv "$tmp" "$dest"
 }
 
-# metrics_answer PORT PATTERN: whether localhost:PORT/metrics serves lines matching PATTERN.
+# metrics_answer PORT PATTERN: whether PROBE_HOST:PORT/metrics serves lines matching PATTERN.
 # The whole response goes to a file first: piped into `grep -q`, curl dies of SIGPIPE at the
 # first match once the page passes the pipe buffer (every real 8-GPU host), and under
 # pipefail the probe then says "no" at random. A busy exporter is not a missing one either:
@@ -238,7 +241,7 @@ metrics_answer() {
     local page="$WORK/metrics.$1" status failed deadline=$((SECONDS + PROBE_SECONDS))
     while :; do
         failed=0
-        status=$(curl -sS --max-time 20 -o "$page" -w '%{http_code}' "http://127.0.0.1:$1/metrics" 2>"$WORK/probe.error") || failed=$?
+        status=$(curl -sS --max-time 20 -o "$page" -w '%{http_code}' "http://$PROBE_HOST:$1/metrics" 2>"$WORK/probe.error") || failed=$?
         if [ "$failed" -ne 0 ]; then
             PROBED=$(printable "$(<"$WORK/probe.error")")
             # 28: timed out. Anything else (refused, reset) is no exporter there.
@@ -690,7 +693,7 @@ update() { # status 1 when the node must enrol again: its credential is gone, or
     if [ -n "$REGISTERED_AS" ] && [ "$REGISTERED_AS" != "$HOSTNAME_FQDN" ]; then
         warn "this node is registered as $REGISTERED_AS and stays so; to register it as $HOSTNAME_FQDN, run $OPT_DIR/uninstall.sh --deregister-only, then this script again"
     fi
-    build_body update >"$WORK/request.json"
+    build_body update >"$WORK/request.json" || fatal "cannot write the request to $WORK/request.json"
     api_call PUT /api/v1/nodes/self "$(auth_header node "$CREDENTIAL")" "$WORK/request.json"
     case "$STATUS:$(error_code)" in
         200:*) accept_registration ;;
@@ -724,6 +727,9 @@ accept_registration() {
 
 save_state() { # TARGET_ID CREDENTIAL: root-only file, written whole
     local tmp="$STATE_DIR/.node.json.tmp"
+    # Checked step by step: this runs inside `update && ...`, where bash's errexit is off, and a
+    # write that failed (a full disk) must not replace the node's credential with nothing.
+    if [ -z "$1" ] || [ -z "$2" ]; then fatal "the server's answer names no target or no node credential: $STATE_FILE is left as it was; run bootstrap again"; fi
     # The credential goes in on stdin, never as an argument (visible in `ps` while it runs).
     (
         umask 077
@@ -734,8 +740,9 @@ save_state() { # TARGET_ID CREDENTIAL: root-only file, written whole
             printf '%s' "$2" | python3 -c 'import json,sys; print(json.dumps({"server": sys.argv[1], "target_id": sys.argv[2], "node_credential": sys.stdin.read(), "ephemeral": sys.argv[3] == "true"}))' \
                 "$SERVER" "$1" "$EPHEMERAL" >"$tmp"
         fi
-    )
-    mv "$tmp" "$STATE_FILE"
+    ) || fatal "cannot write $tmp (a full disk?): $STATE_FILE is left as it was; the server has this node registered, run bootstrap again once it can be written"
+    [ -s "$tmp" ] || fatal "cannot write $tmp (a full disk?): $STATE_FILE is left as it was; the server has this node registered, run bootstrap again once it can be written"
+    mv "$tmp" "$STATE_FILE" || fatal "cannot put $tmp in place of $STATE_FILE"
 }
 
 # --- 4. leaving the fleet ---------------------------------------------------------------
@@ -791,8 +798,11 @@ EOF
 
 # --- 5. dynamic checks ------------------------------------------------------------------
 install_checks() {
+    # dynamic-check.sh also sends the heartbeat: without it the server lists the node as stale (and removes an ephemeral one).
+    local silent="the server lists this node as stale after its threshold"
+    if $EPHEMERAL; then silent="the server removes this node after its token's TTL (ephemeral)"; fi
     if $NO_CHECKS; then
-        info "checks: skipped (--no-checks)"
+        info "checks: skipped (--no-checks); nothing sends this node's heartbeat either (dynamic-check.sh does): $silent"
         return
     fi
     download_verified "$SERVER/scripts/dynamic-check.sh" "$SCRIPTS_DIR/dynamic-check.sh"
@@ -832,7 +842,7 @@ install_checks() {
         systemctl enable --now aami-dynamic-check.timer >/dev/null
         info "checks: no cron; systemd timer aami-dynamic-check.timer runs dynamic-check.sh every minute"
     else
-        warn "checks: neither cron nor systemd here; run $SCRIPTS_DIR/dynamic-check.sh from your own scheduler"
+        warn "checks: neither cron nor systemd here; run $SCRIPTS_DIR/dynamic-check.sh from your own scheduler (every minute): it also sends the heartbeat without which $silent"
     fi
     info "checks: first run:"
     AAMI_ROOT="$ROOT" "$SCRIPTS_DIR/dynamic-check.sh" || warn "checks: the first run of dynamic-check.sh failed (see: grep aami /var/log/syslog)"
@@ -861,10 +871,10 @@ dry_run() {
 }
 
 verify_command() {
-    local credential="jq -r .node_credential $STATE_FILE"
-    [ "$JSON" = jq ] || credential="python3 -c 'import json; print(json.load(open(\"$STATE_FILE\"))[\"node_credential\"])'"
-    # shellcheck disable=SC2016 # the $( ) is for the person who runs the command
-    printf 'curl -s -H "Authorization: Bearer $(%s)" "%s/api/v1/targets?hostname=%s"' "$credential" "$SERVER" "$TARGET_ID"
+    # The header is read from a file (bash's <( )): a credential in curl's arguments is in `ps` while it runs.
+    local header="jq -r '\"Authorization: Bearer \" + .node_credential' $STATE_FILE"
+    [ "$JSON" = jq ] || header="python3 -c 'import json; print(\"Authorization: Bearer \" + json.load(open(\"$STATE_FILE\"))[\"node_credential\"])'"
+    printf 'curl -s -H @<(%s) "%s/api/v1/targets?hostname=%s"' "$header" "$SERVER" "$TARGET_ID"
 }
 
 main() {

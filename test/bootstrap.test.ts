@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -135,7 +135,8 @@ describe('bootstrap.sh', { timeout: 60_000 }, () => {
 
     // Its last line is a command the node can run to see itself, and it works as printed.
     const verify = run.stdout.trim().split('\n').at(-1)!.replace(/^\[aami\] +/, '');
-    expect(verify).toBe(`curl -s -H "Authorization: Bearer $(jq -r .node_credential ${state})" "${server.url}/api/v1/targets?hostname=gpu-node-01"`);
+    // The credential reaches curl through a file descriptor, never its arguments (`ps`).
+    expect(verify).toBe(`curl -s -H @<(jq -r '"Authorization: Bearer " + .node_credential' ${state}) "${server.url}/api/v1/targets?hostname=gpu-node-01"`);
     const self = await node.sh(verify);
     expect(JSON.parse(self.stdout)).toMatchObject([{ id: 'gpu-node-01' }]);
     expect(run.stdout + run.stderr).not.toContain(credential);
@@ -327,12 +328,36 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname cpu-01 --node-exporter-port ${port} --no-checks`));
     expect(run.code, run.stderr).toBe(0);
     expect(run.stderr).toContain('no systemd: started');
+    expect(run.stdout + run.stderr).toContain("checks: skipped (--no-checks); nothing sends this node's heartbeat either (dynamic-check.sh does): the server lists this node as stale");
     expect(run.stderr).not.toContain('dcgm');
     const target = (await server.admin('GET', '/api/v1/targets/cpu-01')).json;
     expect(target.effective_labels).not.toHaveProperty('gpu_model');
     expect(target.facts.gpu_count).toBe(0);
     expect((await fetch(`http://127.0.0.1:${port}/metrics`)).ok).toBe(true);
     expect(existsSync(node.path('opt/aami/scripts/dynamic-check.sh'))).toBe(false);
+  });
+
+  it('asks the exporter it starts on the address it listens on (AAMI_LISTEN_ADDRESS), and refuses numbers with a leading zero before it installs anything', async () => {
+    requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const port = await freePort();
+    const { token } = await server.token();
+    for (const [flags, env, said] of [
+      ['--node-exporter-port 09100', {}, 'ports must be numbers from 1 to 65535: 09100'],
+      ['', { AAMI_PROBE_SECONDS: '09' }, 'AAMI_PROBE_SECONDS must be a number of seconds'],
+      ['', { AAMI_RETRY_SECONDS: '010' }, 'AAMI_RETRY_SECONDS must be a number of seconds'],
+    ] as const) {
+      const refused = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname lz-01 --no-checks ${flags}`), env);
+      expect(refused.code, said).toBe(1);
+      expect(refused.stderr).toContain(said);
+    }
+    expect(node.tree()).toEqual(['etc', 'etc/machine-id']);
+    // A loopback address other than 127.0.0.1: the exporter is not on 127.0.0.1, and bootstrap finds it all the same.
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname lz-01 --node-exporter-port ${port} --no-checks`), { AAMI_LISTEN_ADDRESS: '127.0.0.2' });
+    expect(run.code, run.stderr).toBe(0);
+    expect((await fetch(`http://127.0.0.2:${port}/metrics`)).ok).toBe(true);
+    await expect(fetch(`http://127.0.0.1:${port}/metrics`)).rejects.toThrow();
   });
 
   it('keeps the node credential and the bootstrap token out of every command line and of the processes it starts, with jq and with python3', async () => {
@@ -358,6 +383,11 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
       const environments = readFileSync(envLog, 'utf8');
       expect(environments).toContain(`AAMI_ROOT=${node.root}`);
       expect(environments).not.toContain(token);
+      // The command it prints last works as printed, and keeps the credential out of curl's arguments too.
+      const verify = run.stdout.trim().split('\n').at(-1)!.replace(/^\[aami\] +/, '');
+      const self = await node.sh(verify);
+      expect(JSON.parse(self.stdout), `${tool}: ${verify}`).toMatchObject([{ id: `argv-${tool}` }]);
+      expect(readFileSync(argvLog, 'utf8')).not.toContain(credential);
     }
   });
 
@@ -579,6 +609,22 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     const enrolled = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname k8s-1`);
     expect(enrolled.code, enrolled.stderr).toBe(0);
     expect((await server.admin('GET', '/api/v1/targets/k8s-1')).json.facts.interfaces).toHaveLength(64);
+  });
+
+  it('leaves its saved credential as it was when writing the new state fails (a full disk), on a re-run too', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false });
+    const { token } = await server.token();
+    const run = () => node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --skip-install --no-checks --hostname full-1`);
+    expect((await run()).code).toBe(0);
+    const saved = readFileSync(node.path('etc/aami/node.json'), 'utf8');
+    // jq fails where it writes the state (as on a full disk); everything else it does as ever.
+    const jq = execFileSync('sh', ['-c', 'command -v jq'], { encoding: 'utf8' }).trim();
+    writeFileSync(join(node.bin, 'jq'), `#!/bin/sh\n[ "$1" = -Rn ] && exit 1\nexec ${jq} "$@"\n`, { mode: 0o755 });
+    const failed = await run();
+    expect(failed.code).toBe(1);
+    expect(failed.stderr).toContain('node.json is left as it was');
+    expect(readFileSync(node.path('etc/aami/node.json'), 'utf8')).toBe(saved);
   });
 
   it('changes nothing with --dry-run and prints the request it would send', async () => {
