@@ -324,7 +324,8 @@ gpu_facts() {
     local listing
     if command -v nvidia-smi >/dev/null; then
         # One line per GPU: "count, name" (e.g. "1, NVIDIA H100 80GB HBM3").
-        if listing=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$listing" ]; then
+        # Bounded: nvidia-smi hangs on a GPU that fell off the bus.
+        if listing=$(timeout 30 nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$listing" ]; then
             GPU_VENDOR=nvidia
             listing=${listing%%$'\n'*}
             GPU_COUNT=${listing%%,*}
@@ -336,7 +337,7 @@ gpu_facts() {
     elif command -v rocm-smi >/dev/null; then
         # A "device,Card Series,..." header ("Card series" before ROCm 6), then one
         # "cardN,..." line per GPU; rocm-smi drops the commas inside values.
-        if listing=$(rocm-smi --showproductname --csv 2>/dev/null); then
+        if listing=$(timeout 30 rocm-smi --showproductname --csv 2>/dev/null); then
             IFS=$'\t' read -r GPU_COUNT GPU_MODEL < <(awk -F, '
                 tolower($1) == "device" { for (i = 2; i <= NF; i++) if (tolower($i) == "card series") column = i; next }
                 /^card[0-9]+,/ { count++; if (model == "" && column) model = $column }
@@ -362,10 +363,11 @@ collect_facts() {
         IP_ADDRESS=$(hostname -I 2>/dev/null | awk '{print $1}')
     fi
     [ -n "$IP_ADDRESS" ] || fatal "cannot tell this host's IP address"
-    CPU_CORES=$(nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo)
+    # --all: nproc alone honours OMP_NUM_THREADS, which ML hosts set.
+    CPU_CORES=$(nproc --all 2>/dev/null || grep -c ^processor /proc/cpuinfo)
     MEMORY_BYTES=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) * 1024))
-    # shellcheck source=/dev/null
-    OS_NAME=$( (. /etc/os-release 2>/dev/null && printf '%s' "${PRETTY_NAME:-}") || true)
+    # Read as data, not sourced (that would run it as code): PRETTY_NAME="…", its quotes taken off.
+    OS_NAME=$(sed -n 's/^PRETTY_NAME=//p' /etc/os-release 2>/dev/null | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/" | awk 'NR == 1' || true)
     KERNEL=$(uname -r)
     # Not the virtual interfaces containers make by the hundred (a Kubernetes node's cali*, veth*),
     # and at most the 64 the server keeps: more would have every registration refused.
