@@ -367,7 +367,7 @@ collect_facts() {
     CPU_CORES=$(nproc --all 2>/dev/null || grep -c ^processor /proc/cpuinfo)
     MEMORY_BYTES=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) * 1024))
     # Read as data, not sourced (that would run it as code): PRETTY_NAME="…", its quotes taken off.
-    OS_NAME=$(sed -n 's/^PRETTY_NAME=//p' /etc/os-release 2>/dev/null | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/" | awk 'NR == 1' || true)
+    OS_NAME=$(sed -n 's/^PRETTY_NAME=//p' "$ROOT/etc/os-release" 2>/dev/null | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/" | awk 'NR == 1' || true)
     KERNEL=$(uname -r)
     # Not the virtual interfaces containers make by the hundred (a Kubernetes node's cali*, veth*),
     # and at most the 64 the server keeps: more would have every registration refused.

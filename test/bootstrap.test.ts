@@ -640,6 +640,13 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect(node.tree()).toEqual(['etc', 'etc/machine-id']);
     expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
 
+    // /etc/os-release is data: read, never sourced (run) by the shell.
+    const canary = join(tempDir('aami-canary-'), 'CANARY');
+    writeFileSync(node.path('etc/os-release'), `NAME=x\nPRETTY_NAME="Ubuntu 22.04.4 LTS"\n$(touch ${canary})\ntouch ${canary}\n`);
+    const os = await node.sh(oneLiner(server.url, node.tokenFile(token), '--dry-run --hostname d1'));
+    expect(dryRunBody(os.stdout).facts.os).toBe('Ubuntu 22.04.4 LTS');
+    expect(existsSync(canary)).toBe(false);
+
     // Without jq the request is encoded by python3: the same document, label values kept as data.
     const label = `--label 'note=a "quoted" value; $(touch x)'`;
     const jq = await node.sh(oneLiner(server.url, node.tokenFile(token), `--dry-run --hostname d1 --label rack=r1 ${label}`));
