@@ -103,6 +103,20 @@ for c in json.load(open(sys.argv[1]))["checks"]:
 }
 
 mkdir -p "$CACHE_DIR" "$TEXTFILE_DIR"
+# Results and scripts are staged in these directories by this user (root): one that others can
+# write would let them plant a link at a staging name, and the write would follow it (any
+# file overwritten as root).
+others_write() { # DIR: owned by another user, or writable by group or others
+    local owner mode
+    owner=$(stat -c %u "$1") && mode=$(stat -c %a "$1") || return 0
+    [ "$owner" != "$(id -u)" ] || [ $((8#$mode & 8#022)) -ne 0 ]
+}
+for dir in "$TEXTFILE_DIR" "$CACHE_DIR"; do
+    if others_write "$dir"; then
+        log "dynamic-check: $dir can be written by others than $(id -un): nothing is written there (a link planted in it would be followed); chown it to $(id -un) and chmod go-w it"
+        exit 1
+    fi
+done
 exec 9>"$LOCK_FILE"
 if command -v flock >/dev/null && ! flock -n 9; then
     log "dynamic-check: the previous run is still going; skipping this one"

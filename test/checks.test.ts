@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -207,6 +207,23 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     const after = await dynamicCheck();
     expect(after.stderr).not.toContain('the previous run is still going');
     expect(after.stdout).toContain('mount: ran');
+  });
+
+  it('writes nothing into a results directory others can write (a planted link would be followed)', async () => {
+    const { node, dynamicCheck } = await registeredNode();
+    const textfile = node.path('var/lib/node_exporter/textfile');
+    mkdirSync(textfile, { recursive: true });
+    chmodSync(textfile, 0o777);
+    const victim = join(tempDir('aami-victim-'), 'file');
+    writeFileSync(victim, 'kept\n');
+    symlinkSync(victim, join(textfile, '.check_mount.prom.tmp'));
+    const run = await dynamicCheck();
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('can be written by others than');
+    expect(readFileSync(victim, 'utf8')).toBe('kept\n');
+    chmodSync(textfile, 0o755);
+    rmSync(join(textfile, '.check_mount.prom.tmp'));
+    expect((await dynamicCheck()).code).toBe(0);
   });
 
   it('prints no node credential under a trace (bash -x)', async () => {
