@@ -64,18 +64,13 @@ export const labelName = z
   .refine((name) => !name.startsWith(SYSTEM_LABEL_PREFIX), 'names starting with "aami_" are set by aami itself')
   .refine((name) => !RESERVED_LABELS.has(name), 'is reserved: "job", "instance" and "hostname" are set by Prometheus or aami');
 
-/**
- * No control characters (C0, DEL, C1), no line or paragraph separators: text that may reach a
- * log line, a commit or a shell. And no lone surrogate (\p{Cs} matches only an unpaired one
- * in a /u regex): a byte that is not UTF-8, sent by a client's JSON encoder as "\udcff", is not
- * text, and what Prometheus would read back is another value.
- */
-const CONTROL = /[\p{Cc}\p{Cs}\u2028\u2029]/u;
+/** No control characters (C0, DEL, C1) and no line or paragraph separators: text that may reach a log line, a commit or a shell. */
+const CONTROL = /[\p{Cc}\u2028\u2029]/u;
 export const printable = (max: number) =>
   z
     .string()
     .max(max, `must be at most ${max} characters`)
-    .refine((value) => !CONTROL.test(value), 'must not contain control characters (newlines, tabs, NUL, ...) or bytes that are not UTF-8');
+    .refine((value) => !CONTROL.test(value), 'must not contain control characters (newlines, tabs, NUL, ...)');
 
 /** Free text that may span lines (a description): printable but for newlines and tabs. */
 const CONTROL_BUT_LINES = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]/;
