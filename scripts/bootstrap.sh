@@ -121,7 +121,7 @@ setup_env() {
     local address='^[][0-9A-Za-z.:-]*$'
     [[ "$LISTEN" =~ $address ]] || fatal "AAMI_LISTEN_ADDRESS must be a host address"
     # Where this script asks its exporters for their pages: the address they listen on (all of them: loopback).
-    case "$LISTEN" in "" | 0.0.0.0 | "[::]") PROBE_HOST=127.0.0.1 ;; *) PROBE_HOST=$LISTEN ;; esac
+    case "$LISTEN" in "" | 0.0.0.0) PROBE_HOST=127.0.0.1 ;; "[::]") PROBE_HOST="[::1]" ;; *) PROBE_HOST=$LISTEN ;; esac
     # The server's rules for a node's labels, checked before anything is installed: a label it
     # refuses would otherwise leave a started exporter and no registration.
     local name value
@@ -218,7 +218,7 @@ has_control() {
 }
 
 # Text from the server shown to a person: printable characters only, and not too much.
-printable() { LC_ALL=C tr -cd '[:print:]' <<<"$1" | cut -c1-300; }
+printable() { LC_ALL=C tr -cd '[:print:]' <<<"$1" | cut -c1-"${2:-300}"; } # TEXT [MAX]
 
 download_verified() { # URL DEST: fetch URL and URL.sha256 and install DEST only if they agree
     local url=$1 dest=$2 tmp="$WORK/download" expected actual
@@ -321,11 +321,15 @@ machine_identity() {
 
 gpu_facts() {
     GPU_VENDOR="" GPU_MODEL="" GPU_COUNT=0
-    local listing
+    local listing status
     if command -v nvidia-smi >/dev/null; then
         # One line per GPU: "count, name" (e.g. "1, NVIDIA H100 80GB HBM3").
-        # Bounded: nvidia-smi hangs on a GPU that fell off the bus.
-        if listing=$(timeout 30 nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$listing" ]; then
+        # Bounded: nvidia-smi hangs on a GPU that fell off the bus. A node that cannot tell its
+        # GPUs now is not registered as CPU-only (its GPU exporter and labels would go).
+        status=0
+        listing=$(timeout -k 5 30 nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) || status=$?
+        if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then fatal "nvidia-smi did not answer in 30 s (a GPU fallen off the bus?): not registering this node as one without GPUs; run bootstrap again once nvidia-smi answers"; fi
+        if [ "$status" -eq 0 ] && [ -n "$listing" ]; then
             GPU_VENDOR=nvidia
             listing=${listing%%$'\n'*}
             GPU_COUNT=${listing%%,*}
@@ -337,7 +341,10 @@ gpu_facts() {
     elif command -v rocm-smi >/dev/null; then
         # A "device,Card Series,..." header ("Card series" before ROCm 6), then one
         # "cardN,..." line per GPU; rocm-smi drops the commas inside values.
-        if listing=$(timeout 30 rocm-smi --showproductname --csv 2>/dev/null); then
+        status=0
+        listing=$(timeout -k 5 30 rocm-smi --showproductname --csv 2>/dev/null) || status=$?
+        if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then fatal "rocm-smi did not answer in 30 s: not registering this node as one without GPUs; run bootstrap again once rocm-smi answers"; fi
+        if [ "$status" -eq 0 ]; then
             IFS=$'\t' read -r GPU_COUNT GPU_MODEL < <(awk -F, '
                 tolower($1) == "device" { for (i = 2; i <= NF; i++) if (tolower($i) == "card series") column = i; next }
                 /^card[0-9]+,/ { count++; if (model == "" && column) model = $column }
@@ -608,7 +615,9 @@ build_body() {
         python3 - "$1" "$HOSTNAME_FQDN" "$MACHINE_ID" "$IP_ADDRESS" "$GROUP" "$exporters" "$CPU_CORES" "$MEMORY_BYTES" "$OS_NAME" "$KERNEL" \
             "$GPU_VENDOR" "$GPU_MODEL" "$GPU_COUNT" "$INTERFACES" "${LABELS[@]+"${LABELS[@]}"}" <<'PY'
 import json, sys
-(mode, hostname, machine, ip, group, exporters, cores, memory, os_name, kernel, vendor, model, count, interfaces), flags = sys.argv[1:15], sys.argv[15:]
+# A byte that is not UTF-8 becomes U+FFFD, as jq makes it: not a lone surrogate ("\udcff"), which is no text.
+argv = [arg.encode("utf-8", "surrogateescape").decode("utf-8", "replace") for arg in sys.argv]
+(mode, hostname, machine, ip, group, exporters, cores, memory, os_name, kernel, vendor, model, count, interfaces), flags = argv[1:15], argv[15:]
 facts = {"cpu_cores": int(cores), "memory_bytes": int(memory), "os": os_name, "kernel": kernel, "gpu_count": int(count),
          "interfaces": [i for i in interfaces.split(",") if i]}
 labels = {}
@@ -672,7 +681,7 @@ refused() { # WHAT: exit with one line saying why the server refused
     local code message
     code=$(error_code)
     message=$(json_get "$RESPONSE" error.message 2>/dev/null) || message=$(head -c 300 "$RESPONSE")
-    message=$(printable "$message")
+    message=$(printable "$message" 600)
     case "$code" in
         token_expired) fatal "$1 refused: the bootstrap token has expired ($message)" ;;
         token_revoked) fatal "$1 refused: the bootstrap token has been revoked ($message)" ;;
@@ -873,10 +882,10 @@ dry_run() {
 }
 
 verify_command() {
-    # The header is read from a file (bash's <( )): a credential in curl's arguments is in `ps` while it runs.
+    # The header reaches curl on its stdin (-H @-): a credential in curl's arguments is in `ps` while it runs.
     local header="jq -r '\"Authorization: Bearer \" + .node_credential' $STATE_FILE"
     [ "$JSON" = jq ] || header="python3 -c 'import json; print(\"Authorization: Bearer \" + json.load(open(\"$STATE_FILE\"))[\"node_credential\"])'"
-    printf 'curl -s -H @<(%s) "%s/api/v1/targets?hostname=%s"' "$header" "$SERVER" "$TARGET_ID"
+    printf '%s | curl -s -H @- "%s/api/v1/targets?hostname=%s"' "$header" "$SERVER" "$TARGET_ID"
 }
 
 main() {

@@ -73,6 +73,14 @@ json_get() { # FILE KEY
 # in seconds, a problem ("" when none), the number of arguments, then the arguments. NUL is
 # the one byte an argument cannot hold, so a label value with newlines, tabs or quotes
 # arrives as exactly one argv entry; one holding a NUL byte is reported, not split.
+list_of_checks() { # FILE: a JSON document whose "checks" is a list (an empty answer is not one)
+    if [ "$JSON" = jq ]; then
+        jq -n -e 'input | .checks | type == "array"' "$1" >/dev/null 2>&1 # -n and input: an empty file is an error, not no output
+    else
+        python3 -c 'import json, sys; sys.exit(0 if isinstance(json.load(open(sys.argv[1])).get("checks"), list) else 1)' "$1" 2>/dev/null
+    fi
+}
+
 check_records() {
     if [ "$JSON" = jq ]; then
         jq -j 'def bad: type != "string" or (explode | any(. == 0));
@@ -136,7 +144,7 @@ ONLINE=true
 if curl -fsS --max-time 10 -H "@$HEADER" "$SERVER/api/v1/checks/node" -o "$CACHE_DIR/.checks.json.tmp"; then
     # Only a list of checks replaces the last one: a proxy's error page answered 200 would
     # otherwise leave no list, and every check's result would be removed below.
-    if check_records "$CACHE_DIR/.checks.json.tmp" >/dev/null 2>&1; then
+    if list_of_checks "$CACHE_DIR/.checks.json.tmp"; then
         mv "$CACHE_DIR/.checks.json.tmp" "$CACHE_DIR/checks.json"
     else
         ONLINE=false
@@ -203,7 +211,8 @@ run_check() { # NAME SHA256 INTERVAL TIMEOUT ARGS...
     fi
     started=$(date +%s.%N)
     # Not holding the lock (fd 9): a helper the check leaves running would stop every later run.
-    timeout --kill-after=5 "$timeout" bash "$CACHE_DIR/$name.sh" "$@" 9>&- >"$out" 2>"$CACHE_DIR/$name.stderr"
+    # Nothing on stdin: the list being read is there, and a check that reads (cat, ssh) would take the rest of it.
+    timeout --kill-after=5 "$timeout" bash "$CACHE_DIR/$name.sh" "$@" </dev/null 9>&- >"$out" 2>"$CACHE_DIR/$name.stderr"
     status=$?
     local duration timed_out=0 why
     duration=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')

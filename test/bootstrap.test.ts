@@ -136,7 +136,7 @@ describe('bootstrap.sh', { timeout: 60_000 }, () => {
     // Its last line is a command the node can run to see itself, and it works as printed.
     const verify = run.stdout.trim().split('\n').at(-1)!.replace(/^\[aami\] +/, '');
     // The credential reaches curl through a file descriptor, never its arguments (`ps`).
-    expect(verify).toBe(`curl -s -H @<(jq -r '"Authorization: Bearer " + .node_credential' ${state}) "${server.url}/api/v1/targets?hostname=gpu-node-01"`);
+    expect(verify).toBe(`jq -r '"Authorization: Bearer " + .node_credential' ${state} | curl -s -H @- "${server.url}/api/v1/targets?hostname=gpu-node-01"`);
     const self = await node.sh(verify);
     expect(JSON.parse(self.stdout)).toMatchObject([{ id: 'gpu-node-01' }]);
     expect(run.stdout + run.stderr).not.toContain(credential);
@@ -648,10 +648,12 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect(existsSync(canary)).toBe(false);
 
     // Without jq the request is encoded by python3: the same document, label values kept as data.
-    const label = `--label 'note=a "quoted" value; $(touch x)'`;
+    // And a byte that is not UTF-8 becomes U+FFFD with either tool (python3's json would send a lone surrogate, which is no text).
+    const label = `--label 'note=a "quoted" value; $(touch x)' --label $'latin=caf\\xe9'`;
     const jq = await node.sh(oneLiner(server.url, node.tokenFile(token), `--dry-run --hostname d1 --label rack=r1 ${label}`));
     const python = await node.sh(oneLiner(server.url, node.tokenFile(token), `--dry-run --hostname d1 --label rack=r1 ${label}`), { AAMI_JSON_TOOL: 'python3' });
     expect(dryRunBody(jq.stdout).labels.note).toBe('a "quoted" value; $(touch x)');
+    expect(dryRunBody(jq.stdout).labels.latin).toBe('caf\ufffd');
     expect(dryRunBody(python.stdout)).toEqual(dryRunBody(jq.stdout));
   });
 

@@ -173,14 +173,14 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     expect((await dynamicCheck()).code).toBe(0);
     const list = readFileSync(node.path('var/lib/aami/checks/checks.json'), 'utf8');
     const state = JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8'));
-    // A proxy's page, and a list that is not one, answered 200.
-    for (const body of ['<html>down for maintenance</html>', '{"checks":null}']) {
+    // A proxy's page, a list that is not one and an empty answer, answered 200; with jq and with python3.
+    for (const [body, tool] of [['<html>down for maintenance</html>', 'jq'], ['{"checks":null}', 'jq'], ['', 'jq'], ['', 'python3'], ['{"checks":null}', 'python3']]) {
       const stub = createServer((_, response) => response.writeHead(200, { 'content-type': 'text/html' }).end(body));
       await new Promise<void>((resolve) => stub.listen(0, '127.0.0.1', resolve));
       onCleanup(() => new Promise<void>((resolve) => stub.close(() => resolve())));
       writeFileSync(node.path('etc/aami/node.json'), JSON.stringify({ ...state, server: `http://127.0.0.1:${(stub.address() as AddressInfo).port}` }));
       rmSync(node.path('var/lib/aami/checks/mount.last')); // one check due, so the list is read
-      const run = await dynamicCheck();
+      const run = await dynamicCheck({ AAMI_JSON_TOOL: tool! });
       expect(run.code, body).toBe(0);
       expect(run.stderr, body).toContain('answered something that is not a list of checks; running the last list fetched');
       expect(run.stdout, body).toContain('mount: ran');
@@ -199,6 +199,13 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     onCleanup(() => {
       if (existsSync(pidFile)) process.kill(Number(readFileSync(pidFile, 'utf8')), 'SIGKILL');
     });
+    // A check that reads its stdin (cat, ssh) takes nothing of the list being read: the checks after it run, their results stay.
+    await commitCheck('a-reader', { 'check.yaml': 'description: reads stdin\n', 'check.sh': 'cat >/dev/null\necho read_all 1\n' });
+    for (const name of ['a-reader', 'mount']) rmSync(node.path(`var/lib/aami/checks/${name}.last`), { force: true });
+    const read = await dynamicCheck();
+    expect(read.stdout).toContain('a-reader: ran');
+    expect(read.stdout).toContain('mount: ran');
+    expect(read.stderr).not.toContain('removed the results');
     // Its interval in milliseconds: told to the node in whole seconds, rounded up (a fraction would never run there).
     await commitCheck('leaves-helper', { 'check.yaml': 'description: starts a helper\ninterval: 1500ms\n', 'check.sh': `setsid sleep 60 </dev/null >/dev/null 2>&1 &\necho $! > ${pidFile}\necho helper_started 1\n` });
     expect((await server.admin('GET', '/api/v1/targets/node-1/checks')).json.find((c: { name: string }) => c.name === 'leaves-helper').interval_seconds).toBe(2);
