@@ -58,7 +58,7 @@ describe('writer', () => {
     await repo.writer.update({ message: 'a', author: ADMIN }, () => ({ changes: [{ path: 'targets/ml-training/a.yaml', content: 'hostname: a\nip_address: 10.0.0.1\nprimary_group: ml-training\nexporters:\n  - type: dcgm_exporter\n' }], result: {} }));
     const refused = await repo.writer.update({ message: 'b', author: ADMIN }, () => ({ changes: [{ path: 'aami.yaml', content: 'exporters:\n  node_exporter:\n    job: node\n    port: 9100\n' }], result: {} })).catch((error: unknown) => error);
     expect(refused).toMatchObject({ code: 'invalid_config', message: expect.stringContaining('targets/ml-training/a.yaml: exporters[0].type: unknown exporter type "dcgm_exporter"') });
-    expect((refused as AamiError).toAnyone).toEqual({ message: 'the change would make the config repo invalid: 1 problem on other files it does not change (an operator sees them in health)', details: { problems: [] } });
+    expect((refused as AamiError).toAnyone).toEqual({ message: "the change would make the config repo invalid: 1 problem on other files it does not change (the request's line in the server log names them)", details: { problems: [] } });
   });
 
   it('fails only the write whose plan fails, not the others in its commit', async () => {

@@ -66,19 +66,19 @@ const ERROR_MESSAGE = 'aami.error-message';
 /** The error code the request was answered with, for the request log. */
 export const errorCodeOf = (c: Context): string | undefined => c.get(ERROR_CODE as never);
 
-/** The message of a server fault (5xx) the request was answered with, for the request log: whole, whatever the caller was told. */
+/** The whole message of a server fault (5xx), or of an error the caller was told less of, for the request log. */
 export const faultMessageOf = (c: Context): string | undefined => c.get(ERROR_MESSAGE as never);
 
-/** `seesNames`: whether the caller may read the message of a server fault as it is (FAULT_TEXT); unless told, it may not. */
+/** `seesNames`: whether the caller may read a message that can name other hosts as it is (FAULT_TEXT, AamiError.toAnyone); unless told, it may not. */
 export function sendError(c: Context, error: AamiError, seesNames: () => boolean = () => false): Response {
   c.set(ERROR_CODE as never, error.code as never);
-  if (STATUS[error.code] >= 500) c.set(ERROR_MESSAGE as never, error.message as never);
   if (error.code === 'unauthorized') c.header('WWW-Authenticate', 'Bearer');
   const retryAfter = (error.details as { retry_after_seconds?: unknown }).retry_after_seconds;
   if (typeof retryAfter === 'number') c.header('Retry-After', String(retryAfter));
   const text = FAULT_TEXT[error.code];
   const anyone = text !== undefined ? { message: text + WITHHELD, details: error.details } : error.toAnyone;
   const told = anyone && !seesNames() ? new AamiError(error.code, anyone.message, anyone.details) : error;
+  if (STATUS[error.code] >= 500 || told !== error) c.set(ERROR_MESSAGE as never, error.message as never);
   return c.json(errorBody(told), STATUS[error.code]);
 }
 

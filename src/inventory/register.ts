@@ -100,9 +100,11 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
       machine_id_hash: input.machine_id === undefined ? undefined : hashSecret(input.machine_id),
       node_credential_hash: credential.hash,
     };
-    checkTargetItself(catalog, target);
     if (own) checkTarget(catalog, target, { nameHolder: false });
-    else if (found || heldAddress(catalog, target)) throw heldByAnother(target);
+    else {
+      checkTargetItself(catalog, target);
+      if (found || heldAddress(catalog, target)) throw heldByAnother(target);
+    }
     const changes: Change[] = targetChanges(files, target, own);
     if (!own) changes.push(tokenUse(files, token));
     const outcome: RegistrationOutcome = own ? 'reenrolled' : 'created';

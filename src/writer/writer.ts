@@ -282,7 +282,7 @@ function checkWrite(draft: Draft, changes: Change[]): void {
   const touched = new Set(changes.map((c) => c.path));
   const own = applied.problems.filter((p) => touched.has(p.file));
   const others = applied.problems.length - own.length;
-  const toAnyone = others ? said(own, `${others} problem${others === 1 ? '' : 's'} on other files it does not change (an operator sees them in health)`) : undefined;
+  const toAnyone = others ? said(own, `${others} problem${others === 1 ? '' : 's'} on other files it does not change (the request's line in the server log names them)`) : undefined;
   throw new AamiError('invalid_config', whole.message, whole.details, toAnyone);
 }
 
