@@ -162,8 +162,13 @@ fi
 
 # write_prom NAME: move the staged result into place in one rename (the collector reads *.prom only).
 write_prom() {
+    : >"$CACHE_DIR/$1.ours"
     mv "$TEXTFILE_DIR/.check_$1.prom.tmp" "$TEXTFILE_DIR/check_$1.prom"
 }
+
+# ours NAME: check_NAME.prom is a result this script wrote (a marker in its cache; from before
+# markers, the check's script or last run there), not another tool's in a shared directory.
+ours() { [ -e "$CACHE_DIR/$1.ours" ] || [ -e "$CACHE_DIR/$1.sh" ] || [ -e "$CACHE_DIR/$1.last" ]; }
 
 # refuse NAME WHY: the check is not run; its result says so.
 refuse() {
@@ -281,8 +286,8 @@ $whole && for file in "$TEXTFILE_DIR"/check_*.prom; do
     [ -e "$file" ] || continue
     name=${file##*/check_}
     name=${name%.prom}
-    if [ -z "${assigned[$name]:-}" ]; then
-        rm -f "$file" "$CACHE_DIR/$name.sh" "$CACHE_DIR/$name.last" "$CACHE_DIR/$name.stderr"
+    if [ -z "${assigned[$name]:-}" ] && ours "$name"; then
+        rm -f "$file" "$CACHE_DIR/$name.sh" "$CACHE_DIR/$name.last" "$CACHE_DIR/$name.stderr" "$CACHE_DIR/$name.ours"
         log "dynamic-check: removed the results of check $name, which no longer applies"
     fi
 done

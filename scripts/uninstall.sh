@@ -129,7 +129,17 @@ remove_installation() {
             reused) LEFT+=("$value $rest: it ran before AAMI, so it stays") ;;
         esac
     done
-    rm -f "$TEXTFILE_DIR"/check_*.prom "$TEXTFILE_DIR"/.check_*.prom.tmp
+    # The check results dynamic-check.sh wrote (its cache says which), not another tool's check_*.prom beside them.
+    local file name cache="$ROOT/var/lib/aami/checks"
+    for file in "$TEXTFILE_DIR"/check_*.prom "$TEXTFILE_DIR"/.check_*.prom.tmp; do
+        [ -e "$file" ] || continue
+        name=${file##*/}
+        name=${name#.}
+        name=${name#check_}
+        name=${name%.tmp}
+        name=${name%.prom}
+        if [ -e "$cache/$name.ours" ] || [ -e "$cache/$name.sh" ] || [ -e "$cache/$name.last" ]; then rm -f "$file"; fi
+    done
     # What bootstrap.sh and dynamic-check.sh write there, by name, never a whole directory:
     # whatever else lives in them is someone else's.
     rm -rf "$ROOT/var/lib/aami/checks"

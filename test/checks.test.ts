@@ -157,15 +157,17 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     expect(readFileSync(cached, 'utf8')).not.toContain('tampered');
   });
 
-  it('removes the results of a check that no longer applies', async () => {
-    const { prom, commitCheck, dynamicCheck } = await registeredNode();
+  it('removes the results of a check that no longer applies, not another tool\'s file named as its are', async () => {
+    const { prom, commitCheck, dynamicCheck, node } = await registeredNode();
     await commitCheck('short-lived', { 'check.yaml': 'description: here for a while\n', 'check.sh': 'echo short_lived 1\n' });
     await dynamicCheck();
     expect(prom('short-lived')).toContain('short_lived 1');
+    writeFileSync(node.path('var/lib/node_exporter/textfile/check_raid.prom'), 'raid_check 1\n');
     await commitCheck('short-lived', null);
     const run = await dynamicCheck();
     expect(prom('short-lived')).toBeUndefined();
     expect(run.stderr).toContain('removed the results of check short-lived');
+    expect(prom('raid')).toBe('raid_check 1\n');
   });
 
   it('keeps its last list and every result when the server answers something that is not a list of checks', async () => {

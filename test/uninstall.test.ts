@@ -101,12 +101,13 @@ describe('uninstall.sh', { timeout: 60_000 }, () => {
     const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname shared-01 --skip-install`);
     expect(run.code, run.stderr).toBe(0);
     expect(existsSync(node.path('var/lib/aami/checks/checks.json'))).toBe(true);
-    // Another tool's result, beside the checks' in the directory bootstrap made.
+    // Other tools' results, beside the checks' in the directory bootstrap made: one named as the checks' are.
     writeFileSync(node.path('var/lib/node_exporter/textfile/raid.prom'), 'raid_ok 1\n');
+    writeFileSync(node.path('var/lib/node_exporter/textfile/check_raid.prom'), 'raid_check 1\n');
     const uninstall = await node.sh(node.path('opt/aami/uninstall.sh'));
     expect(uninstall.code, uninstall.stderr).toBe(0);
     expect(uninstall.stdout).toContain('[aami]   directory /var/lib/node_exporter/textfile: it holds files AAMI did not write');
-    expect(node.tree()).toEqual([...before, 'var/lib/node_exporter', 'var/lib/node_exporter/textfile', 'var/lib/node_exporter/textfile/raid.prom'].sort());
+    expect(node.tree()).toEqual([...before, 'var/lib/node_exporter', 'var/lib/node_exporter/textfile', 'var/lib/node_exporter/textfile/check_raid.prom', 'var/lib/node_exporter/textfile/raid.prom'].sort());
     for (const [path, text] of Object.entries(others)) expect(readFileSync(node.path(path), 'utf8')).toBe(text);
   });
 
