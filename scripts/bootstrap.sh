@@ -377,9 +377,13 @@ collect_facts() {
     OS_NAME=$(sed -n 's/^PRETTY_NAME=//p' "$ROOT/etc/os-release" 2>/dev/null | sed -e 's/^"\(.*\)"$/\1/' -e "s/^'\(.*\)'$/\1/" | awk 'NR == 1' || true)
     KERNEL=$(uname -r)
     # Not the virtual interfaces containers make by the hundred (a Kubernetes node's cali*, veth*),
-    # and at most the 64 the server keeps: more would have every registration refused.
+    # and at most the 64 the server keeps (more would have every registration refused): those
+    # with a device first (a NIC, an InfiniBand port), so SR-IOV functions do not crowd them out.
     INTERFACES=$(find "$ROOT/sys/class/net" -mindepth 1 -maxdepth 1 ! -name lo -printf '%f\n' 2>/dev/null |
-        grep -Ev '^(veth|cali|lxc|docker|br-|cni|flannel|vxlan|tunl|virbr|kube-|cilium|genev|weave|vnet|tap)' | sort | awk 'NR <= 64' | paste -sd, - || true)
+        grep -Ev '^(veth|cali|lxc|docker|br-|cni|flannel|vxlan|tunl|virbr|kube-|cilium|genev|weave|vnet|tap)' |
+        while IFS= read -r name; do
+            if [ -e "$ROOT/sys/class/net/$name/device" ]; then printf '0 %s\n' "$name"; else printf '1 %s\n' "$name"; fi
+        done | sort | awk 'NR <= 64 { print $2 }' | sort | paste -sd, - || true)
     gpu_facts
     info "facts: $HOSTNAME_FQDN $IP_ADDRESS, $CPU_CORES cores, $((MEMORY_BYTES / 1024 / 1024 / 1024)) GiB, ${GPU_COUNT} GPU${GPU_MODEL:+ ($GPU_MODEL)}, interfaces ${INTERFACES:-none}"
     [ "$GPU_VENDOR" != amd ] || info "AMD GPUs: AAMI installs no AMD exporter; GPU metrics need AMD's device-metrics-exporter"
