@@ -10,7 +10,7 @@ import { readCheckout } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { targetLabels } from '../src/catalog/labels.js';
 import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler.js';
-import { SdOutput } from '../src/compile/output.js';
+import { RETIRED_MS, SdOutput } from '../src/compile/output.js';
 import { PROCESS_TAG, type Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
 import { fixture, fsWith } from './helpers.js';
@@ -700,6 +700,127 @@ describe('SdOutput', () => {
       failAt = -1;
       await output.write(shards);
       expect(new Map(fs.readdirSync(join(dir, 'node')).map((name) => [`node/${name}`, fs.readFileSync(join(dir, 'node', name))]))).toEqual(shards);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('writes a big file into the one it replaced, once that one was replaced RETIRED_MS ago: never into one a reader may still hold', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-spare-'));
+    try {
+      let clock = 0;
+      // What touched the spare, in order: it is synced before it takes the file's name.
+      const steps: string[] = [];
+      const spareName = `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`;
+      const short = (path: string) => path.replace(`${dir}/`, '');
+      const watched = fsWith({}, {
+        open: (async (path: string, ...rest: [never, never]) => {
+          const handle = await fs.promises.open(path, ...rest);
+          const sync = handle.sync.bind(handle);
+          handle.sync = async () => (steps.push(`sync ${short(path)}`), sync());
+          return handle;
+        }) as typeof fs.promises.open,
+        rename: (async (from: string, to: string) => (steps.push(`rename ${short(from)} ${short(to)}`), fs.promises.rename(from, to))) as typeof fs.promises.rename,
+      });
+      const output = new SdOutput(watched, dir, { spareFrom: 16, now: () => clock });
+      const path = join(dir, 'node.json');
+      const version = (n: number) => `[\n  "version ${n}"${' '.repeat(n % 3)}\n]\n`; // lengths that grow and shrink
+      const write = async (n: number) => {
+        expect((await output.write(files('node.json', version(n)))).written).toEqual(['node.json']);
+        expect(fs.readFileSync(path, 'utf8')).toBe(version(n));
+        return fs.statSync(path).ino;
+      };
+      const inodes = [await write(1), await write(2)];
+      // The file the second write replaced is the spare now, as it was.
+      expect(fs.readdirSync(dir).sort()).toEqual([spareName, 'node.json']);
+      expect(fs.statSync(join(dir, spareName)).ino).toBe(inodes[0]);
+      expect(fs.readFileSync(join(dir, spareName), 'utf8')).toBe(version(1));
+      // A reader that opened the file before it was replaced is still reading: the spare is too young to be written.
+      const reader = fs.openSync(path, 'r');
+      try {
+        clock += RETIRED_MS - 1;
+        inodes.push(await write(3));
+        clock += RETIRED_MS - 1;
+        inodes.push(await write(4));
+        expect(fs.readFileSync(reader, 'utf8')).toBe(version(2));
+      } finally {
+        fs.closeSync(reader);
+      }
+      // Each a new file (a number freed may come back, so only those of files still held are compared).
+      expect(inodes[1]).not.toBe(inodes[0]);
+      expect(inodes[2]).not.toBe(inodes[1]);
+      expect([inodes[1], inodes[2]]).not.toContain(inodes[3]);
+      // Replaced RETIRED_MS ago: written over, whether the file grows or shrinks.
+      clock += RETIRED_MS;
+      steps.length = 0;
+      expect(await write(5)).toBe(inodes[2]);
+      expect(steps).toEqual([`sync ${spareName}`, `rename ${spareName} node.json`, `rename .node.json.${process.pid}.${PROCESS_TAG}.kept.tmp ${spareName}`]);
+      clock += RETIRED_MS;
+      expect(await write(6)).toBe(inodes[3]);
+      expect(fs.readFileSync(join(dir, spareName), 'utf8')).toBe(version(5));
+      expect(fs.readdirSync(dir).sort()).toEqual([spareName, 'node.json']);
+      // A file under spareFrom is written new, and its spare goes.
+      expect((await output.write(files('node.json', '[]\n'))).written).toEqual(['node.json']);
+      expect(fs.readdirSync(dir)).toEqual(['node.json']);
+      await write(7);
+      await write(8);
+      await output.close();
+      expect(fs.readdirSync(dir)).toEqual(['node.json']);
+      expect(fs.readFileSync(path, 'utf8')).toBe(version(8));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('never writes through a link or a second name put in place of its spare: it makes the spare anew', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-spare-link-'));
+    try {
+      let clock = 0;
+      const victim = join(dir, 'victim');
+      const spare = join(dir, 'sd', `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`);
+      const output = new SdOutput(fs, join(dir, 'sd'), { spareFrom: 1, now: () => clock });
+      for (const plant of [(to: string) => fs.symlinkSync(victim, to), (to: string) => fs.linkSync(victim, to)]) {
+        fs.writeFileSync(victim, 'not the SD writer\'s\n');
+        await output.write(files('node.json', '[\n  1\n]\n'));
+        await output.write(files('node.json', '[\n  2\n]\n'));
+        expect(fs.existsSync(spare)).toBe(true);
+        fs.rmSync(spare);
+        plant(spare);
+        clock += RETIRED_MS;
+        await output.write(files('node.json', '[\n  3 \n]\n'));
+        expect(fs.readFileSync(victim, 'utf8')).toBe('not the SD writer\'s\n');
+        expect(fs.readFileSync(join(dir, 'sd/node.json'), 'utf8')).toBe('[\n  3 \n]\n');
+        expect(fs.lstatSync(join(dir, 'sd/node.json')).nlink).toBe(1);
+        // What was planted is not the file's any more, nor the spare, which is the file replaced.
+        expect(fs.readFileSync(spare, 'utf8')).toBe('[\n  2\n]\n');
+        clock += RETIRED_MS;
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('removes a file\'s spare with the file, and a killed server\'s spares and kept files at a look a while after its first write', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-spare-gone-'));
+    try {
+      let clock = 0;
+      const output = new SdOutput(fs, dir, { spareFrom: 1, now: () => clock });
+      const both = (text: string) => new Map([['node.json', Buffer.from(text)], ['dcgm.json', Buffer.from(text)]]);
+      await output.write(both('[1]\n'));
+      // Another server's, killed a moment ago (a restart at once): too young for the first look.
+      const put = (name: string) => (fs.writeFileSync(join(dir, name), '[partial'), name);
+      const killed = [put('.node.json.4242.t0a1b2c3d.spare.tmp'), put('.dcgm.json.4242.t0a1b2c3d.kept.tmp')];
+      await output.write(both('[2]\n'));
+      expect(fs.readdirSync(dir).filter((name) => name.includes('.spare.')).length).toBe(3);
+      // dcgm.json is no job's any more: it goes, and its spare with it.
+      await output.write(files('node.json', '[3]\n'));
+      expect(fs.readdirSync(dir).sort()).toEqual([...killed, `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`, 'node.json'].sort());
+      // Two minutes on, the next write a while after the first looks again.
+      const old = new Date(Date.now() - 3 * 60_000);
+      for (const name of killed) fs.utimesSync(join(dir, name), old, old);
+      clock += 150_000;
+      await output.write(files('node.json', '[4]\n'));
+      expect(fs.readdirSync(dir).sort()).toEqual([`.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`, 'node.json']);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

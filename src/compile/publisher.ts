@@ -4,7 +4,7 @@ import type { LiveCatalog, Snapshot } from '../catalog/live.js';
 import { writeFileDurably, type Fs } from '../git/fs.js';
 import type { Logger } from '../log.js';
 import { CLOSE, Compiler, EMPTY, OPEN, type SdLayout } from './compiler.js';
-import { READ_FILE_ONLY, SdOutput } from './output.js';
+import { READ_FILE_ONLY, SdOutput, SPARE_FROM } from './output.js';
 
 export interface CompileStatus {
   /** When the SD files last matched the catalog; undefined before the first success. */
@@ -79,7 +79,7 @@ export class SdPublisher {
     private readonly options: SdPublisherOptions,
   ) {
     this.now = options.now ?? (() => performance.now());
-    this.output = new SdOutput(options.fs, options.sdDir);
+    this.output = new SdOutput(options.fs, options.sdDir, { spareFrom: SPARE_FROM, now: this.now });
     this.compiler = new Compiler(options.layout);
     live.subscribe(() => this.schedule());
   }
@@ -234,6 +234,7 @@ export class SdPublisher {
     this.closed = true;
     clearTimeout(this.timer);
     this.timer = undefined;
+    await this.output.close();
   }
 
   /** Whether a compile runs now (its slices let requests in between). */

@@ -1,5 +1,6 @@
 import type * as nodeFs from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
 import { dirname } from 'node:path';
 
 /** node:fs or a memfs volume: the store and the compiler take either. */
@@ -14,24 +15,36 @@ export type Fs = typeof nodeFs;
  * 'contents': the bytes are on disk before the rename, so even after a power cut the name
  * holds the old file or the new one, whole; but the rename may be undone by one (for files
  * made again from Git at start-up, like the SD files: one fsync a write fewer).
- * `beforeRename` is called just before the new content takes the name. `data` as chunks is
- * written as they come.
+ * `beforeRename` is awaited just before the new content takes the name. `data` as chunks is
+ * written as they come. `spare`: a temp name of this process's whose file, if it is there
+ * (openSpare), is written over rather than a new file made (big files: see SdOutput's SPARE_FROM).
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void): Promise<void> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void | Promise<void>, spare?: string): Promise<void> {
   const dir = dirname(path);
-  const tmp = tempPathOf(path, `${process.pid}.${PROCESS_TAG}.${tmpCounter++}`);
+  const tmp = spare ?? tempPathOf(path, `${process.pid}.${PROCESS_TAG}.${tmpCounter++}`);
   try {
-    const handle = await openNew(fs, tmp, mode);
+    const handle = spare ? await openSpare(fs, tmp, mode) : await openNew(fs, tmp, mode);
     try {
-      if (Array.isArray(data)) await handle.writev(data);
-      else if (typeof data === 'string' || data instanceof Uint8Array) await handle.writeFile(data);
-      // Streamed: written as it is made (a thrown chunk leaves no file behind).
-      else for await (const chunk of data) await handle.writeFile(chunk);
+      let size = 0;
+      if (Array.isArray(data)) {
+        await handle.writev(data);
+        for (const part of data) size += part.length;
+      } else if (typeof data === 'string' || data instanceof Uint8Array) {
+        await handle.writeFile(data);
+        size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+      } else {
+        // Streamed: written as it is made (a thrown chunk leaves no file behind).
+        for await (const chunk of data) {
+          await handle.writeFile(chunk);
+          size += Buffer.byteLength(chunk);
+        }
+      }
+      if (spare) await handle.truncate(size); // what is left of a longer file it held
       if (durable) await handle.sync();
     } finally {
       await handle.close();
     }
-    beforeRename?.();
+    await beforeRename?.();
     await fs.promises.rename(tmp, path);
   } catch (error) {
     // A full disk or a read-only moment must not leave temp files behind.
@@ -67,6 +80,23 @@ export async function openNew(fs: Fs, path: string, mode: number): Promise<nodeF
   }
 }
 
+/**
+ * A file to be written over from its start: `path` if it is a plain file with no other name,
+ * else made anew (openNew). A link, or a second name of another file, put there (a state or
+ * SD directory others can write) is never written through.
+ */
+export async function openSpare(fs: Fs, path: string, mode: number): Promise<nodeFs.promises.FileHandle> {
+  try {
+    const handle = await fs.promises.open(path, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    const stat = await handle.stat().catch(() => undefined);
+    if (stat?.isFile() && stat.nlink === 1) return handle;
+    await handle.close();
+  } catch {
+    // gone, or a link: made anew
+  }
+  return openNew(fs, path, mode);
+}
+
 /** A temp name for `path`, told apart by `tag`: the one form writeFileDurably writes and clearTempsOf clears. */
 export function tempPathOf(path: string, tag: string): string {
   const dir = dirname(path);
@@ -89,12 +119,13 @@ export function clearTempsOf(fs: Fs, path: string): void {
 
 /**
  * Whether `name`, last written at `mtimeMs`, is a temp file writeFileDurably made in another
- * process (`.NAME.<pid>.<tag>.<n>.tmp`, or `.NAME.<pid>.<n>.tmp` before tags) older than a write
+ * process (`.NAME.<pid>.<tag>.<n>.tmp`, or `.NAME.<pid>.<n>.tmp` before tags; an SD file's
+ * spare, `.NAME.<pid>.<tag>.spare.tmp`, and `….kept.tmp`: see SdOutput) older than a write
  * takes: a leftover of a process killed mid-write. Its name never comes back (the tag), so
  * nothing else would ever remove it.
  */
 export function leftoverTemp(name: string, mtimeMs: number): boolean {
-  const match = /^\..+\.\d+\.(?:(t[0-9a-f]{8})\.)?\d+\.tmp$/.exec(name);
+  const match = /^\..+\.\d+\.(?:(t[0-9a-f]{8})\.)?(?:\d+|spare|kept)\.tmp$/.exec(name);
   return match !== null && match[1] !== PROCESS_TAG && mtimeMs < Date.now() - 120_000;
 }
 
