@@ -76,7 +76,7 @@ try {
   const unserved = () => {
     // Every registration goes to group cluster-0: its shard, or the job's one file.
     const sd = readFileSync(join(dirs.sd, layout === 'group' ? 'node/cluster-0.json' : 'node.json'), 'utf8');
-    return acknowledged.filter((h) => !sd.includes(`"hostname": "${h}"`));
+    return acknowledged.filter((h) => !sd.includes(`"hostname":"${h}"`));
   };
   for (let i = 0; i < 300 && unserved().length; i++) await new Promise((resolve) => setTimeout(resolve, 100));
   const missing = [...new Set([...acknowledged.filter((h) => !tree.includes(`/${h}.yaml`)), ...unserved()])];

@@ -313,7 +313,7 @@ describe('deploy/docker-compose.yml and the image', () => {
     // And a write, committed (201) and in the SD file.
     const created = await server.call('POST', '/api/v1/targets', { hostname: 'image-01', ip_address: '10.0.0.1', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter', port: 9100, enabled: true }] });
     expect(created.status).toBe(201);
-    await waitFor('the target in the SD file', async () => readFileSync(join(data, 'sd', 'node.json'), 'utf8').includes('"hostname": "image-01"'));
+    await waitFor('the target in the SD file', async () => readFileSync(join(data, 'sd', 'node.json'), 'utf8').includes('"hostname":"image-01"'));
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
   });

@@ -722,22 +722,23 @@ function jobsOf(settings: Settings, target: Target): string[] {
 }
 
 /**
- * One element of a job file: the same bytes JSON.stringify(list, null, 2) gives for it
- * (tests hold the two equal), written out directly: ~5x cheaper than stringify with an
- * indent and re-indenting the result.
+ * One element of a job file, on a line of its own: the bytes JSON.stringify gives for it
+ * (tests hold the two equal), written out directly. Not indented: at 100k targets the
+ * indented entries made each job's file 37 MB, a third of it spaces and line breaks, written
+ * again at every change with the one-file layout and held in memory to be. One line a target
+ * is as easy to grep.
  */
 function renderEntry(address: string, labels: string): string {
-  return `  {\n    "targets": [\n      ${JSON.stringify(address)}\n    ],\n    "labels": ${labels}\n  }`;
+  return `{"targets":[${JSON.stringify(address)}],"labels":${labels}}`;
 }
 
 /** An entry's label object, sorted labels in, as renderEntry places it. */
 function renderLabels(labels: Array<[string, string]>): string {
-  if (!labels.length) return '{}';
   let text = '{';
   labels.forEach(([name, value], i) => {
-    text += `${i ? ',' : ''}\n      ${JSON.stringify(name)}: ${JSON.stringify(value)}`;
+    text += `${i ? ',' : ''}${JSON.stringify(name)}:${JSON.stringify(value)}`;
   });
-  return `${text}\n    }`;
+  return `${text}}`;
 }
 
 function sameItems<T>(a: readonly T[], b: readonly T[]): boolean {
