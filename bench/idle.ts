@@ -1,33 +1,43 @@
-// npm run bench:idle [-- --targets 10000,100000 --registrations 20 --layouts file,group --per-group 100]
+// npm run bench:idle [-- --targets 10000,100000 --registrations 10 --layouts file,group --per-group 100 --pause-ms 10500]
 // One client at a time (issue 15): each self-registration on an idle server, its latency,
 // the server's CPU for it (answer, commit, compile, SD write), and the time from its 201 to
 // the SD file holding it, with one SD file per job (--sd-layout file) and one per group
 // (--sd-layout group). Baseline in the same run: the git CLI making the same commits.
+// Idle: the SD write before was --pause-ms ago, longer than a replaced SD file is left
+// untouched (RETIRED_MS) by default; a shorter pause measures registrations that follow
+// one another. The time to the SD file is to the rename that put the new file in its place
+// (seen by a stat of its inode every millisecond); the file is then read whole to check it
+// holds the registration, untimed (a read of the 37 MB file at 100k targets takes ~80 ms).
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startBenchServer } from './server.js';
+import { RETIRED_MS } from '../src/compile/output.js';
 import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
 
-const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '20' }, layouts: { type: 'string', default: 'file,group' }, 'per-group': { type: 'string', default: '100' } } });
+const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '10' }, 'pause-ms': { type: 'string', default: String(RETIRED_MS + 500) }, layouts: { type: 'string', default: 'file,group' }, 'per-group': { type: 'string', default: '100' } } });
 // Targets a group directory holds: a registration writes its directory's tree again (~45 bytes an entry).
 const perGroup = Number(values['per-group']);
 if (!Number.isInteger(perGroup) || perGroup < 1) throw new Error('--per-group: a whole number, at least 1');
 const sizes = values.targets.split(',').map(Number);
 const count = Number(values.registrations);
+const pauseMs = Number(values['pause-ms']);
 const root = mkdtempSync(join(tmpdir(), 'aami-bench-idle-'));
 const pause = (msec: number) => new Promise((resolve) => setTimeout(resolve, msec));
 const median = (list: number[]) => percentile([...list].sort((a, b) => a - b), 50);
 
-/** Polls `file` (its mtime first, then its text) until it holds `needle`; ms when seen. */
-async function seen(file: string, needle: string, since: number): Promise<number> {
-  let mtime = 0;
+/**
+ * Polls `file` until a new file takes its name (an inode other than `before`; SD files are renamed into
+ * place), then reads it whole to check it holds `needle`: ms from `since` to the rename seen.
+ */
+async function seen(file: string, before: number | undefined, needle: string, since: number): Promise<number> {
   for (let i = 0; i < 20_000; i++) {
-    const now = statSync(file, { throwIfNoEntry: false })?.mtimeMs ?? 0;
-    if (now !== mtime) {
-      mtime = now;
-      if (readFileSync(file, 'utf8').includes(needle)) return performance.now() - since;
+    const now = statSync(file, { throwIfNoEntry: false })?.ino;
+    if (now !== undefined && now !== before) {
+      const at = performance.now() - since;
+      if (!readFileSync(file, 'utf8').includes(needle)) throw new Error(`${file} was written without ${needle}`);
+      return at;
     }
     await pause(1);
   }
@@ -35,7 +45,7 @@ async function seen(file: string, needle: string, since: number): Promise<number
 }
 
 try {
-  console.log(`# one registration at a time on an idle server — ${count} registrations each, ${perGroup} targets a group directory, node ${process.version}`);
+  console.log(`# one registration at a time on an idle server — ${count} registrations each, ${pauseMs} ms apart, ${perGroup} targets a group directory, node ${process.version}`);
   for (const size of sizes) {
     const repo = join(root, `repo-${size}`);
     bareRepoWith(repo, syntheticRepo(size, Math.ceil(size / perGroup)));
@@ -50,7 +60,8 @@ try {
         const cpu: number[] = [];
         for (let i = -3; i < count; i++) {
           const address = `10.${layout === 'file' ? 201 : 202}.${(size / 1000) & 255}.${i + 3}`;
-          await pause(500); // idle: what the previous one started (compile, SD write) is over
+          await pause(pauseMs); // idle: what the previous one started (compile, SD write) is over
+          const inode = statSync(sdFile, { throwIfNoEntry: false })?.ino;
           const cpu0 = server.cpuSeconds();
           const t0 = performance.now();
           const response = await fetch(`${server.url}/api/v1/bootstrap/register`, {
@@ -61,7 +72,7 @@ try {
           await response.arrayBuffer();
           if (response.status !== 201) throw new Error(`registration answered ${response.status}`);
           const answered = performance.now();
-          const after = await seen(sdFile, `"${address}:9100"`, answered);
+          const after = await seen(sdFile, inode, `"${address}:9100"`, answered);
           await pause(100); // the CPU of the tail (the SD stamp, the parse cache) counted too
           if (i < 0) continue; // the first three warm the server up
           latencies.push(answered - t0);
