@@ -218,11 +218,11 @@ describe('the SD publisher\'s schedule', () => {
       expect(sd.compiling).toBe(true);
       await next;
       expect(sd.status.compiles).toBe(compiles + 1);
-      // A change after a quiet second: compiled once the debounce (20 ms) is over.
+      // A change after a quiet second: compiled once the debounce (5 ms) is over.
       await advance(1000);
       next = sd.nextCompile();
       sd.schedule();
-      await advance(19);
+      await advance(4);
       expect(sd.compiling).toBe(false);
       await advance(1);
       expect(sd.compiling).toBe(true);
