@@ -3,14 +3,14 @@ import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Volume, createFsFromVolume } from 'memfs';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { Draft, LiveCatalog, Snapshot } from '../src/catalog/live.js';
 import { PMap } from '../src/catalog/pmap.js';
 import { readCheckout } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { targetLabels } from '../src/catalog/labels.js';
 import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler.js';
-import { RETIRED_MS, SdOutput } from '../src/compile/output.js';
+import { LOOK_AGAIN_MS, RETIRED_MS, SdOutput } from '../src/compile/output.js';
 import { PROCESS_TAG, type Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
 import { fixture, fsWith } from './helpers.js';
@@ -713,7 +713,7 @@ describe('SdOutput', () => {
       // What touched the spare, in order: it is synced before it takes the file's name.
       const steps: string[] = [];
       const spareName = `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`;
-      const short = (path: string) => path.replace(`${dir}/`, '');
+      const short = (path: string) => (path === dir ? '<dir>' : path.replace(`${dir}/`, ''));
       const watched = fsWith({}, {
         open: (async (path: string, ...rest: [never, never]) => {
           const handle = await fs.promises.open(path, ...rest);
@@ -755,7 +755,8 @@ describe('SdOutput', () => {
       clock += RETIRED_MS;
       steps.length = 0;
       expect(await write(5)).toBe(inodes[2]);
-      expect(steps).toEqual([`sync ${spareName}`, `rename ${spareName} node.json`, `rename .node.json.${process.pid}.${PROCESS_TAG}.kept.tmp ${spareName}`]);
+      // The renames that made it the spare are synced before it is written over.
+      expect(steps).toEqual(['sync <dir>', `sync ${spareName}`, `rename ${spareName} node.json`, `rename .node.json.${process.pid}.${PROCESS_TAG}.kept.tmp ${spareName}`]);
       clock += RETIRED_MS;
       expect(await write(6)).toBe(inodes[3]);
       expect(fs.readFileSync(join(dir, spareName), 'utf8')).toBe(version(5));
@@ -801,27 +802,93 @@ describe('SdOutput', () => {
     }
   });
 
-  it('removes a file\'s spare with the file, and a killed server\'s spares and kept files at a look a while after its first write', async () => {
+  it('removes a file\'s spare with the file, and a killed server\'s spares and kept files a while after its first write, with no write needed', async () => {
     const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-spare-gone-'));
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     try {
       let clock = 0;
       const output = new SdOutput(fs, dir, { spareFrom: 1, now: () => clock });
       const both = (text: string) => new Map([['node.json', Buffer.from(text)], ['dcgm.json', Buffer.from(text)]]);
-      await output.write(both('[1]\n'));
-      // Another server's, killed a moment ago (a restart at once): too young for the first look.
+      // Another server's, killed a moment ago (a restart at once): too young for the first write's look.
+      fs.mkdirSync(join(dir, 'node'));
       const put = (name: string) => (fs.writeFileSync(join(dir, name), '[partial'), name);
-      const killed = [put('.node.json.4242.t0a1b2c3d.spare.tmp'), put('.dcgm.json.4242.t0a1b2c3d.kept.tmp')];
+      const killed = [put('.node.json.4242.t0a1b2c3d.spare.tmp'), put('.dcgm.json.4242.t0a1b2c3d.kept.tmp'), put('node/.gpu.json.4242.t0a1b2c3d.spare.tmp')];
+      await output.write(both('[1]\n'));
       await output.write(both('[2]\n'));
       expect(fs.readdirSync(dir).filter((name) => name.includes('.spare.')).length).toBe(3);
       // dcgm.json is no job's any more: it goes, and its spare with it.
       await output.write(files('node.json', '[3]\n'));
-      expect(fs.readdirSync(dir).sort()).toEqual([...killed, `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`, 'node.json'].sort());
-      // Two minutes on, the next write a while after the first looks again.
+      const own = `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`;
+      expect(fs.readdirSync(dir).sort()).toEqual([...killed.filter((name) => !name.includes('/')), own, 'node', 'node.json'].sort());
+      // Two and a half minutes on, they are older than leftoverTemp takes, and looked for again: no write needed.
       const old = new Date(Date.now() - 3 * 60_000);
       for (const name of killed) fs.utimesSync(join(dir, name), old, old);
-      clock += 150_000;
-      await output.write(files('node.json', '[4]\n'));
-      expect(fs.readdirSync(dir).sort()).toEqual([`.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`, 'node.json']);
+      await vi.advanceTimersByTimeAsync(LOOK_AGAIN_MS);
+      // The look runs on its own (setImmediate is not faked): its file operations end within a few turns.
+      for (let turn = 0; turn < 10_000 && killed.some((name) => fs.existsSync(join(dir, name))); turn++) await new Promise(setImmediate);
+      expect(fs.readdirSync(dir).sort()).toEqual([own, 'node', 'node.json']);
+      await output.close();
+      expect(fs.readdirSync(dir).sort()).toEqual(['node', 'node.json']);
+    } finally {
+      vi.useRealTimers();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps as the spare only a file it put in place itself, and a write that cannot keep one still writes', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-spare-own-'));
+    try {
+      let clock = 0;
+      const spare = join(dir, `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`);
+      const path = join(dir, 'node.json');
+      // What was there before the first write (a run before this one, an operator's copy) is never kept.
+      fs.writeFileSync(path, '[\n  0\n]\n', { mode: 0o600 });
+      const output = new SdOutput(fs, dir, { spareFrom: 1, now: () => clock });
+      await output.write(files('node.json', '[\n  1\n]\n'));
+      expect(fs.existsSync(spare)).toBe(false);
+      // Nor a file someone put in place of the one it wrote.
+      fs.rmSync(path);
+      fs.writeFileSync(path, '[\n  9\n]\n', { mode: 0o600 });
+      await output.write(files('node.json', '[\n  2\n]\n'));
+      expect(fs.existsSync(spare)).toBe(false);
+      await output.write(files('node.json', '[\n  3\n]\n'));
+      expect(fs.readFileSync(spare, 'utf8')).toBe('[\n  2\n]\n');
+      expect(fs.statSync(spare).mode & 0o777).toBe(0o644);
+      // A file system without hard links: no spare, the file written all the same.
+      const noLinks = new SdOutput(fsWith({}, { link: (async () => { throw Object.assign(new Error('EPERM: operation not permitted, link'), { code: 'EPERM' }); }) as typeof fs.promises.link }), join(dir, 'fat'), { spareFrom: 1, now: () => clock });
+      for (const n of [1, 2, 3]) {
+        clock += RETIRED_MS;
+        expect((await noLinks.write(files('node.json', `[${n}]\n`))).written).toEqual(['node.json']);
+        expect(fs.readFileSync(join(dir, 'fat/node.json'), 'utf8')).toBe(`[${n}]\n`);
+      }
+      expect(fs.readdirSync(join(dir, 'fat'))).toEqual(['node.json']);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('publishes nothing a write left short (a disk full part way): the file keeps what it had', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-short-'));
+    try {
+      let short = false;
+      // libuv's writev stops without an error at a write that fails after others were made.
+      const shortening = fsWith({}, {
+        open: (async (...args: Parameters<typeof fs.promises.open>) => {
+          const handle = await fs.promises.open(...args);
+          const writev = handle.writev.bind(handle);
+          handle.writev = (async (buffers: Buffer[]) => (short ? { ...(await writev(buffers.slice(0, 1))), buffers } : writev(buffers))) as typeof handle.writev;
+          return handle;
+        }) as typeof fs.promises.open,
+      });
+      for (const spareFrom of [Infinity, 1]) {
+        const output = new SdOutput(shortening, join(dir, String(spareFrom)), { spareFrom, now: () => 0 });
+        short = false;
+        await output.write(new Map([['node.json', [Buffer.from('[\n'), Buffer.from('1'), Buffer.from('\n]\n')]]]));
+        short = true;
+        await expect(output.write(new Map([['node.json', [Buffer.from('[\n'), Buffer.from('2,3'), Buffer.from('\n]\n')]]]))).rejects.toThrow('2 of 8 bytes written');
+        expect(fs.readFileSync(join(dir, String(spareFrom), 'node.json'), 'utf8')).toBe('[\n1\n]\n');
+        expect(fs.readdirSync(join(dir, String(spareFrom)))).toEqual(['node.json']);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { LiveCatalog, Snapshot } from '../src/catalog/live.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { hashObject } from '../src/git/objects.js';
@@ -242,8 +242,16 @@ describe('the restart image kept while serving', () => {
     expect(headOf(file)).toBe('b'.repeat(40));
     // A change: the image no longer shows what is served, and goes (a start at b must not take it).
     const saved = fs.statSync(file).ino;
-    publish(live, 'c'.repeat(40), 'later');
-    await waitFor('the outdated image removed', async () => !fs.existsSync(file), 100, 10);
+    // The rename that takes it from its name is synced (a directory opened) before any save writes over it.
+    const opened: string[] = [];
+    const open = fs.promises.open;
+    const spy = vi.spyOn(fs.promises, 'open').mockImplementation(((...args: Parameters<typeof open>) => (opened.push(String(args[0])), open(...args))) as typeof open);
+    try {
+      publish(live, 'c'.repeat(40), 'later');
+      await waitFor('the outdated image removed, its directory synced', async () => !fs.existsSync(file) && opened.includes(dir), 100, 10);
+    } finally {
+      spy.mockRestore();
+    }
     // Kept under the spare's name, to be written over by the next save (its blocks are not given back and taken anew).
     expect(temps(dir)).toEqual([stoppedTemp[0]]);
     expect(fs.statSync(join(dir, stoppedTemp[0]!)).ino).toBe(saved);

@@ -3,6 +3,7 @@ import { type Fs, leftoverTemp, PROCESS_TAG, syncPath, tempPathOf, writeFileDura
 import { PMap } from '../catalog/pmap.js';
 import { sameParts, totalLength } from './compiler.js';
 import { inLanes } from '../lanes.js';
+import { dirname } from 'node:path';
 
 /**
  * How an SD file is opened to be read back: a link is not followed, and a FIFO put in its
@@ -34,7 +35,7 @@ export const SPARE_FROM = 1 << 20;
 export const RETIRED_MS = 10_000;
 
 /** A while after leftoverTemp takes another process's temp file as a leftover (two minutes). */
-const SWEEP_AGAIN_MS = 150_000;
+export const LOOK_AGAIN_MS = 150_000;
 
 export interface OutputOptions {
   /** Files at least this big are written into a spare (SPARE_FROM); by default none is (a one-shot write). */
@@ -67,9 +68,12 @@ export class SdOutput {
 
   /** Names whose spare holds the file they last replaced, and when (see fromSpare). */
   private readonly retired = new Map<string, number>();
+  /** The inode of each big file this process put in place (see fromSpare). */
+  private readonly placed = new Map<string, number>();
   private readonly spareFrom: number;
-  /** When the SD directory is looked through for leftovers again (once, after the first write's look). */
-  private sweepAgainAt: number | undefined;
+  /** Whether the first write looked for what other processes left, and the timer of the look again. */
+  private leftoversLooked = false;
+  private lookAgain: NodeJS.Timeout | undefined;
   private readonly now: () => number;
 
   constructor(
@@ -161,11 +165,6 @@ export class SdOutput {
       for (const entry of await this.fs.promises.readdir(dir, { withFileTypes: true })) {
         const name = sub ? `${sub}/${String(entry.name)}` : String(entry.name);
         if (!sub && entry.isDirectory()) await removeStale(name);
-        // What a server killed mid-write left (an SD file's temp can be tens of MB): dot files Prometheus's glob skips, but they pile up.
-        if (entry.isFile() && String(entry.name).endsWith('.tmp') && leftoverTemp(String(entry.name), (await this.fs.promises.lstat(`${this.dir}/${name}`)).mtimeMs)) {
-          await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
-          continue;
-        }
         if (!entry.isFile() || !name.endsWith('.json') || files.has(name)) continue;
         await remove(name);
         removed = true;
@@ -173,11 +172,14 @@ export class SdOutput {
       if (removed) await syncPath(this.fs, dir);
     };
     // Only a first write (files left by an earlier run), one after a failure and one that dropped a name can leave a stale file.
-    // Once more a while after the first: a server killed and started again at once left temp files and spares younger than leftoverTemp takes.
-    const later = this.sweepAgainAt !== undefined && this.now() >= this.sweepAgainAt;
-    if (later) this.sweepAgainAt = Infinity;
-    if (later || (!changed && (!last || [...last.keys()].some((name) => !files.has(name))))) await removeStale('');
-    this.sweepAgainAt ??= this.now() + SWEEP_AGAIN_MS;
+    if (!changed && (!last || [...last.keys()].some((name) => !files.has(name)))) await removeStale('');
+    if (!last && !this.leftoversLooked) {
+      // What other processes left, at the first write and once more later: a server killed and started again at once left files younger than leftoverTemp takes.
+      this.leftoversLooked = true;
+      await this.removeLeftovers();
+      this.lookAgain = setTimeout(() => void this.removeLeftovers().catch(() => undefined), LOOK_AGAIN_MS);
+      this.lookAgain.unref();
+    }
     this.last = files;
     // In name order, whatever order the lanes and the directory listing took them in.
     result.written.sort();
@@ -187,7 +189,21 @@ export class SdOutput {
 
   /** Removes the spare files (best effort): a later process makes its own. */
   async close(): Promise<void> {
+    clearTimeout(this.lookAgain);
     for (const name of [...this.retired.keys()]) await this.dropSpare(name).catch(() => undefined);
+  }
+
+  /**
+   * Removes, here and one directory down, the temp files and spares other processes left
+   * (leftoverTemp): dot files Prometheus's glob skips, but an SD file's can be tens of MB.
+   */
+  private async removeLeftovers(sub = ''): Promise<void> {
+    const dir = sub ? `${this.dir}/${sub}` : this.dir;
+    for (const entry of await this.fs.promises.readdir(dir, { withFileTypes: true })) {
+      const name = String(entry.name);
+      if (!sub && entry.isDirectory()) await this.removeLeftovers(name);
+      if (entry.isFile() && name.endsWith('.tmp') && leftoverTemp(name, (await this.fs.promises.lstat(`${dir}/${name}`)).mtimeMs)) await this.fs.promises.rm(`${dir}/${name}`, { force: true });
+    }
   }
 
   /**
@@ -204,23 +220,31 @@ export class SdOutput {
     const spare = spareOf(path);
     const retired = this.retired.get(name);
     const reuse = retired !== undefined && this.now() - retired >= RETIRED_MS;
-    if (reuse) this.retired.delete(name); // written over from here on: not a spare until it is one again below
-    // The file it replaces is kept under a second name first, to become the next spare.
+    if (reuse) {
+      this.retired.delete(name); // written over from here on: not a spare until it is one again below
+      // The renames that made it the spare were not synced: a power cut before they are on disk must not find it the SD file, half written.
+      await syncPath(this.fs, dirname(path));
+    }
+    // The file it replaces is kept under a second name first, to become the next spare: only
+    // the file this process put there (another's, kept, could be of another user or mode).
     const kept = tempPathOf(path, `${process.pid}.${PROCESS_TAG}.kept`);
+    const placed = this.placed.get(name);
     let keeps = false;
     const keep = async () => {
-      await this.fs.promises.rm(kept, { force: true });
-      keeps = await this.fs.promises.link(path, kept).then(
-        () => true,
-        (error: NodeJS.ErrnoException) => {
-          if (error.code === 'ENOENT') return false; // nothing there to keep
-          throw error;
-        },
-      );
       beforeChange?.();
+      if (placed === undefined) return;
+      try {
+        await this.fs.promises.rm(kept, { force: true });
+        await this.fs.promises.link(path, kept);
+        keeps = (await this.fs.promises.lstat(kept)).ino === placed;
+      } catch {
+        // nothing there, or no hard links on this file system: no spare, only a saving lost
+      }
+      if (!keeps) await this.fs.promises.rm(kept, { force: true }).catch(() => undefined);
     };
+    this.placed.delete(name);
     try {
-      await writeFileDurably(this.fs, path, parts, 'contents', 0o644, keep, reuse ? spare : undefined);
+      this.placed.set(name, await writeFileDurably(this.fs, path, parts, 'contents', 0o644, keep, reuse ? spare : undefined));
     } catch (error) {
       await this.fs.promises.rm(kept, { force: true }).catch(() => undefined);
       throw error;
@@ -235,6 +259,7 @@ export class SdOutput {
 
   /** Removes a name's spare (the file it belonged to is removed, or small now). */
   private async dropSpare(name: string): Promise<void> {
+    this.placed.delete(name);
     if (!this.retired.delete(name)) return;
     await this.fs.promises.rm(spareOf(`${this.dir}/${name}`), { force: true });
   }

@@ -19,16 +19,19 @@ export type Fs = typeof nodeFs;
  * written as they come. `spare`: a temp name of this process's whose file, if it is there
  * (openSpare), is written over rather than a new file made (big files: see SdOutput's SPARE_FROM).
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void | Promise<void>, spare?: string): Promise<void> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void | Promise<void>, spare?: string): Promise<number> {
   const dir = dirname(path);
   const tmp = spare ?? tempPathOf(path, `${process.pid}.${PROCESS_TAG}.${tmpCounter++}`);
+  let inode: number;
   try {
     const handle = spare ? await openSpare(fs, tmp, mode) : await openNew(fs, tmp, mode);
     try {
       let size = 0;
       if (Array.isArray(data)) {
-        await handle.writev(data);
         for (const part of data) size += part.length;
+        // One request, which stops without an error at a write that fails after some were made (a disk full part way).
+        const { bytesWritten } = await handle.writev(data);
+        if (bytesWritten !== size) throw new Error(`${path}: ${bytesWritten} of ${size} bytes written (a full disk?)`);
       } else if (typeof data === 'string' || data instanceof Uint8Array) {
         await handle.writeFile(data);
         size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
@@ -41,6 +44,7 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
       }
       if (spare) await handle.truncate(size); // what is left of a longer file it held
       if (durable) await handle.sync();
+      inode = (await handle.stat()).ino;
     } finally {
       await handle.close();
     }
@@ -52,6 +56,7 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
     throw error;
   }
   if (durable === true) await syncPath(fs, dir);
+  return inode;
 }
 
 let tmpCounter = 0;
@@ -81,15 +86,16 @@ export async function openNew(fs: Fs, path: string, mode: number): Promise<nodeF
 }
 
 /**
- * A file to be written over from its start: `path` if it is a plain file with no other name,
- * else made anew (openNew). A link, or a second name of another file, put there (a state or
- * SD directory others can write) is never written through.
+ * A file to be written over from its start: `path` if it is a plain file of this process's
+ * user with no other name, else made anew (openNew). A link, a second name of another file,
+ * or another user's file put there (a state or SD directory others can write) is never
+ * written through.
  */
 export async function openSpare(fs: Fs, path: string, mode: number): Promise<nodeFs.promises.FileHandle> {
   try {
     const handle = await fs.promises.open(path, constants.O_RDWR | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     const stat = await handle.stat().catch(() => undefined);
-    if (stat?.isFile() && stat.nlink === 1) return handle;
+    if (stat?.isFile() && stat.nlink === 1 && stat.uid === process.geteuid?.()) return handle;
     await handle.close();
   } catch {
     // gone, or a link: made anew

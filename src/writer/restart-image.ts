@@ -3,7 +3,8 @@ import type { FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot, type LiveCatalog } from '../catalog/live.js';
 import { sharedParts, targetParse, type Entity, type ParseResult } from '../catalog/parse.js';
 import type { Problem } from '../catalog/problem.js';
-import { clearTempsOf, PROCESS_TAG, tempPathOf, writeFileDurably } from '../git/fs.js';
+import { dirname } from 'node:path';
+import { clearTempsOf, PROCESS_TAG, syncPath, tempPathOf, writeFileDurably } from '../git/fs.js';
 import type { Logger } from '../log.js';
 import { restoredState, savedStateOf, type SavedCatalogState } from './catalog-state.js';
 import { codeId } from './code-id.js';
@@ -134,6 +135,8 @@ export class RestartImage {
     this.saved = undefined;
     this.removing = fs.promises
       .rename(this.file, this.spare)
+      // Synced before a save writes over it: after a power cut the image's name must not hold a save half made.
+      .then(() => syncPath(fs, dirname(this.file)))
       .catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? undefined : fs.promises.rm(this.file, { force: true })))
       .catch((error: unknown) => logger.warn('removing the outdated restart image failed: a start at its commit would take it', { error: String(error) }));
   }
