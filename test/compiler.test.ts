@@ -781,7 +781,10 @@ describe('SdOutput', () => {
       const victim = join(dir, 'victim');
       const spare = join(dir, 'sd', `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`);
       const output = new SdOutput(fs, join(dir, 'sd'), { spareFrom: 1, now: () => clock });
-      for (const plant of [(to: string) => fs.symlinkSync(victim, to), (to: string) => fs.linkSync(victim, to)]) {
+      // A link, a second name of another file, and (run as root) a file of another user's put there.
+      const plants = [(to: string) => fs.symlinkSync(victim, to), (to: string) => fs.linkSync(victim, to)];
+      if (process.getuid?.() === 0) plants.push((to: string) => (fs.writeFileSync(to, 'not the SD writer\'s\n'), fs.chownSync(to, 65534, 65534)));
+      for (const plant of plants) {
         fs.writeFileSync(victim, 'not the SD writer\'s\n');
         await output.write(files('node.json', '[\n  1\n]\n'));
         await output.write(files('node.json', '[\n  2\n]\n'));
@@ -792,6 +795,7 @@ describe('SdOutput', () => {
         await output.write(files('node.json', '[\n  3 \n]\n'));
         expect(fs.readFileSync(victim, 'utf8')).toBe('not the SD writer\'s\n');
         expect(fs.readFileSync(join(dir, 'sd/node.json'), 'utf8')).toBe('[\n  3 \n]\n');
+        expect(fs.statSync(join(dir, 'sd/node.json')).uid).toBe(process.getuid?.());
         expect(fs.lstatSync(join(dir, 'sd/node.json')).nlink).toBe(1);
         // What was planted is not the file's any more, nor the spare, which is the file replaced.
         expect(fs.readFileSync(spare, 'utf8')).toBe('[\n  2\n]\n');
@@ -825,7 +829,7 @@ describe('SdOutput', () => {
       for (const name of killed) fs.utimesSync(join(dir, name), old, old);
       await vi.advanceTimersByTimeAsync(LOOK_AGAIN_MS);
       // The look runs on its own (setImmediate is not faked): its file operations end within a few turns.
-      for (let turn = 0; turn < 10_000 && killed.some((name) => fs.existsSync(join(dir, name))); turn++) await new Promise(setImmediate);
+      for (const until = Date.now() + 10_000; Date.now() < until && killed.some((name) => fs.existsSync(join(dir, name))); ) await new Promise(setImmediate);
       expect(fs.readdirSync(dir).sort()).toEqual([own, 'node', 'node.json']);
       await output.close();
       expect(fs.readdirSync(dir).sort()).toEqual(['node', 'node.json']);

@@ -19,9 +19,10 @@ const WRITES_IN_FLIGHT = 16;
  * Files at least this big are written into a spare file kept from the write before (see
  * SdOutput.fromSpare). A new file takes pages and disk blocks, and the one it replaces gives
  * them back at the rename; where freed memory goes back to the host, as on this VM, pages
- * taken anew cost more still. Measured at 100k targets (two jobs' files of 37 MB, bench/idle.ts,
- * a registration every 10.5 s): with new files, 117-119 ms of server CPU a registration and the
- * SD file 137-143 ms after its answer; written over, 21-24 ms and 28-30 ms.
+ * taken anew cost more still. Measured at 100k targets (two jobs' files of 37 MB, indented as they
+ * were then; bench/idle.ts, a registration every 10.5 s): with new files, 117-119 ms of server
+ * CPU a registration and the SD file 137-143 ms after its answer; written over, 21-24 ms and
+ * 28-30 ms (with the files of 25 MB they are now, ~20 ms and ~22 ms).
  */
 export const SPARE_FROM = 1 << 20;
 
@@ -68,8 +69,8 @@ export class SdOutput {
 
   /** Names whose spare holds the file they last replaced, and when (see fromSpare). */
   private readonly retired = new Map<string, number>();
-  /** The inode of each big file this process put in place (see fromSpare). */
-  private readonly placed = new Map<string, number>();
+  /** Each big file this process put in place, as it wrote it (see fromSpare). */
+  private readonly placed = new Map<string, { ino: number; mtimeMs: number }>();
   private readonly spareFrom: number;
   /** Whether the first write looked for what other processes left, and the timer of the look again. */
   private leftoversLooked = false;
@@ -176,7 +177,7 @@ export class SdOutput {
     if (!last && !this.leftoversLooked) {
       // What other processes left, at the first write and once more later: a server killed and started again at once left files younger than leftoverTemp takes.
       this.leftoversLooked = true;
-      await this.removeLeftovers();
+      await this.removeLeftovers().catch(() => undefined); // best effort: they are not this write's
       this.lookAgain = setTimeout(() => void this.removeLeftovers().catch(() => undefined), LOOK_AGAIN_MS);
       this.lookAgain.unref();
     }
@@ -202,7 +203,10 @@ export class SdOutput {
     for (const entry of await this.fs.promises.readdir(dir, { withFileTypes: true })) {
       const name = String(entry.name);
       if (!sub && entry.isDirectory()) await this.removeLeftovers(name);
-      if (entry.isFile() && name.endsWith('.tmp') && leftoverTemp(name, (await this.fs.promises.lstat(`${dir}/${name}`)).mtimeMs)) await this.fs.promises.rm(`${dir}/${name}`, { force: true });
+      if (!entry.isFile() || !name.endsWith('.tmp')) continue;
+      // One gone meanwhile (this process's own temp renamed, another's removed) is passed over, not the end of the look.
+      const stat = await this.fs.promises.lstat(`${dir}/${name}`).catch(() => undefined);
+      if (stat && leftoverTemp(name, stat.mtimeMs)) await this.fs.promises.rm(`${dir}/${name}`, { force: true }).catch(() => undefined);
     }
   }
 
@@ -221,9 +225,9 @@ export class SdOutput {
     const retired = this.retired.get(name);
     const reuse = retired !== undefined && this.now() - retired >= RETIRED_MS;
     if (reuse) {
-      this.retired.delete(name); // written over from here on: not a spare until it is one again below
       // The renames that made it the spare were not synced: a power cut before they are on disk must not find it the SD file, half written.
       await syncPath(this.fs, dirname(path));
+      this.retired.delete(name); // written over from here on: not a spare until it is one again below
     }
     // The file it replaces is kept under a second name first, to become the next spare: only
     // the file this process put there (another's, kept, could be of another user or mode).
@@ -236,7 +240,9 @@ export class SdOutput {
       try {
         await this.fs.promises.rm(kept, { force: true });
         await this.fs.promises.link(path, kept);
-        keeps = (await this.fs.promises.lstat(kept)).ino === placed;
+        // The inode number and the time it was last written: a number freed is soon given to a new file.
+        const stat = await this.fs.promises.lstat(kept);
+        keeps = stat.ino === placed.ino && stat.mtimeMs === placed.mtimeMs;
       } catch {
         // nothing there, or no hard links on this file system: no spare, only a saving lost
       }
@@ -260,8 +266,9 @@ export class SdOutput {
   /** Removes a name's spare (the file it belonged to is removed, or small now). */
   private async dropSpare(name: string): Promise<void> {
     this.placed.delete(name);
-    if (!this.retired.delete(name)) return;
+    if (!this.retired.has(name)) return;
     await this.fs.promises.rm(spareOf(`${this.dir}/${name}`), { force: true });
+    this.retired.delete(name);
   }
 
   /**

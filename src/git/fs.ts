@@ -16,13 +16,14 @@ export type Fs = typeof nodeFs;
  * holds the old file or the new one, whole; but the rename may be undone by one (for files
  * made again from Git at start-up, like the SD files: one fsync a write fewer).
  * `beforeRename` is awaited just before the new content takes the name. `data` as chunks is
- * written as they come. `spare`: a temp name of this process's whose file, if it is there
- * (openSpare), is written over rather than a new file made (big files: see SdOutput's SPARE_FROM).
+ * written as they come; the file as written (its stat) is returned. `spare`: a temp name of
+ * this process's whose file, if it is there (openSpare), is written over rather than a new
+ * file made (big files: see SdOutput's SPARE_FROM).
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void | Promise<void>, spare?: string): Promise<number> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void | Promise<void>, spare?: string): Promise<nodeFs.Stats> {
   const dir = dirname(path);
   const tmp = spare ?? tempPathOf(path, `${process.pid}.${PROCESS_TAG}.${tmpCounter++}`);
-  let inode: number;
+  let written: nodeFs.Stats;
   try {
     const handle = spare ? await openSpare(fs, tmp, mode) : await openNew(fs, tmp, mode);
     try {
@@ -44,7 +45,7 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
       }
       if (spare) await handle.truncate(size); // what is left of a longer file it held
       if (durable) await handle.sync();
-      inode = (await handle.stat()).ino;
+      written = await handle.stat();
     } finally {
       await handle.close();
     }
@@ -56,7 +57,7 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
     throw error;
   }
   if (durable === true) await syncPath(fs, dir);
-  return inode;
+  return written;
 }
 
 let tmpCounter = 0;

@@ -135,9 +135,11 @@ export class RestartImage {
     this.saved = undefined;
     this.removing = fs.promises
       .rename(this.file, this.spare)
-      // Synced before a save writes over it: after a power cut the image's name must not hold a save half made.
-      .then(() => syncPath(fs, dirname(this.file)))
-      .catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? undefined : fs.promises.rm(this.file, { force: true })))
+      .then(
+        // Synced before a save writes over it: after a power cut the image's name must not hold a save half made (not synced: not written over).
+        () => syncPath(fs, dirname(this.file)).catch(() => fs.promises.rm(this.spare, { force: true })),
+        (error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? undefined : fs.promises.rm(this.file, { force: true })),
+      )
       .catch((error: unknown) => logger.warn('removing the outdated restart image failed: a start at its commit would take it', { error: String(error) }));
   }
 
