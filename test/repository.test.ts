@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { existsSync, mkdirSync, type PathLike, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, type PathLike, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { clearLeftoverPackTemps, hashObject, ObjectWriter, type TreeEntry } from '../src/git/objects.js';
@@ -219,6 +219,32 @@ describe('GitRepository', () => {
     gitCli(dir, 'fsck', '--strict', '--no-progress');
     expect(gitCli(dir, 'rev-list', '--count', 'main').trim()).toBe('61');
     expect(gitCli(dir, 'show', 'main:targets/g2/h59.yaml')).toBe('n: 59\n');
+  });
+
+  it('folds the packs at the lowest priority: upkeep nothing waits for leaves the cores to the commits', async () => {
+    // A git on PATH before the real one that notes its priority once lowered (or after 5 s), then becomes the real one.
+    const bin = join(tempDir(), 'bin');
+    mkdirSync(bin);
+    const log = join(bin, 'priorities');
+    const real = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
+    const nice = "$(cut -d' ' -f19 /proc/$$/stat)"; // the 19th field of a process's stat is its nice value
+    writeFileSync(join(bin, 'git'), `#!/bin/sh\nif [ "$2" = repack ]; then\n  i=0\n  while [ "${nice}" != 19 ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i + 1)); done\n  echo "${nice}" >> '${log}'\nfi\nexec '${real}' "$@"\n`, { mode: 0o755 });
+    const path = process.env.PATH;
+    process.env.PATH = `${bin}:${path}`;
+    onCleanup(() => {
+      process.env.PATH = path;
+    });
+    const dir = join(tempDir(), 'repo.git');
+    const repo = await GitRepository.init(dir, { author: ADMIN, files: [{ path: 'aami.yaml', content: 'exporters: {}\n' }] });
+    let head = (await repo.head())!;
+    for (let i = 0; i < 50; i++) {
+      const commit = await repo.writeCommit(head, { message: `c${i}`, author: ADMIN, changes: [{ path: `targets/g/h${i}.yaml`, content: `n: ${i}\n` }] });
+      expect((await repo.swap(head, commit!)).kind).toBe('swapped');
+      head = commit!;
+    }
+    await repo.close(); // waits for the repack
+    expect(readFileSync(log, 'utf8')).toBe('19\n');
+    expect(readdirSync(join(dir, 'objects/pack')).filter((f) => f.endsWith('.pack')).length).toBeLessThan(10);
   });
 
   it('writes a pack outside objects/ until it is whole: a clone by path meanwhile copies no part of it', async () => {

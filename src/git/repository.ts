@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
+import { setPriority } from 'node:os';
 import { promisify } from 'node:util';
 import { exists, syncPath } from './fs.js';
 import { clearLeftoverPackTemps, hashObject, ObjectWriter, type Person, serializeCommit, type TreeEntry } from './objects.js';
@@ -318,7 +319,15 @@ export class GitRepository {
   private repack(): void {
     if (this.repacking) return;
     this.packs = 0;
-    this.repacking = run('git', [`--git-dir=${this.gitdir}`, 'repack', '-d', '-q', '--geometric=2'])
+    const job = run('git', [`--git-dir=${this.gitdir}`, 'repack', '-d', '-q', '--geometric=2']);
+    // Upkeep that nothing waits for: at the lowest priority it leaves the cores to the commits
+    // of a storm (on 2 cores, a 10k storm's second round: p99 63 ms, against 94 at the server's own).
+    try {
+      if (job.child.pid !== undefined) setPriority(job.child.pid, 19);
+    } catch {
+      // not allowed here (a seccomp profile): it runs at the server's priority
+    }
+    this.repacking = job
       .then(() => undefined, () => undefined)
       .finally(() => (this.repacking = undefined));
   }
