@@ -1,5 +1,6 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { givenToNode } from './v8-flags.js';
 
 export interface MemoryReleaseOptions {
   /** How long the server stays without work before it collects. */
@@ -102,9 +103,8 @@ export class MemoryRelease {
 function fullCollection(): () => void {
   let gc: (() => void) | undefined;
   // Flags set for one collection are unset after it, but never one node was started with.
-  const given = (flag: string) => [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => arg.replace(/_/g, '-') === flag);
   const during = (flag: string, fn: () => void) => {
-    if (given(flag)) return fn();
+    if (givenToNode(flag)) return fn();
     setFlagsFromString(flag);
     try {
       fn();

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { givenToNode } from '../src/v8-flags.js';
 import { MemoryRelease } from '../src/memory.js';
 
 const MB = 2 ** 20;
@@ -145,3 +146,25 @@ describe('returning memory once the server goes quiet', () => {
 function raise(): never {
   throw new Error('no gc here');
 }
+
+describe('V8 flags the server sets for itself', () => {
+  const options = process.env.NODE_OPTIONS;
+  afterEach(() => {
+    if (options === undefined) delete process.env.NODE_OPTIONS;
+    else process.env.NODE_OPTIONS = options;
+  });
+
+  it('leaves a flag node was given, in either form and either spelling, on its command line or in NODE_OPTIONS', () => {
+    process.env.NODE_OPTIONS = '--max-old-space-size=512';
+    expect(givenToNode('--always-sparkplug')).toBe(false);
+    for (const given of ['--always-sparkplug', '--always_sparkplug', '--no-always-sparkplug', '--trace-gc --no-always_sparkplug']) {
+      process.env.NODE_OPTIONS = given;
+      expect(givenToNode('--always-sparkplug')).toBe(true);
+    }
+    process.env.NODE_OPTIONS = '--always-sparkplug-x --max-old-space-size=512';
+    expect(givenToNode('--always-sparkplug')).toBe(false); // another flag, not this one
+    expect(givenToNode('--max-old-space-size')).toBe(true); // a value after `=`
+    delete process.env.NODE_OPTIONS;
+    expect(givenToNode('--always-sparkplug')).toBe(process.execArgv.some((arg) => arg.includes('sparkplug')));
+  });
+});
