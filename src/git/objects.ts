@@ -292,7 +292,13 @@ function byOid(a: { oid: string }, b: { oid: string }): number {
  */
 function deflated(content: Buffer): Buffer {
   const windowBits = Math.min(15, Math.max(9, Math.ceil(Math.log2(content.length + 262))));
-  return deflateSync(content, { level: 1, windowBits, memLevel: Math.max(1, windowBits - 7) });
+  // Output room for a small input's whole stream (zlib's compressBound, its 2-byte header and 4-byte
+  // Adler-32), not zlib's default 16 KB: an output buffer that small comes from Node's shared pool.
+  // A buffer of 16 KB for each blob and commit, three a registration, was a quarter of the buffer
+  // memory one client's registrations took (bench:register, 10k targets), each freed only by a collection.
+  const n = content.length;
+  const chunkSize = Math.min(16 * 1024, Math.max(64, n + (n >>> 12) + (n >>> 14) + (n >>> 25) + 13 + 6));
+  return deflateSync(content, { level: 1, windowBits, memLevel: Math.max(1, windowBits - 7), chunkSize });
 }
 
 /**
