@@ -2,9 +2,9 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { leftoverTemp, PROCESS_TAG, tempPathOf } from '../src/git/fs.js';
+import { clearLeftoverTemps, leftoverTemp, PROCESS_TAG, tempPathOf } from '../src/git/fs.js';
 import { lockStateDir } from '../src/writer/state-lock.js';
-import { onCleanup, tempDir } from './helpers.js';
+import { fsWith, onCleanup, tempDir } from './helpers.js';
 import { waitFor } from './node-helpers.js';
 
 /** A process that runs until the test ends: its pid, and the line that names it in server.pid. */
@@ -158,5 +158,34 @@ describe('the state directory lock (server.pid)', () => {
     release();
     // Another process's temp of this form, killed before it removed it (two minutes on): a start's clean-up knows it.
     expect(leftoverTemp(temp.slice(dir.length + 1).replace(PROCESS_TAG, 't0a1b2c3d'), Date.now() - 130_000)).toBe(true);
+  });
+});
+
+describe('clearing what killed servers left in the state directory', () => {
+  it('passes over a leftover it cannot look at or remove, and clears the others', () => {
+    const dir = tempDir();
+    const old = new Date(Date.now() - 10 * 60_000);
+    const names = ['.a.json.4242.t0a1b2c3d.1.tmp', '.b.json.4242.t0a1b2c3d.2.tmp', '.c.json.4242.t0a1b2c3d.3.tmp', '.d.json.4242.t0a1b2c3d.4.tmp'];
+    for (const name of names) {
+      fs.writeFileSync(join(dir, name), '{"partial');
+      fs.utimesSync(join(dir, name), old, old);
+    }
+    // The first one listed cannot be looked at, the second cannot be removed (EACCES, a file gone meanwhile).
+    const listed = fs.readdirSync(dir);
+    const fault = (path: fs.PathLike) => Object.assign(new Error(`EACCES: ${String(path)}`), { code: 'EACCES' });
+    const faulty = fsWith({
+      lstatSync: ((path: fs.PathLike, ...rest: unknown[]) => {
+        if (String(path).endsWith(listed[0]!)) throw fault(path);
+        return (fs.lstatSync as (...args: unknown[]) => fs.Stats)(path, ...rest);
+      }) as typeof fs.lstatSync,
+      rmSync: ((path: fs.PathLike, options?: fs.RmOptions) => {
+        if (String(path).endsWith(listed[1]!)) throw fault(path);
+        fs.rmSync(path, options);
+      }) as typeof fs.rmSync,
+    });
+    expect(clearLeftoverTemps(faulty, dir).sort()).toEqual(listed.slice(2).sort());
+    expect(fs.readdirSync(dir).sort()).toEqual(listed.slice(0, 2).sort());
+    // A directory that cannot be listed: nothing removed, no throw (the start goes on).
+    expect(clearLeftoverTemps(fs, join(dir, 'missing'))).toEqual([]);
   });
 });

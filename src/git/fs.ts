@@ -139,15 +139,23 @@ export function leftoverTemp(name: string, mtimeMs: number): boolean {
 /** Remove, best effort, the leftovers in `dir` (leftoverTemp); the names removed. */
 export function clearLeftoverTemps(fs: Fs, dir: string): string[] {
   const removed: string[] = [];
+  let entries: nodeFs.Dirent[];
   try {
-    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-      const name = String(entry.name);
-      if (!entry.isFile() || !name.endsWith('.tmp') || !leftoverTemp(name, fs.lstatSync(`${dir}/${name}`).mtimeMs)) continue;
+    entries = fs.readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return removed; // left for the next start
+  }
+  for (const entry of entries) {
+    const name = String(entry.name);
+    if (!entry.isFile() || !name.endsWith('.tmp')) continue;
+    // One that cannot be looked at or removed (gone meanwhile, EACCES) is left: not the end of the look.
+    try {
+      if (!leftoverTemp(name, fs.lstatSync(`${dir}/${name}`).mtimeMs)) continue;
       fs.rmSync(`${dir}/${name}`, { force: true });
       removed.push(name);
+    } catch {
+      // left for the next start
     }
-  } catch {
-    // left for the next start
   }
   return removed;
 }
