@@ -641,6 +641,34 @@ describe('SdOutput', () => {
     }
   });
 
+  it('writes and removes no shard through a link put in place of a job\'s directory: the write fails, nothing where it points changes', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-shard-link-'));
+    try {
+      const victim = join(dir, 'victim');
+      fs.mkdirSync(victim);
+      fs.writeFileSync(join(victim, 'db.json'), 'theirs');
+      const text = (n: number) => Buffer.from(`[\n${n}\n]\n`);
+      // A first write, the job's directory a link: nothing written through it.
+      fs.mkdirSync(join(dir, 'sd'));
+      fs.symlinkSync(victim, join(dir, 'sd/node'));
+      await expect(new SdOutput(fs, join(dir, 'sd')).write(new Map([['node/gpu.json', text(1)]]))).rejects.toThrow(/sd\/node is not a directory/);
+      expect(fs.readdirSync(victim)).toEqual(['db.json']);
+      // A server that wrote the directory, then finds it a link when a group's shard goes.
+      fs.rmSync(join(dir, 'sd/node'));
+      const output = new SdOutput(fs, join(dir, 'sd'));
+      const first = PMap.from(new Map([['node/gpu.json', [text(1)]], ['node/db.json', [text(2)]]]));
+      await output.write(first);
+      fs.renameSync(join(dir, 'sd/node'), join(dir, 'real'));
+      fs.symlinkSync(victim, join(dir, 'sd/node'));
+      const draft = first.edit();
+      draft.delete('node/db.json');
+      await expect(output.write(draft.freeze())).rejects.toThrow(/sd\/node is not a directory/);
+      expect(fs.readFileSync(join(victim, 'db.json'), 'utf8')).toBe('theirs');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('syncs an SD file before it names it, and does not sync the directory for the rename', async () => {
     const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-sync-'));
     try {

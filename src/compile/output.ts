@@ -110,6 +110,7 @@ export class SdOutput {
     }
     const result: OutputResult = { written: [], removed: [] };
     const remove = async (name: string) => {
+      if (name.includes('/')) await this.shardDirectory(name.slice(0, name.lastIndexOf('/')));
       beforeChange?.();
       await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
       await this.dropSpare(name);
@@ -134,6 +135,7 @@ export class SdOutput {
       }
       if (sub && !this.dirs.has(sub)) {
         await this.fs.promises.mkdir(`${this.dir}/${sub}`, { recursive: true });
+        await this.shardDirectory(sub);
         this.dirs.add(sub);
       }
       // Only when we have not written this file yet (a restart) is it worth reading it back.
@@ -186,6 +188,21 @@ export class SdOutput {
     result.written.sort();
     result.removed.sort();
     return result;
+  }
+
+  /**
+   * Throws unless a job's shard directory (the group layout) is a directory, not a link: one
+   * put in its place (an SD directory others can write) would have the server write and
+   * remove its files wherever it points. The write fails, the files keep what they had, and
+   * health names the path until it is put right.
+   */
+  private async shardDirectory(sub: string): Promise<void> {
+    const path = `${this.dir}/${sub}`;
+    const stat = await this.fs.promises.lstat(path).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined; // nothing there: nothing to write through
+      throw error;
+    });
+    if (stat && !stat.isDirectory()) throw new Error(`${path} is not a directory (a link?): the SD files of job "${sub}" are not written through it`);
   }
 
   /** Removes the spare files (best effort): a later process makes its own. */
