@@ -469,12 +469,11 @@ async function openOrCreateRepo(config: ServerConfig, branch: string, remoteFor?
  */
 function protectLegacyWorkingTree(dir: string): void {
   const hook = join(dir, '.git/hooks/pre-commit');
-  if (!fs.existsSync(hook)) {
+  if (!fs.lstatSync(hook, { throwIfNoEntry: false })) {
     fs.mkdirSync(dirname(hook), { recursive: true });
-    fs.writeFileSync(
+    writeHook(
       hook,
       `#!/bin/sh\necho "This repository is served by aami: its working tree is not read, and a commit here would start from a stale index." >&2\necho "Clone it and push instead:  git clone ${dir} work && cd work && ... && git push" >&2\nexit 1\n`,
-      { mode: 0o755 },
     );
   }
   const config = fs.readFileSync(join(dir, '.git/config'), 'utf8');
@@ -490,13 +489,25 @@ const LOCAL_PUSH_HOOK = '# aami: with a remote, config changes go to the remote'
  */
 function guardLocalPushes(gitdir: string, remoteUrl: string | undefined): void {
   const hook = join(gitdir, 'hooks/pre-receive');
-  const ours = fs.existsSync(hook) && fs.readFileSync(hook, 'utf8').includes(LOCAL_PUSH_HOOK);
-  if (remoteUrl) {
-    if (fs.existsSync(hook) && !ours) return;
+  // Anything there but a file of ours (another hook, a link) is left as it is.
+  const there = fs.lstatSync(hook, { throwIfNoEntry: false });
+  const ours = there?.isFile() === true && fs.readFileSync(hook, 'utf8').includes(LOCAL_PUSH_HOOK);
+  if (ours) fs.rmSync(hook);
+  if (remoteUrl && (!there || ours)) {
     fs.mkdirSync(dirname(hook), { recursive: true });
-    fs.writeFileSync(hook, `#!/bin/sh\n${LOCAL_PUSH_HOOK}\necho "This server follows ${remoteUrl.replace(/["$`\\]/g, '')}: push your change there (or open a pull request)." >&2\nexit 1\n`, { mode: 0o755 });
-  } else if (ours) {
-    fs.rmSync(hook);
+    writeHook(hook, `#!/bin/sh\n${LOCAL_PUSH_HOOK}\necho "This server follows ${remoteUrl.replace(/["$`\\]/g, '')}: push your change there (or open a pull request)." >&2\nexit 1\n`);
+  }
+}
+
+/**
+ * A hook made new (O_EXCL): a link put at its name, even one to nothing, is never written
+ * through (the server would have made or overwritten the file it points to); it is left.
+ */
+function writeHook(path: string, text: string): void {
+  try {
+    fs.writeFileSync(path, text, { mode: 0o755, flag: 'wx' });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
 }
 

@@ -286,6 +286,23 @@ describe('no wedges', () => {
     expect(() => pushFiles(server.config.repo, { 'targets/ml-training/x.yaml': 'hostname: x\n' }, 'local push')).toThrow(/push your change there/);
   });
 
+  it('writes its push hook through no link put at the hook\'s name, even one to nothing: it leaves it', async () => {
+    const remote = bareRemote();
+    const first = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    await first.stop();
+    const hook = join(first.config.repo, 'hooks/pre-receive');
+    const target = join(tempDir(), 'planted');
+    fs.rmSync(hook);
+    fs.symlinkSync(target, hook);
+    const again = await member({ ...first.config, remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    expect(fs.existsSync(target)).toBe(false);
+    expect(fs.readlinkSync(hook)).toBe(target);
+    await again.stop();
+    // Without the remote the hook is not the server's to remove either.
+    await (await member({ ...first.config, remote: undefined })).stop();
+    expect(fs.readlinkSync(hook)).toBe(target);
+  });
+
   it('names a stale lock on the remote and a protected branch in health and in the error, instead of retrying them as races', { timeout: 60_000 }, async () => {
     const remote = bareRemote();
     const server = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
