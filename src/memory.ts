@@ -1,6 +1,6 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { givenToNode } from './v8-flags.js';
+import { nodeFlag } from './v8-flags.js';
 
 export interface MemoryReleaseOptions {
   /** How long the server stays without work before it collects. */
@@ -102,9 +102,9 @@ export class MemoryRelease {
  */
 function fullCollection(): () => void {
   let gc: (() => void) | undefined;
-  // Flags set for one collection are unset after it, but never one node was started with.
+  // Flags set for one collection are unset after it, but never one node was started with (one given off is set and unset again: off, as given).
   const during = (flag: string, fn: () => void) => {
-    if (givenToNode(flag)) return fn();
+    if (nodeFlag(flag) === true) return fn();
     setFlagsFromString(flag);
     try {
       fn();

@@ -1,12 +1,16 @@
 /**
- * Whether node was started with this V8 flag (`--name`) or its `--no-` form, on its command
- * line or in NODE_OPTIONS (`_` and `-` alike): a flag the server sets for itself while
- * running must not undo one an operator gave.
+ * How node was started with a V8 flag: `true` given on (`--name`), `false` given off
+ * (`--no-name`, `--noname`), undefined not given. Looked for on its command line and in
+ * NODE_OPTIONS (`_` and `-` alike): a flag the server sets for itself while running must not
+ * undo one an operator gave.
  */
-export function givenToNode(flag: string): boolean {
-  const name = flag.replace(/^--(no-)?/, '').replace(/_/g, '-');
-  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((arg) => {
-    const given = arg.replace(/_/g, '-').replace(/=.*$/, '');
-    return given === `--${name}` || given === `--no-${name}`;
-  });
+export function nodeFlag(flag: string, args: readonly string[] = process.execArgv, options = process.env.NODE_OPTIONS ?? ''): boolean | undefined {
+  const name = flag.replace(/^--/, '').replace(/_/g, '-');
+  let given: boolean | undefined;
+  for (const arg of [...args, ...options.split(/\s+/)]) {
+    const spelled = arg.replace(/_/g, '-').replace(/=.*$/, '');
+    if (spelled === `--${name}`) given = true;
+    else if (spelled === `--no-${name}` || spelled === `--no${name}`) given = false;
+  }
+  return given; // the last one given wins, as in V8
 }

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { givenToNode } from '../src/v8-flags.js';
+import { nodeFlag } from '../src/v8-flags.js';
 import { MemoryRelease } from '../src/memory.js';
 
 const MB = 2 ** 20;
@@ -148,23 +148,15 @@ function raise(): never {
 }
 
 describe('V8 flags the server sets for itself', () => {
-  const options = process.env.NODE_OPTIONS;
-  afterEach(() => {
-    if (options === undefined) delete process.env.NODE_OPTIONS;
-    else process.env.NODE_OPTIONS = options;
-  });
-
-  it('leaves a flag node was given, in either form and either spelling, on its command line or in NODE_OPTIONS', () => {
-    process.env.NODE_OPTIONS = '--max-old-space-size=512';
-    expect(givenToNode('--always-sparkplug')).toBe(false);
-    for (const given of ['--always-sparkplug', '--always_sparkplug', '--no-always-sparkplug', '--trace-gc --no-always_sparkplug']) {
-      process.env.NODE_OPTIONS = given;
-      expect(givenToNode('--always-sparkplug')).toBe(true);
-    }
-    process.env.NODE_OPTIONS = '--always-sparkplug-x --max-old-space-size=512';
-    expect(givenToNode('--always-sparkplug')).toBe(false); // another flag, not this one
-    expect(givenToNode('--max-old-space-size')).toBe(true); // a value after `=`
-    delete process.env.NODE_OPTIONS;
-    expect(givenToNode('--always-sparkplug')).toBe(process.execArgv.some((arg) => arg.includes('sparkplug')));
+  it('knows a flag node was given on or off, in any spelling, on its command line or in NODE_OPTIONS; the last one given wins', () => {
+    const flag = '--always-sparkplug';
+    expect(nodeFlag(flag, [], '')).toBeUndefined();
+    for (const on of ['--always-sparkplug', '--always_sparkplug']) expect(nodeFlag(flag, [on], ''), on).toBe(true);
+    for (const off of ['--no-always-sparkplug', '--no-always_sparkplug', '--noalways-sparkplug']) expect(nodeFlag(flag, [off], ''), off).toBe(false);
+    expect(nodeFlag(flag, ['--trace-gc', '--always-sparkplug', '--no-always-sparkplug'], '')).toBe(false);
+    expect(nodeFlag(flag, ['--always-sparkplug-x', '--sparkplug', '--no-sparkplug'], '')).toBeUndefined(); // other flags
+    expect(nodeFlag('--max-old-space-size', [], '--max-old-space-size=512 --trace-warnings')).toBe(true); // a value after `=`
+    expect(nodeFlag('--expose-gc', ['--expose_gc'], '')).toBe(true);
+    expect(nodeFlag('--expose-gc', ['--no-expose-gc'], '')).toBe(false); // given off: MemoryRelease sets it for its collection, and unsets it after
   });
 });
