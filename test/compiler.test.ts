@@ -664,6 +664,16 @@ describe('SdOutput', () => {
       draft.delete('node/db.json');
       await expect(output.write(draft.freeze())).rejects.toThrow(/sd\/node is not a directory/);
       expect(fs.readFileSync(join(victim, 'db.json'), 'utf8')).toBe('theirs');
+      // Nor a shard changed once the directory was made and written.
+      const again = new SdOutput(fs, join(dir, 'sd2'));
+      await again.write(first);
+      fs.renameSync(join(dir, 'sd2/node'), join(dir, 'real2'));
+      fs.symlinkSync(victim, join(dir, 'sd2/node'));
+      const changed = first.edit();
+      changed.set('node/gpu.json', [text(3)]);
+      await expect(again.write(changed.freeze())).rejects.toThrow(/sd2\/node is not a directory/);
+      expect(fs.readdirSync(victim)).toEqual(['db.json']);
+      expect(fs.readFileSync(join(victim, 'db.json'), 'utf8')).toBe('theirs');
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

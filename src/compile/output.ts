@@ -133,10 +133,13 @@ export class SdOutput {
         if (previous !== parts) this.written.set(name, parts); // hold the compile's parts: the same bytes read from disk (adopted) can go
         return;
       }
-      if (sub && !this.dirs.has(sub)) {
-        await this.fs.promises.mkdir(`${this.dir}/${sub}`, { recursive: true });
+      if (sub) {
+        if (!this.dirs.has(sub)) {
+          await this.fs.promises.mkdir(`${this.dir}/${sub}`, { recursive: true });
+          this.dirs.add(sub);
+        }
+        // At every write, not once: one lstat beside the write's fsync.
         await this.shardDirectory(sub);
-        this.dirs.add(sub);
       }
       // Only when we have not written this file yet (a restart) is it worth reading it back.
       if (previous || !(await this.onDiskAlready(name, parts, readBack))) {
@@ -194,7 +197,8 @@ export class SdOutput {
    * Throws unless a job's shard directory (the group layout) is a directory, not a link: one
    * put in its place (an SD directory others can write) would have the server write and
    * remove its files wherever it points. The write fails, the files keep what they had, and
-   * health names the path until it is put right.
+   * health names the path until it is put right. A link swapped in between this look and the
+   * write is not seen (Node has no openat): the SD directory stays the server's alone.
    */
   private async shardDirectory(sub: string): Promise<void> {
     const path = `${this.dir}/${sub}`;
