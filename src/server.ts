@@ -9,6 +9,7 @@ import type { RepoHealth } from './api/deps.js';
 import { LiveCatalog } from './catalog/live.js';
 import { filesOf } from './catalog/load.js';
 import type { SdLayout } from './compile/compiler.js';
+import { READ_FILE_ONLY } from './compile/output.js';
 import { SdPublisher } from './compile/publisher.js';
 import { clearLeftoverTemps, writeFileDurably } from './git/fs.js';
 import { addedOrder, fileHistory, fileVersions } from './git/history.js';
@@ -150,7 +151,9 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
   const guards = await repo.guardPushes();
   if (guards.set.length) logger.info('set the repository\'s push guards: a push into it may not rewrite or delete the branch', { set: guards.set.join(', ') });
   if (guards.failed) logger.warn('cannot set the repository\'s push guards: a push into it could rewrite the branch', { error: guards.failed });
-  guardLocalPushes(repo.gitdir, address?.url);
+  if (!guardLocalPushes(repo.gitdir, address?.url)) {
+    logger.warn('the repository\'s pre-receive hook is not the server\'s (another hook, or a link): left as it is, and pushes into this repository are not refused; push to the remote', { hook: join(repo.gitdir, 'hooks/pre-receive') });
+  }
   // A server killed while it moved the branch leaves the branch's lock file: writes would wait two minutes for it.
   const leftover = await repo.clearLeftoverLock();
   if (leftover) logger.warn('removed a lock on the branch left by a process that died holding it', { lock: leftover });
@@ -469,7 +472,7 @@ async function openOrCreateRepo(config: ServerConfig, branch: string, remoteFor?
  */
 function protectLegacyWorkingTree(dir: string): void {
   const hook = join(dir, '.git/hooks/pre-commit');
-  if (!fs.lstatSync(hook, { throwIfNoEntry: false })) {
+  if (hookText(hook) === undefined) {
     fs.mkdirSync(dirname(hook), { recursive: true });
     writeHook(
       hook,
@@ -486,22 +489,49 @@ const LOCAL_PUSH_HOOK = '# aami: with a remote, config changes go to the remote'
  * With a remote, the remote is the truth and this repository a copy the server keeps: a
  * push into it would fork the two. A pre-receive hook refuses it and says where to push.
  * Without a remote, pushing here is how people change config: the hook goes (if it is ours).
+ * Anything at its name but a file of ours (another's hook, a link) is left as it is: false
+ * when a remote is followed all the same (pushes here are then not refused).
  */
-function guardLocalPushes(gitdir: string, remoteUrl: string | undefined): void {
+function guardLocalPushes(gitdir: string, remoteUrl: string | undefined): boolean {
   const hook = join(gitdir, 'hooks/pre-receive');
-  // Anything there but a file of ours (another hook, a link) is left as it is.
-  const there = fs.lstatSync(hook, { throwIfNoEntry: false });
-  const ours = there?.isFile() === true && fs.readFileSync(hook, 'utf8').includes(LOCAL_PUSH_HOOK);
+  const text = remoteUrl && `#!/bin/sh\n${LOCAL_PUSH_HOOK}\necho "This server follows ${remoteUrl.replace(/["$`\\]/g, '')}: push your change there (or open a pull request)." >&2\nexit 1\n`;
+  const current = hookText(hook);
+  const ours = typeof current === 'string' && current.includes(LOCAL_PUSH_HOOK);
+  if (current !== undefined && !ours) return !remoteUrl;
+  if (current === text) return true; // ours, as it should be: not made again at every start
   if (ours) fs.rmSync(hook);
-  if (remoteUrl && (!there || ours)) {
+  if (text) {
     fs.mkdirSync(dirname(hook), { recursive: true });
-    writeHook(hook, `#!/bin/sh\n${LOCAL_PUSH_HOOK}\necho "This server follows ${remoteUrl.replace(/["$`\\]/g, '')}: push your change there (or open a pull request)." >&2\nexit 1\n`);
+    writeHook(hook, text);
+  }
+  return true;
+}
+
+/**
+ * A hook's text, its first 64 KB, read without following a link or waiting on a FIFO:
+ * undefined when nothing is at its name, null when what is there is not a file it can read.
+ */
+function hookText(path: string): string | null | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, READ_FILE_ONLY);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : null; // a link (ELOOP), unreadable
+  }
+  try {
+    if (!fs.fstatSync(fd).isFile()) return null;
+    const bytes = Buffer.alloc(64 * 1024);
+    return bytes.toString('utf8', 0, fs.readSync(fd, bytes, 0, bytes.length, 0));
+  } catch {
+    return null;
+  } finally {
+    fs.closeSync(fd);
   }
 }
 
 /**
- * A hook made new (O_EXCL): a link put at its name, even one to nothing, is never written
- * through (the server would have made or overwritten the file it points to); it is left.
+ * A hook made new (O_EXCL): a link put at its name since it was looked at, even one to
+ * nothing, is never written through (the server would make or overwrite what it points to).
  */
 function writeHook(path: string, text: string): void {
   try {

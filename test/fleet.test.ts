@@ -286,21 +286,40 @@ describe('no wedges', () => {
     expect(() => pushFiles(server.config.repo, { 'targets/ml-training/x.yaml': 'hostname: x\n' }, 'local push')).toThrow(/push your change there/);
   });
 
-  it('writes its push hook through no link put at the hook\'s name, even one to nothing: it leaves it', async () => {
+  it('keeps its push hook across restarts, and writes or removes it through no link put at its name: it leaves the link and says so', async () => {
     const remote = bareRemote();
-    const first = await member({ remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
+    const following = { remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } };
+    const first = await member(following);
     await first.stop();
     const hook = join(first.config.repo, 'hooks/pre-receive');
-    const target = join(tempDir(), 'planted');
-    fs.rmSync(hook);
-    fs.symlinkSync(target, hook);
-    const again = await member({ ...first.config, remote: { url: remote, branch: 'main', syncIntervalMs: 60_000 } });
-    expect(fs.existsSync(target)).toBe(false);
-    expect(fs.readlinkSync(hook)).toBe(target);
+    const made = fs.statSync(hook).ino;
+    // A restart keeps the hook it made (not made again), and pushes are still refused.
+    const again = await member({ ...first.config, ...following });
+    expect(fs.statSync(hook).ino).toBe(made);
+    expect(() => pushFiles(first.config.repo, { 'targets/ml-training/x.yaml': 'hostname: x\n' }, 'local push')).toThrow(/push your change there/);
     await again.stop();
-    // Without the remote the hook is not the server's to remove either.
+    // A link at its name, to nothing or to a file with the server's own words: neither written, made nor removed through.
+    const dangling = join(tempDir(), 'planted');
+    const theirs = join(tempDir(), 'theirs');
+    fs.writeFileSync(theirs, `#!/bin/sh\n# aami: with a remote, config changes go to the remote\nexit 0\n`);
+    for (const target of [dangling, theirs]) {
+      fs.rmSync(hook);
+      fs.symlinkSync(target, hook);
+      const lines: string[] = [];
+      await (await member({ ...first.config, ...following, logger: createLogger((line) => lines.push(line)) })).stop();
+      expect(fs.readlinkSync(hook)).toBe(target);
+      expect(lines.join('\n')).toContain('pre-receive hook is not the server');
+      await (await member({ ...first.config, remote: undefined })).stop();
+      expect(fs.readlinkSync(hook)).toBe(target);
+    }
+    expect(fs.existsSync(dangling)).toBe(false);
+    expect(fs.readFileSync(theirs, 'utf8')).toContain('exit 0');
+    // Its own hook goes when the remote does.
+    fs.rmSync(hook);
+    await (await member({ ...first.config, ...following })).stop();
+    expect(fs.readFileSync(hook, 'utf8')).toContain('push your change there');
     await (await member({ ...first.config, remote: undefined })).stop();
-    expect(fs.readlinkSync(hook)).toBe(target);
+    expect(fs.existsSync(hook)).toBe(false);
   });
 
   it('names a stale lock on the remote and a protected branch in health and in the error, instead of retrying them as races', { timeout: 60_000 }, async () => {
