@@ -190,8 +190,8 @@ export async function clearLeftoverPackTemps(fs: Fs, gitdir: string, now = Date.
     // A pack's rename into place sets its ctime, not its mtime: one written over minutes and
     // renamed a moment ago is a write at work, whose index gets its name next.
     if (!stat || now - (renamed ? Math.max(stat.mtimeMs, stat.ctimeMs) : stat.mtimeMs) < STALE_LOCK_MS) return;
-    await fs.promises.rm(path, { force: true });
-    removed.push(path);
+    // One that cannot be removed (EACCES) is left for a later start: not the end of the look, nor of this start.
+    if (await fs.promises.rm(path, { force: true }).then(() => true, () => false)) removed.push(path);
   };
   const packDir = `${gitdir}/objects/pack`;
   for (const dir of [gitdir, packDir]) {
@@ -292,12 +292,14 @@ function byOid(a: { oid: string }, b: { oid: string }): number {
  */
 function deflated(content: Buffer): Buffer {
   const windowBits = Math.min(15, Math.max(9, Math.ceil(Math.log2(content.length + 262))));
-  // Output room for a small input's whole stream (zlib's compressBound, its 2-byte header and 4-byte
-  // Adler-32), not zlib's default 16 KB: an output buffer that small comes from Node's shared pool.
-  // A buffer of 16 KB for each blob and commit, three a registration, was a quarter of the buffer
-  // memory one client's registrations took (bench:register, 10k targets), each freed only by a collection.
+  // Output room for a small input's whole stream (zlib's compressBound, which counts its header
+  // and Adler-32), not zlib's default 16 KB: for inputs under ~4 KB (the files of one target or
+  // token, a commit) the output buffer then comes from Node's shared pool. A buffer of 16 KB for
+  // each blob and commit, three a registration, was a quarter of the buffer memory one client's
+  // registrations took (bench:register, 10k targets), each freed only by a collection. An output
+  // past the room takes a second chunk: never wrong.
   const n = content.length;
-  const chunkSize = Math.min(16 * 1024, Math.max(64, n + (n >>> 12) + (n >>> 14) + (n >>> 25) + 13 + 6));
+  const chunkSize = Math.min(16 * 1024, Math.max(64, n + (n >>> 12) + (n >>> 14) + (n >>> 25) + 13));
   return deflateSync(content, { level: 1, windowBits, memLevel: Math.max(1, windowBits - 7), chunkSize });
 }
 

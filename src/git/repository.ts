@@ -325,7 +325,7 @@ export class GitRepository {
     try {
       if (job.child.pid !== undefined) setPriority(job.child.pid, 19);
     } catch {
-      // not allowed here (a seccomp profile): it runs at the server's priority
+      // not allowed here (a seccomp profile), or done already (ESRCH): it runs at the server's priority
     }
     this.repacking = job
       .then(() => undefined, () => undefined)
