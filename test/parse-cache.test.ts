@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { filesOf } from '../src/catalog/load.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { GitRepository } from '../src/git/repository.js';
@@ -347,6 +347,38 @@ describe('the parse cache', () => {
       expect(again.get(`targets/ml/h-${many}.yaml`, oid(many))).toEqual({ parsed: target(many, site) });
       expect(again.get(`targets/ml/h-${many + 1}.yaml`, oid(many + 1))).toEqual({ parsed: target(many + 1) });
       expect(fs.readFileSync(file, 'utf8').trim().split('\n').length).toBe(1 + many + 2 + 8); // the header, the entries, 8 values: ml, [prod], the exporters, 3 racks, {}, {site: new}
+    });
+
+    it('writes a long flush a slice at a time, never the whole log as one string: a write cut short after a slice leaves a log that reads', async () => {
+      const file = join(tempDir(), 'parse-cache.log');
+      const cache = new ParseCache(file);
+      const many = 12_000; // three slices
+      for (let i = 0; i < many; i++) cache.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
+      // Each write's size, and the log as it was after the first one (what a kill then would leave).
+      const writes: number[] = [];
+      const cut = join(tempDir(), 'cut-short.log');
+      const open = fs.promises.open;
+      const spy = vi.spyOn(fs.promises, 'open').mockImplementation(async (...args: Parameters<typeof open>) => {
+        const handle = await open(...args);
+        const writeFile = handle.writeFile.bind(handle);
+        handle.writeFile = (async (data: string) => {
+          await writeFile(data);
+          writes.push(Buffer.byteLength(data));
+          if (writes.length === 1) fs.copyFileSync(file, cut);
+        }) as typeof handle.writeFile;
+        return handle;
+      });
+      onCleanup(() => spy.mockRestore());
+      await cache.flush();
+      spy.mockRestore();
+      const total = fs.statSync(file).size;
+      expect(writes.length).toBe(3);
+      expect(writes.reduce((a, b) => a + b)).toBe(total);
+      expect(Math.max(...writes)).toBeLessThan(total / 2);
+      const again = new ParseCache(cut);
+      await again.load();
+      for (let i = 0; i < 5_000; i += 499) expect(again.get(`targets/ml/h-${i}.yaml`, oid(i)), `h-${i}`).toEqual({ parsed: target(i) });
+      expect(again.get(`targets/ml/h-${5_000}.yaml`, oid(5_000))).toBeUndefined();
     });
 
     it('read for its dictionary alone (a start from the restart image), goes on from its numbers and compacts to what the snapshot holds', async () => {

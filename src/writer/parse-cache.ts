@@ -175,7 +175,7 @@ export class ParseCache {
       const dictionary = new Dictionary();
       try {
         const tmp = compactionTemp(file);
-        await fs.promises.writeFile(tmp, `${this.header}\n${await linesOf(dictionary, entries)}`, { mode: 0o600 });
+        await writeLines(tmp, 'w', `${this.header}\n`, dictionary, entries);
         await fs.promises.rename(tmp, file);
         this.dictionary = dictionary;
         this.foreign = false;
@@ -199,10 +199,9 @@ export class ParseCache {
     const write = this.writing.catch(() => undefined).then(async () => {
       // Made here, in write order: the dictionary is the one of the log as it is now (the
       // writes are chained: no other one changes it meanwhile).
-      const lines = await linesOf(this.dictionary, entries);
       try {
         const fresh = !(await fs.promises.stat(file).catch(() => undefined));
-        await fs.promises.appendFile(file, fresh ? `${this.header}\n${lines}` : lines, { mode: 0o600 });
+        await writeLines(file, 'a', fresh ? `${this.header}\n` : '', this.dictionary, entries);
       } catch (error) {
         // Some of the definitions may not have reached the log: the next lines define their values again.
         this.dictionary = new Dictionary(this.dictionary.next);
@@ -218,17 +217,32 @@ export class ParseCache {
 /** Where a compaction writes the log before it takes the log's name: a temp name clearTempsOf knows. */
 export const compactionTemp = (file: string) => tempPathOf(file, 'compacted');
 
-/** Lines made between two turns of the event loop. */
+/** Lines made between two turns of the event loop, and written together. */
 const LINES_SLICE = 5_000;
 
-/** The entries' lines, a slice at a time: the server answers between them. */
-async function linesOf(dictionary: Dictionary, entries: Array<[string, string, CachedParse]>): Promise<string> {
-  const lines: string[] = [];
-  for (let i = 0; i < entries.length; i++) {
-    if (i > 0 && i % LINES_SLICE === 0) await new Promise(setImmediate);
-    lines.push(lineOf(dictionary, ...entries[i]!));
+/**
+ * Writes (`w`) or appends (`a`) `head` and the entries' lines to `file`, a slice at a time:
+ * the server answers between slices, and holds one slice, not the whole log. A first start's
+ * 100k parses were one string and one buffer of 22 MB each, made while the server already
+ * took a storm of registrations. Each slice's lines define their values before they use them,
+ * so a write cut short leaves whole lines that read, and at most a torn last one (skipped).
+ */
+async function writeLines(file: string, flags: 'w' | 'a', head: string, dictionary: Dictionary, entries: Array<[string, string, CachedParse]>): Promise<void> {
+  const handle = await fs.promises.open(file, flags, 0o600);
+  try {
+    let lines: string[] = head ? [head] : [];
+    for (let i = 0; i < entries.length; i++) {
+      lines.push(lineOf(dictionary, ...entries[i]!));
+      if ((i + 1) % LINES_SLICE === 0 || i === entries.length - 1) {
+        await handle.writeFile(lines.join(''));
+        lines = [];
+        await new Promise(setImmediate);
+      }
+    }
+    if (lines.length) await handle.writeFile(lines.join('')); // the head alone
+  } finally {
+    await handle.close();
   }
-  return lines.join('');
 }
 
 /** An entry's line, after the lines defining the values it is the first to use. */
