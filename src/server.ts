@@ -268,7 +268,11 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
     });
   const replays = registry.add(new Counter('aami_writer_replays_total', 'Batches of writes replayed on a new head: the branch moved under them (a push into the repository, another server) or the remote refused their push.', ['reason']));
   const writer = new Writer(repo, live, follow, {
-    observeCommit: (s) => commitSeconds.observe(s),
+    observeCommit: (s) => {
+      commitSeconds.observe(s);
+      // A storm is work too: at 100k targets its compiles come over half a second apart (each waits ten times the last one's length), and a collection between two of them held its requests 136 ms.
+      memory.worked();
+    },
     observeReplay: (reason) => replays.inc({ reason }),
     publisher: follower ? undefined : upstream,
     readOnly: follower,
