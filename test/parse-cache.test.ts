@@ -349,36 +349,76 @@ describe('the parse cache', () => {
       expect(fs.readFileSync(file, 'utf8').trim().split('\n').length).toBe(1 + many + 2 + 8); // the header, the entries, 8 values: ml, [prod], the exporters, 3 racks, {}, {site: new}
     });
 
-    it('writes a long flush a slice at a time, never the whole log as one string: a write cut short after a slice leaves a log that reads', async () => {
-      const file = join(tempDir(), 'parse-cache.log');
-      const cache = new ParseCache(file);
-      const many = 12_000; // three slices
-      for (let i = 0; i < many; i++) cache.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: target(i) });
-      // Each write's size, and the log as it was after the first one (what a kill then would leave).
-      const writes: number[] = [];
-      const cut = join(tempDir(), 'cut-short.log');
+    /** fs.promises.open, spied: each writeFile of a handle it gives passes through `each` (its count from 1, its size). */
+    const spyWrites = (each: (n: number, bytes: number) => void) => {
       const open = fs.promises.open;
+      let n = 0;
       const spy = vi.spyOn(fs.promises, 'open').mockImplementation(async (...args: Parameters<typeof open>) => {
         const handle = await open(...args);
         const writeFile = handle.writeFile.bind(handle);
         handle.writeFile = (async (data: string) => {
+          each(++n, Buffer.byteLength(data)); // a throw here fails this write before it is made
           await writeFile(data);
-          writes.push(Buffer.byteLength(data));
-          if (writes.length === 1) fs.copyFileSync(file, cut);
         }) as typeof handle.writeFile;
         return handle;
       });
       onCleanup(() => spy.mockRestore());
+      return spy;
+    };
+    /** Target i, with a label set new in each slice of 5,000 (defined in that slice). */
+    const sliced = (i: number) => target(i, `node_labels: {slice: s${Math.floor(i / 5_000)}}\n`);
+
+    it('writes a long flush a slice at a time, never the whole log as one string: a write cut short after a slice leaves a log that reads', async () => {
+      const file = join(tempDir(), 'parse-cache.log');
+      const cache = new ParseCache(file);
+      const many = 12_000; // three slices
+      for (let i = 0; i < many; i++) cache.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: sliced(i) });
+      // Each write's size, and the log as it was after the first one (what a kill then would leave).
+      const writes: number[] = [];
+      const cut = join(tempDir(), 'cut-short.log');
+      const spy = spyWrites((n, bytes) => {
+        if (n === 2) fs.copyFileSync(file, cut);
+        writes.push(bytes);
+      });
       await cache.flush();
       spy.mockRestore();
       const total = fs.statSync(file).size;
       expect(writes.length).toBe(3);
       expect(writes.reduce((a, b) => a + b)).toBe(total);
       expect(Math.max(...writes)).toBeLessThan(total / 2);
-      const again = new ParseCache(cut);
+      const whole = new ParseCache(file);
+      await whole.load();
+      for (let i = 0; i < many; i += i % 5_000 === 4_999 ? 1 : 97) expect(whole.get(`targets/ml/h-${i}.yaml`, oid(i)), `h-${i}`).toEqual({ parsed: sliced(i) });
+      const cutShort = new ParseCache(cut);
+      await cutShort.load();
+      for (let i = 0; i < 5_000; i += 499) expect(cutShort.get(`targets/ml/h-${i}.yaml`, oid(i)), `h-${i}`).toEqual({ parsed: sliced(i) });
+      expect(cutShort.get(`targets/ml/h-${5_000}.yaml`, oid(5_000))).toBeUndefined();
+    });
+
+    it('takes back an append that failed part way, and starts the next line of its own after a line a kill tore: what follows reads', async () => {
+      const file = await thirtyTargets();
+      const cache = new ParseCache(file);
+      await cache.load();
+      const before = fs.statSync(file).size;
+      // An append of two slices whose second write fails (a full disk): its first slice is taken back.
+      for (let i = 100; i < 100 + 6_000; i++) cache.add(`targets/ml/h-${i}.yaml`, oid(i), { parsed: sliced(i) });
+      const spy = spyWrites((n) => {
+        if (n === 2) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      });
+      await expect(cache.flush()).rejects.toThrow(/ENOSPC/);
+      spy.mockRestore();
+      expect(fs.statSync(file).size).toBe(before);
+      // A line a kill cut short, then the next flush: its first line is one of its own.
+      fs.appendFileSync(file, '["=",99,{"torn');
+      cache.add('targets/ml/h-9000.yaml', oid(9_000), { parsed: sliced(9_000) });
+      cache.add('targets/ml/h-31.yaml', oid(31), { parsed: target(31) });
+      await cache.flush();
+      const again = new ParseCache(file);
       await again.load();
-      for (let i = 0; i < 5_000; i += 499) expect(again.get(`targets/ml/h-${i}.yaml`, oid(i)), `h-${i}`).toEqual({ parsed: target(i) });
-      expect(again.get(`targets/ml/h-${5_000}.yaml`, oid(5_000))).toBeUndefined();
+      expect(again.get('targets/ml/h-9000.yaml', oid(9_000))).toEqual({ parsed: sliced(9_000) });
+      expect(again.get('targets/ml/h-31.yaml', oid(31))).toEqual({ parsed: target(31) });
+      expect(again.get('targets/ml/h-1.yaml', oid(1))).toEqual({ parsed: target(1) });
+      expect(again.get('targets/ml/h-100.yaml', oid(100))).toBeUndefined(); // taken back: parsed again
     });
 
     it('read for its dictionary alone (a start from the restart image), goes on from its numbers and compacts to what the snapshot holds', async () => {

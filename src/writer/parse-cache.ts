@@ -173,8 +173,8 @@ export class ParseCache {
     const write = this.writing.then(async () => {
       // A new log numbers its values afresh.
       const dictionary = new Dictionary();
+      const tmp = compactionTemp(file);
       try {
-        const tmp = compactionTemp(file);
         await writeLines(tmp, 'w', `${this.header}\n`, dictionary, entries);
         await fs.promises.rename(tmp, file);
         this.dictionary = dictionary;
@@ -183,6 +183,8 @@ export class ParseCache {
       } catch (error) {
         // Whichever log is on disk now, the next numbers are new to it.
         this.dictionary = new Dictionary(Math.max(this.dictionary.next, dictionary.next));
+        // A log cut short (tens of MB at 100k targets, on a disk that may just have filled up) is not kept until the next start.
+        await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
         throw error;
       }
     });
@@ -225,11 +227,18 @@ const LINES_SLICE = 5_000;
  * the server answers between slices, and holds one slice, not the whole log. A first start's
  * 100k parses were one string and one buffer of 22 MB each, made while the server already
  * took a storm of registrations. Each slice's lines define their values before they use them,
- * so a write cut short leaves whole lines that read, and at most a torn last one (skipped).
+ * so a write cut short leaves whole lines that read, and at most a torn last one: an append
+ * that fails takes its bytes back, and one after a kill starts on a line of its own.
  */
 async function writeLines(file: string, flags: 'w' | 'a', head: string, dictionary: Dictionary, entries: Array<[string, string, CachedParse]>): Promise<void> {
-  const handle = await fs.promises.open(file, flags, 0o600);
+  const handle = await fs.promises.open(file, flags === 'a' ? 'a+' : 'w', 0o600);
+  let from = 0;
   try {
+    if (flags === 'a') {
+      from = (await handle.stat()).size;
+      const last = Buffer.alloc(1);
+      if (from > 0 && (await handle.read(last, 0, 1, from - 1)).bytesRead === 1 && last[0] !== 0x0a) head = `\n${head}`;
+    }
     let lines: string[] = head ? [head] : [];
     for (let i = 0; i < entries.length; i++) {
       lines.push(lineOf(dictionary, ...entries[i]!));
@@ -240,9 +249,12 @@ async function writeLines(file: string, flags: 'w' | 'a', head: string, dictiona
       }
     }
     if (lines.length) await handle.writeFile(lines.join('')); // the head alone
-  } finally {
-    await handle.close();
+  } catch (error) {
+    if (flags === 'a') await handle.truncate(from).catch(() => undefined);
+    await handle.close().catch(() => undefined); // the write's error is the one told
+    throw error;
   }
+  await handle.close();
 }
 
 /** An entry's line, after the lines defining the values it is the first to use. */
