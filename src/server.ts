@@ -192,8 +192,9 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
   const registry = new Registry();
   const commitSeconds = registry.add(new Histogram('aami_commit_duration_seconds', 'Time to write one commit durably (and push it, with a remote).'));
   const releaseSeconds = registry.add(new Histogram('aami_memory_release_seconds', 'Full garbage collections the server ran itself once quiet after a burst of work: the time each held the event loop.'));
-  // Work under way: a commit or push slower than a quiet time, or a compile of the whole fleet in slices.
-  const busy = () => writer.pending > 0 || sd.compiling;
+  // Work under way: a commit or push slower than a quiet time, a compile of the whole fleet in
+  // slices, or one due (a storm's last changes wait up to 750 ms for theirs: not behind a collection).
+  const busy = () => writer.pending > 0 || sd.due;
   // Every write ends in a compile: the garbage of a storm or a whole-fleet render is returned once the server goes quiet.
   const memory = new MemoryRelease({
     busy,
@@ -476,7 +477,7 @@ async function openOrCreateRepo(config: ServerConfig, branch: string, remoteFor?
  */
 function protectLegacyWorkingTree(dir: string): void {
   const hook = join(dir, '.git/hooks/pre-commit');
-  if (hookText(hook) === undefined) {
+  if (hookOf(hook) === undefined) {
     fs.mkdirSync(dirname(hook), { recursive: true });
     writeHook(
       hook,
@@ -499,10 +500,10 @@ const LOCAL_PUSH_HOOK = '# aami: with a remote, config changes go to the remote'
 function guardLocalPushes(gitdir: string, remoteUrl: string | undefined): boolean {
   const hook = join(gitdir, 'hooks/pre-receive');
   const text = remoteUrl && `#!/bin/sh\n${LOCAL_PUSH_HOOK}\necho "This server follows ${remoteUrl.replace(/["$`\\]/g, '')}: push your change there (or open a pull request)." >&2\nexit 1\n`;
-  const current = hookText(hook);
-  const ours = typeof current === 'string' && current.includes(LOCAL_PUSH_HOOK);
+  const current = hookOf(hook);
+  const ours = current?.text.includes(LOCAL_PUSH_HOOK) === true;
   if (current !== undefined && !ours) return !remoteUrl;
-  if (current === text) return true; // ours, as it should be: not made again at every start
+  if (current && current.text === text && current.executable) return true; // ours, as it should be: not made again at every start
   if (ours) fs.rmSync(hook);
   if (text) {
     fs.mkdirSync(dirname(hook), { recursive: true });
@@ -512,10 +513,11 @@ function guardLocalPushes(gitdir: string, remoteUrl: string | undefined): boolea
 }
 
 /**
- * A hook's text, its first 64 KB, read without following a link or waiting on a FIFO:
- * undefined when nothing is at its name, null when what is there is not a file it can read.
+ * A hook's text (its first 64 KB) and whether git would run it, read without following a
+ * link or waiting on a FIFO: undefined when nothing is at its name, null when what is there
+ * is not a file it can read.
  */
-function hookText(path: string): string | null | undefined {
+function hookOf(path: string): { text: string; executable: boolean } | null | undefined {
   let fd: number;
   try {
     fd = fs.openSync(path, READ_FILE_ONLY);
@@ -523,9 +525,10 @@ function hookText(path: string): string | null | undefined {
     return (error as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : null; // a link (ELOOP), unreadable
   }
   try {
-    if (!fs.fstatSync(fd).isFile()) return null;
+    const stat = fs.fstatSync(fd);
+    if (!stat.isFile()) return null;
     const bytes = Buffer.alloc(64 * 1024);
-    return bytes.toString('utf8', 0, fs.readSync(fd, bytes, 0, bytes.length, 0));
+    return { text: bytes.toString('utf8', 0, fs.readSync(fd, bytes, 0, bytes.length, 0)), executable: (stat.mode & 0o111) !== 0 };
   } catch {
     return null;
   } finally {

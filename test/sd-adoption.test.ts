@@ -214,12 +214,14 @@ describe('the SD publisher\'s schedule', () => {
       sd.schedule();
       await advance(249);
       expect([sd.compiling, sd.status.compiles]).toEqual([false, compiles]); // not begun
+      expect(sd.due).toBe(true); // but due: the server's memory release waits for it
       await advance(1);
       expect(sd.compiling).toBe(true);
       await next;
       expect(sd.status.compiles).toBe(compiles + 1);
       // A change after a quiet second: compiled once the debounce (5 ms) is over.
       await advance(1000);
+      expect(sd.due).toBe(false);
       next = sd.nextCompile();
       sd.schedule();
       await advance(4);

@@ -246,6 +246,14 @@ export class SdPublisher {
     return this.inCompile;
   }
 
+  /**
+   * Whether a compile runs or is due: a change waits for its timer. Not a failed write's
+   * retry, which can be due for as long as the SD directory cannot be written.
+   */
+  get due(): boolean {
+    return this.inCompile || (this.timer !== undefined && this.status.lastError === undefined);
+  }
+
   private async runCompile(snapshot: Snapshot): Promise<void> {
     this.inCompile = true;
     const started = this.now();
