@@ -7,7 +7,8 @@
 export function nodeFlag(flag: string, args: readonly string[] = process.execArgv, options = process.env.NODE_OPTIONS ?? ''): boolean | undefined {
   const name = flag.replace(/^--/, '').replace(/_/g, '-');
   let given: boolean | undefined;
-  for (const arg of [...args, ...options.split(/\s+/)]) {
+  // Node reads NODE_OPTIONS first, then its command line: the command line wins.
+  for (const arg of [...options.split(/\s+/), ...args]) {
     const spelled = arg.replace(/_/g, '-').replace(/=.*$/, '');
     if (spelled === `--${name}`) given = true;
     else if (spelled === `--no-${name}` || spelled === `--no${name}`) given = false;

@@ -158,5 +158,7 @@ describe('V8 flags the server sets for itself', () => {
     expect(nodeFlag('--max-old-space-size', [], '--max-old-space-size=512 --trace-warnings')).toBe(true); // a value after `=`
     expect(nodeFlag('--expose-gc', ['--expose_gc'], '')).toBe(true);
     expect(nodeFlag('--expose-gc', ['--no-expose-gc'], '')).toBe(false); // given off: MemoryRelease sets it for its collection, and unsets it after
+    expect(nodeFlag('--expose-gc', ['--no-expose-gc'], '--expose-gc')).toBe(false); // the command line after NODE_OPTIONS, as node reads them
+    expect(nodeFlag('--expose-gc', ['--expose-gc'], '--no-expose-gc')).toBe(true);
   });
 });
