@@ -298,6 +298,10 @@ describe('no wedges', () => {
     expect(fs.statSync(hook).ino).toBe(made);
     expect(() => pushFiles(first.config.repo, { 'targets/ml-training/x.yaml': 'hostname: x\n' }, 'local push')).toThrow(/push your change there/);
     await again.stop();
+    // One that lost its mode (copied back from a backup): git would not run it, so it is made again.
+    fs.chmodSync(hook, 0o644);
+    await (await member({ ...first.config, ...following })).stop();
+    expect(fs.statSync(hook).mode & 0o777).toBe(0o755);
     // A link at its name, to nothing or to a file with the server's own words: neither written, made nor removed through.
     const dangling = join(tempDir(), 'planted');
     const theirs = join(tempDir(), 'theirs');
