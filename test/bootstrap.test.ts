@@ -319,6 +319,26 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     });
   });
 
+  it('gives up on a GPU tool that hangs (a GPU fallen off the bus), even one deaf to SIGTERM, and registers nothing rather than a node without GPUs', async () => {
+    const server = await configServer();
+    const { token } = await server.token();
+    // The real `timeout`, its 30 s bound stood in for by 1 s (a stub first on the node's PATH shortens only that call).
+    const timeout = execFileSync('sh', ['-c', 'command -v timeout'], { encoding: 'utf8' }).trim();
+    const shorter = `#!/bin/sh\nif [ "$1 $2 $3" = "-k 5 30" ]; then shift 3; exec ${timeout} -k 1 1 "$@"; fi\nexec ${timeout} "$@"\n`;
+    for (const [gpu, tool] of [[true, 'nvidia-smi'], ['amd', 'rocm-smi']] as const) {
+      const node = fakeNode({ gpu });
+      node.addStub(tool, "#!/bin/sh\ntrap '' TERM\nexec sleep 600\n");
+      node.addStub('timeout', shorter);
+      const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname hung-${tool} --skip-install --no-checks`);
+      expect(run.code, run.stderr).toBe(1);
+      expect(run.stderr).toContain(`${tool} did not answer in 30 s`);
+      expect(run.stderr).toContain('not registering this node as one without GPUs');
+      // Nothing of the node was kept: no credential, no state.
+      expect(existsSync(node.path('etc/aami'))).toBe(false);
+    }
+    expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
+  });
+
   it('registers a CPU-only node and starts the node exporter itself where there is no systemd', async () => {
     requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
     const server = await configServer();
