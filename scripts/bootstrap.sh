@@ -133,7 +133,7 @@ setup_env() {
             __* | aami_* | job | instance | hostname) fatal "--label $name: names starting with __ or aami_, and job, instance and hostname, are set by Prometheus or aami" ;;
         esac
         [ "${#name}" -le 128 ] || fatal "--label $name: a label name has at most 128 characters"
-        [ "${#value}" -le 1024 ] || fatal "--label $name: a label value has at most 1024 characters"
+        [ "$(char_count "$value")" -le 1024 ] || fatal "--label $name: a label value has at most 1024 characters"
         if has_control "$value"; then fatal "--label $name: a label value must not hold control characters (newlines, tabs, ...)"; fi
     done
     # 64 labels at most, with the GPU facts' three.
@@ -215,6 +215,15 @@ PY
 has_control() {
     local LC_ALL=C c1=$'\xc2' separators=$'\xe2\x80'
     [[ "$1" == *[$'\x01'-$'\x1f'$'\x7f']* || "$1" == *"$c1"[$'\x80'-$'\x9f']* || "$1" == *"$separators"[$'\xa8'$'\xa9']* ]]
+}
+
+# The length of TEXT as the server counts it: in characters (Unicode code points), whatever
+# the locale (bash's ${#TEXT} counts bytes in the C locale, which cloud-init often runs
+# under). From the UTF-8 bytes: every byte but a continuation byte (80-BF) starts one.
+char_count() {
+    local LC_ALL=C
+    local continuation=${1//[^$'\x80'-$'\xbf']/}
+    echo $((${#1} - ${#continuation}))
 }
 
 # Text from the server shown to a person: printable characters only, and not too much.

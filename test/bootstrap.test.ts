@@ -442,6 +442,30 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     }
   });
 
+  it('counts a label value in characters as the server does, in the C locale and in a UTF-8 one', async () => {
+    const server = await configServer();
+    const { token } = await server.token();
+    const node = fakeNode({ gpu: false });
+    // 1,024 characters: 4,096 bytes (what ${#value} counted in the C locale) and 2,048 UTF-16 units. One more is refused.
+    const emoji = '😀'.repeat(1024);
+    const hangul = '가'.repeat(1025);
+    for (const locale of ['C', 'C.UTF-8']) {
+      const bootstrap = (value: string) => node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname k-01 --label note=${value} --dry-run`, { LC_ALL: locale });
+      const taken = await bootstrap(emoji);
+      expect(taken.code, `${locale}: ${taken.stderr}`).toBe(0);
+      expect(dryRunBody(taken.stdout).labels.note).toBe(emoji);
+      const refused = await bootstrap(hangul);
+      expect(refused.code, locale).toBe(1);
+      expect(refused.stderr).toContain('a label value has at most 1024 characters');
+    }
+    // The server draws the line at the same place.
+    const target = (hostname: string, ip: string, note: string) => ({ hostname, ip_address: ip, primary_group_id: 'ml-training', labels: { note } });
+    expect((await server.admin('POST', '/api/v1/targets', target('k-01', '10.0.0.1', emoji))).status).toBe(201);
+    const refused = await server.admin('POST', '/api/v1/targets', target('h-01', '10.0.0.2', hangul));
+    expect(refused.status).toBe(400);
+    expect(JSON.stringify(refused.json)).toContain('at most 1024 characters');
+  });
+
   it('uses systemd units that systemd accepts: node exporter, checks timer', async () => {
     const analyze = requireBinary('systemd-analyze', 'systemd');
     requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
