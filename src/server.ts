@@ -346,13 +346,15 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
   started(() => watcher.close());
 
   // Ephemeral nodes that went silent are removed; heartbeats of targets that are gone are forgotten.
+  // Silent from now at the earliest: not for the time the server was down (silentEphemeralTargets).
+  const listeningSince = clock();
   let reaping = false;
   const reapTimer = setInterval(() => {
     if (reaping || follower) return;
     reaping = true;
     heartbeats.retain((hostname) => catalog().targets.has(hostname));
     const lastSeen = (hostname: string) => heartbeats.lastSeen(hostname);
-    const run = silentEphemeralTargets(catalog(), lastSeen, clock()).length ? reapEphemeralTargets(writer, lastSeen, clock) : Promise.resolve([]);
+    const run = silentEphemeralTargets(catalog(), lastSeen, clock(), listeningSince).length ? reapEphemeralTargets(writer, lastSeen, clock, listeningSince) : Promise.resolve([]);
     run
       .then((removed) => {
         for (const hostname of removed) heartbeats.forget(hostname);

@@ -46,6 +46,40 @@ describe('ephemeral tokens', () => {
     expect(gitCli(config.repo, 'log', '-1', '--format=%an|%s').trim()).toBe("aami ephemeral-reaper|Remove 1 ephemeral node silent past their token's TTL: asg-c");
   });
 
+  it('counts a node silent only while the server could hear it: a restart after a downtime longer than the TTL removes nobody at once', async () => {
+    let now = Date.parse('2026-11-26T00:00:00Z');
+    // Read by nothing but the reaper while no request comes: a count of its looks.
+    let reads = 0;
+    const config = serverConfig({ clock: () => (reads++, new Date(now)), reapIntervalMs: 50 });
+    const call = async (url: string, method: string, path: string, token: string, body?: unknown) => {
+      const response = await fetch(`${url}${path}`, { method, headers: { authorization: `Bearer ${token}` }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: response.status, json: (await response.json()) as any };
+    };
+    const first = await startServer(config);
+    const created = await call(first.url, 'POST', '/api/v1/bootstrap-tokens', ADMIN, { name: 'asg', default_group_id: 'ml-training', max_uses: 5, expires_at: '2027-01-01T00:00:00Z', ephemeral: true, ttl_after_last_seen: '30s' });
+    const nodes: Record<string, string> = {};
+    for (const [host, ip] of [['asg-a', '10.0.0.1'], ['asg-b', '10.0.0.2']]) {
+      nodes[host] = (await call(first.url, 'POST', '/api/v1/bootstrap/register', created.json.token, { hostname: host, ip_address: ip })).json.node_credential;
+      expect((await call(first.url, 'POST', '/api/v1/nodes/heartbeat', nodes[host]!)).status).toBe(200);
+    }
+    await first.close();
+
+    // Down for an hour (an upgrade, a reboot), while the nodes went on sending heartbeats nobody took.
+    now += 3600_000;
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    const hosts = async () => (await call(server.url, 'GET', '/api/v1/targets', ADMIN)).json.map((t: any) => t.hostname);
+    const looked = reads;
+    await waitFor('the reaper to look twice', async () => reads >= looked + 2);
+    expect(await hosts()).toEqual(['asg-a', 'asg-b']);
+    // Heard from again: asg-a sends heartbeats, asg-b stays silent past a TTL from the start.
+    now += 20_000;
+    expect((await call(server.url, 'POST', '/api/v1/nodes/heartbeat', nodes['asg-a']!)).status).toBe(200);
+    now += 20_000;
+    await waitFor('the silent node to be removed', async () => (await hosts()).length === 1);
+    expect(await hosts()).toEqual(['asg-a']);
+  });
+
   it('never removes a target of an ordinary token, but lists it as stale', async () => {
     let now = Date.parse('2026-11-26T00:00:00Z');
     const config = serverConfig({ clock: () => new Date(now), reapIntervalMs: 50, staleAfterMs: 60_000 });

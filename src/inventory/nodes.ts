@@ -30,10 +30,17 @@ export function deregisterNode(writer: Writer, hostname: string, address: string
 
 /**
  * The targets of ephemeral tokens whose node has been silent longer than the token's TTL
- * (its last heartbeat, or its enrolment when it never sent one). Only ephemeral targets are
- * ever removed by the server; other stale targets are reported, never deleted.
+ * (since its last heartbeat, its enrolment when it never sent one, or `listeningSince`,
+ * whichever is latest). Only ephemeral targets are ever removed by the server; other stale
+ * targets are reported, never deleted.
+ *
+ * `listeningSince` is when this server began to take heartbeats: a node is silent only for
+ * time the server could hear it. A server down longer than a TTL (an upgrade, a reboot), or
+ * one that lost its heartbeats file, found every ephemeral node silent at its first look and
+ * removed the whole fleet in one commit, nodes that were sending heartbeats all along, and
+ * that never enrol again on their own.
  */
-export function silentEphemeralTargets(catalog: Catalog, lastSeen: (hostname: string) => Date | undefined, now: Date): Target[] {
+export function silentEphemeralTargets(catalog: Catalog, lastSeen: (hostname: string) => Date | undefined, now: Date, listeningSince: Date): Target[] {
   const silent: Target[] = [];
   // Token id → its TTL in ms, for the ephemeral tokens that have one.
   const ttls = new Map<string, number>();
@@ -43,16 +50,16 @@ export function silentEphemeralTargets(catalog: Catalog, lastSeen: (hostname: st
   for (const target of catalog.targets.values()) {
     const ttl = target.registered_by_token ? ttls.get(target.registered_by_token) : undefined;
     if (ttl === undefined) continue;
-    const seen = lastSeen(target.hostname)?.getTime() ?? (target.registered_at ? Date.parse(target.registered_at) : now.getTime());
+    const seen = Math.max(lastSeen(target.hostname)?.getTime() ?? (target.registered_at ? Date.parse(target.registered_at) : now.getTime()), listeningSince.getTime());
     if (now.getTime() - seen > ttl) silent.push(target);
   }
   return silent;
 }
 
 /** Remove silent ephemeral nodes in one commit of their own, authored by the server. Resolves to the host names removed. */
-export async function reapEphemeralTargets(writer: Writer, lastSeen: (hostname: string) => Date | undefined, now: () => Date): Promise<string[]> {
+export async function reapEphemeralTargets(writer: Writer, lastSeen: (hostname: string) => Date | undefined, now: () => Date, listeningSince: Date): Promise<string[]> {
   const { removed } = await writer.update(commitMeta({ kind: 'server', task: 'ephemeral-reaper' }, 'Remove silent ephemeral nodes'), ({ catalog }) => {
-    const silent = silentEphemeralTargets(catalog, lastSeen, now());
+    const silent = silentEphemeralTargets(catalog, lastSeen, now(), listeningSince);
     const names = silent.map((t) => t.hostname).sort();
     const shown = names.slice(0, 20).join(', ') + (names.length > 20 ? `, … (${names.length} in all)` : '');
     return {
