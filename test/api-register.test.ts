@@ -250,6 +250,28 @@ describe('groups and targets', () => {
     expect(text).toContain('role: database');
   });
 
+  it('writes label values the reader would take for numbers so that they read back as written, comments or not', async () => {
+    const api = await apiHarness();
+    await api.post('/api/v1/targets', { hostname: 'fw-01', ip_address: '10.0.0.7', primary_group_id: 'ml-training' });
+    const path = 'targets/ml-training/fw-01.yaml';
+    // A person's comment: from now on the API edits the document, keeping it where it can.
+    await api.push({ [path]: `# racked by ops\n${api.show(path)}` }, 'Comment on fw-01');
+    const labels = { fw: '0b11', sign: '+0b1', octal: '0o17', hex: '0x_1F', big: '1_000', yes: 'yes', nothing: '~', exp: '1e3', inf: '.inf', note: 'rack#4' };
+    const patched = await api.call('PATCH', '/api/v1/targets/fw-01', { body: { labels } });
+    expect(patched.status).toBe(200);
+    expect(patched.json.labels).toEqual(labels);
+    // What was committed reads back as what was answered, and a second identical edit changes nothing.
+    expect((await api.get('/api/v1/targets/fw-01')).json.labels).toEqual(labels);
+    const head = api.git('rev-parse', 'HEAD').trim();
+    expect((await api.call('PATCH', '/api/v1/targets/fw-01', { body: { labels } })).status).toBe(200);
+    expect(api.git('rev-parse', 'HEAD').trim()).toBe(head);
+    // A later edit of a value that reads back as written keeps the comment.
+    await api.push({ [path]: `# racked by ops\n${api.show(path).replace(/^# racked by ops\n/, '')}` }, 'Comment again');
+    await api.call('PATCH', '/api/v1/targets/fw-01', { body: { labels: { ...labels, rack: 'r7' } } });
+    expect(api.show(path)).toContain('# racked by ops');
+    expect((await api.get('/api/v1/targets/fw-01')).json.labels).toEqual({ ...labels, rack: 'r7' });
+  });
+
   it('creates, filters, moves between groups, edits and deletes targets', async () => {
     const api = await apiHarness();
     const created = await api.post('/api/v1/targets', {

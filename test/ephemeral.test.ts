@@ -58,7 +58,7 @@ describe('ephemeral tokens', () => {
     const first = await startServer(config);
     const created = await call(first.url, 'POST', '/api/v1/bootstrap-tokens', ADMIN, { name: 'asg', default_group_id: 'ml-training', max_uses: 5, expires_at: '2027-01-01T00:00:00Z', ephemeral: true, ttl_after_last_seen: '30s' });
     const nodes: Record<string, string> = {};
-    for (const [host, ip] of [['asg-a', '10.0.0.1'], ['asg-b', '10.0.0.2']]) {
+    for (const [host, ip] of [['asg-a', '10.0.0.1'], ['asg-b', '10.0.0.2']] as const) {
       nodes[host] = (await call(first.url, 'POST', '/api/v1/bootstrap/register', created.json.token, { hostname: host, ip_address: ip })).json.node_credential;
       expect((await call(first.url, 'POST', '/api/v1/nodes/heartbeat', nodes[host]!)).status).toBe(200);
     }

@@ -145,8 +145,7 @@ function parseYaml(path: string, text: string, fail: (field: string, message: st
     const fast = readFast(text);
     if (fast !== undefined) return then(fast, true);
     try {
-      // The core schema is YAML 1.2's: `expires_at: 2026-12-31T00:00:00Z` stays a string, `no` stays a string.
-      data = jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA, filename: path });
+      data = loadYaml(text, path);
     } catch (error) {
       const reason = error instanceof jsYaml.YAMLException ? error.message.split('\n')[0]! : String(error);
       return fail('', `not valid YAML: ${reason}`);
@@ -156,6 +155,15 @@ function parseYaml(path: string, text: string, fail: (field: string, message: st
   const refused = protoKeys(data);
   if (refused.length) return { problems: refused.map((e) => ({ file: path, ...e })) };
   return then(data, json !== undefined);
+}
+
+/**
+ * A YAML text's data as the catalog reads it (js-yaml, throws on bad YAML). The core schema is
+ * YAML 1.2's: `expires_at: 2026-12-31T00:00:00Z` stays a string, `no` stays a string; js-yaml
+ * also reads `0b11` and `+0b1` as numbers, which other writers leave unquoted (yaml-file.ts).
+ */
+export function loadYaml(text: string, path?: string): unknown {
+  return jsYaml.load(text, { schema: jsYaml.CORE_SCHEMA, filename: path });
 }
 
 function parseEntity(path: string, shape: Shape, data: unknown, tree: boolean): ParseResult {

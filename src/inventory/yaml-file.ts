@@ -1,11 +1,17 @@
 import { isDeepStrictEqual } from 'node:util';
-import { parseDocument } from 'yaml';
-import { dumpYaml } from '../catalog/parse.js';
+import { parseDocument, visit, type Node } from 'yaml';
+import { dumpYaml, loadYaml } from '../catalog/parse.js';
 
 /**
  * The YAML text for an entity. When the file exists and has comments, only the keys whose
  * values changed are rewritten in the parsed document, so what a pull-request author wrote
  * survives an API edit. Keys whose value is undefined are removed.
+ *
+ * The document is written by the `yaml` library, by YAML 1.2's core schema, and read back by
+ * js-yaml, which takes a few more plain scalars for numbers: a label "0b11" written plain
+ * was committed as "3". So a string the reader would not read back as itself is quoted; and
+ * an edit whose text still does not read back as its data is written whole by dumpYaml
+ * instead (the comments go, the data stays).
  */
 export function renderYaml(data: Record<string, unknown>, previous?: string): string {
   const kept: Array<[string, unknown]> = [];
@@ -17,6 +23,25 @@ export function renderYaml(data: Record<string, unknown>, previous?: string): st
   const doc = parseDocument(previous);
   const old = (doc.toJS() ?? {}) as Record<string, unknown>;
   for (const key of Object.keys(old)) if (!(key in present)) doc.delete(key);
-  for (const [key, value] of Object.entries(present)) if (!isDeepStrictEqual(old[key], value)) doc.set(key, value);
-  return doc.toString({ lineWidth: 0 });
+  for (const [key, value] of Object.entries(present)) if (!isDeepStrictEqual(old[key], value)) doc.set(key, quoted(doc.createNode(value)));
+  const text = doc.toString({ lineWidth: 0 });
+  return readsBack(text, present) ? text : dumpYaml(present);
+}
+
+/** The node with each string that js-yaml would read otherwise written plain (`0b11`, `+0b1`) set to be quoted. */
+function quoted(node: Node): Node {
+  visit(node, {
+    Scalar(_, scalar) {
+      if (typeof scalar.value === 'string' && !readsBack(scalar.value, scalar.value)) scalar.type = 'QUOTE_DOUBLE';
+    },
+  });
+  return node;
+}
+
+function readsBack(text: string, data: unknown): boolean {
+  try {
+    return isDeepStrictEqual(loadYaml(text), data);
+  } catch {
+    return false;
+  }
 }
