@@ -177,6 +177,11 @@ describe('GET /api/v1/targets: paging and label selectors', () => {
     expect(await hosts('label=aami_group%3Dgpu-fleet&limit=4')).toEqual(await hosts('group=gpu-fleet'));
     expect(await hosts('group=ml-training&label=tier%3Dgpu&label=rack%3Dr2&limit=1')).toEqual(expected((l) => l.tier === 'gpu' && l.rack === 'r2'));
     expect(await hosts('hostname=NODE-07&label=rack%3Dr3')).toEqual(['node-07']);
+    // A host name with a cursor: the host if it comes after the cursor.
+    const cursorAt = (hostname: string) => Buffer.from(hostname).toString('base64url');
+    expect(await hosts(`hostname=node-07&cursor=${cursorAt('node-06')}`)).toEqual(['node-07']);
+    expect(await hosts(`hostname=node-07&cursor=${cursorAt('node-07')}`)).toEqual([]);
+    expect(await hosts('hostname=node-99')).toEqual([]);
     expect(await hosts('label=rack%3Dr9')).toEqual([]);
     expect((await api.get('/api/v1/targets?label=rack%3Dr9')).text).toBe('[]');
     // a value may hold "=" and anything printable
@@ -188,7 +193,7 @@ describe('GET /api/v1/targets: paging and label selectors', () => {
     const api = await fleet();
     const { token } = await api.token();
     const { node_credential: node } = (await api.register(token, { hostname: 'own-node', ip_address: '10.3.0.1' })).json;
-    for (const query of ['', '?limit=1', '?label=rack', '?hostname=node-01', '?group=ml-training']) {
+    for (const query of ['', '?limit=1', '?label=rack', '?hostname=node-01', '?group=ml-training', '?hostname=own-node', '?hostname=OWN-NODE&limit=1', '?hostname=own-node&label=rack']) {
       const answer = await api.get(`/api/v1/targets${query}`, { token: node });
       expect(answer.status, query).toBe(200);
       expect(answer.json.map((t: { hostname: string }) => t.hostname), query).toEqual(query.includes('rack') || query.includes('node-01') ? [] : ['own-node']);

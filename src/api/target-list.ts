@@ -94,7 +94,9 @@ export class TargetList {
       label.every((s) => selects(s, e.labels)) &&
       visible(e.hostname);
     const found: Entry[] = [];
-    for (const entry of this.entriesAfter(cursor)) {
+    // A host name selects one entry at most: looked up, not walked for (a node asks for its own).
+    const one = hostname ? this.byHost.get(hostname) : undefined;
+    for (const entry of !hostname ? this.entriesAfter(cursor) : one && (cursor === undefined || one.hostname > cursor) ? [one] : []) {
       if (!matches(entry)) continue;
       if (found.length === limit) return { json: joinEntries(found), next: found.at(-1)!.hostname };
       found.push(entry);
