@@ -74,6 +74,31 @@ describe('self-registration', () => {
     expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
   });
 
+  it('lets neither a token nor a node credential point Prometheus at a metadata service, a broadcast or a page of its choosing; an admin may', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    const commits = api.commits();
+    const refused = async (attempt: Promise<{ status: number; json: any }>, field: string) => {
+      const { status, json } = await attempt;
+      expect(status, field).toBe(400);
+      expect(json.error.details.map((d: { field: string }) => d.field), field).toEqual([field]);
+    };
+    for (const ip of ['169.254.169.254', '::ffff:169.254.169.254', 'fe80::1', '0.0.0.0', '::', '224.0.0.1', 'ff02::1', '255.255.255.255']) await refused(api.register(token, { hostname: 'n1', ip_address: ip }), 'ip_address');
+    await refused(api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', exporters: [{ type: 'node_exporter', port: 80, metrics_path: '/latest/meta-data/' }] }), 'exporters[0].metrics_path');
+    await refused(api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', exporters: [{ type: 'node_exporter', scheme: 'https' }] }), 'exporters[0].scheme');
+    expect(api.commits()).toBe(commits);
+    // A node on the server's own host (loopback), with its own port and interval, enrols.
+    const enrolled = await api.register(token, { hostname: 'n1', ip_address: '127.0.0.1', exporters: [{ type: 'node_exporter', port: 9101, interval: '30s' }] });
+    expect(enrolled.status).toBe(201);
+    const self = (body: unknown) => api.call('PUT', '/api/v1/nodes/self', { token: enrolled.json.node_credential, body });
+    await refused(self({ ip_address: '169.254.169.254' }), 'ip_address');
+    await refused(self({ exporters: [{ type: 'node_exporter', metrics_path: '/' }] }), 'exporters[0].metrics_path');
+    expect(api.commits()).toBe(commits + 1);
+    // An admin's target may be anywhere, scraped any way.
+    const admin = await api.post('/api/v1/targets', { hostname: 'bmc-01', ip_address: '169.254.0.10', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter', port: 443, metrics_path: '/probe', scheme: 'https' }] });
+    expect(admin.status).toBe(201);
+  });
+
   it('issues a new node credential on request and keeps only its hash', async () => {
     const api = await apiHarness();
     const { token } = await api.token();

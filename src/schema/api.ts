@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration, hostname, ipAddress, labelName, labels, labelValue, printable, slug, text, timestamp } from './common.js';
+import { duration, hostname, ipAddress, labelName, labels, labelValue, nodeIpAddress, printable, slug, text, timestamp } from './common.js';
 import { credentialName, role } from './credential.js';
 import { exporter, facts, machineId } from './target.js';
 
@@ -59,12 +59,21 @@ export const targetPatch = z.strictObject({
   labels: z.record(labelName, labelValue.nullable()).nullable().optional(),
 });
 
+/**
+ * An exporter as a node reports it: its type, port and interval. Where it is scraped (its
+ * metrics_path and scheme) is its type's in aami.yaml, or an admin's: a node that chose them
+ * could have Prometheus fetch any page of any server it can reach and show what it answers.
+ */
+const SET_BY_AAMI = 'is set by the exporter type in aami.yaml (or by an admin), not by a node';
+const nodeExporter = exporter.extend({ metrics_path: z.never({ error: SET_BY_AAMI }).optional(), scheme: z.never({ error: SET_BY_AAMI }).optional() });
+const nodeExporters = z.array(nodeExporter).min(1, 'must list at least one exporter').max(32);
+
 export const registration = z.strictObject({
   hostname: hostnameInput,
-  ip_address: ipAddress,
+  ip_address: nodeIpAddress,
   /** A group inside the token's default group; defaults to the token's group. */
   group_id: slug.optional(),
-  exporters: z.array(exporter).min(1, 'must list at least one exporter').max(32).optional(),
+  exporters: nodeExporters.optional(),
   labels: labels.optional(),
   facts: facts.optional(),
   /** Identifies the machine: the same host name from another machine is refused. */
@@ -75,8 +84,8 @@ export const registration = z.strictObject({
 
 /** PUT /api/v1/nodes/self: what a node owns of its target, sent with its node credential. */
 export const nodeUpdate = z.strictObject({
-  ip_address: ipAddress.optional(),
-  exporters: z.array(exporter).min(1, 'must list at least one exporter').max(32).optional(),
+  ip_address: nodeIpAddress.optional(),
+  exporters: nodeExporters.optional(),
   /** The node's own labels, replaced whole (admin and token labels are kept). */
   labels: labels.optional(),
   facts: facts.optional(),

@@ -1,4 +1,4 @@
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 
 /** Ids of groups and tokens: typed by people in pull requests, used as file names and in URLs. */
@@ -30,6 +30,27 @@ export const ipAddress = z
   .string()
   .refine((value) => isIP(value) !== 0 && !value.includes('%'), 'must be an IPv4 or IPv6 address (without a zone id)')
   .transform(canonicalIp);
+
+/**
+ * Where a node's own write (a bootstrap token's enrolment, a node credential's update) may
+ * not point Prometheus: no address a node is scraped at. Unspecified ("this network"),
+ * link-local (where cloud metadata services answer, 169.254.169.254: a token holder would
+ * have Prometheus fetch them and show what they answer), multicast and broadcast. Loopback
+ * stays: a server, Prometheus and a node on one host. An admin's target may be anywhere.
+ */
+const NOT_A_NODE = new BlockList();
+NOT_A_NODE.addSubnet('0.0.0.0', 8, 'ipv4');
+NOT_A_NODE.addSubnet('169.254.0.0', 16, 'ipv4');
+NOT_A_NODE.addSubnet('224.0.0.0', 4, 'ipv4');
+NOT_A_NODE.addAddress('255.255.255.255', 'ipv4');
+NOT_A_NODE.addAddress('::', 'ipv6');
+NOT_A_NODE.addSubnet('fe80::', 10, 'ipv6');
+NOT_A_NODE.addSubnet('ff00::', 8, 'ipv6');
+
+export const nodeIpAddress = ipAddress.refine(
+  (value) => !NOT_A_NODE.check(value, isIP(value) === 6 ? 'ipv6' : 'ipv4'),
+  'must be an address the node is scraped at: not unspecified (0.0.0.0, ::), link-local (169.254.0.0/16, fe80::/10), multicast or broadcast',
+);
 
 export function canonicalIp(value: string): string {
   if (isIP(value) === 4) return value;
