@@ -147,6 +147,11 @@ setup_env() {
     ROOT=${ROOT%/}
     # Paths end up in unit files and a cron line, which split on spaces.
     [[ "$ROOT" =~ ^[A-Za-z0-9._/+-]*$ ]] || fatal "AAMI_ROOT must be a path of letters, digits and ._/+-"
+    # The GPU stacks' tools where their packages put them (nvidia-smi in /usr/local/nvidia/bin
+    # in NVIDIA's images, rocm-smi in /opt/rocm/bin), off the PATH cloud-init and systemd give:
+    # not found there, a GPU node was registered as one without GPUs, without a word. Appended,
+    # so what the caller put first stays first; as dynamic-check.sh does.
+    PATH="$PATH:$ROOT/usr/local/nvidia/bin:$ROOT/usr/local/cuda/bin:$ROOT/opt/rocm/bin"
     STATE_DIR="$ROOT/etc/aami"
     STATE_FILE="$STATE_DIR/node.json"
     MANIFEST="$STATE_DIR/installed"
@@ -328,6 +333,18 @@ machine_identity() {
     fatal "cannot identify this machine: $ROOT/etc/machine-id and $ROOT/sys/class/dmi/id/product_uuid are missing or empty (systemd-machine-id-setup writes the first)"
 }
 
+# How many display or 3D controllers of VENDOR (0x10de: NVIDIA) the PCI bus holds, whatever
+# their driver says (sysfs; NVSwitches are bridges, not counted).
+pci_gpus() {
+    local count=0 device vendor class
+    for device in "$ROOT"/sys/bus/pci/devices/*; do
+        read -r vendor 2>/dev/null <"$device/vendor" || continue
+        read -r class 2>/dev/null <"$device/class" || continue
+        if [ "$vendor" = "$1" ] && [[ "$class" == 0x03* ]]; then count=$((count + 1)); fi
+    done
+    echo "$count"
+}
+
 gpu_facts() {
     GPU_VENDOR="" GPU_MODEL="" GPU_COUNT=0
     local listing status
@@ -345,7 +362,14 @@ gpu_facts() {
             GPU_COUNT=${GPU_COUNT//[[:space:]]/}
             GPU_MODEL=$(sed 's/^[^,]*, *//; s/ *$//' <<<"$listing")
         else
-            warn "nvidia-smi is installed but lists no GPU (driver not loaded?)"
+            # A driver that does not answer on a host whose PCI bus holds NVIDIA GPUs (a driver
+            # and library out of step after an update, a module that failed to build, a GPU lost
+            # with an Xid error) is a sick GPU node, not one without GPUs: registered as CPU-only,
+            # its GPU exporter, labels and checks would go, on every re-run at boot.
+            local on_bus
+            on_bus=$(pci_gpus 0x10de)
+            if [ "$on_bus" -gt 0 ]; then fatal "nvidia-smi failed (exit $status) on a host with $on_bus NVIDIA GPU(s) on its PCI bus (driver and library out of step? a GPU lost?): not registering this node as one without GPUs; run bootstrap again once nvidia-smi lists them"; fi
+            warn "nvidia-smi is installed but lists no GPU, and the PCI bus holds none: a node without GPUs"
         fi
     elif command -v rocm-smi >/dev/null; then
         # A "device,Card Series,..." header ("Card series" before ROCm 6), then one
@@ -359,7 +383,11 @@ gpu_facts() {
                 /^card[0-9]+,/ { count++; if (model == "" && column) model = $column }
                 END { printf "%d\t%s\n", count, model }' <<<"$listing")
             [ "$GPU_COUNT" = 0 ] || GPU_VENDOR=amd
+        else
+            warn "rocm-smi is installed but failed (exit $status): registering as a node without GPUs"
         fi
+    elif [ "$(pci_gpus 0x10de)" -gt 0 ]; then
+        warn "the PCI bus holds NVIDIA GPUs but nvidia-smi is not installed (the driver comes later?): registering as a node without GPUs; run bootstrap again once the driver is in"
     fi
     if [[ ! "$GPU_COUNT" =~ ^[0-9]{1,4}$ ]]; then
         warn "cannot read the GPU count from the driver's listing; registering as a CPU-only node"

@@ -26,11 +26,11 @@ umask 022
 # cron's PATH is /usr/bin:/bin: tools the checks need live in sbin too (nvme-cli's
 # /usr/sbin/nvme, smartctl, dmidecode), and in /usr/local and the GPU stacks' own
 # directories (nvidia-smi in /usr/local/nvidia/bin in NVIDIA's images, rocm-smi in
-# /opt/rocm/bin). Appended, so what the caller put first stays first.
-export PATH="${PATH:-/usr/bin:/bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:/usr/local/nvidia/bin:/usr/local/cuda/bin:/opt/rocm/bin"
-
+# /opt/rocm/bin; under the node's root, as bootstrap.sh looks for them). Appended, so what
+# the caller put first stays first.
 ROOT=${AAMI_ROOT:-}
 ROOT=${ROOT%/}
+export PATH="${PATH:-/usr/bin:/bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/sbin:$ROOT/usr/local/nvidia/bin:$ROOT/usr/local/cuda/bin:$ROOT/opt/rocm/bin"
 STATE_FILE="$ROOT/etc/aami/node.json"
 TEXTFILE_DIR="$ROOT/var/lib/node_exporter/textfile"
 CACHE_DIR="$ROOT/var/lib/aami/checks"

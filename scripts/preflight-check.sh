@@ -99,12 +99,23 @@ port_check node_exporter "$NODE_PORT" '^node_'
 port_check dcgm_exporter "$DCGM_PORT" '^DCGM_'
 
 # --- GPUs
-if command -v nvidia-smi >/dev/null && gpus=$(nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
+# Where the GPU stacks put their tools, off the PATH cloud-init and systemd give (as bootstrap.sh
+# looks), and bounded as it is: nvidia-smi hangs on a GPU that fell off the bus.
+PATH="$PATH:/usr/local/nvidia/bin:/usr/local/cuda/bin:/opt/rocm/bin"
+nvidia_on_bus=0
+for device in /sys/bus/pci/devices/*; do
+    if [ "$(cat "$device/vendor" 2>/dev/null)" = 0x10de ] && [[ "$(cat "$device/class" 2>/dev/null)" == 0x03* ]]; then nvidia_on_bus=$((nvidia_on_bus + 1)); fi
+done
+if command -v nvidia-smi >/dev/null && gpus=$(timeout -k 5 30 nvidia-smi --query-gpu=count,name --format=csv,noheader 2>/dev/null) && [ -n "$gpus" ]; then
     result PASS gpu "NVIDIA: $(printf '%s\n' "${gpus%%$'\n'*}" | sed 's/, / x /')"
-elif command -v rocm-smi >/dev/null && gpus=$(rocm-smi --showproductname --csv 2>/dev/null) && grep -q '^card[0-9]' <<<"$gpus"; then
+elif [ "$nvidia_on_bus" -gt 0 ] && command -v nvidia-smi >/dev/null; then
+    result FAIL gpu "$nvidia_on_bus NVIDIA GPU(s) on the PCI bus, but nvidia-smi does not list them (driver and library out of step? a GPU lost?): bootstrap refuses to register this node as one without GPUs"
+elif [ "$nvidia_on_bus" -gt 0 ]; then
+    result WARN gpu "$nvidia_on_bus NVIDIA GPU(s) on the PCI bus, but no nvidia-smi: bootstrap would register a node without GPUs until the driver is in"
+elif command -v rocm-smi >/dev/null && gpus=$(timeout -k 5 30 rocm-smi --showproductname --csv 2>/dev/null) && grep -q '^card[0-9]' <<<"$gpus"; then
     result PASS gpu "AMD: $(grep -c '^card[0-9]' <<<"$gpus") GPUs (rocm-smi)"
 elif command -v nvidia-smi >/dev/null; then
-    result WARN gpu "nvidia-smi is installed but lists no GPU (driver not loaded?)"
+    result WARN gpu "nvidia-smi is installed but lists no GPU, and the PCI bus holds none"
 else
     result PASS gpu "none found: a CPU-only node"
 fi

@@ -339,6 +339,47 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
   });
 
+  it('finds nvidia-smi where NVIDIA\'s images put it, off the PATH cloud-init and systemd give', async () => {
+    const server = await configServer();
+    const { token } = await server.token();
+    const node = fakeNode({ gpu: true });
+    mkdirSync(node.path('usr/local/nvidia/bin'), { recursive: true });
+    copyFileSync(join(node.bin, 'nvidia-smi'), node.path('usr/local/nvidia/bin/nvidia-smi'));
+    rmSync(join(node.bin, 'nvidia-smi'));
+    const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname gpu-path --dry-run`);
+    expect(run.code, run.stderr).toBe(0);
+    expect(dryRunBody(run.stdout)).toMatchObject({ facts: { gpu_vendor: 'nvidia', gpu_count: 1, gpu_model: 'NVIDIA H100 80GB HBM3' } });
+  });
+
+  it('refuses to register a node whose NVIDIA driver fails while the PCI bus holds NVIDIA GPUs; registers one without GPUs where it holds none', async () => {
+    const server = await configServer();
+    const { token } = await server.token();
+    const node = fakeNode({ gpu: true });
+    const device = (address: string, vendor: string, klass: string) => {
+      mkdirSync(node.path(`sys/bus/pci/devices/${address}`), { recursive: true });
+      writeFileSync(node.path(`sys/bus/pci/devices/${address}/vendor`), `${vendor}\n`);
+      writeFileSync(node.path(`sys/bus/pci/devices/${address}/class`), `${klass}\n`);
+    };
+    device('0000:18:00.0', '0x10de', '0x030200'); // an H100 (3D controller)
+    device('0000:05:00.0', '0x10de', '0x068000'); // an NVSwitch (a bridge: not a GPU)
+    device('0000:03:00.0', '0x1a03', '0x030000'); // the BMC's VGA
+    const bootstrap = () => node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname sick-gpu --dry-run`);
+    // A driver and library out of step after an update; a GPU lost with an Xid error, the others still listed.
+    for (const stub of ['echo "Failed to initialize NVML: Driver/library version mismatch"\nexit 18\n', 'printf \'1, NVIDIA H100 80GB HBM3\\n\'\nexit 15\n']) {
+      node.addStub('nvidia-smi', `#!/bin/sh\n${stub}`);
+      const run = await bootstrap();
+      expect(run.code, stub).toBe(1);
+      expect(run.stderr).toMatch(/nvidia-smi failed \(exit 1[58]\) on a host with 1 NVIDIA GPU\(s\) on its PCI bus .*not registering this node as one without GPUs/);
+    }
+    // No NVIDIA GPU on the bus (an image with the driver's tools, on a machine without GPUs): a node without GPUs, told.
+    rmSync(node.path('sys/bus/pci/devices/0000:18:00.0'), { recursive: true });
+    const cpu = await bootstrap();
+    expect(cpu.code, cpu.stderr).toBe(0);
+    expect(cpu.stderr).toContain('nvidia-smi is installed but lists no GPU, and the PCI bus holds none');
+    expect(dryRunBody(cpu.stdout).facts.gpu_count).toBe(0);
+    expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
+  });
+
   it('registers a CPU-only node and starts the node exporter itself where there is no systemd', async () => {
     requireBinary('prometheus-node-exporter', 'prometheus-node-exporter');
     const server = await configServer();
