@@ -540,10 +540,14 @@ run_exporter() {
 [Unit]
 Description=$name (installed by AAMI)
 After=network-online.target
+# Never given up on: systemd's default stops a unit that failed 5 times in 10 s for good (a
+# DCGM exporter started before the driver is up, a port held a moment at boot).
+StartLimitIntervalSec=0
 
 [Service]
 ExecStart=$command
 Restart=always
+RestartSec=5
 DynamicUser=$dynamic_user
 
 [Install]

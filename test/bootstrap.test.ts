@@ -521,6 +521,9 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     const units = node.path('etc/systemd/system');
     expect(readFileSync(join(units, 'aami-dynamic-check.timer'), 'utf8')).toContain('OnCalendar=minutely');
     expect(readFileSync(join(units, 'aami-dynamic-check.service'), 'utf8')).toContain(`Environment=AAMI_ROOT=${node.root}`);
+    // An exporter that fails at boot (its port held a moment, the driver not up) is restarted every 5 s, never given up on.
+    const exporter = readFileSync(join(units, 'aami-node-exporter.service'), 'utf8');
+    for (const line of ['StartLimitIntervalSec=0', 'Restart=always', 'RestartSec=5']) expect(exporter.split('\n')).toContain(line);
     const verify = await node.sh(`${analyze} verify ${readdirSync(units).map((unit) => join(units, unit)).join(' ')}`);
     expect(verify.stdout + verify.stderr).toBe('');
     expect(verify.code).toBe(0);
