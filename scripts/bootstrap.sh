@@ -53,7 +53,7 @@ Options:
 Environment:
   AAMI_ROOT            install under another root (default /), for tests and images
   AAMI_RETRY_SECONDS   how long to retry while the server answers 503, 429 or 409
-                       remote_conflict (default 300)
+                       remote_conflict, or does not answer (default 300)
   AAMI_PROBE_SECONDS   how long to ask again an exporter that is busy (503) or slow to
                        answer (default 60)
   AAMI_LISTEN_ADDRESS  address the exporters it starts listen on (default: all)
@@ -400,12 +400,21 @@ collect_facts() {
     HOSTNAME_FQDN=$(printf '%s' "$HOSTNAME_FQDN" | tr '[:upper:]' '[:lower:]')
     valid_hostname "$HOSTNAME_FQDN" || fatal "this host's name \"$(printable "$HOSTNAME_FQDN")\" is not an RFC 1123 host name of at most 250 characters: choose one with --hostname NAME"
     machine_identity
-    # The address this host uses to reach the server is the one Prometheus should scrape.
-    IP_ADDRESS=$(curl -fsS -o /dev/null --max-time 10 -w '%{local_ip}' "$SERVER/api/v1/health" 2>/dev/null || true)
-    if [ -z "$IP_ADDRESS" ]; then
-        curl -fsS -o /dev/null --max-time 10 "$SERVER/api/v1/health" 2>/dev/null || fatal "cannot reach the config server at $SERVER (is it up, and is port 8080 open?)"
-        IP_ADDRESS=$(hostname -I 2>/dev/null | awk '{print $1}')
-    fi
+    # The address this host uses to reach the server is the one Prometheus should scrape. A
+    # server that does not answer yet (restarting, or not up when a fleet first boots) is
+    # waited for, as a busy one is: for AAMI_RETRY_SECONDS, with backoff.
+    local started=$SECONDS delay=1 reached tried=""
+    while :; do
+        reached=true
+        IP_ADDRESS=$(curl -sS -o /dev/null --max-time 10 -w '%{local_ip}' "$SERVER/api/v1/health" 2>/dev/null) || reached=false
+        $reached && break
+        [ $((SECONDS - started + delay)) -le "$RETRY_SECONDS" ] || fatal "cannot reach the config server at $SERVER (is it up, and is port 8080 open?)$tried"
+        warn "cannot reach the config server at $SERVER; retrying in ${delay}s"
+        sleep "$delay"
+        tried=" (tried for $((SECONDS - started))s)"
+        delay=$((delay * 2 > 60 ? 60 : delay * 2))
+    done
+    [ -n "$IP_ADDRESS" ] || IP_ADDRESS=$(hostname -I 2>/dev/null | awk '{print $1}')
     [ -n "$IP_ADDRESS" ] || fatal "cannot tell this host's IP address"
     # --all: nproc alone honours OMP_NUM_THREADS, which ML hosts set.
     CPU_CORES=$(nproc --all 2>/dev/null || grep -c ^processor /proc/cpuinfo)
@@ -683,10 +692,13 @@ PY
 }
 
 # http_call METHOD PATH AUTH_FILE [BODY_FILE]: one request; STATUS and $RESPONSE hold the answer.
+# STATUS 000: no answer (refused, reset, timed out), what curl said in $CURL_ERROR. 90 s: a
+# registration may wait behind the server's push to its Git remote (60 s at most).
 http_call() {
-    local args=(-sS -o "$RESPONSE" -w '%{http_code}' --max-time 30 -X "$1" -H "@$3")
+    local args=(-sS -o "$RESPONSE" -w '%{http_code}' --max-time 90 -X "$1" -H "@$3")
     [ -z "${4:-}" ] || args+=(-H 'Content-Type: application/json' --data-binary "@$4")
-    STATUS=$(curl "${args[@]}" "$SERVER$2") || fatal "cannot reach the config server at $SERVER"
+    STATUS=$(curl "${args[@]}" "$SERVER$2" 2>"$WORK/curl-error") || STATUS=000
+    CURL_ERROR=$(printable "$(cat "$WORK/curl-error" 2>/dev/null)" 200)
 }
 
 error_code() { json_get "$RESPONSE" error.code 2>/dev/null || true; }
@@ -694,8 +706,10 @@ error_code() { json_get "$RESPONSE" error.code 2>/dev/null || true; }
 seconds() { printf '%d.%03d' $(($1 / 1000)) $(($1 % 1000)); } # MILLISECONDS
 
 # api_call METHOD PATH AUTH_FILE [BODY_FILE]: http_call, retrying transient refusals (503,
-# 429, 409 remote_conflict) with jittered exponential backoff for AAMI_RETRY_SECONDS: a
-# fleet booting at once must not hit a busy server in lockstep. GAVE_UP says how long it tried.
+# 429, 409 remote_conflict) and no answer at all (a server restarting) with jittered
+# exponential backoff for AAMI_RETRY_SECONDS: a fleet booting at once must not hit a busy
+# server in lockstep. GAVE_UP says how long it tried. Sent again, a registration is the same
+# machine's re-enrolment (no second token use), an update the same update.
 api_call() {
     local started=$SECONDS attempt=1 delay_ms=1000 wait_ms code retry_after
     GAVE_UP=""
@@ -703,7 +717,7 @@ api_call() {
         http_call "$@"
         code=$(error_code)
         case "$STATUS:$code" in
-            503:* | 429:* | 409:remote_conflict) ;;
+            503:* | 429:* | 409:remote_conflict | 000:*) ;;
             *) return 0 ;;
         esac
         wait_ms=$((delay_ms / 2 + RANDOM % (delay_ms / 2 + 1)))
@@ -713,9 +727,14 @@ api_call() {
         fi
         if [ $(((SECONDS - started) * 1000 + wait_ms)) -gt $((RETRY_SECONDS * 1000)) ]; then
             GAVE_UP=" after $attempt attempts in $((SECONDS - started))s"
+            [ "$STATUS" != 000 ] || fatal "cannot reach the config server at $SERVER$GAVE_UP: $CURL_ERROR"
             return 0
         fi
-        warn "the server refused for now (HTTP $STATUS${code:+ $code}); retrying in $(seconds "$wait_ms")s (attempt $((attempt + 1)))"
+        if [ "$STATUS" = 000 ]; then
+            warn "no answer from the server ($CURL_ERROR); retrying in $(seconds "$wait_ms")s (attempt $((attempt + 1)))"
+        else
+            warn "the server refused for now (HTTP $STATUS${code:+ $code}); retrying in $(seconds "$wait_ms")s (attempt $((attempt + 1)))"
+        fi
         sleep "$(seconds "$wait_ms")"
         attempt=$((attempt + 1))
         delay_ms=$((delay_ms * 2 > 60000 ? 60000 : delay_ms * 2))

@@ -1,10 +1,14 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { startServer } from '../src/server.js';
 import { onCleanup, ROOT, tempDir } from './helpers.js';
-import { configServer, DCGM_STAND_IN, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
+import { ADMIN, configServer, DCGM_STAND_IN, dcgmTarball, fakeNode, freePort, requireBinary, runningNodeExporter, serverConfig, waitFor } from './node-helpers.js';
 import { execStartArgv, SYSTEMD_ARGV } from './systemd-helpers.js';
 
 /** Stop a process at the end of the test, if it still runs. */
@@ -777,9 +781,62 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect((await server.admin('GET', '/api/v1/targets')).json).toHaveLength(1);
 
     await server.stop();
-    const down = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(used.token)} --server ${server.url} ${flags}`);
+    // Not waited for (it would be for AAMI_RETRY_SECONDS: a server restarting, see below).
+    const down = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(used.token)} --server ${server.url} ${flags}`, { AAMI_RETRY_SECONDS: '0' });
     expect(down.code).toBe(1);
     expect(down.stderr).toContain(`cannot reach the config server at ${server.url}`);
+  });
+
+  it('waits for a config server that does not answer yet (restarting, or not up when a fleet boots) and registers once it does', async () => {
+    const config = serverConfig({ port: await freePort() });
+    const url = `http://127.0.0.1:${config.port}`;
+    const first = await startServer(config);
+    const created = await fetch(`${url}/api/v1/bootstrap-tokens`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ name: 'late', default_group_id: 'ml-training', max_uses: 5, expires_at: '2099-01-01T00:00:00Z' }) });
+    const { token } = (await created.json()) as { token: string };
+    await first.close();
+    const node = fakeNode({ gpu: false });
+    // Each of bootstrap's waits is told to the test: a `sleep` first on the node's PATH marks it.
+    const sleep = execFileSync('sh', ['-c', 'command -v sleep'], { encoding: 'utf8' }).trim();
+    const waited = node.path('../waited');
+    node.addStub('sleep', `#!/bin/sh\necho "$1" >> '${waited}'\nexec ${sleep} "$1"\n`);
+    const run = node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${url} --hostname late-01 --skip-install --no-checks`, { AAMI_RETRY_SECONDS: '60' });
+    await waitFor('bootstrap to wait for the server', async () => existsSync(waited));
+    const server = await startServer(config);
+    onCleanup(() => server.close());
+    const done = await run;
+    expect(done.code, done.stderr).toBe(0);
+    expect(done.stderr).toContain(`cannot reach the config server at ${url}; retrying in 1s`);
+    const targets = await fetch(`${url}/api/v1/targets`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(((await targets.json()) as Array<{ hostname: string }>).map((t) => t.hostname)).toEqual(['late-01']);
+  });
+
+  it('sends a registration whose answer was lost (a connection reset) again: the same machine re-enrolled, with no second token use', async () => {
+    const server = await configServer();
+    const { token, id } = await server.token();
+    // Between the node and the server: the first registration reaches the server, and its answer is dropped.
+    let dropped = 0;
+    const proxy = createServer((request, response) => {
+      const forward = httpRequest(`${server.url}${request.url}`, { method: request.method, headers: request.headers }, (answer) => {
+        if (request.url === '/api/v1/bootstrap/register' && dropped++ === 0) return void (answer.resume(), request.socket.destroy());
+        response.writeHead(answer.statusCode!, answer.headers);
+        answer.pipe(response);
+      });
+      request.pipe(forward);
+    });
+    proxy.listen(0, '127.0.0.1');
+    await once(proxy, 'listening');
+    onCleanup(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
+    const url = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+    const node = fakeNode({ gpu: false });
+    const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${url} --hostname reset-01 --skip-install --no-checks`, { AAMI_RETRY_SECONDS: '60' });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/no answer from the server \(curl: \(52\) Empty reply from server\); retrying in/);
+    expect(dropped).toBe(2);
+    expect((await server.admin('GET', '/api/v1/targets')).json.map((t: { hostname: string }) => t.hostname)).toEqual(['reset-01']);
+    expect((await server.admin('GET', `/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
+    // The credential it kept is the one the server holds now (the second answer's).
+    const { node_credential: credential } = JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8'));
+    expect((await fetch(`${server.url}/api/v1/nodes/self`, { headers: { authorization: `Bearer ${credential}` } })).status).toBe(200);
   });
 
   it('is served by the server with a checksum, and every script passes shellcheck', async () => {
