@@ -110,6 +110,21 @@ for c in json.load(open(sys.argv[1]))["checks"]:
     fi
 }
 
+[ -r "$STATE_FILE" ] || {
+    log "dynamic-check: $STATE_FILE is missing; run bootstrap.sh first"
+    exit 1
+}
+SERVER=$(json_get "$STATE_FILE" server)
+CREDENTIAL=$(json_get "$STATE_FILE" node_credential)
+# The header on curl's stdin (printf is a builtin): the credential in no command line and no file.
+authorized() { printf 'Authorization: Bearer %s\n' "$CREDENTIAL" | curl -H @- "$@"; }
+
+# The heartbeat first, on every run, whatever comes after: a check that holds the lock for
+# half an hour (a long GPU diagnostic), a textfile directory this script refuses to write, a
+# list of checks it cannot fetch. Tied to them, it stopped, and the node was listed stale
+# (an ephemeral one removed past its TTL) while it ran.
+authorized -fsS --max-time 10 -X POST "$SERVER/api/v1/nodes/heartbeat" -o /dev/null || log "dynamic-check: heartbeat failed"
+
 mkdir -p "$CACHE_DIR" "$TEXTFILE_DIR"
 # Results and scripts are staged in these directories by this user (root): one that others can
 # write would let them plant a link at a staging name, and the write would follow it (any
@@ -131,17 +146,10 @@ if command -v flock >/dev/null && ! flock -n 9; then
     exit 0
 fi
 
-[ -r "$STATE_FILE" ] || {
-    log "dynamic-check: $STATE_FILE is missing; run bootstrap.sh first"
-    exit 1
-}
-SERVER=$(json_get "$STATE_FILE" server)
-HEADER="$CACHE_DIR/.auth"
-(umask 077 && printf 'Authorization: Bearer %s\n' "$(json_get "$STATE_FILE" node_credential)" >"$HEADER")
-trap 'rm -f "$HEADER" "$CACHE_DIR"/.*.tmp' EXIT
+trap 'rm -f "$CACHE_DIR"/.*.tmp' EXIT
 
 ONLINE=true
-if curl -fsS --max-time 10 -H "@$HEADER" "$SERVER/api/v1/checks/node" -o "$CACHE_DIR/.checks.json.tmp"; then
+if authorized -fsS --max-time 10 "$SERVER/api/v1/checks/node" -o "$CACHE_DIR/.checks.json.tmp"; then
     # Only a list of checks replaces the last one: a proxy's error page answered 200 would
     # otherwise leave no list, and every check's result would be removed below.
     if list_of_checks "$CACHE_DIR/.checks.json.tmp"; then
@@ -150,7 +158,6 @@ if curl -fsS --max-time 10 -H "@$HEADER" "$SERVER/api/v1/checks/node" -o "$CACHE
         ONLINE=false
         log "dynamic-check: $SERVER answered something that is not a list of checks; running the last list fetched"
     fi
-    curl -fsS --max-time 10 -X POST -H "@$HEADER" "$SERVER/api/v1/nodes/heartbeat" -o /dev/null || log "dynamic-check: heartbeat failed"
 else
     ONLINE=false
     log "dynamic-check: cannot fetch checks from $SERVER; running the last list fetched"
@@ -207,7 +214,7 @@ run_check() { # NAME SHA256 INTERVAL TIMEOUT ARGS...
         return 0 # its last result stands
     fi
     if ! script_ok "$name" "$sha" && $ONLINE; then
-        curl -fsS --max-time 10 -H "@$HEADER" "$SERVER/api/v1/checks/node/$name/script" -o "$CACHE_DIR/.$name.sh.tmp" &&
+        authorized -fsS --max-time 10 "$SERVER/api/v1/checks/node/$name/script" -o "$CACHE_DIR/.$name.sh.tmp" &&
             mv "$CACHE_DIR/.$name.sh.tmp" "$CACHE_DIR/$name.sh"
     fi
     if ! script_ok "$name" "$sha"; then

@@ -219,7 +219,7 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
   });
 
   it('writes nothing into a results directory others can write (a planted link would be followed)', async () => {
-    const { node, dynamicCheck } = await registeredNode();
+    const { server, node, dynamicCheck } = await registeredNode();
     const textfile = node.path('var/lib/node_exporter/textfile');
     mkdirSync(textfile, { recursive: true });
     chmodSync(textfile, 0o777);
@@ -230,6 +230,8 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     expect(run.code).toBe(1);
     expect(run.stderr).toContain('can be written by others than');
     expect(readFileSync(victim, 'utf8')).toBe('kept\n');
+    // The node's heartbeat went all the same: the node is not listed stale for a directory's mode.
+    expect((await server.admin('GET', '/api/v1/targets/node-1')).json.last_seen).not.toBeNull();
     chmodSync(textfile, 0o755);
     rmSync(join(textfile, '.check_mount.prom.tmp'));
     expect((await dynamicCheck()).code).toBe(0);
@@ -245,7 +247,7 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
   });
 
   it('never runs twice at once', async () => {
-    const { node, dynamicCheck } = await registeredNode();
+    const { server, node, dynamicCheck } = await registeredNode();
     const lock = node.path('var/lib/aami/dynamic-check.lock');
     mkdirSync(node.path('var/lib/aami'), { recursive: true });
     const [ready, release] = [node.path('../locked'), node.path('../release')];
@@ -258,6 +260,8 @@ describe('dynamic-check.sh', { timeout: 60_000 }, () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toBe('');
     expect(run.stderr).toContain('the previous run is still going');
+    // A check that holds the lock for long (a GPU diagnostic) does not hold the node's heartbeat.
+    expect((await server.admin('GET', '/api/v1/targets/node-1')).json.last_seen).not.toBeNull();
   });
 
   it('keeps hostile label values and check arguments as data, from the server', async () => {
