@@ -136,6 +136,8 @@ setup_env() {
         [ "$(char_count "$value")" -le 1024 ] || fatal "--label $name: a label value has at most 1024 characters"
         if has_control "$value"; then fatal "--label $name: a label value must not hold control characters (newlines, tabs, ...)"; fi
     done
+    # The server's rule for a group id, before anything is installed.
+    [ -z "$GROUP" ] || [[ "$GROUP" =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] || fatal "--group must be a group id (1-63 lowercase letters, digits or \"-\", not starting or ending with \"-\"): $(printable "$GROUP")"
     # 64 labels at most, with the GPU facts' three.
     [ "${#LABELS[@]}" -le 61 ] || fatal "--label: at most 61 labels (the GPU facts take three of a node's 64)"
     if [ -n "$HOSTNAME_OVERRIDE" ]; then
@@ -922,6 +924,12 @@ install_checks() {
     info "checks: first run:"
     AAMI_ROOT="$ROOT" "$SCRIPTS_DIR/dynamic-check.sh" || warn "checks: the first run of dynamic-check.sh failed (see: grep aami /var/log/syslog)"
     info "checks: results in $TEXTFILE_DIR"
+    # A node exporter reused here (a distribution's package, a DaemonSet) may read another
+    # textfile directory, or none: the results would reach no one, and an alert on them
+    # cannot fire on series that do not exist. Told, with the remedy.
+    if compgen -G "$TEXTFILE_DIR/check_*.prom" >/dev/null && ! metrics_answer "$NODE_EXPORTER_PORT" '^aami_check_success' && [[ "$PROBED" == "a /metrics page"* ]]; then
+        warn "checks: the node exporter on :$NODE_EXPORTER_PORT does not read $TEXTFILE_DIR (its --collector.textfile.directory is another, or none): the check results do not reach Prometheus; start it with --collector.textfile.directory=$TEXTFILE_DIR"
+    fi
 }
 
 dry_run() {

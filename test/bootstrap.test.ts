@@ -133,6 +133,7 @@ describe('bootstrap.sh', { timeout: 60_000 }, () => {
     const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
     expect(metrics).toContain('aami_check_success{check="gpu-count"} 1');
     expect(metrics).toContain('aami_gpu_count_match 1');
+    expect(run.stderr).not.toContain('does not read');
     expect(metrics).toContain('aami_mount_present{mountpoint="/"} 1');
     expect(metrics).toMatch(/aami_disk_used_ratio\{mountpoint="\/"\} 0\.\d+/);
     expect((await server.admin('GET', '/api/v1/targets/gpu-node-01')).json.last_seen).not.toBeNull();
@@ -343,6 +344,19 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
   });
 
+  it('says so when the node exporter it reuses reads another textfile directory: the check results would reach no one', async () => {
+    const server = await configServer();
+    const node = fakeNode({ gpu: false, cron: true });
+    // A distribution's package: its own directory.
+    const port = await runningNodeExporter(join(tempDir('aami-packaged-'), 'node-exporter'));
+    const { token } = await server.token();
+    const run = await node.sh(oneLiner(server.url, node.tokenFile(token), `--hostname reused-01 --node-exporter-port ${port}`));
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain(`node exporter: already running on :${port}, reusing it`);
+    expect(run.stdout).toMatch(/^mount: ran$/m);
+    expect(run.stderr).toContain(`checks: the node exporter on :${port} does not read ${node.path('var/lib/node_exporter/textfile')}`);
+  });
+
   it('finds nvidia-smi where NVIDIA\'s images put it, off the PATH cloud-init and systemd give', async () => {
     const server = await configServer();
     const { token } = await server.token();
@@ -479,6 +493,7 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
       [`--hostname ok-01 --label "note=$(printf 'a\tb')"`, 'must not hold control characters'],
       [`--hostname ok-01 --label "note=$(printf 'a\u2028b')"`, 'must not hold control characters'],
       [`--hostname ok-01 --label "note=$(printf 'a\xc2\x85b')"`, 'must not hold control characters'],
+      ['--hostname ok-01 --group GPU-Nodes', '--group must be a group id'],
     ]) {
       const attempt = await refused.sh(`bash ${BOOTSTRAP} --token-file ${refused.tokenFile(token)} --server ${server.url} --node-exporter-port ${await freePort()} ${flags}`);
       expect(attempt.code, flags).toBe(1);
