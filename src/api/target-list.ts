@@ -96,7 +96,8 @@ export class TargetList {
     const found: Entry[] = [];
     // A host name selects one entry at most: looked up, not walked for (a node asks for its own).
     const one = hostname ? this.byHost.get(hostname) : undefined;
-    for (const entry of !hostname ? this.entriesAfter(cursor) : one && (cursor === undefined || one.hostname > cursor) ? [one] : []) {
+    const candidates = !hostname ? this.entriesAfter(cursor) : one && (cursor === undefined || one.hostname > cursor) ? [one] : [];
+    for (const entry of candidates) {
       if (!matches(entry)) continue;
       if (found.length === limit) return { json: joinEntries(found), next: found.at(-1)!.hostname };
       found.push(entry);
