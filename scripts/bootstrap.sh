@@ -52,8 +52,8 @@ Options:
 
 Environment:
   AAMI_ROOT            install under another root (default /), for tests and images
-  AAMI_RETRY_SECONDS   how long to retry while the server answers 503, 429 or 409
-                       remote_conflict, or does not answer (default 300)
+  AAMI_RETRY_SECONDS   how long to retry while the server answers 503 (502, 504 from a
+                       proxy), 429 or 409 remote_conflict, or does not answer (default 300)
   AAMI_PROBE_SECONDS   how long to ask again an exporter that is busy (503) or slow to
                        answer (default 60)
   AAMI_LISTEN_ADDRESS  address the exporters it starts listen on (default: all)
@@ -335,13 +335,16 @@ machine_identity() {
     fatal "cannot identify this machine: $ROOT/etc/machine-id and $ROOT/sys/class/dmi/id/product_uuid are missing or empty (systemd-machine-id-setup writes the first)"
 }
 
-# How many display or 3D controllers of VENDOR (0x10de: NVIDIA) the PCI bus holds, whatever
-# their driver says (sysfs; NVSwitches are bridges, not counted).
+# How many display or 3D controllers of VENDOR (0x10de: NVIDIA) the PCI bus holds for this
+# host, whatever their driver says (sysfs; NVSwitches are bridges, not counted; GPUs bound to
+# vfio-pci or pci-stub are a hypervisor's, passed to its guests).
 pci_gpus() {
-    local count=0 device vendor class
+    local count=0 device vendor class driver
     for device in "$ROOT"/sys/bus/pci/devices/*; do
         read -r vendor 2>/dev/null <"$device/vendor" || continue
         read -r class 2>/dev/null <"$device/class" || continue
+        driver=$(readlink "$device/driver" 2>/dev/null) || driver=""
+        case "${driver##*/}" in vfio-pci | pci-stub) continue ;; esac
         if [ "$vendor" = "$1" ] && [[ "$class" == 0x03* ]]; then count=$((count + 1)); fi
     done
     echo "$count"
@@ -366,12 +369,19 @@ gpu_facts() {
         else
             # A driver that does not answer on a host whose PCI bus holds NVIDIA GPUs (a driver
             # and library out of step after an update, a module that failed to build, a GPU lost
-            # with an Xid error) is a sick GPU node, not one without GPUs: registered as CPU-only,
-            # its GPU exporter, labels and checks would go, on every re-run at boot.
-            local on_bus
+            # with an Xid error) is a sick GPU node, not one without GPUs. A re-run (at every
+            # boot, on some clouds) stops, and the registration stays as it was: taken as
+            # CPU-only, its GPU exporter, labels and checks would go. A first enrolment goes on
+            # without them, said so: the host is watched meanwhile.
+            local on_bus sick
             on_bus=$(pci_gpus 0x10de)
-            if [ "$on_bus" -gt 0 ]; then fatal "nvidia-smi failed (exit $status) on a host with $on_bus NVIDIA GPU(s) on its PCI bus (driver and library out of step? a GPU lost?): not registering this node as one without GPUs; run bootstrap again once nvidia-smi lists them"; fi
-            warn "nvidia-smi is installed but lists no GPU, and the PCI bus holds none: a node without GPUs"
+            sick="nvidia-smi failed (exit $status) on a host with $on_bus NVIDIA GPU(s) on its PCI bus (driver and library out of step? a GPU lost?)"
+            if [ "$on_bus" -gt 0 ] && [ -n "$REGISTERED_AS" ]; then fatal "$sick: not registering this node again as one without GPUs (its registration stays as it was); run bootstrap again once nvidia-smi lists them"; fi
+            if [ "$on_bus" -gt 0 ]; then
+                warn "$sick: registering it as a node without GPUs for now; run bootstrap again once nvidia-smi lists them"
+            else
+                warn "nvidia-smi is installed but lists no GPU, and the PCI bus holds none: a node without GPUs"
+            fi
         fi
     elif command -v rocm-smi >/dev/null; then
         # A "device,Card Series,..." header ("Card series" before ROCm 6), then one
@@ -405,16 +415,19 @@ collect_facts() {
     # The address this host uses to reach the server is the one Prometheus should scrape. A
     # server that does not answer yet (restarting, or not up when a fleet first boots) is
     # waited for, as a busy one is: for AAMI_RETRY_SECONDS, with backoff.
-    local started=$SECONDS delay=1 reached tried=""
+    local started=$SECONDS delay_ms=1000 wait_ms failed tried=""
     while :; do
-        reached=true
-        IP_ADDRESS=$(curl -sS -o /dev/null --max-time 10 -w '%{local_ip}' "$SERVER/api/v1/health" 2>/dev/null) || reached=false
-        $reached && break
-        [ $((SECONDS - started + delay)) -le "$RETRY_SECONDS" ] || fatal "cannot reach the config server at $SERVER (is it up, and is port 8080 open?)$tried"
-        warn "cannot reach the config server at $SERVER; retrying in ${delay}s"
-        sleep "$delay"
+        failed=0
+        IP_ADDRESS=$(curl -sS -o /dev/null --max-time 10 -w '%{local_ip}' "$SERVER/api/v1/health" 2>"$WORK/curl-error") || failed=$?
+        [ "$failed" -ne 0 ] || break
+        wait_ms=$(backoff_ms "$delay_ms")
+        if curl_gives_up "$failed" || [ $(((SECONDS - started) * 1000 + wait_ms)) -gt $((RETRY_SECONDS * 1000)) ]; then
+            fatal "cannot reach the config server at $SERVER (is it up, and is port 8080 open?)$tried: $(printable "$(cat "$WORK/curl-error")" 200)"
+        fi
+        warn "cannot reach the config server at $SERVER; retrying in $(seconds "$wait_ms")s"
+        sleep "$(seconds "$wait_ms")"
         tried=" (tried for $((SECONDS - started))s)"
-        delay=$((delay * 2 > 60 ? 60 : delay * 2))
+        delay_ms=$((delay_ms * 2 > 60000 ? 60000 : delay_ms * 2))
     done
     [ -n "$IP_ADDRESS" ] || IP_ADDRESS=$(hostname -I 2>/dev/null | awk '{print $1}')
     [ -n "$IP_ADDRESS" ] || fatal "cannot tell this host's IP address"
@@ -699,9 +712,20 @@ PY
 http_call() {
     local args=(-sS -o "$RESPONSE" -w '%{http_code}' --max-time 90 -X "$1" -H "@$3")
     [ -z "${4:-}" ] || args+=(-H 'Content-Type: application/json' --data-binary "@$4")
-    STATUS=$(curl "${args[@]}" "$SERVER$2" 2>"$WORK/curl-error") || STATUS=000
+    CURL_EXIT=0
+    STATUS=$(curl "${args[@]}" "$SERVER$2" 2>"$WORK/curl-error") || CURL_EXIT=$?
+    [ "$CURL_EXIT" -eq 0 ] || STATUS=000
     CURL_ERROR=$(printable "$(cat "$WORK/curl-error" 2>/dev/null)" 200)
+    ! curl_gives_up "$CURL_EXIT" || fatal "cannot reach the config server at $SERVER: $CURL_ERROR"
 }
+
+# curl_gives_up EXIT: curl failed in a way waiting does not mend (an unsupported scheme, a
+# malformed URL, a certificate or TLS setup refused), not a server that does not answer yet.
+curl_gives_up() { case "$1" in 1 | 3 | 35 | 51 | 58 | 59 | 60 | 77 | 83 | 90 | 91) return 0 ;; *) return 1 ;; esac; }
+
+# backoff_ms DELAY_MS: a wait of DELAY_MS jittered (half to all of it): a fleet booting at
+# once must not come back in lockstep.
+backoff_ms() { echo $(($1 / 2 + RANDOM % ($1 / 2 + 1))); }
 
 error_code() { json_get "$RESPONSE" error.code 2>/dev/null || true; }
 
@@ -719,10 +743,10 @@ api_call() {
         http_call "$@"
         code=$(error_code)
         case "$STATUS:$code" in
-            503:* | 429:* | 409:remote_conflict | 000:*) ;;
+            503:* | 502:* | 504:* | 429:* | 409:remote_conflict | 000:*) ;; # 502, 504: a proxy before a server restarting
             *) return 0 ;;
         esac
-        wait_ms=$((delay_ms / 2 + RANDOM % (delay_ms / 2 + 1)))
+        wait_ms=$(backoff_ms "$delay_ms")
         retry_after=$(json_get "$RESPONSE" error.details.retry_after_seconds 2>/dev/null || true)
         if [ "$STATUS" = 429 ] && [[ "$retry_after" =~ ^[0-9]{1,5}$ ]] && [ $((retry_after * 1000)) -gt "$wait_ms" ]; then
             wait_ms=$((retry_after * 1000))

@@ -1,7 +1,7 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -369,33 +369,49 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect(dryRunBody(run.stdout)).toMatchObject({ facts: { gpu_vendor: 'nvidia', gpu_count: 1, gpu_model: 'NVIDIA H100 80GB HBM3' } });
   });
 
-  it('refuses to register a node whose NVIDIA driver fails while the PCI bus holds NVIDIA GPUs; registers one without GPUs where it holds none', async () => {
+  it('on a re-run, stops rather than register again without GPUs a node whose NVIDIA driver fails while its PCI bus holds NVIDIA GPUs', async () => {
     const server = await configServer();
     const { token } = await server.token();
     const node = fakeNode({ gpu: true });
-    const device = (address: string, vendor: string, klass: string) => {
-      mkdirSync(node.path(`sys/bus/pci/devices/${address}`), { recursive: true });
-      writeFileSync(node.path(`sys/bus/pci/devices/${address}/vendor`), `${vendor}\n`);
-      writeFileSync(node.path(`sys/bus/pci/devices/${address}/class`), `${klass}\n`);
+    const device = (address: string, vendor: string, klass: string, driver?: string) => {
+      const dir = node.path(`sys/bus/pci/devices/${address}`);
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'vendor'), `${vendor}\n`);
+      writeFileSync(join(dir, 'class'), `${klass}\n`);
+      if (driver) symlinkSync(`../../../bus/pci/drivers/${driver}`, join(dir, 'driver'));
     };
-    device('0000:18:00.0', '0x10de', '0x030200'); // an H100 (3D controller)
+    device('0000:18:00.0', '0x10de', '0x030200', 'nvidia'); // an H100 (3D controller)
     device('0000:05:00.0', '0x10de', '0x068000'); // an NVSwitch (a bridge: not a GPU)
     device('0000:03:00.0', '0x1a03', '0x030000'); // the BMC's VGA
-    const bootstrap = () => node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname sick-gpu --dry-run`);
+    device('0000:3b:00.0', '0x10de', '0x030200', 'vfio-pci'); // a GPU passed to a guest: not this host's
+    const bootstrap = (flags = '--dry-run') => node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${server.url} --hostname sick-gpu --skip-install --no-checks ${flags}`);
+    const registered = await bootstrap('');
+    expect(registered.code, registered.stderr).toBe(0);
+    expect((await server.admin('GET', '/api/v1/targets/sick-gpu')).json.node_labels).toMatchObject({ gpu_vendor: 'nvidia', gpu_count: '1' });
     // A driver and library out of step after an update; a GPU lost with an Xid error, the others still listed.
     for (const stub of ['echo "Failed to initialize NVML: Driver/library version mismatch"\nexit 18\n', 'printf \'1, NVIDIA H100 80GB HBM3\\n\'\nexit 15\n']) {
       node.addStub('nvidia-smi', `#!/bin/sh\n${stub}`);
-      const run = await bootstrap();
+      const run = await bootstrap('');
       expect(run.code, stub).toBe(1);
-      expect(run.stderr).toMatch(/nvidia-smi failed \(exit 1[58]\) on a host with 1 NVIDIA GPU\(s\) on its PCI bus .*not registering this node as one without GPUs/);
+      expect(run.stderr).toMatch(/nvidia-smi failed \(exit 1[58]\) on a host with 1 NVIDIA GPU\(s\) on its PCI bus .*not registering this node again as one without GPUs/);
     }
-    // No NVIDIA GPU on the bus (an image with the driver's tools, on a machine without GPUs): a node without GPUs, told.
+    expect((await server.admin('GET', '/api/v1/targets/sick-gpu')).json.node_labels).toMatchObject({ gpu_vendor: 'nvidia', gpu_count: '1' });
+    // A first enrolment goes on without GPUs, said so: the host is watched meanwhile.
+    const fresh = fakeNode({ gpu: true });
+    fresh.addStub('nvidia-smi', '#!/bin/sh\nexit 9\n');
+    mkdirSync(fresh.path('sys/bus/pci/devices/0000:18:00.0'), { recursive: true });
+    writeFileSync(fresh.path('sys/bus/pci/devices/0000:18:00.0/vendor'), '0x10de\n');
+    writeFileSync(fresh.path('sys/bus/pci/devices/0000:18:00.0/class'), '0x030200\n');
+    const first = await fresh.sh(`bash ${BOOTSTRAP} --token-file ${fresh.tokenFile(token)} --server ${server.url} --hostname fresh-gpu --dry-run`);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toContain('nvidia-smi failed (exit 9) on a host with 1 NVIDIA GPU(s) on its PCI bus');
+    expect(first.stderr).toContain('registering it as a node without GPUs for now');
+    // No NVIDIA GPU of this host's on the bus (an image with the driver's tools, a hypervisor's passthrough GPUs): a node without GPUs, told.
     rmSync(node.path('sys/bus/pci/devices/0000:18:00.0'), { recursive: true });
     const cpu = await bootstrap();
     expect(cpu.code, cpu.stderr).toBe(0);
     expect(cpu.stderr).toContain('nvidia-smi is installed but lists no GPU, and the PCI bus holds none');
     expect(dryRunBody(cpu.stdout).facts.gpu_count).toBe(0);
-    expect((await server.admin('GET', '/api/v1/targets')).json).toEqual([]);
   });
 
   it('registers a CPU-only node and starts the node exporter itself where there is no systemd', async () => {
@@ -820,19 +836,22 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     onCleanup(() => server.close());
     const done = await run;
     expect(done.code, done.stderr).toBe(0);
-    expect(done.stderr).toContain(`cannot reach the config server at ${url}; retrying in 1s`);
+    expect(done.stderr).toMatch(new RegExp(`cannot reach the config server at ${url}; retrying in \\d\\.\\d{3}s`));
     const targets = await fetch(`${url}/api/v1/targets`, { headers: { authorization: `Bearer ${ADMIN}` } });
     expect(((await targets.json()) as Array<{ hostname: string }>).map((t) => t.hostname)).toEqual(['late-01']);
   });
 
-  it('sends a registration whose answer was lost (a connection reset) again: the same machine re-enrolled, with no second token use', async () => {
+  it('sends a registration whose answer was lost (a connection reset, a proxy\'s 502) again: the same machine re-enrolled, with no second token use', async () => {
     const server = await configServer();
     const { token, id } = await server.token();
-    // Between the node and the server: the first registration reaches the server, and its answer is dropped.
-    let dropped = 0;
+    // Between the node and the server, a proxy: the first registration reaches the server and
+    // its answer is dropped; the second is answered 502 by the proxy (its backend restarting).
+    let registrations = 0;
     const proxy = createServer((request, response) => {
+      const attempt = request.url === '/api/v1/bootstrap/register' ? ++registrations : 0;
+      if (attempt === 2) return void request.resume().on('end', () => response.writeHead(502).end('Bad Gateway'));
       const forward = httpRequest(`${server.url}${request.url}`, { method: request.method, headers: request.headers }, (answer) => {
-        if (request.url === '/api/v1/bootstrap/register' && dropped++ === 0) return void (answer.resume(), request.socket.destroy());
+        if (attempt === 1) return void (answer.resume(), request.socket.destroy());
         response.writeHead(answer.statusCode!, answer.headers);
         answer.pipe(response);
       });
@@ -846,7 +865,8 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     const run = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(token)} --server ${url} --hostname reset-01 --skip-install --no-checks`, { AAMI_RETRY_SECONDS: '60' });
     expect(run.code, run.stderr).toBe(0);
     expect(run.stderr).toMatch(/no answer from the server \(curl: \(52\) Empty reply from server\); retrying in/);
-    expect(dropped).toBe(2);
+    expect(run.stderr).toMatch(/the server refused for now \(HTTP 502\); retrying in/);
+    expect(registrations).toBe(3);
     expect((await server.admin('GET', '/api/v1/targets')).json.map((t: { hostname: string }) => t.hostname)).toEqual(['reset-01']);
     expect((await server.admin('GET', `/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
     // The credential it kept is the one the server holds now (the second answer's).
