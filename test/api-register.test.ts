@@ -83,7 +83,9 @@ describe('self-registration', () => {
       expect(status, field).toBe(400);
       expect(json.error.details.map((d: { field: string }) => d.field), field).toEqual([field]);
     };
-    for (const ip of ['169.254.169.254', '::ffff:169.254.169.254', 'fe80::1', '0.0.0.0', '::', '224.0.0.1', 'ff02::1', '255.255.255.255']) await refused(api.register(token, { hostname: 'n1', ip_address: ip }), 'ip_address');
+    for (const ip of ['169.254.169.254', '::ffff:169.254.169.254', '64:ff9b::a9fe:a9fe', '::169.254.169.254', 'fd00:ec2::254', 'fe80::1', '0.0.0.0', '::', '224.0.0.1', 'ff02::1', '255.255.255.255']) {
+      await refused(api.register(token, { hostname: 'n1', ip_address: ip }), 'ip_address');
+    }
     await refused(api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', exporters: [{ type: 'node_exporter', port: 80, metrics_path: '/latest/meta-data/' }] }), 'exporters[0].metrics_path');
     await refused(api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', exporters: [{ type: 'node_exporter', scheme: 'https' }] }), 'exporters[0].scheme');
     expect(api.commits()).toBe(commits);
@@ -97,6 +99,21 @@ describe('self-registration', () => {
     // An admin's target may be anywhere, scraped any way.
     const admin = await api.post('/api/v1/targets', { hostname: 'bmc-01', ip_address: '169.254.0.10', primary_group_id: 'ml-training', exporters: [{ type: 'node_exporter', port: 443, metrics_path: '/probe', scheme: 'https' }] });
     expect(admin.status).toBe(201);
+  });
+
+  it('keeps where an admin has an exporter scraped (path, scheme, interval) through the node\'s updates and re-enrolments', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token();
+    const enrolled = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', machine_id: MACHINE_A, exporters: [{ type: 'node_exporter', port: 9100 }] });
+    expect(enrolled.status).toBe(201);
+    const scraped = { type: 'node_exporter', port: 9100, enabled: true, metrics_path: '/node/metrics', scheme: 'https', interval: '30s' };
+    expect((await api.call('PATCH', '/api/v1/targets/n1', { body: { exporters: [scraped] } })).status).toBe(200);
+    // The node's bootstrap runs again: an update, then a re-enrolment, each sending its type and port only.
+    const self = await api.call('PUT', '/api/v1/nodes/self', { token: enrolled.json.node_credential, body: { exporters: [{ type: 'node_exporter', port: 9100 }, { type: 'dcgm_exporter', port: 9400 }] } });
+    expect(self.status).toBe(200);
+    expect((await api.get('/api/v1/targets/n1')).json.exporters).toEqual([scraped, { type: 'dcgm_exporter', port: 9400, enabled: true }]);
+    expect((await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', machine_id: MACHINE_A, exporters: [{ type: 'node_exporter', port: 9100, interval: '15s' }] })).status).toBe(200);
+    expect((await api.get('/api/v1/targets/n1')).json.exporters).toEqual([{ ...scraped, interval: '15s' }]);
   });
 
   it('issues a new node credential on request and keeps only its hash', async () => {

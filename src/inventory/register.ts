@@ -6,7 +6,7 @@ import type { PlanFiles } from '../writer/writer.js';
 import { AamiError } from '../errors.js';
 import type { Change } from '../git/repository.js';
 import type { Writer } from '../writer/writer.js';
-import type { Facts, NodeUpdate, Registration, Target, Token } from '../schema/index.js';
+import { exporter as exporterSchema, type Exporter, type Facts, type NodeUpdate, type Registration, type Target, type Token } from '../schema/index.js';
 import { hashSecret, NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';
 import { checkTarget, checkTargetItself, heldAddress, requireTarget, sameMachine, targetChanges } from './targets.js';
@@ -90,7 +90,7 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
       ip_address: input.ip_address,
       primary_group: group,
       groups: own?.groups ?? [],
-      exporters: input.exporters ?? own?.exporters ?? [{ type: 'node_exporter', enabled: true }],
+      exporters: withAdminFields(input.exporters, own?.exporters) ?? own?.exporters ?? [{ type: 'node_exporter', enabled: true }],
       labels: own?.labels ?? {},
       node_labels: { ...factLabels(input.facts), ...input.labels },
       token_labels: token.labels,
@@ -139,7 +139,7 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
     const target: Target = {
       ...current,
       ip_address: input.ip_address ?? current.ip_address,
-      exporters: input.exporters ?? current.exporters,
+      exporters: withAdminFields(input.exporters, current.exporters) ?? current.exporters,
       node_labels: nodeLabels,
       facts,
       machine_id_hash: identity,
@@ -156,4 +156,23 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
 
 function stripUndefined<T extends object>(value: T): T {
   return JSON.parse(JSON.stringify(value)) as T;
+}
+
+/**
+ * The exporters a node sent, with what only an admin sets kept from the target's exporter of
+ * the same type: where it is scraped (metrics_path and scheme, which a node cannot send) and,
+ * when the node sent none, its interval. Replaced whole, an admin's path was gone at the
+ * node's next bootstrap run.
+ */
+function withAdminFields(sent: Exporter[] | undefined, stored: readonly Exporter[] | undefined): Exporter[] | undefined {
+  if (!sent || !stored) return sent;
+  return sent.map((exporter) => {
+    const before = stored.find((e) => e.type === exporter.type);
+    if (!before) return exporter;
+    const kept = { metrics_path: before.metrics_path, scheme: before.scheme, interval: exporter.interval ?? before.interval };
+    const merged: Record<string, unknown> = { ...exporter };
+    for (const [field, value] of Object.entries(kept)) if (value !== undefined) merged[field] = value;
+    // Parsed again: the fields in the schema's order, as a file read back has them.
+    return exporterSchema.parse(merged);
+  });
 }
