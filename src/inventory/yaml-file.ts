@@ -25,7 +25,8 @@ export function renderYaml(data: Record<string, unknown>, previous?: string): st
   for (const key of Object.keys(old)) if (!(key in present)) doc.delete(key);
   for (const [key, value] of Object.entries(present)) if (!isDeepStrictEqual(old[key], value)) doc.set(key, quoted(doc.createNode(value)));
   const text = doc.toString({ lineWidth: 0 });
-  return readsBack(text, present) ? text : dumpYaml(present);
+  // Compared with what YAML can hold of it: an undefined inside a value is not written at all.
+  return readsBack(text, JSON.parse(JSON.stringify(present))) ? text : dumpYaml(present);
 }
 
 /** The node with each string that js-yaml would read otherwise written plain (`0b11`, `+0b1`) set to be quoted. */

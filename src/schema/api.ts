@@ -65,7 +65,8 @@ export const targetPatch = z.strictObject({
  * could have Prometheus fetch any page of any server it can reach and show what it answers.
  */
 const SET_BY_AAMI = 'is set by the exporter type in aami.yaml (or by an admin), not by a node';
-const nodeExporter = exporter.extend({ metrics_path: z.never({ error: SET_BY_AAMI }).optional(), scheme: z.never({ error: SET_BY_AAMI }).optional() });
+const setByAami = () => z.never({ error: SET_BY_AAMI }).optional().describe(`Not sent by a node: ${SET_BY_AAMI}`);
+const nodeExporter = exporter.extend({ metrics_path: setByAami(), scheme: setByAami() });
 const nodeExporters = z.array(nodeExporter).min(1, 'must list at least one exporter').max(32);
 
 export const registration = z.strictObject({

@@ -46,11 +46,18 @@ NOT_A_NODE.addAddress('255.255.255.255', 'ipv4');
 NOT_A_NODE.addAddress('::', 'ipv6');
 NOT_A_NODE.addSubnet('fe80::', 10, 'ipv6');
 NOT_A_NODE.addSubnet('ff00::', 8, 'ipv6');
+// IPv4 inside IPv6 (compatible, and NAT64's well-known prefix), and EC2's IPv6 metadata address.
+NOT_A_NODE.addSubnet('::', 96, 'ipv6');
+NOT_A_NODE.addSubnet('64:ff9b::', 96, 'ipv6');
+NOT_A_NODE.addAddress('fd00:ec2::254', 'ipv6');
 
-export const nodeIpAddress = ipAddress.refine(
-  (value) => !NOT_A_NODE.check(value, isIP(value) === 6 ? 'ipv6' : 'ipv4'),
-  'must be an address the node is scraped at: not unspecified (0.0.0.0, ::), link-local (169.254.0.0/16, fe80::/10), multicast or broadcast',
-);
+export const nodeIpAddress = ipAddress
+  .refine(
+    // ::1 lies in ::/96 (IPv4-compatible addresses): loopback stays allowed.
+    (value) => value === '::1' || !NOT_A_NODE.check(value, isIP(value) === 6 ? 'ipv6' : 'ipv4'),
+    'must be an address the node is scraped at: not unspecified (0.0.0.0, ::), link-local (169.254.0.0/16, fe80::/10), multicast, broadcast or a metadata service\'s',
+  )
+  .describe('The node\'s address: not unspecified, link-local, multicast, broadcast or a cloud metadata service\'s (an admin\'s target may be anywhere)');
 
 export function canonicalIp(value: string): string {
   if (isIP(value) === 4) return value;

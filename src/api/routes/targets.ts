@@ -38,7 +38,9 @@ export function targetRoutes(deps: RouteDeps) {
       });
     }
     list.sync(deps.live.snapshot());
-    const page = list.select(filter, visible);
+    // A node sees one target at most, its own: looked up by its name, not walked for through the fleet.
+    const principal = authenticate(c, deps);
+    const page = list.select(principal.kind === 'node' && !hostname ? { ...filter, hostname: principal.hostname } : filter, visible);
     await paced(c, deps.bulk, 'list', page.json.length);
     if (page.next !== undefined) {
       const next = new URL(c.req.url).searchParams;
