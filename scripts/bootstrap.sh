@@ -720,8 +720,10 @@ http_call() {
 }
 
 # curl_gives_up EXIT: curl failed in a way waiting does not mend (an unsupported scheme, a
-# malformed URL, a certificate or TLS setup refused), not a server that does not answer yet.
-curl_gives_up() { case "$1" in 1 | 3 | 35 | 51 | 58 | 59 | 60 | 77 | 83 | 90 | 91) return 0 ;; *) return 1 ;; esac; }
+# malformed URL, this host's own certificate or CA file unusable), not a server that does not
+# answer yet. Not a TLS handshake cut short (35: a load balancer before a server restarting)
+# nor a certificate found not valid yet (60: a clock before NTP sets it): those are waited out.
+curl_gives_up() { case "$1" in 1 | 3 | 58 | 77) return 0 ;; *) return 1 ;; esac; }
 
 # backoff_ms DELAY_MS: a wait of DELAY_MS jittered (half to all of it): a fleet booting at
 # once must not come back in lockstep.

@@ -101,7 +101,7 @@ describe('self-registration', () => {
     expect(admin.status).toBe(201);
   });
 
-  it('keeps where an admin has an exporter scraped (path, scheme, interval) through the node\'s updates and re-enrolments', async () => {
+  it('keeps whether and where an admin has an exporter scraped (enabled, path, scheme, interval) through the node\'s updates and re-enrolments', async () => {
     const api = await apiHarness();
     const { token } = await api.token();
     const enrolled = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', machine_id: MACHINE_A, exporters: [{ type: 'node_exporter', port: 9100 }] });
@@ -112,8 +112,15 @@ describe('self-registration', () => {
     const self = await api.call('PUT', '/api/v1/nodes/self', { token: enrolled.json.node_credential, body: { exporters: [{ type: 'node_exporter', port: 9100 }, { type: 'dcgm_exporter', port: 9400 }] } });
     expect(self.status).toBe(200);
     expect((await api.get('/api/v1/targets/n1')).json.exporters).toEqual([scraped, { type: 'dcgm_exporter', port: 9400, enabled: true }]);
-    expect((await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', machine_id: MACHINE_A, exporters: [{ type: 'node_exporter', port: 9100, interval: '15s' }] })).status).toBe(200);
+    const reenrolled = await api.register(token, { hostname: 'n1', ip_address: '10.0.0.1', machine_id: MACHINE_A, exporters: [{ type: 'node_exporter', port: 9100, interval: '15s' }] });
+    expect(reenrolled.status).toBe(200);
     expect((await api.get('/api/v1/targets/n1')).json.exporters).toEqual([{ ...scraped, interval: '15s' }]);
+    // An exporter the admin turned off stays off; the node may turn it off itself, not on again.
+    const off = { ...scraped, interval: '15s', enabled: false };
+    expect((await api.call('PATCH', '/api/v1/targets/n1', { body: { exporters: [off] } })).status).toBe(200);
+    const again = await api.call('PUT', '/api/v1/nodes/self', { token: reenrolled.json.node_credential, body: { exporters: [{ type: 'node_exporter', port: 9100 }] } });
+    expect(again.json.outcome).toBe('unchanged');
+    expect((await api.get('/api/v1/targets/n1')).json.exporters).toEqual([off]);
   });
 
   it('issues a new node credential on request and keeps only its hash', async () => {

@@ -811,6 +811,13 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     }
     expect((await server.admin('GET', '/api/v1/targets')).json).toHaveLength(1);
 
+    // What waiting does not mend fails at once, whatever AAMI_RETRY_SECONDS says: a scheme curl does not speak.
+    const typo = server.url.replace('http:', 'htp:');
+    const wrong = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(used.token)} --server ${typo} ${flags}`, { AAMI_RETRY_SECONDS: '300' });
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain(`cannot reach the config server at ${typo}`);
+    expect(wrong.stderr).not.toContain('retrying');
+
     await server.stop();
     // Not waited for (it would be for AAMI_RETRY_SECONDS: a server restarting, see below).
     const down = await node.sh(`bash ${BOOTSTRAP} --token-file ${node.tokenFile(used.token)} --server ${server.url} ${flags}`, { AAMI_RETRY_SECONDS: '0' });

@@ -7,6 +7,8 @@ import { AamiError } from '../errors.js';
 import type { Change } from '../git/repository.js';
 import type { Writer } from '../writer/writer.js';
 import { exporter as exporterSchema, type Exporter, type Facts, type NodeUpdate, type Registration, type Target, type Token } from '../schema/index.js';
+
+type NodeExporter = NonNullable<Registration['exporters']>[number];
 import { hashSecret, NODE_PREFIX, newSecretCredential } from '../tokens/secret.js';
 import { commitMeta, type Actor } from './actor.js';
 import { checkTarget, checkTargetItself, heldAddress, requireTarget, sameMachine, targetChanges } from './targets.js';
@@ -159,20 +161,18 @@ function stripUndefined<T extends object>(value: T): T {
 }
 
 /**
- * The exporters a node sent, with what only an admin sets kept from the target's exporter of
- * the same type: where it is scraped (metrics_path and scheme, which a node cannot send) and,
- * when the node sent none, its interval. Replaced whole, an admin's path was gone at the
- * node's next bootstrap run.
+ * The exporters a node sent, with what it did not send kept from the target's exporter of the
+ * same type: whether it is scraped (`enabled`: an admin's `false` stays), where (metrics_path
+ * and scheme, which a node cannot send) and, when the node sent none, its interval. Replaced
+ * whole, an admin's settings were gone at the node's next bootstrap run.
  */
-function withAdminFields(sent: Exporter[] | undefined, stored: readonly Exporter[] | undefined): Exporter[] | undefined {
-  if (!sent || !stored) return sent;
-  return sent.map((exporter) => {
-    const before = stored.find((e) => e.type === exporter.type);
-    if (!before) return exporter;
-    const kept = { metrics_path: before.metrics_path, scheme: before.scheme, interval: exporter.interval ?? before.interval };
+function withAdminFields(sent: NodeExporter[] | undefined, stored: readonly Exporter[] | undefined): Exporter[] | undefined {
+  return sent?.map((exporter) => {
+    const before = stored?.find((e) => e.type === exporter.type);
+    const kept = { enabled: exporter.enabled ?? before?.enabled, metrics_path: before?.metrics_path, scheme: before?.scheme, interval: exporter.interval ?? before?.interval };
     const merged: Record<string, unknown> = { ...exporter };
     for (const [field, value] of Object.entries(kept)) if (value !== undefined) merged[field] = value;
-    // Parsed again: the fields in the schema's order, as a file read back has them.
+    // Parsed again: the fields in the schema's order, as a file read back has them (`enabled` true by default).
     return exporterSchema.parse(merged);
   });
 }

@@ -66,7 +66,8 @@ export const targetPatch = z.strictObject({
  */
 const SET_BY_AAMI = 'is set by the exporter type in aami.yaml (or by an admin), not by a node';
 const setByAami = () => z.never({ error: SET_BY_AAMI }).optional().describe(`Not sent by a node: ${SET_BY_AAMI}`);
-const nodeExporter = exporter.extend({ metrics_path: setByAami(), scheme: setByAami() });
+// No default for `enabled`: one a node does not send is the target's as it stands (an admin's `false` stays).
+const nodeExporter = exporter.extend({ enabled: z.boolean().optional(), metrics_path: setByAami(), scheme: setByAami() });
 const nodeExporters = z.array(nodeExporter).min(1, 'must list at least one exporter').max(32);
 
 export const registration = z.strictObject({

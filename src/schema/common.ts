@@ -49,15 +49,16 @@ NOT_A_NODE.addSubnet('ff00::', 8, 'ipv6');
 // IPv4 inside IPv6 (compatible, and NAT64's well-known prefix), and EC2's IPv6 metadata address.
 NOT_A_NODE.addSubnet('::', 96, 'ipv6');
 NOT_A_NODE.addSubnet('64:ff9b::', 96, 'ipv6');
+NOT_A_NODE.addSubnet('64:ff9b:1::', 48, 'ipv6');
 NOT_A_NODE.addAddress('fd00:ec2::254', 'ipv6');
 
 export const nodeIpAddress = ipAddress
   .refine(
     // ::1 lies in ::/96 (IPv4-compatible addresses): loopback stays allowed.
     (value) => value === '::1' || !NOT_A_NODE.check(value, isIP(value) === 6 ? 'ipv6' : 'ipv4'),
-    'must be an address the node is scraped at: not unspecified (0.0.0.0, ::), link-local (169.254.0.0/16, fe80::/10), multicast, broadcast or a metadata service\'s',
+    'must be an address the node is scraped at: not unspecified (0.0.0.0, ::), link-local (169.254.0.0/16, fe80::/10), IPv4 inside IPv6 (::/96, NAT64), EC2\'s IPv6 metadata address, multicast or broadcast',
   )
-  .describe('The node\'s address: not unspecified, link-local, multicast, broadcast or a cloud metadata service\'s (an admin\'s target may be anywhere)');
+  .describe('The node\'s address: not unspecified, link-local (where cloud metadata services answer), IPv4 inside IPv6, EC2\'s IPv6 metadata address, multicast or broadcast (an admin\'s target may be anywhere)');
 
 export function canonicalIp(value: string): string {
   if (isIP(value) === 4) return value;
