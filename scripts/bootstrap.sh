@@ -452,11 +452,12 @@ collect_facts() {
 
 # The node credential of an earlier run against this server, if any.
 load_state() {
-    CREDENTIAL="" REGISTERED_AS=""
+    CREDENTIAL="" REGISTERED_AS="" DCGM_REGISTERED=""
     if [ -s "$STATE_FILE" ]; then
         if [ "$(json_get "$STATE_FILE" server)" = "$SERVER" ]; then
             CREDENTIAL=$(json_get "$STATE_FILE" node_credential)
             REGISTERED_AS=$(json_get "$STATE_FILE" target_id)
+            DCGM_REGISTERED=$(json_get "$STATE_FILE" dcgm_exporter_port 2>/dev/null || true)
         else
             warn "this node was registered with $(json_get "$STATE_FILE" server); enrolling with $SERVER (the other registration stays until removed there)"
         fi
@@ -629,7 +630,8 @@ install_node_exporter() {
 }
 
 # NVIDIA's DCGM Exporter serves the DCGM_* GPU metrics; it needs the driver and DCGM, so a
-# failure here is reported and the node is registered without it.
+# failure here is reported and the node is registered without it, unless it was registered
+# with it (dcgm_kept).
 setup_dcgm_exporter() {
     DCGM=false
     [ "$GPU_VENDOR" = nvidia ] || return 0
@@ -640,11 +642,13 @@ setup_dcgm_exporter() {
         return
     fi
     if $SKIP_INSTALL; then
-        warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT ($PROBED) and --skip-install given: no GPU metrics (DCGM_*) until one runs there"
+        dcgm_kept "none answers on :$DCGM_EXPORTER_PORT ($PROBED)" ||
+            warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT ($PROBED) and --skip-install given: no GPU metrics (DCGM_*) until one runs there"
         return
     fi
     if ! obtain_exporter dcgm-exporter "dcgm-exporter-linux-$ARCH.tar.gz" datacenter-gpu-manager-exporter dcgm-exporter; then
-        warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT and none can be installed here; for GPU metrics (DCGM_*), $how"
+        dcgm_kept "none answers on :$DCGM_EXPORTER_PORT and none can be installed here; for GPU metrics (DCGM_*), $how" ||
+            warn "dcgm exporter: none answers on :$DCGM_EXPORTER_PORT and none can be installed here; for GPU metrics (DCGM_*), $how"
         return
     fi
     # A package may start its own service on the port.
@@ -656,8 +660,18 @@ setup_dcgm_exporter() {
     if run_exporter aami-dcgm-exporter dcgm-exporter "$EXPORTER_BIN" "$DCGM_EXPORTER_PORT" '^DCGM_' no --address "$LISTEN:$DCGM_EXPORTER_PORT"; then
         DCGM=true
     else
-        warn "dcgm exporter: $EXPORTER_BIN started but does not answer on :$DCGM_EXPORTER_PORT (see $STATE_DIR/dcgm-exporter.log or journalctl -u aami-dcgm-exporter: DCGM and the NVIDIA driver must be installed); registering without it"
+        local why="$EXPORTER_BIN started but does not answer on :$DCGM_EXPORTER_PORT (see $STATE_DIR/dcgm-exporter.log or journalctl -u aami-dcgm-exporter: DCGM and the NVIDIA driver must be installed)"
+        dcgm_kept "$why" || warn "dcgm exporter: $why; registering without it"
     fi
+}
+
+# dcgm_kept WHY: a DCGM exporter this node was registered with on this port that does not
+# answer now (started before the driver at boot, restarting) stays in the registration:
+# Prometheus shows it down, where the target used to vanish without a word at a boot's re-run.
+dcgm_kept() {
+    [ -n "$DCGM_REGISTERED" ] && [ "$DCGM_REGISTERED" = "$DCGM_EXPORTER_PORT" ] || return 1
+    warn "dcgm exporter: $1; it stays in this node's registration as before (Prometheus shows it down until it answers)"
+    DCGM=true
 }
 
 # --- 3. registration --------------------------------------------------------------------
@@ -836,12 +850,15 @@ save_state() { # TARGET_ID CREDENTIAL: root-only file, written whole
     # The credential goes in on stdin, never as an argument (visible in `ps` while it runs).
     (
         umask 077
+        # The port of the DCGM exporter registered (none: ""), for the next run (dcgm_kept).
+        local dcgm=""
+        ! $DCGM || dcgm=$DCGM_EXPORTER_PORT
         if [ "$JSON" = jq ]; then
-            printf '%s' "$2" | jq -Rn --arg server "$SERVER" --arg target "$1" --argjson ephemeral "$EPHEMERAL" \
-                '{server: $server, target_id: $target, node_credential: input, ephemeral: $ephemeral}' >"$tmp"
+            printf '%s' "$2" | jq -Rn --arg server "$SERVER" --arg target "$1" --argjson ephemeral "$EPHEMERAL" --arg dcgm "$dcgm" \
+                '{server: $server, target_id: $target, node_credential: input, ephemeral: $ephemeral} + (if $dcgm == "" then {} else {dcgm_exporter_port: ($dcgm | tonumber)} end)' >"$tmp"
         else
-            printf '%s' "$2" | python3 -c 'import json,sys; print(json.dumps({"server": sys.argv[1], "target_id": sys.argv[2], "node_credential": sys.stdin.read(), "ephemeral": sys.argv[3] == "true"}))' \
-                "$SERVER" "$1" "$EPHEMERAL" >"$tmp"
+            printf '%s' "$2" | python3 -c 'import json,sys; state = {"server": sys.argv[1], "target_id": sys.argv[2], "node_credential": sys.stdin.read(), "ephemeral": sys.argv[3] == "true"}; state.update({"dcgm_exporter_port": int(sys.argv[4])} if sys.argv[4] else {}); print(json.dumps(state))' \
+                "$SERVER" "$1" "$EPHEMERAL" "$dcgm" >"$tmp"
         fi
     ) || fatal "cannot write $tmp (a full disk?): $STATE_FILE is left as it was; the server has this node registered, run bootstrap again once it can be written"
     [ -s "$tmp" ] || fatal "cannot write $tmp (a full disk?): $STATE_FILE is left as it was; the server has this node registered, run bootstrap again once it can be written"

@@ -309,6 +309,40 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
     expect((await server.admin('GET', '/api/v1/targets/g2')).json.exporters).toEqual([expect.objectContaining({ type: 'node_exporter' })]);
   });
 
+  it('keeps the DCGM exporter a GPU node was registered with when it does not answer at a re-run (before the driver, at boot): down in Prometheus, not gone', async () => {
+    const server = await configServer();
+    const { token } = await server.token();
+    const dcgmPort = await freePort();
+    const binary = join(tempDir('aami-dcgm-'), 'dcgm-exporter');
+    copyFileSync(DCGM_STAND_IN, binary);
+    const dcgm = spawn(binary, ['--address', `127.0.0.1:${dcgmPort}`], { stdio: 'ignore' });
+    onCleanup(() => {
+      dcgm.kill();
+    });
+    await waitFor('dcgm exporter', async () => (await fetch(`http://127.0.0.1:${dcgmPort}/metrics`)).ok);
+    const exporters = async (hostname: string) => (await server.admin('GET', `/api/v1/targets/${hostname}`)).json.exporters.map((e: { type: string }) => e.type);
+    const node = fakeNode({ gpu: true });
+    // Each node its own node exporter port: both are at 127.0.0.1.
+    const bootstrap = async (which: ReturnType<typeof fakeNode>, hostname: string, nodePort: number) =>
+      which.sh(`bash ${BOOTSTRAP} --token-file ${which.tokenFile(token)} --server ${server.url} --hostname ${hostname} --node-exporter-port ${nodePort} --dcgm-exporter-port ${dcgmPort} --skip-install --no-checks`);
+    const nodePort = await freePort();
+    expect((await bootstrap(node, 'gpu-keep', nodePort)).code).toBe(0);
+    expect(await exporters('gpu-keep')).toEqual(['node_exporter', 'dcgm_exporter']);
+    expect(JSON.parse(readFileSync(node.path('etc/aami/node.json'), 'utf8')).dcgm_exporter_port).toBe(dcgmPort);
+    dcgm.kill();
+    await once(dcgm, 'exit');
+    const again = await bootstrap(node, 'gpu-keep', nodePort);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toContain("it stays in this node's registration as before (Prometheus shows it down until it answers)");
+    expect(await exporters('gpu-keep')).toEqual(['node_exporter', 'dcgm_exporter']);
+    // A node never registered with one is registered without it.
+    const fresh = fakeNode({ gpu: true });
+    const first = await bootstrap(fresh, 'gpu-fresh', await freePort());
+    expect(first.code, first.stderr).toBe(0);
+    expect(await exporters('gpu-fresh')).toEqual(['node_exporter']);
+    expect(JSON.parse(readFileSync(fresh.path('etc/aami/node.json'), 'utf8'))).not.toHaveProperty('dcgm_exporter_port');
+  });
+
   it('reads the GPUs of an AMD host from rocm-smi', async () => {
     const server = await configServer();
     const node = fakeNode({ gpu: 'amd' });
