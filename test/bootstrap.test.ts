@@ -64,7 +64,8 @@ function recordingSystemctl(node: ReturnType<typeof fakeNode>) {
 
 /**
  * The DCGM stand-in running on a free loopback port before bootstrap (not installed by AAMI),
- * stopped at the end of the test. A copy outside this package, which would load it as an ES module.
+ * stopped at the end of the test (or by the test, through `child`). A copy outside this
+ * package, which would load it as an ES module.
  */
 async function runningDcgmExporter() {
   const port = await freePort();
@@ -75,7 +76,7 @@ async function runningDcgmExporter() {
     child.kill();
   });
   await waitFor('dcgm exporter', async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).ok);
-  return port;
+  return { port, child };
 }
 
 /**
@@ -312,14 +313,7 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
   it('keeps the DCGM exporter a GPU node was registered with when it does not answer at a re-run (before the driver, at boot): down in Prometheus, not gone', async () => {
     const server = await configServer();
     const { token } = await server.token();
-    const dcgmPort = await freePort();
-    const binary = join(tempDir('aami-dcgm-'), 'dcgm-exporter');
-    copyFileSync(DCGM_STAND_IN, binary);
-    const dcgm = spawn(binary, ['--address', `127.0.0.1:${dcgmPort}`], { stdio: 'ignore' });
-    onCleanup(() => {
-      dcgm.kill();
-    });
-    await waitFor('dcgm exporter', async () => (await fetch(`http://127.0.0.1:${dcgmPort}/metrics`)).ok);
+    const { port: dcgmPort, child: dcgm } = await runningDcgmExporter();
     const exporters = async (hostname: string) => (await server.admin('GET', `/api/v1/targets/${hostname}`)).json.exporters.map((e: { type: string }) => e.type);
     const node = fakeNode({ gpu: true });
     // Each node its own node exporter port: both are at 127.0.0.1.
@@ -729,7 +723,7 @@ install -m 0755 ${DCGM_STAND_IN} ${join(node.bin, 'dcgm-exporter')}
   it('reuses a DCGM exporter it finds running that AAMI did not install, says so, installs no unit and leaves it running', async () => {
     // One it could install is on PATH too (systemdGpuNode): a running exporter wins.
     const { server, node, systemctl, bootstrap } = await systemdGpuNode();
-    const dcgmPort = await runningDcgmExporter();
+    const { port: dcgmPort } = await runningDcgmExporter();
     const run = await bootstrap('gpu-own-01', dcgmPort);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(`dcgm exporter: already running on :${dcgmPort}, reusing it`);
