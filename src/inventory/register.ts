@@ -92,7 +92,7 @@ export function enrolNode(writer: Writer, input: Registration, tokenId: string, 
       ip_address: input.ip_address,
       primary_group: group,
       groups: own?.groups ?? [],
-      exporters: withAdminFields(input.exporters, own?.exporters) ?? own?.exporters ?? [{ type: 'node_exporter', enabled: true }],
+      exporters: withStoredFields(input.exporters, own?.exporters) ?? own?.exporters ?? [{ type: 'node_exporter', enabled: true }],
       labels: own?.labels ?? {},
       node_labels: { ...factLabels(input.facts), ...input.labels },
       token_labels: token.labels,
@@ -141,7 +141,7 @@ export function updateOwnTarget(writer: Writer, hostname: string, input: NodeUpd
     const target: Target = {
       ...current,
       ip_address: input.ip_address ?? current.ip_address,
-      exporters: withAdminFields(input.exporters, current.exporters) ?? current.exporters,
+      exporters: withStoredFields(input.exporters, current.exporters) ?? current.exporters,
       node_labels: nodeLabels,
       facts,
       machine_id_hash: identity,
@@ -166,7 +166,7 @@ function stripUndefined<T extends object>(value: T): T {
  * and scheme, which a node cannot send) and, when the node sent none, its interval. Replaced
  * whole, an admin's settings were gone at the node's next bootstrap run.
  */
-function withAdminFields(sent: NodeExporter[] | undefined, stored: readonly Exporter[] | undefined): Exporter[] | undefined {
+function withStoredFields(sent: NodeExporter[] | undefined, stored: readonly Exporter[] | undefined): Exporter[] | undefined {
   return sent?.map((exporter) => {
     const before = stored?.find((e) => e.type === exporter.type);
     const kept = { enabled: exporter.enabled ?? before?.enabled, metrics_path: before?.metrics_path, scheme: before?.scheme, interval: exporter.interval ?? before?.interval };

@@ -18,19 +18,22 @@ export function targetRoutes(deps: RouteDeps) {
   const view = (target: Target) => targetView(catalog(), target, deps.heartbeats.lastSeen(target.hostname));
   const list = new TargetList(deps.heartbeats);
 
-  /** Readers see every target; a node credential sees its own target only (a node checks its registration). */
-  const visibleTo = (c: Context): ((hostname: string) => boolean) | undefined => {
+  /**
+   * Readers see every target (undefined); a node credential sees its own target only (a node
+   * checks its registration): its host name.
+   */
+  const onlyHost = (c: Context): string | undefined => {
     const principal = authenticate(c, deps);
-    if (principal.kind === 'node') return (hostname) => hostname === principal.hostname;
+    if (principal.kind === 'node') return principal.hostname;
     authorize(c, deps, 'reader');
     return undefined;
   };
 
   app.get('/', async (c) => {
-    const visible = visibleTo(c);
+    const own = onlyHost(c);
     const filter = query(c, targetsQuery);
     const { hostname, group, label = [], limit, cursor } = filter;
-    if (!visible && !hostname && !group && !label.length && limit === undefined && cursor === undefined) {
+    if (own === undefined && !hostname && !group && !label.length && limit === undefined && cursor === undefined) {
       // The whole inventory: the same bytes until a target changes (last_seen included).
       return bulkBody(c, deps.bulk, 'list', () => {
         list.sync(deps.live.snapshot());
@@ -39,8 +42,7 @@ export function targetRoutes(deps: RouteDeps) {
     }
     list.sync(deps.live.snapshot());
     // A node sees one target at most, its own: looked up by its name, not walked for through the fleet.
-    const principal = authenticate(c, deps);
-    const page = list.select(principal.kind === 'node' && !hostname ? { ...filter, hostname: principal.hostname } : filter, visible);
+    const page = own === undefined ? list.select(filter) : list.select({ ...filter, hostname: hostname || own }, (name) => name === own);
     await paced(c, deps.bulk, 'list', page.json.length);
     if (page.next !== undefined) {
       const next = new URL(c.req.url).searchParams;
@@ -50,10 +52,10 @@ export function targetRoutes(deps: RouteDeps) {
     return jsonBytes(c, page.json);
   });
   app.get('/:id', (c) => {
-    const visible = visibleTo(c);
+    const own = onlyHost(c);
     const id = c.req.param('id');
     // Before the lookup: a node is not told whether another host name is taken.
-    if (visible && !visible(id.toLowerCase())) throw new AamiError('forbidden', `a node credential reads its own target only, not ${id}`);
+    if (own !== undefined && own !== id.toLowerCase()) throw new AamiError('forbidden', `a node credential reads its own target only, not ${id}`);
     const target = requireTarget(catalog(), id);
     return c.json(view(target));
   });
