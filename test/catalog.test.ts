@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { addressKeys } from '../src/catalog/address.js';
+import { addressKeys, scrapedAtKey } from '../src/catalog/address.js';
 import { targetCandidate, type Catalog, type FileRecord } from '../src/catalog/build.js';
 import { LiveCatalog, rebuildWith, Snapshot, type FileUpdate } from '../src/catalog/live.js';
-import { parseFile } from '../src/catalog/parse.js';
-import { claimKeys, establishedIn } from '../src/catalog/place.js';
+import { parseFile, targetPath } from '../src/catalog/parse.js';
+import { claimKeys, establishedIn, servedPath } from '../src/catalog/place.js';
 import { formatProblem } from '../src/catalog/problem.js';
 import { hashObject } from '../src/git/objects.js';
 import { savedStateOf, stateOf } from '../src/writer/catalog-state.js';
@@ -279,13 +279,13 @@ describe('clashes settled in rounds', () => {
     // both fell back in one round and nobody served m-19.
     snapshot = repo.set({ 'aami.yaml': settings(9101) });
     expect(snapshot.catalog.targets.get('m-19')?.ip_address).toBe('10.0.0.20');
-    expect(snapshot.catalog.targetPaths.get('m-19')).toBe('targets/db/m-19.yaml');
+    expect(servedPath(snapshot.catalog, 'm-19')).toBe('targets/db/m-19.yaml');
     // Its problems name who holds each claim in the end, in the order of its own claims.
     const expected = ['targets/ml/m-19.yaml: hostname: "m-19" is already registered by targets/db/m-19.yaml', 'targets/ml/m-19.yaml: exporters[0].port: address 10.0.0.19:9101 of job "node" is already used by targets/ml/c.yaml'];
     expect(problems(snapshot)).toEqual(expected);
     // A restart with what the state directory keeps decides the same.
     const restarted = restartOf(snapshot);
-    expect(restarted.catalog.targetPaths.get('m-19')).toBe('targets/db/m-19.yaml');
+    expect(servedPath(restarted.catalog, 'm-19')).toBe('targets/db/m-19.yaml');
     expect(problems(restarted)).toEqual(expected);
   });
 
@@ -297,8 +297,8 @@ describe('clashes settled in rounds', () => {
     // The job moves to 9101: both now want 10.0.0.1:9101, where nobody was scraped before.
     // ml/x still holds its address, moved: before, db/y took it by path order.
     snapshot = repo.set({ 'aami.yaml': settings(9101) });
-    expect(snapshot.catalog.targetPaths.get('x')).toBe('targets/ml/x.yaml');
-    expect(snapshot.catalog.targetPaths.has('y')).toBe(false);
+    expect(servedPath(snapshot.catalog, 'x')).toBe('targets/ml/x.yaml');
+    expect(snapshot.catalog.targets.has('y')).toBe(false);
     expect(problems(snapshot)).toEqual(['targets/db/y.yaml: exporters[0].port: address 10.0.0.1:9101 of job "node" is already used by targets/ml/x.yaml']);
     expectSameAfterRestart(snapshot);
   });
@@ -311,7 +311,7 @@ describe('clashes settled in rounds', () => {
     // db/a comes first by path, so it beats ml/a to the name, but b (falling back to its last
     // good version) holds its credential: db/a goes, and the name must go to ml/a, not nobody.
     const snapshot = repo.set({ 'targets/db/a.yaml': target('a', '10.0.0.1', 'db', credential), 'targets/ml/a.yaml': target('a', '10.0.0.4') });
-    expect(snapshot.catalog.targetPaths.get('a')).toBe('targets/ml/a.yaml');
+    expect(servedPath(snapshot.catalog, 'a')).toBe('targets/ml/a.yaml');
     expect(snapshot.catalog.targets.get('b')?.ip_address).toBe('10.0.0.3');
     // Each problem names the file that holds the claim in the end (not db/a, which holds none).
     expect(problems(snapshot)).toEqual([
@@ -353,7 +353,7 @@ describe('clashes settled in rounds', () => {
     });
     // ml/a could hold the credential only while b kept its new version; b's last good version
     // would take ml/a's addresses. So ml/a goes, and b serves its new version after all.
-    expect([...snapshot.catalog.targetPaths].sort()).toEqual([
+    expect([...snapshot.catalog.targets.values()].map((t) => [t.hostname, targetPath(t)]).sort()).toEqual([
       ['b', 'targets/web/b.yaml'],
       ['c', 'targets/db/c.yaml'],
     ]);
@@ -369,11 +369,30 @@ describe('clashes settled in rounds', () => {
   });
 });
 
-/** The address index a catalog's targets make: what its own index must hold, made lazily or kept by drafts. */
+/** Where a catalog's targets are scraped, from the targets themselves: "job address" key → host name. */
 function addressesFrom(catalog: Catalog): Map<string, string> {
   const addresses = new Map<string, string>();
   for (const target of catalog.targets.values()) for (const key of addressKeys(catalog.settings, target)) addresses.set(key, target.hostname);
   return addresses;
+}
+
+/** The IP index a catalog's targets make (each IP address's host names sorted): what its own index must hold, made lazily or kept by drafts. */
+function ipIndexFrom(catalog: Catalog): Map<string, string[]> {
+  const index = new Map<string, string[]>();
+  for (const target of catalog.targets.values()) index.set(target.ip_address, [...(index.get(target.ip_address) ?? []), target.hostname].sort());
+  return index;
+}
+
+/** The catalog's own IP index, in ipIndexFrom's form. */
+function ipIndexOf(catalog: Catalog): Map<string, string[]> {
+  return new Map([...catalog.hostsByIp].map(([ip, on]) => [ip, typeof on === 'string' ? [on] : [...on].sort()]));
+}
+
+/** Each address a catalog's targets are scraped at, as the catalog looks it up: the host name scraped there (its index and its targets agree). */
+function expectAddressesFound(catalog: Catalog, where?: string): void {
+  expect(ipIndexOf(catalog), where).toEqual(ipIndexFrom(catalog));
+  const addresses = addressesFrom(catalog);
+  expect(new Map([...addresses.keys()].map((key) => [key, scrapedAtKey(catalog, key)])), where).toEqual(addresses);
 }
 
 /** Everything a snapshot says, in a form two snapshots can be compared by. */
@@ -385,8 +404,7 @@ function view(snapshot: Snapshot) {
     groups: sorted(catalog.groups),
     targets: sorted(catalog.targets),
     tokens: sorted(catalog.tokens),
-    addresses: sorted(catalog.addresses),
-    targetPaths: sorted(catalog.targetPaths),
+    hostsByIp: Object.fromEntries([...ipIndexOf(catalog)].sort(([a], [b]) => (a < b ? -1 : 1))),
     nodeCredentials: sorted(catalog.nodeCredentials),
     apiCredentials: sorted(catalog.apiCredentials),
     tokenHosts: sorted(catalog.tokenHosts),
@@ -404,7 +422,7 @@ function randomChanges(seed: number) {
   const rng = random(seed * 7919);
   const groups = ['ml', 'db', 'web'];
   const hosts = ['a', 'b', 'c', 'stg-1'];
-  const ips = ['10.0.0.1', '10.0.0.2', '10.0.0.3'];
+  const ips = ['10.0.0.1', '10.0.0.2', 'fd00::3']; // an IPv6 address too: its address keys are bracketed ([fd00::3]:9100)
   const tokenFile = (id: string, groupId: string) => `id: ${id}\nname: t\nsecret_hash: sha256:${'c'.repeat(64)}\ndefault_group: ${groupId}\nmax_uses: 3\nexpires_at: 2030-01-01T00:00:00Z\n`;
   const credentialFile = (id: string, role: string) => `id: ${id}\nname: n-${id}\nrole: ${role}\nsecret_hash: sha256:${'d'.repeat(64)}\n`;
   // Two node credential hashes, so two target files can claim the same one.
@@ -476,7 +494,7 @@ function eachStep(then: (live: LiveCatalog, where: string) => LiveCatalog | void
       live.publish(draft.freeze(null));
       const full = rebuildWith(before, changes);
       expect(view(live.snapshot()), where).toEqual(view(full));
-      expect(new Map(live.snapshot().catalog.addresses), where).toEqual(addressesFrom(live.snapshot().catalog));
+      expectAddressesFound(live.snapshot().catalog, where);
       live = then(live, where) ?? live;
       checked++;
     }
@@ -509,9 +527,9 @@ describe('a restart from the image a stopping server saves', () => {
       // The catalog state the image carries is the one the restored snapshot makes.
       expect(savedStateOf(restored), where).toEqual(stateOf(restored));
       // A served target is its file's last good version itself: an in-place change finds it by identity.
-      for (const [hostname, path] of restored.catalog.targetPaths) {
-        const lastGood = restored.files.get(path)?.lastGood;
-        expect(lastGood?.kind === 'target' && lastGood.value === restored.catalog.targets.get(hostname), `${where}: ${path}`).toBe(true);
+      for (const target of restored.catalog.targets.values()) {
+        const lastGood = restored.files.get(targetPath(target))?.lastGood;
+        expect(lastGood?.kind === 'target' && lastGood.value === target, `${where}: ${targetPath(target)}`).toBe(true);
       }
       // One object for a file's current version and its last good one, as the server had it (not a copy each).
       for (const [path, record] of live.snapshot().files) {
@@ -541,7 +559,8 @@ describe('a restart from the image a stopping server saves', () => {
       let taken = 0;
       while (taken < slices && !steps.next().done) taken++;
       expect(taken).toBe(Math.min(slices, 2)); // 5,000 targets: two slices of 2,048 between steps, the rest at the end
-      expect(new Map(restored.catalog.addresses)).toEqual(expected);
+      expect(ipIndexOf(restored.catalog)).toEqual(ipIndexFrom(snapshot.catalog));
+      expectAddressesFound(restored.catalog);
       expect([...restored.deferred()]).toEqual([]);
     }
   });
@@ -553,7 +572,7 @@ function targetVersions(snapshot: Snapshot) {
   return [...snapshot.files].flatMap(([path, record]) => {
     if (!path.startsWith('targets/')) return [];
     const { versions } = targetCandidate(catalog, path, record, () => {});
-    const served = versions.findIndex((v) => catalog.targetPaths.get(v.hostname) === path && catalog.targets.get(v.hostname) === v);
+    const served = versions.findIndex((v) => servedPath(catalog, v.hostname) === path && catalog.targets.get(v.hostname) === v);
     return [{ path, versions, served: served < 0 ? versions.length : served }];
   });
 }
@@ -587,12 +606,12 @@ describe('a full build', () => {
           // addresses move with the port), unless a port change moved another served target
           // onto one of its addresses: of two established files, one must go.
           const was = before.catalog.targets.get(versions[0]?.hostname ?? '');
-          if (was && before.catalog.targetPaths.get(was.hostname) === path && versions.includes(was) && claimKeys(catalog.settings, was).every((key) => claimedBefore.get(key) === 1)) {
+          if (was && servedPath(before.catalog, was.hostname) === path && versions.includes(was) && claimKeys(catalog.settings, was).every((key) => claimedBefore.get(key) === 1)) {
             expect(served, `${where}: ${path} no longer serves`).toBeLessThan(versions.length);
           }
         }
         // A problem names a file that serves a target: one that holds the claim in the end.
-        const serving = new Set(catalog.targetPaths.values());
+        const serving = new Set([...catalog.targets.values()].map(targetPath));
         for (const problem of problems(snapshot)) {
           const named = / (?:by|of) (targets\/\S+\.yaml)/.exec(problem)?.[1];
           if (named) expect(serving.has(named), `${where}: ${problem}`).toBe(true);

@@ -7,7 +7,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { Draft, LiveCatalog, Snapshot } from '../src/catalog/live.js';
 import { PMap } from '../src/catalog/pmap.js';
 import { readCheckout } from '../src/catalog/load.js';
-import { parseFile } from '../src/catalog/parse.js';
+import { parseFile, targetPath } from '../src/catalog/parse.js';
 import { targetLabels } from '../src/catalog/labels.js';
 import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler.js';
 import { LOOK_AGAIN_MS, RETIRED_MS, SdOutput } from '../src/compile/output.js';
@@ -195,7 +195,7 @@ describe('compile', () => {
     let current = Snapshot.build(readCheckout(fs, fixture('basic')), null);
     const snapshots = [current];
     const groupsOf = (snapshot: Snapshot) => [...snapshot.catalog.groups.keys()].filter((id) => snapshot.catalog.groups.get(id)!.namespace === 'logical');
-    const hostsOf = (snapshot: Snapshot) => [...snapshot.catalog.targetPaths].map(([hostname, path]) => ({ hostname, path }));
+    const hostsOf = (snapshot: Snapshot) => [...snapshot.catalog.targets.values()].map((target) => ({ hostname: target.hostname, path: targetPath(target) }));
     const ips = new Map<string, string>(); // one address a host, so no registration clashes
     const ip = (hostname: string) => ips.get(hostname) ?? ips.set(hostname, `${ips.size >> 8}.${ips.size & 255}`).get(hostname)!;
     const target = (hostname: string, group: string) => ({

@@ -6,6 +6,7 @@ import { onError } from '../src/api/errors.js';
 import { AamiError } from '../src/errors.js';
 import { silentLogger } from '../src/log.js';
 import { TargetList } from '../src/api/target-list.js';
+import { servedPath } from '../src/catalog/place.js';
 import { targetView } from '../src/inventory/views.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { apiHarness } from './api-helpers.js';
@@ -298,7 +299,7 @@ describe('cached reads', () => {
         const sorted = [...live].sort();
         const start = random(Math.max(1, sorted.length - 100));
         const run = sorted.slice(start, start + 1 + random(50));
-        await api.push(Object.fromEntries(run.map((h) => [api.live.snapshot().catalog.targetPaths.get(h)!, null])), 'delete a run');
+        await api.push(Object.fromEntries(run.map((h) => [servedPath(api.live.snapshot().catalog, h)!, null])), 'delete a run');
         for (const h of run) live.delete(h);
       } else if (what === 4) await api.call('PATCH', '/api/v1/groups/ml-training', { body: { labels: { role: `ml-${random(9)}` } } });
       else if (what === 5) {

@@ -7,7 +7,7 @@ import { random } from './helpers.js';
 
 const settings = (parseFile('aami.yaml', 'exporters:\n  node_exporter: {job: node, port: 9100}\n  dcgm_exporter: {job: dcgm, port: 9400}\n').entity!.value) as Settings;
 /** An empty catalog: a full build places every target against it. */
-const empty = { targetPaths: new Map<string, string>(), addresses: new Map<string, string>(), nodeCredentials: new Map<string, string>() };
+const empty = { settings, targets: new Map<string, Target>(), hostsByIp: new Map<string, string>(), nodeCredentials: new Map<string, string>() };
 const creds = [`sha256:${'1'.repeat(64)}`, `sha256:${'2'.repeat(64)}`, `sha256:${'3'.repeat(64)}`];
 
 /** A few files over a few host names, addresses and credentials, with one or two versions each (or none that fit). */

@@ -4,11 +4,46 @@ export function formatAddress(ip: string, port: number): string {
   return ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
+/** What a target claims at an address: its job and its address ("node 10.0.0.1:9100"), one key per enabled exporter. */
 export function addressKey(job: string, ip: string, port: number): string {
-  // Joined, not a template: a template string of this length is a tree of concatenated
-  // strings, a join one flat string. The catalog keeps a key for each exporter of each
-  // target: 31 -> 15 MB for the 200k keys of 100k targets (in-process).
-  return [job, formatAddress(ip, port)].join(' ');
+  return `${job} ${formatAddress(ip, port)}`;
+}
+
+/**
+ * Where a catalog's targets are scraped, without a key for each address: its targets by IP
+ * address and aami.yaml's exporter types say it. The catalog once kept a "job address" key
+ * for each exporter of each target: ~15 MB of keys and index at 100k targets (of the
+ * catalog's ~90 MB), and a full build's garbage twice that.
+ */
+export interface AddressIndex {
+  readonly settings: Settings;
+  readonly targets: ReadonlyMap<string, Target>;
+  /** IP address → the host name of the target on it, or of each one when several are (scraped on ports of their own). */
+  readonly hostsByIp: ReadonlyMap<string, string | readonly string[]>;
+}
+
+/** The host name of the target scraped for `job` at ip:port, if any (placed targets never share an address). */
+export function scrapedAt(index: AddressIndex, job: string, ip: string, port: number): string | undefined {
+  const on = index.hostsByIp.get(ip);
+  if (on === undefined) return undefined;
+  if (typeof on === 'string') return scrapes(index, on, job, port) ? on : undefined;
+  return on.find((hostname) => scrapes(index, hostname, job, port));
+}
+
+/** scrapedAt for an address key (addressKey's "job address"). */
+export function scrapedAtKey(index: AddressIndex, key: string): string | undefined {
+  const space = key.indexOf(' ');
+  const address = key.slice(space + 1);
+  const colon = address.lastIndexOf(':');
+  const ip = address[0] === '[' ? address.slice(1, colon - 1) : address.slice(0, colon);
+  return scrapedAt(index, key.slice(0, space), ip, Number(address.slice(colon + 1)));
+}
+
+function scrapes(index: AddressIndex, hostname: string, job: string, port: number): boolean {
+  const target = index.targets.get(hostname);
+  let found = false;
+  if (target) eachAddress(index.settings, target, (j, p) => (found ||= j === job && p === port));
+  return found;
 }
 
 let typesOf: { settings: Settings; types: ReadonlyMap<string, ExporterSettings> } | undefined;

@@ -1,5 +1,5 @@
 import { DEFAULT_SETTINGS, type CheckPolicy, type CheckScript, type Credential, type Group, type Settings, type Target, type Token } from '../schema/index.js';
-import { addressKeys, exporterType } from './address.js';
+import { exporterType } from './address.js';
 import type { Entity, ParseResult } from './parse.js';
 import { PMap } from './pmap.js';
 import { establishedIn, placeTargets, type Established } from './place.js';
@@ -12,10 +12,12 @@ export interface Catalog {
   /** By hostname. */
   readonly targets: ReadonlyMap<string, Target>;
   readonly tokens: ReadonlyMap<string, Token>;
-  /** "job ip:port" → hostname of the target scraped there. */
-  readonly addresses: ReadonlyMap<string, string>;
-  /** Hostname → the file it came from. */
-  readonly targetPaths: ReadonlyMap<string, string>;
+  /**
+   * IP address → the host name of the target on it, or of each when several are: where each
+   * target is scraped follows from it (address.ts, scrapedAt). A served target's file is
+   * targets/<primary_group>/<hostname>.yaml (parse.ts checks both): no index of paths.
+   */
+  readonly hostsByIp: ReadonlyMap<string, string | readonly string[]>;
   /** sha256 hash of a node credential → hostname. */
   readonly nodeCredentials: ReadonlyMap<string, string>;
   /** Named API credentials by id. */
@@ -71,8 +73,7 @@ export interface WritableCatalog {
   groups: WritableMap<string, Group>;
   targets: WritableMap<string, Target>;
   tokens: WritableMap<string, Token>;
-  addresses: WritableMap<string, string>;
-  targetPaths: WritableMap<string, string>;
+  hostsByIp: WritableMap<string, string | readonly string[]>;
   nodeCredentials: WritableMap<string, string>;
   apiCredentials: WritableMap<string, Credential>;
   tokenHosts: WritableMap<string, number>;
@@ -211,7 +212,7 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
   const placed = placeTargets(candidates, catalog, { established: holder, settings });
   for (const [path, problemList] of placed.problems) for (const problem of problemList) report({ ...problem, file: path });
   for (const [path, target] of placed.accepted) {
-    addTarget(catalog, path, target);
+    addTarget(catalog, target);
     accepted.set(path, targetEntity(records.get(path)!, target));
   }
 
@@ -275,7 +276,6 @@ function buildWith(records: ReadonlyMap<string, FileRecord>, established: Establ
  */
 export function catalogOf(files: ReadonlyMap<string, FileRecord>, rejected: ReadonlyMap<string, true>): Catalog {
   const catalog = emptyCatalog(DEFAULT_SETTINGS, new Map());
-  const targets: Array<[string, Target]> = [];
   const checks: Array<{ id: string; policy: CheckPolicy }> = [];
   const scripts = new Map<string, CheckScript>();
   for (const [path, record] of files) {
@@ -283,37 +283,36 @@ export function catalogOf(files: ReadonlyMap<string, FileRecord>, rejected: Read
     if (!entity || rejected.has(path)) continue;
     if (entity.kind === 'settings') catalog.settings = entity.value;
     else if (entity.kind === 'group') catalog.groups.set(entity.id, entity.value);
-    else if (entity.kind === 'target') targets.push([path, entity.value]);
+    else if (entity.kind === 'target') addTargetEntry(catalog, entity.value);
     else if (entity.kind === 'token') catalog.tokens.set(entity.id, entity.value);
     else if (entity.kind === 'credential') catalog.apiCredentials.set(entity.id, entity.value);
     else if (entity.kind === 'check') checks.push({ id: entity.id, policy: entity.value });
     else if (entity.kind === 'script') scripts.set(entity.id, entity.value);
   }
-  for (const [path, target] of targets) addTargetEntry(catalog, path, target);
   for (const { id, policy } of checks) {
     const script = scripts.get(`${id}/${policy.script}`);
     if (script) catalog.checks.set(id, { name: id, policy, script });
   }
   const frozen = freezeCatalog(catalog);
-  return { ...frozen, addresses: PMap.later(addressesOf(frozen.settings, frozen.targets)) };
+  return { ...frozen, hostsByIp: PMap.later(hostsByIpOf(frozen.targets)) };
 }
 
-/** Targets whose addresses one step of addressesOf indexes: ~6 ms at 100k targets, short enough for the answers between steps. */
+/** Targets one step of hostsByIpOf indexes, short enough for the answers between steps. */
 const ADDRESS_STEP = 2048;
 
 /**
- * The address index of a settled catalog's targets, made a slice at a time (PMap.later): a
- * restart serves before it is made. Placed targets never share an address, so the order
- * they are added in does not matter.
+ * The IP index of a settled catalog's targets, made a slice at a time (PMap.later): a
+ * restart serves before it is made. Which of several targets on one IP address comes first
+ * does not matter: placed targets never share an address.
  */
-function* addressesOf(settings: Settings, targets: ReadonlyMap<string, Target>): Generator<void, Map<string, string>> {
-  const addresses = new Map<string, string>();
+function* hostsByIpOf(targets: ReadonlyMap<string, Target>): Generator<void, Map<string, string | readonly string[]>> {
+  const hostsByIp = new Map<string, string | readonly string[]>();
   let count = 0;
   for (const target of targets.values()) {
-    addAddresses(addresses, settings, target);
+    indexIp(hostsByIp, target);
     if (++count % ADDRESS_STEP === 0) yield;
   }
-  return addresses;
+  return hostsByIp;
 }
 
 function emptyCatalog(settings: Settings, groups: WritableMap<string, Group>): WritableCatalog {
@@ -322,8 +321,7 @@ function emptyCatalog(settings: Settings, groups: WritableMap<string, Group>): W
     groups,
     targets: new Map(),
     tokens: new Map(),
-    addresses: new Map(),
-    targetPaths: new Map(),
+    hostsByIp: new Map(),
     nodeCredentials: new Map(),
     apiCredentials: new Map(),
     tokenHosts: new Map(),
@@ -501,31 +499,42 @@ export function tokenProblems(catalog: Pick<Catalog, 'groups'>, path: string, to
 }
 
 /** Put a placed target into the catalog with its indexes. */
-export function addTarget(catalog: WritableCatalog, path: string, target: Target): void {
-  addTargetEntry(catalog, path, target);
-  addAddresses(catalog.addresses, catalog.settings, target);
+export function addTarget(catalog: WritableCatalog, target: Target): void {
+  addTargetEntry(catalog, target);
+  indexIp(catalog.hostsByIp, target);
 }
 
-/** The target and every index of it but its addresses. */
-function addTargetEntry(catalog: WritableCatalog, path: string, target: Target): void {
+/** The target and every index of it but its IP address. */
+function addTargetEntry(catalog: WritableCatalog, target: Target): void {
   catalog.targets.set(target.hostname, target);
-  catalog.targetPaths.set(target.hostname, path);
   if (target.node_credential_hash) catalog.nodeCredentials.set(target.node_credential_hash, target.hostname);
   if (target.registered_by_token) catalog.tokenHosts.set(target.registered_by_token, (catalog.tokenHosts.get(target.registered_by_token) ?? 0) + 1);
   setGroupTarget(catalog, target.primary_group, target.hostname, target);
 }
 
-/** Once aami.yaml is known: a target's addresses follow its exporter types. */
-function addAddresses(addresses: WritableMap<string, string>, settings: Settings, target: Target): void {
-  for (const key of addressKeys(settings, target)) addresses.set(key, target.hostname);
+/** A target under its IP address, beside the others there. Lists are new arrays, never changed: snapshots share them. */
+function indexIp(hostsByIp: WritableMap<string, string | readonly string[]>, { ip_address: ip, hostname }: Target): void {
+  const on = hostsByIp.get(ip);
+  if (on === undefined) hostsByIp.set(ip, hostname);
+  else if (typeof on === 'string') {
+    if (on !== hostname) hostsByIp.set(ip, [on, hostname]);
+  } else if (!on.includes(hostname)) hostsByIp.set(ip, [...on, hostname]);
+}
+
+function unindexIp(hostsByIp: WritableMap<string, string | readonly string[]>, { ip_address: ip, hostname }: Target): void {
+  const on = hostsByIp.get(ip);
+  if (on === hostname) hostsByIp.delete(ip);
+  else if (typeof on === 'object' && on.includes(hostname)) {
+    const rest = on.filter((h) => h !== hostname);
+    hostsByIp.set(ip, rest.length === 1 ? rest[0]! : rest);
+  }
 }
 
 export function removeTarget(catalog: WritableCatalog, hostname: string): void {
   const target = catalog.targets.get(hostname);
   if (!target) return;
-  for (const key of addressKeys(catalog.settings, target)) if (catalog.addresses.get(key) === hostname) catalog.addresses.delete(key);
+  unindexIp(catalog.hostsByIp, target);
   catalog.targets.delete(hostname);
-  catalog.targetPaths.delete(hostname);
   if (target.node_credential_hash && catalog.nodeCredentials.get(target.node_credential_hash) === hostname) catalog.nodeCredentials.delete(target.node_credential_hash);
   setGroupTarget(catalog, target.primary_group, hostname, undefined);
   const token = target.registered_by_token;
@@ -575,8 +584,7 @@ function freezeCatalog(catalog: WritableCatalog): Catalog {
     groups: freeze(catalog.groups),
     targets: freeze(catalog.targets),
     tokens: freeze(catalog.tokens),
-    addresses: freeze(catalog.addresses),
-    targetPaths: freeze(catalog.targetPaths),
+    hostsByIp: freeze(catalog.hostsByIp),
     nodeCredentials: freeze(catalog.nodeCredentials),
     apiCredentials: freeze(catalog.apiCredentials),
     tokenHosts: freeze(catalog.tokenHosts),

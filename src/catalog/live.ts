@@ -1,6 +1,6 @@
 import { addTarget, buildCatalog, catalogOf, keptWhenDeleted, kindOf, removeTarget, targetCandidate, targetEntity, tokenProblems, versionsOf, type Catalog, type FileRecord, type WritableCatalog } from './build.js';
 import type { Entity, ParseResult } from './parse.js';
-import { claimKeys, placeTargets, type Established } from './place.js';
+import { claimKeys, placeTargets, servedPath, type Established } from './place.js';
 import { PMap, type PMapDraft } from './pmap.js';
 import type { Problem } from './problem.js';
 import type { Target } from '../schema/index.js';
@@ -58,8 +58,8 @@ export class Snapshot {
    * catalog restored from the image), a slice per step.
    */
   *deferred(): Generator<void> {
-    const { addresses } = this.catalog;
-    if (addresses instanceof PMap) yield* addresses.making();
+    const { hostsByIp } = this.catalog;
+    if (hostsByIp instanceof PMap) yield* hostsByIp.making();
   }
 
   /** A file's text, when the catalog kept it (files with comments). */
@@ -122,7 +122,7 @@ interface Work {
   rejected: PMapDraft<string, true>;
   wants: PMapDraft<string, readonly string[]>;
 }
-type DraftKeys = 'groups' | 'targets' | 'tokens' | 'addresses' | 'targetPaths' | 'nodeCredentials' | 'apiCredentials' | 'tokenHosts' | 'checks' | 'groupTargets';
+type DraftKeys = 'groups' | 'targets' | 'tokens' | 'hostsByIp' | 'nodeCredentials' | 'apiCredentials' | 'tokenHosts' | 'checks' | 'groupTargets';
 
 export interface Applied {
   /** Problems the change brings: on the files it touches, or on files it newly breaks. */
@@ -172,8 +172,7 @@ export class Draft {
       groups: c.groups.freeze(),
       targets: c.targets.freeze(),
       tokens: c.tokens.freeze(),
-      addresses: c.addresses.freeze(),
-      targetPaths: c.targetPaths.freeze(),
+      hostsByIp: c.hostsByIp.freeze(),
       nodeCredentials: c.nodeCredentials.freeze(),
       apiCredentials: c.apiCredentials.freeze(),
       tokenHosts: c.tokenHosts.freeze(),
@@ -213,8 +212,7 @@ export class Draft {
         groups: c.groups.edit(),
         targets: c.targets.edit(),
         tokens: c.tokens.edit(),
-        addresses: c.addresses.edit(),
-        targetPaths: c.targetPaths.edit(),
+        hostsByIp: c.hostsByIp.edit(),
         nodeCredentials: c.nodeCredentials.edit(),
         apiCredentials: c.apiCredentials.edit(),
         tokenHosts: c.tokenHosts.edit(),
@@ -322,7 +320,7 @@ export class Draft {
       const record = files.get(path);
       const target = placed.accepted.get(path);
       if (target) {
-        addTarget(catalog, path, target);
+        addTarget(catalog, target);
         files.set(path, withLastGood(record!, targetEntity(record!, target)));
       }
       const problems = found.get(path) ?? [];
@@ -407,7 +405,7 @@ function setProblems(work: Work, path: string, problems: Problem[]): void {
 /** The target a file contributes to the catalog now, if any. */
 function heldTarget(catalog: Catalog, path: string): Target | undefined {
   const hostname = path.slice(path.lastIndexOf('/') + 1, -'.yaml'.length);
-  return catalog.targetPaths.get(hostname) === path ? catalog.targets.get(hostname) : undefined;
+  return servedPath(catalog, hostname) === path ? catalog.targets.get(hostname) : undefined;
 }
 
 /** The claims a target file's versions make (what it wants, whether it got it or not). */

@@ -1,6 +1,7 @@
 import type { Settings, Target } from '../schema/index.js';
-import { addressKeys, targetAddresses } from './address.js';
+import { addressKeys, scrapedAtKey, targetAddresses } from './address.js';
 import type { Catalog } from './build.js';
+import { targetPath } from './parse.js';
 import type { Problem } from './problem.js';
 
 /** A claim key → the path of the file that held the claim before this change. */
@@ -36,6 +37,12 @@ export const hostKey = (hostname: string) => `host\u0000${hostname}`;
 export const addressClaimKey = (address: string) => `addr\u0000${address}`;
 export const credentialKey = (hash: string) => `cred\u0000${hash}`;
 
+/** The file a catalog's target comes from (the layout: parse.ts checks that its fields match its path). */
+export function servedPath(catalog: Pick<Catalog, 'targets'>, hostname: string): string | undefined {
+  const target = catalog.targets.get(hostname);
+  return target && targetPath(target);
+}
+
 /** The keys of what a target claims. */
 export function claimKeys(settings: Settings, target: Target): string[] {
   return claimsOf(settings, target).map((c) => c.key);
@@ -65,18 +72,18 @@ function claimsOf(settings: Settings, target: Target, path = ''): Claim[] {
  * targets move onto one address, the one already scraped there holds it, else the first by
  * path.
  */
-export function establishedIn(catalog: Pick<Catalog, 'settings' | 'targets' | 'addresses' | 'targetPaths' | 'nodeCredentials'>, settings = catalog.settings): Established {
+export function establishedIn(catalog: Pick<Catalog, 'settings' | 'targets' | 'hostsByIp' | 'nodeCredentials'>, settings = catalog.settings): Established {
   const held: Established = (key) => {
     const [kind, value] = key.split('\u0000') as [string, string];
-    const hostname = kind === 'host' ? value : kind === 'addr' ? catalog.addresses.get(value) : catalog.nodeCredentials.get(value);
-    return hostname === undefined ? undefined : catalog.targetPaths.get(hostname);
+    const hostname = kind === 'host' ? value : kind === 'addr' ? scrapedAtKey(catalog, value) : catalog.nodeCredentials.get(value);
+    return hostname === undefined ? undefined : servedPath(catalog, hostname);
   };
   if (addressRules(catalog.settings) === addressRules(settings)) return held;
   let moved: Map<string, string> | undefined;
   const movedAddresses = () => {
     const holders = new Map<string, string>();
-    for (const [hostname, target] of catalog.targets) {
-      const path = catalog.targetPaths.get(hostname)!;
+    for (const target of catalog.targets.values()) {
+      const path = targetPath(target);
       for (const key of addressKeys(settings, target)) {
         const claim = addressClaimKey(key);
         const other = holders.get(claim);
@@ -135,7 +142,7 @@ export function placeTargets(candidates: Candidate[], fixed: Fixed, options: { e
   return { accepted, problems, rejected };
 }
 
-type Fixed = Pick<Catalog, 'targetPaths' | 'addresses' | 'nodeCredentials'>;
+type Fixed = Pick<Catalog, 'settings' | 'targets' | 'hostsByIp' | 'nodeCredentials'>;
 
 /**
  * Which files (`sorted`, by index) make no claim, in any version, that is made twice (by
@@ -151,7 +158,7 @@ function aloneInTheirClaims(sorted: Candidate[], fixed: Fixed, settings: Setting
   const hosts = new Claimed();
   const ips = new Claimed();
   const credentials = new Claimed();
-  const checkFixed = fixed.targetPaths.size > 0;
+  const checkFixed = fixed.targets.size > 0;
   const alone = sorted.map(({ path, versions }) => {
     for (const target of versions) {
       hosts.add(target.hostname);
@@ -174,9 +181,9 @@ function aloneInTheirClaims(sorted: Candidate[], fixed: Fixed, settings: Setting
 /** Whether a fixed target of another file holds one of a target's claims. */
 function heldByOther(fixed: Fixed, settings: Settings, target: Target, path: string): boolean {
   const hash = target.node_credential_hash;
-  const hostnames = [target.hostname, ...addressKeys(settings, target).map((key) => fixed.addresses.get(key)), hash ? fixed.nodeCredentials.get(hash) : undefined];
+  const hostnames = [target.hostname, ...addressKeys(settings, target).map((key) => scrapedAtKey(fixed, key)), hash ? fixed.nodeCredentials.get(hash) : undefined];
   return hostnames.some((hostname) => {
-    const holder = hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
+    const holder = hostname === undefined ? undefined : servedPath(fixed, hostname);
     return holder !== undefined && holder !== path;
   });
 }
@@ -196,8 +203,8 @@ class Claimed {
 /** placeTargets for the files that may contest a claim (by path). */
 function placeContested(sorted: Candidate[], fixed: Fixed, options: { established: Established; settings: Settings }): Placement {
   const fixedHolder = (claim: Claim): string | undefined => {
-    const hostname = claim.kind === 'host' ? claim.value : claim.kind === 'address' ? fixed.addresses.get(claim.value) : fixed.nodeCredentials.get(claim.value);
-    return hostname === undefined ? undefined : fixed.targetPaths.get(hostname);
+    const hostname = claim.kind === 'host' ? claim.value : claim.kind === 'address' ? scrapedAtKey(fixed, claim.value) : fixed.nodeCredentials.get(claim.value);
+    return hostname === undefined ? undefined : servedPath(fixed, hostname);
   };
   const byPath = new Map(sorted.map((c) => [c.path, c]));
   /** Which version each file is at (its versions' length: none). */

@@ -1,4 +1,4 @@
-import { addressKey } from '../catalog/address.js';
+import { formatAddress, scrapedAt } from '../catalog/address.js';
 import { exporterProblems, type Catalog } from '../catalog/build.js';
 import { targetPath } from '../catalog/parse.js';
 import type { PlanFiles } from '../writer/writer.js';
@@ -57,8 +57,9 @@ export function heldAddress(catalog: Catalog, target: Target): { address: string
   for (const exporter of target.exporters) {
     const type = own(catalog.settings.exporters, exporter.type);
     if (!type || !exporter.enabled) continue;
-    const holder = catalog.addresses.get(addressKey(type.job, target.ip_address, exporter.port ?? type.port));
-    if (holder && holder !== target.hostname) return { address: `${target.ip_address}:${exporter.port ?? type.port}`, holder };
+    const port = exporter.port ?? type.port;
+    const holder = scrapedAt(catalog, type.job, target.ip_address, port);
+    if (holder && holder !== target.hostname) return { address: formatAddress(target.ip_address, port), holder };
   }
   return undefined;
 }
