@@ -396,10 +396,10 @@ async function openParts(config: ServerConfig, clock: () => Date, serveWith: (fe
     primary: config.primary,
     clusterSecret: config.clusterSecret,
   });
-  // What the start put off (the address index of a catalog from the image), made in slices now that it serves.
+  // What the start put off (the IP index of a catalog from the image), made in slices now that it serves.
   void (async () => {
     for (const _ of live.snapshot().deferred()) await new Promise(setImmediate);
-  })().catch((error: unknown) => logger.error('making the address index failed', { error: String(error) }));
+  })().catch((error: unknown) => logger.error('making the IP index failed', { error: String(error) }));
   // The image of what it serves, saved once quiet: a start after a kill -9 or a crash takes it too.
   image.keep(live, { busy, logger, saved: () => memory.worked() });
   started(() => image.stop());

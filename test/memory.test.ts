@@ -1,6 +1,10 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { nodeFlag } from '../src/v8-flags.js';
-import { MemoryRelease } from '../src/memory.js';
+import { HeapGrowth, MemoryRelease } from '../src/memory.js';
+
+const ROOT = new URL('..', import.meta.url).pathname;
 
 const MB = 2 ** 20;
 
@@ -160,5 +164,50 @@ describe('V8 flags the server sets for itself', () => {
     expect(nodeFlag('--expose-gc', ['--no-expose-gc'], '')).toBe(false); // given off: MemoryRelease sets it for its collection, and unsets it after
     expect(nodeFlag('--expose-gc', ['--no-expose-gc'], '--expose-gc')).toBe(false); // the command line after NODE_OPTIONS, as node reads them
     expect(nodeFlag('--expose-gc', ['--expose-gc'], '--no-expose-gc')).toBe(true);
+  });
+});
+
+describe('how far the heap may grow between full collections', () => {
+  it('holds growth once a full collection keeps enough, and gives it back to V8 only well below that', () => {
+    let used = 10 * MB;
+    const set: number[] = [];
+    const growth = new HeapGrowth({ used: () => used, setPercent: (percent) => set.push(percent) });
+    growth.collected();
+    expect(set).toEqual([]); // a small catalog: V8's own growth
+    used = 48 * MB;
+    growth.collected();
+    expect(set).toEqual([50]);
+    used = 100 * MB;
+    growth.collected();
+    used = 40 * MB; // between the two: left as it is
+    growth.collected();
+    expect(set).toEqual([50]);
+    used = 31 * MB;
+    growth.collected();
+    expect(set).toEqual([50, 0]);
+    used = 60 * MB;
+    growth.collected();
+    growth.stop(); // V8's own growth again when the server stops (tests run servers one after another)
+    expect(set).toEqual([50, 0, 50, 0]);
+  });
+
+  /** What HeapGrowth sets in a node process (started with nodeArgs) that runs one full collection, holding growth from one byte up. */
+  function watchedProcess(nodeArgs: string[]): number[] {
+    const script = [
+      `import { HeapGrowth } from ${JSON.stringify(join(ROOT, 'src/memory.ts'))};`,
+      `import { setFlagsFromString } from 'node:v8';`,
+      'const set = [];',
+      'const growth = new HeapGrowth({ holdFrom: 1, setPercent: (percent) => { set.push(percent); setFlagsFromString(`--heap-growing-percent=${percent}`); } }).start();',
+      'globalThis.gc();',
+      // The observer is told after the collection, from the event loop.
+      'setTimeout(() => { growth.stop(); console.log(JSON.stringify(set)); }, 100);',
+    ].join('\n');
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '--expose-gc', ...nodeArgs, '--input-type=module', '-e', script], { cwd: ROOT, encoding: 'utf8' });
+    return JSON.parse(out) as number[];
+  }
+
+  it('sees the full collections V8 runs, and leaves growth as node was given it', () => {
+    expect(watchedProcess([])).toEqual([50, 0]);
+    expect(watchedProcess(['--heap-growing-percent=30'])).toEqual([]);
   });
 });

@@ -54,7 +54,7 @@ export class Snapshot {
   }
 
   /**
-   * What this snapshot put off until it is read or there is time (the address index of a
+   * What this snapshot put off until it is read or there is time (the IP index of a
    * catalog restored from the image), a slice per step.
    */
   *deferred(): Generator<void> {

@@ -45,8 +45,8 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
   /**
    * A map made by `steps`, each a slice of the work and the last one returning the map: by
    * making() between other work, else all at once when it is first read. An index a start
-   * can serve without (the catalog's 200k addresses at 100k targets cost a restart ~0.3 s)
-   * is made once the server serves, and a write that needs it sooner makes the rest.
+   * can serve without (the catalog's targets by IP address, after a restart) is made once
+   * the server serves, and a write that needs it sooner makes the rest.
    */
   static later<K, V>(steps: Iterator<unknown, Map<K, V>>): PMap<K, V> {
     return new PMap(undefined, new Map(), new Map(), undefined, steps);

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { describeZodError } from '../schema/describe.js';
 import { createLogger } from '../log.js';
 import { packagePath } from '../package/files.js';
+import { HeapGrowth } from '../memory.js';
 import { startServer } from '../server.js';
 import { nodeFlag } from '../v8-flags.js';
 import { EXIT, parseFlags, UsageError, type Command } from './command.js';
@@ -146,8 +147,9 @@ service manager starts it again.`,
     const dirs = { '--repo': resolve(options.repo), '--sd-dir': resolve(options.sd_dir), '--state-dir': resolve(options.state_dir) };
     separateDirectories(dirs);
     const signals = stopSignals();
-    // Before the server's code first runs: see baselineCode.
+    // Before the server's code first runs: see baselineCode and HeapGrowth.
     baselineCode();
+    const growth = new HeapGrowth().start();
     const server = await startServer({
       repo: dirs['--repo'],
       sdDir: dirs['--sd-dir'],
@@ -169,11 +171,13 @@ service manager starts it again.`,
       // Printed only to a terminal: a service manager's log would keep it.
       announce: process.stdout.isTTY ? (line) => io.out(line) : undefined,
     }).catch((error: unknown) => {
+      growth.stop();
       signals.release();
       throw error;
     });
     const signal = await signals.first;
     await server.close();
+    growth.stop();
     signals.release();
     // After a SIGHUP (a closed terminal, a `reload` by habit) a service manager should start it again: not a clean exit.
     return signal === 'SIGHUP' ? 129 : EXIT.ok;
@@ -256,3 +260,4 @@ function realPath(path: string): string {
 function baselineCode(): void {
   if (nodeFlag('--always-sparkplug') === undefined) setFlagsFromString('--always-sparkplug');
 }
+

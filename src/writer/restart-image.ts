@@ -225,7 +225,7 @@ const CHUNK_FILES = 1024;
 function* imageChunks(snapshot: Snapshot, code: string): Generator<string> {
   const dictionary = new Dictionary();
   // The catalog state a server computes from the snapshot, carried: worked out again, it
-  // looks claims up in the address index, which a restart makes only once it serves.
+  // looks claims up in the IP index, which a restart makes only once it serves.
   let lines: string[] = [`${JSON.stringify([FORMAT, code, snapshot.head, snapshot.files.size, savedStateOf(snapshot)])}\n`];
   // In path order: the catalog is made again in the order a build makes it. (The default
   // sort, by UTF-16 code units like `<`: 20-40 ms for 100k paths, a comparator 70-170.)
