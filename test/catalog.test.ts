@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addressKeys, scrapedAtKey } from '../src/catalog/address.js';
+import { addressKeys, portKeys, scrapedAtKey } from '../src/catalog/address.js';
 import { targetCandidate, type Catalog, type FileRecord } from '../src/catalog/build.js';
 import { LiveCatalog, rebuildWith, Snapshot, type FileUpdate } from '../src/catalog/live.js';
 import { parseFile, targetPath } from '../src/catalog/parse.js';
@@ -100,6 +100,27 @@ describe('catalog references', () => {
       'targets/ml/b.yaml: exporters[0].port: address 10.0.0.1:9100 of job "node" is already used by targets/ml/a.yaml',
       'targets/ml/x.yaml: hostname: "x" is already registered by targets/db/x.yaml',
     ]);
+  });
+
+  it('finds each target on an IP address several share by its port, and leaves one scraped nowhere out of the index', () => {
+    const own = (port: number) => `exporters: [{type: node_exporter, port: ${port}}]\n`;
+    const files: Record<string, string> = { 'groups/ml.yaml': group('ml') };
+    for (let i = 0; i < 50; i++) files[`targets/ml/n${i}.yaml`] = target(`n${i}`, 'fd00::7', 'ml', own(9100 + i));
+    files['targets/ml/quiet.yaml'] = target('quiet', '10.0.0.9', 'ml', 'exporters: []\n');
+    const repo = liveOf(files);
+    let { catalog } = repo.live.snapshot();
+    expect(catalog.hostsByIp.has('10.0.0.9')).toBe(false);
+    expect(scrapedAtKey(catalog, 'node [fd00::7]:9137')).toBe('n37');
+    expect(scrapedAtKey(catalog, 'node [fd00::7]:9150')).toBeUndefined();
+    // Moved in place, one by one: the others stay where they are found.
+    for (let i = 0; i < 49; i++) catalog = repo.set({ [`targets/ml/n${i}.yaml`]: target(`n${i}`, '10.0.0.1', 'ml', own(9100 + i)) }).catalog;
+    expect(scrapedAtKey(catalog, 'node [fd00::7]:9149')).toBe('n49');
+    expect(scrapedAtKey(catalog, 'node [fd00::7]:9137')).toBeUndefined();
+    expect(scrapedAtKey(catalog, 'node 10.0.0.1:9137')).toBe('n37');
+    expectAddressesFound(catalog);
+    // A newcomer on a taken port of the shared IP address is the invalid one.
+    expect(problems(repo.set({ 'targets/ml/late.yaml': target('late', '10.0.0.1', 'ml', own(9120)) }))).toEqual(['targets/ml/late.yaml: exporters[0].port: address 10.0.0.1:9120 of job "node" is already used by targets/ml/n20.yaml']);
+    expectSameAfterRestart(repo.live.snapshot());
   });
 
   it('checks exporter types against aami.yaml and token groups against the groups', () => {
@@ -376,16 +397,23 @@ function addressesFrom(catalog: Catalog): Map<string, string> {
   return addresses;
 }
 
-/** The IP index a catalog's targets make (each IP address's host names sorted): what its own index must hold, made lazily or kept by drafts. */
-function ipIndexFrom(catalog: Catalog): Map<string, string[]> {
-  const index = new Map<string, string[]>();
-  for (const target of catalog.targets.values()) index.set(target.ip_address, [...(index.get(target.ip_address) ?? []), target.hostname].sort());
-  return index;
+/** Each IP address's addresses, from the targets themselves: "job port" → host name (targets scraped nowhere have none). */
+function ipIndexFrom(catalog: Catalog): Map<string, Record<string, string>> {
+  const index = new Map<string, Record<string, string>>();
+  for (const target of catalog.targets.values()) {
+    for (const port of portKeys(catalog.settings, target)) index.set(target.ip_address, { ...index.get(target.ip_address), [port]: target.hostname });
+  }
+  return sortedIndex(index);
 }
 
-/** The catalog's own IP index, in ipIndexFrom's form. */
-function ipIndexOf(catalog: Catalog): Map<string, string[]> {
-  return new Map([...catalog.hostsByIp].map(([ip, on]) => [ip, typeof on === 'string' ? [on] : [...on].sort()]));
+/** The catalog's own IP index in ipIndexFrom's form: a host name (one target there) stands for that target's addresses. */
+function ipIndexOf(catalog: Catalog): Map<string, Record<string, string>> {
+  return sortedIndex(new Map([...catalog.hostsByIp].map(([ip, on]) => [ip, typeof on === 'string' ? Object.fromEntries(portKeys(catalog.settings, catalog.targets.get(on)).map((port) => [port, on])) : Object.fromEntries(on)])));
+}
+
+function sortedIndex(index: Map<string, Record<string, string>>): Map<string, Record<string, string>> {
+  const sorted = (record: Record<string, string>) => Object.fromEntries(Object.entries(record).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return new Map([...index].sort(([a], [b]) => (a < b ? -1 : 1)).map(([ip, record]) => [ip, sorted(record)]));
 }
 
 /** Each address a catalog's targets are scraped at, as the catalog looks it up: the host name scraped there (its index and its targets agree). */
@@ -404,7 +432,7 @@ function view(snapshot: Snapshot) {
     groups: sorted(catalog.groups),
     targets: sorted(catalog.targets),
     tokens: sorted(catalog.tokens),
-    hostsByIp: Object.fromEntries([...ipIndexOf(catalog)].sort(([a], [b]) => (a < b ? -1 : 1))),
+    hostsByIp: Object.fromEntries(ipIndexOf(catalog)),
     nodeCredentials: sorted(catalog.nodeCredentials),
     apiCredentials: sorted(catalog.apiCredentials),
     tokenHosts: sorted(catalog.tokenHosts),
@@ -434,7 +462,7 @@ function randomChanges(seed: number) {
       const path = `targets/${rng.pick(groups)}/${host}.yaml`;
       const roll = rng.next();
       // An exporter on a port of its own: two files on one IP address clash only on the same port.
-      // None at all, or only a disabled one: a target that claims no address (its draft leaves the address index as it was).
+      // None at all, or only a disabled one: a target that claims no address (its draft leaves the IP index as it was).
       const exporters = rng.pick(['', '', 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n', 'exporters: [{type: node_exporter, port: 9101}]\n', 'exporters: []\n', 'exporters: [{type: node_exporter, enabled: false}]\n']);
       const extra = exporters + (rng.next() < 0.3 ? `node_credential_hash: ${rng.pick(credentialHashes)}\n` : '');
       const text =
@@ -487,7 +515,7 @@ function eachStep(then: (live: LiveCatalog, where: string) => LiveCatalog | void
     for (let step = 0; step < 40; step++) {
       const changes = next();
       const where = `seed ${seed}, step ${step}: ${describeChanges(changes)}`;
-      // The draft first: on a catalog restored from the image, its address index is made by the draft's first look.
+      // The draft first: on a catalog restored from the image, its IP index is made by the draft's first look.
       const before = live.snapshot();
       const draft = live.draft();
       draft.apply(changes);
@@ -541,7 +569,7 @@ describe('a restart from the image a stopping server saves', () => {
     expect(checked).toBe(seeds * 40);
   });
 
-  it('makes the address index of a restored catalog a slice at a time, or the rest at the first look', () => {
+  it('makes the IP index of a restored catalog a slice at a time, or the rest at the first look', () => {
     const files: Record<string, string> = { 'groups/ml.yaml': group('ml') };
     for (let i = 0; i < 5000; i++) files[`targets/ml/n${i}.yaml`] = target(`n${i}`, `10.1.${i >> 8}.${i & 255}`, 'ml', 'exporters: [{type: node_exporter}, {type: dcgm_exporter}]\n');
     // A file that clashes: the catalog state names who holds what it claims.

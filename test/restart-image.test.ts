@@ -68,7 +68,7 @@ describe('the restart image', () => {
     expect(fs.existsSync(s.image)).toBe(false);
     expect(fs.existsSync(leftover)).toBe(false);
     // The first thing asked: an address the broken file's last good version holds (a catalog
-    // from the image makes its address index after the start, or at the first write).
+    // from the image makes its IP index after the start, or at the first write).
     const clash = await s.create('clash', '10.0.0.1');
     expect(clash.status).toBe(409);
     expect(JSON.stringify(await clash.json())).toContain('kept');

@@ -9,25 +9,31 @@ export function addressKey(job: string, ip: string, port: number): string {
   return `${job} ${formatAddress(ip, port)}`;
 }
 
+/** The addresses on one IP address where several targets are scraped: "job port" (portKey) → host name. */
+export type AddressTable = ReadonlyMap<string, string>;
+
+export const portKey = (job: string, port: number) => `${job} ${port}`;
+
 /**
- * Where a catalog's targets are scraped, without a key for each address: its targets by IP
- * address and aami.yaml's exporter types say it. The catalog once kept a "job address" key
- * for each exporter of each target: ~15 MB of keys and index at 100k targets (of the
- * catalog's ~90 MB), and a full build's garbage twice that.
+ * Where a catalog's targets are scraped, without a key for each address of each target: an
+ * IP address's one target (aami.yaml's exporter types give its addresses), or a table of
+ * the addresses there when several targets share the IP address. The catalog once kept a
+ * "job address" key for each exporter of each target: ~15 MB of keys and index at 100k
+ * targets (of the catalog's ~90 MB), and a full build's garbage twice that.
  */
 export interface AddressIndex {
   readonly settings: Settings;
   readonly targets: ReadonlyMap<string, Target>;
-  /** IP address → the host name of the target on it, or of each one when several are (scraped on ports of their own). */
-  readonly hostsByIp: ReadonlyMap<string, string | readonly string[]>;
+  /** IP address → the host name of the one target scraped there, or the table of its addresses when several are. A target scraped nowhere is not in it. */
+  readonly hostsByIp: ReadonlyMap<string, string | AddressTable>;
 }
 
 /** The host name of the target scraped for `job` at ip:port, if any (placed targets never share an address). */
 export function scrapedAt(index: AddressIndex, job: string, ip: string, port: number): string | undefined {
   const on = index.hostsByIp.get(ip);
   if (on === undefined) return undefined;
-  if (typeof on === 'string') return scrapes(index, on, job, port) ? on : undefined;
-  return on.find((hostname) => scrapes(index, hostname, job, port));
+  if (typeof on !== 'string') return on.get(portKey(job, port));
+  return portKeys(index.settings, index.targets.get(on)).includes(portKey(job, port)) ? on : undefined;
 }
 
 /** scrapedAt for an address key (addressKey's "job address"). */
@@ -39,11 +45,11 @@ export function scrapedAtKey(index: AddressIndex, key: string): string | undefin
   return scrapedAt(index, key.slice(0, space), ip, Number(address.slice(colon + 1)));
 }
 
-function scrapes(index: AddressIndex, hostname: string, job: string, port: number): boolean {
-  const target = index.targets.get(hostname);
-  let found = false;
-  if (target) eachAddress(index.settings, target, (j, p) => (found ||= j === job && p === port));
-  return found;
+/** Each job and port a target is scraped at (none for no target). */
+export function portKeys(settings: Settings, target: Target | undefined): string[] {
+  const keys: string[] = [];
+  if (target) eachAddress(settings, target, (job, port) => keys.push(portKey(job, port)));
+  return keys;
 }
 
 let typesOf: { settings: Settings; types: ReadonlyMap<string, ExporterSettings> } | undefined;
@@ -78,7 +84,7 @@ export function targetAddresses(settings: Settings, target: Target): Array<{ key
   return found;
 }
 
-/** The "job address" keys alone (what the catalog's addresses are indexed by). */
+/** The "job address" keys alone (what placement's address claims are keyed by). */
 export function addressKeys(settings: Settings, target: Target): string[] {
   const keys: string[] = [];
   eachAddress(settings, target, (job, port) => keys.push(addressKey(job, target.ip_address, port)));

@@ -1,5 +1,5 @@
 import { DEFAULT_SETTINGS, type CheckPolicy, type CheckScript, type Credential, type Group, type Settings, type Target, type Token } from '../schema/index.js';
-import { exporterType } from './address.js';
+import { exporterType, portKeys, type AddressTable } from './address.js';
 import type { Entity, ParseResult } from './parse.js';
 import { PMap } from './pmap.js';
 import { establishedIn, placeTargets, type Established } from './place.js';
@@ -17,7 +17,7 @@ export interface Catalog {
    * target is scraped follows from it (address.ts, scrapedAt). A served target's file is
    * targets/<primary_group>/<hostname>.yaml (parse.ts checks both): no index of paths.
    */
-  readonly hostsByIp: ReadonlyMap<string, string | readonly string[]>;
+  readonly hostsByIp: ReadonlyMap<string, string | AddressTable>;
   /** sha256 hash of a node credential → hostname. */
   readonly nodeCredentials: ReadonlyMap<string, string>;
   /** Named API credentials by id. */
@@ -73,7 +73,8 @@ export interface WritableCatalog {
   groups: WritableMap<string, Group>;
   targets: WritableMap<string, Target>;
   tokens: WritableMap<string, Token>;
-  hostsByIp: WritableMap<string, string | readonly string[]>;
+  /** A full build's tables are plain Maps (frozen at its end); a draft replaces a table's PMap with a new one on each change. */
+  hostsByIp: WritableMap<string, string | Map<string, string> | PMap<string, string>>;
   nodeCredentials: WritableMap<string, string>;
   apiCredentials: WritableMap<string, Credential>;
   tokenHosts: WritableMap<string, number>;
@@ -294,25 +295,25 @@ export function catalogOf(files: ReadonlyMap<string, FileRecord>, rejected: Read
     if (script) catalog.checks.set(id, { name: id, policy, script });
   }
   const frozen = freezeCatalog(catalog);
-  return { ...frozen, hostsByIp: PMap.later(hostsByIpOf(frozen.targets)) };
+  return { ...frozen, hostsByIp: PMap.later(hostsByIpOf(frozen.settings, frozen.targets)) };
 }
 
 /** Targets one step of hostsByIpOf indexes, short enough for the answers between steps. */
-const ADDRESS_STEP = 2048;
+const INDEX_STEP = 2048;
 
 /**
  * The IP index of a settled catalog's targets, made a slice at a time (PMap.later): a
  * restart serves before it is made. Which of several targets on one IP address comes first
  * does not matter: placed targets never share an address.
  */
-function* hostsByIpOf(targets: ReadonlyMap<string, Target>): Generator<void, Map<string, string | readonly string[]>> {
-  const hostsByIp = new Map<string, string | readonly string[]>();
+function* hostsByIpOf(settings: Settings, targets: ReadonlyMap<string, Target>): Generator<void, Map<string, string | AddressTable>> {
+  const index = { settings, targets, hostsByIp: new Map<string, string | Map<string, string> | PMap<string, string>>() };
   let count = 0;
   for (const target of targets.values()) {
-    indexIp(hostsByIp, target);
-    if (++count % ADDRESS_STEP === 0) yield;
+    indexIp(index, target);
+    if (++count % INDEX_STEP === 0) yield;
   }
-  return hostsByIp;
+  return frozenTables(index.hostsByIp);
 }
 
 function emptyCatalog(settings: Settings, groups: WritableMap<string, Group>): WritableCatalog {
@@ -501,7 +502,7 @@ export function tokenProblems(catalog: Pick<Catalog, 'groups'>, path: string, to
 /** Put a placed target into the catalog with its indexes. */
 export function addTarget(catalog: WritableCatalog, target: Target): void {
   addTargetEntry(catalog, target);
-  indexIp(catalog.hostsByIp, target);
+  indexIp(catalog, target);
 }
 
 /** The target and every index of it but its IP address. */
@@ -512,28 +513,67 @@ function addTargetEntry(catalog: WritableCatalog, target: Target): void {
   setGroupTarget(catalog, target.primary_group, target.hostname, target);
 }
 
-/** A target under its IP address, beside the others there. Lists are new arrays, never changed: snapshots share them. */
-function indexIp(hostsByIp: WritableMap<string, string | readonly string[]>, { ip_address: ip, hostname }: Target): void {
-  const on = hostsByIp.get(ip);
-  if (on === undefined) hostsByIp.set(ip, hostname);
-  else if (typeof on === 'string') {
-    if (on !== hostname) hostsByIp.set(ip, [on, hostname]);
-  } else if (!on.includes(hostname)) hostsByIp.set(ip, [...on, hostname]);
+type IpIndex = Pick<WritableCatalog, 'settings' | 'hostsByIp'> & { targets: ReadonlyMap<string, Target> };
+
+/**
+ * A target under its IP address, when it is scraped anywhere: its host name while it is the
+ * only one there, else the IP address's table of addresses (the first target's go in too).
+ * A table costs a registration what its own addresses cost, however many targets share the
+ * IP address (NAT, a host's exporters registered one by one).
+ */
+function indexIp(catalog: IpIndex, target: Target): void {
+  const { ip_address: ip, hostname } = target;
+  const ports = portKeys(catalog.settings, target);
+  if (!ports.length) return;
+  const on = catalog.hostsByIp.get(ip);
+  if (on === undefined || on === hostname) return void catalog.hostsByIp.set(ip, hostname);
+  const first = typeof on === 'string' ? portKeys(catalog.settings, catalog.targets.get(on)).map((port) => [port, on] as const) : [];
+  changeTable(catalog, ip, typeof on === 'string' ? undefined : on, (table) => {
+    for (const [port, holder] of first) table.set(port, holder);
+    for (const port of ports) table.set(port, hostname);
+  });
 }
 
-function unindexIp(hostsByIp: WritableMap<string, string | readonly string[]>, { ip_address: ip, hostname }: Target): void {
-  const on = hostsByIp.get(ip);
-  if (on === hostname) hostsByIp.delete(ip);
-  else if (typeof on === 'object' && on.includes(hostname)) {
-    const rest = on.filter((h) => h !== hostname);
-    hostsByIp.set(ip, rest.length === 1 ? rest[0]! : rest);
+function unindexIp(catalog: IpIndex, target: Target): void {
+  const { ip_address: ip, hostname } = target;
+  const on = catalog.hostsByIp.get(ip);
+  if (on === hostname) catalog.hostsByIp.delete(ip);
+  else if (on !== undefined && typeof on !== 'string') {
+    changeTable(catalog, ip, on, (table) => {
+      for (const port of portKeys(catalog.settings, target)) if (table.get(port) === hostname) table.delete(port);
+    });
   }
+}
+
+/**
+ * Changes an IP address's table (a new one when undefined): a full build's Map in place; in
+ * a draft, a new PMap (snapshots share the one it had). A table left empty goes.
+ */
+function changeTable(catalog: IpIndex, ip: string, table: Map<string, string> | PMap<string, string> | undefined, change: (table: WritableMap<string, string>) => void): void {
+  if (table instanceof Map || (!table && catalog.hostsByIp instanceof Map)) {
+    const inPlace = table ?? new Map<string, string>();
+    change(inPlace);
+    if (inPlace.size) catalog.hostsByIp.set(ip, inPlace);
+    else catalog.hostsByIp.delete(ip);
+    return;
+  }
+  const draft = (table ?? PMap.empty<string, string>()).edit();
+  change(draft);
+  const next = draft.freeze();
+  if (next.size) catalog.hostsByIp.set(ip, next);
+  else catalog.hostsByIp.delete(ip);
+}
+
+/** A full build's index, its tables frozen: a draft changes them by making new ones. */
+function frozenTables(hostsByIp: Map<string, string | Map<string, string> | PMap<string, string>>): Map<string, string | AddressTable> {
+  for (const [ip, on] of hostsByIp) if (on instanceof Map) hostsByIp.set(ip, PMap.from(on));
+  return hostsByIp;
 }
 
 export function removeTarget(catalog: WritableCatalog, hostname: string): void {
   const target = catalog.targets.get(hostname);
   if (!target) return;
-  unindexIp(catalog.hostsByIp, target);
+  unindexIp(catalog, target);
   catalog.targets.delete(hostname);
   if (target.node_credential_hash && catalog.nodeCredentials.get(target.node_credential_hash) === hostname) catalog.nodeCredentials.delete(target.node_credential_hash);
   setGroupTarget(catalog, target.primary_group, hostname, undefined);
@@ -584,7 +624,7 @@ function freezeCatalog(catalog: WritableCatalog): Catalog {
     groups: freeze(catalog.groups),
     targets: freeze(catalog.targets),
     tokens: freeze(catalog.tokens),
-    hostsByIp: freeze(catalog.hostsByIp),
+    hostsByIp: catalog.hostsByIp instanceof Map ? PMap.from(frozenTables(catalog.hostsByIp)) : catalog.hostsByIp,
     nodeCredentials: freeze(catalog.nodeCredentials),
     apiCredentials: freeze(catalog.apiCredentials),
     tokenHosts: freeze(catalog.tokenHosts),

@@ -6,7 +6,7 @@ type Slot<V> = V | typeof DELETED;
  * keys); every t/c derives (c changes a derive) the top is folded into the middle one (m
  * keys); every m/c derives everything is flattened into a new base (n keys). The copying a
  * derive costs, t/2 + (m/2)(c/t) + n(c/m), is least near m = (2n)^(2/3) c^(1/3) and
- * t = sqrt(m c): for one registration (c = 2) on the ~300k address keys of 100k targets,
+ * t = sqrt(m c): for one registration (c = 2) on a map of ~300k keys,
  * ~200 keys a derive, where a base and one layer (a delta of sqrt(2nc)) copied ~1,100.
  */
 function layerLimits(size: number, changes: number): { top: number; middle: number } {
