@@ -124,7 +124,7 @@ function fullCollection(): () => void {
 }
 
 export interface HeapGrowthOptions {
-  /** What a full collection kept at or above which growth is held to `percent` (48 MB), and below which V8 decides again (32 MB). */
+  /** What the old generation holds after a full collection at or above which growth is held to `percent` (32 MB), and below which V8 decides again (24 MB). */
   holdFrom?: number;
   releaseBelow?: number;
   percent?: number;
@@ -141,14 +141,16 @@ export interface HeapGrowthOptions {
  * allocate fast. A server at 100k targets keeps ~90 MB: it held 311-319 MB of RSS after its
  * first start (a peak of 348-364), and storms of 2,000 registrations piled up to 305-362 MB
  * by their third round, none of it collected before they ended (bench:startup,
- * bench:register). Held at 50 % once a full collection keeps 48 MB: a first start holds
- * 263-268 MB (peak 275-277) and takes ~0.1-0.3 s longer (3.6-3.8 -> 3.9 s), and storms
- * collect as they go (282-288 / 296-302 / 307-315 MB in rounds 1/2/3). A small catalog keeps
- * V8's own growth: held at 50 % there too, a fresh 10k-target storm's p99 went from ~90 to
- * ~110 ms (more collections, for memory it does not need). V8 reads the flag at each
- * collection; one given to node is left as given. While it is held, it also stands for the
- * tighter limits V8 sets after a collection that saves memory (MemoryRelease's, V8's own
- * when idle): 1.5× what they kept, where V8 would allow 1.1-1.3×.
+ * bench:register). Held at 50 % once the old generation holds 32 MB after a full collection
+ * (~15k targets; a 100k first start reaches it half a second in): such a start holds
+ * 263-268 MB (peak 275-277) and takes ~0.1-0.3 s longer, and storms collect as they go.
+ * The limit a collection sets holds until the next one: held any later, the first start's
+ * peak stayed at 364 MB. A small catalog keeps V8's own growth: held there too, a fresh
+ * 10k-target storm's p99 went from ~90 to ~110 ms (more collections, for memory it does not
+ * need). V8 reads the flag at each collection; one given to node is left as given. While it
+ * is held, it also stands for the tighter limits V8 sets after a collection that saves
+ * memory (MemoryRelease's, V8's own when idle): 1.5× what they kept, where V8 would allow
+ * 1.1-1.3×.
  */
 export class HeapGrowth {
   private observer: PerformanceObserver | undefined;
@@ -176,10 +178,10 @@ export class HeapGrowth {
   /** A full collection just ran: hold the growth or give it back to V8, by what it kept. */
   collected(): void {
     const used = this.used();
-    if (!this.held && used >= (this.options.holdFrom ?? 48 * 2 ** 20)) {
+    if (!this.held && used >= (this.options.holdFrom ?? 32 * 2 ** 20)) {
       this.setPercent(this.options.percent ?? 50);
       this.held = true;
-    } else if (this.held && used < (this.options.releaseBelow ?? 32 * 2 ** 20)) {
+    } else if (this.held && used < (this.options.releaseBelow ?? 24 * 2 ** 20)) {
       this.setPercent(0);
       this.held = false;
     }

@@ -174,15 +174,15 @@ describe('how far the heap may grow between full collections', () => {
     const growth = new HeapGrowth({ used: () => used, setPercent: (percent) => set.push(percent) });
     growth.collected();
     expect(set).toEqual([]); // a small catalog: V8's own growth
-    used = 48 * MB;
+    used = 32 * MB;
     growth.collected();
     expect(set).toEqual([50]);
     used = 100 * MB;
     growth.collected();
-    used = 40 * MB; // between the two: left as it is
+    used = 28 * MB; // between the two: left as it is
     growth.collected();
     expect(set).toEqual([50]);
-    used = 31 * MB;
+    used = 23 * MB;
     growth.collected();
     expect(set).toEqual([50, 0]);
     used = 60 * MB;
