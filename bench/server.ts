@@ -5,6 +5,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const ADMIN = 'bench-admin-credential-0123456789';
+
+/** The environment deploy/ runs the server with (the systemd unit's Environment=, the image's ENV): the bench's server runs with it too. One set in the bench's own environment wins (an A/B run). */
+export const SERVER_ENV = { MALLOC_ARENA_MAX: '2' } as const;
 const ROOT = new URL('..', import.meta.url).pathname;
 
 export interface BenchServer {
@@ -33,7 +36,7 @@ export async function startBenchServer(dirs: { repo: string; sd: string; state: 
   if (!existsSync(bin)) throw new Error('run `npm run build` first: the bench measures the built server');
   const started = performance.now();
   const child = spawn(process.execPath, [...(process.env.AAMI_NODE_FLAGS ? process.env.AAMI_NODE_FLAGS.split(' ') : []), ...(process.env.AAMI_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.AAMI_PROFILE}`] : []), bin, 'serve', '--host', '127.0.0.1', '--port', '0', '--repo', dirs.repo, '--sd-dir', dirs.sd, '--state-dir', dirs.state, ...extra], {
-    env: { ...process.env, AAMI_ADMIN_TOKEN: ADMIN, ...env },
+    env: { ...SERVER_ENV, ...process.env, AAMI_ADMIN_TOKEN: ADMIN, ...env },
     stdio: ['ignore', process.env.AAMI_BENCH_STDOUT ? 'inherit' : 'ignore', 'pipe'],
   });
   let log = '';

@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import { basename, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { SERVER_ENV } from '../bench/server.js';
 import { PACKAGE_FILES } from '../src/package/files.js';
 import { builtBundle, gitCli, ROOT, STARTER, tempDir } from './helpers.js';
 import { ADMIN, configServer, requireBinary, runningNodeExporter, waitFor } from './node-helpers.js';
@@ -316,6 +317,20 @@ describe('deploy/docker-compose.yml and the image', () => {
     await waitFor('the target in the SD file', async () => readFileSync(join(data, 'sd', 'node.json'), 'utf8').includes('"hostname":"image-01"'));
     server.child.kill('SIGTERM');
     expect(await server.exited).toBe(0);
+  });
+});
+
+describe('the environment the server runs with', () => {
+  it('is the same in the systemd unit, the image and the benches', () => {
+    // Each KEY=VALUE of the unit's Environment= lines and of the image's ENV instructions (continued lines joined).
+    const pairs = (lines: string[]) => Object.fromEntries(lines.flatMap((line) => line.trim().split(/\s+/)).map((pair) => pair.split('=') as [string, string]));
+    const unitEnv = pairs(unitSettings(read('systemd/aami.service'), 'Environment'));
+    const imageEnv = pairs([...read('Dockerfile').replace(/\\\n/g, ' ').matchAll(/^ENV (.*)$/gm)].map((m) => m[1]!));
+    expect(Object.keys(SERVER_ENV).length).toBeGreaterThan(0);
+    for (const [key, value] of Object.entries(SERVER_ENV)) {
+      expect(unitEnv[key], `the unit's ${key}`).toBe(value);
+      expect(imageEnv[key], `the image's ${key}`).toBe(value);
+    }
   });
 });
 
