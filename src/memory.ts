@@ -118,7 +118,7 @@ function fullCollection(): () => void {
       during('--expose-gc', () => (gc = runInNewContext('gc') as () => void));
       if (typeof gc !== 'function') throw new Error('V8 did not hand gc() over');
     }
-    // It also leaves V8's next heap limit conservative until the next full collection: the next burst collects a little sooner.
+    // It also leaves V8's next heap limit conservative until the next full collection (unless HeapGrowth holds growth): the next burst collects a little sooner.
     during('--optimize-for-size', () => during('--compact-on-every-full-gc', () => gc!()));
   };
 }

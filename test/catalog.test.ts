@@ -107,17 +107,25 @@ describe('catalog references', () => {
     const files: Record<string, string> = { 'groups/ml.yaml': group('ml') };
     for (let i = 0; i < 50; i++) files[`targets/ml/n${i}.yaml`] = target(`n${i}`, 'fd00::7', 'ml', own(9100 + i));
     files['targets/ml/quiet.yaml'] = target('quiet', '10.0.0.9', 'ml', 'exporters: []\n');
+    files['targets/ml/solo.yaml'] = target('solo', '10.0.0.5', 'ml', own(9100));
     const repo = liveOf(files);
     let { catalog } = repo.live.snapshot();
     expect(catalog.hostsByIp.has('10.0.0.9')).toBe(false);
     expect(scrapedAtKey(catalog, 'node [fd00::7]:9137')).toBe('n37');
     expect(scrapedAtKey(catalog, 'node [fd00::7]:9150')).toBeUndefined();
+    expect(catalog.hostsByIp.get('10.0.0.5')).toBe('solo');
+    expect(['node 10.0.0.5:9100', 'node 10.0.0.5:9101', 'dcgm 10.0.0.5:9100'].map((key) => scrapedAtKey(catalog, key))).toEqual(['solo', undefined, undefined]);
     // Moved in place, one by one: the others stay where they are found.
     for (let i = 0; i < 49; i++) catalog = repo.set({ [`targets/ml/n${i}.yaml`]: target(`n${i}`, '10.0.0.1', 'ml', own(9100 + i)) }).catalog;
     expect(scrapedAtKey(catalog, 'node [fd00::7]:9149')).toBe('n49');
     expect(scrapedAtKey(catalog, 'node [fd00::7]:9137')).toBeUndefined();
     expect(scrapedAtKey(catalog, 'node 10.0.0.1:9137')).toBe('n37');
+    expect(scrapedAtKey(catalog, 'node 10.0.0.9:9100')).toBeUndefined(); // quiet is there, scraped nowhere
     expectAddressesFound(catalog);
+    // A restart from the image makes the same index, tables included.
+    const restored = restartFromImage(repo.live.snapshot());
+    expect(ipIndexOf(restored.catalog)).toEqual(ipIndexOf(catalog));
+    expectAddressesFound(restored.catalog);
     // A newcomer on a taken port of the shared IP address is the invalid one.
     expect(problems(repo.set({ 'targets/ml/late.yaml': target('late', '10.0.0.1', 'ml', own(9120)) }))).toEqual(['targets/ml/late.yaml: exporters[0].port: address 10.0.0.1:9120 of job "node" is already used by targets/ml/n20.yaml']);
     expectSameAfterRestart(repo.live.snapshot());
@@ -512,6 +520,8 @@ function eachStep(then: (live: LiveCatalog, where: string) => LiveCatalog | void
   for (let seed = 1; seed <= seeds; seed++) {
     const next = randomChanges(seed);
     let live = new LiveCatalog(start());
+    /** The last snapshot published, as it was shown then. */
+    let shown: { snapshot: Snapshot; view: ReturnType<typeof view> } | undefined;
     for (let step = 0; step < 40; step++) {
       const changes = next();
       const where = `seed ${seed}, step ${step}: ${describeChanges(changes)}`;
@@ -521,7 +531,11 @@ function eachStep(then: (live: LiveCatalog, where: string) => LiveCatalog | void
       draft.apply(changes);
       live.publish(draft.freeze(null));
       const full = rebuildWith(before, changes);
-      expect(view(live.snapshot()), where).toEqual(view(full));
+      const now = view(live.snapshot());
+      expect(now, where).toEqual(view(full));
+      // A published snapshot never changes: the draft made from it left it as it was.
+      if (shown?.snapshot === before) expect(view(before), `${where}: the snapshot before`).toEqual(shown.view);
+      shown = { snapshot: live.snapshot(), view: now };
       expectAddressesFound(live.snapshot().catalog, where);
       live = then(live, where) ?? live;
       checked++;

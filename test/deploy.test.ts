@@ -321,7 +321,7 @@ describe('deploy/docker-compose.yml and the image', () => {
 });
 
 describe('the environment the server runs with', () => {
-  it('is the same in the systemd unit, the image and the benches', () => {
+  it('holds what the benches run the server with, in the systemd unit and the image', () => {
     // Each KEY=VALUE of the unit's Environment= lines and of the image's ENV instructions (continued lines joined).
     const pairs = (lines: string[]) => Object.fromEntries(lines.flatMap((line) => line.trim().split(/\s+/)).map((pair) => pair.split('=') as [string, string]));
     const unitEnv = pairs(unitSettings(read('systemd/aami.service'), 'Environment'));

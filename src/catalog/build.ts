@@ -13,8 +13,8 @@ export interface Catalog {
   readonly targets: ReadonlyMap<string, Target>;
   readonly tokens: ReadonlyMap<string, Token>;
   /**
-   * IP address → the host name of the target on it, or of each when several are: where each
-   * target is scraped follows from it (address.ts, scrapedAt). A served target's file is
+   * IP address → the host name of the one target scraped there, or the table of its
+   * addresses when several targets are (address.ts, scrapedAt). A served target's file is
    * targets/<primary_group>/<hostname>.yaml (parse.ts checks both): no index of paths.
    */
   readonly hostsByIp: ReadonlyMap<string, string | AddressTable>;
@@ -519,14 +519,15 @@ type IpIndex = Pick<WritableCatalog, 'settings' | 'hostsByIp'> & { targets: Read
  * A target under its IP address, when it is scraped anywhere: its host name while it is the
  * only one there, else the IP address's table of addresses (the first target's go in too).
  * A table costs a registration what its own addresses cost, however many targets share the
- * IP address (NAT, a host's exporters registered one by one).
+ * IP address (behind NAT, say).
  */
 function indexIp(catalog: IpIndex, target: Target): void {
   const { ip_address: ip, hostname } = target;
   const ports = portKeys(catalog.settings, target);
   if (!ports.length) return;
   const on = catalog.hostsByIp.get(ip);
-  if (on === undefined || on === hostname) return void catalog.hostsByIp.set(ip, hostname);
+  if (on === hostname) return;
+  if (on === undefined) return void catalog.hostsByIp.set(ip, hostname);
   const first = typeof on === 'string' ? portKeys(catalog.settings, catalog.targets.get(on)).map((port) => [port, on] as const) : [];
   changeTable(catalog, ip, typeof on === 'string' ? undefined : on, (table) => {
     for (const [port, holder] of first) table.set(port, holder);
@@ -536,28 +537,31 @@ function indexIp(catalog: IpIndex, target: Target): void {
 
 function unindexIp(catalog: IpIndex, target: Target): void {
   const { ip_address: ip, hostname } = target;
+  const ports = portKeys(catalog.settings, target);
+  if (!ports.length) return; // never indexed
   const on = catalog.hostsByIp.get(ip);
   if (on === hostname) catalog.hostsByIp.delete(ip);
   else if (on !== undefined && typeof on !== 'string') {
     changeTable(catalog, ip, on, (table) => {
-      for (const port of portKeys(catalog.settings, target)) if (table.get(port) === hostname) table.delete(port);
+      for (const port of ports) if (table.get(port) === hostname) table.delete(port);
     });
   }
 }
 
 /**
- * Changes an IP address's table (a new one when undefined): a full build's Map in place; in
- * a draft, a new PMap (snapshots share the one it had). A table left empty goes.
+ * Changes an IP address's table (a new one when undefined): in place while a full build
+ * makes the index (its Maps are frozen at its end); in a draft, a new PMap, as snapshots
+ * share the one it had. A table left empty goes.
  */
 function changeTable(catalog: IpIndex, ip: string, table: Map<string, string> | PMap<string, string> | undefined, change: (table: WritableMap<string, string>) => void): void {
-  if (table instanceof Map || (!table && catalog.hostsByIp instanceof Map)) {
-    const inPlace = table ?? new Map<string, string>();
+  if (catalog.hostsByIp instanceof Map) {
+    const inPlace = table instanceof Map ? table : new Map(table);
     change(inPlace);
     if (inPlace.size) catalog.hostsByIp.set(ip, inPlace);
     else catalog.hostsByIp.delete(ip);
     return;
   }
-  const draft = (table ?? PMap.empty<string, string>()).edit();
+  const draft = (table instanceof PMap ? table : PMap.from(new Map(table))).edit();
   change(draft);
   const next = draft.freeze();
   if (next.size) catalog.hostsByIp.set(ip, next);

@@ -2,6 +2,13 @@ const DELETED: unique symbol = Symbol('deleted');
 type Slot<V> = V | typeof DELETED;
 
 /**
+ * An empty layer, shared: a layer is never changed in place (layer() and the fold into a
+ * new base copy), and an empty Map costs ~200 bytes (a catalog keeps a PMap for each group's
+ * targets and each IP address several targets share).
+ */
+const NO_LAYER: ReadonlyMap<any, any> = new Map();
+
+/**
  * How big the two layers over a map's base may grow. Each derive copies the top layer (t
  * keys); every t/c derives (c changes a derive) the top is folded into the middle one (m
  * keys); every m/c derives everything is flattened into a new base (n keys). The copying a
@@ -34,12 +41,12 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
   ) {}
 
   static empty<K, V>(): PMap<K, V> {
-    return new PMap(new Map(), new Map(), new Map(), 0);
+    return new PMap(new Map(), NO_LAYER, NO_LAYER, 0);
   }
 
   /** Takes ownership of `map`: the caller must not change it afterwards. */
   static from<K, V>(map: Map<K, V>): PMap<K, V> {
-    return new PMap(map, new Map(), new Map(), map.size);
+    return new PMap(map, NO_LAYER, NO_LAYER, map.size);
   }
 
   /**
@@ -49,7 +56,7 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
    * the server serves, and a write that needs it sooner makes the rest.
    */
   static later<K, V>(steps: Iterator<unknown, Map<K, V>>): PMap<K, V> {
-    return new PMap(undefined, new Map(), new Map(), undefined, steps);
+    return new PMap(undefined, NO_LAYER, NO_LAYER, undefined, steps);
   }
 
   /** Makes a map given by later() a step at a time, yielding between steps; nothing once it is made. */
@@ -165,14 +172,14 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
     }
     if (from.middle.size + from.top.size + changes.size <= limits.middle) {
       const middle = layer(from.middle, [...from.top, ...changes], (key) => from.base.has(key));
-      return new PMap(from.base, middle, new Map(), size);
+      return new PMap(from.base, middle, NO_LAYER, size);
     }
     const flat = new Map(from.base);
     for (const [key, slot] of [...from.middle, ...from.top, ...changes]) {
       if (slot === DELETED) flat.delete(key);
       else flat.set(key, slot);
     }
-    return new PMap(flat, new Map(), new Map(), flat.size);
+    return new PMap(flat, NO_LAYER, NO_LAYER, flat.size);
   }
 }
 
