@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { apiHarness } from './api-helpers.js';
+import { NODE_CHANGES } from '../src/api/routes/nodes.js';
 
 const MACHINE_A = 'a'.repeat(64);
 const MACHINE_B = 'b'.repeat(64);
@@ -72,6 +73,28 @@ describe('self-registration', () => {
     expect(api.git('log', '-1', '--format=%an <%ae>').trim()).toBe('node n1 <n1@nodes.aami>');
     expect((await api.get('/api/v1/targets')).json).toHaveLength(1);
     expect((await api.get(`/api/v1/bootstrap-tokens/${id}`)).json.uses).toBe(1);
+  });
+
+  it('answers a node that sends too many updates of its target 429, with no commit, until its window ends; other nodes go on', async () => {
+    const api = await apiHarness();
+    const { token } = await api.token({ max_uses: 2 });
+    const credentialOf = async (hostname: string, ip: string) => (await api.register(token, { hostname, ip_address: ip })).json.node_credential as string;
+    const [n1, n2] = [await credentialOf('n1', '10.0.0.1'), await credentialOf('n2', '10.0.0.2')];
+    const self = (credential: string, body: unknown) => api.call('PUT', '/api/v1/nodes/self', { token: credential, body });
+    // Each update counts, changed or not: a bootstrap run sends one.
+    for (let i = 0; i < NODE_CHANGES.maxFailures; i++) expect((await self(n1, { ip_address: `10.0.1.${i % 2}` })).status, `update ${i}`).toBe(200);
+    const commits = api.commits();
+    const limited = await self(n1, { ip_address: '10.0.9.9' });
+    expect(limited).toMatchObject({ status: 429, json: { error: { code: 'rate_limited' } } });
+    expect(Number(limited.headers.get('retry-after'))).toBe(NODE_CHANGES.windowMs / 1000);
+    expect(api.commits()).toBe(commits);
+    expect((await api.get('/api/v1/targets/n1')).json.ip_address).not.toBe('10.0.9.9');
+    // Another node, and the node's heartbeat, are not held up.
+    expect((await self(n2, { ip_address: '10.0.2.2' })).status).toBe(200);
+    expect((await api.post('/api/v1/nodes/heartbeat', undefined, { token: n1 })).status).toBe(200);
+    // By the server's clock: the window ends, and the update goes through.
+    api.advance(NODE_CHANGES.windowMs);
+    expect(await self(n1, { ip_address: '10.0.9.9' })).toMatchObject({ status: 200, json: { outcome: 'updated' } });
   });
 
   it('lets neither a token nor a node credential point Prometheus at a metadata service, a broadcast or a page of its choosing; an admin may', async () => {

@@ -6,17 +6,28 @@ import { updateOwnTarget } from '../../inventory/register.js';
 import { requireTarget } from '../../inventory/targets.js';
 import { targetView } from '../../inventory/views.js';
 import { nodeUpdate } from '../../schema/index.js';
-import { authenticateNode, clientAddress, requireRole } from '../auth.js';
+import { authenticateNode, clientAddress, FailureLimiter, requireRole } from '../auth.js';
 import { parseBody } from '../body.js';
 import type { RouteDeps } from '../deps.js';
 import { logFields } from '../observe.js';
 import { registrationBody } from './register.js';
+
+/**
+ * Updates a node may send of its own target in a window: a bootstrap run sends one, so a
+ * node rebooting every half minute stays well under it. Past it the node is answered 429
+ * (Retry-After) without a commit: a node whose credential was taken, or a script gone
+ * wrong, cannot fill the repository's history or the writer's queue with commits. Counted
+ * as they come, before the write: updates sent at once cannot pass the limit together.
+ */
+export const NODE_CHANGES = { maxFailures: 30, windowMs: 10 * 60_000 };
 
 /** Calls a registered node makes with its own credential, on its own target only; and the readers' view of checks. */
 export function nodeRoutes(deps: RouteDeps) {
   const app = new Hono();
   const catalog = deps.catalog;
   const reader = requireRole(deps, 'reader');
+  // Counts each node's updates (a FailureLimiter counts whatever it is told of, per key).
+  const updates = new FailureLimiter({ ...NODE_CHANGES, now: () => deps.clock().getTime() });
 
   app.get('/api/v1/nodes/self', (c) => {
     const hostname = authenticateNode(c, deps);
@@ -24,6 +35,11 @@ export function nodeRoutes(deps: RouteDeps) {
   });
   app.put('/api/v1/nodes/self', async (c) => {
     const hostname = authenticateNode(c, deps);
+    const retryAfter = updates.limited(hostname);
+    if (retryAfter !== undefined) {
+      throw new AamiError('rate_limited', `${hostname} sent ${NODE_CHANGES.maxFailures} updates of its target in ${NODE_CHANGES.windowMs / 60_000} minutes; retry in ${retryAfter} s`, { retry_after_seconds: retryAfter });
+    }
+    updates.fail(hostname);
     const result = await updateOwnTarget(deps.writer, hostname, await parseBody(c, nodeUpdate), clientAddress(c));
     deps.registrations.inc({ outcome: result.outcome });
     logFields(c, { outcome: result.outcome });
