@@ -81,8 +81,14 @@ describe('self-registration', () => {
     const credentialOf = async (hostname: string, ip: string) => (await api.register(token, { hostname, ip_address: ip })).json.node_credential as string;
     const [n1, n2] = [await credentialOf('n1', '10.0.0.1'), await credentialOf('n2', '10.0.0.2')];
     const self = (credential: string, body: unknown) => api.call('PUT', '/api/v1/nodes/self', { token: credential, body });
-    // Each update counts, changed or not: a bootstrap run sends one.
-    for (let i = 0; i < NODE_CHANGES.maxFailures; i++) expect((await self(n1, { ip_address: `10.0.1.${i % 2}` })).status, `update ${i}`).toBe(200);
+    // What comes to no commit is given back: an unchanged update, a refused one, one that fails.
+    for (let i = 0; i < NODE_CHANGES.maxFailures; i++) {
+      expect((await self(n1, { ip_address: '10.0.0.1' })).json.outcome).toBe('unchanged');
+      expect((await self(n1, { ip_address: 'not an address' })).status).toBe(400);
+      expect((await self(n1, { ip_address: '10.0.0.2' })).status).toBe(409); // n2's address
+    }
+    // Each change counts.
+    for (let i = 0; i < NODE_CHANGES.maxFailures; i++) expect((await self(n1, { ip_address: `10.0.1.${i % 2}` })).json.outcome, `change ${i}`).toBe('updated');
     const commits = api.commits();
     const limited = await self(n1, { ip_address: '10.0.9.9' });
     expect(limited).toMatchObject({ status: 429, json: { error: { code: 'rate_limited' } } });

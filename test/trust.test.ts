@@ -431,6 +431,19 @@ describe('the failure limiter', () => {
     expect(limiter.size).toBe(1);
     expect(limiter.limited('192.0.2.1')).toBeUndefined();
   });
+
+  it('ends a window when the clock steps back, and takes a count back when told to', () => {
+    let now = 1_000_000;
+    const limiter = new FailureLimiter({ maxFailures: 2, windowMs: 60_000, now: () => now });
+    limiter.fail('a');
+    limiter.fail('a');
+    expect(limiter.limited('a')).toBe(60);
+    limiter.forgive('a');
+    expect(limiter.limited('a')).toBeUndefined();
+    limiter.fail('a');
+    now -= 3_600_000; // an hour back: not a window of an hour and a minute
+    expect(limiter.limited('a')).toBeUndefined();
+  });
 });
 
 describe('named credentials', () => {

@@ -62,6 +62,12 @@ export class FailureLimiter {
     return Math.max(1, Math.ceil((window.since + this.options.windowMs - this.options.now()) / 1000));
   }
 
+  /** Takes one count back (a counted attempt that came to nothing). */
+  forgive(address: string): void {
+    const window = this.current(address);
+    if (window && window.count > 0) window.count--;
+  }
+
   fail(address: string): void {
     this.prune();
     let window = this.current(address);
@@ -79,7 +85,9 @@ export class FailureLimiter {
 
   private current(address: string) {
     const window = this.windows.get(address);
-    if (window && this.options.now() - window.since >= this.options.windowMs) {
+    // A clock stepped back ends the window too (it would otherwise last as long again).
+    const age = window ? this.options.now() - window.since : 0;
+    if (window && (age >= this.options.windowMs || age < 0)) {
       this.windows.delete(address);
       return undefined;
     }

@@ -13,11 +13,14 @@ import { logFields } from '../observe.js';
 import { registrationBody } from './register.js';
 
 /**
- * Updates a node may send of its own target in a window: a bootstrap run sends one, so a
- * node rebooting every half minute stays well under it. Past it the node is answered 429
- * (Retry-After) without a commit: a node whose credential was taken, or a script gone
- * wrong, cannot fill the repository's history or the writer's queue with commits. Counted
- * as they come, before the write: updates sent at once cannot pass the limit together.
+ * Changes a node may make to its own target in a fixed window (opened by the first): a
+ * bootstrap run makes one, so a node rebooting every half minute stays well under it. Past
+ * it the node is answered 429 (Retry-After) without a commit: a node whose credential was
+ * taken, or a script in a loop, makes at most this many commits a window, not one a batch
+ * for ever. Counted as they come, before the write (updates sent at once cannot pass the
+ * limit together), and given back when one comes to no commit: refused (a clone of another
+ * host's image is told 409 and enrols under its own name), failed (a retry after a 503),
+ * or unchanged.
  */
 export const NODE_CHANGES = { maxFailures: 30, windowMs: 10 * 60_000 };
 
@@ -37,10 +40,17 @@ export function nodeRoutes(deps: RouteDeps) {
     const hostname = authenticateNode(c, deps);
     const retryAfter = updates.limited(hostname);
     if (retryAfter !== undefined) {
-      throw new AamiError('rate_limited', `${hostname} sent ${NODE_CHANGES.maxFailures} updates of its target in ${NODE_CHANGES.windowMs / 60_000} minutes; retry in ${retryAfter} s`, { retry_after_seconds: retryAfter });
+      throw new AamiError('rate_limited', `${hostname} changed its target ${NODE_CHANGES.maxFailures} times in ${NODE_CHANGES.windowMs / 60_000} minutes (or has that many updates under way); retry in ${retryAfter} s`, { retry_after_seconds: retryAfter });
     }
     updates.fail(hostname);
-    const result = await updateOwnTarget(deps.writer, hostname, await parseBody(c, nodeUpdate), clientAddress(c));
+    let result: Awaited<ReturnType<typeof updateOwnTarget>>;
+    try {
+      result = await updateOwnTarget(deps.writer, hostname, await parseBody(c, nodeUpdate), clientAddress(c));
+    } catch (error) {
+      updates.forgive(hostname);
+      throw error;
+    }
+    if (result.outcome === 'unchanged') updates.forgive(hostname);
     deps.registrations.inc({ outcome: result.outcome });
     logFields(c, { outcome: result.outcome });
     return c.json(registrationBody(deps, result));

@@ -74,7 +74,7 @@ const STATUS_TEXT: Record<number, string> = {
   409: 'conflict, hostname_taken, group_in_use or remote_conflict',
   413: 'payload_too_large: bodies over 64 KiB',
   422: 'group_not_found or invalid_config',
-  429: "rate_limited: too many wrong credentials from this address, a node's updates of its own target past 30 in ten minutes, or history reads at once (each with Retry-After: when to try again); a download: two open on this connection already",
+  429: "rate_limited: too many wrong credentials from this address, a node's update past 30 changes of its own target in its ten-minute window, or history reads at once (each with Retry-After: when to try again); a download: two open on this connection already",
   503: 'not_ready, remote_unavailable, remote_locked, remote_refused, remote_diverged, primary_unavailable, repo_unavailable, storage_unavailable or repo_locked; to a caller without a credential the message says what happened and to try again later (the whole message is for a credential)',
 };
 
