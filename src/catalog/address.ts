@@ -45,6 +45,13 @@ export function scrapedAtKey(index: AddressIndex, key: string): string | undefin
   return scrapedAt(index, key.slice(0, space), ip, Number(address.slice(colon + 1)));
 }
 
+/** Who is scraped at each of a target's addresses (as `settings` gives them), looked up in `index`: a host name or undefined for each. */
+export function holdersOf(index: AddressIndex, settings: Settings, target: Target): Array<string | undefined> {
+  const holders: Array<string | undefined> = [];
+  eachAddress(settings, target, (job, port) => holders.push(scrapedAt(index, job, target.ip_address, port)));
+  return holders;
+}
+
 /** Each job and port a target is scraped at (none for no target). */
 export function portKeys(settings: Settings, target: Target | undefined): string[] {
   const keys: string[] = [];

@@ -1,5 +1,5 @@
 import type { Settings, Target } from '../schema/index.js';
-import { addressKeys, scrapedAtKey, targetAddresses } from './address.js';
+import { addressKeys, holdersOf, scrapedAtKey, targetAddresses } from './address.js';
 import type { Catalog } from './build.js';
 import { targetPath } from './parse.js';
 import type { Problem } from './problem.js';
@@ -181,7 +181,7 @@ function aloneInTheirClaims(sorted: Candidate[], fixed: Fixed, settings: Setting
 /** Whether a fixed target of another file holds one of a target's claims. */
 function heldByOther(fixed: Fixed, settings: Settings, target: Target, path: string): boolean {
   const hash = target.node_credential_hash;
-  const hostnames = [target.hostname, ...addressKeys(settings, target).map((key) => scrapedAtKey(fixed, key)), hash ? fixed.nodeCredentials.get(hash) : undefined];
+  const hostnames = [target.hostname, ...holdersOf(fixed, settings, target), hash ? fixed.nodeCredentials.get(hash) : undefined];
   return hostnames.some((hostname) => {
     const holder = hostname === undefined ? undefined : servedPath(fixed, hostname);
     return holder !== undefined && holder !== path;
