@@ -1,7 +1,10 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
+import * as net from 'node:net';
+import { serve } from '@hono/node-server';
 import { Hono } from 'hono';
 import { describe, expect, it, vi } from 'vitest';
+import { jsonBytes } from '../src/api/conventions.js';
 import { onError } from '../src/api/errors.js';
 import { AamiError } from '../src/errors.js';
 import { silentLogger } from '../src/log.js';
@@ -10,7 +13,7 @@ import { servedPath } from '../src/catalog/place.js';
 import { targetView } from '../src/inventory/views.js';
 import { Heartbeats } from '../src/nodes/heartbeats.js';
 import { apiHarness } from './api-helpers.js';
-import { targetYaml, tempDir } from './helpers.js';
+import { onCleanup, targetYaml, tempDir } from './helpers.js';
 
 type Api = Awaited<ReturnType<typeof apiHarness>>;
 
@@ -188,6 +191,14 @@ describe('GET /api/v1/targets: paging and label selectors', () => {
     // a value may hold "=" and anything printable
     await api.call('PATCH', '/api/v1/targets/node-01', { body: { labels: { url: 'a=b c' } } });
     expect(await hosts('label=url%3Da%3Db%20c')).toEqual(['node-01']);
+    // The admin's label wins over its group's; aami's own host name label; a name like "constructor" is a name like any other.
+    await api.call('PATCH', '/api/v1/targets/node-03', { body: { labels: { tier: 'cpu' } } });
+    expect(await hosts('label=tier%3Dcpu')).toEqual(['node-03']);
+    expect(await hosts('label=tier%3Dgpu')).toEqual(expected((l) => l.tier === 'gpu'));
+    expect((await hosts('label=tier%3Dgpu')).length).toBe(14);
+    expect(await hosts('label=hostname%3Dnode-05')).toEqual(['node-05']);
+    expect((await hosts('label=!constructor&label=!__proto__')).length).toBe(45);
+    expect(await hosts('label=constructor')).toEqual([]);
   });
 
   it('shows a node credential its own target only, whatever it asks for', async () => {
@@ -263,18 +274,38 @@ describe('cached reads', () => {
     for (let i = 0; i < 4; i++) nodes.push((await api.register(token, { hostname: `enrolled-${i}`, ip_address: `10.9.0.${i + 1}` })).json.node_credential);
     let seed = 42;
     const random = (n: number) => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31), seed % n);
-    // Beside the server's list, one of chunks of 2 to 4 entries: splits and emptied chunks at every step.
-    const small = new TargetList(api.heartbeats, 2);
+    // Beside the server's list (every chunk kept as it is), one of chunks of 2 to 4 entries
+    // (splits and emptied chunks at every step), every chunk deflated, and one of 3 to 6
+    // whose budget ~150 targets' JSON fit: kept as they are while few, then deflated as they
+    // change once more are there (both kinds side by side).
+    const small = new TargetList(api.heartbeats, 2, 0);
+    const mixed = new TargetList(api.heartbeats, 3, 150_000);
+    const kinds = new Set<string>();
     const check = async (step: string) => {
       const expected = expectedList(api);
       expect((await api.get('/api/v1/targets')).text, step).toBe(expected);
-      small.sync(api.live.snapshot());
-      expect(Buffer.concat(small.all().parts).toString(), step).toBe(expected);
+      const rack = (v: ReturnType<typeof targetView>) => v.effective_labels.rack === 'r1';
+      for (const [name, list] of Object.entries({ small, mixed })) {
+        list.sync(api.live.snapshot());
+        // A part is good until the next is asked for (each is copied here as it comes).
+        expect(Buffer.concat(Array.from(list.all().parts.read(), (part) => Buffer.from(part))).toString(), `${step}, ${name}`).toBe(expected);
+        expect(list.select({ label: [{ name: 'rack', op: '=', value: 'r1' }] }).json.toString(), `${step}, ${name}`).toBe(expectedList(api, rack));
+        const pages: unknown[] = [];
+        for (let cursor: string | undefined, n = 0; n < 1000; n++) {
+          const page = list.select({ limit: 7, cursor });
+          pages.push(...JSON.parse(page.json.toString()));
+          if ((cursor = page.next) === undefined) break;
+        }
+        expect(JSON.stringify(pages), `${step}, ${name}, pages of 7`).toBe(expected);
+        // What is kept as it is, counted right: within the budget, and the sum of the chunks kept so.
+        const { chunks, plainBytes, plainBudget } = list as unknown as { chunks: Array<{ joined?: { deflated: boolean; length: number } }>; plainBytes: number; plainBudget: number };
+        expect(plainBytes, `${step}, ${name}`).toBe(chunks.reduce((sum, chunk) => sum + (chunk.joined && !chunk.joined.deflated ? chunk.joined.length : 0), 0));
+        expect(plainBytes).toBeLessThanOrEqual(plainBudget);
+        if (name === 'mixed') kinds.add([...new Set(chunks.map((chunk) => (chunk.joined!.deflated ? 'deflated' : 'plain')))].sort().join(' and '));
+      }
       const limit = 20 + random(150);
       expect(JSON.stringify((await walk(api, `/api/v1/targets?limit=${limit}`)).targets), `${step}, pages of ${limit}`).toBe(expected);
-      const rack = (v: ReturnType<typeof targetView>) => v.effective_labels.rack === 'r1';
       expect((await api.get('/api/v1/targets?label=rack%3Dr1')).text, step).toBe(expectedList(api, rack));
-      expect(small.select({ label: [{ name: 'rack', op: '=', value: 'r1' }] }).json.toString(), step).toBe(expectedList(api, rack));
     };
     await check('start');
     // Bulk pushes fill chunks past their split size, in random order.
@@ -314,6 +345,89 @@ describe('cached reads', () => {
       await check(`step ${step} (${what})`);
     }
     expect(live.size).toBeGreaterThan(0);
+    expect([...kinds].sort()).toEqual(['deflated', 'deflated and plain', 'plain']);
+  });
+});
+
+/** A Hono app on a real socket (node-server, as the server runs), stopped when the test ends. */
+async function onSocket(app: Hono): Promise<string> {
+  const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
+  await new Promise((resolve) => server.once('listening', resolve));
+  onCleanup(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  return `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`;
+}
+
+/** A body read slowly (a pause every few reads), so the server's writes wait on the socket: all of it. */
+async function readSlowly(response: Response): Promise<Buffer> {
+  const reader = response.body!.getReader();
+  const parts: Buffer[] = [];
+  for (let n = 0; ; n++) {
+    const { done, value } = await reader.read();
+    if (done) return Buffer.concat(parts);
+    parts.push(Buffer.from(value));
+    if (n % 16 === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe('streamed answers over a real socket', () => {
+  /** `count` parts of `size` bytes, all written into one buffer: part i is byte i % 256 throughout. */
+  const reused = (count: number, size: number, made: { parts: number } = { parts: 0 }) => {
+    const buffer = Buffer.alloc(size);
+    return {
+      byteLength: count * size,
+      *read() {
+        for (let i = 0; i < count; i++) {
+          made.parts++;
+          yield buffer.fill(i % 256);
+        }
+      },
+    };
+  };
+
+  it('writes each part once the one before is flushed: parts that share one buffer arrive whole', { timeout: 60_000 }, async () => {
+    // Parts past the socket's high-water mark, and parts under it (a write that returns true may not be flushed yet).
+    for (const [count, size] of [[24, 1 << 20], [2000, 12_000]] as const) {
+      const app = new Hono().get('/big', (c) => jsonBytes(c, reused(count, size)));
+      const response = await fetch(`${await onSocket(app)}/big`);
+      expect(response.headers.get('content-length')).toBe(String(count * size));
+      const body = await readSlowly(response);
+      expect(body.length).toBe(count * size);
+      for (let i = 0; i < count; i++) expect(body.subarray(i * size, (i + 1) * size).every((byte) => byte === i % 256), `part ${i} of ${size} bytes`).toBe(true);
+    }
+  });
+
+  it('stops making parts when the client hangs up, and ends the answer', { timeout: 60_000 }, async () => {
+    const made = { parts: 0 };
+    let ended!: () => void;
+    const answered = new Promise<void>((resolve) => (ended = resolve));
+    const app = new Hono()
+      .use(async (_c, next) => {
+        await next();
+        ended();
+      })
+      .get('/big', (c) => jsonBytes(c, reused(512, 1 << 20, made)));
+    const { port } = new URL(await onSocket(app));
+    const socket = net.connect(Number(port), '127.0.0.1', () => socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n'));
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('data', resolve));
+    socket.destroy();
+    await answered;
+    expect(made.parts).toBeLessThan(512);
+  });
+
+  it('serves the target list through it, its chunks inflated one by one into one buffer', { timeout: 60_000 }, async () => {
+    const api = await apiHarness();
+    const files: Record<string, string> = {};
+    for (let i = 0; i < 300; i++) files[`targets/ml-training/s-${String(i).padStart(3, '0')}.yaml`] = targetYaml(`s-${String(i).padStart(3, '0')}`, `10.6.${i >> 8}.${i & 255}`, 'ml-training', `labels: {rack: r${i % 3}}\n`);
+    await api.push(files, 'three hundred');
+    // Chunks of 4 to 8 targets, every one deflated.
+    const list = new TargetList(api.heartbeats, 4, 0);
+    const app = new Hono().get('/list', (c) => {
+      list.sync(api.live.snapshot());
+      return jsonBytes(c, list.all().parts);
+    });
+    const body = await readSlowly(await fetch(`${await onSocket(app)}/list`));
+    expect(body.toString()).toBe(expectedList(api));
   });
 });
 

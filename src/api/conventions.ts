@@ -1,3 +1,6 @@
+import type { ServerResponse } from 'node:http';
+import type { HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context, Hono, MiddlewareHandler } from 'hono';
 import { matchedRoutes } from 'hono/route';
 import type { z } from 'zod';
@@ -106,7 +109,7 @@ export function created(c: Context, location: string, body: unknown): Response {
  * Bytes that stay the same while `etag` does: 304 when the client has them (If-None-Match),
  * else the bytes. `no-cache` makes caches ask every time, so nobody is served a stale list.
  */
-export function cachedBody(c: Context, bytes: Buffer | Buffer[], etag: string): Response {
+export function cachedBody(c: Context, bytes: Bytes, etag: string): Response | Promise<Response> {
   const headers = { ETag: etag, 'Cache-Control': 'no-cache' };
   if (etagMatches(c.req.header('if-none-match'), etag)) return c.body(null, 304, headers);
   return jsonBytes(c, bytes, headers);
@@ -124,9 +127,9 @@ export async function paced(c: Context, bulk: BulkReads, lane: Lane, bytes: numb
  * A big cached answer (the target list, http_sd): 304 at once when the client has it;
  * otherwise it waits for its turn and sends the bytes current by then.
  */
-export async function bulkBody(c: Context, bulk: BulkReads, lane: Lane, current: () => { parts: Buffer | Buffer[]; etag: string }): Promise<Response> {
+export async function bulkBody(c: Context, bulk: BulkReads, lane: Lane, current: () => { parts: Bytes; etag: string }): Promise<Response> {
   const { parts, etag } = current();
-  if (!etagMatches(c.req.header('if-none-match'), etag)) await paced(c, bulk, lane, [parts].flat().reduce((sum, part) => sum + part.length, 0));
+  if (!etagMatches(c.req.header('if-none-match'), etag)) await paced(c, bulk, lane, lengthOf(parts));
   const now = current();
   return cachedBody(c, now.parts, now.etag);
 }
@@ -134,20 +137,66 @@ export async function bulkBody(c: Context, bulk: BulkReads, lane: Lane, current:
 const view = (bytes: Buffer) => new Uint8Array(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength);
 
 /**
- * JSON bytes as the body, never copied (an inventory is megabytes): one buffer as it is, a
- * list of parts written out one after the other.
+ * Parts of a body made in turn as the client takes them, their length known before: a part is
+ * good only until the next is asked for (the target list inflates each chunk into one buffer).
  */
-export function jsonBytes(c: Context, bytes: Buffer | Buffer[], headers: Record<string, string> = {}): Response {
+export interface Streamed {
+  byteLength: number;
+  read(): Iterable<Buffer>;
+}
+
+/** A big answer's bytes: one buffer, parts in order, or parts made as they are sent. */
+export type Bytes = Buffer | Buffer[] | Streamed;
+
+const lengthOf = (bytes: Bytes): number => (Array.isArray(bytes) ? bytes.reduce((sum, part) => sum + part.length, 0) : bytes.byteLength);
+
+/**
+ * JSON bytes as the body, never copied (an inventory is megabytes): one buffer as it is,
+ * parts written out one after the other. Streamed parts are written to the socket each once
+ * the one before is flushed; where the app runs outside node-server (app.request in tests),
+ * each is copied into the body.
+ */
+export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, string> = {}): Response | Promise<Response> {
   const type = { 'Content-Type': 'application/json', ...headers };
-  if (!Array.isArray(bytes)) return c.body(view(bytes), 200, type);
-  let next = 0;
+  if (Buffer.isBuffer(bytes)) return c.body(view(bytes), 200, type);
+  const sized = { ...type, 'Content-Length': String(lengthOf(bytes)) };
+  const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;
+  if (!Array.isArray(bytes) && outgoing && c.req.method === 'GET') return writeStreamed(outgoing, c.body(null, 200, sized), bytes);
+  const parts = (Array.isArray(bytes) ? bytes : bytes.read())[Symbol.iterator]();
   const stream = new ReadableStream<Uint8Array>({
     pull(controller) {
-      if (next < bytes.length) controller.enqueue(view(bytes[next++]!));
-      else controller.close();
+      const next = parts.next();
+      if (next.done) controller.close();
+      else controller.enqueue(Array.isArray(bytes) ? view(next.value) : new Uint8Array(next.value));
     },
   });
-  return c.body(stream, 200, { ...type, 'Content-Length': String(bytes.reduce((sum, part) => sum + part.length, 0)) });
+  return c.body(stream, 200, sized);
+}
+
+/**
+ * Writes the head of `head` and the parts to node-server's response, each part once the one
+ * before is flushed (its write's callback), and tells node-server the answer is sent. Stops
+ * when the client goes away.
+ */
+async function writeStreamed(outgoing: ServerResponse, head: Response, streamed: Streamed): Promise<Response> {
+  outgoing.writeHead(head.status, Object.fromEntries(head.headers));
+  for (const part of streamed.read()) if (!(await flushed(outgoing, part))) break;
+  if (!outgoing.destroyed) outgoing.end();
+  return RESPONSE_ALREADY_SENT;
+}
+
+/** Whether `part` was written out (false: the connection closed first). */
+function flushed(outgoing: ServerResponse, part: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (outgoing.destroyed) return resolve(false);
+    const done = (ok: boolean) => {
+      outgoing.off('close', closed);
+      resolve(ok);
+    };
+    const closed = () => done(false);
+    outgoing.once('close', closed);
+    outgoing.write(part, (error) => done(!error));
+  });
 }
 
 function etagMatches(header: string | undefined, etag: string): boolean {

@@ -104,12 +104,22 @@ export function sortedLabels(target: Target, shared: GroupLabels): Array<[string
  * does it for each.
  */
 function mergedLabels(target: Target, shared: GroupLabels): Map<string, string> {
-  const { groups, system } = shared.of(target);
   const merged = new Map<string, string>();
-  for (const source of [groups, target.node_labels, target.token_labels, target.labels]) for (const name of Object.keys(source)) merged.set(name, source[name]!);
-  merged.set('hostname', target.hostname);
-  for (const name of Object.keys(system)) merged.set(name, system[name]!);
+  for (const source of labelMaps(target, shared)) for (const name of Object.keys(source)) merged.set(name, source[name]!);
   return merged;
+}
+
+/** The maps merged, lowest precedence first: the groups', the node's, the token's, the admin's, then the host name and aami's own. */
+function labelMaps(target: Target, shared: GroupLabels): Array<Readonly<Record<string, string>>> {
+  const { groups, system } = shared.of(target);
+  return [groups, target.node_labels, target.token_labels, target.labels, { hostname: target.hostname }, system];
+}
+
+/** One effective label's value, looked up from the top without merging them all (a label selector asks for one or two of each target's). */
+export function targetLabel(target: Target, name: string, shared: GroupLabels): string | undefined {
+  const maps = labelMaps(target, shared);
+  for (let i = maps.length - 1; i >= 0; i--) if (Object.hasOwn(maps[i]!, name)) return maps[i]![name];
+  return undefined;
 }
 
 /** For each effective label, where its value comes from (the target view shows it). */
