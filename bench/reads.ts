@@ -96,7 +96,10 @@ async function cpuFigures(targets: number) {
     const node = (await server.call('POST', '/api/v1/bootstrap/register', { hostname: 'bench-node', ip_address: '10.250.0.1' }, token)).json.node_credential as string;
     const heartbeat = () => server.call('POST', '/api/v1/nodes/heartbeat', undefined, node);
 
+    // The reads' own peak (VmHWM is the process's, start-up's whole-fleet compile included): sampled every 50 ms.
     const rss0 = server.memory().rssMb;
+    let readsPeak = rss0;
+    const sampler = setInterval(() => (readsPeak = Math.max(readsPeak, server.memory().rssMb)), 50);
     const cpu0 = server.cpuSeconds();
     const first = await getAll(server, '/api/v1/targets');
     const firstMs = ((server.cpuSeconds()) - cpu0) * 1000;
@@ -111,6 +114,8 @@ async function cpuFigures(targets: number) {
     const page = await cpuPerCall(server, calls, () => getAll(server, '/api/v1/targets?label=rack%3Dr7&limit=100'));
     const sdFirst = await getAll(server, '/api/v1/sd/prometheus');
     const sd = await cpuPerCall(server, calls, () => getAll(server, '/api/v1/sd/prometheus'));
+    clearInterval(sampler);
+    const rssEnd = server.memory().rssMb;
     console.log(`GET /api/v1/targets (${(first.bytes / 1e6).toFixed(1)} MB):`);
     console.log(`  first call, every target rendered : ${ms(firstMs)} CPU; resident memory ${rss0.toFixed(0)} → ${rss1.toFixed(0)} MB`);
     console.log(`  unchanged, cached bytes            : ${ms(unchanged)} CPU per call`);
@@ -118,6 +123,7 @@ async function cpuFigures(targets: number) {
     console.log(`  If-None-Match, 304                 : ${ms(notModified)} CPU per call`);
     console.log(`  ?label=rack=r7&limit=100           : ${ms(page)} CPU per call`);
     console.log(`GET /api/v1/sd/prometheus (${(sdFirst.bytes / 1e6).toFixed(1)} MB), unchanged: ${ms(sd)} CPU per call`);
+    console.log(`resident memory through these reads: ${rss0.toFixed(0)} MB before, ${rssEnd.toFixed(0)} after them all, ${Math.max(readsPeak, rssEnd).toFixed(0)} the highest sampled`);
   } finally {
     await server.stop();
   }
