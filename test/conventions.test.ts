@@ -415,19 +415,81 @@ describe('streamed answers over a real socket', () => {
     expect(made.parts).toBeLessThan(512);
   });
 
+  it('ends every answer when a client that sent requests one after another (pipelined) hangs up', { timeout: 60_000 }, async () => {
+    const made = { parts: 0 };
+    let ended = 0;
+    let allEnded!: () => void;
+    const bothEnded = new Promise<void>((resolve) => (allEnded = resolve));
+    const app = new Hono()
+      .use(async (_c, next) => {
+        await next();
+        if (++ended === 2) allEnded();
+      })
+      .get('/big', (c) => jsonBytes(c, reused(512, 1 << 20, made)));
+    const { port } = new URL(await onSocket(app));
+    const socket = net.connect(Number(port), '127.0.0.1', () => socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /big HTTP/1.1\r\nHost: x\r\n\r\n'));
+    socket.on('error', () => undefined);
+    // The second is answered behind the first: its writes wait for a connection that goes while the first is sent.
+    let read = 0;
+    await new Promise<void>((resolve) => socket.on('data', (data: Buffer) => (read += data.length) > 5 << 20 && resolve()));
+    socket.destroy();
+    await bothEnded;
+    expect(made.parts).toBeLessThan(1024);
+  });
+
+  it('answers a HEAD with the length and makes no part; a part that throws ends the connection short, and the next answer is whole', { timeout: 60_000 }, async () => {
+    const made = { parts: 0 };
+    const statuses: number[] = [];
+    const failing = {
+      byteLength: 3 << 20,
+      *read() {
+        yield Buffer.alloc(1 << 20, 1);
+        throw new Error('a chunk would not inflate');
+      },
+    };
+    const app = new Hono()
+      .use(async (c, next) => {
+        await next();
+        statuses.push(c.res.status);
+      })
+      .get('/big', (c) => jsonBytes(c, reused(4, 1 << 20, made)))
+      .get('/failing', (c) => jsonBytes(c, failing));
+    const url = await onSocket(app);
+    const head = await fetch(`${url}/big`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-length')).toBe(String(4 << 20));
+    expect((await head.arrayBuffer()).byteLength).toBe(0);
+    expect(made.parts).toBe(0);
+    const failed = await fetch(`${url}/failing`);
+    expect(failed.status).toBe(200); // the head was out before the part threw
+    await expect(readSlowly(failed)).rejects.toThrow();
+    const whole = await readSlowly(await fetch(`${url}/big`));
+    expect(whole.length).toBe(4 << 20);
+    expect(statuses).toEqual([200, 500, 200]);
+  });
+
   it('serves the target list through it, its chunks inflated one by one into one buffer', { timeout: 60_000 }, async () => {
     const api = await apiHarness();
     const files: Record<string, string> = {};
     for (let i = 0; i < 300; i++) files[`targets/ml-training/s-${String(i).padStart(3, '0')}.yaml`] = targetYaml(`s-${String(i).padStart(3, '0')}`, `10.6.${i >> 8}.${i & 255}`, 'ml-training', `labels: {rack: r${i % 3}}\n`);
     await api.push(files, 'three hundred');
+    // Heartbeats the list adds as it sends: a time of this year, one of year 10027 (a longer one), none.
+    const { token } = await api.token({ max_uses: 3 });
+    const [a, b] = await Promise.all(['s-100a', 's-200ab', 's-250abc'].map(async (hostname, i) => (await api.register(token, { hostname, ip_address: `10.8.0.${i + 1}` })).json.node_credential));
+    expect((await api.post('/api/v1/nodes/heartbeat', undefined, { token: a })).status).toBe(200);
+    api.advance(8000 * 365.25 * 86_400_000);
+    expect((await api.post('/api/v1/nodes/heartbeat', undefined, { token: b })).status).toBe(200);
+    expect(expectedList(api)).toContain('"last_seen":"+0100');
     // Chunks of 4 to 8 targets, every one deflated.
     const list = new TargetList(api.heartbeats, 4, 0);
     const app = new Hono().get('/list', (c) => {
       list.sync(api.live.snapshot());
       return jsonBytes(c, list.all().parts);
     });
-    const body = await readSlowly(await fetch(`${await onSocket(app)}/list`));
+    const answer = await fetch(`${await onSocket(app)}/list`);
+    const body = await readSlowly(answer);
     expect(body.toString()).toBe(expectedList(api));
+    expect(Number(answer.headers.get('content-length'))).toBe(body.length);
   });
 });
 

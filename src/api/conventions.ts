@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { HttpBindings } from '@hono/node-server';
 import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
 import type { Context, Hono, MiddlewareHandler } from 'hono';
@@ -7,7 +8,7 @@ import type { z } from 'zod';
 import { AamiError } from '../errors.js';
 import { describeZodError } from '../schema/describe.js';
 import type { BulkReads, Lane } from './bulk.js';
-import { sendError } from './errors.js';
+import { faultAfterHead, sendError } from './errors.js';
 import { routeDoc } from './spec/routes.js';
 
 /**
@@ -154,14 +155,15 @@ const lengthOf = (bytes: Bytes): number => (Array.isArray(bytes) ? bytes.reduce(
  * JSON bytes as the body, never copied (an inventory is megabytes): one buffer as it is,
  * parts written out one after the other. Streamed parts are written to the socket each once
  * the one before is flushed; where the app runs outside node-server (app.request in tests),
- * each is copied into the body.
+ * each is copied into the body. A HEAD makes none.
  */
 export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, string> = {}): Response | Promise<Response> {
   const type = { 'Content-Type': 'application/json', ...headers };
   if (Buffer.isBuffer(bytes)) return c.body(view(bytes), 200, type);
   const sized = { ...type, 'Content-Length': String(lengthOf(bytes)) };
-  const outgoing = (c.env as Partial<HttpBindings> | undefined)?.outgoing;
-  if (!Array.isArray(bytes) && outgoing && c.req.method === 'GET') return writeStreamed(outgoing, c.body(null, 200, sized), bytes);
+  if (c.req.method === 'HEAD') return c.body(null, 200, sized);
+  const node = c.env as Partial<HttpBindings> | undefined;
+  if (!Array.isArray(bytes) && node?.outgoing && node.incoming) return writeStreamed(c, node as HttpBindings, c.body(null, 200, sized), bytes);
   const parts = (Array.isArray(bytes) ? bytes : bytes.read())[Symbol.iterator]();
   const stream = new ReadableStream<Uint8Array>({
     pull(controller) {
@@ -169,32 +171,48 @@ export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, stri
       if (next.done) controller.close();
       else controller.enqueue(Array.isArray(bytes) ? view(next.value) : new Uint8Array(next.value));
     },
+    cancel: () => void parts.return?.(),
   });
   return c.body(stream, 200, sized);
 }
 
 /**
  * Writes the head of `head` and the parts to node-server's response, each part once the one
- * before is flushed (its write's callback), and tells node-server the answer is sent. Stops
- * when the client goes away.
+ * before is flushed (its write's callback), and tells node-server the answer is sent (so
+ * headers middleware sets after the handler do not reach it). Stops when the client goes
+ * away. A part that throws once the head is out ends the connection short of the length it
+ * was told, and the request's log line says 500 and why.
  */
-async function writeStreamed(outgoing: ServerResponse, head: Response, streamed: Streamed): Promise<Response> {
+async function writeStreamed(c: Context, { incoming, outgoing }: HttpBindings, head: Response, streamed: Streamed): Promise<Response> {
   outgoing.writeHead(head.status, Object.fromEntries(head.headers));
-  for (const part of streamed.read()) if (!(await flushed(outgoing, part))) break;
+  try {
+    for (const part of streamed.read()) if (!(await flushed(outgoing, incoming.socket, part))) break;
+  } catch (error) {
+    outgoing.destroy();
+    faultAfterHead(c, error);
+    return new Response(null, { status: 500, headers: RESPONSE_ALREADY_SENT.headers });
+  }
   if (!outgoing.destroyed) outgoing.end();
   return RESPONSE_ALREADY_SENT;
 }
 
-/** Whether `part` was written out (false: the connection closed first). */
-function flushed(outgoing: ServerResponse, part: Buffer): Promise<boolean> {
+/**
+ * Whether `part` was written out (false: the connection closed first). The socket's close
+ * is watched too: with plain node:http, an answer queued behind another on the connection
+ * (pipelined requests) hears neither its write's callback nor its own close when the
+ * connection goes (node-server closes it today: test/conventions.test.ts sees both end).
+ */
+function flushed(outgoing: ServerResponse, socket: Socket, part: Buffer): Promise<boolean> {
   return new Promise((resolve) => {
-    if (outgoing.destroyed) return resolve(false);
+    if (outgoing.destroyed || socket.destroyed) return resolve(false);
     const done = (ok: boolean) => {
       outgoing.off('close', closed);
+      socket.off('close', closed);
       resolve(ok);
     };
     const closed = () => done(false);
     outgoing.once('close', closed);
+    socket.once('close', closed);
     outgoing.write(part, (error) => done(!error));
   });
 }

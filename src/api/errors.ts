@@ -82,6 +82,12 @@ export function sendError(c: Context, error: AamiError, seesNames: () => boolean
   return c.json(errorBody(told), STATUS[error.code]);
 }
 
+/** A fault once an answer's head was sent (a streamed list): the client sees its connection end early; the request's log line says why. */
+export function faultAfterHead(c: Context, error: unknown): void {
+  c.set(ERROR_CODE as never, 'internal' as never);
+  c.set(ERROR_MESSAGE as never, (error instanceof Error ? error.message : String(error)) as never);
+}
+
 /** Hono's onError: coded errors as our envelope; anything else is a bug, logged without the request body. */
 export function onError(logger: Logger, seesNames: (c: Context) => boolean) {
   return (error: Error, c: Context): Response => {

@@ -16,15 +16,15 @@ interface Entry {
   hostname: string;
   target: Target;
   ephemeral: boolean;
-  seen: number | undefined;
   chunk: Chunk;
   /** Only while its chunk is open: where its JSON is in the chunk's bytes from before (undefined: to be rendered). */
   old: number | undefined;
 }
 
 /**
- * A run of entries in host name order, and their JSON joined by commas: undefined while the
- * chunk is open (a target of it changed), when `previous` holds what it was.
+ * A run of entries in host name order, and their JSON without `last_seen`'s value one after
+ * the other: undefined while the chunk is open (a target of it changed), when `previous`
+ * holds what it was.
  */
 interface Chunk {
   entries: Entry[];
@@ -33,10 +33,10 @@ interface Chunk {
 }
 
 interface Joined {
-  /** The JSON as it is, or deflated (raw deflate) once the plain bytes kept passed their budget. */
+  /** The entries' JSON as it is, or deflated (raw deflate) when the list is longer than the budget. */
   bytes: Buffer;
   deflated: boolean;
-  /** The JSON's length, and where each entry's JSON ends in it (a comma follows all but the last). */
+  /** The JSON's length, and where each entry's JSON ends in it. */
   length: number;
   ends: Uint32Array;
 }
@@ -54,6 +54,12 @@ const PLAIN_BUDGET = 16 * 1024 * 1024;
 const COMMA = Buffer.from(',');
 const OPEN = Buffer.from('[');
 const CLOSE = Buffer.from(']');
+/**
+ * How a view rendered with no heartbeat ends (`last_seen` is its last field). The list keeps
+ * each target's JSON without it and adds the heartbeat's value as it sends: a fleet's
+ * heartbeats (100k nodes: ~1,700 a second) change what is sent, never the chunks kept.
+ */
+const NO_SEEN = 'null}';
 
 export interface Page {
   json: Buffer;
@@ -90,9 +96,10 @@ export class TargetList {
   /**
    * Buffers written over and over: where a chunk's JSON is joined, where its bytes from
    * before it changed are inflated, where a page's chunks are, and the ones whole reads
-   * inflate chunks into (one each while it runs). So a read leaves no megabyte of garbage.
+   * inflate chunks into and send them from (a pair each while it runs). So a read leaves no
+   * megabyte of garbage.
    */
-  private readonly scratch = { joined: new Scratch(), previous: new Scratch(), page: new Scratch(), reads: [] as Scratch[] };
+  private readonly scratch = { joined: new Scratch(), previous: new Scratch(), page: new Scratch(), reads: [] as Array<{ inflated: Scratch; sent: Scratch }> };
 
   constructor(
     private readonly heartbeats: Heartbeats,
@@ -109,21 +116,21 @@ export class TargetList {
    */
   all(): { parts: Streamed; etag: string } {
     if (!this.whole) {
-      // The chunks as they are now: a registration while a client still reads opens chunks, not these.
-      const joined = this.chunks.map((chunk) => this.join(chunk));
-      const byteLength = OPEN.length + CLOSE.length + joined.reduce((sum, j, i) => sum + j.length + (i ? COMMA.length : 0), 0);
+      // The chunks and heartbeats as they are now: a registration or a heartbeat while a client still reads changes neither.
+      const chunks = this.chunks.map((chunk) => ({ joined: this.join(chunk), seen: Float64Array.from(chunk.entries, (entry) => this.heartbeats.lastSeenMs(entry.hostname) ?? NaN) }));
+      const byteLength = OPEN.length + CLOSE.length + chunks.reduce((sum, { joined, seen }, i) => sum + (i ? COMMA.length : 0) + sentLength(joined, seen), 0);
       const idle = this.scratch.reads;
       const read = function* () {
-        const scratch = idle.pop() ?? new Scratch();
+        const scratch = idle.pop() ?? { inflated: new Scratch(), sent: new Scratch() };
         try {
           yield OPEN;
-          for (const [i, j] of joined.entries()) {
+          for (const [i, { joined, seen }] of chunks.entries()) {
             if (i) yield COMMA;
-            yield scratch.plain(j);
+            yield scratch.sent.entries(scratch.inflated.plain(joined), joined.ends, seen);
           }
           yield CLOSE;
         } finally {
-          // Kept for the next read (a few, for reads at once). A read ended early ended with its client's connection: nothing sends from it any more.
+          // Kept for the next read (a few, for reads at once). A read stops early only once nothing sends from it any more (writeStreamed).
           if (idle.length < 4) idle.push(scratch);
         }
       };
@@ -142,7 +149,8 @@ export class TargetList {
       // One target at most (a node asks for its own): rendered, not looked for in the chunks.
       const target = catalog.targets.get(hostname);
       const found = target && (cursor === undefined || hostname > cursor) && visible(hostname) && matches(target, new GroupLabels(catalog), group, label);
-      return { json: Buffer.from(`[${found ? this.render(catalog, target) : ''}]`) };
+      const seen = this.heartbeats.lastSeenMs(hostname);
+      return { json: Buffer.from(found ? `[${JSON.stringify(targetView(catalog, target, seen === undefined ? undefined : new Date(seen)))}]` : '[]') };
     }
     const shared = new GroupLabels(catalog);
     const found: Buffer[] = [];
@@ -158,7 +166,7 @@ export class TargetList {
         // The chunk's JSON is inflated once for all its matches, and only if it has one; each match is copied out.
         const joined = this.join(chunk);
         json ??= this.scratch.page.plain(joined);
-        found.push(Buffer.from(slice(json, joined.ends, i)));
+        found.push(Buffer.concat([slice(json, joined.ends, i), Buffer.from(seenJson(this.heartbeats.lastSeenMs(entry.hostname) ?? NaN))]));
         last = entry.hostname;
       }
     }
@@ -169,30 +177,34 @@ export class TargetList {
     return snapshot === this.snapshot && this.heartbeats.version === this.heartbeatVersion;
   }
 
-  /** Bring the entries in step with the snapshot and the heartbeats, touching only what changed. */
+  /** Bring the entries in step with the snapshot, touching only what changed, and the whole list with the heartbeats. */
   sync(snapshot: Snapshot): void {
     if (this.inStep(snapshot)) return;
-    const heartbeatVersion = this.heartbeats.version;
     const catalog = snapshot.catalog;
-    if (catalog.groups !== this.groups || catalog.settings !== this.settings) this.rebuild(catalog);
-    else {
-      const changed = this.changedHosts(catalog);
-      if (changed) for (const hostname of changed) this.reconcile(catalog, hostname);
+    if (snapshot !== this.snapshot) {
+      if (catalog.groups !== this.groups || catalog.settings !== this.settings) this.rebuild(catalog);
       else {
-        for (const hostname of catalog.targets.keys()) this.reconcile(catalog, hostname);
-        if (this.size > catalog.targets.size) for (const entry of this.chunks.flatMap((chunk) => chunk.entries)) if (!catalog.targets.has(entry.hostname)) this.reconcile(catalog, entry.hostname);
+        const changed = this.changedHosts(catalog);
+        if (changed) for (const hostname of changed) this.reconcile(catalog, hostname);
+        else {
+          for (const hostname of catalog.targets.keys()) this.reconcile(catalog, hostname);
+          if (this.size > catalog.targets.size) for (const entry of this.chunks.flatMap((chunk) => chunk.entries)) if (!catalog.targets.has(entry.hostname)) this.reconcile(catalog, entry.hostname);
+        }
       }
     }
+    // A heartbeat of a listed host changes the whole list's last_seen, not its chunks.
+    const seen = this.heartbeats.changedSince(this.heartbeatVersion);
+    if (!seen || seen.some((hostname) => this.find(hostname))) this.whole = undefined;
     this.snapshot = snapshot;
     this.targets = catalog.targets;
     this.tokens = catalog.tokens;
-    this.heartbeatVersion = heartbeatVersion;
+    this.heartbeatVersion = this.heartbeats.version;
   }
 
   /**
-   * The hosts that may have changed since the last sync: the target map's changed keys and
-   * the heartbeats' journal. Undefined when only a walk over every target can tell (the map
-   * was flattened, the journal moved on, or a token file changed, which may flip `ephemeral`).
+   * The hosts that may have changed since the last sync, from the target map's changed keys.
+   * Undefined when only a walk over every target can tell (the map was flattened, or a token
+   * file changed, which may flip `ephemeral`).
    */
   private changedHosts(catalog: Catalog): Set<string> | undefined {
     const [targets, before] = [catalog.targets, this.targets];
@@ -201,14 +213,10 @@ export class TargetList {
     const changedTokens = tokens.changedSince(tokensBefore);
     if (!changedTokens) return undefined;
     for (const id of changedTokens) if (!!tokens.get(id)?.ephemeral !== !!tokensBefore.get(id)?.ephemeral) return undefined;
-    const hosts = targets.changedSince(before);
-    const seen = this.heartbeats.changedSince(this.heartbeatVersion);
-    if (!hosts || !seen) return undefined;
-    for (const hostname of seen) hosts.add(hostname);
-    return hosts;
+    return targets.changedSince(before);
   }
 
-  /** Insert, mark for rendering or remove one host's entry, as the catalog and its heartbeat say. */
+  /** Insert, mark for rendering or remove one host's entry, as the catalog says. */
   private reconcile(catalog: Catalog, hostname: string): void {
     const target = catalog.targets.get(hostname);
     const found = this.find(hostname);
@@ -218,11 +226,10 @@ export class TargetList {
     else {
       const { chunk, index } = found;
       const entry = chunk.entries[index]!;
-      const seen = this.heartbeats.lastSeenMs(hostname);
       const ephemeral = ephemeralOf(catalog, target);
-      if (entry.target === target && entry.seen === seen && entry.ephemeral === ephemeral) return;
+      if (entry.target === target && entry.ephemeral === ephemeral) return;
       this.open(chunk);
-      Object.assign(entry, { target, seen, ephemeral, old: undefined });
+      Object.assign(entry, { target, ephemeral, old: undefined });
     }
   }
 
@@ -243,11 +250,14 @@ export class TargetList {
 
   /** A new entry, to be rendered when its chunk is next joined. */
   private entry(catalog: Catalog, target: Target, chunk: Chunk): Entry {
-    return { hostname: target.hostname, target, ephemeral: ephemeralOf(catalog, target), seen: this.heartbeats.lastSeenMs(target.hostname), chunk, old: undefined };
+    return { hostname: target.hostname, target, ephemeral: ephemeralOf(catalog, target), chunk, old: undefined };
   }
 
-  private render(catalog: Catalog, target: Target, seen = this.heartbeats.lastSeenMs(target.hostname)): string {
-    return JSON.stringify(targetView(catalog, target, seen === undefined ? undefined : new Date(seen)));
+  /** A target's JSON as the list keeps it: its view without a heartbeat, but for the `null}` that ends it. */
+  private render(catalog: Catalog, target: Target): string {
+    const json = JSON.stringify(targetView(catalog, target));
+    if (!json.endsWith(NO_SEEN)) throw new Error(`a target's view no longer ends with last_seen: ${json.slice(-40)}`);
+    return json.slice(0, -NO_SEEN.length);
   }
 
   private insert(catalog: Catalog, target: Target): void {
@@ -308,8 +318,7 @@ export class TargetList {
     let end = 0;
     // Each entry written as it is rendered: a chunk's rendered strings, kept until all were, outlived young collections and went to the old generation (~60 MB more RSS rendering 100k).
     chunk.entries.forEach((entry, i) => {
-      if (i) end = out.put(COMMA, end);
-      end = entry.old === undefined ? out.put(this.render(catalog, entry.target, entry.seen), end) : out.put(slice(before!, previous!.ends, entry.old), end);
+      end = entry.old === undefined ? out.put(this.render(catalog, entry.target), end) : out.put(slice(before!, previous!.ends, entry.old), end);
       ends[i] = end;
       entry.old = undefined;
     });
@@ -345,12 +354,15 @@ export class TargetList {
  * collection is marking lives until it ends, and the 86 MB of inflated JSON that one read
  * of a 100k list made took RSS from ~300 to ~400 MB across back-to-back reads.
  */
+/** A buffer's size for `length` bytes: an eighth more, so a chunk that grows by a few targets does not need a new one. */
+const grown = (length: number) => Math.ceil(length * 1.125);
+
 class Scratch {
   private buffer = Buffer.alloc(0);
 
   /** Its first `length` bytes, good until the next call. */
   take(length: number): Buffer {
-    if (this.buffer.length < length) this.buffer = Buffer.allocUnsafeSlow(Math.max(length, 2 * this.buffer.length));
+    if (this.buffer.length < length) this.buffer = Buffer.allocUnsafeSlow(grown(length));
     return this.buffer.subarray(0, length);
   }
 
@@ -358,25 +370,52 @@ class Scratch {
   put(part: string | Buffer, at: number): number {
     const length = typeof part === 'string' ? Buffer.byteLength(part) : part.length;
     if (this.buffer.length < at + length) {
-      const grown = Buffer.allocUnsafeSlow(Math.max(at + length, 2 * this.buffer.length));
-      this.buffer.copy(grown, 0, 0, at);
-      this.buffer = grown;
+      // Doubled: a chunk is written into it entry by entry.
+      const bigger = Buffer.allocUnsafeSlow(Math.max(grown(at + length), 2 * this.buffer.length));
+      this.buffer.copy(bigger, 0, 0, at);
+      this.buffer = bigger;
     }
     if (typeof part === 'string') this.buffer.write(part, at);
     else part.copy(this.buffer, at);
     return at + length;
   }
 
+  /** A chunk's entries as they are sent, written into this buffer (good until the next call): each one's JSON, its heartbeat, commas between. */
+  entries(json: Buffer, ends: Uint32Array, seen: Float64Array): Buffer {
+    let at = 0;
+    for (let i = 0; i < ends.length; i++) {
+      if (i) at = this.put(COMMA, at);
+      at = this.put(slice(json, ends, i), at);
+      at = this.put(seenJson(seen[i]!), at);
+    }
+    return this.take(at);
+  }
+
   /** A chunk's JSON as it is: its kept bytes, or inflated into this buffer (good until the next call). fflate inflates into a buffer given; Node's zlib always makes one. */
   plain(joined: Joined): Buffer {
     if (!joined.deflated) return joined.bytes;
     const out = inflateSync(joined.bytes, { out: this.take(joined.length) });
+    // Short, it would send fewer bytes than the Content-Length told, and the client would wait for the rest.
+    if (out.length !== joined.length) throw new Error(`a chunk of the target list inflated to ${out.length} bytes, not ${joined.length}`);
     return Buffer.from(out.buffer, out.byteOffset, out.length);
   }
 }
 
 /** Entry `i`'s JSON in its chunk's joined JSON. */
-const slice = (json: Buffer, ends: Uint32Array, i: number) => json.subarray(i ? ends[i - 1]! + COMMA.length : 0, ends[i]);
+const slice = (json: Buffer, ends: Uint32Array, i: number) => json.subarray(i ? ends[i - 1]! : 0, ends[i]);
+
+/** What ends a target's JSON: its last heartbeat (NaN: none), and the view's closing brace. */
+const seenJson = (ms: number) => `${Number.isNaN(ms) ? 'null' : JSON.stringify(new Date(ms).toISOString())}}`;
+
+/** ISO 8601 times of years 0000 to 9999 are 24 characters (quoted, 26); others are longer. */
+const FOUR_DIGIT_YEARS = [Date.parse('0000-01-01T00:00:00.000Z'), Date.parse('9999-12-31T23:59:59.999Z')] as const;
+
+/** The length of what a chunk sends: its entries' JSON, their heartbeats, and the commas between them. */
+function sentLength(joined: Joined, seen: Float64Array): number {
+  let length = joined.length + Math.max(0, seen.length - 1) * COMMA.length;
+  for (const ms of seen) length += Number.isNaN(ms) ? 5 : ms >= FOUR_DIGIT_YEARS[0] && ms <= FOUR_DIGIT_YEARS[1] ? 27 : seenJson(ms).length;
+  return length;
+}
 
 function ephemeralOf(catalog: Catalog, target: Target): boolean {
   return (target.registered_by_token && catalog.tokens.get(target.registered_by_token)?.ephemeral) || false;
