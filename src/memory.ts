@@ -95,11 +95,13 @@ export class MemoryRelease {
 /**
  * V8's own `gc()`, without starting Node with `--expose-gc`: the flag is set for as long as
  * a fresh context is made to take the function from (what Jest's leak detector does). For
- * that one collection V8 runs as when it saves memory, and compacts the old generation: a
- * plain gc() left ~17 MB of gaps in it at 100k targets (a restart settled at ~311 MB of
- * RSS, against 293-296). The young generation keeps its reserve (34 MB): V8 gives it back
- * only in a collection that finds allocation low for the last 5 s (giving it back ourselves
- * made the light traffic after it cost more CPU: tried, and left).
+ * that one collection V8 runs as when it saves memory, compacting the pages it finds worth
+ * it. Not every page (`--compact-on-every-full-gc`, as it was): that settled ~15-30 MB lower
+ * at 100k targets, but copying the whole live old generation (~90 MB) to new pages before
+ * the old ones went took the process to ~360 MB for the moment, after every storm. A plain
+ * gc() settled ~30 MB higher. The young generation keeps its reserve (34 MB): V8 gives it
+ * back only in a collection that finds allocation low for the last 5 s (giving it back
+ * ourselves made the light traffic after it cost more CPU: tried, and left).
  */
 function fullCollection(): () => void {
   let gc: (() => void) | undefined;
@@ -119,7 +121,7 @@ function fullCollection(): () => void {
       if (typeof gc !== 'function') throw new Error('V8 did not hand gc() over');
     }
     // It also leaves V8's next heap limit conservative until the next full collection (unless HeapGrowth holds growth): the next burst collects a little sooner.
-    during('--optimize-for-size', () => during('--compact-on-every-full-gc', () => gc!()));
+    during('--optimize-for-size', () => gc!());
   };
 }
 
