@@ -86,7 +86,7 @@ try {
   const commits = Number(execFileSync('git', ['--git-dir', dirs.repo, 'rev-list', '--count', 'main'], { encoding: 'utf8' })) - 2;
   await server.stop();
   for (const line of lines) console.log(line);
-  console.log(`            settled RSS ${settled.rssMb.toFixed(0)} MB (the process's peak ${settled.peakMb.toFixed(0)}, its memory release after the storms included); ${commits} commits`);
+  console.log(`            settled RSS ${settled.rssMb.toFixed(0)} MB; the process's peak over its whole life ${settled.peakMb.toFixed(0)} (its start-up, the storms and the memory release after them); ${commits} commits`);
   console.log(`            durability: ${acknowledged.length - missing.length}/${acknowledged.length} acknowledged registrations in Git and in the SD file`);
 
   // Baseline: the git CLI making the same commit for each registration, one by one.

@@ -163,7 +163,7 @@ export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, stri
   const sized = { ...type, 'Content-Length': String(lengthOf(bytes)) };
   if (c.req.method === 'HEAD') return c.body(null, 200, sized);
   const node = c.env as Partial<HttpBindings> | undefined;
-  if (!Array.isArray(bytes) && node?.outgoing && node.incoming) return writeStreamed(c, node as HttpBindings, c.body(null, 200, sized), bytes);
+  if (!Array.isArray(bytes) && node?.outgoing) return writeStreamed(c, node.outgoing, node.incoming?.socket ?? null, c.body(null, 200, sized), bytes);
   const parts = (Array.isArray(bytes) ? bytes : bytes.read())[Symbol.iterator]();
   const stream = new ReadableStream<Uint8Array>({
     pull(controller) {
@@ -183,10 +183,10 @@ export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, stri
  * away. A part that throws once the head is out ends the connection short of the length it
  * was told, and the request's log line says 500 and why.
  */
-async function writeStreamed(c: Context, { incoming, outgoing }: HttpBindings, head: Response, streamed: Streamed): Promise<Response> {
+async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socket | null, head: Response, streamed: Streamed): Promise<Response> {
   outgoing.writeHead(head.status, Object.fromEntries(head.headers));
   try {
-    for (const part of streamed.read()) if (!(await flushed(outgoing, incoming.socket, part))) break;
+    for (const part of streamed.read()) if (!(await flushed(outgoing, socket, part))) break;
   } catch (error) {
     outgoing.destroy();
     faultAfterHead(c, error);
@@ -197,24 +197,39 @@ async function writeStreamed(c: Context, { incoming, outgoing }: HttpBindings, h
 }
 
 /**
- * Whether `part` was written out (false: the connection closed first). The socket's close
- * is watched too: with plain node:http, an answer queued behind another on the connection
- * (pipelined requests) hears neither its write's callback nor its own close when the
- * connection goes (node-server closes it today: test/conventions.test.ts sees both end).
+ * Whether `part` was written out (false: the connection closed first: a write's callback
+ * then never comes). The connection's close is heard too: an answer queued behind another
+ * on it (pipelined requests) hears neither its write's callback nor, at times, its own close
+ * when the connection goes.
  */
-function flushed(outgoing: ServerResponse, socket: Socket, part: Buffer): Promise<boolean> {
+function flushed(outgoing: ServerResponse, socket: Socket | null, part: Buffer): Promise<boolean> {
   return new Promise((resolve) => {
-    if (outgoing.destroyed || socket.destroyed) return resolve(false);
+    if (outgoing.destroyed || socket?.destroyed) return resolve(false);
     const done = (ok: boolean) => {
       outgoing.off('close', closed);
-      socket.off('close', closed);
+      unheard();
       resolve(ok);
     };
     const closed = () => done(false);
     outgoing.once('close', closed);
-    socket.once('close', closed);
+    const unheard = socket ? onClose(socket, closed) : () => undefined;
     outgoing.write(part, (error) => done(!error));
   });
+}
+
+/** Per connection, what waits for it to close: one listener on the socket, however many answers are queued on it. */
+const closing = new WeakMap<Socket, Set<() => void>>();
+
+/** Calls `heard` when `socket` closes; what it returns stops that. */
+function onClose(socket: Socket, heard: () => void): () => void {
+  let waiting = closing.get(socket);
+  if (!waiting) {
+    const all = (waiting = new Set());
+    closing.set(socket, all);
+    socket.once('close', () => all.forEach((call) => call()));
+  }
+  waiting.add(heard);
+  return () => waiting.delete(heard);
 }
 
 function etagMatches(header: string | undefined, etag: string): boolean {

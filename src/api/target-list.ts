@@ -22,9 +22,9 @@ interface Entry {
 }
 
 /**
- * A run of entries in host name order, and their JSON without `last_seen`'s value one after
- * the other: undefined while the chunk is open (a target of it changed), when `previous`
- * holds what it was.
+ * A run of entries in host name order, and their JSON (without `last_seen`'s value and the
+ * closing brace) one after the other: undefined while the chunk is open (a target of it
+ * changed), when `previous` holds what it was.
  */
 interface Chunk {
   entries: Entry[];
@@ -59,7 +59,8 @@ const CLOSE = Buffer.from(']');
  * each target's JSON without it and adds the heartbeat's value as it sends: a fleet's
  * heartbeats (100k nodes: ~1,700 a second) change what is sent, never the chunks kept.
  */
-const NO_SEEN = 'null}';
+const NO_SEEN = ',"last_seen":null}';
+const KEPT = NO_SEEN.length - 'null}'.length;
 
 export interface Page {
   json: Buffer;
@@ -70,12 +71,13 @@ export interface Page {
 /**
  * GET /api/v1/targets without rendering the inventory on every call. Each target's JSON is
  * rendered once per version of the target (and of what its view depends on: the groups,
- * aami.yaml, its token's ephemeral flag, its last heartbeat) and kept in host-name order in
- * chunks of joined JSON, deflated past a budget. A sync after a registration finds the
- * changed targets from the catalog's and the heartbeats' own change records (not by walking
- * the fleet) and opens their chunks; a read renders the changed targets and joins their
- * chunks again. The whole list is served as the chunks in order, the same bytes (with the
- * same ETag) until a target changes. Label selectors look each target's labels up; a host
+ * aami.yaml, its token's ephemeral flag) and kept in host-name order in chunks of joined
+ * JSON, deflated past a budget; its `last_seen` is added as it is sent. A sync after a
+ * registration finds the changed targets from the catalog's own change records (not by
+ * walking the fleet) and opens their chunks; a read renders the changed targets and joins
+ * their chunks again. The whole list is served as the chunks in order, the same bytes
+ * (with the same ETag) until a target or a listed host's heartbeat changes (the
+ * heartbeats' journal says which). Label selectors look each target's labels up; a host
  * name is rendered on its own.
  */
 export class TargetList {
@@ -126,7 +128,7 @@ export class TargetList {
           yield OPEN;
           for (const [i, { joined, seen }] of chunks.entries()) {
             if (i) yield COMMA;
-            yield scratch.sent.entries(scratch.inflated.plain(joined), joined.ends, seen);
+            yield scratch.sent.entries(scratch.inflated.plain(joined), joined.ends, seen, sentLength(joined, seen));
           }
           yield CLOSE;
         } finally {
@@ -149,8 +151,7 @@ export class TargetList {
       // One target at most (a node asks for its own): rendered, not looked for in the chunks.
       const target = catalog.targets.get(hostname);
       const found = target && (cursor === undefined || hostname > cursor) && visible(hostname) && matches(target, new GroupLabels(catalog), group, label);
-      const seen = this.heartbeats.lastSeenMs(hostname);
-      return { json: Buffer.from(found ? `[${JSON.stringify(targetView(catalog, target, seen === undefined ? undefined : new Date(seen)))}]` : '[]') };
+      return { json: Buffer.from(found ? `[${JSON.stringify(targetView(catalog, target, this.heartbeats.lastSeen(hostname)))}]` : '[]') };
     }
     const shared = new GroupLabels(catalog);
     const found: Buffer[] = [];
@@ -257,7 +258,7 @@ export class TargetList {
   private render(catalog: Catalog, target: Target): string {
     const json = JSON.stringify(targetView(catalog, target));
     if (!json.endsWith(NO_SEEN)) throw new Error(`a target's view no longer ends with last_seen: ${json.slice(-40)}`);
-    return json.slice(0, -NO_SEEN.length);
+    return json.slice(0, json.length - NO_SEEN.length + KEPT);
   }
 
   private insert(catalog: Catalog, target: Target): void {
@@ -348,15 +349,15 @@ export class TargetList {
   }
 }
 
+/** A buffer's size for `length` bytes: an eighth more, so a chunk that grows by a few targets does not need a new one. */
+const grown = (length: number) => Math.ceil(length * 1.125);
+
 /**
  * A buffer written over again and again, grown when asked for more. Buffers made and
  * dropped per chunk were garbage V8 freed late: a young buffer made while a full
  * collection is marking lives until it ends, and the 86 MB of inflated JSON that one read
  * of a 100k list made took RSS from ~300 to ~400 MB across back-to-back reads.
  */
-/** A buffer's size for `length` bytes: an eighth more, so a chunk that grows by a few targets does not need a new one. */
-const grown = (length: number) => Math.ceil(length * 1.125);
-
 class Scratch {
   private buffer = Buffer.alloc(0);
 
@@ -380,15 +381,17 @@ class Scratch {
     return at + length;
   }
 
-  /** A chunk's entries as they are sent, written into this buffer (good until the next call): each one's JSON, its heartbeat, commas between. */
-  entries(json: Buffer, ends: Uint32Array, seen: Float64Array): Buffer {
+  /** A chunk's entries as they are sent (`length` bytes), written into this buffer (good until the next call): each one's JSON, its heartbeat, commas between. */
+  entries(json: Buffer, ends: Uint32Array, seen: Float64Array, length: number): Buffer {
+    const out = this.take(length);
     let at = 0;
     for (let i = 0; i < ends.length; i++) {
-      if (i) at = this.put(COMMA, at);
-      at = this.put(slice(json, ends, i), at);
-      at = this.put(seenJson(seen[i]!), at);
+      if (i) at += COMMA.copy(out, at);
+      at += slice(json, ends, i).copy(out, at);
+      at += out.write(seenJson(seen[i]!), at);
     }
-    return this.take(at);
+    if (at !== length) throw new Error(`a chunk of the target list made ${at} bytes, not the ${length} its length said`);
+    return out;
   }
 
   /** A chunk's JSON as it is: its kept bytes, or inflated into this buffer (good until the next call). fflate inflates into a buffer given; Node's zlib always makes one. */
@@ -407,13 +410,14 @@ const slice = (json: Buffer, ends: Uint32Array, i: number) => json.subarray(i ? 
 /** What ends a target's JSON: its last heartbeat (NaN: none), and the view's closing brace. */
 const seenJson = (ms: number) => `${Number.isNaN(ms) ? 'null' : JSON.stringify(new Date(ms).toISOString())}}`;
 
-/** ISO 8601 times of years 0000 to 9999 are 24 characters (quoted, 26); others are longer. */
+/** ISO 8601 times of years 0000 to 9999 are all as long (24 characters); others are longer. */
 const FOUR_DIGIT_YEARS = [Date.parse('0000-01-01T00:00:00.000Z'), Date.parse('9999-12-31T23:59:59.999Z')] as const;
+const [NEVER_LENGTH, TIME_LENGTH] = [seenJson(NaN).length, seenJson(0).length];
 
 /** The length of what a chunk sends: its entries' JSON, their heartbeats, and the commas between them. */
 function sentLength(joined: Joined, seen: Float64Array): number {
   let length = joined.length + Math.max(0, seen.length - 1) * COMMA.length;
-  for (const ms of seen) length += Number.isNaN(ms) ? 5 : ms >= FOUR_DIGIT_YEARS[0] && ms <= FOUR_DIGIT_YEARS[1] ? 27 : seenJson(ms).length;
+  for (const ms of seen) length += Number.isNaN(ms) ? NEVER_LENGTH : ms >= FOUR_DIGIT_YEARS[0] && ms <= FOUR_DIGIT_YEARS[1] ? TIME_LENGTH : seenJson(ms).length;
   return length;
 }
 

@@ -8,6 +8,9 @@ const JOURNAL = 100_000;
  * commit. Kept in memory and saved to the state directory now and then, so a restart
  * does not make every node look silent.
  */
+/** The furthest time from 1970 a Date holds, in ms. */
+const MAX_TIME = 8.64e15;
+
 export class Heartbeats {
   private readonly seen = new Map<string, number>();
   /** Goes up with every change, so a reader can tell that nothing changed since it last looked. */
@@ -32,7 +35,8 @@ export class Heartbeats {
   async load(): Promise<void> {
     try {
       const saved = JSON.parse(await this.fs.promises.readFile(this.file, 'utf8')) as Record<string, number>;
-      for (const [hostname, at] of Object.entries(saved)) if (typeof at === 'number') this.seen.set(hostname, at);
+      // A time a Date can hold only (±8.64e15 ms): a hand-edited 1e999 would make every view of the host throw.
+      for (const [hostname, at] of Object.entries(saved)) if (typeof at === 'number' && Math.abs(at) <= MAX_TIME) this.seen.set(hostname, at);
     } catch {
       // first start, or an unreadable file: start empty
     }
