@@ -112,9 +112,9 @@ export class TargetList {
   /**
    * Every target, as one JSON array written out chunk by chunk (never copied into one
    * buffer): the same bytes and ETag until a target changes (by the catalog or by a
-   * heartbeat). The ETag names this process and the list's generation. A deflated chunk is
-   * inflated into one buffer each read reuses: a part is good until the next is asked for
-   * (Streamed's contract).
+   * heartbeat). The ETag names this process and the list's generation. Each chunk is
+   * inflated (when deflated) and its entries written with their heartbeats into two buffers
+   * the read reuses: a part is good until the next is asked for (Streamed's contract).
    */
   all(): { parts: Streamed; etag: string } {
     if (!this.whole) {
