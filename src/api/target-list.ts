@@ -16,7 +16,6 @@ interface Entry {
   hostname: string;
   target: Target;
   ephemeral: boolean;
-  chunk: Chunk;
   /** Only while its chunk is open: where its JSON is in the chunk's bytes from before (undefined: to be rendered). */
   old: number | undefined;
 }
@@ -119,16 +118,19 @@ export class TargetList {
   all(): { parts: Streamed; etag: string } {
     if (!this.whole) {
       // The chunks and heartbeats as they are now: a registration or a heartbeat while a client still reads changes neither.
-      const chunks = this.chunks.map((chunk) => ({ joined: this.join(chunk), seen: Float64Array.from(chunk.entries, (entry) => this.heartbeats.lastSeenMs(entry.hostname) ?? NaN) }));
-      const byteLength = OPEN.length + CLOSE.length + chunks.reduce((sum, { joined, seen }, i) => sum + (i ? COMMA.length : 0) + sentLength(joined, seen), 0);
+      const chunks = this.chunks.map((chunk) => {
+        const [joined, seen] = [this.join(chunk), Float64Array.from(chunk.entries, (entry) => this.heartbeats.lastSeenMs(entry.hostname) ?? NaN)];
+        return { joined, seen, length: sentLength(joined, seen) };
+      });
+      const byteLength = OPEN.length + CLOSE.length + chunks.reduce((sum, { length }, i) => sum + (i ? COMMA.length : 0) + length, 0);
       const idle = this.scratch.reads;
       const read = function* () {
         const scratch = idle.pop() ?? { inflated: new Scratch(), sent: new Scratch() };
         try {
           yield OPEN;
-          for (const [i, { joined, seen }] of chunks.entries()) {
+          for (const [i, { joined, seen, length }] of chunks.entries()) {
             if (i) yield COMMA;
-            yield scratch.sent.entries(scratch.inflated.plain(joined), joined.ends, seen, sentLength(joined, seen));
+            yield scratch.sent.entries(scratch.inflated.plain(joined), joined.ends, seen, length);
           }
           yield CLOSE;
         } finally {
@@ -242,7 +244,7 @@ export class TargetList {
     this.plainBytes = 0;
     for (let i = 0; i < targets.length; i += this.chunkSize) {
       const chunk: Chunk = { entries: [], joined: undefined };
-      for (const target of targets.slice(i, i + this.chunkSize)) chunk.entries.push(this.entry(catalog, target, chunk));
+      for (const target of targets.slice(i, i + this.chunkSize)) chunk.entries.push(this.entry(catalog, target));
       this.chunks.push(chunk);
     }
     this.size = targets.length;
@@ -250,8 +252,8 @@ export class TargetList {
   }
 
   /** A new entry, to be rendered when its chunk is next joined. */
-  private entry(catalog: Catalog, target: Target, chunk: Chunk): Entry {
-    return { hostname: target.hostname, target, ephemeral: ephemeralOf(catalog, target), chunk, old: undefined };
+  private entry(catalog: Catalog, target: Target): Entry {
+    return { hostname: target.hostname, target, ephemeral: ephemeralOf(catalog, target), old: undefined };
   }
 
   /** A target's JSON as the list keeps it: its view without a heartbeat, but for the `null}` that ends it. */
@@ -266,11 +268,10 @@ export class TargetList {
     const index = Math.max(0, this.chunkFor(target.hostname));
     const chunk = this.chunks[index]!;
     this.open(chunk);
-    chunk.entries.splice(sortedIndex(chunk.entries, target.hostname), 0, this.entry(catalog, target, chunk));
+    chunk.entries.splice(sortedIndex(chunk.entries, target.hostname), 0, this.entry(catalog, target));
     this.size++;
     if (chunk.entries.length > 2 * this.chunkSize) {
       const tail: Chunk = { entries: chunk.entries.splice(this.chunkSize), joined: undefined, previous: chunk.previous };
-      for (const moved of tail.entries) moved.chunk = tail;
       this.chunks.splice(index + 1, 0, tail);
     }
   }
