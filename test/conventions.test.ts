@@ -277,8 +277,9 @@ describe('cached reads', () => {
     // Beside the server's list (every chunk kept as it is), one of chunks of 2 to 4 entries
     // (splits and emptied chunks at every step), every chunk deflated, and one of 3 to 6
     // whose budget ~150 targets' JSON fit: kept as they are while few, then deflated as they
-    // change once more are there (both kinds side by side).
-    const small = new TargetList(api.heartbeats, 2, 0);
+    // change once more are there (both kinds side by side). The first renders a page's one
+    // match of a chunk on its own and inflates the chunk for two; the others render them all.
+    const small = new TargetList(api.heartbeats, 2, 0, 1);
     const mixed = new TargetList(api.heartbeats, 3, 150_000);
     const kinds = new Set<string>();
     const check = async (step: string) => {
