@@ -91,6 +91,7 @@ export class TargetList {
   private targets: ReadonlyMap<string, Target> | undefined;
   private tokens: ReadonlyMap<string, Token> | undefined;
   private whole: { parts: Streamed; etag: string } | undefined;
+  private shared: GroupLabels | undefined;
   /** Counts the versions of the whole list this process served. */
   private generation = 0;
   /** Bytes of JSON kept as they are (not deflated), against `plainBudget`. */
@@ -156,10 +157,10 @@ export class TargetList {
     if (hostname !== undefined) {
       // One target at most (a node asks for its own): rendered, not looked for in the chunks.
       const target = catalog.targets.get(hostname);
-      const found = target && (cursor === undefined || hostname > cursor) && visible(hostname) && matches(target, new GroupLabels(catalog), group, label);
+      const found = target && (cursor === undefined || hostname > cursor) && visible(hostname) && matches(target, this.labels(catalog), group, label);
       return { json: found ? join([this.view(catalog, target)], COMMA, OPEN, CLOSE) : Buffer.from('[]') };
     }
-    const shared = new GroupLabels(catalog);
+    const shared = this.labels(catalog);
     const found: Buffer[] = [];
     let last = '';
     for (let c = cursor === undefined ? 0 : Math.max(0, this.chunkFor(cursor)); c < this.chunks.length; c++) {
@@ -188,6 +189,12 @@ export class TargetList {
       if (full) return { json: join(found, COMMA, OPEN, CLOSE), next: last };
     }
     return { json: join(found, COMMA, OPEN, CLOSE) };
+  }
+
+  /** The groups' labels, worked out once for every read while the groups stay the same (a page at 100k targets in 1,000 groups looked up each group's again: ~2 ms). */
+  private labels(catalog: Catalog): GroupLabels {
+    if (this.shared?.groups !== catalog.groups) this.shared = new GroupLabels(catalog);
+    return this.shared;
   }
 
   /** One target's JSON as the list sends it, rendered on its own. */

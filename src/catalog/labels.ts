@@ -18,7 +18,7 @@ export type LabelSource = string;
  * override them), the admin's labels (API or the file: they win over everything). The one
  * place the precedence is written down; Prometheus labels and the view's sources both fold it.
  */
-function* layers(catalog: Catalog, target: Target): Generator<[LabelSource, Readonly<Record<string, string>>]> {
+function* layers(catalog: Pick<Catalog, 'groups'>, target: Target): Generator<[LabelSource, Readonly<Record<string, string>>]> {
   for (const id of [...target.groups].reverse().concat(target.primary_group)) {
     for (const group of groupChain(catalog.groups, id).reverse()) yield [`group:${group.id}`, group.labels];
   }
@@ -28,7 +28,7 @@ function* layers(catalog: Catalog, target: Target): Generator<[LabelSource, Read
 }
 
 /** The labels aami sets itself, last: they say where the target belongs. */
-function systemLabels(catalog: Catalog, target: Target): Record<string, string> {
+function systemLabels(catalog: Pick<Catalog, 'groups'>, target: Target): Record<string, string> {
   const memberOf = new Set<string>();
   for (const id of [target.primary_group, ...target.groups]) for (const group of groupChain(catalog.groups, id)) memberOf.add(group.id);
   return {
@@ -49,7 +49,12 @@ export class GroupLabels {
   /** The same by the target's list of groups itself, when it is a parse's (shared, frozen): no key to make (~2 µs a target). */
   private readonly byList = new WeakMap<readonly string[], Map<string, SharedLabels>>();
 
-  constructor(private readonly catalog: Catalog) {}
+  /** The catalog's groups, all these labels come from: the same while they are (a reader may keep this for as long). */
+  readonly groups: ReadonlyMap<string, Group>;
+
+  constructor(catalog: Pick<Catalog, 'groups'>) {
+    this.groups = catalog.groups;
+  }
 
   of(target: Target): SharedLabels {
     const list = Object.isFrozen(target.groups) ? target.groups : undefined;
@@ -60,8 +65,8 @@ export class GroupLabels {
     let found = this.cache.get(key);
     if (!found) {
       const groups: Record<string, string> = {};
-      for (const [source, labels] of layers(this.catalog, target)) if (source.startsWith('group:')) Object.assign(groups, labels);
-      const { hostname: _, ...system } = systemLabels(this.catalog, target);
+      for (const [source, labels] of layers(this, target)) if (source.startsWith('group:')) Object.assign(groups, labels);
+      const { hostname: _, ...system } = systemLabels(this, target);
       found = { groups, system };
       this.cache.set(key, found);
     }
@@ -75,7 +80,7 @@ export class GroupLabels {
   /** The target's groups with their parents (primary first): one array for every target of the same groups. */
   chain(target: Target): Group[] {
     const found = this.of(target);
-    return (found.chain ??= [target.primary_group, ...target.groups].flatMap((id) => groupChain(this.catalog.groups, id)));
+    return (found.chain ??= [target.primary_group, ...target.groups].flatMap((id) => groupChain(this.groups, id)));
   }
 }
 
