@@ -204,6 +204,8 @@ describe('the check of a target file', () => {
       token_labels: labelSets,
       facts: [undefined, { cpu_cores: 128 }, { cpu_cores: 0 }, { gpu_model: 'H100', interfaces: ['eth0'] }, { interfaces: ['eth0'], gpu_model: 'H100' }, BAR, { cpu_cores: -1 }, { unknown: 1 }, null],
       registered_by_token: [undefined, 'bulk', BAR, 'BAD'],
+      node_credential_hash: [undefined, `sha256:${'a'.repeat(64)}`, BAR, 'a'.repeat(64)],
+      machine_id_hash: [undefined, `sha256:${'b'.repeat(64)}`, BAR, 'sha256:B'],
       registered_at: [undefined, '2026-11-26T00:00:00Z', BAR, 'yesterday'],
       machine_id: [undefined, 'ab'.repeat(32), BAR, 'AB'],
     };
