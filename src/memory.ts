@@ -143,16 +143,18 @@ export interface HeapGrowthOptions {
  * allocate fast. A server at 100k targets keeps ~90 MB: it held 311-319 MB of RSS after its
  * first start (a peak of 348-364), and storms of 2,000 registrations piled up to 305-362 MB
  * by their third round, none of it collected before they ended (bench:startup,
- * bench:register). Held at 50 % once the old generation holds 32 MB after a full collection
+ * bench:register). Held at 25 % once the old generation holds 32 MB after a full collection
  * (~15k targets; a 100k first start reaches it half a second in): such a start holds
- * 263-268 MB (peak 275-277) and takes ~0.1-0.3 s longer, and storms collect as they go.
+ * ~255 MB (peak ~266) and takes ~0.1-0.3 s longer, and storms collect as they go. V8 lets
+ * the old generation reach what it kept times that, plus the young generation's 16 MB: at
+ * 100k targets (~87 MB kept) held at 50 %, the third storm's peak was 288-327 MB (median 297
+ * over 5 runs), at 25 % 278-299 (median 282), the first storm's p99 alike (bench:register).
  * The limit a collection sets holds until the next one: held any later, the first start's
  * peak stayed at 364 MB. A small catalog keeps V8's own growth: held there too, a fresh
  * 10k-target storm's p99 went from ~90 to ~110 ms (more collections, for memory it does not
  * need). V8 reads the flag at each collection; one given to node is left as given. While it
- * is held, it also stands for the tighter limits V8 sets after a collection that saves
- * memory (MemoryRelease's, V8's own when idle): 1.5× what they kept, where V8 would allow
- * 1.1-1.3×.
+ * is held, it also stands for the limits V8 sets after a collection that saves memory
+ * (MemoryRelease's, V8's own when idle): 1.25× what they kept, as V8 would allow 1.1-1.3×.
  */
 export class HeapGrowth {
   private observer: PerformanceObserver | undefined;
@@ -181,7 +183,7 @@ export class HeapGrowth {
   collected(): void {
     const used = this.used();
     if (!this.held && used >= (this.options.holdFrom ?? 32 * 2 ** 20)) {
-      this.setPercent(this.options.percent ?? 50);
+      this.setPercent(this.options.percent ?? 25);
       this.held = true;
     } else if (this.held && used < (this.options.releaseBelow ?? 24 * 2 ** 20)) {
       this.setPercent(0);

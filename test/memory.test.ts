@@ -178,19 +178,19 @@ describe('how far the heap may grow between full collections', () => {
     expect(set).toEqual([]); // a small catalog: V8's own growth
     used = 32 * MB;
     growth.collected();
-    expect(set).toEqual([50]);
+    expect(set).toEqual([25]);
     used = 100 * MB;
     growth.collected();
     used = 28 * MB; // between the two: left as it is
     growth.collected();
-    expect(set).toEqual([50]);
+    expect(set).toEqual([25]);
     used = 23 * MB;
     growth.collected();
-    expect(set).toEqual([50, 0]);
+    expect(set).toEqual([25, 0]);
     used = 60 * MB;
     growth.collected();
     growth.stop(); // V8's own growth again when the server stops (tests run servers one after another)
-    expect(set).toEqual([50, 0, 50, 0]);
+    expect(set).toEqual([25, 0, 25, 0]);
   });
 
   /** What HeapGrowth sets in a node process (started with nodeArgs) that runs one full collection, holding growth from one byte up. */
@@ -209,7 +209,7 @@ describe('how far the heap may grow between full collections', () => {
   }
 
   it('sees the full collections V8 runs, and leaves growth as node was given it', () => {
-    expect(watchedProcess([])).toEqual([50, 0]);
+    expect(watchedProcess([])).toEqual([25, 0]);
     expect(watchedProcess(['--heap-growing-percent=30'])).toEqual([]);
   });
 });
