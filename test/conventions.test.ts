@@ -416,6 +416,43 @@ describe('streamed answers over a real socket', () => {
     expect(made.parts).toBeLessThan(512);
   });
 
+  it('ends the connection of a client that takes nothing for the stall time, and gives its buffers back; one that reads slowly gets it all', { timeout: 30_000 }, async () => {
+    const made = { parts: 0 };
+    let released = false;
+    let ended!: () => void;
+    const answered = new Promise<void>((resolve) => (ended = resolve));
+    const parts = reused(64, 1 << 20, made);
+    const app = new Hono()
+      .use(async (c, next) => {
+        await next();
+        if (c.req.path === '/big') ended();
+      })
+      .get('/big', (c) =>
+        jsonBytes(c, {
+          byteLength: parts.byteLength,
+          *read() {
+            try {
+              yield* parts.read();
+            } finally {
+              released = true;
+            }
+          },
+        }, {}, 1000),
+      )
+      .get('/slow', (c) => jsonBytes(c, reused(8, 1 << 20), {}, 1000));
+    const url = await onSocket(app);
+    // A client that sends its request and reads nothing: the server's writes fill the socket's buffers and wait.
+    const { port } = new URL(url);
+    const socket = net.connect(Number(port), '127.0.0.1', () => socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n'));
+    socket.on('error', () => undefined);
+    onCleanup(() => void socket.destroy());
+    await answered;
+    expect(released).toBe(true);
+    expect(made.parts).toBeLessThan(64);
+    // A client that keeps taking parts, however slowly, is never cut off.
+    expect((await readSlowly(await fetch(`${url}/slow`))).length).toBe(8 << 20);
+  });
+
   it('ends every answer when a client that sent requests one after another (pipelined) hangs up, with one listener on its connection', { timeout: 60_000 }, async () => {
     const made = { parts: 0 };
     let ended = 0;

@@ -157,13 +157,13 @@ const lengthOf = (bytes: Bytes): number => (Array.isArray(bytes) ? bytes.reduce(
  * the one before is flushed; where the app runs outside node-server (app.request in tests),
  * each is copied into the body. A HEAD makes none.
  */
-export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, string> = {}): Response | Promise<Response> {
+export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, string> = {}, stallMs = SEND_STALL_MS): Response | Promise<Response> {
   const type = { 'Content-Type': 'application/json', ...headers };
   if (Buffer.isBuffer(bytes)) return c.body(view(bytes), 200, type);
   const sized = { ...type, 'Content-Length': String(lengthOf(bytes)) };
   if (c.req.method === 'HEAD') return c.body(null, 200, sized);
   const node = c.env as Partial<HttpBindings> | undefined;
-  if (!Array.isArray(bytes) && node?.outgoing) return writeStreamed(c, node.outgoing, node.incoming?.socket ?? null, c.body(null, 200, sized), bytes);
+  if (!Array.isArray(bytes) && node?.outgoing) return writeStreamed(c, node.outgoing, node.incoming?.socket ?? null, c.body(null, 200, sized), bytes, stallMs);
   const parts = (Array.isArray(bytes) ? bytes : bytes.read())[Symbol.iterator]();
   const stream = new ReadableStream<Uint8Array>({
     pull(controller) {
@@ -177,16 +177,24 @@ export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, stri
 }
 
 /**
+ * How long a streamed part (~1 MB, at most ~2) may wait for the client to take it: a client
+ * that reads nothing holds the buffers its answer is made in (1-4 MB) for as long. A minute,
+ * as nginx's send_timeout; a client reading ~30 KB/s or faster never meets it.
+ */
+export const SEND_STALL_MS = 60_000;
+
+/**
  * Writes the head of `head` and the parts to node-server's response, each part once the one
  * before is flushed (its write's callback), and tells node-server the answer is sent (so
  * headers middleware sets after the handler do not reach it). Stops when the client goes
- * away. A part that throws once the head is out ends the connection short of the length it
- * was told, and the request's log line says 500 and why.
+ * away, and ends the connection when a part is not flushed within `stallMs`. A part that
+ * throws once the head is out ends the connection short of the length it was told, and the
+ * request's log line says 500 and why.
  */
-async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socket | null, head: Response, streamed: Streamed): Promise<Response> {
+async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socket | null, head: Response, streamed: Streamed, stallMs: number): Promise<Response> {
   outgoing.writeHead(head.status, Object.fromEntries(head.headers));
   try {
-    for (const part of streamed.read()) if (!(await flushed(outgoing, socket, part))) break;
+    for (const part of streamed.read()) if (!(await flushed(outgoing, socket, part, stallMs))) break;
   } catch (error) {
     outgoing.destroy();
     faultAfterHead(c, error);
@@ -200,12 +208,14 @@ async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socke
  * Whether `part` was written out (false: the connection closed first: a write's callback
  * then never comes). The connection's close is heard too: an answer queued behind another
  * on it (pipelined requests) hears neither its write's callback nor, at times, its own close
- * when the connection goes.
+ * when the connection goes. Not written out within `stallMs`, the connection is ended.
  */
-function flushed(outgoing: ServerResponse, socket: Socket | null, part: Buffer): Promise<boolean> {
+function flushed(outgoing: ServerResponse, socket: Socket | null, part: Buffer, stallMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     if (outgoing.destroyed || socket?.destroyed) return resolve(false);
+    const stalled = setTimeout(() => (socket ?? outgoing).destroy(), stallMs).unref();
     const done = (ok: boolean) => {
+      clearTimeout(stalled);
       outgoing.off('close', closed);
       unheard();
       resolve(ok);
