@@ -8,7 +8,7 @@ import type { z } from 'zod';
 import { AamiError } from '../errors.js';
 import { describeZodError } from '../schema/describe.js';
 import type { BulkReads, Lane } from './bulk.js';
-import { faultAfterHead, sendError } from './errors.js';
+import { cutShort, faultAfterHead, sendError } from './errors.js';
 import { routeDoc } from './spec/routes.js';
 
 /**
@@ -177,24 +177,31 @@ export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, stri
 }
 
 /**
- * How long a streamed part (~1 MB, at most ~2) may wait for the client to take it: a client
- * that reads nothing holds the buffers its answer is made in (1-4 MB) for as long. A minute,
- * as nginx's send_timeout; a client reading ~30 KB/s or faster never meets it.
+ * How long a slice of a streamed answer may wait for the client to take it: a client that
+ * reads nothing holds the buffers its answer is made in (1-4 MB) for as long. A minute, as
+ * nginx's send_timeout.
  */
 export const SEND_STALL_MS = 60_000;
 
+/** Bytes written at a time: the stall time counts from each, so a client taking more than ~4 KB a second, however slowly, is never cut off. */
+const WRITE_SLICE = 256 * 1024;
+
 /**
- * Writes the head of `head` and the parts to node-server's response, each part once the one
- * before is flushed (its write's callback), and tells node-server the answer is sent (so
- * headers middleware sets after the handler do not reach it). Stops when the client goes
- * away, and ends the connection when a part is not flushed within `stallMs`. A part that
- * throws once the head is out ends the connection short of the length it was told, and the
- * request's log line says 500 and why.
+ * Writes the head of `head` and the parts to node-server's response, a slice at a time, each
+ * once the one before is flushed (its write's callback), and tells node-server the answer
+ * is sent (so headers middleware sets after the handler do not reach it). Stops when the
+ * client goes away, and ends the connection when a slice is not flushed within `stallMs`
+ * (the request's log line says so). A part that throws once the head is out ends the
+ * connection short of the length it was told, and the request's log line says 500 and why.
  */
 async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socket | null, head: Response, streamed: Streamed, stallMs: number): Promise<Response> {
   outgoing.writeHead(head.status, Object.fromEntries(head.headers));
+  const stall = { ms: stallMs, ended: false };
   try {
-    for (const part of streamed.read()) if (!(await flushed(outgoing, socket, part, stallMs))) break;
+    parts: for (const part of streamed.read()) {
+      for (let at = 0; at < part.length; at += WRITE_SLICE) if (!(await flushed(outgoing, socket, part.subarray(at, at + WRITE_SLICE), stall))) break parts;
+    }
+    if (stall.ended) cutShort(c, `the client took nothing for ${stallMs / 1000} s: its connection was ended`);
   } catch (error) {
     outgoing.destroy();
     faultAfterHead(c, error);
@@ -205,25 +212,37 @@ async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socke
 }
 
 /**
- * Whether `part` was written out (false: the connection closed first: a write's callback
- * then never comes). The connection's close is heard too: an answer queued behind another
- * on it (pipelined requests) hears neither its write's callback nor, at times, its own close
- * when the connection goes. Not written out within `stallMs`, the connection is ended.
+ * Whether `bytes` were written out (false: the connection closed first: a write's callback
+ * then never comes). Not written out within `stall.ms`, the connection is ended (and
+ * `stall.ended` set: a write the end cuts short may still call back as if it went out).
+ * That time counts from when the answer has the connection: one queued behind another on it
+ * (pipelined requests) waits for the answers before it, however long they take. The
+ * connection's close is heard too: a queued answer hears neither its write's callback nor,
+ * at times, its own close when the connection goes.
  */
-function flushed(outgoing: ServerResponse, socket: Socket | null, part: Buffer, stallMs: number): Promise<boolean> {
+function flushed(outgoing: ServerResponse, socket: Socket | null, bytes: Buffer, stall: { ms: number; ended: boolean }): Promise<boolean> {
   return new Promise((resolve) => {
     if (outgoing.destroyed || socket?.destroyed) return resolve(false);
-    const stalled = setTimeout(() => (socket ?? outgoing).destroy(), stallMs).unref();
+    let timer: NodeJS.Timeout | undefined;
+    const arm = () => {
+      timer = setTimeout(() => {
+        stall.ended = true;
+        (socket ?? outgoing).destroy();
+      }, stall.ms).unref();
+    };
     const done = (ok: boolean) => {
-      clearTimeout(stalled);
+      clearTimeout(timer);
+      outgoing.off('socket', arm);
       outgoing.off('close', closed);
       unheard();
-      resolve(ok);
+      resolve(ok && !stall.ended);
     };
     const closed = () => done(false);
     outgoing.once('close', closed);
     const unheard = socket ? onClose(socket, closed) : () => undefined;
-    outgoing.write(part, (error) => done(!error));
+    if (outgoing.socket) arm();
+    else outgoing.once('socket', arm);
+    outgoing.write(bytes, (error) => done(!error));
   });
 }
 

@@ -66,7 +66,7 @@ const ERROR_MESSAGE = 'aami.error-message';
 /** The error code the request was answered with, for the request log. */
 export const errorCodeOf = (c: Context): string | undefined => c.get(ERROR_CODE as never);
 
-/** The whole message of a server fault (5xx), or of an error the caller was told less of, for the request log. */
+/** The whole message of a server fault (5xx), or of an error the caller was told less of, or why an answer was cut short: for the request log. */
 export const faultMessageOf = (c: Context): string | undefined => c.get(ERROR_MESSAGE as never);
 
 /** `seesNames`: whether the caller may read a message that can name other hosts as it is (FAULT_TEXT, AamiError.toAnyone); unless told, it may not. */
@@ -83,6 +83,11 @@ export function sendError(c: Context, error: AamiError, seesNames: () => boolean
 }
 
 /** A fault once an answer's head was sent (a streamed list): the client sees its connection end early; the request's log line says why. */
+/** An answer this server ended part way, not for a fault of its own (a client that took nothing): its log line says why. */
+export function cutShort(c: Context, why: string): void {
+  c.set(ERROR_MESSAGE as never, why as never);
+}
+
 export function faultAfterHead(c: Context, error: unknown): void {
   c.set(ERROR_CODE as never, 'internal' as never);
   c.set(ERROR_MESSAGE as never, (error instanceof Error ? error.message : String(error)) as never);

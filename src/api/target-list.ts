@@ -50,7 +50,7 @@ const CHUNK = 1024;
  * 100k targets' list holds ~5 MB, not ~90, while a 10k fleet's list is never inflated.
  */
 const PLAIN_BUDGET = 16 * 1024 * 1024;
-/** A page renders up to this many matches of a deflated chunk (~1.3 ms), rather than inflate it (~2 ms). */
+/** A page renders up to this many matches of a chunk not kept as plain JSON (~1.3 ms), rather than inflate or join it (~2 ms). */
 const RENDER_FEW = 64;
 const COMMA = Buffer.from(',');
 const OPEN = Buffer.from('[');
@@ -109,7 +109,7 @@ export class TargetList {
     private readonly heartbeats: Heartbeats,
     private readonly chunkSize = CHUNK,
     private readonly plainBudget = PLAIN_BUDGET,
-    /** Most matches of a deflated chunk a page renders on their own rather than inflate the chunk. */
+    /** Most matches of a chunk not kept as plain JSON a page renders on their own rather than inflate or join the chunk. */
     private readonly renderFew = RENDER_FEW,
   ) {}
 
@@ -176,8 +176,8 @@ export class TargetList {
       }
       if (picked.length) {
         const { entries } = chunk;
-        // A deflated chunk with few matches: each rendered (~20 µs) costs less than inflating the chunk (~2 ms a MB), which a whole read does.
-        if ((chunk.joined ?? chunk.previous)?.deflated && picked.length <= this.renderFew) for (const i of picked) found.push(this.view(catalog, entries[i]!.target));
+        // A chunk not kept as plain JSON (deflated, or changed since it was joined) with few matches: each rendered (~20 µs) costs less than inflating or joining the chunk (~2 ms a MB; a first read after the groups changed renders all of it), which a whole read does.
+        if (!(chunk.joined && !chunk.joined.deflated) && picked.length <= this.renderFew) for (const i of picked) found.push(this.view(catalog, entries[i]!.target));
         else {
           // The chunk's JSON is inflated once for all its matches; each is copied out.
           const joined = this.join(chunk);
