@@ -183,13 +183,15 @@ export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, stri
  */
 export const SEND_STALL_MS = 60_000;
 
-/** Bytes written at a time: the stall time counts from each, so a client taking more than ~4 KB a second, however slowly, is never cut off. */
+/** Bytes written at a time: the stall time counts from each, so a client that takes ~4 KB a second or more is never cut off. */
 const WRITE_SLICE = 256 * 1024;
 
 /**
  * Writes the head of `head` and the parts to node-server's response, a slice at a time, each
  * once the one before is flushed (its write's callback), and tells node-server the answer
- * is sent (so headers middleware sets after the handler do not reach it). Stops when the
+ * is sent (so headers middleware sets after the handler do not reach it). An answer queued
+ * behind another on its connection (pipelined requests) makes no part before it has the
+ * connection: one behind an answer the client does not take holds no buffer. Stops when the
  * client goes away, and ends the connection when a slice is not flushed within `stallMs`
  * (the request's log line says so). A part that throws once the head is out ends the
  * connection short of the length it was told, and the request's log line says 500 and why.
@@ -198,10 +200,12 @@ async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socke
   outgoing.writeHead(head.status, Object.fromEntries(head.headers));
   const stall = { ms: stallMs, ended: false };
   try {
-    parts: for (const part of streamed.read()) {
-      for (let at = 0; at < part.length; at += WRITE_SLICE) if (!(await flushed(outgoing, socket, part.subarray(at, at + WRITE_SLICE), stall))) break parts;
+    if (await connected(outgoing, socket)) {
+      parts: for (const part of streamed.read()) {
+        for (let at = 0; at < part.length; at += WRITE_SLICE) if (!(await flushed(outgoing, socket, part.subarray(at, at + WRITE_SLICE), stall))) break parts;
+      }
     }
-    if (stall.ended) cutShort(c, `the client took nothing for ${stallMs / 1000} s: its connection was ended`);
+    if (stall.ended) cutShort(c, `the client took less than ${WRITE_SLICE / 1024} KB in ${stallMs / 1000} s: its connection was ended`);
   } catch (error) {
     outgoing.destroy();
     faultAfterHead(c, error);
@@ -211,28 +215,41 @@ async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socke
   return RESPONSE_ALREADY_SENT;
 }
 
+/** Waits until the answer has its connection (at once, unless queued behind another on it): false if the connection closed first. */
+function connected(outgoing: ServerResponse, socket: Socket | null): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (outgoing.destroyed || socket?.destroyed) return resolve(false);
+    if (outgoing.socket) return resolve(true);
+    const done = (ok: boolean) => {
+      outgoing.off('socket', given);
+      outgoing.off('close', closed);
+      unheard();
+      resolve(ok);
+    };
+    // An answer before it that ends because the connection went hands it on all the same.
+    const given = (connection: Socket) => done(!connection.destroyed && !outgoing.destroyed);
+    const closed = () => done(false);
+    outgoing.once('socket', given);
+    outgoing.once('close', closed);
+    const unheard = socket ? onClose(socket, closed) : () => undefined;
+  });
+}
+
 /**
  * Whether `bytes` were written out (false: the connection closed first: a write's callback
  * then never comes). Not written out within `stall.ms`, the connection is ended (and
  * `stall.ended` set: a write the end cuts short may still call back as if it went out).
- * That time counts from when the answer has the connection: one queued behind another on it
- * (pipelined requests) waits for the answers before it, however long they take. The
- * connection's close is heard too: a queued answer hears neither its write's callback nor,
- * at times, its own close when the connection goes.
+ * The connection's own close is heard, besides the answer's.
  */
 function flushed(outgoing: ServerResponse, socket: Socket | null, bytes: Buffer, stall: { ms: number; ended: boolean }): Promise<boolean> {
   return new Promise((resolve) => {
     if (outgoing.destroyed || socket?.destroyed) return resolve(false);
-    let timer: NodeJS.Timeout | undefined;
-    const arm = () => {
-      timer = setTimeout(() => {
-        stall.ended = true;
-        (socket ?? outgoing).destroy();
-      }, stall.ms).unref();
-    };
+    const timer = setTimeout(() => {
+      stall.ended = true;
+      (socket ?? outgoing).destroy();
+    }, stall.ms).unref();
     const done = (ok: boolean) => {
       clearTimeout(timer);
-      outgoing.off('socket', arm);
       outgoing.off('close', closed);
       unheard();
       resolve(ok && !stall.ended);
@@ -240,8 +257,6 @@ function flushed(outgoing: ServerResponse, socket: Socket | null, bytes: Buffer,
     const closed = () => done(false);
     outgoing.once('close', closed);
     const unheard = socket ? onClose(socket, closed) : () => undefined;
-    if (outgoing.socket) arm();
-    else outgoing.once('socket', arm);
     outgoing.write(bytes, (error) => done(!error));
   });
 }

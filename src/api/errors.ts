@@ -82,12 +82,12 @@ export function sendError(c: Context, error: AamiError, seesNames: () => boolean
   return c.json(errorBody(told), STATUS[error.code]);
 }
 
-/** A fault once an answer's head was sent (a streamed list): the client sees its connection end early; the request's log line says why. */
-/** An answer this server ended part way, not for a fault of its own (a client that took nothing): its log line says why. */
+/** An answer this server ended part way, not for a fault of its own (a client too slow to take it): its log line says why. */
 export function cutShort(c: Context, why: string): void {
   c.set(ERROR_MESSAGE as never, why as never);
 }
 
+/** A fault once an answer's head was sent (a streamed list): the client sees its connection end early; the request's log line says why. */
 export function faultAfterHead(c: Context, error: unknown): void {
   c.set(ERROR_CODE as never, 'internal' as never);
   c.set(ERROR_MESSAGE as never, (error instanceof Error ? error.message : String(error)) as never);
