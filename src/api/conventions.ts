@@ -181,7 +181,7 @@ export function jsonBytes(c: Context, bytes: Bytes, headers: Record<string, stri
  * reads nothing holds the buffers its answer is made in (1-4 MB) for as long. A minute, as
  * nginx's send_timeout.
  */
-export const SEND_STALL_MS = 60_000;
+const SEND_STALL_MS = 60_000;
 
 /** Bytes written at a time: the stall time counts from each, so a client that takes ~4 KB a second or more is never cut off. */
 const WRITE_SLICE = 256 * 1024;
