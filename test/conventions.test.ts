@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import * as net from 'node:net';
-import { serve } from '@hono/node-server';
+import { serve, type HttpBindings } from '@hono/node-server';
 import { Hono } from 'hono';
 import { describe, expect, it, vi } from 'vitest';
 import { jsonBytes } from '../src/api/conventions.js';
@@ -484,6 +484,7 @@ describe('streamed answers over a real socket', () => {
     const made = { parts: 0 };
     let released = false;
     let why: string | undefined;
+    let finished: boolean | undefined;
     let ended!: () => void;
     const answered = new Promise<void>((resolve) => (ended = resolve));
     const parts = reused(64, 1 << 20, made);
@@ -491,6 +492,7 @@ describe('streamed answers over a real socket', () => {
       .use(async (c, next) => {
         await next();
         why = faultMessageOf(c);
+        finished = (c.env as HttpBindings).outgoing.writableFinished;
         ended();
       })
       .get('/big', (c) =>
@@ -514,6 +516,7 @@ describe('streamed answers over a real socket', () => {
     expect(released).toBe(true);
     expect(made.parts).toBeLessThan(64);
     expect(why).toBe('the client took less than 256 KB in 1 s: its connection was ended');
+    expect(finished).toBe(false); // cut short, not sent
   });
 
   it('never cuts off a client that keeps reading, however long the answer takes: parts past the stall time, an answer queued behind it, the connection kept', { timeout: 60_000 }, async () => {

@@ -199,11 +199,11 @@ const WRITE_SLICE = 256 * 1024;
 async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socket | null, head: Response, streamed: Streamed, stallMs: number): Promise<Response> {
   outgoing.writeHead(head.status, Object.fromEntries(head.headers));
   const stall = { ms: stallMs, ended: false };
+  let whole = false;
   try {
-    if (await connected(outgoing, socket)) {
-      parts: for (const part of streamed.read()) {
-        for (let at = 0; at < part.length; at += WRITE_SLICE) if (!(await flushed(outgoing, socket, part.subarray(at, at + WRITE_SLICE), stall))) break parts;
-      }
+    whole = await connected(outgoing, socket);
+    parts: for (const part of whole ? streamed.read() : []) {
+      for (let at = 0; at < part.length; at += WRITE_SLICE) if (!(whole = await flushed(outgoing, socket, part.subarray(at, at + WRITE_SLICE), stall))) break parts;
     }
     if (stall.ended) cutShort(c, `the client took less than ${WRITE_SLICE / 1024} KB in ${stallMs / 1000} s: its connection was ended`);
   } catch (error) {
@@ -211,27 +211,33 @@ async function writeStreamed(c: Context, outgoing: ServerResponse, socket: Socke
     faultAfterHead(c, error);
     return new Response(null, { status: 500, headers: RESPONSE_ALREADY_SENT.headers });
   }
-  if (!outgoing.destroyed) outgoing.end();
+  // Cut short, it is not finished: ended, it would say it was sent, and hand its dead connection to an answer queued behind it.
+  if (whole) outgoing.end();
+  else outgoing.destroy();
   return RESPONSE_ALREADY_SENT;
 }
 
-/** Waits until the answer has its connection (at once, unless queued behind another on it): false if the connection closed first. */
+/**
+ * Waits until the answer has its connection (at once, unless queued behind another on it):
+ * false if the connection closed first. Without the request's socket to hear close, it does
+ * not wait (what it writes waits in the answer, and the stall time ends it).
+ */
 function connected(outgoing: ServerResponse, socket: Socket | null): Promise<boolean> {
   return new Promise((resolve) => {
     if (outgoing.destroyed || socket?.destroyed) return resolve(false);
-    if (outgoing.socket) return resolve(true);
+    if (outgoing.socket || !socket) return resolve(true);
     const done = (ok: boolean) => {
       outgoing.off('socket', given);
       outgoing.off('close', closed);
       unheard();
       resolve(ok);
     };
-    // An answer before it that ends because the connection went hands it on all the same.
+    // Handed a connection that went meanwhile (an answer before it ended all the same): not to be written to.
     const given = (connection: Socket) => done(!connection.destroyed && !outgoing.destroyed);
     const closed = () => done(false);
     outgoing.once('socket', given);
     outgoing.once('close', closed);
-    const unheard = socket ? onClose(socket, closed) : () => undefined;
+    const unheard = onClose(socket, closed);
   });
 }
 
