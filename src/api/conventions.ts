@@ -245,7 +245,7 @@ function connected(outgoing: ServerResponse, socket: Socket | null): Promise<boo
  * Whether `bytes` were written out (false: the connection closed first: a write's callback
  * then never comes). Not written out within `stall.ms`, the connection is ended (and
  * `stall.ended` set: a write the end cuts short may still call back as if it went out).
- * The connection's own close is heard, besides the answer's.
+ * The answer has its connection (connected()): the connection's close is the answer's.
  */
 function flushed(outgoing: ServerResponse, socket: Socket | null, bytes: Buffer, stall: { ms: number; ended: boolean }): Promise<boolean> {
   return new Promise((resolve) => {
@@ -257,17 +257,15 @@ function flushed(outgoing: ServerResponse, socket: Socket | null, bytes: Buffer,
     const done = (ok: boolean) => {
       clearTimeout(timer);
       outgoing.off('close', closed);
-      unheard();
       resolve(ok && !stall.ended);
     };
     const closed = () => done(false);
     outgoing.once('close', closed);
-    const unheard = socket ? onClose(socket, closed) : () => undefined;
     outgoing.write(bytes, (error) => done(!error));
   });
 }
 
-/** Per connection, what waits for it to close: one listener on the socket, however many answers are queued on it. */
+/** Per connection, what waits for it to close: one listener on the socket, however many answers are queued on it (connected()). */
 const closing = new WeakMap<Socket, Set<() => void>>();
 
 /** Calls `heard` when `socket` closes; what it returns stops that. */
