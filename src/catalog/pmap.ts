@@ -183,6 +183,22 @@ export class PMap<K, V> implements ReadonlyMap<K, V> {
   }
 }
 
+/**
+ * The keys whose value is not the same object in `a` and `b`, added to `changed`. Two
+ * versions of one PMap name the keys either changed: a map of 100k keys is not walked.
+ */
+export function changedKeys<K, V>(a: ReadonlyMap<K, V> | undefined, b: ReadonlyMap<K, V> | undefined, changed = new Set<K>()): Set<K> {
+  if (a === b) return changed;
+  const keys = a instanceof PMap && b instanceof PMap ? b.changedSince(a) : undefined;
+  if (keys) {
+    for (const key of keys) if (a!.get(key) !== b!.get(key)) changed.add(key);
+    return changed;
+  }
+  for (const [key, value] of a ?? []) if (b?.get(key) !== value) changed.add(key);
+  for (const [key, value] of b ?? []) if (a?.get(key) !== value) changed.add(key);
+  return changed;
+}
+
 /** `below` with `changes` made, as a new layer: a deletion is kept as a tombstone only where `shadows` says a lower layer holds the key. */
 function layer<K, V>(below: ReadonlyMap<K, Slot<V>>, changes: Iterable<[K, Slot<V>]>, shadows: (key: K) => boolean): Map<K, Slot<V>> {
   const next = new Map(below);

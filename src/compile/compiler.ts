@@ -1,6 +1,6 @@
 import { formatAddress } from '../catalog/address.js';
 import type { Catalog } from '../catalog/build.js';
-import { PMap } from '../catalog/pmap.js';
+import { changedKeys, PMap } from '../catalog/pmap.js';
 import { byName, GroupLabels, sortedLabels } from '../catalog/labels.js';
 import { own, type Exporter, type ExporterSettings, type Group, type Settings, type Target } from '../schema/index.js';
 
@@ -134,7 +134,7 @@ export class Compiler {
     const incremental = last && last.settings === catalog.settings && last.groupMap === catalog.groups;
     // The next version of the last compile's persistent map: the SD output writes only the files it names as changed.
     const files = incremental ? last.files.edit() : new Map<string, Buffer[]>();
-    const groups = incremental ? changedGroups(last.groupTargets, catalog.groupTargets) : new Set([...this.shards.keys(), ...catalog.groupTargets.keys()]);
+    const groups = incremental ? changedKeys(last.groupTargets, catalog.groupTargets) : new Set([...this.shards.keys(), ...catalog.groupTargets.keys()]);
     const walk = { walked: 0, slice: Infinity };
     for (const group of groups) {
       // Every job's shard name, not only those of this.shards (a prepare() of another catalog may have built the group since).
@@ -166,7 +166,7 @@ export class Compiler {
     if (same && last.targets === targets) return last;
     let files: Map<string, SdFile>;
     if (same) {
-      const changes = [...changedIn(last.targets, targets)].sort().map((hostname) => [hostname, targets.get(hostname)] as const);
+      const changes = [...changedKeys(last.targets, targets)].sort().map((hostname) => [hostname, targets.get(hostname)] as const);
       // Every job, a file with no hosts where the group had none of its entries: a change may bring the first.
       const all = new Map(Object.values(catalog.settings.exporters).map(({ job }) => [job, last.files.get(job) ?? fileOf([])]));
       files = new Map([...update(this.render(catalog, shared), all, changes)].filter(([, file]) => file.chunks.length > 0));
@@ -558,30 +558,7 @@ class FileBuilder {
 /** The host names whose target may differ between two catalogs: those of every group whose map is not the same object. */
 function changedHosts(before: Catalog['groupTargets'], after: Catalog['groupTargets']): Set<string> {
   const changed = new Set<string>();
-  for (const group of changedGroups(before, after)) changedIn(before.get(group), after.get(group), changed);
-  return changed;
-}
-
-/** The host names whose target is not the same object in two maps of a group's targets, added to `changed`. */
-function changedIn(a: ReadonlyMap<string, Target> | undefined, b: ReadonlyMap<string, Target> | undefined, changed = new Set<string>()): Set<string> {
-  if (a === b) return changed;
-  // Two versions of one persistent map name the keys either changed: a group of 100k hosts is not walked.
-  const keys = a instanceof PMap && b instanceof PMap ? b.changedSince(a) : undefined;
-  if (keys) {
-    for (const hostname of keys) if (a!.get(hostname) !== b!.get(hostname)) changed.add(hostname);
-    return changed;
-  }
-  for (const [hostname, target] of a ?? []) if (b?.get(hostname) !== target) changed.add(hostname);
-  for (const [hostname, target] of b ?? []) if (a?.get(hostname) !== target) changed.add(hostname);
-  return changed;
-}
-
-/** The groups whose map of targets is not the same object in two catalogs. */
-function changedGroups(before: Catalog['groupTargets'], after: Catalog['groupTargets']): Set<string> {
-  // Two versions of one persistent map name the keys either changed: a thousand groups are not walked.
-  const keys = before instanceof PMap && after instanceof PMap ? after.changedSince(before) : undefined;
-  const changed = new Set<string>();
-  for (const group of keys ?? new Set([...before.keys(), ...after.keys()])) if (before.get(group) !== after.get(group)) changed.add(group);
+  for (const group of changedKeys(before, after)) changedKeys(before.get(group), after.get(group), changed);
   return changed;
 }
 
