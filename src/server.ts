@@ -464,7 +464,7 @@ async function openOrCreateRepo(config: ServerConfig, branch: string, remoteFor?
   }
   // The state of a server that served a repository here: the repository is missing (a volume
   // not mounted, a path mistyped), and a new one from the starter would empty the SD files.
-  const served = ['catalog-state.json', 'parse-cache.log', 'restart-image', 'heartbeats.json'].filter((name) => fs.existsSync(join(config.stateDir, name)));
+  const served = ['catalog-state.json', 'parse-cache.log', 'restart-image', 'restart-image.base', 'heartbeats.json'].filter((name) => fs.existsSync(join(config.stateDir, name)));
   if (served.length) {
     throw new Error(`${dir} holds no repository, but the state directory ${config.stateDir} is of a server that served one (${served.join(', ')}): is a volume not mounted, or the path mistyped? To start afresh from the starter, empty the state directory first`);
   }

@@ -180,6 +180,19 @@ describe('the restart image while the server serves', () => {
     server = await serverProcess(args);
     expect(server.log()).toContain(TAKEN);
     expect((await server.call('GET', '/api/v1/targets')).json).toEqual(changed);
+    // A change once started from the image: saved once quiet as the files changed since the
+    // base that start took over, which a start after a kill -9 reads with it.
+    const baseId = () => (JSON.parse(fs.readFileSync(`${image}.base`, 'utf8').split('\n')[0]!) as unknown[])[2];
+    const tookOver = baseId();
+    expect((await create(server, 'c', '10.0.0.3')).status).toBe(201);
+    await savedAtHead(server);
+    expect(server.log()).toMatch(/saved the snapshot for a quick start after a crash or a kill" head=[0-9a-f]{40} changed_files=1 /);
+    expect(baseId()).toBe(tookOver);
+    const third = (await server.call('GET', '/api/v1/targets')).json;
+    await kill(server);
+    server = await serverProcess(args);
+    expect(server.log()).toContain(TAKEN);
+    expect((await server.call('GET', '/api/v1/targets')).json).toEqual(third);
   });
 });
 
@@ -192,12 +205,18 @@ describe('the restart image kept while serving', () => {
     for (let i = 0; i < n; i++) add(`targets/ml-training/n${i}.yaml`, targetYaml(`n${i}`, `10.1.${i >> 8}.${i & 255}`));
     return Snapshot.build(records, head);
   }
-  /** A commit that adds one target. */
-  function publish(live: LiveCatalog, head: string, hostname: string): void {
+  /** A commit that adds one target, or changes it. */
+  function publish(live: LiveCatalog, head: string, hostname: string, ip = '10.2.0.1'): void {
     const path = `targets/ml-training/${hostname}.yaml`;
-    const text = targetYaml(hostname, '10.2.0.1');
+    const text = targetYaml(hostname, ip);
     const draft = live.draft();
     draft.apply([{ path, oid: hashObject('blob', Buffer.from(text)).oid, parsed: parseFile(path, text) }]);
+    live.publish(draft.freeze(head));
+  }
+  /** A commit that deletes a target. */
+  function remove(live: LiveCatalog, head: string, hostname: string): void {
+    const draft = live.draft();
+    draft.apply([{ path: `targets/ml-training/${hostname}.yaml`, oid: null }]);
     live.publish(draft.freeze(head));
   }
   /** Calls `then` with the number of each look at `live` from now: a save looks once before it starts, then after each chunk it wrote, and once more before it renames. */
@@ -210,39 +229,62 @@ describe('the restart image kept while serving', () => {
     };
   }
   const headOf = (file: string) => (JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]!) as unknown[])[2];
+  /** The id of the base the image `file` names, read from the base itself. */
+  const baseId = (file: string) => (JSON.parse(fs.readFileSync(`${file}.base`, 'utf8').split('\n')[0]!) as unknown[])[2];
+  /** The paths of the file lines a base or an image holds (a deleted file's too). */
+  const fileLines = (file: string) =>
+    fs
+      .readFileSync(file, 'utf8')
+      .trimEnd()
+      .split('\n')
+      .slice(1, -1)
+      .map((line) => JSON.parse(line) as unknown[])
+      .filter((line) => line[0] !== '=')
+      .map((line) => line[0]);
+  /** What a start at `head` takes. */
+  const take = (image: RestartImage, head: string) => {
+    const taken = image.take(head);
+    if (!taken || 'reason' in taken) throw new Error(`not taken: ${JSON.stringify(taken)}`);
+    return taken.snapshot;
+  };
+  /** A snapshot as compared: its head, each file's record, problems and contribution, and the targets served. */
+  const expected = (snapshot: Snapshot) => ({
+    head: snapshot.head,
+    files: new Map([...snapshot.files].sort(([a], [b]) => (a < b ? -1 : 1))),
+    problems: new Map(snapshot.problemsByFile),
+    rejected: [...snapshot.rejected.keys()].sort(),
+    targets: [...snapshot.catalog.targets.keys()].sort(),
+  });
   const temps = (dir: string) => fs.readdirSync(dir).filter((name) => name.endsWith('.tmp'));
 
-  it('stops a save when what it saves is no longer served, saves what is served once quiet, and removes it at the next change', async () => {
+  it('writes a base through changes, stops an image that is no longer served, saves what is served once quiet, and removes it at the next change', async () => {
     const dir = tempDir();
     const file = join(dir, 'restart-image');
     const live = new LiveCatalog(snapshotOf(5000, 'a'.repeat(40)));
     const lines: string[] = [];
     const image = new RestartImage(file);
-    // The branch moves on after the save's second chunk (of five). The stopped save removes
-    // its temp before another save starts: no later look sees it beside the next save's, and
-    // one in between sees none. (Which look comes next is not fixed: the change's own timer
-    // may fire while the stopped save still closes its file.)
-    let stoppedTemp: string[] = [];
-    const seen: string[][] = [];
-    onLook(live, (n) => {
-      if (n === 2) stoppedTemp = temps(dir);
-      if (n === 3) publish(live, 'b'.repeat(40), 'late');
-      if (n >= 4) seen.push(temps(dir));
-    });
+    // The branch moves on while the base (five chunks) is written: the base is written whole,
+    // as of the snapshot it started from; the image over it (of that snapshot too) is stopped.
+    let moved = false;
+    const watch = () => {
+      if (temps(dir).some((name) => name.startsWith('.restart-image.base.'))) {
+        publish(live, 'b'.repeat(40), 'late');
+        moved = true;
+      } else setImmediate(watch);
+    };
+    setImmediate(watch);
     image.keep(live, { busy: () => false, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
     await waitFor('the new snapshot saved', async () => lines.some((line) => line.includes(SAVED)), 1000, 20);
-    expect(stoppedTemp).toHaveLength(1);
-    expect(seen.filter((names) => names.length > 1)).toEqual([]);
-    // Saves write the spare (what the last change took from the image's name): the next one only after the stopped one removed it.
-    expect(stoppedTemp[0]).toMatch(/\.spare\.tmp$/);
-    expect(seen.findIndex((names) => names.length === 0)).toBeGreaterThanOrEqual(0);
-    // One save only, of the snapshot served now.
-    expect(lines.filter((line) => line.includes(SAVED))).toEqual([expect.stringContaining(`head=${'b'.repeat(40)}`)]);
-    expect(fs.readdirSync(dir)).toEqual(['restart-image']);
+    expect(moved).toBe(true);
+    // One save only, of the snapshot served now: the image of the one file changed since the base.
+    expect(lines.filter((line) => line.includes(SAVED))).toEqual([expect.stringMatching(new RegExp(`head=${'b'.repeat(40)} changed_files=1 `))]);
+    expect(fs.readdirSync(dir).sort()).toEqual(['restart-image', 'restart-image.base']);
     expect(headOf(file)).toBe('b'.repeat(40));
-    // A change: the image no longer shows what is served, and goes (a start at b must not take it).
-    const saved = fs.statSync(file).ino;
-    // The rename that takes it from its name is synced (a directory opened) before any save writes over it.
+    expect(fileLines(file)).toEqual(['targets/ml-training/late.yaml']);
+    expect(fileLines(`${file}.base`)).toHaveLength(5001);
+    const base = baseId(file);
+    // A change: the image no longer shows what is served, and goes (a start at b must not take it). The base stays.
+    // The removal is synced (its directory opened) before any save writes the image again.
     const opened: string[] = [];
     const open = fs.promises.open;
     const spy = vi.spyOn(fs.promises, 'open').mockImplementation(((...args: Parameters<typeof open>) => (opened.push(String(args[0])), open(...args))) as typeof open);
@@ -252,20 +294,19 @@ describe('the restart image kept while serving', () => {
     } finally {
       spy.mockRestore();
     }
-    // Kept under the spare's name, to be written over by the next save (its blocks are not given back and taken anew).
-    expect(temps(dir)).toEqual([stoppedTemp[0]]);
-    expect(fs.statSync(join(dir, stoppedTemp[0]!)).ino).toBe(saved);
-    // A stop writes what is served; a second one, with nothing new, writes nothing.
+    expect(fs.readdirSync(dir)).toEqual(['restart-image.base']);
+    // A stop writes what is served: the files changed since the base. A second one, with nothing new, writes nothing.
     await image.save(live.snapshot());
     expect(headOf(file)).toBe('c'.repeat(40));
-    expect(fs.statSync(file).ino).toBe(saved);
+    expect(fileLines(file)).toEqual(['targets/ml-training/late.yaml', 'targets/ml-training/later.yaml']);
+    expect(baseId(file)).toBe(base);
     const mtime = fs.statSync(file).mtimeMs;
     await image.save(live.snapshot());
     expect(fs.statSync(file).mtimeMs).toBe(mtime);
     expect(lines.filter((line) => line.includes(SAVED))).toHaveLength(1);
-    expect(fs.readdirSync(dir)).toEqual(['restart-image']);
+    expect(fs.readdirSync(dir).sort()).toEqual(['restart-image', 'restart-image.base']);
     const restored = new RestartImage(file).take('c'.repeat(40));
-    expect(restored && 'snapshot' in restored && restored.snapshot.files.size).toBe(5003);
+    expect(restored && 'snapshot' in restored && expected(restored.snapshot)).toEqual(expected(live.snapshot()));
   });
 
   it('does not save while work is under way, and a stop during a save stops it and writes the whole image itself', async () => {
@@ -286,15 +327,105 @@ describe('the restart image kept while serving', () => {
     busy = false;
     await waitFor('the stop', async () => stopped !== undefined, 300, 10);
     await stopped;
-    // The save under way ended without a word; the stop wrote the image, whole.
+    // The save under way ended without a word; the stop wrote the base and the image, whole.
     expect(lines).toEqual([]);
-    expect(fs.readdirSync(dir)).toEqual(['restart-image']);
+    expect(fs.readdirSync(dir).sort()).toEqual(['restart-image', 'restart-image.base']);
     const restored = new RestartImage(file).take('c'.repeat(40));
     expect(restored && 'snapshot' in restored && restored.snapshot.files.size).toBe(3001);
     // Stopped: none after it.
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(lines).toEqual([]);
-    expect(fs.readdirSync(dir)).toEqual([]);
+    expect(fs.readdirSync(dir)).toEqual(['restart-image.base']);
+  });
+
+  it('writes the files changed since its base, a new base once they pass a tenth of the files, and a start takes the base over', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'restart-image');
+    let live = new LiveCatalog(snapshotOf(100, 'a'.repeat(40)));
+    const lines: string[] = [];
+    const quietly = (what: string, n: number) => waitFor(what, async () => lines.filter((line) => line.includes(SAVED)).length === n, 500, 10);
+    const keep = (image: RestartImage) => image.keep(live, { busy: () => false, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
+    const first = new RestartImage(file);
+    keep(first);
+    await quietly('the first save', 1);
+    const base = baseId(file);
+    // Two changes of a file each, one a deletion: the image holds both, over the same base.
+    publish(live, 'b'.repeat(40), 'n1', '10.2.0.1');
+    remove(live, 'c'.repeat(40), 'n2');
+    await quietly('the second save', 2);
+    expect(fileLines(file)).toEqual(['targets/ml-training/n1.yaml', 'targets/ml-training/n2.yaml']);
+    expect(baseId(file)).toBe(base);
+    expect(lines.at(-1)).toContain('changed_files=2');
+    // Killed; the next start takes the image, serves it, and goes on over its base.
+    first.stop();
+    const second = new RestartImage(file);
+    const taken = take(second, 'c'.repeat(40));
+    expect(expected(taken)).toEqual(expected(live.snapshot()));
+    live = new LiveCatalog(taken);
+    await waitFor('the image taken away', async () => fs.readdirSync(dir).join() === 'restart-image.base', 100, 10);
+    keep(second);
+    // 2 + 7 files changed of 107: the image holds them, over the same base.
+    for (let i = 0; i < 7; i++) publish(live, `d${i}`.padEnd(40, '0'), `m${i}`, `10.3.0.${i}`);
+    await quietly('a save of 9 files', 3);
+    expect(fileLines(file)).toHaveLength(9);
+    expect(baseId(file)).toBe(base);
+    // 11 of 109, more than a tenth: a new base, and an image of no file over it.
+    for (let i = 7; i < 9; i++) publish(live, `d${i}`.padEnd(40, '0'), `m${i}`, `10.3.0.${i}`);
+    await quietly('a save with a new base', 4);
+    expect(fileLines(file)).toEqual([]);
+    expect(baseId(file)).not.toBe(base);
+    expect(fileLines(`${file}.base`)).toHaveLength(109);
+    second.stop();
+    expect(expected(take(new RestartImage(file), `d8`.padEnd(40, '0')))).toEqual(expected(live.snapshot()));
+    // The image went with the start that took it: a start after this one (killed at once) takes the long way, and the base goes too (nothing names it).
+    expect(new RestartImage(file).take(`d8`.padEnd(40, '0'))).toBeUndefined();
+    await waitFor('the base removed', async () => fs.readdirSync(dir).length === 0, 100, 10);
+  });
+
+  it('counts in its image the changes published before it looked (a start that saves what it took, and changed)', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'restart-image');
+    await new RestartImage(file).save(snapshotOf(100, 'a'.repeat(40)));
+    const image = new RestartImage(file);
+    const live = new LiveCatalog(take(image, 'a'.repeat(40)));
+    // Published before keep() (or while no base counted changes): no subscriber saw it.
+    publish(live, 'b'.repeat(40), 'n1', '10.2.0.1');
+    await image.save(live.snapshot());
+    expect(fileLines(file)).toEqual(['targets/ml-training/n1.yaml']);
+    expect(expected(take(new RestartImage(file), 'b'.repeat(40)))).toEqual(expected(live.snapshot()));
+  });
+
+  it('leaves no image when its directory cannot be synced once it took its name (no change would remove it)', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'restart-image');
+    const open = fs.promises.open;
+    // The directory's sync after each rename fails: the base's first, then the image's.
+    for (const failing of [1, 2]) {
+      let syncs = 0;
+      const spy = vi.spyOn(fs.promises, 'open').mockImplementation(((...args: Parameters<typeof open>) => (String(args[0]) === dir && ++syncs === failing ? Promise.reject(new Error('EIO: i/o error')) : open(...args))) as typeof open);
+      try {
+        await expect(new RestartImage(file).save(snapshotOf(10, 'a'.repeat(40)))).rejects.toThrow('EIO');
+      } finally {
+        spy.mockRestore();
+      }
+      expect(fs.readdirSync(dir)).toEqual(failing === 1 ? [] : ['restart-image.base']);
+    }
+  });
+
+  it('takes the long way when the base is not the one the image names, or is missing', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'restart-image');
+    const live = new LiveCatalog(snapshotOf(10, 'a'.repeat(40)));
+    await new RestartImage(file).save(live.snapshot());
+    const image = fs.readFileSync(file);
+    // Another base took its name (a kill between a new base and the image over it).
+    await new RestartImage(join(dir, 'other')).save(live.snapshot());
+    fs.renameSync(join(dir, 'other.base'), `${file}.base`);
+    expect(new RestartImage(file).take('a'.repeat(40))).toEqual({ reason: "the image's base is not the one the image names" });
+    // Neither is of any use now.
+    await waitFor('both removed', async () => fs.readdirSync(dir).join() === 'other', 100, 10);
+    fs.writeFileSync(file, image);
+    expect(new RestartImage(file).take('a'.repeat(40))).toEqual({ reason: expect.stringMatching(/^the image's base cannot be read \(ENOENT/) });
   });
 
   it('tries a save that failed again while the server stays quiet', async () => {

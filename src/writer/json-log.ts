@@ -53,7 +53,7 @@ export class Definitions {
 
   /** Reads the line when it is a definition (`["=", n, value]`); false when it is not one. */
   read(line: unknown[]): boolean {
-    if (line[0] !== '=') return false;
+    if (line[0] !== '=' || line.length !== 3) return false;
     const [, n, value] = line;
     if (!Number.isSafeInteger(n) || (n as number) < 0 || value === undefined) return true;
     const shared = sharedValue(value, '');
