@@ -1,6 +1,8 @@
 // npm run bench:idle [-- --targets 10000,100000 --registrations 10 --layouts file,group --per-group 100 --pause-ms 10500]
 // One client at a time (issue 15): each self-registration on an idle server, its latency,
-// the server's CPU for it (answer, commit, compile, SD write), and the time from its 201 to
+// the server's CPU for it (answer, commit, compile, SD write) and over the whole cycle until
+// the next one (what an idle server does after a change: the restart image saved once
+// quiet, the memory released), and the time from its 201 to
 // the SD file holding it, with one SD file per job (--sd-layout file) and one per group
 // (--sd-layout group). Baseline in the same run: the git CLI making the same commits.
 // Idle: the SD write before was --pause-ms ago, longer than a replaced SD file is left
@@ -58,9 +60,14 @@ try {
         const latencies: number[] = [];
         const toSd: number[] = [];
         const cpu: number[] = [];
-        for (let i = -3; i < count; i++) {
+        // The CPU from one registration to the next: its own, and what the idle server does after it (the restart image, saved once quiet).
+        const cycles: number[] = [];
+        let cycleStart: number | undefined;
+        for (let i = -3; i <= count; i++) {
           const address = `10.${layout === 'file' ? 201 : 202}.${(size / 1000) & 255}.${i + 3}`;
           await pause(pauseMs); // idle: what the previous one started (compile, SD write) is over
+          if (cycleStart !== undefined) cycles.push((server.cpuSeconds() - cycleStart) * 1000);
+          if (i === count) break; // the last cycle measured
           const inode = statSync(sdFile, { throwIfNoEntry: false })?.ino;
           const cpu0 = server.cpuSeconds();
           const t0 = performance.now();
@@ -75,12 +82,17 @@ try {
           const after = await seen(sdFile, inode, `"${address}:9100"`, answered);
           await pause(100); // the CPU of the tail (the SD stamp, the parse cache) counted too
           if (i < 0) continue; // the first three warm the server up
+          cycleStart = cpu0;
           latencies.push(answered - t0);
           toSd.push(after);
           cpu.push((server.cpuSeconds() - cpu0) * 1000);
         }
+        // The baseline: a cycle without a registration (timers, the heartbeat reaper).
+        const idle0 = server.cpuSeconds();
+        await pause(pauseMs);
+        const idleCycle = (server.cpuSeconds() - idle0) * 1000;
         const memory = server.memory();
-        console.log(`${size} targets, --sd-layout ${layout}: latency p50 ${ms(median(latencies))}, max ${ms(Math.max(...latencies))}; 201 → SD file p50 ${ms(median(toSd))}, max ${ms(Math.max(...toSd))}; server CPU per registration p50 ${ms(median(cpu))}; RSS ${memory.rssMb.toFixed(0)} MB`);
+        console.log(`${size} targets, --sd-layout ${layout}: latency p50 ${ms(median(latencies))}, max ${ms(Math.max(...latencies))}; 201 → SD file p50 ${ms(median(toSd))}, max ${ms(Math.max(...toSd))}; server CPU per registration p50 ${ms(median(cpu))}, over each whole cycle of ${(pauseMs / 1000).toFixed(1)} s mean ${ms(cycles.reduce((a, b) => a + b, 0) / cycles.length)} (${cycles.map((c) => c.toFixed(0)).join(', ')}; a cycle without a registration ${ms(idleCycle)}); RSS ${memory.rssMb.toFixed(0)} MB`);
       } finally {
         await server.stop();
       }

@@ -40,7 +40,8 @@ export async function startBenchServer(dirs: { repo: string; sd: string; state: 
     stdio: ['ignore', process.env.AAMI_BENCH_STDOUT ? 'inherit' : 'ignore', 'pipe'],
   });
   let log = '';
-  child.stderr!.on('data', (chunk: Buffer) => (log += chunk.toString()));
+  // AAMI_BENCH_LOG=1: the server's log lines shown as they come, besides.
+  child.stderr!.on('data', (chunk: Buffer) => ((log += chunk.toString()), process.env.AAMI_BENCH_LOG && process.stderr.write(chunk)));
   const url = await new Promise<string>((resolve, reject) => {
     // Removed once it matched: looked for in the whole log at every chunk, it cost the bench's own process CPU that it reports as its clients'.
     const serving = () => {
