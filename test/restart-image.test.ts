@@ -257,11 +257,13 @@ describe('the restart image kept while serving', () => {
   });
   const temps = (dir: string) => fs.readdirSync(dir).filter((name) => name.endsWith('.tmp'));
 
-  it('writes a base through changes, stops an image that is no longer served, saves what is served once quiet, and removes it at the next change', async () => {
+  // Its first save's wait is thirty times a base of 5000 files written (~1 s, longer under load).
+  it('writes a base through changes, stops an image that is no longer served, saves what is served once quiet, and removes it at the next change', { timeout: 60_000 }, async () => {
     const dir = tempDir();
     const file = join(dir, 'restart-image');
     const live = new LiveCatalog(snapshotOf(5000, 'a'.repeat(40)));
     const lines: string[] = [];
+    let busy = false;
     const image = new RestartImage(file);
     // The branch moves on while the base (five chunks) is written: the base is written whole,
     // as of the snapshot it started from; the image over it (of that snapshot too) is stopped.
@@ -273,7 +275,7 @@ describe('the restart image kept while serving', () => {
       } else setImmediate(watch);
     };
     setImmediate(watch);
-    image.keep(live, { busy: () => false, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
+    image.keep(live, { busy: () => busy, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
     await waitFor('the new snapshot saved', async () => lines.some((line) => line.includes(SAVED)), 1000, 20);
     expect(moved).toBe(true);
     // One save only, of the snapshot served now: the image of the one file changed since the base.
@@ -288,6 +290,8 @@ describe('the restart image kept while serving', () => {
     const opened: string[] = [];
     const open = fs.promises.open;
     const spy = vi.spyOn(fs.promises, 'open').mockImplementation(((...args: Parameters<typeof open>) => (opened.push(String(args[0])), open(...args))) as typeof open);
+    // Work under way from now: no save of c starts while the directory is looked at.
+    busy = true;
     try {
       publish(live, 'c'.repeat(40), 'later');
       await waitFor('the outdated image removed, its directory synced', async () => !fs.existsSync(file) && opened.includes(dir), 100, 10);
@@ -319,11 +323,13 @@ describe('the restart image kept while serving', () => {
     image.keep(live, { busy: () => busy, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(fs.readdirSync(dir)).toEqual([]);
-    // Quiet: a save starts; after its first chunk (of three), the server stops.
+    // Quiet: a save starts; while it writes the base (three chunks), the server stops.
     let stopped: Promise<void> | undefined;
-    onLook(live, (n) => {
-      if (n === 2) stopped = image.save(live.snapshot());
-    });
+    const watch = () => {
+      if (temps(dir).some((name) => name.startsWith('.restart-image.base.'))) stopped = image.save(live.snapshot());
+      else setImmediate(watch);
+    };
+    setImmediate(watch);
     busy = false;
     await waitFor('the stop', async () => stopped !== undefined, 300, 10);
     await stopped;

@@ -177,6 +177,19 @@ export async function syncPath(fs: Fs, path: string): Promise<void> {
     await handle?.close();
   }
 }
+
+/** syncPath, blocking: at start-up, before anything is served. */
+export function syncPathSync(fs: Fs, path: string): void {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(path, 'r');
+    fs.fsyncSync(fd);
+  } catch (error) {
+    if (!NOTHING_TO_SYNC.has((error as NodeJS.ErrnoException).code ?? '')) throw error;
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
 const NOTHING_TO_SYNC = new Set(['ENOENT', 'EISDIR', 'EINVAL', 'ENOTSUP', 'EOPNOTSUPP']);
 
 export async function exists(fs: Fs, path: string): Promise<boolean> {

@@ -6,7 +6,7 @@ import { changedKeys } from '../catalog/pmap.js';
 import { sharedParts, targetParse, type Entity, type ParseResult } from '../catalog/parse.js';
 import type { Problem } from '../catalog/problem.js';
 import { dirname } from 'node:path';
-import { clearTempsOf, syncPath, tempPathOf, writeFileDurably } from '../git/fs.js';
+import { clearTempsOf, syncPath, syncPathSync, tempPathOf, writeFileDurably } from '../git/fs.js';
 import type { Logger } from '../log.js';
 import { restoredState, savedStateOf, type SavedCatalogState } from './catalog-state.js';
 import { codeId } from './code-id.js';
@@ -54,8 +54,10 @@ interface Base {
  * nothing]` (the last good version 1: the current one; its oid 1: the current blob), and
  * `["=", n, value]` a value targets repeat (json-log.ts), each file its own numbers.
  * A save writes the lines of the files changed since the base, so a registration at 100k
- * targets writes one line, not 100k (~0.3 s of CPU); a new base once they pass a tenth of
- * the files. Only the image is ever served from: without one naming it, a base is nothing.
+ * targets writes those of the registrations since, not 100k (~0.3 s of CPU); a new base
+ * once they pass a tenth of the files. A base is written through changes (it shows the
+ * snapshot it was made from; the image over it, what is served). Only the image is ever
+ * served from: without one naming it, a base is nothing.
  * Saved while the server serves once it is quiet (keep()), and at a clean stop. Taken once:
  * the image is taken away from its name (renamed, then removed) as it is read, so a server
  * killed before it is quiet again starts the long way, from Git and its state. Any doubt
@@ -113,6 +115,8 @@ export class RestartImage {
       if (options.busy() || performance.now() < this.notBefore) return later(quietMs);
       this.background = this.saveWhileServing(snapshot, () => live.snapshot() === snapshot, options).finally(() => {
         this.background = undefined;
+        // What changed while it ran, counted now: the base's snapshot, written through changes, is not kept until the next one.
+        this.track(live.snapshot());
         if (live.snapshot() === this.saved) return;
         // A change since its last look (the subscriber leaves a save under way alone): the image goes.
         this.drop(options.logger);
@@ -255,6 +259,8 @@ export class RestartImage {
     let baseFd: number | undefined;
     try {
       fs.renameSync(this.file, taken);
+      // Synced: after a power cut the image must not come back (this process removes no image it did not save).
+      syncPathSync(fs, dirname(this.file));
       const image = readImage(readLines(fd), head, this.code);
       if ('reason' in image) {
         forget();
