@@ -479,12 +479,12 @@ function unreadable(which: 'image' | 'base', what: string): Error {
 }
 
 /** A file's line read: its path and what it holds. */
-function fileOf(line: unknown[], definitions: Definitions, unreadable: () => Error): [string, FileLine] {
+function fileOf(line: unknown[], definitions: Definitions, bad: () => Error): [string, FileLine] {
   const [path, oid, parsedPart, lastGoodPart, lastGoodOidPart, text, fileProblems, contributesNothing] = line as [string, string | null, [string, unknown], unknown, string | 1 | null, string | null, Problem[] | null, number];
   const lastGoodOid = lastGoodOidPart === 1 ? oid : lastGoodOidPart;
   const parsed = parseOf(parsedPart, definitions);
   const lastGood = lastGoodPart === 0 ? undefined : lastGoodPart === 1 ? parsed.entity : entityOf(lastGoodPart as [string, unknown], definitions);
-  if (typeof path !== 'string' || (lastGoodPart !== 0 && !lastGood)) throw unreadable();
+  if (typeof path !== 'string' || (lastGoodPart !== 0 && !lastGood)) throw bad();
   const record = fileRecord({ oid, parsed, lastGood, lastGoodOid: lastGoodOid ?? undefined, text: text ?? undefined });
   return [path, { record, problems: fileProblems ? Object.freeze(fileProblems) : undefined, contributesNothing: contributesNothing === 1 }];
 }
