@@ -219,14 +219,10 @@ describe('the restart image kept while serving', () => {
     draft.apply([{ path: `targets/ml-training/${hostname}.yaml`, oid: null }]);
     live.publish(draft.freeze(head));
   }
-  /** Calls `then` with the number of each look at `live` from now: a save looks once before it starts, then after each chunk it wrote, and once more before it renames. */
-  function onLook(live: LiveCatalog, then: (n: number) => void): void {
-    const look = live.snapshot.bind(live);
-    let looks = 0;
-    live.snapshot = () => {
-      then(++looks);
-      return look();
-    };
+  /** Calls `then` once a base is being written in `dir` (its temp file is there), looked for at every turn of the event loop. */
+  function whileBaseWritten(dir: string, then: () => void): void {
+    const watch = () => (temps(dir).some((name) => name.startsWith('.restart-image.base.')) ? then() : setImmediate(watch));
+    setImmediate(watch);
   }
   const headOf = (file: string) => (JSON.parse(fs.readFileSync(file, 'utf8').split('\n')[0]!) as unknown[])[2];
   /** The id of the base the image `file` names, read from the base itself. */
@@ -268,13 +264,10 @@ describe('the restart image kept while serving', () => {
     // The branch moves on while the base (five chunks) is written: the base is written whole,
     // as of the snapshot it started from; the image over it (of that snapshot too) is stopped.
     let moved = false;
-    const watch = () => {
-      if (temps(dir).some((name) => name.startsWith('.restart-image.base.'))) {
-        publish(live, 'b'.repeat(40), 'late');
-        moved = true;
-      } else setImmediate(watch);
-    };
-    setImmediate(watch);
+    whileBaseWritten(dir, () => {
+      publish(live, 'b'.repeat(40), 'late');
+      moved = true;
+    });
     image.keep(live, { busy: () => busy, logger: createLogger((line) => lines.push(line)), quietMs: 10 });
     await waitFor('the new snapshot saved', async () => lines.some((line) => line.includes(SAVED)), 1000, 20);
     expect(moved).toBe(true);
@@ -325,11 +318,7 @@ describe('the restart image kept while serving', () => {
     expect(fs.readdirSync(dir)).toEqual([]);
     // Quiet: a save starts; while it writes the base (three chunks), the server stops.
     let stopped: Promise<void> | undefined;
-    const watch = () => {
-      if (temps(dir).some((name) => name.startsWith('.restart-image.base.'))) stopped = image.save(live.snapshot());
-      else setImmediate(watch);
-    };
-    setImmediate(watch);
+    whileBaseWritten(dir, () => (stopped = image.save(live.snapshot())));
     busy = false;
     await waitFor('the stop', async () => stopped !== undefined, 300, 10);
     await stopped;
