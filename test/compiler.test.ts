@@ -13,7 +13,7 @@ import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler
 import { LOOK_AGAIN_MS, RETIRED_MS, SdOutput } from '../src/compile/output.js';
 import { PROCESS_TAG, type Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
-import { fixture, fsWith } from './helpers.js';
+import { fixture, fsWith, seeingSyncs } from './helpers.js';
 
 /** A compile's files as text, by name. */
 const sdText = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
@@ -684,14 +684,8 @@ describe('SdOutput', () => {
     try {
       // Every fsync, by the path opened: a directory sync shows as the directory's path.
       const synced: string[] = [];
-      const watched = fsWith({}, {
-        open: (async (path: string, ...rest: [never, never]) => {
-          const handle = await fs.promises.open(path, ...rest);
-          const sync = handle.sync.bind(handle);
-          handle.sync = async () => (synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.t[0-9a-f]+\.\d+\.tmp$/, '.tmp')), sync());
-          return handle;
-        }) as typeof fs.promises.open,
-      });
+      const syncs = seeingSyncs((path) => synced.push(path.replace(dir, '<sd>').replace(/\.\d+\.t[0-9a-f]+\.\d+\.tmp$/, '.tmp')));
+      const watched = fsWith(syncs.sync, syncs.promises);
       const output = new SdOutput(watched, dir);
       await output.write(files('node/gpu.json', '[\n  1\n]\n'));
       expect(synced).toEqual(['<sd>/node/.gpu.json.tmp']);
@@ -752,13 +746,9 @@ describe('SdOutput', () => {
       const steps: string[] = [];
       const spareName = `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`;
       const short = (path: string) => (path === dir ? '<dir>' : path.replace(`${dir}/`, ''));
-      const watched = fsWith({}, {
-        open: (async (path: string, ...rest: [never, never]) => {
-          const handle = await fs.promises.open(path, ...rest);
-          const sync = handle.sync.bind(handle);
-          handle.sync = async () => (steps.push(`sync ${short(path)}`), sync());
-          return handle;
-        }) as typeof fs.promises.open,
+      const syncs = seeingSyncs((path) => steps.push(`sync ${short(path)}`));
+      const watched = fsWith(syncs.sync, {
+        ...syncs.promises,
         rename: (async (from: string, to: string) => (steps.push(`rename ${short(from)} ${short(to)}`), fs.promises.rename(from, to))) as typeof fs.promises.rename,
       });
       const output = new SdOutput(watched, dir, { spareFrom: 16, now: () => clock });

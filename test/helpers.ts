@@ -168,6 +168,41 @@ export function random(seed: number) {
   return { next, pick: <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]! };
 }
 
+/**
+ * The calls of node:fs to replace (fsWith) to see each fsync by the path its file or
+ * directory was opened by: a FileHandle's sync (fs.promises.open), or fs.fsync of a
+ * descriptor from fs.openSync (syncPath, a pack, a ref). `seen` may throw: the sync fails.
+ */
+export function seeingSyncs(seen: (path: string) => void): { sync: Partial<typeof fs>; promises: Partial<typeof fs.promises> } {
+  const paths = new Map<number, string>();
+  return {
+    sync: {
+      openSync: ((path: fs.PathLike, ...rest: [never, never]) => {
+        const fd = fs.openSync(path, ...rest);
+        paths.set(fd, String(path));
+        return fd;
+      }) as typeof fs.openSync,
+      closeSync: (fd: number) => (paths.delete(fd), fs.closeSync(fd)),
+      fsync: ((fd: number, callback: fs.NoParamCallback) => {
+        try {
+          if (paths.has(fd)) seen(paths.get(fd)!);
+        } catch (error) {
+          return process.nextTick(callback, error as NodeJS.ErrnoException);
+        }
+        fs.fsync(fd, callback);
+      }) as typeof fs.fsync,
+    },
+    promises: {
+      open: (async (path: fs.PathLike, ...rest: [never, never]) => {
+        const handle = await fs.promises.open(path, ...rest);
+        const sync = handle.sync.bind(handle);
+        handle.sync = async () => (seen(String(path)), sync());
+        return handle;
+      }) as typeof fs.promises.open,
+    },
+  };
+}
+
 /** node:fs with some of its calls (and of fs.promises) replaced: a fault, a pause, a watch. */
 export function fsWith(sync: Partial<typeof fs>, promises: Partial<typeof fs.promises> = {}): typeof fs {
   const inner = new Proxy(fs.promises, { get: (target, key) => (key in promises ? promises[key as keyof typeof promises] : Reflect.get(target, key)) });

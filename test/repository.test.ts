@@ -251,13 +251,12 @@ describe('GitRepository', () => {
 
   it('writes a pack outside objects/ until it is whole: a clone by path meanwhile copies no part of it', async () => {
     const { dir, git } = await repository();
-    // The writer held between "both temp files written and fsync'd" and "renamed into objects/pack".
+    // The writer held between "both temp files written" and "fsync'd and renamed into objects/pack".
     let reached!: () => void;
     const paused = new Promise<void>((resolve) => (reached = resolve));
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const rename = fs.promises.rename;
-    const held = fsWith({}, { rename: async (from: PathLike, to: PathLike) => (reached(), await gate, rename(from, to)) });
+    const held = fsWith({ fsync: ((fd: number, callback: fs.NoParamCallback) => (reached(), void gate.then(() => fs.fsync(fd, callback)))) as typeof fs.fsync });
     const content = Buffer.from('written while a person clones\n');
     const { oid } = hashObject('blob', content);
     const writing = new ObjectWriter(held, dir).writeAll([{ oid, type: 'blob', content }]);
@@ -348,12 +347,11 @@ describe('GitRepository', () => {
   it('writes its temp packs beside the packs where a rename from the top of the repository fails (objects/ on another file system)', async () => {
     const { dir, git } = await repository();
     const renames: string[] = [];
-    const rename = fs.promises.rename;
-    const crossDevice = fsWith({}, {
-      rename: async (from: PathLike, to: PathLike) => {
+    const crossDevice = fsWith({
+      renameSync: (from: PathLike, to: PathLike) => {
         renames.push(String(from));
         if (!String(from).startsWith(`${dir}/objects/`)) throw Object.assign(new Error('EXDEV: cross-device link not permitted'), { code: 'EXDEV' });
-        return rename(from, to);
+        return fs.renameSync(from, to);
       },
     });
     const writer = new ObjectWriter(crossDevice, dir);
@@ -373,13 +371,12 @@ describe('GitRepository', () => {
     const { dir, git } = await repository();
     let readOnly = true;
     const opened: string[] = [];
-    const open = fs.promises.open;
-    const sometimesReadOnly = fsWith({}, {
-      open: (async (path: PathLike, flags?: string, mode?: number) => {
+    const sometimesReadOnly = fsWith({
+      openSync: ((path: PathLike, flags: string, mode?: number) => {
         if (flags === 'wx') opened.push(String(path));
         if (readOnly && flags === 'wx') throw Object.assign(new Error('EACCES: permission denied'), { code: 'EACCES' });
-        return open(path, flags, mode);
-      }) as typeof fs.promises.open,
+        return fs.openSync(path, flags, mode);
+      }) as typeof fs.openSync,
     });
     const writer = new ObjectWriter(sometimesReadOnly, dir);
     const content = Buffer.from('after a read-only moment\n');
@@ -397,12 +394,11 @@ describe('GitRepository', () => {
     const victim = join(tempDir(), 'victim');
     writeFileSync(victim, 'someone else\'s file\n');
     const planted: string[] = [];
-    const open = fs.promises.open;
-    const linking = fsWith({}, {
-      open: (async (path: PathLike, flags?: string, mode?: number) => {
+    const linking = fsWith({
+      openSync: ((path: PathLike, flags: string, mode?: number) => {
         if (String(path).endsWith('.tmp') && !planted.includes(String(path))) symlinkSync(victim, String(path)), planted.push(String(path));
-        return open(path, flags, mode);
-      }) as typeof fs.promises.open,
+        return fs.openSync(path, flags, mode);
+      }) as typeof fs.openSync,
     });
     const content = Buffer.from('written past a planted link\n');
     const { oid } = hashObject('blob', content);

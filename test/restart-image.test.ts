@@ -1,13 +1,13 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it, vi } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { LiveCatalog, Snapshot } from '../src/catalog/live.js';
 import { parseFile } from '../src/catalog/parse.js';
 import { hashObject } from '../src/git/objects.js';
 import { createLogger } from '../src/log.js';
 import { startServer } from '../src/server.js';
 import { RestartImage } from '../src/writer/restart-image.js';
-import { gitCli, onCleanup, pushFiles, targetYaml, tempDir } from './helpers.js';
+import { fsWith, gitCli, onCleanup, pushFiles, seeingSyncs, targetYaml, tempDir } from './helpers.js';
 import { serverConfig, waitFor } from './node-helpers.js';
 import { serverProcess, type ServerProcess } from './process-helpers.js';
 
@@ -260,7 +260,9 @@ describe('the restart image kept while serving', () => {
     const live = new LiveCatalog(snapshotOf(5000, 'a'.repeat(40)));
     const lines: string[] = [];
     let busy = false;
-    const image = new RestartImage(file);
+    // Every path it opens in its thread (a directory is opened so to be synced: syncPath).
+    const opened: string[] = [];
+    const image = new RestartImage(file, fsWith({ openSync: ((path: fs.PathLike, ...rest: [never, never]) => (opened.push(String(path)), fs.openSync(path, ...rest))) as typeof fs.openSync }));
     // The branch moves on while the base (five chunks) is written: the base is written whole,
     // as of the snapshot it started from; the image over it (of that snapshot too) is stopped.
     let moved = false;
@@ -280,17 +282,11 @@ describe('the restart image kept while serving', () => {
     const base = baseId(file);
     // A change: the image no longer shows what is served, and goes (a start at b must not take it). The base stays.
     // The removal is synced (its directory opened) before any save writes the image again.
-    const opened: string[] = [];
-    const open = fs.promises.open;
-    const spy = vi.spyOn(fs.promises, 'open').mockImplementation(((...args: Parameters<typeof open>) => (opened.push(String(args[0])), open(...args))) as typeof open);
+    opened.length = 0;
     // Work under way from now: no save of c starts while the directory is looked at.
     busy = true;
-    try {
-      publish(live, 'c'.repeat(40), 'later');
-      await waitFor('the outdated image removed, its directory synced', async () => !fs.existsSync(file) && opened.includes(dir), 100, 10);
-    } finally {
-      spy.mockRestore();
-    }
+    publish(live, 'c'.repeat(40), 'later');
+    await waitFor('the outdated image removed, its directory synced', async () => !fs.existsSync(file) && opened.includes(dir), 100, 10);
     expect(fs.readdirSync(dir)).toEqual(['restart-image.base']);
     // A stop writes what is served: the files changed since the base. A second one, with nothing new, writes nothing.
     await image.save(live.snapshot());
@@ -393,16 +389,13 @@ describe('the restart image kept while serving', () => {
   it('leaves no image when its directory cannot be synced once it took its name (no change would remove it)', async () => {
     const dir = tempDir();
     const file = join(dir, 'restart-image');
-    const open = fs.promises.open;
     // The directory's sync after each rename fails: the base's first, then the image's.
     for (const failing of [1, 2]) {
       let syncs = 0;
-      const spy = vi.spyOn(fs.promises, 'open').mockImplementation(((...args: Parameters<typeof open>) => (String(args[0]) === dir && ++syncs === failing ? Promise.reject(new Error('EIO: i/o error')) : open(...args))) as typeof open);
-      try {
-        await expect(new RestartImage(file).save(snapshotOf(10, 'a'.repeat(40)))).rejects.toThrow('EIO');
-      } finally {
-        spy.mockRestore();
-      }
+      const failingSyncs = seeingSyncs((path) => {
+        if (path === dir && ++syncs === failing) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+      });
+      await expect(new RestartImage(file, fsWith(failingSyncs.sync, failingSyncs.promises)).save(snapshotOf(10, 'a'.repeat(40)))).rejects.toThrow('EIO');
       expect(fs.readdirSync(dir)).toEqual(failing === 1 ? [] : ['restart-image.base']);
     }
   });

@@ -1,6 +1,6 @@
 import { createHash, hash } from 'node:crypto';
 import { crc32, deflateSync } from 'node:zlib';
-import { openNew, PROCESS_TAG, syncPath, type Fs } from './fs.js';
+import { fsyncFd, openNewSync, PROCESS_TAG, syncPath, writeAllSync, type Fs } from './fs.js';
 import { STALE_LOCK_MS } from './refs.js';
 
 export type ObjectType = 'blob' | 'tree' | 'commit';
@@ -126,11 +126,11 @@ export class ObjectWriter {
     };
     const moveIn = async (temp: string, path: string) => {
       try {
-        await this.fs.promises.rename(temp, path);
+        this.fs.renameSync(temp, path);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || created) throw error;
         await makeDir();
-        await this.fs.promises.rename(temp, path);
+        this.fs.renameSync(temp, path);
       }
     };
     try {
@@ -151,13 +151,14 @@ export class ObjectWriter {
     if (created) for (const parent of [`${this.gitdir}/objects`, this.gitdir]) await syncPath(this.fs, parent);
   }
 
+  /** Made, written and closed in this thread; only the fsync waits on the pool (fsyncFd). */
   private async writeSynced(path: string, data: Buffer): Promise<void> {
-    const handle = await openNew(this.fs, path, 0o444);
+    const fd = openNewSync(this.fs, path, 0o444);
     try {
-      await handle.writeFile(data);
-      await handle.sync();
+      writeAllSync(this.fs, fd, data);
+      await fsyncFd(this.fs, fd);
     } finally {
-      await handle.close();
+      this.fs.closeSync(fd);
     }
   }
 }

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { dirname } from 'node:path';
-import { syncPath } from './fs.js';
+import { fsyncFd, syncPath, writeAllSync } from './fs.js';
 
 /**
  * The value of a branch ref: its loose file, else its line in packed-refs; null when the
@@ -68,9 +68,10 @@ export async function clearLeftoverLock(gitdir: string, ref: string, waitMs = 20
 export async function swapRef(gitdir: string, ref: string, expected: string | null, next: string, madeDir = false): Promise<SwapResult> {
   const path = `${gitdir}/${ref}`;
   const lock = `${path}.lock`;
-  let handle: fs.promises.FileHandle;
+  // The lock is made, written, closed and renamed in this thread; only the fsyncs wait on the pool (fsyncFd).
+  let fd: number | undefined;
   try {
-    handle = await fs.promises.open(lock, 'wx', 0o644);
+    fd = fs.openSync(lock, 'wx', 0o644);
   } catch (error) {
     // The first commit of a branch whose directory is not there yet (refs/heads in a new repository): made once, not looked for on every swap.
     if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !madeDir) {
@@ -90,14 +91,16 @@ export async function swapRef(gitdir: string, ref: string, expected: string | nu
   try {
     const current = await readRef(gitdir, ref);
     if (current !== expected) return { kind: 'moved', current };
-    await handle.writeFile(`${next}\n`);
-    await handle.sync();
-    await handle.close();
-    await fs.promises.rename(lock, path);
+    writeAllSync(fs, fd, Buffer.from(`${next}\n`));
+    await fsyncFd(fs, fd);
+    const closing = fd;
+    fd = undefined; // closed even when close reports an error
+    fs.closeSync(closing);
+    fs.renameSync(lock, path);
     renamed = true;
   } finally {
     if (!renamed) {
-      await handle.close().catch(() => undefined);
+      if (fd !== undefined) fs.close(fd, () => undefined);
       await fs.promises.rm(lock, { force: true }).catch(() => undefined);
     }
   }

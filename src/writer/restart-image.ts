@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import * as fs from 'node:fs';
+import * as nodeFs from 'node:fs';
 import type { FileRecord } from '../catalog/build.js';
 import { fileRecord, Snapshot, type LiveCatalog } from '../catalog/live.js';
 import { changedKeys } from '../catalog/pmap.js';
 import { sharedParts, targetParse, type Entity, type ParseResult } from '../catalog/parse.js';
 import type { Problem } from '../catalog/problem.js';
 import { dirname } from 'node:path';
-import { clearTempsOf, syncPath, syncPathSync, tempPathOf, writeFileDurably } from '../git/fs.js';
+import { clearTempsOf, type Fs, syncPath, syncPathSync, tempPathOf, writeFileDurably } from '../git/fs.js';
 import type { Logger } from '../log.js';
 import { restoredState, savedStateOf, type SavedCatalogState } from './catalog-state.js';
 import { codeId } from './code-id.js';
@@ -86,7 +86,11 @@ export class RestartImage {
 
   private readonly baseFile: string;
 
-  constructor(private readonly file: string) {
+  constructor(
+    private readonly file: string,
+    /** node:fs, or one that watches or fails some calls (tests). */
+    private readonly fs: Fs = nodeFs,
+  ) {
     this.baseFile = `${file}.base`;
   }
 
@@ -174,10 +178,10 @@ export class RestartImage {
   private drop(logger: Logger): void {
     if (!this.saved) return;
     this.saved = undefined;
-    this.removing = fs.promises
+    this.removing = this.fs.promises
       .rm(this.file, { force: true })
       // Synced: after a power cut the image must not come back (a branch moved back to its commit would take it).
-      .then(() => syncPath(fs, dirname(this.file)))
+      .then(() => syncPath(this.fs, dirname(this.file)))
       .catch((error: unknown) => logger.warn('removing the outdated restart image failed: a start at its commit would take it', { error: String(error) }));
   }
 
@@ -194,7 +198,7 @@ export class RestartImage {
   async save(snapshot: Snapshot): Promise<void> {
     this.stop();
     await this.background;
-    if (!snapshot.head || (snapshot === this.saved && fs.existsSync(this.file))) return;
+    if (!snapshot.head || (snapshot === this.saved && this.fs.existsSync(this.file))) return;
     await this.write(snapshot, (chunks) => [...chunks].join(''));
   }
 
@@ -212,11 +216,11 @@ export class RestartImage {
     const newBase = !this.base;
     if (!this.base) {
       const id = randomUUID();
-      await writeOrRemove(this.baseFile, slices(baseChunks(snapshot, this.code, id), true), beforeRename?.(true));
+      await writeOrRemove(this.fs, this.baseFile, slices(baseChunks(snapshot, this.code, id), true), beforeRename?.(true));
       this.base = { id, seen: snapshot, changed: new Set() };
     }
     // A write that failed part way (a directory sync after the rename) must not leave an image no drop() would remove.
-    await writeOrRemove(this.file, slices(imageChunks(snapshot, this.code, this.base), false), beforeRename?.(false));
+    await writeOrRemove(this.fs, this.file, slices(imageChunks(snapshot, this.code, this.base), false), beforeRename?.(false));
     this.saved = snapshot;
     return newBase;
   }
@@ -229,26 +233,26 @@ export class RestartImage {
    */
   take(head: string | null): { snapshot: Snapshot } | { reason: string } | undefined {
     // What a save cut short by a kill left (tens of MB at 100k targets): the base's temps too (`.restart-image.base.…`).
-    clearTempsOf(fs, this.file);
+    clearTempsOf(this.fs, this.file);
     // A base no image names: taken from its name at once (a later save's must not be removed), its blocks given back in the background.
     const forget = () => {
       const forgotten = tempPathOf(this.baseFile, 'forgotten');
       try {
-        fs.renameSync(this.baseFile, forgotten);
-        fs.rm(forgotten, { force: true }, () => undefined);
+        this.fs.renameSync(this.baseFile, forgotten);
+        this.fs.rm(forgotten, { force: true }, () => undefined);
       } catch {
         // None (ENOENT), or one the start cannot move: no image names it.
       }
     };
     // No commit to show (an empty branch): an image is of no use, and must not wait for the branch to come back to its commit.
     if (head === null) {
-      fs.rm(this.file, { force: true }, () => undefined);
+      this.fs.rm(this.file, { force: true }, () => undefined);
       forget();
       return undefined;
     }
     let fd: number;
     try {
-      fd = fs.openSync(this.file, 'r');
+      fd = this.fs.openSync(this.file, 'r');
     } catch (error) {
       forget();
       return (error as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : { reason: `it cannot be read (${(error as Error).message})` };
@@ -258,16 +262,16 @@ export class RestartImage {
     const taken = tempPathOf(this.file, 'taken');
     let baseFd: number | undefined;
     try {
-      fs.renameSync(this.file, taken);
+      this.fs.renameSync(this.file, taken);
       // Synced: after a power cut the image must not come back (this process removes no image it did not save).
-      syncPathSync(fs, dirname(this.file));
+      syncPathSync(this.fs, dirname(this.file));
       const image = readImage(readLines(fd), head, this.code);
       if ('reason' in image) {
         forget();
         return image;
       }
       try {
-        baseFd = fs.openSync(this.baseFile, 'r');
+        baseFd = this.fs.openSync(this.baseFile, 'r');
       } catch (error) {
         throw unreadable('base', `cannot be read (${(error as Error).message})`);
       }
@@ -278,9 +282,9 @@ export class RestartImage {
       forget();
       return { reason: error instanceof Error ? error.message : String(error) };
     } finally {
-      fs.closeSync(fd);
-      if (baseFd !== undefined) fs.closeSync(baseFd);
-      fs.rm(taken, { force: true }, () => undefined);
+      this.fs.closeSync(fd);
+      if (baseFd !== undefined) this.fs.closeSync(baseFd);
+      this.fs.rm(taken, { force: true }, () => undefined);
     }
   }
 }
@@ -289,7 +293,7 @@ export class RestartImage {
  * Writes a file of the restart image durably; on a failure, its name holds no file: one left
  * there (a directory sync that failed after the rename) would not be known to be there.
  */
-async function writeOrRemove(file: string, data: string | AsyncIterable<string>, beforeRename?: () => void): Promise<void> {
+async function writeOrRemove(fs: Fs, file: string, data: string | AsyncIterable<string>, beforeRename?: () => void): Promise<void> {
   try {
     await writeFileDurably(fs, file, data, true, 0o600, beforeRename);
   } catch (error) {
