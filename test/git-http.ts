@@ -70,8 +70,10 @@ http {
   let children: Array<ReturnType<typeof spawn>> = [];
   const start = async () => {
     rmSync(socket, { force: true });
-    const wrap = spawn(fcgiwrap, ['-c', '4', '-s', `unix:${socket}`], { stdio: 'ignore' });
-    const web = spawn(nginx, ['-c', join(prefix, 'nginx.conf'), '-p', prefix, '-g', 'daemon off;'], { stdio: 'ignore' });
+    // Each in a process group of its own, stopped as a group: fcgiwrap's parent leaves the
+    // workers it forked (-c 4) running when it is stopped alone, and they outlived the tests.
+    const wrap = spawn(fcgiwrap, ['-c', '4', '-s', `unix:${socket}`], { stdio: 'ignore', detached: true });
+    const web = spawn(nginx, ['-c', join(prefix, 'nginx.conf'), '-p', prefix, '-g', 'daemon off;'], { stdio: 'ignore', detached: true });
     children = [wrap, web];
     await waitFor('nginx on its port', () => new Promise<boolean>((resolve) => {
       const probe = connect(port, '127.0.0.1', () => (probe.end(), resolve(true))).once('error', () => resolve(false));
@@ -84,9 +86,16 @@ http {
           new Promise<void>((resolve) => {
             if (child.exitCode !== null || child.signalCode !== null) return resolve();
             child.once('exit', () => resolve());
-            // SIGTERM: nginx's master stops its workers with it (a killed master would leave them holding the port).
-            child.kill('SIGTERM');
-            setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+            // SIGTERM to the group: nginx's master and its workers, fcgiwrap and its workers.
+            const signal = (name: NodeJS.Signals) => {
+              try {
+                process.kill(-child.pid!, name);
+              } catch {
+                // the group is gone
+              }
+            };
+            signal('SIGTERM');
+            setTimeout(() => signal('SIGKILL'), 5000).unref();
           }),
       ),
     );
