@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { gitCli, onCleanup, tempDir } from './helpers.js';
@@ -70,10 +70,8 @@ http {
   let children: Array<ReturnType<typeof spawn>> = [];
   const start = async () => {
     rmSync(socket, { force: true });
-    // Each in a process group of its own, stopped as a group: fcgiwrap's parent leaves the
-    // workers it forked (-c 4) running when it is stopped alone, and they outlived the tests.
-    const wrap = spawn(fcgiwrap, ['-c', '4', '-s', `unix:${socket}`], { stdio: 'ignore', detached: true });
-    const web = spawn(nginx, ['-c', join(prefix, 'nginx.conf'), '-p', prefix, '-g', 'daemon off;'], { stdio: 'ignore', detached: true });
+    const wrap = spawn(fcgiwrap, ['-c', '4', '-s', `unix:${socket}`], { stdio: 'ignore' });
+    const web = spawn(nginx, ['-c', join(prefix, 'nginx.conf'), '-p', prefix, '-g', 'daemon off;'], { stdio: 'ignore' });
     children = [wrap, web];
     await waitFor('nginx on its port', () => new Promise<boolean>((resolve) => {
       const probe = connect(port, '127.0.0.1', () => (probe.end(), resolve(true))).once('error', () => resolve(false));
@@ -84,18 +82,24 @@ http {
       children.map(
         (child) =>
           new Promise<void>((resolve) => {
-            if (child.exitCode !== null || child.signalCode !== null) return resolve();
-            child.once('exit', () => resolve());
-            // SIGTERM to the group: nginx's master and its workers, fcgiwrap and its workers.
+            // fcgiwrap's workers (-c 4) outlive their parent stopped alone (they outlived the
+            // tests): stopped by their pids with it. nginx's master stops its own workers on
+            // SIGTERM (a killed master would leave them holding the port).
+            const workers = child.pid === undefined ? [] : childrenOf(child.pid);
             const signal = (name: NodeJS.Signals) => {
-              try {
-                process.kill(-child.pid!, name);
-              } catch {
-                // the group is gone
-              }
+              for (const worker of workers) kill(worker, name);
+              if (child.exitCode === null && child.signalCode === null) child.kill(name);
             };
+            let timer: NodeJS.Timeout | undefined;
+            const done = () => {
+              clearTimeout(timer);
+              for (const worker of workers) kill(worker, 'SIGKILL'); // any that outlived SIGTERM
+              resolve();
+            };
+            if (child.exitCode !== null || child.signalCode !== null) return (signal('SIGTERM'), done());
+            child.once('exit', done);
             signal('SIGTERM');
-            setTimeout(() => signal('SIGKILL'), 5000).unref();
+            timer = setTimeout(() => signal('SIGKILL'), 5000);
           }),
       ),
     );
@@ -104,4 +108,41 @@ http {
   onCleanup(stop);
   await start();
   return { url: `http://127.0.0.1:${port}/config.git`, user, password, dir, stop, start };
+}
+
+/** A process by its pid and start time (a pid freed and taken again is another process). */
+interface Proc {
+  pid: number;
+  start: string;
+}
+
+/** "pid (comm) state ppid … starttime …" of a pid, its fields after comm (which may hold spaces and parentheses). */
+function statOf(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined; // gone
+  }
+}
+
+/** The processes whose parent is `pid` (from /proc: a stopped process's workers are reparented and lost). */
+function childrenOf(pid: number): Proc[] {
+  const found: Proc[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const fields = statOf(Number(name));
+    if (fields && Number(fields[1]) === pid) found.push({ pid: Number(name), start: fields[19]! });
+  }
+  return found;
+}
+
+/** Signal a process unless it is gone (its pid free, or another process's now). */
+function kill({ pid, start }: Proc, signal: NodeJS.Signals): void {
+  if (statOf(pid)?.[19] !== start) return;
+  try {
+    process.kill(pid, signal);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+  }
 }
