@@ -175,6 +175,15 @@ export function random(seed: number) {
  */
 export function seeingSyncs(seen: (path: string) => void): { sync: Partial<typeof fs>; promises: Partial<typeof fs.promises> } {
   const paths = new Map<number, string>();
+  /** fs.fsync or fs.fdatasync, `seen` first: a throw there fails the sync. */
+  const seenBefore = (sync: (fd: number, callback: fs.NoParamCallback) => void) => (fd: number, callback: fs.NoParamCallback) => {
+    try {
+      if (paths.has(fd)) seen(paths.get(fd)!);
+    } catch (error) {
+      return process.nextTick(callback, error as NodeJS.ErrnoException);
+    }
+    sync(fd, callback);
+  };
   return {
     sync: {
       openSync: ((path: fs.PathLike, ...rest: [never, never]) => {
@@ -183,14 +192,10 @@ export function seeingSyncs(seen: (path: string) => void): { sync: Partial<typeo
         return fd;
       }) as typeof fs.openSync,
       closeSync: (fd: number) => (paths.delete(fd), fs.closeSync(fd)),
-      fsync: ((fd: number, callback: fs.NoParamCallback) => {
-        try {
-          if (paths.has(fd)) seen(paths.get(fd)!);
-        } catch (error) {
-          return process.nextTick(callback, error as NodeJS.ErrnoException);
-        }
-        fs.fsync(fd, callback);
-      }) as typeof fs.fsync,
+      close: ((fd: number, callback?: fs.NoParamCallback) => (paths.delete(fd), fs.close(fd, callback))) as typeof fs.close,
+      fsync: seenBefore(fs.fsync) as typeof fs.fsync,
+      fdatasync: seenBefore(fs.fdatasync) as typeof fs.fdatasync, // a data-only sync: seen all the same
+      fsyncSync: (fd: number) => (paths.has(fd) && seen(paths.get(fd)!), fs.fsyncSync(fd)), // syncPathSync's
     },
     promises: {
       open: (async (path: fs.PathLike, ...rest: [never, never]) => {

@@ -5,9 +5,10 @@ import { getPriority } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { clearLeftoverPackTemps, hashObject, ObjectWriter, type TreeEntry } from '../src/git/objects.js';
+import { swapRef } from '../src/git/refs.js';
 import { GitRepository } from '../src/git/repository.js';
 import { Tree } from '../src/git/tree.js';
-import { ADMIN, fixedClock, fsWith, gitCli, onCleanup, pushFiles, random as seeded, tempDir } from './helpers.js';
+import { ADMIN, fixedClock, fsWith, gitCli, onCleanup, pushFiles, random as seeded, seeingSyncs, tempDir } from './helpers.js';
 
 
 async function repository(now?: () => number) {
@@ -407,6 +408,53 @@ describe('GitRepository', () => {
     expect(fs.readFileSync(victim, 'utf8')).toBe('someone else\'s file\n');
     expect(git('cat-file', 'blob', oid)).toBe(content.toString());
     expect((readdirSync(dir, { recursive: true }) as string[]).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+  });
+
+  /** This process's open descriptors: a write that fails must leave none of its own open. */
+  const openFds = () => readdirSync('/proc/self/fd').length;
+
+  it('refuses a pack the disk cannot take (a short write, then ENOSPC) whole: no temp file, no descriptor left open, nothing in objects/pack', async () => {
+    const { dir, git } = await repository();
+    const packsBefore = readdirSync(join(dir, 'objects/pack')).sort();
+    let writes = 0;
+    // The first write of each file is cut short (as at the last free blocks); the next one finds the disk full.
+    const full = fsWith({
+      writeSync: ((fd: number, data: Uint8Array, offset: number, length: number) => {
+        if (++writes % 2 === 1) return fs.writeSync(fd, data, offset, Math.min(length, 7));
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      }) as typeof fs.writeSync,
+    });
+    const content = Buffer.from('more than seven bytes, to be cut short\n');
+    const { oid } = hashObject('blob', content);
+    const fds = openFds();
+    await expect(new ObjectWriter(full, dir).writeAll([{ oid, type: 'blob', content }])).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(openFds()).toBe(fds);
+    expect((readdirSync(dir, { recursive: true }) as string[]).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+    expect(readdirSync(join(dir, 'objects/pack')).sort()).toEqual(packsBefore);
+    expect(spawnSync('git', ['--git-dir', dir, 'cat-file', '-e', oid]).status).not.toBe(0);
+    git('fsck', '--strict', '--no-progress');
+  });
+
+  it('leaves the branch as it was when its new value cannot be made durable (ENOSPC on the lock, EIO on its fsync): no lock, no descriptor left open', async () => {
+    const { repo, dir, git } = await repository();
+    const head = (await repo.head())!;
+    const next = (await repo.writeCommit(head, { message: 'never the branch', author: ADMIN, changes: [{ path: 'groups/x.yaml', content: 'id: x\nname: x\nnamespace: logical\n' }] }))!;
+    const lock = join(dir, 'refs/heads/main.lock');
+    const fault = (code: string) => Object.assign(new Error(`${code}: i/o fault`), { code });
+    const noRoom = fsWith({ writeSync: (() => { throw fault('ENOSPC'); }) as typeof fs.writeSync });
+    const failingSync = seeingSyncs((path) => {
+      if (path === lock) throw fault('EIO');
+    });
+    for (const [faulty, code] of [[noRoom, 'ENOSPC'], [fsWith(failingSync.sync, failingSync.promises), 'EIO']] as const) {
+      const fds = openFds();
+      await expect(swapRef(dir, 'refs/heads/main', head, next, faulty)).rejects.toMatchObject({ code });
+      expect(openFds()).toBe(fds);
+      expect(existsSync(lock)).toBe(false);
+      expect(await repo.head()).toBe(head);
+    }
+    // The lock is free: the same swap goes through once the fault is gone.
+    expect(await swapRef(dir, 'refs/heads/main', head, next)).toEqual({ kind: 'swapped' });
+    expect(git('rev-parse', 'main').trim()).toBe(next);
   });
 
   it('makes objects/pack and refs/heads for the first commit when the repository has neither', async () => {

@@ -99,7 +99,11 @@ export function openNewSync(fs: Fs, path: string, mode: number): number {
 
 /** Write all of `data` at the file's offset, in the calling thread (see fsyncFd); a full disk throws ENOSPC. */
 export function writeAllSync(fs: Fs, fd: number, data: Uint8Array): void {
-  for (let offset = 0; offset < data.length; ) offset += fs.writeSync(fd, data, offset, data.length - offset);
+  for (let offset = 0; offset < data.length; ) {
+    const written = fs.writeSync(fd, data, offset, data.length - offset);
+    if (written <= 0) throw new Error(`${offset} of ${data.length} bytes written (a full disk?)`);
+    offset += written;
+  }
 }
 
 /**

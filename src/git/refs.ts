@@ -1,13 +1,13 @@
-import * as fs from 'node:fs';
+import * as nodeFs from 'node:fs';
 import { dirname } from 'node:path';
-import { fsyncFd, syncPath, writeAllSync } from './fs.js';
+import { type Fs, fsyncFd, syncPath, writeAllSync } from './fs.js';
 
 /**
  * The value of a branch ref: its loose file, else its line in packed-refs; null when the
  * branch does not exist. Throws when the repository itself cannot be read (moved away,
  * unreadable): that is a fault to report, not an empty branch.
  */
-export async function readRef(gitdir: string, ref: string): Promise<string | null> {
+export async function readRef(gitdir: string, ref: string, fs: Fs = nodeFs): Promise<string | null> {
   try {
     // Read synchronously: 41 bytes from the page cache take ~10 µs, where an fs.promises
     // readFile (open, stat, read, close: four trips to the thread pool) costs ~200 µs of
@@ -44,14 +44,14 @@ export const STALE_LOCK_MS = 120_000;
  */
 export async function clearLeftoverLock(gitdir: string, ref: string, waitMs = 2000): Promise<string | undefined> {
   const lock = `${gitdir}/${ref}.lock`;
-  const first = await fs.promises.stat(lock).catch(() => undefined);
+  const first = await nodeFs.promises.stat(lock).catch(() => undefined);
   if (!first) return undefined;
   for (const started = Date.now(); Date.now() - started < waitMs; ) {
     await new Promise((resolve) => setTimeout(resolve, 50));
-    const now = await fs.promises.stat(lock).catch(() => undefined);
+    const now = await nodeFs.promises.stat(lock).catch(() => undefined);
     if (!now || now.ino !== first.ino || now.mtimeMs !== first.mtimeMs) return undefined;
   }
-  await fs.promises.rm(lock, { force: true });
+  await nodeFs.promises.rm(lock, { force: true });
   return lock;
 }
 
@@ -65,7 +65,7 @@ export async function clearLeftoverLock(gitdir: string, ref: string, waitMs = 20
  * A lock held by someone else answers 'locked'; one older than STALE_LOCK_MS is removed
  * (its holder is gone) and the swap is tried again.
  */
-export async function swapRef(gitdir: string, ref: string, expected: string | null, next: string, madeDir = false): Promise<SwapResult> {
+export async function swapRef(gitdir: string, ref: string, expected: string | null, next: string, fs: Fs = nodeFs, madeDir = false): Promise<SwapResult> {
   const path = `${gitdir}/${ref}`;
   const lock = `${path}.lock`;
   // The lock is made, written, closed and renamed in this thread; only the fsyncs wait on the pool (fsyncFd).
@@ -76,20 +76,20 @@ export async function swapRef(gitdir: string, ref: string, expected: string | nu
     // The first commit of a branch whose directory is not there yet (refs/heads in a new repository): made once, not looked for on every swap.
     if ((error as NodeJS.ErrnoException).code === 'ENOENT' && !madeDir) {
       await fs.promises.mkdir(dirname(path), { recursive: true });
-      return swapRef(gitdir, ref, expected, next, true);
+      return swapRef(gitdir, ref, expected, next, fs, true);
     }
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     const stat = await fs.promises.stat(lock).catch(() => undefined);
-    if (!stat) return swapRef(gitdir, ref, expected, next); // released meanwhile
+    if (!stat) return swapRef(gitdir, ref, expected, next, fs); // released meanwhile
     if (Date.now() - stat.mtimeMs > STALE_LOCK_MS) {
       await fs.promises.rm(lock, { force: true });
-      return swapRef(gitdir, ref, expected, next);
+      return swapRef(gitdir, ref, expected, next, fs);
     }
     return { kind: 'locked', since: stat.mtime };
   }
   let renamed = false;
   try {
-    const current = await readRef(gitdir, ref);
+    const current = await readRef(gitdir, ref, fs);
     if (current !== expected) return { kind: 'moved', current };
     writeAllSync(fs, fd, Buffer.from(`${next}\n`));
     await fsyncFd(fs, fd);
@@ -100,7 +100,13 @@ export async function swapRef(gitdir: string, ref: string, expected: string | nu
     renamed = true;
   } finally {
     if (!renamed) {
-      if (fd !== undefined) fs.close(fd, () => undefined);
+      if (fd !== undefined) {
+        try {
+          fs.closeSync(fd);
+        } catch {
+          // closed all the same
+        }
+      }
       await fs.promises.rm(lock, { force: true }).catch(() => undefined);
     }
   }

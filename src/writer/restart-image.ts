@@ -88,7 +88,7 @@ export class RestartImage {
 
   constructor(
     private readonly file: string,
-    /** node:fs, or one that watches or fails some calls (tests). */
+    /** node:fs, or one over it that watches or fails some calls (tests): the lines are read back by node:fs (readLines). */
     private readonly fs: Fs = nodeFs,
   ) {
     this.baseFile = `${file}.base`;
