@@ -8,7 +8,6 @@ import { clearLeftoverPackTemps, hashObject, ObjectWriter, type TreeEntry } from
 import { swapRef } from '../src/git/refs.js';
 import { GitRepository } from '../src/git/repository.js';
 import { Tree } from '../src/git/tree.js';
-import { waitFor } from './node-helpers.js';
 import { ADMIN, fixedClock, fsWith, gitCli, onCleanup, pushFiles, random as seeded, seeingSyncs, tempDir } from './helpers.js';
 
 
@@ -222,50 +221,6 @@ describe('GitRepository', () => {
     gitCli(dir, 'fsck', '--strict', '--no-progress');
     expect(gitCli(dir, 'rev-list', '--count', 'main').trim()).toBe('61');
     expect(gitCli(dir, 'show', 'main:targets/g2/h59.yaml')).toBe('n: 59\n');
-  });
-
-  it('spaces its repacks by thirty times what the last one took: upkeep that walks the whole tree stays a small share of a core', async () => {
-    // A git on PATH before the real one whose repack waits for a file to be there (or 5 s), then becomes the real one.
-    const bin = join(tempDir(), 'bin');
-    mkdirSync(bin);
-    const release = join(bin, 'release');
-    const real = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
-    writeFileSync(join(bin, 'git'), `#!/bin/sh\nif [ "$2" = repack ]; then\n  i=0\n  while [ ! -e '${release}' ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i + 1)); done\nfi\nexec '${real}' "$@"\n`, { mode: 0o755 });
-    const path = process.env.PATH;
-    process.env.PATH = `${bin}:${path}`;
-    onCleanup(() => {
-      process.env.PATH = path;
-    });
-    let now = Date.UTC(2026, 0, 1);
-    const dir = join(tempDir(), 'repo.git');
-    const repo = await GitRepository.init(dir, { now: () => now, author: ADMIN, files: [{ path: 'aami.yaml', content: 'exporters: {}\n' }] });
-    onCleanup(() => repo.close());
-    let head = (await repo.head())!;
-    let n = 0;
-    const commits = async (count: number) => {
-      for (let i = 0; i < count; i++, n++) {
-        const commit = await repo.writeCommit(head, { message: `c${n}`, author: ADMIN, changes: [{ path: `targets/g/h${n}.yaml`, content: `n: ${n}\n` }] });
-        expect((await repo.swap(head, commit!)).kind).toBe('swapped');
-        head = commit!;
-      }
-    };
-    const packs = () => readdirSync(join(dir, 'objects/pack')).filter((name) => name.endsWith('.pack')).length;
-    const folded = () => waitFor('the packs folded together', async () => packs() < 10, 300, 20);
-    // The 50th commit starts a repack, held until the clock says it took 2 s.
-    await commits(50);
-    now += 2000;
-    writeFileSync(release, '');
-    await folded();
-    // 50 more a minute later (under 30 × 2 s): none starts, the packs pile up.
-    now += 59_000;
-    await commits(50);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-    expect(packs()).toBeGreaterThanOrEqual(50);
-    // Past it: the next commit starts one.
-    now += 1000;
-    await commits(1);
-    await folded();
-    gitCli(dir, 'fsck', '--strict', '--no-progress');
   });
 
   // Read from /proc, and told apart from the runner's own priority.

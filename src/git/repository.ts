@@ -56,17 +56,8 @@ const MAX_BLOB_READ = 64 << 20;
 /** In a repository while init() makes it. */
 const INITIALIZING = 'aami-initializing';
 
-/** Commits (one pack each) between two repacks, at least. */
+/** Commits (one pack each) between two repacks. */
 const REPACK_EVERY = 50;
-/**
- * A repack waits this many times what the last one took, from its end: each walks the whole
- * tree of the branch (`pack-objects --stdin-packs` takes its name hints so), ~35 ms of CPU at
- * 100k targets for any number of packs, which every 50 commits cost one client ~0.7 ms a
- * registration; spaced so, upkeep takes ~3 % of a core at most, whatever the size.
- */
-const REPACK_SPACING = 30;
-/** Packs after which a repack starts however soon after the last (every object lookup of a new git process looks at every pack). */
-const REPACK_AT_MOST = 1000;
 const COMMITTER: Author = { name: 'aami', email: 'aami@localhost' };
 const TREE_MODE = '40000';
 const BLOB_MODE = '100644';
@@ -94,10 +85,9 @@ export class GitRepository {
    * back from Git.
    */
   private written: { commit: string; root: string } | undefined;
-  /** Packs written since the last repack, the repack running now, and when the last ended and what it took (ms). */
+  /** Packs written since the last repack, and the repack running now. */
   private packs = 0;
   private repacking: Promise<void> | undefined;
-  private repacked = { at: -Infinity, took: 0 };
 
   private constructor(
     readonly gitdir: string,
@@ -323,15 +313,12 @@ export class GitRepository {
   /**
    * Fold the small packs of the last commits (and any loose objects) together, in the
    * background: every object lookup looks at every pack. `--geometric=2` rewrites only the
-   * smallest packs, so what it copies follows the commits since the last time, not the size
-   * of the repository (its walk of the branch's tree does: REPACK_SPACING); `-d` deletes only
-   * packs it has copied, so a commit written meanwhile is safe.
+   * smallest packs, so the cost follows the commits since the last time, not the size of
+   * the repository; `-d` deletes only packs it has copied, so a commit written meanwhile is safe.
    */
   private repack(): void {
     if (this.repacking) return;
-    if (this.packs < REPACK_AT_MOST && this.now() - this.repacked.at < REPACK_SPACING * this.repacked.took) return;
     this.packs = 0;
-    const started = this.now();
     const job = run('git', [`--git-dir=${this.gitdir}`, 'repack', '-d', '-q', '--geometric=2']);
     // Upkeep that nothing waits for: at the lowest priority it leaves the cores to the commits
     // of a storm (on 2 cores, a 10k storm's second round: p99 63 ms, against 94 at the server's own).
@@ -342,10 +329,7 @@ export class GitRepository {
     }
     this.repacking = job
       .then(() => undefined, () => undefined)
-      .finally(() => {
-        this.repacked = { at: this.now(), took: this.now() - started };
-        this.repacking = undefined;
-      });
+      .finally(() => (this.repacking = undefined));
   }
 
   /** The text of a blob (null: too large to read). */
