@@ -68,6 +68,8 @@ http {
 `,
   );
   let children: Array<ReturnType<typeof spawn>> = [];
+  /** The workers of each child as found once it served: one that dies leaves its workers to init, out of sight. */
+  let workersAtStart = new Map<ReturnType<typeof spawn>, Proc[]>();
   const start = async () => {
     rmSync(socket, { force: true });
     const wrap = spawn(fcgiwrap, ['-c', '4', '-s', `unix:${socket}`], { stdio: 'ignore' });
@@ -76,6 +78,7 @@ http {
     await waitFor('nginx on its port', () => new Promise<boolean>((resolve) => {
       const probe = connect(port, '127.0.0.1', () => (probe.end(), resolve(true))).once('error', () => resolve(false));
     }));
+    workersAtStart = new Map(children.map((child) => [child, child.pid === undefined ? [] : childrenOf(child.pid)]));
   };
   const stop = async () => {
     await Promise.all(
@@ -85,7 +88,8 @@ http {
             // fcgiwrap's workers (-c 4) outlive their parent stopped alone (they outlived the
             // tests): stopped by their pids with it. nginx's master stops its own workers on
             // SIGTERM (a killed master would leave them holding the port).
-            const workers = child.pid === undefined ? [] : childrenOf(child.pid);
+            const now = child.pid === undefined ? [] : childrenOf(child.pid);
+            const workers = [...now, ...(workersAtStart.get(child) ?? []).filter((old) => !now.some((p) => p.pid === old.pid && p.start === old.start))];
             const signal = (name: NodeJS.Signals) => {
               for (const worker of workers) kill(worker, name);
               if (child.exitCode === null && child.signalCode === null) child.kill(name);
