@@ -18,7 +18,10 @@ import { startBenchServer } from './server.js';
 import { RETIRED_MS } from '../src/compile/output.js';
 import { bareRepoWith, gitCliCommitsPerSecond, ms, percentile, syntheticRepo } from './synthetic.js';
 
-const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '10' }, 'pause-ms': { type: 'string', default: String(RETIRED_MS + 500) }, layouts: { type: 'string', default: 'file,group' }, 'per-group': { type: 'string', default: '100' } } });
+const { values } = parseArgs({ options: { targets: { type: 'string', default: '10000,100000' }, registrations: { type: 'string', default: '10' }, 'pause-ms': { type: 'string', default: String(RETIRED_MS + 500) }, layouts: { type: 'string', default: 'file,group' }, 'per-group': { type: 'string', default: '100' }, 'host-prefix': { type: 'string', default: 'idle-' } } });
+// Where in the job's file (hosts in name order; the repo's are gpu-000000…) each one lands: `idle-` after them all, `a-` before, `gpu-050000-` amid them.
+// With --sd-layout file a spare is written from the first chunk that changed on: the figures depend on it.
+const hostPrefix = values['host-prefix'];
 // Targets a group directory holds: a registration writes its directory's tree again (~45 bytes an entry).
 const perGroup = Number(values['per-group']);
 if (!Number.isInteger(perGroup) || perGroup < 1) throw new Error('--per-group: a whole number, at least 1');
@@ -47,7 +50,7 @@ async function seen(file: string, before: number | undefined, needle: string, si
 }
 
 try {
-  console.log(`# one registration at a time on an idle server — ${count} registrations each, ${pauseMs} ms apart, ${perGroup} targets a group directory, node ${process.version}`);
+  console.log(`# one registration at a time on an idle server — ${count} registrations each, ${pauseMs} ms apart, ${perGroup} targets a group directory, host names ${hostPrefix}…, node ${process.version}`);
   for (const size of sizes) {
     const repo = join(root, `repo-${size}`);
     bareRepoWith(repo, syntheticRepo(size, Math.ceil(size / perGroup)));
@@ -77,7 +80,7 @@ try {
           const response = await fetch(`${server.url}/api/v1/bootstrap/register`, {
             method: 'POST',
             headers: { authorization: `Bearer ${token}` },
-            body: JSON.stringify({ hostname: `idle-${layout}-${i + 3}`, ip_address: address, facts: { gpu_model: 'H100', gpu_count: 8 } }),
+            body: JSON.stringify({ hostname: `${hostPrefix}${layout}-${i + 3}`, ip_address: address, facts: { gpu_model: 'H100', gpu_count: 8 } }),
           });
           await response.arrayBuffer();
           if (response.status !== 201) throw new Error(`registration answered ${response.status}`);

@@ -802,6 +802,83 @@ describe('SdOutput', () => {
     }
   });
 
+  it('writes a spare from its first chunk that changed: the chunks it holds already are not written again; one changed by anyone else is written whole', async () => {
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-spare-from-'));
+    try {
+      let clock = 0;
+      // Every write of chunks: where in the file it starts, and the bytes it wrote.
+      const writes: Array<[number, number]> = [];
+      const watched = fsWith({}, {
+        open: (async (path: string, ...rest: [never, never]) => {
+          const handle = await fs.promises.open(path, ...rest);
+          const writev = handle.writev.bind(handle);
+          handle.writev = (async (buffers: Buffer[], position?: number) => {
+            const done = await writev(buffers, position);
+            writes.push([position ?? 0, done.bytesWritten]);
+            return done;
+          }) as typeof handle.writev;
+          return handle;
+        }) as typeof fs.promises.open,
+      });
+      const output = new SdOutput(watched, dir, { spareFrom: 16, now: () => clock });
+      const path = join(dir, 'node.json');
+      const spare = join(dir, `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`);
+      const write = async (parts: Buffer[]) => {
+        writes.length = 0;
+        await output.write(new Map([['node.json', parts]]));
+        expect(fs.readFileSync(path)).toEqual(Buffer.concat(parts));
+        return [...writes];
+      };
+      const [open, a, b, x] = ['[\n', '  "a",\n', '  "b",\n', '  "x",\n'].map((text) => Buffer.from(text)) as [Buffer, Buffer, Buffer, Buffer];
+      // Each version's closing chunk made anew (as the compiler cuts the last chunk's view anew: the
+      // same bytes in memory as before, or not); the chunks before it shared as the compiler shares them.
+      let versions = 0;
+      const close = () => Buffer.from(`]${' '.repeat(versions++ % 2)}\n`); // each version's bytes differ from the last's
+      const last = Buffer.from('  "c",\n');
+      const c = () => last.subarray(0, last.length - 2); // a view of the same bytes each time
+      const lengthOf = (...parts: Buffer[]) => parts.reduce((sum, part) => sum + part.length, 0);
+      await write([open, a, b, c(), close()]);
+      const v2 = [open, a, b, c(), close()];
+      expect(await write(v2)).toEqual([[0, lengthOf(...v2)]]); // a new file: the first one is the spare now
+      // Into the spare (the first version): all but its closing chunk are there already.
+      clock += RETIRED_MS;
+      const end3 = close();
+      expect(await write([open, a, b, c(), end3])).toEqual([[lengthOf(open, a, b, c()), end3.length]]);
+      // A chunk amid them changed (x is as long as b: told apart all the same): from it on.
+      clock += RETIRED_MS;
+      const end4 = close();
+      expect(await write([open, a, x, c(), end4])).toEqual([[lengthOf(open, a), lengthOf(x, c(), end4)]]);
+      // The spare touched by someone else (its last write moved): written whole.
+      clock += RETIRED_MS;
+      const later = new Date(Date.now() + 60_000);
+      fs.utimesSync(spare, later, later);
+      const v5 = [open, a, x, c(), close()];
+      expect(await write(v5)).toEqual([[0, lengthOf(...v5)]]);
+      // Written over in place by someone else, its size and last write put back as they were: its last change tells it.
+      clock += RETIRED_MS;
+      const was = fs.statSync(spare, { bigint: true });
+      const fd = fs.openSync(spare, 'r+');
+      fs.writeSync(fd, Buffer.from('{'), 0, 1, 0);
+      fs.closeSync(fd);
+      // To the nanosecond (utimes takes a number of seconds, which cannot hold it).
+      execFileSync('touch', ['-m', '-d', `@${was.mtimeNs / 1_000_000_000n}.${String(was.mtimeNs % 1_000_000_000n).padStart(9, '0')}`, spare]);
+      expect(fs.statSync(spare, { bigint: true }).mtimeNs).toBe(was.mtimeNs);
+      const v6 = [open, a, x, c(), close()];
+      expect(await write(v6)).toEqual([[0, lengthOf(...v6)]]);
+      // A shorter file (past spareFrom still) into a longer spare: from the chunk that changed, cut to its length.
+      clock += RETIRED_MS;
+      const end7 = close();
+      expect(await write([open, a, x, end7])).toEqual([[lengthOf(open, a, x), end7.length]]);
+      // A second name given to the spare: never written through, so a file made anew, and written whole.
+      clock += RETIRED_MS;
+      fs.linkSync(spare, join(dir, 'second-name'));
+      const v8 = [open, a, b, close()];
+      expect(await write(v8)).toEqual([[0, lengthOf(...v8)]]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('never writes through a link or a second name put in place of its spare: it makes the spare anew', async () => {
     const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-spare-link-'));
     try {

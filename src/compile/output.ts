@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { type Fs, leftoverTemp, PROCESS_TAG, syncPath, tempPathOf, writeFileDurably } from '../git/fs.js';
+import { type Fs, leftoverTemp, PROCESS_TAG, type SpareFile, syncPath, tempPathOf, writeFileDurably } from '../git/fs.js';
 import { PMap } from '../catalog/pmap.js';
 import { sameParts, totalLength } from './compiler.js';
 import { inLanes } from '../lanes.js';
@@ -71,6 +71,12 @@ export class SdOutput {
   private readonly retired = new Map<string, number>();
   /** Each big file this process put in place, as it wrote it (see fromSpare). */
   private readonly placed = new Map<string, { ino: number; mtimeMs: number }>();
+  /**
+   * What each spare holds (see fromSpare): the first chunks of the file it was, those the
+   * version that replaced it shares (no others can come back: holding them would keep a whole
+   * old version of the file in memory), and the spare as it was left, to be known again.
+   */
+  private readonly spareHolds = new Map<string, { parts: Buffer[]; file: SpareFile }>();
   private readonly spareFrom: number;
   /** Whether the first write looked for what other processes left, and the timer of the look again. */
   private leftoversLooked = false;
@@ -113,8 +119,8 @@ export class SdOutput {
       if (name.includes('/')) await this.shardDirectory(name.slice(0, name.lastIndexOf('/')));
       beforeChange?.();
       await this.fs.promises.rm(`${this.dir}/${name}`, { force: true });
+      this.written.delete(name); // gone, even if its spare cannot be removed: written again if it comes back
       await this.dropSpare(name);
-      this.written.delete(name);
       result.removed.push(name);
     };
     const removedFrom = new Set<string>();
@@ -146,7 +152,7 @@ export class SdOutput {
         // Whole before it is named (Prometheus never reads half a file, even after a power cut), but the
         // rename is not synced: a crash that undoes it is no worse than one just before this write, and
         // the next start compiles again (a file it takes as it is is checked by the compile that follows).
-        if (totalLength(parts) >= this.spareFrom) await this.fromSpare(name, parts, beforeChange);
+        if (totalLength(parts) >= this.spareFrom) await this.fromSpare(name, parts, previous, beforeChange);
         else {
           await this.dropSpare(name);
           await writeFileDurably(this.fs, `${this.dir}/${name}`, parts, 'contents', undefined, beforeChange);
@@ -239,49 +245,70 @@ export class SdOutput {
    * be replaced in turn); one that is not a plain file of one name is never written through
    * (openSpare). Spare names are this process's own, like temp names: two servers on one
    * directory never write one file.
+   *
+   * The spare holds the chunks of the file it was (`previous` then): the chunks the new
+   * version shares with it from the start (the compiler hands back unchanged chunks as the
+   * same buffers) are there already, and only the rest is written, from the first that
+   * differs: a registration at 100k targets writes the 37 MB file from the host it adds on
+   * (at the end: one chunk; at the start: all of it). Only while the spare is the file this
+   * process left (its inode, size, last write and last change): one changed or put there by
+   * anyone else is written whole.
    */
-  private async fromSpare(name: string, parts: Buffer[], beforeChange?: () => void): Promise<void> {
+  private async fromSpare(name: string, parts: Buffer[], previous: Buffer[] | undefined, beforeChange?: () => void): Promise<void> {
     const path = `${this.dir}/${name}`;
     const spare = spareOf(path);
     const retired = this.retired.get(name);
     const reuse = retired !== undefined && this.now() - retired >= RETIRED_MS;
+    let kept: { parts: number; bytes: number; file: SpareFile } | undefined;
     if (reuse) {
       // The renames that made it the spare were not synced: a power cut before they are on disk must not find it the SD file, half written.
       await syncPath(this.fs, dirname(path));
       this.retired.delete(name); // written over from here on: not a spare until it is one again below
+      const holds = this.spareHolds.get(name);
+      this.spareHolds.delete(name);
+      const shared = holds ? sharedStart(holds.parts, parts) : undefined;
+      if (shared?.parts) kept = { ...shared, file: holds!.file };
     }
     // The file it replaces is kept under a second name first, to become the next spare: only
     // the file this process put there (another's, kept, could be of another user or mode).
-    const kept = tempPathOf(path, `${process.pid}.${PROCESS_TAG}.kept`);
+    const keptPath = tempPathOf(path, `${process.pid}.${PROCESS_TAG}.kept`);
     const placed = this.placed.get(name);
     let keeps = false;
     const keep = async () => {
       beforeChange?.();
       if (placed === undefined) return;
       try {
-        await this.fs.promises.rm(kept, { force: true });
-        await this.fs.promises.link(path, kept);
+        await this.fs.promises.rm(keptPath, { force: true });
+        await this.fs.promises.link(path, keptPath);
         // The inode number and the time it was last written: a number freed is soon given to a new file.
-        const stat = await this.fs.promises.lstat(kept);
+        const stat = await this.fs.promises.lstat(keptPath);
         keeps = stat.ino === placed.ino && stat.mtimeMs === placed.mtimeMs;
       } catch {
         // nothing there, or no hard links on this file system: no spare, only a saving lost
       }
-      if (!keeps) await this.fs.promises.rm(kept, { force: true }).catch(() => undefined);
+      if (!keeps) await this.fs.promises.rm(keptPath, { force: true }).catch(() => undefined);
     };
     this.placed.delete(name);
     try {
-      this.placed.set(name, await writeFileDurably(this.fs, path, parts, 'contents', 0o644, keep, reuse ? spare : undefined));
+      this.placed.set(name, await writeFileDurably(this.fs, path, parts, 'contents', 0o644, keep, reuse ? spare : undefined, kept));
     } catch (error) {
-      await this.fs.promises.rm(kept, { force: true }).catch(() => undefined);
+      await this.fs.promises.rm(keptPath, { force: true }).catch(() => undefined);
       throw error;
     }
     if (!keeps) return;
     // The new file is in place: a spare that cannot be kept is only a saving lost.
-    await this.fs.promises.rename(kept, spare).then(
-      () => void this.retired.set(name, this.now()),
-      () => this.fs.promises.rm(kept, { force: true }).catch(() => undefined),
-    );
+    this.spareHolds.delete(name); // what the spare held goes now, whatever comes of the rename
+    try {
+      await this.fs.promises.rename(keptPath, spare);
+    } catch {
+      await this.fs.promises.rm(keptPath, { force: true }).catch(() => undefined);
+      return;
+    }
+    this.retired.set(name, this.now());
+    // Known again by its inode, size, last write and last change (a rename sets that: looked at after it).
+    const file = await this.fs.promises.lstat(spare).catch(() => undefined);
+    const shared = previous ? sharedStart(previous, parts).parts : 0;
+    if (file && shared) this.spareHolds.set(name, { parts: previous!.slice(0, shared), file: { ino: file.ino, size: file.size, mtimeMs: file.mtimeMs, ctimeMs: file.ctimeMs } });
   }
 
   /** Removes a name's spare (the file it belonged to is removed, or small now). */
@@ -290,6 +317,7 @@ export class SdOutput {
     if (!this.retired.has(name)) return;
     await this.fs.promises.rm(spareOf(`${this.dir}/${name}`), { force: true });
     this.retired.delete(name);
+    this.spareHolds.delete(name);
   }
 
   /**
@@ -316,6 +344,19 @@ export class SdOutput {
       await handle?.close().catch(() => undefined);
     }
   }
+}
+
+/** How many of the first chunks of `a` and `b` are the same bytes in memory, and their length. */
+function sharedStart(a: Buffer[], b: Buffer[]): { parts: number; bytes: number } {
+  let parts = 0;
+  let bytes = 0;
+  for (const n = Math.min(a.length, b.length); parts < n && sameBytes(a[parts]!, b[parts]!); parts++) bytes += a[parts]!.length;
+  return { parts, bytes };
+}
+
+/** Whether two chunks are the same bytes in memory: one buffer, or views of one stretch of it. */
+function sameBytes(a: Buffer, b: Buffer): boolean {
+  return a === b || (a.buffer === b.buffer && a.byteOffset === b.byteOffset && a.length === b.length);
 }
 
 /** The spare of an SD file (SdOutput.fromSpare): a temp name of this process's, outside `*.json`. */

@@ -18,9 +18,11 @@ export type Fs = typeof nodeFs;
  * `beforeRename` is awaited just before the new content takes the name. `data` as chunks is
  * written as they come; the file as written (its stat) is returned. `spare`: a temp name of
  * this process's whose file, if it is there (openSpare), is written over rather than a new
- * file made (big files: see SdOutput's SPARE_FROM).
+ * file made (big files: see SdOutput's SPARE_FROM); `kept`: the first `parts` of `data` (as
+ * chunks) are in that spare already, its first `bytes`, while the file opened is still `file`:
+ * only the rest is written, from there.
  */
-export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void | Promise<void>, spare?: string): Promise<nodeFs.Stats> {
+export async function writeFileDurably(fs: Fs, path: string, data: string | Uint8Array | Buffer[] | AsyncIterable<string>, durable: boolean | 'contents' = true, mode = 0o644, beforeRename?: () => void | Promise<void>, spare?: string, kept?: { parts: number; bytes: number; file: SpareFile }): Promise<nodeFs.Stats> {
   const dir = dirname(path);
   const tmp = spare ?? tempPathOf(path, `${process.pid}.${PROCESS_TAG}.${tmpCounter++}`);
   let written: nodeFs.Stats;
@@ -30,9 +32,12 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
       let size = 0;
       if (Array.isArray(data)) {
         for (const part of data) size += part.length;
+        // The spare as it was left, not a file made anew in its place (openSpare: an empty one would
+        // hold zeros where the kept bytes go) nor one changed or put there since (its last change too).
+        const from = spare && kept && sameFile(await handle.stat(), kept.file) ? kept : { parts: 0, bytes: 0 };
         // One request, which stops without an error at a write that fails after some were made (a disk full part way).
-        const { bytesWritten } = await handle.writev(data);
-        if (bytesWritten !== size) throw new Error(`${path}: ${bytesWritten} of ${size} bytes written (a full disk?)`);
+        const { bytesWritten } = await handle.writev(from.parts ? data.slice(from.parts) : data, from.bytes);
+        if (bytesWritten !== size - from.bytes) throw new Error(`${path}: ${from.bytes + bytesWritten} of ${size} bytes written (a full disk?)`);
       } else if (typeof data === 'string' || data instanceof Uint8Array) {
         await handle.writeFile(data);
         size = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
@@ -58,6 +63,13 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
   }
   if (durable === true) await syncPath(fs, dir);
   return written;
+}
+
+/** A file as it was left, to be known again: its inode, size, last write and last change (a rename or link sets that). */
+export type SpareFile = { ino: number; size: number; mtimeMs: number; ctimeMs: number };
+
+function sameFile(stat: nodeFs.Stats, file: SpareFile): boolean {
+  return stat.ino === file.ino && stat.size === file.size && stat.mtimeMs === file.mtimeMs && stat.ctimeMs === file.ctimeMs;
 }
 
 let tmpCounter = 0;
