@@ -13,7 +13,7 @@ import { Compiler, compile, jobOfFile, sameParts } from '../src/compile/compiler
 import { LOOK_AGAIN_MS, RETIRED_MS, SdOutput } from '../src/compile/output.js';
 import { PROCESS_TAG, type Fs } from '../src/git/fs.js';
 import { loadDirectory } from '../src/cli/validate.js';
-import { fixture, fsWith, seeingSyncs } from './helpers.js';
+import { fixture, fsWith, onCleanup, seeingSyncs } from './helpers.js';
 
 /** A compile's files as text, by name. */
 const sdText = (files: ReadonlyMap<string, Buffer[]>) => new Map([...files].map(([name, parts]) => [name, Buffer.concat(parts).toString()]));
@@ -122,8 +122,22 @@ describe('compile', () => {
     }
   });
 
-  it('keeps one file per job, and the shards, as a full compile would, byte for byte, through registrations, moves, removals and a group edit', () => {
+  it('keeps one file per job, and the shards, as a full compile would, byte for byte, through registrations, moves, removals and a group edit; on disk too, its files written into their spares from the chunk that changed', async () => {
     const live = new LiveCatalog(Snapshot.build(readCheckout(fs, fixture('basic')), null));
+    // Every file written into its spare (spareFrom 1, each write RETIRED_MS after the last); the writes that started past a kept start counted.
+    const dir = fs.mkdtempSync(join(tmpdir(), 'aami-sd-spare-compile-'));
+    onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }));
+    let clock = 0;
+    let fromKept = 0;
+    const watched = fsWith({}, {
+      open: (async (path: string, ...rest: [never, never]) => {
+        const handle = await fs.promises.open(path, ...rest);
+        const writev = handle.writev.bind(handle);
+        handle.writev = (async (buffers: Buffer[], position?: number) => ((position ?? 0) > 0 && fromKept++, writev(buffers, position))) as typeof handle.writev;
+        return handle;
+      }) as typeof fs.promises.open,
+    });
+    const output = new SdOutput(watched, dir, { spareFrom: 1, now: () => clock });
     // Chunks of three hosts: changes fall in, between and across chunks, which split and empty.
     const compiler = new Compiler('file', 3);
     const sharded = new Compiler('group', 3);
@@ -173,13 +187,19 @@ describe('compile', () => {
         change(updates);
       }
       const catalog = live.snapshot().catalog;
-      const incremental = sdText(compiler.compile(catalog));
+      const compiled = compiler.compile(catalog);
+      const incremental = sdText(compiled);
       const whole = new Map([...compile(catalog)].map(([name, bytes]) => [name, bytes.toString()]));
       expect(incremental, `step ${step}`).toEqual(whole);
+      clock += RETIRED_MS;
+      await output.write(compiled);
+      const onDisk = new Map(fs.readdirSync(dir).filter((name) => name.endsWith('.json')).map((name) => [name, fs.readFileSync(join(dir, name), 'utf8')]));
+      expect(onDisk, `step ${step}, on disk`).toEqual(whole);
       // The shards a compile after each change gives are those of a compiler that never saw the catalog before.
       expect(sdText(sharded.compile(catalog)), `step ${step}, shards`).toEqual(sdText(new Compiler('group').compile(catalog)));
     }
     expect(where.size).toBeGreaterThan(20);
+    expect(fromKept).toBeGreaterThan(20);
     // A job the change does not touch gives the same array back: the writer skips it by identity.
     const before = compiler.compile(live.snapshot().catalog);
     change([{ path: 'targets/ml-training/only-node.yaml', text: 'hostname: only-node\nip_address: 10.9.1.1\nprimary_group: ml-training\nexporters: [{type: node_exporter}]\n' }]);
