@@ -1,4 +1,4 @@
-// npm run bench:idle [-- --targets 10000,100000 --registrations 10 --layouts file,group --per-group 100 --pause-ms 10500]
+// npm run bench:idle [-- --targets 10000,100000 --registrations 10 --layouts file,group --per-group 100 --pause-ms 10500 --host-prefix idle-]
 // One client at a time (issue 15): each self-registration on an idle server, its latency,
 // the server's CPU for it (answer, commit, compile, SD write) and over the whole cycle until
 // the next one (what an idle server does after a change: the restart image saved once
