@@ -828,12 +828,13 @@ describe('SdOutput', () => {
       let clock = 0;
       // Every write of chunks: where in the file it starts, and the bytes it wrote.
       const writes: Array<[number, number]> = [];
+      let cutShort = false; // the next write stops after its first chunk, as at a full disk
       const watched = fsWith({}, {
         open: (async (path: string, ...rest: [never, never]) => {
           const handle = await fs.promises.open(path, ...rest);
           const writev = handle.writev.bind(handle);
           handle.writev = (async (buffers: Buffer[], position?: number) => {
-            const done = await writev(buffers, position);
+            const done = await writev(cutShort ? buffers.slice(0, 1) : buffers, position);
             writes.push([position ?? 0, done.bytesWritten]);
             return done;
           }) as typeof handle.writev;
@@ -894,6 +895,19 @@ describe('SdOutput', () => {
       fs.linkSync(spare, join(dir, 'second-name'));
       const v8 = [open, a, b, close()];
       expect(await write(v8)).toEqual([[0, lengthOf(...v8)]]);
+      // A write into the spare cut short: refused, the file as it was, the spare gone with what it held;
+      // the next write (no spare now) is whole.
+      clock += RETIRED_MS;
+      await write([open, a, b, c(), close()]);
+      clock += RETIRED_MS;
+      cutShort = true;
+      const before = fs.readFileSync(path);
+      await expect(output.write(new Map([['node.json', [open, a, x, c(), close()]]]))).rejects.toThrow(/bytes written/);
+      cutShort = false;
+      expect(fs.readFileSync(path)).toEqual(before);
+      clock += RETIRED_MS;
+      const v11 = [open, a, x, c(), close()];
+      expect(await write(v11)).toEqual([[0, lengthOf(...v11)]]);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
@@ -1005,7 +1019,7 @@ describe('SdOutput', () => {
         open: (async (...args: Parameters<typeof fs.promises.open>) => {
           const handle = await fs.promises.open(...args);
           const writev = handle.writev.bind(handle);
-          handle.writev = (async (buffers: Buffer[]) => (short ? { ...(await writev(buffers.slice(0, 1))), buffers } : writev(buffers))) as typeof handle.writev;
+          handle.writev = (async (buffers: Buffer[], position?: number) => (short ? { ...(await writev(buffers.slice(0, 1), position)), buffers } : writev(buffers, position))) as typeof handle.writev;
           return handle;
         }) as typeof fs.promises.open,
       });
