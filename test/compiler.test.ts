@@ -129,14 +129,7 @@ describe('compile', () => {
     onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }));
     let clock = 0;
     let fromKept = 0;
-    const watched = fsWith({}, {
-      open: (async (path: string, ...rest: [never, never]) => {
-        const handle = await fs.promises.open(path, ...rest);
-        const writev = handle.writev.bind(handle);
-        handle.writev = (async (buffers: Buffer[], position?: number) => ((position ?? 0) > 0 && fromKept++, writev(buffers, position))) as typeof handle.writev;
-        return handle;
-      }) as typeof fs.promises.open,
-    });
+    const watched = writevThrough((buffers, position) => (position > 0 && fromKept++, buffers));
     const output = new SdOutput(watched, dir, { spareFrom: 1, now: () => clock });
     // Chunks of three hosts: changes fall in, between and across chunks, which split and empty.
     const compiler = new Compiler('file', 3);
@@ -514,6 +507,26 @@ function chunksHold(compiler: any, label: string): void {
 
 const files = (name: string, text: string) => new Map([[name, Buffer.from(text)]]);
 
+/**
+ * node:fs whose FileHandles' writev goes through `each`: it sees where a write starts and
+ * gives the chunks to write (fewer: a write stopped part way, as libuv's at a full disk);
+ * `written` hears where each write started and the bytes it wrote.
+ */
+function writevThrough(each: (buffers: Buffer[], position: number) => Buffer[], written: (position: number, bytes: number) => void = () => undefined): typeof fs {
+  return fsWith({}, {
+    open: (async (...args: Parameters<typeof fs.promises.open>) => {
+      const handle = await fs.promises.open(...args);
+      const writev = handle.writev.bind(handle);
+      handle.writev = (async (buffers: Buffer[], position?: number) => {
+        const done = await writev(each(buffers, position ?? 0), position);
+        written(position ?? 0, done.bytesWritten);
+        return done;
+      }) as typeof handle.writev;
+      return handle;
+    }) as typeof fs.promises.open,
+  });
+}
+
 describe('SdOutput', () => {
   const memfs = () => createFsFromVolume(new Volume()) as unknown as Fs;
 
@@ -829,18 +842,10 @@ describe('SdOutput', () => {
       // Every write of chunks: where in the file it starts, and the bytes it wrote.
       const writes: Array<[number, number]> = [];
       let cutShort = false; // the next write stops after its first chunk, as at a full disk
-      const watched = fsWith({}, {
-        open: (async (path: string, ...rest: [never, never]) => {
-          const handle = await fs.promises.open(path, ...rest);
-          const writev = handle.writev.bind(handle);
-          handle.writev = (async (buffers: Buffer[], position?: number) => {
-            const done = await writev(cutShort ? buffers.slice(0, 1) : buffers, position);
-            writes.push([position ?? 0, done.bytesWritten]);
-            return done;
-          }) as typeof handle.writev;
-          return handle;
-        }) as typeof fs.promises.open,
-      });
+      const watched = writevThrough(
+        (buffers) => (cutShort ? buffers.slice(0, 1) : buffers),
+        (position, bytes) => writes.push([position, bytes]),
+      );
       const output = new SdOutput(watched, dir, { spareFrom: 16, now: () => clock });
       const path = join(dir, 'node.json');
       const spare = join(dir, `.node.json.${process.pid}.${PROCESS_TAG}.spare.tmp`);
@@ -1015,14 +1020,7 @@ describe('SdOutput', () => {
     try {
       let short = false;
       // libuv's writev stops without an error at a write that fails after others were made.
-      const shortening = fsWith({}, {
-        open: (async (...args: Parameters<typeof fs.promises.open>) => {
-          const handle = await fs.promises.open(...args);
-          const writev = handle.writev.bind(handle);
-          handle.writev = (async (buffers: Buffer[], position?: number) => (short ? { ...(await writev(buffers.slice(0, 1), position)), buffers } : writev(buffers, position))) as typeof handle.writev;
-          return handle;
-        }) as typeof fs.promises.open,
-      });
+      const shortening = writevThrough((buffers) => (short ? buffers.slice(0, 1) : buffers));
       for (const spareFrom of [Infinity, 1]) {
         const output = new SdOutput(shortening, join(dir, String(spareFrom)), { spareFrom, now: () => 0 });
         short = false;

@@ -1,5 +1,5 @@
 import { constants } from 'node:fs';
-import { type Fs, leftoverTemp, PROCESS_TAG, type SpareFile, syncPath, tempPathOf, writeFileDurably } from '../git/fs.js';
+import { type Fs, leftoverTemp, PROCESS_TAG, type SpareFile, spareFileOf, syncPath, tempPathOf, writeFileDurably } from '../git/fs.js';
 import { PMap } from '../catalog/pmap.js';
 import { sameParts, totalLength } from './compiler.js';
 import { inLanes } from '../lanes.js';
@@ -309,7 +309,7 @@ export class SdOutput {
     // Known again by its inode, size, last write and last change (a rename sets that: looked at after it).
     const file = await this.fs.promises.lstat(spare).catch(() => undefined);
     const shared = previous ? sharedStart(previous, parts).parts : 0;
-    if (file && shared) this.spareHolds.set(name, { parts: previous!.slice(0, shared), file: { ino: file.ino, size: file.size, mtimeMs: file.mtimeMs, ctimeMs: file.ctimeMs } });
+    if (file && shared) this.spareHolds.set(name, { parts: previous!.slice(0, shared), file: spareFileOf(file) });
   }
 
   /** Removes a name's spare (the file it belonged to is removed, or small now). */

@@ -68,6 +68,10 @@ export async function writeFileDurably(fs: Fs, path: string, data: string | Uint
 /** A file as it was left, to be known again: its inode, size, last write and last change (a rename or link sets that). */
 export type SpareFile = { ino: number; size: number; mtimeMs: number; ctimeMs: number };
 
+export function spareFileOf(stat: nodeFs.Stats): SpareFile {
+  return { ino: stat.ino, size: stat.size, mtimeMs: stat.mtimeMs, ctimeMs: stat.ctimeMs };
+}
+
 function sameFile(stat: nodeFs.Stats, file: SpareFile): boolean {
   return stat.ino === file.ino && stat.size === file.size && stat.mtimeMs === file.mtimeMs && stat.ctimeMs === file.ctimeMs;
 }
