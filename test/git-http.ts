@@ -68,8 +68,6 @@ http {
 `,
   );
   let children: Array<ReturnType<typeof spawn>> = [];
-  /** The workers of each child as found once it served: one that dies leaves its workers to init, out of sight. */
-  let workersAtStart = new Map<ReturnType<typeof spawn>, Proc[]>();
   const start = async () => {
     rmSync(socket, { force: true });
     const wrap = spawn(fcgiwrap, ['-c', '4', '-s', `unix:${socket}`], { stdio: 'ignore' });
@@ -78,35 +76,22 @@ http {
     await waitFor('nginx on its port', () => new Promise<boolean>((resolve) => {
       const probe = connect(port, '127.0.0.1', () => (probe.end(), resolve(true))).once('error', () => resolve(false));
     }));
-    workersAtStart = new Map(children.map((child) => [child, child.pid === undefined ? [] : childrenOf(child.pid)]));
   };
   const stop = async () => {
-    await Promise.all(
-      children.map(
-        (child) =>
-          new Promise<void>((resolve) => {
-            // fcgiwrap's workers (-c 4) outlive their parent stopped alone (they outlived the
-            // tests): stopped by their pids with it. nginx's master stops its own workers on
-            // SIGTERM (a killed master would leave them holding the port).
-            const now = child.pid === undefined ? [] : childrenOf(child.pid);
-            const workers = [...now, ...(workersAtStart.get(child) ?? []).filter((old) => !now.some((p) => p.pid === old.pid && p.start === old.start))];
-            const signal = (name: NodeJS.Signals) => {
-              for (const worker of workers) kill(worker, name);
-              if (child.exitCode === null && child.signalCode === null) child.kill(name);
-            };
-            let timer: NodeJS.Timeout | undefined;
-            const done = () => {
-              clearTimeout(timer);
-              for (const worker of workers) kill(worker, 'SIGKILL'); // any that outlived SIGTERM
-              resolve();
-            };
-            if (child.exitCode !== null || child.signalCode !== null) return (signal('SIGTERM'), done());
-            child.once('exit', done);
-            signal('SIGTERM');
-            timer = setTimeout(() => signal('SIGKILL'), 5000);
-          }),
-      ),
-    );
+    // fcgiwrap's workers (-c 4) outlive their parent stopped alone, reparented out of sight
+    // (they outlived the tests): found by the socket their command line names, this server's
+    // own, and stopped by their pids with it. nginx's master stops its own workers on SIGTERM
+    // (a killed master would leave them holding the port).
+    const workers = processesNaming(`unix:${socket}`);
+    const signal = (name: NodeJS.Signals) => {
+      for (const worker of workers) kill(worker, name);
+      for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill(name);
+    };
+    signal('SIGTERM');
+    const timer = setTimeout(() => signal('SIGKILL'), 5000);
+    await Promise.all(children.map((child) => (child.exitCode !== null || child.signalCode !== null ? undefined : new Promise((resolve) => child.once('exit', resolve)))));
+    clearTimeout(timer);
+    for (const worker of workers) kill(worker, 'SIGKILL'); // any that outlived SIGTERM
     children = [];
   };
   onCleanup(stop);
@@ -130,13 +115,18 @@ function statOf(pid: number): string[] | undefined {
   }
 }
 
-/** The processes whose parent is `pid` (from /proc: a stopped process's workers are reparented and lost). */
-function childrenOf(pid: number): Proc[] {
+/** The processes whose command line holds `needle`, wherever they were reparented. */
+function processesNaming(needle: string): Proc[] {
   const found: Proc[] = [];
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
-    const fields = statOf(Number(name));
-    if (fields && Number(fields[1]) === pid) found.push({ pid: Number(name), start: fields[19]! });
+    try {
+      const words = readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0');
+      const start = statOf(Number(name))?.[19];
+      if (start !== undefined && words.includes(needle)) found.push({ pid: Number(name), start });
+    } catch {
+      // gone meanwhile
+    }
   }
   return found;
 }
